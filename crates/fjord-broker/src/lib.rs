@@ -1,0 +1,1 @@
+//! fjord-broker (under construction)

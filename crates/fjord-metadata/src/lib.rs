@@ -1,0 +1,1 @@
+//! fjord-metadata (under construction)

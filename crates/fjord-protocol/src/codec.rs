@@ -1,0 +1,294 @@
+//! Framing and request/response headers, without I/O.
+//!
+//! A Kafka frame is a big-endian `i32` size followed by that many bytes. An incomplete frame is
+//! the normal state of a socket buffer, not an error: [`split_frame`] returns `Ok(None)` and the
+//! caller reads more. A negative or oversized size is an error and the connection must close,
+//! because nothing after it can be trusted to be a frame boundary.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use thiserror::Error;
+
+/// Kafka's `socket.request.max.bytes` default.
+pub const DEFAULT_MAX_FRAME: usize = 100 * 1024 * 1024;
+
+/// The frame cannot be read: the connection must be closed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame size {size} is negative")]
+    Negative { size: i32 },
+    #[error("frame size {size} exceeds the maximum of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// Split one complete frame (without its size prefix) off the front of `buf`.
+pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if size < 0 {
+        return Err(FrameError::Negative { size });
+    }
+    let size = size as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    if buf.len() < 4 + size {
+        // Reserve so the next reads land in one allocation.
+        buf.reserve(4 + size - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(size)))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub api_key: ApiKey,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// Why a request frame could not be decoded.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Too short to hold even api key, version and correlation id.
+    #[error("request frame of {0} bytes is too short for a header")]
+    TooShort(usize),
+    #[error("unknown api key {api_key}")]
+    UnknownApiKey { api_key: i16, correlation_id: i32 },
+    /// Known API, version outside [`crate::versions::SUPPORTED`]. For ApiVersions the broker
+    /// answers with a v0 UNSUPPORTED_VERSION response; for anything else it closes the connection.
+    #[error("unsupported version {version} of {api_key:?}")]
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+    #[error("malformed {api_key:?} v{version} request: {reason}")]
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        reason: String,
+    },
+}
+
+/// Decode a request frame (as returned by [`split_frame`]).
+pub fn decode_request(frame: BytesMut) -> Result<Request, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey {
+        api_key: raw_key,
+        correlation_id,
+    })?;
+    if !crate::versions::is_supported(raw_key, version) {
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
+    }
+    let malformed = |reason: String| DecodeError::Malformed {
+        api_key,
+        version,
+        correlation_id,
+        reason,
+    };
+    let mut bytes = frame.freeze();
+    let header = RequestHeader::decode(&mut bytes, api_key.request_header_version(version))
+        .map_err(|e| malformed(format!("{e:#}")))?;
+    let body = RequestKind::decode(api_key, &mut bytes, version)
+        .map_err(|e| malformed(format!("{e:#}")))?;
+    Ok(Request {
+        api_key,
+        header,
+        body,
+    })
+}
+
+/// Encode a whole response frame (size prefix, header, body) into `out`.
+pub fn encode_response(
+    out: &mut BytesMut,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<(), String> {
+    let start = out.len();
+    out.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(out, api_key.response_header_version(version))
+        .map_err(|e| format!("{e:#}"))?;
+    body.encode(out, version).map_err(|e| format!("{e:#}"))?;
+    let size = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+/// The reply to an ApiVersions request whose version is too new: always encoded as v0 (whose
+/// header every client can read), with UNSUPPORTED_VERSION and our full table so the client
+/// retries with a version we support. This is what Apache Kafka does.
+pub fn unsupported_api_versions_response(out: &mut BytesMut, correlation_id: i32) {
+    let mut resp = crate::api_versions_response();
+    resp.error_code = kafka_protocol::ResponseError::UnsupportedVersion.code();
+    encode_response(
+        out,
+        correlation_id,
+        ApiKey::ApiVersions,
+        0,
+        &ResponseKind::ApiVersions(resp),
+    )
+    .expect("ApiVersions v0 always encodes");
+}
+
+/// Build the ApiVersions response body listing [`crate::versions::SUPPORTED`].
+pub fn api_versions_body() -> ApiVersionsResponse {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    let keys = crate::versions::SUPPORTED
+        .iter()
+        .map(|a| {
+            ApiVersion::default()
+                .with_api_key(a.key as i16)
+                .with_min_version(a.min)
+                .with_max_version(a.max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_api_keys(keys)
+}
+
+/// Encode a request frame (used by the client).
+pub fn encode_request(
+    out: &mut BytesMut,
+    header: &RequestHeader,
+    body: &RequestKind,
+) -> Result<(), String> {
+    let api_key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| format!("unknown api key {}", header.request_api_key))?;
+    let version = header.request_api_version;
+    let start = out.len();
+    out.put_i32(0);
+    header
+        .encode(out, api_key.request_header_version(version))
+        .map_err(|e| format!("{e:#}"))?;
+    body.encode(out, version).map_err(|e| format!("{e:#}"))?;
+    let size = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+/// Decode a response frame (used by the client): header then body of the given API version.
+pub fn decode_response(
+    frame: BytesMut,
+    api_key: ApiKey,
+    version: i16,
+) -> Result<(i32, ResponseKind), String> {
+    let mut bytes: Bytes = frame.freeze();
+    let header = ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
+        .map_err(|e| format!("{e:#}"))?;
+    let body = ResponseKind::decode(api_key, &mut bytes, version).map_err(|e| format!("{e:#}"))?;
+    Ok((header.correlation_id, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn request_frame(key: ApiKey, version: i16, body: RequestKind) -> BytesMut {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(77)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut out = BytesMut::new();
+        encode_request(&mut out, &header, &body).unwrap();
+        out
+    }
+
+    #[test]
+    fn incomplete_frame_is_not_an_error() {
+        let full = request_frame(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default()),
+        );
+        for cut in 0..full.len() {
+            let mut b = BytesMut::from(&full[..cut]);
+            assert_eq!(
+                split_frame(&mut b, DEFAULT_MAX_FRAME),
+                Ok(None),
+                "cut {cut}"
+            );
+        }
+        let mut b = full.clone();
+        let frame = split_frame(&mut b, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert!(b.is_empty());
+        let req = decode_request(frame).unwrap();
+        assert_eq!(req.api_key, ApiKey::Metadata);
+        assert_eq!(req.header.correlation_id, 77);
+    }
+
+    #[test]
+    fn oversized_and_negative_frames_are_errors() {
+        let mut b = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            split_frame(&mut b, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            split_frame(&mut b, 1024),
+            Err(FrameError::Negative { .. })
+        ));
+    }
+
+    #[test]
+    fn too_new_api_versions_is_reported_with_correlation_id() {
+        let mut f = request_frame(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        );
+        // Pretend to be a future client speaking v9.
+        f[6..8].copy_from_slice(&9i16.to_be_bytes());
+        let frame = split_frame(&mut f, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        match decode_request(frame) {
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                version: 9,
+                correlation_id: 77,
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut out = BytesMut::new();
+        unsupported_api_versions_response(&mut out, 77);
+        let mut frame = split_frame(&mut out, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let (corr, body) = decode_response(frame.split(), ApiKey::ApiVersions, 0).unwrap();
+        assert_eq!(corr, 77);
+        let ResponseKind::ApiVersions(body) = body else {
+            panic!()
+        };
+        assert_eq!(body.error_code, 35);
+        assert!(!body.api_keys.is_empty());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        use proptest::prelude::*;
+        proptest!(|(data in proptest::collection::vec(any::<u8>(), 0..256))| {
+            let _ = decode_request(BytesMut::from(&data[..]));
+        });
+    }
+}

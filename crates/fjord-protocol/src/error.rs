@@ -1,0 +1,132 @@
+//! Kafka error codes, as one table locked by a test.
+//!
+//! Handlers use [`ErrorCode`] rather than raw numbers; the numbers are part of the wire contract
+//! and must never change.
+
+/// The error codes Fjord sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum ErrorCode {
+    None = 0,
+    UnknownServerError = -1,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    InvalidFetchSize = 4,
+    LeaderNotAvailable = 5,
+    NotLeaderOrFollower = 6,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    InvalidTopicException = 17,
+    RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
+    InvalidRequiredAcks = 21,
+    InvalidTimestamp = 32,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    PolicyViolation = 44,
+    OutOfOrderSequenceNumber = 45,
+    DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    InvalidProducerIdMapping = 49,
+    TransactionalIdAuthorizationFailed = 53,
+    ClusterAuthorizationFailed = 31,
+    UnsupportedCompressionType = 76,
+    OffsetNotAvailable = 78,
+    UnknownProducerId = 59,
+    KafkaStorageError = 56,
+    FetchSessionIdNotFound = 70,
+    InvalidFetchSessionEpoch = 71,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
+    UnknownTopicId = 100,
+    InconsistentTopicId = 103,
+    FetchSessionTopicIdError = 106,
+    InvalidRecord = 87,
+    ResourceNotFound = 91,
+    TopicDeletionDisabled = 73,
+}
+
+impl ErrorCode {
+    pub const fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+impl From<ErrorCode> for i16 {
+    fn from(e: ErrorCode) -> i16 {
+        e as i16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::*;
+    use kafka_protocol::ResponseError as K;
+
+    /// Our names must agree with Kafka's numbering (taken from the generated crate).
+    #[test]
+    fn codes_match_kafka() {
+        let pairs = [
+            (OffsetOutOfRange, K::OffsetOutOfRange),
+            (CorruptMessage, K::CorruptMessage),
+            (UnknownTopicOrPartition, K::UnknownTopicOrPartition),
+            (InvalidFetchSize, K::InvalidFetchSize),
+            (LeaderNotAvailable, K::LeaderNotAvailable),
+            (NotLeaderOrFollower, K::NotLeaderOrFollower),
+            (RequestTimedOut, K::RequestTimedOut),
+            (MessageTooLarge, K::MessageTooLarge),
+            (InvalidTopicException, K::InvalidTopicException),
+            (RecordListTooLarge, K::RecordListTooLarge),
+            (NotEnoughReplicas, K::NotEnoughReplicas),
+            (
+                NotEnoughReplicasAfterAppend,
+                K::NotEnoughReplicasAfterAppend,
+            ),
+            (InvalidRequiredAcks, K::InvalidRequiredAcks),
+            (InvalidTimestamp, K::InvalidTimestamp),
+            (UnsupportedVersion, K::UnsupportedVersion),
+            (TopicAlreadyExists, K::TopicAlreadyExists),
+            (InvalidPartitions, K::InvalidPartitions),
+            (InvalidReplicationFactor, K::InvalidReplicationFactor),
+            (InvalidReplicaAssignment, K::InvalidReplicaAssignment),
+            (InvalidConfig, K::InvalidConfig),
+            (InvalidRequest, K::InvalidRequest),
+            (UnsupportedForMessageFormat, K::UnsupportedForMessageFormat),
+            (PolicyViolation, K::PolicyViolation),
+            (OutOfOrderSequenceNumber, K::OutOfOrderSequenceNumber),
+            (DuplicateSequenceNumber, K::DuplicateSequenceNumber),
+            (InvalidProducerEpoch, K::InvalidProducerEpoch),
+            (InvalidTxnState, K::InvalidTxnState),
+            (InvalidProducerIdMapping, K::InvalidProducerIdMapping),
+            (UnknownProducerId, K::UnknownProducerId),
+            (KafkaStorageError, K::KafkaStorageError),
+            (FetchSessionIdNotFound, K::FetchSessionIdNotFound),
+            (InvalidFetchSessionEpoch, K::InvalidFetchSessionEpoch),
+            (FencedLeaderEpoch, K::FencedLeaderEpoch),
+            (UnknownLeaderEpoch, K::UnknownLeaderEpoch),
+            (UnsupportedCompressionType, K::UnsupportedCompressionType),
+            (OffsetNotAvailable, K::OffsetNotAvailable),
+            (UnknownTopicId, K::UnknownTopicId),
+            (InconsistentTopicId, K::InconsistentTopicId),
+            (FetchSessionTopicIdError, K::FetchSessionTopicIdError),
+            (InvalidRecord, K::InvalidRecord),
+            (ResourceNotFound, K::ResourceNotFound),
+            (TopicDeletionDisabled, K::TopicDeletionDisabled),
+            (ClusterAuthorizationFailed, K::ClusterAuthorizationFailed),
+        ];
+        for (ours, theirs) in pairs {
+            assert_eq!(ours.code(), theirs.code(), "{ours:?}");
+        }
+        assert_eq!(None.code(), 0);
+        assert_eq!(UnknownServerError.code(), -1);
+    }
+}

@@ -1,0 +1,23 @@
+//! Fjord's view of the Kafka wire protocol, without I/O.
+//!
+//! Layout:
+//! - [`codec`]: frame splitting, request decoding and response encoding around the
+//!   `kafka-protocol` message types (generated from Kafka's JSON schemas; we never hand-write
+//!   message codecs).
+//! - [`versions`]: the table of APIs and versions the broker implements — the single source of
+//!   what ApiVersions advertises and what the decoder accepts.
+//! - [`batch`]: a zero-copy view of record batch v2 headers, CRC32C checks and in-place patching
+//!   of base offset and leader epoch. Record data stays `Bytes` on the produce/fetch path.
+//! - [`error`]: the error codes Fjord sends, by name, as one table.
+
+pub mod batch;
+pub mod codec;
+pub mod error;
+pub mod versions;
+
+pub use kafka_protocol;
+
+/// The ApiVersions response body listing everything in [`versions::SUPPORTED`].
+pub fn api_versions_response() -> kafka_protocol::messages::ApiVersionsResponse {
+    codec::api_versions_body()
+}

@@ -1,0 +1,87 @@
+//! The table of API versions Fjord implements, advertised exactly by ApiVersions.
+//!
+//! Baseline is Apache Kafka 4.x (KIP-896 removed the old versions); the maximum is what the
+//! `kafka-protocol` crate can encode and what our handlers implement. An API is listed here only
+//! when its handler exists, so clients never pick an API we cannot answer.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One supported API and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn r(key: ApiKey, min: i16, max: i16) -> ApiRange {
+    ApiRange { key, min, max }
+}
+
+/// Every API the broker answers, with its version range. Keep sorted by API key.
+pub const SUPPORTED: &[ApiRange] = &[
+    r(ApiKey::Produce, 3, 13),
+    r(ApiKey::Fetch, 4, 18),
+    r(ApiKey::ListOffsets, 1, 10),
+    r(ApiKey::Metadata, 0, 13),
+    r(ApiKey::ApiVersions, 0, 4),
+    r(ApiKey::CreateTopics, 2, 7),
+    r(ApiKey::DeleteTopics, 1, 6),
+    r(ApiKey::DeleteRecords, 0, 2),
+    r(ApiKey::InitProducerId, 0, 5),
+    r(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    r(ApiKey::DescribeConfigs, 1, 4),
+    r(ApiKey::CreatePartitions, 0, 3),
+    r(ApiKey::IncrementalAlterConfigs, 0, 1),
+    r(ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The supported range for a raw API key, if the broker implements it.
+pub fn supported(api_key: i16) -> Option<ApiRange> {
+    SUPPORTED.iter().copied().find(|r| r.key as i16 == api_key)
+}
+
+/// Whether `version` of `api_key` is implemented.
+pub fn is_supported(api_key: i16, version: i16) -> bool {
+    supported(api_key).is_some_and(|r| (r.min..=r.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Never advertise a version the codec cannot handle.
+    #[test]
+    fn table_within_codec_ranges() {
+        for a in SUPPORTED {
+            let v = a.key.valid_versions();
+            assert!(
+                a.min >= v.min && a.max <= v.max && a.min <= a.max,
+                "{:?} {}..{} outside codec {}..{}",
+                a.key,
+                a.min,
+                a.max,
+                v.min,
+                v.max
+            );
+        }
+        assert_eq!(ProduceRequest::VERSIONS.max, 13);
+    }
+
+    #[test]
+    fn sorted_and_unique() {
+        for w in SUPPORTED.windows(2) {
+            assert!((w[0].key as i16) < (w[1].key as i16));
+        }
+    }
+
+    #[test]
+    fn lookup() {
+        assert!(is_supported(18, 3));
+        assert!(!is_supported(18, 5));
+        assert!(!is_supported(0, 2));
+        assert!(supported(9999).is_none());
+    }
+}

@@ -1,0 +1,1 @@
+//! fjord-storage (under construction)
