@@ -1,1 +1,29 @@
-//! fjord-client (under construction)
+//! A small async Kafka client on the same protocol crate as the broker, for the `fjord` CLI,
+//! tests and the perf tool.
+//!
+//! Layout:
+//! - [`connection`]: one TCP connection to one broker. Negotiates API versions with
+//!   ApiVersions (v3, falling back to v0) and pipelines requests: several may await their
+//!   responses at once (`max_in_flight`), matched in order by correlation id.
+//! - [`client`]: [`Client`] over a bootstrap broker — metadata, topic admin, configs, list
+//!   offsets, produce and fetch — routing partition requests to the leader from Metadata and
+//!   keeping one connection per broker id.
+//! - [`partitioner`]: Kafka's default murmur2 key partitioner.
+//! - [`error`]: [`Error`], which keeps broker error codes (named as Kafka names them), I/O,
+//!   timeouts and protocol violations apart.
+
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod partitioner;
+
+pub use client::{
+    config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription,
+    ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, FetchOptions, ListedOffset,
+    NewTopic, OffsetSpec, PartitionFetch, PartitionMetadata, ProduceOptions, ProduceRecord,
+    ProduceResult, ResourceType, TopicMetadata,
+};
+pub use connection::{Connection, ConnectionConfig};
+pub use error::{error_name, Error, Result};
+pub use kafka_protocol::records::Compression;
+pub use uuid::Uuid;
