@@ -160,6 +160,37 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     })
 }
 
+/// Parse only the 61-byte header at the start of `buf`, without requiring the rest of the batch
+/// to be present (for reading headers from disk). Checks `batch_length` and magic like
+/// [`parse_header`].
+pub fn parse_header_prefix(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < BATCH_HEADER_LEN {
+        return Err(BatchError::Truncated {
+            needed: BATCH_HEADER_LEN,
+            have: buf.len(),
+        });
+    }
+    let mut padded = [0u8; BATCH_HEADER_LEN];
+    padded.copy_from_slice(&buf[..BATCH_HEADER_LEN]);
+    // Present the header as a header-only batch so `parse_header` can do the field checks.
+    let len = be_i32(buf, 8);
+    if len >= (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
+        padded[8..12].copy_from_slice(&((BATCH_HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+    }
+    let mut h = parse_header(&padded)?;
+    h.batch_length = len;
+    Ok(h)
+}
+
+/// Overwrite `last_offset_delta` and `base_sequence` and fix the CRC (used by compaction to
+/// keep a rewritten batch's original last offset and sequence, as Kafka does).
+pub fn set_last_offset_delta_and_base_sequence(batch: &mut [u8], delta: i32, base_sequence: i32) {
+    batch[23..27].copy_from_slice(&delta.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Compute the CRC32C of a whole batch (bytes from `attributes` to the end).
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
@@ -325,6 +356,23 @@ mod tests {
             .map(|r| r.unwrap().0.records_count)
             .collect();
         assert_eq!(got, vec![2, 5]);
+    }
+
+    #[test]
+    fn header_prefix_parses_without_body() {
+        let b = encode(3, Compression::None);
+        let full = parse_header(&b).unwrap();
+        assert_eq!(parse_header_prefix(&b[..BATCH_HEADER_LEN]).unwrap(), full);
+        assert!(parse_header_prefix(&b[..BATCH_HEADER_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn patch_last_offset_delta_keeps_crc_valid() {
+        let mut b = encode(3, Compression::None);
+        set_last_offset_delta_and_base_sequence(&mut b, 7, 4);
+        let h = parse_header(&b).unwrap();
+        assert_eq!((h.last_offset_delta, h.base_sequence), (7, 4));
+        verify_crc(&b, &h).unwrap();
     }
 
     #[test]

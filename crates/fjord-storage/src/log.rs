@@ -1,0 +1,959 @@
+//! [`Log`]: one partition's log (Kafka's UnifiedLog + LocalLog) — segments, append/read,
+//! recovery, retention, truncation, and the checkpoint files next to the segments.
+
+use crate::cleaner::{self, CleanReport, CleanerCheckpoint};
+use crate::config::{LogConfig, TimestampType};
+use crate::epoch::LeaderEpochCache;
+use crate::error::{AppendError, ReadError, StorageError};
+use crate::producer_state::{self, Check, ProducerEntry, ProducerStateManager};
+use crate::segment::{scan_file, segment_path, Segment, LOG_SUFFIX};
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::batch::{self, BatchHeader};
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Present after a clean [`Log::close`]; its absence on open triggers recovery.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// The log start offset raised by retention or DeleteRecords.
+pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Everything below this offset has been fsynced; recovery starts at its segment.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+
+/// Result of a successful append (or of a duplicate, with the original offsets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    /// Sum of the batches' `records_count`.
+    pub record_count: u64,
+    pub bytes: usize,
+    /// The batch was already in the log (idempotent retry); nothing was written.
+    pub duplicate: bool,
+}
+
+/// Whole batches for a fetch.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// What [`Log::maintain`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MaintenanceReport {
+    pub rolled: bool,
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub flushed: bool,
+    pub producers_expired: usize,
+    pub cleaned: Option<CleanReport>,
+}
+
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// By base offset; the last one is the active segment. Never empty.
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) log_start_offset: i64,
+    recovery_point: i64,
+    producers: ProducerStateManager,
+    epochs: LeaderEpochCache,
+    /// Reused for every append: the request is copied here once and patched in place.
+    write_buf: Vec<u8>,
+    /// Reused per append: (position in write_buf, header) of each batch.
+    batch_buf: Vec<(usize, BatchHeader)>,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    pub(crate) cleaner: CleanerCheckpoint,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn read_offset_file(path: &Path) -> Result<Option<i64>, StorageError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| StorageError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("not an offset: {s:?}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+fn remove_file(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+impl Log {
+    /// Open (or create) the log in `dir`. Without a clean-shutdown marker, segments after the
+    /// recovery point are validated batch by batch and truncated at the first bad batch.
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log, StorageError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        // Removed now so that a crash from here on is detected next time.
+        remove_file(&marker)?;
+
+        let bases = Self::tidy_dir(&dir)?;
+        let checkpoint_start = read_offset_file(&dir.join(LOG_START_FILE))?;
+        let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(-1);
+        let now = wall_clock_ms();
+
+        let mut segments = BTreeMap::new();
+        let mut recovered = false;
+        if bases.is_empty() {
+            let base = checkpoint_start.unwrap_or(0).max(0);
+            segments.insert(base, Segment::create(&dir, base, now)?);
+        } else {
+            let interval = config.index_interval_bytes;
+            let mut i = 0;
+            while i < bases.len() {
+                let base = bases[i];
+                let next = bases.get(i + 1).copied();
+                let last = next.is_none();
+                let needs_recovery = !clean && (last || next.unwrap_or(i64::MAX) > recovery_point);
+                if needs_recovery {
+                    recovered = true;
+                    let (seg, dropped) = Segment::open_active(&dir, base, true, interval)?;
+                    seg.write_index()?;
+                    segments.insert(base, seg);
+                    if dropped > 0 && !last {
+                        // Data after a torn batch cannot be trusted: drop later segments.
+                        for &later in &bases[i + 1..] {
+                            tracing::warn!(dir = %dir.display(), base = later,
+                                "deleting segment after corrupt point");
+                            Self::delete_segment_files(&dir, later)?;
+                        }
+                        break;
+                    }
+                } else if last {
+                    let (seg, _) = Segment::open_active(&dir, base, false, interval)?;
+                    segments.insert(base, seg);
+                } else {
+                    segments.insert(
+                        base,
+                        Segment::open_sealed(&dir, base, next.expect("not last"))?,
+                    );
+                }
+                i += 1;
+            }
+        }
+        let first_base = *segments.keys().next().expect("non-empty");
+        let leo = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .next_offset;
+        let log_start_offset = checkpoint_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(leo);
+
+        let mut epochs = LeaderEpochCache::load(&dir)?;
+        epochs.truncate_from_end(leo)?;
+
+        let mut log = Log {
+            cleaner: CleanerCheckpoint::load(&dir)?,
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            recovery_point: recovery_point.max(0),
+            producers: ProducerStateManager::default(),
+            epochs,
+            write_buf: Vec::new(),
+            batch_buf: Vec::new(),
+            unflushed_messages: 0,
+            last_flush_ms: now,
+        };
+        log.load_producer_state()?;
+        if recovered {
+            log.flush()?;
+        }
+        tracing::info!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
+            segments = log.segments.len(), clean_shutdown = clean, "opened log");
+        Ok(log)
+    }
+
+    /// Finish or discard interrupted file operations; return the segment base offsets.
+    fn tidy_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
+        let mut names = Vec::new();
+        for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+            let ent = ent.map_err(|e| StorageError::io(dir, e))?;
+            names.push(ent.file_name().to_string_lossy().into_owned());
+        }
+        let mut bases = Vec::new();
+        for name in &names {
+            let path = dir.join(name);
+            if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".tmp") {
+                tracing::info!(file = %path.display(), "removing stray temp file");
+                remove_file(&path)?;
+            } else if let Some(stem) = name.strip_suffix(".log.swap") {
+                // A `.swap` is only created once the cleaned segment is complete and synced:
+                // finish installing it. Its old indexes are stale.
+                let final_path = dir.join(format!("{stem}.log"));
+                tracing::info!(file = %path.display(), "completing interrupted segment swap");
+                remove_file(&final_path.with_extension("index"))?;
+                remove_file(&final_path.with_extension("timeindex"))?;
+                std::fs::rename(&path, &final_path).map_err(|e| StorageError::io(&path, e))?;
+                if let Ok(b) = stem.parse() {
+                    bases.push(b);
+                }
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(b) = stem.parse() {
+                    bases.push(b);
+                }
+            }
+        }
+        bases.sort_unstable();
+        bases.dedup();
+        Ok(bases)
+    }
+
+    /// Load the latest producer snapshot at or below the log end and replay the rest.
+    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
+        let snaps = producer_state::list_snapshots(&self.dir)?;
+        let mut from = self.log_start_offset;
+        self.producers = ProducerStateManager::default();
+        for &s in snaps.iter().rev() {
+            let path = ProducerStateManager::snapshot_path(&self.dir, s);
+            if s > leo {
+                remove_file(&path)?;
+                continue;
+            }
+            match ProducerStateManager::read_snapshot(&path) {
+                Ok(p) => {
+                    self.producers = p;
+                    from = s;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring unreadable producer snapshot");
+                    remove_file(&path)?;
+                }
+            }
+        }
+        // Replay batch headers from `from` to the log end (no records decoded).
+        let starts: Vec<i64> = self.segments.keys().copied().collect();
+        for (i, &base) in starts.iter().enumerate() {
+            let seg = &self.segments[&base];
+            if starts.get(i + 1).is_some_and(|&n| n <= from) {
+                continue;
+            }
+            let Some((pos, _)) = seg.find_batch(from)? else {
+                continue;
+            };
+            let producers = &mut self.producers;
+            scan_file(&seg.file, &seg.path, pos, seg.size, false, |_, h, _| {
+                if h.base_offset >= from {
+                    producers.replay(h);
+                }
+                Ok(true)
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn update_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+    /// Producer state, for the broker (e.g. DescribeProducers) and tests.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
+    }
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("never empty")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("never empty")
+    }
+
+    /// Validate, assign offsets and write `records` (one or more v2 batches) in one write.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::Corrupt(
+                "produce request has no records".into(),
+            ));
+        }
+        if records.len() as u64 > self.config.segment_bytes {
+            return Err(AppendError::RecordListTooLarge {
+                size: records.len(),
+                max: self.config.segment_bytes,
+            });
+        }
+        // Pass 1: validate headers, CRCs, sizes and producer state on the caller's bytes.
+        let mut batches = std::mem::take(&mut self.batch_buf);
+        batches.clear();
+        let mut pending: Vec<ProducerEntry> = Vec::new();
+        let result = self.validate(records, &mut batches, &mut pending);
+        let (record_count, max_ts) = match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(dup)) => {
+                self.batch_buf = batches;
+                return Ok(AppendInfo {
+                    base_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: self.log_start_offset,
+                    record_count: 0,
+                    bytes: 0,
+                    duplicate: true,
+                });
+            }
+            Err(e) => {
+                self.batch_buf = batches;
+                return Err(e);
+            }
+        };
+
+        let total_offsets: i64 = batches.iter().map(|(_, h)| h.offset_count()).sum();
+        if self.should_roll(records.len(), max_ts, total_offsets, now_ms) {
+            self.roll(now_ms)?;
+        }
+
+        // Pass 2: copy once, patch offsets / epoch / timestamps in place.
+        let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        self.write_buf.clear();
+        self.write_buf.extend_from_slice(records);
+        let first_offset = self.log_end_offset();
+        let mut next = first_offset;
+        for (pos, h) in batches.iter_mut() {
+            let b = &mut self.write_buf[*pos..*pos + h.total_size()];
+            batch::set_base_offset(b, next);
+            batch::set_partition_leader_epoch(b, leader_epoch);
+            if log_append {
+                batch::set_log_append_time(b, now_ms);
+                h.max_timestamp = now_ms;
+                h.attributes |= batch::attributes::TIMESTAMP_TYPE_LOG_APPEND;
+            }
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            next += h.offset_count();
+        }
+
+        // One write at the end of the active segment.
+        let interval = self.config.index_interval_bytes;
+        let seg = self.segments.values_mut().next_back().expect("never empty");
+        let start = seg.size;
+        seg.file
+            .write_all_at(&self.write_buf, start)
+            .map_err(|e| StorageError::io(&seg.path, e))?;
+        seg.index_mut()?;
+        for (pos, h) in batches.iter() {
+            seg.track_batch(start + *pos as u64, h, interval);
+        }
+
+        for (_, h) in batches.iter() {
+            if h.has_producer_id() {
+                let e = self.producers.updated_entry(&[], h);
+                self.producers.commit(e);
+            }
+        }
+        self.epochs.assign(leader_epoch, first_offset)?;
+        self.batch_buf = batches;
+
+        self.unflushed_messages += record_count;
+        if self.unflushed_messages >= self.config.flush_messages
+            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset: next - 1,
+            log_append_time: if log_append { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+            record_count,
+            bytes: records.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Pass 1 of append. Ok(Ok((records, max timestamp))) to append, Ok(Err(meta)) for a
+    /// duplicate.
+    #[allow(clippy::type_complexity)]
+    fn validate(
+        &self,
+        records: &[u8],
+        batches: &mut Vec<(usize, BatchHeader)>,
+        pending: &mut Vec<ProducerEntry>,
+    ) -> Result<Result<(u64, i64), producer_state::BatchMeta>, AppendError> {
+        let mut pos = 0usize;
+        let mut count = 0u64;
+        let mut max_ts = i64::MIN;
+        let compacted = self.config.cleanup_policy.compacts();
+        while pos < records.len() {
+            let h = batch::parse_header(&records[pos..])?;
+            let size = h.total_size();
+            if size > self.config.max_message_bytes {
+                return Err(AppendError::MessageTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            let bytes = &records[pos..pos + size];
+            batch::verify_crc(bytes, &h)?;
+            if h.compression() > 4 {
+                return Err(AppendError::UnsupportedCompression(h.compression()));
+            }
+            if h.records_count <= 0
+                || h.last_offset_delta < 0
+                || h.records_count as i64 != h.offset_count()
+            {
+                return Err(AppendError::Corrupt(format!(
+                    "records_count {} does not match last_offset_delta {}",
+                    h.records_count, h.last_offset_delta
+                )));
+            }
+            if compacted && !h.is_control() {
+                check_keys(bytes)?;
+            }
+            if h.has_producer_id() {
+                match self.producers.check(pending, &h)? {
+                    Check::Duplicate(meta) => return Ok(Err(meta)),
+                    Check::Append => {
+                        let e = self.producers.updated_entry(pending, &h);
+                        pending.push(e);
+                    }
+                }
+            }
+            count += h.records_count as u64;
+            max_ts = max_ts.max(h.max_timestamp);
+            batches.push((pos, h));
+            pos += size;
+        }
+        Ok(Ok((count, max_ts)))
+    }
+
+    fn should_roll(&self, size: usize, max_ts: i64, offsets: i64, now_ms: i64) -> bool {
+        let seg = self.active();
+        if seg.size == 0 {
+            return false;
+        }
+        let waited = match seg.rolling_base_timestamp {
+            Some(base) => max_ts.saturating_sub(base),
+            None => now_ms.saturating_sub(seg.created_ms),
+        };
+        seg.size + size as u64 > self.config.segment_bytes
+            || waited > self.config.segment_ms
+            || seg.index_full(self.config.segment_index_bytes)
+            // Relative offsets in the index are u32.
+            || seg.next_offset + offsets - seg.base_offset > i32::MAX as i64
+    }
+
+    /// Seal the active segment and start a new one at the log end offset.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
+        let seg = self.active_mut();
+        if seg.size == 0 {
+            return Ok(());
+        }
+        seg.seal_index();
+        seg.write_index()?;
+        seg.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&seg.path, e))?;
+        let old_base = seg.base_offset;
+        self.segments
+            .insert(leo, Segment::create(&self.dir, leo, now_ms)?);
+        self.producers.write_snapshot(&self.dir, leo)?;
+        self.set_recovery_point(leo)?;
+        self.unflushed_messages = 0;
+        tracing::info!(dir = %self.dir.display(), old_base, new_base = leo, "rolled segment");
+        Ok(())
+    }
+
+    fn set_recovery_point(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.recovery_point = offset;
+        crate::index::write_atomic(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            offset.to_string().as_bytes(),
+        )
+    }
+
+    /// Whole batches from `fetch_offset`, at most `max_bytes` (but at least one batch when
+    /// `min_one_batch`), none starting at or beyond `max_offset`. Reads one segment.
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, ReadError> {
+        let leo = self.log_end_offset();
+        if fetch_offset < self.log_start_offset || fetch_offset > leo {
+            return Err(ReadError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: leo,
+            });
+        }
+        let empty = ReadResult {
+            records: Bytes::new(),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: leo,
+        };
+        if fetch_offset == leo || fetch_offset >= max_offset {
+            return Ok(empty);
+        }
+        let start_base = self
+            .segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        // Compaction can leave a segment without the offset; continue in the next one.
+        for seg in self.segments.range(start_base..).map(|(_, s)| s) {
+            let Some((pos, h)) = seg.find_batch(fetch_offset)? else {
+                continue;
+            };
+            if h.base_offset >= max_offset {
+                return Ok(empty);
+            }
+            let first = h.total_size();
+            let records = if first > max_bytes {
+                if !min_one_batch {
+                    return Ok(empty);
+                }
+                seg.read_at(pos, first)?
+            } else {
+                let n = (max_bytes as u64).min(seg.size - pos) as usize;
+                let mut buf = seg.read_at(pos, n)?;
+                let end = whole_batches_below(&buf, max_offset);
+                buf.truncate(end);
+                buf
+            };
+            return Ok(ReadResult {
+                records: Bytes::from(records),
+                ..empty
+            });
+        }
+        Ok(empty)
+    }
+
+    /// First record with timestamp >= `ts`: (offset, timestamp, leader epoch).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64, i32)>, StorageError> {
+        let start_base = self
+            .segments
+            .range(..=self.log_start_offset)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        for (&base, seg) in self.segments.range(start_base..) {
+            let is_active = seg.base_offset == self.active().base_offset;
+            let idx = seg.index()?;
+            let seg_max = if is_active {
+                seg.max_timestamp
+            } else {
+                idx.max_timestamp().map_or(-1, |e| e.0)
+            };
+            if seg_max < ts {
+                continue;
+            }
+            let from = idx
+                .lookup_time(ts)
+                .map_or(base, |rel| base + rel as i64)
+                .max(self.log_start_offset);
+            let Some((mut pos, _)) = seg.find_batch(from)? else {
+                continue;
+            };
+            while let Some(h) = seg.read_header_at(pos)? {
+                if h.max_timestamp >= ts && h.last_offset() >= self.log_start_offset {
+                    if h.is_log_append_time() {
+                        let o = h.base_offset.max(self.log_start_offset);
+                        return Ok(Some((o, h.max_timestamp, h.partition_leader_epoch)));
+                    }
+                    let bytes = seg.read_at(pos, h.total_size())?;
+                    for r in decode_records(&bytes, &seg.path)? {
+                        if r.timestamp >= ts && r.offset >= self.log_start_offset {
+                            return Ok(Some((r.offset, r.timestamp, h.partition_leader_epoch)));
+                        }
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP, KIP-734):
+    /// (offset, timestamp, leader epoch).
+    pub fn max_timestamp(&self) -> Option<(i64, i64, i32)> {
+        let active_base = self.active().base_offset;
+        let mut best: Option<(i64, i64)> = None; // (ts, batch last offset)
+        for seg in self.segments.values() {
+            let cand = if seg.base_offset == active_base {
+                (seg.max_timestamp >= 0).then_some((seg.max_timestamp, seg.offset_of_max_timestamp))
+            } else {
+                seg.index()
+                    .ok()?
+                    .max_timestamp()
+                    .map(|(t, rel)| (t, seg.base_offset + rel as i64))
+            };
+            if let Some(c) = cand {
+                if best.is_none_or(|b| c.0 > b.0) {
+                    best = Some(c);
+                }
+            }
+        }
+        let (ts, last) = best?;
+        if last < self.log_start_offset {
+            return None;
+        }
+        // Narrow from the batch to the exact record (decode that one batch).
+        let offset = self.exact_offset_of_timestamp(last, ts).unwrap_or(last);
+        Some((offset, ts, self.epochs.epoch_for_offset(offset)))
+    }
+
+    fn exact_offset_of_timestamp(&self, batch_offset: i64, ts: i64) -> Option<i64> {
+        let seg = self.segments.range(..=batch_offset).next_back()?.1;
+        let (pos, h) = seg.find_batch(batch_offset).ok()??;
+        if h.is_log_append_time() {
+            return Some(h.base_offset);
+        }
+        let bytes = seg.read_at(pos, h.total_size()).ok()?;
+        decode_records(&bytes, &seg.path)
+            .ok()?
+            .into_iter()
+            .find(|r| r.timestamp == ts)
+            .map(|r| r.offset)
+    }
+
+    /// DeleteRecords: raise the log start offset to `offset` and drop segments wholly below.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let leo = self.log_end_offset();
+        if offset > leo || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: leo,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start_offset(offset)?;
+            let doomed: Vec<i64> = self
+                .segments
+                .keys()
+                .zip(self.segments.keys().skip(1))
+                .filter(|(_, &next)| next <= offset)
+                .map(|(&b, _)| b)
+                .collect();
+            self.delete_segments(&doomed, "delete-records")?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset = offset;
+        crate::index::write_atomic(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.epochs.truncate_from_start(offset)?;
+        // Snapshots below the log start are useless, except the newest (state must survive).
+        let snaps = producer_state::list_snapshots(&self.dir)?;
+        if let Some((&newest, older)) = snaps.split_last() {
+            for &s in older {
+                if s < offset && s != newest {
+                    remove_file(&ProducerStateManager::snapshot_path(&self.dir, s))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_segment_files(dir: &Path, base: i64) -> Result<(), StorageError> {
+        for suffix in [LOG_SUFFIX, "index", "timeindex"] {
+            let p = segment_path(dir, base, suffix);
+            if !p.exists() {
+                continue;
+            }
+            // Rename first so a crash mid-delete leaves a `.deleted` file, not a live segment.
+            let mut d = p.as_os_str().to_owned();
+            d.push(".deleted");
+            std::fs::rename(&p, &d).map_err(|e| StorageError::io(&p, e))?;
+            remove_file(Path::new(&d))?;
+        }
+        Ok(())
+    }
+
+    /// Delete whole segments (never the last one — callers roll first if needed).
+    fn delete_segments(&mut self, bases: &[i64], reason: &str) -> Result<u64, StorageError> {
+        let mut bytes = 0;
+        for &b in bases {
+            if self.segments.len() <= 1 || b == self.active().base_offset {
+                break;
+            }
+            if let Some(seg) = self.segments.remove(&b) {
+                bytes += seg.size;
+                tracing::info!(dir = %self.dir.display(), base = b, size = seg.size, reason,
+                    "deleting segment");
+                drop(seg);
+                Self::delete_segment_files(&self.dir, b)?;
+                self.cleaner.forget_segment(b);
+            }
+        }
+        let first = *self.segments.keys().next().expect("never empty");
+        self.set_log_start_offset(first)?;
+        self.cleaner.persist(&self.dir)?;
+        Ok(bytes)
+    }
+
+    /// Periodic work: roll by `segment.ms`, retention, compaction, `flush.ms`, producer
+    /// expiry.
+    pub fn maintain(&mut self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
+        let mut report = MaintenanceReport::default();
+        {
+            let seg = self.active();
+            let base = seg.rolling_base_timestamp.unwrap_or(seg.created_ms);
+            if seg.size > 0 && now_ms.saturating_sub(base) > self.config.segment_ms {
+                self.roll(now_ms)?;
+                report.rolled = true;
+            }
+        }
+        if self.config.cleanup_policy.deletes() {
+            let (n, bytes) = self.apply_retention(now_ms)?;
+            report.segments_deleted = n;
+            report.bytes_deleted = bytes;
+        }
+        if self.config.cleanup_policy.compacts() {
+            report.cleaned = cleaner::maybe_clean(self, now_ms)?;
+        }
+        if now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+            report.flushed = true;
+        }
+        report.producers_expired = self
+            .producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
+        Ok(report)
+    }
+
+    /// Delete segments past `retention.ms` / `retention.bytes` (Kafka's rules: stop at the
+    /// first segment that is kept; the active segment counts, and is rolled first if it must
+    /// go).
+    fn apply_retention(&mut self, now_ms: i64) -> Result<(usize, u64), StorageError> {
+        let mut doomed = Vec::new();
+        let active_base = self.active().base_offset;
+        if self.config.retention_ms >= 0 {
+            for (&b, seg) in &self.segments {
+                if b == active_base && seg.size == 0 {
+                    break;
+                }
+                if now_ms.saturating_sub(seg.largest_timestamp()?) > self.config.retention_ms {
+                    doomed.push(b);
+                } else {
+                    break;
+                }
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut diff = self.size_bytes() as i64 - self.config.retention_bytes;
+            for (&b, seg) in &self.segments {
+                if b == active_base && seg.size == 0 {
+                    break;
+                }
+                if diff - (seg.size as i64) < 0 {
+                    break;
+                }
+                diff -= seg.size as i64;
+                if !doomed.contains(&b) {
+                    doomed.push(b);
+                }
+            }
+            doomed.sort_unstable();
+        }
+        if doomed.is_empty() {
+            return Ok((0, 0));
+        }
+        if doomed.contains(&active_base) {
+            self.roll(now_ms)?;
+        }
+        let n = doomed.len();
+        let bytes = self.delete_segments(&doomed, "retention")?;
+        Ok((n, bytes))
+    }
+
+    /// fsync the segments above the recovery point and advance it to the log end.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
+        let rp = self.recovery_point;
+        for seg in self.segments.values() {
+            if seg.next_offset > rp || seg.base_offset >= rp {
+                seg.file
+                    .sync_data()
+                    .map_err(|e| StorageError::io(&seg.path, e))?;
+            }
+        }
+        self.active().write_index()?;
+        self.unflushed_messages = 0;
+        self.set_recovery_point(leo)
+    }
+
+    /// Flush, persist indexes and producer state, and leave the clean-shutdown marker.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.flush()?;
+        let leo = self.log_end_offset();
+        self.producers.write_snapshot(&self.dir, leo)?;
+        self.cleaner.persist(&self.dir)?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        std::fs::write(&marker, b"").map_err(|e| StorageError::io(&marker, e))?;
+        tracing::info!(dir = %self.dir.display(), log_end_offset = leo, "closed log");
+        Ok(())
+    }
+
+    /// Remove everything at or above `offset` (follower truncation).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            // Kafka: truncateFullyAndStartAt.
+            let all: Vec<i64> = self.segments.keys().copied().collect();
+            for b in all {
+                self.segments.remove(&b);
+                Self::delete_segment_files(&self.dir, b)?;
+            }
+            let seg = Segment::create(&self.dir, offset.max(0), wall_clock_ms())?;
+            self.segments.insert(seg.base_offset, seg);
+            self.log_start_offset = offset.max(0);
+            crate::index::write_atomic(
+                &self.dir.join(LOG_START_FILE),
+                self.log_start_offset.to_string().as_bytes(),
+            )?;
+            self.cleaner = CleanerCheckpoint::default();
+        } else {
+            let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+            let keep_one = self.segments.len() == doomed.len();
+            for b in doomed {
+                if keep_one && b == *self.segments.keys().next().expect("non-empty") {
+                    continue;
+                }
+                self.segments.remove(&b);
+                Self::delete_segment_files(&self.dir, b)?;
+                self.cleaner.forget_segment(b);
+            }
+            let interval = self.config.index_interval_bytes;
+            let seg = self.active_mut();
+            seg.truncate_to(offset, interval)?;
+            seg.write_index()?;
+        }
+        let leo = self.log_end_offset();
+        self.epochs.truncate_from_end(leo)?;
+        self.cleaner.truncate(leo);
+        self.cleaner.persist(&self.dir)?;
+        if self.recovery_point > leo {
+            self.set_recovery_point(leo)?;
+        }
+        self.load_producer_state()?;
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset). `None` is Kafka's
+    /// (-1, -1).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Reload the in-memory index of a segment whose file was replaced (compaction).
+    pub(crate) fn replace_segment(&mut self, seg: Segment) {
+        self.segments.insert(seg.base_offset, seg);
+    }
+}
+
+/// Length of the prefix of `buf` made of whole batches with base offset < `max_offset`.
+fn whole_batches_below(buf: &[u8], max_offset: i64) -> usize {
+    let mut end = 0;
+    while end + batch::LOG_OVERHEAD <= buf.len() {
+        let base = i64::from_be_bytes(buf[end..end + 8].try_into().expect("8"));
+        let len = i32::from_be_bytes(buf[end + 8..end + 12].try_into().expect("4"));
+        let total = batch::LOG_OVERHEAD + len.max(0) as usize;
+        if len <= 0 || end + total > buf.len() || base >= max_offset {
+            break;
+        }
+        end += total;
+    }
+    end
+}
+
+/// Decode the records of one batch (any codec).
+pub(crate) fn decode_records(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Vec<kafka_protocol::records::Record>, StorageError> {
+    let mut b = Bytes::copy_from_slice(bytes);
+    kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
+        .map(|s| s.records)
+        .map_err(|e| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("cannot decode batch: {e}"),
+        })
+}
+
+/// Compacted topics need a key on every record (Kafka: INVALID_RECORD). The only place the
+/// append path decodes records.
+fn check_keys(bytes: &[u8]) -> Result<(), AppendError> {
+    let mut b = BytesMut::from(bytes).freeze();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
+        .map_err(|e| AppendError::Corrupt(format!("cannot decode batch: {e}")))?;
+    if set.records.iter().any(|r| r.key.is_none()) {
+        return Err(AppendError::InvalidRecord(
+            "compacted topic cannot accept message without key".into(),
+        ));
+    }
+    Ok(())
+}

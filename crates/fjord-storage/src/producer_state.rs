@@ -1,0 +1,317 @@
+//! Idempotent-producer state (Kafka's ProducerStateManager, simplified): per producer id the
+//! epoch and the last five batches' sequence ranges and offsets, so a retried batch is answered
+//! with its original offsets and a gap is refused.
+//!
+//! Persisted as `{offset:020}.snapshot` (JSON) on roll and close; on open the latest snapshot
+//! at or below the log end is loaded and the batch headers after it are replayed.
+
+use crate::error::{AppendError, StorageError};
+use fjord_protocol::batch::BatchHeader;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+/// Batches remembered per producer (Kafka: `NUM_BATCHES_TO_RETAIN`, the max in-flight).
+pub const BATCHES_TO_RETAIN: usize = 5;
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerEntry {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMeta>,
+    /// Max timestamp of the last batch; drives `producer.id.expiration.ms`.
+    pub last_timestamp: i64,
+}
+
+/// Outcome of checking one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Append,
+    /// Already in the log: the original offsets.
+    Duplicate(BatchMeta),
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerStateManager {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    producers: Vec<ProducerEntry>,
+}
+
+impl ProducerStateManager {
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Validate a client batch against the current state (Kafka's ProducerAppendInfo checks).
+    /// `pending` holds entries already updated by earlier batches of the same request.
+    pub fn check(&self, pending: &[ProducerEntry], h: &BatchHeader) -> Result<Check, AppendError> {
+        let pid = h.producer_id;
+        let entry = pending
+            .iter()
+            .rev()
+            .find(|e| e.producer_id == pid)
+            .or_else(|| self.producers.get(&pid));
+        let first_seq = h.base_sequence;
+        let last_seq = h.last_sequence();
+        let Some(e) = entry else {
+            // Unknown producer: must start at 0 (Kafka 4 answers OutOfOrderSequence).
+            if first_seq != 0 {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id: pid,
+                    first_seq,
+                    last_seq: -1,
+                });
+            }
+            return Ok(Check::Append);
+        };
+        if h.producer_epoch < e.epoch {
+            return Err(AppendError::InvalidProducerEpoch {
+                producer_id: pid,
+                epoch: h.producer_epoch,
+                current: e.epoch,
+            });
+        }
+        let current_last = e.batches.back().map_or(-1, |b| b.last_seq);
+        if h.producer_epoch > e.epoch {
+            if first_seq != 0 {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id: pid,
+                    first_seq,
+                    last_seq: current_last,
+                });
+            }
+            return Ok(Check::Append);
+        }
+        if let Some(b) = e
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return Ok(Check::Duplicate(*b));
+        }
+        let in_sequence = if current_last < 0 {
+            first_seq == 0
+        } else {
+            first_seq == next_seq(current_last)
+        };
+        if !in_sequence {
+            return Err(AppendError::OutOfOrderSequence {
+                producer_id: pid,
+                first_seq,
+                last_seq: current_last,
+            });
+        }
+        Ok(Check::Append)
+    }
+
+    /// The entry for `h.producer_id` after appending `h` (with its assigned offsets).
+    pub fn updated_entry(&self, pending: &[ProducerEntry], h: &BatchHeader) -> ProducerEntry {
+        let mut e = pending
+            .iter()
+            .rev()
+            .find(|e| e.producer_id == h.producer_id)
+            .or_else(|| self.producers.get(&h.producer_id))
+            .cloned()
+            .unwrap_or(ProducerEntry {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                batches: VecDeque::new(),
+                last_timestamp: -1,
+            });
+        if h.producer_epoch != e.epoch {
+            e.epoch = h.producer_epoch;
+            e.batches.clear();
+        }
+        if e.batches.len() == BATCHES_TO_RETAIN {
+            e.batches.pop_front();
+        }
+        e.batches.push_back(BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: h.last_sequence(),
+            first_offset: h.base_offset,
+            last_offset: h.last_offset(),
+        });
+        e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
+        e
+    }
+
+    pub fn commit(&mut self, entry: ProducerEntry) {
+        self.producers.insert(entry.producer_id, entry);
+    }
+
+    /// Replay a batch read from the log (no validation: it was validated when appended).
+    pub fn replay(&mut self, h: &BatchHeader) {
+        if h.has_producer_id() {
+            let e = self.updated_entry(&[], h);
+            self.commit(e);
+        }
+    }
+
+    /// Drop producers idle for longer than `expiration_ms`. Returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        before - self.producers.len()
+    }
+
+    pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+        crate::segment::segment_path(dir, offset, SNAPSHOT_SUFFIX)
+    }
+
+    /// Write `{offset}.snapshot` holding the state as of `offset` (the log end offset).
+    pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
+        let mut producers: Vec<ProducerEntry> = self.producers.values().cloned().collect();
+        producers.sort_by_key(|e| e.producer_id);
+        let data = serde_json::to_vec(&Snapshot {
+            version: 1,
+            producers,
+        })
+        .expect("serializable");
+        crate::index::write_atomic(&Self::snapshot_path(dir, offset), &data)
+    }
+
+    pub fn read_snapshot(path: &Path) -> Result<ProducerStateManager, StorageError> {
+        let data = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let snap: Snapshot = serde_json::from_slice(&data).map_err(|e| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(ProducerStateManager {
+            producers: snap
+                .producers
+                .into_iter()
+                .map(|e| (e.producer_id, e))
+                .collect(),
+        })
+    }
+}
+
+/// Offsets of the snapshot files in `dir`, ascending.
+pub fn list_snapshots(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let ent = ent.map_err(|e| StorageError::io(dir, e))?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".snapshot") {
+            if let Ok(o) = stem.parse::<i64>() {
+                out.push(o);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(pid: i64, epoch: i16, seq: i32, n: i32, base: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: base,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: n - 1,
+            base_timestamp: 0,
+            max_timestamp: 10,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: n,
+        }
+    }
+
+    #[test]
+    fn sequence_rules() {
+        let mut m = ProducerStateManager::default();
+        assert!(matches!(
+            m.check(&[], &hdr(1, 0, 3, 1, 0)),
+            Err(AppendError::OutOfOrderSequence { .. })
+        ));
+        let h = hdr(1, 0, 0, 3, 0);
+        assert_eq!(m.check(&[], &h).unwrap(), Check::Append);
+        let e = m.updated_entry(&[], &h);
+        m.commit(e);
+        assert!(matches!(m.check(&[], &h).unwrap(), Check::Duplicate(b) if b.last_offset == 2));
+        assert!(m.check(&[], &hdr(1, 0, 4, 1, 0)).is_err());
+        assert_eq!(m.check(&[], &hdr(1, 0, 3, 1, 0)).unwrap(), Check::Append);
+        // New epoch must restart at 0; older epoch is fenced.
+        assert!(m.check(&[], &hdr(1, 1, 3, 1, 0)).is_err());
+        assert_eq!(m.check(&[], &hdr(1, 1, 0, 1, 0)).unwrap(), Check::Append);
+        m.commit(m.updated_entry(&[], &hdr(1, 1, 0, 1, 5)));
+        assert!(matches!(
+            m.check(&[], &hdr(1, 0, 3, 1, 0)),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn sequence_wraps_at_i32_max() {
+        let mut m = ProducerStateManager::default();
+        m.commit(ProducerEntry {
+            producer_id: 9,
+            epoch: 0,
+            batches: [BatchMeta {
+                first_seq: i32::MAX - 1,
+                last_seq: i32::MAX,
+                first_offset: 0,
+                last_offset: 1,
+            }]
+            .into(),
+            last_timestamp: 0,
+        });
+        assert_eq!(m.check(&[], &hdr(9, 0, 0, 2, 2)).unwrap(), Check::Append);
+        assert!(m.check(&[], &hdr(9, 0, 1, 2, 2)).is_err());
+    }
+
+    #[test]
+    fn keeps_last_five_and_expires() {
+        let mut m = ProducerStateManager::default();
+        for i in 0..7 {
+            let h = hdr(1, 0, i, 1, i as i64);
+            m.commit(m.updated_entry(&[], &h));
+        }
+        let e = m.get(1).unwrap();
+        assert_eq!(e.batches.len(), 5);
+        assert_eq!(e.batches.front().unwrap().first_seq, 2);
+        assert!(matches!(m.check(&[], &hdr(1, 0, 1, 1, 0)), Err(_)));
+        assert_eq!(m.expire(100, 1000), 0);
+        assert_eq!(m.expire(10_000, 1000), 1);
+        assert!(m.is_empty());
+    }
+}

@@ -1,0 +1,464 @@
+//! One log segment: `{base_offset:020}.log` plus its `.index` and `.timeindex`.
+//!
+//! The active (last) segment keeps its index in memory and grows it on append. Sealed segments
+//! load their index from disk on first use (so opening a partition with many segments does not
+//! read them), and rebuild it from the log if the files are missing or inconsistent.
+
+use crate::error::StorageError;
+use crate::index::SegmentIndex;
+use fjord_protocol::batch::{self, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub const LOG_SUFFIX: &str = "log";
+pub const INDEX_SUFFIX: &str = "index";
+pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// `dir/{base:020}.{suffix}`
+pub fn segment_path(dir: &Path, base: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{suffix}"))
+}
+
+/// Read buffer size for sequential scans (recovery, index rebuild, compaction).
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// How a scan over a file region ended.
+#[derive(Debug)]
+pub struct ScanEnd {
+    /// Position after the last good batch.
+    pub valid_end: u64,
+    /// Why the scan stopped early, if it did.
+    pub error: Option<BatchError>,
+}
+
+/// Walk the batches in `file[start..end)`, calling `f(position, header, batch_bytes)` for each
+/// well-formed one (and CRC-valid, if `check_crc`). Stops at the first bad or truncated batch.
+/// `f` returns false to stop early.
+pub fn scan_file(
+    file: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    check_crc: bool,
+    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<bool, StorageError>,
+) -> Result<ScanEnd, StorageError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = start;
+    let mut pos = start;
+    // Make file[pos..pos+len) (capped at `end`) resident in `buf`; returns the bytes available.
+    let ensure = |buf: &mut Vec<u8>, buf_start: &mut u64, pos: u64, len: usize| {
+        let want_end = (pos + len as u64).min(end);
+        if pos >= *buf_start && want_end <= *buf_start + buf.len() as u64 {
+            return Ok::<usize, StorageError>((want_end - pos) as usize);
+        }
+        let n = (len.max(SCAN_CHUNK) as u64).min(end - pos) as usize;
+        buf.resize(n, 0);
+        file.read_exact_at(buf, pos)
+            .map_err(|e| StorageError::io(path, e))?;
+        *buf_start = pos;
+        Ok((want_end - pos) as usize)
+    };
+    while pos < end {
+        let have = ensure(&mut buf, &mut buf_start, pos, BATCH_HEADER_LEN)?;
+        let off = (pos - buf_start) as usize;
+        if have < BATCH_HEADER_LEN {
+            return Ok(ScanEnd {
+                valid_end: pos,
+                error: Some(BatchError::Truncated {
+                    needed: BATCH_HEADER_LEN,
+                    have,
+                }),
+            });
+        }
+        let len = i32::from_be_bytes(buf[off + 8..off + 12].try_into().expect("4"));
+        if len < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Ok(ScanEnd {
+                valid_end: pos,
+                error: Some(BatchError::InvalidLength(len)),
+            });
+        }
+        let total = LOG_OVERHEAD + len as usize;
+        let have = ensure(&mut buf, &mut buf_start, pos, total)?;
+        let off = (pos - buf_start) as usize;
+        let bytes = &buf[off..off + have];
+        let h = match batch::parse_header(bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(ScanEnd {
+                    valid_end: pos,
+                    error: Some(e),
+                })
+            }
+        };
+        if check_crc {
+            if let Err(e) = batch::verify_crc(bytes, &h) {
+                return Ok(ScanEnd {
+                    valid_end: pos,
+                    error: Some(e),
+                });
+            }
+        }
+        if !f(pos, &h, bytes)? {
+            return Ok(ScanEnd {
+                valid_end: pos + total as u64,
+                error: None,
+            });
+        }
+        pos += total as u64;
+    }
+    Ok(ScanEnd {
+        valid_end: pos,
+        error: None,
+    })
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: File,
+    /// Bytes in the log file.
+    pub size: u64,
+    /// For the active segment: last offset + 1. For a sealed segment: an upper bound (the next
+    /// segment's base offset), since we do not scan sealed segments on open.
+    pub next_offset: i64,
+    index: OnceLock<SegmentIndex>,
+    /// Append state, meaningful for the active segment only.
+    pub bytes_since_index: usize,
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Max timestamp of the first batch: `segment.ms` is measured from it (as Kafka does).
+    pub rolling_base_timestamp: Option<i64>,
+    pub created_ms: i64,
+}
+
+impl Segment {
+    fn open_file(path: &Path, create: bool) -> Result<File, StorageError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))
+    }
+
+    fn new(base_offset: i64, path: PathBuf, file: File, size: u64, now_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file,
+            size,
+            next_offset: base_offset,
+            index: OnceLock::new(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            rolling_base_timestamp: None,
+            created_ms: now_ms,
+        }
+    }
+
+    /// A new, empty active segment.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = Self::open_file(&path, true).and_then(|f| {
+            f.set_len(0)
+                .map(|_| f)
+                .map_err(|e| StorageError::io(&path, e))
+        })?;
+        let s = Segment::new(base_offset, path, file, 0, now_ms);
+        let _ = s.index.set(SegmentIndex::default());
+        Ok(s)
+    }
+
+    /// A sealed segment, without reading it. Its index loads on first use.
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        next_base: i64,
+    ) -> Result<Segment, StorageError> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = Self::open_file(&path, false)?;
+        let meta = file.metadata().map_err(|e| StorageError::io(&path, e))?;
+        let created = mtime_ms(&meta);
+        let mut s = Segment::new(base_offset, path, file, meta.len(), created);
+        s.next_offset = next_base;
+        Ok(s)
+    }
+
+    /// Open a segment to become active. With `recover`, every batch is CRC-checked and the file
+    /// is truncated after the last good batch; returns the bytes dropped. Without, the index
+    /// from disk is trusted and only the tail after its last entry is scanned.
+    pub fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        recover: bool,
+        index_interval: usize,
+    ) -> Result<(Segment, u64), StorageError> {
+        let mut s = Segment::open_sealed(dir, base_offset, base_offset)?;
+        let mut start = 0u64;
+        let mut idx = SegmentIndex::default();
+        if !recover {
+            if let Some(loaded) = SegmentIndex::load(&s.index_path(), &s.time_index_path(), s.size)
+            {
+                start = loaded.offsets.last().map_or(0, |e| e.1 as u64);
+                idx = loaded;
+                // Entries at or after `start` are re-added by the scan below.
+                idx.offsets.pop();
+                if let Some(&(_, rel)) = idx.times.last() {
+                    s.max_timestamp = idx.times.last().map_or(-1, |e| e.0);
+                    s.offset_of_max_timestamp = base_offset + rel as i64;
+                }
+            }
+        }
+        let _ = s.index.set(idx);
+        if start > 0 {
+            // The first batch's timestamp is the roll base; read just its header.
+            if let Some(h) = s.read_header_at(0)? {
+                s.rolling_base_timestamp = Some(h.max_timestamp);
+            }
+            // Force an entry for the first batch scanned, which we popped above.
+            s.bytes_since_index = index_interval;
+        }
+        let end = s.size;
+        let file = s
+            .file
+            .try_clone()
+            .map_err(|e| StorageError::io(&s.path, e))?;
+        let path = s.path.clone();
+        let scan = scan_file(&file, &path, start, end, recover, |pos, h, _| {
+            s.track_batch(pos, h, index_interval);
+            Ok(true)
+        })?;
+        let mut dropped = 0;
+        if scan.valid_end < end {
+            dropped = end - scan.valid_end;
+            tracing::warn!(
+                segment = %path.display(),
+                valid_bytes = scan.valid_end,
+                dropped_bytes = dropped,
+                reason = ?scan.error,
+                "recovery truncated segment"
+            );
+            s.file
+                .set_len(scan.valid_end)
+                .map_err(|e| StorageError::io(&path, e))?;
+            s.size = scan.valid_end;
+        }
+        Ok((s, dropped))
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.path.with_extension(INDEX_SUFFIX)
+    }
+    pub fn time_index_path(&self) -> PathBuf {
+        self.path.with_extension(TIME_INDEX_SUFFIX)
+    }
+
+    /// The index, loading or rebuilding it on first use.
+    pub fn index(&self) -> Result<&SegmentIndex, StorageError> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let idx = match SegmentIndex::load(&self.index_path(), &self.time_index_path(), self.size) {
+            Some(i) => i,
+            None => {
+                tracing::info!(segment = %self.path.display(), "rebuilding segment index");
+                self.rebuild_index(4096)?
+            }
+        };
+        Ok(self.index.get_or_init(|| idx))
+    }
+
+    /// Build an index by scanning the log (sealed segments: the interval is not stored, so use
+    /// Kafka's default).
+    fn rebuild_index(&self, interval: usize) -> Result<SegmentIndex, StorageError> {
+        let mut tmp = Segment::new(
+            self.base_offset,
+            self.path.clone(),
+            self.file
+                .try_clone()
+                .map_err(|e| StorageError::io(&self.path, e))?,
+            self.size,
+            0,
+        );
+        let _ = tmp.index.set(SegmentIndex::default());
+        scan_file(&self.file, &self.path, 0, self.size, false, |pos, h, _| {
+            tmp.track_batch(pos, h, interval);
+            Ok(true)
+        })?;
+        tmp.seal_index();
+        Ok(tmp.index.take().expect("set above"))
+    }
+
+    /// Make sure the index is in memory and return it mutably (for the active segment).
+    pub fn index_mut(&mut self) -> Result<&mut SegmentIndex, StorageError> {
+        self.index()?;
+        Ok(self.index.get_mut().expect("loaded"))
+    }
+
+    /// Record a batch written at `pos` in the in-memory index and append state.
+    pub fn track_batch(&mut self, pos: u64, h: &BatchHeader, interval: usize) {
+        let base = self.base_offset;
+        let rel_last = (h.last_offset() - base) as u32;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = h.last_offset();
+        }
+        if self.rolling_base_timestamp.is_none() {
+            self.rolling_base_timestamp = Some(h.max_timestamp);
+        }
+        let max_ts = self.max_timestamp;
+        let add = self.bytes_since_index >= interval;
+        let idx = self
+            .index
+            .get_mut()
+            .expect("active segment index is loaded");
+        if add {
+            idx.offsets
+                .push(((h.base_offset - base) as u32, pos as u32));
+            if idx.times.last().is_none_or(|t| max_ts > t.0) {
+                idx.times.push((max_ts, rel_last));
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_size();
+        self.next_offset = h.last_offset() + 1;
+        self.size = self.size.max(pos + h.total_size() as u64);
+    }
+
+    /// Final time-index entry so the segment's largest timestamp is on disk (Kafka does the
+    /// same at roll).
+    pub fn seal_index(&mut self) {
+        let (max_ts, last) = (self.max_timestamp, self.next_offset - 1);
+        let base = self.base_offset;
+        if let Some(idx) = self.index.get_mut() {
+            if max_ts >= 0 && idx.times.last().is_none_or(|t| max_ts > t.0) && last >= base {
+                idx.times.push((max_ts, (last - base) as u32));
+            }
+        }
+    }
+
+    /// Write index files if the index is in memory.
+    pub fn write_index(&self) -> Result<(), StorageError> {
+        if let Some(idx) = self.index.get() {
+            idx.write(&self.index_path(), &self.time_index_path())?;
+        }
+        Ok(())
+    }
+
+    pub fn index_full(&self, segment_index_bytes: usize) -> bool {
+        match self.index.get() {
+            Some(i) => {
+                i.offsets.len() + 1 >= segment_index_bytes / crate::index::OFFSET_ENTRY_SIZE
+                    || i.times.len() + 1 >= segment_index_bytes / crate::index::TIME_ENTRY_SIZE
+            }
+            None => false,
+        }
+    }
+
+    /// Largest timestamp in the segment, for time retention; file mtime if it has none.
+    pub fn largest_timestamp(&self) -> Result<i64, StorageError> {
+        if self.max_timestamp >= 0 {
+            return Ok(self.max_timestamp);
+        }
+        if let Some((ts, _)) = self.index()?.max_timestamp() {
+            return Ok(ts);
+        }
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        Ok(mtime_ms(&meta))
+    }
+
+    /// Header of the batch at `pos`, or None at end of file / torn tail.
+    pub fn read_header_at(&self, pos: u64) -> Result<Option<BatchHeader>, StorageError> {
+        if pos + BATCH_HEADER_LEN as u64 > self.size {
+            return Ok(None);
+        }
+        let mut hdr = [0u8; BATCH_HEADER_LEN];
+        self.file
+            .read_exact_at(&mut hdr, pos)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        let len = i32::from_be_bytes(hdr[8..12].try_into().expect("4"));
+        if len < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32
+            || pos + LOG_OVERHEAD as u64 + len as u64 > self.size
+        {
+            return Ok(None);
+        }
+        let h = batch::parse_header_prefix(&hdr).map_err(|e| StorageError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("batch at {pos}: {e}"),
+        })?;
+        Ok(Some(h))
+    }
+
+    /// Position and header of the first batch whose last offset >= `offset`, starting from
+    /// the index. None if the segment has no such batch.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut pos = self.index()?.lookup_offset(rel) as u64;
+        while let Some(h) = self.read_header_at(pos)? {
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        Ok(buf)
+    }
+
+    /// Cut the segment so it holds only batches with base offset < `offset`.
+    pub fn truncate_to(&mut self, offset: i64, index_interval: usize) -> Result<(), StorageError> {
+        let cut = match self.find_batch(offset)? {
+            Some((pos, h)) if h.base_offset >= offset => pos,
+            // A batch straddles `offset`: Kafka truncates at batch granularity too.
+            Some((pos, _)) => pos,
+            None => self.size,
+        };
+        self.file
+            .set_len(cut)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.size = cut;
+        // Rebuild the in-memory state from what is left.
+        self.index = OnceLock::new();
+        let _ = self.index.set(SegmentIndex::default());
+        self.bytes_since_index = 0;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.rolling_base_timestamp = None;
+        self.next_offset = self.base_offset;
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        let path = self.path.clone();
+        scan_file(&file, &path, 0, cut, false, |pos, h, _| {
+            self.track_batch(pos, h, index_interval);
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// Replace the in-memory index (after compaction rewrote the file).
+    pub fn reset_index(&mut self) {
+        self.index = OnceLock::new();
+    }
+}
+
+fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
