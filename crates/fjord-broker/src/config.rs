@@ -1,14 +1,448 @@
-//! Broker configuration (placeholder, being written).
+//! Broker configuration with Kafka's key names.
+//!
+//! Sources, in rising precedence: a TOML file (`--config`), `FJORD_*` environment variables
+//! (`FJORD_LOG_RETENTION_MS` is `log.retention.ms`), and flags (`--set key=value` and the named
+//! flags, which the CLI turns into the same pairs). In the TOML file a key may be written dotted
+//! (nested tables) or quoted; both flatten to the same dotted key. Broker-level log defaults
+//! (`log.*`, `message.max.bytes`, ...) are parsed by `fjord_storage::config`, which owns them.
+//! A bad value or unknown key fails startup with one line naming the key, the value and what is
+//! allowed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use fjord_storage::LogConfig;
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    File,
+    Env,
+    Flag,
+}
+
+impl Source {
+    fn describe(self) -> &'static str {
+        match self {
+            Source::File => "config file",
+            Source::Env => "environment",
+            Source::Flag => "command line",
+        }
+    }
+}
+
+/// Keys the broker itself owns (log keys are owned by fjord-storage).
+const BROKER_KEYS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("admin.listener", "127.0.0.1:9644"),
+    ("log.dirs", "./fjord-data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("delete.topic.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("broker.rack", ""),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.flush.scheduler.interval.ms", "9223372036854775807"),
+    ("max.incremental.fetch.session.cache.slots", "1000"),
+];
+
+/// A listener such as `PLAINTEXT://127.0.0.1:9092`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        (host, self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve listener host {host:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("listener host {host:?} resolves to no address"))
+    }
+}
+
+/// The validated broker configuration.
 #[derive(Debug, Clone)]
-pub struct BrokerConfig {}
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listener: Listener,
+    pub advertised_listener: Option<Listener>,
+    pub admin_listener: String,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub rack: Option<String>,
+    pub retention_check_interval_ms: u64,
+    pub flush_scheduler_interval_ms: u64,
+    pub fetch_session_cache_slots: usize,
+    /// Broker-level defaults for every topic's log.
+    pub log: LogConfig,
+    /// Every key that was set explicitly (any source), for DescribeConfigs.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig::from_props(BTreeMap::new()).expect("defaults are valid")
+    }
+}
+
 impl BrokerConfig {
     /// Load from an optional TOML file, `FJORD_*` env vars and `key=value` overrides (flags),
     /// in rising precedence.
     pub fn load(
-        file: Option<&std::path::Path>,
+        file: Option<&Path>,
         overrides: &[(String, String)],
     ) -> Result<BrokerConfig, String> {
-        let _ = (file, overrides);
-        Ok(BrokerConfig {})
+        let mut props: BTreeMap<String, (String, Source)> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            for (k, v) in
+                flatten_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            {
+                props.insert(k, (v, Source::File));
+            }
+        }
+        for (k, v) in std::env::vars() {
+            if let Some(rest) = k.strip_prefix("FJORD_") {
+                let key = rest.to_ascii_lowercase().replace('_', ".");
+                if is_known_key(&key) {
+                    props.insert(key, (v, Source::Env));
+                } else {
+                    tracing::debug!(var = %k, "ignoring environment variable: not a config key");
+                }
+            }
+        }
+        for (k, v) in overrides {
+            props.insert(k.clone(), (v.clone(), Source::Flag));
+        }
+        for (k, (_, src)) in &props {
+            if !is_known_key(k) {
+                return Err(format!(
+                    "unknown configuration key \"{k}\" (from {})",
+                    src.describe()
+                ));
+            }
+        }
+        Self::from_props(props.into_iter().map(|(k, (v, _))| (k, v)).collect())
+    }
+
+    /// Build from already-merged properties (Kafka key → value).
+    pub fn from_props(props: BTreeMap<String, String>) -> Result<BrokerConfig, String> {
+        let mut props = props;
+        if let Some(v) = props.remove("log.dir") {
+            props.entry("log.dirs".into()).or_insert(v);
+        }
+        let get = |key: &str| -> String {
+            props.get(key).cloned().unwrap_or_else(|| {
+                BROKER_KEYS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, d)| d.to_string())
+                    .unwrap_or_default()
+            })
+        };
+        let node_id: i32 = parse_int(&get("node.id"), "node.id", 0, i32::MAX as i64)? as i32;
+        let listener = parse_listener(&get("listeners"), "listeners")?;
+        let advertised = get("advertised.listeners");
+        let advertised_listener = if advertised.is_empty() {
+            None
+        } else {
+            Some(parse_listener(&advertised, "advertised.listeners")?)
+        };
+        let admin_listener = get("admin.listener");
+        admin_listener.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "invalid value \"{admin_listener}\" for admin.listener: expected host:port with an IP address, e.g. 127.0.0.1:9644"
+            )
+        })?;
+        let log_dirs = get("log.dirs");
+        let dirs: Vec<&str> = log_dirs.split(',').map(str::trim).collect();
+        if dirs.len() != 1 || dirs[0].is_empty() {
+            return Err(format!(
+                "invalid value \"{log_dirs}\" for log.dirs: expected exactly one directory (JBOD is not supported yet)"
+            ));
+        }
+        let log = {
+            let log_props: BTreeMap<String, String> = props
+                .iter()
+                .filter(|(k, _)| fjord_storage::config::is_broker_log_key(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            LogConfig::broker_defaults(&log_props).map_err(|e| e.to_string())?
+        };
+        let rack = get("broker.rack");
+        Ok(BrokerConfig {
+            node_id,
+            listener,
+            advertised_listener,
+            admin_listener,
+            log_dir: PathBuf::from(dirs[0]),
+            num_partitions: parse_int(&get("num.partitions"), "num.partitions", 1, 1_000_000)?
+                as i32,
+            default_replication_factor: parse_int(
+                &get("default.replication.factor"),
+                "default.replication.factor",
+                1,
+                i16::MAX as i64,
+            )? as i16,
+            auto_create_topics_enable: parse_bool(
+                &get("auto.create.topics.enable"),
+                "auto.create.topics.enable",
+            )?,
+            delete_topic_enable: parse_bool(&get("delete.topic.enable"), "delete.topic.enable")?,
+            socket_request_max_bytes: parse_int(
+                &get("socket.request.max.bytes"),
+                "socket.request.max.bytes",
+                1024,
+                i32::MAX as i64,
+            )? as usize,
+            rack: (!rack.is_empty()).then_some(rack),
+            retention_check_interval_ms: parse_int(
+                &get("log.retention.check.interval.ms"),
+                "log.retention.check.interval.ms",
+                1,
+                i64::MAX,
+            )? as u64,
+            flush_scheduler_interval_ms: parse_int(
+                &get("log.flush.scheduler.interval.ms"),
+                "log.flush.scheduler.interval.ms",
+                1,
+                i64::MAX,
+            )? as u64,
+            fetch_session_cache_slots: parse_int(
+                &get("max.incremental.fetch.session.cache.slots"),
+                "max.incremental.fetch.session.cache.slots",
+                0,
+                i32::MAX as i64,
+            )? as usize,
+            log,
+            explicit: props,
+        })
+    }
+
+    /// The listener clients should connect to, with the port actually bound.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, u16) {
+        if let Some(a) = &self.advertised_listener {
+            let port = if a.port == 0 { bound.port() } else { a.port };
+            return (a.host.clone(), port);
+        }
+        let host = match bound.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) => format!("{ip}"),
+            IpAddr::V4(ip) => format!("{ip}"),
+        };
+        (host, bound.port())
+    }
+
+    /// The effective value of every broker-owned key (explicit or default), for DescribeConfigs.
+    pub fn broker_entries(&self) -> Vec<(String, String, bool)> {
+        BROKER_KEYS
+            .iter()
+            .map(|(k, d)| match self.explicit.get(*k) {
+                Some(v) => (k.to_string(), v.clone(), false),
+                None => (k.to_string(), d.to_string(), true),
+            })
+            .collect()
+    }
+}
+
+fn is_known_key(key: &str) -> bool {
+    key == "log.dir"
+        || BROKER_KEYS.iter().any(|(k, _)| *k == key)
+        || fjord_storage::config::is_broker_log_key(key)
+}
+
+fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid value \"{v}\" for {key}: expected an integer in [{min}, {max}]"
+        )),
+    }
+}
+
+fn parse_bool(v: &str, key: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "invalid value \"{v}\" for {key}: expected true or false"
+        )),
+    }
+}
+
+fn parse_listener(v: &str, key: &str) -> Result<Listener, String> {
+    let bad = |why: &str| format!("invalid value \"{v}\" for {key}: {why}");
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.len() != 1 {
+        return Err(bad(
+            "expected one listener like PLAINTEXT://127.0.0.1:9092 (several listeners come with the cluster work)",
+        ));
+    }
+    let (name, rest) = items[0]
+        .split_once("://")
+        .ok_or_else(|| bad("expected NAME://host:port, e.g. PLAINTEXT://127.0.0.1:9092"))?;
+    if name != "PLAINTEXT" {
+        return Err(bad("only the PLAINTEXT listener is supported"));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing :port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port must be a number in [0, 65535]"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Listener {
+        name: name.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Flatten a TOML document into dotted keys: `log.retention.ms = 1` (nested tables) and
+/// `"log.retention.ms" = 1` (one quoted key) both give `log.retention.ms`. Arrays become
+/// comma-separated lists (e.g. `listeners = ["PLAINTEXT://..."]`).
+pub fn flatten_toml(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string()
+    })?;
+    let mut out = BTreeMap::new();
+    flatten_table("", &value, &mut out)?;
+    Ok(out)
+}
+
+fn flatten_table(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten_table(&key, t, out)?,
+            other => {
+                let s = scalar(other).ok_or_else(|| format!("unsupported value for {key}"))?;
+                if out.insert(key.clone(), s).is_some() {
+                    return Err(format!("key {key} is set twice"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scalar(v: &toml::Value) -> Option<String> {
+    Some(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(a) => a.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(","),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Table(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_single_node() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(
+            c.listener.socket_addr().unwrap().to_string(),
+            "127.0.0.1:9092"
+        );
+        assert_eq!(c.admin_listener, "127.0.0.1:9644");
+        assert_eq!(c.log_dir, PathBuf::from("./fjord-data"));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn dotted_and_quoted_toml_keys_are_the_same() {
+        let a = flatten_toml("[log.retention]\nms = 60000\n").unwrap();
+        let b = flatten_toml("\"log.retention.ms\" = 60000\n").unwrap();
+        let c = flatten_toml("log.retention.ms = 60000\n").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a["log.retention.ms"], "60000");
+        assert!(flatten_toml("\"log.retention.ms\" = 1\nlog.retention.ms = 2\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_key_value_and_allowed_range() {
+        let e = BrokerConfig::from_props(props(&[("num.partitions", "0")])).unwrap_err();
+        assert!(
+            e.contains("num.partitions") && e.contains("\"0\"") && e.contains("[1,"),
+            "{e}"
+        );
+        let e = BrokerConfig::from_props(props(&[("listeners", "127.0.0.1:9092")])).unwrap_err();
+        assert!(e.contains("listeners"), "{e}");
+        let e =
+            BrokerConfig::from_props(props(&[("auto.create.topics.enable", "yes")])).unwrap_err();
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_source() {
+        let e = BrokerConfig::load(None, &[("no.such.key".into(), "1".into())]).unwrap_err();
+        assert_eq!(
+            e,
+            "unknown configuration key \"no.such.key\" (from command line)"
+        );
+    }
+
+    #[test]
+    fn file_then_flag_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fjord.toml");
+        std::fs::write(&path, "num.partitions = 3\nnode.id = 7\n").unwrap();
+        let c = BrokerConfig::load(Some(&path), &[("num.partitions".into(), "5".into())]).unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(c.node_id, 7);
+    }
+
+    #[test]
+    fn advertised_address_uses_bound_port() {
+        let c = BrokerConfig::from_props(props(&[("listeners", "PLAINTEXT://0.0.0.0:0")])).unwrap();
+        let (h, p) = c.advertised("0.0.0.0:4321".parse().unwrap());
+        assert_eq!((h.as_str(), p), ("127.0.0.1", 4321));
     }
 }

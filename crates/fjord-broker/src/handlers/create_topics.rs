@@ -1,0 +1,130 @@
+//! CreateTopics (v2-7): validate every topic (name, partitions, replication factor, configs),
+//! honour validate_only, and report errors per topic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+use super::{sb, Ctx};
+use crate::broker::{Broker, TopicError};
+use crate::config_view;
+
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = std::collections::HashSet::new();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.to_string();
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            if !seen.insert(name.clone()) {
+                return fail(
+                    result,
+                    TopicError {
+                        code: ErrorCode::InvalidRequest,
+                        message: format!("Topic '{name}' appears more than once in the request."),
+                    },
+                );
+            }
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                match &c.value {
+                    Some(v) => {
+                        configs.insert(c.name.to_string(), v.to_string());
+                    }
+                    None => {
+                        return fail(
+                            result,
+                            TopicError {
+                                code: ErrorCode::InvalidConfig,
+                                message: format!("Null value not supported for topic config '{}'", &*c.name),
+                            },
+                        )
+                    }
+                }
+            }
+            let (partitions, rf) = if t.assignments.is_empty() {
+                (t.num_partitions, t.replication_factor)
+            } else {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return fail(
+                        result,
+                        TopicError {
+                            code: ErrorCode::InvalidRequest,
+                            message: "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+                        },
+                    );
+                }
+                let node = b.node_id();
+                for (i, a) in t.assignments.iter().enumerate() {
+                    if a.partition_index != i as i32
+                        || a.broker_ids.is_empty()
+                        || a.broker_ids.iter().any(|id| id.0 != node)
+                    {
+                        return fail(
+                            result,
+                            TopicError {
+                                code: ErrorCode::InvalidReplicaAssignment,
+                                message: format!(
+                                    "Replica assignment for partition {} must list broker {node} only, with partitions numbered from 0.",
+                                    a.partition_index
+                                ),
+                            },
+                        );
+                    }
+                }
+                (
+                    t.assignments.len() as i32,
+                    t.assignments[0].broker_ids.len() as i16,
+                )
+            };
+            let outcome = if req.validate_only {
+                b.validate_new_topic(&name, partitions, rf, &configs)
+                    .map(|(n, _)| (n as i32, None))
+            } else {
+                b.create_topic(&name, partitions, rf, configs)
+                    .map(|topic| (topic.partitions.len() as i32, Some(topic)))
+            };
+            match outcome {
+                Ok((n, topic)) => {
+                    let mut r = result
+                        .with_num_partitions(n)
+                        .with_replication_factor(1);
+                    if let Some(topic) = topic {
+                        r = r.with_topic_id(topic.id);
+                        if ctx.version >= 5 {
+                            let entries = config_view::topic_entries(b, &topic.config, &topic.overrides);
+                            r = r.with_configs(Some(
+                                entries
+                                    .into_iter()
+                                    .map(|e| {
+                                        CreatableTopicConfigs::default()
+                                            .with_name(sb(e.name))
+                                            .with_value(Some(sb(e.value)))
+                                            .with_config_source(e.source as i8)
+                                    })
+                                    .collect(),
+                            ));
+                        }
+                    }
+                    r
+                }
+                Err(e) => fail(result, e),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+fn fail(r: CreatableTopicResult, e: TopicError) -> CreatableTopicResult {
+    r.with_error_code(e.code.code())
+        .with_error_message(Some(sb(e.message)))
+}

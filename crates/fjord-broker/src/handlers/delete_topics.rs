@@ -1,0 +1,55 @@
+//! DeleteTopics (v1-6): by name, or by topic id from v6.
+
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use uuid::Uuid;
+
+use super::{sb, Ctx};
+use crate::broker::Broker;
+
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<TopicName>, Uuid)> = if ctx.version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let topic = match &name {
+                Some(n) => b.topic(n),
+                None => b.topic_by_id(&id),
+            };
+            let r = DeletableTopicResult::default()
+                .with_name(name.clone())
+                .with_topic_id(id);
+            let Some(topic) = topic else {
+                let code = if name.is_some() {
+                    ErrorCode::UnknownTopicOrPartition
+                } else {
+                    ErrorCode::UnknownTopicId
+                };
+                return r.with_error_code(code.code());
+            };
+            let r = r
+                .with_name(Some(TopicName(sb(topic.name.to_string()))))
+                .with_topic_id(topic.id);
+            match b.delete_topic(&topic) {
+                Ok(()) => r,
+                Err(e) => r
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(sb(e.message))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,123 @@
+//! IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on topic configs.
+//! Dynamic broker configs are not supported yet and are refused with a reason.
+
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use fjord_storage::config::{topic_config, ConfigType};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{sb, Ctx};
+use crate::broker::{Broker, TopicError};
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+pub fn handle(
+    b: &Arc<Broker>,
+    _ctx: &Ctx,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let outcome = match res.resource_type {
+                RESOURCE_TOPIC => alter_topic(b, &res.resource_name, &res.configs, req.validate_only),
+                RESOURCE_BROKER => Err(TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: "Dynamic broker configs are not supported yet; set them in the config file and restart.".into(),
+                }),
+                other => Err(TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("Resource type {other} is not supported."),
+                }),
+            };
+            match outcome {
+                Ok(()) => r,
+                Err(e) => r
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(sb(e.message))),
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn alter_topic(
+    b: &Broker,
+    name: &str,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let invalid = |message: String| TopicError {
+        code: ErrorCode::InvalidConfig,
+        message,
+    };
+    let topic = b.topic(name).ok_or_else(|| TopicError {
+        code: ErrorCode::UnknownTopicOrPartition,
+        message: format!("Topic '{name}' does not exist."),
+    })?;
+    let mut changes: Vec<(String, Option<String>)> = Vec::new();
+    for op in ops {
+        let key = op.name.to_string();
+        let def =
+            topic_config(&key).ok_or_else(|| invalid(format!("unknown topic config '{key}'")))?;
+        let value = op.value.as_ref().map(|v| v.to_string());
+        match op.config_operation {
+            SET => {
+                let v = value.ok_or_else(|| invalid(format!("SET of '{key}' needs a value")))?;
+                changes.push((key, Some(v)));
+            }
+            DELETE => changes.push((key, None)),
+            APPEND | SUBTRACT => {
+                if def.ty != ConfigType::List {
+                    return Err(invalid(format!(
+                        "'{key}' is not a list; APPEND and SUBTRACT apply to list configs only"
+                    )));
+                }
+                let current = topic
+                    .overrides
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| topic.config.value_string(&key))
+                    .unwrap_or_default();
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                for v in value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    if op.config_operation == APPEND {
+                        if !items.iter().any(|i| i == v) {
+                            items.push(v.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != v);
+                    }
+                }
+                changes.push((key, Some(items.join(","))));
+            }
+            other => {
+                return Err(TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("unknown config operation {other}"),
+                })
+            }
+        }
+    }
+    b.alter_topic_configs(name, &changes, validate_only)
+}

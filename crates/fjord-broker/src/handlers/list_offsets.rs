@@ -1,0 +1,72 @@
+//! ListOffsets (v1-10): earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest
+//! local (-4) and by timestamp.
+
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::Ctx;
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let Some(part) = b.partition(&t.name, p.partition_index) else {
+                        return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    };
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
+                        let code = if p.current_leader_epoch > part.leader_epoch {
+                            ErrorCode::UnknownLeaderEpoch
+                        } else {
+                            ErrorCode::FencedLeaderEpoch
+                        };
+                        return r.with_error_code(code.code());
+                    }
+                    let epoch = part.leader_epoch;
+                    let found = part.with_log(|log| match p.timestamp {
+                        LATEST => Ok(Some((log.log_end_offset(), -1, epoch))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),
+                        LATEST_TIERED => Ok(Some((-1, -1, -1))),
+                        MAX_TIMESTAMP => Ok(log.max_timestamp()),
+                        ts if ts >= 0 => log.offset_for_timestamp(ts).map_err(|e| e.error_code()),
+                        _ => Err(ErrorCode::InvalidRequest),
+                    });
+                    match found {
+                        None => r.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
+                        Some(Err(code)) => r.with_error_code(code.code()),
+                        Some(Ok(None)) => r,
+                        Some(Ok(Some((offset, ts, epoch)))) => r
+                            .with_offset(offset)
+                            .with_timestamp(ts)
+                            .with_leader_epoch(epoch),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,119 @@
+//! Produce (v3-13): validate acks, look up each partition, append the record batches as sent.
+//!
+//! Records stay raw bytes: the storage layer checks batch headers and CRCs and assigns offsets
+//! in place. On a single node acks=1 and acks=all are both satisfied by the local append.
+
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+
+use super::{sb, Ctx, Outcome};
+use crate::broker::{now_ms, Broker, Topic};
+
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
+    let acks = req.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let mut any_error = None;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let now = now_ms();
+    for td in req.topic_data {
+        let topic: Option<Arc<Topic>> = if ctx.version >= 13 {
+            b.topic_by_id(&td.topic_id)
+        } else {
+            b.topic(&td.name)
+        };
+        let missing = if ctx.version >= 13 {
+            ErrorCode::UnknownTopicId
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let fail = |code: ErrorCode, msg: Option<String>| {
+                resp.clone()
+                    .with_error_code(code.code())
+                    .with_error_message(msg.map(sb))
+            };
+            let result = if !acks_valid {
+                fail(ErrorCode::InvalidRequiredAcks, None)
+            } else if req.transactional_id.is_some() {
+                fail(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    Some("transactions are not supported by this broker".into()),
+                )
+            } else {
+                match (&topic, &pd.records) {
+                    (None, _) => fail(missing, None),
+                    (Some(_), None) => fail(
+                        ErrorCode::InvalidRequest,
+                        Some("produce request has null records".into()),
+                    ),
+                    (Some(t), Some(records)) => {
+                        match usize::try_from(pd.index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                        {
+                            None => fail(ErrorCode::UnknownTopicOrPartition, None),
+                            Some(p) => match p.append(records, now) {
+                                Ok(info) => {
+                                    if !info.duplicate {
+                                        let label = [&*t.name];
+                                        b.metrics
+                                            .bytes_in
+                                            .with_label_values(&label)
+                                            .inc_by(info.bytes as u64);
+                                        b.metrics
+                                            .messages_in
+                                            .with_label_values(&label)
+                                            .inc_by(info.record_count);
+                                    }
+                                    resp.clone()
+                                        .with_base_offset(info.base_offset)
+                                        .with_log_append_time_ms(info.log_append_time)
+                                        .with_log_start_offset(info.log_start_offset)
+                                }
+                                Err(e) => {
+                                    tracing::debug!(topic = %t.name, partition = pd.index, error = %e.message(), "produce rejected");
+                                    fail(e.error_code(), Some(e.message()))
+                                }
+                            },
+                        }
+                    }
+                }
+            };
+            if result.error_code != 0 {
+                any_error = Some(result.error_code);
+                b.metrics
+                    .request_errors
+                    .with_label_values(&["Produce", &result.error_code.to_string()])
+                    .inc();
+            }
+            parts.push(result);
+        }
+        let name = match &topic {
+            Some(t) if ctx.version >= 13 => TopicName(sb(t.name.to_string())),
+            _ => td.name,
+        };
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(parts),
+        );
+    }
+    if acks == 0 {
+        // The producer reads no response; closing is the only way to tell it something failed.
+        return match any_error {
+            Some(code) => Outcome::Close(format!("acks=0 produce failed with error {code}")),
+            None => Outcome::NoResponse,
+        };
+    }
+    Outcome::Respond(ProduceResponse::default().with_responses(responses).into())
+}

@@ -1,0 +1,125 @@
+//! Prometheus metrics, served on the admin port at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub messages_in: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_latency: HistogramVec,
+    pub connections: IntGauge,
+    pub connections_closed_bad_frame: IntCounter,
+    pub partitions: IntGauge,
+    pub log_size: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("fjord".into()), None).expect("valid prefix");
+        let bytes_in = IntCounterVec::new(
+            Opts::new(
+                "bytes_in_total",
+                "Record bytes appended by produce requests",
+            ),
+            &["topic"],
+        )
+        .expect("metric");
+        let bytes_out = IntCounterVec::new(
+            Opts::new("bytes_out_total", "Record bytes returned by fetch requests"),
+            &["topic"],
+        )
+        .expect("metric");
+        let messages_in = IntCounterVec::new(
+            Opts::new("messages_in_total", "Records appended by produce requests"),
+            &["topic"],
+        )
+        .expect("metric");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Requests handled, by API"),
+            &["api"],
+        )
+        .expect("metric");
+        let request_errors = IntCounterVec::new(
+            Opts::new(
+                "request_errors_total",
+                "Error codes returned in responses, by API and error",
+            ),
+            &["api", "error"],
+        )
+        .expect("metric");
+        let request_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "request_latency_seconds",
+                "Time from a request being read to its response being queued, by API",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["api"],
+        )
+        .expect("metric");
+        let connections = IntGauge::new("connections", "Open client connections").expect("metric");
+        let connections_closed_bad_frame = IntCounter::new(
+            "connections_closed_bad_request_total",
+            "Connections closed because a frame or request could not be decoded",
+        )
+        .expect("metric");
+        let partitions =
+            IntGauge::new("partitions", "Partitions hosted on this broker").expect("metric");
+        let log_size = IntGaugeVec::new(
+            Opts::new("log_size_bytes", "Size of all partition logs of a topic"),
+            &["topic"],
+        )
+        .expect("metric");
+        for m in [
+            Box::new(bytes_in.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bytes_out.clone()),
+            Box::new(messages_in.clone()),
+            Box::new(requests.clone()),
+            Box::new(request_errors.clone()),
+            Box::new(request_latency.clone()),
+            Box::new(connections.clone()),
+            Box::new(connections_closed_bad_frame.clone()),
+            Box::new(partitions.clone()),
+            Box::new(log_size.clone()),
+        ] {
+            registry.register(m).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            bytes_in,
+            bytes_out,
+            messages_in,
+            requests,
+            request_errors,
+            request_latency,
+            connections,
+            connections_closed_bad_frame,
+            partitions,
+            log_size,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

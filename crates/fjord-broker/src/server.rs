@@ -1,0 +1,222 @@
+//! The Kafka listener and per-connection request pipeline.
+//!
+//! Each connection runs three stages: a reader that splits frames and decodes requests ahead of
+//! time, a processor that handles them strictly one at a time in arrival order (so appends from
+//! one producer connection keep their order, as in Kafka), and a writer that coalesces queued
+//! responses into few writes. A frame that cannot be decoded closes that one connection; every
+//! other connection is unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use fjord_protocol::codec::{self, DecodeError, Request};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::handlers::{self, Outcome};
+
+/// What the reader hands to the processor.
+enum Inbound {
+    Request(Request, Instant),
+    /// A reply that needs no handler (ApiVersions with a too-new version).
+    Raw(BytesMut),
+    /// The connection must close after what is already queued.
+    Close(String),
+}
+
+/// Accept connections until `shutdown` flips, then wait for them to finish.
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let b = broker.clone();
+                    let sd = shutdown.clone();
+                    conns.spawn(async move { serve_connection(b, stream, peer, sd).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+    }
+}
+
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    broker.metrics.connections.inc();
+    let (mut rd, mut wr) = stream.into_split();
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
+    let (out_tx, mut out_rx) = mpsc::channel::<BytesMut>(32);
+    let max_frame = broker.config.socket_request_max_bytes;
+
+    let reader = tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            loop {
+                match codec::split_frame(&mut buf, max_frame) {
+                    Ok(Some(frame)) => {
+                        let arrived = Instant::now();
+                        let msg = match codec::decode_request(frame) {
+                            Ok(req) => Inbound::Request(req, arrived),
+                            Err(DecodeError::UnsupportedVersion {
+                                api_key: ApiKey::ApiVersions,
+                                correlation_id,
+                                ..
+                            }) => {
+                                let mut out = BytesMut::new();
+                                codec::unsupported_api_versions_response(&mut out, correlation_id);
+                                Inbound::Raw(out)
+                            }
+                            Err(e) => Inbound::Close(e.to_string()),
+                        };
+                        let closing = matches!(msg, Inbound::Close(_));
+                        if in_tx.send(msg).await.is_err() || closing {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = in_tx.send(Inbound::Close(e.to_string())).await;
+                        return;
+                    }
+                }
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(%peer, pending = buf.len(), "connection closed mid-frame");
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                    return;
+                }
+            }
+        }
+    });
+
+    let writer = tokio::spawn(async move {
+        let mut batch = BytesMut::new();
+        while let Some(first) = out_rx.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < 1 << 20 {
+                match out_rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    loop {
+        let msg = tokio::select! {
+            m = in_rx.recv() => m,
+            _ = shutdown.changed() => None,
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Inbound::Raw(bytes) => {
+                if out_tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Inbound::Close(reason) => {
+                broker.metrics.connections_closed_bad_frame.inc();
+                tracing::warn!(%peer, %reason, "closing connection: bad request");
+                break;
+            }
+            Inbound::Request(req, arrived) => {
+                let api = req.api_key;
+                let version = req.header.request_api_version;
+                let correlation_id = req.header.correlation_id;
+                let outcome = handlers::handle(&broker, req).await;
+                let api_name = api_name(api);
+                broker.metrics.requests.with_label_values(&[api_name]).inc();
+                broker
+                    .metrics
+                    .request_latency
+                    .with_label_values(&[api_name])
+                    .observe(arrived.elapsed().as_secs_f64());
+                match outcome {
+                    Outcome::Respond(body) => {
+                        let mut out = BytesMut::new();
+                        if let Err(e) =
+                            codec::encode_response(&mut out, correlation_id, api, version, &body)
+                        {
+                            tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
+                            break;
+                        }
+                        if out_tx.send(out).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outcome::NoResponse => {}
+                    Outcome::Close(reason) => {
+                        tracing::info!(%peer, ?api, %reason, "closing connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    reader.abort();
+    drop(out_tx);
+    let _ = writer.await;
+    broker.metrics.connections.dec();
+}
+
+/// A stable metric label for an API.
+pub fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}
