@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need: kcat (librdkafka CLI) and a Python
+# virtualenv at <repo>/.venv with confluent-kafka, kafka-python and aiokafka.
+# Idempotent: every step is skipped when its result is already present.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${FJORD_VENV:-$repo/.venv}"
+
+# Python client versions, pinned so CI runs are reproducible (all ship
+# manylinux wheels for CPython 3.11, so no compiler is needed).
+CONFLUENT_KAFKA_VERSION="2.6.1"
+KAFKA_PYTHON_VERSION="2.3.3"
+AIOKAFKA_VERSION="0.12.0"
+
+log() { echo "setup-test-deps: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        log "need root (or sudo) to run: $*"
+        return 1
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not available; install manually: $*"
+        return 1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if ! command -v kcat >/dev/null 2>&1; then
+    log "installing kcat"
+    apt_install kcat
+fi
+
+python="${PYTHON:-python3}"
+if ! command -v "$python" >/dev/null 2>&1; then
+    log "installing python3"
+    apt_install python3 python3-venv
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        log "installing python3-venv"
+        apt_install python3-venv
+    fi
+    log "creating virtualenv $venv"
+    "$python" -m venv "$venv"
+fi
+
+stamp="$venv/.fjord-deps-$CONFLUENT_KAFKA_VERSION-$KAFKA_PYTHON_VERSION-$AIOKAFKA_VERSION"
+if [ ! -f "$stamp" ]; then
+    log "installing python Kafka clients"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "confluent-kafka==$CONFLUENT_KAFKA_VERSION" \
+        "kafka-python==$KAFKA_PYTHON_VERSION" \
+        "aiokafka==$AIOKAFKA_VERSION"
+    touch "$stamp"
+fi
+
+"$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka' \
+    || { log "python clients failed to import"; exit 1; }
+log "ok: $(command -v kcat), venv $venv"
