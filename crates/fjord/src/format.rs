@@ -1,0 +1,92 @@
+//! How `fjord consume` prints records.
+
+use bytes::Bytes;
+use clap::ValueEnum;
+use fjord_client::ConsumedRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The value only.
+    Value,
+    /// Key, a tab, then the value.
+    Kv,
+    /// One JSON object per line: partition, offset, timestamp, key, value, headers.
+    Json,
+}
+
+fn text(b: &Option<Bytes>) -> String {
+    b.as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn json_bytes(b: &Option<Bytes>) -> serde_json::Value {
+    match b {
+        Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// One output line (without the newline) for `record`.
+pub fn render(format: Format, record: &ConsumedRecord) -> String {
+    match format {
+        Format::Value => text(&record.value),
+        Format::Kv => format!("{}\t{}", text(&record.key), text(&record.value)),
+        Format::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), json_bytes(v)))
+                .collect();
+            serde_json::json!({
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp": record.timestamp,
+                "key": json_bytes(&record.key),
+                "value": json_bytes(&record.value),
+                "headers": headers,
+            })
+            .to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_client::Compression;
+
+    fn record(key: Option<&'static str>) -> ConsumedRecord {
+        let batch = fjord_client::Client::encode_batch(
+            &[fjord_client::ProduceRecord {
+                key: key.map(Bytes::from_static),
+                value: Some(Bytes::from_static(b"hello \"world\"")),
+                headers: vec![("trace".into(), Some(Bytes::from_static(b"abc")))],
+                timestamp: Some(1_700_000_000_000),
+            }],
+            Compression::None,
+        )
+        .unwrap();
+        let (mut rs, _) = fjord_client::client::decode_records(2, batch, 0).unwrap();
+        rs.pop().unwrap()
+    }
+
+    #[test]
+    fn value_and_kv() {
+        assert_eq!(render(Format::Value, &record(Some("k"))), "hello \"world\"");
+        assert_eq!(render(Format::Kv, &record(Some("k"))), "k\thello \"world\"");
+        assert_eq!(render(Format::Kv, &record(None)), "\thello \"world\"");
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let line = render(Format::Json, &record(None));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["partition"], 2);
+        assert_eq!(v["offset"], 0);
+        assert_eq!(v["timestamp"], 1_700_000_000_000i64);
+        assert_eq!(v["key"], serde_json::Value::Null);
+        assert_eq!(v["value"], "hello \"world\"");
+        assert_eq!(v["headers"]["trace"], "abc");
+    }
+}
