@@ -21,10 +21,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTop
         .into_iter()
         .map(|t| {
             let name = t.name.to_string();
-            let result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
+            let result = CreatableTopicResult::default().with_name(t.name.clone());
             if !seen.insert(name.clone()) {
                 return fail(
                     result,
@@ -95,9 +92,11 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTop
             };
             match outcome {
                 Ok((n, topic)) => {
-                    let mut r = result
-                        .with_num_partitions(n)
-                        .with_replication_factor(1);
+                    let mut r = result;
+                    // num_partitions, replication_factor and configs exist from v5.
+                    if ctx.version >= 5 {
+                        r = r.with_num_partitions(n).with_replication_factor(1);
+                    }
                     if let Some(topic) = topic {
                         r = r.with_topic_id(topic.id);
                         if ctx.version >= 5 {

@@ -18,7 +18,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -56,10 +56,15 @@ pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: ListOffsetsRequest) -> ListOffse
                         None => r.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
                         Some(Err(code)) => r.with_error_code(code.code()),
                         Some(Ok(None)) => r,
-                        Some(Ok(Some((offset, ts, epoch)))) => r
-                            .with_offset(offset)
-                            .with_timestamp(ts)
-                            .with_leader_epoch(epoch),
+                        Some(Ok(Some((offset, ts, epoch)))) => {
+                            let r = r.with_offset(offset).with_timestamp(ts);
+                            // The field exists from v4; older versions must leave it unset.
+                            if ctx.version >= 4 {
+                                r.with_leader_epoch(epoch)
+                            } else {
+                                r
+                            }
+                        }
                     }
                 })
                 .collect();
