@@ -59,7 +59,7 @@ mod tests {
     fn record(key: Option<&'static str>) -> ConsumedRecord {
         let batch = fjord_client::Client::encode_batch(
             &[fjord_client::ProduceRecord {
-                key: key.map(Bytes::from_static),
+                key: key.map(|k| Bytes::from_static(k.as_bytes())),
                 value: Some(Bytes::from_static(b"hello \"world\"")),
                 headers: vec![("trace".into(), Some(Bytes::from_static(b"abc")))],
                 timestamp: Some(1_700_000_000_000),
