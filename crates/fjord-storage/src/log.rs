@@ -793,7 +793,12 @@ impl Log {
                 if b == active_base && seg.size == 0 {
                     break;
                 }
-                if now_ms.saturating_sub(seg.largest_timestamp()?) > self.config.retention_ms {
+                // A sealed segment emptied by compaction holds nothing to retain (and its
+                // mtime says nothing about record age).
+                let empty = seg.size == 0;
+                if empty
+                    || now_ms.saturating_sub(seg.largest_timestamp()?) > self.config.retention_ms
+                {
                     doomed.push(b);
                 } else {
                     break;

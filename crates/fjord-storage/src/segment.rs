@@ -359,8 +359,13 @@ impl Segment {
         }
     }
 
-    /// Largest timestamp in the segment, for time retention; file mtime if it has none.
+    /// Largest timestamp in the segment, for time retention and the compaction lag; file mtime
+    /// if its records carry none (as Kafka), `i64::MIN` if it is empty.
     pub fn largest_timestamp(&self) -> Result<i64, StorageError> {
+        if self.size == 0 {
+            // Emptied by compaction (or new): no record to keep; mtime would mislead.
+            return Ok(i64::MIN);
+        }
         if self.max_timestamp >= 0 {
             return Ok(self.max_timestamp);
         }
