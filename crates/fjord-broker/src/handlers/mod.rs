@@ -79,3 +79,246 @@ fn respond(body: impl Into<ResponseKind>) -> Outcome {
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
+
+/// Every handler's response must encode at every version we advertise, with real data in it:
+/// `kafka-protocol` refuses to encode a field that a version lacks, and a response that cannot
+/// be encoded closes the client's connection.
+#[cfg(test)]
+mod version_tests {
+    use std::collections::BTreeMap;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use fjord_protocol::versions::SUPPORTED;
+
+    fn batch() -> bytes::Bytes {
+        let rec = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: Some("k".into()),
+            value: Some("v".into()),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [rec].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn requests(b: &Broker, api: ApiKey, v: i16) -> Vec<RequestKind> {
+        let t = b.topic("t").unwrap();
+        let name = TopicName(sb("t"));
+        let by_id = |x: bool| if x { t.id } else { uuid::Uuid::nil() };
+        match api {
+            ApiKey::Produce => vec![ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(if v >= 13 {
+                        TopicName(sb(""))
+                    } else {
+                        name.clone()
+                    })
+                    .with_topic_id(by_id(v >= 13))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch())),
+                        produce_request::PartitionProduceData::default()
+                            .with_index(7)
+                            .with_records(Some(batch())),
+                    ])])
+                .into()],
+            ApiKey::Fetch => vec![FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(if v >= 13 {
+                        TopicName(sb(""))
+                    } else {
+                        name.clone()
+                    })
+                    .with_topic_id(by_id(v >= 13))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(999)
+                            .with_partition_max_bytes(1 << 20),
+                    ])])
+                .into()],
+            ApiKey::ListOffsets => vec![ListOffsetsRequest::default()
+                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(
+                        [-1i64, -2, -3, 0]
+                            .iter()
+                            .filter(|&&ts| ts != -3 || v >= 7)
+                            .map(|&ts| {
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_timestamp(ts)
+                            })
+                            .collect(),
+                    )])
+                .into()],
+            ApiKey::Metadata => vec![
+                MetadataRequest::default().with_topics(None).into(),
+                MetadataRequest::default()
+                    .with_topics(Some(vec![
+                        metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(name.clone())),
+                        metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(sb("missing")))),
+                    ]))
+                    .into(),
+            ],
+            ApiKey::ApiVersions => vec![ApiVersionsRequest::default().into()],
+            ApiKey::CreateTopics => vec![CreateTopicsRequest::default()
+                .with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(TopicName(sb(format!("new{v}"))))
+                        .with_num_partitions(2)
+                        .with_replication_factor(1)
+                        .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                            .with_name(sb("retention.ms"))
+                            .with_value(Some(sb("1000")))]),
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(name.clone())
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ])
+                .into()],
+            ApiKey::DeleteTopics => {
+                b.create_topic(&format!("del{v}"), 1, 1, BTreeMap::new())
+                    .unwrap();
+                let r = DeleteTopicsRequest::default();
+                vec![if v >= 6 {
+                    r.with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(TopicName(sb(format!("del{v}")))))])
+                } else {
+                    r.with_topic_names(vec![
+                        TopicName(sb(format!("del{v}"))),
+                        TopicName(sb("nope")),
+                    ])
+                }
+                .into()]
+            }
+            ApiKey::DeleteRecords => vec![DeleteRecordsRequest::default()
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(0),
+                    ])])
+                .into()],
+            ApiKey::InitProducerId => vec![InitProducerIdRequest::default().into()],
+            ApiKey::OffsetForLeaderEpoch => vec![OffsetForLeaderEpochRequest::default()
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(name.clone())
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_leader_epoch(0),
+                        ]),
+                ])
+                .into()],
+            ApiKey::DescribeConfigs => vec![DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(sb("t")),
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(sb("1")),
+                ])
+                .into()],
+            ApiKey::CreatePartitions => vec![CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name.clone())
+                        .with_count(1),
+                ])
+                .into()],
+            ApiKey::IncrementalAlterConfigs => vec![IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(sb("t"))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(sb("retention.ms"))
+                                .with_config_operation(0)
+                                .with_value(Some(sb("5000"))),
+                        ]),
+                ])
+                .into()],
+            ApiKey::DescribeCluster => vec![DescribeClusterRequest::default().into()],
+            other => panic!("no test request for {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_response_encodes_at_every_supported_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut props = BTreeMap::new();
+        props.insert("log.dirs".to_string(), dir.path().display().to_string());
+        let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
+        b.create_topic("t", 1, 1, BTreeMap::new()).unwrap();
+        b.partition("t", 0).unwrap().append(&batch(), 0).unwrap();
+        for range in SUPPORTED {
+            for v in range.min..=range.max {
+                for body in requests(&b, range.key, v) {
+                    let header = RequestHeader::default()
+                        .with_request_api_key(range.key as i16)
+                        .with_request_api_version(v)
+                        .with_correlation_id(1);
+                    let mut frame = BytesMut::new();
+                    fjord_protocol::codec::encode_request(&mut frame, &header, &body)
+                        .unwrap_or_else(|e| panic!("{:?} v{v} request: {e}", range.key));
+                    let frame = fjord_protocol::codec::split_frame(&mut frame, 1 << 20)
+                        .unwrap()
+                        .unwrap();
+                    let req = fjord_protocol::codec::decode_request(frame).unwrap();
+                    match handle(&b, req).await {
+                        Outcome::Respond(resp) => {
+                            let mut out = BytesMut::new();
+                            fjord_protocol::codec::encode_response(
+                                &mut out, 1, range.key, v, &resp,
+                            )
+                            .unwrap_or_else(|e| panic!("{:?} v{v} response: {e}", range.key));
+                        }
+                        _ => panic!("{:?} v{v}: no response", range.key),
+                    }
+                }
+            }
+        }
+    }
+}
