@@ -119,9 +119,9 @@ impl Connection {
                 what: format!("connecting to {addr}"),
                 after: config.connect_timeout,
             })?
-            .map_err(|source| Error::Connect {
+            .map_err(|error| Error::Connect {
                 addr: addr.to_string(),
-                source,
+                error,
             })?;
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
@@ -312,14 +312,14 @@ impl Connection {
         }
         let result = w.half.write_all(&buf).await;
         w.buf = buf;
-        if let Err(source) = result {
+        if let Err(error) = result {
             self.pending
                 .lock()
                 .expect("pending lock")
-                .close(&self.addr, format!("write failed: {source}"));
+                .close(&self.addr, format!("write failed: {error}"));
             return Err(Error::Io {
                 addr: self.addr.clone(),
-                source,
+                error,
             });
         }
         Ok(())

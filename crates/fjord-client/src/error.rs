@@ -23,17 +23,11 @@ pub enum Error {
         message: Option<String>,
     },
     /// The TCP connection could not be opened.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
     /// Reading or writing the socket failed.
-    #[error("I/O error talking to {addr}: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("I/O error talking to {addr}: {error}")]
+    Io { addr: String, error: std::io::Error },
     /// No response within the request timeout.
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: Duration },

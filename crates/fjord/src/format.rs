@@ -20,11 +20,19 @@ fn text(b: &Option<Bytes>) -> String {
         .unwrap_or_default()
 }
 
-fn json_bytes(b: &Option<Bytes>) -> serde_json::Value {
-    match b {
-        Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-        None => serde_json::Value::Null,
-    }
+fn json_bytes(b: &Option<Bytes>) -> Option<std::borrow::Cow<'_, str>> {
+    b.as_deref().map(String::from_utf8_lossy)
+}
+
+/// The JSON line, fields in this order. Bytes that are not UTF-8 are replaced (lossy).
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: Option<std::borrow::Cow<'a, str>>,
+    headers: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One output line (without the newline) for `record`.
@@ -36,17 +44,17 @@ pub fn render(format: Format, record: &ConsumedRecord) -> String {
             let headers: serde_json::Map<String, serde_json::Value> = record
                 .headers
                 .iter()
-                .map(|(k, v)| (k.clone(), json_bytes(v)))
+                .map(|(k, v)| (k.clone(), serde_json::json!(json_bytes(v))))
                 .collect();
-            serde_json::json!({
-                "partition": record.partition,
-                "offset": record.offset,
-                "timestamp": record.timestamp,
-                "key": json_bytes(&record.key),
-                "value": json_bytes(&record.value),
-                "headers": headers,
-            })
-            .to_string()
+            let line = JsonRecord {
+                partition: record.partition,
+                offset: record.offset,
+                timestamp: record.timestamp,
+                key: json_bytes(&record.key),
+                value: json_bytes(&record.value),
+                headers,
+            };
+            serde_json::to_string(&line).expect("JSON of strings and numbers")
         }
     }
 }
@@ -81,6 +89,10 @@ mod tests {
     #[test]
     fn json_has_every_field() {
         let line = render(Format::Json, &record(None));
+        assert!(
+            line.starts_with("{\"partition\":2,\"offset\":0,\"timestamp\":"),
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["partition"], 2);
         assert_eq!(v["offset"], 0);
