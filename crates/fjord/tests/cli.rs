@@ -108,7 +108,7 @@ fn cli_topic_create_list_describe_alter_delete() {
             "topic",
             "alter-config",
             "cli-cfg",
-            "--config",
+            "--set",
             "retention.ms=3600000",
         ])
         .success("topic alter-config");
@@ -130,11 +130,30 @@ fn cli_topic_create_list_describe_alter_delete() {
             "topic",
             "alter-config",
             "cli-cfg",
-            "--config",
+            "--set",
             "retention.ms=soon",
         ])
         .failure("alter-config with a bad value");
     assert_one_line_error(&bad_alter, "INVALID_CONFIG");
+    assert_eq!(
+        topic_config(&broker, "cli-cfg", "retention.ms").as_deref(),
+        Some("3600000"),
+        "a rejected alter-config must not change the config"
+    );
+    broker
+        .cli(&[
+            "topic",
+            "alter-config",
+            "cli-cfg",
+            "--delete",
+            "retention.ms",
+        ])
+        .success("topic alter-config --delete");
+    assert_eq!(
+        topic_config(&broker, "cli-cfg", "retention.ms").as_deref(),
+        Some("604800000"),
+        "retention.ms should revert to the default (7 days) after --delete"
+    );
 
     // Delete.
     broker

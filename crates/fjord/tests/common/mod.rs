@@ -116,6 +116,7 @@ impl FjordProcess {
             .arg(&data_dir)
             .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
@@ -392,6 +393,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Runs `cmd` to completion with an optional stdin, killing it after `timeout` (test fails).
 pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CmdResult {
+    cmd.env("NO_COLOR", "1");
     let what = format!("{cmd:?}");
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
