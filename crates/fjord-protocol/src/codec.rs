@@ -284,6 +284,29 @@ mod tests {
         assert!(!body.api_keys.is_empty());
     }
 
+    /// Valid headers of every supported API and version followed by random bodies, including
+    /// huge array and string lengths: decoding fails cleanly, it never aborts or panics.
+    #[test]
+    fn random_bodies_of_every_api_never_panic() {
+        use proptest::prelude::*;
+        let cases: Vec<(i16, i16)> = crate::versions::SUPPORTED
+            .iter()
+            .flat_map(|r| (r.min..=r.max).map(move |v| (r.key as i16, v)))
+            .collect();
+        proptest!(ProptestConfig::with_cases(2000), |(
+            case in proptest::sample::select(cases),
+            body in proptest::collection::vec(prop_oneof![Just(0xffu8), Just(0x7f), Just(0), any::<u8>()], 0..64),
+        )| {
+            let mut frame = BytesMut::new();
+            frame.put_i16(case.0);
+            frame.put_i16(case.1);
+            frame.put_i32(1);
+            frame.put_i16(-1); // null client id
+            frame.extend_from_slice(&body);
+            let _ = decode_request(frame);
+        });
+    }
+
     #[test]
     fn garbage_never_panics() {
         use proptest::prelude::*;
