@@ -405,3 +405,157 @@ async fn read_loop(
     };
     pending.lock().expect("pending lock").close(&addr, reason);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_protocol::codec::{
+        decode_request, encode_response, unsupported_api_versions_response, DEFAULT_MAX_FRAME,
+    };
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{
+        MetadataRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    /// A fake broker: answers ApiVersions (as an old broker that rejects v3 when `old`) and
+    /// echoes Metadata topic names, answering slowly so requests pile up. Returns its address
+    /// and the most requests it ever saw waiting for an answer.
+    async fn fake_broker(old: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let max_waiting = Arc::new(AtomicUsize::new(0));
+        let max = max_waiting.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut rd, mut wr) = stream.into_split();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
+            let waiting = Arc::new(AtomicUsize::new(0));
+            let w2 = waiting.clone();
+            tokio::spawn(async move {
+                let mut buf = BytesMut::new();
+                loop {
+                    while let Some(frame) = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                        let n = w2.fetch_add(1, Ordering::SeqCst) + 1;
+                        max.fetch_max(n, Ordering::SeqCst);
+                        tx.send(frame).unwrap();
+                    }
+                    if rd.read_buf(&mut buf).await.unwrap() == 0 {
+                        return;
+                    }
+                }
+            });
+            while let Some(frame) = rx.recv().await {
+                let version = i16::from_be_bytes([frame[2], frame[3]]);
+                let mut out = BytesMut::new();
+                let req = decode_request(frame).unwrap();
+                let corr = req.header.correlation_id;
+                match req.body {
+                    RequestKind::ApiVersions(_) if old && version == 3 => {
+                        unsupported_api_versions_response(&mut out, corr)
+                    }
+                    RequestKind::ApiVersions(_) => {
+                        let body = fjord_protocol::api_versions_response();
+                        encode_response(
+                            &mut out,
+                            corr,
+                            ApiKey::ApiVersions,
+                            version,
+                            &ResponseKind::ApiVersions(body),
+                        )
+                        .unwrap();
+                    }
+                    RequestKind::Metadata(m) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        let topics = m
+                            .topics
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|t| MetadataResponseTopic::default().with_name(t.name))
+                            .collect();
+                        let body = MetadataResponse::default().with_topics(topics);
+                        encode_response(
+                            &mut out,
+                            corr,
+                            ApiKey::Metadata,
+                            version,
+                            &ResponseKind::Metadata(body),
+                        )
+                        .unwrap();
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                }
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                wr.write_all(&out).await.unwrap();
+            }
+        });
+        (addr, max_waiting)
+    }
+
+    async fn pipelined_metadata(old: bool) {
+        let (addr, max_waiting) = fake_broker(old).await;
+        let config = ConnectionConfig {
+            max_in_flight: 3,
+            ..ConnectionConfig::default()
+        };
+        let conn = Arc::new(Connection::connect(&addr, config).await.unwrap());
+        assert_eq!(conn.version(ApiKey::Metadata), Some(13));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = format!("t{i}");
+                let req = MetadataRequest::default()
+                    .with_topics(Some(vec![MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))]));
+                let resp = conn.send(&req).await.unwrap();
+                assert_eq!(resp.topics.len(), 1);
+                assert_eq!(
+                    resp.topics[0].name.as_deref().map(|n| n.to_string()),
+                    Some(name)
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let max = max_waiting.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&max), "max waiting requests {max}");
+    }
+
+    #[tokio::test]
+    async fn pipelines_and_matches_responses_in_order() {
+        pipelined_metadata(false).await;
+    }
+
+    #[tokio::test]
+    async fn falls_back_when_api_versions_v3_is_unsupported() {
+        pipelined_metadata(true).await;
+    }
+
+    #[tokio::test]
+    async fn timeout_and_refused_connection_are_distinct_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accept but never answer.
+        let _keep = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let config = ConnectionConfig {
+            request_timeout: Duration::from_millis(100),
+            ..ConnectionConfig::default()
+        };
+        let err = Connection::connect(&addr, config.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        drop(_keep);
+        let err = Connection::connect("127.0.0.1:1", config)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+    }
+}
