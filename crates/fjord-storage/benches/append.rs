@@ -1,1 +1,95 @@
-fn main() {}
+//! Append and read throughput of the partition log, and CRC32C verification of a batch.
+//! 16 KB batches of 100-byte records, as a typical producer sends them.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fjord_storage::{Log, LogConfig};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+fn batch_16k() -> Vec<u8> {
+    // ~16 KB: 100 B values plus a few bytes of key and record framing each.
+    let records: Vec<Record> = (0..150)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1 + i as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(vec![b'x'; 100])),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.to_vec()
+}
+
+fn bench(c: &mut Criterion) {
+    let b = batch_16k();
+    let header = fjord_protocol::batch::parse_header(&b).unwrap();
+
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Bytes(b.len() as u64));
+    g.bench_function("verify_crc_16k", |bench| {
+        bench.iter(|| fjord_protocol::batch::verify_crc(std::hint::black_box(&b), &header))
+    });
+    g.finish();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 256 << 20,
+        retention_bytes: 512 << 20,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path().join("append"), cfg.clone()).unwrap();
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Bytes(b.len() as u64));
+    let mut until_maintain = 20_000u32;
+    g.bench_function("append_16k_batch", |bench| {
+        bench.iter(|| {
+            log.append(&b, 0, 0).unwrap();
+            // Keep the disk footprint bounded (retention.bytes).
+            until_maintain -= 1;
+            if until_maintain == 0 {
+                until_maintain = 20_000;
+                log.maintain(0).unwrap();
+            }
+        })
+    });
+
+    let mut rlog = Log::open(dir.path().join("read"), cfg).unwrap();
+    for _ in 0..4096 {
+        rlog.append(&b, 0, 0).unwrap();
+    }
+    let leo = rlog.log_end_offset();
+    let mut next = 0i64;
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.bench_function("read_1mb", |bench| {
+        bench.iter(|| {
+            let r = rlog.read(next, 1 << 20, i64::MAX, true).unwrap();
+            next = (next + 64 * 150) % leo;
+            r.records.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

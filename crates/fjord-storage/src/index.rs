@@ -8,7 +8,8 @@
 //! - offset index entry: `relative_offset u32 | position u32` (big-endian) — the batch whose
 //!   base offset is `base + relative_offset` starts at byte `position`.
 //! - time index entry: `timestamp i64 | relative_offset u32` — every record at or before
-//!   `base + relative_offset` has a timestamp <= `timestamp` (the max timestamp so far).
+//!   `base + relative_offset` has a timestamp <= `timestamp` (the max timestamp so far, and the
+//!   batch ending at that offset first reached it).
 
 use crate::error::StorageError;
 use std::path::Path;
@@ -20,7 +21,7 @@ pub const TIME_ENTRY_SIZE: usize = 12;
 pub struct SegmentIndex {
     /// (relative offset of a batch's base offset, file position of that batch)
     pub offsets: Vec<(u32, u32)>,
-    /// (max timestamp so far, relative offset of the last offset of the batch that set it)
+    /// (max timestamp so far, relative last offset of the batch that first reached it)
     pub times: Vec<(i64, u32)>,
 }
 

@@ -1,4 +1,55 @@
-//! fjord-storage
+//! Partition logs for Fjord: what Kafka calls UnifiedLog / LocalLog / LogSegment, simplified.
+//!
+//! The broker calls [`Log`] with raw record-batch v2 bytes. The append path validates batch
+//! headers and CRC32C, patches base offset, leader epoch (and LogAppendTime) in place in one
+//! reused buffer and issues one write; records are decoded only to check keys on compacted
+//! topics, for timestamp lookups and by the cleaner.
+//!
+//! # On-disk layout (one directory per partition)
+//!
+//! ```text
+//! 00000000000000000000.log        record batches, exactly as fetched by consumers
+//! 00000000000000000000.index      sparse offset index: rel_offset u32 | position u32
+//! 00000000000000000000.timeindex  time index: max_timestamp i64 | rel_offset u32
+//! 00000000000000001234.log ...    next segment, named by its base offset
+//! 00000000000000001234.snapshot   producer state as of offset 1234 (JSON), on roll/close
+//! leader-epoch-checkpoint         Kafka text format: 0 / count / "epoch start_offset" lines
+//! log-start-offset-checkpoint     log start offset raised by retention / DeleteRecords
+//! recovery-point-offset-checkpoint  everything below was fsynced
+//! cleaner-offset-checkpoint.json  first dirty offset + tombstone timers (compacted topics)
+//! clean-shutdown                  present only between close() and the next open()
+//! *.cleaned / *.swap / *.deleted / *.tmp   transient; tidied on open
+//! ```
+//!
+//! # Modules
+//!
+//! - [`segment`]: one `.log` file with its indexes. The active segment keeps the index in
+//!   memory; sealed segments load theirs lazily on first use (rebuilding it from the log if
+//!   missing or inconsistent), so opening a partition touches only the last segment.
+//! - [`index`]: the sparse offset / time index, written whole via temp file + rename.
+//! - [`producer_state`]: idempotent-producer dedup and sequence checks, last 5 batches per
+//!   producer id; snapshots + header replay restore it after restart or crash.
+//! - [`epoch`]: the leader-epoch cache behind OffsetForLeaderEpoch.
+//! - [`log`]: [`Log`] itself — open/recovery, append, read, roll, retention, DeleteRecords,
+//!   truncation, flush policy.
+//! - [`cleaner`]: compaction (plan and build on `&Log`, install on `&mut Log`).
+//! - [`config`]: [`LogConfig`] and the table of topic config keys ([`TOPIC_CONFIGS`]).
+//!
+//! # Recovery
+//!
+//! Without the clean-shutdown marker, segments from the recovery point on (at least the
+//! last) are checked batch by batch — length, magic, CRC — and truncated at the first bad or
+//! torn batch; their indexes are rebuilt, producer state is replayed from the latest snapshot,
+//! and the leader-epoch cache is cut to the new log end. An interrupted compaction swap is
+//! completed from its `.swap` file.
+//!
+//! # Concurrency
+//!
+//! `read`, `offset_for_timestamp` and `max_timestamp` take `&self` and use positional reads;
+//! everything that mutates takes `&mut self`. The broker wraps a `Log` in a lock (e.g.
+//! `parking_lot::RwLock`) so fetches run concurrently and segment deletion can never race a
+//! read.
+
 pub mod cleaner;
 pub mod config;
 pub mod epoch;
@@ -8,9 +59,10 @@ pub mod log;
 pub mod producer_state;
 pub mod segment;
 
+pub use cleaner::CleanReport;
 pub use config::{
-    is_broker_log_key, validate_topic_config, CleanupPolicy, ConfigError, LogConfig, TimestampType,
-    TopicConfigDef, TOPIC_CONFIGS,
+    is_broker_log_key, topic_config, validate_topic_config, CleanupPolicy, ConfigError, ConfigType,
+    LogConfig, TimestampType, TopicConfigDef, TOPIC_CONFIGS,
 };
 pub use error::{AppendError, ReadError, StorageError};
 pub use log::{AppendInfo, Log, MaintenanceReport, ReadResult};

@@ -302,7 +302,6 @@ impl Segment {
     /// Record a batch written at `pos` in the in-memory index and append state.
     pub fn track_batch(&mut self, pos: u64, h: &BatchHeader, interval: usize) {
         let base = self.base_offset;
-        let rel_last = (h.last_offset() - base) as u32;
         if h.max_timestamp > self.max_timestamp {
             self.max_timestamp = h.max_timestamp;
             self.offset_of_max_timestamp = h.last_offset();
@@ -320,7 +319,9 @@ impl Segment {
             idx.offsets
                 .push(((h.base_offset - base) as u32, pos as u32));
             if idx.times.last().is_none_or(|t| max_ts > t.0) {
-                idx.times.push((max_ts, rel_last));
+                // Kafka's entry: (max timestamp so far, offset of the batch that reached it).
+                idx.times
+                    .push((max_ts, (self.offset_of_max_timestamp - base) as u32));
             }
             self.bytes_since_index = 0;
         }
@@ -332,7 +333,9 @@ impl Segment {
     /// Final time-index entry so the segment's largest timestamp is on disk (Kafka does the
     /// same at roll).
     pub fn seal_index(&mut self) {
-        let (max_ts, last) = (self.max_timestamp, self.next_offset - 1);
+        // Point at the batch that first reached the max (ListOffsets MAX_TIMESTAMP wants the
+        // earliest record with it); every record up to there is <= max_ts either way.
+        let (max_ts, last) = (self.max_timestamp, self.offset_of_max_timestamp);
         let base = self.base_offset;
         if let Some(idx) = self.index.get_mut() {
             if max_ts >= 0 && idx.times.last().is_none_or(|t| max_ts > t.0) && last >= base {
