@@ -23,7 +23,7 @@ use crate::handlers::{self, Outcome};
 
 /// What the reader hands to the processor.
 enum Inbound {
-    Request(Request, Instant),
+    Request(Box<Request>, Instant),
     /// A reply that needs no handler (ApiVersions with a too-new version).
     Raw(BytesMut),
     /// The connection must close after what is already queued.
@@ -85,7 +85,7 @@ async fn serve_connection(
                     Ok(Some(frame)) => {
                         let arrived = Instant::now();
                         let msg = match codec::decode_request(frame) {
-                            Ok(req) => Inbound::Request(req, arrived),
+                            Ok(req) => Inbound::Request(Box::new(req), arrived),
                             Err(DecodeError::UnsupportedVersion {
                                 api_key: ApiKey::ApiVersions,
                                 correlation_id,
@@ -164,7 +164,7 @@ async fn serve_connection(
                 let api = req.api_key;
                 let version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;
-                let outcome = handlers::handle(&broker, req).await;
+                let outcome = handlers::handle(&broker, *req).await;
                 let api_name = api_name(api);
                 broker.metrics.requests.with_label_values(&[api_name]).inc();
                 broker

@@ -28,7 +28,7 @@ use fjord_protocol::codec::Request;
 
 /// What the connection does after a request.
 pub enum Outcome {
-    Respond(ResponseKind),
+    Respond(Box<ResponseKind>),
     /// acks=0 produce: no response.
     NoResponse,
     /// Close the connection (e.g. an acks=0 produce failed, as Kafka does so the producer notices).
@@ -72,7 +72,7 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Outcome {
 }
 
 fn respond(body: impl Into<ResponseKind>) -> Outcome {
-    Outcome::Respond(body.into())
+    Outcome::Respond(Box::new(body.into()))
 }
 
 /// A protocol string from a Rust string.
@@ -97,7 +97,7 @@ mod version_tests {
     use crate::config::BrokerConfig;
     use fjord_protocol::versions::SUPPORTED;
 
-    fn batch() -> bytes::Bytes {
+    pub(super) fn batch() -> bytes::Bytes {
         let rec = Record {
             transactional: false,
             control: false,
@@ -320,5 +320,83 @@ mod version_tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod produce_tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::{produce_request, ProduceRequest, RequestHeader, TopicName};
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn produce(b: &Arc<Broker>, topic: &str, acks: i16, records: bytes::Bytes) -> Outcome {
+        let body = ProduceRequest::default()
+            .with_acks(acks)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(sb(topic)))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ])]);
+        let req = Request {
+            api_key: kafka_protocol::messages::ApiKey::Produce,
+            header: RequestHeader::default().with_request_api_version(9),
+            body: RequestKind::Produce(body),
+        };
+        block_on(handle(b, req))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn error_of(o: Outcome) -> i16 {
+        match o {
+            Outcome::Respond(resp) => {
+                let ResponseKind::Produce(r) = *resp else {
+                    panic!("expected a produce response")
+                };
+                r.responses[0].partition_responses[0].error_code
+            }
+            _ => panic!("expected a produce response"),
+        }
+    }
+
+    #[test]
+    fn acks_all_below_min_isr_and_bad_input_get_kafka_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut props = BTreeMap::new();
+        props.insert("log.dirs".to_string(), dir.path().display().to_string());
+        let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
+        let mut cfg = BTreeMap::new();
+        cfg.insert("min.insync.replicas".to_string(), "2".to_string());
+        b.create_topic("strict", 1, 1, cfg).unwrap();
+        b.create_topic("plain", 1, 1, BTreeMap::new()).unwrap();
+        let batch = super::version_tests::batch();
+        assert_eq!(error_of(produce(&b, "strict", -1, batch.clone())), 19);
+        assert_eq!(error_of(produce(&b, "strict", 1, batch.clone())), 0);
+        assert_eq!(error_of(produce(&b, "plain", -1, batch.clone())), 0);
+        assert_eq!(error_of(produce(&b, "plain", 2, batch.clone())), 21);
+        assert_eq!(error_of(produce(&b, "nope", 1, batch.clone())), 3);
+        let mut corrupt = batch.to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        assert_eq!(error_of(produce(&b, "plain", 1, corrupt.into())), 2);
+        // acks=0 with an error closes the connection, as Kafka does.
+        assert!(matches!(
+            produce(&b, "nope", 0, batch.clone()),
+            Outcome::Close(_)
+        ));
+        assert!(matches!(
+            produce(&b, "plain", 0, batch),
+            Outcome::NoResponse
+        ));
     }
 }

@@ -61,6 +61,14 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                             .and_then(|i| t.partitions.get(i))
                         {
                             None => fail(ErrorCode::UnknownTopicOrPartition, None),
+                            // One replica is the whole ISR on a single node.
+                            Some(_) if acks == -1 && t.config.min_insync_replicas > 1 => fail(
+                                ErrorCode::NotEnoughReplicas,
+                                Some(format!(
+                                    "The size of the current ISR 1 is insufficient to satisfy the min.isr requirement of {}",
+                                    t.config.min_insync_replicas
+                                )),
+                            ),
                             Some(p) => match p.append(records, now) {
                                 Ok(info) => {
                                     if !info.duplicate {
@@ -115,5 +123,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
             None => Outcome::NoResponse,
         };
     }
-    Outcome::Respond(ProduceResponse::default().with_responses(responses).into())
+    Outcome::Respond(Box::new(
+        ProduceResponse::default().with_responses(responses).into(),
+    ))
 }
