@@ -103,6 +103,11 @@ fn be_i32(b: &[u8]) -> i32 {
 /// Sends ApiVersions v9 (newer than any broker supports) and checks the v0 answer:
 /// correlation id echoed, error 35, and a non-empty api list including ApiVersions itself.
 fn check_api_versions_unsupported(broker: &FjordProcess) -> Result<(), String> {
+    supported_apis(broker).map(|_| ())
+}
+
+/// The (api_key, min, max) list from the v0 answer to ApiVersions v9.
+fn supported_apis(broker: &FjordProcess) -> Result<Vec<(i16, i16, i16)>, String> {
     let mut s = connect(broker);
     let mut req = header(API_VERSIONS, 9, 4242, true);
     req.extend(api_versions_body());
@@ -134,7 +139,7 @@ fn check_api_versions_unsupported(broker: &FjordProcess) -> Result<(), String> {
         .map(|c| (be_i16(&c[0..2]), be_i16(&c[2..4]), be_i16(&c[4..6])))
         .collect();
     match apis.iter().find(|a| a.0 == API_VERSIONS) {
-        Some(&(_, min, max)) if min == 0 && max >= 3 => Ok(()),
+        Some(&(_, min, max)) if min == 0 && max >= 3 => Ok(apis),
         other => Err(format!(
             "ApiVersions entry {other:?} in the api list (want min 0, max >= 3): {apis:?}"
         )),
@@ -287,4 +292,70 @@ fn malformed_requests_close_the_connection_and_others_keep_working() {
         failures.len(),
         failures.join("\n  ")
     );
+}
+
+/// Every supported (api, version) with random bodies, under both request header versions:
+/// the broker may answer with an error or close the connection, but must not panic or stop
+/// serving. The seed is printed so a failure can be replayed (FJORD_FUZZ_SEED).
+#[test]
+fn random_bodies_for_every_supported_api_never_panic() {
+    let broker = FjordProcess::start(&[]);
+    broker.create_topic("fuzz", 2, &[]);
+    let apis = supported_apis(&broker).unwrap_or_else(|e| panic!("ApiVersions: {e}"));
+    let seed: u64 = std::env::var("FJORD_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("fuzz seed: FJORD_FUZZ_SEED={seed}");
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut cases = 0;
+    for &(api, min, max) in &apis {
+        for version in min..=max {
+            for flexible in [false, true] {
+                for _ in 0..6 {
+                    let mut req = header(api, version, 1, flexible);
+                    let len = (next() % 160) as usize;
+                    // Small numbers are likelier to be plausible lengths and counts.
+                    req.extend((0..len).map(|_| {
+                        let r = next();
+                        if r % 3 == 0 {
+                            (r >> 8) as u8 & 0x03
+                        } else {
+                            (r >> 8) as u8
+                        }
+                    }));
+                    let mut s = connect(&broker);
+                    send(&mut s, &frame(&req));
+                    let _ = s.shutdown(Shutdown::Write);
+                    if let Err(e) = expect_closed(&mut s) {
+                        panic!(
+                            "api {api} v{version} (flexible header: {flexible}), seed {seed}: {e}"
+                        );
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{cases} random requests sent");
+    assert!(cases > 50, "too few cases: supported apis {apis:?}");
+    let md = broker
+        .kcat(&["-L", "-m", "10"], None)
+        .success("kcat -L after fuzzing");
+    assert!(md.stdout().contains("topic \"fuzz\""), "{}", md.describe());
+    common::ck_produce(&broker, "fuzz", 100, &[]);
+    assert_eq!(common::ck_consume(&broker, "fuzz", 100).len(), 100);
+    broker.assert_no_panic_in_log();
 }

@@ -107,83 +107,124 @@ fn restart_after_sigterm_keeps_all_records_at_same_offsets() {
     broker.assert_no_panic_in_log();
 }
 
-/// Produces continuously, kills the broker with SIGKILL once `kill_after` records are
-/// acknowledged, restarts it, and checks every acknowledged record is where the broker said.
-fn kill9_under_load(acks: &str, kill_after: usize) {
-    let mut broker = FjordProcess::start(&[]);
+/// Per round: produce continuously (new keys each round), kill the broker with SIGKILL once
+/// `kill_after` records of the round are acknowledged, restart. Then every acknowledged record
+/// of every round must be where the broker said, and the log must keep working.
+fn kill9_under_load(acks: &str, rounds: u64, kill_after: usize, server_args: &[&str]) {
+    let mut broker = FjordProcess::start(server_args);
     let topic = "kill9";
     broker.create_topic(topic, 3, &[]);
     let scratch = broker.scratch_dir();
-    let acks_path = scratch.join("acks.jsonl");
     let pad = 100;
-    let mut producer = common::python_command("ck_produce.py")
-        .args(["--bootstrap", broker.bootstrap(), "--topic", topic])
-        .args(["--count", "0", "--acks", acks, "--stop-on-error"])
-        .args(["--value-pad", &pad.to_string()])
-        .args(["--message-timeout-ms", "5000", "--timeout", "120"])
-        .arg("--acks-out")
-        .arg(&acks_path)
-        .stdout(Stdio::from(common::append_file(
-            &scratch.join("producer.out"),
-        )))
-        .stderr(Stdio::from(common::append_file(
-            &scratch.join("producer.err"),
-        )))
-        .spawn()
-        .expect("spawn ck_produce.py");
-    let producer_log = || {
-        format!(
-            "producer stdout: {}\nproducer stderr: {}",
-            fs::read_to_string(scratch.join("producer.out")).unwrap_or_default(),
-            fs::read_to_string(scratch.join("producer.err")).unwrap_or_default()
-        )
-    };
+    let mut acked = Vec::new();
+    for round in 0..rounds {
+        let acks_path = scratch.join(format!("acks-{round}.jsonl"));
+        let out_path = scratch.join(format!("producer-{round}.out"));
+        let err_path = scratch.join(format!("producer-{round}.err"));
+        let mut producer = common::python_command("ck_produce.py")
+            .args(["--bootstrap", broker.bootstrap(), "--topic", topic])
+            .args(["--count", "0", "--acks", acks, "--stop-on-error"])
+            .args(["--start-index", &(round * 10_000_000).to_string()])
+            .args(["--value-pad", &pad.to_string()])
+            .args(["--message-timeout-ms", "5000", "--timeout", "120"])
+            .arg("--acks-out")
+            .arg(&acks_path)
+            .stdout(Stdio::from(common::append_file(&out_path)))
+            .stderr(Stdio::from(common::append_file(&err_path)))
+            .spawn()
+            .expect("spawn ck_produce.py");
+        let producer_log = || {
+            format!(
+                "producer stdout: {}\nproducer stderr: {}",
+                fs::read_to_string(&out_path).unwrap_or_default(),
+                fs::read_to_string(&err_path).unwrap_or_default()
+            )
+        };
 
-    let reached = common::wait_until(Duration::from_secs(60), || {
-        count_lines(&acks_path) >= kill_after || matches!(producer.try_wait(), Ok(Some(_)))
-    });
-    if !reached || count_lines(&acks_path) < kill_after {
-        common::send_signal(producer.id(), "KILL");
-        let _ = producer.wait();
-        panic!(
-            "producer did not reach {kill_after} acknowledged records within 60 s (got {})\n{}",
-            count_lines(&acks_path),
+        let reached = common::wait_until(Duration::from_secs(60), || {
+            count_lines(&acks_path) >= kill_after || matches!(producer.try_wait(), Ok(Some(_)))
+        });
+        if !reached || count_lines(&acks_path) < kill_after {
+            common::send_signal(producer.id(), "KILL");
+            let _ = producer.wait();
+            panic!(
+                "round {round}: producer did not reach {kill_after} acknowledged records within \
+                 60 s (got {})\n{}",
+                count_lines(&acks_path),
+                producer_log()
+            );
+        }
+        broker.kill9();
+
+        // The producer sees its in-flight deliveries fail (message.timeout.ms=5000) and exits.
+        let status = wait_timeout(&mut producer, Duration::from_secs(60));
+        if status.is_none() {
+            common::send_signal(producer.id(), "KILL");
+            let _ = producer.wait();
+            panic!(
+                "round {round}: producer did not exit after the broker died\n{}",
+                producer_log()
+            );
+        }
+        assert!(
+            status.unwrap().success(),
+            "round {round}: producer failed\n{}",
             producer_log()
         );
+        let round_acks = records::parse_acks(&read_json_lines(&acks_path));
+        assert!(round_acks.len() >= kill_after, "acks file shrank?");
+        acked.extend(round_acks);
+        broker.restart();
     }
-    broker.kill9();
 
-    // The producer notices the failed deliveries (message.timeout.ms=5000) and exits.
-    let status = wait_timeout(&mut producer, Duration::from_secs(60));
-    if status.is_none() {
-        common::send_signal(producer.id(), "KILL");
-        let _ = producer.wait();
-        panic!(
-            "producer did not exit after the broker died\n{}",
-            producer_log()
-        );
-    }
-    assert!(
-        status.unwrap().success(),
-        "producer failed\n{}",
-        producer_log()
-    );
-    let acked = records::parse_acks(&read_json_lines(&acks_path));
-    assert!(acked.len() >= kill_after, "acks file shrank?");
-
-    broker.restart();
     let dump = ck_consume(&broker, topic, acked.len() as u64);
     records::assert_offsets_contiguous(&dump);
     records::assert_acks_present(&acked, &dump, pad);
+
+    // The recovered log takes new writes after everything that survived.
+    let mut end = [0i64; 3];
+    for r in &dump {
+        end[r.partition as usize] = end[r.partition as usize].max(r.offset + 1);
+    }
+    let more = ck_produce(
+        &broker,
+        topic,
+        1000,
+        &["--start-index", "900000000", "--value-pad", "100"],
+    );
+    for p in 0..3i64 {
+        if let Some(first) = more
+            .iter()
+            .filter(|a| a.partition == p)
+            .map(|a| a.offset)
+            .min()
+        {
+            assert_eq!(
+                first, end[p as usize],
+                "partition {p}: first offset produced after recovery"
+            );
+        }
+    }
+    let all = ck_consume(&broker, topic, (dump.len() + 1000) as u64);
+    assert_eq!(all.len(), dump.len() + 1000);
+    records::assert_offsets_contiguous(&all);
+    records::assert_acks_present(&acked, &all, pad);
     broker.assert_no_panic_in_log();
 }
 
 #[test]
 fn kill9_under_load_acks_1_loses_no_acknowledged_record() {
-    kill9_under_load("1", 30_000);
+    kill9_under_load("1", 1, 30_000, &[]);
 }
 
 #[test]
 fn kill9_under_load_acks_all_loses_no_acknowledged_record() {
-    kill9_under_load("all", 30_000);
+    kill9_under_load("all", 1, 30_000, &[]);
+}
+
+/// Small segments so recovery spans many of them, and a kill in each of three rounds
+/// (the later ones hit a log that was itself recovered).
+#[test]
+fn kill9_three_times_with_small_segments_loses_no_acknowledged_record() {
+    kill9_under_load("all", 3, 10_000, &["--set", "log.segment.bytes=1048576"]);
 }
