@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One command: build the reference tools and Fjord, then run Fjord, librdkafka's mock broker and
+# the machine's raw limits side by side and print the table (see docs/performance.md).
+#
+#   bench/compare.sh            # full run: 3 rounds, ~15 minutes on 2 cores
+#   bench/compare.sh --quick    # 1/10 of the data, 2 rounds, a few minutes
+#   bench/compare.sh --rounds 5 --only "1p,catch-up"
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+"$ROOT/bench/build-reference.sh"
+WORK=${FJORD_BENCH_WORK:-$ROOT/target/bench-work}
+cc -O2 -Wall -o "$WORK/rawlimits" "$ROOT/bench/rawlimits.c" -lpthread
+(cd "$ROOT" && cargo build --release -q -p fjord)
+exec python3 "$ROOT/bench/compare.py" --work "$WORK" "$@"
