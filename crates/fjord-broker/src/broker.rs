@@ -139,6 +139,16 @@ impl Broker {
         self.topics.read().by_name.get(name).cloned()
     }
 
+    /// The topic, or UNKNOWN_TOPIC_OR_PARTITION naming it.
+    pub fn existing_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.topic(name).ok_or_else(|| {
+            TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            )
+        })
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
         self.topics.read().by_id.get(id).cloned()
     }
@@ -243,12 +253,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let mut md = self.metadata.lock();
-        let topic = self.topic(name).ok_or_else(|| {
-            TopicError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("Topic '{name}' does not exist."),
-            )
-        })?;
+        let topic = self.existing_topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(TopicError::new(
@@ -301,12 +306,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let mut md = self.metadata.lock();
-        let topic = self.topic(name).ok_or_else(|| {
-            TopicError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("Topic '{name}' does not exist."),
-            )
-        })?;
+        let topic = self.existing_topic(name)?;
         let mut overrides = topic.overrides.clone();
         for (k, v) in changes {
             match v {

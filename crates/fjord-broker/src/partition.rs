@@ -79,6 +79,20 @@ impl Partition {
         self.log.write().as_mut().map(f)
     }
 
+    /// Kafka's fencing of a client-supplied current leader epoch (-1 means "don't check"):
+    /// a client ahead of us knows of a newer leader (UNKNOWN_LEADER_EPOCH); a client behind us
+    /// has stale metadata (FENCED_LEADER_EPOCH).
+    pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<(), ErrorCode> {
+        if client_epoch < 0 {
+            return Ok(());
+        }
+        match client_epoch.cmp(&self.leader_epoch) {
+            std::cmp::Ordering::Greater => Err(ErrorCode::UnknownLeaderEpoch),
+            std::cmp::Ordering::Less => Err(ErrorCode::FencedLeaderEpoch),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
     /// (log start, high watermark / log end) or `None` once deleted.
     pub fn offsets(&self) -> Option<(i64, i64)> {
         self.with_log(|l| (l.log_start_offset(), l.log_end_offset()))

@@ -61,10 +61,7 @@ fn alter_topic(
         code: ErrorCode::InvalidConfig,
         message,
     };
-    let topic = b.topic(name).ok_or_else(|| TopicError {
-        code: ErrorCode::UnknownTopicOrPartition,
-        message: format!("Topic '{name}' does not exist."),
-    })?;
+    let topic = b.existing_topic(name)?;
     let mut changes: Vec<(String, Option<String>)> = Vec::new();
     for op in ops {
         let key = op.name.to_string();

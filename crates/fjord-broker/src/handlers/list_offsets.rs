@@ -35,12 +35,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffset
                     let Some(part) = b.partition(&t.name, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
-                        let code = if p.current_leader_epoch > part.leader_epoch {
-                            ErrorCode::UnknownLeaderEpoch
-                        } else {
-                            ErrorCode::FencedLeaderEpoch
-                        };
+                    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
                         return r.with_error_code(code.code());
                     }
                     let epoch = part.leader_epoch;

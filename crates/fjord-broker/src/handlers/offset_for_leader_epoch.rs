@@ -31,12 +31,7 @@ pub fn handle(
                     let Some(part) = b.partition(&t.topic, p.partition) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
-                        let code = if p.current_leader_epoch > part.leader_epoch {
-                            ErrorCode::UnknownLeaderEpoch
-                        } else {
-                            ErrorCode::FencedLeaderEpoch
-                        };
+                    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
                         return r.with_error_code(code.code());
                     }
                     match part.with_log(|l| l.end_offset_for_epoch(p.leader_epoch)) {
