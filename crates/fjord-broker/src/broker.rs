@@ -85,6 +85,8 @@ pub struct Broker {
     pub fetch_sessions: Mutex<FetchSessionCache>,
     pub metrics: Metrics,
     advertised: RwLock<(String, u16)>,
+    /// The group coordinator (classic and KIP-848 groups, committed offsets).
+    pub groups: crate::groups::GroupRuntime,
 }
 
 impl Broker {
@@ -119,6 +121,7 @@ impl Broker {
             fetch_sessions: Mutex::new(fetch_sessions),
             metrics,
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
+            groups: crate::groups::GroupRuntime::new(config.group.clone()),
             config,
         })
     }

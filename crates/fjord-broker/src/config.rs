@@ -48,6 +48,19 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
+    // Group coordinator.
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.max.size", "2147483647"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offset.metadata.max.bytes", "4096"),
+    ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("group.consumer.session.timeout.ms", "45000"),
+    ("group.consumer.assignors", "uniform,range"),
+    ("group.consumer.max.size", "2147483647"),
 ];
 
 /// A listener such as `PLAINTEXT://127.0.0.1:9092`.
@@ -90,6 +103,10 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub fetch_session_cache_slots: usize,
+    /// Group coordinator settings (group.*, offsets.*).
+    pub group: fjord_group::Config,
+    /// offsets.retention.check.interval.ms
+    pub offsets_retention_check_interval_ms: u64,
     /// Broker-level defaults for every topic's log.
     pub log: LogConfig,
     /// Every key that was set explicitly (any source), for DescribeConfigs.
@@ -232,6 +249,13 @@ impl BrokerConfig {
                 0,
                 i32::MAX as i64,
             )? as usize,
+            group: group_config(&get)?,
+            offsets_retention_check_interval_ms: parse_int(
+                &get("offsets.retention.check.interval.ms"),
+                "offsets.retention.check.interval.ms",
+                1,
+                i64::MAX,
+            )? as u64,
             log,
             explicit: props,
         })
@@ -261,6 +285,49 @@ impl BrokerConfig {
             })
             .collect()
     }
+}
+
+/// The group coordinator keys, validated against each other like Kafka does.
+fn group_config(get: &dyn Fn(&str) -> String) -> Result<fjord_group::Config, String> {
+    let int = |key: &str, min: i64, max: i64| parse_int(&get(key), key, min, max);
+    let min_session = int("group.min.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+    let max_session = int("group.max.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+    if max_session < min_session {
+        return Err(format!(
+            "group.max.session.timeout.ms ({max_session}) must be at least group.min.session.timeout.ms ({min_session})"
+        ));
+    }
+    let heartbeat = int("group.consumer.heartbeat.interval.ms", 1, i32::MAX as i64)? as i32;
+    let session = int("group.consumer.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+    if heartbeat >= session {
+        return Err(format!(
+            "group.consumer.heartbeat.interval.ms ({heartbeat}) must be less than group.consumer.session.timeout.ms ({session})"
+        ));
+    }
+    let assignors: Vec<String> = get("group.consumer.assignors")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if assignors.is_empty() || assignors.iter().any(|a| a != "uniform" && a != "range") {
+        return Err(format!(
+            "invalid value \"{}\" for group.consumer.assignors: expected a comma-separated list of uniform, range",
+            get("group.consumer.assignors")
+        ));
+    }
+    Ok(fjord_group::Config {
+        initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms", 0, i32::MAX as i64)?,
+        min_session_timeout_ms: min_session,
+        max_session_timeout_ms: max_session,
+        max_size: int("group.max.size", 1, i32::MAX as i64)? as usize,
+        offsets_partitions: int("offsets.topic.num.partitions", 1, 10_000)? as i32,
+        offsets_retention_ms: int("offsets.retention.minutes", 1, i32::MAX as i64)? * 60_000,
+        offset_metadata_max_bytes: int("offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
+        consumer_heartbeat_interval_ms: heartbeat,
+        consumer_session_timeout_ms: session,
+        consumer_assignors: assignors,
+        consumer_max_size: int("group.consumer.max.size", 1, i32::MAX as i64)? as usize,
+    })
 }
 
 fn is_known_key(key: &str) -> bool {
@@ -437,6 +504,20 @@ mod tests {
         let c = BrokerConfig::load(Some(&path), &[("num.partitions".into(), "5".into())]).unwrap();
         assert_eq!(c.num_partitions, 5);
         assert_eq!(c.node_id, 7);
+    }
+
+    #[test]
+    fn group_keys_are_validated_against_each_other() {
+        let c =
+            BrokerConfig::from_props(props(&[("group.initial.rebalance.delay.ms", "0")])).unwrap();
+        assert_eq!(c.group.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.group.offsets_partitions, 50);
+        let e =
+            BrokerConfig::from_props(props(&[("group.max.session.timeout.ms", "10")])).unwrap_err();
+        assert!(e.contains("group.min.session.timeout.ms"), "{e}");
+        let e =
+            BrokerConfig::from_props(props(&[("group.consumer.assignors", "sticky")])).unwrap_err();
+        assert!(e.contains("group.consumer.assignors"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   and the fetchers waiting for appends.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
 //! - `handlers`: one file per Kafka API.
+//! - [`groups`]: the group coordinator's runtime around `fjord-group` (appends to
+//!   `__consumer_offsets`, parks JoinGroup/SyncGroup, replays offsets at startup).
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions, without I/O.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //!
@@ -20,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod config_view;
 pub mod fetch_session;
+pub mod groups;
 mod handlers;
 pub mod metrics;
 pub mod partition;
@@ -73,6 +76,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             .await
             .context("opening logs")??,
     );
+    {
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.groups.load(&b))
+            .await
+            .context("loading groups")?
+            .context("loading groups from __consumer_offsets")?;
+    }
     let listener = TcpListener::bind(kafka_bind)
         .await
         .with_context(|| format!("cannot listen on {kafka_bind} (listeners)"))?;
@@ -101,10 +111,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         }
     });
     let maintenance = tokio::spawn(maintenance_loop(broker.clone(), rx.clone()));
+    let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
     let done = tokio::spawn(async move {
         let _ = accept.await;
         let _ = maintenance.await;
+        let _ = group_timers.await;
         let _ = admin_task.await;
         let closing = b.clone();
         let _ = tokio::task::spawn_blocking(move || closing.close_logs()).await;

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub connections_closed_bad_frame: IntCounter,
     pub partitions: IntGauge,
     pub log_size: IntGaugeVec,
+    /// Group rebalances started, by group type (classic, consumer).
+    pub group_rebalances: IntCounterVec,
+    /// Members of all groups on this coordinator.
+    pub group_members: IntGauge,
+    /// Groups on this coordinator.
+    pub groups: IntGauge,
 }
 
 impl Metrics {
@@ -79,6 +85,18 @@ impl Metrics {
             &["topic"],
         )
         .expect("metric");
+        let group_rebalances = IntCounterVec::new(
+            Opts::new(
+                "group_rebalances_total",
+                "Group rebalances (classic) and group epoch bumps (consumer)",
+            ),
+            &["type"],
+        )
+        .expect("metric");
+        let group_members =
+            IntGauge::new("group_members", "Members of all consumer groups").expect("metric");
+        let groups =
+            IntGauge::new("groups", "Consumer groups on this coordinator").expect("metric");
         for m in [
             Box::new(bytes_in.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_out.clone()),
@@ -90,6 +108,9 @@ impl Metrics {
             Box::new(connections_closed_bad_frame.clone()),
             Box::new(partitions.clone()),
             Box::new(log_size.clone()),
+            Box::new(group_rebalances.clone()),
+            Box::new(group_members.clone()),
+            Box::new(groups.clone()),
         ] {
             registry.register(m).expect("unique metric");
         }
@@ -105,6 +126,9 @@ impl Metrics {
             connections_closed_bad_frame,
             partitions,
             log_size,
+            group_rebalances,
+            group_members,
+            groups,
         }
     }
 

@@ -164,7 +164,7 @@ async fn serve_connection(
                 let api = req.api_key;
                 let version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;
-                let outcome = handlers::handle(&broker, *req).await;
+                let outcome = handlers::handle_from(&broker, *req, Some(peer)).await;
                 let api_name = api_name(api);
                 broker.metrics.requests.with_label_values(&[api_name]).inc();
                 broker
@@ -217,6 +217,19 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "Other",
     }
 }

@@ -24,6 +24,15 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::Fetch, 4, 18),
     r(ApiKey::ListOffsets, 1, 10),
     r(ApiKey::Metadata, 0, 13),
+    r(ApiKey::OffsetCommit, 2, 9),
+    r(ApiKey::OffsetFetch, 1, 9),
+    r(ApiKey::FindCoordinator, 0, 6),
+    r(ApiKey::JoinGroup, 0, 9),
+    r(ApiKey::Heartbeat, 0, 4),
+    r(ApiKey::LeaveGroup, 0, 5),
+    r(ApiKey::SyncGroup, 0, 5),
+    r(ApiKey::DescribeGroups, 0, 6),
+    r(ApiKey::ListGroups, 0, 5),
     r(ApiKey::ApiVersions, 0, 4),
     r(ApiKey::CreateTopics, 2, 7),
     r(ApiKey::DeleteTopics, 1, 6),
@@ -32,8 +41,12 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::CreatePartitions, 0, 3),
+    r(ApiKey::DeleteGroups, 0, 2),
     r(ApiKey::IncrementalAlterConfigs, 0, 1),
+    r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 2),
+    r(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    r(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The supported range for a raw API key, if the broker implements it.

@@ -4,19 +4,32 @@
 //! decoder never hands a handler a version outside that table.
 
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use std::sync::Arc;
 
@@ -38,11 +51,32 @@ pub enum Outcome {
 /// Per-request facts handlers may need.
 pub struct Ctx {
     pub version: i16,
+    /// The request header's client id ("" when absent).
+    pub client_id: String,
+    /// The peer's address as Kafka shows it in DescribeGroups ("/127.0.0.1").
+    pub client_host: String,
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 pub async fn handle(broker: &Arc<Broker>, req: Request) -> Outcome {
+    handle_from(broker, req, None).await
+}
+
+/// Handle a request from `peer` (used for the client host of group members).
+pub async fn handle_from(
+    broker: &Arc<Broker>,
+    req: Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Outcome {
     let ctx = Ctx {
         version: req.header.request_api_version,
+        client_id: req
+            .header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
     };
     let b = broker;
     match req.body {
@@ -63,6 +97,23 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Outcome {
         RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(offset_for_leader_epoch::handle(b, &ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => respond(find_coordinator::handle(b, &ctx, r)),
+        RequestKind::JoinGroup(r) => respond(join_group::handle(b, &ctx, r).await),
+        RequestKind::SyncGroup(r) => respond(sync_group::handle(b, &ctx, r).await),
+        RequestKind::Heartbeat(r) => respond(heartbeat::handle(b, &ctx, r)),
+        RequestKind::LeaveGroup(r) => respond(leave_group::handle(b, &ctx, r)),
+        RequestKind::OffsetCommit(r) => respond(offset_commit::handle(b, &ctx, r)),
+        RequestKind::OffsetFetch(r) => respond(offset_fetch::handle(b, &ctx, r)),
+        RequestKind::DescribeGroups(r) => respond(describe_groups::handle(b, &ctx, r)),
+        RequestKind::ListGroups(r) => respond(list_groups::handle(b, &ctx, r)),
+        RequestKind::DeleteGroups(r) => respond(delete_groups::handle(b, &ctx, r)),
+        RequestKind::OffsetDelete(r) => respond(offset_delete::handle(b, &ctx, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            respond(consumer_group_heartbeat::handle(b, &ctx, r))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            respond(consumer_group_describe::handle(b, &ctx, r))
         }
         other => Outcome::Close(format!(
             "no handler for {:?}",
@@ -281,6 +332,136 @@ mod version_tests {
                 ])
                 .into()],
             ApiKey::DescribeCluster => vec![DescribeClusterRequest::default().into()],
+            ApiKey::FindCoordinator => vec![if v >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_coordinator_keys(vec![sb("g"), sb("h")])
+                    .into()
+            } else {
+                FindCoordinatorRequest::default().with_key(sb("g")).into()
+            }],
+            ApiKey::JoinGroup => {
+                // A static member joins (immediate answer with initial delay 0 configured).
+                let sub = fjord_group::subscription::encode_subscription(
+                    &fjord_group::subscription::Subscription {
+                        topics: vec!["t".into()],
+                        ..Default::default()
+                    },
+                );
+                vec![JoinGroupRequest::default()
+                    .with_group_id(GroupId(sb(format!("jg{v}"))))
+                    .with_session_timeout_ms(10000)
+                    .with_rebalance_timeout_ms(10000)
+                    .with_group_instance_id(if v >= 5 { Some(sb("i")) } else { None })
+                    .with_protocol_type(sb("consumer"))
+                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                    )
+                    .with_name(sb("range"))
+                    .with_metadata(sub)])
+                    .into()]
+            }
+            ApiKey::SyncGroup => vec![SyncGroupRequest::default()
+                .with_group_id(GroupId(sb("nope")))
+                .with_member_id(sb("m"))
+                .into()],
+            ApiKey::Heartbeat => vec![HeartbeatRequest::default()
+                .with_group_id(GroupId(sb("nope")))
+                .into()],
+            ApiKey::LeaveGroup => vec![if v >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(sb("nope")))
+                    .with_members(vec![
+                        leave_group_request::MemberIdentity::default().with_member_id(sb("m"))
+                    ])
+                    .into()
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(sb("nope")))
+                    .with_member_id(sb("m"))
+                    .into()
+            }],
+            ApiKey::OffsetCommit => vec![OffsetCommitRequest::default()
+                .with_group_id(GroupId(sb("oc")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name.clone())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(9)
+                                .with_committed_offset(1),
+                        ]),
+                ])
+                .into()],
+            ApiKey::OffsetFetch => vec![if v >= 8 {
+                OffsetFetchRequest::default()
+                    .with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(sb("oc")))
+                            .with_topics(None),
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(sb("none")))
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopics::default()
+                                    .with_name(name.clone())
+                                    .with_partition_indexes(vec![0]),
+                            ])),
+                    ])
+                    .into()
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(sb("oc")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(name.clone())
+                            .with_partition_indexes(vec![0, 1]),
+                    ]))
+                    .into()
+            }],
+            ApiKey::DescribeGroups => vec![DescribeGroupsRequest::default()
+                .with_groups(vec![
+                    GroupId(sb("jg9")),
+                    GroupId(sb("oc")),
+                    GroupId(sb("none")),
+                ])
+                .into()],
+            ApiKey::ListGroups => vec![ListGroupsRequest::default().into()],
+            ApiKey::DeleteGroups => vec![DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(sb("none")), GroupId(sb("jg9"))])
+                .into()],
+            ApiKey::OffsetDelete => vec![OffsetDeleteRequest::default()
+                .with_group_id(GroupId(sb("oc")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name.clone())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ])
+                .into()],
+            ApiKey::ConsumerGroupHeartbeat => vec![ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(sb(format!("cg{v}"))))
+                .with_member_id(sb(if v >= 1 {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    String::new()
+                }))
+                .with_member_epoch(0)
+                .with_rack_id(Some(sb("r1")))
+                .with_rebalance_timeout_ms(10000)
+                .with_subscribed_topic_names(Some(vec![name.clone()]))
+                .with_topic_partitions(Some(vec![]))
+                .into()],
+            ApiKey::ConsumerGroupDescribe => vec![ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![
+                    GroupId(sb("cg1")),
+                    GroupId(sb("jg9")),
+                    GroupId(sb("none")),
+                ])
+                .into()],
             other => panic!("no test request for {other:?}"),
         }
     }
@@ -290,6 +471,10 @@ mod version_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.path().display().to_string());
+        props.insert(
+            "group.initial.rebalance.delay.ms".to_string(),
+            "0".to_string(),
+        );
         let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
         b.create_topic("t", 1, 1, BTreeMap::new()).unwrap();
         b.partition("t", 0).unwrap().append(&batch(), 0).unwrap();

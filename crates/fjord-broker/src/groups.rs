@@ -1,0 +1,311 @@
+//! The group coordinator's runtime: feeds requests and timer ticks to the I/O-free
+//! [`fjord_group::Coordinator`], appends the records it returns to `__consumer_offsets` (before
+//! any reply computed in the same step is sent), parks JoinGroup/SyncGroup requests until the
+//! state machine releases them, and replays `__consumer_offsets` at startup.
+//!
+//! The coordinator lock is never held across an `.await`: an operation locks, runs the state
+//! machine, appends synchronously (so records reach the log in the order the state machine
+//! produced them), unlocks, and only then wakes parked requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fjord_group::coordinator::{Record, TopicInfo, TopicsView};
+use fjord_group::{Coordinator, Effects, Event, Reply, Token};
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::records::{
+    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::{now_ms, Broker};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+pub struct GroupRuntime {
+    coordinator: Mutex<Coordinator>,
+    waiters: Mutex<HashMap<Token, oneshot::Sender<Reply>>>,
+    next_token: AtomicU64,
+}
+
+impl GroupRuntime {
+    pub fn new(config: fjord_group::Config) -> GroupRuntime {
+        GroupRuntime {
+            coordinator: Mutex::new(Coordinator::new(config)),
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    /// A token for a request that may have to wait, and where its reply will arrive.
+    pub fn park(&self) -> (Token, oneshot::Receiver<Reply>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(token, tx);
+        (token, rx)
+    }
+
+    /// Forget a parked request whose connection went away.
+    pub fn unpark(&self, token: Token) {
+        self.waiters.lock().remove(&token);
+    }
+
+    /// Run one coordinator operation: state machine, then append, then replies. Returns the
+    /// operation's own answer and whether its records were appended.
+    pub fn run<T>(
+        &self,
+        broker: &Broker,
+        op: impl FnOnce(&mut Coordinator, &TopicsView, i64) -> (T, Effects),
+    ) -> (T, Result<(), ErrorCode>) {
+        let now = now_ms();
+        let topics = topics_view(broker);
+        let (out, fx, appended, members, groups) = {
+            let mut c = self.coordinator.lock();
+            let (out, fx) = op(&mut c, &topics, now);
+            let appended = append(broker, &c, &fx.records, now);
+            (out, fx, appended, c.member_count(), c.group_count())
+        };
+        broker.metrics.group_members.set(members as i64);
+        broker.metrics.groups.set(groups as i64);
+        self.deliver(broker, fx);
+        (out, appended)
+    }
+
+    /// Read-only access (fetches, describes, lists).
+    pub fn read<T>(&self, broker: &Broker, f: impl FnOnce(&Coordinator, &TopicsView) -> T) -> T {
+        let topics = topics_view(broker);
+        let c = self.coordinator.lock();
+        f(&c, &topics)
+    }
+
+    fn deliver(&self, broker: &Broker, fx: Effects) {
+        for e in fx.events {
+            log_event(broker, e);
+        }
+        let mut waiters = self.waiters.lock();
+        for (token, reply) in fx.replies {
+            if let Some(tx) = waiters.remove(&token) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Replay `__consumer_offsets` (startup), then start every loaded member's session.
+    pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut c = self.coordinator.lock();
+        let mut count = 0usize;
+        for p in &topic.partitions {
+            let Some((mut offset, end)) = p.offsets() else {
+                continue;
+            };
+            while offset < end {
+                let read = p.read(offset, 8 << 20, true).map_err(|e| {
+                    anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {:?}", p.index, e.error_code())
+                })?;
+                let mut raw = read.records;
+                if raw.is_empty() {
+                    break;
+                }
+                let before = offset;
+                while raw.len() >= 12 {
+                    let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
+                    if raw.len() < 12 + len {
+                        break;
+                    }
+                    let mut batch = raw.split_to(12 + len);
+                    if batch.len() >= 27 {
+                        let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+                        let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+                        offset = offset.max(base + delta as i64 + 1);
+                    }
+                    let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+                        anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{} at {offset}: {e}", p.index)
+                    })?;
+                    for r in set.records {
+                        if r.control {
+                            continue;
+                        }
+                        let Some(key) = r.key else { continue };
+                        if let Err(e) = c.replay(&key, r.value.as_deref(), now) {
+                            tracing::warn!(partition = p.index, offset = r.offset, error = %e,
+                                "skipping unreadable {OFFSETS_TOPIC} record");
+                        }
+                        count += 1;
+                    }
+                }
+                if offset == before {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            records = count,
+            groups = c.group_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "groups loaded from {OFFSETS_TOPIC}"
+        );
+        broker.metrics.groups.set(c.group_count() as i64);
+        Ok(())
+    }
+
+    /// Fire the coordinator's timers periodically until shutdown.
+    pub async fn tick_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let _ = broker
+                .groups
+                .run(&broker, |c, topics, now| ((), c.tick(now, topics)));
+        }
+    }
+}
+
+/// Every topic with its partitions' replica racks (one replica here, in this broker's rack).
+pub fn topics_view(broker: &Broker) -> TopicsView {
+    let rack = broker.config.rack.clone();
+    broker
+        .topics()
+        .into_iter()
+        .filter(|t| !t.name.starts_with("__"))
+        .map(|t| {
+            let racks = t
+                .partitions
+                .iter()
+                .map(|_| rack.iter().cloned().collect())
+                .collect();
+            (
+                t.name.to_string(),
+                TopicInfo {
+                    name: t.name.to_string(),
+                    id: t.id,
+                    partition_racks: racks,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Append the records to their `__consumer_offsets` partitions (creating the topic on first
+/// use, compacted, as Kafka does).
+fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Result<(), ErrorCode> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let topic = match broker.topic(OFFSETS_TOPIC) {
+        Some(t) => t,
+        None => {
+            let mut cfg = BTreeMap::new();
+            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+            cfg.insert("segment.bytes".to_string(), (100 << 20).to_string());
+            match broker.create_topic(OFFSETS_TOPIC, c.config.offsets_partitions, 1, cfg) {
+                Ok(t) => t,
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => broker
+                    .topic(OFFSETS_TOPIC)
+                    .ok_or(ErrorCode::CoordinatorNotAvailable)?,
+                Err(e) => {
+                    tracing::error!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
+                    return Err(ErrorCode::CoordinatorNotAvailable);
+                }
+            }
+        }
+    };
+    let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut result = Ok(());
+    for (p, recs) in by_partition {
+        let Some(partition) = topic.partitions.get(p as usize) else {
+            result = Err(ErrorCode::CoordinatorNotAvailable);
+            continue;
+        };
+        let krecs: Vec<KRecord> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| KRecord {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: Some(r.key.clone()),
+                value: r.value.clone(),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        if let Err(e) = RecordBatchEncoder::encode(
+            &mut buf,
+            krecs.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        ) {
+            tracing::error!(error = %e, "cannot encode {OFFSETS_TOPIC} records");
+            result = Err(ErrorCode::UnknownServerError);
+            continue;
+        }
+        if let Err(e) = partition.append(&buf, now) {
+            tracing::error!(partition = p, error = %e.message(), "append to {OFFSETS_TOPIC} failed");
+            result = Err(ErrorCode::CoordinatorNotAvailable);
+        }
+    }
+    result
+}
+
+fn log_event(broker: &Broker, e: Event) {
+    match e {
+        Event::Rebalance {
+            group,
+            group_type,
+            generation,
+            members,
+            reason,
+        } => {
+            broker
+                .metrics
+                .group_rebalances
+                .with_label_values(&[group_type])
+                .inc();
+            tracing::info!(%group, group_type, generation, members, %reason, "group rebalance");
+        }
+        Event::Generation {
+            group,
+            group_type,
+            generation,
+            members,
+            protocol,
+        } => {
+            tracing::info!(%group, group_type, generation, members = members.len(),
+                member_ids = ?members, protocol = protocol.as_deref().unwrap_or(""),
+                "group generation assigned");
+        }
+        Event::MemberExpired { group, member } => {
+            tracing::info!(%group, %member, "group member session expired");
+        }
+        Event::OffsetsExpired { group, count } => {
+            tracing::info!(%group, count, "committed offsets expired (offsets.retention.minutes)");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Heartbeat v0-4 (classic groups).
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::Ctx;
+use crate::broker::Broker;
+
+pub fn handle(b: &Broker, _ctx: &Ctx, r: HeartbeatRequest) -> HeartbeatResponse {
+    let group = r.group_id.0.to_string();
+    let (code, _) = b.groups.run(b, |c, _, now| {
+        let code = c.heartbeat(
+            &group,
+            &r.member_id,
+            r.group_instance_id.as_deref(),
+            r.generation_id,
+            now,
+        );
+        (code, Default::default())
+    });
+    HeartbeatResponse::default().with_error_code(code.code())
+}

@@ -1,0 +1,33 @@
+//! ListGroups v0-5, with state (v4+) and type (v5+) filters.
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::{sb, Ctx};
+use crate::broker::Broker;
+
+pub fn handle(b: &Broker, ctx: &Ctx, r: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();
+    let types: Vec<String> = r.types_filter.iter().map(|s| s.to_string()).collect();
+    let listed = b.groups.read(b, |c, _| c.list_groups(&states, &types));
+    ListGroupsResponse::default().with_groups(
+        listed
+            .into_iter()
+            .map(|g| {
+                let l = ListedGroup::default()
+                    .with_group_id(GroupId(sb(g.group_id)))
+                    .with_protocol_type(sb(g.protocol_type));
+                let l = if ctx.version >= 4 {
+                    l.with_group_state(sb(g.state))
+                } else {
+                    l
+                };
+                if ctx.version >= 5 {
+                    l.with_group_type(sb(g.group_type))
+                } else {
+                    l
+                }
+            })
+            .collect(),
+    )
+}

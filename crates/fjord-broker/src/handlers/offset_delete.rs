@@ -1,0 +1,48 @@
+//! OffsetDelete v0: delete a group's offsets for topics it no longer subscribes to.
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
+
+use super::{sb, Ctx};
+use crate::broker::Broker;
+
+pub fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = r.group_id.0.to_string();
+    let wanted: Vec<(String, Vec<i32>)> = r
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let ((top, rows), appended) = b.groups.run(b, |c, _, _| {
+        let (top, rows, fx) = c.delete_offsets(&group, &wanted);
+        ((top, rows), fx)
+    });
+    let top = match appended {
+        Err(e) if top.code() == 0 => e,
+        _ => top,
+    };
+    let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
+    for (t, p, code) in rows {
+        let part = OffsetDeleteResponsePartition::default()
+            .with_partition_index(p)
+            .with_error_code(code.code());
+        match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
+            Some(x) => x.partitions.push(part),
+            None => topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(TopicName(sb(t)))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    OffsetDeleteResponse::default()
+        .with_error_code(top.code())
+        .with_topics(topics)
+}

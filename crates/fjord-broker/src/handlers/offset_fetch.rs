@@ -1,0 +1,108 @@
+//! OffsetFetch v1-9: one group (v1-7) or several (v8+); all partitions when topics is null.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::{sb, Ctx};
+use crate::broker::Broker;
+use fjord_group::coordinator::CommittedOffset;
+
+type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
+
+fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+    b.groups
+        .read(b, |c, _| c.fetch_offsets(group, topics.as_deref()))
+}
+
+/// Group rows by topic, keeping first-seen order.
+fn by_topic(rows: Fetched) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    let mut out: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+    for (t, p, o) in rows {
+        match out.iter_mut().find(|(n, _)| *n == t) {
+            Some((_, v)) => v.push((p, o)),
+            None => out.push((t, vec![(p, o)])),
+        }
+    }
+    out
+}
+
+fn fields(o: &Option<CommittedOffset>) -> (i64, i32, String) {
+    match o {
+        Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.version >= 8 {
+        let groups = r
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let rows = fetch(b, &g.group_id.0, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(
+                        by_topic(rows)
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(sb(t)))
+                                    .with_partitions(
+                                        ps.iter()
+                                            .map(|(p, o)| {
+                                                let (off, epoch, md) = fields(o);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(*p)
+                                                    .with_committed_offset(off)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(sb(md)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let rows = fetch(b, &r.group_id.0, topics);
+    let topics = by_topic(rows)
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(sb(t)))
+                .with_partitions(
+                    ps.iter()
+                        .map(|(p, o)| {
+                            let (off, epoch, md) = fields(o);
+                            let part = OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(off)
+                                .with_metadata(Some(sb(md)));
+                            if ctx.version >= 5 {
+                                part.with_committed_leader_epoch(epoch)
+                            } else {
+                                part
+                            }
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}

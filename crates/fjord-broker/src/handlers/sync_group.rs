@@ -1,0 +1,42 @@
+//! SyncGroup v0-5: park until the leader's assignment arrives.
+
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{sb, Ctx};
+use crate::broker::Broker;
+use fjord_group::coordinator::{SyncRequest, SyncResult};
+use fjord_group::Reply;
+use fjord_protocol::error::ErrorCode;
+
+pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResponse {
+    let req = SyncRequest {
+        group_id: r.group_id.0.to_string(),
+        generation_id: r.generation_id,
+        member_id: r.member_id.to_string(),
+        group_instance_id: r.group_instance_id.map(|s| s.to_string()),
+        protocol_type: r.protocol_type.map(|s| s.to_string()),
+        protocol_name: r.protocol_name.map(|s| s.to_string()),
+        assignments: r
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let (token, rx) = b.groups.park();
+    let ((), _) = b
+        .groups
+        .run(b, |c, _, now| ((), c.sync_group(token, req, now)));
+    let s = match rx.await {
+        Ok(Reply::Sync(s)) => s,
+        _ => SyncResult::error(ErrorCode::UnknownServerError),
+    };
+    let resp = SyncGroupResponse::default()
+        .with_error_code(s.error.code())
+        .with_assignment(s.assignment);
+    if ctx.version >= 5 {
+        resp.with_protocol_type(s.protocol_type.map(sb))
+            .with_protocol_name(s.protocol_name.map(sb))
+    } else {
+        resp
+    }
+}

@@ -1,0 +1,883 @@
+//! [`Coordinator`]: every group on this broker, driven by plain function calls.
+//!
+//! Each operation returns [`Effects`]. The runtime must append `effects.records` to
+//! `__consumer_offsets` before it sends any reply computed in the same call (an acknowledged
+//! commit is durable), then deliver `effects.replies` to the parked requests they name.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::classic::{ClassicGroup, ClassicState};
+use crate::consumer::ConsumerGroup;
+use crate::records::{self, Decoded, GroupKey, GroupValue, OffsetKey, OffsetValue};
+use fjord_protocol::error::ErrorCode;
+
+/// Identifies a parked request (a JoinGroup or SyncGroup waiting for the rest of the group).
+pub type Token = u64;
+
+/// Coordinator settings (Kafka's broker keys).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// group.initial.rebalance.delay.ms
+    pub initial_rebalance_delay_ms: i64,
+    /// group.min.session.timeout.ms / group.max.session.timeout.ms
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// group.max.size
+    pub max_size: usize,
+    /// offsets.topic.num.partitions
+    pub offsets_partitions: i32,
+    /// offsets.retention.minutes, in ms
+    pub offsets_retention_ms: i64,
+    /// offset.metadata.max.bytes
+    pub offset_metadata_max_bytes: usize,
+    /// group.consumer.heartbeat.interval.ms
+    pub consumer_heartbeat_interval_ms: i32,
+    /// group.consumer.session.timeout.ms
+    pub consumer_session_timeout_ms: i32,
+    /// group.consumer.assignors (the first is the default)
+    pub consumer_assignors: Vec<String>,
+    /// group.consumer.max.size
+    pub consumer_max_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: i32::MAX as usize,
+            offsets_partitions: 50,
+            offsets_retention_ms: 10080 * 60_000,
+            offset_metadata_max_bytes: 4096,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45000,
+            consumer_assignors: vec!["uniform".into(), "range".into()],
+            consumer_max_size: i32::MAX as usize,
+        }
+    }
+}
+
+/// A record for `__consumer_offsets` (tombstone when `value` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+/// Something worth a log line and a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A rebalance started (classic) or the group epoch was bumped (consumer).
+    Rebalance {
+        group: String,
+        group_type: &'static str,
+        generation: i32,
+        members: usize,
+        reason: String,
+    },
+    /// A classic generation completed its join phase, or a consumer group got a new target
+    /// assignment.
+    Generation {
+        group: String,
+        group_type: &'static str,
+        generation: i32,
+        members: Vec<String>,
+        protocol: Option<String>,
+    },
+    /// A member was removed because it stopped heartbeating.
+    MemberExpired { group: String, member: String },
+    /// Offsets expired under offsets.retention.minutes.
+    OffsetsExpired { group: String, count: usize },
+}
+
+/// The answer to a parked request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Join(JoinResult),
+    Sync(SyncResult),
+}
+
+/// What an operation produced besides its direct answer.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub records: Vec<Record>,
+    pub replies: Vec<(Token, Reply)>,
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    pub fn merge(&mut self, other: Effects) {
+        self.records.extend(other.records);
+        self.replies.extend(other.replies);
+        self.events.extend(other.events);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub client_id: String,
+    pub client_host: String,
+    /// The JoinGroup version: v4+ requires a known member id, v9+ can skip assignment.
+    pub version: i16,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    pub error: ErrorCode,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub skip_assignment: bool,
+    pub member_id: String,
+    pub members: Vec<JoinMember>,
+}
+
+impl JoinResult {
+    pub fn error(error: ErrorCode, member_id: &str) -> JoinResult {
+        JoinResult {
+            error,
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            skip_assignment: false,
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    pub error: ErrorCode,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    pub fn error(error: ErrorCode) -> SyncResult {
+        SyncResult {
+            error,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// A member leaving (LeaveGroup v3+ batches them).
+#[derive(Debug, Clone)]
+pub struct LeaveMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// One partition of an OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub group_id: String,
+    /// The generation (classic) or member epoch (consumer); -1 for a standalone commit.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub partitions: Vec<CommitPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+}
+
+/// A group in ListGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: String,
+    pub group_type: &'static str,
+}
+
+/// A member in DescribeGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rack: Option<String>,
+    /// Protocol metadata of the selected protocol (classic) or an encoded subscription.
+    pub metadata: Bytes,
+    /// The member's assignment in consumer-protocol bytes.
+    pub assignment: Bytes,
+}
+
+/// A group in DescribeGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub group_type: &'static str,
+    pub generation: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A topic as the assignors see it: id, and per partition the racks of its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partition_racks: Vec<BTreeSet<String>>,
+}
+
+/// The topics that exist, by name (a snapshot handed in by the runtime).
+pub type TopicsView = BTreeMap<String, TopicInfo>;
+
+/// The protocol a group speaks.
+#[derive(Debug)]
+pub enum GroupKind {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+/// One group: its committed offsets and its membership state.
+#[derive(Debug)]
+pub struct Group {
+    pub id: String,
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    pub kind: GroupKind,
+    /// When the group last became empty (for offset expiry).
+    pub empty_since: Option<i64>,
+}
+
+impl Group {
+    fn new_classic(id: &str, now: i64) -> Group {
+        Group {
+            id: id.to_string(),
+            offsets: BTreeMap::new(),
+            kind: GroupKind::Classic(ClassicGroup::new()),
+            empty_since: Some(now),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match &self.kind {
+            GroupKind::Classic(c) => c.members.is_empty() && c.pending_members.is_empty(),
+            GroupKind::Consumer(c) => c.members.is_empty(),
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(c) => c.state.name(),
+            GroupKind::Consumer(c) => c.state_name(),
+        }
+    }
+
+    pub fn group_type(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(_) => "classic",
+            GroupKind::Consumer(_) => "consumer",
+        }
+    }
+
+    pub fn protocol_type(&self) -> String {
+        match &self.kind {
+            GroupKind::Classic(c) => c.protocol_type.clone().unwrap_or_default(),
+            GroupKind::Consumer(_) => "consumer".into(),
+        }
+    }
+
+    /// Topics the group's members subscribe to (for OffsetDelete).
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        match &self.kind {
+            GroupKind::Classic(c) => c.subscribed_topics(),
+            GroupKind::Consumer(c) => c.subscribed_topics(),
+        }
+    }
+}
+
+/// Every group on this broker.
+#[derive(Debug)]
+pub struct Coordinator {
+    pub config: Config,
+    groups: BTreeMap<String, Group>,
+}
+
+impl Coordinator {
+    pub fn new(config: Config) -> Coordinator {
+        Coordinator {
+            config,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Members of every group (for the members gauge).
+    pub fn member_count(&self) -> usize {
+        self.groups
+            .values()
+            .map(|g| match &g.kind {
+                GroupKind::Classic(c) => c.members.len(),
+                GroupKind::Consumer(c) => c.members.len(),
+            })
+            .sum()
+    }
+
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        crate::offsets_partition(group_id, self.config.offsets_partitions)
+    }
+
+    // ---- loading -------------------------------------------------------------------------
+
+    /// Apply one record read back from `__consumer_offsets` (startup). Later records win.
+    pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>, now: i64) -> Result<(), String> {
+        match records::decode(key, value)? {
+            Decoded::Offset(k, v) => match v {
+                Some(v) => {
+                    let g = self
+                        .groups
+                        .entry(k.group.clone())
+                        .or_insert_with(|| Group::new_classic(&k.group, now));
+                    g.offsets.insert(
+                        (k.topic, k.partition),
+                        CommittedOffset {
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata,
+                            commit_timestamp: v.commit_timestamp,
+                        },
+                    );
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&k.group) {
+                        g.offsets.remove(&(k.topic, k.partition));
+                        if g.offsets.is_empty() && g.is_empty() && g.group_type() == "classic" {
+                            if let GroupKind::Classic(c) = &g.kind {
+                                if c.generation_id == 0 {
+                                    self.groups.remove(&k.group);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+            Decoded::Group(k, v) => match v {
+                None => {
+                    self.groups.remove(&k.group);
+                }
+                Some(v) => {
+                    let g = self
+                        .groups
+                        .entry(k.group.clone())
+                        .or_insert_with(|| Group::new_classic(&k.group, now));
+                    if v.group_type == "consumer" {
+                        let mut c = ConsumerGroup::new();
+                        c.group_epoch = v.generation;
+                        c.target_epoch = v.generation;
+                        g.kind = GroupKind::Consumer(c);
+                    } else {
+                        g.kind = GroupKind::Classic(ClassicGroup::from_record(&v, now));
+                    }
+                    g.empty_since = g.is_empty().then_some(v.timestamp);
+                }
+            },
+            Decoded::Unknown => {}
+        }
+        Ok(())
+    }
+
+    // ---- classic protocol ----------------------------------------------------------------
+
+    /// JoinGroup. The reply (now or later) arrives in `Effects::replies` under `token`.
+    pub fn join_group(&mut self, token: Token, req: JoinRequest, now: i64) -> Effects {
+        let mut fx = Effects::default();
+        let reply_now = |fx: &mut Effects, e: ErrorCode| {
+            fx.replies
+                .push((token, Reply::Join(JoinResult::error(e, &req.member_id))));
+        };
+        if req.group_id.is_empty() {
+            reply_now(&mut fx, ErrorCode::InvalidGroupId);
+            return fx;
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            reply_now(&mut fx, ErrorCode::InvalidSessionTimeout);
+            return fx;
+        }
+        match self.groups.get(&req.group_id) {
+            None if !req.member_id.is_empty() => {
+                reply_now(&mut fx, ErrorCode::UnknownMemberId);
+                return fx;
+            }
+            None => {
+                self.groups
+                    .insert(req.group_id.clone(), Group::new_classic(&req.group_id, now));
+            }
+            Some(g) => {
+                if let GroupKind::Consumer(c) = &g.kind {
+                    if !c.members.is_empty() {
+                        reply_now(&mut fx, ErrorCode::InconsistentGroupProtocol);
+                        return fx;
+                    }
+                }
+            }
+        }
+        let partition = self.partition_for(&req.group_id);
+        let g = self.groups.get_mut(&req.group_id).expect("present");
+        if matches!(g.kind, GroupKind::Consumer(_)) {
+            // An empty consumer group (offsets only) converts to a classic group.
+            g.kind = GroupKind::Classic(ClassicGroup::new());
+        }
+        let GroupKind::Classic(c) = &mut g.kind else {
+            unreachable!()
+        };
+        c.join(&g.id, partition, &self.config, token, req, now, &mut fx);
+        g.empty_since = if g.is_empty() {
+            g.empty_since.or(Some(now))
+        } else {
+            None
+        };
+        fx
+    }
+
+    /// SyncGroup. The reply arrives in `Effects::replies` under `token`.
+    pub fn sync_group(&mut self, token: Token, req: SyncRequest, now: i64) -> Effects {
+        let mut fx = Effects::default();
+        let partition = self.partition_for(&req.group_id);
+        match self.groups.get_mut(&req.group_id) {
+            Some(Group {
+                id,
+                kind: GroupKind::Classic(c),
+                ..
+            }) => c.sync(id, partition, token, req, now, &mut fx),
+            Some(_) => fx.replies.push((
+                token,
+                Reply::Sync(SyncResult::error(ErrorCode::InconsistentGroupProtocol)),
+            )),
+            None => fx.replies.push((
+                token,
+                Reply::Sync(SyncResult::error(ErrorCode::UnknownMemberId)),
+            )),
+        }
+        fx
+    }
+
+    /// Heartbeat (classic).
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        now: i64,
+    ) -> ErrorCode {
+        match self.groups.get_mut(group_id) {
+            Some(Group {
+                kind: GroupKind::Classic(c),
+                ..
+            }) => c.heartbeat(member_id, instance_id, generation_id, now),
+            Some(_) => ErrorCode::InconsistentGroupProtocol,
+            None => ErrorCode::UnknownMemberId,
+        }
+    }
+
+    /// LeaveGroup: top-level error and one error per member.
+    pub fn leave_group(
+        &mut self,
+        group_id: &str,
+        members: &[LeaveMember],
+        now: i64,
+    ) -> (ErrorCode, Vec<ErrorCode>, Effects) {
+        let mut fx = Effects::default();
+        let partition = self.partition_for(group_id);
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return (ErrorCode::UnknownMemberId, Vec::new(), fx);
+        };
+        let GroupKind::Classic(c) = &mut g.kind else {
+            return (ErrorCode::InconsistentGroupProtocol, Vec::new(), fx);
+        };
+        let errors = members
+            .iter()
+            .map(|m| c.leave(&g.id, partition, m, now, &mut fx))
+            .collect();
+        if g.is_empty() {
+            g.empty_since = g.empty_since.or(Some(now));
+        }
+        (ErrorCode::None, errors, fx)
+    }
+
+    // ---- offsets -------------------------------------------------------------------------
+
+    /// OffsetCommit: one error per partition (in request order) and the records to append.
+    pub fn commit_offsets(&mut self, req: CommitRequest, now: i64) -> (Vec<ErrorCode>, Effects) {
+        let mut fx = Effects::default();
+        let n = req.partitions.len();
+        let all = |e: ErrorCode| vec![e; n];
+        if req.group_id.is_empty() {
+            return (all(ErrorCode::InvalidGroupId), fx);
+        }
+        let partition = self.partition_for(&req.group_id);
+        let g = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new_classic(&req.group_id, now));
+        let check = match &g.kind {
+            GroupKind::Classic(c) => c.validate_commit(
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+            ),
+            GroupKind::Consumer(c) => c.validate_commit(&req.member_id, req.generation_id),
+        };
+        if let Err(e) = check {
+            if g.is_empty() && g.offsets.is_empty() && g.group_type() == "classic" {
+                if let GroupKind::Classic(c) = &g.kind {
+                    if c.generation_id == 0 {
+                        self.groups.remove(&req.group_id);
+                    }
+                }
+            }
+            return (all(e), fx);
+        }
+        let mut errors = Vec::with_capacity(n);
+        for p in &req.partitions {
+            let metadata = p.metadata.clone().unwrap_or_default();
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                errors.push(ErrorCode::OffsetMetadataTooLarge);
+                continue;
+            }
+            let value = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: metadata.clone(),
+                commit_timestamp: now,
+            };
+            fx.records.push(Record {
+                partition,
+                key: records::offset_key(&OffsetKey {
+                    group: req.group_id.clone(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                }),
+                value: Some(records::offset_value(&value)),
+            });
+            g.offsets.insert(
+                (p.topic.clone(), p.partition),
+                CommittedOffset {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                },
+            );
+            errors.push(ErrorCode::None);
+        }
+        (errors, fx)
+    }
+
+    /// Committed offsets of a group: all of them (`None`) or the requested partitions
+    /// (missing ones as `None`).
+    #[allow(clippy::type_complexity)]
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
+        let g = self.groups.get(group_id);
+        match partitions {
+            None => g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(req) => req
+                .iter()
+                .flat_map(|(t, ps)| {
+                    ps.iter().map(move |p| {
+                        let o = g.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned());
+                        (t.clone(), *p, o)
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// OffsetDelete: offsets of topics the group is not subscribed to.
+    #[allow(clippy::type_complexity)]
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[(String, Vec<i32>)],
+    ) -> (ErrorCode, Vec<(String, i32, ErrorCode)>, Effects) {
+        let mut fx = Effects::default();
+        let partition = self.partition_for(group_id);
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return (ErrorCode::GroupIdNotFound, Vec::new(), fx);
+        };
+        let subscribed = g.subscribed_topics();
+        let mut out = Vec::new();
+        for (t, ps) in partitions {
+            for p in ps {
+                if subscribed.contains(t) {
+                    out.push((t.clone(), *p, ErrorCode::GroupSubscribedToTopic));
+                    continue;
+                }
+                if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                    fx.records
+                        .push(offset_tombstone(partition, group_id, t, *p));
+                }
+                out.push((t.clone(), *p, ErrorCode::None));
+            }
+        }
+        (ErrorCode::None, out, fx)
+    }
+
+    // ---- admin ---------------------------------------------------------------------------
+
+    /// ListGroups with optional state and type filters (case-insensitive, empty = all).
+    pub fn list_groups(&self, states: &[String], types: &[String]) -> Vec<GroupListing> {
+        self.groups
+            .values()
+            .filter(|g| !matches!(&g.kind, GroupKind::Classic(c) if c.state == ClassicState::Dead))
+            .filter(|g| {
+                states.is_empty()
+                    || states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state_name()))
+            })
+            .filter(|g| {
+                types.is_empty() || types.iter().any(|s| s.eq_ignore_ascii_case(g.group_type()))
+            })
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type(),
+                state: g.state_name().to_string(),
+                group_type: g.group_type(),
+            })
+            .collect()
+    }
+
+    /// DescribeGroups / ConsumerGroupDescribe for one group.
+    pub fn describe_group(&self, group_id: &str, topics: &TopicsView) -> Option<GroupDescription> {
+        let g = self.groups.get(group_id)?;
+        Some(match &g.kind {
+            GroupKind::Classic(c) => c.describe(&g.id),
+            GroupKind::Consumer(c) => c.describe(&g.id, topics),
+        })
+    }
+
+    /// DeleteGroups: only empty groups; tombstones for the group and all its offsets.
+    pub fn delete_groups(&mut self, group_ids: &[String]) -> (Vec<ErrorCode>, Effects) {
+        let mut fx = Effects::default();
+        let mut out = Vec::new();
+        for id in group_ids {
+            let partition = self.partition_for(id);
+            let code = match self.groups.get(id) {
+                None => ErrorCode::GroupIdNotFound,
+                Some(g) if !g.is_empty() => ErrorCode::NonEmptyGroup,
+                Some(g) => {
+                    for (t, p) in g.offsets.keys() {
+                        fx.records.push(offset_tombstone(partition, id, t, *p));
+                    }
+                    fx.records.push(Record {
+                        partition,
+                        key: records::group_key(&GroupKey { group: id.clone() }),
+                        value: None,
+                    });
+                    self.groups.remove(id);
+                    ErrorCode::None
+                }
+            };
+            out.push(code);
+        }
+        (out, fx)
+    }
+
+    // ---- consumer protocol (KIP-848) -----------------------------------------------------
+
+    /// ConsumerGroupHeartbeat.
+    pub fn consumer_heartbeat(
+        &mut self,
+        req: crate::consumer::HeartbeatRequest,
+        topics: &TopicsView,
+        now: i64,
+    ) -> (crate::consumer::HeartbeatResult, Effects) {
+        let mut fx = Effects::default();
+        use crate::consumer::HeartbeatResult;
+        if req.group_id.is_empty() {
+            return (HeartbeatResult::error(ErrorCode::InvalidGroupId), fx);
+        }
+        if let Some(a) = &req.server_assignor {
+            if !self.config.consumer_assignors.iter().any(|x| x == a) {
+                return (HeartbeatResult::error(ErrorCode::UnsupportedAssignor), fx);
+            }
+        }
+        let partition = self.partition_for(&req.group_id);
+        let g = match self.groups.get_mut(&req.group_id) {
+            Some(g) => g,
+            None => {
+                if req.member_epoch != 0 {
+                    return (HeartbeatResult::error(ErrorCode::UnknownMemberId), fx);
+                }
+                self.groups
+                    .entry(req.group_id.clone())
+                    .or_insert_with(|| Group::new_classic(&req.group_id, now))
+            }
+        };
+        if let GroupKind::Classic(c) = &g.kind {
+            if !c.members.is_empty() || !c.pending_members.is_empty() {
+                return (
+                    HeartbeatResult::error(ErrorCode::GroupIdNotFound)
+                        .with_message("the group is a classic group with members"),
+                    fx,
+                );
+            }
+            // An empty classic group (offsets only) converts to a consumer group.
+            g.kind = GroupKind::Consumer(ConsumerGroup::new());
+        }
+        let GroupKind::Consumer(c) = &mut g.kind else {
+            unreachable!()
+        };
+        let r = c.heartbeat(&g.id, partition, &self.config, req, topics, now, &mut fx);
+        g.empty_since = if g.is_empty() {
+            g.empty_since.or(Some(now))
+        } else {
+            None
+        };
+        (r, fx)
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// Fire every timer due at `now`: session timeouts, rebalance and initial delays, sync
+    /// timeouts, consumer-group revocation timeouts, and offset retention for empty groups.
+    pub fn tick(&mut self, now: i64, topics: &TopicsView) -> Effects {
+        let mut fx = Effects::default();
+        let retention = self.config.offsets_retention_ms;
+        let parts = self.config.offsets_partitions;
+        for g in self.groups.values_mut() {
+            let partition = crate::offsets_partition(&g.id, parts);
+            match &mut g.kind {
+                GroupKind::Classic(c) => c.tick(&g.id, partition, &self.config, now, &mut fx),
+                GroupKind::Consumer(c) => {
+                    c.tick(&g.id, partition, &self.config, topics, now, &mut fx)
+                }
+            }
+            if g.is_empty() {
+                let since = *g.empty_since.get_or_insert(now);
+                // Kafka 2.1+: offsets of an empty group expire retention after the later of
+                // the commit and the moment the group became empty.
+                let expired: Vec<(String, i32)> = g
+                    .offsets
+                    .iter()
+                    .filter(|(_, o)| o.commit_timestamp.max(since) + retention <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !expired.is_empty() {
+                    for (t, p) in &expired {
+                        g.offsets.remove(&(t.clone(), *p));
+                        fx.records.push(offset_tombstone(partition, &g.id, t, *p));
+                    }
+                    fx.events.push(Event::OffsetsExpired {
+                        group: g.id.clone(),
+                        count: expired.len(),
+                    });
+                }
+            } else {
+                g.empty_since = None;
+            }
+        }
+        // Forget empty classic groups that have nothing left to remember.
+        let dead: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| g.is_empty() && g.offsets.is_empty())
+            .filter(|g| matches!(&g.kind, GroupKind::Classic(c) if c.generation_id == 0 && c.state == ClassicState::Empty))
+            .map(|g| g.id.clone())
+            .collect();
+        for id in dead {
+            self.groups.remove(&id);
+        }
+        fx
+    }
+}
+
+fn offset_tombstone(partition: i32, group: &str, topic: &str, p: i32) -> Record {
+    Record {
+        partition,
+        key: records::offset_key(&OffsetKey {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition: p,
+        }),
+        value: None,
+    }
+}
+
+/// The group-metadata record for a group (used by the classic and consumer modules).
+pub(crate) fn group_record(partition: i32, group: &str, value: &GroupValue) -> Record {
+    Record {
+        partition,
+        key: records::group_key(&GroupKey {
+            group: group.to_string(),
+        }),
+        value: Some(records::group_value(value)),
+    }
+}

@@ -1,0 +1,52 @@
+//! The group coordinator as a state machine without I/O.
+//!
+//! Layout:
+//! - [`coordinator`]: [`Coordinator`] owns every group. Each operation (JoinGroup, SyncGroup,
+//!   Heartbeat, OffsetCommit, ConsumerGroupHeartbeat, ...) takes the current time and returns an
+//!   answer plus [`Effects`]: the records the runtime must append to `__consumer_offsets` *before*
+//!   it answers, replies for requests that were parked earlier (a JoinGroup waits for the other
+//!   members), and [`Event`]s to log and count. Timers are inputs: the runtime calls
+//!   [`Coordinator::tick`] periodically. Like Kafka's coordinator-common `CoordinatorResult`.
+//! - [`classic`]: the classic protocol (Empty, PreparingRebalance, CompletingRebalance, Stable,
+//!   Dead) with static membership (KIP-345).
+//! - [`consumer`]: the KIP-848 consumer protocol: group epoch, target assignment, member epochs,
+//!   reconciliation that revokes before it reassigns.
+//! - [`assignor`]: server-side `uniform` and `range` assignors, both rack-aware.
+//! - [`records`]: the versioned key/value format of `__consumer_offsets` records and replay.
+//! - [`subscription`]: the consumer protocol's subscription/assignment bytes (embedded payloads
+//!   of JoinGroup/SyncGroup, not wire framing).
+
+pub mod assignor;
+pub mod classic;
+pub mod consumer;
+pub mod coordinator;
+pub mod records;
+pub mod subscription;
+
+pub use coordinator::{Config, Coordinator, Effects, Event, Reply, Token};
+pub use fjord_protocol::error::ErrorCode;
+
+/// `abs(hashCode(group_id)) % partitions`, with Java's `String.hashCode` and `Utils.abs` so a
+/// group lands on the same `__consumer_offsets` partition as in Kafka.
+pub fn offsets_partition(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for c in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(c as i32);
+    }
+    // Kafka's Utils.abs maps i32::MIN to 0 (it masks the sign bit).
+    let abs = h & 0x7fff_ffff;
+    abs % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_matches_java_hash_code() {
+        // "my-group".hashCode() == -1906497762 in Java; Utils.abs masks the sign bit.
+        assert_eq!(
+            super::offsets_partition("my-group", 50),
+            (-1906497762i32 & 0x7fff_ffff) % 50
+        );
+        assert_eq!(super::offsets_partition("", 50), 0);
+    }
+}
