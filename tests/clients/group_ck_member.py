@@ -3,6 +3,7 @@
 
 Writes JSON lines to --out as things happen:
   {"ev":"assign","parts":[..]}  {"ev":"revoke","parts":[..]}  {"ev":"msg","p":P,"o":O,"v":V}
+  {"ev":"owned","parts":[..]} (the current assignment, whenever it changed)
   {"ev":"commit","p":P,"o":O}   {"ev":"error","err":"..."}     {"ev":"closed"}
 Commits synchronously after every message (--commit) so a killed member loses nothing it
 reported. Runs until --stop-file exists, --max-messages were read, or --timeout passes.
@@ -69,7 +70,12 @@ def main():
     c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke)
     deadline = time.monotonic() + a.timeout
     count = 0
+    owned = None
     while time.monotonic() < deadline:
+        now_owned = sorted(p.partition for p in c.assignment())
+        if now_owned != owned:
+            owned = now_owned
+            emit(ev="owned", parts=owned)
         if a.stop_file and os.path.exists(a.stop_file):
             break
         if a.max_messages and count >= a.max_messages:

@@ -511,7 +511,17 @@ impl ClassicGroup {
                 Reply::Sync(SyncResult::error(ErrorCode::FencedInstanceId)),
             ));
         }
-        let protocols_changed = !m.same_protocols(&req.protocols);
+        // Only what the assignment depends on matters: the selected protocol staying
+        // available and, for the consumer protocol, the subscribed topics. Owned partitions
+        // or the generation in the subscription bytes change on every restart.
+        let selected = self.protocol_name.clone().unwrap_or_default();
+        let topics = |ps: &[(String, Bytes)]| {
+            ps.iter()
+                .find(|(n, _)| *n == selected)
+                .map(|(_, md)| subscription::parse_subscription(md).map(|s| s.topics))
+        };
+        let protocols_changed = topics(&m.protocols) != topics(&req.protocols)
+            || !req.protocols.iter().any(|(n, _)| *n == selected);
         m.member_id = new_id.clone();
         m.protocols = req.protocols.clone();
         m.client_id = req.client_id.clone();
@@ -527,10 +537,13 @@ impl ClassicGroup {
         let is_leader = self.is_leader(&new_id);
         let config_stub = Config::default();
         match self.state {
-            ClassicState::Stable if !protocols_changed && (!is_leader || req.version >= 9) => {
-                // Same generation, same assignment: no rebalance.
+            ClassicState::Stable if !protocols_changed => {
+                // Same generation, same assignment: no rebalance (KIP-345). A v9+ leader is
+                // told to skip the assignment (KIP-814); an older one gets no member list,
+                // and its SyncGroup returns the stored assignment either way.
                 self.persist(group, partition, now, fx);
-                let r = self.join_result(&new_id, is_leader, is_leader);
+                let skip = is_leader && req.version >= 9;
+                let r = self.join_result(&new_id, skip, skip);
                 fx.replies.push((token, Reply::Join(r)));
             }
             ClassicState::PreparingRebalance => {

@@ -6,7 +6,9 @@ mod args;
 mod cluster;
 mod consume;
 mod format;
+mod group;
 mod perf;
+mod perf_group;
 mod produce;
 mod server;
 mod topic;
@@ -54,6 +56,9 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Load generators (like kafka-producer-perf-test / kafka-consumer-perf-test).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -112,5 +117,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(a) => consume::run(&connect, a).await,
         Command::Cluster(c) => cluster::run(&connect, c).await,
         Command::Perf(c) => perf::run(&connect, c).await,
+        Command::Group(c) => group::run(&connect, c).await,
     }
 }

@@ -22,6 +22,8 @@ pub enum PerfCommand {
     Produce(ProducePerfArgs),
     /// Read records from the beginning of a topic and report throughput.
     Consume(ConsumePerfArgs),
+    /// Time for N group members to reach Stable, and to stabilise after one leaves.
+    Group(crate::perf_group::GroupPerfArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +73,7 @@ pub async fn run(connect: &Connect, command: PerfCommand) -> anyhow::Result<()> 
     match command {
         PerfCommand::Produce(a) => produce(connect, a).await,
         PerfCommand::Consume(a) => consume(connect, a).await,
+        PerfCommand::Group(a) => crate::perf_group::run(connect, a).await,
     }
 }
 

@@ -43,7 +43,11 @@ pub fn handle(
             b.groups.read(b, |c, topics| {
                 let out = DescribedGroup::default()
                     .with_group_id(id.clone())
-                    .with_authorized_operations(i32::MIN);
+                    .with_authorized_operations(if r.include_authorized_operations {
+                        (1 << 3) | (1 << 6) | (1 << 8)
+                    } else {
+                        i32::MIN
+                    });
                 let Some(g) = c.group(&id.0) else {
                     return out
                         .with_error_code(ErrorCode::GroupIdNotFound.code())

@@ -27,7 +27,15 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroups
                     group.with_group_state(sb("Dead"))
                 };
             };
+            // No ACLs yet: a client that asks may do everything a group allows (READ,
+            // DELETE, DESCRIBE); otherwise Kafka's "not requested" marker.
+            let ops = if ctx.version >= 3 && r.include_authorized_operations {
+                (1 << 3) | (1 << 6) | (1 << 8)
+            } else {
+                i32::MIN
+            };
             group
+                .with_authorized_operations(ops)
                 .with_group_state(sb(d.state))
                 .with_protocol_type(sb(d.protocol_type))
                 .with_protocol_data(sb(d.protocol))
