@@ -254,6 +254,7 @@ fn static_member_restart_keeps_its_partitions_without_rebalance_and_expiry_rebal
     );
     let before = rebalances(&broker, "classic");
     let a_parts = a.owned();
+    let b_revokes = b.of("revoke").len();
 
     // Restart pod-a within its session timeout: same partitions, no rebalance.
     a.kill9();
@@ -268,7 +269,11 @@ fn static_member_restart_keeps_its_partitions_without_rebalance_and_expiry_rebal
         before,
         "no rebalance for a static rejoin"
     );
-    assert_eq!(b.of("revoke").len(), 0, "pod-b never lost its partitions");
+    assert_eq!(
+        b.of("revoke").len(),
+        b_revokes,
+        "pod-b kept its partitions while pod-a restarted"
+    );
 
     // pod-a goes away for longer than the session timeout: the group rebalances.
     drop(a2);
@@ -363,5 +368,91 @@ fn kafka_python_and_aiokafka_group_consumers_share_committed_offsets() {
         "aiokafka resumed at kafka-python's commits"
     );
     assert_eq!(summary["duplicates"], 0);
+    broker.assert_no_panic_in_log();
+}
+
+#[test]
+fn group_cli_lists_describes_resets_and_deletes() {
+    let broker = FjordProcess::start(NO_DELAY);
+    broker.create_topic("cli", 2, &[]);
+    produce(&broker, "cli", 0, 40);
+    let mut m = Member::start(&broker, "m", "cli", "gcli", &["--instance-id", "pod-1"]);
+    wait_for("40 records", Duration::from_secs(30), || {
+        m.of("commit").len() >= 40
+    });
+
+    let out = broker
+        .cli(&["group", "list"])
+        .success("group list")
+        .stdout();
+    assert!(
+        out.contains("gcli") && out.contains("classic") && out.contains("Stable"),
+        "{out}"
+    );
+    let out = broker
+        .cli(&["group", "describe", "gcli"])
+        .success("describe")
+        .stdout();
+    assert!(out.contains("state:         Stable"), "{out}");
+    assert!(
+        out.contains("instance=pod-1") && out.contains("host=/127.0.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("assignment: cli:0,1"), "{out}");
+    let lag: Vec<&str> = out.lines().filter(|l| l.starts_with("cli ")).collect();
+    assert_eq!(lag.len(), 2, "{out}");
+    assert!(
+        lag.iter().all(|l| l.trim_end().ends_with(" 0")),
+        "no lag: {out}"
+    );
+
+    // Reset needs an empty group.
+    let r = broker.cli(&[
+        "group",
+        "reset-offsets",
+        "gcli",
+        "--topic",
+        "cli",
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert!(!r.ok(), "reset of a live group must fail");
+    let r = broker.cli(&["group", "delete", "gcli"]);
+    assert!(
+        !r.ok() && r.stderr().contains("NonEmptyGroup"),
+        "{}",
+        r.describe()
+    );
+    m.stop();
+    wait_for("group empty", Duration::from_secs(20), || {
+        broker
+            .cli(&["group", "list", "--state", "Empty"])
+            .stdout()
+            .contains("gcli")
+    });
+    broker
+        .cli(&[
+            "group",
+            "reset-offsets",
+            "gcli",
+            "--topic",
+            "cli",
+            "--to-earliest",
+            "--execute",
+        ])
+        .success("reset-offsets");
+    let out = broker
+        .cli(&["group", "describe", "gcli"])
+        .success("describe")
+        .stdout();
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("cli ")).collect();
+    let total_lag: i64 = rows
+        .iter()
+        .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total_lag, 40, "{out}");
+    broker.cli(&["group", "delete", "gcli"]).success("delete");
+    let out = broker.cli(&["group", "list"]).success("list").stdout();
+    assert!(!out.contains("gcli"), "{out}");
     broker.assert_no_panic_in_log();
 }

@@ -11,6 +11,8 @@ use crate::broker::Broker;
 use fjord_group::coordinator::CommittedOffset;
 
 type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
+/// Committed offsets of one topic: (partition, offset if any).
+type TopicRows = (String, Vec<(i32, Option<CommittedOffset>)>);
 
 fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     b.groups
@@ -18,8 +20,8 @@ fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fe
 }
 
 /// Group rows by topic, keeping first-seen order.
-fn by_topic(rows: Fetched) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
-    let mut out: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+fn by_topic(rows: Fetched) -> Vec<TopicRows> {
+    let mut out: Vec<TopicRows> = Vec::new();
     for (t, p, o) in rows {
         match out.iter_mut().find(|(n, _)| *n == t) {
             Some((_, v)) => v.push((p, o)),
