@@ -1,9 +1,28 @@
-//! The in-memory cluster image, built by applying [`MetadataRecord`]s.
+//! The in-memory cluster image, built by applying [`MetadataRecord`]s as deltas.
+//!
+//! The image is a pure state machine: [`ClusterImage::try_apply`] checks a record against the
+//! current state and either applies it whole or rejects it with an [`ApplyError`], leaving the
+//! image untouched. Every replica of the metadata log runs the same checks, so replicas that
+//! replay the same log reach the same image even if a (buggy) record is rejected.
+//! [`ClusterImage::apply`] is the replay entry point: it logs and skips rejected records, so a log
+//! never fails to replay.
+//!
+//! Invariants held by every image, whatever records are fed to it:
+//! - a partition's replicas are distinct, its ISR is a non-empty subset of them;
+//! - the leader is [`NO_LEADER`] or an ISR member that is a registered, unfenced broker;
+//! - `partition_epoch` rises on every change; `leader_epoch` rises exactly when the leader
+//!   changes (so there is at most one leader per partition per leader epoch) and never falls;
+//! - broker epochs only rise: a registration must carry a larger epoch than the one it replaces,
+//!   and fence/unfence/unregister records must carry the current epoch (`StaleBrokerEpoch`);
+//! - a broker that still leads a partition cannot be fenced, re-registered or unregistered: the
+//!   controller moves leadership off it first, in the same batch of records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use thiserror::Error;
 use uuid::Uuid;
 
+use crate::record::{Endpoint, NodeId, NO_LEADER};
 use crate::MetadataRecord;
 
 /// Longest topic name Kafka accepts.
@@ -19,18 +38,92 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
-/// All topics (by name and id) and the producer-id high mark.
-#[derive(Debug, Clone, Default)]
+/// One registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub node_id: NodeId,
+    pub incarnation_id: Uuid,
+    /// The metadata offset of the broker's registration record (KIP-380).
+    pub broker_epoch: i64,
+    pub rack: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+    /// A fenced broker cannot lead partitions.
+    pub fenced: bool,
+    /// A cordoned broker gets no new replicas.
+    pub cordoned: bool,
+}
+
+/// Replicas, ISR, leader and epochs of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// [`NO_LEADER`] when no ISR member can lead.
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+impl PartitionState {
+    /// The preferred leader: the first replica.
+    pub fn preferred_leader(&self) -> NodeId {
+        self.replicas.first().copied().unwrap_or(NO_LEADER)
+    }
+}
+
+/// Why a record was not applied. The image is unchanged after an error.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ApplyError {
+    #[error("broker {0} is not registered")]
+    UnknownBroker(NodeId),
+    #[error("broker {node_id}: epoch {got} is stale (current epoch {current})")]
+    StaleBrokerEpoch {
+        node_id: NodeId,
+        current: i64,
+        got: i64,
+    },
+    #[error("broker {node_id} still leads {partitions} partition(s)")]
+    BrokerLeads { node_id: NodeId, partitions: usize },
+    #[error("topic id {0} does not exist")]
+    UnknownTopic(Uuid),
+    #[error("partition {topic_id}/{partition} does not exist")]
+    UnknownPartition { topic_id: Uuid, partition: u32 },
+    #[error("partition {topic_id}/{partition} already exists")]
+    PartitionExists { topic_id: Uuid, partition: u32 },
+    #[error("partition {topic_id}/{partition}: {reason}")]
+    InvalidPartition {
+        topic_id: Uuid,
+        partition: u32,
+        reason: String,
+    },
+}
+
+/// Topics (by name and id), brokers, partition states and the producer-id high mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: HashMap<Uuid, String>,
     next_producer_id: i64,
+    brokers: BTreeMap<NodeId, BrokerImage>,
+    partitions: HashMap<Uuid, BTreeMap<u32, PartitionState>>,
+    /// Partitions whose ISR holds each broker, so fencing a broker touches only its own
+    /// partitions instead of scanning the cluster.
+    isr_index: HashMap<NodeId, BTreeSet<(Uuid, u32)>>,
 }
 
 impl ClusterImage {
-    /// Apply one record. Records referring to unknown topics are ignored (they can only come
+    /// Apply one record during replay. A record that [`try_apply`](Self::try_apply) rejects is
+    /// logged and skipped. Records referring to unknown topics are ignored (they can only come
     /// from a log written by a newer version; replay must not fail on them).
     pub fn apply(&mut self, record: &MetadataRecord) {
+        if let Err(e) = self.try_apply(record) {
+            tracing::warn!(error = %e, ?record, "metadata record rejected by the image; skipped");
+        }
+    }
+
+    /// Check `record` against the image and apply it, or reject it and change nothing.
+    /// Topic-level records for unknown topics are ignored (`Ok`), as they always were.
+    pub fn try_apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
             MetadataRecord::Topic {
                 name,
@@ -39,7 +132,11 @@ impl ClusterImage {
                 configs,
             } => {
                 if let Some(old) = self.topics.get(name) {
-                    self.names_by_id.remove(&old.id);
+                    let old_id = old.id;
+                    self.names_by_id.remove(&old_id);
+                    if old_id != *id {
+                        self.remove_partitions(&old_id);
+                    }
                 }
                 self.names_by_id.insert(*id, name.clone());
                 self.topics.insert(
@@ -73,9 +170,261 @@ impl ClusterImage {
                 if let Some(name) = self.names_by_id.remove(id) {
                     self.topics.remove(&name);
                 }
+                self.remove_partitions(id);
             }
             MetadataRecord::ProducerIds { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
+            }
+            MetadataRecord::RegisterBroker {
+                node_id,
+                incarnation_id,
+                broker_epoch,
+                rack,
+                endpoints,
+                fenced,
+            } => {
+                let mut cordoned = false;
+                if let Some(old) = self.brokers.get(node_id) {
+                    if *broker_epoch <= old.broker_epoch {
+                        return Err(ApplyError::StaleBrokerEpoch {
+                            node_id: *node_id,
+                            current: old.broker_epoch,
+                            got: *broker_epoch,
+                        });
+                    }
+                    if *fenced {
+                        self.check_leads_nothing(*node_id)?;
+                    }
+                    cordoned = old.cordoned;
+                }
+                self.brokers.insert(
+                    *node_id,
+                    BrokerImage {
+                        node_id: *node_id,
+                        incarnation_id: *incarnation_id,
+                        broker_epoch: *broker_epoch,
+                        rack: rack.clone(),
+                        endpoints: endpoints.clone(),
+                        fenced: *fenced,
+                        cordoned,
+                    },
+                );
+            }
+            MetadataRecord::UnregisterBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                self.check_broker_epoch(*node_id, *broker_epoch)?;
+                self.check_leads_nothing(*node_id)?;
+                self.brokers.remove(node_id);
+            }
+            MetadataRecord::FenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                self.check_broker_epoch(*node_id, *broker_epoch)?;
+                self.check_leads_nothing(*node_id)?;
+                self.broker_mut(*node_id)?.fenced = true;
+            }
+            MetadataRecord::UnfenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                self.check_broker_epoch(*node_id, *broker_epoch)?;
+                self.broker_mut(*node_id)?.fenced = false;
+            }
+            MetadataRecord::CordonBroker { node_id } => self.broker_mut(*node_id)?.cordoned = true,
+            MetadataRecord::UncordonBroker { node_id } => {
+                self.broker_mut(*node_id)?.cordoned = false
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let topic = self
+                    .topic_by_id(topic_id)
+                    .ok_or(ApplyError::UnknownTopic(*topic_id))?;
+                let invalid = |reason: String| ApplyError::InvalidPartition {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    reason,
+                };
+                if *partition >= topic.partitions {
+                    return Err(invalid(format!(
+                        "the topic has {} partitions",
+                        topic.partitions
+                    )));
+                }
+                if self.partition(topic_id, *partition).is_some() {
+                    return Err(ApplyError::PartitionExists {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    });
+                }
+                if *leader_epoch < 0 || *partition_epoch < 0 {
+                    return Err(invalid("negative epoch".into()));
+                }
+                let state = PartitionState {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                self.check_partition(&state).map_err(invalid)?;
+                self.put_partition(*topic_id, *partition, state);
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let old =
+                    self.partition(topic_id, *partition)
+                        .ok_or(ApplyError::UnknownPartition {
+                            topic_id: *topic_id,
+                            partition: *partition,
+                        })?;
+                let invalid = |reason: String| ApplyError::InvalidPartition {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    reason,
+                };
+                let new = PartitionState {
+                    replicas: replicas.clone().unwrap_or_else(|| old.replicas.clone()),
+                    isr: isr.clone().unwrap_or_else(|| old.isr.clone()),
+                    leader: leader.unwrap_or(old.leader),
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                if new.partition_epoch <= old.partition_epoch {
+                    return Err(invalid(format!(
+                        "partition epoch {} does not rise above {}",
+                        new.partition_epoch, old.partition_epoch
+                    )));
+                }
+                if new.leader != old.leader && new.leader_epoch <= old.leader_epoch {
+                    return Err(invalid(format!(
+                        "leader changes {} -> {} without a new leader epoch ({} -> {})",
+                        old.leader, new.leader, old.leader_epoch, new.leader_epoch
+                    )));
+                }
+                if new.leader == old.leader && new.leader_epoch != old.leader_epoch {
+                    return Err(invalid(format!(
+                        "leader epoch moves {} -> {} with the same leader {}",
+                        old.leader_epoch, new.leader_epoch, new.leader
+                    )));
+                }
+                self.check_partition(&new).map_err(invalid)?;
+                self.put_partition(*topic_id, *partition, new);
+            }
+        }
+        Ok(())
+    }
+
+    /// The structural rules every partition state obeys.
+    fn check_partition(&self, p: &PartitionState) -> Result<(), String> {
+        if p.replicas.is_empty() {
+            return Err("no replicas".into());
+        }
+        if !distinct(&p.replicas) {
+            return Err(format!("replicas {:?} repeat a broker", p.replicas));
+        }
+        if p.isr.is_empty() || !distinct(&p.isr) || !p.isr.iter().all(|b| p.replicas.contains(b)) {
+            return Err(format!(
+                "ISR {:?} is not a non-empty set within replicas {:?}",
+                p.isr, p.replicas
+            ));
+        }
+        if p.leader != NO_LEADER {
+            if !p.isr.contains(&p.leader) {
+                return Err(format!("leader {} is not in ISR {:?}", p.leader, p.isr));
+            }
+            match self.brokers.get(&p.leader) {
+                None => return Err(format!("leader {} is not a registered broker", p.leader)),
+                Some(b) if b.fenced => return Err(format!("leader {} is fenced", p.leader)),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_broker_epoch(&self, node_id: NodeId, epoch: i64) -> Result<(), ApplyError> {
+        let b = self
+            .brokers
+            .get(&node_id)
+            .ok_or(ApplyError::UnknownBroker(node_id))?;
+        if b.broker_epoch != epoch {
+            return Err(ApplyError::StaleBrokerEpoch {
+                node_id,
+                current: b.broker_epoch,
+                got: epoch,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_leads_nothing(&self, node_id: NodeId) -> Result<(), ApplyError> {
+        let led = self.partitions_led_by(node_id).count();
+        if led > 0 {
+            return Err(ApplyError::BrokerLeads {
+                node_id,
+                partitions: led,
+            });
+        }
+        Ok(())
+    }
+
+    fn broker_mut(&mut self, node_id: NodeId) -> Result<&mut BrokerImage, ApplyError> {
+        self.brokers
+            .get_mut(&node_id)
+            .ok_or(ApplyError::UnknownBroker(node_id))
+    }
+
+    fn put_partition(&mut self, topic_id: Uuid, partition: u32, state: PartitionState) {
+        let parts = self.partitions.entry(topic_id).or_default();
+        if let Some(old) = parts.get(&partition) {
+            for b in &old.isr {
+                if !state.isr.contains(b) {
+                    if let Some(set) = self.isr_index.get_mut(b) {
+                        set.remove(&(topic_id, partition));
+                        if set.is_empty() {
+                            self.isr_index.remove(b);
+                        }
+                    }
+                }
+            }
+        }
+        for b in &state.isr {
+            self.isr_index
+                .entry(*b)
+                .or_default()
+                .insert((topic_id, partition));
+        }
+        parts.insert(partition, state);
+    }
+
+    fn remove_partitions(&mut self, topic_id: &Uuid) {
+        let Some(parts) = self.partitions.remove(topic_id) else {
+            return;
+        };
+        for (p, state) in parts {
+            for b in state.isr {
+                if let Some(set) = self.isr_index.get_mut(&b) {
+                    set.remove(&(*topic_id, p));
+                    if set.is_empty() {
+                        self.isr_index.remove(&b);
+                    }
+                }
             }
         }
     }
@@ -105,6 +454,53 @@ impl ClusterImage {
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id
     }
+
+    pub fn broker(&self, node_id: NodeId) -> Option<&BrokerImage> {
+        self.brokers.get(&node_id)
+    }
+
+    /// Registered brokers in node-id order.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values()
+    }
+
+    pub fn partition(&self, topic_id: &Uuid, partition: u32) -> Option<&PartitionState> {
+        self.partitions.get(topic_id)?.get(&partition)
+    }
+
+    /// The partition states of one topic, in partition order (empty on a single node, which
+    /// writes no partition records).
+    pub fn partitions(&self, topic_id: &Uuid) -> impl Iterator<Item = (u32, &PartitionState)> {
+        self.partitions
+            .get(topic_id)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(p, s)| (*p, s)))
+    }
+
+    /// Every partition state: `(topic id, partition, state)`, in no particular topic order.
+    pub fn all_partitions(&self) -> impl Iterator<Item = (Uuid, u32, &PartitionState)> {
+        self.partitions
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(move |(p, s)| (*t, *p, s)))
+    }
+
+    /// Partitions whose ISR holds `node_id`, from the index (no scan).
+    pub fn partitions_in_isr(&self, node_id: NodeId) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.isr_index
+            .get(&node_id)
+            .into_iter()
+            .flat_map(|s| s.iter().copied())
+    }
+
+    /// Partitions led by `node_id` (the leader is always in the ISR, so the index covers them).
+    pub fn partitions_led_by(&self, node_id: NodeId) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.partitions_in_isr(node_id)
+            .filter(move |(t, p)| self.partition(t, *p).map(|s| s.leader) == Some(node_id))
+    }
+}
+
+fn distinct(ids: &[NodeId]) -> bool {
+    ids.iter().enumerate().all(|(i, a)| !ids[..i].contains(a))
 }
 
 /// Why a topic name is invalid (Kafka's `Topic.validate` rules), or `None` when it is valid.

@@ -1,0 +1,305 @@
+//! Replica placement: which brokers hold the replicas of new partitions, and which one is the
+//! preferred leader (the first replica). Pure: the caller passes the eligible brokers and the
+//! current load, and gets assignments back.
+//!
+//! Rules, in priority order:
+//! 1. the replicas of a partition are distinct brokers, none of them cordoned or fenced (the
+//!    caller passes only eligible brokers, see [`eligible_brokers`]);
+//! 2. they span as many racks as possible (distinct racks whenever there are at least RF racks);
+//! 3. preferred leaders are balanced across brokers — each partition's leader is a broker with
+//!    the fewest leaders so far, ties going to the rack with the fewest leaders per broker — so
+//!    every rack leads a share proportional to its size (clients that route by AZ find leaders
+//!    in their own AZ);
+//! 4. followers go to the brokers with the fewest replicas in the least-used racks.
+//!
+//! Load already in the cluster counts ([`current_load`]), so a new topic evens out old ones.
+//! Brokers without `broker.rack` count as one rack.
+
+use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
+
+use crate::image::ClusterImage;
+use crate::record::NodeId;
+
+/// A broker that may receive new replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementBroker {
+    pub id: NodeId,
+    pub rack: Option<String>,
+}
+
+/// Replicas and preferred leaderships a broker holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerLoad {
+    pub replicas: u32,
+    pub leaders: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlacementError {
+    #[error("replication factor must be at least 1")]
+    ZeroReplicationFactor,
+    #[error("replication factor {replication_factor} is larger than the {available} available broker(s)")]
+    InsufficientBrokers {
+        replication_factor: u16,
+        available: usize,
+    },
+}
+
+/// Brokers that can take new replicas: registered, unfenced and not cordoned, by node id.
+pub fn eligible_brokers(image: &ClusterImage) -> Vec<PlacementBroker> {
+    image
+        .brokers()
+        .filter(|b| !b.fenced && !b.cordoned)
+        .map(|b| PlacementBroker {
+            id: b.node_id,
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+/// Replicas and preferred leaders per broker over every partition in the image.
+pub fn current_load(image: &ClusterImage) -> HashMap<NodeId, BrokerLoad> {
+    let mut load: HashMap<NodeId, BrokerLoad> = HashMap::new();
+    for (_, _, p) in image.all_partitions() {
+        for (i, b) in p.replicas.iter().enumerate() {
+            let l = load.entry(*b).or_default();
+            l.replicas += 1;
+            if i == 0 {
+                l.leaders += 1;
+            }
+        }
+    }
+    load
+}
+
+/// Replica lists (preferred leader first) for `partitions` new partitions.
+pub fn place(
+    brokers: &[PlacementBroker],
+    load: &HashMap<NodeId, BrokerLoad>,
+    partitions: u32,
+    replication_factor: u16,
+) -> Result<Vec<Vec<NodeId>>, PlacementError> {
+    let rf = usize::from(replication_factor);
+    if rf == 0 {
+        return Err(PlacementError::ZeroReplicationFactor);
+    }
+    if rf > brokers.len() {
+        return Err(PlacementError::InsufficientBrokers {
+            replication_factor,
+            available: brokers.len(),
+        });
+    }
+    let mut brokers = brokers.to_vec();
+    brokers.sort_by_key(|b| b.id);
+    let n = brokers.len();
+    // Racks as small integers; `None` is one rack of its own.
+    let mut rack_ids: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for b in &brokers {
+        let next = rack_ids.len();
+        rack_ids.entry(b.rack.as_deref()).or_insert(next);
+    }
+    let rack_of: Vec<usize> = brokers
+        .iter()
+        .map(|b| rack_ids[&b.rack.as_deref()])
+        .collect();
+    let mut rack_size = vec![0u64; rack_ids.len()];
+    for r in &rack_of {
+        rack_size[*r] += 1;
+    }
+    let mut replicas: Vec<u64> = Vec::with_capacity(n);
+    let mut leaders: Vec<u64> = Vec::with_capacity(n);
+    for b in &brokers {
+        let l = load.get(&b.id).copied().unwrap_or_default();
+        replicas.push(l.replicas.into());
+        leaders.push(l.leaders.into());
+    }
+    let mut rack_leaders = vec![0u64; rack_size.len()];
+    let mut rack_replicas = vec![0u64; rack_size.len()];
+    for i in 0..n {
+        rack_leaders[rack_of[i]] += leaders[i];
+        rack_replicas[rack_of[i]] += replicas[i];
+    }
+    // Rack loads are compared per broker: `a / size_a` vs `b / size_b`, cross-multiplied.
+    let per_broker = |count: &[u64], r: usize| (count[r], rack_size[r]);
+    let less = |(a, sa): (u64, u64), (b, sb): (u64, u64)| (a * sb).cmp(&(b * sa));
+
+    let mut out = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as usize {
+        // Rotation breaks the remaining ties so equal brokers take turns.
+        let rot = |i: usize| (i + n - p % n) % n;
+        let leader = (0..n)
+            .min_by(|&a, &b| {
+                leaders[a]
+                    .cmp(&leaders[b])
+                    .then_with(|| {
+                        less(
+                            per_broker(&rack_leaders, rack_of[a]),
+                            per_broker(&rack_leaders, rack_of[b]),
+                        )
+                    })
+                    .then_with(|| replicas[a].cmp(&replicas[b]))
+                    .then_with(|| rot(a).cmp(&rot(b)))
+            })
+            .expect("at least one broker");
+        let mut chosen = vec![leader];
+        let mut racks_used = vec![0u32; rack_size.len()];
+        racks_used[rack_of[leader]] += 1;
+        while chosen.len() < rf {
+            let next = (0..n)
+                .filter(|i| !chosen.contains(i))
+                .min_by(|&a, &b| {
+                    racks_used[rack_of[a]]
+                        .cmp(&racks_used[rack_of[b]])
+                        .then_with(|| replicas[a].cmp(&replicas[b]))
+                        .then_with(|| {
+                            less(
+                                per_broker(&rack_replicas, rack_of[a]),
+                                per_broker(&rack_replicas, rack_of[b]),
+                            )
+                        })
+                        .then_with(|| rot(a).cmp(&rot(b)))
+                })
+                .expect("rf <= brokers");
+            racks_used[rack_of[next]] += 1;
+            chosen.push(next);
+        }
+        leaders[leader] += 1;
+        rack_leaders[rack_of[leader]] += 1;
+        for &i in &chosen {
+            replicas[i] += 1;
+            rack_replicas[rack_of[i]] += 1;
+        }
+        out.push(chosen.iter().map(|&i| brokers[i].id).collect());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn brokers(racks: &[&str]) -> Vec<PlacementBroker> {
+        racks
+            .iter()
+            .enumerate()
+            .map(|(i, r)| PlacementBroker {
+                id: i as NodeId + 1,
+                rack: (!r.is_empty()).then(|| r.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_racks_rf3_spread_and_leaders_balanced() {
+        let b = brokers(&["a", "b", "c", "a", "b", "c"]);
+        let out = place(&b, &HashMap::new(), 12, 3).unwrap();
+        let mut leaders: HashMap<NodeId, u32> = HashMap::new();
+        for r in &out {
+            let racks: HashSet<_> = r
+                .iter()
+                .map(|id| b[*id as usize - 1].rack.clone())
+                .collect();
+            assert_eq!(racks.len(), 3, "{r:?}");
+            *leaders.entry(r[0]).or_default() += 1;
+        }
+        assert!(leaders.values().all(|&c| c == 2), "{leaders:?}");
+    }
+
+    #[test]
+    fn errors() {
+        let b = brokers(&["a", "b"]);
+        assert_eq!(
+            place(&b, &HashMap::new(), 1, 3),
+            Err(PlacementError::InsufficientBrokers {
+                replication_factor: 3,
+                available: 2
+            })
+        );
+        assert_eq!(
+            place(&b, &HashMap::new(), 1, 0),
+            Err(PlacementError::ZeroReplicationFactor)
+        );
+    }
+
+    #[test]
+    fn existing_load_is_evened_out() {
+        let b = brokers(&["", "", ""]);
+        let mut load = HashMap::new();
+        load.insert(
+            1,
+            BrokerLoad {
+                replicas: 4,
+                leaders: 4,
+            },
+        );
+        let out = place(&b, &load, 4, 1).unwrap();
+        let ones = out.iter().filter(|r| r[0] == 1).count();
+        assert_eq!(ones, 0, "{out:?}");
+    }
+
+    fn counts(out: &[Vec<NodeId>]) -> (HashMap<NodeId, i64>, HashMap<NodeId, i64>) {
+        let (mut rep, mut lead) = (HashMap::new(), HashMap::new());
+        for r in out {
+            *lead.entry(r[0]).or_insert(0) += 1;
+            for b in r {
+                *rep.entry(*b).or_insert(0) += 1;
+            }
+        }
+        (rep, lead)
+    }
+
+    proptest! {
+        #[test]
+        fn placement_properties(
+            rack_of in prop::collection::vec(0usize..4, 1..10),
+            partitions in 1u32..60,
+            rf in 1u16..4,
+        ) {
+            let names = ["a", "b", "c", "d"];
+            let b: Vec<PlacementBroker> = rack_of
+                .iter()
+                .enumerate()
+                .map(|(i, r)| PlacementBroker { id: i as NodeId * 3 + 2, rack: Some(names[*r].into()) })
+                .collect();
+            let result = place(&b, &HashMap::new(), partitions, rf);
+            if usize::from(rf) > b.len() {
+                prop_assert!(result.is_err());
+                return Ok(());
+            }
+            let out = result.unwrap();
+            prop_assert_eq!(out.len(), partitions as usize);
+            let rack = |id: NodeId| b.iter().find(|x| x.id == id).unwrap().rack.clone();
+            let racks: HashSet<_> = b.iter().map(|x| x.rack.clone()).collect();
+            for r in &out {
+                prop_assert_eq!(r.len(), usize::from(rf));
+                let set: HashSet<_> = r.iter().collect();
+                prop_assert_eq!(set.len(), r.len(), "repeated broker in {:?}", r);
+                let used: HashSet<_> = r.iter().map(|id| rack(*id)).collect();
+                prop_assert_eq!(used.len(), usize::from(rf).min(racks.len()), "rack spread {:?}", r);
+            }
+            // Preferred leaders: every broker within ±1 of the fair share.
+            let (rep, lead) = counts(&out);
+            let fair = partitions as f64 / b.len() as f64;
+            for x in &b {
+                let l = *lead.get(&x.id).unwrap_or(&0) as f64;
+                prop_assert!((l - fair).abs() < 1.0 + 1e-9, "broker {} leads {}, fair {}", x.id, l, fair);
+            }
+            // Replicas balance too when every rack has the same number of brokers.
+            let mut sizes: HashMap<_, usize> = HashMap::new();
+            for x in &b { *sizes.entry(x.rack.clone()).or_default() += 1; }
+            let equal_racks = sizes.values().collect::<HashSet<_>>().len() == 1;
+            if equal_racks {
+                let total: i64 = rep.values().sum();
+                let fair = total as f64 / b.len() as f64;
+                for x in &b {
+                    let r = *rep.get(&x.id).unwrap_or(&0) as f64;
+                    prop_assert!((r - fair).abs() < 1.0 + 1e-9, "broker {} holds {} replicas, fair {}", x.id, r, fair);
+                }
+            }
+        }
+    }
+}
