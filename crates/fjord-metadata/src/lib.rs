@@ -11,6 +11,9 @@
 //!   rebuilds the image) and rejects records that would break its invariants (one leader per
 //!   partition per leader epoch, leader in ISR, monotonic epochs, fenced brokers never lead,
 //!   stale broker epochs refused).
+//! - [`controller`]: [`Controller`], the pure controller state machine: registrations with broker
+//!   epochs, heartbeats and `tick(now)` fencing, CreateTopics/CreatePartitions/DeleteTopics,
+//!   AlterPartition; each call returns the records to append and the reply.
 //! - [`placement`]: pure replica placement — distinct racks where possible, preferred leaders and
 //!   replicas balanced across brokers and racks, cordoned and fenced brokers skipped.
 //!
@@ -18,11 +21,13 @@
 //! not the records or image.
 //! - [`store`]: [`MetadataLog`], an append-only JSON-lines file with fsync per record.
 
+pub mod controller;
 pub mod image;
 pub mod placement;
 pub mod record;
 pub mod store;
 
+pub use controller::{Controller, ControllerConfig, ControllerError, ControllerResult};
 pub use image::{ApplyError, BrokerImage, ClusterImage, PartitionState, TopicImage};
 pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
 pub use store::{MetadataLog, StoreError};

@@ -1,0 +1,1164 @@
+//! The controller state machine: turns broker registrations, heartbeats, timer ticks and admin
+//! requests into the [`MetadataRecord`]s to append. Pure: no I/O, time comes in as `now`
+//! (milliseconds, any monotonic origin).
+//!
+//! Every operation validates first and then returns a [`ControllerResult`]: the records to append
+//! (in order, as one batch) and the response to send once they are committed. The controller
+//! applies its own records to its image at once (like KRaft's active controller), so the next
+//! call already sees them; if the batch cannot be committed (lost leadership), the caller must
+//! rebuild the controller from the committed log with [`Controller::replay`].
+//!
+//! **Metadata offset.** The offset of a record is the number of records applied before it. It is
+//! counted by every replica in the same way, independent of how the quorum numbers its log
+//! entries. A broker epoch is the offset of its registration record, so each registration gets a
+//! new, larger epoch (KIP-380), and a broker has caught up once it has applied that offset.
+//!
+//! **Fencing.** A broker registers fenced. It is unfenced by a heartbeat that shows it has caught
+//! up; it is fenced again when it asks to be, when it misses heartbeats for the session timeout
+//! (found by [`Controller::tick`]) or when it registers again (a new incarnation). Before a broker
+//! is fenced, the same batch moves leadership off it (new leader from the ISR only — never an
+//! unclean election) and removes it from the ISR, except where it is the last ISR member: then
+//! the partition keeps it in the ISR with no leader, and it is elected again when unfenced.
+//!
+//! Heartbeat times are soft state, not in the log: a controller that becomes active gives every
+//! broker a full session from that moment ([`Controller::activate`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::image::{invalid_topic_name, ClusterImage, PartitionState};
+use crate::placement::{self, PlacementError};
+use crate::record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
+
+/// Controller settings (Kafka's key names in the comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`: a broker without a heartbeat for this long is fenced.
+    pub session_timeout_ms: i64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            session_timeout_ms: 9_000,
+        }
+    }
+}
+
+/// Records to append (as one batch, in order) and the reply to give once they are committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerResult<T> {
+    pub records: Vec<MetadataRecord>,
+    pub response: T,
+}
+
+/// Errors returned to the caller, each with its Kafka error code ([`ControllerError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControllerError {
+    #[error("broker {node_id}: epoch {got} is stale (current epoch {current})")]
+    StaleBrokerEpoch {
+        node_id: NodeId,
+        current: i64,
+        got: i64,
+    },
+    #[error("broker {0} is already registered by another live incarnation")]
+    DuplicateBrokerRegistration(NodeId),
+    #[error("broker {0} is not registered")]
+    BrokerIdNotRegistered(NodeId),
+    #[error("topic id {0} does not exist")]
+    UnknownTopicId(Uuid),
+    #[error("topic or partition {topic}/{partition} does not exist")]
+    UnknownTopicOrPartition { topic: String, partition: u32 },
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error(transparent)]
+    InvalidReplicationFactor(#[from] PlacementError),
+    #[error("leader epoch {got} is not the current leader epoch {current}")]
+    FencedLeaderEpoch { current: i32, got: i32 },
+    #[error("broker {node_id} is not the leader (leader is {leader})")]
+    NotLeaderOrFollower { node_id: NodeId, leader: NodeId },
+    #[error("partition epoch {got} is not the current partition epoch {current}")]
+    InvalidUpdateVersion { current: i32, got: i32 },
+    #[error("broker {0} cannot join the ISR: it is fenced or not registered")]
+    IneligibleReplica(NodeId),
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+impl ControllerError {
+    /// The Kafka error code sent on the wire.
+    pub fn code(&self) -> i16 {
+        match self {
+            ControllerError::UnknownTopicOrPartition { .. } => 3,
+            ControllerError::NotLeaderOrFollower { .. } => 6,
+            ControllerError::InvalidTopic(_) => 17,
+            ControllerError::TopicAlreadyExists(_) => 36,
+            ControllerError::InvalidPartitions(_) => 37,
+            ControllerError::InvalidReplicationFactor(_) => 38,
+            ControllerError::InvalidRequest(_) => 42,
+            ControllerError::FencedLeaderEpoch { .. } => 74,
+            ControllerError::StaleBrokerEpoch { .. } => 77,
+            ControllerError::InvalidUpdateVersion { .. } => 95,
+            ControllerError::UnknownTopicId(_) => 100,
+            ControllerError::DuplicateBrokerRegistration(_) => 101,
+            ControllerError::BrokerIdNotRegistered(_) => 102,
+            ControllerError::IneligibleReplica(_) => 107,
+        }
+    }
+}
+
+/// A BrokerRegistration request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node_id: NodeId,
+    /// New for every start of the broker process.
+    pub incarnation_id: Uuid,
+    pub rack: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A BrokerHeartbeat request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerHeartbeat {
+    pub node_id: NodeId,
+    pub broker_epoch: i64,
+    /// The offset of the last metadata record the broker has applied (-1 for none).
+    pub current_metadata_offset: i64,
+    /// The broker asks to be fenced (it is shutting down or not ready).
+    pub want_fence: bool,
+}
+
+/// The reply to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub is_caught_up: bool,
+    pub is_fenced: bool,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A created topic: its id and the replicas of each partition (preferred leader first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub assignments: Vec<Vec<NodeId>>,
+}
+
+/// An AlterPartition request from a partition leader: a new ISR, sent with the epochs the leader
+/// last saw so that stale proposals are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartition {
+    pub node_id: NodeId,
+    pub broker_epoch: i64,
+    pub topic_id: Uuid,
+    pub partition: u32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<NodeId>,
+}
+
+/// The controller: the image it has built, the next metadata offset, and broker heartbeat times.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: ControllerConfig,
+    image: ClusterImage,
+    next_offset: i64,
+    last_heartbeat: HashMap<NodeId, i64>,
+}
+
+impl Controller {
+    /// An empty controller (a new cluster).
+    pub fn new(config: ControllerConfig) -> Controller {
+        Controller {
+            config,
+            image: ClusterImage::default(),
+            next_offset: 0,
+            last_heartbeat: HashMap::new(),
+        }
+    }
+
+    /// Apply a committed record (a standby following the log, or replay at startup).
+    pub fn replay(&mut self, record: &MetadataRecord) {
+        self.image.apply(record);
+        self.next_offset += 1;
+    }
+
+    /// Become the active controller at `now`: every registered broker gets a full session.
+    pub fn activate(&mut self, now: i64) {
+        self.last_heartbeat = self.image.brokers().map(|b| (b.node_id, now)).collect();
+    }
+
+    pub fn image(&self) -> &ClusterImage {
+        &self.image
+    }
+
+    /// The offset the next record will have (= records applied so far).
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// Apply a record this controller generated and queue it. A rejection is a controller bug:
+    /// it panics in debug builds (tests and the simulation) and is logged and dropped otherwise,
+    /// exactly as every replica of the log would drop it.
+    fn emit(&mut self, out: &mut Vec<MetadataRecord>, record: MetadataRecord) {
+        match self.image.try_apply(&record) {
+            Ok(()) => {
+                self.next_offset += 1;
+                out.push(record);
+            }
+            Err(e) => {
+                if cfg!(debug_assertions) {
+                    panic!("controller generated an invalid record {record:?}: {e}");
+                }
+                tracing::error!(error = %e, ?record, "controller generated an invalid record; dropped");
+            }
+        }
+    }
+
+    fn check_broker_epoch(&self, node_id: NodeId, epoch: i64) -> Result<(), ControllerError> {
+        let b = self
+            .image
+            .broker(node_id)
+            .ok_or(ControllerError::BrokerIdNotRegistered(node_id))?;
+        if b.broker_epoch != epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                node_id,
+                current: b.broker_epoch,
+                got: epoch,
+            });
+        }
+        Ok(())
+    }
+
+    fn can_lead(&self, node_id: NodeId) -> bool {
+        self.image.broker(node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// BrokerRegistration: a new epoch (the offset of the registration record), fenced until the
+    /// broker catches up. A different incarnation is refused while the current one still has a
+    /// live session (two processes with one node id).
+    pub fn register_broker(
+        &mut self,
+        req: BrokerRegistration,
+        now: i64,
+    ) -> Result<ControllerResult<i64>, ControllerError> {
+        if let Some(old) = self.image.broker(req.node_id) {
+            let alive = self
+                .last_heartbeat
+                .get(&req.node_id)
+                .is_some_and(|t| now - t < self.config.session_timeout_ms);
+            if old.incarnation_id != req.incarnation_id && !old.fenced && alive {
+                return Err(ControllerError::DuplicateBrokerRegistration(req.node_id));
+            }
+        }
+        let mut records = Vec::new();
+        // The previous incarnation's in-memory state is gone: it must not lead or stay in ISRs.
+        self.move_off(req.node_id, &mut records);
+        let broker_epoch = self.next_offset;
+        self.emit(
+            &mut records,
+            MetadataRecord::RegisterBroker {
+                node_id: req.node_id,
+                incarnation_id: req.incarnation_id,
+                broker_epoch,
+                rack: req.rack,
+                endpoints: req.endpoints,
+                fenced: true,
+            },
+        );
+        self.last_heartbeat.insert(req.node_id, now);
+        Ok(ControllerResult {
+            records,
+            response: broker_epoch,
+        })
+    }
+
+    /// BrokerHeartbeat: refreshes the session; unfences a caught-up broker (and elects it where
+    /// partitions had no leader) or fences one that asks for it.
+    pub fn heartbeat(
+        &mut self,
+        req: BrokerHeartbeat,
+        now: i64,
+    ) -> Result<ControllerResult<HeartbeatReply>, ControllerError> {
+        self.check_broker_epoch(req.node_id, req.broker_epoch)?;
+        self.last_heartbeat.insert(req.node_id, now);
+        let fenced = self.image.broker(req.node_id).is_some_and(|b| b.fenced);
+        let is_caught_up = req.current_metadata_offset >= req.broker_epoch;
+        let mut records = Vec::new();
+        if req.want_fence && !fenced {
+            self.fence(req.node_id, &mut records);
+        } else if !req.want_fence && fenced && is_caught_up {
+            self.emit(
+                &mut records,
+                MetadataRecord::UnfenceBroker {
+                    node_id: req.node_id,
+                    broker_epoch: req.broker_epoch,
+                },
+            );
+            self.elect_offline(req.node_id, &mut records);
+        }
+        let is_fenced = self.image.broker(req.node_id).is_some_and(|b| b.fenced);
+        Ok(ControllerResult {
+            records,
+            response: HeartbeatReply {
+                is_caught_up,
+                is_fenced,
+            },
+        })
+    }
+
+    /// Fence every unfenced broker whose last heartbeat is a session timeout old. The response
+    /// lists the brokers fenced.
+    pub fn tick(&mut self, now: i64) -> ControllerResult<Vec<NodeId>> {
+        let expired: Vec<NodeId> = self
+            .image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                self.last_heartbeat
+                    .get(&b.node_id)
+                    .is_none_or(|t| now - t >= self.config.session_timeout_ms)
+            })
+            .map(|b| b.node_id)
+            .collect();
+        let mut records = Vec::new();
+        for node_id in &expired {
+            tracing::info!(node_id, "broker missed its heartbeats; fencing it");
+            self.fence(*node_id, &mut records);
+        }
+        ControllerResult {
+            records,
+            response: expired,
+        }
+    }
+
+    /// UnregisterBroker (operator): leadership moves off the broker, then it leaves the cluster.
+    pub fn unregister_broker(
+        &mut self,
+        node_id: NodeId,
+    ) -> Result<ControllerResult<()>, ControllerError> {
+        let epoch = self
+            .image
+            .broker(node_id)
+            .ok_or(ControllerError::BrokerIdNotRegistered(node_id))?
+            .broker_epoch;
+        let mut records = Vec::new();
+        self.move_off(node_id, &mut records);
+        self.emit(
+            &mut records,
+            MetadataRecord::UnregisterBroker {
+                node_id,
+                broker_epoch: epoch,
+            },
+        );
+        self.last_heartbeat.remove(&node_id);
+        Ok(ControllerResult {
+            records,
+            response: (),
+        })
+    }
+
+    /// Cordon (`true`: no new replicas) or uncordon a broker.
+    pub fn set_cordoned(
+        &mut self,
+        node_id: NodeId,
+        cordoned: bool,
+    ) -> Result<ControllerResult<()>, ControllerError> {
+        let b = self
+            .image
+            .broker(node_id)
+            .ok_or(ControllerError::BrokerIdNotRegistered(node_id))?;
+        let mut records = Vec::new();
+        if b.cordoned != cordoned {
+            let rec = if cordoned {
+                MetadataRecord::CordonBroker { node_id }
+            } else {
+                MetadataRecord::UncordonBroker { node_id }
+            };
+            self.emit(&mut records, rec);
+        }
+        Ok(ControllerResult {
+            records,
+            response: (),
+        })
+    }
+
+    /// CreateTopics for one topic: placement over unfenced, uncordoned brokers; every replica
+    /// starts in the ISR and the preferred leader leads at epoch 0.
+    pub fn create_topic(
+        &mut self,
+        req: CreateTopic,
+        topic_id: Uuid,
+    ) -> Result<ControllerResult<CreatedTopic>, ControllerError> {
+        if let Some(why) = invalid_topic_name(&req.name) {
+            return Err(ControllerError::InvalidTopic(why));
+        }
+        if self.image.topic(&req.name).is_some() {
+            return Err(ControllerError::TopicAlreadyExists(req.name));
+        }
+        if self.image.topic_by_id(&topic_id).is_some() {
+            return Err(ControllerError::InvalidRequest(format!(
+                "topic id {topic_id} is taken"
+            )));
+        }
+        if req.partitions == 0 {
+            return Err(ControllerError::InvalidPartitions(
+                "number of partitions must be at least 1".into(),
+            ));
+        }
+        let assignments = placement::place(
+            &placement::eligible_brokers(&self.image),
+            &placement::current_load(&self.image),
+            req.partitions,
+            req.replication_factor,
+        )?;
+        let mut records = Vec::with_capacity(assignments.len() + 1);
+        self.emit(
+            &mut records,
+            MetadataRecord::Topic {
+                name: req.name,
+                id: topic_id,
+                partitions: req.partitions,
+                configs: req.configs,
+            },
+        );
+        for (p, replicas) in assignments.iter().enumerate() {
+            self.emit_new_partition(&mut records, topic_id, p as u32, replicas.clone());
+        }
+        Ok(ControllerResult {
+            records,
+            response: CreatedTopic {
+                topic_id,
+                assignments,
+            },
+        })
+    }
+
+    fn emit_new_partition(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: u32,
+        replicas: Vec<NodeId>,
+    ) {
+        let leader = replicas[0];
+        self.emit(
+            out,
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                isr: replicas.clone(),
+                replicas,
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        );
+    }
+
+    /// CreatePartitions: grow a topic to `total` partitions with the replication factor of its
+    /// first partition.
+    pub fn create_partitions(
+        &mut self,
+        name: &str,
+        total: u32,
+    ) -> Result<ControllerResult<Vec<Vec<NodeId>>>, ControllerError> {
+        let topic =
+            self.image
+                .topic(name)
+                .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+                    topic: name.into(),
+                    partition: 0,
+                })?;
+        let (topic_id, current) = (topic.id, topic.partitions);
+        if total <= current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count must be larger"
+            )));
+        }
+        let rf = self
+            .image
+            .partition(&topic_id, 0)
+            .map_or(1, |p| p.replicas.len()) as u16;
+        let assignments = placement::place(
+            &placement::eligible_brokers(&self.image),
+            &placement::current_load(&self.image),
+            total - current,
+            rf,
+        )?;
+        let mut records = Vec::new();
+        self.emit(
+            &mut records,
+            MetadataRecord::PartitionCount {
+                id: topic_id,
+                partitions: total,
+            },
+        );
+        for (i, replicas) in assignments.iter().enumerate() {
+            self.emit_new_partition(&mut records, topic_id, current + i as u32, replicas.clone());
+        }
+        Ok(ControllerResult {
+            records,
+            response: assignments,
+        })
+    }
+
+    /// DeleteTopics for one topic.
+    pub fn delete_topic(&mut self, name: &str) -> Result<ControllerResult<Uuid>, ControllerError> {
+        let id = self
+            .image
+            .topic(name)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: 0,
+            })?
+            .id;
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::RemoveTopic { id });
+        Ok(ControllerResult {
+            records,
+            response: id,
+        })
+    }
+
+    /// AlterPartition: the leader proposes a new ISR. Refused when the broker epoch is stale, the
+    /// leader epoch or partition epoch is not current, the sender is not the leader, or the new
+    /// ISR holds a fenced or unknown broker. Answers the partition state after the change.
+    pub fn alter_partition(
+        &mut self,
+        req: AlterPartition,
+    ) -> Result<ControllerResult<PartitionState>, ControllerError> {
+        self.check_broker_epoch(req.node_id, req.broker_epoch)?;
+        let topic = self
+            .image
+            .topic_by_id(&req.topic_id)
+            .ok_or(ControllerError::UnknownTopicId(req.topic_id))?;
+        let state = self
+            .image
+            .partition(&req.topic_id, req.partition)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+                topic: topic.name.clone(),
+                partition: req.partition,
+            })?
+            .clone();
+        if req.leader_epoch != state.leader_epoch {
+            return Err(ControllerError::FencedLeaderEpoch {
+                current: state.leader_epoch,
+                got: req.leader_epoch,
+            });
+        }
+        if state.leader != req.node_id {
+            return Err(ControllerError::NotLeaderOrFollower {
+                node_id: req.node_id,
+                leader: state.leader,
+            });
+        }
+        if req.partition_epoch != state.partition_epoch {
+            return Err(ControllerError::InvalidUpdateVersion {
+                current: state.partition_epoch,
+                got: req.partition_epoch,
+            });
+        }
+        let isr = &req.new_isr;
+        if !isr.contains(&req.node_id)
+            || !isr.iter().all(|b| state.replicas.contains(b))
+            || isr.iter().enumerate().any(|(i, b)| isr[..i].contains(b))
+        {
+            return Err(ControllerError::InvalidRequest(format!(
+                "ISR {isr:?} must hold the leader and distinct replicas of {:?}",
+                state.replicas
+            )));
+        }
+        if let Some(b) = isr.iter().find(|b| !self.can_lead(**b)) {
+            return Err(ControllerError::IneligibleReplica(*b));
+        }
+        let mut records = Vec::new();
+        if *isr != state.isr {
+            self.emit(
+                &mut records,
+                MetadataRecord::PartitionChange {
+                    topic_id: req.topic_id,
+                    partition: req.partition,
+                    replicas: None,
+                    isr: Some(req.new_isr.clone()),
+                    leader: None,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch + 1,
+                },
+            );
+        }
+        let after = self
+            .image
+            .partition(&req.topic_id, req.partition)
+            .expect("partition exists")
+            .clone();
+        Ok(ControllerResult {
+            records,
+            response: after,
+        })
+    }
+
+    fn fence(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
+        let Some(epoch) = self.image.broker(node_id).map(|b| b.broker_epoch) else {
+            return;
+        };
+        self.move_off(node_id, out);
+        self.emit(
+            out,
+            MetadataRecord::FenceBroker {
+                node_id,
+                broker_epoch: epoch,
+            },
+        );
+    }
+
+    /// Take `node_id` out of every ISR (unless it is the last member) and elect a new leader,
+    /// from the ISR only, wherever it leads.
+    fn move_off(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
+        let parts: Vec<(Uuid, u32)> = self.image.partitions_in_isr(node_id).collect();
+        for (topic_id, partition) in parts {
+            let Some(state) = self.image.partition(&topic_id, partition) else {
+                continue;
+            };
+            let mut isr: Vec<NodeId> = state
+                .isr
+                .iter()
+                .copied()
+                .filter(|b| *b != node_id)
+                .collect();
+            if isr.is_empty() {
+                isr.push(node_id); // keep the last in-sync replica: it is the only clean leader
+            }
+            let leader = if state.leader == node_id {
+                self.choose_leader(&state.replicas, &isr, Some(node_id))
+            } else {
+                state.leader
+            };
+            self.emit_change(out, topic_id, partition, isr, leader);
+        }
+    }
+
+    /// Elect `node_id` (just unfenced) or another eligible ISR member where a partition in its
+    /// ISR has no leader.
+    fn elect_offline(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
+        let parts: Vec<(Uuid, u32)> = self.image.partitions_in_isr(node_id).collect();
+        for (topic_id, partition) in parts {
+            let Some(state) = self.image.partition(&topic_id, partition) else {
+                continue;
+            };
+            if state.leader != NO_LEADER {
+                continue;
+            }
+            let isr = state.isr.clone();
+            let leader = self.choose_leader(&state.replicas, &isr, None);
+            self.emit_change(out, topic_id, partition, isr, leader);
+        }
+    }
+
+    /// The first replica (preferred order) that is in `isr`, unfenced and not `except`.
+    fn choose_leader(&self, replicas: &[NodeId], isr: &[NodeId], except: Option<NodeId>) -> NodeId {
+        replicas
+            .iter()
+            .copied()
+            .find(|b| Some(*b) != except && isr.contains(b) && self.can_lead(*b))
+            .unwrap_or(NO_LEADER)
+    }
+
+    fn emit_change(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: u32,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+    ) {
+        let Some(state) = self.image.partition(&topic_id, partition) else {
+            return;
+        };
+        let isr_changed = isr != state.isr;
+        let leader_changed = leader != state.leader;
+        if !isr_changed && !leader_changed {
+            return;
+        }
+        let rec = MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            replicas: None,
+            isr: isr_changed.then_some(isr),
+            leader: leader_changed.then_some(leader),
+            leader_epoch: state.leader_epoch + i32::from(leader_changed),
+            partition_epoch: state.partition_epoch + 1,
+        };
+        self.emit(out, rec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 9_000;
+
+    fn reg(c: &mut Controller, id: NodeId, rack: &str, now: i64) -> i64 {
+        let r = c
+            .register_broker(
+                BrokerRegistration {
+                    node_id: id,
+                    incarnation_id: Uuid::new_v4(),
+                    rack: Some(rack.into()),
+                    endpoints: vec![],
+                },
+                now,
+            )
+            .unwrap();
+        r.response
+    }
+
+    fn hb(c: &mut Controller, id: NodeId, epoch: i64, now: i64) -> HeartbeatReply {
+        let offset = c.next_offset() - 1;
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: id,
+                broker_epoch: epoch,
+                current_metadata_offset: offset,
+                want_fence: false,
+            },
+            now,
+        )
+        .unwrap()
+        .response
+    }
+
+    /// Three unfenced brokers in racks a, b, c; returns their epochs.
+    fn cluster(c: &mut Controller) -> Vec<i64> {
+        let epochs: Vec<i64> = (1..=3)
+            .map(|i| reg(c, i, ["a", "b", "c"][i as usize - 1], 0))
+            .collect();
+        for i in 1..=3 {
+            assert!(!hb(c, i, epochs[i as usize - 1], 0).is_fenced);
+        }
+        epochs
+    }
+
+    fn topic(c: &mut Controller, name: &str, partitions: u32, rf: u16) -> Uuid {
+        c.create_topic(
+            CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: rf,
+                configs: BTreeMap::new(),
+            },
+            Uuid::new_v4(),
+        )
+        .unwrap()
+        .response
+        .topic_id
+    }
+
+    #[test]
+    fn error_codes_are_kafkas() {
+        let table = [
+            (
+                ControllerError::StaleBrokerEpoch {
+                    node_id: 1,
+                    current: 2,
+                    got: 1,
+                },
+                77,
+            ),
+            (ControllerError::DuplicateBrokerRegistration(1), 101),
+            (ControllerError::BrokerIdNotRegistered(1), 102),
+            (ControllerError::UnknownTopicId(Uuid::nil()), 100),
+            (
+                ControllerError::UnknownTopicOrPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                3,
+            ),
+            (ControllerError::TopicAlreadyExists("t".into()), 36),
+            (ControllerError::InvalidTopic("t".into()), 17),
+            (ControllerError::InvalidPartitions("t".into()), 37),
+            (
+                ControllerError::InvalidReplicationFactor(PlacementError::ZeroReplicationFactor),
+                38,
+            ),
+            (
+                ControllerError::FencedLeaderEpoch { current: 1, got: 0 },
+                74,
+            ),
+            (
+                ControllerError::NotLeaderOrFollower {
+                    node_id: 1,
+                    leader: 2,
+                },
+                6,
+            ),
+            (
+                ControllerError::InvalidUpdateVersion { current: 1, got: 0 },
+                95,
+            ),
+            (ControllerError::IneligibleReplica(1), 107),
+            (ControllerError::InvalidRequest("x".into()), 42),
+        ];
+        for (e, code) in table {
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn registration_epoch_is_the_record_offset_and_rises() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let e1 = reg(&mut c, 1, "a", 0);
+        assert_eq!(e1, 0);
+        assert!(c.image().broker(1).unwrap().fenced, "registers fenced");
+        // Not caught up: stays fenced.
+        let r = c
+            .heartbeat(
+                BrokerHeartbeat {
+                    node_id: 1,
+                    broker_epoch: e1,
+                    current_metadata_offset: -1,
+                    want_fence: false,
+                },
+                1,
+            )
+            .unwrap();
+        assert!(r.records.is_empty() && r.response.is_fenced && !r.response.is_caught_up);
+        assert!(!hb(&mut c, 1, e1, 2).is_fenced);
+        // A restart after the session expired: new incarnation, new and larger epoch.
+        c.tick(2 + T);
+        let e2 = reg(&mut c, 1, "a", 3 + T);
+        assert!(e2 > e1);
+        assert_eq!(c.image().broker(1).unwrap().broker_epoch, e2);
+        // The old incarnation's heartbeat is refused.
+        let err = c
+            .heartbeat(
+                BrokerHeartbeat {
+                    node_id: 1,
+                    broker_epoch: e1,
+                    current_metadata_offset: 100,
+                    want_fence: false,
+                },
+                4 + T,
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), 77);
+    }
+
+    #[test]
+    fn live_broker_id_cannot_be_taken_by_another_incarnation() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let e = reg(&mut c, 1, "a", 0);
+        hb(&mut c, 1, e, 0);
+        let other = BrokerRegistration {
+            node_id: 1,
+            incarnation_id: Uuid::new_v4(),
+            rack: None,
+            endpoints: vec![],
+        };
+        assert_eq!(
+            c.register_broker(other.clone(), 10).unwrap_err(),
+            ControllerError::DuplicateBrokerRegistration(1)
+        );
+        // Once the session has expired the new incarnation may register.
+        assert!(c.register_broker(other, T + 10).is_ok());
+    }
+
+    #[test]
+    fn missed_heartbeats_fence_and_move_leadership_within_the_isr() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let t = topic(&mut c, "t", 6, 3);
+        let led_by_1: Vec<u32> = c
+            .image()
+            .partitions(&t)
+            .filter(|(_, s)| s.leader == 1)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(led_by_1.len(), 2, "leaders balanced");
+        // Brokers 2 and 3 keep heartbeating, 1 goes silent.
+        hb(&mut c, 2, epochs[1], T - 1);
+        hb(&mut c, 3, epochs[2], T - 1);
+        let r = c.tick(T);
+        assert_eq!(r.response, vec![1]);
+        assert!(matches!(
+            r.records.last(),
+            Some(MetadataRecord::FenceBroker { node_id: 1, .. })
+        ));
+        assert!(c.image().broker(1).unwrap().fenced);
+        for (p, s) in c.image().partitions(&t) {
+            assert_ne!(s.leader, 1);
+            assert!(!s.isr.contains(&1), "fenced broker left the ISR of {p}");
+            if led_by_1.contains(&p) {
+                assert_eq!(s.leader_epoch, 1);
+            }
+        }
+        assert!(c.tick(T + 1).records.is_empty(), "fencing happens once");
+    }
+
+    #[test]
+    fn last_isr_member_keeps_its_place_and_leads_again_when_unfenced() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let t = topic(&mut c, "t", 1, 1);
+        let leader = c.image().partition(&t, 0).unwrap().leader;
+        let mut want_fence = BrokerHeartbeat {
+            node_id: leader,
+            broker_epoch: epochs[leader as usize - 1],
+            current_metadata_offset: c.next_offset(),
+            want_fence: true,
+        };
+        c.heartbeat(want_fence, 1).unwrap();
+        let s = c.image().partition(&t, 0).unwrap();
+        assert_eq!(
+            (s.leader, s.isr.clone(), s.leader_epoch),
+            (NO_LEADER, vec![leader], 1)
+        );
+        want_fence.want_fence = false;
+        want_fence.current_metadata_offset = c.next_offset();
+        let r = c.heartbeat(want_fence, 2).unwrap();
+        assert!(!r.response.is_fenced);
+        let s = c.image().partition(&t, 0).unwrap();
+        assert_eq!((s.leader, s.leader_epoch), (leader, 2));
+    }
+
+    #[test]
+    fn restarted_broker_loses_leadership_and_isr() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let t = topic(&mut c, "t", 3, 3);
+        // Broker 2 restarts quickly (its old session was fenced by a want_fence heartbeat on
+        // shutdown), then registers again.
+        let e2 = c.image().broker(2).unwrap().broker_epoch;
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: 2,
+                broker_epoch: e2,
+                current_metadata_offset: 0,
+                want_fence: true,
+            },
+            5,
+        )
+        .unwrap();
+        let new_epoch = reg(&mut c, 2, "b", 6);
+        assert!(new_epoch > e2);
+        for (_, s) in c.image().partitions(&t) {
+            assert_ne!(s.leader, 2);
+            assert!(!s.isr.contains(&2));
+        }
+    }
+
+    #[test]
+    fn alter_partition_checks_epochs_leader_and_eligibility() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let t = topic(&mut c, "t", 1, 3);
+        let s = c.image().partition(&t, 0).unwrap().clone();
+        let leader = s.leader;
+        let follower = *s.replicas.iter().find(|b| **b != leader).unwrap();
+        let base = AlterPartition {
+            node_id: leader,
+            broker_epoch: epochs[leader as usize - 1],
+            topic_id: t,
+            partition: 0,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+            new_isr: vec![leader, follower],
+        };
+        let ok = c.alter_partition(base.clone()).unwrap();
+        assert_eq!(ok.response.isr, vec![leader, follower]);
+        assert_eq!(ok.response.partition_epoch, 1);
+        // The same proposal again carries a stale partition epoch.
+        assert_eq!(c.alter_partition(base.clone()).unwrap_err().code(), 95);
+        let mut stale_broker = base.clone();
+        stale_broker.broker_epoch -= 1;
+        assert_eq!(c.alter_partition(stale_broker).unwrap_err().code(), 77);
+        let mut not_leader = base.clone();
+        not_leader.node_id = follower;
+        not_leader.broker_epoch = epochs[follower as usize - 1];
+        not_leader.partition_epoch = 1;
+        assert_eq!(c.alter_partition(not_leader).unwrap_err().code(), 6);
+        let mut old_leader_epoch = base.clone();
+        old_leader_epoch.leader_epoch = -1;
+        assert_eq!(c.alter_partition(old_leader_epoch).unwrap_err().code(), 74);
+        // A fenced broker cannot join the ISR.
+        let third = *s
+            .replicas
+            .iter()
+            .find(|b| **b != leader && **b != follower)
+            .unwrap();
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: third,
+                broker_epoch: epochs[third as usize - 1],
+                current_metadata_offset: 0,
+                want_fence: true,
+            },
+            1,
+        )
+        .unwrap();
+        let mut add_fenced = base;
+        add_fenced.partition_epoch = c.image().partition(&t, 0).unwrap().partition_epoch;
+        add_fenced.new_isr = vec![leader, follower, third];
+        assert_eq!(c.alter_partition(add_fenced).unwrap_err().code(), 107);
+    }
+
+    #[test]
+    fn cordoned_and_fenced_brokers_get_no_new_replicas() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let e4 = reg(&mut c, 4, "a", 0); // registered, never unfenced
+        let _ = e4;
+        c.set_cordoned(1, true).unwrap();
+        let err = c
+            .create_topic(
+                CreateTopic {
+                    name: "x".into(),
+                    partitions: 1,
+                    replication_factor: 3,
+                    configs: BTreeMap::new(),
+                },
+                Uuid::new_v4(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), 38);
+        let t = topic(&mut c, "t", 8, 2);
+        for (_, s) in c.image().partitions(&t) {
+            assert!(
+                !s.replicas.contains(&1) && !s.replicas.contains(&4),
+                "{s:?}"
+            );
+        }
+        // Cordon survives a re-registration.
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: 1,
+                broker_epoch: epochs[0],
+                current_metadata_offset: 0,
+                want_fence: true,
+            },
+            1,
+        )
+        .unwrap();
+        reg(&mut c, 1, "a", 2);
+        assert!(c.image().broker(1).unwrap().cordoned);
+        c.set_cordoned(1, false).unwrap();
+        assert!(!c.image().broker(1).unwrap().cordoned);
+    }
+
+    #[test]
+    fn topic_errors_and_partitions_and_delete() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let t = topic(&mut c, "t", 2, 2);
+        let dup = CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            c.create_topic(dup.clone(), Uuid::new_v4())
+                .unwrap_err()
+                .code(),
+            36
+        );
+        let bad = CreateTopic {
+            name: "a/b".into(),
+            ..dup.clone()
+        };
+        assert_eq!(c.create_topic(bad, Uuid::new_v4()).unwrap_err().code(), 17);
+        let zero = CreateTopic {
+            name: "z".into(),
+            partitions: 0,
+            ..dup
+        };
+        assert_eq!(c.create_topic(zero, Uuid::new_v4()).unwrap_err().code(), 37);
+        assert_eq!(c.create_partitions("t", 2).unwrap_err().code(), 37);
+        let added = c.create_partitions("t", 5).unwrap().response;
+        assert_eq!(added.len(), 3);
+        assert!(added.iter().all(|r| r.len() == 2));
+        assert_eq!(c.image().partitions(&t).count(), 5);
+        c.delete_topic("t").unwrap();
+        assert_eq!(c.image().partitions(&t).count(), 0);
+        assert_eq!(c.image().partitions_in_isr(1).count(), 0);
+        assert_eq!(c.delete_topic("t").unwrap_err().code(), 3);
+    }
+
+    #[test]
+    fn unregister_moves_leadership_first() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let t = topic(&mut c, "t", 3, 3);
+        let r = c.unregister_broker(1).unwrap();
+        assert!(matches!(
+            r.records.last(),
+            Some(MetadataRecord::UnregisterBroker { node_id: 1, .. })
+        ));
+        assert!(c.image().broker(1).is_none());
+        assert!(c
+            .image()
+            .partitions(&t)
+            .all(|(_, s)| s.leader != 1 && s.leader != NO_LEADER));
+    }
+
+    #[test]
+    fn standby_replaying_the_records_reaches_the_same_image() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let mut log = Vec::new();
+        for i in 1..=3 {
+            let r = c
+                .register_broker(
+                    BrokerRegistration {
+                        node_id: i,
+                        incarnation_id: Uuid::from_u128(i as u128),
+                        rack: None,
+                        endpoints: vec![],
+                    },
+                    0,
+                )
+                .unwrap();
+            log.extend(r.records);
+            let hb = BrokerHeartbeat {
+                node_id: i,
+                broker_epoch: r.response,
+                current_metadata_offset: c.next_offset() - 1,
+                want_fence: false,
+            };
+            log.extend(c.heartbeat(hb, 0).unwrap().records);
+        }
+        let create = CreateTopic {
+            name: "t".into(),
+            partitions: 4,
+            replication_factor: 2,
+            configs: BTreeMap::new(),
+        };
+        log.extend(c.create_topic(create, Uuid::new_v4()).unwrap().records);
+        log.extend(c.tick(T).records);
+        let mut standby = Controller::new(ControllerConfig::default());
+        for r in &log {
+            standby.replay(r);
+        }
+        assert_eq!(standby.next_offset(), c.next_offset());
+        assert_eq!(standby.image(), c.image());
+        assert!(standby.image().brokers().all(|b| b.fenced));
+    }
+}
