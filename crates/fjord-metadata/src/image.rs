@@ -610,4 +610,197 @@ mod tests {
         assert!(invalid_topic_name(&"x".repeat(250)).is_some());
         assert!(invalid_topic_name(&"x".repeat(249)).is_none());
     }
+
+    fn register(
+        img: &mut ClusterImage,
+        node_id: NodeId,
+        epoch: i64,
+        fenced: bool,
+    ) -> Result<(), ApplyError> {
+        img.try_apply(&MetadataRecord::RegisterBroker {
+            node_id,
+            incarnation_id: Uuid::new_v4(),
+            broker_epoch: epoch,
+            rack: None,
+            endpoints: vec![],
+            fenced,
+        })
+    }
+
+    fn change(
+        t: Uuid,
+        isr: Option<Vec<NodeId>>,
+        leader: Option<NodeId>,
+        le: i32,
+        pe: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id: t,
+            partition: 0,
+            replicas: None,
+            isr,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+        }
+    }
+
+    /// Brokers 1..=3 unfenced, topic `t` with partition 0 on [1, 2, 3] led by 1 at epoch 0.
+    fn cluster() -> (ClusterImage, Uuid) {
+        let mut img = ClusterImage::default();
+        for b in 1..=3 {
+            register(&mut img, b, b as i64, false).unwrap();
+        }
+        let t = Uuid::new_v4();
+        img.apply(&topic("t", t, 1));
+        img.try_apply(&MetadataRecord::Partition {
+            topic_id: t,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+        .unwrap();
+        (img, t)
+    }
+
+    #[test]
+    fn partition_invariants_are_enforced_and_rejections_change_nothing() {
+        let (mut img, t) = cluster();
+        let before = img.clone();
+        let bad = [
+            // leader outside the ISR
+            change(t, Some(vec![2, 3]), None, 0, 1),
+            // new leader without a new leader epoch
+            change(t, None, Some(2), 0, 1),
+            // same leader, new leader epoch
+            change(t, None, None, 1, 1),
+            // partition epoch does not rise
+            change(t, Some(vec![1, 2]), None, 0, 0),
+            // leader epoch falls
+            change(t, None, Some(2), -1, 1),
+            // ISR outside replicas, empty ISR, repeated replicas
+            change(t, Some(vec![1, 4]), None, 0, 1),
+            change(t, Some(vec![]), Some(NO_LEADER), 1, 1),
+            MetadataRecord::PartitionChange {
+                topic_id: t,
+                partition: 0,
+                replicas: Some(vec![1, 1, 2]),
+                isr: Some(vec![1]),
+                leader: None,
+                leader_epoch: 0,
+                partition_epoch: 1,
+            },
+            // unregistered leader
+            change(t, Some(vec![1, 2, 3]), Some(9), 1, 1),
+            // a second Partition record for the same partition
+            MetadataRecord::Partition {
+                topic_id: t,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 5,
+                partition_epoch: 5,
+            },
+        ];
+        for rec in &bad {
+            assert!(img.try_apply(rec).is_err(), "accepted {rec:?}");
+            img.apply(rec); // replay logs and skips
+            assert_eq!(img, before, "{rec:?} changed the image");
+        }
+        img.try_apply(&change(t, Some(vec![1, 2]), None, 0, 1))
+            .unwrap();
+        img.try_apply(&change(t, None, Some(2), 1, 2)).unwrap();
+        let p = img.partition(&t, 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 2));
+        assert_eq!(
+            img.partitions_in_isr(3).count(),
+            0,
+            "ISR index follows the change"
+        );
+        assert_eq!(img.partitions_led_by(2).collect::<Vec<_>>(), vec![(t, 0)]);
+    }
+
+    #[test]
+    fn fenced_brokers_never_lead_and_stale_epochs_are_refused() {
+        let (mut img, t) = cluster();
+        // Broker 1 leads: it cannot be fenced, unregistered or re-registered fenced.
+        let fence1 = MetadataRecord::FenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        };
+        assert!(matches!(
+            img.try_apply(&fence1),
+            Err(ApplyError::BrokerLeads { .. })
+        ));
+        assert!(img
+            .try_apply(&MetadataRecord::UnregisterBroker {
+                node_id: 1,
+                broker_epoch: 1
+            })
+            .is_err());
+        assert!(register(&mut img, 1, 10, true).is_err());
+        // A stale epoch is refused whatever the record.
+        assert!(matches!(
+            img.try_apply(&MetadataRecord::FenceBroker {
+                node_id: 3,
+                broker_epoch: 2
+            }),
+            Err(ApplyError::StaleBrokerEpoch { .. })
+        ));
+        assert!(matches!(
+            register(&mut img, 3, 3, true),
+            Err(ApplyError::StaleBrokerEpoch { .. })
+        ));
+        // Fence 3, then it cannot be elected.
+        img.try_apply(&MetadataRecord::FenceBroker {
+            node_id: 3,
+            broker_epoch: 3,
+        })
+        .unwrap();
+        assert!(img.try_apply(&change(t, None, Some(3), 1, 1)).is_err());
+        // Move leadership off 1, then fencing it is accepted.
+        img.try_apply(&change(t, Some(vec![2, 3]), Some(2), 1, 1))
+            .unwrap();
+        img.try_apply(&fence1).unwrap();
+        assert!(img.broker(1).unwrap().fenced);
+        // Unfence with the current epoch; re-register with a larger one keeps the cordon.
+        img.try_apply(&MetadataRecord::CordonBroker { node_id: 1 })
+            .unwrap();
+        img.try_apply(&MetadataRecord::UnfenceBroker {
+            node_id: 1,
+            broker_epoch: 1,
+        })
+        .unwrap();
+        register(&mut img, 1, 20, true).unwrap();
+        let b = img.broker(1).unwrap();
+        assert!(b.fenced && b.cordoned && b.broker_epoch == 20);
+        assert!(img
+            .try_apply(&MetadataRecord::CordonBroker { node_id: 7 })
+            .is_err());
+    }
+
+    #[test]
+    fn removing_a_topic_drops_its_partitions_and_index_entries() {
+        let (mut img, t) = cluster();
+        img.apply(&MetadataRecord::RemoveTopic { id: t });
+        assert_eq!(img.all_partitions().count(), 0);
+        assert_eq!(img.partitions_in_isr(1).count(), 0);
+        // Partition records for unknown topics are refused.
+        assert!(matches!(
+            img.try_apply(&MetadataRecord::Partition {
+                topic_id: t,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }),
+            Err(ApplyError::UnknownTopic(_))
+        ));
+    }
 }

@@ -1,0 +1,514 @@
+//! Deterministic simulation of the controller state machine.
+//!
+//! Each seed drives a random schedule of broker registrations, heartbeats (caught up, lagging,
+//! asking to be fenced), silent brokers, process restarts, heartbeats from old incarnations with
+//! stale epochs, topic creation and deletion, partition growth, ISR proposals (fresh and stale),
+//! cordoning, time passing with `tick`, and controller failovers (a new controller rebuilt by
+//! replaying the log). After every step the invariant checkers run:
+//! - every record the controller emits is accepted by an independent replica of the image, and
+//!   that replica equals the controller's image;
+//! - at most one leader per partition per leader epoch, over the whole run;
+//! - leader and partition epochs never fall; broker epochs only rise;
+//! - the leader is in the ISR (or there is none), and is a registered, unfenced broker;
+//! - a broker silent for the session timeout is fenced after `tick`;
+//! - errors are the expected ones (e.g. STALE_BROKER_EPOCH for an old incarnation).
+//!
+//! A failure prints the seed. Reproduce with `FJORD_SIM_SEED=<seed> cargo test -p fjord-metadata
+//! --test controller_sim`; run more seeds with `FJORD_SIM_SEEDS=<count>`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fjord_metadata::controller::{
+    AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig,
+    ControllerError, ControllerResult, CreateTopic,
+};
+use fjord_metadata::{ClusterImage, MetadataRecord, NodeId, Uuid, NO_LEADER};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SESSION_MS: i64 = 9_000;
+const NODES: NodeId = 6;
+const STEPS: usize = 400;
+
+#[derive(Debug, Default)]
+struct SimBroker {
+    /// The epoch the live process holds, if it registered.
+    epoch: Option<i64>,
+    /// Epochs of earlier incarnations (their processes may still send stale requests).
+    old_epochs: Vec<i64>,
+    /// Is the process running (heartbeating)?
+    alive: bool,
+    /// The last time the controller accepted a heartbeat or registration from it.
+    last_contact: i64,
+}
+
+struct Sim {
+    seed: u64,
+    rng: StdRng,
+    now: i64,
+    controller: Controller,
+    /// Every record committed so far (the metadata log).
+    log: Vec<MetadataRecord>,
+    /// An independent replica following the log.
+    replica: ClusterImage,
+    brokers: BTreeMap<NodeId, SimBroker>,
+    /// (topic, partition, leader epoch) -> leader, for the whole run.
+    leaders_by_epoch: HashMap<(Uuid, u32, i32), NodeId>,
+    /// (topic, partition) -> (leader epoch, partition epoch) last seen.
+    epochs: HashMap<(Uuid, u32), (i32, i32)>,
+    /// node -> highest broker epoch seen.
+    broker_epochs: HashMap<NodeId, i64>,
+    topics: u32,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        Sim {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            controller: Controller::new(ControllerConfig {
+                session_timeout_ms: SESSION_MS,
+            }),
+            log: Vec::new(),
+            replica: ClusterImage::default(),
+            brokers: (1..=NODES).map(|n| (n, SimBroker::default())).collect(),
+            leaders_by_epoch: HashMap::new(),
+            epochs: HashMap::new(),
+            broker_epochs: HashMap::new(),
+            topics: 0,
+        }
+    }
+
+    fn commit<T>(&mut self, r: ControllerResult<T>) -> T {
+        for rec in &r.records {
+            if let Err(e) = self.replica.try_apply(rec) {
+                panic!("replica rejected {rec:?}: {e}");
+            }
+        }
+        self.log.extend(r.records);
+        r.response
+    }
+
+    fn step(&mut self) {
+        let roll = self.rng.gen_range(0..100);
+        match roll {
+            0..=9 => self.register(),
+            10..=39 => self.heartbeat(),
+            40..=44 => self.stale_heartbeat(),
+            45..=49 => self.crash(),
+            50..=64 => self.advance(),
+            65..=72 => self.create_topic(),
+            73..=74 => self.delete_topic(),
+            75..=76 => self.create_partitions(),
+            77..=91 => self.alter_partition(),
+            92..=95 => self.cordon(),
+            96..=97 => self.failover(),
+            _ => self.unregister(),
+        }
+        self.check();
+    }
+
+    fn node(&mut self) -> NodeId {
+        self.rng.gen_range(1..=NODES)
+    }
+
+    fn register(&mut self) {
+        let node = self.node();
+        let req = BrokerRegistration {
+            node_id: node,
+            incarnation_id: Uuid::from_u128(self.rng.gen()),
+            rack: Some(["a", "b", "c"][node as usize % 3].into()),
+            endpoints: vec![],
+        };
+        let now = self.now;
+        match self.controller.register_broker(req, now) {
+            Ok(r) => {
+                let epoch = self.commit(r);
+                let b = self.brokers.get_mut(&node).unwrap();
+                if let Some(old) = b.epoch.replace(epoch) {
+                    b.old_epochs.push(old);
+                }
+                b.alive = true;
+                b.last_contact = now;
+            }
+            Err(ControllerError::DuplicateBrokerRegistration(n)) => {
+                let img = self.controller.image().broker(n).unwrap();
+                assert!(
+                    !img.fenced,
+                    "duplicate registration refused for a fenced broker"
+                );
+            }
+            Err(e) => panic!("register {node}: {e}"),
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let node = self.node();
+        let (Some(epoch), true) = (self.brokers[&node].epoch, self.brokers[&node].alive) else {
+            return;
+        };
+        let lag = if self.rng.gen_bool(0.2) {
+            self.rng.gen_range(0..5)
+        } else {
+            0
+        };
+        let req = BrokerHeartbeat {
+            node_id: node,
+            broker_epoch: epoch,
+            current_metadata_offset: self.controller.next_offset() - 1 - lag,
+            want_fence: self.rng.gen_bool(0.05),
+        };
+        let now = self.now;
+        match self.controller.heartbeat(req, now) {
+            Ok(r) => {
+                let reply = self.commit(r);
+                self.brokers.get_mut(&node).unwrap().last_contact = now;
+                let fenced = self.controller.image().broker(node).unwrap().fenced;
+                assert_eq!(reply.is_fenced, fenced);
+                if req.want_fence {
+                    assert!(fenced, "want_fence left broker {node} unfenced");
+                } else if reply.is_caught_up {
+                    assert!(!fenced, "caught-up broker {node} stays fenced");
+                }
+            }
+            Err(e) => {
+                // The live process's epoch is current unless it was unregistered.
+                let current = self.controller.image().broker(node).map(|b| b.broker_epoch);
+                assert_ne!(
+                    current,
+                    Some(epoch),
+                    "heartbeat with the current epoch failed: {e}"
+                );
+            }
+        }
+    }
+
+    fn stale_heartbeat(&mut self) {
+        let node = self.node();
+        let Some(&old) = self.brokers[&node].old_epochs.last() else {
+            return;
+        };
+        let req = BrokerHeartbeat {
+            node_id: node,
+            broker_epoch: old,
+            current_metadata_offset: self.controller.next_offset() - 1,
+            want_fence: self.rng.gen_bool(0.5),
+        };
+        let before = self.controller.image().clone();
+        match self.controller.heartbeat(req, self.now) {
+            Err(ControllerError::StaleBrokerEpoch { .. })
+            | Err(ControllerError::BrokerIdNotRegistered(_)) => {}
+            other => panic!("heartbeat with stale epoch {old} for {node}: {other:?}"),
+        }
+        assert_eq!(
+            &before,
+            self.controller.image(),
+            "a stale heartbeat changed the image"
+        );
+    }
+
+    fn crash(&mut self) {
+        let node = self.node();
+        self.brokers.get_mut(&node).unwrap().alive = false;
+    }
+
+    fn advance(&mut self) {
+        self.now += self.rng.gen_range(0..4_000);
+        let now = self.now;
+        let r = self.controller.tick(now);
+        let fenced = self.commit(r);
+        for n in fenced {
+            assert!(
+                now - self.brokers[&n].last_contact >= SESSION_MS,
+                "broker {n} fenced while its session was live"
+            );
+        }
+        for b in self.controller.image().brokers() {
+            if now - self.brokers[&b.node_id].last_contact >= SESSION_MS {
+                assert!(
+                    b.fenced,
+                    "broker {} silent past its session is not fenced",
+                    b.node_id
+                );
+            }
+        }
+    }
+
+    fn eligible(&self) -> usize {
+        self.controller
+            .image()
+            .brokers()
+            .filter(|b| !b.fenced && !b.cordoned)
+            .count()
+    }
+
+    fn create_topic(&mut self) {
+        self.topics += 1;
+        let req = CreateTopic {
+            name: format!("t{}", self.topics),
+            partitions: self.rng.gen_range(1..5),
+            replication_factor: self.rng.gen_range(1..4),
+            configs: BTreeMap::new(),
+        };
+        let rf = usize::from(req.replication_factor);
+        let id = Uuid::from_u128(self.rng.gen());
+        match self.controller.create_topic(req, id) {
+            Ok(r) => {
+                let created = self.commit(r);
+                for replicas in &created.assignments {
+                    for b in replicas {
+                        let img = self.controller.image().broker(*b).unwrap();
+                        assert!(
+                            !img.cordoned && !img.fenced,
+                            "replica on cordoned/fenced {b}"
+                        );
+                    }
+                }
+            }
+            Err(ControllerError::InvalidReplicationFactor(_)) => {
+                assert!(
+                    self.eligible() < rf,
+                    "placement refused with enough brokers"
+                );
+            }
+            Err(e) => panic!("create topic: {e}"),
+        }
+    }
+
+    fn random_topic(&mut self) -> Option<(String, Uuid)> {
+        let topics: Vec<_> = self
+            .controller
+            .image()
+            .topics()
+            .map(|t| (t.name.clone(), t.id))
+            .collect();
+        if topics.is_empty() {
+            return None;
+        }
+        Some(topics[self.rng.gen_range(0..topics.len())].clone())
+    }
+
+    fn delete_topic(&mut self) {
+        if let Some((name, _)) = self.random_topic() {
+            let r = self.controller.delete_topic(&name).unwrap();
+            self.commit(r);
+        }
+    }
+
+    fn create_partitions(&mut self) {
+        let Some((name, id)) = self.random_topic() else {
+            return;
+        };
+        let current = self.controller.image().topic_by_id(&id).unwrap().partitions;
+        match self.controller.create_partitions(&name, current + 1) {
+            Ok(r) => {
+                self.commit(r);
+            }
+            Err(ControllerError::InvalidReplicationFactor(_)) => {}
+            Err(e) => panic!("create partitions: {e}"),
+        }
+    }
+
+    fn alter_partition(&mut self) {
+        let Some((_, id)) = self.random_topic() else {
+            return;
+        };
+        let parts: Vec<_> = self
+            .controller
+            .image()
+            .partitions(&id)
+            .map(|(p, s)| (p, s.clone()))
+            .collect();
+        let (p, state) = parts[self.rng.gen_range(0..parts.len())].clone();
+        if state.leader == NO_LEADER {
+            return;
+        }
+        let leader = state.leader;
+        let Some(epoch) = self.brokers[&leader].epoch else {
+            return;
+        };
+        // The leader proposes a random ISR holding itself; sometimes with stale epochs.
+        let mut isr = vec![leader];
+        for r in &state.replicas {
+            if *r != leader && self.rng.gen_bool(0.6) {
+                isr.push(*r);
+            }
+        }
+        let stale_pe = self.rng.gen_bool(0.1);
+        let stale_le = self.rng.gen_bool(0.05);
+        let req = AlterPartition {
+            node_id: leader,
+            broker_epoch: epoch,
+            topic_id: id,
+            partition: p,
+            leader_epoch: state.leader_epoch - i32::from(stale_le),
+            partition_epoch: state.partition_epoch - i32::from(stale_pe),
+            new_isr: isr.clone(),
+        };
+        match self.controller.alter_partition(req) {
+            Ok(r) => {
+                assert!(!stale_pe && !stale_le, "stale AlterPartition accepted");
+                let after = self.commit(r);
+                assert_eq!(after.isr, isr);
+            }
+            Err(ControllerError::InvalidUpdateVersion { .. }) => assert!(stale_pe),
+            Err(ControllerError::FencedLeaderEpoch { .. }) => assert!(stale_le),
+            Err(ControllerError::IneligibleReplica(b)) => {
+                let img = self.controller.image().broker(b);
+                assert!(img.is_none_or(|b| b.fenced), "eligible replica {b} refused");
+            }
+            Err(ControllerError::StaleBrokerEpoch { .. }) => {}
+            Err(e) => panic!("alter partition: {e}"),
+        }
+    }
+
+    fn cordon(&mut self) {
+        let node = self.node();
+        let on = self.rng.gen_bool(0.5);
+        match self.controller.set_cordoned(node, on) {
+            Ok(r) => self.commit(r),
+            Err(ControllerError::BrokerIdNotRegistered(_)) => {}
+            Err(e) => panic!("cordon: {e}"),
+        }
+    }
+
+    fn unregister(&mut self) {
+        let node = self.node();
+        if self.rng.gen_bool(0.7) {
+            return; // rare
+        }
+        match self.controller.unregister_broker(node) {
+            Ok(r) => {
+                self.commit(r);
+                let b = self.brokers.get_mut(&node).unwrap();
+                if let Some(old) = b.epoch.take() {
+                    b.old_epochs.push(old);
+                }
+                b.alive = false;
+            }
+            Err(ControllerError::BrokerIdNotRegistered(_)) => {}
+            Err(e) => panic!("unregister: {e}"),
+        }
+    }
+
+    /// A new active controller rebuilt from the log; brokers get a fresh session.
+    fn failover(&mut self) {
+        let mut c = Controller::new(*self.controller.config());
+        for rec in &self.log {
+            c.replay(rec);
+        }
+        assert_eq!(c.image(), self.controller.image(), "replayed image differs");
+        assert_eq!(c.next_offset(), self.controller.next_offset());
+        c.activate(self.now);
+        for b in self.brokers.values_mut() {
+            b.last_contact = self.now;
+        }
+        self.controller = c;
+    }
+
+    fn check(&mut self) {
+        let img = self.controller.image();
+        assert_eq!(img, &self.replica, "replica image diverged");
+        assert_eq!(self.controller.next_offset(), self.log.len() as i64);
+        for b in img.brokers() {
+            let max = self
+                .broker_epochs
+                .entry(b.node_id)
+                .or_insert(b.broker_epoch);
+            assert!(b.broker_epoch >= *max, "broker {} epoch fell", b.node_id);
+            *max = b.broker_epoch;
+        }
+        for (t, p, s) in img.all_partitions() {
+            if s.leader != NO_LEADER {
+                assert!(
+                    s.isr.contains(&s.leader),
+                    "leader not in ISR {t}/{p}: {s:?}"
+                );
+                let b = img.broker(s.leader).expect("leader is registered");
+                assert!(!b.fenced, "fenced broker {} leads {t}/{p}", s.leader);
+            }
+            assert!(s.isr.iter().all(|b| s.replicas.contains(b)));
+            let prev = self
+                .epochs
+                .insert((t, p), (s.leader_epoch, s.partition_epoch));
+            if let Some((le, pe)) = prev {
+                assert!(
+                    s.leader_epoch >= le && s.partition_epoch >= pe,
+                    "epochs fell {t}/{p}"
+                );
+            }
+            let first = *self
+                .leaders_by_epoch
+                .entry((t, p, s.leader_epoch))
+                .or_insert(s.leader);
+            assert_eq!(
+                first, s.leader,
+                "two leaders for {t}/{p} in epoch {}",
+                s.leader_epoch
+            );
+        }
+    }
+}
+
+fn run(seed: u64) {
+    let result = std::panic::catch_unwind(|| {
+        let mut sim = Sim::new(seed);
+        for _ in 0..STEPS {
+            sim.step();
+        }
+        (sim.log.len(), sim.seed)
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "controller simulation failed with seed {seed}; reproduce with \
+             FJORD_SIM_SEED={seed} cargo test -p fjord-metadata --test controller_sim"
+        );
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn controller_simulation() {
+    if let Ok(seed) = std::env::var("FJORD_SIM_SEED") {
+        run(seed.parse().expect("FJORD_SIM_SEED is a u64"));
+        return;
+    }
+    let seeds: u64 = std::env::var("FJORD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for seed in 0..seeds {
+        run(seed);
+    }
+}
+
+/// The simulation exercises what it claims to: fencing, elections and stale epochs all happen.
+#[test]
+fn simulation_covers_the_interesting_paths() {
+    let (mut fences, mut elections, mut registrations, mut isr_changes) = (0, 0, 0, 0);
+    for seed in 0..20 {
+        let mut sim = Sim::new(seed);
+        for _ in 0..STEPS {
+            sim.step();
+        }
+        for rec in &sim.log {
+            match rec {
+                MetadataRecord::FenceBroker { .. } => fences += 1,
+                MetadataRecord::RegisterBroker { .. } => registrations += 1,
+                MetadataRecord::PartitionChange {
+                    leader: Some(_), ..
+                } => elections += 1,
+                MetadataRecord::PartitionChange { isr: Some(_), .. } => isr_changes += 1,
+                _ => {}
+            }
+        }
+    }
+    eprintln!(
+        "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}"
+    );
+    assert!(
+        fences > 20 && elections > 20 && registrations > 50 && isr_changes > 20,
+        "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}"
+    );
+}
