@@ -302,4 +302,49 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        /// Through the image: cordoned and fenced brokers never get replicas, and existing load
+        /// is counted.
+        #[test]
+        fn cordoned_and_fenced_brokers_are_skipped(
+            flags in prop::collection::vec((any::<bool>(), any::<bool>(), 0usize..3), 1..8),
+            partitions in 1u32..20,
+            rf in 1u16..3,
+        ) {
+            use crate::{ClusterImage, MetadataRecord, Uuid};
+            let mut img = ClusterImage::default();
+            for (i, (cordoned, fenced, rack)) in flags.iter().enumerate() {
+                let id = i as NodeId;
+                img.try_apply(&MetadataRecord::RegisterBroker {
+                    node_id: id,
+                    incarnation_id: Uuid::nil(),
+                    broker_epoch: i as i64,
+                    rack: Some(["a", "b", "c"][*rack].into()),
+                    endpoints: vec![],
+                    fenced: *fenced,
+                }).unwrap();
+                if *cordoned {
+                    img.try_apply(&MetadataRecord::CordonBroker { node_id: id }).unwrap();
+                }
+            }
+            let eligible = eligible_brokers(&img);
+            let expect = flags.iter().filter(|(c, f, _)| !c && !f).count();
+            prop_assert_eq!(eligible.len(), expect);
+            match place(&eligible, &current_load(&img), partitions, rf) {
+                Ok(out) => {
+                    for r in out {
+                        for b in r {
+                            let (c, f, _) = flags[b as usize];
+                            prop_assert!(!c && !f, "replica on broker {} (cordoned {}, fenced {})", b, c, f);
+                        }
+                    }
+                }
+                Err(PlacementError::InsufficientBrokers { available, .. }) => {
+                    prop_assert!(available < usize::from(rf));
+                }
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
 }
