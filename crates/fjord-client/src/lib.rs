@@ -9,9 +9,11 @@
 //!   offsets, produce and fetch — routing partition requests to the leader from Metadata and
 //!   keeping one connection per broker id.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner.
+//! - [`assignor`]: a rack-aware assignor for the leader of a classic consumer group (KIP-881).
 //! - [`error`]: [`Error`], which keeps broker error codes (named as Kafka names them), I/O,
 //!   timeouts and protocol violations apart.
 
+pub mod assignor;
 pub mod client;
 pub mod connection;
 pub mod error;
