@@ -492,6 +492,59 @@ impl ClusterImage {
             .flat_map(|s| s.iter().copied())
     }
 
+    /// Records that rebuild this image from empty: the content of a snapshot. Brokers come
+    /// first (leaders must be registered), then topics, their partitions and the producer-id mark.
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut out = Vec::new();
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::RegisterBroker {
+                node_id: b.node_id,
+                incarnation_id: b.incarnation_id,
+                broker_epoch: b.broker_epoch,
+                rack: b.rack.clone(),
+                endpoints: b.endpoints.clone(),
+                fenced: b.fenced,
+            });
+            if b.cordoned {
+                out.push(MetadataRecord::CordonBroker { node_id: b.node_id });
+            }
+        }
+        for t in self.topics.values() {
+            out.push(MetadataRecord::Topic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions,
+                configs: t.configs.clone(),
+            });
+            for (p, s) in self.partitions(&t.id) {
+                out.push(MetadataRecord::Partition {
+                    topic_id: t.id,
+                    partition: p,
+                    replicas: s.replicas.clone(),
+                    isr: s.isr.clone(),
+                    leader: s.leader,
+                    leader_epoch: s.leader_epoch,
+                    partition_epoch: s.partition_epoch,
+                });
+            }
+        }
+        if self.next_producer_id > 0 {
+            out.push(MetadataRecord::ProducerIds {
+                next: self.next_producer_id,
+            });
+        }
+        out
+    }
+
+    /// Rebuild an image from [`to_records`](Self::to_records) output.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a MetadataRecord>) -> ClusterImage {
+        let mut image = ClusterImage::default();
+        for r in records {
+            image.apply(r);
+        }
+        image
+    }
+
     /// Partitions led by `node_id` (the leader is always in the ISR, so the index covers them).
     pub fn partitions_led_by(&self, node_id: NodeId) -> impl Iterator<Item = (Uuid, u32)> + '_ {
         self.partitions_in_isr(node_id)

@@ -24,6 +24,7 @@
 pub mod controller;
 pub mod image;
 pub mod placement;
+pub mod quorum;
 pub mod record;
 pub mod store;
 

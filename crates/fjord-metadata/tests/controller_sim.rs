@@ -400,6 +400,13 @@ impl Sim {
         }
         assert_eq!(c.image(), self.controller.image(), "replayed image differs");
         assert_eq!(c.next_offset(), self.controller.next_offset());
+        // A snapshot (the image as records) rebuilds the same image.
+        let snapshot = c.image().to_records();
+        assert_eq!(
+            &ClusterImage::from_records(&snapshot),
+            c.image(),
+            "snapshot differs"
+        );
         c.activate(self.now);
         for b in self.brokers.values_mut() {
             b.last_contact = self.now;

@@ -1,0 +1,248 @@
+//! The Raft log on disk: entries as JSON lines (`raft-log.jsonl`, fsynced per append) and the
+//! vote, committed and last purged log ids in `raft-state.json` (replaced atomically).
+//!
+//! Entries are also kept in memory: the metadata log is small compared to partition data and
+//! snapshots purge it. Truncation and purge rewrite the file (tmp + rename).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
+
+use super::{RaftNodeId, TypeConfig};
+
+const LOG_FILE: &str = "raft-log.jsonl";
+const STATE_FILE: &str = "raft-state.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct HardState {
+    vote: Option<Vote<RaftNodeId>>,
+    committed: Option<LogId<RaftNodeId>>,
+    last_purged: Option<LogId<RaftNodeId>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    hard: HardState,
+}
+
+/// The Raft log store; clones share the same log (one is the reader openraft asks for).
+#[derive(Debug, Clone)]
+pub struct FileLogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FileLogStore {
+    /// Open (or create) the log in `dir`, dropping a torn last line.
+    pub fn open(dir: &Path) -> io::Result<FileLogStore> {
+        std::fs::create_dir_all(dir)?;
+        let hard = match std::fs::read(dir.join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => HardState::default(),
+            Err(e) => return Err(e),
+        };
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let mut entries = BTreeMap::new();
+        let mut good = 0u64;
+        let mut reader = BufReader::new(file.try_clone()?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            match serde_json::from_str::<Entry<TypeConfig>>(line.trim_end()) {
+                Ok(e) => {
+                    entries.insert(e.log_id.index, e);
+                    good += n as u64;
+                }
+                Err(_) => break,
+            }
+        }
+        if file.metadata()?.len() != good {
+            tracing::warn!(path = %path.display(), "truncating torn tail of the raft log");
+            file.set_len(good)?;
+            file.sync_all()?;
+        }
+        Ok(FileLogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                file,
+                entries,
+                hard,
+            })),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("raft log lock")
+    }
+}
+
+impl Inner {
+    fn save_hard(&self) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&self.hard).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(STATE_FILE))?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Rewrite the log file from the entries in memory.
+    fn rewrite(&mut self) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        let mut buf = Vec::new();
+        for e in self.entries.values() {
+            serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for FileLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<RaftNodeId>> {
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for FileLogStore {
+    type LogReader = FileLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<RaftNodeId>> {
+        let inner = self.lock();
+        let last_purged_log_id = inner.hard.last_purged;
+        let last_log_id = inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> Result<(), StorageError<RaftNodeId>> {
+        let mut inner = self.lock();
+        inner.hard.vote = Some(*vote);
+        inner
+            .save_hard()
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<RaftNodeId>>, StorageError<RaftNodeId>> {
+        Ok(self.lock().hard.vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<RaftNodeId>>,
+    ) -> Result<(), StorageError<RaftNodeId>> {
+        let mut inner = self.lock();
+        inner.hard.committed = committed;
+        inner
+            .save_hard()
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(
+        &mut self,
+    ) -> Result<Option<LogId<RaftNodeId>>, StorageError<RaftNodeId>> {
+        Ok(self.lock().hard.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<RaftNodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut inner = self.lock();
+        let mut buf = Vec::new();
+        let mut new = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut buf, &e)
+                .map_err(|err| StorageIOError::write_log_entry(e.log_id, &err))?;
+            buf.push(b'\n');
+            new.push(e);
+        }
+        let written = inner
+            .file
+            .write_all(&buf)
+            .and_then(|()| inner.file.sync_data());
+        if let Err(e) = written {
+            let err = StorageIOError::write_logs(&e);
+            callback.log_io_completed(Err(e));
+            return Err(err.into());
+        }
+        for e in new {
+            inner.entries.insert(e.log_id.index, e);
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(
+        &mut self,
+        log_id: LogId<RaftNodeId>,
+    ) -> Result<(), StorageError<RaftNodeId>> {
+        let mut inner = self.lock();
+        inner.entries.split_off(&log_id.index);
+        inner
+            .rewrite()
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> Result<(), StorageError<RaftNodeId>> {
+        let mut inner = self.lock();
+        inner.hard.last_purged = Some(log_id);
+        inner.save_hard().map_err(|e| StorageIOError::write(&e))?;
+        let keep = inner.entries.split_off(&(log_id.index + 1));
+        inner.entries = keep;
+        inner
+            .rewrite()
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}

@@ -1,0 +1,164 @@
+//! A 3-controller quorum in one process on 127.0.0.1 ephemeral ports: form it, write controller
+//! batches, stop the leader, elect a new one, keep writing, restart the old leader from its
+//! directory, and check that every node converges on the same image. Snapshots are taken every
+//! few entries so restart and catch-up go through snapshot load and install as well as the log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fjord_metadata::controller::{
+    BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig, CreateTopic,
+};
+use fjord_metadata::quorum::{raft_config, QuorumError, QuorumNode, RaftNodeId};
+use fjord_metadata::{MetadataRecord, Uuid};
+use tokio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn start(id: RaftNodeId, dir: PathBuf, addr: SocketAddr) -> QuorumNode {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    QuorumNode::start(id, &dir, listener, raft_config(50, 200, 4))
+        .await
+        .unwrap()
+}
+
+/// Wait until every node agrees on one leader among them; returns it.
+async fn leader(nodes: &[QuorumNode]) -> RaftNodeId {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for n in nodes {
+            seen.push(n.current_leader().await);
+        }
+        if let Some(Some(l)) = seen.first() {
+            if seen.iter().all(|s| *s == Some(*l)) && nodes.iter().any(|n| n.node_id() == *l) {
+                return *l;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "no leader elected: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Write through whichever node leads, retrying while an election is under way.
+async fn write(nodes: &[QuorumNode], records: Vec<MetadataRecord>) {
+    let start = Instant::now();
+    loop {
+        let l = leader(nodes).await;
+        let node = nodes.iter().find(|n| n.node_id() == l).unwrap();
+        match node.write(records.clone()).await {
+            Ok(applied) => {
+                assert_eq!(applied.rejected, 0);
+                return;
+            }
+            Err(QuorumError::NotLeader { .. }) if start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+}
+
+async fn converge(nodes: &[QuorumNode], offset: i64) {
+    let start = Instant::now();
+    while !nodes.iter().all(|n| n.applied_offset() == offset) {
+        let offsets: Vec<_> = nodes.iter().map(|n| n.applied_offset()).collect();
+        assert!(
+            start.elapsed() < DEADLINE,
+            "offsets {offsets:?}, want {offset}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = nodes[0].image();
+    for n in &nodes[1..] {
+        assert_eq!(n.image(), first, "node {} diverged", n.node_id());
+    }
+}
+
+fn create(c: &mut Controller, name: &str) -> Vec<MetadataRecord> {
+    let req = CreateTopic {
+        name: name.into(),
+        partitions: 3,
+        replication_factor: 3,
+        configs: BTreeMap::new(),
+    };
+    c.create_topic(req, Uuid::new_v4()).unwrap().records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_controllers_survive_losing_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let mut addrs = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, listener.local_addr().unwrap());
+        let dir = root.path().join(format!("node-{id}"));
+        nodes.push(
+            QuorumNode::start(id, &dir, listener, raft_config(50, 200, 4))
+                .await
+                .unwrap(),
+        );
+    }
+    nodes[0].initialize(&addrs).await.unwrap();
+
+    // The controller state machine generates real batches; each is one Raft entry.
+    let mut c = Controller::new(ControllerConfig::default());
+    for id in 1..=3 {
+        let r = c
+            .register_broker(
+                BrokerRegistration {
+                    node_id: id,
+                    incarnation_id: Uuid::new_v4(),
+                    rack: Some(["a", "b", "c"][id as usize - 1].into()),
+                    endpoints: vec![],
+                },
+                0,
+            )
+            .unwrap();
+        write(&nodes, r.records).await;
+        let hb = BrokerHeartbeat {
+            node_id: id,
+            broker_epoch: r.response,
+            current_metadata_offset: c.next_offset() - 1,
+            want_fence: false,
+        };
+        write(&nodes, c.heartbeat(hb, 0).unwrap().records).await;
+    }
+    write(&nodes, create(&mut c, "before")).await;
+    converge(&nodes, c.next_offset()).await;
+    assert_eq!(&nodes[0].image(), c.image());
+
+    // Stop the leader; the other two elect a new one and keep taking writes.
+    let old = leader(&nodes).await;
+    let idx = nodes.iter().position(|n| n.node_id() == old).unwrap();
+    let stopped = nodes.remove(idx);
+    stopped.shutdown().await;
+    let new = leader(&nodes).await;
+    assert_ne!(new, old);
+    for i in 0..5 {
+        write(&nodes, create(&mut c, &format!("after-{i}"))).await;
+    }
+    converge(&nodes, c.next_offset()).await;
+
+    // The old leader comes back from its directory and catches up.
+    let dir = root.path().join(format!("node-{old}"));
+    nodes.push(start(old, dir, addrs[&old]).await);
+    converge(&nodes, c.next_offset()).await;
+    assert_eq!(&nodes[0].image(), c.image());
+    let topics: Vec<String> = nodes[0].image().topics().map(|t| t.name.clone()).collect();
+    assert_eq!(topics.len(), 6, "{topics:?}");
+    // Snapshots were taken (every 4 entries) and the log was purged behind them.
+    for id in 1..=3 {
+        let dir = root.path().join(format!("node-{id}"));
+        assert!(
+            dir.join("snapshot.json").exists(),
+            "node {id} has no snapshot"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
