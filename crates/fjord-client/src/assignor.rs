@@ -45,19 +45,6 @@ pub fn assign_classic(
     members: &[GroupMember],
     cluster: &ClusterMetadata,
 ) -> Result<BTreeMap<String, Bytes>, AssignError> {
-    let mut specs = Vec::with_capacity(members.len());
-    let mut owned_by_name: Vec<(String, Vec<(String, Vec<i32>)>)> = Vec::new();
-    for m in members {
-        let sub = parse_subscription(&m.metadata)
-            .ok_or_else(|| AssignError::BadSubscription(m.member_id.clone()))?;
-        owned_by_name.push((m.member_id.clone(), sub.owned_partitions.clone()));
-        specs.push(MemberSpec {
-            member_id: m.member_id.clone(),
-            rack: sub.rack,
-            topics: sub.topics.into_iter().collect(),
-            current: BTreeMap::new(),
-        });
-    }
     let racks: BTreeMap<i32, &str> = cluster
         .brokers
         .iter()
@@ -84,18 +71,26 @@ pub fn assign_classic(
             },
         );
     }
-    // Stickiness: what each member owned before (cooperative clients report it).
-    let ids: BTreeMap<&str, uuid::Uuid> =
-        topics.values().map(|t| (t.name.as_str(), t.id)).collect();
-    for (spec, (_, owned)) in specs.iter_mut().zip(&owned_by_name) {
-        for (topic, parts) in owned {
-            if let Some(id) = ids.get(topic.as_str()) {
-                spec.current
-                    .entry(*id)
+    let mut specs = Vec::with_capacity(members.len());
+    for m in members {
+        let sub = parse_subscription(&m.metadata)
+            .ok_or_else(|| AssignError::BadSubscription(m.member_id.clone()))?;
+        // Stickiness: what the member owned before (cooperative clients report it).
+        let mut current: BTreeMap<uuid::Uuid, BTreeSet<i32>> = BTreeMap::new();
+        for (topic, parts) in &sub.owned_partitions {
+            if let Some(t) = topics.get(topic) {
+                current
+                    .entry(t.id)
                     .or_default()
                     .extend(parts.iter().copied());
             }
         }
+        specs.push(MemberSpec {
+            member_id: m.member_id.clone(),
+            rack: sub.rack,
+            topics: sub.topics.into_iter().collect(),
+            current,
+        });
     }
     let name = if algorithm == RACK_AWARE_RANGE {
         "range"
