@@ -1,25 +1,34 @@
 //! Cluster metadata: the records that change it, the in-memory [`ClusterImage`] they build,
-//! replica placement, the controller state machine, and [`MetadataLog`], the durable record log
-//! a single node replays at startup.
+//! replica placement, the controller state machine, the controller quorum on `openraft`, and
+//! [`MetadataLog`], the durable record log a single node replays at startup.
 //!
-//! Layout:
+//! Layout (everything but `quorum` and `store` is pure: no I/O, no clock, no randomness):
 //! - [`record`]: [`MetadataRecord`], the only way metadata changes (Kafka's KRaft records,
 //!   simplified): topics, configs, producer ids, broker registrations (incarnation id, broker
 //!   epoch, rack, endpoints), fence/unfence, cordon, and partition states (replicas, ISR, leader,
 //!   leader epoch, partition epoch). JSON, tagged by `"type"`; old logs always replay.
-//! - [`image`]: [`ClusterImage`], a pure state machine that applies records as deltas (nothing
+//! - [`image`]: [`ClusterImage`], a state machine that applies records as deltas (nothing
 //!   rebuilds the image) and rejects records that would break its invariants (one leader per
 //!   partition per leader epoch, leader in ISR, monotonic epochs, fenced brokers never lead,
-//!   stale broker epochs refused).
-//! - [`controller`]: [`Controller`], the pure controller state machine: registrations with broker
-//!   epochs, heartbeats and `tick(now)` fencing, CreateTopics/CreatePartitions/DeleteTopics,
-//!   AlterPartition; each call returns the records to append and the reply.
-//! - [`placement`]: pure replica placement — distinct racks where possible, preferred leaders and
+//!   stale broker epochs refused). `to_records` writes the image back as records (snapshots).
+//! - [`placement`]: replica placement — distinct racks where possible, preferred leaders and
 //!   replicas balanced across brokers and racks, cordoned and fenced brokers skipped.
+//! - [`controller`]: [`Controller`], the controller state machine: registrations with broker
+//!   epochs (KIP-380), heartbeats and `tick(now)` fencing, ISR-only leader elections,
+//!   CreateTopics/CreatePartitions/DeleteTopics, AlterPartition; each call returns the records to
+//!   append and the reply ([`ControllerResult`]), with Kafka error codes ([`ControllerError`]).
+//! - [`quorum`]: the controller quorum on `openraft`: a file-backed Raft log, a state machine
+//!   that applies record batches to the image (snapshots = the image as records), and Raft RPCs
+//!   over TCP on the controller listener. Not wired into the broker yet.
+//! - [`store`]: [`MetadataLog`], an append-only JSON-lines file with fsync per record: what a
+//!   single node (its own quorum) uses today. The Raft quorum replaces the file, not the records
+//!   or the image.
 //!
-//! A single node is its own quorum today (the file log below); the Raft quorum replaces the file,
-//! not the records or image.
-//! - [`store`]: [`MetadataLog`], an append-only JSON-lines file with fsync per record.
+//! How they fit on an active controller: a request goes to [`Controller`], which validates it
+//! against its image and returns a batch of records; the batch is written through the quorum as
+//! one Raft entry; every controller (and, later, every broker) applies committed batches to its
+//! own [`ClusterImage`]. Standbys follow with [`Controller::replay`] and take over with
+//! [`Controller::activate`].
 
 pub mod controller;
 pub mod image;
