@@ -190,6 +190,21 @@ impl Controller {
         }
     }
 
+    /// A controller over an image already built (e.g. the quorum's state machine) whose next
+    /// metadata offset is `next_offset`. Call [`activate`](Self::activate) before serving.
+    pub fn from_image(
+        config: ControllerConfig,
+        image: ClusterImage,
+        next_offset: i64,
+    ) -> Controller {
+        Controller {
+            config,
+            image,
+            next_offset,
+            last_heartbeat: HashMap::new(),
+        }
+    }
+
     /// Apply a committed record (a standby following the log, or replay at startup).
     pub fn replay(&mut self, record: &MetadataRecord) {
         self.image.apply(record);
@@ -325,8 +340,12 @@ impl Controller {
     }
 
     /// Fence every unfenced broker whose last heartbeat is a session timeout old. The response
-    /// lists the brokers fenced.
+    /// lists the brokers fenced. A broker this controller has never heard from (it was not
+    /// activated) gets a session starting now rather than being fenced at once.
     pub fn tick(&mut self, now: i64) -> ControllerResult<Vec<NodeId>> {
+        for b in self.image.brokers() {
+            self.last_heartbeat.entry(b.node_id).or_insert(now);
+        }
         let expired: Vec<NodeId> = self
             .image
             .brokers()
@@ -334,7 +353,7 @@ impl Controller {
             .filter(|b| {
                 self.last_heartbeat
                     .get(&b.node_id)
-                    .is_none_or(|t| now - t >= self.config.session_timeout_ms)
+                    .is_some_and(|t| now - t >= self.config.session_timeout_ms)
             })
             .map(|b| b.node_id)
             .collect();
@@ -613,6 +632,30 @@ impl Controller {
             records,
             response: after,
         })
+    }
+
+    /// Preferred leader election (Kafka's `auto.leader.rebalance`): where the preferred replica
+    /// (the first one, as placement balanced it across brokers and racks) is in the ISR and
+    /// unfenced but does not lead, make it the leader. Restores the rack balance of leaders after
+    /// brokers come back. The response is the number of partitions moved. Scans every partition.
+    pub fn elect_preferred_leaders(&mut self) -> ControllerResult<usize> {
+        let moves: Vec<(Uuid, u32, Vec<NodeId>, NodeId)> = self
+            .image
+            .all_partitions()
+            .filter_map(|(t, p, s)| {
+                let preferred = s.preferred_leader();
+                (s.leader != preferred && s.isr.contains(&preferred) && self.can_lead(preferred))
+                    .then(|| (t, p, s.isr.clone(), preferred))
+            })
+            .collect();
+        let mut records = Vec::new();
+        for (t, p, isr, leader) in &moves {
+            self.emit_change(&mut records, *t, *p, isr.clone(), *leader);
+        }
+        ControllerResult {
+            records,
+            response: moves.len(),
+        }
     }
 
     fn fence(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
@@ -1118,6 +1161,74 @@ mod tests {
             .image()
             .partitions(&t)
             .all(|(_, s)| s.leader != 1 && s.leader != NO_LEADER));
+    }
+
+    #[test]
+    fn preferred_leaders_come_back_after_a_restart() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let t = topic(&mut c, "t", 6, 3);
+        let e1 = epochs[0];
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: 1,
+                broker_epoch: e1,
+                current_metadata_offset: 0,
+                want_fence: true,
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.image().partitions_led_by(1).count(), 0);
+        assert_eq!(
+            c.elect_preferred_leaders().response,
+            0,
+            "broker 1 is fenced and out of the ISRs"
+        );
+        // Broker 1 comes back, is unfenced, and the leaders put it back into the ISRs.
+        let hb = BrokerHeartbeat {
+            node_id: 1,
+            broker_epoch: e1,
+            current_metadata_offset: c.next_offset(),
+            want_fence: false,
+        };
+        c.heartbeat(hb, 2).unwrap();
+        let parts: Vec<(u32, PartitionState)> = c
+            .image()
+            .partitions(&t)
+            .map(|(p, s)| (p, s.clone()))
+            .collect();
+        for (p, s) in parts {
+            let mut isr = s.isr.clone();
+            isr.push(1);
+            c.alter_partition(AlterPartition {
+                node_id: s.leader,
+                broker_epoch: epochs[s.leader as usize - 1],
+                topic_id: t,
+                partition: p,
+                leader_epoch: s.leader_epoch,
+                partition_epoch: s.partition_epoch,
+                new_isr: isr,
+            })
+            .unwrap();
+        }
+        let r = c.elect_preferred_leaders();
+        assert_eq!(r.response, 2);
+        assert_eq!(c.image().partitions_led_by(1).count(), 2);
+        assert!(c
+            .image()
+            .partitions(&t)
+            .all(|(_, s)| s.leader == s.preferred_leader()));
+        assert!(c.elect_preferred_leaders().records.is_empty());
+    }
+
+    #[test]
+    fn a_controller_built_from_an_image_does_not_fence_on_its_first_tick() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let mut next = Controller::from_image(*c.config(), c.image().clone(), c.next_offset());
+        assert!(next.tick(100 * T).records.is_empty());
+        assert_eq!(next.tick(101 * T).response.len(), 3);
     }
 
     #[test]

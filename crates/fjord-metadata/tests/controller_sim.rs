@@ -103,7 +103,11 @@ impl Sim {
             75..=76 => self.create_partitions(),
             77..=91 => self.alter_partition(),
             92..=95 => self.cordon(),
-            96..=97 => self.failover(),
+            96 => self.failover(),
+            97 => {
+                let r = self.controller.elect_preferred_leaders();
+                self.commit(r);
+            }
             _ => self.unregister(),
         }
         self.check();
