@@ -444,7 +444,7 @@ impl Controller {
         }
         let assignments = placement::place(
             &placement::eligible_brokers(&self.image),
-            &placement::current_load(&self.image),
+            placement::current_load(&self.image),
             req.partitions,
             req.replication_factor,
         )?;
@@ -518,7 +518,7 @@ impl Controller {
             .map_or(1, |p| p.replicas.len()) as u16;
         let assignments = placement::place(
             &placement::eligible_brokers(&self.image),
-            &placement::current_load(&self.image),
+            placement::current_load(&self.image),
             total - current,
             rf,
         )?;

@@ -109,6 +109,15 @@ pub struct ClusterImage {
     /// Partitions whose ISR holds each broker, so fencing a broker touches only its own
     /// partitions instead of scanning the cluster.
     isr_index: HashMap<NodeId, BTreeSet<(Uuid, u32)>>,
+    /// Replicas and preferred leaderships per broker, kept by delta for placement.
+    load: HashMap<NodeId, BrokerLoad>,
+}
+
+/// Replicas and preferred leaderships (first replica) a broker holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerLoad {
+    pub replicas: u32,
+    pub leaders: u32,
 }
 
 impl ClusterImage {
@@ -390,7 +399,33 @@ impl ClusterImage {
             .ok_or(ApplyError::UnknownBroker(node_id))
     }
 
+    fn count_load(&mut self, replicas: &[NodeId], add: bool) {
+        for (i, b) in replicas.iter().enumerate() {
+            let l = self.load.entry(*b).or_default();
+            let leader = u32::from(i == 0);
+            if add {
+                l.replicas += 1;
+                l.leaders += leader;
+            } else {
+                l.replicas -= 1;
+                l.leaders -= leader;
+                if l.replicas == 0 {
+                    self.load.remove(b);
+                }
+            }
+        }
+    }
+
     fn put_partition(&mut self, topic_id: Uuid, partition: u32, state: PartitionState) {
+        let old_replicas = self
+            .partition(&topic_id, partition)
+            .map(|o| o.replicas.clone());
+        if old_replicas.as_ref() != Some(&state.replicas) {
+            if let Some(old) = &old_replicas {
+                self.count_load(old, false);
+            }
+            self.count_load(&state.replicas, true);
+        }
         let parts = self.partitions.entry(topic_id).or_default();
         if let Some(old) = parts.get(&partition) {
             for b in &old.isr {
@@ -418,6 +453,7 @@ impl ClusterImage {
             return;
         };
         for (p, state) in parts {
+            self.count_load(&state.replicas, false);
             for b in state.isr {
                 if let Some(set) = self.isr_index.get_mut(&b) {
                     set.remove(&(*topic_id, p));
@@ -482,6 +518,11 @@ impl ClusterImage {
         self.partitions
             .iter()
             .flat_map(|(t, m)| m.iter().map(move |(p, s)| (*t, *p, s)))
+    }
+
+    /// Replicas and preferred leaderships per broker (brokers holding none are absent).
+    pub fn load(&self) -> &HashMap<NodeId, BrokerLoad> {
+        &self.load
     }
 
     /// Partitions whose ISR holds `node_id`, from the index (no scan).

@@ -29,12 +29,7 @@ pub struct PlacementBroker {
     pub rack: Option<String>,
 }
 
-/// Replicas and preferred leaderships a broker holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BrokerLoad {
-    pub replicas: u32,
-    pub leaders: u32,
-}
+pub use crate::image::BrokerLoad;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PlacementError {
@@ -59,19 +54,10 @@ pub fn eligible_brokers(image: &ClusterImage) -> Vec<PlacementBroker> {
         .collect()
 }
 
-/// Replicas and preferred leaders per broker over every partition in the image.
-pub fn current_load(image: &ClusterImage) -> HashMap<NodeId, BrokerLoad> {
-    let mut load: HashMap<NodeId, BrokerLoad> = HashMap::new();
-    for (_, _, p) in image.all_partitions() {
-        for (i, b) in p.replicas.iter().enumerate() {
-            let l = load.entry(*b).or_default();
-            l.replicas += 1;
-            if i == 0 {
-                l.leaders += 1;
-            }
-        }
-    }
-    load
+/// Replicas and preferred leaders per broker over every partition in the image (kept by the
+/// image as deltas, so this does not scan partitions).
+pub fn current_load(image: &ClusterImage) -> &HashMap<NodeId, BrokerLoad> {
+    image.load()
 }
 
 /// Replica lists (preferred leader first) for `partitions` new partitions.
@@ -331,7 +317,7 @@ mod tests {
             let eligible = eligible_brokers(&img);
             let expect = flags.iter().filter(|(c, f, _)| !c && !f).count();
             prop_assert_eq!(eligible.len(), expect);
-            match place(&eligible, &current_load(&img), partitions, rf) {
+            match place(&eligible, current_load(&img), partitions, rf) {
                 Ok(out) => {
                     for r in out {
                         for b in r {

@@ -430,6 +430,21 @@ impl Sim {
             assert!(b.broker_epoch >= *max, "broker {} epoch fell", b.node_id);
             *max = b.broker_epoch;
         }
+        // The per-broker load kept by deltas equals a full recount.
+        let mut load: HashMap<NodeId, (u32, u32)> = HashMap::new();
+        for (_, _, s) in img.all_partitions() {
+            for (i, b) in s.replicas.iter().enumerate() {
+                let l = load.entry(*b).or_default();
+                l.0 += 1;
+                l.1 += u32::from(i == 0);
+            }
+        }
+        let kept: HashMap<NodeId, (u32, u32)> = img
+            .load()
+            .iter()
+            .map(|(b, l)| (*b, (l.replicas, l.leaders)))
+            .collect();
+        assert_eq!(kept, load, "broker load index drifted");
         for (t, p, s) in img.all_partitions() {
             if s.leader != NO_LEADER {
                 assert!(

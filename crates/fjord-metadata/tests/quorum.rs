@@ -138,6 +138,12 @@ async fn three_controllers_survive_losing_the_leader() {
     stopped.shutdown().await;
     let new = leader(&nodes).await;
     assert_ne!(new, old);
+    // The new active controller starts from the image its state machine built.
+    let node = nodes.iter().find(|n| n.node_id() == new).unwrap();
+    let (image, offset) = (node.image(), node.applied_offset());
+    assert_eq!((&image, offset), (c.image(), c.next_offset()));
+    c = Controller::from_image(*c.config(), image, offset);
+    c.activate(0);
     for i in 0..5 {
         write(&nodes, create(&mut c, &format!("after-{i}"))).await;
     }
