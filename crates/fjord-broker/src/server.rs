@@ -3,17 +3,20 @@
 //! Each connection runs three stages: a reader that splits frames and decodes requests ahead of
 //! time, a processor that handles them strictly one at a time in arrival order (so appends from
 //! one producer connection keep their order, as in Kafka), and a writer that coalesces queued
-//! responses into few writes. A frame that cannot be decoded closes that one connection; every
-//! other connection is unaffected.
+//! responses into few vectored writes (`writev`): a Fetch response arrives as chunks, its record
+//! data still the buffer read from the log, so record bytes are not copied again in user space.
+//! A frame that cannot be decoded closes that one connection; every other connection is
+//! unaffected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use fjord_protocol::codec::{self, DecodeError, Request};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::IoSlice;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -25,7 +28,7 @@ use crate::handlers::{self, Outcome};
 enum Inbound {
     Request(Box<Request>, Instant),
     /// A reply that needs no handler (ApiVersions with a too-new version).
-    Raw(BytesMut),
+    Raw(Bytes),
     /// The connection must close after what is already queued.
     Close(String),
 }
@@ -74,7 +77,7 @@ async fn serve_connection(
     broker.metrics.connections.inc();
     let (mut rd, mut wr) = stream.into_split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
-    let (out_tx, mut out_rx) = mpsc::channel::<BytesMut>(32);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<Bytes>>(32);
     let max_frame = broker.config.socket_request_max_bytes;
 
     let reader = tokio::spawn(async move {
@@ -93,7 +96,7 @@ async fn serve_connection(
                             }) => {
                                 let mut out = BytesMut::new();
                                 codec::unsupported_api_versions_response(&mut out, correlation_id);
-                                Inbound::Raw(out)
+                                Inbound::Raw(out.freeze())
                             }
                             Err(e) => Inbound::Close(e.to_string()),
                         };
@@ -126,17 +129,20 @@ async fn serve_connection(
     });
 
     let writer = tokio::spawn(async move {
-        let mut batch = BytesMut::new();
+        let mut pending: Vec<Bytes> = Vec::new();
         while let Some(first) = out_rx.recv().await {
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < 1 << 20 {
+            pending.extend(first);
+            let mut queued: usize = pending.iter().map(Bytes::len).sum();
+            while queued < 1 << 20 {
                 match out_rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
+                    Ok(more) => {
+                        queued += more.iter().map(Bytes::len).sum::<usize>();
+                        pending.extend(more);
+                    }
                     Err(_) => break,
                 }
             }
-            if wr.write_all(&batch).await.is_err() {
+            if write_all_chunks(&mut wr, &mut pending).await.is_err() {
                 return;
             }
         }
@@ -151,7 +157,7 @@ async fn serve_connection(
         let Some(msg) = msg else { break };
         match msg {
             Inbound::Raw(bytes) => {
-                if out_tx.send(bytes).await.is_err() {
+                if out_tx.send(vec![bytes]).await.is_err() {
                     break;
                 }
             }
@@ -174,13 +180,18 @@ async fn serve_connection(
                     .observe(arrived.elapsed().as_secs_f64());
                 match outcome {
                     Outcome::Respond(body) => {
-                        let mut out = BytesMut::new();
-                        if let Err(e) =
-                            codec::encode_response(&mut out, correlation_id, api, version, &body)
-                        {
-                            tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
-                            break;
-                        }
+                        let out = match codec::encode_response_chunks(
+                            correlation_id,
+                            api,
+                            version,
+                            *body,
+                        ) {
+                            Ok(chunks) => chunks,
+                            Err(e) => {
+                                tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
+                                break;
+                            }
+                        };
                         if out_tx.send(out).await.is_err() {
                             break;
                         }
@@ -198,6 +209,43 @@ async fn serve_connection(
     drop(out_tx);
     let _ = writer.await;
     broker.metrics.connections.dec();
+}
+
+/// Write every chunk with as few `writev` calls as the socket allows, then clear `chunks`.
+async fn write_all_chunks<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    // Linux accepts up to 1024 slices per call (IOV_MAX).
+    const MAX_SLICES: usize = 256;
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(MAX_SLICES)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let c = &mut chunks[first];
+            if n >= c.len() {
+                n -= c.len();
+                first += 1;
+            } else {
+                c.advance(n);
+                n = 0;
+            }
+        }
+        // Skip empty chunks so the loop condition sees real progress.
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    chunks.clear();
+    Ok(())
 }
 
 /// A stable metric label for an API.

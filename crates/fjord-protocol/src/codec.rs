@@ -7,7 +7,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    ApiKey, ApiVersionsResponse, FetchResponse, RequestHeader, RequestKind, ResponseHeader,
+    ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use thiserror::Error;
@@ -124,13 +125,26 @@ pub fn encode_response(
     version: i16,
     body: &ResponseKind,
 ) -> Result<(), String> {
+    encode_frame(out, correlation_id, api_key, version, |out| {
+        body.encode(out, version).map_err(|e| format!("{e:#}"))
+    })
+}
+
+/// Size, response header, then whatever `body` writes.
+fn encode_frame(
+    out: &mut BytesMut,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+) -> Result<(), String> {
     let start = out.len();
     out.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header
         .encode(out, api_key.response_header_version(version))
         .map_err(|e| format!("{e:#}"))?;
-    body.encode(out, version).map_err(|e| format!("{e:#}"))?;
+    body(out)?;
     let size = (out.len() - start - 4) as i32;
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
@@ -185,6 +199,169 @@ pub fn encode_request(
     let size = (out.len() - start - 4) as i32;
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
+}
+
+/// Fetch responses with less record data than this are copied into one buffer: splitting
+/// them would cost more than the copy.
+pub const SPLICE_MIN_BYTES: usize = 16 * 1024;
+
+/// Encode a response frame as a list of chunks whose concatenation is exactly what
+/// [`encode_response`] writes, but without copying Fetch record data: each partition's records
+/// (already a `Bytes` read from the log) becomes its own chunk, for a vectored write
+/// (`writev`). Other responses come back as one chunk.
+///
+/// The Fetch layout stays with `kafka-protocol`: the response is encoded twice without its
+/// record data — once with every `records` null, once with every `records` empty. The two
+/// encodings differ exactly at the records length fields, in partition order, which tells us
+/// where to splice each length prefix and its data chunk. If the layout ever differs from what
+/// we expect, this falls back to the plain (copying) encoding.
+pub fn encode_response_chunks(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: ResponseKind,
+) -> Result<Vec<Bytes>, String> {
+    let ResponseKind::Fetch(mut fetch) = body else {
+        let mut out = BytesMut::new();
+        encode_response(&mut out, correlation_id, api_key, version, &body)?;
+        return Ok(vec![out.freeze()]);
+    };
+    let mut records: Vec<Option<Bytes>> = Vec::new();
+    for t in &mut fetch.responses {
+        for p in &mut t.partitions {
+            records.push(p.records.take());
+        }
+    }
+    let data_len: usize = records.iter().flatten().map(Bytes::len).sum();
+    if data_len >= SPLICE_MIN_BYTES {
+        if let Some(chunks) = splice_fetch(correlation_id, version, &mut fetch, &records)? {
+            return Ok(chunks);
+        }
+    }
+    let mut it = records.into_iter();
+    for t in &mut fetch.responses {
+        for p in &mut t.partitions {
+            p.records = it.next().flatten();
+        }
+    }
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, correlation_id, api_key, version, |o| {
+        fetch.encode(o, version).map_err(|e| format!("{e:#}"))
+    })?;
+    Ok(vec![out.freeze()])
+}
+
+/// See [`encode_response_chunks`]. `fetch` has its records taken out (`None`); `None` back
+/// means the layout was not as expected.
+fn splice_fetch(
+    correlation_id: i32,
+    version: i16,
+    fetch: &mut FetchResponse,
+    records: &[Option<Bytes>],
+) -> Result<Option<Vec<Bytes>>, String> {
+    let mut nulls = BytesMut::new();
+    encode_frame(&mut nulls, correlation_id, ApiKey::Fetch, version, |o| {
+        fetch.encode(o, version).map_err(|e| format!("{e:#}"))
+    })?;
+    for t in &mut fetch.responses {
+        for p in &mut t.partitions {
+            p.records = Some(Bytes::new());
+        }
+    }
+    let mut empties = BytesMut::new();
+    encode_frame(&mut empties, correlation_id, ApiKey::Fetch, version, |o| {
+        fetch.encode(o, version).map_err(|e| format!("{e:#}"))
+    })?;
+    for t in &mut fetch.responses {
+        for p in &mut t.partitions {
+            p.records = None;
+        }
+    }
+    if nulls.len() != empties.len() {
+        return Ok(None);
+    }
+    // Flexible versions (12+) write a nullable length as unsigned varint length+1 (null = 0),
+    // older ones as i32 (null = -1).
+    let flexible = version >= 12;
+    let (null_mark, empty_mark): (&[u8], &[u8]) = if flexible {
+        (&[0], &[1])
+    } else {
+        (&[0xff; 4], &[0; 4])
+    };
+    let mut marks = Vec::with_capacity(records.len());
+    let mut i = 0;
+    while i < nulls.len() {
+        if nulls[i] == empties[i] {
+            i += 1;
+            continue;
+        }
+        let m = null_mark.len();
+        if nulls.get(i..i + m) != Some(null_mark) || empties.get(i..i + m) != Some(empty_mark) {
+            return Ok(None);
+        }
+        marks.push(i);
+        i += m;
+    }
+    if marks.len() != records.len() {
+        return Ok(None);
+    }
+    let data_len: usize = records.iter().flatten().map(Bytes::len).sum();
+    // Each non-null records field grows from its null mark to its length prefix.
+    let prefixes: usize = records
+        .iter()
+        .flatten()
+        .map(|r| length_prefix_len(r.len(), flexible))
+        .sum();
+    let non_null = records.iter().filter(|r| r.is_some()).count();
+    let size = nulls.len() - 4 + data_len + prefixes - non_null * null_mark.len();
+    let size = i32::try_from(size).map_err(|_| "fetch response too large".to_string())?;
+    nulls[0..4].copy_from_slice(&size.to_be_bytes());
+
+    let mut head = BytesMut::with_capacity(nulls.len() + 8 * records.len());
+    let mut chunks = Vec::with_capacity(2 * records.len() + 1);
+    let mut prev = 0;
+    for (&at, r) in marks.iter().zip(records) {
+        head.extend_from_slice(&nulls[prev..at]);
+        prev = at + null_mark.len();
+        match r {
+            None => head.extend_from_slice(null_mark),
+            Some(data) => {
+                if flexible {
+                    put_unsigned_varint(&mut head, data.len() as u64 + 1);
+                } else {
+                    head.put_i32(data.len() as i32);
+                }
+                if !data.is_empty() {
+                    chunks.push(head.split().freeze());
+                    chunks.push(data.clone());
+                }
+            }
+        }
+    }
+    head.extend_from_slice(&nulls[prev..]);
+    chunks.push(head.freeze());
+    Ok(Some(chunks))
+}
+
+fn length_prefix_len(len: usize, flexible: bool) -> usize {
+    if !flexible {
+        return 4;
+    }
+    let mut v = len as u64 + 1;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_unsigned_varint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
 }
 
 /// Decode a response frame (used by the client): header then body of the given API version.
@@ -305,6 +482,59 @@ mod tests {
             frame.extend_from_slice(&body);
             let _ = decode_request(frame);
         });
+    }
+
+    /// The chunked Fetch encoding is byte for byte the plain one, at every supported version,
+    /// with records large enough to be spliced, small, empty and null.
+    #[test]
+    fn fetch_chunks_concatenate_to_the_plain_encoding() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::TopicName;
+        let big = Bytes::from((0..70_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let records = [
+            Some(big.clone()),
+            Some(Bytes::from_static(b"small")),
+            Some(Bytes::new()),
+            None,
+            Some(big.slice(..20_000)),
+        ];
+        let range = crate::versions::SUPPORTED
+            .iter()
+            .find(|r| r.key == ApiKey::Fetch)
+            .unwrap();
+        for version in range.min..=range.max {
+            let topic = |name: &str, parts: &[Option<Bytes>]| {
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(name.into())))
+                    .with_partitions(
+                        parts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| {
+                                PartitionData::default()
+                                    .with_partition_index(i as i32)
+                                    .with_high_watermark(1000)
+                                    .with_records(r.clone())
+                            })
+                            .collect(),
+                    )
+            };
+            let body = ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_session_id(if version >= 7 { 3 } else { 0 })
+                    .with_responses(vec![topic("a", &records), topic("b", &records[..2])]),
+            );
+            let mut plain = BytesMut::new();
+            encode_response(&mut plain, 9, ApiKey::Fetch, version, &body).unwrap();
+            let chunks = encode_response_chunks(9, ApiKey::Fetch, version, body).unwrap();
+            assert!(chunks.len() > 1, "v{version} was not spliced");
+            assert_eq!(chunks.concat(), plain.to_vec(), "v{version}");
+            // The large record sets are the caller's buffers, not copies.
+            assert!(
+                chunks.iter().any(|c| c.as_ptr() == big.as_ptr()),
+                "v{version}"
+            );
+        }
     }
 
     #[test]
