@@ -192,3 +192,65 @@ impl QuorumNode {
         let _ = self.raft.shutdown().await;
     }
 }
+
+/// Parse `controller.quorum.voters` (`"1@127.0.0.1:9093,2@127.0.0.2:9093,..."`, Kafka's format)
+/// into node id → `host:port`. Errors name the bad entry.
+pub fn parse_quorum_voters(s: &str) -> Result<BTreeMap<RaftNodeId, String>, String> {
+    let mut voters = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry.split_once('@').ok_or_else(|| {
+            format!("controller.quorum.voters entry {entry:?} is not id@host:port")
+        })?;
+        let id: RaftNodeId = id.parse().map_err(|_| {
+            format!("controller.quorum.voters entry {entry:?}: {id:?} is not a node id")
+        })?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("controller.quorum.voters entry {entry:?} has no port"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!(
+                "controller.quorum.voters entry {entry:?}: bad host or port"
+            ));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("controller.quorum.voters names node {id} twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("controller.quorum.voters is empty".into());
+    }
+    if voters
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        != voters.len()
+    {
+        return Err("controller.quorum.voters gives two nodes the same address".into());
+    }
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_voters() {
+        let v = parse_quorum_voters("1@127.0.0.1:9093, 2@127.0.0.2:9093,3@[::1]:9093").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[&3], "[::1]:9093");
+        for bad in [
+            "",
+            "1@127.0.0.1",
+            "x@127.0.0.1:9093",
+            "1@127.0.0.1:9093,1@127.0.0.2:9093",
+            "1@:9093",
+            "1@h:0",
+            "1@h:70000",
+            "1@h:9093,2@h:9093",
+            "127.0.0.1:9093",
+        ] {
+            assert!(parse_quorum_voters(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
