@@ -19,7 +19,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn start(id: RaftNodeId, dir: PathBuf, addr: SocketAddr) -> QuorumNode {
     let listener = TcpListener::bind(addr).await.unwrap();
-    QuorumNode::start(id, &dir, listener, raft_config(50, 200, 4))
+    QuorumNode::start(id, &dir, listener, raft_config(50, 500, 4))
         .await
         .unwrap()
 }
@@ -97,7 +97,7 @@ async fn three_controllers_survive_losing_the_leader() {
         addrs.insert(id, listener.local_addr().unwrap());
         let dir = root.path().join(format!("node-{id}"));
         nodes.push(
-            QuorumNode::start(id, &dir, listener, raft_config(50, 200, 4))
+            QuorumNode::start(id, &dir, listener, raft_config(50, 500, 4))
                 .await
                 .unwrap(),
         );

@@ -146,6 +146,11 @@ impl QuorumNode {
     }
 
     /// Append a batch through Raft; returns once it is committed and applied here.
+    ///
+    /// An error does not prove the batch was dropped: a leader that lost its leadership after
+    /// appending may see its entry committed by the next leader. The active controller must
+    /// therefore not retry a batch blindly: it resigns and rebuilds from the committed image
+    /// ([`crate::Controller::from_image`]), as KRaft's controller does.
     pub async fn write(&self, records: Vec<MetadataRecord>) -> Result<BatchApplied, QuorumError> {
         match self.raft.client_write(MetadataBatch { records }).await {
             Ok(resp) => Ok(resp.data),
