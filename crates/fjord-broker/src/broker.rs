@@ -100,8 +100,8 @@ impl Broker {
         let metadata = MetadataLog::open(&dir.join(METADATA_DIR))?;
         let mut topics = Topics::default();
         let started = std::time::Instant::now();
-        for t in metadata.image().topics() {
-            let topic = open_topic(&dir, &config.log, t)?;
+        let images: Vec<&TopicImage> = metadata.image().topics().collect();
+        for (t, topic) in images.iter().zip(open_topics(&dir, &config.log, &images)?) {
             topics.by_id.insert(t.id, topic.clone());
             topics.by_name.insert(t.name.clone(), topic);
         }
@@ -460,6 +460,80 @@ fn storage_error(e: fjord_metadata::StoreError) -> TopicError {
 
 pub fn partition_dir(root: &Path, topic: &str, index: i32) -> PathBuf {
     root.join(format!("{topic}-{index}"))
+}
+
+/// Open every partition log of `images` on a few threads: startup with many partitions is
+/// dominated by small synchronous file-system calls (directory listings, checkpoint and index
+/// reads), which overlap well even on few cores.
+fn open_topics(
+    root: &Path,
+    base: &LogConfig,
+    images: &[&TopicImage],
+) -> anyhow::Result<Vec<Arc<Topic>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let configs = images
+        .iter()
+        .map(|t| {
+            LogConfig::from_overrides(base, &t.configs)
+                .map_err(|e| anyhow::anyhow!("topic {}: {e}", t.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<Arc<str>> = images.iter().map(|t| Arc::from(t.name.as_str())).collect();
+    let work: Vec<(usize, i32)> = images
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, t)| (0..t.partitions as i32).map(move |p| (ti, p)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .saturating_mul(4)
+        .clamp(1, 16)
+        .min(work.len().max(1));
+    let next = AtomicUsize::new(0);
+    let opened: Vec<Vec<(usize, anyhow::Result<Log>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(ti, p)) = work.get(i) else { break };
+                        let t = images[ti];
+                        out.push((i, open_partition_log(root, &t.name, t.id, p, &configs[ti])));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("log opening thread panicked"))
+            .collect()
+    });
+    let mut logs: Vec<Option<Log>> = (0..work.len()).map(|_| None).collect();
+    for (i, log) in opened.into_iter().flatten() {
+        logs[i] = Some(log?);
+    }
+    let mut logs = logs.into_iter().map(|l| l.expect("every partition opened"));
+    Ok(images
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let partitions = (0..t.partitions as i32)
+                .map(|p| {
+                    let log = logs.next().expect("one log per partition");
+                    Arc::new(Partition::new(names[ti].clone(), t.id, p, log))
+                })
+                .collect();
+            Arc::new(Topic {
+                name: names[ti].clone(),
+                id: t.id,
+                partitions,
+                config: configs[ti].clone(),
+                overrides: t.configs.clone(),
+            })
+        })
+        .collect())
 }
 
 fn open_topic(root: &Path, base: &LogConfig, t: &TopicImage) -> anyhow::Result<Arc<Topic>> {

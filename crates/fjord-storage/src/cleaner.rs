@@ -170,7 +170,7 @@ pub fn build(log: &Log, plan: &CleanPlan) -> Result<Vec<CleanedSegment>, Storage
         if seg.next_offset <= plan.first_dirty_offset {
             continue;
         }
-        scan_file(&seg.file, &seg.path, 0, seg.size, false, |_, h, bytes| {
+        scan_file(seg.file()?, &seg.path, 0, seg.size, false, |_, h, bytes| {
             if h.is_control() || h.last_offset() < plan.first_dirty_offset {
                 return Ok(true);
             }
@@ -195,7 +195,7 @@ pub fn build(log: &Log, plan: &CleanPlan) -> Result<Vec<CleanedSegment>, Storage
             .is_some_and(|&t| plan.now_ms.saturating_sub(t) >= cfg.delete_retention_ms);
         let mut new = Vec::with_capacity(seg.size as usize);
         let (mut removed, mut has_tombstones) = (0u64, false);
-        scan_file(&seg.file, &seg.path, 0, seg.size, false, |_, h, bytes| {
+        scan_file(seg.file()?, &seg.path, 0, seg.size, false, |_, h, bytes| {
             if h.is_control() {
                 new.extend_from_slice(bytes);
                 return Ok(true);

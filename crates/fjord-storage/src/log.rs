@@ -263,7 +263,7 @@ impl Log {
                 continue;
             };
             let producers = &mut self.producers;
-            scan_file(&seg.file, &seg.path, pos, seg.size, false, |_, h, _| {
+            scan_file(seg.file()?, &seg.path, pos, seg.size, false, |_, h, _| {
                 if h.base_offset >= from {
                     producers.replay(h);
                 }
@@ -385,7 +385,7 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         let seg = self.segments.values_mut().next_back().expect("never empty");
         let start = seg.size;
-        seg.file
+        seg.file()?
             .write_all_at(&self.write_buf, start)
             .map_err(|e| StorageError::io(&seg.path, e))?;
         seg.index_mut()?;
@@ -501,7 +501,7 @@ impl Log {
         }
         seg.seal_index();
         seg.write_index()?;
-        seg.file
+        seg.file()?
             .sync_data()
             .map_err(|e| StorageError::io(&seg.path, e))?;
         let old_base = seg.base_offset;
@@ -837,8 +837,9 @@ impl Log {
         let leo = self.log_end_offset();
         let rp = self.recovery_point;
         for seg in self.segments.values() {
-            if seg.next_offset > rp || seg.base_offset >= rp {
-                seg.file
+            // A file never opened has had nothing written through it.
+            if (seg.next_offset > rp || seg.base_offset >= rp) && seg.is_open() {
+                seg.file()?
                     .sync_data()
                     .map_err(|e| StorageError::io(&seg.path, e))?;
             }

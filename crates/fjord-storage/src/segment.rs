@@ -3,6 +3,10 @@
 //! The active (last) segment keeps its index in memory and grows it on append. Sealed segments
 //! load their index from disk on first use (so opening a partition with many segments does not
 //! read them), and rebuild it from the log if the files are missing or inconsistent.
+//!
+//! The log file itself is opened on first use, not when the log is opened: a broker with 100,000
+//! partitions must not hold 100,000 file descriptors (or hit `ulimit -n`) before any of them is
+//! read or written. Opening, recovery and creation leave the file closed.
 
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
@@ -117,7 +121,8 @@ pub fn scan_file(
 pub struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub file: File,
+    /// Opened on first use (see the module docs).
+    file: OnceLock<File>,
     /// Bytes in the log file.
     pub size: u64,
     /// For the active segment: last offset + 1. For a sealed segment: an upper bound (the next
@@ -144,11 +149,15 @@ impl Segment {
             .map_err(|e| StorageError::io(path, e))
     }
 
-    fn new(base_offset: i64, path: PathBuf, file: File, size: u64, now_ms: i64) -> Segment {
+    fn new(base_offset: i64, path: PathBuf, file: Option<File>, size: u64, now_ms: i64) -> Segment {
+        let cell = OnceLock::new();
+        if let Some(f) = file {
+            let _ = cell.set(f);
+        }
         Segment {
             base_offset,
             path,
-            file,
+            file: cell,
             size,
             next_offset: base_offset,
             index: OnceLock::new(),
@@ -168,7 +177,8 @@ impl Segment {
                 .map(|_| f)
                 .map_err(|e| StorageError::io(&path, e))
         })?;
-        let s = Segment::new(base_offset, path, file, 0, now_ms);
+        drop(file);
+        let s = Segment::new(base_offset, path, None, 0, now_ms);
         let _ = s.index.set(SegmentIndex::default());
         Ok(s)
     }
@@ -180,10 +190,9 @@ impl Segment {
         next_base: i64,
     ) -> Result<Segment, StorageError> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let file = Self::open_file(&path, false)?;
-        let meta = file.metadata().map_err(|e| StorageError::io(&path, e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| StorageError::io(&path, e))?;
         let created = mtime_ms(&meta);
-        let mut s = Segment::new(base_offset, path, file, meta.len(), created);
+        let mut s = Segment::new(base_offset, path, None, meta.len(), created);
         s.next_offset = next_base;
         Ok(s)
     }
@@ -224,7 +233,7 @@ impl Segment {
         }
         let end = s.size;
         let file = s
-            .file
+            .file()?
             .try_clone()
             .map_err(|e| StorageError::io(&s.path, e))?;
         let path = s.path.clone();
@@ -242,12 +251,28 @@ impl Segment {
                 reason = ?scan.error,
                 "recovery truncated segment"
             );
-            s.file
+            s.file()?
                 .set_len(scan.valid_end)
                 .map_err(|e| StorageError::io(&path, e))?;
             s.size = scan.valid_end;
         }
+        // Close it again: opened on first read or write.
+        s.file.take();
         Ok((s, dropped))
+    }
+
+    /// The log file, opened on first use.
+    pub fn file(&self) -> Result<&File, StorageError> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let f = Self::open_file(&self.path, false)?;
+        Ok(self.file.get_or_init(|| f))
+    }
+
+    /// Whether the file is open (nothing can have been written through a closed one).
+    pub fn is_open(&self) -> bool {
+        self.file.get().is_some()
     }
 
     pub fn index_path(&self) -> PathBuf {
@@ -278,17 +303,26 @@ impl Segment {
         let mut tmp = Segment::new(
             self.base_offset,
             self.path.clone(),
-            self.file
-                .try_clone()
-                .map_err(|e| StorageError::io(&self.path, e))?,
+            Some(
+                self.file()?
+                    .try_clone()
+                    .map_err(|e| StorageError::io(&self.path, e))?,
+            ),
             self.size,
             0,
         );
         let _ = tmp.index.set(SegmentIndex::default());
-        scan_file(&self.file, &self.path, 0, self.size, false, |pos, h, _| {
-            tmp.track_batch(pos, h, interval);
-            Ok(true)
-        })?;
+        scan_file(
+            self.file()?,
+            &self.path,
+            0,
+            self.size,
+            false,
+            |pos, h, _| {
+                tmp.track_batch(pos, h, interval);
+                Ok(true)
+            },
+        )?;
         tmp.seal_index();
         Ok(tmp.index.take().expect("set above"))
     }
@@ -376,7 +410,7 @@ impl Segment {
             return Ok(ts);
         }
         let meta = self
-            .file
+            .file()?
             .metadata()
             .map_err(|e| StorageError::io(&self.path, e))?;
         Ok(mtime_ms(&meta))
@@ -388,7 +422,7 @@ impl Segment {
             return Ok(None);
         }
         let mut hdr = [0u8; BATCH_HEADER_LEN];
-        self.file
+        self.file()?
             .read_exact_at(&mut hdr, pos)
             .map_err(|e| StorageError::io(&self.path, e))?;
         let len = i32::from_be_bytes(hdr[8..12].try_into().expect("4"));
@@ -420,7 +454,7 @@ impl Segment {
 
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
         let mut buf = vec![0u8; len];
-        self.file
+        self.file()?
             .read_exact_at(&mut buf, pos)
             .map_err(|e| StorageError::io(&self.path, e))?;
         Ok(buf)
@@ -434,7 +468,7 @@ impl Segment {
             Some((pos, _)) => pos,
             None => self.size,
         };
-        self.file
+        self.file()?
             .set_len(cut)
             .map_err(|e| StorageError::io(&self.path, e))?;
         self.size = cut;
@@ -447,7 +481,7 @@ impl Segment {
         self.rolling_base_timestamp = None;
         self.next_offset = self.base_offset;
         let file = self
-            .file
+            .file()?
             .try_clone()
             .map_err(|e| StorageError::io(&self.path, e))?;
         let path = self.path.clone();
