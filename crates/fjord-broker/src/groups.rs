@@ -67,8 +67,12 @@ impl GroupRuntime {
         let topics = topics_view(broker);
         let (out, fx, appended, members, groups) = {
             let mut c = self.coordinator.lock();
-            let (out, fx) = op(&mut c, &topics, now);
+            let (out, mut fx) = op(&mut c, &topics, now);
             let appended = append(broker, &c, &fx.records, now);
+            if appended.is_err() {
+                // The log does not hold these commits: memory must not show them either.
+                c.undo(std::mem::take(&mut fx.undo));
+            }
             (out, fx, appended, c.member_count(), c.group_count())
         };
         broker.metrics.group_members.set(members as i64);

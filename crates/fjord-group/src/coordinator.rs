@@ -107,6 +107,18 @@ pub struct Effects {
     pub records: Vec<Record>,
     pub replies: Vec<(Token, Reply)>,
     pub events: Vec<Event>,
+    /// How to take back the in-memory offset changes of this operation if its records cannot
+    /// be appended (see [`Coordinator::undo`]): the offsets it replaced, oldest value first.
+    pub undo: Vec<OffsetUndo>,
+}
+
+/// One committed offset as it was before an operation changed it (`None`: there was none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetUndo {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub previous: Option<CommittedOffset>,
 }
 
 impl Effects {
@@ -114,6 +126,7 @@ impl Effects {
         self.records.extend(other.records);
         self.replies.extend(other.replies);
         self.events.extend(other.events);
+        self.undo.extend(other.undo);
     }
 }
 
@@ -615,7 +628,7 @@ impl Coordinator {
                 }),
                 value: Some(records::offset_value(&value)),
             });
-            g.offsets.insert(
+            let previous = g.offsets.insert(
                 (p.topic.clone(), p.partition),
                 CommittedOffset {
                     offset: p.offset,
@@ -624,9 +637,34 @@ impl Coordinator {
                     commit_timestamp: now,
                 },
             );
+            fx.undo.push(OffsetUndo {
+                group_id: req.group_id.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                previous,
+            });
             errors.push(ErrorCode::None);
         }
         (errors, fx)
+    }
+
+    /// Take back offset commits whose records could not be appended, so memory never shows
+    /// an offset the log does not hold. Applied newest first.
+    pub fn undo(&mut self, undo: Vec<OffsetUndo>) {
+        for u in undo.into_iter().rev() {
+            let Some(g) = self.groups.get_mut(&u.group_id) else {
+                continue;
+            };
+            let key = (u.topic, u.partition);
+            match u.previous {
+                Some(o) => {
+                    g.offsets.insert(key, o);
+                }
+                None => {
+                    g.offsets.remove(&key);
+                }
+            }
+        }
     }
 
     /// Committed offsets of a group: all of them (`None`) or the requested partitions

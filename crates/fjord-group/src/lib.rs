@@ -23,7 +23,7 @@ pub mod coordinator;
 pub mod records;
 pub mod subscription;
 
-pub use coordinator::{Config, Coordinator, Effects, Event, Reply, Token};
+pub use coordinator::{Config, Coordinator, Effects, Event, OffsetUndo, Reply, Token};
 pub use fjord_protocol::error::ErrorCode;
 
 /// `abs(hashCode(group_id)) % partitions`, with Java's `String.hashCode` and `Utils.abs` so a

@@ -386,3 +386,43 @@ fn kip848_revokes_before_it_reassigns() {
         .iter()
         .any(|e| matches!(e, Event::Rebalance { generation: 3, .. })));
 }
+
+/// An offset commit whose records never reached the log is taken back, so OffsetFetch never
+/// shows an offset that a broker restart would lose.
+#[test]
+fn undo_restores_offsets_when_the_append_fails() {
+    let mut c = Coordinator::new(Config::default());
+    let commit = |c: &mut Coordinator, group: &str, offset: i64| {
+        c.commit_offsets(
+            CommitRequest {
+                group_id: group.into(),
+                member_id: String::new(),
+                group_instance_id: None,
+                generation_id: -1,
+                partitions: vec![CommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            },
+            0,
+        )
+    };
+    let (errors, _) = commit(&mut c, "g", 5);
+    assert_eq!(errors, vec![ErrorCode::None]);
+    let (_, fx) = commit(&mut c, "g", 9);
+    assert_eq!(fx.undo.len(), 1);
+    c.undo(fx.undo);
+    let got = c.fetch_offsets("g", None);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2.as_ref().unwrap().offset, 5);
+    // Undoing a group's first commit leaves it with no offset at all.
+    let (_, fx) = commit(&mut c, "h", 7);
+    c.undo(fx.undo);
+    assert!(c
+        .fetch_offsets("h", None)
+        .iter()
+        .all(|(_, _, o)| o.is_none()));
+}
