@@ -643,10 +643,7 @@ impl Client {
             .with_topic_names(vec![topic_name(topic)])
             .with_timeout_ms(self.timeout_ms());
         let response = self.bootstrap_conn.send(&request).await?;
-        let r = response
-            .responses
-            .first()
-            .ok_or_else(|| Error::Protocol("empty DeleteTopics response".into()))?;
+        let r = first(&response.responses, "DeleteTopics")?;
         self.invalidate(topic);
         check(
             r.error_code,
@@ -669,10 +666,7 @@ impl Client {
             .with_timeout_ms(self.timeout_ms())
             .with_validate_only(validate_only);
         let response = self.bootstrap_conn.send(&request).await?;
-        let r = response
-            .results
-            .first()
-            .ok_or_else(|| Error::Protocol("empty CreatePartitions response".into()))?;
+        let r = first(&response.results, "CreatePartitions")?;
         self.invalidate(topic);
         check(
             r.error_code,
@@ -695,10 +689,7 @@ impl Client {
                 .with_configuration_keys(keys.map(|ks| ks.iter().map(|k| s(k)).collect())),
         ]);
         let response = self.bootstrap_conn.send(&request).await?;
-        let r = response
-            .results
-            .first()
-            .ok_or_else(|| Error::Protocol("empty DescribeConfigs response".into()))?;
+        let r = first(&response.results, "DescribeConfigs")?;
         check(
             r.error_code,
             || resource_ctx(resource_type, name),
@@ -746,10 +737,7 @@ impl Client {
                 .with_configs(configs)])
             .with_validate_only(validate_only);
         let response = self.bootstrap_conn.send(&request).await?;
-        let r = response
-            .responses
-            .first()
-            .ok_or_else(|| Error::Protocol("empty IncrementalAlterConfigs response".into()))?;
+        let r = first(&response.responses, "IncrementalAlterConfigs")?;
         check(
             r.error_code,
             || resource_ctx(resource_type, name),
@@ -1106,6 +1094,12 @@ pub fn decode_records(
         batch.advance(batch.remaining());
     }
     Ok((out, next))
+}
+
+/// The first entry of a response list; an empty list breaks the protocol.
+fn first<'a, T>(list: &'a [T], api: &str) -> Result<&'a T> {
+    list.first()
+        .ok_or_else(|| Error::Protocol(format!("empty {api} response")))
 }
 
 #[cfg(test)]

@@ -166,22 +166,12 @@ fn lookup(b: &Broker, key: &SessionKey, by_id: bool) -> Result<Arc<Partition>, E
         .ok_or(ErrorCode::UnknownTopicOrPartition)
 }
 
-/// Kafka's fencing rule: a client ahead of us has newer metadata than we do; a client behind
-/// us must refresh its metadata.
+/// The fencing rule of [`crate::partition::Partition::check_leader_epoch`] for one fetched
+/// partition (`None` when the partition is unknown; the lookup reports that).
 fn leader_epoch_error(b: &Broker, key: &SessionKey, client_epoch: i32) -> Option<ErrorCode> {
-    if client_epoch < 0 {
-        return None;
-    }
-    let ours = b.topic(&key.topic).and_then(|t| {
-        t.partitions
-            .get(key.partition as usize)
-            .map(|p| p.leader_epoch)
-    })?;
-    match client_epoch.cmp(&ours) {
-        std::cmp::Ordering::Greater => Some(ErrorCode::UnknownLeaderEpoch),
-        std::cmp::Ordering::Less => Some(ErrorCode::FencedLeaderEpoch),
-        std::cmp::Ordering::Equal => None,
-    }
+    b.partition(&key.topic, key.partition)?
+        .check_leader_epoch(client_epoch)
+        .err()
 }
 
 struct ReadOutcome {
