@@ -247,6 +247,15 @@ impl Controller {
         }
     }
 
+    /// [`emit`](Self::emit) for the other modules of this crate.
+    pub(crate) fn emit_record(&mut self, out: &mut Vec<MetadataRecord>, record: MetadataRecord) {
+        self.emit(out, record)
+    }
+
+    pub(crate) fn check_epoch(&self, node_id: NodeId, epoch: i64) -> Result<(), ControllerError> {
+        self.check_broker_epoch(node_id, epoch)
+    }
+
     fn check_broker_epoch(&self, node_id: NodeId, epoch: i64) -> Result<(), ControllerError> {
         let b = self
             .image

@@ -35,10 +35,12 @@ pub mod image;
 pub mod placement;
 pub mod quorum;
 pub mod record;
+pub mod rpc;
 pub mod store;
 
 pub use controller::{Controller, ControllerConfig, ControllerError, ControllerResult};
 pub use image::{ApplyError, BrokerImage, ClusterImage, PartitionState, TopicImage};
 pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
+pub use rpc::{ControllerReply, ControllerRequest};
 pub use store::{MetadataLog, StoreError};
 pub use uuid::Uuid;

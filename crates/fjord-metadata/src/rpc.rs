@@ -1,0 +1,482 @@
+//! The control-plane API: what brokers ask of the active controller, and what it answers.
+//!
+//! The same [`ControllerRequest`] is served by a single node's own controller (in process) and,
+//! in a cluster, sent over the controller listener (KIP-291) to the active controller of the
+//! quorum. [`Controller::handle`] is the one dispatch: pure, it returns the records to commit and
+//! the reply to give once they are committed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::controller::{
+    AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller, ControllerError,
+    ControllerResult, CreateTopic,
+};
+use crate::image::PartitionState;
+use crate::record::{Endpoint, MetadataRecord, NodeId};
+
+/// A request to the active controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    RegisterBroker {
+        node_id: NodeId,
+        incarnation_id: Uuid,
+        rack: Option<String>,
+        endpoints: Vec<Endpoint>,
+    },
+    Heartbeat {
+        node_id: NodeId,
+        broker_epoch: i64,
+        current_metadata_offset: i64,
+        want_fence: bool,
+    },
+    /// Create one topic. `validate_only` checks placement without committing anything.
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: u32,
+        validate_only: bool,
+    },
+    /// Set (`Some`) or remove (`None`) per-topic config overrides; the broker has validated the
+    /// values against the storage config table before sending.
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
+    /// Reserve `count` producer ids for a broker (idempotent producers).
+    AllocateProducerIds {
+        node_id: NodeId,
+        broker_epoch: i64,
+        count: i64,
+    },
+    AlterPartition {
+        node_id: NodeId,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    },
+    Cordon {
+        node_id: NodeId,
+        cordoned: bool,
+    },
+    UnregisterBroker {
+        node_id: NodeId,
+    },
+    ElectPreferredLeaders,
+}
+
+/// The reply to a [`ControllerRequest`] of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Registered {
+        broker_epoch: i64,
+    },
+    Heartbeat {
+        is_caught_up: bool,
+        is_fenced: bool,
+    },
+    TopicCreated {
+        topic_id: Uuid,
+        assignments: Vec<Vec<NodeId>>,
+    },
+    TopicDeleted {
+        topic_id: Uuid,
+    },
+    PartitionsCreated {
+        assignments: Vec<Vec<NodeId>>,
+    },
+    ConfigsAltered,
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
+    Partition {
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    Done,
+    LeadersElected {
+        partitions: usize,
+    },
+}
+
+impl From<PartitionState> for ControllerReply {
+    fn from(s: PartitionState) -> Self {
+        ControllerReply::Partition {
+            replicas: s.replicas,
+            isr: s.isr,
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+        }
+    }
+}
+
+fn map<T>(
+    r: ControllerResult<T>,
+    f: impl FnOnce(T) -> ControllerReply,
+) -> ControllerResult<ControllerReply> {
+    ControllerResult {
+        records: r.records,
+        response: f(r.response),
+    }
+}
+
+impl Controller {
+    /// Dispatch one request at time `now`. On an error nothing changed; a `validate_only`
+    /// request returns no records and leaves the controller as it was.
+    pub fn handle(
+        &mut self,
+        req: ControllerRequest,
+        now: i64,
+    ) -> Result<ControllerResult<ControllerReply>, ControllerError> {
+        use ControllerRequest as R;
+        Ok(match req {
+            R::RegisterBroker {
+                node_id,
+                incarnation_id,
+                rack,
+                endpoints,
+            } => map(
+                self.register_broker(
+                    BrokerRegistration {
+                        node_id,
+                        incarnation_id,
+                        rack,
+                        endpoints,
+                    },
+                    now,
+                )?,
+                |broker_epoch| ControllerReply::Registered { broker_epoch },
+            ),
+            R::Heartbeat {
+                node_id,
+                broker_epoch,
+                current_metadata_offset,
+                want_fence,
+            } => map(
+                self.heartbeat(
+                    BrokerHeartbeat {
+                        node_id,
+                        broker_epoch,
+                        current_metadata_offset,
+                        want_fence,
+                    },
+                    now,
+                )?,
+                |r| ControllerReply::Heartbeat {
+                    is_caught_up: r.is_caught_up,
+                    is_fenced: r.is_fenced,
+                },
+            ),
+            R::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                replication_factor,
+                configs,
+                validate_only,
+            } => {
+                let req = CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                };
+                let created = if validate_only {
+                    self.clone().create_topic(req, topic_id)?
+                } else {
+                    self.create_topic(req, topic_id)?
+                };
+                let mut r = map(created, |c| ControllerReply::TopicCreated {
+                    topic_id: c.topic_id,
+                    assignments: c.assignments,
+                });
+                if validate_only {
+                    r.records.clear();
+                }
+                r
+            }
+            R::DeleteTopic { name } => map(self.delete_topic(&name)?, |topic_id| {
+                ControllerReply::TopicDeleted { topic_id }
+            }),
+            R::CreatePartitions {
+                name,
+                total,
+                validate_only,
+            } => {
+                let created = if validate_only {
+                    self.clone().create_partitions(&name, total)?
+                } else {
+                    self.create_partitions(&name, total)?
+                };
+                let mut r = map(created, |assignments| ControllerReply::PartitionsCreated {
+                    assignments,
+                });
+                if validate_only {
+                    r.records.clear();
+                }
+                r
+            }
+            R::AlterTopicConfigs { name, changes } => {
+                map(self.alter_topic_configs(&name, &changes)?, |()| {
+                    ControllerReply::ConfigsAltered
+                })
+            }
+            R::AllocateProducerIds {
+                node_id,
+                broker_epoch,
+                count,
+            } => map(
+                self.allocate_producer_ids(node_id, broker_epoch, count)?,
+                |first| ControllerReply::ProducerIds { first, count },
+            ),
+            R::AlterPartition {
+                node_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => map(
+                self.alter_partition(AlterPartition {
+                    node_id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                })?,
+                ControllerReply::from,
+            ),
+            R::Cordon { node_id, cordoned } => map(self.set_cordoned(node_id, cordoned)?, |()| {
+                ControllerReply::Done
+            }),
+            R::UnregisterBroker { node_id } => {
+                map(self.unregister_broker(node_id)?, |()| ControllerReply::Done)
+            }
+            R::ElectPreferredLeaders => map(self.elect_preferred_leaders(), |partitions| {
+                ControllerReply::LeadersElected { partitions }
+            }),
+        })
+    }
+
+    /// Set or remove config overrides of a topic, one `TopicConfig` record per change.
+    pub fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<ControllerResult<()>, ControllerError> {
+        let id = self
+            .image()
+            .topic(name)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: 0,
+            })?
+            .id;
+        let mut records = Vec::with_capacity(changes.len());
+        for (key, value) in changes {
+            self.emit_record(
+                &mut records,
+                MetadataRecord::TopicConfig {
+                    id,
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+            );
+        }
+        Ok(ControllerResult {
+            records,
+            response: (),
+        })
+    }
+
+    /// Reserve `count` producer ids for a registered broker; the response is the first id.
+    pub fn allocate_producer_ids(
+        &mut self,
+        node_id: NodeId,
+        broker_epoch: i64,
+        count: i64,
+    ) -> Result<ControllerResult<i64>, ControllerError> {
+        self.check_epoch(node_id, broker_epoch)?;
+        if !(1..=1_000_000).contains(&count) {
+            return Err(ControllerError::InvalidRequest(format!(
+                "cannot allocate {count} producer ids"
+            )));
+        }
+        let first = self.image().next_producer_id();
+        let mut records = Vec::with_capacity(1);
+        self.emit_record(
+            &mut records,
+            MetadataRecord::ProducerIds {
+                next: first + count,
+            },
+        );
+        Ok(ControllerResult {
+            records,
+            response: first,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::ControllerConfig;
+
+    fn register(c: &mut Controller, node_id: NodeId, now: i64) -> i64 {
+        let r = c
+            .handle(
+                ControllerRequest::RegisterBroker {
+                    node_id,
+                    incarnation_id: Uuid::new_v4(),
+                    rack: Some(format!("r{node_id}")),
+                    endpoints: vec![],
+                },
+                now,
+            )
+            .unwrap();
+        let ControllerReply::Registered { broker_epoch } = r.response else {
+            panic!("{r:?}")
+        };
+        let hb = c
+            .handle(
+                ControllerRequest::Heartbeat {
+                    node_id,
+                    broker_epoch,
+                    current_metadata_offset: c.next_offset(),
+                    want_fence: false,
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            hb.response,
+            ControllerReply::Heartbeat {
+                is_caught_up: true,
+                is_fenced: false
+            }
+        );
+        broker_epoch
+    }
+
+    #[test]
+    fn validate_only_changes_nothing() {
+        let mut c = Controller::new(ControllerConfig::default());
+        for n in 1..=3 {
+            register(&mut c, n, 0);
+        }
+        let before = c.image().clone();
+        let offset = c.next_offset();
+        let r = c
+            .handle(
+                ControllerRequest::CreateTopic {
+                    name: "t".into(),
+                    topic_id: Uuid::new_v4(),
+                    partitions: 3,
+                    replication_factor: 3,
+                    configs: BTreeMap::new(),
+                    validate_only: true,
+                },
+                0,
+            )
+            .unwrap();
+        assert!(r.records.is_empty());
+        assert!(matches!(r.response, ControllerReply::TopicCreated { .. }));
+        assert_eq!(c.image(), &before);
+        assert_eq!(c.next_offset(), offset);
+        let err = c
+            .handle(
+                ControllerRequest::CreateTopic {
+                    name: "t".into(),
+                    topic_id: Uuid::new_v4(),
+                    partitions: 1,
+                    replication_factor: 4,
+                    configs: BTreeMap::new(),
+                    validate_only: false,
+                },
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), 38);
+    }
+
+    #[test]
+    fn configs_and_producer_ids() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epoch = register(&mut c, 1, 0);
+        c.handle(
+            ControllerRequest::CreateTopic {
+                name: "t".into(),
+                topic_id: Uuid::new_v4(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+                validate_only: false,
+            },
+            0,
+        )
+        .unwrap();
+        let r = c
+            .handle(
+                ControllerRequest::AlterTopicConfigs {
+                    name: "t".into(),
+                    changes: vec![("retention.ms".into(), Some("5".into()))],
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(c.image().topic("t").unwrap().configs["retention.ms"], "5");
+        let ids = |c: &mut Controller| match c
+            .handle(
+                ControllerRequest::AllocateProducerIds {
+                    node_id: 1,
+                    broker_epoch: epoch,
+                    count: 1000,
+                },
+                0,
+            )
+            .unwrap()
+            .response
+        {
+            ControllerReply::ProducerIds { first, .. } => first,
+            other => panic!("{other:?}"),
+        };
+        let a = ids(&mut c);
+        let b = ids(&mut c);
+        assert_eq!(b, a + 1000);
+        let stale = c
+            .handle(
+                ControllerRequest::AllocateProducerIds {
+                    node_id: 1,
+                    broker_epoch: epoch - 1,
+                    count: 1,
+                },
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(stale.code(), 77);
+    }
+}
