@@ -45,6 +45,15 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("delete.topic.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
     ("broker.rack", ""),
+    // Cluster (KRaft key names). No voters: a single node that is its own controller.
+    ("process.roles", "broker,controller"),
+    ("controller.listener.names", "CONTROLLER"),
+    ("controller.quorum.voters", ""),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("offsets.topic.replication.factor", "3"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
@@ -86,12 +95,45 @@ impl Listener {
     }
 }
 
+/// `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub roles: Roles,
+    /// `controller.quorum.voters`: node id → `host:port` of its controller listener. Empty: a
+    /// single node that is its own controller (the default).
+    pub voters: BTreeMap<u64, String>,
+    /// The controller listener (KIP-291) when this node is a controller of a quorum.
+    pub controller_listener: Option<Listener>,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    /// `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable`.
+    pub leader_rebalance_interval_ms: Option<u64>,
+    /// `offsets.topic.replication.factor` (capped by the live brokers when the topic is made).
+    pub offsets_topic_replication_factor: u16,
+}
+
+impl ClusterConfig {
+    /// A cluster with a Raft quorum (not the single-node default).
+    pub fn is_quorum(&self) -> bool {
+        !self.voters.is_empty()
+    }
+}
+
 /// The validated broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// The data (Kafka) listener.
     pub listener: Listener,
     pub advertised_listener: Option<Listener>,
+    pub cluster: ClusterConfig,
     pub admin_listener: String,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
@@ -176,12 +218,44 @@ impl BrokerConfig {
             })
         };
         let node_id: i32 = parse_int(&get("node.id"), "node.id", 0, i32::MAX as i64)? as i32;
-        let listener = parse_listener(&get("listeners"), "listeners")?;
+        let controller_names: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let listeners = parse_listeners(&get("listeners"), "listeners")?;
+        let (controller_listeners, data_listeners): (Vec<Listener>, Vec<Listener>) = listeners
+            .into_iter()
+            .partition(|l| controller_names.contains(&l.name));
+        let cluster = cluster_config(&get, node_id, controller_listeners)?;
+        let listener = match (data_listeners.len(), cluster.roles.broker) {
+            (1, _) => data_listeners.into_iter().next().expect("one"),
+            (0, false) => Listener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            _ => {
+                return Err(format!(
+                    "invalid value \"{}\" for listeners: a broker needs exactly one data listener such as PLAINTEXT://127.0.0.1:9092 (controller listeners, named by controller.listener.names, come in addition)",
+                    get("listeners")
+                ))
+            }
+        };
+        if ["SSL", "SASL_SSL", "SASL_PLAINTEXT"].contains(&listener.name.as_str()) {
+            return Err(format!(
+                "invalid value \"{}\" for listeners: only plaintext listeners are supported ({} is not)",
+                get("listeners"),
+                listener.name
+            ));
+        }
         let advertised = get("advertised.listeners");
         let advertised_listener = if advertised.is_empty() {
             None
         } else {
-            Some(parse_listener(&advertised, "advertised.listeners")?)
+            parse_listeners(&advertised, "advertised.listeners")?
+                .into_iter()
+                .find(|l| l.name == listener.name)
         };
         let admin_listener = get("admin.listener");
         admin_listener.parse::<SocketAddr>().map_err(|_| {
@@ -209,6 +283,7 @@ impl BrokerConfig {
             node_id,
             listener,
             advertised_listener,
+            cluster,
             admin_listener,
             log_dir: PathBuf::from(dirs[0]),
             num_partitions: parse_int(&get("num.partitions"), "num.partitions", 1, 1_000_000)?
@@ -355,33 +430,164 @@ fn parse_bool(v: &str, key: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_listener(v: &str, key: &str) -> Result<Listener, String> {
-    let bad = |why: &str| format!("invalid value \"{v}\" for {key}: {why}");
-    let items: Vec<&str> = v
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.len() != 1 {
+/// `listeners` / `advertised.listeners`: `NAME://host:port[,NAME://host:port...]`, names unique.
+fn parse_listeners(v: &str, key: &str) -> Result<Vec<Listener>, String> {
+    let bad = |why: String| format!("invalid value \"{v}\" for {key}: {why}");
+    let mut out: Vec<Listener> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item.split_once("://").ok_or_else(|| {
+            bad(format!(
+                "{item:?} is not NAME://host:port, e.g. PLAINTEXT://127.0.0.1:9092"
+            ))
+        })?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(bad(format!("{name:?} is not a listener name")));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("{item:?} has no :port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad(format!("{item:?}: port must be a number in [0, 65535]")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if out.iter().any(|l| l.name == name) {
+            return Err(bad(format!("listener name {name} appears twice")));
+        }
+        out.push(Listener {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        });
+    }
+    if out.is_empty() {
         return Err(bad(
-            "expected one listener like PLAINTEXT://127.0.0.1:9092 (several listeners come with the cluster work)",
+            "expected a listener like PLAINTEXT://127.0.0.1:9092".into()
         ));
     }
-    let (name, rest) = items[0]
-        .split_once("://")
-        .ok_or_else(|| bad("expected NAME://host:port, e.g. PLAINTEXT://127.0.0.1:9092"))?;
-    if name != "PLAINTEXT" {
-        return Err(bad("only the PLAINTEXT listener is supported"));
+    Ok(out)
+}
+
+/// `process.roles`, `controller.quorum.voters` and the controller listener, checked against
+/// each other the way Kafka checks a KRaft configuration.
+fn cluster_config(
+    get: &dyn Fn(&str) -> String,
+    node_id: i32,
+    controller_listeners: Vec<Listener>,
+) -> Result<ClusterConfig, String> {
+    let roles_value = get("process.roles");
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in roles_value
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        match r {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            _ => {
+                return Err(format!(
+                    "invalid value \"{roles_value}\" for process.roles: expected broker, controller or broker,controller"
+                ))
+            }
+        }
     }
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing :port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad("port must be a number in [0, 65535]"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(Listener {
-        name: name.to_string(),
-        host: host.to_string(),
-        port,
+    if !roles.broker && !roles.controller {
+        return Err(format!(
+            "invalid value \"{roles_value}\" for process.roles: expected broker, controller or broker,controller"
+        ));
+    }
+    let voters_value = get("controller.quorum.voters");
+    let voters = if voters_value.trim().is_empty() {
+        BTreeMap::new()
+    } else {
+        fjord_metadata::quorum::parse_quorum_voters(&voters_value)
+            .map_err(|e| format!("invalid value \"{voters_value}\" for {e}"))?
+    };
+    if controller_listeners.len() > 1 {
+        return Err("listeners: only one controller listener is supported".into());
+    }
+    let controller_listener = controller_listeners.into_iter().next();
+    if voters.is_empty() {
+        if !(roles.broker && roles.controller) {
+            return Err(format!(
+                "process.roles={roles_value} needs controller.quorum.voters; without voters a node runs alone as broker and controller"
+            ));
+        }
+        if let Some(l) = &controller_listener {
+            return Err(format!(
+                "listeners has a controller listener ({}) but controller.quorum.voters is empty",
+                l.name
+            ));
+        }
+    } else {
+        let me = u64::try_from(node_id).expect("node.id is not negative");
+        match (roles.controller, voters.get(&me)) {
+            (true, None) => {
+                return Err(format!(
+                    "node.id {node_id} has the controller role but is not in controller.quorum.voters ({voters_value})"
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "node.id {node_id} is in controller.quorum.voters but process.roles ({roles_value}) has no controller role"
+                ))
+            }
+            (true, Some(addr)) => {
+                let l = controller_listener.as_ref().ok_or_else(|| {
+                    format!(
+                        "node.id {node_id} is a controller but listeners has no controller listener (controller.listener.names = {}); add e.g. CONTROLLER://{addr}",
+                        get("controller.listener.names")
+                    )
+                })?;
+                let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+                if port != l.port.to_string() {
+                    return Err(format!(
+                        "the controller listener {}://{}:{} does not match node {node_id}'s entry {addr} in controller.quorum.voters",
+                        l.name, l.host, l.port
+                    ));
+                }
+            }
+            (false, None) => {
+                if controller_listener.is_some() {
+                    return Err(format!(
+                        "listeners has a controller listener but process.roles ({roles_value}) has no controller role"
+                    ));
+                }
+            }
+        }
+    }
+    let int = |key: &str, min: i64, max: i64| parse_int(&get(key), key, min, max);
+    let heartbeat_interval_ms = int("broker.heartbeat.interval.ms", 1, i32::MAX as i64)? as u64;
+    let session_timeout_ms = int("broker.session.timeout.ms", 1, i32::MAX as i64)? as u64;
+    if heartbeat_interval_ms >= session_timeout_ms {
+        return Err(format!(
+            "broker.heartbeat.interval.ms ({heartbeat_interval_ms}) must be less than broker.session.timeout.ms ({session_timeout_ms})"
+        ));
+    }
+    let rebalance = parse_bool(
+        &get("auto.leader.rebalance.enable"),
+        "auto.leader.rebalance.enable",
+    )?;
+    let check = int(
+        "leader.imbalance.check.interval.seconds",
+        1,
+        i32::MAX as i64,
+    )? as u64;
+    Ok(ClusterConfig {
+        roles,
+        voters,
+        controller_listener,
+        heartbeat_interval_ms,
+        session_timeout_ms,
+        leader_rebalance_interval_ms: rebalance.then_some(check * 1000),
+        offsets_topic_replication_factor: int(
+            "offsets.topic.replication.factor",
+            1,
+            i16::MAX as i64,
+        )? as u16,
     })
 }
 
@@ -525,5 +731,80 @@ mod tests {
         let c = BrokerConfig::from_props(props(&[("listeners", "PLAINTEXT://0.0.0.0:0")])).unwrap();
         let (h, p) = c.advertised("0.0.0.0:4321".parse().unwrap());
         assert_eq!((h.as_str(), p), ("127.0.0.1", 4321));
+    }
+
+    #[test]
+    fn cluster_config_is_checked_like_kraft() {
+        let voters = "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093";
+        let node = |id: &str, roles: &str, listeners: &str| {
+            BrokerConfig::from_props(props(&[
+                ("node.id", id),
+                ("process.roles", roles),
+                ("listeners", listeners),
+                ("controller.quorum.voters", voters),
+            ]))
+        };
+        let c = node(
+            "2",
+            "broker,controller",
+            "PLAINTEXT://127.0.0.2:9092,CONTROLLER://127.0.0.2:9093",
+        )
+        .unwrap();
+        assert!(c.cluster.is_quorum());
+        assert_eq!(c.listener.port, 9092);
+        assert_eq!(c.cluster.controller_listener.unwrap().port, 9093);
+        assert_eq!(c.cluster.voters.len(), 3);
+        // A broker-only node outside the voters needs no controller listener.
+        let c = node("4", "broker", "PLAINTEXT://127.0.0.4:9092").unwrap();
+        assert!(c.cluster.roles.broker && !c.cluster.roles.controller);
+        // A controller-only node needs no data listener.
+        let c = node("3", "controller", "CONTROLLER://127.0.0.3:9093").unwrap();
+        assert!(!c.cluster.roles.broker);
+        for (id, roles, listeners, expect) in [
+            (
+                "4",
+                "broker,controller",
+                "PLAINTEXT://h:1,CONTROLLER://h:9093",
+                "not in controller.quorum.voters",
+            ),
+            ("1", "broker", "PLAINTEXT://h:1", "no controller role"),
+            (
+                "1",
+                "broker,controller",
+                "PLAINTEXT://h:1",
+                "no controller listener",
+            ),
+            (
+                "1",
+                "broker,controller",
+                "PLAINTEXT://h:1,CONTROLLER://h:9999",
+                "does not match",
+            ),
+            (
+                "1",
+                "broker,controller",
+                "CONTROLLER://h:9093",
+                "exactly one data listener",
+            ),
+            ("1", "queen", "PLAINTEXT://h:1", "process.roles"),
+            (
+                "1",
+                "broker,controller",
+                "SSL://h:1,CONTROLLER://h:9093",
+                "plaintext",
+            ),
+        ] {
+            let e = node(id, roles, listeners).unwrap_err();
+            assert!(e.contains(expect), "{id} {roles} {listeners}: {e}");
+        }
+        let e = BrokerConfig::from_props(props(&[("process.roles", "broker")])).unwrap_err();
+        assert!(e.contains("needs controller.quorum.voters"), "{e}");
+        let e =
+            BrokerConfig::from_props(props(&[("controller.quorum.voters", "1@h")])).unwrap_err();
+        assert!(e.contains("controller.quorum.voters"), "{e}");
+        let e =
+            BrokerConfig::from_props(props(&[("listeners", "PLAINTEXT://h:1,CONTROLLER://h:2")]))
+                .unwrap_err();
+        assert!(e.contains("controller.quorum.voters is empty"), "{e}");
     }
 }

@@ -92,6 +92,32 @@ impl MetadataLog {
         })
     }
 
+    /// Persist `records` with one write and one fsync, then apply them to the image.
+    pub fn append_all(&mut self, records: &[MetadataRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut buf, record).map_err(|source| StoreError::Encode {
+                path: self.path.clone(),
+                source,
+            })?;
+            buf.push(b'\n');
+        }
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&buf).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        for record in records {
+            self.image.apply(record);
+        }
+        self.records += records.len() as u64;
+        Ok(())
+    }
+
     /// Persist `record` (fsync) and then apply it to the image.
     pub fn append(&mut self, record: MetadataRecord) -> Result<(), StoreError> {
         let mut line = serde_json::to_vec(&record).map_err(|source| StoreError::Encode {
