@@ -1,9 +1,12 @@
-//! The admin HTTP endpoint: `/metrics` (Prometheus) and `/health`.
+//! The admin HTTP endpoint: `/metrics` (Prometheus), `/health`, and `/v1/cluster` (the cluster
+//! as the active controller sees it: voters, brokers with racks, epochs, fencing and metadata
+//! offsets; what `fjord cluster status` prints).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -14,6 +17,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/v1/cluster", get(cluster))
         .with_state(broker)
 }
 
@@ -48,4 +52,65 @@ async fn health(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         "topics": broker.topics().len(),
     });
     ([(CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    use fjord_metadata::quorum::{BrokerStatus, QuorumStatus, VoterStatus};
+    let status = match &broker.control {
+        crate::control::ControlPlane::Local(local) => {
+            let me = broker.node_id();
+            let l = local.lock();
+            let offset = l.controller.next_offset();
+            let brokers = l
+                .controller
+                .image()
+                .brokers()
+                .map(|b| BrokerStatus {
+                    node_id: b.node_id,
+                    rack: b.rack.clone(),
+                    broker_epoch: b.broker_epoch,
+                    incarnation_id: b.incarnation_id,
+                    fenced: b.fenced,
+                    cordoned: b.cordoned,
+                    endpoints: b.endpoints.clone(),
+                    metadata_offset: Some(broker.applied_offset() - 1),
+                    ms_since_heartbeat: None,
+                })
+                .collect();
+            Ok(QuorumStatus {
+                active_controller: Some(me),
+                metadata_offset: offset,
+                voters: vec![VoterStatus {
+                    node_id: me,
+                    addr: "(single node: its own controller)".into(),
+                    is_active: true,
+                    applied_log_index: None,
+                }],
+                brokers,
+            })
+        }
+        crate::control::ControlPlane::Quorum { client, .. } => client
+            .status(std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match status {
+        Ok(status) => {
+            let body = serde_json::json!({
+                "cluster_id": broker.cluster_id,
+                "answered_by": broker.node_id(),
+                "status": status,
+            });
+            (
+                StatusCode::OK,
+                [(CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": e }).to_string(),
+        ),
+    }
 }

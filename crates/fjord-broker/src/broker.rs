@@ -1,25 +1,37 @@
-//! The broker's state: the cluster image (through the metadata log), the partitions hosted
-//! here, producer-id allocation and fetch sessions. Topic lifecycle (create, add partitions,
-//! alter configs, delete) lives here so every handler goes through one place.
+//! The broker's state: its view of the cluster image, the topics and partitions it knows (with
+//! the logs of the replicas it hosts), producer-id allocation and fetch sessions.
+//!
+//! Topic lifecycle requests (create, add partitions, alter configs, delete) go to the controller
+//! through [`Broker::submit`]; their effect reaches the topics only through [`Broker::publish`],
+//! which applies committed metadata records, so a single node and a cluster change topics the
+//! same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fjord_metadata::{image::invalid_topic_name, MetadataLog, MetadataRecord, TopicImage};
+use fjord_metadata::{
+    image::invalid_topic_name, ClusterImage, ControllerReply, ControllerRequest, MetadataLog,
+    MetadataRecord, PartitionState, TopicImage,
+};
 use fjord_protocol::error::ErrorCode;
 use fjord_storage::{Log, LogConfig};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::control::{submit_error, ControlPlane, FORWARD_TIMEOUT};
 use crate::fetch_session::FetchSessionCache;
 use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReplicaState};
 
 /// Directory (under `log.dirs`) that holds the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
+/// Directory (under `log.dirs`) of a controller's Raft log and snapshots.
+pub const QUORUM_DIR: &str = "__cluster_quorum";
 /// File in every partition directory naming the topic id it belongs to (as Kafka does).
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Producer ids are handed out in blocks so the metadata log is not written per producer.
@@ -67,7 +79,7 @@ impl std::fmt::Debug for Topic {
 }
 
 impl TopicError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         TopicError {
             code,
             message: message.into(),
@@ -79,7 +91,15 @@ impl TopicError {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    metadata: Mutex<MetadataLog>,
+    pub(crate) control: ControlPlane,
+    /// This broker's view of the cluster, built by deltas from the metadata log.
+    image: RwLock<ClusterImage>,
+    /// The next metadata offset to apply here (records applied so far).
+    applied: watch::Sender<i64>,
+    /// Publishing is one batch at a time, in log order.
+    publishing: Mutex<()>,
+    /// This broker's epoch (KIP-380): the offset of its registration record.
+    broker_epoch: AtomicI64,
     topics: RwLock<Topics>,
     producer_ids: Mutex<(i64, i64)>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
@@ -89,41 +109,374 @@ pub struct Broker {
     pub groups: crate::groups::GroupRuntime,
 }
 
+/// A batch of metadata to publish to the broker's topics.
+pub enum Publish<'a> {
+    /// Records that follow what was applied before.
+    Records(&'a [MetadataRecord]),
+    /// A whole image (startup, or a broker too far behind the log): replaces the old one.
+    Image(ClusterImage),
+}
+
+/// What the broker does for one topic after a metadata change.
+struct TopicPlan {
+    image: TopicImage,
+    states: Vec<Option<PartitionState>>,
+}
+
 impl Broker {
-    /// Open the data directory: check `meta.properties`, replay the metadata log, remove
-    /// directories of deleted topics, and open every partition log.
+    fn new(config: BrokerConfig, cluster_id: String, control: ControlPlane) -> Broker {
+        let fetch_sessions = FetchSessionCache::new(config.fetch_session_cache_slots);
+        Broker {
+            cluster_id,
+            control,
+            image: RwLock::new(ClusterImage::default()),
+            applied: watch::channel(0).0,
+            publishing: Mutex::new(()),
+            broker_epoch: AtomicI64::new(-1),
+            topics: RwLock::new(Topics::default()),
+            producer_ids: Mutex::new((0, 0)),
+            fetch_sessions: Mutex::new(fetch_sessions),
+            metrics: Metrics::new(),
+            advertised: RwLock::new(("127.0.0.1".into(), 0)),
+            groups: crate::groups::GroupRuntime::new(config.group.clone()),
+            config,
+        }
+    }
+
+    /// Open a single node (no controller quorum): check `meta.properties`, replay the metadata
+    /// log, register this node with its own controller, open every partition log and remove
+    /// directories of deleted topics.
     pub fn open(config: BrokerConfig) -> anyhow::Result<Broker> {
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", dir.display()))?;
-        let cluster_id = load_meta_properties(&dir, config.node_id)?;
+        let cluster_id = load_meta_properties(&dir, config.node_id, None)?;
         let metadata = MetadataLog::open(&dir.join(METADATA_DIR))?;
-        let mut topics = Topics::default();
+        let session = config.cluster.session_timeout_ms as i64;
+        let broker = Broker::new(config, cluster_id, ControlPlane::local(metadata, session));
         let started = std::time::Instant::now();
-        let images: Vec<&TopicImage> = metadata.image().topics().collect();
-        for (t, topic) in images.iter().zip(open_topics(&dir, &config.log, &images)?) {
-            topics.by_id.insert(t.id, topic.clone());
-            topics.by_name.insert(t.name.clone(), topic);
+        let ControlPlane::Local(local) = &broker.control else {
+            unreachable!("a single node has a local control plane")
+        };
+        {
+            let l = local.lock();
+            let image = l.controller.image().clone();
+            broker.publish(Publish::Image(image), l.controller.next_offset());
         }
-        remove_stale_partition_dirs(&dir, &topics);
-        let partitions: usize = topics.by_name.values().map(|t| t.partitions.len()).sum();
-        tracing::info!(topics = topics.by_name.len(), partitions,
+        broker.register_local()?;
+        {
+            let mut l = local.lock();
+            let upgrade = l.upgrade_records(broker.node_id());
+            if !upgrade.is_empty() {
+                tracing::info!(
+                    records = upgrade.len(),
+                    "adding partition states to an older metadata log"
+                );
+                l.append_raw(&upgrade)
+                    .map_err(|e| anyhow::anyhow!(e.message))?;
+                broker.publish(Publish::Records(&upgrade), l.controller.next_offset());
+            }
+        }
+        remove_stale_partition_dirs(&dir, &broker.topics.read());
+        let topics = broker.topics.read().by_name.len();
+        tracing::info!(topics, partitions = broker.metrics.partitions.get(),
             elapsed_ms = started.elapsed().as_millis() as u64, dir = %dir.display(), "logs loaded");
-        let next_pid = metadata.image().next_producer_id();
-        let fetch_sessions = FetchSessionCache::new(config.fetch_session_cache_slots);
-        let metrics = Metrics::new();
-        metrics.partitions.set(partitions as i64);
-        Ok(Broker {
-            cluster_id,
-            metadata: Mutex::new(metadata),
-            topics: RwLock::new(topics),
-            producer_ids: Mutex::new((next_pid, next_pid)),
-            fetch_sessions: Mutex::new(fetch_sessions),
-            metrics,
-            advertised: RwLock::new(("127.0.0.1".into(), 0)),
-            groups: crate::groups::GroupRuntime::new(config.group.clone()),
-            config,
+        Ok(broker)
+    }
+
+    /// A broker of a cluster with a controller quorum. It starts with no topics; the metadata
+    /// follower ([`crate::cluster`]) publishes the image, which opens the logs.
+    pub fn open_quorum(config: BrokerConfig, control: ControlPlane) -> anyhow::Result<Broker> {
+        let dir = config.log_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", dir.display()))?;
+        let id = quorum_cluster_id(&config.cluster.voters);
+        let cluster_id = load_meta_properties(&dir, config.node_id, Some(&id))?;
+        Ok(Broker::new(config, cluster_id, control))
+    }
+
+    /// Register this single node with its own controller when it is not registered yet (or
+    /// its rack changed), and unfence it: it is always caught up with its own log.
+    fn register_local(&self) -> anyhow::Result<()> {
+        let node_id = self.node_id();
+        let current = self.image.read().broker(node_id).cloned();
+        let epoch = match current {
+            Some(b) if b.rack == self.config.rack && !b.fenced => b.broker_epoch,
+            _ => {
+                let reply = self.submit_local(ControllerRequest::RegisterBroker {
+                    node_id,
+                    incarnation_id: Uuid::new_v4(),
+                    rack: self.config.rack.clone(),
+                    endpoints: Vec::new(),
+                })?;
+                let ControllerReply::Registered { broker_epoch } = reply else {
+                    anyhow::bail!("unexpected registration reply {reply:?}");
+                };
+                self.submit_local(ControllerRequest::Heartbeat {
+                    node_id,
+                    broker_epoch,
+                    current_metadata_offset: self.applied_offset() - 1,
+                    want_fence: false,
+                })?;
+                broker_epoch
+            }
+        };
+        self.set_broker_epoch(epoch);
+        Ok(())
+    }
+
+    fn submit_local(&self, req: ControllerRequest) -> anyhow::Result<ControllerReply> {
+        let ControlPlane::Local(local) = &self.control else {
+            anyhow::bail!("not a single node");
+        };
+        let mut l = local.lock();
+        let (reply, records) = l
+            .submit(req, now_ms())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        self.publish(Publish::Records(&records), l.controller.next_offset());
+        Ok(reply)
+    }
+
+    /// Ask the controller for a change and return once this broker has applied it.
+    pub async fn submit(&self, req: ControllerRequest) -> Result<ControllerReply, TopicError> {
+        match &self.control {
+            ControlPlane::Local(local) => {
+                let mut l = local.lock();
+                let (reply, records) = l.submit(req, now_ms())?;
+                self.publish(Publish::Records(&records), l.controller.next_offset());
+                Ok(reply)
+            }
+            ControlPlane::Quorum { client, .. } => {
+                let committed = client
+                    .submit(req, FORWARD_TIMEOUT)
+                    .await
+                    .map_err(submit_error)?;
+                self.wait_applied(committed.offset, FORWARD_TIMEOUT).await?;
+                Ok(committed.reply)
+            }
+        }
+    }
+
+    /// Wait until this broker has applied the metadata log up to `offset` (exclusive).
+    pub async fn wait_applied(&self, offset: i64, timeout: Duration) -> Result<(), TopicError> {
+        let mut rx = self.applied.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|applied| *applied >= offset).await.is_ok()
         })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(TopicError::new(
+                ErrorCode::RequestTimedOut,
+                format!("the change was committed at metadata offset {offset} but this broker has not applied it yet"),
+            )),
+        }
+    }
+
+    /// The next metadata offset to apply here.
+    pub fn applied_offset(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// This broker's epoch, -1 before registration.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn set_broker_epoch(&self, epoch: i64) {
+        self.metrics.broker_epoch.set(epoch);
+        self.broker_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Run `f` on the cluster image.
+    pub fn with_image<T>(&self, f: impl FnOnce(&ClusterImage) -> T) -> T {
+        f(&self.image.read())
+    }
+
+    /// The active controller's node id (-1 when unknown).
+    pub fn controller_id(&self) -> i32 {
+        self.control.active_controller(self.node_id()).unwrap_or(-1)
+    }
+
+    /// Unfenced brokers as clients should reach them: (node id, host, port, rack). This node is
+    /// listed with its live advertised address.
+    pub fn live_brokers(&self) -> Vec<(i32, String, u16, Option<String>)> {
+        let me = self.node_id();
+        let image = self.image.read();
+        let mut out: Vec<_> = image
+            .brokers()
+            .filter(|b| !b.fenced && b.node_id != me)
+            .filter_map(|b| {
+                let e = b
+                    .endpoints
+                    .iter()
+                    .find(|e| e.name == self.config.listener.name)
+                    .or_else(|| b.endpoints.first())?;
+                Some((b.node_id, e.host.clone(), e.port, b.rack.clone()))
+            })
+            .collect();
+        let (host, port) = self.advertised();
+        out.push((me, host, port, self.config.rack.clone()));
+        out.sort_by_key(|b| b.0);
+        out
+    }
+
+    /// The address of broker `node_id` for clients, if it is live.
+    pub fn broker_address(&self, node_id: i32) -> Option<(String, u16)> {
+        self.live_brokers()
+            .into_iter()
+            .find(|b| b.0 == node_id)
+            .map(|b| (b.1, b.2))
+    }
+
+    /// Apply a batch of committed metadata: update the image, then the topics hosted here
+    /// (open logs of new local replicas, take new leaders and epochs, configs, deletions).
+    /// `next_offset` is the metadata offset after the batch. The only place topics change.
+    pub fn publish(&self, batch: Publish<'_>, next_offset: i64) {
+        let _one_at_a_time = self.publishing.lock();
+        let mut touched: BTreeSet<Uuid> = BTreeSet::new();
+        let mut removed: Vec<Uuid> = Vec::new();
+        {
+            let mut image = self.image.write();
+            match batch {
+                Publish::Records(records) => {
+                    for r in records {
+                        image.apply(r);
+                        match r {
+                            MetadataRecord::Topic { id, .. }
+                            | MetadataRecord::PartitionCount { id, .. }
+                            | MetadataRecord::TopicConfig { id, .. } => {
+                                touched.insert(*id);
+                            }
+                            MetadataRecord::Partition { topic_id, .. }
+                            | MetadataRecord::PartitionChange { topic_id, .. } => {
+                                touched.insert(*topic_id);
+                            }
+                            MetadataRecord::RemoveTopic { id } => {
+                                touched.remove(id);
+                                removed.push(*id);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Publish::Image(new) => {
+                    removed = image
+                        .topics()
+                        .filter(|t| new.topic_by_id(&t.id).is_none())
+                        .map(|t| t.id)
+                        .collect();
+                    touched = new.topics().map(|t| t.id).collect();
+                    *image = new;
+                }
+            }
+        }
+        for id in removed {
+            if let Some(t) = self.topic_by_id(&id) {
+                self.remove_local(&t);
+            }
+        }
+        // A topic replaced by another of the same name (snapshot) goes first.
+        let plans: Vec<TopicPlan> = {
+            let image = self.image.read();
+            touched
+                .iter()
+                .filter_map(|id| {
+                    let t = image.topic_by_id(id)?;
+                    let states = (0..t.partitions)
+                        .map(|p| image.partition(id, p).cloned())
+                        .collect();
+                    Some(TopicPlan {
+                        image: t.clone(),
+                        states,
+                    })
+                })
+                .collect()
+        };
+        for plan in &plans {
+            if let Some(old) = self.topic(&plan.image.name) {
+                if old.id != plan.image.id {
+                    self.remove_local(&old);
+                }
+            }
+        }
+        self.reconcile(plans);
+        self.metrics.metadata_offset.set(next_offset);
+        self.applied.send_replace(next_offset);
+    }
+
+    /// Bring the topics of `plans` in line with the image.
+    fn reconcile(&self, plans: Vec<TopicPlan>) {
+        let me = self.node_id();
+        let mut to_open: Vec<(Arc<Partition>, LogConfig)> = Vec::new();
+        for plan in plans {
+            let t = &plan.image;
+            let existing = self.topic_by_id(&t.id);
+            let config = LogConfig::from_overrides(&self.config.log, &t.configs).unwrap_or_else(|e| {
+                tracing::warn!(topic = %t.name, error = %e, "invalid topic config in metadata; using broker defaults");
+                self.config.log.clone()
+            });
+            let config_changed = existing
+                .as_ref()
+                .is_some_and(|old| old.overrides != t.configs);
+            let name: Arc<str> = existing
+                .as_ref()
+                .map_or_else(|| Arc::from(t.name.as_str()), |old| old.name.clone());
+            let partitions: Vec<Arc<Partition>> = plan
+                .states
+                .iter()
+                .enumerate()
+                .map(|(i, state)| {
+                    let state = state.as_ref().map_or_else(ReplicaState::unknown, |s| ReplicaState {
+                        replicas: s.replicas.clone(),
+                        isr: s.isr.clone(),
+                        leader: s.leader,
+                        leader_epoch: s.leader_epoch,
+                        partition_epoch: s.partition_epoch,
+                    });
+                    let p = match existing.as_ref().and_then(|old| old.partitions.get(i)) {
+                        Some(p) => {
+                            let old = p.set_state(state.clone());
+                            if old.leader != state.leader && !old.replicas.is_empty() {
+                                tracing::info!(topic = %t.name, partition = i, leader = state.leader,
+                                    previous = old.leader, leader_epoch = state.leader_epoch, "partition leader changed");
+                                self.metrics.leader_changes.inc();
+                            }
+                            if config_changed {
+                                p.update_config(config.clone());
+                            }
+                            p.clone()
+                        }
+                        None => Arc::new(Partition::new(name.clone(), t.id, i as i32, me, state, None)),
+                    };
+                    if p.is_replica() && !p.has_log() {
+                        to_open.push((p.clone(), config.clone()));
+                    }
+                    p
+                })
+                .collect();
+            self.install(Arc::new(Topic {
+                name,
+                id: t.id,
+                partitions,
+                config,
+                overrides: t.configs.clone(),
+            }));
+        }
+        let opened = open_logs(&self.config.log_dir, &to_open);
+        let mut count = 0;
+        for ((p, _), log) in to_open.iter().zip(opened) {
+            match log {
+                Ok(log) => {
+                    p.install_log(log);
+                    count += 1;
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %format!("{e:#}"), "cannot open partition log")
+                }
+            }
+        }
+        self.metrics.partitions.add(count);
     }
 
     pub fn node_id(&self) -> i32 {
@@ -168,15 +521,17 @@ impl Broker {
         v
     }
 
-    /// Validate a CreateTopics entry and return (partitions, effective config) without
-    /// changing anything.
-    pub fn validate_new_topic(
+    /// Create a topic (or, with `validate_only`, check that it could be created). -1 partitions
+    /// or replication factor take the broker defaults. Returns the partition count, the
+    /// replication factor and, unless validating, the topic as published here.
+    pub async fn create_topic(
         &self,
         name: &str,
         num_partitions: i32,
         replication_factor: i16,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(u32, LogConfig), TopicError> {
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
         if let Some(why) = invalid_topic_name(name) {
             return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
         }
@@ -208,54 +563,32 @@ impl Broker {
                 format!("Replication factor must be larger than 0 (got {replication_factor})."),
             ));
         }
-        if rf > 1 {
-            return Err(TopicError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."),
-            ));
-        }
-        let config = LogConfig::from_overrides(&self.config.log, configs)
+        LogConfig::from_overrides(&self.config.log, &configs)
             .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        Ok((partitions as u32, config))
-    }
-
-    /// Create a topic (already validated by [`Broker::validate_new_topic`] semantics, which
-    /// this repeats under the metadata lock).
-    pub fn create_topic(
-        &self,
-        name: &str,
-        num_partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, TopicError> {
-        let mut md = self.metadata.lock();
-        let (partitions, _) =
-            self.validate_new_topic(name, num_partitions, replication_factor, &configs)?;
-        let id = Uuid::new_v4();
-        let record = MetadataRecord::Topic {
+        self.submit(ControllerRequest::CreateTopic {
             name: name.to_string(),
-            id,
-            partitions,
+            topic_id: Uuid::new_v4(),
+            partitions: partitions as u32,
+            replication_factor: rf as u16,
             configs,
-        };
-        md.append(record).map_err(storage_error)?;
-        let image = md.image().topic(name).expect("just created").clone();
-        let topic = open_topic(&self.config.log_dir, &self.config.log, &image)
-            .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, format!("{e:#}")))?;
-        self.install(topic.clone());
-        self.metrics.partitions.add(topic.partitions.len() as i64);
-        tracing::info!(topic = name, %id, partitions, "topic created");
-        Ok(topic)
+            validate_only,
+        })
+        .await?;
+        if validate_only {
+            return Ok((partitions as u32, rf as u16, None));
+        }
+        let topic = self.existing_topic(name)?;
+        tracing::info!(topic = name, id = %topic.id, partitions, replication_factor = rf, "topic created");
+        Ok((partitions as u32, rf as u16, Some(topic)))
     }
 
     /// Grow a topic to `count` partitions.
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let mut md = self.metadata.lock();
         let topic = self.existing_topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
@@ -264,51 +597,25 @@ impl Broker {
                 format!("Topic currently has {current} partitions, which is higher than or equal to the requested {count}."),
             ));
         }
-        if validate_only {
-            return Ok(());
-        }
-        md.append(MetadataRecord::PartitionCount {
-            id: topic.id,
-            partitions: count as u32,
+        self.submit(ControllerRequest::CreatePartitions {
+            name: name.to_string(),
+            total: count as u32,
+            validate_only,
         })
-        .map_err(storage_error)?;
-        let mut parts = topic.partitions.clone();
-        for i in current..count {
-            let log = open_partition_log(
-                &self.config.log_dir,
-                &topic.name,
-                topic.id,
-                i,
-                &topic.config,
-            )
-            .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, format!("{e:#}")))?;
-            parts.push(Arc::new(Partition::new(
-                topic.name.clone(),
-                topic.id,
-                i,
-                log,
-            )));
+        .await?;
+        if !validate_only {
+            tracing::info!(topic = name, from = current, to = count, "partitions added");
         }
-        self.install(Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: parts,
-            config: topic.config.clone(),
-            overrides: topic.overrides.clone(),
-        }));
-        self.metrics.partitions.add((count - current) as i64);
-        tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }
 
     /// Apply config changes (`None` removes an override) after validating all of them.
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
         changes: &[(String, Option<String>)],
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let mut md = self.metadata.lock();
         let topic = self.existing_topic(name)?;
         let mut overrides = topic.overrides.clone();
         for (k, v) in changes {
@@ -327,59 +634,62 @@ impl Broker {
                 }
             }
         }
-        let config = LogConfig::from_overrides(&self.config.log, &overrides)
+        LogConfig::from_overrides(&self.config.log, &overrides)
             .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         if validate_only {
             return Ok(());
         }
-        for (k, v) in changes {
-            md.append(MetadataRecord::TopicConfig {
-                id: topic.id,
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .map_err(storage_error)?;
-        }
-        for p in &topic.partitions {
-            p.update_config(config.clone());
-        }
-        self.install(Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: topic.partitions.clone(),
-            config,
-            overrides,
-        }));
+        self.submit(ControllerRequest::AlterTopicConfigs {
+            name: name.to_string(),
+            changes: changes.to_vec(),
+        })
+        .await?;
         tracing::info!(topic = name, ?changes, "topic config changed");
         Ok(())
     }
 
-    /// Delete a topic: record the deletion, then move its directories aside and remove them in
-    /// the background. A topic recreated with the same name gets a new id and fresh directories.
-    pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), TopicError> {
+    /// Delete a topic. Every broker moves its directories aside and removes them in the
+    /// background when it applies the deletion; a topic recreated with the same name gets a new
+    /// id and fresh directories.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         if !self.config.delete_topic_enable {
             return Err(TopicError::new(
                 ErrorCode::TopicDeletionDisabled,
                 "Topic deletion is disabled (delete.topic.enable=false).",
             ));
         }
-        let mut md = self.metadata.lock();
-        if self.topic_by_id(&topic.id).is_none() {
-            return Err(TopicError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("Topic '{}' does not exist.", topic.name),
-            ));
-        }
-        md.append(MetadataRecord::RemoveTopic { id: topic.id })
-            .map_err(storage_error)?;
+        self.existing_topic(name)?;
+        self.submit(ControllerRequest::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Take a deleted topic out of the map and remove its local directories.
+    fn remove_local(&self, topic: &Arc<Topic>) {
         {
             let mut t = self.topics.write();
-            t.by_name.remove(&*topic.name);
-            t.by_id.remove(&topic.id);
+            if t.by_id
+                .get(&topic.id)
+                .is_some_and(|x| Arc::ptr_eq(x, topic))
+            {
+                t.by_id.remove(&topic.id);
+            }
+            if t.by_name
+                .get(&*topic.name)
+                .is_some_and(|x| Arc::ptr_eq(x, topic))
+            {
+                t.by_name.remove(&*topic.name);
+            }
         }
         let mut doomed = Vec::new();
+        let mut hosted = 0;
         for p in &topic.partitions {
-            drop(p.take_log());
+            if p.take_log().is_none() {
+                continue;
+            }
+            hosted += 1;
             let from = partition_dir(&self.config.log_dir, &topic.name, p.index);
             let to = self.config.log_dir.join(format!(
                 "{}-{}.{}-delete",
@@ -394,17 +704,17 @@ impl Broker {
                 }
             }
         }
-        drop(md);
-        self.metrics.partitions.sub(topic.partitions.len() as i64);
-        std::thread::spawn(move || {
-            for d in doomed {
-                if let Err(e) = std::fs::remove_dir_all(&d) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition");
+        self.metrics.partitions.sub(hosted);
+        if !doomed.is_empty() {
+            std::thread::spawn(move || {
+                for d in doomed {
+                    if let Err(e) = std::fs::remove_dir_all(&d) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition");
+                    }
                 }
-            }
-        });
+            });
+        }
         tracing::info!(topic = %topic.name, id = %topic.id, "topic deleted");
-        Ok(())
     }
 
     fn install(&self, topic: Arc<Topic>) {
@@ -413,30 +723,45 @@ impl Broker {
         t.by_name.insert(topic.name.to_string(), topic);
     }
 
-    /// A new producer id (idempotent producer). Ids are reserved in blocks in the metadata log
-    /// so they stay unique across restarts.
-    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        let mut ids = self.producer_ids.lock();
-        if ids.0 >= ids.1 {
-            let next = ids.1 + PRODUCER_ID_BLOCK;
-            self.metadata
-                .lock()
-                .append(MetadataRecord::ProducerIds { next })
-                .map_err(storage_error)?;
-            ids.1 = next;
+    /// A new producer id (idempotent producer). Ids are reserved from the controller in blocks,
+    /// so they stay unique across restarts and brokers.
+    pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        loop {
+            {
+                let mut ids = self.producer_ids.lock();
+                if ids.0 < ids.1 {
+                    let id = ids.0;
+                    ids.0 += 1;
+                    return Ok(id);
+                }
+            }
+            let reply = self
+                .submit(ControllerRequest::AllocateProducerIds {
+                    node_id: self.node_id(),
+                    broker_epoch: self.broker_epoch(),
+                    count: PRODUCER_ID_BLOCK,
+                })
+                .await?;
+            let ControllerReply::ProducerIds { first, count } = reply else {
+                return Err(TopicError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("unexpected controller reply {reply:?}"),
+                ));
+            };
+            let mut ids = self.producer_ids.lock();
+            if ids.0 >= ids.1 {
+                *ids = (first, first + count);
+            }
         }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
     }
 
-    /// Every hosted partition (for maintenance and metrics).
+    /// Every partition with a log here (for maintenance and metrics).
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.topics
             .read()
             .by_name
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions.iter().filter(|p| p.has_log()).cloned())
             .collect()
     }
 
@@ -453,42 +778,26 @@ impl Broker {
     }
 }
 
-fn storage_error(e: fjord_metadata::StoreError) -> TopicError {
-    tracing::error!(error = %e, "metadata log write failed");
-    TopicError::new(ErrorCode::KafkaStorageError, e.to_string())
-}
-
 pub fn partition_dir(root: &Path, topic: &str, index: i32) -> PathBuf {
     root.join(format!("{topic}-{index}"))
 }
 
-/// Open every partition log of `images` on a few threads: startup with many partitions is
-/// dominated by small synchronous file-system calls (directory listings, checkpoint and index
-/// reads), which overlap well even on few cores.
-fn open_topics(
-    root: &Path,
-    base: &LogConfig,
-    images: &[&TopicImage],
-) -> anyhow::Result<Vec<Arc<Topic>>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let configs = images
-        .iter()
-        .map(|t| {
-            LogConfig::from_overrides(base, &t.configs)
-                .map_err(|e| anyhow::anyhow!("topic {}: {e}", t.name))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let names: Vec<Arc<str>> = images.iter().map(|t| Arc::from(t.name.as_str())).collect();
-    let work: Vec<(usize, i32)> = images
-        .iter()
-        .enumerate()
-        .flat_map(|(ti, t)| (0..t.partitions as i32).map(move |p| (ti, p)))
-        .collect();
+/// Open the logs of `work` on a few threads: startup with many partitions is dominated by
+/// small synchronous file-system calls (directory listings, checkpoint and index reads), which
+/// overlap well even on few cores.
+fn open_logs(root: &Path, work: &[(Arc<Partition>, LogConfig)]) -> Vec<anyhow::Result<Log>> {
+    use std::sync::atomic::AtomicUsize;
+    if work.len() < 8 {
+        return work
+            .iter()
+            .map(|(p, c)| open_partition_log(root, &p.topic, p.topic_id, p.index, c))
+            .collect();
+    }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .saturating_mul(4)
         .clamp(1, 16)
-        .min(work.len().max(1));
+        .min(work.len());
     let next = AtomicUsize::new(0);
     let opened: Vec<Vec<(usize, anyhow::Result<Log>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -497,9 +806,11 @@ fn open_topics(
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(ti, p)) = work.get(i) else { break };
-                        let t = images[ti];
-                        out.push((i, open_partition_log(root, &t.name, t.id, p, &configs[ti])));
+                        let Some((p, c)) = work.get(i) else { break };
+                        out.push((
+                            i,
+                            open_partition_log(root, &p.topic, p.topic_id, p.index, c),
+                        ));
                     }
                     out
                 })
@@ -510,48 +821,13 @@ fn open_topics(
             .map(|h| h.join().expect("log opening thread panicked"))
             .collect()
     });
-    let mut logs: Vec<Option<Log>> = (0..work.len()).map(|_| None).collect();
+    let mut logs: Vec<Option<anyhow::Result<Log>>> = (0..work.len()).map(|_| None).collect();
     for (i, log) in opened.into_iter().flatten() {
-        logs[i] = Some(log?);
+        logs[i] = Some(log);
     }
-    let mut logs = logs.into_iter().map(|l| l.expect("every partition opened"));
-    Ok(images
-        .iter()
-        .enumerate()
-        .map(|(ti, t)| {
-            let partitions = (0..t.partitions as i32)
-                .map(|p| {
-                    let log = logs.next().expect("one log per partition");
-                    Arc::new(Partition::new(names[ti].clone(), t.id, p, log))
-                })
-                .collect();
-            Arc::new(Topic {
-                name: names[ti].clone(),
-                id: t.id,
-                partitions,
-                config: configs[ti].clone(),
-                overrides: t.configs.clone(),
-            })
-        })
-        .collect())
-}
-
-fn open_topic(root: &Path, base: &LogConfig, t: &TopicImage) -> anyhow::Result<Arc<Topic>> {
-    let config = LogConfig::from_overrides(base, &t.configs)
-        .map_err(|e| anyhow::anyhow!("topic {}: {e}", t.name))?;
-    let name: Arc<str> = Arc::from(t.name.as_str());
-    let mut partitions = Vec::with_capacity(t.partitions as usize);
-    for i in 0..t.partitions as i32 {
-        let log = open_partition_log(root, &name, t.id, i, &config)?;
-        partitions.push(Arc::new(Partition::new(name.clone(), t.id, i, log)));
-    }
-    Ok(Arc::new(Topic {
-        name,
-        id: t.id,
-        partitions,
-        config,
-        overrides: t.configs.clone(),
-    }))
+    logs.into_iter()
+        .map(|l| l.expect("every partition opened"))
+        .collect()
 }
 
 /// Open a partition directory, first moving aside one that belongs to an older topic of the
@@ -591,7 +867,7 @@ fn remove_stale_partition_dirs(root: &Path, topics: &Topics) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name == METADATA_DIR || !e.path().is_dir() {
+        if name == METADATA_DIR || name == QUORUM_DIR || !e.path().is_dir() {
             continue;
         }
         let stale = if name.ends_with("-delete") {
@@ -611,9 +887,28 @@ fn remove_stale_partition_dirs(root: &Path, topics: &Topics) {
     }
 }
 
-/// Read or create `meta.properties` (cluster.id, node.id) like Kafka; a node id that does not
-/// match the data directory is a startup error.
-fn load_meta_properties(dir: &Path, node_id: i32) -> anyhow::Result<String> {
+/// The cluster id of a quorum: derived from `controller.quorum.voters`, so every node of the
+/// cluster computes the same id without a separate format step.
+fn quorum_cluster_id(voters: &BTreeMap<u64, String>) -> String {
+    let text: String = voters.iter().map(|(id, a)| format!("{id}@{a},")).collect();
+    let fnv = |seed: u64| {
+        text.bytes().fold(seed, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let hi = fnv(0xcbf2_9ce4_8422_2325);
+    let lo = fnv(0x84222325_cbf29ce4);
+    base64_uuid(Uuid::from_u64_pair(hi, lo))
+}
+
+/// Read or create `meta.properties` (cluster.id, node.id) like Kafka; a node id or cluster id
+/// that does not match the data directory is a startup error. `cluster_id` is the id a quorum
+/// member must have; a single node makes a random one on first start.
+fn load_meta_properties(
+    dir: &Path,
+    node_id: i32,
+    cluster_id: Option<&str>,
+) -> anyhow::Result<String> {
     let path = dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let mut cluster = None;
@@ -636,10 +931,18 @@ fn load_meta_properties(dir: &Path, node_id: i32) -> anyhow::Result<String> {
             }
         }
         if let Some(c) = cluster {
+            if let Some(want) = cluster_id {
+                if c != want {
+                    anyhow::bail!(
+                        "{} belongs to cluster {c}, but controller.quorum.voters makes this cluster {want}; use another log.dirs",
+                        path.display()
+                    );
+                }
+            }
             return Ok(c);
         }
     }
-    let cluster_id = base64_uuid(Uuid::new_v4());
+    let cluster_id = cluster_id.map_or_else(|| base64_uuid(Uuid::new_v4()), str::to_string);
     let tmp = dir.join("meta.properties.tmp");
     std::fs::write(
         &tmp,
@@ -689,65 +992,114 @@ mod tests {
         assert_eq!(a.len(), 22);
     }
 
-    #[test]
-    fn topic_lifecycle_survives_restart_and_recreate_is_clean() {
+    #[tokio::test]
+    async fn topic_lifecycle_survives_restart_and_recreate_is_clean() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let t = b.create_topic("t", 2, 1, BTreeMap::new()).unwrap();
-        let e = b.create_topic("t", 2, 1, BTreeMap::new()).unwrap_err();
+        let (_, _, t) = b
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let t = t.unwrap();
+        assert!(t
+            .partitions
+            .iter()
+            .all(|p| p.is_leader() && p.leader_epoch() == 0));
+        let e = b
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::TopicAlreadyExists);
+        let code = |r: Result<(u32, u16, Option<Arc<Topic>>), TopicError>| r.unwrap_err().code;
         assert_eq!(
-            b.create_topic("bad/name", 1, 1, BTreeMap::new())
-                .unwrap_err()
-                .code,
+            code(
+                b.create_topic("bad/name", 1, 1, BTreeMap::new(), false)
+                    .await
+            ),
             ErrorCode::InvalidTopicException
         );
         assert_eq!(
-            b.create_topic("x", 1, 3, BTreeMap::new()).unwrap_err().code,
+            code(b.create_topic("x", 1, 3, BTreeMap::new(), false).await),
             ErrorCode::InvalidReplicationFactor
         );
-        b.create_partitions("t", 3, false).unwrap();
+        // Validation only: nothing is created.
+        b.create_topic("v", 4, 1, BTreeMap::new(), true)
+            .await
+            .unwrap();
+        assert!(b.topic("v").is_none());
+        b.create_partitions("t", 3, false).await.unwrap();
         assert_eq!(
-            b.create_partitions("t", 2, false).unwrap_err().code,
+            b.create_partitions("t", 2, false).await.unwrap_err().code,
             ErrorCode::InvalidPartitions
         );
         b.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
+            .await
             .unwrap();
         assert_eq!(
             b.alter_topic_configs("t", &[("retention.ms".into(), Some("x".into()))], false)
+                .await
                 .unwrap_err()
                 .code,
             ErrorCode::InvalidConfig
         );
+        let epoch = b.broker_epoch();
+        assert!(epoch >= 0);
         let id = t.id;
         drop(t);
         drop(b);
         let b = broker(dir.path());
+        // A single node keeps its registration across restarts.
+        assert_eq!(b.broker_epoch(), epoch);
         let t = b.topic("t").unwrap();
         assert_eq!(t.id, id);
         assert_eq!(t.partitions.len(), 3);
+        assert!(t.partitions.iter().all(|p| p.has_log() && p.is_leader()));
         assert_eq!(t.config.retention_ms, 1000);
-        b.delete_topic(&t).unwrap();
+        b.delete_topic("t").await.unwrap();
         assert!(b.topic("t").is_none());
-        let t2 = b.create_topic("t", 1, 1, BTreeMap::new()).unwrap();
+        let (_, _, t2) = b
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let t2 = t2.unwrap();
         assert_ne!(t2.id, id);
         assert_eq!(t2.partitions[0].offsets(), Some((0, 0)));
         // The old partition must not accept writes any more.
         assert!(t.partitions[0].offsets().is_none());
     }
 
-    #[test]
-    fn producer_ids_unique_across_restarts() {
+    /// A metadata log written before partition states existed gets them at startup.
+    #[tokio::test]
+    async fn old_single_node_log_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = MetadataLog::open(&dir.path().join(METADATA_DIR)).unwrap();
+            log.append(MetadataRecord::Topic {
+                name: "old".into(),
+                id: Uuid::new_v4(),
+                partitions: 2,
+                configs: BTreeMap::new(),
+            })
+            .unwrap();
+        }
+        let b = broker(dir.path());
+        let t = b.topic("old").unwrap();
+        assert!(t.partitions.iter().all(|p| p.is_leader() && p.has_log()));
+        assert_eq!(b.live_brokers().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn producer_ids_unique_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let a = {
             let b = broker(dir.path());
             (
-                b.allocate_producer_id().unwrap(),
-                b.allocate_producer_id().unwrap(),
+                b.allocate_producer_id().await.unwrap(),
+                b.allocate_producer_id().await.unwrap(),
             )
         };
         let b = broker(dir.path());
-        let c = b.allocate_producer_id().unwrap();
+        let c = b.allocate_producer_id().await.unwrap();
         assert_eq!(a.1, a.0 + 1);
         assert!(c > a.1);
     }

@@ -204,30 +204,48 @@ pub fn topics_view(broker: &Broker) -> TopicsView {
         .collect()
 }
 
-/// Append the records to their `__consumer_offsets` partitions (creating the topic on first
-/// use, compacted, as Kafka does).
+/// Create `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) if it does
+/// not exist yet, with `offsets.topic.replication.factor` replicas or as many as there are live
+/// brokers, whichever is smaller (Kafka would refuse until enough brokers are up; a single
+/// node must work out of the box).
+pub async fn ensure_offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::Topic>, String> {
+    if let Some(t) = broker.topic(OFFSETS_TOPIC) {
+        return Ok(t);
+    }
+    let live = broker
+        .with_image(|i| i.brokers().filter(|b| !b.fenced).count())
+        .max(1);
+    let rf = (broker.config.cluster.offsets_topic_replication_factor as usize).min(live) as i16;
+    let mut cfg = BTreeMap::new();
+    cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+    cfg.insert("segment.bytes".to_string(), (100 << 20).to_string());
+    let partitions = broker.config.group.offsets_partitions;
+    match broker
+        .create_topic(OFFSETS_TOPIC, partitions, rf, cfg, false)
+        .await
+    {
+        Ok((_, _, Some(t))) => Ok(t),
+        Ok((_, _, None)) => Err(format!("{OFFSETS_TOPIC} was not created")),
+        Err(e) if e.code == ErrorCode::TopicAlreadyExists => broker
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| format!("{OFFSETS_TOPIC} is not known here yet")),
+        Err(e) => {
+            tracing::error!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
+            Err(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))
+        }
+    }
+}
+
+/// Append the records to their `__consumer_offsets` partitions.
 fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Result<(), ErrorCode> {
     if records.is_empty() {
         return Ok(());
     }
-    let topic = match broker.topic(OFFSETS_TOPIC) {
-        Some(t) => t,
-        None => {
-            let mut cfg = BTreeMap::new();
-            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
-            cfg.insert("segment.bytes".to_string(), (100 << 20).to_string());
-            match broker.create_topic(OFFSETS_TOPIC, c.config.offsets_partitions, 1, cfg) {
-                Ok(t) => t,
-                Err(e) if e.code == ErrorCode::TopicAlreadyExists => broker
-                    .topic(OFFSETS_TOPIC)
-                    .ok_or(ErrorCode::CoordinatorNotAvailable)?,
-                Err(e) => {
-                    tracing::error!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
-                    return Err(ErrorCode::CoordinatorNotAvailable);
-                }
-            }
-        }
+    // FindCoordinator creates the topic before any group can reach this point.
+    let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+        return Err(ErrorCode::CoordinatorNotAvailable);
     };
+    let _ = c;
     let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_partition.entry(r.partition).or_default().push(r);

@@ -3,8 +3,11 @@
 //!
 //! Layout:
 //! - [`config`]: broker configuration with Kafka key names (file, env, flags).
-//! - [`broker`]: shared state — topics and their partitions, the metadata log, producer ids,
-//!   fetch sessions — and the topic lifecycle.
+//! - [`broker`]: shared state — the cluster image, topics and their partitions, producer ids,
+//!   fetch sessions — and the topic lifecycle, which goes through the controller.
+//! - [`control`]: where metadata changes are decided: a single node's own controller and
+//!   metadata log, or the active controller of a quorum.
+//! - [`cluster`]: a broker of a quorum cluster: metadata follower, registration, heartbeats.
 //! - [`partition`]: one hosted partition: its log behind a lock never held across `.await`,
 //!   and the fetchers waiting for appends.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
@@ -19,8 +22,10 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod config_view;
+pub mod control;
 pub mod fetch_session;
 pub mod groups;
 mod handlers;
@@ -67,22 +72,18 @@ impl RunningBroker {
     }
 }
 
-/// Start a broker with `config`: open the logs, bind the listeners and serve.
+/// Start a broker with `config`: open the logs, bind the listeners and serve. Without
+/// `controller.quorum.voters` the node is a single-node cluster, its own controller; with them it
+/// starts its controller (when it has the role), registers with the active controller and
+/// follows the metadata log before it serves clients.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    if !config.cluster.roles.broker {
+        anyhow::bail!(
+            "process.roles=controller (a controller without a broker) is not supported yet; use process.roles=broker,controller"
+        );
+    }
     let kafka_bind = config.listener.socket_addr().map_err(anyhow::Error::msg)?;
     let admin_bind: SocketAddr = config.admin_listener.parse().context("admin.listener")?;
-    let broker = Arc::new(
-        tokio::task::spawn_blocking(move || Broker::open(config))
-            .await
-            .context("opening logs")??,
-    );
-    {
-        let b = broker.clone();
-        tokio::task::spawn_blocking(move || b.groups.load(&b))
-            .await
-            .context("loading groups")?
-            .context("loading groups from __consumer_offsets")?;
-    }
     let listener = TcpListener::bind(kafka_bind)
         .await
         .with_context(|| format!("cannot listen on {kafka_bind} (listeners)"))?;
@@ -91,13 +92,35 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .with_context(|| format!("cannot listen on {admin_bind} (admin.listener)"))?;
     let kafka_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let (host, port) = broker.config.advertised(kafka_addr);
-    broker.set_advertised(host.clone(), port);
-    tracing::info!(node_id = broker.node_id(), cluster_id = %broker.cluster_id,
-        listener = %kafka_addr, advertised = %format!("{host}:{port}"), admin = %admin_addr,
-        "broker started");
-
+    let (host, port) = config.advertised(kafka_addr);
     let (tx, rx) = watch::channel(false);
+    let mut cluster_tasks = Vec::new();
+    let mut service = None;
+    let broker = if config.cluster.is_quorum() {
+        let (broker, svc, tasks) = start_quorum_member(config, &host, port, rx.clone()).await?;
+        service = svc;
+        cluster_tasks = tasks;
+        broker
+    } else {
+        let broker = Arc::new(
+            tokio::task::spawn_blocking(move || Broker::open(config))
+                .await
+                .context("opening logs")??,
+        );
+        broker.set_advertised(host.clone(), port);
+        broker
+    };
+    {
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.groups.load(&b))
+            .await
+            .context("loading groups")?
+            .context("loading groups from __consumer_offsets")?;
+    }
+    tracing::info!(node_id = broker.node_id(), cluster_id = %broker.cluster_id,
+        broker_epoch = broker.broker_epoch(), listener = %kafka_addr,
+        advertised = %format!("{host}:{port}"), admin = %admin_addr, "broker started");
+
     let accept = tokio::spawn(server::accept_loop(broker.clone(), listener, rx.clone()));
     let mut admin_rx = rx.clone();
     let admin_task = tokio::spawn({
@@ -115,9 +138,24 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let b = broker.clone();
     let done = tokio::spawn(async move {
         let _ = accept.await;
+        if let control::ControlPlane::Quorum { client, .. } = &b.control {
+            // Ask to be fenced so leadership moves off this broker before it goes.
+            match cluster::heartbeat(&b, client, true, Duration::from_secs(3)).await {
+                Ok(_) => tracing::info!("fenced by request before shutdown"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not ask the controller to fence this broker")
+                }
+            }
+        }
+        for t in cluster_tasks {
+            let _ = t.await;
+        }
         let _ = maintenance.await;
         let _ = group_timers.await;
         let _ = admin_task.await;
+        if let Some(s) = service {
+            s.shutdown().await;
+        }
         let closing = b.clone();
         let _ = tokio::task::spawn_blocking(move || closing.close_logs()).await;
         tracing::info!("broker stopped; logs flushed and closed");
@@ -129,6 +167,101 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         shutdown: tx,
         done,
     })
+}
+
+type QuorumMember = (
+    Arc<Broker>,
+    Option<Arc<fjord_metadata::quorum::ControllerService>>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// Start this node's controller (if it is a voter), follow the metadata log, register, catch up
+/// to the registration and get unfenced.
+async fn start_quorum_member(
+    config: BrokerConfig,
+    host: &str,
+    port: u16,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<QuorumMember> {
+    use fjord_metadata::quorum::{
+        raft_config, ControllerClient, ControllerService, ControllerServiceConfig,
+    };
+    let cluster = config.cluster.clone();
+    let service = match (&cluster.controller_listener, cluster.roles.controller) {
+        (Some(l), true) => {
+            let bind = l.socket_addr().map_err(anyhow::Error::msg)?;
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind} (controller listener)"))?;
+            let svc = ControllerService::start(
+                ControllerServiceConfig {
+                    node_id: config.node_id as u64,
+                    dir: config.log_dir.join(broker::QUORUM_DIR),
+                    voters: cluster.voters.clone(),
+                    controller: fjord_metadata::ControllerConfig {
+                        session_timeout_ms: cluster.session_timeout_ms as i64,
+                    },
+                    raft: raft_config(100, 1000, 10_000),
+                    leader_rebalance_interval: cluster
+                        .leader_rebalance_interval_ms
+                        .map(Duration::from_millis),
+                    window_records: 100_000,
+                },
+                listener,
+            )
+            .await
+            .context("starting the controller")?;
+            tracing::info!(node_id = config.node_id, controller_listener = %bind, voters = cluster.voters.len(),
+                "controller started");
+            Some(svc)
+        }
+        _ => None,
+    };
+    let client = ControllerClient::new(cluster.voters.clone());
+    let source = match &service {
+        Some(s) => cluster::MetadataSource::Local(s.feed()),
+        None => cluster::MetadataSource::Remote(client.clone()),
+    };
+    let control = control::ControlPlane::Quorum {
+        client: client.clone(),
+        service: service.clone(),
+    };
+    let broker = Arc::new(
+        tokio::task::spawn_blocking(move || Broker::open_quorum(config, control))
+            .await
+            .context("opening the data directory")??,
+    );
+    broker.set_advertised(host.to_string(), port);
+    let follower = tokio::spawn(cluster::follow(broker.clone(), source, shutdown.clone()));
+    let mut rx = shutdown.clone();
+    let Some(epoch) = cluster::register(&broker, &client, &mut rx).await else {
+        anyhow::bail!("shut down before the controller quorum answered");
+    };
+    // Caught up once the registration record itself has been applied here.
+    loop {
+        if broker
+            .wait_applied(epoch + 1, Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tracing::warn!(
+            broker_epoch = epoch,
+            applied = broker.applied_offset(),
+            "catching up with the metadata log"
+        );
+    }
+    match cluster::heartbeat(&broker, &client, false, Duration::from_secs(5)).await {
+        Ok(fenced) => broker.metrics.broker_fenced.set(fenced as i64),
+        Err(e) => tracing::warn!(error = %e, "first heartbeat failed"),
+    }
+    let heartbeats = tokio::spawn(cluster::heartbeat_loop(
+        broker.clone(),
+        client,
+        shutdown.clone(),
+    ));
+    Ok((broker, service, vec![follower, heartbeats]))
 }
 
 /// Periodic log maintenance: time-based rolls, retention, compaction and `flush.ms`.

@@ -24,6 +24,16 @@ pub struct Metrics {
     pub group_members: IntGauge,
     /// Groups on this coordinator.
     pub groups: IntGauge,
+    /// Leader changes of partitions this broker knows, seen in the metadata log.
+    pub leader_changes: IntCounter,
+    /// The next metadata offset this broker will apply (records applied).
+    pub metadata_offset: IntGauge,
+    /// This broker's epoch (KIP-380), -1 before registration.
+    pub broker_epoch: IntGauge,
+    /// 1 while the controller says this broker is fenced.
+    pub broker_fenced: IntGauge,
+    /// Registrations of this broker with the controller (each gives a new epoch).
+    pub broker_registrations: IntCounter,
 }
 
 impl Metrics {
@@ -97,8 +107,35 @@ impl Metrics {
             IntGauge::new("group_members", "Members of all consumer groups").expect("metric");
         let groups =
             IntGauge::new("groups", "Consumer groups on this coordinator").expect("metric");
+        let leader_changes = IntCounter::new(
+            "partition_leader_changes_total",
+            "Partition leader changes applied from the metadata log",
+        )
+        .expect("metric");
+        let metadata_offset = IntGauge::new(
+            "metadata_applied_offset",
+            "Metadata records applied by this broker",
+        )
+        .expect("metric");
+        let broker_epoch =
+            IntGauge::new("broker_epoch", "This broker's epoch (KIP-380)").expect("metric");
+        let broker_fenced = IntGauge::new(
+            "broker_fenced",
+            "1 while the controller reports this broker as fenced",
+        )
+        .expect("metric");
+        let broker_registrations = IntCounter::new(
+            "broker_registrations_total",
+            "Registrations of this broker with the controller",
+        )
+        .expect("metric");
         for m in [
-            Box::new(bytes_in.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metadata_offset.clone()),
+            Box::new(broker_epoch.clone()),
+            Box::new(broker_fenced.clone()),
+            Box::new(broker_registrations.clone()),
+            Box::new(bytes_in.clone()),
             Box::new(bytes_out.clone()),
             Box::new(messages_in.clone()),
             Box::new(requests.clone()),
@@ -129,6 +166,11 @@ impl Metrics {
             group_rebalances,
             group_members,
             groups,
+            leader_changes,
+            metadata_offset,
+            broker_epoch,
+            broker_fenced,
+            broker_registrations,
         }
     }
 

@@ -1,5 +1,6 @@
-//! One partition hosted on this broker: its log, its leader epoch, and the fetch requests
-//! waiting for new data.
+//! One partition of a topic as this broker sees it: its replica state from the cluster image
+//! (leader, leader epoch, replicas, ISR), its log when a replica lives here, and the fetch
+//! requests waiting for new data.
 //!
 //! The log sits behind a lock that is held only for the synchronous storage call, never across
 //! an `.await`. A deleted partition's log is taken out (`None`) under the write lock, so a request
@@ -15,29 +16,105 @@ use uuid::Uuid;
 
 use fjord_protocol::error::ErrorCode;
 
-/// One hosted partition.
+/// One partition of a topic.
 pub struct Partition {
     pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub index: i32,
-    /// Single node: the leader epoch is fixed at 0 until the replication work bumps it.
-    pub leader_epoch: i32,
+    /// This broker's node id.
+    local: i32,
+    state: RwLock<ReplicaState>,
     log: RwLock<Option<Log>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+/// A partition's replicas, ISR, leader and epochs, as the cluster image last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1 when the partition has no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+impl ReplicaState {
+    /// No state known yet (no replicas, no leader).
+    pub fn unknown() -> ReplicaState {
+        ReplicaState {
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            leader: -1,
+            leader_epoch: -1,
+            partition_epoch: -1,
+        }
+    }
 }
 
 /// The partition was deleted while a request held it.
 pub const DELETED: ErrorCode = ErrorCode::UnknownTopicOrPartition;
 
 impl Partition {
-    pub fn new(topic: Arc<str>, topic_id: Uuid, index: i32, log: Log) -> Partition {
+    /// A partition on broker `local`, with its log if a replica lives here.
+    pub fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        index: i32,
+        local: i32,
+        state: ReplicaState,
+        log: Option<Log>,
+    ) -> Partition {
         Partition {
             topic,
             topic_id,
             index,
-            leader_epoch: 0,
-            log: RwLock::new(Some(log)),
+            local,
+            state: RwLock::new(state),
+            log: RwLock::new(log),
             waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The replica state (a copy).
+    pub fn state(&self) -> ReplicaState {
+        self.state.read().clone()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.read().leader_epoch
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.state.read().leader == self.local
+    }
+
+    /// Whether a replica of the partition lives on this broker.
+    pub fn is_replica(&self) -> bool {
+        self.state.read().replicas.contains(&self.local)
+    }
+
+    /// Take the new state from the cluster image. Returns the previous one.
+    pub fn set_state(&self, state: ReplicaState) -> ReplicaState {
+        let old = std::mem::replace(&mut *self.state.write(), state);
+        if !self.is_leader() {
+            // Fetchers parked on a partition we no longer lead must answer now.
+            self.wake_fetchers();
+        }
+        old
+    }
+
+    /// Whether the log is open here.
+    pub fn has_log(&self) -> bool {
+        self.log.read().is_some()
+    }
+
+    /// Put the log of a replica that now lives here in place (once).
+    pub fn install_log(&self, log: Log) {
+        let mut guard = self.log.write();
+        if guard.is_none() {
+            *guard = Some(log);
         }
     }
 
@@ -46,7 +123,7 @@ impl Partition {
         let info = {
             let mut guard = self.log.write();
             let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
-            log.append(records, self.leader_epoch, now_ms)
+            log.append(records, self.leader_epoch(), now_ms)
                 .map_err(AppendRejection::Storage)?
         };
         if !info.duplicate {
@@ -79,14 +156,23 @@ impl Partition {
         self.log.write().as_mut().map(f)
     }
 
-    /// Kafka's fencing of a client-supplied current leader epoch (-1 means "don't check"):
-    /// a client ahead of us knows of a newer leader (UNKNOWN_LEADER_EPOCH); a client behind us
-    /// has stale metadata (FENCED_LEADER_EPOCH).
+    /// May this broker serve a client request for the partition? Only the leader may
+    /// (NOT_LEADER_OR_FOLLOWER otherwise, so the client refreshes its metadata). Then Kafka's
+    /// fencing of a client-supplied current leader epoch (-1 means "don't check"): a client
+    /// ahead of us knows of a newer leader (UNKNOWN_LEADER_EPOCH); a client behind us has stale
+    /// metadata (FENCED_LEADER_EPOCH).
     pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<(), ErrorCode> {
+        let (leader, epoch) = {
+            let s = self.state.read();
+            (s.leader, s.leader_epoch)
+        };
+        if leader != self.local {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         if client_epoch < 0 {
             return Ok(());
         }
-        match client_epoch.cmp(&self.leader_epoch) {
+        match client_epoch.cmp(&epoch) {
             std::cmp::Ordering::Greater => Err(ErrorCode::UnknownLeaderEpoch),
             std::cmp::Ordering::Less => Err(ErrorCode::FencedLeaderEpoch),
             std::cmp::Ordering::Equal => Ok(()),

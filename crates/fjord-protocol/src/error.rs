@@ -53,6 +53,13 @@ pub enum ErrorCode {
     InvalidRecord = 87,
     ResourceNotFound = 91,
     TopicDeletionDisabled = 73,
+    // Control plane.
+    NotController = 41,
+    StaleBrokerEpoch = 77,
+    InvalidUpdateVersion = 95,
+    DuplicateBrokerRegistration = 101,
+    BrokerIdNotRegistered = 102,
+    IneligibleReplica = 107,
     // Group coordinator.
     OffsetMetadataTooLarge = 12,
     CoordinatorLoadInProgress = 14,
@@ -83,6 +90,47 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code for a number the controller sent; codes this table lacks become
+    /// UNKNOWN_SERVER_ERROR.
+    pub fn from_i16(code: i16) -> ErrorCode {
+        use ErrorCode::*;
+        const ALL: &[ErrorCode] = &[
+            None,
+            UnknownTopicOrPartition,
+            LeaderNotAvailable,
+            NotLeaderOrFollower,
+            RequestTimedOut,
+            InvalidTopicException,
+            NotEnoughReplicas,
+            TopicAlreadyExists,
+            InvalidPartitions,
+            InvalidReplicationFactor,
+            InvalidReplicaAssignment,
+            InvalidConfig,
+            InvalidRequest,
+            PolicyViolation,
+            KafkaStorageError,
+            TopicDeletionDisabled,
+            FencedLeaderEpoch,
+            UnknownLeaderEpoch,
+            UnknownTopicId,
+            CoordinatorNotAvailable,
+            NotController,
+            StaleBrokerEpoch,
+            InvalidUpdateVersion,
+            DuplicateBrokerRegistration,
+            BrokerIdNotRegistered,
+            IneligibleReplica,
+            ResourceNotFound,
+        ];
+        ALL.iter()
+            .copied()
+            .find(|c| c.code() == code)
+            .unwrap_or(UnknownServerError)
+    }
+}
+
 impl From<ErrorCode> for i16 {
     fn from(e: ErrorCode) -> i16 {
         e as i16
@@ -99,6 +147,12 @@ mod tests {
     fn codes_match_kafka() {
         let pairs = [
             (OffsetOutOfRange, K::OffsetOutOfRange),
+            (NotController, K::NotController),
+            (StaleBrokerEpoch, K::StaleBrokerEpoch),
+            (InvalidUpdateVersion, K::InvalidUpdateVersion),
+            (DuplicateBrokerRegistration, K::DuplicateBrokerRegistration),
+            (BrokerIdNotRegistered, K::BrokerIdNotRegistered),
+            (IneligibleReplica, K::IneligibleReplica),
             (CorruptMessage, K::CorruptMessage),
             (UnknownTopicOrPartition, K::UnknownTopicOrPartition),
             (InvalidFetchSize, K::InvalidFetchSize),

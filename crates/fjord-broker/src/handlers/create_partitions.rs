@@ -9,35 +9,37 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{sb, Ctx};
 use crate::broker::Broker;
 
-pub fn handle(
+pub async fn handle(
     b: &Arc<Broker>,
     _ctx: &Ctx,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let node = b.node_id();
-    let results =
-        req.topics
-            .into_iter()
-            .map(|t| {
-                let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-                if let Some(assignments) = &t.assignments {
-                    if assignments.iter().any(|a| {
-                        a.broker_ids.is_empty() || a.broker_ids.iter().any(|id| id.0 != node)
-                    }) {
-                        return r
-                            .with_error_code(ErrorCode::InvalidReplicaAssignment.code())
-                            .with_error_message(Some(sb(format!(
-                                "Replica assignments may only name broker {node}."
-                            ))));
-                    }
-                }
-                match b.create_partitions(&t.name, t.count, req.validate_only) {
-                    Ok(()) => r,
-                    Err(e) => r
-                        .with_error_code(e.code.code())
-                        .with_error_message(Some(sb(e.message))),
-                }
-            })
-            .collect();
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let manual_elsewhere = t.assignments.as_ref().is_some_and(|assignments| {
+            assignments
+                .iter()
+                .any(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|id| id.0 != node))
+        });
+        let r = if manual_elsewhere {
+            r.with_error_code(ErrorCode::InvalidReplicaAssignment.code())
+                .with_error_message(Some(sb(format!(
+                    "Manual replica assignments may only name broker {node}; leave them out to let the controller place replicas."
+                ))))
+        } else {
+            match b
+                .create_partitions(&t.name, t.count, req.validate_only)
+                .await
+            {
+                Ok(()) => r,
+                Err(e) => r
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(sb(e.message))),
+            }
+        };
+        results.push(r);
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -14,59 +14,74 @@ use super::{sb, Ctx};
 use crate::broker::{Broker, TopicError};
 use crate::config_view;
 
-pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.to_string();
-            let result = CreatableTopicResult::default().with_name(t.name.clone());
-            if !seen.insert(name.clone()) {
-                return fail(
-                    result,
-                    TopicError {
-                        code: ErrorCode::InvalidRequest,
-                        message: format!("Topic '{name}' appears more than once in the request."),
-                    },
-                );
-            }
-            let mut configs = BTreeMap::new();
-            for c in &t.configs {
-                match &c.value {
-                    Some(v) => {
-                        configs.insert(c.name.to_string(), v.to_string());
-                    }
-                    None => {
-                        return fail(
-                            result,
-                            TopicError {
-                                code: ErrorCode::InvalidConfig,
-                                message: format!("Null value not supported for topic config '{}'", &*c.name),
-                            },
-                        )
-                    }
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let result = create_one(b, ctx, t, req.validate_only, &mut seen).await;
+        topics.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+async fn create_one(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    t: kafka_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+    seen: &mut std::collections::HashSet<String>,
+) -> CreatableTopicResult {
+    {
+        let name = t.name.to_string();
+        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        if !seen.insert(name.clone()) {
+            return fail(
+                result,
+                TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("Topic '{name}' appears more than once in the request."),
+                },
+            );
+        }
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => {
+                    return fail(
+                        result,
+                        TopicError {
+                            code: ErrorCode::InvalidConfig,
+                            message: format!(
+                                "Null value not supported for topic config '{}'",
+                                &*c.name
+                            ),
+                        },
+                    )
                 }
             }
-            let (partitions, rf) = if t.assignments.is_empty() {
-                (t.num_partitions, t.replication_factor)
-            } else {
-                if t.num_partitions != -1 || t.replication_factor != -1 {
-                    return fail(
+        }
+        let (partitions, rf) = if t.assignments.is_empty() {
+            (t.num_partitions, t.replication_factor)
+        } else {
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                return fail(
                         result,
                         TopicError {
                             code: ErrorCode::InvalidRequest,
                             message: "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
                         },
                     );
-                }
-                let node = b.node_id();
-                for (i, a) in t.assignments.iter().enumerate() {
-                    if a.partition_index != i as i32
-                        || a.broker_ids.is_empty()
-                        || a.broker_ids.iter().any(|id| id.0 != node)
-                    {
-                        return fail(
+            }
+            let node = b.node_id();
+            for (i, a) in t.assignments.iter().enumerate() {
+                if a.partition_index != i as i32
+                    || a.broker_ids.is_empty()
+                    || a.broker_ids.iter().any(|id| id.0 != node)
+                {
+                    return fail(
                             result,
                             TopicError {
                                 code: ErrorCode::InvalidReplicaAssignment,
@@ -76,51 +91,48 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTop
                                 ),
                             },
                         );
-                    }
                 }
-                (
-                    t.assignments.len() as i32,
-                    t.assignments[0].broker_ids.len() as i16,
-                )
-            };
-            let outcome = if req.validate_only {
-                b.validate_new_topic(&name, partitions, rf, &configs)
-                    .map(|(n, _)| (n as i32, None))
-            } else {
-                b.create_topic(&name, partitions, rf, configs)
-                    .map(|topic| (topic.partitions.len() as i32, Some(topic)))
-            };
-            match outcome {
-                Ok((n, topic)) => {
-                    let mut r = result;
-                    // num_partitions, replication_factor and configs exist from v5.
-                    if ctx.version >= 5 {
-                        r = r.with_num_partitions(n).with_replication_factor(1);
-                    }
-                    if let Some(topic) = topic {
-                        r = r.with_topic_id(topic.id);
-                        if ctx.version >= 5 {
-                            let entries = config_view::topic_entries(b, &topic.config, &topic.overrides);
-                            r = r.with_configs(Some(
-                                entries
-                                    .into_iter()
-                                    .map(|e| {
-                                        CreatableTopicConfigs::default()
-                                            .with_name(sb(e.name))
-                                            .with_value(Some(sb(e.value)))
-                                            .with_config_source(e.source as i8)
-                                    })
-                                    .collect(),
-                            ));
-                        }
-                    }
-                    r
-                }
-                Err(e) => fail(result, e),
             }
-        })
-        .collect();
-    CreateTopicsResponse::default().with_topics(topics)
+            (
+                t.assignments.len() as i32,
+                t.assignments[0].broker_ids.len() as i16,
+            )
+        };
+        let outcome = b
+            .create_topic(&name, partitions, rf, configs, validate_only)
+            .await;
+        match outcome {
+            Ok((n, rf, topic)) => {
+                let mut r = result;
+                // num_partitions, replication_factor and configs exist from v5.
+                if ctx.version >= 5 {
+                    r = r
+                        .with_num_partitions(n as i32)
+                        .with_replication_factor(rf as i16);
+                }
+                if let Some(topic) = topic {
+                    r = r.with_topic_id(topic.id);
+                    if ctx.version >= 5 {
+                        let entries =
+                            config_view::topic_entries(b, &topic.config, &topic.overrides);
+                        r = r.with_configs(Some(
+                            entries
+                                .into_iter()
+                                .map(|e| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(sb(e.name))
+                                        .with_value(Some(sb(e.value)))
+                                        .with_config_source(e.source as i8)
+                                })
+                                .collect(),
+                        ));
+                    }
+                }
+                r
+            }
+            Err(e) => fail(result, e),
+        }
+    }
 }
 
 fn fail(r: CreatableTopicResult, e: TopicError) -> CreatableTopicResult {

@@ -26,6 +26,9 @@ pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteR
                     let Some(part) = b.partition(&t.name, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
+                    if let Err(code) = part.check_leader_epoch(-1) {
+                        return r.with_error_code(code.code());
+                    }
                     let result = part.with_log_mut(|log| {
                         let target = if p.offset == -1 {
                             log.log_end_offset()

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{sb, Ctx};
 use crate::broker::Broker;
 
-pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if ctx.version >= 6 {
         req.topics
             .into_iter()
@@ -22,34 +22,33 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTop
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let topic = match &name {
-                Some(n) => b.topic(n),
-                None => b.topic_by_id(&id),
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let topic = match &name {
+            Some(n) => b.topic(n),
+            None => b.topic_by_id(&id),
+        };
+        let r = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
+        let Some(topic) = topic else {
+            let code = if name.is_some() {
+                ErrorCode::UnknownTopicOrPartition
+            } else {
+                ErrorCode::UnknownTopicId
             };
-            let r = DeletableTopicResult::default()
-                .with_name(name.clone())
-                .with_topic_id(id);
-            let Some(topic) = topic else {
-                let code = if name.is_some() {
-                    ErrorCode::UnknownTopicOrPartition
-                } else {
-                    ErrorCode::UnknownTopicId
-                };
-                return r.with_error_code(code.code());
-            };
-            let r = r
-                .with_name(Some(TopicName(sb(topic.name.to_string()))))
-                .with_topic_id(topic.id);
-            match b.delete_topic(&topic) {
-                Ok(()) => r,
-                Err(e) => r
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(sb(e.message))),
-            }
-        })
-        .collect();
+            responses.push(r.with_error_code(code.code()));
+            continue;
+        };
+        let r = r
+            .with_name(Some(TopicName(sb(topic.name.to_string()))))
+            .with_topic_id(topic.id);
+        responses.push(match b.delete_topic(&topic.name).await {
+            Ok(()) => r,
+            Err(e) => r
+                .with_error_code(e.code.code())
+                .with_error_message(Some(sb(e.message))),
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }

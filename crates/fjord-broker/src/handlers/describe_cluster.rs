@@ -1,4 +1,4 @@
-//! DescribeCluster (v0-2): this node, as broker and controller.
+//! DescribeCluster (v0-2): the live brokers and the active controller, from the cluster image.
 
 use std::sync::Arc;
 
@@ -9,16 +9,21 @@ use super::{sb, Ctx};
 use crate::broker::Broker;
 
 pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let (host, port) = b.advertised();
-    let node = BrokerId(b.node_id());
+    let brokers = b
+        .live_brokers()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(sb(host))
+                .with_port(port as i32)
+                .with_rack(rack.map(sb))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(sb(b.cluster_id.clone()))
-        .with_controller_id(node)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node)
-            .with_host(sb(host))
-            .with_port(port as i32)
-            .with_rack(b.config.rack.clone().map(sb))])
+        .with_controller_id(BrokerId(b.controller_id()))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

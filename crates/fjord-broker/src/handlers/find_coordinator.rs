@@ -1,4 +1,5 @@
-//! FindCoordinator v0-6: this broker coordinates every group (single node). v4+ batches keys.
+//! FindCoordinator v0-6: a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (created on first use, as Kafka does). v4+ batches keys.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -7,40 +8,56 @@ use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
 
+type Answer = (ErrorCode, Option<String>, i32, String, i32);
+
 /// key_type 0 = group; 1 = transaction (not supported yet).
-fn answer(b: &Broker, key_type: i8) -> (ErrorCode, Option<&'static str>, i32, String, i32) {
-    if key_type != 0 {
-        return (
+async fn answer(b: &Broker, key_type: i8, key: &str) -> Answer {
+    let unavailable = |why: String| {
+        (
             ErrorCode::CoordinatorNotAvailable,
-            Some("transactions are not supported yet"),
+            Some(why),
             -1,
             String::new(),
             -1,
-        );
+        )
+    };
+    if key_type != 0 {
+        return unavailable("transactions are not supported yet".into());
     }
-    let (host, port) = b.advertised();
-    (ErrorCode::None, None, b.node_id(), host, port as i32)
+    let topic = match crate::groups::ensure_offsets_topic(b).await {
+        Ok(t) => t,
+        Err(e) => return unavailable(e),
+    };
+    let p = fjord_group::offsets_partition(key, topic.partitions.len() as i32);
+    let leader = topic.partitions[p as usize].state().leader;
+    match b.broker_address(leader) {
+        Some((host, port)) => (ErrorCode::None, None, leader, host, port as i32),
+        None => unavailable(format!(
+            "the coordinator's {}-{p} partition has no live leader",
+            crate::groups::OFFSETS_TOPIC
+        )),
+    }
 }
 
-pub fn handle(b: &Broker, ctx: &Ctx, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(b: &Broker, ctx: &Ctx, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
     if ctx.version >= 4 {
-        let coordinators = r
-            .coordinator_keys
-            .iter()
-            .map(|k| {
-                let (e, msg, node, host, port) = answer(b, r.key_type);
+        let mut coordinators = Vec::with_capacity(r.coordinator_keys.len());
+        for k in &r.coordinator_keys {
+            let (e, msg, node, host, port) = answer(b, r.key_type, k).await;
+            coordinators.push(
                 Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(BrokerId(node))
                     .with_host(sb(host))
                     .with_port(port)
                     .with_error_code(e.code())
-                    .with_error_message(msg.map(sb))
-            })
-            .collect();
+                    .with_error_message(msg.map(sb)),
+            );
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (e, msg, node, host, port) = answer(b, if ctx.version >= 1 { r.key_type } else { 0 });
+    let key_type = if ctx.version >= 1 { r.key_type } else { 0 };
+    let (e, msg, node, host, port) = answer(b, key_type, &r.key).await;
     let resp = FindCoordinatorResponse::default()
         .with_error_code(e.code())
         .with_node_id(BrokerId(node))

@@ -17,20 +17,19 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub fn handle(
+pub async fn handle(
     b: &Arc<Broker>,
     _ctx: &Ctx,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        responses.push({
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let outcome = match res.resource_type {
-                RESOURCE_TOPIC => alter_topic(b, &res.resource_name, &res.configs, req.validate_only),
+                RESOURCE_TOPIC => alter_topic(b, &res.resource_name, &res.configs, req.validate_only).await,
                 RESOURCE_BROKER => Err(TopicError {
                     code: ErrorCode::InvalidRequest,
                     message: "Dynamic broker configs are not supported yet; set them in the config file and restart.".into(),
@@ -46,12 +45,12 @@ pub fn handle(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(sb(e.message))),
             }
-        })
-        .collect();
+        });
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-fn alter_topic(
+async fn alter_topic(
     b: &Broker,
     name: &str,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
@@ -116,5 +115,5 @@ fn alter_topic(
             }
         }
     }
-    b.alter_topic_configs(name, &changes, validate_only)
+    b.alter_topic_configs(name, &changes, validate_only).await
 }

@@ -9,7 +9,11 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::Ctx;
 use crate::broker::Broker;
 
-pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    b: &Arc<Broker>,
+    _ctx: &Ctx,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -18,7 +22,7 @@ pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: InitProducerIdRequest) -> InitPr
     }
     // An idempotent producer that asks to bump its epoch (KIP-360) gets a fresh id instead:
     // equally safe, since sequence state is per producer id.
-    match b.allocate_producer_id() {
+    match b.allocate_producer_id().await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => resp.with_error_code(e.code.code()),
     }

@@ -38,7 +38,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffset
                     if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
                         return r.with_error_code(code.code());
                     }
-                    let epoch = part.leader_epoch;
+                    let epoch = part.leader_epoch();
                     let found = part.with_log(|log| match p.timestamp {
                         LATEST => Ok(Some((log.log_end_offset(), -1, epoch))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),

@@ -1,4 +1,5 @@
-//! Metadata (v0-13): brokers with rack, topics with ids, partitions, auto-creation.
+//! Metadata (v0-13): live brokers with racks, the active controller, topics with ids and
+//! partitions (leader, epoch, replicas, ISR) from this broker's cluster image, auto-creation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,51 +17,59 @@ use crate::broker::{Broker, Topic};
 /// "Authorized operations not requested" marker.
 const OPS_OMITTED: i32 = i32::MIN;
 
-pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
-    let (host, port) = b.advertised();
-    let node = BrokerId(b.node_id());
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(sb(host))
-        .with_port(port as i32)
-        .with_rack(b.config.rack.clone().map(sb))];
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
+    let brokers = b
+        .live_brokers()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(sb(host))
+                .with_port(port as i32)
+                .with_rack(rack.map(sb))
+        })
+        .collect();
     let auto_create =
         b.config.auto_create_topics_enable && (ctx.version < 4 || req.allow_auto_topic_creation);
     let topics = match req.topics {
         None => all_topics(b),
         Some(list) if list.is_empty() && ctx.version == 0 => all_topics(b),
-        Some(list) => list
-            .into_iter()
-            .map(|t| match t.name {
-                Some(name) => by_name(b, &name, auto_create),
-                None => by_id(b, t.topic_id),
-            })
-            .collect(),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                out.push(match t.name {
+                    Some(name) => by_name(b, &name, auto_create).await,
+                    None => by_id(b, t.topic_id),
+                });
+            }
+            out
+        }
     };
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(sb(b.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(b.controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(OPS_OMITTED)
 }
 
 fn all_topics(b: &Broker) -> Vec<MetadataResponseTopic> {
-    b.topics().iter().map(|t| describe(b, t)).collect()
+    b.topics().iter().map(|t| describe(t)).collect()
 }
 
-fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataResponseTopic {
+async fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataResponseTopic {
     if let Some(t) = b.topic(name) {
-        return describe(b, &t);
+        return describe(&t);
     }
     let error = if auto_create {
-        match b.create_topic(name, -1, -1, BTreeMap::new()) {
-            Ok(t) => {
+        match b.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+            Ok((_, _, Some(t))) => {
                 tracing::info!(topic = %&**name, "topic auto-created by a Metadata request");
-                return describe(b, &t);
+                return describe(&t);
             }
+            Ok((_, _, None)) => ErrorCode::LeaderNotAvailable,
             Err(e) if e.code == ErrorCode::TopicAlreadyExists => match b.topic(name) {
-                Some(t) => return describe(b, &t),
+                Some(t) => return describe(&t),
                 None => ErrorCode::LeaderNotAvailable,
             },
             Err(e) => e.code,
@@ -76,7 +85,7 @@ fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataResponseT
 
 fn by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
     match b.topic_by_id(&id) {
-        Some(t) => describe(b, &t),
+        Some(t) => describe(&t),
         None => MetadataResponseTopic::default()
             .with_error_code(ErrorCode::UnknownTopicId.code())
             .with_topic_id(id)
@@ -84,18 +93,25 @@ fn by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
     }
 }
 
-fn describe(b: &Broker, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(b.node_id());
+fn describe(t: &Topic) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
+            let s = p.state();
+            let error = if s.leader < 0 {
+                ErrorCode::LeaderNotAvailable
+            } else {
+                ErrorCode::None
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error.code())
                 .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(s.leader))
+                .with_leader_epoch(s.leader_epoch)
+                .with_replica_nodes(ids(&s.replicas))
+                .with_isr_nodes(ids(&s.isr))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -81,24 +81,24 @@ pub async fn handle_from(
     let b = broker;
     match req.body {
         RequestKind::ApiVersions(r) => respond(api_versions::handle(&ctx, r)),
-        RequestKind::Metadata(r) => respond(metadata::handle(b, &ctx, r)),
+        RequestKind::Metadata(r) => respond(metadata::handle(b, &ctx, r).await),
         RequestKind::Produce(r) => produce::handle(b, &ctx, r),
         RequestKind::Fetch(r) => respond(fetch::handle(b, &ctx, r).await),
         RequestKind::ListOffsets(r) => respond(list_offsets::handle(b, &ctx, r)),
-        RequestKind::CreateTopics(r) => respond(create_topics::handle(b, &ctx, r)),
-        RequestKind::DeleteTopics(r) => respond(delete_topics::handle(b, &ctx, r)),
-        RequestKind::CreatePartitions(r) => respond(create_partitions::handle(b, &ctx, r)),
+        RequestKind::CreateTopics(r) => respond(create_topics::handle(b, &ctx, r).await),
+        RequestKind::DeleteTopics(r) => respond(delete_topics::handle(b, &ctx, r).await),
+        RequestKind::CreatePartitions(r) => respond(create_partitions::handle(b, &ctx, r).await),
         RequestKind::DescribeConfigs(r) => respond(describe_configs::handle(b, &ctx, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
-            respond(incremental_alter_configs::handle(b, &ctx, r))
+            respond(incremental_alter_configs::handle(b, &ctx, r).await)
         }
         RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
-        RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r)),
+        RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(offset_for_leader_epoch::handle(b, &ctx, r))
         }
-        RequestKind::FindCoordinator(r) => respond(find_coordinator::handle(b, &ctx, r)),
+        RequestKind::FindCoordinator(r) => respond(find_coordinator::handle(b, &ctx, r).await),
         RequestKind::JoinGroup(r) => respond(join_group::handle(b, &ctx, r).await),
         RequestKind::SyncGroup(r) => respond(sync_group::handle(b, &ctx, r).await),
         RequestKind::Heartbeat(r) => respond(heartbeat::handle(b, &ctx, r)),
@@ -265,8 +265,6 @@ mod version_tests {
                 ])
                 .into()],
             ApiKey::DeleteTopics => {
-                b.create_topic(&format!("del{v}"), 1, 1, BTreeMap::new())
-                    .unwrap();
                 let r = DeleteTopicsRequest::default();
                 vec![if v >= 6 {
                     r.with_topics(vec![delete_topics_request::DeleteTopicState::default()
@@ -476,8 +474,18 @@ mod version_tests {
             "0".to_string(),
         );
         let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
-        b.create_topic("t", 1, 1, BTreeMap::new()).unwrap();
+        b.create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
         b.partition("t", 0).unwrap().append(&batch(), 0).unwrap();
+        // The DeleteTopics requests below delete one topic per version.
+        for range in SUPPORTED.iter().filter(|r| r.key == ApiKey::DeleteTopics) {
+            for v in range.min..=range.max {
+                b.create_topic(&format!("del{v}"), 1, 1, BTreeMap::new(), false)
+                    .await
+                    .unwrap();
+            }
+        }
         for range in SUPPORTED {
             for v in range.min..=range.max {
                 for body in requests(&b, range.key, v) {
@@ -562,8 +570,8 @@ mod produce_tests {
         let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
         let mut cfg = BTreeMap::new();
         cfg.insert("min.insync.replicas".to_string(), "2".to_string());
-        b.create_topic("strict", 1, 1, cfg).unwrap();
-        b.create_topic("plain", 1, 1, BTreeMap::new()).unwrap();
+        block_on(b.create_topic("strict", 1, 1, cfg, false)).unwrap();
+        block_on(b.create_topic("plain", 1, 1, BTreeMap::new(), false)).unwrap();
         let batch = super::version_tests::batch();
         assert_eq!(error_of(produce(&b, "strict", -1, batch.clone())), 19);
         assert_eq!(error_of(produce(&b, "strict", 1, batch.clone())), 0);

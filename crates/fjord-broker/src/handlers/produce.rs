@@ -61,14 +61,23 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                             .and_then(|i| t.partitions.get(i))
                         {
                             None => fail(ErrorCode::UnknownTopicOrPartition, None),
-                            // One replica is the whole ISR on a single node.
-                            Some(_) if acks == -1 && t.config.min_insync_replicas > 1 => fail(
-                                ErrorCode::NotEnoughReplicas,
-                                Some(format!(
-                                    "The size of the current ISR 1 is insufficient to satisfy the min.isr requirement of {}",
-                                    t.config.min_insync_replicas
-                                )),
+                            Some(p) if !p.is_leader() => fail(
+                                ErrorCode::NotLeaderOrFollower,
+                                Some(format!("broker {} does not lead this partition", b.node_id())),
                             ),
+                            Some(p)
+                                if acks == -1
+                                    && (p.state().isr.len() as i64) < t.config.min_insync_replicas as i64 =>
+                            {
+                                fail(
+                                    ErrorCode::NotEnoughReplicas,
+                                    Some(format!(
+                                        "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {}",
+                                        p.state().isr.len(),
+                                        t.config.min_insync_replicas
+                                    )),
+                                )
+                            }
                             Some(p) => match p.append(records, now) {
                                 Ok(info) => {
                                     if !info.duplicate {

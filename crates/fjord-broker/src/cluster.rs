@@ -1,0 +1,235 @@
+//! A broker in a cluster with a controller quorum: it follows the metadata log, registers with
+//! the active controller (a new broker epoch per process start, KIP-380) and heartbeats.
+//!
+//! - [`follow`] fetches committed metadata from `from = applied offset` and publishes it to the
+//!   broker by deltas ([`Broker::publish`]); a broker too far behind gets the image instead.
+//!   A node that is also a controller reads its own state machine; a broker-only node asks the
+//!   controllers over the controller listener.
+//! - [`register`] and [`heartbeat_loop`]: the broker registers fenced, catches up with the log
+//!   up to its registration, and is unfenced by the heartbeat that shows it. A heartbeat refused
+//!   with STALE_BROKER_EPOCH (another incarnation registered) or BROKER_ID_NOT_REGISTERED makes
+//!   the broker register again; fencing and unfencing are logged at WARN / INFO and exported as
+//!   `fjord_broker_fenced`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_metadata::quorum::{ControllerClient, MetadataChunk, MetadataFeed, SubmitError};
+use fjord_metadata::{ClusterImage, ControllerReply, ControllerRequest, Endpoint};
+use fjord_protocol::error::ErrorCode;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::broker::{Broker, Publish};
+
+/// Where the follower reads committed metadata.
+#[derive(Clone)]
+pub enum MetadataSource {
+    /// This node's own controller state machine.
+    Local(MetadataFeed),
+    /// The controllers, over the controller listener.
+    Remote(ControllerClient),
+}
+
+impl MetadataSource {
+    async fn fetch(&self, from: i64, max_wait: Duration) -> Result<MetadataChunk, SubmitError> {
+        match self {
+            MetadataSource::Local(feed) => Ok(feed.fetch(from, max_wait).await),
+            MetadataSource::Remote(client) => client.fetch_metadata(from, max_wait).await,
+        }
+    }
+}
+
+/// Follow the committed metadata log until shutdown.
+pub async fn follow(
+    broker: Arc<Broker>,
+    source: MetadataSource,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let from = broker.applied_offset();
+        let chunk = tokio::select! {
+            _ = shutdown.changed() => return,
+            c = source.fetch(from, Duration::from_millis(500)) => c,
+        };
+        match chunk {
+            Ok(MetadataChunk::Records { base, records }) => {
+                failures = 0;
+                if records.is_empty() {
+                    continue;
+                }
+                if base != from {
+                    tracing::warn!(
+                        from,
+                        base,
+                        "metadata chunk does not start where asked; fetching again"
+                    );
+                    continue;
+                }
+                let next = base + records.len() as i64;
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.publish(Publish::Records(&records), next)
+                })
+                .await;
+            }
+            Ok(MetadataChunk::Snapshot { offset, records }) => {
+                failures = 0;
+                tracing::info!(
+                    offset,
+                    records = records.len(),
+                    "loading the metadata image"
+                );
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.publish(Publish::Image(ClusterImage::from_records(&records)), offset)
+                })
+                .await;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::warn!(error = %e, from, "cannot fetch metadata from the controllers");
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The endpoints this broker registers: its data listener as clients reach it.
+pub fn endpoints(broker: &Broker) -> Vec<Endpoint> {
+    let (host, port) = broker.advertised();
+    vec![Endpoint {
+        name: broker.config.listener.name.clone(),
+        host,
+        port,
+        security_protocol: "PLAINTEXT".into(),
+    }]
+}
+
+/// Register with the active controller, retrying until it answers or `shutdown`. Sets and
+/// returns the new broker epoch.
+pub async fn register(
+    broker: &Broker,
+    client: &ControllerClient,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<i64> {
+    let incarnation_id = Uuid::new_v4();
+    let mut attempts = 0u32;
+    loop {
+        let req = ControllerRequest::RegisterBroker {
+            node_id: broker.node_id(),
+            incarnation_id,
+            rack: broker.config.rack.clone(),
+            endpoints: endpoints(broker),
+        };
+        match client.submit(req, Duration::from_secs(5)).await {
+            Ok(c) => {
+                if let ControllerReply::Registered { broker_epoch } = c.reply {
+                    broker.set_broker_epoch(broker_epoch);
+                    broker.metrics.broker_registrations.inc();
+                    tracing::info!(node_id = broker.node_id(), broker_epoch, %incarnation_id,
+                        "registered with the controller");
+                    return Some(broker_epoch);
+                }
+                tracing::error!(reply = ?c.reply, "unexpected registration reply");
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts == 1 || attempts % 20 == 0 {
+                    tracing::warn!(error = %e, "waiting for the controller quorum to register");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// One heartbeat. `Ok(is_fenced)`, or the error.
+pub async fn heartbeat(
+    broker: &Broker,
+    client: &ControllerClient,
+    want_fence: bool,
+    timeout: Duration,
+) -> Result<bool, SubmitError> {
+    let req = ControllerRequest::Heartbeat {
+        node_id: broker.node_id(),
+        broker_epoch: broker.broker_epoch(),
+        current_metadata_offset: broker.applied_offset() - 1,
+        want_fence,
+    };
+    match client.submit(req, timeout).await?.reply {
+        ControllerReply::Heartbeat { is_fenced, .. } => Ok(is_fenced),
+        other => Err(SubmitError::Unavailable(format!(
+            "unexpected heartbeat reply {other:?}"
+        ))),
+    }
+}
+
+/// Heartbeat every `broker.heartbeat.interval.ms` until shutdown; register again when the
+/// controller no longer knows this incarnation.
+pub async fn heartbeat_loop(
+    broker: Arc<Broker>,
+    client: ControllerClient,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(broker.config.cluster.heartbeat_interval_ms);
+    let mut fenced: Option<bool> = None;
+    loop {
+        match heartbeat(
+            &broker,
+            &client,
+            false,
+            interval.max(Duration::from_secs(1)),
+        )
+        .await
+        {
+            Ok(is_fenced) => {
+                if fenced != Some(is_fenced) {
+                    if is_fenced {
+                        tracing::warn!(
+                            node_id = broker.node_id(),
+                            broker_epoch = broker.broker_epoch(),
+                            applied = broker.applied_offset(),
+                            "the controller reports this broker fenced"
+                        );
+                    } else {
+                        tracing::info!(
+                            node_id = broker.node_id(),
+                            broker_epoch = broker.broker_epoch(),
+                            "broker unfenced: it may lead partitions"
+                        );
+                    }
+                    broker.metrics.broker_fenced.set(is_fenced as i64);
+                    fenced = Some(is_fenced);
+                }
+            }
+            Err(SubmitError::Refused { code, message })
+                if code == ErrorCode::StaleBrokerEpoch.code()
+                    || code == ErrorCode::BrokerIdNotRegistered.code() =>
+            {
+                tracing::warn!(node_id = broker.node_id(), broker_epoch = broker.broker_epoch(), %message,
+                    "the controller refused this broker's epoch; registering again");
+                broker.metrics.broker_fenced.set(1);
+                fenced = Some(true);
+                if register(&broker, &client, &mut shutdown).await.is_none() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
