@@ -177,6 +177,9 @@ pub struct Controller {
     image: ClusterImage,
     next_offset: i64,
     last_heartbeat: HashMap<NodeId, i64>,
+    /// The last heartbeat of each broker: the metadata offset it reported, and when (soft
+    /// state, for status reports only).
+    reported: HashMap<NodeId, (i64, i64)>,
 }
 
 impl Controller {
@@ -187,6 +190,7 @@ impl Controller {
             image: ClusterImage::default(),
             next_offset: 0,
             last_heartbeat: HashMap::new(),
+            reported: HashMap::new(),
         }
     }
 
@@ -202,6 +206,7 @@ impl Controller {
             image,
             next_offset,
             last_heartbeat: HashMap::new(),
+            reported: HashMap::new(),
         }
     }
 
@@ -227,6 +232,14 @@ impl Controller {
 
     pub fn config(&self) -> &ControllerConfig {
         &self.config
+    }
+
+    /// What the last heartbeat of `node_id` to this controller said: the metadata offset the
+    /// broker reported, and the milliseconds since, at `now`. `None` before its first heartbeat.
+    pub fn liveness(&self, node_id: NodeId, now: i64) -> Option<(i64, i64)> {
+        self.reported
+            .get(&node_id)
+            .map(|(offset, at)| (*offset, now - at))
     }
 
     /// Apply a record this controller generated and queue it. A rejection is a controller bug:
@@ -323,6 +336,8 @@ impl Controller {
     ) -> Result<ControllerResult<HeartbeatReply>, ControllerError> {
         self.check_broker_epoch(req.node_id, req.broker_epoch)?;
         self.last_heartbeat.insert(req.node_id, now);
+        self.reported
+            .insert(req.node_id, (req.current_metadata_offset, now));
         let fenced = self.image.broker(req.node_id).is_some_and(|b| b.fenced);
         let is_caught_up = req.current_metadata_offset >= req.broker_epoch;
         let mut records = Vec::new();
@@ -397,6 +412,7 @@ impl Controller {
             },
         );
         self.last_heartbeat.remove(&node_id);
+        self.reported.remove(&node_id);
         Ok(ControllerResult {
             records,
             response: (),
@@ -1280,5 +1296,17 @@ mod tests {
         assert_eq!(standby.next_offset(), c.next_offset());
         assert_eq!(standby.image(), c.image());
         assert!(standby.image().brokers().all(|b| b.fenced));
+    }
+
+    #[test]
+    fn liveness_reports_the_last_heartbeat() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let epoch = reg(&mut c, 1, "a", 0);
+        assert_eq!(c.liveness(1, 10), None);
+        let offset = c.next_offset() - 1;
+        hb(&mut c, 1, epoch, 100);
+        assert_eq!(c.liveness(1, 250), Some((offset, 150)));
+        c.unregister_broker(1).unwrap();
+        assert_eq!(c.liveness(1, 300), None);
     }
 }

@@ -18,16 +18,20 @@
 //!   CreateTopics/CreatePartitions/DeleteTopics, AlterPartition; each call returns the records to
 //!   append and the reply ([`ControllerResult`]), with Kafka error codes ([`ControllerError`]).
 //! - [`quorum`]: the controller quorum on `openraft`: a file-backed Raft log, a state machine
-//!   that applies record batches to the image (snapshots = the image as records), and Raft RPCs
-//!   over TCP on the controller listener. Not wired into the broker yet.
+//!   that applies record batches to the image (snapshots = the image as records) and keeps a
+//!   window of recent records for readers ([`quorum::MetadataFeed`]), and Raft RPCs over TCP on
+//!   the controller listener. [`quorum::ControllerService`] runs the active [`Controller`] on
+//!   the Raft leader and serves the control RPC (submit a [`ControllerRequest`], fetch metadata,
+//!   status) on the same listener; brokers use [`quorum::ControllerClient`].
 //! - [`store`]: [`MetadataLog`], an append-only JSON-lines file with fsync per record: what a
 //!   single node (its own quorum) uses today. The Raft quorum replaces the file, not the records
 //!   or the image.
 //!
 //! How they fit on an active controller: a request goes to [`Controller`], which validates it
 //! against its image and returns a batch of records; the batch is written through the quorum as
-//! one Raft entry; every controller (and, later, every broker) applies committed batches to its
-//! own [`ClusterImage`]. Standbys follow with [`Controller::replay`] and take over with
+//! one Raft entry; every controller applies committed batches to its own [`ClusterImage`], and
+//! brokers follow the committed records with metadata fetches. A controller that becomes active
+//! builds its [`Controller`] from its image ([`Controller::from_image`]) and takes over with
 //! [`Controller::activate`].
 
 pub mod controller;

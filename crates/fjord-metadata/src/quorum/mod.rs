@@ -5,17 +5,39 @@
 //! - [`state_machine::MetadataStateMachine`] ([`openraft::storage::RaftStateMachine`]): applies
 //!   each committed batch of [`MetadataRecord`]s to a [`ClusterImage`]; a snapshot is the image
 //!   written as records ([`ClusterImage::to_records`]) in `snapshot.json`.
-//! - [`network`]: Raft RPCs over TCP on the controller listener (KIP-291), one length-prefixed
-//!   JSON frame per request and per reply.
+//! - [`network`]: the controller listener (KIP-291), one length-prefixed JSON frame per request
+//!   and per reply: Raft RPCs between voters, and the control RPC — `Submit(ControllerRequest)`
+//!   (active controller only; others answer with a `NotController` hint), `FetchMetadata { from,
+//!   max_wait_ms }` (any voter, from its own state machine, long poll) and `Status`.
 //! - [`QuorumNode`]: one controller: its Raft instance, its state machine and its RPC server.
+//! - [`feed`]: [`MetadataFeed`], a reader of the applied records: the state machine keeps the
+//!   most recent ones in a window and signals each new offset; a reader behind the window gets
+//!   the image as records ([`MetadataChunk::Snapshot`]).
+//! - [`service`]: [`ControllerService`], the controller runtime on a [`QuorumNode`]: the Raft
+//!   leader, once it has applied its log, builds the active [`crate::Controller`] from the
+//!   image, handles requests one at a time (records written as one batch, reply once
+//!   committed), fences brokers whose sessions expire, and resigns (drops the controller, to
+//!   rebuild it from the committed image) when a write fails.
+//! - [`client`]: [`ControllerClient`], what brokers use: finds the active controller (hints,
+//!   failover, backoff, timeouts) and fetches metadata from any voter.
 //!
 //! One Raft entry holds one controller batch (the records of one [`crate::ControllerResult`]),
 //! so a batch is committed whole or not at all. The metadata offset of a record counts records,
 //! not Raft entries (see [`crate::controller`]).
 
+pub mod client;
+pub mod feed;
 pub mod log_store;
 pub mod network;
+pub mod service;
 pub mod state_machine;
+
+pub use client::ControllerClient;
+pub use feed::{MetadataChunk, MetadataFeed};
+pub use service::{
+    BrokerStatus, Committed, ControllerService, ControllerServiceConfig, QuorumStatus, SubmitError,
+    VoterStatus,
+};
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -68,6 +90,8 @@ pub enum QuorumError {
     },
     #[error("controller quorum: {0}")]
     Raft(String),
+    #[error("controller quorum configuration: {0}")]
+    Config(String),
     /// This node is not the active controller; `leader` is, if known.
     #[error("not the active controller (leader: {leader:?})")]
     NotLeader { leader: Option<RaftNodeId> },
@@ -98,16 +122,31 @@ pub struct QuorumNode {
     addr: SocketAddr,
     raft: Raft<TypeConfig>,
     state: Arc<RwLock<MetadataState>>,
-    server: JoinHandle<()>,
+    feed: MetadataFeed,
+    server: Arc<network::Server>,
+    serving: JoinHandle<()>,
 }
 
 impl QuorumNode {
-    /// Open the log and state machine under `dir` and serve Raft RPCs on `listener`.
+    /// Open the log and state machine under `dir` and serve Raft RPCs (and metadata fetches) on
+    /// `listener`.
     pub async fn start(
         node_id: RaftNodeId,
         dir: &Path,
         listener: TcpListener,
         config: Arc<openraft::Config>,
+    ) -> Result<QuorumNode, QuorumError> {
+        QuorumNode::start_with_window(node_id, dir, listener, config, feed::DEFAULT_WINDOW_RECORDS)
+            .await
+    }
+
+    /// [`start`](Self::start), keeping up to `window_records` recent records for feed readers.
+    pub async fn start_with_window(
+        node_id: RaftNodeId,
+        dir: &Path,
+        listener: TcpListener,
+        config: Arc<openraft::Config>,
+        window_records: usize,
     ) -> Result<QuorumNode, QuorumError> {
         let storage = |source| QuorumError::Storage {
             dir: dir.display().to_string(),
@@ -115,18 +154,23 @@ impl QuorumNode {
         };
         let addr = listener.local_addr().map_err(storage)?;
         let log = log_store::FileLogStore::open(dir).map_err(storage)?;
-        let sm = state_machine::MetadataStateMachine::open(dir).map_err(storage)?;
+        let sm = state_machine::MetadataStateMachine::open_with_window(dir, window_records)
+            .map_err(storage)?;
         let state = sm.state();
+        let feed = sm.feed();
         let raft = Raft::new(node_id, config, network::TcpNetworkFactory, log, sm)
             .await
             .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let server = tokio::spawn(network::serve(listener, raft.clone()));
+        let server = Arc::new(network::Server::new(raft.clone(), feed.clone()));
+        let serving = tokio::spawn(network::serve(listener, server.clone()));
         Ok(QuorumNode {
             node_id,
             addr,
             raft,
             state,
+            feed,
             server,
+            serving,
         })
     }
 
@@ -135,9 +179,23 @@ impl QuorumNode {
         &self,
         voters: &BTreeMap<RaftNodeId, SocketAddr>,
     ) -> Result<(), QuorumError> {
+        let voters = voters
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect();
+        self.initialize_voters(&voters).await
+    }
+
+    /// Form a new quorum of `voters` given as `host:port` (resolved at each connection).
+    /// Calling it on every voter with the same map is safe; on a node that already holds a log
+    /// (a restart, or a peer was faster) it fails with a `not allowed` error.
+    pub async fn initialize_voters(
+        &self,
+        voters: &BTreeMap<RaftNodeId, String>,
+    ) -> Result<(), QuorumError> {
         let members: BTreeMap<RaftNodeId, BasicNode> = voters
             .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
         self.raft
             .initialize(members)
@@ -187,14 +245,31 @@ impl QuorumNode {
         self.state.read().expect("state lock").offset
     }
 
+    /// A reader of the records applied on this node.
+    pub fn feed(&self) -> MetadataFeed {
+        self.feed.clone()
+    }
+
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
     }
 
     /// Stop Raft and the RPC server (a killed controller, from its peers' point of view).
     pub async fn shutdown(self) {
-        self.server.abort();
+        self.stop().await
+    }
+
+    /// [`shutdown`](Self::shutdown) through a shared reference; later calls do nothing.
+    pub(crate) async fn stop(&self) {
+        self.serving.abort();
         let _ = self.raft.shutdown().await;
+    }
+}
+
+impl Drop for QuorumNode {
+    /// A node dropped without [`shutdown`](QuorumNode::shutdown) at least stops listening.
+    fn drop(&mut self) {
+        self.serving.abort();
     }
 }
 

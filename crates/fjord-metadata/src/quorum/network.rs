@@ -1,11 +1,20 @@
-//! Raft RPCs over TCP: each request and each reply is one frame, a 4-byte big-endian length and
-//! a JSON body. A client keeps one connection per peer and reconnects after any error; the
-//! server answers the requests of a connection in order.
+//! The controller listener: Raft RPCs between controllers and the control-plane RPC from
+//! brokers, on one port. Each request and each reply is one frame, a 4-byte big-endian length
+//! and a JSON body ([`Request`], [`Reply`]). The server answers the requests of a connection in
+//! order; a malformed or oversized frame closes that connection only. A Raft peer keeps one
+//! connection per peer and reconnects after any error.
+//!
+//! Control requests ([`Request::Submit`], [`Request::Status`]) go to the node's
+//! [`ControllerService`](super::service::ControllerService) once it is attached;
+//! [`Request::FetchMetadata`] is answered from the node's own state machine, active or not.
 //!
 //! JSON keeps frames readable with standard tools; metadata traffic is small (the data path
 //! never goes through Raft).
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use openraft::error::{
@@ -19,33 +28,94 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
+use super::feed::{MetadataChunk, MetadataFeed};
+use super::service::{Committed, QuorumStatus, SubmitError};
 use super::{RaftNodeId, TypeConfig};
+use crate::rpc::ControllerRequest;
 
 /// Largest frame accepted from a peer (a snapshot chunk is far smaller).
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// Longest a metadata fetch waits for new records, whatever the caller asked.
+pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A frame sent to the controller listener.
 #[derive(Debug, Serialize, Deserialize)]
-enum Request {
+pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<RaftNodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A request for the active controller.
+    Submit(ControllerRequest),
+    /// Metadata records from offset `from`, waiting up to `max_wait_ms` for new ones.
+    FetchMetadata {
+        from: i64,
+        max_wait_ms: u64,
+    },
+    /// The quorum and the brokers as this node sees them.
+    Status,
 }
 
+/// The reply to the [`Request`] of the same name.
 #[derive(Debug, Serialize, Deserialize)]
-enum Reply {
+pub enum Reply {
     AppendEntries(Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     InstallSnapshot(
         Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>,
     ),
+    Submitted(Result<Committed, SubmitError>),
+    Metadata(MetadataChunk),
+    Status(QuorumStatus),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What serves control requests on a node: its controller service.
+pub(crate) trait ControlPlane: Send + Sync {
+    fn submit(&self, req: ControllerRequest) -> BoxFuture<'_, Result<Committed, SubmitError>>;
+    fn status(&self) -> BoxFuture<'_, QuorumStatus>;
+}
+
+/// Everything the listener serves on one node.
+pub(crate) struct Server {
+    raft: Raft<TypeConfig>,
+    feed: MetadataFeed,
+    /// Attached after start (the service is built around the running node); weak so that the
+    /// server does not keep a dropped service alive.
+    control: OnceLock<Weak<dyn ControlPlane>>,
+}
+
+impl Server {
+    pub(crate) fn new(raft: Raft<TypeConfig>, feed: MetadataFeed) -> Server {
+        Server {
+            raft,
+            feed,
+            control: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn attach(&self, control: Weak<dyn ControlPlane>) {
+        let _ = self.control.set(control);
+    }
+
+    fn control(&self) -> Option<Arc<dyn ControlPlane>> {
+        self.control.get().and_then(Weak::upgrade)
+    }
+}
+
+/// Write one frame.
+pub async fn write_frame<S, T>(stream: &mut S, msg: &T) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+    T: Serialize,
+{
     let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -53,8 +123,13 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Resul
     stream.write_all(&frame).await
 }
 
-/// Read one frame; `Ok(None)` when the peer closed the connection between frames.
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<Option<T>> {
+/// Read one frame; `Ok(None)` when the peer closed the connection between frames. A frame
+/// larger than [`MAX_FRAME`] or that does not parse is an `InvalidData` error.
+pub async fn read_frame<S, T>(stream: &mut S) -> io::Result<Option<T>>
+where
+    S: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}
@@ -75,33 +150,61 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<O
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Serve Raft RPCs from peers until the task is aborted.
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+/// Serve the controller listener until the task is aborted; aborting it also closes every
+/// connection it accepted (a stopped controller must not keep answering on old connections).
+pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>) {
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "controller listener accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "controller listener accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let server = server.clone();
+                connections.spawn(async move {
+                    if let Err(e) = serve_connection(stream, &server).await {
+                        tracing::debug!(%peer, error = %e, "controller connection closed");
+                    }
+                });
             }
-        };
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, raft).await {
-                tracing::debug!(%peer, error = %e, "raft connection closed");
-            }
-        });
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, server: &Server) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    while let Some(req) = read_frame::<Request>(&mut stream).await? {
+    let raft = &server.raft;
+    while let Some(req) = read_frame::<_, Request>(&mut stream).await? {
         let reply = match req {
             Request::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Reply::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Reply::InstallSnapshot(raft.install_snapshot(r).await),
+            Request::Submit(r) => Reply::Submitted(match server.control() {
+                Some(control) => control.submit(r).await,
+                None => Err(SubmitError::Unavailable(
+                    "this node runs no controller service".into(),
+                )),
+            }),
+            Request::FetchMetadata { from, max_wait_ms } => {
+                let wait = Duration::from_millis(max_wait_ms).min(MAX_FETCH_WAIT);
+                Reply::Metadata(server.feed.fetch(from, wait).await)
+            }
+            Request::Status => match server.control() {
+                Some(control) => Reply::Status(control.status().await),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "status asked of a node without a controller service",
+                    ))
+                }
+            },
         };
         write_frame(&mut stream, &reply).await?;
     }
@@ -151,7 +254,7 @@ impl TcpNetwork {
         let stream = self.conn.as_mut().expect("connected");
         let exchange = async {
             write_frame(stream, req).await?;
-            read_frame::<Reply>(stream)
+            read_frame::<_, Reply>(stream)
                 .await?
                 .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
         };

@@ -2,6 +2,9 @@
 //! [`ClusterImage`]. A snapshot is the image written as records, plus the metadata offset, in
 //! `snapshot.json` (replaced atomically); a restarted node loads it and openraft replays the
 //! committed log entries after it.
+//!
+//! Readers follow it through a [`MetadataFeed`]: the state keeps the most recent records in a
+//! [`RecordWindow`] and every change of the metadata offset is published on a `watch` channel.
 
 use std::fs::File;
 use std::io::{self, Cursor, Write};
@@ -14,7 +17,9 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+use super::feed::{MetadataFeed, RecordWindow, DEFAULT_WINDOW_RECORDS};
 use super::{BatchApplied, RaftNodeId, TypeConfig};
 use crate::{ClusterImage, MetadataRecord};
 
@@ -28,6 +33,8 @@ pub struct MetadataState {
     pub image: ClusterImage,
     /// Metadata records applied (the next metadata offset).
     pub offset: i64,
+    /// The most recent records applied; `window.end() == offset`.
+    pub window: RecordWindow,
 }
 
 /// The content of a snapshot.
@@ -49,25 +56,39 @@ struct SnapshotFile {
 pub struct MetadataStateMachine {
     dir: PathBuf,
     state: Arc<RwLock<MetadataState>>,
+    /// The metadata offset, published after each change of the state.
+    offsets: Arc<watch::Sender<i64>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MetadataStateMachine {
-    /// Load the last snapshot in `dir`, if any.
+    /// Load the last snapshot in `dir`, if any, with the default record window.
     pub fn open(dir: &Path) -> io::Result<MetadataStateMachine> {
+        MetadataStateMachine::open_with_window(dir, DEFAULT_WINDOW_RECORDS)
+    }
+
+    /// Load the last snapshot in `dir`, if any, keeping up to `window_records` recent records
+    /// for [`MetadataFeed`] readers.
+    pub fn open_with_window(dir: &Path, window_records: usize) -> io::Result<MetadataStateMachine> {
         std::fs::create_dir_all(dir)?;
-        let mut state = MetadataState::default();
+        let mut state = MetadataState {
+            window: RecordWindow::new(window_records),
+            ..Default::default()
+        };
         if let Some(file) = read_snapshot(dir)? {
             let data: SnapshotData =
                 serde_json::from_slice(&file.data).map_err(io::Error::other)?;
             state.image = ClusterImage::from_records(&data.records);
             state.offset = data.offset;
+            state.window.reset(data.offset);
             state.last_applied = file.meta.last_log_id;
             state.last_membership = file.meta.last_membership;
         }
+        let offsets = Arc::new(watch::channel(state.offset).0);
         Ok(MetadataStateMachine {
             dir: dir.to_path_buf(),
             state: Arc::new(RwLock::new(state)),
+            offsets,
             snapshot_seq: Default::default(),
         })
     }
@@ -75,6 +96,17 @@ impl MetadataStateMachine {
     /// The shared state, for readers of the image.
     pub fn state(&self) -> Arc<RwLock<MetadataState>> {
         self.state.clone()
+    }
+
+    /// A reader of the applied records.
+    pub fn feed(&self) -> MetadataFeed {
+        MetadataFeed::new(self.state.clone(), self.offsets.clone())
+    }
+
+    /// Wake feed readers if the offset moved (after the state lock is released).
+    fn publish(&self, offset: i64) {
+        self.offsets
+            .send_if_modified(|o| std::mem::replace(o, offset) != offset);
     }
 
     fn write_snapshot(&self, file: &SnapshotFile) -> io::Result<()> {
@@ -156,7 +188,8 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut state = self.state.write().expect("state lock");
+        let mut guard = self.state.write().expect("state lock");
+        let state = &mut *guard;
         let mut out = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
@@ -167,13 +200,15 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
-                    for record in &batch.records {
-                        if let Err(e) = state.image.try_apply(record) {
+                    for record in batch.records {
+                        if let Err(e) = state.image.try_apply(&record) {
                             tracing::warn!(error = %e, ?record, "metadata record rejected; skipped");
                             applied.rejected += 1;
                         }
-                        // Rejected records still take an offset, as in Controller::replay.
+                        // Rejected records still take an offset, as in Controller::replay, and
+                        // stay in the window so that every reader counts offsets alike.
                         state.offset += 1;
+                        state.window.push(record);
                     }
                 }
                 EntryPayload::Membership(m) => {
@@ -182,6 +217,9 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
             }
             out.push(applied);
         }
+        let offset = state.offset;
+        drop(guard);
+        self.publish(offset);
         Ok(out)
     }
 
@@ -208,11 +246,15 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
             data: bytes,
         })
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let mut state = self.state.write().expect("state lock");
-        state.image = ClusterImage::from_records(&data.records);
-        state.offset = data.offset;
-        state.last_applied = meta.last_log_id;
-        state.last_membership = meta.last_membership.clone();
+        {
+            let mut state = self.state.write().expect("state lock");
+            state.image = ClusterImage::from_records(&data.records);
+            state.offset = data.offset;
+            state.window.reset(data.offset);
+            state.last_applied = meta.last_log_id;
+            state.last_membership = meta.last_membership.clone();
+        }
+        self.publish(data.offset);
         Ok(())
     }
 

@@ -1,0 +1,327 @@
+//! [`ControllerClient`]: how a broker reaches the controller quorum over the control RPC.
+//!
+//! Requests go to the active controller: the client tries the last one it knew, follows
+//! "not the controller" hints, moves on to the other voters when one cannot be reached, and backs
+//! off while an election is under way. Metadata fetches go to any voter (every controller serves
+//! its own committed log). Every call has a connect timeout and a request timeout, so a dead voter
+//! never hangs a caller. A few idle connections per voter are kept for reuse.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::feed::MetadataChunk;
+use super::network::{read_frame, write_frame, Reply, Request};
+use super::service::{Committed, QuorumStatus, SubmitError};
+use super::RaftNodeId;
+use crate::record::NodeId;
+use crate::rpc::ControllerRequest;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Added to a long poll's wait for its request timeout (connect, snapshot, transfer).
+const FETCH_MARGIN: Duration = Duration::from_secs(5);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Idle connections kept per voter.
+const MAX_IDLE: usize = 4;
+
+/// No node (in the atomics below).
+const NONE: u64 = u64::MAX;
+
+/// A client of the controller quorum. Cheap to clone; clones share connections and hints.
+#[derive(Debug, Clone)]
+pub struct ControllerClient {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    voters: BTreeMap<RaftNodeId, String>,
+    /// The active controller as last seen.
+    controller: AtomicU64,
+    /// The voter that last answered a metadata fetch.
+    answered: AtomicU64,
+    idle: Mutex<HashMap<RaftNodeId, Vec<TcpStream>>>,
+}
+
+/// What one reply means for a call to the active controller.
+enum Answer<T> {
+    Done(Result<T, SubmitError>),
+    /// Not the active controller; the hint names the one it knows, if any.
+    Redirect(Option<NodeId>),
+    /// Ask again after a pause.
+    Retry(String),
+}
+
+impl ControllerClient {
+    /// A client of the quorum of `voters` (node id → `host:port` of its controller listener).
+    pub fn new(voters: BTreeMap<RaftNodeId, String>) -> ControllerClient {
+        ControllerClient {
+            inner: Arc::new(ClientInner {
+                voters,
+                controller: AtomicU64::new(NONE),
+                answered: AtomicU64::new(NONE),
+                idle: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Send to the active controller: tries the last known one first, follows
+    /// `NotController { leader }` hints, tries the other voters on connection errors, retries
+    /// with short backoff until `timeout`; returns `Refused` at once (not retried). Connection
+    /// errors and timeouts end as `Unavailable`.
+    ///
+    /// A request whose outcome is unknown (the connection broke, or the write failed after the
+    /// controller sent it to Raft) may be sent again: callers see Kafka's at-least-once
+    /// semantics for controller requests.
+    pub async fn submit(
+        &self,
+        req: ControllerRequest,
+        timeout: Duration,
+    ) -> Result<Committed, SubmitError> {
+        let req = Request::Submit(req);
+        self.to_controller(&req, timeout, |reply| match reply {
+            Reply::Submitted(Ok(c)) => Answer::Done(Ok(c)),
+            Reply::Submitted(Err(e @ SubmitError::Refused { .. })) => Answer::Done(Err(e)),
+            Reply::Submitted(Err(SubmitError::NotController { leader })) => {
+                Answer::Redirect(leader)
+            }
+            Reply::Submitted(Err(SubmitError::Unavailable(why))) => Answer::Retry(why),
+            other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
+        })
+        .await
+    }
+
+    /// Metadata records from offset `from`, waiting up to `max_wait` for new ones, from any
+    /// reachable voter (the last that answered first).
+    pub async fn fetch_metadata(
+        &self,
+        from: i64,
+        max_wait: Duration,
+    ) -> Result<MetadataChunk, SubmitError> {
+        let req = Request::FetchMetadata {
+            from,
+            max_wait_ms: max_wait.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        let ttl = max_wait + FETCH_MARGIN;
+        let mut order: Vec<RaftNodeId> = self.inner.voters.keys().copied().collect();
+        let answered = self.inner.answered.load(Ordering::Relaxed);
+        if let Some(i) = order.iter().position(|id| *id == answered) {
+            order.rotate_left(i);
+        }
+        let mut last = String::from("no controller quorum voters configured");
+        for id in order {
+            match self.call(id, &req, ttl).await {
+                Ok(Reply::Metadata(chunk)) => {
+                    self.inner.answered.store(id, Ordering::Relaxed);
+                    return Ok(chunk);
+                }
+                Ok(other) => last = format!("node {id}: unexpected reply {}", reply_name(&other)),
+                Err(e) => last = format!("node {id} at {}: {e}", self.inner.voters[&id]),
+            }
+        }
+        Err(SubmitError::Unavailable(last))
+    }
+
+    /// The status as the active controller reports it.
+    pub async fn status(&self, timeout: Duration) -> Result<QuorumStatus, SubmitError> {
+        let inner = self.inner.clone();
+        let current = move || inner.controller.load(Ordering::Relaxed);
+        self.to_controller(&Request::Status, timeout, |reply| match reply {
+            // Asked of the node the hint points to; it confirms (or corrects) the hint.
+            Reply::Status(s) if s.active_controller.is_some_and(|a| a as u64 == current()) => {
+                Answer::Done(Ok(s))
+            }
+            Reply::Status(s) => Answer::Redirect(s.active_controller),
+            other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
+        })
+        .await
+    }
+
+    /// The active controller as last seen by this client.
+    pub fn last_known_controller(&self) -> Option<NodeId> {
+        match self.inner.controller.load(Ordering::Relaxed) {
+            NONE => None,
+            id => NodeId::try_from(id).ok(),
+        }
+    }
+
+    /// Ask the active controller, following hints, until `timeout`. `interpret` reads a reply
+    /// from the node that is the current target (recorded as the known controller before it
+    /// runs).
+    async fn to_controller<T>(
+        &self,
+        req: &Request,
+        timeout: Duration,
+        interpret: impl Fn(Reply) -> Answer<T>,
+    ) -> Result<T, SubmitError> {
+        let voters = &self.inner.voters;
+        let ids: Vec<RaftNodeId> = voters.keys().copied().collect();
+        let Some(first) = ids.first().copied() else {
+            return Err(SubmitError::Unavailable(
+                "no controller quorum voters configured".into(),
+            ));
+        };
+        let next = |id: RaftNodeId| ids.iter().copied().find(|i| *i > id).unwrap_or(first);
+        let deadline = Instant::now() + timeout;
+        let known = self.inner.controller.load(Ordering::Relaxed);
+        let mut target = if voters.contains_key(&known) {
+            known
+        } else {
+            first
+        };
+        let mut backoff = BACKOFF_MIN;
+        let mut tries = 0;
+        let mut last = String::from("no controller answered");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(SubmitError::Unavailable(format!(
+                    "no active controller within {timeout:?}: {last}"
+                )));
+            }
+            let pause = match self.call(target, req, remaining).await {
+                Ok(reply) => {
+                    self.inner.controller.store(target, Ordering::Relaxed);
+                    match interpret(reply) {
+                        Answer::Done(r) => return r,
+                        Answer::Redirect(hint) => {
+                            last = format!("node {target} is not the active controller");
+                            let hint = hint
+                                .and_then(|l| RaftNodeId::try_from(l).ok())
+                                .filter(|l| voters.contains_key(l) && *l != target);
+                            match hint {
+                                Some(leader) => {
+                                    self.inner.controller.store(leader, Ordering::Relaxed);
+                                    target = leader;
+                                    false
+                                }
+                                None => {
+                                    // An election is under way: ask around after a pause.
+                                    self.forget_controller(target);
+                                    target = next(target);
+                                    true
+                                }
+                            }
+                        }
+                        Answer::Retry(why) => {
+                            last = why;
+                            true
+                        }
+                    }
+                }
+                Err(e) => {
+                    last = format!("node {target} at {}: {e}", voters[&target]);
+                    self.forget_controller(target);
+                    target = next(target);
+                    false
+                }
+            };
+            tries += 1;
+            // Without a pause, go round the voters once at most (hints may point in circles).
+            if pause || tries >= ids.len() {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(backoff.min(remaining)).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tries = 0;
+            }
+        }
+    }
+
+    fn forget_controller(&self, id: RaftNodeId) {
+        let _ =
+            self.inner
+                .controller
+                .compare_exchange(id, NONE, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// One request and its reply, on an idle connection to `id` or a new one, within `ttl`.
+    async fn call(&self, id: RaftNodeId, req: &Request, ttl: Duration) -> io::Result<Reply> {
+        let deadline = Instant::now() + ttl;
+        let addr = self
+            .inner
+            .voters
+            .get(&id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not a voter"))?;
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .expect("idle lock")
+            .get_mut(&id)
+            .and_then(Vec::pop);
+        if let Some(stream) = idle {
+            match exchange(stream, req, deadline).await {
+                Ok((stream, reply)) => {
+                    self.put_idle(id, stream);
+                    return Ok(reply);
+                }
+                // The server closed it while it was idle (a restart): use a new one.
+                Err(e) if closed(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let connect_timeout =
+            CONNECT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let (stream, reply) = exchange(stream, req, deadline).await?;
+        self.put_idle(id, stream);
+        Ok(reply)
+    }
+
+    fn put_idle(&self, id: RaftNodeId, stream: TcpStream) {
+        let mut idle = self.inner.idle.lock().expect("idle lock");
+        let conns = idle.entry(id).or_default();
+        if conns.len() < MAX_IDLE {
+            conns.push(stream);
+        }
+    }
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    req: &Request,
+    deadline: Instant,
+) -> io::Result<(TcpStream, Reply)> {
+    let reply = tokio::time::timeout_at(deadline, async {
+        write_frame(&mut stream, req).await?;
+        read_frame::<_, Reply>(&mut stream)
+            .await?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))??;
+    Ok((stream, reply))
+}
+
+fn closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+fn reply_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::AppendEntries(_) => "AppendEntries",
+        Reply::Vote(_) => "Vote",
+        Reply::InstallSnapshot(_) => "InstallSnapshot",
+        Reply::Submitted(_) => "Submitted",
+        Reply::Metadata(_) => "Metadata",
+        Reply::Status(_) => "Status",
+    }
+}

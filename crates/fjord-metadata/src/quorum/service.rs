@@ -1,0 +1,649 @@
+//! The controller runtime: one [`ControllerService`] per controller node, around its
+//! [`QuorumNode`].
+//!
+//! The Raft leader is the active controller. When this node becomes leader, the service waits
+//! until its state machine has applied every entry of its log (the entries of earlier terms,
+//! and this term's first, blank entry), then builds a [`Controller`] from that image
+//! ([`Controller::from_image`]) and activates it. Requests ([`ControllerService::submit`]) are
+//! handled one at a time: the controller validates and returns records, the records are written
+//! through Raft as one batch, and the reply goes out once they are committed. A write that fails
+//! leaves the controller's image ahead of the committed log, so the controller is dropped and
+//! rebuilt from the committed image (as KRaft's controller resigns). A timer fences brokers that
+//! stopped heartbeating and, if configured, moves leadership back to preferred replicas.
+//!
+//! Replies not backed by a write (refusals, heartbeats that change nothing) are given only after
+//! a quorum confirms this node still leads, so a deposed leader that has not heard of its
+//! successor does not keep answering brokers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::feed::{MetadataFeed, DEFAULT_WINDOW_RECORDS};
+use super::network::{BoxFuture, ControlPlane};
+use super::{raft_config, QuorumError, QuorumNode, RaftNodeId};
+use crate::controller::{Controller, ControllerConfig};
+use crate::record::{Endpoint, MetadataRecord, NodeId};
+use crate::rpc::{ControllerReply, ControllerRequest};
+
+/// How often the active controller looks for brokers whose session expired.
+const TICK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often leadership is checked besides on each change of the Raft metrics.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
+
+/// Settings of one controller node.
+#[derive(Debug, Clone)]
+pub struct ControllerServiceConfig {
+    pub node_id: RaftNodeId,
+    /// Raft log and snapshot directory.
+    pub dir: PathBuf,
+    /// `host:port` of each voter's controller listener (from
+    /// [`parse_quorum_voters`](super::parse_quorum_voters)); must include `node_id`.
+    pub voters: BTreeMap<RaftNodeId, String>,
+    pub controller: ControllerConfig,
+    /// From [`raft_config`].
+    pub raft: Arc<openraft::Config>,
+    /// Period of the automatic preferred-leader election (`None`: off).
+    pub leader_rebalance_interval: Option<Duration>,
+    /// Recent records kept for metadata fetches; readers further behind get a snapshot.
+    pub window_records: usize,
+}
+
+impl ControllerServiceConfig {
+    /// Defaults: Kafka's session timeout, Raft heartbeats every 100 ms and elections after
+    /// 1–2 s, a snapshot every 1000 entries, preferred leaders restored every 5 minutes (Kafka's
+    /// `leader.imbalance.check.interval.seconds`), 100 000 records in the window.
+    pub fn new(
+        node_id: RaftNodeId,
+        dir: PathBuf,
+        voters: BTreeMap<RaftNodeId, String>,
+    ) -> ControllerServiceConfig {
+        ControllerServiceConfig {
+            node_id,
+            dir,
+            voters,
+            controller: ControllerConfig::default(),
+            raft: raft_config(100, 1_000, 1_000),
+            leader_rebalance_interval: Some(Duration::from_secs(300)),
+            window_records: DEFAULT_WINDOW_RECORDS,
+        }
+    }
+
+    /// Check the fields against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.voters.contains_key(&self.node_id) {
+            return Err(format!(
+                "node {} is not one of the controller quorum voters {:?}",
+                self.node_id,
+                self.voters.keys().collect::<Vec<_>>()
+            ));
+        }
+        if let Some(id) = self.voters.keys().find(|id| i32::try_from(**id).is_err()) {
+            return Err(format!("voter id {id} is not a valid node id"));
+        }
+        if self.controller.session_timeout_ms <= 0 {
+            return Err("broker session timeout must be positive".into());
+        }
+        if self.leader_rebalance_interval == Some(Duration::ZERO) {
+            return Err("leader rebalance interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A request committed by the active controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub reply: ControllerReply,
+    /// Metadata offset after the batch (next offset), for read-your-writes on brokers.
+    pub offset: i64,
+}
+
+/// Why a request was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum SubmitError {
+    /// The controller refused the request: Kafka error code and message.
+    #[error("{message}")]
+    Refused { code: i16, message: String },
+    /// This node is not the active controller; `leader` is, if known.
+    #[error("not the active controller (leader: {leader:?})")]
+    NotController { leader: Option<i32> },
+    /// No active controller could be reached in time, or the write failed.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The quorum and the brokers as one controller sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    pub active_controller: Option<i32>,
+    /// This node's applied metadata offset.
+    pub metadata_offset: i64,
+    pub voters: Vec<VoterStatus>,
+    pub brokers: Vec<BrokerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterStatus {
+    pub node_id: i32,
+    pub addr: String,
+    pub is_active: bool,
+    /// The last Raft log index known replicated to this voter; only the leader knows.
+    pub applied_log_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerStatus {
+    pub node_id: i32,
+    pub rack: Option<String>,
+    pub broker_epoch: i64,
+    pub incarnation_id: Uuid,
+    pub fenced: bool,
+    pub cordoned: bool,
+    pub endpoints: Vec<Endpoint>,
+    /// The metadata offset the broker last reported in a heartbeat (active controller only).
+    pub metadata_offset: Option<i64>,
+    /// Milliseconds since that heartbeat (active controller only).
+    pub ms_since_heartbeat: Option<i64>,
+}
+
+/// One controller node: its Raft quorum member, the active controller while it leads, the
+/// control RPC on the controller listener.
+pub struct ControllerService {
+    inner: Arc<Inner>,
+    runtime: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The controller while this node is active, and the Raft term it was activated in.
+struct Active {
+    term: u64,
+    controller: Controller,
+    next_rebalance: Option<Instant>,
+}
+
+/// What the Raft metrics say about leadership.
+struct LeaderView {
+    leading: bool,
+    term: u64,
+    leader: Option<RaftNodeId>,
+    last_log_index: Option<u64>,
+}
+
+struct Inner {
+    node_id: RaftNodeId,
+    voters: BTreeMap<RaftNodeId, String>,
+    controller_config: ControllerConfig,
+    rebalance_interval: Option<Duration>,
+    write_timeout: Duration,
+    leader_check_timeout: Duration,
+    quorum: QuorumNode,
+    feed: MetadataFeed,
+    /// Held across each write, so batches are generated and written one at a time.
+    active: Mutex<Option<Active>>,
+    /// Mirrors `active` (with its term) for lock-free reads.
+    is_active: AtomicBool,
+    active_term: AtomicU64,
+    /// The origin of the controller's clock (`now` in milliseconds).
+    clock: Instant,
+}
+
+impl ControllerService {
+    /// Start Raft on `listener` (which also serves the control RPC), form the quorum of
+    /// `cfg.voters` if it is new, and follow leadership.
+    pub async fn start(
+        cfg: ControllerServiceConfig,
+        listener: TcpListener,
+    ) -> Result<Arc<ControllerService>, QuorumError> {
+        cfg.validate().map_err(QuorumError::Config)?;
+        let quorum = QuorumNode::start_with_window(
+            cfg.node_id,
+            &cfg.dir,
+            listener,
+            cfg.raft.clone(),
+            cfg.window_records,
+        )
+        .await?;
+        let election_max = Duration::from_millis(cfg.raft.election_timeout_max);
+        let inner = Arc::new(Inner {
+            node_id: cfg.node_id,
+            voters: cfg.voters,
+            controller_config: cfg.controller,
+            rebalance_interval: cfg.leader_rebalance_interval,
+            write_timeout: (election_max * 10).max(Duration::from_secs(5)),
+            leader_check_timeout: election_max + Duration::from_secs(1),
+            feed: quorum.feed(),
+            quorum,
+            active: Mutex::new(None),
+            is_active: AtomicBool::new(false),
+            active_term: AtomicU64::new(0),
+            clock: Instant::now(),
+        });
+        let control: Weak<dyn ControlPlane> = Arc::downgrade(&inner) as Weak<dyn ControlPlane>;
+        inner.quorum.server.attach(control);
+        if let Err(e) = inner.initialize().await {
+            inner.quorum.stop().await;
+            return Err(e);
+        }
+        let runtime = tokio::spawn(inner.clone().run());
+        Ok(Arc::new(ControllerService {
+            inner,
+            runtime: std::sync::Mutex::new(Some(runtime)),
+        }))
+    }
+
+    /// Handle a request on the active controller and commit its records.
+    pub async fn submit(&self, req: ControllerRequest) -> Result<Committed, SubmitError> {
+        self.inner.submit(req).await
+    }
+
+    /// A reader of the records applied on this node.
+    pub fn feed(&self) -> MetadataFeed {
+        self.inner.feed.clone()
+    }
+
+    /// The Raft leader as this node knows it.
+    pub fn active_controller(&self) -> Option<NodeId> {
+        self.inner.view().leader.and_then(node_id)
+    }
+
+    /// Whether this node is the active controller now (leads and has caught up).
+    pub fn is_active(&self) -> bool {
+        self.inner.is_active.load(Ordering::Acquire)
+    }
+
+    pub fn node_id(&self) -> RaftNodeId {
+        self.inner.node_id
+    }
+
+    /// The controller listener address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.quorum.addr()
+    }
+
+    pub async fn status(&self) -> QuorumStatus {
+        self.inner.status().await
+    }
+
+    /// Stop following leadership, Raft and the listener (a stopped controller, from its peers'
+    /// and brokers' point of view). Later calls do nothing.
+    pub async fn shutdown(&self) {
+        if let Some(task) = self.runtime.lock().expect("runtime lock").take() {
+            task.abort();
+        }
+        // Raft first: a write in flight then fails at once instead of holding the controller.
+        self.inner.quorum.stop().await;
+        let mut slot = self.inner.active.lock().await;
+        self.inner.resign(&mut slot, "shutting down");
+    }
+}
+
+impl Drop for ControllerService {
+    fn drop(&mut self) {
+        if let Some(task) = self.runtime.lock().expect("runtime lock").take() {
+            task.abort();
+        }
+    }
+}
+
+fn node_id(id: RaftNodeId) -> Option<NodeId> {
+    NodeId::try_from(id).ok()
+}
+
+impl Inner {
+    /// Every voter proposes the same membership; a node that already has a log (a restart, or
+    /// a peer's proposal arrived first) refuses, which is what we want.
+    async fn initialize(&self) -> Result<(), QuorumError> {
+        let members: BTreeMap<RaftNodeId, BasicNode> = self
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.quorum.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::debug!(node_id = self.node_id, "controller quorum already formed");
+                Ok(())
+            }
+            Err(e) => Err(QuorumError::Raft(e.to_string())),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.elapsed().as_millis() as i64
+    }
+
+    fn view(&self) -> LeaderView {
+        let metrics = self.quorum.raft.metrics();
+        let m = metrics.borrow();
+        LeaderView {
+            leading: m.state == ServerState::Leader && m.current_leader == Some(self.node_id),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+        }
+    }
+
+    /// Follow leadership, fence expired sessions and restore preferred leaders until aborted.
+    async fn run(self: Arc<Self>) {
+        let mut metrics = self.quorum.raft.metrics();
+        let mut poll = tokio::time::interval(LEADERSHIP_POLL);
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return; // Raft stopped
+                    }
+                    self.refresh_leadership().await;
+                }
+                _ = poll.tick() => self.refresh_leadership().await,
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+    }
+
+    async fn refresh_leadership(&self) {
+        let v = self.view();
+        let active = self.is_active.load(Ordering::Acquire);
+        let settled = if v.leading {
+            active && self.active_term.load(Ordering::Acquire) == v.term
+        } else {
+            !active
+        };
+        if !settled {
+            let mut slot = self.active.lock().await;
+            self.refresh_locked(&mut slot);
+        }
+    }
+
+    /// Drop the controller if this node no longer leads (or leads in a new term), and build
+    /// one once this node leads and has applied its whole log.
+    fn refresh_locked(&self, slot: &mut Option<Active>) {
+        let v = self.view();
+        if let Some(a) = slot.as_ref() {
+            if v.leading && a.term == v.term {
+                return;
+            }
+            self.resign(slot, "leadership lost");
+        }
+        if !v.leading {
+            return;
+        }
+        let (image, offset) = {
+            let state = self.quorum.state.read().expect("state lock");
+            // Leader completeness: everything ever committed is in this leader's log, so once
+            // its log is applied the image holds every committed record.
+            if state.last_applied.map(|l| l.index) < v.last_log_index {
+                return;
+            }
+            (state.image.clone(), state.offset)
+        };
+        let mut controller = Controller::from_image(self.controller_config, image, offset);
+        controller.activate(self.now_ms());
+        tracing::info!(
+            node_id = self.node_id,
+            term = v.term,
+            metadata_offset = offset,
+            "became active controller"
+        );
+        *slot = Some(Active {
+            term: v.term,
+            controller,
+            next_rebalance: self.rebalance_interval.map(|d| Instant::now() + d),
+        });
+        self.active_term.store(v.term, Ordering::Release);
+        self.is_active.store(true, Ordering::Release);
+    }
+
+    fn resign(&self, slot: &mut Option<Active>, why: &str) {
+        if let Some(a) = slot.take() {
+            tracing::info!(
+                node_id = self.node_id,
+                term = a.term,
+                metadata_offset = self.feed.offset(),
+                reason = why,
+                "no longer the active controller"
+            );
+        }
+        self.is_active.store(false, Ordering::Release);
+    }
+
+    /// The error for a request that reached this node while it is not active.
+    fn not_active(&self) -> SubmitError {
+        match self.view().leader {
+            Some(l) if l == self.node_id => {
+                SubmitError::Unavailable(format!("node {l} is becoming the active controller"))
+            }
+            leader => SubmitError::NotController {
+                leader: leader.and_then(node_id),
+            },
+        }
+    }
+
+    async fn submit(&self, req: ControllerRequest) -> Result<Committed, SubmitError> {
+        let mut slot = self.active.lock().await;
+        self.refresh_locked(&mut slot);
+        let Some(active) = slot.as_mut() else {
+            return Err(self.not_active());
+        };
+        let handled = active.controller.handle(req, self.now_ms());
+        let next_offset = active.controller.next_offset();
+        match handled {
+            Err(e) => {
+                drop(slot);
+                self.confirm_leadership().await?;
+                Err(SubmitError::Refused {
+                    code: e.code(),
+                    message: e.to_string(),
+                })
+            }
+            Ok(r) if r.records.is_empty() => {
+                drop(slot);
+                self.confirm_leadership().await?;
+                Ok(Committed {
+                    reply: r.response,
+                    offset: next_offset,
+                })
+            }
+            Ok(r) => {
+                let offset = self.commit(&mut slot, r.records).await?;
+                Ok(Committed {
+                    reply: r.response,
+                    offset,
+                })
+            }
+        }
+    }
+
+    /// Check with a quorum that this node still leads.
+    async fn confirm_leadership(&self) -> Result<(), SubmitError> {
+        let check = self.quorum.raft.get_read_log_id();
+        match tokio::time::timeout(self.leader_check_timeout, check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(match e.forward_to_leader() {
+                Some(f) => SubmitError::NotController {
+                    leader: f.leader_id.and_then(node_id),
+                },
+                None => SubmitError::Unavailable(e.to_string()),
+            }),
+            Err(_) => Err(SubmitError::Unavailable(
+                "no quorum confirmed this controller's leadership".into(),
+            )),
+        }
+    }
+
+    /// Write the records the active controller generated; returns the next metadata offset.
+    /// On failure the controller is dropped: its image already holds the records.
+    async fn commit(
+        &self,
+        slot: &mut Option<Active>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<i64, SubmitError> {
+        let n = records.len() as i64;
+        let expected_first = slot.as_ref().map(|a| a.controller.next_offset() - n);
+        let written = tokio::time::timeout(self.write_timeout, self.quorum.write(records)).await;
+        let err = match written {
+            Ok(Ok(applied)) => {
+                if applied.rejected > 0 || Some(applied.first_offset) != expected_first {
+                    tracing::error!(
+                        node_id = self.node_id,
+                        first_offset = applied.first_offset,
+                        ?expected_first,
+                        rejected = applied.rejected,
+                        "committed batch does not match the controller's image; rebuilding it"
+                    );
+                    self.resign(slot, "image diverged from the committed log");
+                }
+                return Ok(applied.first_offset + n);
+            }
+            Ok(Err(QuorumError::NotLeader { leader })) => SubmitError::NotController {
+                leader: leader.and_then(node_id),
+            },
+            Ok(Err(e)) => SubmitError::Unavailable(e.to_string()),
+            Err(_) => SubmitError::Unavailable(format!(
+                "the write was not committed within {:?}",
+                self.write_timeout
+            )),
+        };
+        tracing::warn!(node_id = self.node_id, error = %err, "metadata write failed");
+        self.resign(slot, "a write failed");
+        Err(err)
+    }
+
+    /// Fence brokers whose session expired; restore preferred leaders when due.
+    async fn tick(&self) {
+        let mut slot = self.active.lock().await;
+        self.refresh_locked(&mut slot);
+        let Some(active) = slot.as_mut() else {
+            return;
+        };
+        let fenced = active.controller.tick(self.now_ms());
+        if !fenced.records.is_empty() {
+            for broker in &fenced.response {
+                tracing::warn!(
+                    node_id = self.node_id,
+                    broker,
+                    "broker missed its heartbeats for the session timeout: fencing it"
+                );
+            }
+            if self.commit(&mut slot, fenced.records).await.is_err() {
+                return;
+            }
+        }
+        let Some(active) = slot.as_mut() else {
+            return;
+        };
+        let (Some(due), Some(every)) = (active.next_rebalance, self.rebalance_interval) else {
+            return;
+        };
+        if Instant::now() < due {
+            return;
+        }
+        active.next_rebalance = Some(Instant::now() + every);
+        let elected = active.controller.elect_preferred_leaders();
+        if !elected.records.is_empty() {
+            tracing::info!(
+                node_id = self.node_id,
+                partitions = elected.response,
+                "moving leadership back to preferred replicas"
+            );
+            let _ = self.commit(&mut slot, elected.records).await;
+        }
+    }
+
+    async fn status(&self) -> QuorumStatus {
+        let (leader, replication) = {
+            let metrics = self.quorum.raft.metrics();
+            let m = metrics.borrow();
+            let replication = if m.state == ServerState::Leader {
+                m.replication.clone()
+            } else {
+                None
+            };
+            (m.current_leader, replication)
+        };
+        let (brokers, metadata_offset) = {
+            let state = self.quorum.state.read().expect("state lock");
+            let brokers: Vec<_> = state.image.brokers().cloned().collect();
+            (brokers, state.offset)
+        };
+        let liveness: HashMap<NodeId, (i64, i64)> = {
+            let slot = self.active.lock().await;
+            let now = self.now_ms();
+            match slot.as_ref() {
+                Some(a) => brokers
+                    .iter()
+                    .filter_map(|b| {
+                        a.controller
+                            .liveness(b.node_id, now)
+                            .map(|l| (b.node_id, l))
+                    })
+                    .collect(),
+                None => HashMap::new(),
+            }
+        };
+        let voters = self
+            .voters
+            .iter()
+            .filter_map(|(id, addr)| {
+                Some(VoterStatus {
+                    node_id: node_id(*id)?,
+                    addr: addr.clone(),
+                    is_active: leader == Some(*id),
+                    applied_log_index: replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index),
+                })
+            })
+            .collect();
+        let brokers = brokers
+            .into_iter()
+            .map(|b| {
+                let live = liveness.get(&b.node_id);
+                BrokerStatus {
+                    node_id: b.node_id,
+                    rack: b.rack,
+                    broker_epoch: b.broker_epoch,
+                    incarnation_id: b.incarnation_id,
+                    fenced: b.fenced,
+                    cordoned: b.cordoned,
+                    endpoints: b.endpoints,
+                    metadata_offset: live.map(|l| l.0),
+                    ms_since_heartbeat: live.map(|l| l.1),
+                }
+            })
+            .collect();
+        QuorumStatus {
+            active_controller: leader.and_then(node_id),
+            metadata_offset,
+            voters,
+            brokers,
+        }
+    }
+}
+
+impl ControlPlane for Inner {
+    fn submit(&self, req: ControllerRequest) -> BoxFuture<'_, Result<Committed, SubmitError>> {
+        Box::pin(Inner::submit(self, req))
+    }
+
+    fn status(&self) -> BoxFuture<'_, QuorumStatus> {
+        Box::pin(Inner::status(self))
+    }
+}
