@@ -114,7 +114,7 @@ pub enum Publish<'a> {
     /// Records that follow what was applied before.
     Records(&'a [MetadataRecord]),
     /// A whole image (startup, or a broker too far behind the log): replaces the old one.
-    Image(ClusterImage),
+    Image(Box<ClusterImage>),
 }
 
 /// What the broker does for one topic after a metadata change.
@@ -161,7 +161,7 @@ impl Broker {
         {
             let l = local.lock();
             let image = l.controller.image().clone();
-            broker.publish(Publish::Image(image), l.controller.next_offset());
+            broker.publish(Publish::Image(Box::new(image)), l.controller.next_offset());
         }
         broker.register_local()?;
         {
@@ -367,7 +367,7 @@ impl Broker {
                         .map(|t| t.id)
                         .collect();
                     touched = new.topics().map(|t| t.id).collect();
-                    *image = new;
+                    *image = *new;
                 }
             }
         }

@@ -83,13 +83,16 @@ pub async fn follow(
                 );
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    b.publish(Publish::Image(ClusterImage::from_records(&records)), offset)
+                    b.publish(
+                        Publish::Image(Box::new(ClusterImage::from_records(&records))),
+                        offset,
+                    )
                 })
                 .await;
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     tracing::warn!(error = %e, from, "cannot fetch metadata from the controllers");
                 }
                 tokio::select! {
@@ -141,7 +144,7 @@ pub async fn register(
             }
             Err(e) => {
                 attempts += 1;
-                if attempts == 1 || attempts % 20 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(20) {
                     tracing::warn!(error = %e, "waiting for the controller quorum to register");
                 }
             }

@@ -35,7 +35,7 @@ pub struct Local {
 
 /// Where this broker's metadata changes are decided.
 pub enum ControlPlane {
-    Local(Mutex<Local>),
+    Local(Box<Mutex<Local>>),
     Quorum {
         client: ControllerClient,
         /// This node's controller, when it has the controller role.
@@ -52,7 +52,7 @@ impl ControlPlane {
             log.record_count() as i64,
         );
         controller.activate(crate::broker::now_ms());
-        ControlPlane::Local(Mutex::new(Local { controller, log }))
+        ControlPlane::Local(Box::new(Mutex::new(Local { controller, log })))
     }
 
     /// The active controller's node id, if known.

@@ -98,8 +98,8 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
     ids.sort_unstable();
     ids.dedup();
     println!(
-        "{:<6} {:<18} {:<8} {:<8} {:<22} {:<8} {:<9} {}",
-        "NODE", "ROLES", "RACK", "EPOCH", "ADDRESS", "FENCED", "CORDONED", "METADATA LAG"
+        "{:<6} {:<18} {:<8} {:<8} {:<22} {:<8} {:<9} METADATA LAG",
+        "NODE", "ROLES", "RACK", "EPOCH", "ADDRESS", "FENCED", "CORDONED"
     );
     for id in ids {
         let b = brokers.iter().find(|b| b["node_id"].as_i64() == Some(id));

@@ -45,6 +45,8 @@ pub struct FjordProcess {
     bootstrap: String,
     admin: String,
     starts: u32,
+    /// A cluster node: its TOML config (`log.dirs` is added); replaces the single-node flags.
+    config: Option<String>,
 }
 
 impl FjordProcess {
@@ -63,9 +65,47 @@ impl FjordProcess {
             bootstrap: String::new(),
             admin: String::new(),
             starts: 0,
+            config: None,
         };
         p.spawn();
         p
+    }
+
+    /// Starts a node configured by `config` (TOML; `log.dirs` is set to this node's data dir)
+    /// and waits for its ready line.
+    pub fn start_node(config: &str) -> FjordProcess {
+        let mut p = FjordProcess::create_node(config);
+        p.spawn();
+        p
+    }
+
+    /// A node that is not started yet ([`FjordProcess::restart`] starts it); nodes of a
+    /// cluster start together because none is ready before the quorum has a leader.
+    pub fn create_node(config: &str) -> FjordProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("fjord-it-")
+            .tempdir()
+            .expect("create temp dir");
+        fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        let toml = format!(
+            "{config}\nlog.dirs = {:?}\n",
+            dir.path().join("data").display().to_string()
+        );
+        fs::write(dir.path().join("node.toml"), toml).expect("write node config");
+        FjordProcess {
+            child: None,
+            dir: Some(dir),
+            extra_args: Vec::new(),
+            bootstrap: String::new(),
+            admin: String::new(),
+            starts: 0,
+            config: Some(config.to_string()),
+        }
+    }
+
+    /// Spawn without waiting for the ready line; [`FjordProcess::wait_ready`] waits.
+    pub fn spawn_only(&mut self) -> mpsc::Receiver<String> {
+        self.spawn_process()
     }
 
     fn dir(&self) -> &Path {
@@ -103,18 +143,27 @@ impl FjordProcess {
     }
 
     fn spawn(&mut self) {
+        let rx = self.spawn_process();
+        self.wait_ready(rx);
+    }
+
+    fn spawn_process(&mut self) -> mpsc::Receiver<String> {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let stderr = File::create(&log_path).expect("create server log");
         let data_dir = self.data_dir();
         let mut cmd = Command::new(fjord_bin());
-        cmd.arg("server")
-            .args(["--listeners", "PLAINTEXT://127.0.0.1:0"])
-            .args(["--admin-listener", "127.0.0.1:0"])
-            .arg("--log-dirs")
-            .arg(&data_dir)
-            .args(&self.extra_args)
+        cmd.arg("server");
+        if self.config.is_some() {
+            cmd.arg("--config").arg(self.dir().join("node.toml"));
+        } else {
+            cmd.args(["--listeners", "PLAINTEXT://127.0.0.1:0"])
+                .args(["--admin-listener", "127.0.0.1:0"])
+                .arg("--log-dirs")
+                .arg(&data_dir);
+        }
+        cmd.args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -131,6 +180,11 @@ impl FjordProcess {
             }
         });
         self.child = Some(child);
+        rx
+    }
+
+    /// Wait for the ready line of a process started by [`FjordProcess::spawn_only`].
+    pub fn wait_ready(&mut self, rx: mpsc::Receiver<String>) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut seen = Vec::new();
         loop {
