@@ -13,6 +13,74 @@ use axum::Router;
 
 use crate::broker::Broker;
 
+/// The admin endpoint of a controller-only node: `/health`, `/metrics` (controller gauges)
+/// and `/v1/cluster`.
+pub fn controller_router(
+    service: Arc<fjord_metadata::quorum::ControllerService>,
+    client: fjord_metadata::quorum::ControllerClient,
+) -> Router {
+    type St = (
+        Arc<fjord_metadata::quorum::ControllerService>,
+        fjord_metadata::quorum::ControllerClient,
+    );
+    async fn health(State((svc, _)): State<St>) -> impl IntoResponse {
+        let body = serde_json::json!({
+            "status": "ok",
+            "node_id": svc.node_id(),
+            "roles": "controller",
+            "active_controller": svc.active_controller(),
+        });
+        ([(CONTENT_TYPE, "application/json")], body.to_string())
+    }
+    async fn metrics(State((svc, _)): State<St>) -> impl IntoResponse {
+        let text = format!(
+            "# HELP fjord_controller_active 1 while this node is the active controller\n# TYPE fjord_controller_active gauge\nfjord_controller_active {}\n# HELP fjord_metadata_applied_offset Metadata records applied by this node\n# TYPE fjord_metadata_applied_offset gauge\nfjord_metadata_applied_offset {}\n",
+            svc.is_active() as i64,
+            svc.feed().offset()
+        );
+        ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    }
+    async fn cluster(State((_, client)): State<St>) -> impl IntoResponse {
+        cluster_answer(
+            client
+                .status(std::time::Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string()),
+            None,
+        )
+    }
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/v1/cluster", get(cluster))
+        .with_state((service, client))
+}
+
+fn cluster_answer(
+    status: Result<fjord_metadata::quorum::QuorumStatus, String>,
+    broker: Option<&Broker>,
+) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
+    match status {
+        Ok(status) => {
+            let body = serde_json::json!({
+                "cluster_id": broker.map(|b| b.cluster_id.clone()),
+                "answered_by": broker.map(|b| b.node_id()),
+                "status": status,
+            });
+            (
+                StatusCode::OK,
+                [(CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": e }).to_string(),
+        ),
+    }
+}
+
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -25,6 +93,14 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     // Log sizes are read at scrape time rather than updated on every append.
     let b = broker.clone();
     let text = tokio::task::spawn_blocking(move || {
+        if let crate::control::ControlPlane::Quorum {
+            service: Some(svc), ..
+        } = &b.control
+        {
+            b.metrics.controller_active.set(svc.is_active() as i64);
+        } else {
+            b.metrics.controller_active.set(1);
+        }
         b.metrics.log_size.reset();
         for t in b.topics() {
             let size: u64 = t
@@ -94,23 +170,5 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             .await
             .map_err(|e| e.to_string()),
     };
-    match status {
-        Ok(status) => {
-            let body = serde_json::json!({
-                "cluster_id": broker.cluster_id,
-                "answered_by": broker.node_id(),
-                "status": status,
-            });
-            (
-                StatusCode::OK,
-                [(CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-        }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(CONTENT_TYPE, "application/json")],
-            serde_json::json!({ "error": e }).to_string(),
-        ),
-    }
+    cluster_answer(status, Some(&broker))
 }

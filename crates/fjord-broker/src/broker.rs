@@ -356,6 +356,17 @@ impl Broker {
                                 touched.remove(id);
                                 removed.push(*id);
                             }
+                            MetadataRecord::FenceBroker { node_id, broker_epoch } => {
+                                tracing::warn!(node_id, broker_epoch, "broker fenced: it leads no partitions until it is unfenced");
+                                self.metrics.broker_fencing.with_label_values(&["fence"]).inc();
+                            }
+                            MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
+                                tracing::info!(node_id, broker_epoch, "broker unfenced");
+                                self.metrics.broker_fencing.with_label_values(&["unfence"]).inc();
+                            }
+                            MetadataRecord::RegisterBroker { node_id, broker_epoch, rack, .. } => {
+                                tracing::info!(node_id, broker_epoch, rack = rack.as_deref().unwrap_or("-"), "broker registered");
+                            }
                             _ => {}
                         }
                     }
@@ -437,11 +448,7 @@ impl Broker {
                     let p = match existing.as_ref().and_then(|old| old.partitions.get(i)) {
                         Some(p) => {
                             let old = p.set_state(state.clone());
-                            if old.leader != state.leader && !old.replicas.is_empty() {
-                                tracing::info!(topic = %t.name, partition = i, leader = state.leader,
-                                    previous = old.leader, leader_epoch = state.leader_epoch, "partition leader changed");
-                                self.metrics.leader_changes.inc();
-                            }
+                            self.report_change(&t.name, i, &old, &state);
                             if config_changed {
                                 p.update_config(config.clone());
                             }
@@ -477,6 +484,31 @@ impl Broker {
             }
         }
         self.metrics.partitions.add(count);
+    }
+
+    /// Log and count what an operator cares about in a partition's new state: leader changes
+    /// (INFO) and ISR shrinks and expands (WARN, with the replicas that left or joined).
+    fn report_change(&self, topic: &str, partition: usize, old: &ReplicaState, new: &ReplicaState) {
+        if old.replicas.is_empty() {
+            return; // first state seen here: not a change
+        }
+        if old.leader != new.leader {
+            tracing::info!(topic, partition, leader = new.leader, previous = old.leader,
+                leader_epoch = new.leader_epoch, "partition leader changed");
+            self.metrics.leader_changes.inc();
+        }
+        let left: Vec<i32> = old.isr.iter().filter(|r| !new.isr.contains(r)).copied().collect();
+        let joined: Vec<i32> = new.isr.iter().filter(|r| !old.isr.contains(r)).copied().collect();
+        if !left.is_empty() {
+            tracing::warn!(topic, partition, removed = ?left, isr = ?new.isr, leader = new.leader,
+                "ISR shrink");
+            self.metrics.isr_changes.with_label_values(&["shrink"]).inc();
+        }
+        if !joined.is_empty() {
+            tracing::warn!(topic, partition, added = ?joined, isr = ?new.isr, leader = new.leader,
+                "ISR expand");
+            self.metrics.isr_changes.with_label_values(&["expand"]).inc();
+        }
     }
 
     pub fn node_id(&self) -> i32 {

@@ -46,24 +46,26 @@ pub use config::BrokerConfig;
 
 /// A started broker. Dropping it does not stop the broker; call [`RunningBroker::shutdown`].
 pub struct RunningBroker {
-    kafka_addr: SocketAddr,
+    /// `None` on a controller-only node.
+    kafka_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
-    broker: Arc<Broker>,
+    broker: Option<Arc<Broker>>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl RunningBroker {
     /// The bound Kafka listener address (the real port when configured with port 0).
-    pub fn kafka_addr(&self) -> SocketAddr {
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka_addr
     }
     /// The bound admin HTTP address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
+    /// The broker (`None` on a controller-only node).
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
     }
     /// Stop accepting, finish in-flight requests, flush and close every log.
     pub async fn shutdown(self) {
@@ -78,9 +80,7 @@ impl RunningBroker {
 /// follows the metadata log before it serves clients.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     if !config.cluster.roles.broker {
-        anyhow::bail!(
-            "process.roles=controller (a controller without a broker) is not supported yet; use process.roles=broker,controller"
-        );
+        return start_controller_only(config).await;
     }
     let kafka_bind = config.listener.socket_addr().map_err(anyhow::Error::msg)?;
     let admin_bind: SocketAddr = config.admin_listener.parse().context("admin.listener")?;
@@ -161,12 +161,81 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         tracing::info!("broker stopped; logs flushed and closed");
     });
     Ok(RunningBroker {
-        kafka_addr,
+        kafka_addr: Some(kafka_addr),
         admin_addr,
-        broker,
+        broker: Some(broker),
         shutdown: tx,
         done,
     })
+}
+
+/// `process.roles=controller`: a voter of the controller quorum with no Kafka listener, only
+/// the controller listener and the admin endpoint.
+async fn start_controller_only(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    let admin_bind: SocketAddr = config.admin_listener.parse().context("admin.listener")?;
+    let admin = TcpListener::bind(admin_bind)
+        .await
+        .with_context(|| format!("cannot listen on {admin_bind} (admin.listener)"))?;
+    let admin_addr = admin.local_addr()?;
+    let service = start_controller(&config).await?;
+    let client = fjord_metadata::quorum::ControllerClient::new(config.cluster.voters.clone());
+    tracing::info!(node_id = config.node_id, admin = %admin_addr, "controller-only node started");
+    let (tx, rx) = watch::channel(false);
+    let mut admin_rx = rx.clone();
+    let router = admin::controller_router(service.clone(), client);
+    let done = tokio::spawn(async move {
+        let _ = axum::serve(admin, router)
+            .with_graceful_shutdown(async move {
+                let _ = admin_rx.changed().await;
+            })
+            .await;
+        service.shutdown().await;
+        tracing::info!("controller stopped");
+    });
+    Ok(RunningBroker {
+        kafka_addr: None,
+        admin_addr,
+        broker: None,
+        shutdown: tx,
+        done,
+    })
+}
+
+/// Bind the controller listener and start this node's controller of the quorum.
+async fn start_controller(
+    config: &BrokerConfig,
+) -> anyhow::Result<Arc<fjord_metadata::quorum::ControllerService>> {
+    use fjord_metadata::quorum::{raft_config, ControllerService, ControllerServiceConfig};
+    let cluster = &config.cluster;
+    let l = cluster
+        .controller_listener
+        .as_ref()
+        .context("a controller needs a controller listener")?;
+    let bind = l.socket_addr().map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (controller listener)"))?;
+    let svc = ControllerService::start(
+        ControllerServiceConfig {
+            node_id: config.node_id as u64,
+            dir: config.log_dir.join(broker::QUORUM_DIR),
+            voters: cluster.voters.clone(),
+            controller: fjord_metadata::ControllerConfig {
+                session_timeout_ms: cluster.session_timeout_ms as i64,
+            },
+            raft: raft_config(100, 1000, 10_000),
+            leader_rebalance_interval: cluster
+                .leader_rebalance_interval_ms
+                .map(Duration::from_millis),
+            window_records: 100_000,
+        },
+        listener,
+    )
+    .await
+    .context("starting the controller")?;
+    tracing::info!(node_id = config.node_id, controller_listener = %bind, voters = cluster.voters.len(),
+        "controller started");
+    Ok(svc)
 }
 
 type QuorumMember = (
@@ -183,39 +252,12 @@ async fn start_quorum_member(
     port: u16,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<QuorumMember> {
-    use fjord_metadata::quorum::{
-        raft_config, ControllerClient, ControllerService, ControllerServiceConfig,
-    };
+    use fjord_metadata::quorum::ControllerClient;
     let cluster = config.cluster.clone();
-    let service = match (&cluster.controller_listener, cluster.roles.controller) {
-        (Some(l), true) => {
-            let bind = l.socket_addr().map_err(anyhow::Error::msg)?;
-            let listener = TcpListener::bind(bind)
-                .await
-                .with_context(|| format!("cannot listen on {bind} (controller listener)"))?;
-            let svc = ControllerService::start(
-                ControllerServiceConfig {
-                    node_id: config.node_id as u64,
-                    dir: config.log_dir.join(broker::QUORUM_DIR),
-                    voters: cluster.voters.clone(),
-                    controller: fjord_metadata::ControllerConfig {
-                        session_timeout_ms: cluster.session_timeout_ms as i64,
-                    },
-                    raft: raft_config(100, 1000, 10_000),
-                    leader_rebalance_interval: cluster
-                        .leader_rebalance_interval_ms
-                        .map(Duration::from_millis),
-                    window_records: 100_000,
-                },
-                listener,
-            )
-            .await
-            .context("starting the controller")?;
-            tracing::info!(node_id = config.node_id, controller_listener = %bind, voters = cluster.voters.len(),
-                "controller started");
-            Some(svc)
-        }
-        _ => None,
+    let service = if cluster.roles.controller {
+        Some(start_controller(&config).await?)
+    } else {
+        None
     };
     let client = ControllerClient::new(cluster.voters.clone());
     let source = match &service {

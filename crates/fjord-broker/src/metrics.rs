@@ -34,6 +34,12 @@ pub struct Metrics {
     pub broker_fenced: IntGauge,
     /// Registrations of this broker with the controller (each gives a new epoch).
     pub broker_registrations: IntCounter,
+    /// Fence and unfence records seen in the metadata log, by `change` (fence, unfence).
+    pub broker_fencing: IntCounterVec,
+    /// ISR changes of partitions seen in the metadata log, by `change` (shrink, expand).
+    pub isr_changes: IntCounterVec,
+    /// 1 while this node is the active controller.
+    pub controller_active: IntGauge,
 }
 
 impl Metrics {
@@ -129,8 +135,32 @@ impl Metrics {
             "Registrations of this broker with the controller",
         )
         .expect("metric");
+        let broker_fencing = IntCounterVec::new(
+            Opts::new(
+                "cluster_broker_fencing_total",
+                "Brokers fenced or unfenced, as seen in the metadata log",
+            ),
+            &["change"],
+        )
+        .expect("metric");
+        let isr_changes = IntCounterVec::new(
+            Opts::new(
+                "isr_changes_total",
+                "Partition ISR shrinks and expands, as seen in the metadata log",
+            ),
+            &["change"],
+        )
+        .expect("metric");
+        let controller_active = IntGauge::new(
+            "controller_active",
+            "1 while this node is the active controller",
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(broker_fencing.clone()),
+            Box::new(isr_changes.clone()),
+            Box::new(controller_active.clone()),
             Box::new(metadata_offset.clone()),
             Box::new(broker_epoch.clone()),
             Box::new(broker_fenced.clone()),
@@ -171,6 +201,9 @@ impl Metrics {
             broker_epoch,
             broker_fenced,
             broker_registrations,
+            broker_fencing,
+            isr_changes,
+            controller_active,
         }
     }
 

@@ -65,7 +65,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "fjord ready kafka={} admin={}",
-            broker.kafka_addr(),
+            broker
+                .kafka_addr()
+                .map_or_else(|| "-".to_string(), |a| a.to_string()),
             broker.admin_addr()
         )?;
         out.flush()?;

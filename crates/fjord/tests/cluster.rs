@@ -27,30 +27,45 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Start nodes 1..=3 on 127.0.0.N, racks a, b, c, and wait for every ready line.
+    /// Start nodes 1..=3 on 127.0.0.N, racks a, b, c, each broker and controller, and wait
+    /// for every ready line.
     fn start() -> Cluster {
-        let ports: Vec<u16> = (1..=3)
+        Cluster::start_with(&["broker,controller"; 3])
+    }
+
+    /// Start node N (from 1) on 127.0.0.N with `roles[N-1]`, racks a, b, c, d, ...
+    fn start_with(roles: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (1..=roles.len())
             .map(|i| free_port(&format!("127.0.0.{i}")))
             .collect();
-        let voters = (1..=3)
+        let voters = (1..=roles.len())
+            .filter(|i| roles[i - 1].contains("controller"))
             .map(|i| format!("{i}@127.0.0.{i}:{}", ports[i - 1]))
             .collect::<Vec<_>>()
             .join(",");
-        let mut nodes: Vec<FjordProcess> = (1..=3)
+        let mut nodes: Vec<FjordProcess> = (1..=roles.len())
             .map(|i| {
+                let mut listeners = Vec::new();
+                if roles[i - 1].contains("broker") {
+                    listeners.push(format!("PLAINTEXT://127.0.0.{i}:0"));
+                }
+                if roles[i - 1].contains("controller") {
+                    listeners.push(format!("CONTROLLER://127.0.0.{i}:{}", ports[i - 1]));
+                }
                 FjordProcess::create_node(&format!(
                     r#"node.id = {i}
-process.roles = "broker,controller"
+process.roles = "{roles}"
 broker.rack = "{rack}"
-listeners = "PLAINTEXT://127.0.0.{i}:0,CONTROLLER://127.0.0.{i}:{cport}"
+listeners = "{listeners}"
 controller.quorum.voters = "{voters}"
 admin.listener = "127.0.0.{i}:0"
 broker.heartbeat.interval.ms = 200
 broker.session.timeout.ms = 2000
 group.initial.rebalance.delay.ms = 0
 "#,
-                    rack = ["a", "b", "c"][i - 1],
-                    cport = ports[i - 1],
+                    roles = roles[i - 1],
+                    rack = (b'a' + (i as u8 - 1)) as char,
+                    listeners = listeners.join(","),
                 ))
             })
             .collect();
@@ -344,6 +359,75 @@ fn a_broker_that_stops_heartbeating_is_fenced_until_it_returns() {
     assert_eq!(broker(&s["status"], frozen as i64)["broker_epoch"], epoch);
     let text = c.node(frozen).http_get("/metrics").body;
     assert!(text.contains("fjord_broker_epoch"), "{text}");
+    for n in &c.nodes {
+        n.assert_no_panic_in_log();
+    }
+}
+
+#[test]
+fn broker_only_and_controller_only_nodes() {
+    // Nodes 1 and 2: broker and controller; node 3: controller only; node 4: broker only,
+    // which follows the metadata log over the controller listener.
+    let c = Cluster::start_with(&[
+        "broker,controller",
+        "broker,controller",
+        "controller",
+        "broker",
+    ]);
+    let s = c.wait_status(4, "three unfenced brokers", |s| unfenced(s) == 3);
+    let ids: Vec<i64> = s["status"]["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["node_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 4], "the controller-only node is no broker");
+    assert_eq!(s["status"]["voters"].as_array().unwrap().len(), 3);
+    assert_eq!(c.node(3).bootstrap(), "-", "a controller-only node has no Kafka listener");
+    c.wait_status(3, "status from the controller-only node", |s| unfenced(s) == 3);
+
+    // Created through the broker-only node: replicas on brokers 1, 2 and 4 (racks a, b, d).
+    c.node(4)
+        .cli(&["topic", "create", "mixed", "--partitions", "3", "--replication-factor", "3"])
+        .success("create through the broker-only node");
+    let l = converged(&c, &[1, 2, 4], "mixed", |l| l.len() == 3);
+    for (_, (_, replicas, _)) in l {
+        let mut r = replicas.clone();
+        r.sort_unstable();
+        assert_eq!(r, vec![1, 2, 4]);
+    }
+    let lines: String = (0..50).map(|i| format!("m{i}\n")).collect();
+    c.node(4)
+        .kcat(&["-P", "-t", "mixed"], Some(lines.as_bytes()))
+        .success("produce via node 4");
+    let got = c
+        .node(1)
+        .kcat(&["-C", "-t", "mixed", "-e", "-q"], None)
+        .success("consume via node 1");
+    assert_eq!(got.stdout().lines().count(), 50);
+
+    // Deleted through node 1: every broker forgets it and removes its directories.
+    c.node(1)
+        .cli(&["topic", "delete", "mixed"])
+        .success("delete");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in [1, 2, 4] {
+        loop {
+            // (A Metadata request naming the topic would auto-create it again.)
+            let r = c.node(i).cli(&["topic", "list"]);
+            let gone = r.ok()
+                && !r.stdout().lines().any(|l| l.split_whitespace().next() == Some("mixed"));
+            let dirs_left = std::fs::read_dir(c.node(i).data_dir())
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("mixed-"));
+            if gone && !dirs_left {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {i} still has topic mixed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     for n in &c.nodes {
         n.assert_no_panic_in_log();
     }
