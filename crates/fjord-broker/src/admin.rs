@@ -59,7 +59,11 @@ pub fn controller_router(
 fn cluster_answer(
     status: Result<fjord_metadata::quorum::QuorumStatus, String>,
     broker: Option<&Broker>,
-) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
     match status {
         Ok(status) => {
             let body = serde_json::json!({

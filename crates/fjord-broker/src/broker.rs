@@ -356,16 +356,42 @@ impl Broker {
                                 touched.remove(id);
                                 removed.push(*id);
                             }
-                            MetadataRecord::FenceBroker { node_id, broker_epoch } => {
-                                tracing::warn!(node_id, broker_epoch, "broker fenced: it leads no partitions until it is unfenced");
-                                self.metrics.broker_fencing.with_label_values(&["fence"]).inc();
+                            MetadataRecord::FenceBroker {
+                                node_id,
+                                broker_epoch,
+                            } => {
+                                tracing::warn!(
+                                    node_id,
+                                    broker_epoch,
+                                    "broker fenced: it leads no partitions until it is unfenced"
+                                );
+                                self.metrics
+                                    .broker_fencing
+                                    .with_label_values(&["fence"])
+                                    .inc();
                             }
-                            MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
+                            MetadataRecord::UnfenceBroker {
+                                node_id,
+                                broker_epoch,
+                            } => {
                                 tracing::info!(node_id, broker_epoch, "broker unfenced");
-                                self.metrics.broker_fencing.with_label_values(&["unfence"]).inc();
+                                self.metrics
+                                    .broker_fencing
+                                    .with_label_values(&["unfence"])
+                                    .inc();
                             }
-                            MetadataRecord::RegisterBroker { node_id, broker_epoch, rack, .. } => {
-                                tracing::info!(node_id, broker_epoch, rack = rack.as_deref().unwrap_or("-"), "broker registered");
+                            MetadataRecord::RegisterBroker {
+                                node_id,
+                                broker_epoch,
+                                rack,
+                                ..
+                            } => {
+                                tracing::info!(
+                                    node_id,
+                                    broker_epoch,
+                                    rack = rack.as_deref().unwrap_or("-"),
+                                    "broker registered"
+                                );
                             }
                             _ => {}
                         }
@@ -438,13 +464,16 @@ impl Broker {
                 .iter()
                 .enumerate()
                 .map(|(i, state)| {
-                    let state = state.as_ref().map_or_else(ReplicaState::unknown, |s| ReplicaState {
-                        replicas: s.replicas.clone(),
-                        isr: s.isr.clone(),
-                        leader: s.leader,
-                        leader_epoch: s.leader_epoch,
-                        partition_epoch: s.partition_epoch,
-                    });
+                    let state =
+                        state
+                            .as_ref()
+                            .map_or_else(ReplicaState::unknown, |s| ReplicaState {
+                                replicas: s.replicas.clone(),
+                                isr: s.isr.clone(),
+                                leader: s.leader,
+                                leader_epoch: s.leader_epoch,
+                                partition_epoch: s.partition_epoch,
+                            });
                     let p = match existing.as_ref().and_then(|old| old.partitions.get(i)) {
                         Some(p) => {
                             let old = p.set_state(state.clone());
@@ -454,7 +483,14 @@ impl Broker {
                             }
                             p.clone()
                         }
-                        None => Arc::new(Partition::new(name.clone(), t.id, i as i32, me, state, None)),
+                        None => Arc::new(Partition::new(
+                            name.clone(),
+                            t.id,
+                            i as i32,
+                            me,
+                            state,
+                            None,
+                        )),
                     };
                     if p.is_replica() && !p.has_log() {
                         to_open.push((p.clone(), config.clone()));
@@ -493,21 +529,43 @@ impl Broker {
             return; // first state seen here: not a change
         }
         if old.leader != new.leader {
-            tracing::info!(topic, partition, leader = new.leader, previous = old.leader,
-                leader_epoch = new.leader_epoch, "partition leader changed");
+            tracing::info!(
+                topic,
+                partition,
+                leader = new.leader,
+                previous = old.leader,
+                leader_epoch = new.leader_epoch,
+                "partition leader changed"
+            );
             self.metrics.leader_changes.inc();
         }
-        let left: Vec<i32> = old.isr.iter().filter(|r| !new.isr.contains(r)).copied().collect();
-        let joined: Vec<i32> = new.isr.iter().filter(|r| !old.isr.contains(r)).copied().collect();
+        let left: Vec<i32> = old
+            .isr
+            .iter()
+            .filter(|r| !new.isr.contains(r))
+            .copied()
+            .collect();
+        let joined: Vec<i32> = new
+            .isr
+            .iter()
+            .filter(|r| !old.isr.contains(r))
+            .copied()
+            .collect();
         if !left.is_empty() {
             tracing::warn!(topic, partition, removed = ?left, isr = ?new.isr, leader = new.leader,
                 "ISR shrink");
-            self.metrics.isr_changes.with_label_values(&["shrink"]).inc();
+            self.metrics
+                .isr_changes
+                .with_label_values(&["shrink"])
+                .inc();
         }
         if !joined.is_empty() {
             tracing::warn!(topic, partition, added = ?joined, isr = ?new.isr, leader = new.leader,
                 "ISR expand");
-            self.metrics.isr_changes.with_label_values(&["expand"]).inc();
+            self.metrics
+                .isr_changes
+                .with_label_values(&["expand"])
+                .inc();
         }
     }
 

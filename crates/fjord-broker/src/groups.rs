@@ -204,6 +204,16 @@ pub fn topics_view(broker: &Broker) -> TopicsView {
         .collect()
 }
 
+/// Whether another broker coordinates `group_id`: the leader of the group's
+/// `__consumer_offsets` partition coordinates it (NOT_COORDINATOR makes clients look it up).
+pub fn not_coordinator(broker: &Broker, group_id: &str) -> bool {
+    let Some(t) = broker.topic(OFFSETS_TOPIC) else {
+        return false;
+    };
+    let p = fjord_group::offsets_partition(group_id, t.partitions.len() as i32);
+    t.partitions.get(p as usize).is_some_and(|p| !p.is_leader())
+}
+
 /// Create `__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions) if it does
 /// not exist yet, with `offsets.topic.replication.factor` replicas or as many as there are live
 /// brokers, whichever is smaller (Kafka would refuse until enough brokers are up; a single

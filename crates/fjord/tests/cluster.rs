@@ -227,6 +227,23 @@ fn replicas_spread_over_racks_and_controller_failover() {
         .success("consume");
     assert_eq!(got.stdout().lines().count(), 300);
 
+    // A consumer group: its coordinator is the leader of its __consumer_offsets partition,
+    // found through any broker; committed offsets are there for the next member.
+    let group = [
+        "-G",
+        "g1",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-e",
+        "-q",
+        "spread",
+    ];
+    let first = c.node(1).kcat(&group, None).success("group consume");
+    assert_eq!(first.stdout().lines().count(), 300);
+    let again = c.node(3).kcat(&group, None).success("group consume again");
+    assert_eq!(again.stdout().lines().count(), 0, "offsets were committed");
+    converged(&c, &[1, 2, 3], "__consumer_offsets", |l| l.len() == 50);
+
     // Kill the active controller; the others elect a new one and admin keeps working.
     let s = c.wait_status(1, "an active controller", |s| {
         s["active_controller"].is_i64()
@@ -383,12 +400,26 @@ fn broker_only_and_controller_only_nodes() {
         .collect();
     assert_eq!(ids, vec![1, 2, 4], "the controller-only node is no broker");
     assert_eq!(s["status"]["voters"].as_array().unwrap().len(), 3);
-    assert_eq!(c.node(3).bootstrap(), "-", "a controller-only node has no Kafka listener");
-    c.wait_status(3, "status from the controller-only node", |s| unfenced(s) == 3);
+    assert_eq!(
+        c.node(3).bootstrap(),
+        "-",
+        "a controller-only node has no Kafka listener"
+    );
+    c.wait_status(3, "status from the controller-only node", |s| {
+        unfenced(s) == 3
+    });
 
     // Created through the broker-only node: replicas on brokers 1, 2 and 4 (racks a, b, d).
     c.node(4)
-        .cli(&["topic", "create", "mixed", "--partitions", "3", "--replication-factor", "3"])
+        .cli(&[
+            "topic",
+            "create",
+            "mixed",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ])
         .success("create through the broker-only node");
     let l = converged(&c, &[1, 2, 4], "mixed", |l| l.len() == 3);
     for (_, (_, replicas, _)) in l {
@@ -416,7 +447,10 @@ fn broker_only_and_controller_only_nodes() {
             // (A Metadata request naming the topic would auto-create it again.)
             let r = c.node(i).cli(&["topic", "list"]);
             let gone = r.ok()
-                && !r.stdout().lines().any(|l| l.split_whitespace().next() == Some("mixed"));
+                && !r
+                    .stdout()
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some("mixed"));
             let dirs_left = std::fs::read_dir(c.node(i).data_dir())
                 .unwrap()
                 .flatten()

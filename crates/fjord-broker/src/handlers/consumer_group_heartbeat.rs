@@ -36,6 +36,10 @@ pub fn handle(
         client_id: ctx.client_id.clone(),
         client_host: ctx.client_host.clone(),
     };
+    if crate::groups::not_coordinator(b, &req.group_id) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
+    }
     let (res, _) = b
         .groups
         .run(b, |c, topics, now| c.consumer_heartbeat(req, topics, now));

@@ -7,6 +7,10 @@ use crate::broker::Broker;
 
 pub fn handle(b: &Broker, _ctx: &Ctx, r: HeartbeatRequest) -> HeartbeatResponse {
     let group = r.group_id.0.to_string();
+    if crate::groups::not_coordinator(b, &group) {
+        return HeartbeatResponse::default()
+            .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
+    }
     let (code, _) = b.groups.run(b, |c, _, now| {
         let code = c.heartbeat(
             &group,

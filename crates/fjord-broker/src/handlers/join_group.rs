@@ -33,6 +33,12 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: JoinGroupRequest) -> JoinGroupResp
         reason: r.reason.map(|s| s.to_string()),
     };
     let member_id = req.member_id.clone();
+    if crate::groups::not_coordinator(b, &req.group_id) {
+        return encode(
+            ctx,
+            JoinResult::error(ErrorCode::NotCoordinator, &member_id),
+        );
+    }
     let (token, rx) = b.groups.park();
     let ((), _) = b
         .groups

@@ -9,6 +9,10 @@ use fjord_group::coordinator::LeaveMember;
 
 pub fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
+    if crate::groups::not_coordinator(b, &group) {
+        return LeaveGroupResponse::default()
+            .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
+    }
     let members: Vec<LeaveMember> = if ctx.version >= 3 {
         r.members
             .iter()

@@ -60,7 +60,14 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResp
         },
         partitions,
     };
-    let (errors, appended) = b.groups.run(b, |c, _, now| c.commit_offsets(req, now));
+    let (errors, appended) = if crate::groups::not_coordinator(b, &req.group_id) {
+        (
+            vec![ErrorCode::NotCoordinator; req.partitions.len()],
+            Ok(()),
+        )
+    } else {
+        b.groups.run(b, |c, _, now| c.commit_offsets(req, now))
+    };
     let mut topics: Vec<OffsetCommitResponseTopic> = r
         .topics
         .iter()

@@ -22,6 +22,9 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResp
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
+    if crate::groups::not_coordinator(b, &req.group_id) {
+        return SyncGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
+    }
     let (token, rx) = b.groups.park();
     let ((), _) = b
         .groups
