@@ -98,7 +98,7 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
     ids.sort_unstable();
     ids.dedup();
     println!(
-        "{:<6} {:<18} {:<8} {:<8} {:<22} {:<8} {:<9} METADATA LAG",
+        "{:<6} {:<26} {:<8} {:<8} {:<22} {:<8} {:<9} METADATA LAG",
         "NODE", "ROLES", "RACK", "EPOCH", "ADDRESS", "FENCED", "CORDONED"
     );
     for id in ids {
@@ -130,7 +130,7 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
             None => "-",
         };
         println!(
-            "{:<6} {:<18} {:<8} {:<8} {:<22} {:<8} {:<9} {}",
+            "{:<6} {:<26} {:<8} {:<8} {:<22} {:<8} {:<9} {}",
             id,
             roles.join(","),
             field("rack").as_str().unwrap_or("-"),
