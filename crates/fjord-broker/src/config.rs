@@ -49,6 +49,7 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("process.roles", "broker,controller"),
     ("controller.listener.names", "CONTROLLER"),
     ("controller.quorum.voters", ""),
+    ("controller.quorum.election.timeout.ms", "1000"),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
     ("auto.leader.rebalance.enable", "true"),
@@ -111,6 +112,9 @@ pub struct ClusterConfig {
     pub voters: BTreeMap<u64, String>,
     /// The controller listener (KIP-291) when this node is a controller of a quorum.
     pub controller_listener: Option<Listener>,
+    /// `controller.quorum.election.timeout.ms`: a voter that hears nothing from the leader for
+    /// this long (to twice this long) stands for election; Raft heartbeats go at a tenth of it.
+    pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
     /// `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable`.
@@ -580,6 +584,7 @@ fn cluster_config(
         roles,
         voters,
         controller_listener,
+        election_timeout_ms: int("controller.quorum.election.timeout.ms", 50, 600_000)? as u64,
         heartbeat_interval_ms,
         session_timeout_ms,
         leader_rebalance_interval_ms: rebalance.then_some(check * 1000),

@@ -223,7 +223,11 @@ async fn start_controller(
             controller: fjord_metadata::ControllerConfig {
                 session_timeout_ms: cluster.session_timeout_ms as i64,
             },
-            raft: raft_config(100, 1000, 10_000),
+            raft: raft_config(
+                (cluster.election_timeout_ms / 10).max(10),
+                cluster.election_timeout_ms,
+                10_000,
+            ),
             leader_rebalance_interval: cluster
                 .leader_rebalance_interval_ms
                 .map(Duration::from_millis),

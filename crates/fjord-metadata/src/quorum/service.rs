@@ -311,6 +311,11 @@ impl Inner {
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
+        // openraft logs an ERROR when asked to initialize a node that has a log: ask first.
+        if self.quorum.raft.is_initialized().await.unwrap_or(false) {
+            tracing::debug!(node_id = self.node_id, "controller quorum already formed");
+            return Ok(());
+        }
         match self.quorum.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
