@@ -117,6 +117,12 @@ pub enum Publish<'a> {
     Image(Box<ClusterImage>),
 }
 
+/// How many more partition changes of one batch are logged one by one.
+struct ChangeLog {
+    left: usize,
+    suppressed: usize,
+}
+
 /// What the broker does for one topic after a metadata change.
 struct TopicPlan {
     image: TopicImage,
@@ -446,6 +452,12 @@ impl Broker {
     fn reconcile(&self, plans: Vec<TopicPlan>) {
         let me = self.node_id();
         let mut to_open: Vec<(Arc<Partition>, LogConfig)> = Vec::new();
+        // One line per change, but a fenced broker moves thousands of partitions in one batch:
+        // past this many, changes are counted and summed up in one line.
+        let mut log_budget = ChangeLog {
+            left: 100,
+            suppressed: 0,
+        };
         for plan in plans {
             let t = &plan.image;
             let existing = self.topic_by_id(&t.id);
@@ -477,7 +489,7 @@ impl Broker {
                     let p = match existing.as_ref().and_then(|old| old.partitions.get(i)) {
                         Some(p) => {
                             let old = p.set_state(state.clone());
-                            self.report_change(&t.name, i, &old, &state);
+                            self.report_change(&t.name, i, &old, &state, &mut log_budget);
                             if config_changed {
                                 p.update_config(config.clone());
                             }
@@ -506,6 +518,12 @@ impl Broker {
                 overrides: t.configs.clone(),
             }));
         }
+        if log_budget.suppressed > 0 {
+            tracing::warn!(
+                more = log_budget.suppressed,
+                "more partition leader and ISR changes in this metadata batch (counted in metrics, not logged one by one)"
+            );
+        }
         let opened = open_logs(&self.config.log_dir, &to_open);
         let mut count = 0;
         for ((p, _), log) in to_open.iter().zip(opened) {
@@ -524,10 +542,42 @@ impl Broker {
 
     /// Log and count what an operator cares about in a partition's new state: leader changes
     /// (INFO) and ISR shrinks and expands (WARN, with the replicas that left or joined).
-    fn report_change(&self, topic: &str, partition: usize, old: &ReplicaState, new: &ReplicaState) {
+    fn report_change(
+        &self,
+        topic: &str,
+        partition: usize,
+        old: &ReplicaState,
+        new: &ReplicaState,
+        budget: &mut ChangeLog,
+    ) {
         if old.replicas.is_empty() {
             return; // first state seen here: not a change
         }
+        if old.leader == new.leader && old.isr == new.isr {
+            return;
+        }
+        if budget.left == 0 {
+            budget.suppressed += 1;
+            let shrink = old.isr.iter().any(|r| !new.isr.contains(r));
+            let expand = new.isr.iter().any(|r| !old.isr.contains(r));
+            if old.leader != new.leader {
+                self.metrics.leader_changes.inc();
+            }
+            if shrink {
+                self.metrics
+                    .isr_changes
+                    .with_label_values(&["shrink"])
+                    .inc();
+            }
+            if expand {
+                self.metrics
+                    .isr_changes
+                    .with_label_values(&["expand"])
+                    .inc();
+            }
+            return;
+        }
+        budget.left -= 1;
         if old.leader != new.leader {
             tracing::info!(
                 topic,
