@@ -159,7 +159,7 @@ pub struct CreatedTopic {
 
 /// An AlterPartition request from a partition leader: a new ISR, sent with the epochs the leader
 /// last saw so that stale proposals are refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlterPartition {
     pub node_id: NodeId,
     pub broker_epoch: i64,
@@ -564,16 +564,19 @@ impl Controller {
         })
     }
 
-    /// DeleteTopics for one topic.
-    pub fn delete_topic(&mut self, name: &str) -> Result<ControllerResult<Uuid>, ControllerError> {
-        let id = self
-            .image
-            .topic(name)
-            .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+    /// The id of topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) fn topic_id(&self, name: &str) -> Result<Uuid, ControllerError> {
+        self.image.topic(name).map(|t| t.id).ok_or_else(|| {
+            ControllerError::UnknownTopicOrPartition {
                 topic: name.into(),
                 partition: 0,
-            })?
-            .id;
+            }
+        })
+    }
+
+    /// DeleteTopics for one topic.
+    pub fn delete_topic(&mut self, name: &str) -> Result<ControllerResult<Uuid>, ControllerError> {
+        let id = self.topic_id(name)?;
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::RemoveTopic { id });
         Ok(ControllerResult {

@@ -120,20 +120,7 @@ impl MetadataLog {
 
     /// Persist `record` (fsync) and then apply it to the image.
     pub fn append(&mut self, record: MetadataRecord) -> Result<(), StoreError> {
-        let mut line = serde_json::to_vec(&record).map_err(|source| StoreError::Encode {
-            path: self.path.clone(),
-            source,
-        })?;
-        line.push(b'\n');
-        let io = |source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&line).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.image.apply(&record);
-        self.records += 1;
-        Ok(())
+        self.append_all(std::slice::from_ref(&record))
     }
 
     pub fn image(&self) -> &ClusterImage {
