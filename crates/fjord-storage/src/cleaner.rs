@@ -341,7 +341,7 @@ pub fn install(
         }
     }
     log.cleaner.first_dirty_offset = log.cleaner.first_dirty_offset.max(plan.end_offset);
-    log.cleaner.persist(&log.dir)?;
+    log.persist_cleaner()?;
     tracing::info!(dir = %log.dir.display(), first_dirty = plan.first_dirty_offset,
         end = plan.end_offset, rewritten = report.segments_rewritten,
         removed = report.records_removed, bytes_before = report.bytes_before,

@@ -1,5 +1,6 @@
 //! Sparse offset and time indexes of one segment, held in memory and written to disk whole
-//! (`.index`, `.timeindex`) when the segment is sealed, flushed or closed.
+//! (`.index`, `.timeindex`) when the segment is sealed, or flushed or closed with its index
+//! changed since it was last written.
 //!
 //! Kafka mmaps preallocated index files; we keep `Vec`s instead because an index is small
 //! (one entry per `index.interval.bytes`) and writing it whole, via a temp file and rename,

@@ -12,7 +12,7 @@
 //! 00000000000000000000.index      sparse offset index: rel_offset u32 | position u32
 //! 00000000000000000000.timeindex  time index: max_timestamp i64 | rel_offset u32
 //! 00000000000000001234.log ...    next segment, named by its base offset
-//! 00000000000000001234.snapshot   producer state as of offset 1234 (JSON), on roll/close
+//! 00000000000000001234.snapshot   producer state as of offset 1234 (JSON), on roll/close if changed
 //! leader-epoch-checkpoint         Kafka text format: 0 / count / "epoch start_offset" lines
 //! log-start-offset-checkpoint     log start offset raised by retention / DeleteRecords
 //! recovery-point-offset-checkpoint  everything below was fsynced
@@ -42,6 +42,13 @@
 //! torn batch; their indexes are rebuilt, producer state is replayed from the latest snapshot,
 //! and the leader-epoch cache is cut to the new log end. An interrupted compaction swap is
 //! completed from its `.swap` file.
+//!
+//! Open, flush and close write only what changed (a broker may hold 100,000 partitions, and
+//! every temp file + rename allocates an inode): the active index only if it differs from its
+//! files, the recovery point only if it moved, a producer snapshot at close only if none at
+//! the log end holds the current state, the cleaner checkpoint only if it changed. An
+//! untouched partition costs one marker removal on open and one marker creation on close; an
+//! unclean open writes nothing if recovery changed nothing.
 //!
 //! # Concurrency
 //!

@@ -61,7 +61,15 @@ pub struct Log {
     pub(crate) segments: BTreeMap<i64, Segment>,
     pub(crate) log_start_offset: i64,
     recovery_point: i64,
+    /// The value in the recovery-point file (0 if absent, which recovery treats the same).
+    recovery_point_on_disk: i64,
     producers: ProducerStateManager,
+    /// `Some(o)`: a snapshot at `o` holds exactly the in-memory producer state (or, with no
+    /// snapshot and nothing to replay, opening would rebuild exactly it). Close writes one
+    /// only when this is not the log end.
+    producers_persisted_at: Option<i64>,
+    /// The active segment's in-memory index differs from its files.
+    index_dirty: bool,
     epochs: LeaderEpochCache,
     /// Reused for every append: the request is copied here once and patched in place.
     write_buf: Vec<u8>,
@@ -70,6 +78,8 @@ pub struct Log {
     unflushed_messages: u64,
     last_flush_ms: i64,
     pub(crate) cleaner: CleanerCheckpoint,
+    /// What the cleaner checkpoint file holds (default if absent, which loads the same).
+    cleaner_on_disk: CleanerCheckpoint,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -132,8 +142,16 @@ impl Log {
                 let needs_recovery = !clean && (last || next.unwrap_or(i64::MAX) > recovery_point);
                 if needs_recovery {
                     recovered = true;
-                    let (seg, dropped) = Segment::open_active(&dir, base, true, interval)?;
-                    seg.write_index()?;
+                    let (mut seg, dropped) = Segment::open_active(&dir, base, true, interval)?;
+                    if !last && dropped == 0 {
+                        // Stays sealed: restore the final time entry that roll wrote.
+                        seg.seal_index();
+                    }
+                    // Recovery rebuilt the index from the log; write it only if the files
+                    // do not already hold exactly that.
+                    if !seg.index_matches_disk() {
+                        seg.write_index()?;
+                    }
                     segments.insert(base, seg);
                     if dropped > 0 && !last {
                         // Data after a torn batch cannot be trusted: drop later segments.
@@ -169,15 +187,25 @@ impl Log {
 
         let mut epochs = LeaderEpochCache::load(&dir)?;
         epochs.truncate_from_end(leo)?;
+        let index_dirty = !segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .index_matches_disk();
+        let cleaner = CleanerCheckpoint::load(&dir)?;
 
         let mut log = Log {
-            cleaner: CleanerCheckpoint::load(&dir)?,
+            cleaner_on_disk: cleaner.clone(),
+            cleaner,
             dir,
             config,
             segments,
             log_start_offset,
             recovery_point: recovery_point.max(0),
+            recovery_point_on_disk: recovery_point.max(0),
             producers: ProducerStateManager::default(),
+            producers_persisted_at: None,
+            index_dirty,
             epochs,
             write_buf: Vec::new(),
             batch_buf: Vec::new(),
@@ -186,6 +214,8 @@ impl Log {
         };
         log.load_producer_state()?;
         if recovered {
+            // Writes only what recovery changed: the index if it differs from its files, the
+            // recovery point if it moved.
             log.flush()?;
         }
         tracing::info!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
@@ -252,6 +282,9 @@ impl Log {
                 }
             }
         }
+        // Nothing to replay: the snapshot at `from` (or, without one, the empty state at the
+        // log start = log end) is what the next open would load too.
+        self.producers_persisted_at = (from == leo).then_some(leo);
         // Replay batch headers from `from` to the log end (no records decoded).
         let starts: Vec<i64> = self.segments.keys().copied().collect();
         for (i, &base) in starts.iter().enumerate() {
@@ -392,6 +425,8 @@ impl Log {
         for (pos, h) in batches.iter() {
             seg.track_batch(start + *pos as u64, h, interval);
         }
+        self.index_dirty = true;
+        self.producers_persisted_at = None;
 
         for (_, h) in batches.iter() {
             if h.has_producer_id() {
@@ -507,7 +542,9 @@ impl Log {
         let old_base = seg.base_offset;
         self.segments
             .insert(leo, Segment::create(&self.dir, leo, now_ms)?);
+        self.index_dirty = !self.active().index_matches_disk();
         self.producers.write_snapshot(&self.dir, leo)?;
+        self.producers_persisted_at = Some(leo);
         self.set_recovery_point(leo)?;
         self.unflushed_messages = 0;
         tracing::info!(dir = %self.dir.display(), old_base, new_base = leo, "rolled segment");
@@ -516,10 +553,25 @@ impl Log {
 
     fn set_recovery_point(&mut self, offset: i64) -> Result<(), StorageError> {
         self.recovery_point = offset;
+        if offset == self.recovery_point_on_disk {
+            return Ok(());
+        }
         crate::index::write_atomic(
             &self.dir.join(RECOVERY_POINT_FILE),
             offset.to_string().as_bytes(),
-        )
+        )?;
+        self.recovery_point_on_disk = offset;
+        Ok(())
+    }
+
+    /// Write the cleaner checkpoint if it differs from the file.
+    pub(crate) fn persist_cleaner(&mut self) -> Result<(), StorageError> {
+        if self.cleaner == self.cleaner_on_disk {
+            return Ok(());
+        }
+        self.cleaner.persist(&self.dir)?;
+        self.cleaner_on_disk = self.cleaner.clone();
+        Ok(())
     }
 
     /// Whole batches from `fetch_offset`, at most `max_bytes` (but at least one batch when
@@ -747,7 +799,7 @@ impl Log {
         }
         let first = *self.segments.keys().next().expect("never empty");
         self.set_log_start_offset(first)?;
-        self.cleaner.persist(&self.dir)?;
+        self.persist_cleaner()?;
         Ok(bytes)
     }
 
@@ -779,6 +831,9 @@ impl Log {
         report.producers_expired = self
             .producers
             .expire(now_ms, self.config.producer_id_expiration_ms);
+        if report.producers_expired > 0 {
+            self.producers_persisted_at = None;
+        }
         Ok(report)
     }
 
@@ -844,19 +899,29 @@ impl Log {
                     .map_err(|e| StorageError::io(&seg.path, e))?;
             }
         }
-        self.active().write_index()?;
+        if self.index_dirty {
+            self.active().write_index()?;
+            self.index_dirty = false;
+        }
         self.unflushed_messages = 0;
         self.set_recovery_point(leo)
     }
 
-    /// Flush, persist indexes and producer state, and leave the clean-shutdown marker.
+    /// Flush, persist indexes and producer state, and leave the clean-shutdown marker. Files
+    /// that already hold the current state (index, recovery point, producer snapshot at the
+    /// log end, cleaner checkpoint) are not rewritten.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.flush()?;
         let leo = self.log_end_offset();
-        self.producers.write_snapshot(&self.dir, leo)?;
-        self.cleaner.persist(&self.dir)?;
+        if self.producers_persisted_at != Some(leo) {
+            self.producers.write_snapshot(&self.dir, leo)?;
+            self.producers_persisted_at = Some(leo);
+        }
+        self.persist_cleaner()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::write(&marker, b"").map_err(|e| StorageError::io(&marker, e))?;
+        if !marker.exists() {
+            std::fs::write(&marker, b"").map_err(|e| StorageError::io(&marker, e))?;
+        }
         tracing::info!(dir = %self.dir.display(), log_end_offset = leo, "closed log");
         Ok(())
     }
@@ -874,6 +939,7 @@ impl Log {
                 Self::delete_segment_files(&self.dir, b)?;
             }
             let seg = Segment::create(&self.dir, offset.max(0), wall_clock_ms())?;
+            self.index_dirty = !seg.index_matches_disk();
             self.segments.insert(seg.base_offset, seg);
             self.log_start_offset = offset.max(0);
             crate::index::write_atomic(
@@ -896,11 +962,12 @@ impl Log {
             let seg = self.active_mut();
             seg.truncate_to(offset, interval)?;
             seg.write_index()?;
+            self.index_dirty = false;
         }
         let leo = self.log_end_offset();
         self.epochs.truncate_from_end(leo)?;
         self.cleaner.truncate(leo);
-        self.cleaner.persist(&self.dir)?;
+        self.persist_cleaner()?;
         if self.recovery_point > leo {
             self.set_recovery_point(leo)?;
         }
@@ -962,4 +1029,273 @@ fn check_keys(bytes: &[u8]) -> Result<(), AppendError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts,
+    };
+    use std::os::unix::fs::MetadataExt;
+
+    /// A v2 batch of `n` records (idempotent if `pid >= 0`, sequence from `seq`).
+    fn batch(n: usize, ts: i64, pid: i64, seq: i32) -> Vec<u8> {
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: if pid >= 0 { 0 } else { -1 },
+                timestamp_type: Ts::Creation,
+                offset: i as i64,
+                sequence: if pid >= 0 { seq + i as i32 } else { -1 },
+                timestamp: ts + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(vec![b'v'; 100])),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            recs.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    /// (name -> (inode, mtime ns, ctime ns, len)) of every file but the marker.
+    fn files(dir: &Path) -> BTreeMap<String, (u64, i64, i64, u64)> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != CLEAN_SHUTDOWN_FILE)
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+                let ctime = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    (m.ino(), mtime, ctime, m.len()),
+                )
+            })
+            .collect()
+    }
+
+    fn offsets(log: &Log) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut next = log.log_start_offset();
+        while next < log.log_end_offset() {
+            let r = log.read(next, 1 << 20, i64::MAX, true).unwrap();
+            let mut b = r.records.clone();
+            let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut b).unwrap();
+            for rec in sets.into_iter().flat_map(|s| s.records) {
+                if rec.offset >= next {
+                    out.push(rec.offset);
+                }
+            }
+            next = *out.last().unwrap() + 1;
+        }
+        out
+    }
+
+    /// Close, then clean and unclean (crash = drop without close) reopen + close of a log
+    /// nobody modifies: no file other than the marker is created, rewritten or replaced.
+    fn assert_untouched_cycles_write_nothing(dir: &Path, log: Log) {
+        let leo = log.log_end_offset();
+        log.close().unwrap();
+        let before = files(dir);
+        // Clean open + close.
+        let log = Log::open(dir, config()).unwrap();
+        assert!(!dir.join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(files(dir), before);
+        log.close().unwrap();
+        assert!(dir.join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(files(dir), before);
+        // Crash while open (no modification), unclean open (recovery), close.
+        drop(Log::open(dir, config()).unwrap());
+        assert!(!dir.join(CLEAN_SHUTDOWN_FILE).exists());
+        let log = Log::open(dir, config()).unwrap();
+        assert_eq!(files(dir), before);
+        assert_eq!(log.log_end_offset(), leo);
+        log.close().unwrap();
+        assert_eq!(files(dir), before);
+        let log = Log::open(dir, config()).unwrap();
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(
+            offsets(&log),
+            (log.log_start_offset()..leo).collect::<Vec<_>>()
+        );
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn untouched_empty_log_is_not_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let log = Log::open(d.path(), config()).unwrap();
+        assert_untouched_cycles_write_nothing(d.path(), log);
+    }
+
+    #[test]
+    fn untouched_log_with_data_is_not_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = Log::open(d.path(), config()).unwrap();
+        for i in 0..40 {
+            // Idempotent and plain batches, over several segments.
+            let b = if i % 2 == 0 {
+                batch(2, 1_000 + i, 7, i as i32)
+            } else {
+                batch(2, 1_000 + i, -1, -1)
+            };
+            log.append(&b, 0, 0).unwrap();
+        }
+        assert!(log.segment_count() > 2);
+        assert_untouched_cycles_write_nothing(d.path(), log);
+    }
+
+    #[test]
+    fn recovery_of_sealed_segments_keeps_their_indexes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = Log::open(d.path(), config()).unwrap();
+        for i in 0..40 {
+            log.append(&batch(2, 1_000 + 10 * i, -1, -1), 0, 0).unwrap();
+        }
+        assert!(log.segment_count() > 2);
+        let leo = log.log_end_offset();
+        let max_ts = log.max_timestamp();
+        log.close().unwrap();
+        // Recovery point lagging: every segment is recovered on an unclean open.
+        crate::index::write_atomic(&d.path().join(RECOVERY_POINT_FILE), b"0").unwrap();
+        std::fs::remove_file(d.path().join(CLEAN_SHUTDOWN_FILE)).unwrap();
+        let mut before = files(d.path());
+        let log = Log::open(d.path(), config()).unwrap();
+        let mut after = files(d.path());
+        // Only the recovery point moved; the (sealed) indexes were already right.
+        assert_ne!(
+            before.remove(RECOVERY_POINT_FILE),
+            after.remove(RECOVERY_POINT_FILE)
+        );
+        assert_eq!(before, after);
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.max_timestamp(), max_ts);
+        assert_eq!(offsets(&log), (0..leo).collect::<Vec<_>>());
+        assert_untouched_cycles_write_nothing(d.path(), log);
+    }
+
+    #[test]
+    fn log_modified_after_open_is_recovered_and_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = Log::open(d.path(), config()).unwrap();
+        for i in 0..10 {
+            log.append(&batch(2, 1_000, 7, 2 * i), 0, 0).unwrap();
+        }
+        log.close().unwrap();
+
+        // Clean open, append, crash: the marker is gone, recovery finds everything written.
+        let mut log = Log::open(d.path(), config()).unwrap();
+        log.append(&batch(3, 2_000, 7, 20), 0, 0).unwrap();
+        let leo = log.log_end_offset();
+        drop(log);
+        assert!(!d.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        // Tear the last batch: recovery must cut it, even though it was untouched otherwise.
+        let last = segment_path(
+            d.path(),
+            *Log::open(d.path(), config())
+                .unwrap()
+                .segment_base_offsets()
+                .last()
+                .unwrap(),
+            LOG_SUFFIX,
+        );
+        let len = std::fs::metadata(&last).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let mut log = Log::open(d.path(), config()).unwrap();
+        assert_eq!(log.log_end_offset(), leo - 3);
+        // Producer state was rebuilt: sequence 20 is next again.
+        log.append(&batch(3, 2_000, 7, 20), 0, 0).unwrap();
+        assert_eq!(log.log_end_offset(), leo);
+        log.close().unwrap();
+
+        // Clean reopen sees the new data and producer state (a retry is a duplicate).
+        let mut log = Log::open(d.path(), config()).unwrap();
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(offsets(&log), (0..leo).collect::<Vec<_>>());
+        assert!(log.append(&batch(3, 2_000, 7, 20), 0, 0).unwrap().duplicate);
+        // Truncate after open, close, reopen unclean-free and clean.
+        log.truncate_to(10).unwrap();
+        log.close().unwrap();
+        let log = Log::open(d.path(), config()).unwrap();
+        assert_eq!(log.log_end_offset(), 10);
+        assert_eq!(offsets(&log), (0..10).collect::<Vec<_>>());
+        // Untouched from here on: cycles write nothing.
+        assert_untouched_cycles_write_nothing(d.path(), log);
+    }
+
+    /// Manual measurement (not a correctness test): close + open of 10,000 empty logs.
+    /// `cargo test -p fjord-storage --release --lib -- --ignored --nocapture measure_`
+    #[test]
+    #[ignore]
+    fn measure_close_open_10k_empty_logs() {
+        let n: usize = std::env::var("FJORD_MEASURE_LOGS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000);
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..n).map(|i| root.path().join(format!("t-{i}"))).collect();
+        let cfg = LogConfig::default();
+        let t = std::time::Instant::now();
+        let mut logs: Vec<Log> = dirs
+            .iter()
+            .map(|d| Log::open(d, cfg.clone()).unwrap())
+            .collect();
+        let create = t.elapsed();
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            for l in logs.drain(..) {
+                l.close().unwrap();
+            }
+            let close = t.elapsed();
+            let t = std::time::Instant::now();
+            logs = dirs
+                .iter()
+                .map(|d| Log::open(d, cfg.clone()).unwrap())
+                .collect();
+            let open_clean = t.elapsed();
+            // Unclean: drop without close (no marker), then open again (recovery path).
+            logs.clear();
+            let t = std::time::Instant::now();
+            logs = dirs
+                .iter()
+                .map(|d| Log::open(d, cfg.clone()).unwrap())
+                .collect();
+            let open_unclean = t.elapsed();
+            eprintln!(
+                "round {round}: {n} logs: create {create:?}, close {close:?}, \
+                 clean open {open_clean:?}, unclean open {open_unclean:?}"
+            );
+        }
+        for l in logs.drain(..) {
+            l.close().unwrap();
+        }
+    }
 }

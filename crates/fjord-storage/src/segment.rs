@@ -378,6 +378,19 @@ impl Segment {
         }
     }
 
+    /// Whether the index files already hold the in-memory index (true if it is not in memory:
+    /// nothing to write). Missing or unusable files match an empty index: loading them falls
+    /// back to a scan that yields the same. Reads only.
+    pub fn index_matches_disk(&self) -> bool {
+        let Some(mem) = self.index.get() else {
+            return true;
+        };
+        match SegmentIndex::load(&self.index_path(), &self.time_index_path(), self.size) {
+            Some(disk) => disk == *mem,
+            None => mem.offsets.is_empty() && mem.times.is_empty(),
+        }
+    }
+
     /// Write index files if the index is in memory.
     pub fn write_index(&self) -> Result<(), StorageError> {
         if let Some(idx) = self.index.get() {
