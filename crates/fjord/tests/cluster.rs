@@ -6,111 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{send_signal, FjordProcess};
+use common::cluster::Cluster;
+use common::send_signal;
 use serde_json::Value;
-
-/// A free port on `ip` (bound, then released; the node binds it a moment later).
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Cluster {
-    nodes: Vec<FjordProcess>,
-    voters: String,
-}
-
-impl Cluster {
-    /// Start nodes 1..=3 on 127.0.0.N, racks a, b, c, each broker and controller, and wait
-    /// for every ready line.
-    fn start() -> Cluster {
-        Cluster::start_with(&["broker,controller"; 3])
-    }
-
-    /// Start node N (from 1) on 127.0.0.N with `roles[N-1]`, racks a, b, c, d, ...
-    fn start_with(roles: &[&str]) -> Cluster {
-        let ports: Vec<u16> = (1..=roles.len())
-            .map(|i| free_port(&format!("127.0.0.{i}")))
-            .collect();
-        let voters = (1..=roles.len())
-            .filter(|i| roles[i - 1].contains("controller"))
-            .map(|i| format!("{i}@127.0.0.{i}:{}", ports[i - 1]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<FjordProcess> = (1..=roles.len())
-            .map(|i| {
-                let mut listeners = Vec::new();
-                if roles[i - 1].contains("broker") {
-                    listeners.push(format!("PLAINTEXT://127.0.0.{i}:0"));
-                }
-                if roles[i - 1].contains("controller") {
-                    listeners.push(format!("CONTROLLER://127.0.0.{i}:{}", ports[i - 1]));
-                }
-                FjordProcess::create_node(&format!(
-                    r#"node.id = {i}
-process.roles = "{roles}"
-broker.rack = "{rack}"
-listeners = "{listeners}"
-controller.quorum.voters = "{voters}"
-admin.listener = "127.0.0.{i}:0"
-broker.heartbeat.interval.ms = 200
-broker.session.timeout.ms = 2000
-group.initial.rebalance.delay.ms = 0
-"#,
-                    roles = roles[i - 1],
-                    rack = (b'a' + (i as u8 - 1)) as char,
-                    listeners = listeners.join(","),
-                ))
-            })
-            .collect();
-        let pending: Vec<_> = nodes.iter_mut().map(|n| n.spawn_only()).collect();
-        for (n, rx) in nodes.iter_mut().zip(pending) {
-            n.wait_ready(rx);
-        }
-        Cluster { nodes, voters }
-    }
-
-    fn node(&self, id: usize) -> &FjordProcess {
-        &self.nodes[id - 1]
-    }
-
-    /// `fjord cluster status --json` from node `via`.
-    fn status(&self, via: usize) -> Option<Value> {
-        let r = self.node(via).cli(&[
-            "cluster",
-            "status",
-            "--json",
-            "--admin",
-            self.node(via).admin(),
-        ]);
-        r.ok()
-            .then(|| serde_json::from_str(&r.stdout()).expect("status JSON"))
-    }
-
-    /// Poll `f` on the status from `via` until it holds.
-    fn wait_status(&self, via: usize, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.status(via) {
-                if f(&s["status"]) {
-                    return s;
-                }
-                if Instant::now() > deadline {
-                    panic!("{what}: last status {s:#}");
-                }
-            } else if Instant::now() > deadline {
-                panic!("{what}: no status from node {via}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
 
 fn broker(status: &Value, id: i64) -> &Value {
     status["brokers"]
@@ -130,59 +30,6 @@ fn unfenced(status: &Value) -> usize {
         .count()
 }
 
-/// Partition → (leader, replicas, isr) of `topic` as node `via` answers Metadata (kcat -L -J).
-fn layout(node: &FjordProcess, topic: &str) -> BTreeMap<i64, (i64, Vec<i64>, Vec<i64>)> {
-    let r = node
-        .kcat(&["-L", "-J", "-t", topic], None)
-        .success("kcat -L");
-    let v: Value = serde_json::from_str(&r.stdout()).expect("kcat JSON");
-    let t = &v["topics"][0];
-    assert!(t["error"].is_null(), "{topic}: {t:#}");
-    let ids = |a: &Value| -> Vec<i64> {
-        a.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["id"].as_i64().unwrap())
-            .collect()
-    };
-    t["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["partition"].as_i64().unwrap(),
-                (
-                    p["leader"].as_i64().unwrap(),
-                    ids(&p["replicas"]),
-                    ids(&p["isrs"]),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Wait until every node in `via` answers the same layout for `topic`; returns it.
-fn converged(
-    c: &Cluster,
-    via: &[usize],
-    topic: &str,
-    ok: impl Fn(&BTreeMap<i64, (i64, Vec<i64>, Vec<i64>)>) -> bool,
-) -> BTreeMap<i64, (i64, Vec<i64>, Vec<i64>)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let views: Vec<_> = via.iter().map(|i| layout(c.node(*i), topic)).collect();
-        if views.windows(2).all(|w| w[0] == w[1]) && ok(&views[0]) {
-            return views[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "brokers {via:?} disagree on {topic}: {views:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn replicas_spread_over_racks_and_controller_failover() {
     let c = Cluster::start();
@@ -200,15 +47,23 @@ fn replicas_spread_over_racks_and_controller_failover() {
             "3",
         ])
         .success("create spread");
-    let spread = converged(&c, &[1, 2, 3], "spread", |l| l.len() == 6);
+    let spread = c.converged(&[1, 2, 3], "spread", |l| l.len() == 6);
     let mut leads = BTreeMap::new();
-    for (p, (leader, replicas, isr)) in &spread {
-        let mut r = replicas.clone();
+    for (p, info) in &spread {
+        let mut r = info.replicas.clone();
         r.sort_unstable();
-        assert_eq!(r, vec![1, 2, 3], "partition {p} replicas {replicas:?}");
-        assert_eq!(isr.len(), 3);
-        assert_eq!(*leader, replicas[0], "preferred leader leads partition {p}");
-        *leads.entry(*leader).or_insert(0) += 1;
+        assert_eq!(
+            r,
+            vec![1, 2, 3],
+            "partition {p} replicas {:?}",
+            info.replicas
+        );
+        assert_eq!(info.isr.len(), 3);
+        assert_eq!(
+            info.leader, info.replicas[0],
+            "preferred leader leads partition {p}"
+        );
+        *leads.entry(info.leader).or_insert(0) += 1;
     }
     assert_eq!(
         leads.values().copied().collect::<Vec<_>>(),
@@ -242,7 +97,7 @@ fn replicas_spread_over_racks_and_controller_failover() {
     assert_eq!(first.stdout().lines().count(), 300);
     let again = c.node(3).kcat(&group, None).success("group consume again");
     assert_eq!(again.stdout().lines().count(), 0, "offsets were committed");
-    converged(&c, &[1, 2, 3], "__consumer_offsets", |l| l.len() == 50);
+    c.converged(&[1, 2, 3], "__consumer_offsets", |l| l.len() == 50);
 
     // Kill the active controller; the others elect a new one and admin keeps working.
     let s = c.wait_status(1, "an active controller", |s| {
@@ -278,17 +133,17 @@ fn replicas_spread_over_racks_and_controller_failover() {
             "2",
         ])
         .success("create after failover");
-    let after = converged(&c, &others, "after", |l| l.len() == 4);
-    for (p, (leader, replicas, _)) in &after {
+    let after = c.converged(&others, "after", |l| l.len() == 4);
+    for (p, info) in &after {
         assert!(
-            !replicas.contains(&(old as i64)),
+            !info.replicas.contains(&(old as i64)),
             "partition {p} placed on the fenced broker"
         );
-        assert!(others.contains(&(*leader as usize)));
+        assert!(others.contains(&(info.leader as usize)));
     }
-    converged(&c, &others, "spread", |l| {
+    c.converged(&others, "spread", |l| {
         l.values()
-            .all(|(leader, _, isr)| *leader as usize != old && !isr.contains(&(old as i64)))
+            .all(|i| i.leader as usize != old && !i.isr.contains(&(old as i64)))
     });
 
     // It comes back with a new, larger epoch, is unfenced, and catches up.
@@ -300,8 +155,8 @@ fn replicas_spread_over_racks_and_controller_failover() {
     let new_epoch = broker(&s["status"], old as i64)["broker_epoch"]
         .as_i64()
         .unwrap();
-    converged(&c, &[1, 2, 3], "after", |l| l.len() == 4);
-    converged(&c, &[1, 2, 3], "spread", |l| l.len() == 6);
+    c.converged(&[1, 2, 3], "after", |l| l.len() == 4);
+    c.converged(&[1, 2, 3], "spread", |l| l.len() == 6);
 
     // A heartbeat carrying the previous incarnation's epoch is refused.
     let voters = fjord_metadata::quorum::parse_quorum_voters(&c.voters).unwrap();
@@ -351,7 +206,7 @@ fn a_broker_that_stops_heartbeating_is_fenced_until_it_returns() {
             "3",
         ])
         .success("create t");
-    converged(&c, &[1, 2, 3], "t", |l| l.len() == 3);
+    c.converged(&[1, 2, 3], "t", |l| l.len() == 3);
     let s = c.wait_status(1, "an active controller", |s| {
         s["active_controller"].is_i64()
     });
@@ -364,9 +219,9 @@ fn a_broker_that_stops_heartbeating_is_fenced_until_it_returns() {
         broker(s, frozen as i64)["fenced"] == true
     });
     let live: Vec<usize> = (1..=3).filter(|i| *i != frozen).collect();
-    converged(&c, &live, "t", |l| {
+    c.converged(&live, "t", |l| {
         l.values()
-            .all(|(leader, _, isr)| *leader as usize != frozen && !isr.contains(&(frozen as i64)))
+            .all(|i| i.leader as usize != frozen && !i.isr.contains(&(frozen as i64)))
     });
     // Thawed, it heartbeats again with the same epoch and is unfenced.
     send_signal(c.node(frozen).pid(), "CONT");
@@ -421,9 +276,9 @@ fn broker_only_and_controller_only_nodes() {
             "3",
         ])
         .success("create through the broker-only node");
-    let l = converged(&c, &[1, 2, 4], "mixed", |l| l.len() == 3);
-    for (_, (_, replicas, _)) in l {
-        let mut r = replicas.clone();
+    let l = c.converged(&[1, 2, 4], "mixed", |l| l.len() == 3);
+    for info in l.values() {
+        let mut r = info.replicas.clone();
         r.sort_unstable();
         assert_eq!(r, vec![1, 2, 4]);
     }

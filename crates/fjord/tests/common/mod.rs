@@ -267,18 +267,24 @@ impl FjordProcess {
 
     /// SIGTERM and wait for exit; fails the test if the broker doesn't exit in time.
     pub fn terminate(&mut self) -> ExitStatus {
+        match self.terminate_within(SHUTDOWN_TIMEOUT) {
+            Some(status) => status,
+            None => self.fail(&format!(
+                "fjord server did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM"
+            )),
+        }
+    }
+
+    /// SIGTERM and wait up to `timeout` for exit; None (after SIGKILL) if it did not exit.
+    pub fn terminate_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take().expect("broker is not running");
         send_signal(child.id(), "TERM");
-        match wait_timeout(&mut child, SHUTDOWN_TIMEOUT) {
-            Some(status) => status,
-            None => {
-                send_signal(child.id(), "KILL");
-                let _ = child.wait();
-                self.fail(&format!(
-                    "fjord server did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM"
-                ));
-            }
+        let status = wait_timeout(&mut child, timeout);
+        if status.is_none() {
+            send_signal(child.id(), "KILL");
+            let _ = child.wait();
         }
+        status
     }
 
     /// Starts the broker again on the same data dir (after `kill9` or `terminate`; terminates
@@ -649,6 +655,7 @@ pub fn append_file(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
+pub mod cluster;
 pub mod records;
 
 /// Produces records `0..count` of the record set with ck_produce.py; returns the acks.
