@@ -69,6 +69,10 @@ pub enum AppendError {
         first_seq: i32,
         last_seq: i32,
     },
+    /// A follower append that does not continue the log: a batch starts before the expected
+    /// offset (overlap) or after it (gap, outside compacted topics).
+    #[error("follower append out of order: expected base offset {expected}, got {got}")]
+    OutOfOrderOffsets { expected: i64, got: i64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -84,6 +88,11 @@ impl AppendError {
             AppendError::InvalidRecord(_) => ErrorCode::InvalidRecord,
             AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            // Only the follower fetcher sees this: the batches are intact (CRC checked), it is
+            // the fetch position and the log that disagree, a broker-side inconsistency.
+            // CORRUPT_MESSAGE would blame the data (and is retriable for clients); Kafka's own
+            // UnexpectedAppendOffsetException has no wire code either.
+            AppendError::OutOfOrderOffsets { .. } => ErrorCode::UnknownServerError,
             AppendError::Storage(e) => e.error_code(),
         }
     }
@@ -149,6 +158,13 @@ mod tests {
                     last_seq: 1,
                 },
                 45,
+            ),
+            (
+                AppendError::OutOfOrderOffsets {
+                    expected: 3,
+                    got: 5,
+                },
+                -1,
             ),
         ];
         for (e, code) in cases {

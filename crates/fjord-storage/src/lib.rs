@@ -3,7 +3,10 @@
 //! The broker calls [`Log`] with raw record-batch v2 bytes. The append path validates batch
 //! headers and CRC32C, patches base offset, leader epoch (and LogAppendTime) in place in one
 //! reused buffer and issues one write; records are decoded only to check keys on compacted
-//! topics, for timestamp lookups and by the cleaner.
+//! topics, for timestamp lookups and by the cleaner. A follower appends the leader's batches
+//! as they are with [`Log::append_as_follower`] (offsets and epochs kept, producer state and
+//! the epoch cache updated from them); the high watermark the replication layer computes is
+//! kept in bounds by the log and checkpointed with it.
 //!
 //! # On-disk layout (one directory per partition)
 //!
@@ -16,6 +19,7 @@
 //! leader-epoch-checkpoint         Kafka text format: 0 / count / "epoch start_offset" lines
 //! log-start-offset-checkpoint     log start offset raised by retention / DeleteRecords
 //! recovery-point-offset-checkpoint  everything below was fsynced
+//! high-watermark-checkpoint       high watermark, on checkpoint/close if changed (none if empty)
 //! cleaner-offset-checkpoint.json  first dirty offset + tombstone timers (compacted topics)
 //! clean-shutdown                  present only between close() and the next open()
 //! *.cleaned / *.swap / *.deleted / *.tmp   transient; tidied on open
@@ -30,8 +34,8 @@
 //! - [`producer_state`]: idempotent-producer dedup and sequence checks, last 5 batches per
 //!   producer id; snapshots + header replay restore it after restart or crash.
 //! - [`epoch`]: the leader-epoch cache behind OffsetForLeaderEpoch.
-//! - [`log`]: [`Log`] itself — open/recovery, append, read, roll, retention, DeleteRecords,
-//!   truncation, flush policy.
+//! - [`log`]: [`Log`] itself — open/recovery, leader and follower append, read, roll,
+//!   retention, DeleteRecords, truncation, high watermark, flush policy.
 //! - [`cleaner`]: compaction (plan and build on `&Log`, install on `&mut Log`).
 //! - [`config`]: [`LogConfig`] and the table of topic config keys ([`TOPIC_CONFIGS`]).
 //!
@@ -46,7 +50,8 @@
 //! Open, flush and close write only what changed (a broker may hold 100,000 partitions, and
 //! every temp file + rename allocates an inode): the active index only if it differs from its
 //! files, the recovery point only if it moved, a producer snapshot at close only if none at
-//! the log end holds the current state, the cleaner checkpoint only if it changed. An
+//! the log end holds the current state, the cleaner checkpoint and high watermark only if
+//! they changed. An
 //! untouched partition costs one marker removal on open and one marker creation on close; an
 //! unclean open writes nothing if recovery changed nothing.
 //!

@@ -1,5 +1,7 @@
-//! [`Log`]: one partition's log (Kafka's UnifiedLog + LocalLog) — segments, append/read,
-//! recovery, retention, truncation, and the checkpoint files next to the segments.
+//! [`Log`]: one partition's log (Kafka's UnifiedLog + LocalLog) — segments, leader append
+//! (offsets and epoch assigned here) and follower append (kept as the leader wrote them),
+//! read, recovery, retention, truncation, the high watermark, and the checkpoint files next
+//! to the segments.
 
 use crate::cleaner::{self, CleanReport, CleanerCheckpoint};
 use crate::config::{LogConfig, TimestampType};
@@ -19,6 +21,8 @@ pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 /// Everything below this offset has been fsynced; recovery starts at its segment.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// The high watermark as of the last [`Log::checkpoint_high_watermark`] (or close).
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
 
 /// Result of a successful append (or of a duplicate, with the original offsets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,10 @@ pub struct Log {
     recovery_point: i64,
     /// The value in the recovery-point file (0 if absent, which recovery treats the same).
     recovery_point_on_disk: i64,
+    /// Offsets below are committed (replicated to the ISR); clamped to [log start, log end].
+    high_watermark: i64,
+    /// The value in the high-watermark file (`None` if absent).
+    high_watermark_on_disk: Option<i64>,
     producers: ProducerStateManager,
     /// `Some(o)`: a snapshot at `o` holds exactly the in-memory producer state (or, with no
     /// snapshot and nothing to replay, opening would rebuild exactly it). Close writes one
@@ -125,6 +133,7 @@ impl Log {
         let bases = Self::tidy_dir(&dir)?;
         let checkpoint_start = read_offset_file(&dir.join(LOG_START_FILE))?;
         let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(-1);
+        let hw_on_disk = read_offset_file(&dir.join(HIGH_WATERMARK_FILE))?;
         let now = wall_clock_ms();
 
         let mut segments = BTreeMap::new();
@@ -193,6 +202,19 @@ impl Log {
             .expect("non-empty")
             .index_matches_disk();
         let cleaner = CleanerCheckpoint::load(&dir)?;
+        // Without the file (a log written before it existed, or a deleted file): after a
+        // clean shutdown everything is taken as committed, as it was when a single node
+        // acknowledged every append at once; after a crash only what was fsynced (the
+        // recovery point), since the unsynced tail may not have been acknowledged. An
+        // underestimate only delays visibility: a leader raises the high watermark again as
+        // followers fetch, a follower takes it from the leader. (Kafka falls back to 0.)
+        let high_watermark = hw_on_disk
+            .unwrap_or(if clean || log_start_offset == leo {
+                leo
+            } else {
+                recovery_point
+            })
+            .clamp(log_start_offset, leo);
 
         let mut log = Log {
             cleaner_on_disk: cleaner.clone(),
@@ -203,6 +225,8 @@ impl Log {
             log_start_offset,
             recovery_point: recovery_point.max(0),
             recovery_point_on_disk: recovery_point.max(0),
+            high_watermark,
+            high_watermark_on_disk: hw_on_disk,
             producers: ProducerStateManager::default(),
             producers_persisted_at: None,
             index_dirty,
@@ -219,7 +243,7 @@ impl Log {
             log.flush()?;
         }
         tracing::info!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
-            segments = log.segments.len(), clean_shutdown = clean, "opened log");
+            high_watermark, segments = log.segments.len(), clean_shutdown = clean, "opened log");
         Ok(log)
     }
 
@@ -339,6 +363,37 @@ impl Log {
         self.epochs.latest_epoch()
     }
 
+    /// Offsets below are committed: replicated to every ISR member (the replication layer
+    /// decides; the log only keeps it in bounds and persists it).
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Set the high watermark, clamped to [log start offset, log end offset]. Not persisted
+    /// until [`Log::checkpoint_high_watermark`] or [`Log::close`].
+    pub fn set_high_watermark(&mut self, hw: i64) {
+        self.high_watermark = hw.clamp(self.log_start_offset, self.log_end_offset());
+    }
+
+    /// Write the high watermark to `high-watermark-checkpoint` unless the file already holds
+    /// it. An empty log (log start = log end) needs no file: open clamps any value to that
+    /// one offset. Returns whether it wrote.
+    pub fn checkpoint_high_watermark(&mut self) -> Result<bool, StorageError> {
+        let hw = self.high_watermark;
+        let empty = self.log_start_offset == self.log_end_offset();
+        if self.high_watermark_on_disk == Some(hw)
+            || (self.high_watermark_on_disk.is_none() && empty)
+        {
+            return Ok(false);
+        }
+        crate::index::write_atomic(
+            &self.dir.join(HIGH_WATERMARK_FILE),
+            hw.to_string().as_bytes(),
+        )?;
+        self.high_watermark_on_disk = Some(hw);
+        Ok(true)
+    }
+
     pub(crate) fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("never empty")
     }
@@ -453,6 +508,178 @@ impl Log {
             bytes: records.len(),
             duplicate: false,
         })
+    }
+
+    /// Append batches a leader already wrote (Kafka's `appendAsFollower`): base offsets and
+    /// partition leader epochs are kept as they are, nothing is patched, and the caller's
+    /// bytes are written directly. Headers and CRCs are checked; the first batch must start
+    /// at the log end and each batch right after the previous one. On compacted topics the
+    /// cleaner leaves holes between and inside batches, so there a batch may start later and
+    /// hold fewer records than offsets (never earlier: that is an overlap).
+    ///
+    /// Unlike [`Log::append`]: no idempotent-producer checks (the follower takes what the
+    /// leader wrote) but producer state is updated, so a follower that becomes leader
+    /// deduplicates retries; the leader-epoch cache takes every newer epoch at its batch's
+    /// base offset; `max.message.bytes` and the key check of compacted topics are left to
+    /// the leader (a follower whose config lags must not stall replication); a fetch larger
+    /// than `segment.bytes` is split over segments (one write per segment), since a fetch
+    /// can carry many produce requests. Empty `records` is a no-op (`record_count` 0).
+    ///
+    /// Validation errors leave the log untouched. A storage error can leave a prefix of
+    /// whole batches written (the log end offset says how far).
+    pub fn append_as_follower(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let leo = self.log_end_offset();
+        if records.is_empty() {
+            return Ok(AppendInfo {
+                base_offset: leo,
+                last_offset: leo - 1,
+                log_append_time: -1,
+                log_start_offset: self.log_start_offset,
+                record_count: 0,
+                bytes: 0,
+                duplicate: false,
+            });
+        }
+        let mut batches = std::mem::take(&mut self.batch_buf);
+        batches.clear();
+        let result = self.validate_follower(records, leo, &mut batches);
+        let record_count = match result {
+            Ok(n) => n,
+            Err(e) => {
+                self.batch_buf = batches;
+                return Err(e);
+            }
+        };
+        let result = self.write_follower_batches(records, &batches, now_ms);
+        let first_offset = batches[0].1.base_offset;
+        let last_offset = batches[batches.len() - 1].1.last_offset();
+        self.batch_buf = batches;
+        result?;
+
+        self.unflushed_messages += record_count;
+        if self.unflushed_messages >= self.config.flush_messages
+            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset,
+            log_append_time: -1,
+            log_start_offset: self.log_start_offset,
+            record_count,
+            bytes: records.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Pass 1 of [`Log::append_as_follower`]: the records count.
+    fn validate_follower(
+        &self,
+        records: &[u8],
+        log_end_offset: i64,
+        batches: &mut Vec<(usize, BatchHeader)>,
+    ) -> Result<u64, AppendError> {
+        let holes = self.config.cleanup_policy.compacts();
+        let mut pos = 0usize;
+        let mut count = 0u64;
+        let mut expected = log_end_offset;
+        while pos < records.len() {
+            let h = batch::parse_header(&records[pos..])?;
+            let size = h.total_size();
+            batch::verify_crc(&records[pos..pos + size], &h)?;
+            if h.compression() > 4 {
+                return Err(AppendError::UnsupportedCompression(h.compression()));
+            }
+            let short = h.records_count as i64 != h.offset_count();
+            if h.records_count <= 0
+                || h.last_offset_delta < 0
+                || h.records_count as i64 > h.offset_count()
+                || (short && !holes)
+            {
+                return Err(AppendError::Corrupt(format!(
+                    "records_count {} does not match last_offset_delta {}",
+                    h.records_count, h.last_offset_delta
+                )));
+            }
+            if h.base_offset < expected || (h.base_offset > expected && !holes) {
+                return Err(AppendError::OutOfOrderOffsets {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            count += h.records_count as u64;
+            expected = h.last_offset() + 1;
+            batches.push((pos, h));
+            pos += size;
+        }
+        Ok(count)
+    }
+
+    /// Pass 2 of [`Log::append_as_follower`]: write runs of batches that fit the active
+    /// segment, rolling before a run when needed, one write per run.
+    fn write_follower_batches(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let interval = self.config.index_interval_bytes;
+        let mut i = 0;
+        while i < batches.len() {
+            // The run [i, j): the first batch decides the roll as in `append`; later ones
+            // join while the segment stays within segment.bytes and u32 relative offsets.
+            let (pos, first) = &batches[i];
+            let leo = self.log_end_offset();
+            if self.should_roll(
+                first.total_size(),
+                first.max_timestamp,
+                first.last_offset() + 1 - leo,
+                now_ms,
+            ) {
+                self.roll(now_ms)?;
+            }
+            let seg_size = self.active().size;
+            let seg_base = self.active().base_offset;
+            let mut end = pos + first.total_size();
+            let mut j = i + 1;
+            while j < batches.len() {
+                let (p, h) = &batches[j];
+                let run_end = p + h.total_size();
+                if seg_size + (run_end - pos) as u64 > self.config.segment_bytes
+                    || h.last_offset() - seg_base > i32::MAX as i64
+                {
+                    break;
+                }
+                end = run_end;
+                j += 1;
+            }
+
+            let seg = self.segments.values_mut().next_back().expect("never empty");
+            let start = seg.size;
+            seg.file()?
+                .write_all_at(&records[*pos..end], start)
+                .map_err(|e| StorageError::io(&seg.path, e))?;
+            seg.index_mut()?;
+            for (p, h) in &batches[i..j] {
+                seg.track_batch(start + (p - pos) as u64, h, interval);
+            }
+            self.index_dirty = true;
+            self.producers_persisted_at = None;
+            for (_, h) in &batches[i..j] {
+                // No checks: what the leader wrote is the truth.
+                self.producers.replay(h);
+                self.epochs
+                    .assign(h.partition_leader_epoch, h.base_offset)?;
+            }
+            i = j;
+        }
+        Ok(())
     }
 
     /// Pass 1 of append. Ok(Ok((records, max timestamp))) to append, Ok(Err(meta)) for a
@@ -753,6 +980,7 @@ impl Log {
             &self.dir.join(LOG_START_FILE),
             offset.to_string().as_bytes(),
         )?;
+        self.high_watermark = self.high_watermark.max(offset);
         self.epochs.truncate_from_start(offset)?;
         // Snapshots below the log start are useless, except the newest (state must survive).
         let snaps = producer_state::list_snapshots(&self.dir)?;
@@ -907,9 +1135,10 @@ impl Log {
         self.set_recovery_point(leo)
     }
 
-    /// Flush, persist indexes and producer state, and leave the clean-shutdown marker. Files
-    /// that already hold the current state (index, recovery point, producer snapshot at the
-    /// log end, cleaner checkpoint) are not rewritten.
+    /// Flush, persist indexes, producer state and the high watermark, and leave the
+    /// clean-shutdown marker. Files that already hold the current state (index, recovery
+    /// point, producer snapshot at the log end, cleaner checkpoint, high watermark) are not
+    /// rewritten.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.flush()?;
         let leo = self.log_end_offset();
@@ -918,6 +1147,7 @@ impl Log {
             self.producers_persisted_at = Some(leo);
         }
         self.persist_cleaner()?;
+        self.checkpoint_high_watermark()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         if !marker.exists() {
             std::fs::write(&marker, b"").map_err(|e| StorageError::io(&marker, e))?;
@@ -926,44 +1156,68 @@ impl Log {
         Ok(())
     }
 
-    /// Remove everything at or above `offset` (follower truncation).
+    /// Remove everything at or above `offset` (follower truncation). Below the log start
+    /// this is [`Log::truncate_fully_and_start_at`].
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
         if offset < self.log_start_offset {
-            // Kafka: truncateFullyAndStartAt.
-            let all: Vec<i64> = self.segments.keys().copied().collect();
-            for b in all {
-                self.segments.remove(&b);
-                Self::delete_segment_files(&self.dir, b)?;
-            }
-            let seg = Segment::create(&self.dir, offset.max(0), wall_clock_ms())?;
-            self.index_dirty = !seg.index_matches_disk();
-            self.segments.insert(seg.base_offset, seg);
-            self.log_start_offset = offset.max(0);
-            crate::index::write_atomic(
-                &self.dir.join(LOG_START_FILE),
-                self.log_start_offset.to_string().as_bytes(),
-            )?;
-            self.cleaner = CleanerCheckpoint::default();
-        } else {
-            let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
-            let keep_one = self.segments.len() == doomed.len();
-            for b in doomed {
-                if keep_one && b == *self.segments.keys().next().expect("non-empty") {
-                    continue;
-                }
-                self.segments.remove(&b);
-                Self::delete_segment_files(&self.dir, b)?;
-                self.cleaner.forget_segment(b);
-            }
-            let interval = self.config.index_interval_bytes;
-            let seg = self.active_mut();
-            seg.truncate_to(offset, interval)?;
-            seg.write_index()?;
-            self.index_dirty = false;
+            return self.truncate_fully_and_start_at(offset);
         }
+        self.truncate_and_reload(offset)
+    }
+
+    /// Delete every segment and start an empty log at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`), e.g. for a follower whose log end is below the leader's
+    /// log start. Log start, log end and high watermark all become `offset`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let offset = offset.max(0);
+        let all: Vec<i64> = self.segments.keys().copied().collect();
+        for b in all {
+            self.segments.remove(&b);
+            Self::delete_segment_files(&self.dir, b)?;
+        }
+        let seg = Segment::create(&self.dir, offset, wall_clock_ms())?;
+        self.index_dirty = !seg.index_matches_disk();
+        self.segments.insert(seg.base_offset, seg);
+        self.log_start_offset = offset;
+        crate::index::write_atomic(
+            &self.dir.join(LOG_START_FILE),
+            self.log_start_offset.to_string().as_bytes(),
+        )?;
+        self.cleaner = CleanerCheckpoint::default();
+        // Nothing of the old log is left: no epoch (even those starting below `offset`), no
+        // producer snapshot (open or the reload below would restore stale state).
+        self.epochs.truncate_from_end(i64::MIN)?;
+        for s in producer_state::list_snapshots(&self.dir)? {
+            remove_file(&ProducerStateManager::snapshot_path(&self.dir, s))?;
+        }
+        self.after_truncation(offset)
+    }
+
+    fn truncate_and_reload(&mut self, offset: i64) -> Result<(), StorageError> {
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        let keep_one = self.segments.len() == doomed.len();
+        for b in doomed {
+            if keep_one && b == *self.segments.keys().next().expect("non-empty") {
+                continue;
+            }
+            self.segments.remove(&b);
+            Self::delete_segment_files(&self.dir, b)?;
+            self.cleaner.forget_segment(b);
+        }
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        seg.truncate_to(offset, interval)?;
+        seg.write_index()?;
+        self.index_dirty = false;
+        self.after_truncation(offset)
+    }
+
+    /// Bring epochs, cleaner progress, recovery point, high watermark and producer state to
+    /// the new log end.
+    fn after_truncation(&mut self, offset: i64) -> Result<(), StorageError> {
         let leo = self.log_end_offset();
         self.epochs.truncate_from_end(leo)?;
         self.cleaner.truncate(leo);
@@ -971,8 +1225,10 @@ impl Log {
         if self.recovery_point > leo {
             self.set_recovery_point(leo)?;
         }
+        self.high_watermark = self.high_watermark.clamp(self.log_start_offset, leo);
         self.load_producer_state()?;
-        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo,
+            high_watermark = self.high_watermark, "truncated log");
         Ok(())
     }
 
@@ -1118,12 +1374,14 @@ mod tests {
     /// nobody modifies: no file other than the marker is created, rewritten or replaced.
     fn assert_untouched_cycles_write_nothing(dir: &Path, log: Log) {
         let leo = log.log_end_offset();
+        let hw = log.high_watermark();
         log.close().unwrap();
         let before = files(dir);
         // Clean open + close.
         let log = Log::open(dir, config()).unwrap();
         assert!(!dir.join(CLEAN_SHUTDOWN_FILE).exists());
         assert_eq!(files(dir), before);
+        assert_eq!(log.high_watermark(), hw);
         log.close().unwrap();
         assert!(dir.join(CLEAN_SHUTDOWN_FILE).exists());
         assert_eq!(files(dir), before);
@@ -1133,10 +1391,12 @@ mod tests {
         let log = Log::open(dir, config()).unwrap();
         assert_eq!(files(dir), before);
         assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.high_watermark(), hw);
         log.close().unwrap();
         assert_eq!(files(dir), before);
         let log = Log::open(dir, config()).unwrap();
         assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(log.high_watermark(), hw);
         assert_eq!(
             offsets(&log),
             (log.log_start_offset()..leo).collect::<Vec<_>>()
@@ -1164,6 +1424,26 @@ mod tests {
             };
             log.append(&b, 0, 0).unwrap();
         }
+        assert!(log.segment_count() > 2);
+        log.set_high_watermark(57);
+        assert_untouched_cycles_write_nothing(d.path(), log);
+        assert!(d.path().join(HIGH_WATERMARK_FILE).exists());
+    }
+
+    #[test]
+    fn untouched_follower_log_is_not_rewritten() {
+        let (da, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = Log::open(da.path(), config()).unwrap();
+        let mut log = Log::open(d.path(), config()).unwrap();
+        for i in 0..40 {
+            let b = batch(2, 1_000 + i, 7, 2 * i as i32);
+            let info = leader.append(&b, (i / 10) as i32, 0).unwrap();
+            let r = leader
+                .read(info.base_offset, 1 << 20, i64::MAX, true)
+                .unwrap();
+            log.append_as_follower(&r.records, 0).unwrap();
+        }
+        log.set_high_watermark(75);
         assert!(log.segment_count() > 2);
         assert_untouched_cycles_write_nothing(d.path(), log);
     }
