@@ -27,6 +27,8 @@ use crate::control::{submit_error, ControlPlane, FORWARD_TIMEOUT};
 use crate::fetch_session::FetchSessionCache;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, ReplicaState};
+use crate::replica_fetcher::ReplicaFetchers;
+use fjord_replication::Transition;
 
 /// Directory (under `log.dirs`) that holds the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
@@ -107,6 +109,10 @@ pub struct Broker {
     advertised: RwLock<(String, u16)>,
     /// The group coordinator (classic and KIP-848 groups, committed offsets).
     pub groups: crate::groups::GroupRuntime,
+    /// Follower fetchers, one per leader this broker follows partitions of.
+    pub fetchers: ReplicaFetchers,
+    /// A controlled shutdown has begun: heartbeats ask to stay fenced.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// A batch of metadata to publish to the broker's topics.
@@ -145,6 +151,8 @@ impl Broker {
             metrics: Metrics::new(),
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
             groups: crate::groups::GroupRuntime::new(config.group.clone()),
+            fetchers: ReplicaFetchers::default(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -282,6 +290,25 @@ impl Broker {
     /// The next metadata offset to apply here.
     pub fn applied_offset(&self) -> i64 {
         *self.applied.borrow()
+    }
+
+    /// Mark the start of a controlled shutdown (heartbeats then ask to be fenced).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Partitions this broker leads now.
+    pub fn led_partitions(&self) -> usize {
+        self.topics
+            .read()
+            .by_name
+            .values()
+            .map(|t| t.partitions.iter().filter(|p| p.is_leader()).count())
+            .sum()
     }
 
     /// This broker's epoch, -1 before registration.
@@ -448,16 +475,15 @@ impl Broker {
         self.applied.send_replace(next_offset);
     }
 
-    /// Bring the topics of `plans` in line with the image.
+    /// Bring the topics of `plans` in line with the image: install the topics, open the logs
+    /// of replicas that now live here, then give every partition its new assignment (after its
+    /// log is in place, so a new leader starts from its real log end) and start or stop
+    /// following.
     fn reconcile(&self, plans: Vec<TopicPlan>) {
         let me = self.node_id();
+        let now = now_ms();
         let mut to_open: Vec<(Arc<Partition>, LogConfig)> = Vec::new();
-        // One line per change, but a fenced broker moves thousands of partitions in one batch:
-        // past this many, changes are counted and summed up in one line.
-        let mut log_budget = ChangeLog {
-            left: 100,
-            suppressed: 0,
-        };
+        let mut assignments: Vec<(Arc<Partition>, ReplicaState, Arc<str>)> = Vec::new();
         for plan in plans {
             let t = &plan.image;
             let existing = self.topic_by_id(&t.id);
@@ -488,25 +514,17 @@ impl Broker {
                             });
                     let p = match existing.as_ref().and_then(|old| old.partitions.get(i)) {
                         Some(p) => {
-                            let old = p.set_state(state.clone());
-                            self.report_change(&t.name, i, &old, &state, &mut log_budget);
                             if config_changed {
                                 p.update_config(config.clone());
                             }
                             p.clone()
                         }
-                        None => Arc::new(Partition::new(
-                            name.clone(),
-                            t.id,
-                            i as i32,
-                            me,
-                            state,
-                            None,
-                        )),
+                        None => Arc::new(Partition::new(name.clone(), t.id, i as i32, me)),
                     };
-                    if p.is_replica() && !p.has_log() {
+                    if state.replicas.contains(&me) && !p.has_log() {
                         to_open.push((p.clone(), config.clone()));
                     }
+                    assignments.push((p.clone(), state, name.clone()));
                     p
                 })
                 .collect();
@@ -517,12 +535,6 @@ impl Broker {
                 config,
                 overrides: t.configs.clone(),
             }));
-        }
-        if log_budget.suppressed > 0 {
-            tracing::warn!(
-                more = log_budget.suppressed,
-                "more partition leader and ISR changes in this metadata batch (counted in metrics, not logged one by one)"
-            );
         }
         let opened = open_logs(&self.config.log_dir, &to_open);
         let mut count = 0;
@@ -538,6 +550,31 @@ impl Broker {
             }
         }
         self.metrics.partitions.add(count);
+        // One line per change, but a fenced broker moves thousands of partitions in one batch:
+        // past this many, changes are counted and summed up in one line.
+        let mut log_budget = ChangeLog {
+            left: 100,
+            suppressed: 0,
+        };
+        for (p, state, name) in assignments {
+            let (old, transition) = p.set_state(state.clone(), now);
+            self.report_change(&name, p.index as usize, &old, &state, &mut log_budget);
+            match transition {
+                Transition::BecameFollower { leader } => {
+                    if p.has_log() {
+                        self.fetchers.follow(&p, leader, state.leader_epoch);
+                    }
+                }
+                Transition::BecameLeader | Transition::Stopped => self.fetchers.stop(&p),
+                Transition::Unchanged => {}
+            }
+        }
+        if log_budget.suppressed > 0 {
+            tracing::warn!(
+                more = log_budget.suppressed,
+                "more partition leader and ISR changes in this metadata batch (counted in metrics, not logged one by one)"
+            );
+        }
     }
 
     /// Log and count what an operator cares about in a partition's new state: leader changes

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker::{Broker, Publish};
+use crate::control::ControlPlane;
 
 /// Where the follower reads committed metadata.
 #[derive(Clone)]
@@ -167,7 +168,7 @@ pub async fn heartbeat(
         node_id: broker.node_id(),
         broker_epoch: broker.broker_epoch(),
         current_metadata_offset: broker.applied_offset() - 1,
-        want_fence,
+        want_fence: want_fence || broker.is_shutting_down(),
     };
     match client.submit(req, timeout).await?.reply {
         ControllerReply::Heartbeat { is_fenced, .. } => Ok(is_fenced),
@@ -235,4 +236,44 @@ pub async fn heartbeat_loop(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Controlled shutdown (Kafka's, done the KRaft way): ask the controller to fence this broker,
+/// which moves every leadership it holds to another ISR member in one metadata batch and takes
+/// it out of the ISRs, then wait until this broker has applied that batch, so clients are
+/// already pointed at the new leaders when its listener closes. A single node has nobody to
+/// hand over to and skips this.
+pub async fn controlled_shutdown(broker: &Arc<Broker>) {
+    let ControlPlane::Quorum { client, .. } = &broker.control else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    broker.begin_shutdown();
+    let led = broker.led_partitions();
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        match heartbeat(broker, client, true, Duration::from_secs(3)).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "controlled shutdown: cannot reach the controller yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "controlled shutdown: the controller did not answer; stopping anyway");
+                return;
+            }
+        }
+    }
+    // The fence is committed; wait until it is applied here (leaderships gone).
+    while broker.led_partitions() > 0 && std::time::Instant::now() < deadline {
+        let next = broker.applied_offset() + 1;
+        let _ = broker.wait_applied(next, Duration::from_millis(100)).await;
+    }
+    let left = broker.led_partitions();
+    tracing::info!(
+        moved = led - left.min(led),
+        still_leading = left,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "controlled shutdown: leaderships moved off this broker"
+    );
 }

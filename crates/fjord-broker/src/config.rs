@@ -58,6 +58,16 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
+    // Replication (Kafka's names and defaults; the backoff is lower than Kafka's 1 s so a
+    // follower finds a new leader quickly).
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.min.bytes", "1"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.backoff.ms", "200"),
+    ("replica.high.watermark.checkpoint.interval.ms", "5000"),
+    ("replica.selector.class", ""),
     // Group coordinator.
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
@@ -130,6 +140,32 @@ impl ClusterConfig {
     }
 }
 
+/// `replica.*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: an ISR member not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for data.
+    pub fetch_wait_max_ms: i32,
+    pub fetch_min_bytes: i32,
+    /// `replica.fetch.max.bytes`: per partition.
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per fetch.
+    pub fetch_response_max_bytes: i32,
+    /// `replica.fetch.backoff.ms`: after a fetch error or a lost connection.
+    pub fetch_backoff_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub high_watermark_checkpoint_interval_ms: u64,
+    /// `replica.selector.class` is Kafka's `RackAwareReplicaSelector`: consumers that send
+    /// `client.rack` are pointed at an in-sync replica in their rack (KIP-392).
+    pub rack_aware_selector: bool,
+}
+
+/// Kafka's rack-aware selector, the one `replica.selector.class` we implement.
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// Kafka's default: always the leader.
+pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
 /// The validated broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -149,6 +185,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub fetch_session_cache_slots: usize,
+    /// Follower fetching, ISR and follower-fetching settings (replica.*).
+    pub replication: ReplicationConfig,
     /// Group coordinator settings (group.*, offsets.*).
     pub group: fjord_group::Config,
     /// offsets.retention.check.interval.ms
@@ -322,6 +360,7 @@ impl BrokerConfig {
                 1,
                 i64::MAX,
             )? as u64,
+            replication: replication_config(&get)?,
             fetch_session_cache_slots: parse_int(
                 &get("max.incremental.fetch.session.cache.slots"),
                 "max.incremental.fetch.session.cache.slots",
@@ -593,6 +632,35 @@ fn cluster_config(
             1,
             i16::MAX as i64,
         )? as u16,
+    })
+}
+
+fn replication_config(get: &dyn Fn(&str) -> String) -> Result<ReplicationConfig, String> {
+    let int = |key: &str, min: i64, max: i64| parse_int(&get(key), key, min, max);
+    let selector = get("replica.selector.class");
+    let rack_aware_selector = match selector.as_str() {
+        "" | LEADER_SELECTOR => false,
+        RACK_AWARE_SELECTOR => true,
+        other => {
+            return Err(format!(
+                "invalid value \"{other}\" for replica.selector.class: expected {RACK_AWARE_SELECTOR} or {LEADER_SELECTOR}"
+            ))
+        }
+    };
+    let max = i32::MAX as i64;
+    Ok(ReplicationConfig {
+        lag_time_max_ms: int("replica.lag.time.max.ms", 1, max)?,
+        fetch_wait_max_ms: int("replica.fetch.wait.max.ms", 0, max)? as i32,
+        fetch_min_bytes: int("replica.fetch.min.bytes", 1, max)? as i32,
+        fetch_max_bytes: int("replica.fetch.max.bytes", 1, max)? as i32,
+        fetch_response_max_bytes: int("replica.fetch.response.max.bytes", 1, max)? as i32,
+        fetch_backoff_ms: int("replica.fetch.backoff.ms", 0, max)? as u64,
+        high_watermark_checkpoint_interval_ms: int(
+            "replica.high.watermark.checkpoint.interval.ms",
+            1,
+            max,
+        )? as u64,
+        rack_aware_selector,
     })
 }
 

@@ -8,8 +8,11 @@
 //! - [`control`]: where metadata changes are decided: a single node's own controller and
 //!   metadata log, or the active controller of a quorum.
 //! - [`cluster`]: a broker of a quorum cluster: metadata follower, registration, heartbeats.
-//! - [`partition`]: one hosted partition: its log behind a lock never held across `.await`,
-//!   and the fetchers waiting for appends.
+//! - [`partition`]: one hosted partition: its replication state (`fjord-replication`), its log
+//!   behind a lock never held across `.await`, and the fetchers waiting for appends.
+//! - [`replica_fetcher`]: follower fetchers, one task per leader (truncate, then fetch).
+//! - [`replication`]: ISR proposals to the controller, lag checks, replication gauges and
+//!   high-watermark checkpoints.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
 //! - `handlers`: one file per Kafka API.
 //! - [`groups`]: the group coordinator's runtime around `fjord-group` (appends to
@@ -31,6 +34,8 @@ pub mod groups;
 mod handlers;
 pub mod metrics;
 pub mod partition;
+pub mod replica_fetcher;
+pub mod replication;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -67,8 +72,12 @@ impl RunningBroker {
     pub fn broker(&self) -> Option<&Arc<Broker>> {
         self.broker.as_ref()
     }
-    /// Stop accepting, finish in-flight requests, flush and close every log.
+    /// Controlled shutdown: in a cluster, first move this broker's leaderships away (and wait
+    /// for that); then stop accepting, finish in-flight requests, flush and close every log.
     pub async fn shutdown(self) {
+        if let Some(b) = &self.broker {
+            cluster::controlled_shutdown(b).await;
+        }
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
     }
@@ -134,19 +143,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         }
     });
     let maintenance = tokio::spawn(maintenance_loop(broker.clone(), rx.clone()));
+    broker.fetchers.start(broker.clone(), rx.clone());
+    let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
     let done = tokio::spawn(async move {
         let _ = accept.await;
-        if let control::ControlPlane::Quorum { client, .. } = &b.control {
-            // Ask to be fenced so leadership moves off this broker before it goes.
-            match cluster::heartbeat(&b, client, true, Duration::from_secs(3)).await {
-                Ok(_) => tracing::info!("fenced by request before shutdown"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not ask the controller to fence this broker")
-                }
-            }
-        }
+        let _ = upkeep.await;
         for t in cluster_tasks {
             let _ = t.await;
         }
@@ -222,6 +225,7 @@ async fn start_controller(
             voters: cluster.voters.clone(),
             controller: fjord_metadata::ControllerConfig {
                 session_timeout_ms: cluster.session_timeout_ms as i64,
+                ..Default::default()
             },
             raft: raft_config(
                 (cluster.election_timeout_ms / 10).max(10),

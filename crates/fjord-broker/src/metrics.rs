@@ -40,6 +40,25 @@ pub struct Metrics {
     pub isr_changes: IntCounterVec,
     /// 1 while this node is the active controller.
     pub controller_active: IntGauge,
+    /// Partitions led here whose ISR is smaller than their replica set.
+    pub under_replicated: IntGauge,
+    /// Partitions led here whose ISR is below `min.insync.replicas` (acks=all fails).
+    pub under_min_isr: IntGauge,
+    /// Partitions without a leader, in this broker's view of the cluster.
+    pub offline: IntGauge,
+    /// Record bytes served to consumers, by the `role` this broker has for the partition
+    /// (`leader`, or `follower` for KIP-392 follower fetching).
+    pub consumer_fetch_bytes: IntCounterVec,
+    /// Record bytes this broker fetched from leaders as a follower.
+    pub replica_fetch_bytes: IntCounter,
+    /// Offsets removed by follower truncation (divergent records).
+    pub truncated_offsets: IntCounter,
+    /// Consumer fetches answered with a preferred read replica (KIP-392).
+    pub preferred_replica_redirects: IntCounter,
+    /// ISR changes this broker proposed as leader, by `change` (shrink, expand) and `outcome`.
+    pub isr_proposals: IntCounterVec,
+    /// acks=all produces that timed out waiting for the ISR.
+    pub acks_all_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -156,8 +175,68 @@ impl Metrics {
             "1 while this node is the active controller",
         )
         .expect("metric");
+        let under_replicated = IntGauge::new(
+            "under_replicated_partitions",
+            "Partitions led by this broker with fewer in-sync replicas than replicas",
+        )
+        .expect("metric");
+        let under_min_isr = IntGauge::new(
+            "under_min_isr_partitions",
+            "Partitions led by this broker whose ISR is below min.insync.replicas",
+        )
+        .expect("metric");
+        let offline = IntGauge::new(
+            "offline_partitions",
+            "Partitions without a leader in this broker's view of the cluster",
+        )
+        .expect("metric");
+        let consumer_fetch_bytes = IntCounterVec::new(
+            Opts::new(
+                "consumer_fetch_bytes_total",
+                "Record bytes served to consumers, by this broker's role for the partition",
+            ),
+            &["role"],
+        )
+        .expect("metric");
+        let replica_fetch_bytes = IntCounter::new(
+            "replica_fetch_bytes_total",
+            "Record bytes fetched from leaders by this broker as a follower",
+        )
+        .expect("metric");
+        let truncated_offsets = IntCounter::new(
+            "log_truncated_offsets_total",
+            "Offsets removed from follower logs by truncation to the leader's epoch end",
+        )
+        .expect("metric");
+        let preferred_replica_redirects = IntCounter::new(
+            "preferred_read_replica_redirects_total",
+            "Consumer fetches answered with a preferred read replica in the client's rack",
+        )
+        .expect("metric");
+        let isr_proposals = IntCounterVec::new(
+            Opts::new(
+                "isr_proposals_total",
+                "ISR changes proposed by this broker as leader (AlterPartition)",
+            ),
+            &["change", "outcome"],
+        )
+        .expect("metric");
+        let acks_all_timeouts = IntCounter::new(
+            "produce_acks_all_timeouts_total",
+            "acks=all produces that timed out waiting for the in-sync replicas",
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(under_replicated.clone()),
+            Box::new(under_min_isr.clone()),
+            Box::new(offline.clone()),
+            Box::new(consumer_fetch_bytes.clone()),
+            Box::new(replica_fetch_bytes.clone()),
+            Box::new(truncated_offsets.clone()),
+            Box::new(preferred_replica_redirects.clone()),
+            Box::new(isr_proposals.clone()),
+            Box::new(acks_all_timeouts.clone()),
             Box::new(broker_fencing.clone()),
             Box::new(isr_changes.clone()),
             Box::new(controller_active.clone()),
@@ -204,6 +283,15 @@ impl Metrics {
             broker_fencing,
             isr_changes,
             controller_active,
+            under_replicated,
+            under_min_isr,
+            offline,
+            consumer_fetch_bytes,
+            replica_fetch_bytes,
+            truncated_offsets,
+            preferred_replica_redirects,
+            isr_proposals,
+            acks_all_timeouts,
         }
     }
 

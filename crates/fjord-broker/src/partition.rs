@@ -1,20 +1,27 @@
-//! One partition of a topic as this broker sees it: its replica state from the cluster image
-//! (leader, leader epoch, replicas, ISR), its log when a replica lives here, and the fetch
-//! requests waiting for new data.
+//! One partition of a topic as this broker sees it: its replication state (assignment from the
+//! cluster image, role, high watermark, followers' progress — `fjord_replication`), its log
+//! when a replica lives here, and the fetch requests waiting for new data.
 //!
-//! The log sits behind a lock that is held only for the synchronous storage call, never across
-//! an `.await`. A deleted partition's log is taken out (`None`) under the write lock, so a request
-//! that raced with the deletion can never write into a directory that a recreated topic of the
-//! same name may be using.
+//! Locks: the log sits behind a lock held only for the synchronous storage call, never across
+//! an `.await`; the replication state has its own small lock. The order is always log, then
+//! replication state (an append and a role change serialize on the log lock, so a follower's
+//! append can never land after this broker became leader). A deleted partition's log is taken
+//! out (`None`) under the write lock, so a request that raced with the deletion can never write
+//! into a directory that a recreated topic of the same name may be using.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use fjord_replication::{AckStatus, FetchEffect, NotAReplica, PartitionReplica, Transition};
 use fjord_storage::{AppendError, AppendInfo, Log, LogConfig, ReadError, ReadResult};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use fjord_protocol::error::ErrorCode;
+
+/// A partition's replicas, ISR, leader and epochs, as the cluster image last said.
+pub type ReplicaState = fjord_replication::Assignment;
 
 /// One partition of a topic.
 pub struct Partition {
@@ -23,86 +30,83 @@ pub struct Partition {
     pub index: i32,
     /// This broker's node id.
     local: i32,
-    state: RwLock<ReplicaState>,
+    replica: Mutex<PartitionReplica>,
     log: RwLock<Option<Log>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
-}
-
-/// A partition's replicas, ISR, leader and epochs, as the cluster image last said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaState {
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    /// -1 when the partition has no leader.
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-}
-
-impl ReplicaState {
-    /// No state known yet (no replicas, no leader).
-    pub fn unknown() -> ReplicaState {
-        ReplicaState {
-            replicas: Vec::new(),
-            isr: Vec::new(),
-            leader: -1,
-            leader_epoch: -1,
-            partition_epoch: -1,
-        }
-    }
+    /// Bumped whenever the high watermark or the assignment changes: acks=all produces wait
+    /// on it.
+    progress: watch::Sender<u64>,
 }
 
 /// The partition was deleted while a request held it.
 pub const DELETED: ErrorCode = ErrorCode::UnknownTopicOrPartition;
 
 impl Partition {
-    /// A partition on broker `local`, with its log if a replica lives here.
-    pub fn new(
-        topic: Arc<str>,
-        topic_id: Uuid,
-        index: i32,
-        local: i32,
-        state: ReplicaState,
-        log: Option<Log>,
-    ) -> Partition {
+    /// A partition on broker `local` with no assignment yet; [`Partition::set_state`] gives it
+    /// one once its log (if a replica lives here) is installed.
+    pub fn new(topic: Arc<str>, topic_id: Uuid, index: i32, local: i32) -> Partition {
         Partition {
             topic,
             topic_id,
             index,
             local,
-            state: RwLock::new(state),
-            log: RwLock::new(log),
+            replica: Mutex::new(PartitionReplica::new(local, 0)),
+            log: RwLock::new(None),
             waiters: Mutex::new(Vec::new()),
+            progress: watch::channel(0).0,
         }
     }
 
-    /// The replica state (a copy).
+    /// The assignment (a copy).
     pub fn state(&self) -> ReplicaState {
-        self.state.read().clone()
+        self.replica.lock().assignment().clone()
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.state.read().leader_epoch
+        self.replica.lock().assignment().leader_epoch
     }
 
     /// Whether this broker leads the partition.
     pub fn is_leader(&self) -> bool {
-        self.state.read().leader == self.local
+        self.replica.lock().is_leader()
     }
 
     /// Whether a replica of the partition lives on this broker.
     pub fn is_replica(&self) -> bool {
-        self.state.read().replicas.contains(&self.local)
+        self.replica
+            .lock()
+            .assignment()
+            .replicas
+            .contains(&self.local)
     }
 
-    /// Take the new state from the cluster image. Returns the previous one.
-    pub fn set_state(&self, state: ReplicaState) -> ReplicaState {
-        let old = std::mem::replace(&mut *self.state.write(), state);
-        if !self.is_leader() {
+    pub fn high_watermark(&self) -> i64 {
+        self.replica.lock().high_watermark()
+    }
+
+    /// Run `f` on the replication state.
+    pub fn with_replica<T>(&self, f: impl FnOnce(&mut PartitionReplica) -> T) -> T {
+        f(&mut self.replica.lock())
+    }
+
+    /// Take the new assignment from the cluster image. Returns the previous one and how this
+    /// broker's role changed.
+    pub fn set_state(&self, state: ReplicaState, now_ms: i64) -> (ReplicaState, Transition) {
+        let log = self.log.write();
+        let leo = log.as_ref().map_or(0, Log::log_end_offset);
+        let (old, transition, leads) = {
+            let mut r = self.replica.lock();
+            let old = r.assignment().clone();
+            let t = r.apply(state, leo, now_ms);
+            (old, t, r.is_leader())
+        };
+        drop(log);
+        self.progress.send_modify(|v| *v += 1);
+        if !leads || transition != Transition::Unchanged {
             // Fetchers parked on a partition we no longer lead must answer now.
             self.wake_fetchers();
         }
-        old
+        (old, transition)
     }
 
     /// Whether the log is open here.
@@ -110,29 +114,182 @@ impl Partition {
         self.log.read().is_some()
     }
 
-    /// Put the log of a replica that now lives here in place (once).
+    /// Put the log of a replica that now lives here in place (once); the replication state
+    /// starts from the log's checkpointed high watermark.
     pub fn install_log(&self, log: Log) {
         let mut guard = self.log.write();
         if guard.is_none() {
+            self.replica
+                .lock()
+                .restore_high_watermark(log.high_watermark());
             *guard = Some(log);
         }
     }
 
-    /// Append one produce request's records and wake fetchers waiting on this partition.
+    /// Append one produce request's records (as leader) and wake fetchers waiting on this
+    /// partition.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendRejection> {
-        let info = {
+        let (info, hw_moved) = {
             let mut guard = self.log.write();
             let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
-            log.append(records, self.leader_epoch(), now_ms)
-                .map_err(AppendRejection::Storage)?
+            let mut r = self.replica.lock();
+            if !r.is_leader() {
+                return Err(AppendRejection::NotLeader);
+            }
+            let epoch = r.assignment().leader_epoch;
+            let info = log
+                .append(records, epoch, now_ms)
+                .map_err(AppendRejection::Storage)?;
+            let moved = r.on_leader_append(log.log_end_offset());
+            (info, moved)
         };
+        if hw_moved {
+            self.progress.send_modify(|v| *v += 1);
+        }
         if !info.duplicate {
             self.wake_fetchers();
         }
         Ok(info)
     }
 
-    /// Read whole batches up to the high watermark (the log end on a single node).
+    /// Append records fetched from the leader (offsets and epochs as the leader wrote them)
+    /// and take the leader's high watermark. Refused unless this broker still follows in
+    /// `leader_epoch`. Returns the bytes appended.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        leader_high_watermark: i64,
+        leader_log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<usize, AppendRejection> {
+        let moved = {
+            let mut guard = self.log.write();
+            let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
+            let mut r = self.replica.lock();
+            if r.is_leader() || r.assignment().leader_epoch != leader_epoch {
+                return Err(AppendRejection::NotLeader);
+            }
+            if !records.is_empty() {
+                log.append_as_follower(records, now_ms)
+                    .map_err(AppendRejection::Storage)?;
+            }
+            // The leader's log start moved on (retention, DeleteRecords): follow it.
+            if leader_log_start_offset > log.log_start_offset()
+                && leader_log_start_offset <= log.log_end_offset()
+            {
+                if let Err(e) = log.delete_records_before(leader_log_start_offset) {
+                    tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                        "cannot follow the leader's log start offset");
+                }
+                r.on_log_start(log.log_start_offset());
+            }
+            r.on_leader_high_watermark(leader_high_watermark, log.log_end_offset())
+        };
+        if moved {
+            self.progress.send_modify(|v| *v += 1);
+        }
+        if moved || !records.is_empty() {
+            self.wake_fetchers();
+        }
+        Ok(records.len())
+    }
+
+    /// Truncate the follower's log to end at `offset` (divergent records); returns the log end
+    /// before and after.
+    pub fn truncate_to(&self, offset: i64) -> Result<(i64, i64), AppendRejection> {
+        let mut guard = self.log.write();
+        let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
+        let before = log.log_end_offset();
+        log.truncate_to(offset)
+            .map_err(|e| AppendRejection::Storage(AppendError::Storage(e)))?;
+        let after = log.log_end_offset();
+        self.replica.lock().on_truncated(after);
+        Ok((before, after))
+    }
+
+    /// Empty the follower's log and restart it at the leader's log start (the follower fell
+    /// behind the leader's retention).
+    pub fn restart_at(&self, offset: i64) -> Result<(), AppendRejection> {
+        let mut guard = self.log.write();
+        let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
+        log.truncate_fully_and_start_at(offset)
+            .map_err(|e| AppendRejection::Storage(AppendError::Storage(e)))?;
+        self.replica.lock().on_log_start(offset);
+        Ok(())
+    }
+
+    /// A follower fetched at `fetch_offset`: record its progress (on the leader), which may
+    /// advance the high watermark (waking acks=all produces and consumers) and may ask for an
+    /// ISR expand.
+    pub fn on_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<FetchEffect, NotAReplica> {
+        let effect = {
+            let guard = self.log.read();
+            let leo = guard.as_ref().map_or(0, Log::log_end_offset);
+            self.replica
+                .lock()
+                .on_follower_fetch(replica, fetch_offset, leo, now_ms)?
+        };
+        if effect.high_watermark_advanced {
+            self.progress.send_modify(|v| *v += 1);
+            self.wake_fetchers();
+        }
+        Ok(effect)
+    }
+
+    /// ISR members that have lagged for `lag_max_ms`: the ISR to propose, if any.
+    pub fn isr_to_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let guard = self.log.read();
+        let leo = guard.as_ref()?.log_end_offset();
+        self.replica.lock().isr_to_shrink(leo, now_ms, lag_max_ms)
+    }
+
+    /// Wait until an acks=all produce whose records end below `required_offset` is replicated
+    /// to the ISR, the role changes, or `deadline` passes (`Waiting`).
+    pub async fn wait_acks_all(
+        &self,
+        required_offset: i64,
+        min_insync_replicas: usize,
+        deadline: Instant,
+    ) -> AckStatus {
+        let mut rx = self.progress.subscribe();
+        loop {
+            let status = self
+                .replica
+                .lock()
+                .acks_all_status(required_offset, min_insync_replicas);
+            if status != AckStatus::Waiting {
+                return status;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return AckStatus::Waiting;
+            }
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return self
+                        .replica
+                        .lock()
+                        .acks_all_status(required_offset, min_insync_replicas)
+                }
+            }
+        }
+    }
+
+    /// The acks=all status now, without waiting.
+    pub fn acks_all_status(&self, required_offset: i64, min_insync_replicas: usize) -> AckStatus {
+        self.replica
+            .lock()
+            .acks_all_status(required_offset, min_insync_replicas)
+    }
+
+    /// Read whole batches for a consumer: up to the high watermark.
     pub fn read(
         &self,
         fetch_offset: i64,
@@ -141,9 +298,29 @@ impl Partition {
     ) -> Result<ReadResult, ReadRejection> {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
-        let hw = log.log_end_offset();
-        log.read(fetch_offset, max_bytes, hw, min_one_batch)
-            .map_err(ReadRejection::Storage)
+        let hw = self.replica.lock().high_watermark();
+        let mut r = log
+            .read(fetch_offset, max_bytes, hw, min_one_batch)
+            .map_err(ReadRejection::Storage)?;
+        r.log_end_offset = hw;
+        Ok(r)
+    }
+
+    /// Read whole batches for a follower: up to the log end. `ReadResult::log_end_offset` is
+    /// the high watermark, which is what the follower is told.
+    pub fn read_for_follower(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, ReadRejection> {
+        let guard = self.log.read();
+        let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
+        let leo = log.log_end_offset();
+        let mut r = log
+            .read(fetch_offset, max_bytes, leo, true)
+            .map_err(ReadRejection::Storage)?;
+        r.log_end_offset = self.replica.lock().high_watermark();
+        Ok(r)
     }
 
     /// Run `f` with shared access to the log; `None` if the partition was deleted.
@@ -156,42 +333,73 @@ impl Partition {
         self.log.write().as_mut().map(f)
     }
 
-    /// May this broker serve a client request for the partition? Only the leader may
-    /// (NOT_LEADER_OR_FOLLOWER otherwise, so the client refreshes its metadata). Then Kafka's
-    /// fencing of a client-supplied current leader epoch (-1 means "don't check"): a client
-    /// ahead of us knows of a newer leader (UNKNOWN_LEADER_EPOCH); a client behind us has stale
-    /// metadata (FENCED_LEADER_EPOCH).
+    /// Copy the high watermark into the log and write its checkpoint if it changed.
+    pub fn checkpoint_high_watermark(&self) -> Result<bool, fjord_storage::StorageError> {
+        let hw = self.high_watermark();
+        self.with_log_mut(|l| {
+            l.set_high_watermark(hw);
+            l.checkpoint_high_watermark()
+        })
+        .unwrap_or(Ok(false))
+    }
+
+    /// May this broker serve a client request for the partition as its leader? Only the leader
+    /// may (NOT_LEADER_OR_FOLLOWER otherwise, so the client refreshes its metadata). Then
+    /// Kafka's fencing of a client-supplied current leader epoch ([`Partition::check_epoch`]).
     pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<(), ErrorCode> {
-        let (leader, epoch) = {
-            let s = self.state.read();
-            (s.leader, s.leader_epoch)
-        };
-        if leader != self.local {
+        if !self.is_leader() {
             return Err(ErrorCode::NotLeaderOrFollower);
         }
+        self.check_epoch(client_epoch)
+    }
+
+    /// May this broker serve a consumer's fetch as leader or follower (KIP-392)? It must host
+    /// a replica, and the client's leader epoch (-1: don't check) must be ours.
+    pub fn check_replica_epoch(&self, client_epoch: i32) -> Result<(), ErrorCode> {
+        if !self.is_replica() || !self.has_log() {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        self.check_epoch(client_epoch)
+    }
+
+    /// A client ahead of us knows of a newer leader (UNKNOWN_LEADER_EPOCH); a client behind us
+    /// has stale metadata (FENCED_LEADER_EPOCH). -1 means "don't check".
+    fn check_epoch(&self, client_epoch: i32) -> Result<(), ErrorCode> {
         if client_epoch < 0 {
             return Ok(());
         }
-        match client_epoch.cmp(&epoch) {
+        match client_epoch.cmp(&self.leader_epoch()) {
             std::cmp::Ordering::Greater => Err(ErrorCode::UnknownLeaderEpoch),
             std::cmp::Ordering::Less => Err(ErrorCode::FencedLeaderEpoch),
             std::cmp::Ordering::Equal => Ok(()),
         }
     }
 
-    /// (log start, high watermark / log end) or `None` once deleted.
+    /// (log start, high watermark) or `None` once deleted.
     pub fn offsets(&self) -> Option<(i64, i64)> {
-        self.with_log(|l| (l.log_start_offset(), l.log_end_offset()))
+        let ls = self.with_log(|l| l.log_start_offset())?;
+        Some((ls, self.high_watermark()))
+    }
+
+    /// The local log end, or `None` once deleted.
+    pub fn log_end_offset(&self) -> Option<i64> {
+        self.with_log(|l| l.log_end_offset())
     }
 
     pub fn update_config(&self, config: LogConfig) {
         self.with_log_mut(|l| l.update_config(config));
     }
 
-    /// Take the log out for deletion; later calls see the partition as gone.
+    /// Take the log out for deletion or shutdown (the high watermark goes with it); later
+    /// calls see the partition as gone.
     pub fn take_log(&self) -> Option<Log> {
-        let log = self.log.write().take();
+        let hw = self.high_watermark();
+        let mut log = self.log.write().take();
+        if let Some(l) = log.as_mut() {
+            l.set_high_watermark(hw);
+        }
         self.wake_fetchers();
+        self.progress.send_modify(|v| *v += 1);
         log
     }
 
@@ -220,6 +428,8 @@ impl Partition {
 #[derive(Debug)]
 pub enum AppendRejection {
     Deleted,
+    /// This broker does not lead (a produce) or no longer follows in that epoch (a fetch).
+    NotLeader,
     Storage(AppendError),
 }
 
@@ -227,12 +437,14 @@ impl AppendRejection {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             AppendRejection::Deleted => DELETED,
+            AppendRejection::NotLeader => ErrorCode::NotLeaderOrFollower,
             AppendRejection::Storage(e) => e.error_code(),
         }
     }
     pub fn message(&self) -> String {
         match self {
             AppendRejection::Deleted => "partition was deleted".into(),
+            AppendRejection::NotLeader => "this broker does not lead the partition".into(),
             AppendRejection::Storage(e) => e.to_string(),
         }
     }

@@ -18,11 +18,19 @@ use kafka_protocol::messages::ApiKey;
 use std::io::IoSlice;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Outcome};
+
+/// What the processor hands to the writer, in request order.
+enum Outbound {
+    Ready(Vec<Bytes>),
+    /// A deferred response (acks=all): the writer waits for it before anything queued after
+    /// it; `None` closes the connection.
+    Later(oneshot::Receiver<Option<Vec<Bytes>>>),
+}
 
 /// What the reader hands to the processor.
 enum Inbound {
@@ -77,7 +85,7 @@ async fn serve_connection(
     broker.metrics.connections.inc();
     let (mut rd, mut wr) = stream.into_split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<Bytes>>(32);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let max_frame = broker.config.socket_request_max_bytes;
 
     let reader = tokio::spawn(async move {
@@ -130,14 +138,38 @@ async fn serve_connection(
 
     let writer = tokio::spawn(async move {
         let mut pending: Vec<Bytes> = Vec::new();
-        while let Some(first) = out_rx.recv().await {
+        // Take one outbound item: its chunks, or `None` to close.
+        async fn resolve(o: Outbound) -> Option<Vec<Bytes>> {
+            match o {
+                Outbound::Ready(chunks) => Some(chunks),
+                Outbound::Later(rx) => rx.await.ok().flatten(),
+            }
+        }
+        'outer: while let Some(first) = out_rx.recv().await {
+            let Some(first) = resolve(first).await else {
+                break;
+            };
             pending.extend(first);
             let mut queued: usize = pending.iter().map(Bytes::len).sum();
             while queued < 1 << 20 {
                 match out_rx.try_recv() {
-                    Ok(more) => {
+                    Ok(Outbound::Ready(more)) => {
                         queued += more.iter().map(Bytes::len).sum::<usize>();
                         pending.extend(more);
+                    }
+                    Ok(later @ Outbound::Later(_)) => {
+                        // Send what is ready first, then wait for the deferred one.
+                        if write_all_chunks(&mut wr, &mut pending).await.is_err() {
+                            return;
+                        }
+                        queued = 0;
+                        match resolve(later).await {
+                            Some(more) => {
+                                queued += more.iter().map(Bytes::len).sum::<usize>();
+                                pending.extend(more);
+                            }
+                            None => break 'outer,
+                        }
                     }
                     Err(_) => break,
                 }
@@ -146,6 +178,7 @@ async fn serve_connection(
                 return;
             }
         }
+        let _ = write_all_chunks(&mut wr, &mut pending).await;
         let _ = wr.shutdown().await;
     });
 
@@ -157,7 +190,7 @@ async fn serve_connection(
         let Some(msg) = msg else { break };
         match msg {
             Inbound::Raw(bytes) => {
-                if out_tx.send(vec![bytes]).await.is_err() {
+                if out_tx.send(Outbound::Ready(vec![bytes])).await.is_err() {
                     break;
                 }
             }
@@ -173,34 +206,37 @@ async fn serve_connection(
                 let outcome = handlers::handle_from(&broker, *req, Some(peer)).await;
                 let api_name = api_name(api);
                 broker.metrics.requests.with_label_values(&[api_name]).inc();
-                broker
-                    .metrics
-                    .request_latency
-                    .with_label_values(&[api_name])
-                    .observe(arrived.elapsed().as_secs_f64());
-                match outcome {
-                    Outcome::Respond(body) => {
-                        let out = match codec::encode_response_chunks(
-                            correlation_id,
-                            api,
-                            version,
-                            *body,
-                        ) {
-                            Ok(chunks) => chunks,
-                            Err(e) => {
-                                tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
-                                break;
-                            }
-                        };
-                        if out_tx.send(out).await.is_err() {
-                            break;
+                let out = match outcome {
+                    Outcome::Deferred(later) => {
+                        let (tx, rx) = oneshot::channel();
+                        let b = broker.clone();
+                        tokio::spawn(async move {
+                            let outcome = later.await;
+                            b.metrics
+                                .request_latency
+                                .with_label_values(&[api_name])
+                                .observe(arrived.elapsed().as_secs_f64());
+                            let _ = tx.send(encode(outcome, correlation_id, api, version, peer));
+                        });
+                        Outbound::Later(rx)
+                    }
+                    outcome => {
+                        broker
+                            .metrics
+                            .request_latency
+                            .with_label_values(&[api_name])
+                            .observe(arrived.elapsed().as_secs_f64());
+                        match outcome {
+                            Outcome::NoResponse => continue,
+                            outcome => match encode(outcome, correlation_id, api, version, peer) {
+                                Some(chunks) => Outbound::Ready(chunks),
+                                None => break,
+                            },
                         }
                     }
-                    Outcome::NoResponse => {}
-                    Outcome::Close(reason) => {
-                        tracing::info!(%peer, ?api, %reason, "closing connection");
-                        break;
-                    }
+                };
+                if out_tx.send(out).await.is_err() {
+                    break;
                 }
             }
         }
@@ -209,6 +245,36 @@ async fn serve_connection(
     drop(out_tx);
     let _ = writer.await;
     broker.metrics.connections.dec();
+}
+
+/// The response frame of an outcome; `None` when the connection must close.
+fn encode(
+    outcome: Outcome,
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    peer: SocketAddr,
+) -> Option<Vec<Bytes>> {
+    match outcome {
+        Outcome::Respond(body) => {
+            match codec::encode_response_chunks(correlation_id, api, version, *body) {
+                Ok(chunks) => Some(chunks),
+                Err(e) => {
+                    tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
+                    None
+                }
+            }
+        }
+        Outcome::NoResponse => Some(Vec::new()),
+        Outcome::Close(reason) => {
+            tracing::info!(%peer, ?api, %reason, "closing connection");
+            None
+        }
+        Outcome::Deferred(_) => {
+            tracing::error!(%peer, ?api, "a deferred response deferred again");
+            None
+        }
+    }
 }
 
 /// Write every chunk with as few `writev` calls as the socket allows, then clear `chunks`.

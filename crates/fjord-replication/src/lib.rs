@@ -423,6 +423,14 @@ impl PartitionReplica {
         moved
     }
 
+    /// The log was opened with this checkpointed high watermark (ignored on a leader, whose
+    /// watermark comes from its followers).
+    pub fn restore_high_watermark(&mut self, high_watermark: i64) {
+        if self.leader.is_none() {
+            self.high_watermark = high_watermark.max(0);
+        }
+    }
+
     /// The local log was truncated to end at `log_end_offset` (follower truncation).
     pub fn on_truncated(&mut self, log_end_offset: i64) {
         self.high_watermark = self.high_watermark.min(log_end_offset);

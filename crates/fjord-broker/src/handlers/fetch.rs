@@ -1,6 +1,15 @@
-//! Fetch (v4-18): reads whole batches up to the high watermark, long-polls for `min_bytes`
-//! until `max_wait_ms` (woken by appends, no busy waiting), and runs incremental fetch sessions
+//! Fetch (v4-18): reads whole batches, long-polls for `min_bytes` until `max_wait_ms` (woken
+//! by appends and high-watermark moves, no busy waiting), and runs incremental fetch sessions
 //! (KIP-227) through [`crate::fetch_session`].
+//!
+//! Three kinds of fetcher:
+//! - a follower (replica id >= 0, in `replica_state` from v15): served by the leader only, up
+//!   to the log end; its fetch offset is its progress, which advances the high watermark and
+//!   may bring it back into the ISR ([`crate::replication::propose_isr`]);
+//! - a consumer of the leader: up to the high watermark; with `replica.selector.class` set to
+//!   the rack-aware selector and a `rack_id` (v11+), the leader may answer with a preferred
+//!   read replica in the consumer's rack instead of records (KIP-392);
+//! - a consumer of a follower (v11+): served by any replica up to its high watermark.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +22,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{sb, Ctx};
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::fetch_session::{FetchPlan, PartitionFetch, PartitionOutcome, SessionKey};
 use crate::partition::Partition;
 
@@ -24,8 +33,32 @@ struct Target {
     partition: Result<Arc<Partition>, ErrorCode>,
 }
 
+/// Who is fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetcher {
+    Follower(i32),
+    /// `from_follower`: the request may be served by a follower (KIP-392, v11+).
+    Consumer {
+        from_follower: bool,
+    },
+}
+
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchResponse {
     let by_id = ctx.version >= 13;
+    let replica_id = if ctx.version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let fetcher = if replica_id >= 0 {
+        Fetcher::Follower(replica_id)
+    } else {
+        Fetcher::Consumer {
+            from_follower: ctx.version >= 11,
+        }
+    };
+    let client_rack =
+        (ctx.version >= 11 && !req.rack_id.is_empty()).then(|| req.rack_id.to_string());
     let mut requested = Vec::new();
     for t in &req.topics {
         let (name, id) = resolve(b, by_id, &t.topic, t.topic_id);
@@ -58,7 +91,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchRespo
     // Leader-epoch checks happen per request, not per session.
     let epoch_errors: Vec<(SessionKey, ErrorCode)> = requested
         .iter()
-        .filter_map(|(k, _, epoch)| leader_epoch_error(b, k, *epoch).map(|e| (k.clone(), e)))
+        .filter_map(|(k, _, epoch)| epoch_error(b, k, *epoch, fetcher).map(|e| (k.clone(), e)))
         .collect();
     let plan = {
         let mut sessions = b.fetch_sessions.lock();
@@ -95,11 +128,47 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchRespo
         })
         .collect();
 
+    if let Fetcher::Follower(replica) = fetcher {
+        let now = now_ms();
+        for t in &targets {
+            if let Ok(p) = &t.partition {
+                match p.on_follower_fetch(replica, t.fetch.fetch_offset, now) {
+                    Ok(effect) => {
+                        if let Some(isr) = effect.propose_isr {
+                            tracing::warn!(topic = %p.topic, partition = p.index, replica,
+                                fetch_offset = t.fetch.fetch_offset, new_isr = ?isr,
+                                "ISR expand proposed: follower caught up with the high watermark");
+                            crate::replication::propose_isr(b, p, isr);
+                        }
+                    }
+                    Err(_) => tracing::debug!(topic = %p.topic, partition = p.index, replica,
+                        "fetch from a broker that is not a replica"),
+                }
+            }
+        }
+    }
+    // KIP-392: a consumer in another rack than the leader is sent to an in-sync replica in
+    // its own rack.
+    let redirects: Vec<Option<i32>> = targets
+        .iter()
+        .map(|t| match (&t.partition, &client_rack, fetcher) {
+            (
+                Ok(p),
+                Some(rack),
+                Fetcher::Consumer {
+                    from_follower: true,
+                },
+            ) if b.config.replication.rack_aware_selector && p.is_leader() => {
+                preferred_read_replica(b, p, rack, t.fetch.fetch_offset)
+            }
+            _ => None,
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let waiter = Arc::new(Notify::new());
     let mut registered = false;
     let results = loop {
-        let (results, bytes, any_error) = read_all(&targets, req.max_bytes);
+        let (results, bytes, any_error) = read_all(&targets, &redirects, req.max_bytes, fetcher);
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
             break results;
@@ -119,7 +188,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchRespo
             .await
             .is_err()
         {
-            let (results, _, _) = read_all(&targets, req.max_bytes);
+            let (results, _, _) = read_all(&targets, &redirects, req.max_bytes, fetcher);
             break results;
         }
         for t in &targets {
@@ -135,7 +204,12 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchRespo
             }
         }
     }
-    build_response(b, ctx, &req, &plan, &targets, results)
+    if !redirects.iter().all(Option::is_none) {
+        b.metrics
+            .preferred_replica_redirects
+            .inc_by(redirects.iter().flatten().count() as u64);
+    }
+    build_response(b, ctx, &req, &plan, &targets, results, fetcher)
 }
 
 fn resolve(b: &Broker, by_id: bool, name: &TopicName, id: Uuid) -> (Arc<str>, Uuid) {
@@ -166,12 +240,49 @@ fn lookup(b: &Broker, key: &SessionKey, by_id: bool) -> Result<Arc<Partition>, E
         .ok_or(ErrorCode::UnknownTopicOrPartition)
 }
 
-/// The fencing rule of [`crate::partition::Partition::check_leader_epoch`] for one fetched
-/// partition (`None` when the partition is unknown; the lookup reports that).
-fn leader_epoch_error(b: &Broker, key: &SessionKey, client_epoch: i32) -> Option<ErrorCode> {
-    b.partition(&key.topic, key.partition)?
-        .check_leader_epoch(client_epoch)
-        .err()
+/// The fencing rule for one fetched partition (`None` when the partition is unknown; the
+/// lookup reports that): followers and old consumers fetch from the leader only, KIP-392
+/// consumers from any replica.
+fn epoch_error(
+    b: &Broker,
+    key: &SessionKey,
+    client_epoch: i32,
+    fetcher: Fetcher,
+) -> Option<ErrorCode> {
+    let p = b.partition(&key.topic, key.partition)?;
+    match fetcher {
+        Fetcher::Consumer {
+            from_follower: true,
+        } => p.check_replica_epoch(client_epoch),
+        _ => p.check_leader_epoch(client_epoch),
+    }
+    .err()
+}
+
+/// The rack-aware replica selector (Kafka's `RackAwareReplicaSelector`): `None` keeps the
+/// consumer on the leader (the leader is in its rack, or no in-sync replica there has the
+/// offset); otherwise the in-sync, unfenced replica in the consumer's rack that is furthest
+/// ahead.
+fn preferred_read_replica(b: &Broker, p: &Partition, rack: &str, fetch_offset: i64) -> Option<i32> {
+    let state = p.state();
+    let rack_of = |id: i32| -> Option<(Option<String>, bool)> {
+        b.with_image(|img| img.broker(id).map(|x| (x.rack.clone(), x.fenced)))
+    };
+    if rack_of(state.leader).is_some_and(|(r, _)| r.as_deref() == Some(rack)) {
+        return None;
+    }
+    state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| *r != state.leader)
+        .filter(|r| rack_of(*r).is_some_and(|(x, fenced)| !fenced && x.as_deref() == Some(rack)))
+        .filter_map(|r| {
+            let leo = p.with_replica(|x| x.follower(r))?.log_end_offset;
+            (leo >= fetch_offset).then_some((leo, r))
+        })
+        .max_by_key(|(leo, r)| (*leo, -*r))
+        .map(|(_, r)| r)
 }
 
 struct ReadOutcome {
@@ -179,30 +290,60 @@ struct ReadOutcome {
     records: Bytes,
     high_watermark: i64,
     log_start_offset: i64,
+    preferred_read_replica: i32,
+    /// Served as the partition's leader (else as a follower).
+    leader: bool,
 }
 
-fn read_all(targets: &[Target], max_bytes: i32) -> (Vec<ReadOutcome>, usize, bool) {
+impl ReadOutcome {
+    fn failed(error: ErrorCode, high_watermark: i64, log_start_offset: i64) -> ReadOutcome {
+        ReadOutcome {
+            error,
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset,
+            preferred_read_replica: -1,
+            leader: true,
+        }
+    }
+}
+
+fn read_all(
+    targets: &[Target],
+    redirects: &[Option<i32>],
+    max_bytes: i32,
+    fetcher: Fetcher,
+) -> (Vec<ReadOutcome>, usize, bool) {
     let mut remaining = max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut any_error = false;
     let mut first_data = true;
     let out = targets
         .iter()
-        .map(|t| {
+        .zip(redirects)
+        .map(|(t, redirect)| {
             let p = match &t.partition {
                 Ok(p) => p,
                 Err(code) => {
                     any_error = true;
-                    return ReadOutcome {
-                        error: *code,
-                        records: Bytes::new(),
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                    };
+                    return ReadOutcome::failed(*code, -1, -1);
                 }
             };
+            if let Some(replica) = redirect {
+                // Answer at once, with no records: the consumer moves to that replica.
+                any_error = true;
+                let (ls, hw) = p.offsets().unwrap_or((-1, -1));
+                return ReadOutcome {
+                    preferred_read_replica: *replica,
+                    ..ReadOutcome::failed(ErrorCode::None, hw, ls)
+                };
+            }
             let budget = (t.fetch.max_bytes.max(0) as usize).min(remaining);
-            match p.read(t.fetch.fetch_offset, budget, first_data) {
+            let read = match fetcher {
+                Fetcher::Follower(_) => p.read_for_follower(t.fetch.fetch_offset, budget),
+                Fetcher::Consumer { .. } => p.read(t.fetch.fetch_offset, budget, first_data),
+            };
+            match read {
                 Ok(r) => {
                     if !r.records.is_empty() {
                         first_data = false;
@@ -214,17 +355,14 @@ fn read_all(targets: &[Target], max_bytes: i32) -> (Vec<ReadOutcome>, usize, boo
                         records: r.records,
                         high_watermark: r.log_end_offset,
                         log_start_offset: r.log_start_offset,
+                        preferred_read_replica: -1,
+                        leader: p.is_leader(),
                     }
                 }
                 Err(e) => {
                     any_error = true;
                     let (ls, hw) = p.offsets().unwrap_or((-1, -1));
-                    ReadOutcome {
-                        error: e.error_code(),
-                        records: Bytes::new(),
-                        high_watermark: hw,
-                        log_start_offset: ls,
-                    }
+                    ReadOutcome::failed(e.error_code(), hw, ls)
                 }
             }
         })
@@ -239,6 +377,7 @@ fn build_response(
     plan: &FetchPlan,
     targets: &[Target],
     results: Vec<ReadOutcome>,
+    fetcher: Fetcher,
 ) -> FetchResponse {
     let outcomes: Vec<PartitionOutcome> = results
         .iter()
@@ -260,11 +399,17 @@ fn build_response(
                 .request_errors
                 .with_label_values(&["Fetch", &r.error.code().to_string()])
                 .inc();
-        } else if !r.records.is_empty() {
+        } else if !r.records.is_empty() && matches!(fetcher, Fetcher::Consumer { .. }) {
+            let n = r.records.len() as u64;
             b.metrics
                 .bytes_out
                 .with_label_values(&[&t.key.topic])
-                .inc_by(r.records.len() as u64);
+                .inc_by(n);
+            let role = if r.leader { "leader" } else { "follower" };
+            b.metrics
+                .consumer_fetch_bytes
+                .with_label_values(&[role])
+                .inc_by(n);
         }
         let data = PartitionData::default()
             .with_partition_index(t.key.partition)
@@ -273,7 +418,7 @@ fn build_response(
             .with_last_stable_offset(r.high_watermark)
             .with_log_start_offset(r.log_start_offset)
             .with_aborted_transactions((req.isolation_level == 1).then(Vec::new))
-            .with_preferred_read_replica(BrokerId(-1))
+            .with_preferred_read_replica(BrokerId(r.preferred_read_replica))
             .with_records(Some(r.records));
         let same_topic = topics.last().is_some_and(|last| {
             if ctx.version >= 13 {

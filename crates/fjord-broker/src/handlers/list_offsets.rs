@@ -39,8 +39,10 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffset
                         return r.with_error_code(code.code());
                     }
                     let epoch = part.leader_epoch();
+                    // Consumers see the log up to the high watermark.
+                    let hw = part.high_watermark();
                     let found = part.with_log(|log| match p.timestamp {
-                        LATEST => Ok(Some((log.log_end_offset(), -1, epoch))),
+                        LATEST => Ok(Some((hw, -1, epoch))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),
                         LATEST_TIERED => Ok(Some((-1, -1, -1))),
                         MAX_TIMESTAMP => Ok(log.max_timestamp()),

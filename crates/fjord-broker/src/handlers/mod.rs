@@ -42,6 +42,9 @@ use fjord_protocol::codec::Request;
 /// What the connection does after a request.
 pub enum Outcome {
     Respond(Box<ResponseKind>),
+    /// The response is decided later (acks=all waiting for the ISR); the connection goes on
+    /// with its next requests and sends this response in its turn.
+    Deferred(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>),
     /// acks=0 produce: no response.
     NoResponse,
     /// Close the connection (e.g. an acks=0 produce failed, as Kafka does so the producer notices).

@@ -1,7 +1,12 @@
 //! Produce (v3-13): validate acks, look up each partition, append the record batches as sent.
 //!
 //! Records stay raw bytes: the storage layer checks batch headers and CRCs and assigns offsets
-//! in place. On a single node acks=1 and acks=all are both satisfied by the local append.
+//! in place. acks=1 is answered after the leader's append; acks=all is refused with
+//! NOT_ENOUGH_REPLICAS when the ISR is below `min.insync.replicas`, and otherwise answered once
+//! every ISR member has the records (the high watermark passed them), with
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum meanwhile and
+//! REQUEST_TIMED_OUT after the request's timeout. The wait is deferred: the connection goes on
+//! appending its next requests, and responses still leave in order.
 
 use std::sync::Arc;
 
@@ -9,8 +14,17 @@ use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
+use std::time::{Duration, Instant};
+
+use fjord_replication::AckStatus;
+
 use super::{sb, Ctx, Outcome};
 use crate::broker::{now_ms, Broker, Topic};
+use crate::partition::Partition;
+
+/// An acks=all partition waiting for its ISR: (topic index, partition index in the response,
+/// partition, offset after its records, min.insync.replicas).
+type AckWait = (usize, usize, Arc<Partition>, i64, usize);
 
 pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
     let acks = req.acks;
@@ -18,6 +32,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
     let mut any_error = None;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let now = now_ms();
+    let mut waits: Vec<AckWait> = Vec::new();
     for td in req.topic_data {
         let topic: Option<Arc<Topic>> = if ctx.version >= 13 {
             b.topic_by_id(&td.topic_id)
@@ -91,6 +106,15 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                             .with_label_values(&label)
                                             .inc_by(info.record_count);
                                     }
+                                    if acks == -1 {
+                                        waits.push((
+                                            responses.len(),
+                                            parts.len(),
+                                            p.clone(),
+                                            info.last_offset + 1,
+                                            t.config.min_insync_replicas.max(1) as usize,
+                                        ));
+                                    }
                                     resp.clone()
                                         .with_base_offset(info.base_offset)
                                         .with_log_append_time_ms(info.log_append_time)
@@ -132,7 +156,57 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
             None => Outcome::NoResponse,
         };
     }
-    Outcome::Respond(Box::new(
-        ProduceResponse::default().with_responses(responses).into(),
-    ))
+    // acks=all: answer now what is already decided (always, with no other ISR member).
+    waits.retain(|(ti, pi, p, required, min_isr)| {
+        let status = p.acks_all_status(*required, *min_isr);
+        if status == AckStatus::Waiting {
+            return true;
+        }
+        set_ack_error(b, &mut responses[*ti].partition_responses[*pi], status);
+        false
+    });
+    if waits.is_empty() {
+        return Outcome::Respond(Box::new(
+            ProduceResponse::default().with_responses(responses).into(),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let b = b.clone();
+    Outcome::Deferred(Box::pin(async move {
+        for (ti, pi, p, required, min_isr) in waits {
+            let status = p.wait_acks_all(required, min_isr, deadline).await;
+            set_ack_error(&b, &mut responses[ti].partition_responses[pi], status);
+        }
+        Outcome::Respond(Box::new(
+            ProduceResponse::default().with_responses(responses).into(),
+        ))
+    }))
+}
+
+/// Put the outcome of an acks=all wait into a partition's response.
+fn set_ack_error(b: &Broker, resp: &mut PartitionProduceResponse, status: AckStatus) {
+    let (code, message) = match status {
+        AckStatus::Done => return,
+        AckStatus::Waiting => {
+            b.metrics.acks_all_timeouts.inc();
+            (
+                ErrorCode::RequestTimedOut,
+                "the in-sync replicas did not all receive the records within the request timeout",
+            )
+        }
+        AckStatus::NotEnoughReplicasAfterAppend => (
+            ErrorCode::NotEnoughReplicasAfterAppend,
+            "the records were written, but the ISR shrank below min.insync.replicas",
+        ),
+        AckStatus::NotLeader => (
+            ErrorCode::NotLeaderOrFollower,
+            "leadership moved before the records were replicated",
+        ),
+    };
+    resp.error_code = code.code();
+    resp.error_message = Some(sb(message.to_string()));
+    b.metrics
+        .request_errors
+        .with_label_values(&["Produce", &code.code().to_string()])
+        .inc();
 }

@@ -1,0 +1,564 @@
+//! Follower fetchers (Kafka's ReplicaFetcherThread): one task per leader broker this broker
+//! follows partitions of, on one connection to that leader.
+//!
+//! A partition handed to a fetcher starts in the *truncating* phase: the fetcher asks the
+//! leader (OffsetForLeaderEpoch, with this broker's replica id) where the follower's latest
+//! leader epoch ends in the leader's log and truncates divergent records
+//! (`fjord_replication::truncation`), then *fetches* from its log end with long-polling Fetch
+//! requests carrying its replica id, appending what comes back as the leader wrote it and
+//! taking the leader's high watermark. The leader learns the follower's progress from the
+//! fetch offsets. Errors pause one partition for `replica.fetch.backoff.ms`; a lost connection
+//! pauses the fetcher. Role changes come from [`crate::broker::Broker::publish`] as commands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_client::{Connection, ConnectionConfig};
+use fjord_protocol::error::ErrorCode;
+use fjord_replication::truncation::{self, Decision};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::broker::{now_ms, Broker};
+use crate::partition::{AppendRejection, Partition};
+
+type Key = (Uuid, i32);
+
+enum Command {
+    /// Follow the partition in this leader epoch (truncate first).
+    Follow(Arc<Partition>, i32),
+    Stop(Key),
+}
+
+/// The fetchers of this broker, by leader.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Set by [`ReplicaFetchers::start`]; before that, commands wait in `early`.
+    started: Option<(Arc<Broker>, watch::Receiver<bool>)>,
+    early: Vec<(i32, Command)>,
+    by_leader: HashMap<i32, mpsc::UnboundedSender<Command>>,
+    /// Which leader each followed partition is fetched from.
+    assigned: HashMap<Key, i32>,
+}
+
+impl ReplicaFetchers {
+    /// Follow `p` from `leader` in `leader_epoch` (moving it off another leader's fetcher).
+    pub fn follow(&self, p: &Arc<Partition>, leader: i32, leader_epoch: i32) {
+        let key = (p.topic_id, p.index);
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.assigned.insert(key, leader) {
+            if old != leader {
+                inner.send(old, Command::Stop(key));
+            }
+        }
+        inner.send(leader, Command::Follow(p.clone(), leader_epoch));
+    }
+
+    /// Stop following `p` (it became leader, lost its leader, or moved away).
+    pub fn stop(&self, p: &Partition) {
+        let key = (p.topic_id, p.index);
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.assigned.remove(&key) {
+            inner.send(old, Command::Stop(key));
+        }
+    }
+
+    /// Partitions being followed (for metrics and tests).
+    pub fn followed(&self) -> usize {
+        self.inner.lock().assigned.len()
+    }
+
+    /// Start fetching (once the broker serves); commands given before wait until now.
+    pub fn start(&self, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+        let mut inner = self.inner.lock();
+        inner.started = Some((broker, shutdown));
+        for (leader, cmd) in std::mem::take(&mut inner.early) {
+            inner.send(leader, cmd);
+        }
+    }
+}
+
+impl Inner {
+    fn send(&mut self, leader: i32, cmd: Command) {
+        let Some((broker, shutdown)) = self.started.clone() else {
+            self.early.push((leader, cmd));
+            return;
+        };
+        let cmd = match self.by_leader.get(&leader) {
+            Some(tx) => match tx.send(cmd) {
+                Ok(()) => return,
+                // The fetcher ended (shutdown): start a new one below.
+                Err(mpsc::error::SendError(cmd)) => cmd,
+            },
+            None => cmd,
+        };
+        if matches!(cmd, Command::Stop(_)) {
+            return; // nothing to stop on a fetcher that is not running
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(cmd);
+        self.by_leader.insert(leader, tx);
+        tokio::spawn(run(broker, leader, rx, shutdown));
+    }
+}
+
+enum Phase {
+    /// Ask the leader where this epoch ends (`None`: start with the log's latest epoch).
+    Truncating {
+        asked: Option<i32>,
+    },
+    Fetching,
+}
+
+struct Followed {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    phase: Phase,
+    paused_until: Option<Instant>,
+}
+
+impl Followed {
+    fn ready(&self, now: Instant) -> bool {
+        self.paused_until.is_none_or(|t| t <= now)
+    }
+}
+
+async fn run(
+    broker: Arc<Broker>,
+    leader: i32,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = broker.config.replication.clone();
+    let backoff = Duration::from_millis(cfg.fetch_backoff_ms.max(10));
+    let mut parts: BTreeMap<Key, Followed> = BTreeMap::new();
+    let mut conn: Option<Connection> = None;
+    tracing::debug!(leader, "replica fetcher started");
+    loop {
+        while let Ok(cmd) = rx.try_recv() {
+            apply(&mut parts, cmd);
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = Instant::now();
+        let next_ready = parts
+            .values()
+            .filter_map(|f| f.paused_until)
+            .filter(|t| *t > now)
+            .min();
+        if parts.is_empty() || !parts.values().any(|f| f.ready(now)) {
+            let sleep = next_ready.map_or(Duration::from_secs(3600), |t| t - now);
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => apply(&mut parts, cmd),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => break,
+            }
+            continue;
+        }
+        let c = match &conn {
+            Some(c) => c,
+            None => match connect(&broker, leader).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "cannot reach the leader; retrying");
+                    if pause(&mut shutdown, backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let result = if parts
+            .values()
+            .any(|f| f.ready(now) && matches!(f.phase, Phase::Truncating { .. }))
+        {
+            truncate_round(&broker, c, &mut parts, backoff).await
+        } else {
+            fetch_round(&broker, c, &mut parts, backoff, &mut shutdown).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
+            conn = None;
+            if pause(&mut shutdown, backoff).await {
+                break;
+            }
+        }
+    }
+    tracing::debug!(leader, "replica fetcher stopped");
+}
+
+/// Sleep `d` unless shutdown comes first (then `true`).
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+fn apply(parts: &mut BTreeMap<Key, Followed>, cmd: Command) {
+    match cmd {
+        Command::Follow(p, leader_epoch) => {
+            parts.insert(
+                (p.topic_id, p.index),
+                Followed {
+                    partition: p,
+                    leader_epoch,
+                    phase: Phase::Truncating { asked: None },
+                    paused_until: None,
+                },
+            );
+        }
+        Command::Stop(key) => {
+            parts.remove(&key);
+        }
+    }
+}
+
+async fn connect(broker: &Broker, leader: i32) -> fjord_client::Result<Connection> {
+    let Some((host, port)) = broker.broker_address(leader) else {
+        return Err(fjord_client::Error::Protocol(format!(
+            "leader {leader} has no live endpoint in the metadata"
+        )));
+    };
+    let config = ConnectionConfig {
+        client_id: format!("fjord-replica-fetcher-{}", broker.node_id()),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(3),
+        max_in_flight: 2,
+        ..ConnectionConfig::default()
+    };
+    Connection::connect(&format!("{host}:{port}"), config).await
+}
+
+/// One OffsetForLeaderEpoch round for every partition that must truncate.
+async fn truncate_round(
+    broker: &Broker,
+    conn: &Connection,
+    parts: &mut BTreeMap<Key, Followed>,
+    backoff: Duration,
+) -> fjord_client::Result<()> {
+    let now = Instant::now();
+    let mut asks: BTreeMap<Arc<str>, Vec<(Key, i32, i32)>> = BTreeMap::new();
+    for (key, f) in parts.iter_mut() {
+        let Phase::Truncating { asked } = f.phase else {
+            continue;
+        };
+        if !f.ready(now) {
+            continue;
+        }
+        let p = &f.partition;
+        let latest = asked.or_else(|| p.with_log(|l| l.latest_epoch()).flatten());
+        match truncation::first_question(latest) {
+            Some(epoch) => {
+                asks.entry(p.topic.clone())
+                    .or_default()
+                    .push((*key, epoch, f.leader_epoch))
+            }
+            None => {
+                // No epochs in the log (empty): keep what is committed, fetch the rest.
+                let (leo, hw) = (p.log_end_offset().unwrap_or(0), p.high_watermark());
+                truncate(broker, p, truncation::no_epochs(leo, hw));
+                f.phase = Phase::Fetching;
+            }
+        }
+    }
+    if asks.is_empty() {
+        return Ok(());
+    }
+    let topics = asks
+        .iter()
+        .map(|(topic, ps)| {
+            OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    ps.iter()
+                        .map(|((_, idx), asked, current)| {
+                            OffsetForLeaderPartition::default()
+                                .with_partition(*idx)
+                                .with_current_leader_epoch(*current)
+                                .with_leader_epoch(*asked)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(broker.node_id()))
+        .with_topics(topics);
+    let resp = conn.send(&req).await?;
+    let asked_by_key: HashMap<(Arc<str>, i32), (Key, i32)> = asks
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |(k, a, _)| ((t.clone(), k.1), (*k, *a))))
+        .collect();
+    for t in resp.topics {
+        for r in t.partitions {
+            let name: Arc<str> = Arc::from(&**t.topic);
+            let Some((key, asked)) = asked_by_key.get(&(name, r.partition)).copied() else {
+                continue;
+            };
+            let Some(f) = parts.get_mut(&key) else {
+                continue;
+            };
+            let p = f.partition.clone();
+            if r.error_code != 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, error = r.error_code,
+                    "OffsetForLeaderEpoch refused; retrying");
+                f.paused_until = Some(Instant::now() + backoff);
+                continue;
+            }
+            let answer = (r.leader_epoch >= 0 && r.end_offset >= 0)
+                .then_some((r.leader_epoch, r.end_offset));
+            let leo = p.log_end_offset().unwrap_or(0);
+            let decision = truncation::decide(
+                asked,
+                answer,
+                |e| p.with_log(|l| l.end_offset_for_epoch(e)).flatten(),
+                leo,
+                p.high_watermark(),
+            );
+            match decision {
+                Decision::TruncateTo(offset) => {
+                    truncate(broker, &p, offset);
+                    f.phase = Phase::Fetching;
+                }
+                Decision::AskAgain { epoch } => f.phase = Phase::Truncating { asked: Some(epoch) },
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Truncate and say so loudly when records go: they were never committed, but a producer with
+/// acks=1 (or an unclean election) may have been told they were written.
+fn truncate(broker: &Broker, p: &Partition, offset: i64) {
+    match p.truncate_to(offset) {
+        Ok((before, after)) if after < before => {
+            tracing::warn!(topic = %p.topic, partition = p.index, from_offset = after,
+                to_offset = before - 1, records = before - after, leader_epoch = p.leader_epoch(),
+                "truncated divergent records that the new leader does not have");
+            broker
+                .metrics
+                .truncated_offsets
+                .inc_by((before - after) as u64);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
+            "cannot truncate the follower's log"),
+    }
+}
+
+/// One Fetch from the leader for every partition ready to fetch.
+async fn fetch_round(
+    broker: &Broker,
+    conn: &Connection,
+    parts: &mut BTreeMap<Key, Followed>,
+    backoff: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> fjord_client::Result<()> {
+    let cfg = &broker.config.replication;
+    let version = conn.version(ApiKey::Fetch).unwrap_or(12);
+    let now = Instant::now();
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((topic_id, idx), f) in parts.iter() {
+        if !f.ready(now) || !matches!(f.phase, Phase::Fetching) {
+            continue;
+        }
+        let p = &f.partition;
+        let Some((log_start, leo)) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset()))
+        else {
+            continue;
+        };
+        let mut fp = FetchPartition::default()
+            .with_partition(*idx)
+            .with_fetch_offset(leo)
+            .with_partition_max_bytes(cfg.fetch_max_bytes);
+        if version >= 5 {
+            fp = fp.with_log_start_offset(log_start);
+        }
+        if version >= 9 {
+            fp = fp.with_current_leader_epoch(f.leader_epoch);
+        }
+        let same = topics.last().is_some_and(|t| {
+            if version >= 13 {
+                t.topic_id == *topic_id
+            } else {
+                *t.topic == *p.topic
+            }
+        });
+        if same {
+            topics.last_mut().expect("checked").partitions.push(fp);
+        } else {
+            let mut t = FetchTopic::default().with_partitions(vec![fp]);
+            if version >= 13 {
+                t = t.with_topic_id(*topic_id);
+            } else {
+                t = t.with_topic(TopicName(StrBytes::from_string(p.topic.to_string())));
+            }
+            topics.push(t);
+        }
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let mut req = FetchRequest::default()
+        .with_max_wait_ms(cfg.fetch_wait_max_ms)
+        .with_min_bytes(cfg.fetch_min_bytes)
+        .with_topics(topics);
+    if version >= 3 {
+        req = req.with_max_bytes(cfg.fetch_response_max_bytes);
+    }
+    if version >= 7 {
+        req = req.with_session_id(0).with_session_epoch(-1);
+    }
+    if version >= 15 {
+        req = req.with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(broker.node_id()))
+                .with_replica_epoch(broker.broker_epoch()),
+        );
+    } else {
+        req = req.with_replica_id(BrokerId(broker.node_id()));
+    }
+    let timeout =
+        Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64) + conn.request_timeout();
+    let resp = tokio::select! {
+        r = conn.send_with_timeout(&req, timeout) => r?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    if resp.error_code != 0 {
+        tracing::debug!(
+            error = resp.error_code,
+            "replica fetch refused; backing off"
+        );
+        for f in parts.values_mut() {
+            f.paused_until = Some(Instant::now() + backoff);
+        }
+        return Ok(());
+    }
+    let by_name: HashMap<Arc<str>, Uuid> = parts
+        .values()
+        .map(|f| (f.partition.topic.clone(), f.partition.topic_id))
+        .collect();
+    let now_wall = now_ms();
+    for t in resp.responses {
+        let topic_id = if version >= 13 {
+            t.topic_id
+        } else {
+            match by_name.get(&**t.topic) {
+                Some(id) => *id,
+                None => continue,
+            }
+        };
+        for d in t.partitions {
+            let Some(f) = parts.get_mut(&(topic_id, d.partition_index)) else {
+                continue;
+            };
+            let p = f.partition.clone();
+            match d.error_code {
+                0 => {
+                    let records = whole_batches(d.records.unwrap_or_default());
+                    match p.append_as_follower(
+                        &records,
+                        f.leader_epoch,
+                        d.high_watermark,
+                        d.log_start_offset,
+                        now_wall,
+                    ) {
+                        Ok(n) => {
+                            if n > 0 {
+                                broker.metrics.replica_fetch_bytes.inc_by(n as u64);
+                            }
+                        }
+                        Err(AppendRejection::NotLeader) | Err(AppendRejection::Deleted) => {
+                            // A role change is on its way as a command.
+                            f.paused_until = Some(Instant::now() + backoff);
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
+                                "cannot append fetched records; truncating against the leader again");
+                            f.phase = Phase::Truncating { asked: None };
+                            f.paused_until = Some(Instant::now() + backoff);
+                        }
+                    }
+                }
+                code if code == ErrorCode::OffsetOutOfRange.code() => {
+                    let leo = p.log_end_offset().unwrap_or(0);
+                    if leo < d.log_start_offset {
+                        tracing::warn!(topic = %p.topic, partition = p.index, log_end_offset = leo,
+                            leader_log_start_offset = d.log_start_offset,
+                            "follower is behind the leader's log start; restarting its log there");
+                        if let Err(e) = p.restart_at(d.log_start_offset) {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
+                                "cannot restart the follower's log");
+                            f.paused_until = Some(Instant::now() + backoff);
+                        }
+                    } else {
+                        f.phase = Phase::Truncating { asked: None };
+                    }
+                }
+                code => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, error = code,
+                        "replica fetch of a partition refused; backing off");
+                    f.paused_until = Some(Instant::now() + backoff);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The prefix of `records` made of whole batches (a leader may cut the last one short).
+fn whole_batches(mut records: Bytes) -> Bytes {
+    let mut end = 0usize;
+    while records.len() >= end + 12 {
+        let len = i32::from_be_bytes(records[end + 8..end + 12].try_into().expect("4 bytes"));
+        let total = 12 + len.max(0) as usize;
+        if len <= 0 || end + total > records.len() {
+            break;
+        }
+        end += total;
+    }
+    records.truncate(end);
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_last_batch_is_dropped() {
+        let mut b = Vec::new();
+        for len in [20i32, 30] {
+            b.extend_from_slice(&0i64.to_be_bytes());
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend(std::iter::repeat(0u8).take(len as usize));
+        }
+        let full = b.len();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&100i32.to_be_bytes());
+        b.extend_from_slice(&[0u8; 10]);
+        assert_eq!(whole_batches(Bytes::from(b)).len(), full);
+        assert!(whole_batches(Bytes::from_static(&[0u8; 5])).is_empty());
+    }
+}
