@@ -47,7 +47,10 @@ impl ControlPlane {
     /// A single node's control plane over its metadata log.
     pub fn local(log: MetadataLog, session_timeout_ms: i64) -> ControlPlane {
         let mut controller = Controller::from_image(
-            ControllerConfig { session_timeout_ms },
+            ControllerConfig {
+                session_timeout_ms,
+                ..ControllerConfig::default()
+            },
             log.image().clone(),
             log.record_count() as i64,
         );

@@ -16,9 +16,17 @@
 //! **Fencing.** A broker registers fenced. It is unfenced by a heartbeat that shows it has caught
 //! up; it is fenced again when it asks to be, when it misses heartbeats for the session timeout
 //! (found by [`Controller::tick`]) or when it registers again (a new incarnation). Before a broker
-//! is fenced, the same batch moves leadership off it (new leader from the ISR only — never an
-//! unclean election) and removes it from the ISR, except where it is the last ISR member: then
-//! the partition keeps it in the ISR with no leader, and it is elected again when unfenced.
+//! is fenced, the same batch moves leadership off it (new leader from the ISR) and removes it
+//! from the ISR, except where it is the last ISR member: then the partition keeps it in the ISR
+//! with no leader, and it is elected again when unfenced.
+//!
+//! **Unclean leader election** (`unclean.leader.election.enable`, per topic, default from
+//! [`ControllerConfig`]; off by default): where no ISR member can lead, the first live replica
+//! outside the ISR is elected with ISR = [itself], in the same batch, and a WARN says which
+//! acknowledged records may be lost. It happens wherever a partition can be left or found
+//! leaderless: fencing, a new incarnation, unregistration, a broker unfenced while the ISR is
+//! still down, and the topic config switched to true. ElectLeaders (KIP-460,
+//! [`Controller::elect_leaders`]) also elects uncleanly on request, whatever the config says.
 //!
 //! Heartbeat times are soft state, not in the log: a controller that becomes active gives every
 //! broker a full session from that moment ([`Controller::activate`]).
@@ -37,14 +45,59 @@ use crate::record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
 pub struct ControllerConfig {
     /// `broker.session.timeout.ms`: a broker without a heartbeat for this long is fenced.
     pub session_timeout_ms: i64,
+    /// `unclean.leader.election.enable`: the cluster default; a topic config of the same name
+    /// overrides it.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             session_timeout_ms: 9_000,
+            unclean_leader_election_enable: false,
         }
     }
+}
+
+/// The topic config (and broker config) key that allows unclean leader elections.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// Kafka's ElectionType (KIP-460).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ElectionType {
+    /// Make the preferred replica (the first) leader if it is in the ISR and unfenced.
+    Preferred,
+    /// Elect a leader where there is none: from the ISR if possible, else any live replica.
+    Unclean,
+}
+
+impl ElectionType {
+    /// From the wire value (0 preferred, 1 unclean).
+    pub fn from_wire(v: u8) -> Option<ElectionType> {
+        match v {
+            0 => Some(ElectionType::Preferred),
+            1 => Some(ElectionType::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// Per-partition error codes of ElectLeaders (Kafka's numbers).
+pub mod election_error {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+}
+
+/// The outcome of an election for one partition (ElectLeaders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionElection {
+    pub topic_id: Uuid,
+    pub partition: u32,
+    /// One of [`election_error`].
+    pub error: i16,
 }
 
 /// Records to append (as one batch, in order) and the reply to give once they are committed.
@@ -180,6 +233,8 @@ pub struct Controller {
     /// The last heartbeat of each broker: the metadata offset it reported, and when (soft
     /// state, for status reports only).
     reported: HashMap<NodeId, (i64, i64)>,
+    /// Unclean elections this controller has made (soft state, for metrics).
+    unclean_elections: u64,
 }
 
 impl Controller {
@@ -191,6 +246,7 @@ impl Controller {
             next_offset: 0,
             last_heartbeat: HashMap::new(),
             reported: HashMap::new(),
+            unclean_elections: 0,
         }
     }
 
@@ -207,6 +263,7 @@ impl Controller {
             next_offset,
             last_heartbeat: HashMap::new(),
             reported: HashMap::new(),
+            unclean_elections: 0,
         }
     }
 
@@ -232,6 +289,13 @@ impl Controller {
 
     pub fn config(&self) -> &ControllerConfig {
         &self.config
+    }
+
+    /// How many unclean leader elections this controller has made since it was built (every
+    /// one is also logged at WARN). Soft state: a new active controller starts at 0, so a
+    /// metric should add the increase seen after each call.
+    pub fn unclean_elections(&self) -> u64 {
+        self.unclean_elections
     }
 
     /// What the last heartbeat of `node_id` to this controller said: the metadata offset the
@@ -667,23 +731,166 @@ impl Controller {
     /// unfenced but does not lead, make it the leader. Restores the rack balance of leaders after
     /// brokers come back. The response is the number of partitions moved. Scans every partition.
     pub fn elect_preferred_leaders(&mut self) -> ControllerResult<usize> {
-        let moves: Vec<(Uuid, u32, Vec<NodeId>, NodeId)> = self
-            .image
-            .all_partitions()
-            .filter_map(|(t, p, s)| {
-                let preferred = s.preferred_leader();
-                (s.leader != preferred && s.isr.contains(&preferred) && self.can_lead(preferred))
-                    .then(|| (t, p, s.isr.clone(), preferred))
-            })
-            .collect();
+        let r = self.elect_leaders(ElectionType::Preferred, None);
+        ControllerResult {
+            records: r.records,
+            response: r
+                .response
+                .iter()
+                .filter(|e| e.error == election_error::NONE)
+                .count(),
+        }
+    }
+
+    /// ElectLeaders (KIP-460) for `partitions`, or for every partition with `None`. Preferred:
+    /// the first replica leads if it is in the ISR and unfenced (else
+    /// PREFERRED_LEADER_NOT_AVAILABLE). Unclean: only where there is no leader, from the ISR if
+    /// possible, else the first live replica whatever the topic config says, since an operator
+    /// asked (else ELIGIBLE_LEADERS_NOT_AVAILABLE). ELECTION_NOT_NEEDED where the preferred
+    /// replica already leads (preferred) or there is a leader (unclean); unknown partitions get
+    /// UNKNOWN_TOPIC_OR_PARTITION. With `None`, as in Kafka, ELECTION_NOT_NEEDED results are
+    /// left out of the response.
+    pub fn elect_leaders(
+        &mut self,
+        election: ElectionType,
+        partitions: Option<&[(Uuid, u32)]>,
+    ) -> ControllerResult<Vec<PartitionElection>> {
+        let all = partitions.is_none();
+        let targets: Vec<(Uuid, u32)> = match partitions {
+            Some(p) => p.to_vec(),
+            None => self
+                .image
+                .all_partitions()
+                .filter(|(_, _, s)| match election {
+                    ElectionType::Preferred => s.leader != s.preferred_leader(),
+                    ElectionType::Unclean => s.leader == NO_LEADER,
+                })
+                .map(|(t, p, _)| (t, p))
+                .collect(),
+        };
         let mut records = Vec::new();
-        for (t, p, isr, leader) in &moves {
-            self.emit_change(&mut records, *t, *p, isr.clone(), *leader);
+        let mut results = Vec::with_capacity(targets.len());
+        for (topic_id, partition) in targets {
+            let error = self.elect_one(&mut records, election, topic_id, partition);
+            if !(all && error == election_error::ELECTION_NOT_NEEDED) {
+                results.push(PartitionElection {
+                    topic_id,
+                    partition,
+                    error,
+                });
+            }
         }
         ControllerResult {
             records,
-            response: moves.len(),
+            response: results,
         }
+    }
+
+    fn elect_one(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        election: ElectionType,
+        topic_id: Uuid,
+        partition: u32,
+    ) -> i16 {
+        let Some(s) = self.image.partition(&topic_id, partition) else {
+            return election_error::UNKNOWN_TOPIC_OR_PARTITION;
+        };
+        let (replicas, isr) = (s.replicas.clone(), s.isr.clone());
+        match election {
+            ElectionType::Preferred => {
+                let preferred = s.preferred_leader();
+                if s.leader == preferred {
+                    return election_error::ELECTION_NOT_NEEDED;
+                }
+                if !isr.contains(&preferred) || !self.can_lead(preferred) {
+                    return election_error::PREFERRED_LEADER_NOT_AVAILABLE;
+                }
+                self.emit_change(out, topic_id, partition, isr, preferred);
+                election_error::NONE
+            }
+            ElectionType::Unclean => {
+                if s.leader != NO_LEADER {
+                    return election_error::ELECTION_NOT_NEEDED;
+                }
+                let leader = self.choose_leader(&replicas, &isr, None);
+                if leader != NO_LEADER {
+                    self.emit_change(out, topic_id, partition, isr, leader);
+                    return election_error::NONE;
+                }
+                if self.elect_unclean(out, topic_id, partition, None, "ElectLeaders") {
+                    election_error::NONE
+                } else {
+                    election_error::ELIGIBLE_LEADERS_NOT_AVAILABLE
+                }
+            }
+        }
+    }
+
+    /// Is `unclean.leader.election.enable` true for the topic (its override, else the cluster
+    /// default)? A value other than true/false (the broker validates them) counts as unset.
+    pub fn unclean_election_enabled(&self, topic_id: &Uuid) -> bool {
+        self.image
+            .topic_by_id(topic_id)
+            .and_then(|t| t.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+            .and_then(|v| parse_bool(v))
+            .unwrap_or(self.config.unclean_leader_election_enable)
+    }
+
+    /// Could any topic elect uncleanly? Spares the partition scan when nobody enabled it.
+    fn any_unclean_election_enabled(&self) -> bool {
+        let default = self.config.unclean_leader_election_enable;
+        self.image.topics().any(|t| {
+            t.configs
+                .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+                .and_then(|v| parse_bool(v))
+                .unwrap_or(default)
+        })
+    }
+
+    /// Elect the first live replica (replica order, not `except`) of a partition that has no
+    /// eligible ISR member, with ISR = [that replica], and say loudly what it may cost. False
+    /// if no replica is live.
+    fn elect_unclean(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: u32,
+        except: Option<NodeId>,
+        cause: &str,
+    ) -> bool {
+        let Some(state) = self.image.partition(&topic_id, partition) else {
+            return false;
+        };
+        let Some(leader) = state
+            .replicas
+            .iter()
+            .copied()
+            .find(|b| Some(*b) != except && self.can_lead(*b))
+        else {
+            return false;
+        };
+        let old_isr = state.isr.clone();
+        let old_leader_epoch = state.leader_epoch;
+        let topic = self
+            .image
+            .topic_by_id(&topic_id)
+            .map_or_else(|| topic_id.to_string(), |t| t.name.clone());
+        tracing::warn!(
+            topic = %topic,
+            partition,
+            new_leader = leader,
+            ?old_isr,
+            leader_epoch = old_leader_epoch + 1,
+            cause,
+            "UNCLEAN LEADER ELECTION: no in-sync replica can lead {topic}-{partition}; electing \
+             out-of-sync replica {leader} with ISR [{leader}]. Records acknowledged by the old \
+             ISR {old_isr:?} but missing on broker {leader} will be lost (broker {leader} logs \
+             what it truncates)"
+        );
+        self.unclean_elections += 1;
+        self.emit_change(out, topic_id, partition, vec![leader], leader);
+        true
     }
 
     fn fence(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
@@ -700,8 +907,9 @@ impl Controller {
         );
     }
 
-    /// Take `node_id` out of every ISR (unless it is the last member) and elect a new leader,
-    /// from the ISR only, wherever it leads.
+    /// Take `node_id` out of every ISR (unless it is the last member) and elect a new leader
+    /// from the ISR wherever it leads (or where there was none). Where no ISR member can lead
+    /// and the topic allows it, elect uncleanly instead.
     fn move_off(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
         let parts: Vec<(Uuid, u32)> = self.image.partitions_in_isr(node_id).collect();
         for (topic_id, partition) in parts {
@@ -717,17 +925,24 @@ impl Controller {
             if isr.is_empty() {
                 isr.push(node_id); // keep the last in-sync replica: it is the only clean leader
             }
-            let leader = if state.leader == node_id {
+            let leader = if state.leader == node_id || state.leader == NO_LEADER {
                 self.choose_leader(&state.replicas, &isr, Some(node_id))
             } else {
                 state.leader
             };
+            if leader == NO_LEADER
+                && self.unclean_election_enabled(&topic_id)
+                && self.elect_unclean(out, topic_id, partition, Some(node_id), "broker left")
+            {
+                continue;
+            }
             self.emit_change(out, topic_id, partition, isr, leader);
         }
     }
 
     /// Elect `node_id` (just unfenced) or another eligible ISR member where a partition in its
-    /// ISR has no leader.
+    /// ISR has no leader. Where it is an out-of-sync replica of a leaderless partition whose ISR
+    /// is still down and the topic allows it, elect uncleanly.
     fn elect_offline(&mut self, node_id: NodeId, out: &mut Vec<MetadataRecord>) {
         let parts: Vec<(Uuid, u32)> = self.image.partitions_in_isr(node_id).collect();
         for (topic_id, partition) in parts {
@@ -740,6 +955,72 @@ impl Controller {
             let isr = state.isr.clone();
             let leader = self.choose_leader(&state.replicas, &isr, None);
             self.emit_change(out, topic_id, partition, isr, leader);
+        }
+        if !self.any_unclean_election_enabled() {
+            return;
+        }
+        // Not indexed by replica: a scan, but only on unfencing and only when some topic
+        // allows unclean elections.
+        let leaderless: Vec<(Uuid, u32)> = self
+            .image
+            .all_partitions()
+            .filter(|(_, _, s)| s.leader == NO_LEADER && s.replicas.contains(&node_id))
+            .map(|(t, p, _)| (t, p))
+            .collect();
+        for (topic_id, partition) in leaderless {
+            if self.unclean_election_enabled(&topic_id) {
+                self.elect_leaderless(out, topic_id, partition, "out-of-sync replica unfenced");
+            }
+        }
+    }
+
+    /// Elect where a partition has no leader: from the ISR if a member can lead, else
+    /// uncleanly. The caller has checked that the topic allows unclean elections.
+    fn elect_leaderless(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: u32,
+        cause: &str,
+    ) {
+        let Some(state) = self.image.partition(&topic_id, partition) else {
+            return;
+        };
+        if state.leader != NO_LEADER {
+            return;
+        }
+        let isr = state.isr.clone();
+        let leader = self.choose_leader(&state.replicas, &isr, None);
+        if leader != NO_LEADER {
+            self.emit_change(out, topic_id, partition, isr, leader);
+        } else {
+            self.elect_unclean(out, topic_id, partition, None, cause);
+        }
+    }
+
+    /// After a config change of topic `topic_id`: if unclean elections are now allowed, elect
+    /// where its partitions have no leader (Kafka does the same).
+    pub(crate) fn elect_after_config_change(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+    ) {
+        if !self.unclean_election_enabled(&topic_id) {
+            return;
+        }
+        let leaderless: Vec<u32> = self
+            .image
+            .partitions(&topic_id)
+            .filter(|(_, s)| s.leader == NO_LEADER)
+            .map(|(p, _)| p)
+            .collect();
+        for partition in leaderless {
+            self.elect_leaderless(
+                out,
+                topic_id,
+                partition,
+                "unclean.leader.election.enable set",
+            );
         }
     }
 
@@ -778,6 +1059,17 @@ impl Controller {
             partition_epoch: state.partition_epoch + 1,
         };
         self.emit(out, rec);
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -1299,6 +1591,331 @@ mod tests {
         assert_eq!(standby.next_offset(), c.next_offset());
         assert_eq!(standby.image(), c.image());
         assert!(standby.image().brokers().all(|b| b.fenced));
+    }
+
+    fn set_fenced(c: &mut Controller, id: NodeId, fenced: bool) -> Vec<MetadataRecord> {
+        let epoch = c.image().broker(id).unwrap().broker_epoch;
+        c.heartbeat(
+            BrokerHeartbeat {
+                node_id: id,
+                broker_epoch: epoch,
+                current_metadata_offset: c.next_offset(),
+                want_fence: fenced,
+            },
+            1,
+        )
+        .unwrap()
+        .records
+    }
+
+    fn state(c: &Controller, t: Uuid) -> (NodeId, Vec<NodeId>) {
+        let s = c.image().partition(&t, 0).unwrap();
+        (s.leader, s.isr.clone())
+    }
+
+    fn unclean_topic(c: &mut Controller, name: &str, enabled: Option<bool>) -> Uuid {
+        let configs = enabled
+            .map(|e| (UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), e.to_string()))
+            .into_iter()
+            .collect();
+        c.create_topic(
+            CreateTopic {
+                name: name.into(),
+                partitions: 1,
+                replication_factor: 3,
+                configs,
+            },
+            Uuid::new_v4(),
+        )
+        .unwrap()
+        .response
+        .topic_id
+    }
+
+    /// Brokers 1, 2, 3 fenced one by one: the partition is left with ISR [3] and no leader.
+    fn kakao(default: bool, topic_setting: Option<bool>) -> (Controller, Uuid) {
+        let mut c = Controller::new(ControllerConfig {
+            unclean_leader_election_enable: default,
+            ..ControllerConfig::default()
+        });
+        cluster(&mut c);
+        let t = unclean_topic(&mut c, "t", topic_setting);
+        for id in 1..=3 {
+            set_fenced(&mut c, id, true);
+        }
+        assert_eq!(state(&c, t), (NO_LEADER, vec![3]));
+        (c, t)
+    }
+
+    #[test]
+    fn kakao_sequence_without_unclean_election_stays_leaderless() {
+        for (default, topic_setting) in [(false, None), (false, Some(false)), (true, Some(false))] {
+            let (mut c, t) = kakao(default, topic_setting);
+            // Broker 1 comes back first: it is not in the ISR, so it must not lead.
+            set_fenced(&mut c, 1, false);
+            set_fenced(&mut c, 2, false);
+            assert_eq!(
+                state(&c, t),
+                (NO_LEADER, vec![3]),
+                "{default} {topic_setting:?}"
+            );
+            assert_eq!(c.unclean_elections(), 0);
+            // The last ISR member returns and leads; nothing was lost.
+            set_fenced(&mut c, 3, false);
+            assert_eq!(state(&c, t), (3, vec![3]));
+        }
+    }
+
+    #[test]
+    fn kakao_sequence_with_unclean_election_elects_the_first_live_replica() {
+        for (default, topic_setting) in [(true, None), (false, Some(true)), (true, Some(true))] {
+            let (mut c, t) = kakao(default, topic_setting);
+            let epoch = c.image().partition(&t, 0).unwrap().leader_epoch;
+            let records = set_fenced(&mut c, 1, false);
+            // Unfence and election in one batch.
+            assert!(matches!(
+                records[0],
+                MetadataRecord::UnfenceBroker { node_id: 1, .. }
+            ));
+            assert!(records.iter().any(|r| matches!(
+                r,
+                MetadataRecord::PartitionChange {
+                    leader: Some(1),
+                    ..
+                }
+            )));
+            assert_eq!(state(&c, t), (1, vec![1]), "{default} {topic_setting:?}");
+            assert_eq!(c.image().partition(&t, 0).unwrap().leader_epoch, epoch + 1);
+            assert_eq!(c.unclean_elections(), 1);
+            // Broker 3 (the old ISR) returns: a follower, out of the ISR until the leader
+            // adds it.
+            set_fenced(&mut c, 3, false);
+            assert_eq!(state(&c, t), (1, vec![1]));
+            assert_eq!(c.unclean_elections(), 1);
+        }
+    }
+
+    #[test]
+    fn unclean_election_when_the_last_isr_member_is_fenced() {
+        for enabled in [false, true] {
+            let mut c = Controller::new(ControllerConfig::default());
+            let epochs = cluster(&mut c);
+            let t = unclean_topic(&mut c, "t", Some(enabled));
+            let s = c.image().partition(&t, 0).unwrap().clone();
+            // The ISR shrank to the leader alone, the followers are live.
+            c.alter_partition(AlterPartition {
+                node_id: s.leader,
+                broker_epoch: epochs[s.leader as usize - 1],
+                topic_id: t,
+                partition: 0,
+                leader_epoch: s.leader_epoch,
+                partition_epoch: s.partition_epoch,
+                new_isr: vec![s.leader],
+            })
+            .unwrap();
+            let records = set_fenced(&mut c, s.leader, true);
+            assert!(matches!(
+                records.last(),
+                Some(MetadataRecord::FenceBroker { .. })
+            ));
+            if enabled {
+                let next = *s.replicas.iter().find(|b| **b != s.leader).unwrap();
+                assert_eq!(state(&c, t), (next, vec![next]));
+                assert_eq!(c.unclean_elections(), 1);
+            } else {
+                assert_eq!(state(&c, t), (NO_LEADER, vec![s.leader]));
+                assert_eq!(c.unclean_elections(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn unclean_election_on_unregistration_and_new_incarnation() {
+        // Unregistration of the last ISR member.
+        let (mut c, t) = kakao(false, Some(true));
+        set_fenced(&mut c, 1, false); // 1 leads uncleanly, ISR [1]
+        set_fenced(&mut c, 2, false);
+        c.unregister_broker(1).unwrap();
+        assert_eq!(state(&c, t), (2, vec![2]));
+        // A new incarnation of the only ISR member (2, restarted after its session ran out)
+        // is not the old one: 3 takes over.
+        set_fenced(&mut c, 3, false);
+        reg(&mut c, 2, "b", 1 + T);
+        assert_eq!(state(&c, t), (3, vec![3]));
+        assert_eq!(c.unclean_elections(), 3);
+    }
+
+    #[test]
+    fn enabling_unclean_election_elects_leaderless_partitions_at_once() {
+        let (mut c, t) = kakao(false, None);
+        set_fenced(&mut c, 2, false);
+        set_fenced(&mut c, 1, false);
+        assert_eq!(state(&c, t), (NO_LEADER, vec![3]));
+        // An unrelated change elects nothing.
+        let r = c
+            .alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))])
+            .unwrap();
+        assert_eq!(r.records.len(), 1);
+        let r = c
+            .alter_topic_configs(
+                "t",
+                &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some("true".into()))],
+            )
+            .unwrap();
+        assert!(matches!(r.records[0], MetadataRecord::TopicConfig { .. }));
+        assert_eq!(r.records.len(), 2, "config and election in one batch");
+        // The first live replica in replica order.
+        let replicas = c.image().partition(&t, 0).unwrap().replicas.clone();
+        let first_live = *replicas.iter().find(|b| **b != 3).unwrap();
+        assert_eq!(state(&c, t), (first_live, vec![first_live]));
+        assert_eq!(c.unclean_elections(), 1);
+        // Turning it off again changes nothing further.
+        let r = c
+            .alter_topic_configs(
+                "t",
+                &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some("false".into()))],
+            )
+            .unwrap();
+        assert_eq!(r.records.len(), 1);
+    }
+
+    fn elect(
+        c: &mut Controller,
+        election: ElectionType,
+        partitions: Option<&[(Uuid, u32)]>,
+    ) -> Vec<(Uuid, u32, i16)> {
+        c.elect_leaders(election, partitions)
+            .response
+            .into_iter()
+            .map(|e| (e.topic_id, e.partition, e.error))
+            .collect()
+    }
+
+    #[test]
+    fn elect_leaders_preferred() {
+        use election_error::*;
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let t = topic(&mut c, "t", 3, 3);
+        let all: Vec<(Uuid, u32)> = (0..3).map(|p| (t, p)).collect();
+        let missing = [(t, 7), (Uuid::new_v4(), 0)];
+        // Every preferred replica leads.
+        assert_eq!(
+            elect(&mut c, ElectionType::Preferred, Some(&all)),
+            all.iter()
+                .map(|(t, p)| (*t, *p, ELECTION_NOT_NEEDED))
+                .collect::<Vec<_>>()
+        );
+        assert!(elect(&mut c, ElectionType::Preferred, None).is_empty());
+        assert_eq!(
+            elect(&mut c, ElectionType::Preferred, Some(&missing)),
+            vec![
+                (t, 7, UNKNOWN_TOPIC_OR_PARTITION),
+                (missing[1].0, 0, UNKNOWN_TOPIC_OR_PARTITION)
+            ]
+        );
+        // Broker 1 is fenced (leaves its ISRs), then back but not yet in the ISRs.
+        let led: Vec<u32> = c
+            .image()
+            .partitions(&t)
+            .filter(|(_, s)| s.preferred_leader() == 1)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(led.len(), 1);
+        let p1 = led[0];
+        set_fenced(&mut c, 1, true);
+        assert_eq!(
+            elect(&mut c, ElectionType::Preferred, None),
+            vec![(t, p1, PREFERRED_LEADER_NOT_AVAILABLE)]
+        );
+        set_fenced(&mut c, 1, false);
+        assert_eq!(
+            elect(&mut c, ElectionType::Preferred, Some(&[(t, p1)])),
+            vec![(t, p1, PREFERRED_LEADER_NOT_AVAILABLE)]
+        );
+        // Back in the ISR: elected.
+        let s = c.image().partition(&t, p1).unwrap().clone();
+        let leader_epoch = c.image().broker(s.leader).unwrap().broker_epoch;
+        let mut isr = s.isr.clone();
+        isr.push(1);
+        c.alter_partition(AlterPartition {
+            node_id: s.leader,
+            broker_epoch: leader_epoch,
+            topic_id: t,
+            partition: p1,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+            new_isr: isr,
+        })
+        .unwrap();
+        let r = c.elect_leaders(ElectionType::Preferred, Some(&all));
+        assert_eq!(r.records.len(), 1);
+        let codes: Vec<i16> = r.response.iter().map(|e| e.error).collect();
+        let mut expected = vec![ELECTION_NOT_NEEDED; 3];
+        expected[p1 as usize] = NONE;
+        assert_eq!(codes, expected);
+        assert_eq!(c.image().partition(&t, p1).unwrap().leader, 1);
+        assert_eq!(c.unclean_elections(), 0);
+    }
+
+    #[test]
+    fn elect_leaders_unclean_ignores_the_topic_setting() {
+        use election_error::*;
+        let (mut c, t) = kakao(false, Some(false));
+        // No live replica at all.
+        assert_eq!(
+            elect(&mut c, ElectionType::Unclean, None),
+            vec![(t, 0, ELIGIBLE_LEADERS_NOT_AVAILABLE)]
+        );
+        set_fenced(&mut c, 2, false);
+        assert_eq!(state(&c, t), (NO_LEADER, vec![3]));
+        // The operator asks: broker 2 leads although the topic disables unclean elections.
+        assert_eq!(
+            elect(&mut c, ElectionType::Unclean, Some(&[(t, 0)])),
+            vec![(t, 0, NONE)]
+        );
+        assert_eq!(state(&c, t), (2, vec![2]));
+        assert_eq!(c.unclean_elections(), 1);
+        assert_eq!(
+            elect(&mut c, ElectionType::Unclean, Some(&[(t, 0), (t, 1)])),
+            vec![
+                (t, 0, ELECTION_NOT_NEEDED),
+                (t, 1, UNKNOWN_TOPIC_OR_PARTITION)
+            ]
+        );
+        assert!(elect(&mut c, ElectionType::Unclean, None).is_empty());
+    }
+
+    #[test]
+    fn elect_leaders_unclean_prefers_the_isr() {
+        use election_error::*;
+        let (mut c, t) = kakao(false, None);
+        // The partition is leaderless with ISR [3]; unfence 3 without the automatic election
+        // (a bare record), so that an ISR member could lead.
+        let epoch3 = c.image().broker(3).unwrap().broker_epoch;
+        c.emit(
+            &mut Vec::new(),
+            MetadataRecord::UnfenceBroker {
+                node_id: 3,
+                broker_epoch: epoch3,
+            },
+        );
+        set_fenced(&mut c, 1, false);
+        assert_eq!(state(&c, t), (NO_LEADER, vec![3]));
+        assert_eq!(
+            elect(&mut c, ElectionType::Unclean, None),
+            vec![(t, 0, NONE)]
+        );
+        assert_eq!(state(&c, t), (3, vec![3]));
+        assert_eq!(c.unclean_elections(), 0, "a clean election");
+    }
+
+    #[test]
+    fn elect_preferred_leaders_counts_moves() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        topic(&mut c, "t", 3, 3);
+        assert_eq!(c.elect_preferred_leaders().response, 0);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! - [`placement`]: replica placement — distinct racks where possible, preferred leaders and
 //!   replicas balanced across brokers and racks, cordoned and fenced brokers skipped.
 //! - [`controller`]: [`Controller`], the controller state machine: registrations with broker
-//!   epochs (KIP-380), heartbeats and `tick(now)` fencing, ISR-only leader elections,
+//!   epochs (KIP-380), heartbeats and `tick(now)` fencing, leader elections from the ISR (and
+//!   unclean ones, logged at WARN, only where `unclean.leader.election.enable` allows or
+//!   ElectLeaders asks), preferred elections and ElectLeaders (KIP-460),
 //!   CreateTopics/CreatePartitions/DeleteTopics, AlterPartition; each call returns the records to
 //!   append and the reply ([`ControllerResult`]), with Kafka error codes ([`ControllerError`]).
 //! - [`quorum`]: the controller quorum on `openraft`: a file-backed Raft log, a state machine

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::controller::{
     AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller, ControllerError,
-    ControllerResult, CreateTopic,
+    ControllerResult, CreateTopic, ElectionType, PartitionElection, UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use crate::image::PartitionState;
 use crate::record::{Endpoint, MetadataRecord, NodeId};
@@ -77,7 +77,16 @@ pub enum ControllerRequest {
     UnregisterBroker {
         node_id: NodeId,
     },
+    /// Automatic leader rebalance: preferred election over every partition, answered with a
+    /// count ([`ControllerReply::LeadersElected`]).
     ElectPreferredLeaders,
+    /// ElectLeaders (KIP-460). `election_type`: 0 preferred, 1 unclean. `partitions`: (topic
+    /// id, partition), or `None` for every partition (then partitions that need no election
+    /// are left out of the reply, as in Kafka).
+    ElectLeaders {
+        election_type: u8,
+        partitions: Option<Vec<(Uuid, u32)>>,
+    },
 }
 
 /// The reply to a [`ControllerRequest`] of the same name.
@@ -115,6 +124,10 @@ pub enum ControllerReply {
     Done,
     LeadersElected {
         partitions: usize,
+    },
+    /// The reply to [`ControllerRequest::ElectLeaders`]: one result per partition.
+    ElectionResults {
+        results: Vec<PartitionElection>,
     },
 }
 
@@ -278,10 +291,26 @@ impl Controller {
             R::ElectPreferredLeaders => map(self.elect_preferred_leaders(), |partitions| {
                 ControllerReply::LeadersElected { partitions }
             }),
+            R::ElectLeaders {
+                election_type,
+                partitions,
+            } => {
+                let election = ElectionType::from_wire(election_type).ok_or_else(|| {
+                    ControllerError::InvalidRequest(format!(
+                        "unknown election type {election_type}"
+                    ))
+                })?;
+                map(
+                    self.elect_leaders(election, partitions.as_deref()),
+                    |results| ControllerReply::ElectionResults { results },
+                )
+            }
         })
     }
 
-    /// Set or remove config overrides of a topic, one `TopicConfig` record per change.
+    /// Set or remove config overrides of a topic, one `TopicConfig` record per change. When
+    /// `unclean.leader.election.enable` becomes true, leaderless partitions of the topic are
+    /// elected in the same batch.
     pub fn alter_topic_configs(
         &mut self,
         name: &str,
@@ -305,6 +334,12 @@ impl Controller {
                     value: value.clone(),
                 },
             );
+        }
+        if changes
+            .iter()
+            .any(|(k, _)| k == UNCLEAN_LEADER_ELECTION_ENABLE)
+        {
+            self.elect_after_config_change(&mut records, id);
         }
         Ok(ControllerResult {
             records,

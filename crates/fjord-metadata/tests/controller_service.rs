@@ -49,7 +49,10 @@ fn config(
     window_records: usize,
 ) -> ControllerServiceConfig {
     ControllerServiceConfig {
-        controller: ControllerConfig { session_timeout_ms },
+        controller: ControllerConfig {
+            session_timeout_ms,
+            ..ControllerConfig::default()
+        },
         raft: raft_config(50, 300, 1_000),
         leader_rebalance_interval: None,
         window_records,

@@ -11,6 +11,10 @@
 //! - leader and partition epochs never fall; broker epochs only rise;
 //! - the leader is in the ISR (or there is none), and is a registered, unfenced broker;
 //! - a broker silent for the session timeout is fenced after `tick`;
+//! - an unclean election (a leader from outside the ISR) leaves ISR = [leader], happens only
+//!   where the topic's `unclean.leader.election.enable` (override or the seed's cluster
+//!   default) is true or ElectLeaders asked for it, and is counted by the controller;
+//! - ElectLeaders answers each partition with the code its state before the call implies;
 //! - errors are the expected ones (e.g. STALE_BROKER_EPOCH for an old incarnation).
 //!
 //! A failure prints the seed. Reproduce with `FJORD_SIM_SEED=<seed> cargo test -p fjord-metadata
@@ -19,8 +23,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fjord_metadata::controller::{
-    AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig,
-    ControllerError, ControllerResult, CreateTopic,
+    election_error, AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller,
+    ControllerConfig, ControllerError, ControllerResult, CreateTopic, ElectionType,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use fjord_metadata::{ClusterImage, MetadataRecord, NodeId, Uuid, NO_LEADER};
 use rand::rngs::StdRng;
@@ -59,16 +64,27 @@ struct Sim {
     /// node -> highest broker epoch seen.
     broker_epochs: HashMap<NodeId, i64>,
     topics: u32,
+    /// The cluster default of `unclean.leader.election.enable` for this seed.
+    unclean_default: bool,
+    /// The records being committed come from an unclean ElectLeaders request.
+    unclean_requested: bool,
+    /// Unclean elections seen in committed records, and the controller's count at the last
+    /// commit (it restarts at 0 on failover).
+    unclean: usize,
+    controller_unclean: u64,
 }
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let unclean_default = rng.gen_bool(0.3);
         Sim {
             seed,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
             now: 0,
             controller: Controller::new(ControllerConfig {
                 session_timeout_ms: SESSION_MS,
+                unclean_leader_election_enable: unclean_default,
             }),
             log: Vec::new(),
             replica: ClusterImage::default(),
@@ -77,15 +93,59 @@ impl Sim {
             epochs: HashMap::new(),
             broker_epochs: HashMap::new(),
             topics: 0,
+            unclean_default,
+            unclean_requested: false,
+            unclean: 0,
+            controller_unclean: 0,
         }
     }
 
+    /// `unclean.leader.election.enable` of a topic in the replica's image.
+    fn unclean_enabled(&self, topic_id: &Uuid) -> bool {
+        self.replica
+            .topic_by_id(topic_id)
+            .and_then(|t| t.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+            .map_or(self.unclean_default, |v| v == "true")
+    }
+
     fn commit<T>(&mut self, r: ControllerResult<T>) -> T {
+        let mut unclean = 0;
         for rec in &r.records {
+            if let MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader: Some(leader),
+                isr,
+                ..
+            } = rec
+            {
+                let before = self.replica.partition(topic_id, *partition).unwrap();
+                if *leader != NO_LEADER && !before.isr.contains(leader) {
+                    unclean += 1;
+                    assert_eq!(
+                        isr.as_deref(),
+                        Some(&[*leader][..]),
+                        "unclean election of {leader} for {topic_id}/{partition} must leave \
+                         ISR = [leader]: {rec:?}"
+                    );
+                    assert!(
+                        self.unclean_requested || self.unclean_enabled(topic_id),
+                        "unclean election for {topic_id}/{partition} with the setting false"
+                    );
+                }
+            }
             if let Err(e) = self.replica.try_apply(rec) {
                 panic!("replica rejected {rec:?}: {e}");
             }
         }
+        let count = self.controller.unclean_elections();
+        assert_eq!(
+            count - self.controller_unclean,
+            unclean as u64,
+            "the controller's unclean election count"
+        );
+        self.controller_unclean = count;
+        self.unclean += unclean;
         self.log.extend(r.records);
         r.response
     }
@@ -102,12 +162,14 @@ impl Sim {
             73..=74 => self.delete_topic(),
             75..=76 => self.create_partitions(),
             77..=91 => self.alter_partition(),
-            92..=95 => self.cordon(),
+            92..=94 => self.cordon(),
+            95 => self.alter_unclean_config(),
             96 => self.failover(),
             97 => {
                 let r = self.controller.elect_preferred_leaders();
                 self.commit(r);
             }
+            98 => self.elect_leaders(),
             _ => self.unregister(),
         }
         self.check();
@@ -249,11 +311,17 @@ impl Sim {
 
     fn create_topic(&mut self) {
         self.topics += 1;
+        let mut configs = BTreeMap::new();
+        match self.rng.gen_range(0..4) {
+            0 => configs.insert(UNCLEAN_LEADER_ELECTION_ENABLE.into(), "true".into()),
+            1 => configs.insert(UNCLEAN_LEADER_ELECTION_ENABLE.into(), "false".into()),
+            _ => None,
+        };
         let req = CreateTopic {
             name: format!("t{}", self.topics),
             partitions: self.rng.gen_range(1..5),
             replication_factor: self.rng.gen_range(1..4),
-            configs: BTreeMap::new(),
+            configs,
         };
         let rf = usize::from(req.replication_factor);
         let id = Uuid::from_u128(self.rng.gen());
@@ -367,6 +435,102 @@ impl Sim {
         }
     }
 
+    /// Set, clear or remove a topic's `unclean.leader.election.enable`. Switched on, no
+    /// partition with a live replica stays leaderless.
+    fn alter_unclean_config(&mut self) {
+        let Some((name, id)) = self.random_topic() else {
+            return;
+        };
+        let value = match self.rng.gen_range(0..3) {
+            0 => Some("true".to_string()),
+            1 => Some("false".to_string()),
+            _ => None,
+        };
+        let r = self
+            .controller
+            .alter_topic_configs(&name, &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), value)])
+            .unwrap();
+        self.commit(r);
+        if self.unclean_enabled(&id) {
+            let img = self.controller.image();
+            for (p, s) in img.partitions(&id) {
+                let live = s
+                    .replicas
+                    .iter()
+                    .any(|b| img.broker(*b).is_some_and(|b| !b.fenced));
+                assert!(
+                    s.leader != NO_LEADER || !live,
+                    "{name}/{p} stays leaderless with a live replica after enabling unclean \
+                     election: {s:?}"
+                );
+            }
+        }
+    }
+
+    /// ElectLeaders of a random type for every partition or a few (some unknown); every answer
+    /// must follow from the partition's state before the call.
+    fn elect_leaders(&mut self) {
+        let election = if self.rng.gen_bool(0.5) {
+            ElectionType::Preferred
+        } else {
+            ElectionType::Unclean
+        };
+        let partitions: Option<Vec<(Uuid, u32)>> = if self.rng.gen_bool(0.3) {
+            None
+        } else {
+            let mut v = Vec::new();
+            for _ in 0..self.rng.gen_range(1..4) {
+                match self.random_topic() {
+                    Some((_, id)) => v.push((id, self.rng.gen_range(0..5))),
+                    None => v.push((Uuid::from_u128(self.rng.gen()), 0)),
+                }
+            }
+            Some(v)
+        };
+        let before = self.controller.image().clone();
+        let r = self
+            .controller
+            .elect_leaders(election, partitions.as_deref());
+        self.unclean_requested = election == ElectionType::Unclean;
+        let results = self.commit(r);
+        self.unclean_requested = false;
+        if let Some(asked) = &partitions {
+            assert_eq!(results.len(), asked.len(), "one result per partition asked");
+        }
+        let img = self.controller.image();
+        let live = |b: NodeId| before.broker(b).is_some_and(|b| !b.fenced);
+        for e in results {
+            let Some(s) = before.partition(&e.topic_id, e.partition) else {
+                assert_eq!(e.error, election_error::UNKNOWN_TOPIC_OR_PARTITION, "{e:?}");
+                continue;
+            };
+            let after = img.partition(&e.topic_id, e.partition).unwrap();
+            let preferred = s.preferred_leader();
+            let expected = match election {
+                ElectionType::Preferred if s.leader == preferred => {
+                    election_error::ELECTION_NOT_NEEDED
+                }
+                ElectionType::Preferred if s.isr.contains(&preferred) && live(preferred) => {
+                    assert_eq!(after.leader, preferred);
+                    election_error::NONE
+                }
+                ElectionType::Preferred => election_error::PREFERRED_LEADER_NOT_AVAILABLE,
+                ElectionType::Unclean if s.leader != NO_LEADER => {
+                    election_error::ELECTION_NOT_NEEDED
+                }
+                ElectionType::Unclean if s.replicas.iter().any(|b| live(*b)) => {
+                    assert_ne!(after.leader, NO_LEADER);
+                    election_error::NONE
+                }
+                ElectionType::Unclean => election_error::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+            };
+            assert_eq!(e.error, expected, "{election:?} {e:?} from {s:?}");
+            if partitions.is_none() {
+                assert_ne!(e.error, election_error::ELECTION_NOT_NEEDED);
+            }
+        }
+    }
+
     fn cordon(&mut self) {
         let node = self.node();
         let on = self.rng.gen_bool(0.5);
@@ -416,6 +580,7 @@ impl Sim {
             b.last_contact = self.now;
         }
         self.controller = c;
+        self.controller_unclean = 0;
     }
 
     fn check(&mut self) {
@@ -513,11 +678,13 @@ fn controller_simulation() {
 #[test]
 fn simulation_covers_the_interesting_paths() {
     let (mut fences, mut elections, mut registrations, mut isr_changes) = (0, 0, 0, 0);
+    let mut unclean = 0;
     for seed in 0..20 {
         let mut sim = Sim::new(seed);
         for _ in 0..STEPS {
             sim.step();
         }
+        unclean += sim.unclean;
         for rec in &sim.log {
             match rec {
                 MetadataRecord::FenceBroker { .. } => fences += 1,
@@ -531,8 +698,10 @@ fn simulation_covers_the_interesting_paths() {
         }
     }
     eprintln!(
-        "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}"
+        "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}, \
+         unclean {unclean}"
     );
+    assert!(unclean > 5, "unclean elections {unclean}");
     assert!(
         fences > 20 && elections > 20 && registrations > 50 && isr_changes > 20,
         "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}"

@@ -60,6 +60,10 @@ pub enum ErrorCode {
     DuplicateBrokerRegistration = 101,
     BrokerIdNotRegistered = 102,
     IneligibleReplica = 107,
+    // Leader elections (ElectLeaders, KIP-460).
+    PreferredLeaderNotAvailable = 80,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
     // Group coordinator.
     OffsetMetadataTooLarge = 12,
     CoordinatorLoadInProgress = 14,
@@ -123,6 +127,9 @@ impl ErrorCode {
             BrokerIdNotRegistered,
             IneligibleReplica,
             ResourceNotFound,
+            PreferredLeaderNotAvailable,
+            EligibleLeadersNotAvailable,
+            ElectionNotNeeded,
         ];
         ALL.iter()
             .copied()
@@ -153,6 +160,9 @@ mod tests {
             (DuplicateBrokerRegistration, K::DuplicateBrokerRegistration),
             (BrokerIdNotRegistered, K::BrokerIdNotRegistered),
             (IneligibleReplica, K::IneligibleReplica),
+            (PreferredLeaderNotAvailable, K::PreferredLeaderNotAvailable),
+            (EligibleLeadersNotAvailable, K::EligibleLeadersNotAvailable),
+            (ElectionNotNeeded, K::ElectionNotNeeded),
             (CorruptMessage, K::CorruptMessage),
             (UnknownTopicOrPartition, K::UnknownTopicOrPartition),
             (InvalidFetchSize, K::InvalidFetchSize),
