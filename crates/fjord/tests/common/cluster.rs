@@ -26,12 +26,22 @@ use super::{append_file, send_signal, wait_timeout, FjordProcess};
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One partition as a broker answers it in Metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     /// -1 when the partition has no leader.
     pub leader: i64,
     pub replicas: Vec<i64>,
     pub isr: Vec<i64>,
+}
+
+impl std::fmt::Debug for PartitionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "leader {} replicas {:?} isr {:?}",
+            self.leader, self.replicas, self.isr
+        )
+    }
 }
 
 /// Partition index → its leader, replicas and ISR.
