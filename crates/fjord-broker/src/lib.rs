@@ -225,7 +225,8 @@ async fn start_controller(
             voters: cluster.voters.clone(),
             controller: fjord_metadata::ControllerConfig {
                 session_timeout_ms: cluster.session_timeout_ms as i64,
-                ..Default::default()
+                // The broker-level default; a topic's own setting overrides it.
+                unclean_leader_election_enable: config.log.unclean_leader_election_enable,
             },
             raft: raft_config(
                 (cluster.election_timeout_ms / 10).max(10),
