@@ -883,7 +883,7 @@ impl Controller {
             ?old_isr,
             leader_epoch = old_leader_epoch + 1,
             cause,
-            "UNCLEAN LEADER ELECTION: no in-sync replica can lead {topic}-{partition}; electing \
+            "unclean leader election: no in-sync replica can lead {topic}-{partition}; electing \
              out-of-sync replica {leader} with ISR [{leader}]. Records acknowledged by the old \
              ISR {old_isr:?} but missing on broker {leader} will be lost (broker {leader} logs \
              what it truncates)"
