@@ -885,8 +885,8 @@ impl Controller {
             cause,
             "unclean leader election: no in-sync replica can lead {topic}-{partition}; electing \
              out-of-sync replica {leader} with ISR [{leader}]. Records acknowledged by the old \
-             ISR {old_isr:?} but missing on broker {leader} will be lost (broker {leader} logs \
-             what it truncates)"
+             ISR {old_isr:?} but missing on broker {leader} will be lost (the old ISR members \
+             log what they truncate when they return)"
         );
         self.unclean_elections += 1;
         self.emit_change(out, topic_id, partition, vec![leader], leader);
