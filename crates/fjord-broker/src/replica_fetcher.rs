@@ -552,7 +552,7 @@ mod tests {
         for len in [20i32, 30] {
             b.extend_from_slice(&0i64.to_be_bytes());
             b.extend_from_slice(&len.to_be_bytes());
-            b.extend(std::iter::repeat(0u8).take(len as usize));
+            b.extend(std::iter::repeat_n(0u8, len as usize));
         }
         let full = b.len();
         b.extend_from_slice(&0i64.to_be_bytes());

@@ -201,7 +201,7 @@ impl Sim {
         let k = self.rng.gen_range(1..4);
         let n = self.node(leader);
         let first = n.log.len() as i64;
-        n.log.extend(std::iter::repeat(epoch).take(k));
+        n.log.extend(std::iter::repeat_n(epoch, k));
         let leo = n.log.len() as i64;
         n.replica.on_leader_append(leo);
         self.pending.push((leo, first, epoch));
