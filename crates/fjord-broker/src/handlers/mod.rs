@@ -14,6 +14,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -97,6 +98,7 @@ pub async fn handle_from(
         }
         RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
+        RequestKind::ElectLeaders(r) => respond(elect_leaders::handle(b, &ctx, r).await),
         RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(offset_for_leader_epoch::handle(b, &ctx, r))
@@ -333,6 +335,22 @@ mod version_tests {
                 ])
                 .into()],
             ApiKey::DescribeCluster => vec![DescribeClusterRequest::default().into()],
+            ApiKey::ElectLeaders => vec![
+                ElectLeadersRequest::default()
+                    .with_election_type(if v >= 1 { 1 } else { 0 })
+                    .with_topic_partitions(None)
+                    .into(),
+                ElectLeadersRequest::default()
+                    .with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(name.clone())
+                            .with_partitions(vec![0, 5]),
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(TopicName(sb("missing")))
+                            .with_partitions(vec![0]),
+                    ]))
+                    .into(),
+            ],
             ApiKey::FindCoordinator => vec![if v >= 4 {
                 FindCoordinatorRequest::default()
                     .with_coordinator_keys(vec![sb("g"), sb("h")])
