@@ -109,6 +109,24 @@ pub struct ClusterDescription {
     pub brokers: Vec<BrokerInfo>,
 }
 
+/// Kafka's ElectionType (ElectLeaders, KIP-460).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Move leadership to the preferred (first) replica where it is in the ISR.
+    Preferred = 0,
+    /// Elect a leader where there is none, even an out-of-sync replica (may lose records).
+    Unclean = 1,
+}
+
+/// One partition's ElectLeaders outcome (`error_code` 0: a leader was elected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+}
+
 /// A topic to create.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -673,6 +691,43 @@ impl Client {
             || topic_ctx(topic),
             opt_string(&r.error_message),
         )
+    }
+
+    /// ElectLeaders for `partitions` (topic, partition ids), or for every partition with
+    /// `None` (then the broker reports only partitions that needed an election). Per-partition
+    /// failures (e.g. ELECTION_NOT_NEEDED) are in the results, not an `Err`.
+    pub async fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<ElectionResult>> {
+        let request = ElectLeadersRequest::default()
+            .with_election_type(election as i8)
+            .with_topic_partitions(partitions.map(|ps| {
+                ps.iter()
+                    .map(|(t, ids)| {
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(topic_name(t))
+                            .with_partitions(ids.clone())
+                    })
+                    .collect()
+            }))
+            .with_timeout_ms(self.timeout_ms());
+        let response = self.bootstrap_conn.send(&request).await?;
+        check(response.error_code, || "elect leaders".to_string(), None)?;
+        let mut out = Vec::new();
+        for t in &response.replica_election_results {
+            self.invalidate(&t.topic);
+            for p in &t.partition_result {
+                out.push(ElectionResult {
+                    topic: t.topic.to_string(),
+                    partition: p.partition_id,
+                    error_code: p.error_code,
+                    error_message: opt_string(&p.error_message),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Describe the configs of a resource (all keys when `keys` is `None`).

@@ -21,9 +21,9 @@ pub mod partitioner;
 
 pub use client::{
     config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription,
-    ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, FetchOptions, ListedOffset,
-    NewTopic, OffsetSpec, PartitionFetch, PartitionMetadata, ProduceOptions, ProduceRecord,
-    ProduceResult, ResourceType, TopicMetadata,
+    ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, ElectionResult, ElectionType,
+    FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch, PartitionMetadata,
+    ProduceOptions, ProduceRecord, ProduceResult, ResourceType, TopicMetadata,
 };
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{error_name, Error, Result};

@@ -1,8 +1,10 @@
 //! `fjord topic ...`
 
 use anyhow::bail;
-use clap::Subcommand;
-use fjord_client::{config_source, AlterConfigOp, NewTopic, OffsetSpec, ResourceType};
+use clap::{Subcommand, ValueEnum};
+use fjord_client::{
+    config_source, error_name, AlterConfigOp, ElectionType, NewTopic, OffsetSpec, ResourceType,
+};
 
 use crate::args::{key_value, Connect};
 
@@ -62,6 +64,26 @@ pub enum TopicCommand {
         #[arg(long)]
         total: i32,
     },
+    /// Elect leaders (ElectLeaders): move leadership back to preferred replicas, or, with
+    /// --type unclean, elect any live replica where a partition has no leader (records the
+    /// old ISR acknowledged may be lost). Fails if any partition could not be elected.
+    ElectLeaders {
+        #[arg(long = "type", value_enum, default_value = "preferred")]
+        election_type: Election,
+        /// Only this topic (default: every partition of every topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only these partitions of --topic (repeatable; default: all of its partitions).
+        #[arg(long = "partition", requires = "topic")]
+        partitions: Vec<i32>,
+    },
+}
+
+/// `--type` of `topic elect-leaders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Election {
+    Preferred,
+    Unclean,
 }
 
 const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -158,6 +180,60 @@ pub async fn run(connect: &Connect, command: TopicCommand) -> anyhow::Result<()>
             client.create_partitions(&name, total, false).await?;
             println!("topic {name:?} now has {total} partitions");
         }
+        TopicCommand::ElectLeaders {
+            election_type,
+            topic,
+            partitions,
+        } => elect_leaders(&client, election_type, topic, partitions).await?,
+    }
+    Ok(())
+}
+
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+async fn elect_leaders(
+    client: &fjord_client::Client,
+    election: Election,
+    topic: Option<String>,
+    mut partitions: Vec<i32>,
+) -> anyhow::Result<()> {
+    let election = match election {
+        Election::Preferred => ElectionType::Preferred,
+        Election::Unclean => ElectionType::Unclean,
+    };
+    let asked = match topic {
+        None => None,
+        Some(t) => {
+            if partitions.is_empty() {
+                let md = client.topic_metadata(&t).await?;
+                partitions = md.partitions.iter().map(|p| p.partition).collect();
+            }
+            Some(vec![(t, partitions)])
+        }
+    };
+    let results = client.elect_leaders(election, asked.as_deref()).await?;
+    if results.is_empty() {
+        println!("no partition needed an election");
+    }
+    let mut failed = 0;
+    for r in &results {
+        let outcome = if r.error_code == 0 {
+            "NONE (leader elected)".to_string()
+        } else {
+            let message = r
+                .error_message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            format!("{} ({}){message}", error_name(r.error_code), r.error_code)
+        };
+        println!("{}-{}  {outcome}", r.topic, r.partition);
+        if r.error_code != 0 && r.error_code != ELECTION_NOT_NEEDED {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("leader election failed for {failed} partition(s)");
     }
     Ok(())
 }

@@ -263,3 +263,66 @@ fn cli_unreachable_broker_fails_fast_with_clear_error() {
     );
     assert!(!r.stderr().contains("panicked"), "{}", r.describe());
 }
+
+#[test]
+fn cli_topic_elect_leaders_on_a_single_node() {
+    let broker = FjordProcess::start(&[]);
+    broker
+        .cli(&["topic", "create", "el", "--partitions", "2"])
+        .success("topic create");
+    // Every partition is led by its preferred (only) replica: nothing to do, not a failure.
+    let out = broker
+        .cli(&["topic", "elect-leaders", "--topic", "el"])
+        .success("topic elect-leaders --topic");
+    let lines: Vec<String> = out.stdout().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "one line per partition: {}", out.describe());
+    for (p, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("el-{p} ")) && line.contains("ELECTION_NOT_NEEDED"),
+            "{}",
+            out.describe()
+        );
+    }
+    let out = broker
+        .cli(&[
+            "topic",
+            "elect-leaders",
+            "--type",
+            "unclean",
+            "--topic",
+            "el",
+            "--partition",
+            "1",
+        ])
+        .success("topic elect-leaders --type unclean");
+    assert!(
+        out.stdout().contains("el-1 ") && out.stdout().contains("ELECTION_NOT_NEEDED"),
+        "{}",
+        out.describe()
+    );
+    // All partitions: none needed an election.
+    let out = broker
+        .cli(&["topic", "elect-leaders"])
+        .success("topic elect-leaders");
+    assert!(
+        out.stdout().contains("no partition needed an election"),
+        "{}",
+        out.describe()
+    );
+    // A partition that does not exist fails the command.
+    let out = broker
+        .cli(&[
+            "topic",
+            "elect-leaders",
+            "--topic",
+            "el",
+            "--partition",
+            "7",
+        ])
+        .failure("elect-leaders for a missing partition");
+    assert!(
+        out.stdout().contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        out.describe()
+    );
+}
