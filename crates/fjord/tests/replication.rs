@@ -404,8 +404,33 @@ fn broker_fenced(status: &Value, id: usize) -> Option<bool> {
 
 #[test]
 fn no_acked_record_lost_when_leader_killed_20_times() {
+    kill_leader_rounds(
+        brokers_with_own_controller().start(),
+        20,
+        Victim::LeaderOfPartition0,
+    );
+}
+
+/// The same with every node also a controller (KRaft combined mode), killing the active
+/// controller each round (with whatever partitions it leads).
+#[test]
+fn no_acked_record_lost_when_active_controller_killed() {
+    kill_leader_rounds(combined_nodes().start(), 4, Victim::ActiveController);
+}
+
+/// Which node a round of [`kill_leader_rounds`] kills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    LeaderOfPartition0,
+    ActiveController,
+}
+
+/// Kill -9 the leader of partition 0 `rounds` times under acks=all idempotent produce (3
+/// partitions, RF 3, min.insync.replicas=2), restarting it each time and waiting until it is
+/// back in every ISR; then everything acknowledged must be read back where it was
+/// acknowledged.
+fn kill_leader_rounds(mut c: Cluster, rounds: usize, victim: Victim) {
     let t0 = Instant::now();
-    let mut c = brokers_with_own_controller().start();
     let topic = "kill-leader";
     create_topic(&mut c, 1, topic, 3, &["min.insync.replicas=2"]);
     let pad = 100;
@@ -417,14 +442,27 @@ fn no_acked_record_lost_when_leader_killed_20_times() {
     );
     producer.wait_acked(1000, Duration::from_secs(60), "first records");
 
-    for round in 1..=20 {
-        let leader = c.wait_isr(topic, Some(0), 3)[&0].leader as usize;
+    for round in 1..=rounds {
+        let layout = c.wait_isr(topic, None, 3);
+        let leader = match victim {
+            Victim::LeaderOfPartition0 => layout[&0].leader as usize,
+            Victim::ActiveController => {
+                let via = c.running_brokers()[0];
+                c.active_controller(via)
+            }
+        };
+        let led: Vec<i64> = layout
+            .iter()
+            .filter(|(_, i)| i.leader == leader as i64)
+            .map(|(p, _)| *p)
+            .collect();
         let before = producer.acked();
         let killed_at = Instant::now();
         c.kill9(leader);
-        // Produce goes on against the new leader while the old one is down.
-        let l = c.wait_layout(topic, "a new leader of partition 0", |l| {
-            l[&0].leader >= 0 && l[&0].leader as usize != leader
+        // Produce goes on against the new leaders while the old one is down.
+        let l = c.wait_layout(topic, "new leaders", |l| {
+            l.values()
+                .all(|i| i.leader >= 0 && i.leader as usize != leader)
         });
         let elected = killed_at.elapsed();
         producer.wait_acked(
@@ -432,14 +470,25 @@ fn no_acked_record_lost_when_leader_killed_20_times() {
             Duration::from_secs(60),
             &format!("round {round}: produce with broker {leader} down"),
         );
+        let resumed = killed_at.elapsed();
+        // Records acknowledged by the two survivors alone (ISR = min.insync.replicas), which
+        // the restarted broker must fetch, beyond what it may have to truncate.
+        let at_resume = producer.acked();
+        producer.wait_acked(
+            at_resume + 1000,
+            Duration::from_secs(60),
+            &format!("round {round}: produce to the new leader"),
+        );
         c.start_node(leader);
+        let ready = killed_at.elapsed();
         // Back in the ISR of every partition before the next kill, so that kill never takes
         // the last in-sync copy.
         c.wait_isr(topic, None, 3);
         eprintln!(
-            "round {round}: killed leader {leader}; new leader {} after {elected:?}; back in \
-             the ISR after {:?}; {} acknowledged",
-            l[&0].leader,
+            "round {round}: killed node {leader} (leader of {led:?}); after {elected:.2?} new \
+             leaders {:?}, {resumed:.2?} produce resumed, {ready:.2?} restarted, {:.2?} back in \
+             the ISR; {} acknowledged",
+            l.values().map(|i| i.leader).collect::<Vec<_>>(),
             killed_at.elapsed(),
             producer.acked()
         );
@@ -450,8 +499,8 @@ fn no_acked_record_lost_when_leader_killed_20_times() {
     assert_only_retriable_errors(&produced, "produce while leaders were killed");
     let dump = consume_all(&c, topic, produced.acks.len(), 120, &[]);
     let check = check_acks(&produced.acks, &dump, pad);
-    eprintln!("after 20 leader kills: {}", check.summary());
-    check.assert_nothing_lost("after 20 leader kills");
+    eprintln!("after {rounds} leader kills: {}", check.summary());
+    check.assert_nothing_lost(&format!("after {rounds} leader kills"));
     records::assert_offsets_contiguous(&dump);
     assert_eq!(
         dump.len(),
@@ -696,6 +745,13 @@ fn rolling_restart_under_load_loses_nothing() {
         );
         c.start_node(node);
         c.wait_isr(topic, None, 3);
+        // Load on the full cluster before the next broker goes.
+        let now = producer.acked();
+        producer.wait_acked(
+            now + 2000,
+            Duration::from_secs(60),
+            &format!("produce after node {node} is back"),
+        );
         eprintln!(
             "node {node}: SIGTERM exit after {took:?}; {} acknowledged",
             producer.acked()
@@ -851,6 +907,84 @@ fn isr_shrink_and_expand_are_logged_and_counted_by_the_leader() {
         warns(&c, leader, "ISR expand").pop().unwrap()
     );
     c.wait_isr(topic, Some(0), 3);
+    c.assert_no_panic_in_logs();
+}
+
+/// A follower that stops fetching but keeps its session (SIGSTOP, with a 30 s session
+/// timeout so the controller does not fence it) leaves the ISR by the leader's own lag check
+/// (`replica.lag.time.max.ms` = 2 s), acks=all goes on with the other two, and the follower
+/// rejoins once it runs again.
+#[test]
+fn follower_that_stops_fetching_leaves_the_isr_by_lag() {
+    let mut c = brokers_with_own_controller()
+        .config("broker.session.timeout.ms = 30000")
+        .start();
+    let topic = "slow-follower";
+    create_topic(&mut c, 1, topic, 1, &["min.insync.replicas=2"]);
+    let mut producer = Producer::start(&c, "producer", topic, &["--rate", "1000"]);
+    producer.wait_acked(500, Duration::from_secs(60), "first records");
+    let p0 = c.wait_isr(topic, Some(0), 3)[&0].clone();
+    let leader = p0.leader as usize;
+    let follower = *p0.replicas.iter().find(|r| **r != p0.leader).unwrap() as usize;
+    let shrinks0 = warns(&c, leader, "ISR shrink").len();
+
+    let stopped_at = Instant::now();
+    c.freeze(follower);
+    let before = producer.acked();
+    // Not fenced (30 s session), so only the leader's lag check can take it out.
+    let l = c.wait_layout_for(
+        topic,
+        &format!("stopped follower {follower} out of the ISR"),
+        Duration::from_secs(20),
+        |l| !l[&0].isr.contains(&(follower as i64)),
+    );
+    let shrunk = stopped_at.elapsed();
+    let s = c.status(4).expect("status from the controller");
+    assert_eq!(
+        broker_fenced(&s["status"], follower),
+        Some(false),
+        "the follower was fenced: this did not test the lag check"
+    );
+    let lines = warns(&c, leader, "ISR shrink");
+    assert!(
+        lines.len() > shrinks0,
+        "leader {leader} logged no ISR shrink: {lines:?}"
+    );
+    // The leader says why: the replica and its lag.
+    let proposed: Vec<&String> = lines[shrinks0..]
+        .iter()
+        .filter(|l| l.to_lowercase().contains("lag") && l.contains(topic))
+        .collect();
+    assert!(
+        !proposed.is_empty(),
+        "no ISR shrink WARN of leader {leader} names the lag: {lines:?}"
+    );
+    eprintln!(
+        "follower {follower} stopped: out of the ISR ({:?}) after {shrunk:?}; leader logged \
+         {proposed:#?}",
+        l[&0]
+    );
+    producer.wait_acked(
+        before + 2000,
+        Duration::from_secs(30),
+        "acks=all with the stopped follower out of the ISR",
+    );
+
+    c.thaw(follower);
+    c.wait_isr(topic, Some(0), 3);
+    let now = producer.acked();
+    producer.wait_acked(
+        now + 1000,
+        Duration::from_secs(30),
+        "after the follower rejoined",
+    );
+    let produced = producer.stop();
+    assert_only_retriable_errors(&produced, "produce while a follower lagged");
+    let dump = consume_all(&c, topic, produced.acks.len(), 60, &[]);
+    let check = check_acks(&produced.acks, &dump, 0);
+    eprintln!("lagging follower: {}", check.summary());
+    check.assert_nothing_lost("lagging follower");
+    records::assert_offsets_contiguous(&dump);
     c.assert_no_panic_in_logs();
 }
 

@@ -9,7 +9,7 @@
 //! test panics); background clients are [`Background`] processes with the same guarantee. Set
 //! `FJORD_KEEP_TEST_DIRS=1` to keep the directories of a failed test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,8 @@ impl ClusterBuilder {
     }
 
     /// TOML lines added to every node's config (Kafka key names, e.g.
-    /// `"replica.lag.time.max.ms = 2000"`).
+    /// `"replica.lag.time.max.ms = 2000"`); a line setting a key the harness sets too
+    /// (`broker.session.timeout.ms`, ...) replaces the harness's.
     pub fn config(mut self, lines: &str) -> ClusterBuilder {
         self.config.push_str(lines);
         self.config.push('\n');
@@ -110,7 +111,12 @@ impl ClusterBuilder {
                 if roles.contains("controller") {
                     listeners.push(format!("CONTROLLER://{ip}:{}", controller_ports[i - 1]));
                 }
-                FjordProcess::create_node(&format!(
+                let extra = format!(
+                    "{}{}",
+                    self.config,
+                    self.node_config.get(&i).map_or("", |s| s.as_str())
+                );
+                let base = format!(
                     r#"node.id = {i}
 process.roles = "{roles}"
 broker.rack = "{rack}"
@@ -120,12 +126,25 @@ admin.listener = "{ip}:0"
 broker.heartbeat.interval.ms = 200
 broker.session.timeout.ms = 2000
 group.initial.rebalance.delay.ms = 0
-{extra}{node_extra}"#,
+"#,
                     rack = (b'a' + (i as u8 - 1)) as char,
                     listeners = listeners.join(","),
-                    extra = self.config,
-                    node_extra = self.node_config.get(&i).map_or("", |s| s.as_str()),
-                ))
+                );
+                // A key given in the extra lines replaces the default (TOML allows no
+                // duplicate keys).
+                let overridden = |line: &str| {
+                    let key = line.split('=').next().unwrap_or("").trim();
+                    extra
+                        .lines()
+                        .any(|l| l.split('=').next().unwrap_or("").trim() == key)
+                };
+                let mut toml: String = base
+                    .lines()
+                    .filter(|l| !overridden(l))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                toml.push_str(&extra);
+                FjordProcess::create_node(&toml)
             })
             .collect();
         let pending: Vec<_> = nodes.iter_mut().map(|n| n.spawn_only()).collect();
@@ -149,6 +168,7 @@ group.initial.rebalance.delay.ms = 0
                     .tempdir()
                     .expect("create scratch dir"),
             ),
+            frozen: BTreeSet::new(),
         }
     }
 }
@@ -164,6 +184,8 @@ pub struct Cluster {
     kafka: Vec<String>,
     /// Files of the test's clients (acks, dumps, client logs); removed on drop.
     scratch: Option<TempDir>,
+    /// Nodes stopped with SIGSTOP ([`Cluster::freeze`]).
+    frozen: BTreeSet<usize>,
 }
 
 impl Cluster {
@@ -204,10 +226,24 @@ impl Cluster {
         self.node_mut(id).is_running()
     }
 
-    /// Broker nodes whose process is alive.
+    /// Broker nodes whose process is alive and not frozen.
     pub fn running_brokers(&mut self) -> Vec<usize> {
         let ids = self.brokers.clone();
-        ids.into_iter().filter(|i| self.is_running(*i)).collect()
+        ids.into_iter()
+            .filter(|i| !self.frozen.contains(i) && self.is_running(*i))
+            .collect()
+    }
+
+    /// SIGSTOP node `id`: alive but silent (no heartbeats, no fetches, no answers).
+    pub fn freeze(&mut self, id: usize) {
+        send_signal(self.node(id).pid(), "STOP");
+        self.frozen.insert(id);
+    }
+
+    /// SIGCONT node `id` after [`Cluster::freeze`].
+    pub fn thaw(&mut self, id: usize) {
+        send_signal(self.node(id).pid(), "CONT");
+        self.frozen.remove(&id);
     }
 
     /// The Kafka address of every broker node, running or not, comma-separated: a bootstrap
@@ -232,6 +268,7 @@ impl Cluster {
     /// SIGKILL node `id` and reap it.
     pub fn kill9(&mut self, id: usize) {
         self.node_mut(id).kill9();
+        self.frozen.remove(&id);
     }
 
     /// SIGTERM node `id` and wait up to `timeout` for it to exit; returns the exit status and
@@ -338,7 +375,9 @@ impl Cluster {
         None
     }
 
-    /// Poll the layout of `topic` (from any running broker) until `ok` holds; returns it.
+    /// Poll the layout of `topic` until every running broker answers one for which `ok`
+    /// holds (so a just-restarted broker with a stale view cannot satisfy it alone); returns
+    /// the first broker's.
     pub fn wait_layout(&mut self, topic: &str, what: &str, ok: impl Fn(&Layout) -> bool) -> Layout {
         self.wait_layout_for(topic, what, WAIT_TIMEOUT, ok)
     }
@@ -351,16 +390,20 @@ impl Cluster {
         ok: impl Fn(&Layout) -> bool,
     ) -> Layout {
         let deadline = Instant::now() + timeout;
-        let mut last = None;
         loop {
-            if let Some(l) = self.layout_any(topic) {
-                if ok(&l) {
-                    return l;
-                }
-                last = Some(l);
+            let views: Vec<(usize, Option<Layout>)> = self
+                .running_brokers()
+                .into_iter()
+                .map(|id| (id, self.layout(id, topic)))
+                .collect();
+            if !views.is_empty() && views.iter().all(|(_, l)| l.as_ref().is_some_and(|l| ok(l))) {
+                return views.into_iter().next().unwrap().1.unwrap();
             }
             if Instant::now() > deadline {
-                panic!("{topic}: {what} not reached within {timeout:?}; last layout {last:#?}");
+                panic!(
+                    "{topic}: {what} not reached within {timeout:?}; last layout by broker \
+                     {views:#?}"
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -461,10 +504,11 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     sum
 }
 
-/// Lines of `log` at WARN level that contain `needle`.
+/// Lines of `log` at WARN level that contain `needle`, ignoring case.
 pub fn warn_lines<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    let needle = needle.to_lowercase();
     log.lines()
-        .filter(|l| l.contains(" WARN ") && l.contains(needle))
+        .filter(|l| l.contains(" WARN ") && l.to_lowercase().contains(&needle))
         .collect()
 }
 
