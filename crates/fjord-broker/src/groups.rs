@@ -8,7 +8,7 @@
 //! produced them), unlocks, and only then wakes parked requests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +24,15 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::{now_ms, Broker};
+use crate::partition::Partition;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 pub struct GroupRuntime {
     coordinator: Mutex<Coordinator>,
+    /// The startup replay is done (later elections replay one partition each).
+    loaded: AtomicBool,
     waiters: Mutex<HashMap<Token, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
 }
@@ -38,6 +41,7 @@ impl GroupRuntime {
     pub fn new(config: fjord_group::Config) -> GroupRuntime {
         GroupRuntime {
             coordinator: Mutex::new(Coordinator::new(config)),
+            loaded: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
         }
@@ -103,6 +107,7 @@ impl GroupRuntime {
     /// Replay `__consumer_offsets` (startup), then start every loaded member's session.
     pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
         let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            self.loaded.store(true, Ordering::Release);
             return Ok(());
         };
         let started = std::time::Instant::now();
@@ -110,49 +115,9 @@ impl GroupRuntime {
         let mut c = self.coordinator.lock();
         let mut count = 0usize;
         for p in &topic.partitions {
-            let Some((mut offset, end)) = p.offsets() else {
-                continue;
-            };
-            while offset < end {
-                let read = p.read(offset, 8 << 20, true).map_err(|e| {
-                    anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {:?}", p.index, e.error_code())
-                })?;
-                let mut raw = read.records;
-                if raw.is_empty() {
-                    break;
-                }
-                let before = offset;
-                while raw.len() >= 12 {
-                    let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
-                    if raw.len() < 12 + len {
-                        break;
-                    }
-                    let mut batch = raw.split_to(12 + len);
-                    if batch.len() >= 27 {
-                        let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-                        let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
-                        offset = offset.max(base + delta as i64 + 1);
-                    }
-                    let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
-                        anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{} at {offset}: {e}", p.index)
-                    })?;
-                    for r in set.records {
-                        if r.control {
-                            continue;
-                        }
-                        let Some(key) = r.key else { continue };
-                        if let Err(e) = c.replay(&key, r.value.as_deref(), now) {
-                            tracing::warn!(partition = p.index, offset = r.offset, error = %e,
-                                "skipping unreadable {OFFSETS_TOPIC} record");
-                        }
-                        count += 1;
-                    }
-                }
-                if offset == before {
-                    break;
-                }
-            }
+            count += replay_partition(&mut c, p, now, false)?;
         }
+        self.loaded.store(true, Ordering::Release);
         tracing::info!(
             records = count,
             groups = c.group_count(),
@@ -161,6 +126,31 @@ impl GroupRuntime {
         );
         broker.metrics.groups.set(c.group_count() as i64);
         Ok(())
+    }
+
+    /// This broker is about to lead `p`, a partition of `__consumer_offsets`, so it becomes the
+    /// coordinator of its groups: replay the partition's log (replicated here while it was a
+    /// follower) so their committed offsets and metadata are current before the first request
+    /// is answered (Kafka's group loading on election). Called before the partition's new
+    /// state is set, so until the replay is done requests for these groups still get
+    /// NOT_COORDINATOR. Skipped before the startup load, which replays everything.
+    pub fn load_partition(&self, broker: &Broker, p: &Partition) {
+        if !self.loaded.load(Ordering::Acquire) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut c = self.coordinator.lock();
+        match replay_partition(&mut c, p, now_ms(), true) {
+            Ok(records) => tracing::info!(
+                partition = p.index,
+                records,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "elected leader of {OFFSETS_TOPIC}: groups of this partition replayed"
+            ),
+            Err(e) => tracing::warn!(partition = p.index, error = %e,
+                "cannot replay {OFFSETS_TOPIC} for the groups this broker now coordinates"),
+        }
+        broker.metrics.groups.set(c.group_count() as i64);
     }
 
     /// Fire the coordinator's timers periodically until shutdown.
@@ -177,6 +167,71 @@ impl GroupRuntime {
                 .run(&broker, |c, topics, now| ((), c.tick(now, topics)));
         }
     }
+}
+
+/// Replay one `__consumer_offsets` partition into the coordinator: up to the high watermark,
+/// or with `to_log_end` up to the log end (a new leader's log is the partition's truth).
+/// Returns the records replayed.
+fn replay_partition(
+    c: &mut Coordinator,
+    p: &Partition,
+    now: i64,
+    to_log_end: bool,
+) -> anyhow::Result<usize> {
+    let Some((mut offset, hw)) = p.offsets() else {
+        return Ok(0);
+    };
+    let end = if to_log_end {
+        p.log_end_offset().unwrap_or(hw)
+    } else {
+        hw
+    };
+    let mut count = 0usize;
+    while offset < end {
+        let read = if to_log_end {
+            p.read_for_follower(offset, 8 << 20)
+        } else {
+            p.read(offset, 8 << 20, true)
+        }
+        .map_err(|e| {
+            anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {:?}", p.index, e.error_code())
+        })?;
+        let mut raw = read.records;
+        if raw.is_empty() {
+            break;
+        }
+        let before = offset;
+        while raw.len() >= 12 {
+            let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
+            if raw.len() < 12 + len {
+                break;
+            }
+            let mut batch = raw.split_to(12 + len);
+            if batch.len() >= 27 {
+                let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+                let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+                offset = offset.max(base + delta as i64 + 1);
+            }
+            let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+                anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{} at {offset}: {e}", p.index)
+            })?;
+            for r in set.records {
+                if r.control {
+                    continue;
+                }
+                let Some(key) = r.key else { continue };
+                if let Err(e) = c.replay(&key, r.value.as_deref(), now) {
+                    tracing::warn!(partition = p.index, offset = r.offset, error = %e,
+                        "skipping unreadable {OFFSETS_TOPIC} record");
+                }
+                count += 1;
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    Ok(count)
 }
 
 /// Every topic with its partitions' replica racks (one replica here, in this broker's rack).
