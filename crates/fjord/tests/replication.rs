@@ -1034,6 +1034,39 @@ fn controlled_shutdown_moves_leadership_before_exit() {
     c.assert_no_panic_in_logs();
 }
 
+/// Deleting a replicated topic stops its follower fetchers: every broker goes back to idle
+/// and keeps serving (a fetcher left with only deleted partitions must not spin).
+#[test]
+fn deleting_replicated_topics_leaves_brokers_idle() {
+    let mut c = combined_nodes().start();
+    for topic in ["doomed-1", "doomed-2"] {
+        create_topic(&mut c, 1, topic, 3, &[]);
+        let p = produce(&c, topic, topic, 0, 200, 10_000, 0);
+        assert_eq!(p.acks.len(), 200, "{}", p.summary);
+        c.node(1)
+            .cli(&["topic", "delete", topic])
+            .success("delete topic");
+    }
+    thread::sleep(Duration::from_secs(1));
+    let before: Vec<f64> = (1..=3).map(|n| c.cpu_seconds(n)).collect();
+    let window = Duration::from_secs(3);
+    thread::sleep(window);
+    let used: Vec<f64> = (1..=3).map(|n| c.cpu_seconds(n) - before[n - 1]).collect();
+    eprintln!("CPU seconds of idle nodes 1-3 over {window:?} after the deletes: {used:.2?}");
+    assert!(
+        used.iter().all(|u| *u < 0.2 * window.as_secs_f64()),
+        "brokers busy with nothing to do after deleting replicated topics: CPU seconds over \
+         {window:?} by node {used:.2?}"
+    );
+    c.wait_status(1, "every broker unfenced", |s| {
+        (1..=3).all(|n| broker_fenced(s, n) == Some(false))
+    });
+    create_topic(&mut c, 2, "after-deletes", 3, &[]);
+    let p = produce(&c, "after", "after-deletes", 0, 1000, 10_000, 0);
+    assert_eq!(p.acks.len(), 1000, "{}", p.summary);
+    c.assert_no_panic_in_logs();
+}
+
 #[test]
 fn metric_value_sums_matching_samples() {
     let text = "# HELP x\n# TYPE x counter\n\

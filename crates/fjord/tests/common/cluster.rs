@@ -396,7 +396,7 @@ impl Cluster {
                 .into_iter()
                 .map(|id| (id, self.layout(id, topic)))
                 .collect();
-            if !views.is_empty() && views.iter().all(|(_, l)| l.as_ref().is_some_and(|l| ok(l))) {
+            if !views.is_empty() && views.iter().all(|(_, l)| l.as_ref().is_some_and(&ok)) {
                 return views.into_iter().next().unwrap().1.unwrap();
             }
             if Instant::now() > deadline {
@@ -449,6 +449,19 @@ impl Cluster {
     pub fn metric(&self, id: usize, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = self.node(id).http_get("/metrics").body;
         metric_value(&text, name, labels)
+    }
+
+    /// CPU time (user + system, seconds) node `id`'s process has used so far.
+    pub fn cpu_seconds(&self, id: usize) -> f64 {
+        let pid = self.node(id).pid();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+        // Fields after the command name (which may contain spaces) in parentheses; utime and
+        // stime are fields 14 and 15 of the whole line, in clock ticks.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        ticks as f64 / clock_ticks_per_second()
     }
 
     /// Fails the test if any node's log contains a panic.
@@ -597,4 +610,14 @@ fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless configured otherwise).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
