@@ -18,7 +18,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,12 +90,7 @@ fn producer_files(c: &Cluster, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-fn producer_args<'a>(
-    c: &Cluster,
-    topic: &'a str,
-    acks: &'a PathBuf,
-    errors: &'a PathBuf,
-) -> Vec<String> {
+fn producer_args<'a>(c: &Cluster, topic: &'a str, acks: &'a Path, errors: &'a Path) -> Vec<String> {
     vec![
         "--bootstrap".into(),
         c.bootstrap_all(),
@@ -169,7 +164,7 @@ impl Producer {
     }
 }
 
-fn finished(stdout: &str, acks: &PathBuf, errors: &PathBuf) -> Produced {
+fn finished(stdout: &str, acks: &Path, errors: &Path) -> Produced {
     let summary: Value = stdout
         .lines()
         .rev()
