@@ -1,0 +1,606 @@
+#!/usr/bin/env python3
+"""Replication benchmark (issue 5): a real three-node Fjord cluster (every node broker and
+controller, racks a, b and c, on 127.0.0.1-3), started and stopped as bench/cluster.py does.
+
+Measures:
+  1. produce throughput and latency, side by side and in alternating order over several
+     rounds: RF 3 acks=all (min.insync.replicas=2), RF 3 acks=1, RF 1 acks=1 — with
+     `fjord perf produce` (per-request latency percentiles) at full speed and at a fixed rate,
+     and, if bench/build-reference.sh has built it, librdkafka's rdkafka_performance;
+  2. failover: kill -9 of the leader of a partition, time until a produce with acks=all
+     succeeds again — with the `fjord produce` CLI in a loop (one process per attempt), and
+     with a librdkafka producer (confluent-kafka from the repo's .venv) if present; also until
+     Metadata on a survivor names a new leader; several rounds, the killed node restarted and
+     back in the ISR in between;
+  3. controlled shutdown with 1,000 RF 3 partitions: SIGTERM of a broker (not the active
+     controller) until its process exits, and until Metadata on another node shows no
+     partition led by it; several rounds.
+
+    cargo build --release -p fjord
+    python3 bench/replication.py [--rounds 3] [--failover-rounds 5] [--json]
+    python3 bench/replication.py --only failover,shutdown --shutdown-partitions 2000
+
+Needs 127.0.0.2 and 127.0.0.3 to be usable (Linux routes all of 127/8 to loopback). Python 3
+standard library and the fjord CLI; Metadata is read with a small Kafka Metadata v1 client
+below (no kcat). Progress goes to stderr; the table (or with --json the JSON document) to
+stdout. Every process this script starts is killed by its PID and the temp dirs are removed on
+exit, also on errors and Ctrl-C.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster as cb  # noqa: E402  (Node / Cluster: start, kill by PID, cleanup)
+
+ROOT = cb.ROOT
+log = cb.log
+now = cb.now
+POLL = 0.02  # seconds between polls while timing something
+
+# Child processes besides the nodes (probes, perf tools): killed by PID on exit.
+CHILDREN = []
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def kill_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+# ---- a minimal Kafka Metadata v1 client (stdlib only) ------------------------------------
+
+def _kstr(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+class _Reader:
+    def __init__(self, data):
+        self.d, self.i = data, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.d, self.i)
+        self.i += struct.calcsize(fmt)
+        return v[0] if len(v) == 1 else v
+
+    def string(self):
+        n = self.take(">h")
+        if n < 0:
+            return None
+        s = self.d[self.i:self.i + n].decode()
+        self.i += n
+        return s
+
+    def array(self, item):
+        return [item() for _ in range(self.take(">i"))]
+
+
+def metadata(addr, topics, timeout=5.0):
+    """{topic: {partition: (leader, replicas, isr)}} as broker `addr` answers Metadata v1;
+    None if it does not answer."""
+    host, port = addr.rsplit(":", 1)
+    body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics)
+    req = struct.pack(">hhi", 3, 1, 1) + _kstr("fjord-bench-replication") + body
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(struct.pack(">i", len(req)) + req)
+            head = _recv(s, 4)
+            data = _recv(s, struct.unpack(">i", head)[0])
+    except (OSError, ValueError, struct.error):
+        return None
+    r = _Reader(data)
+    r.take(">i")  # correlation id
+    r.array(lambda: (r.take(">i"), r.string(), r.take(">i"), r.string()))  # brokers
+    r.take(">i")  # controller id
+    out = {}
+
+    def partition():
+        _err, index, leader = r.take(">hii")
+        replicas = r.array(lambda: r.take(">i"))
+        isr = r.array(lambda: r.take(">i"))
+        return index, (leader, replicas, isr)
+
+    def topic():
+        err = r.take(">h")
+        name = r.string()
+        r.take(">b")  # is_internal
+        parts = dict(r.array(partition))
+        if err == 0:
+            out[name] = parts
+
+    r.array(topic)
+    return out
+
+
+def _recv(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ValueError("connection closed")
+        buf += chunk
+    return buf
+
+
+# ---- the cluster -------------------------------------------------------------------------
+
+class ReplCluster(cb.Cluster):
+    """bench/cluster.py's cluster with extra lines in every node's config (--set)."""
+
+    def __init__(self, a, name):
+        super().__init__(a, name)
+        extra = "".join(f"{line}\n" for line in a.set)
+        for n in self.nodes.values():
+            with open(n.config, "a") as f:
+                f.write(extra)
+
+    def live(self):
+        return [i for i, n in self.nodes.items() if n.alive and n.kafka]
+
+    def layout(self, topic, via=None):
+        for i in ([via] if via else self.live()):
+            md = metadata(self.nodes[i].kafka, [topic])
+            if md and topic in md:
+                return md[topic]
+        return None
+
+    def create(self, topic, partitions, rf, configs=()):
+        args = ["--bootstrap-server", self.nodes[1].kafka, "--request-timeout-ms", "600000",
+                "topic", "create", topic, "--partitions", str(partitions),
+                "--replication-factor", str(rf)]
+        for kv in configs:
+            args += ["--config", kv]
+        r = self.cli(*args, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"create {topic}: {r.stderr.strip() or r.stdout.strip()}")
+        self.wait_isr(topic, partitions, rf)
+
+    def wait_isr(self, topic, partitions, size, timeout=600):
+        """Until every live node answers `partitions` partitions, each with a leader and an
+        ISR of `size`."""
+        deadline = now() + timeout
+        last = None
+        while now() < deadline:
+            views = [self.layout(topic, i) for i in self.live()]
+            if views and all(v is not None and len(v) == partitions
+                             and all(p[0] >= 0 and len(p[2]) == size for p in v.values())
+                             for v in views):
+                return views[0]
+            last = views
+            time.sleep(0.1)
+        short = [None if v is None else {k: v[k] for k in list(v)[:3]} for v in (last or [])]
+        raise RuntimeError(f"{topic}: no full ISR after {timeout} s; last views (first "
+                           f"partitions) {short}")
+
+
+# ---- 1. throughput and latency -----------------------------------------------------------
+
+PERF_TOTAL = re.compile(
+    r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+    r"([\d.]+) ms max latency, ([\d.]+) ms 50th, ([\d.]+) ms 99th, ([\d.]+) ms 99.9th")
+RDK_SUMMARY = re.compile(r"(\d+) messages produced \((\d+) bytes\), (\d+) delivered .* "
+                         r"in (\d+)ms: (\d+) msgs/s and ([\d.]+) MB/s")
+
+CONFIGS = [  # (label, replication factor, acks)
+    ("RF 3 acks=all", 3, "all"),
+    ("RF 3 acks=1", 3, "1"),
+    ("RF 1 acks=1", 1, "1"),
+]
+
+
+def perf_produce(c, topic, a, rate=None):
+    """`fjord perf produce`: {'rps', 'mbps', 'avg', 'p50', 'p99', 'p999', 'max'} (ms)."""
+    count = a.records if rate is None else int(rate * a.rate_seconds)
+    args = ["--bootstrap-server", c.nodes[1].kafka, "perf", "produce", "--topic", topic,
+            "--num-records", str(count), "--record-size", str(a.record_size),
+            "--acks", a.acks_now]
+    if rate is not None:
+        args += ["--throughput", str(int(rate))]
+    r = c.cli(*args, timeout=900)
+    m = list(PERF_TOTAL.finditer(r.stdout))
+    if r.returncode != 0 or not m:
+        return {"error": (r.stderr.strip() or r.stdout.strip())[-300:]}
+    g = m[-1].groups()
+    return {"rps": float(g[1]), "mbps": float(g[2]), "avg": float(g[3]), "max": float(g[4]),
+            "p50": float(g[5]), "p99": float(g[6]), "p999": float(g[7])}
+
+
+def rdkafka_produce(c, topic, a, perf_bin):
+    bootstrap = ",".join(c.nodes[i].kafka for i in c.live())
+    acks = "-1" if a.acks_now == "all" else a.acks_now
+    p = spawn([perf_bin, "-P", "-t", topic, "-b", bootstrap, "-s", str(a.record_size),
+               "-c", str(a.records), "-a", acks], stdout=subprocess.PIPE,
+              stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    m = list(RDK_SUMMARY.finditer(out or ""))
+    if not m:
+        return {"error": (out or "")[-300:]}
+    g = m[-1].groups()
+    if int(g[2]) < int(g[0]):
+        return {"error": f"only {g[2]}/{g[0]} delivered"}
+    return {"rps": float(g[4]), "mbps": float(g[5])}
+
+
+def throughput(c, a, results):
+    perf_bin = os.path.join(a.work, "rdkafka_performance")
+    use_rdk = not a.no_rdkafka and os.access(perf_bin, os.X_OK)
+    if not use_rdk:
+        log(f"  (no {perf_bin}: bench/build-reference.sh builds it; librdkafka rows skipped)")
+    runs = results.setdefault("produce", [])
+    for rnd in range(a.rounds):
+        # Alternate the order so no configuration always runs on the warmest (or fullest) disk.
+        order = CONFIGS[rnd % len(CONFIGS):] + CONFIGS[:rnd % len(CONFIGS)]
+        if rnd % 2:
+            order = order[::-1]
+        for label, rf, acks in order:
+            a.acks_now = acks
+            topic = f"tp-rf{rf}-acks{acks}-r{rnd}"
+            configs = ["min.insync.replicas=2"] if rf == 3 else []
+            c.create(topic, a.partitions, rf, configs)
+            row = {"round": rnd + 1, "config": label, "rf": rf, "acks": acks}
+            row["max"] = perf_produce(c, topic, a)
+            row["rate"] = perf_produce(c, topic, a, rate=a.rate)
+            if use_rdk:
+                row["rdkafka"] = rdkafka_produce(c, topic, a, perf_bin)
+            runs.append(row)
+            log(f"  round {rnd + 1} {label}: max {fmt_perf(row['max'])}; at {a.rate}/s "
+                f"{fmt_perf(row['rate'])}"
+                + (f"; rdkafka {row['rdkafka']}" if use_rdk else ""))
+            # The topics stay (a few hundred MB): deleting a replicated topic is not what this
+            # measures.
+
+
+def fmt_perf(r):
+    if "error" in r:
+        return f"error {r['error']}"
+    return f"{r['rps']:.0f} rec/s {r['mbps']:.1f} MB/s p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms"
+
+
+# ---- 2. failover -------------------------------------------------------------------------
+
+CK_PROBE = r'''
+import json, os, sys, time
+from confluent_kafka import Producer
+bootstrap, topic, stop = sys.argv[1:4]
+out = open(sys.argv[4], "w", buffering=1)
+p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+              "linger.ms": 0, "message.timeout.ms": 120000,
+              "topic.metadata.refresh.interval.ms": 1000})
+def done(err, msg, sent):
+    out.write(json.dumps({"sent": sent, "acked": time.time(),
+                          "error": None if err is None else err.name()}) + "\n")
+while not os.path.exists(stop):
+    t = time.time()
+    p.produce(topic, partition=0, value=b"probe",
+              on_delivery=lambda err, msg, t=t: done(err, msg, t))
+    p.poll(0.005)
+p.flush(30)
+'''
+
+
+def venv_python():
+    py = os.path.join(ROOT, ".venv", "bin", "python")
+    if not os.access(py, os.X_OK):
+        return None
+    r = subprocess.run([py, "-c", "import confluent_kafka"], capture_output=True)
+    return py if r.returncode == 0 else None
+
+
+def failover(c, a, results, py):
+    topic = "failover"
+    c.create(topic, 1, 3, ["min.insync.replicas=2"])
+    rounds = results.setdefault("failover", [])
+    for rnd in range(1, a.failover_rounds + 1):
+        layout = c.wait_isr(topic, 1, 3)
+        leader = layout[0][0]
+        survivors = [i for i in c.live() if i != leader]
+        res = {"round": rnd, "killed": leader}
+        stop = threading.Event()
+        cli_attempts = []  # (start, end, ok), wall clock
+
+        def cli_probe():
+            via = c.nodes[survivors[0]].kafka
+            while not stop.is_set():
+                t = time.time()
+                try:
+                    r = subprocess.run(
+                        [a.fjord, "--bootstrap-server", via, "--request-timeout-ms", "1000",
+                         "produce", topic, "--partition", "0", "--acks", "all"],
+                        input="probe\n", capture_output=True, text=True, timeout=30)
+                    ok = r.returncode == 0
+                except subprocess.TimeoutExpired:
+                    ok = False
+                cli_attempts.append((t, time.time(), ok))
+                if not ok:
+                    time.sleep(0.02)
+
+        ck = None
+        ck_out = os.path.join(c.tmp, f"ck-probe-{rnd}.jsonl")
+        ck_stop = os.path.join(c.tmp, f"ck-probe-{rnd}.stop")
+        if py:
+            bootstrap = ",".join(c.nodes[i].kafka for i in survivors)
+            ck = spawn([py, "-c", CK_PROBE, bootstrap, topic, ck_stop, ck_out],
+                       stdout=subprocess.DEVNULL, stderr=open(ck_out + ".err", "w"))
+        prober = threading.Thread(target=cli_probe, daemon=True)
+        prober.start()
+        time.sleep(1.0)  # both probes in steady state against the old leader
+        c.nodes[leader].kill9()  # returns once the process is reaped: nothing acks after this
+        t_kill = time.time()
+        t0 = now()
+        new_leader_s = None
+        deadline = t0 + 120
+        while now() < deadline:
+            if new_leader_s is None:
+                l = c.layout(topic, survivors[0])
+                if l and l[0][0] >= 0 and l[0][0] != leader:
+                    new_leader_s = now() - t0
+                    res["new_leader"] = l[0][0]
+            if new_leader_s is not None and any(ok and s > t_kill for s, _, ok in cli_attempts):
+                break
+            time.sleep(POLL)
+        time.sleep(0.5)
+        stop.set()
+        prober.join()
+        res["metadata_new_leader_s"] = new_leader_s
+        ok_after = [e for s, e, ok in cli_attempts if ok and s > t_kill]
+        res["cli_produce_ok_s"] = (min(ok_after) - t_kill) if ok_after else None
+        res["cli_attempts_failed"] = sum(1 for s, _, ok in cli_attempts if s > t_kill and not ok)
+        if ck is not None:
+            open(ck_stop, "w").close()
+            try:
+                ck.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                ck.kill()
+            acked, errors = [], 0
+            with open(ck_out) as f:
+                for line in f:
+                    d = json.loads(line)
+                    if d["error"]:
+                        errors += 1
+                    elif d["acked"] > t_kill:
+                        acked.append(d)
+            # First record sent after the kill and acknowledged; and the first ack of any
+            # record after the kill (records in flight at the kill, retried by librdkafka).
+            sent_after = [d["acked"] for d in acked if d["sent"] > t_kill]
+            res["librdkafka_produce_ok_s"] = (min(sent_after) - t_kill) if sent_after else None
+            res["librdkafka_first_ack_s"] = (min(d["acked"] for d in acked) - t_kill
+                                             if acked else None)
+            res["librdkafka_failed"] = errors
+        log(f"  round {rnd}: killed {leader}: {res}")
+        rounds.append(res)
+        node = c.nodes[leader]
+        node.spawn()
+        node.wait_ready()
+        c.wait_isr(topic, 1, 3)
+        time.sleep(1)
+
+
+# ---- 3. controlled shutdown --------------------------------------------------------------
+
+def shutdown(c, a, results):
+    topic = "shutdown"
+    n = a.shutdown_partitions
+    log(f"3. creating {n} partitions RF 3")
+    c.create(topic, n, 3, ["min.insync.replicas=2"])
+    rounds = results.setdefault("shutdown", [])
+    for rnd in range(1, a.shutdown_rounds + 1):
+        layout = c.wait_isr(topic, n, 3)
+        ac = c.active_controller()
+        candidates = [i for i in c.nodes if i != ac]
+        victim = max(candidates, key=lambda i: sum(1 for p in layout.values() if p[0] == i))
+        led = sum(1 for p in layout.values() if p[0] == victim)
+        other = [i for i in c.nodes if i != victim][0]
+        moved = {}
+
+        def watch():
+            while "s" not in moved and now() - t0 < 300:
+                l = c.layout(topic, other)
+                if l is not None:
+                    left = sum(1 for p in l.values() if p[0] == victim)
+                    if left == 0:
+                        moved["s"] = now() - t0
+                        return
+                    moved.setdefault("first_left", left)
+                time.sleep(POLL)
+
+        t0 = now()
+        watcher = threading.Thread(target=watch, daemon=True)
+        c.nodes[victim].proc.send_signal(signal.SIGTERM)
+        watcher.start()
+        try:
+            c.nodes[victim].proc.wait(timeout=600)
+            exit_s = now() - t0
+        except subprocess.TimeoutExpired:
+            c.nodes[victim].kill9()
+            exit_s = None
+        watcher.join(timeout=300)
+        res = {"round": rnd, "node": victim, "led": led, "partitions": n, "exit_s": exit_s,
+               "leaders_moved_s": moved.get("s"), "active_controller": ac}
+        log(f"  round {rnd}: {res}")
+        rounds.append(res)
+        node = c.nodes[victim]
+        node.spawn()
+        node.wait_ready()
+        c.wait_healthy("after controlled shutdown")
+        c.wait_isr(topic, n, 3)
+        time.sleep(1)
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def mm(values, unit=" s", f="{:.2f}"):
+    v = [x for x in values if x is not None]
+    if not v:
+        return "n/a"
+    if len(v) == 1:
+        return f.format(v[0]) + unit
+    return (f"{f.format(statistics.median(v))}{unit} ({f.format(min(v))}–"
+            f"{f.format(max(v))})")
+
+
+def table(a, res):
+    rows = []
+    add = lambda *r: rows.append(r)  # noqa: E731
+    runs = res.get("produce", [])
+    for label, _, _ in CONFIGS:
+        rs = [r for r in runs if r["config"] == label]
+        if not rs:
+            continue
+        for kind, what in (("max", "full speed"), ("rate", f"at {a.rate} rec/s")):
+            ok = [r[kind] for r in rs if "error" not in r[kind]]
+            errs = len(rs) - len(ok)
+            add(f"{label}, fjord perf {what}: records/s", mm([x["rps"] for x in ok], "", "{:.0f}"),
+                f"{mm([x['mbps'] for x in ok], ' MB/s', '{:.1f}')}"
+                + (f"; {errs} runs failed" if errs else ""))
+            add(f"{label}, fjord perf {what}: p50 / p99 / p99.9",
+                f"{mm([x['p50'] for x in ok], ' ms')} / {mm([x['p99'] for x in ok], ' ms')}",
+                f"p99.9 {mm([x['p999'] for x in ok], ' ms')}; per produce request")
+        rdk = [r["rdkafka"] for r in rs if "rdkafka" in r and "error" not in r["rdkafka"]]
+        if rdk:
+            add(f"{label}, rdkafka_performance: records/s", mm([x["rps"] for x in rdk], "",
+                                                               "{:.0f}"),
+                mm([x["mbps"] for x in rdk], " MB/s", "{:.1f}"))
+    f = res.get("failover", [])
+    if f:
+        n = len(f)
+        add(f"kill -9 leader ({n} rounds): survivor's Metadata names a new leader",
+            mm([x.get("metadata_new_leader_s") for x in f]),
+            f"broker.session.timeout.ms {a.session_ms}")
+        add(f"kill -9 leader ({n} rounds): `fjord produce --acks all` succeeds",
+            mm([x.get("cli_produce_ok_s") for x in f]), "one CLI process per attempt")
+        if any("librdkafka_produce_ok_s" in x for x in f):
+            add(f"kill -9 leader ({n} rounds): librdkafka acks=all, record sent after the kill",
+                mm([x.get("librdkafka_produce_ok_s") for x in f]),
+                f"first ack of a retried record {mm([x.get('librdkafka_first_ack_s') for x in f])}"
+                f"; failed deliveries {sum(x.get('librdkafka_failed', 0) for x in f)}")
+    s = res.get("shutdown", [])
+    if s:
+        n = len(s)
+        p = s[0]["partitions"]
+        add(f"SIGTERM, {p} partitions RF 3 ({n} rounds): process exits",
+            mm([x.get("exit_s") for x in s]),
+            f"leader of {mm([x['led'] for x in s], '', '{:.0f}')} partitions")
+        add(f"SIGTERM, {p} partitions RF 3 ({n} rounds): no partition led by it in Metadata",
+            mm([x.get("leaders_moved_s") for x in s]), "polled on another node every 20 ms")
+    if not rows:
+        return "(nothing measured)"
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"| {'measure':<{w0}} | {'result':<{w1}} | notes |",
+             f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|-------|"]
+    lines += [f"| {r[0]:<{w0}} | {r[1]:<{w1}} | {r[2]} |" for r in rows]
+    return "\n".join(lines)
+
+
+def run(a, results, clusters):
+    only = set(a.only.split(",")) if a.only else {"produce", "failover", "shutdown"}
+    py = None if a.no_librdkafka_probe else venv_python()
+    if "failover" in only and py is None:
+        log("  (no .venv with confluent-kafka: failover measured with the fjord CLI only)")
+    c = ReplCluster(a, "replication")
+    clusters.append(c)
+    ready = c.start()
+    log(f"cluster up (ready after {', '.join(f'{v:.2f}' for v in ready.values())} s); "
+        f"extra config {a.set or '(none)'}")
+    if "produce" in only:
+        log(f"1. produce: {a.records} x {a.record_size} B records, {a.partitions} partitions, "
+            f"{a.rounds} rounds")
+        throughput(c, a, results)
+    if "failover" in only:
+        log(f"2. failover: {a.failover_rounds} rounds")
+        failover(c, a, results, py)
+    if "shutdown" in only:
+        shutdown(c, a, results)
+    c.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help="comma-separated: produce, failover, shutdown")
+    ap.add_argument("--rounds", type=int, default=3, help="produce rounds (alternating order)")
+    ap.add_argument("--records", type=int, default=500_000, help="records per full-speed run")
+    ap.add_argument("--record-size", type=int, default=100)
+    ap.add_argument("--partitions", type=int, default=3, help="partitions of produce topics")
+    ap.add_argument("--rate", type=int, default=20_000,
+                    help="records/s of the fixed-rate latency runs")
+    ap.add_argument("--rate-seconds", type=float, default=5)
+    ap.add_argument("--failover-rounds", type=int, default=5)
+    ap.add_argument("--shutdown-partitions", type=int, default=1000)
+    ap.add_argument("--shutdown-rounds", type=int, default=3)
+    ap.add_argument("--no-rdkafka", action="store_true", help="skip rdkafka_performance")
+    ap.add_argument("--no-librdkafka-probe", action="store_true",
+                    help="failover: only the fjord CLI probe")
+    ap.add_argument("--set", action="append", default=[], metavar="'KEY = VALUE'",
+                    help="extra TOML line for every node's config (repeatable), e.g. "
+                         "--set 'replica.lag.time.max.ms = 10000'")
+    ap.add_argument("--heartbeat-ms", type=int, default=500)
+    ap.add_argument("--session-ms", type=int, default=3000)
+    ap.add_argument("--log-level", default="warn", help="FJORD_LOG of the nodes")
+    ap.add_argument("--fjord", default=os.path.join(ROOT, "target", "release", "fjord"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench-work"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (node logs)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    a = ap.parse_args()
+    if not os.access(a.fjord, os.X_OK):
+        raise SystemExit(f"{a.fjord} missing: cargo build --release -p fjord")
+    os.makedirs(a.work, exist_ok=True)
+    clusters = []
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    results = {"machine": cb.machine(a.work), "heartbeat_ms": a.heartbeat_ms,
+               "session_ms": a.session_ms, "record_size": a.record_size,
+               "records": a.records, "partitions": a.partitions, "rate": a.rate,
+               "extra_config": a.set}
+    try:
+        run(a, results, clusters)
+    except BaseException:
+        for c in clusters:
+            for n in c.nodes.values():
+                tail = n.stderr_tail(10)
+                if tail.strip():
+                    log(f"node {n.id} stderr tail:\n{tail}")
+        raise
+    finally:
+        kill_children()
+        for c in clusters:
+            c.cleanup()
+    if a.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        m = results["machine"]
+        print(f"machine: {m['nproc']} CPUs, {m['ram_gib']} GiB RAM, Linux {m['kernel']}; "
+              f"data on {m['work_fs']}; load average at start {m['loadavg_at_start']}")
+        print(table(a, results))
+
+
+if __name__ == "__main__":
+    main()
