@@ -837,6 +837,100 @@ fn consumer_with_client_rack_reads_from_rack_follower() {
     c.assert_no_panic_in_logs();
 }
 
+/// KIP-392 when the rack's follower dies in the middle of a read: the consumer goes back to
+/// the leader and still reads everything.
+#[test]
+fn rack_consumer_falls_back_to_the_leader_when_its_follower_dies() {
+    let mut c = combined_nodes().config(RACK_AWARE_SELECTOR).start();
+    let topic = "rack-fallback";
+    create_topic(&mut c, 1, topic, 1, &[]);
+    let leader = c.layout_any(topic).unwrap()[&0].leader;
+    // With one partition on 3 brokers the preferred leader is 1, 2 or 3; rack b is node 2.
+    let count = 50_000;
+    let p = produce(&c, "fill", topic, 0, count, 30_000, 200);
+    assert_eq!(p.acks.len() as u64, count, "{}", p.summary);
+    c.wait_isr(topic, Some(0), 3);
+    let out = c.scratch().join("fallback.jsonl");
+    let mut cmd = python_command("ck_consume.py");
+    cmd.args(["--bootstrap", &c.bootstrap_all(), "--topic", topic])
+        .arg("--out")
+        .arg(&out)
+        .args(["--expect", &count.to_string(), "--timeout", "90"])
+        // Small fetches, so the read takes many of them.
+        .args(["-X", "client.rack=b", "-X", "message.max.bytes=100000"])
+        .args([
+            "-X",
+            "fetch.max.bytes=100000",
+            "-X",
+            "max.partition.fetch.bytes=30000",
+        ]);
+    let mut consumer = Background::spawn(cmd, &c.scratch(), "consumer");
+    assert!(
+        wait_until(Duration::from_secs(30), || count_lines(&out) >= 1),
+        "the consumer read nothing\n{}",
+        consumer.output()
+    );
+    let victim = if leader == 2 { 3 } else { 2 };
+    let at_kill = count_lines(&out);
+    c.kill9(victim);
+    let status = consumer.wait(Duration::from_secs(150));
+    assert!(status.success(), "consumer\n{}", consumer.output());
+    let dump = records::parse_dump(&read_json_lines(&out));
+    let check = check_acks(&p.acks, &dump, 200);
+    eprintln!(
+        "leader {leader}; killed node {victim} with {at_kill} of {count} records read: {}",
+        check.summary()
+    );
+    check.assert_nothing_lost("consumer in rack b after its follower died");
+    c.assert_no_panic_in_logs();
+}
+
+/// Below min.insync.replicas a leader refuses acks=all with NOT_ENOUGH_REPLICAS (and says so
+/// in its gauge) but still takes acks=1.
+#[test]
+fn acks_all_refused_below_min_isr_while_acks_1_is_taken() {
+    let mut c = brokers_with_own_controller().start();
+    let topic = "min-isr";
+    create_topic(&mut c, 1, topic, 1, &["min.insync.replicas=2"]);
+    let p0 = c.wait_isr(topic, Some(0), 3)[&0].clone();
+    let leader = p0.leader as usize;
+    for f in p0.replicas.iter().filter(|r| **r != p0.leader) {
+        c.kill9(*f as usize);
+    }
+    c.wait_layout(topic, "an ISR of the leader alone", |l| {
+        l[&0].isr == vec![leader as i64]
+    });
+    let all = c
+        .node(leader)
+        .cli_with_stdin(&["produce", topic, "--acks", "all"], Some(b"refused\n"))
+        .failure("acks=all with ISR 1 < min.insync.replicas 2");
+    assert!(
+        all.stderr().contains("NOT_ENOUGH_REPLICAS"),
+        "{}",
+        all.describe()
+    );
+    c.node(leader)
+        .cli_with_stdin(&["produce", topic, "--acks", "1"], Some(b"taken\n"))
+        .success("acks=1 with ISR 1");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            c.metric(leader, "fjord_under_min_isr_partitions", &[]) == Some(1.0)
+        }),
+        "fjord_under_min_isr_partitions on leader {leader}: {:?}",
+        c.metric(leader, "fjord_under_min_isr_partitions", &[])
+    );
+    let got = c
+        .node(leader)
+        .kcat(&["-C", "-t", topic, "-e", "-q"], None)
+        .success("consume");
+    assert_eq!(
+        got.stdout(),
+        "taken\n",
+        "only the acks=1 record was written"
+    );
+    c.assert_no_panic_in_logs();
+}
+
 #[test]
 fn isr_shrink_and_expand_are_logged_and_counted_by_the_leader() {
     let mut c = brokers_with_own_controller().start();
