@@ -870,6 +870,7 @@ impl Broker {
         let mut doomed = Vec::new();
         let mut hosted = 0;
         for p in &topic.partitions {
+            self.fetchers.stop(p);
             if p.take_log().is_none() {
                 continue;
             }

@@ -157,6 +157,8 @@ async fn run(
         if *shutdown.borrow() {
             break;
         }
+        // A deleted partition (its log taken out) is not fetched any more.
+        parts.retain(|_, f| f.partition.has_log());
         let now = Instant::now();
         let next_ready = parts
             .values()
@@ -196,6 +198,9 @@ async fn run(
         } else {
             fetch_round(&broker, c, &mut parts, backoff, &mut shutdown).await
         };
+        // Every round awaits the network, but make sure a round that found nothing to send
+        // can never turn this loop into a busy one on a runtime thread.
+        tokio::task::yield_now().await;
         if let Err(e) = result {
             tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
             conn = None;
@@ -418,6 +423,8 @@ async fn fetch_round(
         }
     }
     if topics.is_empty() {
+        // Nothing fetchable (logs closing): wait a backoff instead of asking again at once.
+        let _ = pause(shutdown, backoff).await;
         return Ok(());
     }
     let mut req = FetchRequest::default()
