@@ -1156,6 +1156,56 @@ fn deleting_replicated_topics_leaves_brokers_idle() {
     c.assert_no_panic_in_logs();
 }
 
+/// After a broker restart its leaders' followers catch up on every partition at once and the
+/// leaders propose one ISR expand each; the controller must keep hearing every broker's
+/// heartbeats meanwhile (nobody fenced for missing them) and the restarted broker must be back
+/// in every ISR within a bound.
+#[test]
+fn broker_restart_with_many_partitions_fences_nobody() {
+    let mut c = combined_nodes().start();
+    let topic = "many";
+    let n = 500;
+    create_topic(&mut c, 1, topic, n, &[]);
+    let active = c.active_controller(1);
+    let victim = (1..=3).filter(|x| *x != active).max().unwrap();
+    let (status, _) = c.terminate(victim, Duration::from_secs(30));
+    assert!(status.success());
+    c.wait_layout(topic, &format!("node {victim} out of every ISR"), |l| {
+        l.values().all(|i| !i.isr.contains(&(victim as i64)))
+    });
+    let missed = |c: &Cluster| -> Vec<String> {
+        (1..=3)
+            .flat_map(|node| warns(c, node, "missed its heartbeats"))
+            .collect()
+    };
+    let missed0 = missed(&c).len();
+    let t0 = Instant::now();
+    c.start_node(victim);
+    c.wait_layout_for(
+        topic,
+        &format!("node {victim} back in every ISR"),
+        Duration::from_secs(120),
+        |l| l.values().all(|i| i.isr.len() == 3),
+    );
+    let took = t0.elapsed();
+    let fenced = missed(&c)[missed0..].to_vec();
+    eprintln!(
+        "node {victim} restarted: back in the ISR of {n} partitions after {took:?}; fenced for \
+         missed heartbeats meanwhile: {}",
+        fenced.len()
+    );
+    assert!(
+        fenced.is_empty(),
+        "brokers fenced for missed heartbeats while {n} partitions expanded their ISR: \
+         {fenced:#?}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "{n} partitions took {took:?} to get node {victim} back in their ISR"
+    );
+    c.assert_no_panic_in_logs();
+}
+
 #[test]
 fn metric_value_sums_matching_samples() {
     let text = "# HELP x\n# TYPE x counter\n\
