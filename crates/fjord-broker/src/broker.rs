@@ -111,6 +111,8 @@ pub struct Broker {
     pub groups: crate::groups::GroupRuntime,
     /// Follower fetchers, one per leader this broker follows partitions of.
     pub fetchers: ReplicaFetchers,
+    /// ISR changes waiting to be sent to the controller in a batch.
+    pub isr_proposals: crate::replication::IsrProposals,
     /// A controlled shutdown has begun: heartbeats ask to stay fenced.
     shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -152,6 +154,7 @@ impl Broker {
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
             groups: crate::groups::GroupRuntime::new(config.group.clone()),
             fetchers: ReplicaFetchers::default(),
+            isr_proposals: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             config,
         }

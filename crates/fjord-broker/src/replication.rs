@@ -13,59 +13,114 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_metadata::{ControllerRequest, NO_LEADER};
+use fjord_metadata::{AlterPartitionItem, ControllerReply, ControllerRequest, NO_LEADER};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
 
 /// Ask the controller to make `isr` the partition's ISR (the leader's own AlterPartition).
+/// Proposals are queued and sent in batches ([`IsrProposals`]): a broker that catches up on
+/// thousands of partitions sends a few requests, not thousands.
 pub fn propose_isr(b: &Arc<Broker>, p: &Arc<Partition>, isr: Vec<i32>) {
     let state = p.state();
-    let change = if isr.len() < state.isr.len() {
-        "shrink"
-    } else {
-        "expand"
-    };
-    let req = ControllerRequest::AlterPartition {
-        node_id: b.node_id(),
-        broker_epoch: b.broker_epoch(),
+    let item = AlterPartitionItem {
         topic_id: p.topic_id,
         partition: p.index as u32,
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
-        new_isr: isr.clone(),
+        new_isr: isr,
     };
-    let (b, p) = (b.clone(), p.clone());
-    tokio::spawn(async move {
-        match b.submit(req).await {
-            Ok(_) => {
-                b.metrics
-                    .isr_proposals
-                    .with_label_values(&[change, "accepted"])
-                    .inc();
-                // Normally the new assignment has been published by now and ended the
-                // proposal; if the controller found nothing to change, end it here.
-                p.with_replica(|r| {
-                    if r.assignment().partition_epoch == state.partition_epoch
-                        && r.isr_proposal_pending()
-                    {
-                        r.isr_proposal_failed(now_ms());
-                    }
-                });
+    let start = {
+        let mut q = b.isr_proposals.queue.lock();
+        q.items.push((p.clone(), state.isr.len(), item));
+        !std::mem::replace(&mut q.sending, true)
+    };
+    if start {
+        tokio::spawn(send_proposals(b.clone()));
+    }
+}
+
+/// ISR proposals waiting to be sent to the controller.
+#[derive(Default)]
+pub struct IsrProposals {
+    queue: Mutex<ProposalQueue>,
+}
+
+#[derive(Default)]
+struct ProposalQueue {
+    /// (partition, ISR size before, the change).
+    items: Vec<(Arc<Partition>, usize, AlterPartitionItem)>,
+    /// A sender task is running; it drains the queue until it is empty.
+    sending: bool,
+}
+
+/// At most this many partitions per AlterPartitions request.
+const MAX_BATCH: usize = 2_000;
+
+async fn send_proposals(b: Arc<Broker>) {
+    loop {
+        let batch: Vec<(Arc<Partition>, usize, AlterPartitionItem)> = {
+            let mut q = b.isr_proposals.queue.lock();
+            if q.items.is_empty() {
+                q.sending = false;
+                return;
             }
-            Err(e) => {
-                b.metrics
-                    .isr_proposals
-                    .with_label_values(&[change, "refused"])
-                    .inc();
-                tracing::warn!(topic = %p.topic, partition = p.index, proposed_isr = ?isr,
-                    isr = ?state.isr, error = ?e.code, message = %e.message,
-                    "ISR {change} refused by the controller; will retry");
-                p.with_replica(|r| r.isr_proposal_failed(now_ms()));
+            let n = q.items.len().min(MAX_BATCH);
+            q.items.drain(..n).collect()
+        };
+        let req = ControllerRequest::AlterPartitions {
+            node_id: b.node_id(),
+            broker_epoch: b.broker_epoch(),
+            partitions: batch.iter().map(|(_, _, i)| i.clone()).collect(),
+        };
+        let outcome = b.submit(req).await;
+        let now = now_ms();
+        let errors: Vec<Option<(i16, String)>> = match outcome {
+            Ok(ControllerReply::PartitionsAltered { results }) => results
+                .into_iter()
+                .map(|r| (r.error != 0).then_some((r.error, r.message)))
+                .chain(std::iter::repeat(None))
+                .take(batch.len())
+                .collect(),
+            Ok(other) => vec![Some((-1, format!("unexpected reply {other:?}"))); batch.len()],
+            Err(e) => vec![Some((e.code.code(), e.message)); batch.len()],
+        };
+        for ((p, isr_before, item), error) in batch.iter().zip(errors) {
+            let change = if item.new_isr.len() < *isr_before {
+                "shrink"
+            } else {
+                "expand"
+            };
+            match error {
+                None => {
+                    b.metrics
+                        .isr_proposals
+                        .with_label_values(&[change, "accepted"])
+                        .inc();
+                    // Normally the committed change has been published by now and ended the
+                    // proposal; if the controller found nothing to change, end it here.
+                    p.with_replica(|r| {
+                        if r.assignment().partition_epoch == item.partition_epoch
+                            && r.isr_proposal_pending()
+                        {
+                            r.isr_proposal_failed(now);
+                        }
+                    });
+                }
+                Some((code, message)) => {
+                    b.metrics
+                        .isr_proposals
+                        .with_label_values(&[change, "refused"])
+                        .inc();
+                    tracing::warn!(topic = %p.topic, partition = p.index, proposed_isr = ?item.new_isr,
+                        error = code, %message, "ISR {change} refused by the controller; will retry");
+                    p.with_replica(|r| r.isr_proposal_failed(now));
+                }
             }
         }
-    });
+    }
 }
 
 /// ISR shrink checks every half lag period (as Kafka does), gauges and high-watermark

@@ -1330,6 +1330,66 @@ mod tests {
     }
 
     #[test]
+    fn alter_partitions_batches_and_answers_each_partition() {
+        use crate::rpc::{AlterPartitionItem, ControllerReply, ControllerRequest};
+        let mut c = Controller::new(ControllerConfig::default());
+        let epochs = cluster(&mut c);
+        let t = topic(&mut c, "t", 1, 3);
+        let s0 = c.image().partition(&t, 0).unwrap().clone();
+        let leader = s0.leader;
+        // Drop one follower from the ISR.
+        let dropped = *s0.isr.iter().find(|b| **b != leader).unwrap();
+        let good = AlterPartitionItem {
+            topic_id: t,
+            partition: 0,
+            leader_epoch: s0.leader_epoch,
+            partition_epoch: s0.partition_epoch,
+            new_isr: s0.isr.iter().copied().filter(|b| *b != dropped).collect(),
+        };
+        let stale = AlterPartitionItem {
+            partition_epoch: s0.partition_epoch + 7,
+            ..good.clone()
+        };
+        let before = c.next_offset();
+        let out = c
+            .handle(
+                ControllerRequest::AlterPartitions {
+                    node_id: leader,
+                    broker_epoch: epochs[leader as usize - 1],
+                    partitions: vec![good, stale],
+                },
+                1,
+            )
+            .unwrap();
+        let ControllerReply::PartitionsAltered { results } = out.response else {
+            panic!("unexpected reply");
+        };
+        assert_eq!(
+            results.iter().map(|r| r.error).collect::<Vec<_>>(),
+            vec![0, 95]
+        );
+        assert_eq!(
+            out.records.len(),
+            1,
+            "one record for the accepted change only"
+        );
+        assert_eq!(c.next_offset(), before + 1);
+        assert_eq!(c.image().partition(&t, 0).unwrap().isr.len(), 2);
+        // A stale broker epoch refuses the whole request.
+        let err = c
+            .handle(
+                ControllerRequest::AlterPartitions {
+                    node_id: leader,
+                    broker_epoch: epochs[leader as usize - 1] - 1,
+                    partitions: vec![],
+                },
+                1,
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), 77);
+    }
+
+    #[test]
     fn alter_partition_checks_epochs_leader_and_eligibility() {
         let mut c = Controller::new(ControllerConfig::default());
         let epochs = cluster(&mut c);

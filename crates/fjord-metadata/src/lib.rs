@@ -47,6 +47,6 @@ pub mod store;
 pub use controller::{Controller, ControllerConfig, ControllerError, ControllerResult};
 pub use image::{ApplyError, BrokerImage, ClusterImage, PartitionState, TopicImage};
 pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
-pub use rpc::{ControllerReply, ControllerRequest};
+pub use rpc::{AlterPartitionItem, AlterPartitionOutcome, ControllerReply, ControllerRequest};
 pub use store::{MetadataLog, StoreError};
 pub use uuid::Uuid;

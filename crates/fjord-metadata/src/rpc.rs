@@ -70,6 +70,14 @@ pub enum ControllerRequest {
         partition_epoch: i32,
         new_isr: Vec<NodeId>,
     },
+    /// Many ISR changes from one leader in one request (and one metadata batch), as Kafka's
+    /// AlterPartition carries many partitions: a broker catching up on thousands of partitions
+    /// must not queue thousands of commits ahead of everyone's heartbeats.
+    AlterPartitions {
+        node_id: NodeId,
+        broker_epoch: i64,
+        partitions: Vec<AlterPartitionItem>,
+    },
     Cordon {
         node_id: NodeId,
         cordoned: bool,
@@ -87,6 +95,25 @@ pub enum ControllerRequest {
         election_type: u8,
         partitions: Option<Vec<(Uuid, u32)>>,
     },
+}
+
+/// One partition of [`ControllerRequest::AlterPartitions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionItem {
+    pub topic_id: Uuid,
+    pub partition: u32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<NodeId>,
+}
+
+/// The outcome of one [`AlterPartitionItem`]: 0, or the Kafka error code and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionOutcome {
+    pub topic_id: Uuid,
+    pub partition: u32,
+    pub error: i16,
+    pub message: String,
 }
 
 /// The reply to a [`ControllerRequest`] of the same name.
@@ -122,6 +149,9 @@ pub enum ControllerReply {
         partition_epoch: i32,
     },
     Done,
+    PartitionsAltered {
+        results: Vec<AlterPartitionOutcome>,
+    },
     LeadersElected {
         partitions: usize,
     },
@@ -282,6 +312,45 @@ impl Controller {
                 })?,
                 ControllerReply::from,
             ),
+            R::AlterPartitions {
+                node_id,
+                broker_epoch,
+                partitions,
+            } => {
+                // A stale sender is refused as a whole; each partition then stands alone.
+                self.check_epoch(node_id, broker_epoch)?;
+                let mut records = Vec::new();
+                let mut results = Vec::with_capacity(partitions.len());
+                for item in partitions {
+                    let (topic_id, partition) = (item.topic_id, item.partition);
+                    let outcome = self.alter_partition(AlterPartition {
+                        node_id,
+                        broker_epoch,
+                        topic_id,
+                        partition,
+                        leader_epoch: item.leader_epoch,
+                        partition_epoch: item.partition_epoch,
+                        new_isr: item.new_isr,
+                    });
+                    let (error, message) = match outcome {
+                        Ok(r) => {
+                            records.extend(r.records);
+                            (0, String::new())
+                        }
+                        Err(e) => (e.code(), e.to_string()),
+                    };
+                    results.push(AlterPartitionOutcome {
+                        topic_id,
+                        partition,
+                        error,
+                        message,
+                    });
+                }
+                ControllerResult {
+                    records,
+                    response: ControllerReply::PartitionsAltered { results },
+                }
+            }
             R::Cordon { node_id, cordoned } => map(self.set_cordoned(node_id, cordoned)?, |()| {
                 ControllerReply::Done
             }),
