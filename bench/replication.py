@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster as cb  # noqa: E402  (Node / Cluster: start, kill by PID, cleanup)
@@ -453,14 +454,33 @@ def shutdown(c, a, results):
         res = {"round": rnd, "node": victim, "led": led, "partitions": n, "exit_s": exit_s,
                "leaders_moved_s": moved.get("s"), "active_controller": ac}
         node = c.nodes[victim]
+        fences0 = fence_count(c.nodes[other])
         node.spawn()
         res["restart_ready_s"] = node.wait_ready()
         c.wait_healthy("after controlled shutdown")
         c.wait_isr(topic, n, 3)
         res["restart_full_isr_s"] = now() - node.spawned_at
+        # Fences seen by another broker while the restarted one caught up: any is a broker
+        # that missed its heartbeats (all its leaderships moved), expected 0.
+        f1 = fence_count(c.nodes[other])
+        res["fences_during_restart"] = None if None in (fences0, f1) else f1 - fences0
         log(f"  round {rnd}: {res}")
         rounds.append(res)
         time.sleep(1)
+
+
+def fence_count(node):
+    """fjord_cluster_broker_fencing_total{change="fence"} on `node`'s /metrics (None if
+    unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://{node.admin}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("fjord_cluster_broker_fencing_total{") and 'change="fence"' in line:
+            return int(float(line.split()[-1]))
+    return 0
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -521,7 +541,8 @@ def table(a, res):
             mm([x.get("leaders_moved_s") for x in s]), "polled on another node every 20 ms")
         add(f"… restart → ready line ({n} rounds)", mm([x.get("restart_ready_s") for x in s]), "")
         add(f"… restart → back in the ISR of all {p} partitions ({n} rounds)",
-            mm([x.get("restart_full_isr_s") for x in s]), "")
+            mm([x.get("restart_full_isr_s") for x in s]),
+            f"brokers fenced meanwhile: {[x.get('fences_during_restart') for x in s]}")
     if not rows:
         return "(nothing measured)"
     w0 = max(len(r[0]) for r in rows)
