@@ -603,6 +603,13 @@ impl Broker {
         if old.leader == new.leader && old.isr == new.isr {
             return;
         }
+        if new.leader != old.leader && new.leader >= 0 && !old.isr.contains(&new.leader) {
+            // Never budget-suppressed: every one may have lost acknowledged records.
+            self.metrics.unclean_elections.inc();
+            tracing::warn!(topic, partition, leader = new.leader, previous_isr = ?old.isr,
+                leader_epoch = new.leader_epoch,
+                "unclean leader election applied: the new leader was not in the ISR");
+        }
         if budget.left == 0 {
             budget.suppressed += 1;
             let shrink = old.isr.iter().any(|r| !new.isr.contains(r));

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub isr_proposals: IntCounterVec,
     /// acks=all produces that timed out waiting for the ISR.
     pub acks_all_timeouts: IntCounter,
+    /// Leader elections of a replica that was not in the ISR, seen in the metadata log.
+    pub unclean_elections: IntCounter,
 }
 
 impl Metrics {
@@ -226,8 +228,14 @@ impl Metrics {
             "acks=all produces that timed out waiting for the in-sync replicas",
         )
         .expect("metric");
+        let unclean_elections = IntCounter::new(
+            "unclean_leader_elections_total",
+            "Partition leaders elected from outside the ISR, as seen in the metadata log",
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unclean_elections.clone()),
             Box::new(under_replicated.clone()),
             Box::new(under_min_isr.clone()),
             Box::new(offline.clone()),
@@ -292,6 +300,7 @@ impl Metrics {
             preferred_replica_redirects,
             isr_proposals,
             acks_all_timeouts,
+            unclean_elections,
         }
     }
 
