@@ -526,7 +526,24 @@ async fn fetch_round(
                 code => {
                     tracing::debug!(topic = %p.topic, partition = p.index, error = code,
                         "replica fetch of a partition refused; backing off");
-                    f.paused_until = Some(Instant::now() + backoff);
+                    // The leader has not applied the metadata this follower acts on yet (a new
+                    // topic, a new leader epoch): that lasts milliseconds, so retry soon
+                    // rather than after a full backoff (it delayed a new topic's first acks=all
+                    // produce by ~200 ms).
+                    let not_yet = [
+                        ErrorCode::UnknownTopicId,
+                        ErrorCode::UnknownTopicOrPartition,
+                        ErrorCode::NotLeaderOrFollower,
+                        ErrorCode::UnknownLeaderEpoch,
+                    ]
+                    .iter()
+                    .any(|c| c.code() == code);
+                    let wait = if not_yet {
+                        backoff.min(Duration::from_millis(20))
+                    } else {
+                        backoff
+                    };
+                    f.paused_until = Some(Instant::now() + wait);
                 }
             }
         }
