@@ -108,7 +108,7 @@ pub async fn handle_from(
         RequestKind::SyncGroup(r) => respond(sync_group::handle(b, &ctx, r).await),
         RequestKind::Heartbeat(r) => respond(heartbeat::handle(b, &ctx, r)),
         RequestKind::LeaveGroup(r) => respond(leave_group::handle(b, &ctx, r)),
-        RequestKind::OffsetCommit(r) => respond(offset_commit::handle(b, &ctx, r)),
+        RequestKind::OffsetCommit(r) => offset_commit::handle_replicated(b, &ctx, r),
         RequestKind::OffsetFetch(r) => respond(offset_fetch::handle(b, &ctx, r)),
         RequestKind::DescribeGroups(r) => respond(describe_groups::handle(b, &ctx, r)),
         RequestKind::ListGroups(r) => respond(list_groups::handle(b, &ctx, r)),

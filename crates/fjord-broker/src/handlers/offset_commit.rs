@@ -1,15 +1,58 @@
 //! OffsetCommit v2-9: validated by the coordinator, answered after the records are appended to
-//! `__consumer_offsets`.
+//! `__consumer_offsets` and, as Kafka appends commits with acks=all, replicated to the ISR of
+//! the group's partition (the answer is deferred meanwhile; after
+//! [`COMMIT_REPLICATION_TIMEOUT`] it is COORDINATOR_NOT_AVAILABLE, which clients retry).
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::Ctx;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fjord_replication::AckStatus;
+
+use super::{Ctx, Outcome};
 use crate::broker::Broker;
 use fjord_group::coordinator::{CommitPartition, CommitRequest};
 use fjord_protocol::error::ErrorCode;
+
+/// How long a commit waits for the ISR of its `__consumer_offsets` partition.
+pub const COMMIT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commit, then answer once the commit is on every in-sync replica of the group's partition.
+pub fn handle_replicated(b: &Arc<Broker>, ctx: &Ctx, r: OffsetCommitRequest) -> Outcome {
+    let partition = b.topic(crate::groups::OFFSETS_TOPIC).and_then(|t| {
+        let i = fjord_group::offsets_partition(&r.group_id.0, t.partitions.len() as i32);
+        t.partitions.get(i as usize).cloned()
+    });
+    let resp = handle(b, ctx, r);
+    let respond = |resp: OffsetCommitResponse| Outcome::Respond(Box::new(resp.into()));
+    let Some(p) = partition.filter(|p| p.is_leader()) else {
+        return respond(resp);
+    };
+    let Some(required) = p.log_end_offset() else {
+        return respond(resp);
+    };
+    if p.acks_all_status(required, 1) != AckStatus::Waiting {
+        return respond(resp);
+    }
+    Outcome::Deferred(Box::pin(async move {
+        let deadline = Instant::now() + COMMIT_REPLICATION_TIMEOUT;
+        let mut resp = resp;
+        if p.wait_acks_all(required, 1, deadline).await != AckStatus::Done {
+            for t in &mut resp.topics {
+                for q in &mut t.partitions {
+                    if q.error_code == 0 {
+                        q.error_code = ErrorCode::CoordinatorNotAvailable.code();
+                    }
+                }
+            }
+        }
+        respond(resp)
+    }))
+}
 
 pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     // Unknown partitions are answered here; the rest go to the coordinator, in order.
