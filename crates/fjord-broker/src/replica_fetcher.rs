@@ -273,7 +273,7 @@ async fn truncate_round(
         }
         let p = &f.partition;
         let latest = asked.or_else(|| p.with_log(|l| l.latest_epoch()).flatten());
-        match truncation::first_question(latest) {
+        match latest {
             Some(epoch) => {
                 asks.entry(p.topic.clone())
                     .or_default()

@@ -24,13 +24,8 @@ pub enum Decision {
     AskAgain { epoch: i32 },
 }
 
-/// The first question: the follower's latest epoch, or `None` when its log has no epochs (an
-/// empty log): it then fetches from its log end after [`no_epochs`].
-pub fn first_question(latest_epoch: Option<i32>) -> Option<i32> {
-    latest_epoch
-}
-
-/// A follower whose log has no leader epochs keeps what is below its high watermark (Kafka's
+/// The first question is the follower's latest epoch. A follower whose log has no leader
+/// epochs (an empty log) asks nothing: it keeps what is below its high watermark (Kafka's
 /// fallback before KIP-101) and fetches the rest again.
 pub fn no_epochs(log_end_offset: i64, high_watermark: i64) -> i64 {
     high_watermark.min(log_end_offset)

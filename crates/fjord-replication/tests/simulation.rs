@@ -222,7 +222,7 @@ impl Sim {
         if self.nodes[(id - 1) as usize].needs_truncation {
             let f = &self.nodes[(id - 1) as usize];
             let leader_node = &self.nodes[(leader - 1) as usize];
-            let mut point = match truncation::first_question(f.latest_epoch()) {
+            let mut point = match f.latest_epoch() {
                 None => truncation::no_epochs(f.log.len() as i64, f.replica.high_watermark()),
                 Some(mut asked) => loop {
                     let answer = leader_node.end_offset_for(asked);

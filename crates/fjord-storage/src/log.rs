@@ -492,13 +492,7 @@ impl Log {
         self.epochs.assign(leader_epoch, first_offset)?;
         self.batch_buf = batches;
 
-        self.unflushed_messages += record_count;
-        if self.unflushed_messages >= self.config.flush_messages
-            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
-        {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
+        self.count_for_flush(record_count, now_ms)?;
         Ok(AppendInfo {
             base_offset: first_offset,
             last_offset: next - 1,
@@ -508,6 +502,19 @@ impl Log {
             bytes: records.len(),
             duplicate: false,
         })
+    }
+
+    /// Count appended records against the flush policy (`flush.messages`, `flush.ms`) and
+    /// flush when it says so. Shared by leader and follower appends.
+    fn count_for_flush(&mut self, record_count: u64, now_ms: i64) -> Result<(), StorageError> {
+        self.unflushed_messages += record_count;
+        if self.unflushed_messages >= self.config.flush_messages
+            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
     }
 
     /// Append batches a leader already wrote (Kafka's `appendAsFollower`): base offsets and
@@ -560,13 +567,7 @@ impl Log {
         self.batch_buf = batches;
         result?;
 
-        self.unflushed_messages += record_count;
-        if self.unflushed_messages >= self.config.flush_messages
-            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
-        {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
+        self.count_for_flush(record_count, now_ms)?;
         Ok(AppendInfo {
             base_offset: first_offset,
             last_offset,

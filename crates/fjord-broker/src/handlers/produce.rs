@@ -82,13 +82,13 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                             ),
                             Some(p)
                                 if acks == -1
-                                    && (p.state().isr.len() as i64) < t.config.min_insync_replicas as i64 =>
+                                    && isr_size(p) < t.config.min_insync_replicas as i64 =>
                             {
                                 fail(
                                     ErrorCode::NotEnoughReplicas,
                                     Some(format!(
                                         "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {}",
-                                        p.state().isr.len(),
+                                        isr_size(p),
                                         t.config.min_insync_replicas
                                     )),
                                 )
@@ -181,6 +181,11 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
             ProduceResponse::default().with_responses(responses).into(),
         ))
     }))
+}
+
+/// The committed ISR's size, without copying the assignment.
+fn isr_size(p: &Partition) -> i64 {
+    p.with_replica(|r| r.assignment().isr.len() as i64)
 }
 
 /// Put the outcome of an acks=all wait into a partition's response.
