@@ -50,7 +50,7 @@ if [ ! -f "$BUILD/.fjord-built" ]; then
   log "building librdkafka from $UPSTREAM (a few minutes on 2 cores)"
   rm -rf "$BUILD" && cp -r "$UPSTREAM" "$BUILD"
   (cd "$BUILD" && ./configure --disable-curl --disable-gssapi --disable-debug-symbols >"$WORK/configure.log" 2>&1 &&
-    make -j"$(nproc)" -C src libs >"$WORK/make.log" 2>&1) || { log "build failed, see $WORK/configure.log / make.log"; exit 1; }
+    make -j"$(nproc)" -C src lib >"$WORK/make.log" 2>&1) || { log "build failed, see $WORK/configure.log / make.log"; exit 1; }
   touch "$BUILD/.fjord-built"
 fi
 
