@@ -196,10 +196,12 @@ fn replay_partition(
         .map_err(|e| {
             anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {:?}", p.index, e.error_code())
         })?;
-        let mut raw = read.records;
-        if raw.is_empty() {
+        let Some(range) = read.records else {
             break;
-        }
+        };
+        let mut raw = range
+            .read()
+            .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
         let before = offset;
         while raw.len() >= 12 {
             let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;

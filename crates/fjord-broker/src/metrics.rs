@@ -51,6 +51,9 @@ pub struct Metrics {
     pub consumer_fetch_bytes: IntCounterVec,
     /// Record bytes this broker fetched from leaders as a follower.
     pub replica_fetch_bytes: IntCounter,
+    /// Fetch record bytes (consumers and followers) sent from segment files with `sendfile`,
+    /// never copied through user space.
+    pub fetch_zero_copy_bytes: IntCounter,
     /// Offsets removed by follower truncation (divergent records).
     pub truncated_offsets: IntCounter,
     /// Consumer fetches answered with a preferred read replica (KIP-392).
@@ -205,6 +208,11 @@ impl Metrics {
             "Record bytes fetched from leaders by this broker as a follower",
         )
         .expect("metric");
+        let fetch_zero_copy_bytes = IntCounter::new(
+            "fetch_zero_copy_bytes_total",
+            "Fetch record bytes sent from segment files with sendfile (no copy in user space)",
+        )
+        .expect("metric");
         let truncated_offsets = IntCounter::new(
             "log_truncated_offsets_total",
             "Offsets removed from follower logs by truncation to the leader's epoch end",
@@ -241,6 +249,7 @@ impl Metrics {
             Box::new(offline.clone()),
             Box::new(consumer_fetch_bytes.clone()),
             Box::new(replica_fetch_bytes.clone()),
+            Box::new(fetch_zero_copy_bytes.clone()),
             Box::new(truncated_offsets.clone()),
             Box::new(preferred_replica_redirects.clone()),
             Box::new(isr_proposals.clone()),
@@ -296,6 +305,7 @@ impl Metrics {
             offline,
             consumer_fetch_bytes,
             replica_fetch_bytes,
+            fetch_zero_copy_bytes,
             truncated_offsets,
             preferred_replica_redirects,
             isr_proposals,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fjord_replication::{AckStatus, FetchEffect, NotAReplica, PartitionReplica, Transition};
-use fjord_storage::{AppendError, AppendInfo, Log, LogConfig, ReadError, ReadResult};
+use fjord_storage::{AppendError, AppendInfo, FileRange, Log, LogConfig, ReadError, ReadResult};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -289,35 +289,37 @@ impl Partition {
             .acks_all_status(required_offset, min_insync_replicas)
     }
 
-    /// Read whole batches for a consumer: up to the high watermark.
+    /// Whole batches for a consumer, up to the high watermark, as a range of a segment file
+    /// (`None`: nothing to read). Only batch headers are read under the lock; the records are
+    /// read or sent (sendfile) by the caller after it is released.
     pub fn read(
         &self,
         fetch_offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
-    ) -> Result<ReadResult, ReadRejection> {
+    ) -> Result<ReadResult<Option<FileRange>>, ReadRejection> {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
         let hw = self.replica.lock().high_watermark();
         let mut r = log
-            .read(fetch_offset, max_bytes, hw, min_one_batch)
+            .read_range(fetch_offset, max_bytes, hw, min_one_batch)
             .map_err(ReadRejection::Storage)?;
         r.log_end_offset = hw;
         Ok(r)
     }
 
-    /// Read whole batches for a follower: up to the log end. `ReadResult::log_end_offset` is
+    /// Whole batches for a follower: up to the log end. `ReadResult::log_end_offset` is
     /// the high watermark, which is what the follower is told.
     pub fn read_for_follower(
         &self,
         fetch_offset: i64,
         max_bytes: usize,
-    ) -> Result<ReadResult, ReadRejection> {
+    ) -> Result<ReadResult<Option<FileRange>>, ReadRejection> {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
         let leo = log.log_end_offset();
         let mut r = log
-            .read(fetch_offset, max_bytes, leo, true)
+            .read_range(fetch_offset, max_bytes, leo, true)
             .map_err(ReadRejection::Storage)?;
         r.log_end_offset = self.replica.lock().high_watermark();
         Ok(r)

@@ -5,6 +5,9 @@
 //! one producer connection keep their order, as in Kafka), and a writer that coalesces queued
 //! responses into few vectored writes (`writev`): a Fetch response arrives as chunks, its record
 //! data still the buffer read from the log, so record bytes are not copied again in user space.
+//! Large record sets are not in the response at all but file ranges beside it
+//! ([`Chunk::Records`]), which the writer sends with `sendfile`: from the page cache to the
+//! socket without a copy through user space (zero-copy, as Kafka's `transferTo`).
 //! A frame that cannot be decoded closes that one connection; every other connection is
 //! unaffected.
 
@@ -12,11 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
-use fjord_protocol::codec::{self, DecodeError, Request};
+use bytes::{Buf, BytesMut};
+use fjord_protocol::codec::{self, Chunk, DecodeError, Request};
+use fjord_storage::FileRange;
 use kafka_protocol::messages::ApiKey;
 use std::io::IoSlice;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -24,19 +29,22 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::handlers::{self, Outcome};
 
+/// A response frame in pieces: encoded bytes and record data sent from segment files.
+type Chunks = Vec<Chunk<FileRange>>;
+
 /// What the processor hands to the writer, in request order.
 enum Outbound {
-    Ready(Vec<Bytes>),
+    Ready(Chunks),
     /// A deferred response (acks=all): the writer waits for it before anything queued after
     /// it; `None` closes the connection.
-    Later(oneshot::Receiver<Option<Vec<Bytes>>>),
+    Later(oneshot::Receiver<Option<Chunks>>),
 }
 
 /// What the reader hands to the processor.
 enum Inbound {
     Request(Box<Request>, Instant),
     /// A reply that needs no handler (ApiVersions with a too-new version).
-    Raw(Bytes),
+    Raw(bytes::Bytes),
     /// The connection must close after what is already queued.
     Close(String),
 }
@@ -137,9 +145,9 @@ async fn serve_connection(
     });
 
     let writer = tokio::spawn(async move {
-        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending: Chunks = Vec::new();
         // Take one outbound item: its chunks, or `None` to close.
-        async fn resolve(o: Outbound) -> Option<Vec<Bytes>> {
+        async fn resolve(o: Outbound) -> Option<Chunks> {
             match o {
                 Outbound::Ready(chunks) => Some(chunks),
                 Outbound::Later(rx) => rx.await.ok().flatten(),
@@ -150,11 +158,11 @@ async fn serve_connection(
                 break;
             };
             pending.extend(first);
-            let mut queued: usize = pending.iter().map(Bytes::len).sum();
+            let mut queued: usize = pending.iter().map(Chunk::len).sum();
             while queued < 1 << 20 {
                 match out_rx.try_recv() {
                     Ok(Outbound::Ready(more)) => {
-                        queued += more.iter().map(Bytes::len).sum::<usize>();
+                        queued += more.iter().map(Chunk::len).sum::<usize>();
                         pending.extend(more);
                     }
                     Ok(later @ Outbound::Later(_)) => {
@@ -165,7 +173,7 @@ async fn serve_connection(
                         queued = 0;
                         match resolve(later).await {
                             Some(more) => {
-                                queued += more.iter().map(Bytes::len).sum::<usize>();
+                                queued += more.iter().map(Chunk::len).sum::<usize>();
                                 pending.extend(more);
                             }
                             None => break 'outer,
@@ -190,7 +198,11 @@ async fn serve_connection(
         let Some(msg) = msg else { break };
         match msg {
             Inbound::Raw(bytes) => {
-                if out_tx.send(Outbound::Ready(vec![bytes])).await.is_err() {
+                if out_tx
+                    .send(Outbound::Ready(vec![Chunk::Bytes(bytes)]))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -254,49 +266,61 @@ fn encode(
     api: ApiKey,
     version: i16,
     peer: SocketAddr,
-) -> Option<Vec<Bytes>> {
-    match outcome {
-        Outcome::Respond(body) => {
-            match codec::encode_response_chunks(correlation_id, api, version, *body) {
-                Ok(chunks) => Some(chunks),
-                Err(e) => {
-                    tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
-                    None
-                }
-            }
-        }
-        Outcome::NoResponse => Some(Vec::new()),
+) -> Option<Chunks> {
+    let (body, records) = match outcome {
+        Outcome::Respond(body) => (body, Vec::new()),
+        Outcome::RespondWithRecords(body, records) => (body, records),
+        Outcome::NoResponse => return Some(Vec::new()),
         Outcome::Close(reason) => {
             tracing::info!(%peer, ?api, %reason, "closing connection");
-            None
+            return None;
         }
         Outcome::Deferred(_) => {
             tracing::error!(%peer, ?api, "a deferred response deferred again");
+            return None;
+        }
+    };
+    match codec::encode_response_chunks(correlation_id, api, version, *body, records) {
+        Ok(chunks) => Some(chunks),
+        Err(e) => {
+            tracing::error!(%peer, ?api, version, error = %e, "cannot encode response");
             None
         }
     }
 }
 
-/// Write every chunk with as few `writev` calls as the socket allows, then clear `chunks`.
-async fn write_all_chunks<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    chunks: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
+/// Write every chunk in order — runs of bytes with as few `writev` calls as the socket
+/// allows, file ranges with `sendfile` — then clear `chunks`.
+async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::io::Result<()> {
     // Linux accepts up to 1024 slices per call (IOV_MAX).
     const MAX_SLICES: usize = 256;
     let mut first = 0;
     while first < chunks.len() {
+        if chunks[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        if let Chunk::Records(range) = &chunks[first] {
+            send_file(wr.as_ref(), range).await?;
+            first += 1;
+            continue;
+        }
         let slices: Vec<IoSlice<'_>> = chunks[first..]
             .iter()
             .take(MAX_SLICES)
-            .map(|c| IoSlice::new(c))
+            .map_while(|c| match c {
+                Chunk::Bytes(b) => Some(IoSlice::new(b)),
+                Chunk::Records(_) => None,
+            })
             .collect();
         let mut n = wr.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while n > 0 {
-            let c = &mut chunks[first];
+            let Chunk::Bytes(c) = &mut chunks[first] else {
+                unreachable!("writev covered bytes chunks only")
+            };
             if n >= c.len() {
                 n -= c.len();
                 first += 1;
@@ -305,12 +329,37 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(
                 n = 0;
             }
         }
-        // Skip empty chunks so the loop condition sees real progress.
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
-        }
     }
     chunks.clear();
+    Ok(())
+}
+
+/// Send a file range to the socket with `sendfile(2)`: the kernel moves the bytes from the
+/// page cache to the socket. A file that ends before the range does (truncated meanwhile by a
+/// follower's truncation) is an error: the frame's length is already on the wire, so the
+/// connection must close.
+async fn send_file(sock: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    let mut offset = range.position();
+    let end = offset + range.len() as u64;
+    while offset < end {
+        sock.writable().await?;
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            let count = (end - offset) as usize;
+            rustix::fs::sendfile(sock, range.file(), Some(&mut offset), count)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ends before the records being sent",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

@@ -205,60 +205,127 @@ pub fn encode_request(
 /// them would cost more than the copy.
 pub const SPLICE_MIN_BYTES: usize = 16 * 1024;
 
+/// Record data that a Fetch response refers to instead of holding: the broker's ranges of
+/// segment files, which the connection sends with `sendfile`. The codec needs only the length.
+pub trait RecordData {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The bytes themselves, for the rare frame that is encoded by copying after all.
+    fn to_bytes(&self) -> Result<Bytes, String>;
+}
+
+impl RecordData for Bytes {
+    fn len(&self) -> usize {
+        Bytes::len(self)
+    }
+    fn to_bytes(&self) -> Result<Bytes, String> {
+        Ok(self.clone())
+    }
+}
+
+/// One piece of a response frame, in order: encoded bytes, or record data sent as it is.
+#[derive(Debug, Clone)]
+pub enum Chunk<D> {
+    Bytes(Bytes),
+    Records(D),
+}
+
+impl<D: RecordData> Chunk<D> {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.len(),
+            Chunk::Records(d) => d.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A partition's records while a Fetch frame is put together.
+enum Part<D> {
+    Memory(Bytes),
+    Data(D),
+}
+
+impl<D: RecordData> Part<D> {
+    fn len(&self) -> usize {
+        match self {
+            Part::Memory(b) => b.len(),
+            Part::Data(d) => d.len(),
+        }
+    }
+}
+
 /// Encode a response frame as a list of chunks whose concatenation is exactly what
 /// [`encode_response`] writes, but without copying Fetch record data: each partition's records
-/// (already a `Bytes` read from the log) becomes its own chunk, for a vectored write
-/// (`writev`). Other responses come back as one chunk.
+/// become their own chunk — a `Bytes` already read from the log, or, from `data`, record data
+/// the connection sends itself (`data[i]`, when present, is the records of the i-th
+/// partition of the response, whose `records` field is then ignored). Other responses come
+/// back as one chunk.
 ///
 /// The Fetch layout stays with `kafka-protocol`: the response is encoded twice without its
 /// record data — once with every `records` null, once with every `records` empty. The two
 /// encodings differ exactly at the records length fields, in partition order, which tells us
 /// where to splice each length prefix and its data chunk. If the layout ever differs from what
-/// we expect, this falls back to the plain (copying) encoding.
-pub fn encode_response_chunks(
+/// we expect, or the response is small, this falls back to the plain (copying) encoding.
+pub fn encode_response_chunks<D: RecordData>(
     correlation_id: i32,
     api_key: ApiKey,
     version: i16,
     body: ResponseKind,
-) -> Result<Vec<Bytes>, String> {
+    mut data: Vec<Option<D>>,
+) -> Result<Vec<Chunk<D>>, String> {
     let ResponseKind::Fetch(mut fetch) = body else {
         let mut out = BytesMut::new();
         encode_response(&mut out, correlation_id, api_key, version, &body)?;
-        return Ok(vec![out.freeze()]);
+        return Ok(vec![Chunk::Bytes(out.freeze())]);
     };
-    let mut records: Vec<Option<Bytes>> = Vec::new();
+    let mut records: Vec<Option<Part<D>>> = Vec::new();
+    let mut ext = data.drain(..);
     for t in &mut fetch.responses {
         for p in &mut t.partitions {
-            records.push(p.records.take());
+            let mem = p.records.take();
+            records.push(match ext.next().flatten() {
+                Some(d) => Some(Part::Data(d)),
+                None => mem.map(Part::Memory),
+            });
         }
     }
-    let data_len: usize = records.iter().flatten().map(Bytes::len).sum();
+    drop(ext);
+    let data_len: usize = records.iter().flatten().map(Part::len).sum();
     if data_len >= SPLICE_MIN_BYTES {
-        if let Some(chunks) = splice_fetch(correlation_id, version, &mut fetch, &records)? {
+        if let Some(chunks) = splice_fetch(correlation_id, version, &mut fetch, &mut records)? {
             return Ok(chunks);
         }
     }
     let mut it = records.into_iter();
     for t in &mut fetch.responses {
         for p in &mut t.partitions {
-            p.records = it.next().flatten();
+            p.records = match it.next().flatten() {
+                Some(Part::Memory(b)) => Some(b),
+                Some(Part::Data(d)) => Some(d.to_bytes()?),
+                None => None,
+            };
         }
     }
     let mut out = BytesMut::new();
     encode_frame(&mut out, correlation_id, api_key, version, |o| {
         fetch.encode(o, version).map_err(|e| format!("{e:#}"))
     })?;
-    Ok(vec![out.freeze()])
+    Ok(vec![Chunk::Bytes(out.freeze())])
 }
 
 /// See [`encode_response_chunks`]. `fetch` has its records taken out (`None`); `None` back
-/// means the layout was not as expected.
-fn splice_fetch(
+/// means the layout was not as expected (`records` untouched then).
+fn splice_fetch<D: RecordData>(
     correlation_id: i32,
     version: i16,
     fetch: &mut FetchResponse,
-    records: &[Option<Bytes>],
-) -> Result<Option<Vec<Bytes>>, String> {
+    records: &mut [Option<Part<D>>],
+) -> Result<Option<Vec<Chunk<D>>>, String> {
     let mut nulls = BytesMut::new();
     encode_frame(&mut nulls, correlation_id, ApiKey::Fetch, version, |o| {
         fetch.encode(o, version).map_err(|e| format!("{e:#}"))
@@ -305,7 +372,7 @@ fn splice_fetch(
     if marks.len() != records.len() {
         return Ok(None);
     }
-    let data_len: usize = records.iter().flatten().map(Bytes::len).sum();
+    let data_len: usize = records.iter().flatten().map(Part::len).sum();
     // Each non-null records field grows from its null mark to its length prefix.
     let prefixes: usize = records
         .iter()
@@ -320,26 +387,30 @@ fn splice_fetch(
     let mut head = BytesMut::with_capacity(nulls.len() + 8 * records.len());
     let mut chunks = Vec::with_capacity(2 * records.len() + 1);
     let mut prev = 0;
-    for (&at, r) in marks.iter().zip(records) {
+    for (&at, r) in marks.iter().zip(records.iter_mut()) {
         head.extend_from_slice(&nulls[prev..at]);
         prev = at + null_mark.len();
-        match r {
+        match r.take() {
             None => head.extend_from_slice(null_mark),
-            Some(data) => {
+            Some(part) => {
+                let len = part.len();
                 if flexible {
-                    put_unsigned_varint(&mut head, data.len() as u64 + 1);
+                    put_unsigned_varint(&mut head, len as u64 + 1);
                 } else {
-                    head.put_i32(data.len() as i32);
+                    head.put_i32(len as i32);
                 }
-                if !data.is_empty() {
-                    chunks.push(head.split().freeze());
-                    chunks.push(data.clone());
+                if len > 0 {
+                    chunks.push(Chunk::Bytes(head.split().freeze()));
+                    chunks.push(match part {
+                        Part::Memory(b) => Chunk::Bytes(b),
+                        Part::Data(d) => Chunk::Records(d),
+                    });
                 }
             }
         }
     }
     head.extend_from_slice(&nulls[prev..]);
-    chunks.push(head.freeze());
+    chunks.push(Chunk::Bytes(head.freeze()));
     Ok(Some(chunks))
 }
 
@@ -484,6 +555,67 @@ mod tests {
         });
     }
 
+    fn concat(chunks: &[Chunk<Bytes>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            match c {
+                Chunk::Bytes(b) | Chunk::Records(b) => out.extend_from_slice(b),
+            }
+        }
+        out
+    }
+
+    /// Record data given beside the response (as the broker gives file ranges) lands in the
+    /// right partitions: the frame is byte for byte the plain encoding of the response with
+    /// that data inside, the large ones stay `Chunk::Records`, and a small response is copied.
+    #[test]
+    fn fetch_chunks_with_record_data_beside_the_response() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::TopicName;
+        let big = Bytes::from((0..40_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        let small = Bytes::from_static(b"tiny");
+        let partition = |i: i32, r: Option<Bytes>| {
+            PartitionData::default()
+                .with_partition_index(i)
+                .with_high_watermark(7)
+                .with_records(r)
+        };
+        let response = |with_data: bool| {
+            let inline = |b: &Bytes| (!with_data).then(|| b.clone());
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![
+                    partition(0, inline(&big)),
+                    partition(1, Some(small.clone())),
+                    partition(2, Some(Bytes::new())),
+                    partition(3, inline(&big.slice(..30_000))),
+                ])])
+        };
+        for version in [4, 11, 12, 16] {
+            let mut plain = BytesMut::new();
+            let whole = ResponseKind::Fetch(response(false));
+            encode_response(&mut plain, 5, ApiKey::Fetch, version, &whole).unwrap();
+            let data = vec![Some(big.clone()), None, None, Some(big.slice(..30_000))];
+            let body = ResponseKind::Fetch(response(true));
+            let chunks = encode_response_chunks(5, ApiKey::Fetch, version, body, data).unwrap();
+            assert_eq!(concat(&chunks), plain.to_vec(), "v{version}");
+            let external: Vec<usize> = chunks
+                .iter()
+                .filter_map(|c| match c {
+                    Chunk::Records(d) => Some(d.len()),
+                    Chunk::Bytes(_) => None,
+                })
+                .collect();
+            assert_eq!(external, vec![40_000, 30_000], "v{version}");
+
+            // Below the splice threshold everything is copied into one chunk.
+            let tiny = vec![None, Some(small.clone())];
+            let body = ResponseKind::Fetch(response(true));
+            let chunks = encode_response_chunks(5, ApiKey::Fetch, version, body, tiny).unwrap();
+            assert!(matches!(chunks[..], [Chunk::Bytes(_)]), "v{version}");
+        }
+    }
+
     /// The chunked Fetch encoding is byte for byte the plain one, at every supported version,
     /// with records large enough to be spliced, small, empty and null.
     #[test]
@@ -526,12 +658,15 @@ mod tests {
             );
             let mut plain = BytesMut::new();
             encode_response(&mut plain, 9, ApiKey::Fetch, version, &body).unwrap();
-            let chunks = encode_response_chunks(9, ApiKey::Fetch, version, body).unwrap();
+            let chunks =
+                encode_response_chunks::<Bytes>(9, ApiKey::Fetch, version, body, vec![]).unwrap();
             assert!(chunks.len() > 1, "v{version} was not spliced");
-            assert_eq!(chunks.concat(), plain.to_vec(), "v{version}");
+            assert_eq!(concat(&chunks), plain.to_vec(), "v{version}");
             // The large record sets are the caller's buffers, not copies.
             assert!(
-                chunks.iter().any(|c| c.as_ptr() == big.as_ptr()),
+                chunks
+                    .iter()
+                    .any(|c| matches!(c, Chunk::Bytes(b) if b.as_ptr() == big.as_ptr())),
                 "v{version}"
             );
         }

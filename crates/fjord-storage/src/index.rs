@@ -38,6 +38,17 @@ impl SegmentIndex {
         }
     }
 
+    /// The last indexed batch position at or below the file position `pos` (0 if none): a
+    /// batch boundary from which to walk batch headers up to `pos`.
+    pub fn lookup_position(&self, pos: u32) -> u32 {
+        let i = self.offsets.partition_point(|e| e.1 <= pos);
+        if i == 0 {
+            0
+        } else {
+            self.offsets[i - 1].1
+        }
+    }
+
     /// The relative offset from which to scan for the first record with timestamp >= `ts`:
     /// just past the last time entry whose max timestamp is strictly below `ts` (all records up
     /// to that entry's offset are older than `ts`). `None` means from the segment start.

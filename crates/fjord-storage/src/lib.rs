@@ -78,3 +78,4 @@ pub use config::{
 };
 pub use error::{AppendError, ReadError, StorageError};
 pub use log::{AppendInfo, Log, MaintenanceReport, ReadResult};
+pub use segment::FileRange;

@@ -8,7 +8,7 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::producer_state::{self, Check, ProducerEntry, ProducerStateManager};
-use crate::segment::{scan_file, segment_path, Segment, LOG_SUFFIX};
+use crate::segment::{scan_file, segment_path, FileRange, Segment, LOG_SUFFIX};
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::batch::{self, BatchHeader};
 use std::collections::BTreeMap;
@@ -39,10 +39,10 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
-/// Whole batches for a fetch.
+/// Whole batches for a fetch: their bytes, or (from [`Log::read_range`]) a file range.
 #[derive(Debug, Clone)]
-pub struct ReadResult {
-    pub records: Bytes,
+pub struct ReadResult<R = Bytes> {
+    pub records: R,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -811,6 +811,28 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadResult, ReadError> {
+        let r = self.read_range(fetch_offset, max_bytes, max_offset, min_one_batch)?;
+        let records = match &r.records {
+            Some(range) => range.read().map_err(|e| StorageError::io(&self.dir, e))?,
+            None => Bytes::new(),
+        };
+        Ok(ReadResult {
+            records,
+            log_start_offset: r.log_start_offset,
+            log_end_offset: r.log_end_offset,
+        })
+    }
+
+    /// What [`Log::read`] would return, as a range of a segment file instead of bytes (`None`
+    /// when empty): only batch headers are read here, so a fetch can send the records with
+    /// `sendfile`, or read them after the caller has released its lock on the log.
+    pub fn read_range(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult<Option<FileRange>>, ReadError> {
         let leo = self.log_end_offset();
         if fetch_offset < self.log_start_offset || fetch_offset > leo {
             return Err(ReadError::OffsetOutOfRange {
@@ -820,7 +842,7 @@ impl Log {
             });
         }
         let empty = ReadResult {
-            records: Bytes::new(),
+            records: None,
             log_start_offset: self.log_start_offset,
             log_end_offset: leo,
         };
@@ -841,22 +863,26 @@ impl Log {
                 return Ok(empty);
             }
             let first = h.total_size();
-            let records = if first > max_bytes {
+            let end = if first > max_bytes {
                 if !min_one_batch {
                     return Ok(empty);
                 }
-                seg.read_at(pos, first)?
+                pos + first as u64
             } else {
-                let n = (max_bytes as u64).min(seg.size - pos) as usize;
-                let mut buf = seg.read_at(pos, n)?;
-                let end = whole_batches_below(&buf, max_offset);
-                buf.truncate(end);
-                buf
+                // Bounded by `max_offset` only where the segment holds offsets at or beyond
+                // it (a sealed segment's `next_offset` is an upper bound: then we look).
+                let cut = if max_offset < seg.next_offset {
+                    seg.position_of_offset(max_offset)?
+                } else {
+                    seg.size
+                };
+                let limit = (pos + max_bytes as u64).min(cut);
+                seg.whole_batches_end(pos, limit)?
             };
-            return Ok(ReadResult {
-                records: Bytes::from(records),
-                ..empty
-            });
+            let records = (end > pos)
+                .then(|| seg.range(pos, (end - pos) as usize))
+                .transpose()?;
+            return Ok(ReadResult { records, ..empty });
         }
         Ok(empty)
     }
@@ -1243,21 +1269,6 @@ impl Log {
     pub(crate) fn replace_segment(&mut self, seg: Segment) {
         self.segments.insert(seg.base_offset, seg);
     }
-}
-
-/// Length of the prefix of `buf` made of whole batches with base offset < `max_offset`.
-fn whole_batches_below(buf: &[u8], max_offset: i64) -> usize {
-    let mut end = 0;
-    while end + batch::LOG_OVERHEAD <= buf.len() {
-        let base = i64::from_be_bytes(buf[end..end + 8].try_into().expect("8"));
-        let len = i32::from_be_bytes(buf[end + 8..end + 12].try_into().expect("4"));
-        let total = batch::LOG_OVERHEAD + len.max(0) as usize;
-        if len <= 0 || end + total > buf.len() || base >= max_offset {
-            break;
-        }
-        end += total;
-    }
-    end
 }
 
 /// Decode the records of one batch (any codec).

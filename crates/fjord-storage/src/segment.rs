@@ -10,11 +10,12 @@
 
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
+use bytes::Bytes;
 use fjord_protocol::batch::{self, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -118,11 +119,54 @@ pub fn scan_file(
     })
 }
 
+/// Whole batches as a byte range of a segment file: what a fetch sends. Holding it keeps the
+/// file open; the connection writes it with `sendfile` (no copy through user space) or reads
+/// it into memory ([`FileRange::read`]) when that is cheaper.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    file: Arc<File>,
+    position: u64,
+    len: usize,
+}
+
+impl FileRange {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+    /// Where the bytes start in the file.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The bytes, read from the file (the page cache) into memory.
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        let mut buf = vec![0u8; self.len];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl fjord_protocol::codec::RecordData for FileRange {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn to_bytes(&self) -> Result<Bytes, String> {
+        self.read().map_err(|e| format!("cannot read records: {e}"))
+    }
+}
+
 pub struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
     /// Opened on first use (see the module docs).
-    file: OnceLock<File>,
+    /// Shared so a [`FileRange`] handed to a connection keeps the file open (and its bytes
+    /// readable) even if the segment is closed, deleted or replaced meanwhile.
+    file: OnceLock<Arc<File>>,
     /// Bytes in the log file.
     pub size: u64,
     /// For the active segment: last offset + 1. For a sealed segment: an upper bound (the next
@@ -152,7 +196,7 @@ impl Segment {
     fn new(base_offset: i64, path: PathBuf, file: Option<File>, size: u64, now_ms: i64) -> Segment {
         let cell = OnceLock::new();
         if let Some(f) = file {
-            let _ = cell.set(f);
+            let _ = cell.set(Arc::new(f));
         }
         Segment {
             base_offset,
@@ -262,11 +306,11 @@ impl Segment {
     }
 
     /// The log file, opened on first use.
-    pub fn file(&self) -> Result<&File, StorageError> {
+    pub fn file(&self) -> Result<&Arc<File>, StorageError> {
         if let Some(f) = self.file.get() {
             return Ok(f);
         }
-        let f = Self::open_file(&self.path, false)?;
+        let f = Arc::new(Self::open_file(&self.path, false)?);
         Ok(self.file.get_or_init(|| f))
     }
 
@@ -463,6 +507,47 @@ impl Segment {
             pos += h.total_size() as u64;
         }
         Ok(None)
+    }
+
+    /// The end of the whole batches that start at `from` (a batch boundary) and end at or
+    /// below the file position `limit`: `from` itself if the first batch does not fit.
+    /// Walks batch headers from the last indexed batch at or below `limit`, so at most about
+    /// one index interval of headers is read, whatever the distance from `from`.
+    pub fn whole_batches_end(&self, from: u64, limit: u64) -> Result<u64, StorageError> {
+        let limit = limit.min(self.size);
+        let indexed = u64::from(
+            self.index()?
+                .lookup_position(limit.min(u64::from(u32::MAX)) as u32),
+        );
+        let mut end = from.max(indexed);
+        while let Some(h) = self.read_header_at(end)? {
+            let next = end + h.total_size() as u64;
+            if next > limit {
+                break;
+            }
+            end = next;
+        }
+        Ok(end)
+    }
+
+    /// The file position of the first batch whose base offset is >= `offset` (the segment's
+    /// size if none): where a read bounded by `offset` (a high watermark) stops. A batch that
+    /// straddles `offset` is included, as a read of whole batches includes it.
+    pub fn position_of_offset(&self, offset: i64) -> Result<u64, StorageError> {
+        Ok(match self.find_batch(offset)? {
+            Some((pos, h)) if h.base_offset >= offset => pos,
+            Some((pos, h)) => pos + h.total_size() as u64,
+            None => self.size,
+        })
+    }
+
+    /// `len` bytes from `pos`, as a range of the open file (no bytes are read).
+    pub fn range(&self, pos: u64, len: usize) -> Result<FileRange, StorageError> {
+        Ok(FileRange {
+            file: self.file()?.clone(),
+            position: pos,
+            len,
+        })
     }
 
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {

@@ -10,6 +10,12 @@
 //!   the rack-aware selector and a `rack_id` (v11+), the leader may answer with a preferred
 //!   read replica in the consumer's rack instead of records (KIP-392);
 //! - a consumer of a follower (v11+): served by any replica up to its high watermark.
+//!
+//! Records leave the log as file ranges ([`FileRange`]): the reads under the partition lock
+//! touch batch headers only. A range of at least [`SENDFILE_MIN_BYTES`] goes to the connection
+//! as it is and is sent with `sendfile` — record bytes never pass through user space, as in
+//! Kafka's `FileRecords.writeTo`; a smaller one is read into memory after the lock is released,
+//! where one copy is cheaper than a system call of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +31,19 @@ use super::{sb, Ctx};
 use crate::broker::{now_ms, Broker};
 use crate::fetch_session::{FetchPlan, PartitionFetch, PartitionOutcome, SessionKey};
 use crate::partition::Partition;
+use fjord_storage::FileRange;
+
+/// Record data of at least this size is sent from the file with `sendfile`; below it, it is
+/// read into the response (the writer then coalesces it with other responses in one `writev`).
+pub const SENDFILE_MIN_BYTES: usize = 16 * 1024;
+
+/// A Fetch response and, beside it, the record data to send from segment files:
+/// `records[i]` belongs to the i-th partition of `response` (whose `records` field is then
+/// `None`).
+pub struct FetchReply {
+    pub response: FetchResponse,
+    pub records: Vec<Option<FileRange>>,
+}
 
 /// One partition of the plan, resolved.
 struct Target {
@@ -43,7 +62,7 @@ enum Fetcher {
     },
 }
 
-pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchResponse {
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply {
     let by_id = ctx.version >= 13;
     let replica_id = if ctx.version >= 15 {
         req.replica_state.replica_id.0
@@ -106,9 +125,12 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchRespo
     let plan = match plan {
         Ok(p) => p,
         Err(code) => {
-            return FetchResponse::default()
-                .with_error_code(code.code())
-                .with_session_id(0);
+            return FetchReply {
+                response: FetchResponse::default()
+                    .with_error_code(code.code())
+                    .with_session_id(0),
+                records: Vec::new(),
+            };
         }
     };
     let targets: Vec<Target> = plan
@@ -287,7 +309,7 @@ fn preferred_read_replica(b: &Broker, p: &Partition, rack: &str, fetch_offset: i
 
 struct ReadOutcome {
     error: ErrorCode,
-    records: Bytes,
+    records: Option<FileRange>,
     high_watermark: i64,
     log_start_offset: i64,
     preferred_read_replica: i32,
@@ -299,7 +321,7 @@ impl ReadOutcome {
     fn failed(error: ErrorCode, high_watermark: i64, log_start_offset: i64) -> ReadOutcome {
         ReadOutcome {
             error,
-            records: Bytes::new(),
+            records: None,
             high_watermark,
             log_start_offset,
             preferred_read_replica: -1,
@@ -345,10 +367,10 @@ fn read_all(
             };
             match read {
                 Ok(r) => {
-                    if !r.records.is_empty() {
+                    if let Some(range) = &r.records {
                         first_data = false;
-                        total += r.records.len();
-                        remaining = remaining.saturating_sub(r.records.len());
+                        total += range.len();
+                        remaining = remaining.saturating_sub(range.len());
                     }
                     ReadOutcome {
                         error: ErrorCode::None,
@@ -378,29 +400,50 @@ fn build_response(
     targets: &[Target],
     results: Vec<ReadOutcome>,
     fetcher: Fetcher,
-) -> FetchResponse {
+) -> FetchReply {
     let outcomes: Vec<PartitionOutcome> = results
         .iter()
         .map(|r| PartitionOutcome {
             high_watermark: r.high_watermark,
             log_start_offset: r.log_start_offset,
-            has_records: !r.records.is_empty(),
+            has_records: r.records.is_some(),
             error: r.error != ErrorCode::None,
         })
         .collect();
     let include = b.fetch_sessions.lock().finish(plan, &outcomes);
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
-    for ((t, r), inc) in targets.iter().zip(results).zip(include) {
+    let mut file_records = Vec::new();
+    for ((t, mut r), inc) in targets.iter().zip(results).zip(include) {
         if !inc {
             continue;
         }
+        // Small record sets are read now, outside the partition lock; large ones are sent
+        // from the file by the connection.
+        let (inline, from_file) = match r.records.take() {
+            Some(range) if range.len() >= SENDFILE_MIN_BYTES => (None, Some(range)),
+            Some(range) => match range.read() {
+                Ok(bytes) => (Some(bytes), None),
+                Err(e) => {
+                    tracing::error!(topic = %t.key.topic, partition = t.key.partition, error = %e,
+                        "cannot read records for a fetch");
+                    r.error = ErrorCode::KafkaStorageError;
+                    (Some(Bytes::new()), None)
+                }
+            },
+            None => (Some(Bytes::new()), None),
+        };
+        let sent_from_file = from_file.as_ref().map_or(0, FileRange::len);
+        b.metrics
+            .fetch_zero_copy_bytes
+            .inc_by(sent_from_file as u64);
+        let len = inline.as_ref().map_or(0, Bytes::len) + sent_from_file;
         if r.error != ErrorCode::None {
             b.metrics
                 .request_errors
                 .with_label_values(&["Fetch", &r.error.code().to_string()])
                 .inc();
-        } else if !r.records.is_empty() && matches!(fetcher, Fetcher::Consumer { .. }) {
-            let n = r.records.len() as u64;
+        } else if len > 0 && matches!(fetcher, Fetcher::Consumer { .. }) {
+            let n = len as u64;
             b.metrics
                 .bytes_out
                 .with_label_values(&[&t.key.topic])
@@ -419,7 +462,8 @@ fn build_response(
             .with_log_start_offset(r.log_start_offset)
             .with_aborted_transactions((req.isolation_level == 1).then(Vec::new))
             .with_preferred_read_replica(BrokerId(r.preferred_read_replica))
-            .with_records(Some(r.records));
+            .with_records(inline);
+        file_records.push(from_file);
         let same_topic = topics.last().is_some_and(|last| {
             if ctx.version >= 13 {
                 last.topic_id == t.key.topic_id
@@ -438,7 +482,10 @@ fn build_response(
             );
         }
     }
-    FetchResponse::default()
-        .with_session_id(plan.session_id)
-        .with_responses(topics)
+    FetchReply {
+        response: FetchResponse::default()
+            .with_session_id(plan.session_id)
+            .with_responses(topics),
+        records: file_records,
+    }
 }

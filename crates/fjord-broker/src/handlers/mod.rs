@@ -43,6 +43,9 @@ use fjord_protocol::codec::Request;
 /// What the connection does after a request.
 pub enum Outcome {
     Respond(Box<ResponseKind>),
+    /// A response with record data beside it, sent from segment files (see
+    /// [`fetch::FetchReply`]).
+    RespondWithRecords(Box<ResponseKind>, Vec<Option<fjord_storage::FileRange>>),
     /// The response is decided later (acks=all waiting for the ISR); the connection goes on
     /// with its next requests and sends this response in its turn.
     Deferred(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>),
@@ -87,7 +90,10 @@ pub async fn handle_from(
         RequestKind::ApiVersions(r) => respond(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => respond(metadata::handle(b, &ctx, r).await),
         RequestKind::Produce(r) => produce::handle(b, &ctx, r),
-        RequestKind::Fetch(r) => respond(fetch::handle(b, &ctx, r).await),
+        RequestKind::Fetch(r) => {
+            let reply = fetch::handle(b, &ctx, r).await;
+            Outcome::RespondWithRecords(Box::new(reply.response.into()), reply.records)
+        }
         RequestKind::ListOffsets(r) => respond(list_offsets::handle(b, &ctx, r)),
         RequestKind::CreateTopics(r) => respond(create_topics::handle(b, &ctx, r).await),
         RequestKind::DeleteTopics(r) => respond(delete_topics::handle(b, &ctx, r).await),
@@ -522,7 +528,7 @@ mod version_tests {
                         .unwrap();
                     let req = fjord_protocol::codec::decode_request(frame).unwrap();
                     match handle(&b, req).await {
-                        Outcome::Respond(resp) => {
+                        Outcome::Respond(resp) | Outcome::RespondWithRecords(resp, _) => {
                             let mut out = BytesMut::new();
                             fjord_protocol::codec::encode_response(
                                 &mut out, 1, range.key, v, &resp,
