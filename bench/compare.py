@@ -4,13 +4,18 @@
 Run through bench/compare.sh, which builds the tools first. Standard library only.
 
 Every round starts a fresh Fjord (release build, durable on disk, temp data dir) and a fresh
-mock broker, and runs the same rdkafka_performance workloads against each, alternating which
-goes first, so a noisy neighbour hurts both alike. The table shows min/median/max over rounds.
+mock broker (and, with --baseline, a fresh Fjord built from an earlier commit), and runs the
+same workloads against each, rotating which goes first, so a noisy neighbour hurts all alike.
+Workloads are driven by librdkafka's rdkafka_performance and by `fjord perf` (our client, which
+pre-builds batches and so can push more bytes than one librdkafka producer on a shared core).
+The table shows min/median/max over rounds, and the CPU time the broker process spent per MB
+moved next to the CPU time of the raw receive/append (or send) path for the same bytes.
 """
 
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -21,6 +26,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg):
@@ -34,35 +40,61 @@ def free_port():
 
 
 class Workload:
-    def __init__(self, name, topic, partitions, size, count, acks, extra=(), kind="produce"):
+    """kind: produce | consume | latency; tool: rdkafka (rdkafka_performance) | perf (fjord perf).
+    raw: the raw limit the MB/s is compared with (tcp+append for produce, tcp for consume)."""
+
+    def __init__(self, name, topic, partitions, size, count, acks, extra=(), kind="produce",
+                 tool="rdkafka", raw=None, rate_from=None):
         self.name, self.topic, self.partitions = name, topic, partitions
         self.size, self.count, self.acks = size, count, acks
-        self.extra, self.kind = list(extra), kind
+        self.extra, self.kind, self.tool, self.raw = list(extra), kind, tool, raw
+        self.rate_from = rate_from
 
 
 def workloads(scale):
     n = lambda x: max(1000, int(x * scale))  # noqa: E731
+    catch_up = 2_000_000_000  # bytes read back in the catch-up workloads
     return [
         Workload("produce 100B acks=1 1p", "p1", 1, 100, n(3_000_000), 1),
         Workload("produce 100B acks=1 16p", "p16", 16, 100, n(3_000_000), 1),
-        Workload("produce 1KB acks=all", "big", 1, 1024, n(1_000_000), -1),
+        Workload("produce 1KB acks=all", "big", 1, 1024, n(1_000_000), -1, raw="tcp+append"),
+        Workload("produce 1KB acks=all (fjord perf)", "bigperf", 1, 1024, n(2_000_000), -1,
+                 tool="perf", raw="tcp+append"),
         # A key per message and at most 10 records per batch: many small batches.
         Workload("produce 100B keyed, small batches", "keyed", 16, 100, n(600_000), 1,
                  ["-k", "order-42", "-X", "batch.num.messages=10", "-X", "linger.ms=1"]),
-        Workload("consume catch-up 1KB", "catchup", 1, 1024, n(2_000_000), 1, kind="consume"),
-        Workload("latency 100B acks=1 @50%", "lat", 1, 100, 0, 1,
-                 ["-X", "linger.ms=0"], kind="latency"),
+        Workload("consume catch-up 1KB records", "catchup", 1, 1024, n(catch_up // 1024), 1,
+                 kind="consume", raw="tcp"),
+        Workload("consume catch-up 16KB records", "catchup16", 1, 16384, n(catch_up // 16384), 1,
+                 kind="consume", raw="tcp"),
+        Workload("latency 100B acks=1 @50%", "lat", 1, 100, 0, 1, ["-X", "linger.ms=0"],
+                 kind="latency", rate_from="produce 100B acks=1 1p"),
+        Workload("produce 100B acks=1 1p (fjord perf)", "p1perf", 1, 100, n(5_000_000), 1,
+                 tool="perf"),
+        # Per produce request (16 KB batches, as at full speed), paced by fjord perf's clock.
+        Workload("latency 100B acks=1 @50% (fjord perf)", "latperf", 1, 100, 0, 1,
+                 kind="latency", tool="perf", rate_from="produce 100B acks=1 1p (fjord perf)"),
     ]
 
 
-class Broker:
-    """A running broker under test."""
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds (clock-tick resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
-    def __init__(self, kind, work, perf_bin, fjord_bin, mock_bin, topics):
+
+class Broker:
+    """A running broker under test: kind is fjord, base (an earlier Fjord build) or mock."""
+
+    def __init__(self, kind, work, fjord_bin, mock_bin, topics):
         self.kind = kind
         self.tmp = None
-        if kind == "fjord":
-            self.tmp = tempfile.mkdtemp(prefix="fjord-bench-", dir=work)
+        if kind in ("fjord", "base"):
+            self.tmp = tempfile.mkdtemp(prefix=f"{kind}-bench-", dir=work)
             port, admin = free_port(), free_port()
             self.bootstrap = f"127.0.0.1:{port}"
             self.proc = subprocess.Popen(
@@ -96,6 +128,9 @@ class Broker:
             pass
         return float("nan")
 
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -112,10 +147,12 @@ SUMMARY_P = re.compile(r"(\d+) messages produced \((\d+) bytes\), (\d+) delivere
                        r"in (\d+)ms: (\d+) msgs/s and ([\d.]+) MB/s")
 SUMMARY_C = re.compile(r"(\d+) messages \((\d+) bytes\) consumed in (\d+)ms: (\d+) msgs/s "
                        r"\(([\d.]+) MB/s\)")
+SUMMARY_PERF = re.compile(r"(\d+) records sent, ([\d.]+) records/sec .* ([\d.]+) ms 50th, "
+                          r"([\d.]+) ms 99th, ([\d.]+) ms 99.9th")
 
 
 def last(pattern, text):
-    """The final summary line (rdkafka_performance also prints one per interval)."""
+    """The final summary line (the tools also print one per interval)."""
     ms = list(pattern.finditer(text))
     return ms[-1] if ms else None
 
@@ -132,21 +169,37 @@ def percentiles(path):
     return {"p50": pick(0.50), "p99": pick(0.99), "p99.9": pick(0.999)}
 
 
-def run_perf(perf_bin, args, timeout):
-    p = subprocess.run([perf_bin] + args, capture_output=True, text=True, timeout=timeout)
+CLIENT_CPU = [0.0]  # CPU seconds of the last load-generator run
+
+
+def run_tool(argv, timeout):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CLIENT_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return p.stdout + p.stderr
 
 
-def run_workload(w, b, perf_bin, work, rate, timeout):
-    """Returns {'msgs': msgs/s, 'mbps': MB/s, 'p50':..., ...} or {'error': text}."""
-    lat_file = os.path.join(work, f"lat-{b.kind}.txt")
+class Tools:
+    def __init__(self, work, fjord_bin):
+        self.perf = os.path.join(work, "rdkafka_performance")
+        self.fjord = fjord_bin
+        self.work = work
+
+
+def run_workload(w, b, tools, rate, timeout):
+    """Returns {'msgs': msgs/s, 'mbps': MB/s, 'cpu': broker CPU s, 'p50':..., ...} or
+    {'error': text}."""
+    if w.tool == "perf":
+        return run_fjord_perf(w, b, tools, rate, timeout)
+    lat_file = os.path.join(tools.work, f"lat-{b.kind}.txt")
     if os.path.exists(lat_file):
         os.remove(lat_file)
-    base = ["-b", b.bootstrap, "-t", w.topic]
+    base = [tools.perf, "-b", b.bootstrap, "-t", w.topic]
     if w.kind == "consume":
         # Fill first (not timed here), then read everything back from offset 0.
-        out = run_perf(perf_bin, base + ["-P", "-s", str(w.size), "-c", str(w.count), "-a", "1",
-                                         "-p", "0"], timeout)
+        out = run_tool(base + ["-P", "-s", str(w.size), "-c", str(w.count), "-a", "1", "-p", "0"],
+                       timeout)
         if not last(SUMMARY_P, out):
             return {"error": "fill failed: " + out[-300:]}
         args = base + ["-C", "-p", "0", "-o", "beginning", "-c", str(w.count)]
@@ -157,20 +210,47 @@ def run_workload(w, b, perf_bin, work, rate, timeout):
     else:
         # No per-message latency file here: writing it would compete for the 2 cores.
         args = base + ["-P", "-s", str(w.size), "-c", str(w.count), "-a", str(w.acks)] + w.extra
-    out = run_perf(perf_bin, args, timeout)
+    cpu0 = b.cpu()
+    out = run_tool(args, timeout)
+    cpu = b.cpu() - cpu0
     if w.kind == "consume":
         m = last(SUMMARY_C, out)
         if not m or int(m.group(1)) < w.count:
             return {"error": "consume failed: " + out[-300:]}
-        return {"msgs": int(m.group(4)), "mbps": float(m.group(5))}
+        return {"msgs": int(m.group(4)), "mbps": float(m.group(5)), "cpu": cpu,
+                "client_cpu": CLIENT_CPU[0], "mb": int(m.group(2)) / 1e6}
     m = last(SUMMARY_P, out)
     if not m:
         return {"error": "produce failed: " + out[-300:]}
     produced, delivered = int(m.group(1)), int(m.group(3))
     if delivered < produced:
         return {"error": f"only {delivered}/{produced} delivered"}
-    r = {"msgs": int(m.group(5)), "mbps": float(m.group(6))}
+    r = {"msgs": int(m.group(5)), "mbps": float(m.group(6)), "cpu": cpu,
+         "client_cpu": CLIENT_CPU[0], "mb": int(m.group(2)) / 1e6}
     r.update(percentiles(lat_file))
+    return r
+
+
+def run_fjord_perf(w, b, tools, rate, timeout):
+    count = w.count
+    args = [tools.fjord, "--bootstrap-server", b.bootstrap, "perf", "produce", "--topic", w.topic,
+            "--record-size", str(w.size), "--acks", "all" if w.acks == -1 else str(w.acks)]
+    if w.kind == "latency":
+        count = max(1000, int(rate * LATENCY_SECONDS))
+        args += ["--throughput", str(int(rate))]
+    args += ["--num-records", str(count)] + w.extra
+    cpu0 = b.cpu()
+    out = run_tool(args, timeout)
+    cpu = b.cpu() - cpu0
+    m = last(SUMMARY_PERF, out)
+    if not m or int(m.group(1)) < count:
+        return {"error": "fjord perf failed: " + out[-300:]}
+    msgs = float(m.group(2))
+    r = {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
+         "client_cpu": CLIENT_CPU[0], "mb": count * w.size / 1e6}
+    if w.kind == "latency":
+        r.update({"p50": float(m.group(3)), "p99": float(m.group(4)),
+                  "p99.9": float(m.group(5))})
     return r
 
 
@@ -196,6 +276,9 @@ def main():
     ap.add_argument("--only", help="comma-separated workload name substrings")
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench-work"))
     ap.add_argument("--fjord", default=os.path.join(ROOT, "target", "release", "fjord"))
+    ap.add_argument("--baseline", help="an earlier fjord binary, run beside the others "
+                    "(what a change bought, in the same run)")
+    ap.add_argument("--no-mock", action="store_true", help="skip the mock broker")
     args = ap.parse_args()
     global LATENCY_SECONDS
     scale = 1.0
@@ -204,7 +287,7 @@ def main():
         if args.rounds == 3:
             args.rounds = 2
     work = args.work
-    perf_bin = os.path.join(work, "rdkafka_performance")
+    tools = Tools(work, args.fjord)
     mock_bin = os.path.join(work, "mock_broker")
     raw_bin = os.path.join(work, "rawlimits")
     ws = workloads(scale)
@@ -212,9 +295,11 @@ def main():
         keys = args.only.split(",")
         ws = [w for w in ws if any(k in w.name for k in keys)]
     topics = sorted({(w.topic, w.partitions) for w in ws})
+    kinds = ["fjord"] + (["base"] if args.baseline else []) + ([] if args.no_mock else ["mock"])
 
     # Raw limits, measured once before and once after the broker rounds.
-    raw = {"tcp": [], "append": [], "tcp+append": []}
+    raw = {k: [] for k in ["tcp", "append", "tcp+append", "tcp rx cpu", "tcp tx cpu",
+                           "tcp+append rx cpu"]}
     rawdir = tempfile.mkdtemp(prefix="raw-", dir=work)
 
     def measure_raw():
@@ -224,39 +309,46 @@ def main():
                            ("tcp+append", ["tcp+append", rawdir, secs, "65536"])]:
             out = subprocess.run([raw_bin] + argv, capture_output=True, text=True, check=True).stdout
             raw[mode].append(float(re.search(r"MBps=([\d.]+)", out).group(1)))
+            rx = re.search(r"rx_cpu_us_per_MB=([\d.]+)", out)
+            if rx:
+                raw[f"{mode} rx cpu"].append(float(rx.group(1)))
+            tx = re.search(r"tx_cpu_us_per_MB=([\d.]+)", out)
+            if tx and mode == "tcp":
+                raw["tcp tx cpu"].append(float(tx.group(1)))
 
     log("raw limits")
     measure_raw()
 
     results = {}  # (workload, broker) -> list of dicts
-    latency_rate = None
+    rates = {}
     t_start = time.time()
     for rnd in range(args.rounds):
-        order = ["fjord", "mock"] if rnd % 2 == 0 else ["mock", "fjord"]
+        order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
         for kind in order:
             log(f"round {rnd + 1}/{args.rounds}: {kind}")
-            b = Broker(kind, work, perf_bin, args.fjord, mock_bin, topics)
+            b = Broker(kind, work, args.baseline if kind == "base" else args.fjord, mock_bin,
+                       topics)
             try:
                 for w in ws:
                     if w.kind == "consume" and kind == "mock":
                         # The mock answers each Fetch with one message set per partition and
                         # then waits: it is not a catch-up reference (raw loopback TCP is).
                         continue
+                    rate = None
                     if w.kind == "latency":
-                        if latency_rate is None:
-                            # 50 % of Fjord's measured max for 100 B acks=1 on one partition.
-                            got = [r["msgs"] for r in results.get(("produce 100B acks=1 1p", "fjord"), [])
+                        if w.name not in rates:
+                            # 50 % of Fjord's measured max with the same tool, 1 partition.
+                            got = [r["msgs"] for r in results.get((w.rate_from, "fjord"), [])
                                    if "msgs" in r]
-                            latency_rate = 0.5 * med(got) if got else 50_000
-                        rate = latency_rate
-                    else:
-                        rate = None
-                    r = run_workload(w, b, perf_bin, work, rate, timeout=600)
+                            rates[w.name] = 0.5 * med(got) if got else 50_000
+                        rate = rates[w.name]
+                    r = run_workload(w, b, tools, rate, timeout=900)
                     if "error" in r:
                         log(f"  {w.name}: {kind}: ERROR {r['error']}")
                     else:
                         extra = f" p99={r['p99']:.2f}ms" if "p99" in r else ""
-                        log(f"  {w.name}: {kind}: {r['msgs']} msgs/s {r['mbps']:.1f} MB/s{extra}")
+                        log(f"  {w.name}: {kind}: {r['msgs']} msgs/s {r['mbps']:.1f} MB/s "
+                            f"broker cpu {r['cpu']:.2f}s{extra}")
                     results.setdefault((w.name, kind), []).append(r)
                 results.setdefault(("rss", kind), []).append({"rss": b.rss_mb()})
             finally:
@@ -266,51 +358,62 @@ def main():
     elapsed = time.time() - t_start
 
     # The table.
-    raw_tcp, raw_app, raw_ta = med(raw["tcp"]), med(raw["append"]), med(raw["tcp+append"])
+    lim = {k: med(v) for k, v in raw.items()}
+    raw_cpu = {"tcp+append": lim["tcp+append rx cpu"], "tcp": lim["tcp tx cpu"]}
     print()
     print(f"Machine: {machine()}")
-    print(f"Raw limits (median of {len(raw['tcp'])}): loopback TCP {raw_tcp:.0f} MB/s, "
-          f"append-to-file {raw_app:.0f} MB/s, TCP→append {raw_ta:.0f} MB/s")
-    if latency_rate:
-        print(f"Latency workload rate: {latency_rate:.0f} msgs/s (50 % of Fjord's 100 B 1p max)")
+    print(f"Raw limits (median of {len(raw['tcp'])}): loopback TCP {lim['tcp']:.0f} MB/s, "
+          f"append-to-file {lim['append']:.0f} MB/s, TCP→append {lim['tcp+append']:.0f} MB/s; "
+          f"CPU per MB: TCP receive+append {lim['tcp+append rx cpu']:.0f} µs, "
+          f"TCP send {lim['tcp tx cpu']:.0f} µs")
+    for name, rate in rates.items():
+        print(f"{name}: {rate:.0f} msgs/s (50 % of Fjord's max with the same tool)")
     print(f"{args.rounds} rounds, broker rounds took {elapsed:.0f} s; "
           "cells: median (min–max) over rounds\n")
     hdr = ["workload", "broker", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms",
-           "Fjord/mock", "Fjord/raw"]
+           "broker CPU µs/MB", "client CPU µs/MB", "Fjord/mock", "Fjord/raw", "raw/Fjord CPU"]
+    if args.baseline:
+        hdr.insert(10, "Fjord/base")
     rows = []
     for w in ws:
-        limit = {"produce 1KB acks=all": raw_ta, "consume catch-up 1KB": raw_tcp}.get(w.name)
-        for kind in ["fjord", "mock"]:
+        for kind in kinds:
             if (w.name, kind) not in results:
-                rows.append([w.name, kind, "n/a", "", "", "", "", "", ""])
                 continue
-            rs = [r for r in results.get((w.name, kind), []) if "msgs" in r]
-            errs = len(results.get((w.name, kind), [])) - len(rs)
+            rs = [r for r in results[(w.name, kind)] if "msgs" in r]
+            errs = len(results[(w.name, kind)]) - len(rs)
             msgs = [r["msgs"] for r in rs]
             mbps = [r["mbps"] for r in rs]
+            cpu_per_mb = [r["cpu"] * 1e6 / r["mb"] for r in rs if r.get("mb")]
+            client_per_mb = [r["client_cpu"] * 1e6 / r["mb"] for r in rs if r.get("mb")]
             lat = {q: [r[q] for r in rs if q in r] for q in ["p50", "p99", "p99.9"]}
-            ratio_mock = ratio_raw = ""
-            if kind == "fjord":
-                other = [r["msgs"] for r in results.get((w.name, "mock"), []) if "msgs" in r]
-                if msgs and other:
-                    ratio_mock = f"{med(msgs) / med(other):.2f}"
-                if msgs and limit:
-                    ratio_raw = f"{med(mbps) / limit:.2f}"
+            ratio = {"mock": "", "base": "", "raw": "", "cpu": ""}
+            if kind == "fjord" and w.kind != "latency":  # latency rows run at the same rate
+                for other in ("mock", "base"):
+                    theirs = [r["msgs"] for r in results.get((w.name, other), []) if "msgs" in r]
+                    if msgs and theirs:
+                        ratio[other] = f"{med(msgs) / med(theirs):.2f}"
+                if msgs and w.raw:
+                    ratio["raw"] = f"{med(mbps) / lim[w.raw]:.2f}"
+                if cpu_per_mb and w.raw:
+                    ratio["cpu"] = f"{raw_cpu[w.raw] / med(cpu_per_mb):.2f}"
             row = [w.name, kind + (f" ({errs} failed)" if errs else ""), fmt_range(msgs),
                    fmt_range(mbps, "{:.1f}")] + \
                   [fmt_range(lat[q], "{:.2f}") for q in ["p50", "p99", "p99.9"]] + \
-                  [ratio_mock, ratio_raw]
+                  [fmt_range(cpu_per_mb), fmt_range(client_per_mb), ratio["mock"]] + \
+                  ([ratio["base"]] if args.baseline else []) + [ratio["raw"], ratio["cpu"]]
             rows.append(row)
-    for kind in ["fjord", "mock"]:
+    for kind in kinds:
         rss = [r["rss"] for r in results.get(("rss", kind), [])]
-        rows.append(["RSS after the round (MB)", kind, "", fmt_range(rss), "", "", "", "", ""])
+        rows.append(["RSS after the round (MB)", kind, "", fmt_range(rss)] + [""] * (len(hdr) - 4))
     widths = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     line = lambda r: "| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + " |"  # noqa
     print(line(hdr))
     print("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
     for r in rows:
         print(line(r))
-    print("\nFjord/raw: produce 1KB MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP.")
+    print("\nFjord/raw: produce MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP. "
+          "raw/Fjord CPU: the raw path's CPU per MB (receive+append for produce, send for "
+          "consume) ÷ the broker's; 1.0 = as cheap as moving the bytes and nothing else.")
 
 
 def machine():

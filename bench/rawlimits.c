@@ -7,7 +7,9 @@
  *   rawlimits tcp+append DIR SECONDS CHUNK   receiver appends what it reads to a file in DIR:
  *                                            the ceiling for a broker that only moves bytes
  *
- * Prints one line: "<mode> bytes=N seconds=S MBps=X".
+ * Prints one line: "<mode> bytes=N seconds=S MBps=X", and for the TCP modes the CPU time each
+ * side spent per MB moved (rx_cpu_us_per_MB, tx_cpu_us_per_MB, from getrusage(RUSAGE_THREAD)):
+ * the cheapest a broker's receive (and append) or send of the same bytes can be.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +29,14 @@ static double now(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU time (user + system) of the calling thread, in seconds. */
+static double thread_cpu(void) {
+        struct rusage ru;
+        getrusage(RUSAGE_THREAD, &ru);
+        return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+               ru.ru_stime.tv_usec / 1e6;
 }
 
 static void die(const char *what) {
@@ -37,6 +48,7 @@ struct sender {
         int port;
         size_t chunk;
         double seconds;
+        double cpu; /* out: the sender thread's CPU seconds */
 };
 
 static void *send_loop(void *arg) {
@@ -49,6 +61,7 @@ static void *send_loop(void *arg) {
         if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
                 die("connect");
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        double cpu0 = thread_cpu();
         double end = now() + s->seconds;
         while (now() < end) {
                 size_t off = 0;
@@ -59,6 +72,7 @@ static void *send_loop(void *arg) {
                         off += n;
                 }
         }
+        s->cpu = thread_cpu() - cpu0;
         close(fd);
         free(buf);
         return NULL;
@@ -86,7 +100,7 @@ static void tcp(double seconds, size_t chunk, int out_fd, const char *label) {
         int c = accept(lfd, NULL, NULL);
         if (c < 0)
                 die("accept");
-        double t0 = now();
+        double t0 = now(), cpu0 = thread_cpu();
         for (;;) {
                 ssize_t n = read(c, buf, chunk);
                 if (n < 0)
@@ -100,9 +114,10 @@ static void tcp(double seconds, size_t chunk, int out_fd, const char *label) {
                 }
                 total += n;
         }
-        double dt = now() - t0;
+        double dt = now() - t0, rx_cpu = thread_cpu() - cpu0;
         pthread_join(th, NULL);
-        printf("%s bytes=%zu seconds=%.3f MBps=%.1f\n", label, total, dt, total / dt / 1e6);
+        printf("%s bytes=%zu seconds=%.3f MBps=%.1f rx_cpu_us_per_MB=%.1f tx_cpu_us_per_MB=%.1f\n",
+               label, total, dt, total / dt / 1e6, rx_cpu * 1e12 / total, s.cpu * 1e12 / total);
         close(c);
         close(lfd);
         free(buf);
