@@ -3,6 +3,14 @@
 memory per partition and open file descriptors, before and after a restart.
 
     python3 bench/scale.py [--partitions 100000] [--per-topic 1000] [--fjord target/release/fjord]
+
+To iterate on startup without re-creating the partitions every time:
+
+    python3 bench/scale.py --keep DIR           # as above, but leave the data dir in DIR
+    python3 bench/scale.py --reuse DIR [--restarts 3]   # restart DIR's node only; DIR is kept
+
+With --reuse, --partitions must match what DIR holds (it only scales the per-partition RSS).
+Without --keep/--reuse the data dir is a temp dir under --work, removed at the end.
 """
 import argparse
 import os
@@ -14,6 +22,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNING = []  # fjord processes started here, killed on the way out if still running
 
 
 def free_port():
@@ -40,6 +49,7 @@ def start(fjord, data, port, admin):
                           "--admin-listener", f"127.0.0.1:{admin}"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                          env={**os.environ, "FJORD_LOG": "warn"})
+    RUNNING.append(p)
     line = p.stdout.readline()
     if "fjord ready" not in line:
         raise SystemExit(f"fjord did not start: {line!r}")
@@ -59,12 +69,28 @@ def main():
     ap.add_argument("--per-topic", type=int, default=1000)
     ap.add_argument("--fjord", default=os.path.join(ROOT, "target", "release", "fjord"))
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench-work"))
+    ap.add_argument("--keep", metavar="DIR",
+                    help="create the partitions in DIR (must not exist) and keep it")
+    ap.add_argument("--reuse", metavar="DIR",
+                    help="skip creation: restart the node of DIR (made with --keep); DIR is kept")
+    ap.add_argument("--restarts", type=int, default=1,
+                    help="with --reuse: measured clean shutdown + startup rounds")
     a = ap.parse_args()
+    if a.keep and a.reuse:
+        raise SystemExit("--keep and --reuse exclude each other")
     os.makedirs(a.work, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="scale-", dir=a.work)
-    data = os.path.join(tmp, "data")
     port, admin = free_port(), free_port()
     try:
+        if a.reuse:
+            reuse(a, tmp, port, admin)
+            return
+        if a.keep:
+            if os.path.exists(a.keep):
+                raise SystemExit(f"{a.keep} exists; --keep wants a new directory")
+            data = a.keep
+        else:
+            data = os.path.join(tmp, "data")
         p, t_empty = start(a.fjord, data, port, admin)
         base = status(p.pid)
         t0 = time.time()
@@ -90,8 +116,34 @@ def main():
         print(f"startup: {t_start:.2f} s (empty node: {t_empty:.2f} s)")
         print(f"after restart: RSS {restarted['VmRSS']:.0f} MB (empty node {base['VmRSS']:.0f} MB), "
               f"{per:.1f} KB per partition, fds {restarted['fds']}")
+        if a.keep:
+            print(f"data kept in {data} (restart with --reuse {data}; delete it when done)")
     finally:
+        for p in RUNNING:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reuse(a, tmp, port, admin):
+    """Restart an existing data dir: an empty node first (RSS baseline), then --restarts rounds
+    of start, RSS, clean shutdown. The first start after --keep follows a clean shutdown too."""
+    if not os.path.isdir(a.reuse):
+        raise SystemExit(f"{a.reuse} is not a directory")
+    p, t_empty = start(a.fjord, os.path.join(tmp, "empty"), port, admin)
+    base = status(p.pid)
+    stop(p)
+    for r in range(a.restarts):
+        p, t_start = start(a.fjord, a.reuse, port, admin)
+        time.sleep(1)
+        restarted = status(p.pid)
+        t_stop = stop(p)
+        per = (restarted["VmRSS"] - base["VmRSS"]) * 1024 / a.partitions
+        print(f"round {r + 1}: startup {t_start:.2f} s (empty node: {t_empty:.2f} s); "
+              f"RSS {restarted['VmRSS']:.0f} MB (empty node {base['VmRSS']:.0f} MB), "
+              f"{per:.1f} KB per partition, fds {restarted['fds']}; clean shutdown {t_stop:.1f} s",
+              flush=True)
 
 
 if __name__ == "__main__":

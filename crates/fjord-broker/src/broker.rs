@@ -1037,21 +1037,50 @@ fn open_partition_log(
     let dir = partition_dir(root, topic, index);
     let meta = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {id}\n");
-    match std::fs::read_to_string(&meta) {
-        Ok(s) if s == expected => {}
-        Ok(_) => {
+    // The common case on a restart (the file names this topic) costs one open and read.
+    let found = read_small_file(&meta, expected.len());
+    if !matches!(&found, Ok(s) if *s == expected.as_bytes()) {
+        if found.is_ok() {
             tracing::warn!(dir = %dir.display(), "partition directory belongs to a deleted topic; removing it");
             std::fs::remove_dir_all(&dir)?;
         }
-        Err(_) => {}
-    }
-    std::fs::create_dir_all(&dir)?;
-    if !meta.exists() {
-        let tmp = dir.join("partition.metadata.tmp");
-        std::fs::write(&tmp, &expected)?;
-        std::fs::rename(&tmp, &meta)?;
+        std::fs::create_dir_all(&dir)?;
+        if !meta.exists() {
+            let tmp = dir.join("partition.metadata.tmp");
+            std::fs::write(&tmp, &expected)?;
+            std::fs::rename(&tmp, &meta)?;
+        }
     }
     Log::open(&dir, config.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}
+
+/// The contents of a file expected to hold about `expect` bytes, with one `read` when it does
+/// (no `stat` for a size hint, as `std::fs::read` makes).
+fn read_small_file(path: &Path, expect: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    // One byte more than expected, so a longer file needs a second read to be seen whole.
+    let mut buf = vec![0u8; expect + 1];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                // A regular file returns fewer bytes than asked only at its end.
+                if len < buf.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Remove `*-delete` directories left by a crash during deletion, and partition directories of
@@ -1062,7 +1091,13 @@ fn remove_stale_partition_dirs(root: &Path, topics: &Topics) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name == METADATA_DIR || name == QUORUM_DIR || !e.path().is_dir() {
+        // The type comes with the listing (no `stat` per entry), except for symlinks.
+        let is_dir = match e.file_type() {
+            Ok(t) if t.is_symlink() => e.path().is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => false,
+        };
+        if name == METADATA_DIR || name == QUORUM_DIR || !is_dir {
             continue;
         }
         let stale = if name.ends_with("-delete") {

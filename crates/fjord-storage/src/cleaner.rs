@@ -292,6 +292,9 @@ pub fn install(
         first_dirty_offset: plan.end_offset,
         ..Default::default()
     };
+    if cleaned.iter().any(|c| c.path.is_some()) {
+        log.mark_dirty()?;
+    }
     for c in cleaned {
         let base = c.base_offset;
         report.bytes_before += c.size_before;

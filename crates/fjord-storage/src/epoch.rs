@@ -20,6 +20,15 @@ pub struct LeaderEpochCache {
 }
 
 impl LeaderEpochCache {
+    /// The cache of a log without a checkpoint file (what [`LeaderEpochCache::load`] returns
+    /// then), without looking for the file.
+    pub fn empty(dir: &Path) -> LeaderEpochCache {
+        LeaderEpochCache {
+            path: dir.join(CHECKPOINT_FILE),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn load(dir: &Path) -> Result<LeaderEpochCache, StorageError> {
         let path = dir.join(CHECKPOINT_FILE);
         let mut entries = Vec::new();

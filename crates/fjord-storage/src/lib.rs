@@ -21,7 +21,7 @@
 //! recovery-point-offset-checkpoint  everything below was fsynced
 //! high-watermark-checkpoint       high watermark, on checkpoint/close if changed (none if empty)
 //! cleaner-offset-checkpoint.json  first dirty offset + tombstone timers (compacted topics)
-//! clean-shutdown                  present only between close() and the next open()
+//! clean-shutdown                  written by close(), removed before the next change
 //! *.cleaned / *.swap / *.deleted / *.tmp   transient; tidied on open
 //! ```
 //!
@@ -51,9 +51,16 @@
 //! every temp file + rename allocates an inode): the active index only if it differs from its
 //! files, the recovery point only if it moved, a producer snapshot at close only if none at
 //! the log end holds the current state, the cleaner checkpoint and high watermark only if
-//! they changed. An
-//! untouched partition costs one marker removal on open and one marker creation on close; an
-//! unclean open writes nothing if recovery changed nothing.
+//! they changed. The clean-shutdown marker stays on disk after a clean open and is removed
+//! only before the first change to the segments, their indexes, the log start or the epoch
+//! cache (`Log::mark_dirty`): until then the files are exactly what the clean close left,
+//! so a crash needs no recovery. An untouched partition costs no write at all on open and
+//! close; an unclean open writes nothing if recovery changed nothing.
+//!
+//! Open lists the partition directory once and reads only the files that listing shows
+//! (checkpoints, the active segment's indexes, the newest producer snapshot); with the
+//! newest snapshot at the log end (as after a clean close) it replays nothing. A clean open
+//! of an empty partition is one listing and one `stat` of its segment.
 //!
 //! # Concurrency
 //!

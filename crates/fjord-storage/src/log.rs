@@ -8,14 +8,17 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::producer_state::{self, Check, ProducerEntry, ProducerStateManager};
-use crate::segment::{scan_file, segment_path, FileRange, Segment, LOG_SUFFIX};
+use crate::segment::{
+    scan_file, segment_path, FileRange, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::batch::{self, BatchHeader};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Present after a clean [`Log::close`]; its absence on open triggers recovery.
+/// Written by a clean [`Log::close`] and removed before the next change to the log's files
+/// ([`Log::mark_dirty`]); its absence on open triggers recovery.
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset raised by retention or DeleteRecords.
 pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
@@ -88,6 +91,9 @@ pub struct Log {
     pub(crate) cleaner: CleanerCheckpoint,
     /// What the cleaner checkpoint file holds (default if absent, which loads the same).
     cleaner_on_disk: CleanerCheckpoint,
+    /// The clean-shutdown marker is on disk: nothing has changed the log's files since the
+    /// clean close that wrote it. Cleared (and the file removed) by [`Log::mark_dirty`].
+    clean_marker: bool,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -119,28 +125,94 @@ fn remove_file(path: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// One listing of a partition directory (by [`Log::open`]): every decision about which
+/// files to read on open comes from it, so no file is probed by name.
+#[derive(Debug, Default)]
+struct DirListing {
+    /// The segment files there are, by base offset.
+    segments: BTreeMap<i64, SegmentFiles>,
+    /// Producer snapshot offsets, ascending.
+    snapshots: Vec<i64>,
+    clean_shutdown: bool,
+    log_start: bool,
+    recovery_point: bool,
+    high_watermark: bool,
+    epochs: bool,
+    cleaner: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SegmentFiles {
+    log: bool,
+    index: bool,
+    time_index: bool,
+}
+
+impl DirListing {
+    /// Both index files are there, so loading them is worth trying.
+    fn has_index_files(&self, base: i64) -> bool {
+        self.segments
+            .get(&base)
+            .is_some_and(|f| f.index && f.time_index)
+    }
+    fn has_any_index_file(&self, base: i64) -> bool {
+        self.segments
+            .get(&base)
+            .is_some_and(|f| f.index || f.time_index)
+    }
+}
+
 impl Log {
     /// Open (or create) the log in `dir`. Without a clean-shutdown marker, segments after the
     /// recovery point are validated batch by batch and truncated at the first bad batch.
+    ///
+    /// The directory is listed once; that listing decides which checkpoint, index and
+    /// snapshot files are read (a missing file is never probed). The clean-shutdown marker
+    /// stays in place until the first change to the log's files ([`Log::mark_dirty`]): a
+    /// log that is opened and closed (or crashes) without being changed is still in the state
+    /// its last clean close left, so reopening it needs no recovery, and neither open nor
+    /// close writes anything for it.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log, StorageError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
-        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
-        // Removed now so that a crash from here on is detected next time.
-        remove_file(&marker)?;
-
-        let bases = Self::tidy_dir(&dir)?;
-        let checkpoint_start = read_offset_file(&dir.join(LOG_START_FILE))?;
-        let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(-1);
-        let hw_on_disk = read_offset_file(&dir.join(HIGH_WATERMARK_FILE))?;
+        let listing = match Self::tidy_dir(&dir) {
+            Ok(l) => l,
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+                DirListing::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let clean = listing.clean_shutdown;
+        let read_if = |present: bool, name: &str| {
+            if present {
+                read_offset_file(&dir.join(name))
+            } else {
+                Ok(None)
+            }
+        };
+        let checkpoint_start = read_if(listing.log_start, LOG_START_FILE)?;
+        let recovery_point = read_if(listing.recovery_point, RECOVERY_POINT_FILE)?.unwrap_or(-1);
+        let hw_on_disk = read_if(listing.high_watermark, HIGH_WATERMARK_FILE)?;
         let now = wall_clock_ms();
+        // Index files without a log are no segment (e.g. a crash while deleting one).
+        let bases: Vec<i64> = listing
+            .segments
+            .iter()
+            .filter(|(_, f)| f.log)
+            .map(|(&b, _)| b)
+            .collect();
 
         let mut segments = BTreeMap::new();
         let mut recovered = false;
+        // Whether the active segment's index files hold its in-memory index.
+        let mut active_index_on_disk = true;
         if bases.is_empty() {
             let base = checkpoint_start.unwrap_or(0).max(0);
             segments.insert(base, Segment::create(&dir, base, now)?);
+            // Stale index files at this base (none normally) differ from the empty index.
+            active_index_on_disk = !listing.has_any_index_file(base);
         } else {
             let interval = config.index_interval_bytes;
             let mut i = 0;
@@ -149,16 +221,18 @@ impl Log {
                 let next = bases.get(i + 1).copied();
                 let last = next.is_none();
                 let needs_recovery = !clean && (last || next.unwrap_or(i64::MAX) > recovery_point);
+                let index_files = listing.has_index_files(base);
                 if needs_recovery {
                     recovered = true;
-                    let (mut seg, dropped) = Segment::open_active(&dir, base, true, interval)?;
+                    let (mut seg, dropped, on_disk) =
+                        Segment::open_active(&dir, base, true, index_files, interval)?;
                     if !last && dropped == 0 {
                         // Stays sealed: restore the final time entry that roll wrote.
                         seg.seal_index();
                     }
                     // Recovery rebuilt the index from the log; write it only if the files
                     // do not already hold exactly that.
-                    if !seg.index_matches_disk() {
+                    if !seg.index_equals(on_disk.as_ref()) {
                         seg.write_index()?;
                     }
                     segments.insert(base, seg);
@@ -172,7 +246,9 @@ impl Log {
                         break;
                     }
                 } else if last {
-                    let (seg, _) = Segment::open_active(&dir, base, false, interval)?;
+                    let (seg, _, on_disk) =
+                        Segment::open_active(&dir, base, false, index_files, interval)?;
+                    active_index_on_disk = seg.index_equals(on_disk.as_ref());
                     segments.insert(base, seg);
                 } else {
                     segments.insert(
@@ -194,14 +270,19 @@ impl Log {
             .max(first_base)
             .min(leo);
 
-        let mut epochs = LeaderEpochCache::load(&dir)?;
+        let mut epochs = if listing.epochs {
+            LeaderEpochCache::load(&dir)?
+        } else {
+            LeaderEpochCache::empty(&dir)
+        };
         epochs.truncate_from_end(leo)?;
-        let index_dirty = !segments
-            .values()
-            .next_back()
-            .expect("non-empty")
-            .index_matches_disk();
-        let cleaner = CleanerCheckpoint::load(&dir)?;
+        // A recovered active segment has just had its index written if it differed.
+        let index_dirty = !recovered && !active_index_on_disk;
+        let cleaner = if listing.cleaner {
+            CleanerCheckpoint::load(&dir)?
+        } else {
+            CleanerCheckpoint::default()
+        };
         // Without the file (a log written before it existed, or a deleted file): after a
         // clean shutdown everything is taken as committed, as it was when a single node
         // acknowledged every append at once; after a crash only what was fsynced (the
@@ -235,26 +316,35 @@ impl Log {
             batch_buf: Vec::new(),
             unflushed_messages: 0,
             last_flush_ms: now,
+            clean_marker: clean,
         };
-        log.load_producer_state()?;
+        log.load_producer_state_from(&listing.snapshots)?;
         if recovered {
             // Writes only what recovery changed: the index if it differs from its files, the
             // recovery point if it moved.
             log.flush()?;
         }
-        tracing::info!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
-            high_watermark, segments = log.segments.len(), clean_shutdown = clean, "opened log");
+        // One line per log only when recovery ran: a broker opens up to 100,000 of them.
+        if recovered {
+            tracing::info!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
+                high_watermark, segments = log.segments.len(), "opened log after recovery");
+        } else {
+            tracing::debug!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
+                high_watermark, segments = log.segments.len(), "opened log");
+        }
         Ok(log)
     }
 
-    /// Finish or discard interrupted file operations; return the segment base offsets.
-    fn tidy_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    /// List the directory once: finish or discard interrupted file operations, and note the
+    /// segments, indexes, snapshots and checkpoint files there are.
+    fn tidy_dir(dir: &Path) -> Result<DirListing, StorageError> {
         let mut names = Vec::new();
         for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
             let ent = ent.map_err(|e| StorageError::io(dir, e))?;
             names.push(ent.file_name().to_string_lossy().into_owned());
         }
-        let mut bases = Vec::new();
+        let mut l = DirListing::default();
+        let mut swapped = Vec::new();
         for name in &names {
             let path = dir.join(name);
             if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".tmp") {
@@ -269,23 +359,59 @@ impl Log {
                 remove_file(&final_path.with_extension("timeindex"))?;
                 std::fs::rename(&path, &final_path).map_err(|e| StorageError::io(&path, e))?;
                 if let Ok(b) = stem.parse() {
-                    bases.push(b);
+                    l.segments.entry(b).or_default().log = true;
+                    swapped.push(b);
                 }
-            } else if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(b) = stem.parse() {
-                    bases.push(b);
+            } else {
+                match name.as_str() {
+                    CLEAN_SHUTDOWN_FILE => l.clean_shutdown = true,
+                    LOG_START_FILE => l.log_start = true,
+                    RECOVERY_POINT_FILE => l.recovery_point = true,
+                    HIGH_WATERMARK_FILE => l.high_watermark = true,
+                    crate::epoch::CHECKPOINT_FILE => l.epochs = true,
+                    cleaner::CHECKPOINT_FILE => l.cleaner = true,
+                    _ => {
+                        // `{offset:020}.{log,index,timeindex,snapshot}`
+                        let Some((stem, ext)) = name.rsplit_once('.') else {
+                            continue;
+                        };
+                        let Ok(offset) = stem.parse::<i64>() else {
+                            continue;
+                        };
+                        match ext {
+                            LOG_SUFFIX => l.segments.entry(offset).or_default().log = true,
+                            INDEX_SUFFIX => l.segments.entry(offset).or_default().index = true,
+                            TIME_INDEX_SUFFIX => {
+                                l.segments.entry(offset).or_default().time_index = true
+                            }
+                            producer_state::SNAPSHOT_SUFFIX => l.snapshots.push(offset),
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
-        bases.sort_unstable();
-        bases.dedup();
-        Ok(bases)
+        for b in swapped {
+            // Removed above, even if listed before the swap was seen.
+            let files = l.segments.entry(b).or_default();
+            files.index = false;
+            files.time_index = false;
+        }
+        l.snapshots.sort_unstable();
+        Ok(l)
     }
 
     /// Load the latest producer snapshot at or below the log end and replay the rest.
     fn load_producer_state(&mut self) -> Result<(), StorageError> {
-        let leo = self.log_end_offset();
         let snaps = producer_state::list_snapshots(&self.dir)?;
+        self.load_producer_state_from(&snaps)
+    }
+
+    /// [`Log::load_producer_state`] with the snapshot offsets (ascending) already listed.
+    /// Nothing is read when the newest snapshot is at the log end (as after a clean close),
+    /// or when there is neither a snapshot nor a record (an empty log).
+    fn load_producer_state_from(&mut self, snaps: &[i64]) -> Result<(), StorageError> {
+        let leo = self.log_end_offset();
         let mut from = self.log_start_offset;
         self.producers = ProducerStateManager::default();
         for &s in snaps.iter().rev() {
@@ -309,6 +435,9 @@ impl Log {
         // Nothing to replay: the snapshot at `from` (or, without one, the empty state at the
         // log start = log end) is what the next open would load too.
         self.producers_persisted_at = (from == leo).then_some(leo);
+        if from >= leo {
+            return Ok(());
+        }
         // Replay batch headers from `from` to the log end (no records decoded).
         let starts: Vec<i64> = self.segments.keys().copied().collect();
         for (i, &base) in starts.iter().enumerate() {
@@ -394,6 +523,20 @@ impl Log {
         Ok(true)
     }
 
+    /// Remove the clean-shutdown marker, if it is still there, before the first change to
+    /// the segments, their indexes, the log start or the epoch cache since the log was
+    /// opened: from then on a crash must be detected by the next open. Every such change
+    /// calls this first. The high-watermark checkpoint, the cleaner checkpoint and producer
+    /// snapshots do not: each is written whole (temp file + rename) and holds a state that
+    /// agrees with the unchanged segments, which the next clean open reads the same way.
+    pub(crate) fn mark_dirty(&mut self) -> Result<(), StorageError> {
+        if self.clean_marker {
+            remove_file(&self.dir.join(CLEAN_SHUTDOWN_FILE))?;
+            self.clean_marker = false;
+        }
+        Ok(())
+    }
+
     pub(crate) fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("never empty")
     }
@@ -444,6 +587,10 @@ impl Log {
             }
         };
 
+        if let Err(e) = self.mark_dirty() {
+            self.batch_buf = batches;
+            return Err(e.into());
+        }
         let total_offsets: i64 = batches.iter().map(|(_, h)| h.offset_count()).sum();
         if self.should_roll(records.len(), max_ts, total_offsets, now_ms) {
             self.roll(now_ms)?;
@@ -561,7 +708,9 @@ impl Log {
                 return Err(e);
             }
         };
-        let result = self.write_follower_batches(records, &batches, now_ms);
+        let result = self
+            .mark_dirty()
+            .and_then(|()| self.write_follower_batches(records, &batches, now_ms));
         let first_offset = batches[0].1.base_offset;
         let last_offset = batches[batches.len() - 1].1.last_offset();
         self.batch_buf = batches;
@@ -758,10 +907,11 @@ impl Log {
     /// Seal the active segment and start a new one at the log end offset.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let leo = self.log_end_offset();
-        let seg = self.active_mut();
-        if seg.size == 0 {
+        if self.active().size == 0 {
             return Ok(());
         }
+        self.mark_dirty()?;
+        let seg = self.active_mut();
         seg.seal_index();
         seg.write_index()?;
         seg.file()?
@@ -1002,6 +1152,7 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(());
         }
+        self.mark_dirty()?;
         self.log_start_offset = offset;
         crate::index::write_atomic(
             &self.dir.join(LOG_START_FILE),
@@ -1038,6 +1189,9 @@ impl Log {
 
     /// Delete whole segments (never the last one — callers roll first if needed).
     fn delete_segments(&mut self, bases: &[i64], reason: &str) -> Result<u64, StorageError> {
+        if !bases.is_empty() {
+            self.mark_dirty()?;
+        }
         let mut bytes = 0;
         for &b in bases {
             if self.segments.len() <= 1 || b == self.active().base_offset {
@@ -1147,8 +1301,12 @@ impl Log {
         let leo = self.log_end_offset();
         let rp = self.recovery_point;
         for seg in self.segments.values() {
-            // A file never opened has had nothing written through it.
-            if (seg.next_offset > rp || seg.base_offset >= rp) && seg.is_open() {
+            // A file never opened has had nothing written through it; with the marker still
+            // there, nothing has been written at all since the clean close synced it.
+            if (seg.next_offset > rp || seg.base_offset >= rp)
+                && seg.is_open()
+                && !self.clean_marker
+            {
                 seg.file()?
                     .sync_data()
                     .map_err(|e| StorageError::io(&seg.path, e))?;
@@ -1164,8 +1322,8 @@ impl Log {
 
     /// Flush, persist indexes, producer state and the high watermark, and leave the
     /// clean-shutdown marker. Files that already hold the current state (index, recovery
-    /// point, producer snapshot at the log end, cleaner checkpoint, high watermark) are not
-    /// rewritten.
+    /// point, producer snapshot at the log end, cleaner checkpoint, high watermark, and the
+    /// marker itself if nothing removed it since open) are not rewritten.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.flush()?;
         let leo = self.log_end_offset();
@@ -1175,11 +1333,11 @@ impl Log {
         }
         self.persist_cleaner()?;
         self.checkpoint_high_watermark()?;
-        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        if !marker.exists() {
+        if !self.clean_marker {
+            let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
             std::fs::write(&marker, b"").map_err(|e| StorageError::io(&marker, e))?;
         }
-        tracing::info!(dir = %self.dir.display(), log_end_offset = leo, "closed log");
+        tracing::debug!(dir = %self.dir.display(), log_end_offset = leo, "closed log");
         Ok(())
     }
 
@@ -1192,6 +1350,7 @@ impl Log {
         if offset < self.log_start_offset {
             return self.truncate_fully_and_start_at(offset);
         }
+        self.mark_dirty()?;
         self.truncate_and_reload(offset)
     }
 
@@ -1199,6 +1358,7 @@ impl Log {
     /// `truncateFullyAndStartAt`), e.g. for a follower whose log end is below the leader's
     /// log start. Log start, log end and high watermark all become `offset`.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.mark_dirty()?;
         let offset = offset.max(0);
         let all: Vec<i64> = self.segments.keys().copied().collect();
         for b in all {
@@ -1347,12 +1507,11 @@ mod tests {
         }
     }
 
-    /// (name -> (inode, mtime ns, ctime ns, len)) of every file but the marker.
+    /// (name -> (inode, mtime ns, ctime ns, len)) of every file, the marker included.
     fn files(dir: &Path) -> BTreeMap<String, (u64, i64, i64, u64)> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap())
-            .filter(|e| e.file_name() != CLEAN_SHUTDOWN_FILE)
             .map(|e| {
                 let m = e.metadata().unwrap();
                 let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
@@ -1363,6 +1522,13 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// [`files`] without the marker.
+    fn files_but_marker(dir: &Path) -> BTreeMap<String, (u64, i64, i64, u64)> {
+        let mut f = files(dir);
+        f.remove(CLEAN_SHUTDOWN_FILE);
+        f
     }
 
     fn offsets(log: &Log) -> Vec<i64> {
@@ -1382,30 +1548,35 @@ mod tests {
         out
     }
 
-    /// Close, then clean and unclean (crash = drop without close) reopen + close of a log
-    /// nobody modifies: no file other than the marker is created, rewritten or replaced.
+    /// Close, then clean and unclean reopen + close of a log nobody modifies: no file other
+    /// than the marker is created, rewritten or replaced, and after a clean close not even
+    /// the marker (it stays until the first change).
     fn assert_untouched_cycles_write_nothing(dir: &Path, log: Log) {
         let leo = log.log_end_offset();
         let hw = log.high_watermark();
         log.close().unwrap();
         let before = files(dir);
-        // Clean open + close.
+        assert!(before.contains_key(CLEAN_SHUTDOWN_FILE));
+        // Clean open + close: nothing at all is written, the marker stays in place.
         let log = Log::open(dir, config()).unwrap();
-        assert!(!dir.join(CLEAN_SHUTDOWN_FILE).exists());
         assert_eq!(files(dir), before);
         assert_eq!(log.high_watermark(), hw);
         log.close().unwrap();
-        assert!(dir.join(CLEAN_SHUTDOWN_FILE).exists());
         assert_eq!(files(dir), before);
-        // Crash while open (no modification), unclean open (recovery), close.
+        // Crash while open without a change: the files are as the clean close left them,
+        // marker included, so the next open is a clean one too.
         drop(Log::open(dir, config()).unwrap());
-        assert!(!dir.join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(files(dir), before);
+        // A crash after a change leaves no marker: unclean open (recovery), close.
+        std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE)).unwrap();
+        let before = files_but_marker(dir);
         let log = Log::open(dir, config()).unwrap();
         assert_eq!(files(dir), before);
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(log.high_watermark(), hw);
         log.close().unwrap();
-        assert_eq!(files(dir), before);
+        assert!(dir.join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(files_but_marker(dir), before);
         let log = Log::open(dir, config()).unwrap();
         assert_eq!(log.log_end_offset(), leo);
         assert_eq!(log.high_watermark(), hw);

@@ -244,18 +244,28 @@ impl Segment {
     /// Open a segment to become active. With `recover`, every batch is CRC-checked and the file
     /// is truncated after the last good batch; returns the bytes dropped. Without, the index
     /// from disk is trusted and only the tail after its last entry is scanned.
+    ///
+    /// `index_files`: both index files exist (the caller listed the directory); if not, they
+    /// are not read. Also returns the index as the files hold it (`None` if absent or
+    /// unusable), for [`Segment::index_equals`]. The log file is opened only if there is
+    /// something to scan.
     pub fn open_active(
         dir: &Path,
         base_offset: i64,
         recover: bool,
+        index_files: bool,
         index_interval: usize,
-    ) -> Result<(Segment, u64), StorageError> {
+    ) -> Result<(Segment, u64, Option<SegmentIndex>), StorageError> {
         let mut s = Segment::open_sealed(dir, base_offset, base_offset)?;
         let mut start = 0u64;
         let mut idx = SegmentIndex::default();
+        let on_disk = if index_files {
+            SegmentIndex::load(&s.index_path(), &s.time_index_path(), s.size)
+        } else {
+            None
+        };
         if !recover {
-            if let Some(loaded) = SegmentIndex::load(&s.index_path(), &s.time_index_path(), s.size)
-            {
+            if let Some(loaded) = on_disk.clone() {
                 start = loaded.offsets.last().map_or(0, |e| e.1 as u64);
                 idx = loaded;
                 // Entries at or after `start` are re-added by the scan below.
@@ -276,6 +286,10 @@ impl Segment {
             s.bytes_since_index = index_interval;
         }
         let end = s.size;
+        if start >= end {
+            // Nothing to scan (an empty segment): the file stays closed.
+            return Ok((s, 0, on_disk));
+        }
         let file = s
             .file()?
             .try_clone()
@@ -302,7 +316,7 @@ impl Segment {
         }
         // Close it again: opened on first read or write.
         s.file.take();
-        Ok((s, dropped))
+        Ok((s, dropped, on_disk))
     }
 
     /// The log file, opened on first use.
@@ -431,6 +445,18 @@ impl Segment {
         };
         match SegmentIndex::load(&self.index_path(), &self.time_index_path(), self.size) {
             Some(disk) => disk == *mem,
+            None => mem.offsets.is_empty() && mem.times.is_empty(),
+        }
+    }
+
+    /// [`Segment::index_matches_disk`] against an index already read from the files (`None`:
+    /// missing or unusable).
+    pub fn index_equals(&self, on_disk: Option<&SegmentIndex>) -> bool {
+        let Some(mem) = self.index.get() else {
+            return true;
+        };
+        match on_disk {
+            Some(disk) => disk == mem,
             None => mem.offsets.is_empty() && mem.times.is_empty(),
         }
     }

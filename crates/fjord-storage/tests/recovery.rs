@@ -1,8 +1,12 @@
 mod common;
 
 use common::*;
-use fjord_storage::{Log, LogConfig};
+use fjord_storage::log::CLEAN_SHUTDOWN_FILE;
+use fjord_storage::{CleanupPolicy, Log, LogConfig};
+use kafka_protocol::records::Compression;
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 fn seg0(d: &std::path::Path) -> std::path::PathBuf {
     d.join("00000000000000000000.log")
@@ -88,7 +92,8 @@ fn clean_shutdown_skips_recovery_and_stray_files_are_removed() {
     // Corrupt a sealed segment's index: it must be rebuilt lazily.
     std::fs::write(d.path().join("00000000000000000000.index"), [1u8, 2, 3]).unwrap();
     let log = Log::open(d.path(), small_config()).unwrap();
-    assert!(!d.path().join("clean-shutdown").exists());
+    // Nothing changed the log yet: the marker stays until the first change.
+    assert!(d.path().join("clean-shutdown").exists());
     assert_eq!(log.log_end_offset(), leo);
     assert_eq!(log.segment_count(), segs);
     assert_eq!(read_all(&log, 0).len() as i64, leo);
@@ -127,4 +132,151 @@ fn unclean_with_many_segments_recovers_tail() {
     let log = Log::open(d.path(), small_config()).unwrap();
     assert_eq!(log.log_end_offset(), leo);
     assert_eq!(read_all(&log, 0).len() as i64, leo);
+}
+
+/// A cleanly closed log of 40 batches (2 records each) over several segments; returns the
+/// log end offset.
+fn closed_log(d: &Path, config: &LogConfig) -> i64 {
+    let mut log = Log::open(d, config.clone()).unwrap();
+    for i in 0..40 {
+        log.append(&simple(2, 1_000 + i), 1, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    log.set_high_watermark(log.log_end_offset());
+    let leo = log.log_end_offset();
+    log.close().unwrap();
+    leo
+}
+
+/// (inode, mtime ns) of the marker, if it is there.
+fn marker(d: &Path) -> Option<(u64, i64)> {
+    let m = std::fs::metadata(d.join(CLEAN_SHUTDOWN_FILE)).ok()?;
+    Some((m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+}
+
+/// Flip a byte inside the records of the last batch: its header and length stay valid, so
+/// only a CRC check (recovery) notices.
+fn corrupt_last_batch(d: &Path, log: &Log) {
+    let base = *log.segment_base_offsets().last().unwrap();
+    let path = d.join(format!("{base:020}.log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x5a;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn clean_open_without_changes_keeps_the_marker_and_skips_recovery() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = small_config();
+    let leo = closed_log(d.path(), &cfg);
+    let m = marker(d.path()).expect("clean close writes the marker");
+    // Everything that only reads, or writes no segment data, leaves the marker alone.
+    let mut log = Log::open(d.path(), cfg.clone()).unwrap();
+    assert_eq!(read_all(&log, 0).len() as i64, leo);
+    log.offset_for_timestamp(1_010).unwrap();
+    log.max_timestamp();
+    log.end_offset_for_epoch(1);
+    log.set_high_watermark(leo - 10);
+    assert!(log.checkpoint_high_watermark().unwrap());
+    log.maintain(2_000).unwrap();
+    log.flush().unwrap();
+    assert_eq!(marker(d.path()), Some(m));
+    log.close().unwrap();
+    assert_eq!(
+        marker(d.path()),
+        Some(m),
+        "close leaves the marker in place"
+    );
+    // The marker says the files are as a clean close left them: a crash of a log that was
+    // not changed still opens without recovery. (Corruption the CRC would catch shows which
+    // path ran: a clean open does not read the records.)
+    let log = Log::open(d.path(), cfg.clone()).unwrap();
+    corrupt_last_batch(d.path(), &log);
+    drop(log);
+    let log = Log::open(d.path(), cfg.clone()).unwrap();
+    assert_eq!(log.log_end_offset(), leo, "clean: no recovery");
+    assert_eq!(log.high_watermark(), leo - 10);
+    drop(log);
+    // Without the marker (a crash after a change), recovery runs and cuts the bad batch.
+    std::fs::remove_file(d.path().join(CLEAN_SHUTDOWN_FILE)).unwrap();
+    let log = Log::open(d.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), leo - 2, "unclean: recovered");
+    assert_eq!(read_all(&log, 0).len() as i64, leo - 2);
+}
+
+#[test]
+fn first_change_after_a_clean_open_removes_the_marker() {
+    type Change = fn(&mut Log, i64);
+    let changes: &[(&str, Change)] = &[
+        ("append", |l, _| {
+            l.append(&simple(1, 5_000), 1, 0).unwrap();
+        }),
+        ("append_as_follower", |l, leo| {
+            let d = tempfile::tempdir().unwrap();
+            let mut leader = Log::open(d.path(), small_config()).unwrap();
+            leader.truncate_fully_and_start_at(leo).unwrap();
+            leader.append(&simple(1, 5_000), 2, 0).unwrap();
+            let r = leader.read(leo, 1 << 20, i64::MAX, true).unwrap();
+            l.append_as_follower(&r.records, 0).unwrap();
+        }),
+        ("roll", |l, _| l.roll(0).unwrap()),
+        ("truncate_to", |l, leo| l.truncate_to(leo - 5).unwrap()),
+        ("truncate_fully_and_start_at", |l, leo| {
+            l.truncate_fully_and_start_at(leo + 10).unwrap()
+        }),
+        ("delete_records_before", |l, _| {
+            l.delete_records_before(30).unwrap();
+        }),
+        ("retention", |l, _| {
+            let mut c = l.config().clone();
+            c.retention_bytes = 1;
+            l.update_config(c);
+            assert!(l.maintain(0).unwrap().segments_deleted > 0);
+        }),
+    ];
+    for (name, change) in changes {
+        let d = tempfile::tempdir().unwrap();
+        let leo = closed_log(d.path(), &small_config());
+        let mut log = Log::open(d.path(), small_config()).unwrap();
+        assert!(marker(d.path()).is_some(), "{name}");
+        change(&mut log, leo);
+        assert!(marker(d.path()).is_none(), "{name}: marker still there");
+        let end = log.log_end_offset();
+        // A crash now is detected: the next open recovers, and a close marks it clean again.
+        drop(log);
+        let log = Log::open(d.path(), small_config()).unwrap();
+        assert_eq!(log.log_end_offset(), end, "{name}");
+        log.close().unwrap();
+        assert!(marker(d.path()).is_some(), "{name}");
+    }
+}
+
+#[test]
+fn compaction_after_a_clean_open_removes_the_marker() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        segment_bytes: 600,
+        index_interval_bytes: 64,
+        min_cleanable_dirty_ratio: 0.01,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(d.path(), cfg.clone()).unwrap();
+    for i in 0..30 {
+        let k = format!("k{}", i % 3);
+        log.append(
+            &records_kv(&[(Some(&k), Some("v"))], 1_000 + i, Compression::None),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    log.roll(0).unwrap();
+    log.close().unwrap();
+    let mut log = Log::open(d.path(), cfg).unwrap();
+    assert!(marker(d.path()).is_some());
+    let report = log.maintain(10_000).unwrap();
+    assert!(report.cleaned.is_some_and(|r| r.records_removed > 0));
+    assert!(marker(d.path()).is_none());
 }
