@@ -485,7 +485,8 @@ impl Broker {
     fn reconcile(&self, plans: Vec<TopicPlan>) {
         let me = self.node_id();
         let now = now_ms();
-        let mut to_open: Vec<(Arc<Partition>, LogConfig)> = Vec::new();
+        // The config is shared by a topic's partitions until each log takes its copy.
+        let mut to_open: Vec<(Arc<Partition>, Arc<LogConfig>)> = Vec::new();
         let mut assignments: Vec<(Arc<Partition>, ReplicaState, Arc<str>)> = Vec::new();
         for plan in plans {
             let t = &plan.image;
@@ -497,6 +498,8 @@ impl Broker {
             let config_changed = existing
                 .as_ref()
                 .is_some_and(|old| old.overrides != t.configs);
+            let shared_config = Arc::new(config.clone());
+            assignments.reserve(plan.states.len());
             let name: Arc<str> = existing
                 .as_ref()
                 .map_or_else(|| Arc::from(t.name.as_str()), |old| old.name.clone());
@@ -525,7 +528,7 @@ impl Broker {
                         None => Arc::new(Partition::new(name.clone(), t.id, i as i32, me)),
                     };
                     if state.replicas.contains(&me) && !p.has_log() {
-                        to_open.push((p.clone(), config.clone()));
+                        to_open.push((p.clone(), shared_config.clone()));
                     }
                     assignments.push((p.clone(), state, name.clone()));
                     p
@@ -539,20 +542,9 @@ impl Broker {
                 overrides: t.configs.clone(),
             }));
         }
-        let opened = open_logs(&self.config.log_dir, &to_open);
-        let mut count = 0;
-        for ((p, _), log) in to_open.iter().zip(opened) {
-            match log {
-                Ok(log) => {
-                    p.install_log(log);
-                    count += 1;
-                }
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %format!("{e:#}"), "cannot open partition log")
-                }
-            }
-        }
-        self.metrics.partitions.add(count);
+        let count = open_logs(&self.config.log_dir, &to_open);
+        drop(to_open);
+        self.metrics.partitions.add(count as i64);
         // One line per change, but a fenced broker moves thousands of partitions in one batch:
         // past this many, changes are counted and summed up in one line.
         let mut log_budget = ChangeLog {
@@ -977,52 +969,53 @@ pub fn partition_dir(root: &Path, topic: &str, index: i32) -> PathBuf {
     root.join(format!("{topic}-{index}"))
 }
 
-/// Open the logs of `work` on a few threads: startup with many partitions is dominated by
-/// small synchronous file-system calls (directory listings, checkpoint and index reads), which
-/// overlap well even on few cores.
-fn open_logs(root: &Path, work: &[(Arc<Partition>, LogConfig)]) -> Vec<anyhow::Result<Log>> {
+/// Threads opening logs at startup. Each open is a few small synchronous file-system calls
+/// (a directory listing, a `stat`, a small read); with a cold cache each waits on a random
+/// read, so many threads keep the device busy. 100,000 partitions on 2 cores, after
+/// `drop_caches`: 8 threads 10.7-26 s, 32 threads 6.8-7.2 s, 64 threads 5.6-6.5 s; with a
+/// warm cache all ~1.5 s.
+const LOG_OPEN_THREADS: usize = 64;
+
+/// Open the logs of `work` on [`LOG_OPEN_THREADS`] threads and install each in its partition
+/// as soon as it is open; returns how many opened. Logs are installed where they are opened
+/// rather than collected: 100,000 of them in one vector is ~50 MB, and growing it leaves the
+/// allocator holding more.
+fn open_logs(root: &Path, work: &[(Arc<Partition>, Arc<LogConfig>)]) -> usize {
     use std::sync::atomic::AtomicUsize;
+    let open_one = |(p, c): &(Arc<Partition>, Arc<LogConfig>)| -> bool {
+        match open_partition_log(root, &p.topic, p.topic_id, p.index, c) {
+            Ok(log) => {
+                p.install_log(log);
+                true
+            }
+            Err(e) => {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %format!("{e:#}"), "cannot open partition log");
+                false
+            }
+        }
+    };
     if work.len() < 8 {
-        return work
-            .iter()
-            .map(|(p, c)| open_partition_log(root, &p.topic, p.topic_id, p.index, c))
-            .collect();
+        return work.iter().filter(|w| open_one(w)).count();
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .saturating_mul(4)
-        .clamp(1, 16)
-        .min(work.len());
+    let threads = LOG_OPEN_THREADS.min(work.len());
     let next = AtomicUsize::new(0);
-    let opened: Vec<Vec<(usize, anyhow::Result<Log>)>> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((p, c)) = work.get(i) else { break };
-                        out.push((
-                            i,
-                            open_partition_log(root, &p.topic, p.topic_id, p.index, c),
-                        ));
+                    let mut opened = 0;
+                    while let Some(w) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        opened += open_one(w) as usize;
                     }
-                    out
+                    opened
                 })
             })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("log opening thread panicked"))
-            .collect()
-    });
-    let mut logs: Vec<Option<anyhow::Result<Log>>> = (0..work.len()).map(|_| None).collect();
-    for (i, log) in opened.into_iter().flatten() {
-        logs[i] = Some(log);
-    }
-    logs.into_iter()
-        .map(|l| l.expect("every partition opened"))
-        .collect()
+            .sum()
+    })
 }
 
 /// Open a partition directory, first moving aside one that belongs to an older topic of the

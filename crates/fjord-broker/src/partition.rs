@@ -9,7 +9,7 @@
 //! out (`None`) under the write lock, so a request that raced with the deletion can never write
 //! into a directory that a recreated topic of the same name may be using.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use fjord_replication::{AckStatus, FetchEffect, NotAReplica, PartitionReplica, Transition};
@@ -34,8 +34,10 @@ pub struct Partition {
     log: RwLock<Option<Log>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
     /// Bumped whenever the high watermark or the assignment changes: acks=all produces wait
-    /// on it.
-    progress: watch::Sender<u64>,
+    /// on it. Created by the first waiter (a channel is ~350 bytes, and most of a broker's
+    /// partitions may never see an acks=all produce); bumps before that wake nobody, and a
+    /// waiter checks the state after subscribing.
+    progress: OnceLock<watch::Sender<u64>>,
 }
 
 /// The partition was deleted while a request held it.
@@ -53,7 +55,7 @@ impl Partition {
             replica: Mutex::new(PartitionReplica::new(local, 0)),
             log: RwLock::new(None),
             waiters: Mutex::new(Vec::new()),
-            progress: watch::channel(0).0,
+            progress: OnceLock::new(),
         }
     }
 
@@ -101,12 +103,19 @@ impl Partition {
             (old, t, r.is_leader())
         };
         drop(log);
-        self.progress.send_modify(|v| *v += 1);
+        self.bump_progress();
         if !leads || transition != Transition::Unchanged {
             // Fetchers parked on a partition we no longer lead must answer now.
             self.wake_fetchers();
         }
         (old, transition)
+    }
+
+    /// Wake acks=all produces waiting on this partition (if any ever waited).
+    fn bump_progress(&self) {
+        if let Some(tx) = self.progress.get() {
+            tx.send_modify(|v| *v += 1);
+        }
     }
 
     /// Whether the log is open here.
@@ -144,7 +153,7 @@ impl Partition {
             (info, moved)
         };
         if hw_moved {
-            self.progress.send_modify(|v| *v += 1);
+            self.bump_progress();
         }
         if !info.duplicate {
             self.wake_fetchers();
@@ -187,7 +196,7 @@ impl Partition {
             r.on_leader_high_watermark(leader_high_watermark, log.log_end_offset())
         };
         if moved {
-            self.progress.send_modify(|v| *v += 1);
+            self.bump_progress();
         }
         if moved || !records.is_empty() {
             self.wake_fetchers();
@@ -236,7 +245,7 @@ impl Partition {
                 .on_follower_fetch(replica, fetch_offset, leo, now_ms)?
         };
         if effect.high_watermark_advanced {
-            self.progress.send_modify(|v| *v += 1);
+            self.bump_progress();
             self.wake_fetchers();
         }
         Ok(effect)
@@ -257,7 +266,10 @@ impl Partition {
         min_insync_replicas: usize,
         deadline: Instant,
     ) -> AckStatus {
-        let mut rx = self.progress.subscribe();
+        let mut rx = self
+            .progress
+            .get_or_init(|| watch::channel(0).0)
+            .subscribe();
         loop {
             let status = self
                 .replica
@@ -401,7 +413,7 @@ impl Partition {
             l.set_high_watermark(hw);
         }
         self.wake_fetchers();
-        self.progress.send_modify(|v| *v += 1);
+        self.bump_progress();
         log
     }
 
