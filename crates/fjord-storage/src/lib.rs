@@ -52,9 +52,9 @@
 //! files, the recovery point only if it moved, a producer snapshot at close only if none at
 //! the log end holds the current state, the cleaner checkpoint and high watermark only if
 //! they changed. The clean-shutdown marker stays on disk after a clean open and is removed
-//! only before the first change to the segments, their indexes, the log start or the epoch
-//! cache (`Log::mark_dirty`): until then the files are exactly what the clean close left,
-//! so a crash needs no recovery. An untouched partition costs no write at all on open and
+//! only before the first change to the segments, the log start or the epoch cache
+//! (`Log::mark_dirty`): until then the segments are exactly what the clean close left, so a
+//! crash needs no recovery. An untouched partition costs no write at all on open and
 //! close; an unclean open writes nothing if recovery changed nothing.
 //!
 //! Open lists the partition directory once and reads only the files that listing shows

@@ -526,11 +526,11 @@ impl Log {
     }
 
     /// Remove the clean-shutdown marker, if it is still there, before the first change to
-    /// the segments, their indexes, the log start or the epoch cache since the log was
-    /// opened: from then on a crash must be detected by the next open. Every such change
-    /// calls this first. The high-watermark checkpoint, the cleaner checkpoint and producer
-    /// snapshots do not: each is written whole (temp file + rename) and holds a state that
-    /// agrees with the unchanged segments, which the next clean open reads the same way.
+    /// the segments (their data, or which segments there are), the log start or the epoch
+    /// cache since the log was opened: from then on a crash must be detected by the next
+    /// open. Every such change calls this first. Files that are written whole (temp file +
+    /// rename) and agree with unchanged segments do not: the high-watermark and cleaner
+    /// checkpoints, producer snapshots, and an index rebuilt from unchanged data.
     pub(crate) fn mark_dirty(&mut self) -> Result<(), StorageError> {
         if self.clean_marker {
             remove_file(&self.dir.join(CLEAN_SHUTDOWN_FILE))?;
