@@ -21,7 +21,7 @@
 //! recovery-point-offset-checkpoint  everything below was fsynced
 //! high-watermark-checkpoint       high watermark, on checkpoint/close if changed (none if empty)
 //! cleaner-offset-checkpoint.json  first dirty offset + tombstone timers (compacted topics)
-//! clean-shutdown                  written by close(), removed before the next change
+//! clean-shutdown                  written by close() (not for an empty log), removed before the next change
 //! *.cleaned / *.swap / *.deleted / *.tmp   transient; tidied on open
 //! ```
 //!

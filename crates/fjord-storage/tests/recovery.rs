@@ -242,13 +242,64 @@ fn first_change_after_a_clean_open_removes_the_marker() {
         assert!(marker(d.path()).is_some(), "{name}");
         change(&mut log, leo);
         assert!(marker(d.path()).is_none(), "{name}: marker still there");
-        let end = log.log_end_offset();
-        // A crash now is detected: the next open recovers, and a close marks it clean again.
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        // A crash now is detected: the next open recovers, and a close marks it clean again
+        // (unless the log is empty, as after truncate_fully_and_start_at: see the next test).
         drop(log);
         let log = Log::open(d.path(), small_config()).unwrap();
         assert_eq!(log.log_end_offset(), end, "{name}");
+        assert_eq!(log.log_start_offset(), start, "{name}");
+        let empty = log.segment_count() == 1 && log.size_bytes() == 0;
         log.close().unwrap();
-        assert!(marker(d.path()).is_some(), "{name}");
+        assert_eq!(marker(d.path()).is_some(), !empty, "{name}");
+    }
+}
+
+#[test]
+fn empty_log_closes_without_a_marker_and_reopens_the_same() {
+    // New (never written), and emptied at an offset (a follower restarted at the leader's
+    // log start): no marker, and opening without one reads and writes nothing.
+    for start in [None, Some(1_234)] {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = Log::open(d.path(), small_config()).unwrap();
+        if let Some(s) = start {
+            log.append(&simple(2, 1_000), 1, 0).unwrap();
+            log.truncate_fully_and_start_at(s).unwrap();
+        }
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        log.close().unwrap();
+        assert!(marker(d.path()).is_none());
+        let files = |d: &Path| -> Vec<(String, u64, i64)> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let m = e.metadata().unwrap();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name, m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for _ in 0..2 {
+            let before = files(d.path());
+            let log = Log::open(d.path(), small_config()).unwrap();
+            assert_eq!(files(d.path()), before);
+            assert_eq!(log.log_start_offset(), start);
+            assert_eq!(log.log_end_offset(), start);
+            assert_eq!(log.high_watermark(), hw);
+            assert_eq!(log.latest_epoch(), None);
+            log.close().unwrap();
+            assert_eq!(files(d.path()), before);
+            // Still a working log.
+            let mut log = Log::open(d.path(), small_config()).unwrap();
+            let info = log.append(&simple(1, 2_000), 3, 0).unwrap();
+            assert_eq!(info.base_offset, start);
+            log.truncate_fully_and_start_at(start).unwrap();
+            log.close().unwrap();
+            assert!(marker(d.path()).is_none());
+        }
     }
 }
 
