@@ -7,6 +7,7 @@
 //! machine, appends synchronously (so records reach the log in the order the state machine
 //! produced them), unlocks, and only then wakes parked requests.
 
+use fjord_protocol::records::AppendOrigin;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -355,7 +356,7 @@ fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Res
             result = Err(ErrorCode::UnknownServerError);
             continue;
         }
-        if let Err(e) = partition.append(&buf, now) {
+        if let Err(e) = partition.append(&buf, AppendOrigin::Coordinator, now) {
             tracing::error!(partition = p, error = %e.message(), "append to {OFFSETS_TOPIC} failed");
             result = Err(ErrorCode::CoordinatorNotAvailable);
         }

@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use fjord_protocol::error::ErrorCode;
+use fjord_protocol::records::{self, AppendOrigin};
 
 /// A partition's replicas, ISR, leader and epochs, as the cluster image last said.
 pub type ReplicaState = fjord_replication::Assignment;
@@ -137,7 +138,21 @@ impl Partition {
 
     /// Append one produce request's records (as leader) and wake fetchers waiting on this
     /// partition.
-    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendRejection> {
+    pub fn append(
+        &self,
+        records: &[u8],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendRejection> {
+        // Validation (counts, every record, inflating compressed batches) needs only the
+        // topic's config: it runs before the log's write lock is taken.
+        let rules = {
+            let guard = self.log.read();
+            let log = guard.as_ref().ok_or(AppendRejection::Deleted)?;
+            log.config().record_rules(now_ms, origin)
+        };
+        let validated = records::validate(records, &rules)
+            .map_err(|e| AppendRejection::Storage(e.into()))?;
         let (info, hw_moved) = {
             let mut guard = self.log.write();
             let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
@@ -147,7 +162,7 @@ impl Partition {
             }
             let epoch = r.assignment().leader_epoch;
             let info = log
-                .append(records, epoch, now_ms)
+                .append_validated(records, &validated, epoch, now_ms)
                 .map_err(AppendRejection::Storage)?;
             let moved = r.on_leader_append(log.log_end_offset());
             (info, moved)

@@ -228,6 +228,14 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Overwrite `max_timestamp` (keeping the timestamp type), then fix the CRC. Used when the
+/// records' own timestamps disagree with the producer's header.
+pub fn set_max_timestamp(batch: &mut [u8], timestamp: i64) {
+    batch[35..43].copy_from_slice(&timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterate over the whole batches in a buffer, yielding `(header, range)` for each.
 /// Stops with an error at the first malformed batch; a trailing partial batch is an error
 /// too (use [`BatchIter::valid_prefix_len`] to find where the good bytes end).

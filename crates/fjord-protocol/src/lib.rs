@@ -8,11 +8,15 @@
 //!   what ApiVersions advertises and what the decoder accepts.
 //! - [`batch`]: a zero-copy view of record batch v2 headers, CRC32C checks and in-place patching
 //!   of base offset and leader epoch. Record data stays `Bytes` on the produce/fetch path.
+//! - [`records`]: produce validation (Kafka's LogValidator): counts, offsets, every record's
+//!   lengths and varints, keys on compacted topics, timestamps, per-record errors (KIP-467);
+//!   compressed batches inflated as a capped stream.
 //! - [`error`]: the error codes Fjord sends, by name, as one table.
 
 pub mod batch;
 pub mod codec;
 pub mod error;
+pub mod records;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use thiserror::Error;
+use fjord_protocol::records::{AppendOrigin, RecordRules};
 
 /// `cleanup.policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,10 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     pub segment_index_bytes: usize,
     pub message_timestamp_type: TimestampType,
+    /// How far in the past a CreateTime record's timestamp may be (produce validation).
+    pub message_timestamp_before_max_ms: i64,
+    /// How far in the future a CreateTime record's timestamp may be (Kafka 4.x: one hour).
+    pub message_timestamp_after_max_ms: i64,
     pub file_delete_delay_ms: i64,
     /// Stored for the replication layer; the log does not use it.
     pub min_insync_replicas: i32,
@@ -101,6 +106,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
             file_delete_delay_ms: 60_000,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
@@ -243,6 +250,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_key: "message.max.bytes",
         ty: ConfigType::Int,
         default: "1048588",
+        validator: Validator::AtLeast(0),
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_key: "log.message.timestamp.after.max.ms",
+        ty: ConfigType::Long,
+        default: "3600000",
+        validator: Validator::AtLeast(0),
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_key: "log.message.timestamp.before.max.ms",
+        ty: ConfigType::Long,
+        default: "9223372036854775807",
         validator: Validator::AtLeast(0),
     },
     TopicConfigDef {
@@ -426,6 +447,19 @@ fn parse_cleanup_policy(v: &str) -> CleanupPolicy {
 }
 
 impl LogConfig {
+    /// What produce validation enforces for this log (see `fjord_protocol::records`).
+    pub fn record_rules(&self, now_ms: i64, origin: AppendOrigin) -> RecordRules {
+        RecordRules {
+            compacted: self.cleanup_policy.compacts(),
+            log_append_time: self.message_timestamp_type == TimestampType::LogAppendTime,
+            timestamp_before_max_ms: self.message_timestamp_before_max_ms,
+            timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+            max_message_bytes: self.max_message_bytes,
+            now_ms,
+            origin,
+        }
+    }
+
     /// Apply one already-validated topic-level key.
     fn set(&mut self, key: &str, v: &str) {
         let v = v.trim();
@@ -440,6 +474,8 @@ impl LogConfig {
             "index.interval.bytes" => self.index_interval_bytes = long() as usize,
             "max.compaction.lag.ms" => self.max_compaction_lag_ms = long(),
             "max.message.bytes" => self.max_message_bytes = long() as usize,
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms = long(),
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms = long(),
             "message.timestamp.type" => {
                 self.message_timestamp_type = if v == "LogAppendTime" {
                     TimestampType::LogAppendTime
@@ -537,6 +573,8 @@ impl LogConfig {
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
             "message.timestamp.type" => self.message_timestamp_type.as_str().to_string(),
             "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),

@@ -3,6 +3,7 @@
 
 use fjord_protocol::batch::BatchError;
 use fjord_protocol::error::ErrorCode;
+use fjord_protocol::records::RecordsError;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -73,8 +74,21 @@ pub enum AppendError {
     /// offset (overlap) or after it (gap, outside compacted topics).
     #[error("follower append out of order: expected base offset {expected}, got {got}")]
     OutOfOrderOffsets { expected: i64, got: i64 },
+    /// Refused by produce validation (`fjord_protocol::records`): the code Kafka's
+    /// LogValidator would send and, for KIP-467, the records at fault.
+    #[error("{0}")]
+    Invalid(RecordsError),
+    /// The bytes handed to `append_validated` are not the ones that were validated.
+    #[error("records changed after validation ({validated} bytes validated, {got} given)")]
+    NotValidated { validated: usize, got: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<RecordsError> for AppendError {
+    fn from(e: RecordsError) -> Self {
+        AppendError::Invalid(e)
+    }
 }
 
 impl AppendError {
@@ -93,6 +107,8 @@ impl AppendError {
             // CORRUPT_MESSAGE would blame the data (and is retriable for clients); Kafka's own
             // UnexpectedAppendOffsetException has no wire code either.
             AppendError::OutOfOrderOffsets { .. } => ErrorCode::UnknownServerError,
+            AppendError::Invalid(e) => e.code,
+            AppendError::NotValidated { .. } => ErrorCode::UnknownServerError,
             AppendError::Storage(e) => e.error_code(),
         }
     }

@@ -11,8 +11,9 @@ use crate::producer_state::{self, Check, ProducerEntry, ProducerStateManager};
 use crate::segment::{
     scan_file, segment_path, FileRange, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_protocol::batch::{self, BatchHeader};
+use fjord_protocol::records::{self, AppendOrigin, ValidatedRecords};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -552,17 +553,35 @@ impl Log {
         self.segments.values_mut().next_back().expect("never empty")
     }
 
-    /// Validate, assign offsets and write `records` (one or more v2 batches) in one write.
+    /// Validate `records` (one or more v2 batches, as the broker's own coordinators write
+    /// them), assign offsets and write them in one write. Client produce validates first,
+    /// outside the log's lock, and calls [`Log::append_validated`].
     pub fn append(
         &mut self,
         records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        if records.is_empty() {
-            return Err(AppendError::Corrupt(
-                "produce request has no records".into(),
-            ));
+        let rules = self.config.record_rules(now_ms, AppendOrigin::Coordinator);
+        let validated = records::validate(records, &rules)?;
+        self.append_validated(records, &validated, leader_epoch, now_ms)
+    }
+
+    /// Assign offsets to records that passed [`records::validate`] and write them in one
+    /// write. Only what depends on the log's state is checked here: the idempotent producer's
+    /// epoch and sequence (a duplicate answers with the original offsets) and `segment.bytes`.
+    pub fn append_validated(
+        &mut self,
+        records: &[u8],
+        validated: &ValidatedRecords,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if validated.len != records.len() || validated.batches.is_empty() {
+            return Err(AppendError::NotValidated {
+                validated: validated.len,
+                got: records.len(),
+            });
         }
         if records.len() as u64 > self.config.segment_bytes {
             return Err(AppendError::RecordListTooLarge {
@@ -570,64 +589,87 @@ impl Log {
                 max: self.config.segment_bytes,
             });
         }
-        // Pass 1: validate headers, CRCs, sizes and producer state on the caller's bytes.
-        let mut batches = std::mem::take(&mut self.batch_buf);
-        batches.clear();
+        // Producer state: epochs, sequences, duplicates.
         let mut pending: Vec<ProducerEntry> = Vec::new();
-        let result = self.validate(records, &mut batches, &mut pending);
-        let (record_count, max_ts) = match result {
-            Ok(Ok(v)) => v,
-            Ok(Err(dup)) => {
-                self.batch_buf = batches;
-                return Ok(AppendInfo {
-                    base_offset: dup.first_offset,
-                    last_offset: dup.last_offset,
-                    log_append_time: -1,
-                    log_start_offset: self.log_start_offset,
-                    record_count: 0,
-                    bytes: 0,
-                    duplicate: true,
-                });
+        for b in &validated.batches {
+            let h = &b.header;
+            if h.has_producer_id() {
+                match self.producers.check(&pending, h)? {
+                    Check::Duplicate(dup) => {
+                        return Ok(AppendInfo {
+                            base_offset: dup.first_offset,
+                            last_offset: dup.last_offset,
+                            log_append_time: -1,
+                            log_start_offset: self.log_start_offset,
+                            record_count: 0,
+                            bytes: 0,
+                            duplicate: true,
+                        });
+                    }
+                    Check::Append => {
+                        let e = self.producers.updated_entry(&pending, h);
+                        pending.push(e);
+                    }
+                }
             }
-            Err(e) => {
-                self.batch_buf = batches;
-                return Err(e);
-            }
+        }
+        let record_count = validated.record_count;
+        let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let max_ts = if log_append {
+            now_ms
+        } else {
+            validated
+                .batches
+                .iter()
+                .map(|b| b.max_timestamp)
+                .max()
+                .unwrap_or(-1)
         };
 
-        if let Err(e) = self.mark_dirty() {
-            self.batch_buf = batches;
-            return Err(e.into());
-        }
-        let total_offsets: i64 = batches.iter().map(|(_, h)| h.offset_count()).sum();
+        self.mark_dirty()?;
+        let total_offsets: i64 = validated
+            .batches
+            .iter()
+            .map(|b| b.header.offset_count())
+            .sum();
         if self.should_roll(records.len(), max_ts, total_offsets, now_ms) {
             self.roll(now_ms)?;
         }
 
-        // Pass 2: copy once, patch offsets / epoch / timestamps in place.
-        let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        // Copy once, patch offsets / epoch / timestamps in place.
+        let mut batches = std::mem::take(&mut self.batch_buf);
+        batches.clear();
         self.write_buf.clear();
         self.write_buf.extend_from_slice(records);
         let first_offset = self.log_end_offset();
         let mut next = first_offset;
-        for (pos, h) in batches.iter_mut() {
-            let b = &mut self.write_buf[*pos..*pos + h.total_size()];
+        for vb in &validated.batches {
+            let mut h = vb.header;
+            let pos = vb.position;
+            let b = &mut self.write_buf[pos..pos + h.total_size()];
             batch::set_base_offset(b, next);
             batch::set_partition_leader_epoch(b, leader_epoch);
             if log_append {
                 batch::set_log_append_time(b, now_ms);
                 h.max_timestamp = now_ms;
                 h.attributes |= batch::attributes::TIMESTAMP_TYPE_LOG_APPEND;
+            } else if h.max_timestamp != vb.max_timestamp {
+                // The producer's header disagrees with its records: the records win (Kafka
+                // rewrites it too), so the time index stays true.
+                batch::set_max_timestamp(b, vb.max_timestamp);
+                h.max_timestamp = vb.max_timestamp;
             }
             h.base_offset = next;
             h.partition_leader_epoch = leader_epoch;
             next += h.offset_count();
+            batches.push((pos, h));
         }
 
         // One write at the end of the active segment.
         let interval = self.config.index_interval_bytes;
         let seg = self.segments.values_mut().next_back().expect("never empty");
         let start = seg.size;
+        // (On an error the reusable `batch_buf` is simply dropped.)
         seg.file()?
             .write_all_at(&self.write_buf, start)
             .map_err(|e| StorageError::io(&seg.path, e))?;
@@ -838,62 +880,6 @@ impl Log {
             i = j;
         }
         Ok(())
-    }
-
-    /// Pass 1 of append. Ok(Ok((records, max timestamp))) to append, Ok(Err(meta)) for a
-    /// duplicate.
-    #[allow(clippy::type_complexity)]
-    fn validate(
-        &self,
-        records: &[u8],
-        batches: &mut Vec<(usize, BatchHeader)>,
-        pending: &mut Vec<ProducerEntry>,
-    ) -> Result<Result<(u64, i64), producer_state::BatchMeta>, AppendError> {
-        let mut pos = 0usize;
-        let mut count = 0u64;
-        let mut max_ts = i64::MIN;
-        let compacted = self.config.cleanup_policy.compacts();
-        while pos < records.len() {
-            let h = batch::parse_header(&records[pos..])?;
-            let size = h.total_size();
-            if size > self.config.max_message_bytes {
-                return Err(AppendError::MessageTooLarge {
-                    size,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            let bytes = &records[pos..pos + size];
-            batch::verify_crc(bytes, &h)?;
-            if h.compression() > 4 {
-                return Err(AppendError::UnsupportedCompression(h.compression()));
-            }
-            if h.records_count <= 0
-                || h.last_offset_delta < 0
-                || h.records_count as i64 != h.offset_count()
-            {
-                return Err(AppendError::Corrupt(format!(
-                    "records_count {} does not match last_offset_delta {}",
-                    h.records_count, h.last_offset_delta
-                )));
-            }
-            if compacted && !h.is_control() {
-                check_keys(bytes)?;
-            }
-            if h.has_producer_id() {
-                match self.producers.check(pending, &h)? {
-                    Check::Duplicate(meta) => return Ok(Err(meta)),
-                    Check::Append => {
-                        let e = self.producers.updated_entry(pending, &h);
-                        pending.push(e);
-                    }
-                }
-            }
-            count += h.records_count as u64;
-            max_ts = max_ts.max(h.max_timestamp);
-            batches.push((pos, h));
-            pos += size;
-        }
-        Ok(Ok((count, max_ts)))
     }
 
     fn should_roll(&self, size: usize, max_ts: i64, offsets: i64, now_ms: i64) -> bool {
@@ -1456,20 +1442,6 @@ pub(crate) fn decode_records(
             path: path.to_path_buf(),
             reason: format!("cannot decode batch: {e}"),
         })
-}
-
-/// Compacted topics need a key on every record (Kafka: INVALID_RECORD). The only place the
-/// append path decodes records.
-fn check_keys(bytes: &[u8]) -> Result<(), AppendError> {
-    let mut b = BytesMut::from(bytes).freeze();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
-        .map_err(|e| AppendError::Corrupt(format!("cannot decode batch: {e}")))?;
-    if set.records.iter().any(|r| r.key.is_none()) {
-        return Err(AppendError::InvalidRecord(
-            "compacted topic cannot accept message without key".into(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

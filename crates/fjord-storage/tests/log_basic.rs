@@ -236,3 +236,50 @@ fn roll_by_size() {
         "{names:?}"
     );
 }
+
+/// Rewrite header fields of an encoded batch and fix its CRC (an attacker can do the same).
+fn forge(mut b: Vec<u8>, at: usize, field: &[u8]) -> Vec<u8> {
+    b[at..at + field.len()].copy_from_slice(field);
+    let crc = fjord_protocol::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn a_batch_claiming_i32_max_records_is_refused_and_nothing_moves() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), LogConfig::default()).unwrap();
+    let b = forge(simple(1, 1000), 23, &(i32::MAX - 1).to_be_bytes());
+    let b = forge(b, 57, &i32::MAX.to_be_bytes());
+    let e = log.append(&b, 0, 5000).unwrap_err();
+    assert_eq!(e.error_code(), ErrorCode::InvalidRecord, "{e}");
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    // Compacted topics refuse it the same way (this aborted the broker before).
+    let compacted = LogConfig {
+        cleanup_policy: fjord_storage::CleanupPolicy::Compact,
+        ..LogConfig::default()
+    };
+    let d2 = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d2.path(), compacted).unwrap();
+    assert_eq!(
+        log.append(&b, 0, 5000).unwrap_err().error_code(),
+        ErrorCode::InvalidRecord
+    );
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn a_lying_max_timestamp_is_rewritten_from_the_records() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), LogConfig::default()).unwrap();
+    let honest = simple(3, 1000);
+    let truth = parse_header(&honest).unwrap().max_timestamp;
+    let lying = forge(honest, 35, &4_000_000_000_000i64.to_be_bytes());
+    log.append(&lying, 0, 5000).unwrap();
+    let r = log.read(0, 1 << 20, i64::MAX, true).unwrap();
+    let h = parse_header(&r.records).unwrap();
+    assert_eq!(h.max_timestamp, truth);
+    fjord_protocol::batch::verify_crc(&r.records[..h.total_size()], &h).unwrap();
+    assert_eq!(log.max_timestamp().map(|m| m.1), Some(truth));
+}

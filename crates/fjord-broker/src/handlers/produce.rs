@@ -11,7 +11,11 @@
 use std::sync::Arc;
 
 use fjord_protocol::error::ErrorCode;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use fjord_protocol::records::AppendOrigin;
+use fjord_storage::AppendError;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use std::time::{Duration, Instant};
@@ -20,7 +24,7 @@ use fjord_replication::AckStatus;
 
 use super::{sb, Ctx, Outcome};
 use crate::broker::{now_ms, Broker, Topic};
-use crate::partition::Partition;
+use crate::partition::{AppendRejection, Partition};
 
 /// An acks=all partition waiting for its ISR: (topic index, partition index in the response,
 /// partition, offset after its records, min.insync.replicas).
@@ -93,7 +97,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                     )),
                                 )
                             }
-                            Some(p) => match p.append(records, now) {
+                            Some(p) => match p.append(records, AppendOrigin::Client, now) {
                                 Ok(info) => {
                                     if !info.duplicate {
                                         let label = [&*t.name];
@@ -123,6 +127,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                 Err(e) => {
                                     tracing::debug!(topic = %t.name, partition = pd.index, error = %e.message(), "produce rejected");
                                     fail(e.error_code(), Some(e.message()))
+                                        .with_record_errors(record_errors(&e))
                                 }
                             },
                         }
@@ -181,6 +186,22 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
             ProduceResponse::default().with_responses(responses).into(),
         ))
     }))
+}
+
+/// KIP-467: the records that made a batch invalid, for clients to fail only those.
+fn record_errors(e: &AppendRejection) -> Vec<BatchIndexAndErrorMessage> {
+    let AppendRejection::Storage(AppendError::Invalid(invalid)) = e else {
+        return Vec::new();
+    };
+    invalid
+        .record_errors
+        .iter()
+        .map(|r| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(r.batch_index)
+                .with_batch_index_error_message(Some(sb(r.message.clone())))
+        })
+        .collect()
 }
 
 /// The committed ISR's size, without copying the assignment.
