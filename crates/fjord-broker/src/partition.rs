@@ -151,8 +151,8 @@ impl Partition {
             let log = guard.as_ref().ok_or(AppendRejection::Deleted)?;
             log.config().record_rules(now_ms, origin)
         };
-        let validated = records::validate(records, &rules)
-            .map_err(|e| AppendRejection::Storage(e.into()))?;
+        let validated =
+            records::validate(records, &rules).map_err(|e| AppendRejection::Storage(e.into()))?;
         let (info, hw_moved) = {
             let mut guard = self.log.write();
             let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;

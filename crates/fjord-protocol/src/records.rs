@@ -255,8 +255,10 @@ fn validate_batch(bytes: &[u8], h: &BatchHeader, rules: &RecordRules) -> Result<
         }
         _ => {
             let mut ctx = zstd::zstd_safe::DCtx::create();
-            ctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
-                .map_err(|_| RecordsError::invalid("zstd: cannot set the window limit"))?;
+            ctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                ZSTD_WINDOW_LOG_MAX,
+            ))
+            .map_err(|_| RecordsError::invalid("zstd: cannot set the window limit"))?;
             let dec = zstd::stream::read::Decoder::with_context(BufReader::new(body), &mut ctx);
             let mut src = StreamSource::new(dec, rules);
             walk.run(&mut src)?;
@@ -528,13 +530,12 @@ impl<'a> Walk<'a> {
     fn run(&mut self, src: &mut impl Source) -> Result<(), RecordsError> {
         let count = self.header.records_count;
         for index in 0..count {
-            self.record(src, index)
-                .map_err(|s| match s {
-                    Stop::Malformed(m) => {
-                        RecordsError::invalid(format!("record {index} of {count}: {m}"))
-                    }
-                    other => other.into(),
-                })?;
+            self.record(src, index).map_err(|s| match s {
+                Stop::Malformed(m) => {
+                    RecordsError::invalid(format!("record {index} of {count}: {m}"))
+                }
+                other => other.into(),
+            })?;
         }
         match src.next_byte()? {
             None => Ok(()),
@@ -565,17 +566,23 @@ impl<'a> Walk<'a> {
         skip_within(src, key_len.max(0), start, length)?;
         let value_len = varint(src)?;
         if value_len < -1 {
-            return Err(Stop::Malformed(format!("negative value length {value_len}")));
+            return Err(Stop::Malformed(format!(
+                "negative value length {value_len}"
+            )));
         }
         skip_within(src, value_len.max(0), start, length)?;
         let headers = varint(src)?;
         if headers < 0 {
-            return Err(Stop::Malformed(format!("invalid number of record headers {headers}")));
+            return Err(Stop::Malformed(format!(
+                "invalid number of record headers {headers}"
+            )));
         }
         for _ in 0..headers {
             let k = varint(src)?;
             if k < 0 {
-                return Err(Stop::Malformed(format!("invalid negative header key size {k}")));
+                return Err(Stop::Malformed(format!(
+                    "invalid negative header key size {k}"
+                )));
             }
             skip_within(src, k, start, length)?;
             let v = varint(src)?;
@@ -594,7 +601,10 @@ impl<'a> Walk<'a> {
         let timestamp = self.header.base_timestamp.wrapping_add(timestamp_delta);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         if self.rules.compacted && key_len < 0 {
-            self.error(index, "compacted topic cannot accept message without key".into());
+            self.error(
+                index,
+                "compacted topic cannot accept message without key".into(),
+            );
         }
         if !self.rules.log_append_time {
             if self.header.is_log_append_time() {

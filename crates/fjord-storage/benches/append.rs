@@ -1,14 +1,22 @@
-//! Append and read throughput of the partition log, and CRC32C verification of a batch.
-//! 16 KB batches of 100-byte records, as a typical producer sends them.
+//! Append and read throughput of the partition log, CRC32C verification and produce validation
+//! of a batch (uncompressed and with each codec). 16 KB batches of 100-byte records, as a
+//! typical producer sends them.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fjord_protocol::records::{self, AppendOrigin};
 use fjord_storage::{Log, LogConfig};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+const NOW: i64 = 1_700_000_000_000;
+
 fn batch_16k() -> Vec<u8> {
+    batch_16k_with(Compression::None)
+}
+
+fn batch_16k_with(compression: Compression) -> Vec<u8> {
     // ~16 KB: 100 B values plus a few bytes of key and record framing each.
     let records: Vec<Record> = (0..150)
         .map(|i| Record {
@@ -33,7 +41,7 @@ fn batch_16k() -> Vec<u8> {
         records.iter(),
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .unwrap();
@@ -49,6 +57,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("verify_crc_16k", |bench| {
         bench.iter(|| fjord_protocol::batch::verify_crc(std::hint::black_box(&b), &header))
     });
+    // Produce validation (LogValidator's work: CRC, counts, every record's varints, keys,
+    // timestamps; compressed batches inflated as a stream), per uncompressed byte.
+    let rules = LogConfig::default().record_rules(NOW, AppendOrigin::Client);
+    for (name, c) in [
+        ("validate_16k_none", Compression::None),
+        ("validate_16k_gzip", Compression::Gzip),
+        ("validate_16k_snappy", Compression::Snappy),
+        ("validate_16k_lz4", Compression::Lz4),
+        ("validate_16k_zstd", Compression::Zstd),
+    ] {
+        let batch = batch_16k_with(c);
+        g.bench_function(name, |bench| {
+            bench.iter(|| records::validate(std::hint::black_box(&batch), &rules).unwrap())
+        });
+    }
     g.finish();
 
     let dir = tempfile::tempdir().unwrap();
@@ -64,19 +87,19 @@ fn bench(c: &mut Criterion) {
     let mut until_maintain = 20_000u32;
     g.bench_function("append_16k_batch", |bench| {
         bench.iter(|| {
-            log.append(&b, 0, 0).unwrap();
+            log.append(&b, 0, NOW).unwrap();
             // Keep the disk footprint bounded (retention.bytes).
             until_maintain -= 1;
             if until_maintain == 0 {
                 until_maintain = 20_000;
-                log.maintain(0).unwrap();
+                log.maintain(NOW).unwrap();
             }
         })
     });
 
     let mut rlog = Log::open(dir.path().join("read"), cfg).unwrap();
     for _ in 0..4096 {
-        rlog.append(&b, 0, 0).unwrap();
+        rlog.append(&b, 0, NOW).unwrap();
     }
     let leo = rlog.log_end_offset();
     let mut next = 0i64;

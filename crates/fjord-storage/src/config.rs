@@ -9,9 +9,9 @@
 //! `compression.type` is accepted and stored exactly as sent: Fjord never recompresses on the
 //! produce path, so every value behaves like `producer`.
 
+use fjord_protocol::records::{AppendOrigin, RecordRules};
 use std::collections::BTreeMap;
 use thiserror::Error;
-use fjord_protocol::records::{AppendOrigin, RecordRules};
 
 /// `cleanup.policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -504,7 +504,10 @@ mod version_tests {
         b.create_topic("t", 1, 1, BTreeMap::new(), false)
             .await
             .unwrap();
-        b.partition("t", 0).unwrap().append(&batch(), fjord_protocol::records::AppendOrigin::Client, 0).unwrap();
+        b.partition("t", 0)
+            .unwrap()
+            .append(&batch(), fjord_protocol::records::AppendOrigin::Client, 0)
+            .unwrap();
         // The DeleteTopics requests below delete one topic per version.
         for range in SUPPORTED.iter().filter(|r| r.key == ApiKey::DeleteTopics) {
             for v in range.min..=range.max {

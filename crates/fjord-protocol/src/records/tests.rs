@@ -66,7 +66,13 @@ const CODECS: [Compression; 5] = [
 ];
 
 /// A v2 batch with these header fields around raw record bytes, with a valid CRC.
-fn raw_batch(attributes: i16, last_offset_delta: i32, count: i32, base_ts: i64, body: &[u8]) -> Vec<u8> {
+fn raw_batch(
+    attributes: i16,
+    last_offset_delta: i32,
+    count: i32,
+    base_ts: i64,
+    body: &[u8],
+) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&0i64.to_be_bytes());
     b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
@@ -153,13 +159,46 @@ fn counts_offsets_and_lengths_must_agree() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("count != offsets", raw_batch(0, 1, 1, NOW, &r0)),
         ("negative delta", raw_batch(0, -1, 0, NOW, &r0)),
-        ("trailing bytes", raw_batch(0, 0, 1, NOW, &[r0.clone(), vec![0]].concat())),
-        ("records missing", raw_batch(0, 1, 2, NOW, &[r0.clone(), vec![0; 8]].concat())),
-        ("offset delta skips", raw_batch(0, 1, 2, NOW, &[r0.clone(), raw_record(2, Some(b"b"), b"y")].concat())),
-        ("offset delta repeats", raw_batch(0, 1, 2, NOW, &[r0.clone(), raw_record(0, Some(b"b"), b"y")].concat())),
-        ("length too short", raw_batch(0, 0, 1, NOW, &[&[2u8][..], &r0[1..]].concat())),
-        ("negative length", raw_batch(0, 0, 1, NOW, &[zigzag(-5), r0[1..].to_vec()].concat())),
-        ("varint too long", raw_batch(0, 0, 1, NOW, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0])),
+        (
+            "trailing bytes",
+            raw_batch(0, 0, 1, NOW, &[r0.clone(), vec![0]].concat()),
+        ),
+        (
+            "records missing",
+            raw_batch(0, 1, 2, NOW, &[r0.clone(), vec![0; 8]].concat()),
+        ),
+        (
+            "offset delta skips",
+            raw_batch(
+                0,
+                1,
+                2,
+                NOW,
+                &[r0.clone(), raw_record(2, Some(b"b"), b"y")].concat(),
+            ),
+        ),
+        (
+            "offset delta repeats",
+            raw_batch(
+                0,
+                1,
+                2,
+                NOW,
+                &[r0.clone(), raw_record(0, Some(b"b"), b"y")].concat(),
+            ),
+        ),
+        (
+            "length too short",
+            raw_batch(0, 0, 1, NOW, &[&[2u8][..], &r0[1..]].concat()),
+        ),
+        (
+            "negative length",
+            raw_batch(0, 0, 1, NOW, &[zigzag(-5), r0[1..].to_vec()].concat()),
+        ),
+        (
+            "varint too long",
+            raw_batch(0, 0, 1, NOW, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0]),
+        ),
         ("key past record", {
             let mut r = raw_record(0, Some(b"abc"), b"");
             let body_len = r.len() - 1;
@@ -187,21 +226,39 @@ fn framing_errors_are_corrupt_message() {
     let mut b = keyed(3, Compression::None);
     let last = b.len() - 1;
     b[last] ^= 1;
-    assert_eq!(validate(&b, &rules()).unwrap_err().code, ErrorCode::CorruptMessage);
+    assert_eq!(
+        validate(&b, &rules()).unwrap_err().code,
+        ErrorCode::CorruptMessage
+    );
     let b = keyed(3, Compression::None);
-    assert_eq!(validate(&b[..b.len() - 1], &rules()).unwrap_err().code, ErrorCode::CorruptMessage);
-    assert_eq!(validate(&[], &rules()).unwrap_err().code, ErrorCode::CorruptMessage);
+    assert_eq!(
+        validate(&b[..b.len() - 1], &rules()).unwrap_err().code,
+        ErrorCode::CorruptMessage
+    );
+    assert_eq!(
+        validate(&[], &rules()).unwrap_err().code,
+        ErrorCode::CorruptMessage
+    );
 }
 
 #[test]
 fn clients_send_one_batch_and_no_control_batches() {
     let two = [keyed(1, Compression::None), keyed(1, Compression::None)].concat();
-    assert_eq!(validate(&two, &rules()).unwrap_err().code, ErrorCode::InvalidRecord);
-    let coordinator = RecordRules { origin: AppendOrigin::Coordinator, ..rules() };
+    assert_eq!(
+        validate(&two, &rules()).unwrap_err().code,
+        ErrorCode::InvalidRecord
+    );
+    let coordinator = RecordRules {
+        origin: AppendOrigin::Coordinator,
+        ..rules()
+    };
     assert_eq!(validate(&two, &coordinator).unwrap().batches.len(), 2);
     let r0 = raw_record(0, Some(b"a"), b"x");
     let control = raw_batch(batch::attributes::CONTROL, 0, 1, NOW, &r0);
-    assert_eq!(validate(&control, &rules()).unwrap_err().code, ErrorCode::InvalidRecord);
+    assert_eq!(
+        validate(&control, &rules()).unwrap_err().code,
+        ErrorCode::InvalidRecord
+    );
     validate(&control, &coordinator).unwrap();
 }
 
@@ -215,7 +272,10 @@ fn keyless_records_on_compacted_topics_fail_one_by_one() {
             })
             .collect();
         let b = encode(&records, c);
-        let compacted = RecordRules { compacted: true, ..rules() };
+        let compacted = RecordRules {
+            compacted: true,
+            ..rules()
+        };
         let e = validate(&b, &compacted).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRecord, "{c:?}");
         let idx: Vec<i32> = e.record_errors.iter().map(|r| r.batch_index).collect();
@@ -238,15 +298,31 @@ fn timestamps_outside_the_allowed_window_are_invalid_timestamp() {
     assert_eq!(e.code, ErrorCode::InvalidTimestamp);
     assert_eq!(e.record_errors.len(), 1);
     assert_eq!(e.record_errors[0].batch_index, 1);
-    let before = RecordRules { timestamp_before_max_ms: 5_000, timestamp_after_max_ms: i64::MAX, ..rules() };
+    let before = RecordRules {
+        timestamp_before_max_ms: 5_000,
+        timestamp_after_max_ms: i64::MAX,
+        ..rules()
+    };
     let e = validate(&b, &before).unwrap_err();
-    assert_eq!(e.record_errors.iter().map(|r| r.batch_index).collect::<Vec<_>>(), vec![3]);
-    let log_append = RecordRules { log_append_time: true, ..rules() };
+    assert_eq!(
+        e.record_errors
+            .iter()
+            .map(|r| r.batch_index)
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
+    let log_append = RecordRules {
+        log_append_time: true,
+        ..rules()
+    };
     validate(&b, &log_append).unwrap();
     // A producer claiming LogAppendTime on a CreateTime topic.
     let r0 = raw_record(0, Some(b"a"), b"x");
     let lat = raw_batch(batch::attributes::TIMESTAMP_TYPE_LOG_APPEND, 0, 1, NOW, &r0);
-    assert_eq!(validate(&lat, &rules()).unwrap_err().code, ErrorCode::InvalidTimestamp);
+    assert_eq!(
+        validate(&lat, &rules()).unwrap_err().code,
+        ErrorCode::InvalidTimestamp
+    );
 }
 
 #[test]
@@ -263,11 +339,20 @@ fn lying_max_timestamp_is_recomputed() {
 #[test]
 fn oversized_batches_and_unknown_codecs_are_refused() {
     let b = keyed(100, Compression::None);
-    let small = RecordRules { max_message_bytes: 1000, ..rules() };
-    assert_eq!(validate(&b, &small).unwrap_err().code, ErrorCode::MessageTooLarge);
+    let small = RecordRules {
+        max_message_bytes: 1000,
+        ..rules()
+    };
+    assert_eq!(
+        validate(&b, &small).unwrap_err().code,
+        ErrorCode::MessageTooLarge
+    );
     let r0 = raw_record(0, Some(b"a"), b"x");
     let b = raw_batch(5, 0, 1, NOW, &r0);
-    assert_eq!(validate(&b, &rules()).unwrap_err().code, ErrorCode::UnsupportedCompressionType);
+    assert_eq!(
+        validate(&b, &rules()).unwrap_err().code,
+        ErrorCode::UnsupportedCompressionType
+    );
 }
 
 /// A single record whose value is `size` zero bytes, compressed with `c`: tiny on the wire,
@@ -280,7 +365,10 @@ fn bomb(c: Compression, size: usize) -> Vec<u8> {
 
 #[test]
 fn decompression_bombs_stop_at_the_cap() {
-    let rules = RecordRules { max_message_bytes: 16 * 1024, ..rules() };
+    let rules = RecordRules {
+        max_message_bytes: 16 * 1024,
+        ..rules()
+    };
     // 1 MiB of max.message.bytes at least, times the ratio: 64 MiB.
     assert_eq!(rules.max_inflated_bytes(), 64 << 20);
     // Snappy cannot inflate more than ~22x, so a snappy batch within max.message.bytes never
@@ -288,7 +376,10 @@ fn decompression_bombs_stop_at_the_cap() {
     for c in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
         let b = bomb(c, 80 << 20);
         assert!(b.len() < 4 << 20, "{c:?}: {}", b.len());
-        let bigger = RecordRules { max_message_bytes: b.len() + 1, ..rules };
+        let bigger = RecordRules {
+            max_message_bytes: b.len() + 1,
+            ..rules
+        };
         let started = std::time::Instant::now();
         let e = validate(&b, &bigger).unwrap_err();
         assert!(
@@ -300,7 +391,14 @@ fn decompression_bombs_stop_at_the_cap() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
         // Below the cap the same shape is fine.
         let ok = bomb(c, 1 << 20);
-        validate(&ok, &RecordRules { max_message_bytes: ok.len() + 1, ..rules }).unwrap();
+        validate(
+            &ok,
+            &RecordRules {
+                max_message_bytes: ok.len() + 1,
+                ..rules
+            },
+        )
+        .unwrap();
     }
 }
 
@@ -312,7 +410,10 @@ fn a_snappy_block_claiming_more_than_it_can_hold_is_refused() {
     body.extend_from_slice(&(block.len() as u32).to_be_bytes());
     body.extend_from_slice(&block);
     let b = raw_batch(2, 0, 1, NOW, &body);
-    assert_eq!(validate(&b, &rules()).unwrap_err().code, ErrorCode::InvalidRecord);
+    assert_eq!(
+        validate(&b, &rules()).unwrap_err().code,
+        ErrorCode::InvalidRecord
+    );
 }
 
 #[test]
@@ -323,7 +424,10 @@ fn garbage_compressed_payloads_are_invalid_records() {
             let b = raw_batch(codec, 0, 1, NOW, &body);
             let e = validate(&b, &rules()).unwrap_err();
             assert!(
-                matches!(e.code, ErrorCode::InvalidRecord | ErrorCode::MessageTooLarge),
+                matches!(
+                    e.code,
+                    ErrorCode::InvalidRecord | ErrorCode::MessageTooLarge
+                ),
                 "codec {codec}, {len} bytes: {e}"
             );
         }
