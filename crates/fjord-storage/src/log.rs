@@ -1447,6 +1447,7 @@ pub(crate) fn decode_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts,
     };
