@@ -506,7 +506,11 @@ mod version_tests {
             .unwrap();
         b.partition("t", 0)
             .unwrap()
-            .append(&batch(), fjord_protocol::records::AppendOrigin::Client, 0)
+            .append(
+                &batch(),
+                fjord_protocol::records::AppendOrigin::Client,
+                crate::broker::now_ms(),
+            )
             .unwrap();
         // The DeleteTopics requests below delete one topic per version.
         for range in SUPPORTED.iter().filter(|r| r.key == ApiKey::DeleteTopics) {
