@@ -247,7 +247,7 @@ fn slowloris_connections_are_closed_within_the_idle_bound_and_others_are_served(
     let mut tricklers: Vec<(TcpStream, Vec<u8>)> = (0..8)
         .map(|i| {
             let s = TcpStream::connect(broker.bootstrap()).expect("connect");
-            let mut bytes = frame(&vec![b'x'; 200]);
+            let mut bytes = frame(&[b'x'; 200]);
             if i > 0 {
                 let prefix: Vec<u8> = bytes.drain(..4).collect();
                 (&s).write_all(&prefix).expect("write size prefix");
