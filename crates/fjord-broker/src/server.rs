@@ -76,7 +76,7 @@ struct Limits {
     pool: MemoryPool,
     max_frame: usize,
     max_idle: Option<Duration>,
-    rejected_log: Mutex<LogThrottle>,
+    /// Slowloris closes, from every connection.
     incomplete_log: Mutex<LogThrottle>,
 }
 
@@ -96,7 +96,6 @@ impl Limits {
             ),
             max_frame: c.socket_request_max_bytes,
             max_idle: c.limits.connections_max_idle,
-            rejected_log: Mutex::new(LogThrottle::new(LOG_INTERVAL)),
             incomplete_log: Mutex::new(LogThrottle::new(LOG_INTERVAL)),
         }
     }
@@ -110,6 +109,7 @@ pub async fn accept_loop(
 ) {
     let limits = Arc::new(Limits::new(&broker));
     let mut blocked_log = LogThrottle::new(LOG_INTERVAL);
+    let mut rejected_log = LogThrottle::new(LOG_INTERVAL);
     let mut conns = JoinSet::new();
     loop {
         if !limits.quotas.slot_available() {
@@ -154,7 +154,7 @@ pub async fn accept_loop(
                             .connections_rejected
                             .with_label_values(&[rejected.reason()])
                             .inc();
-                        if let Some(more) = limits.rejected_log.lock().admit(Instant::now()) {
+                        if let Some(more) = rejected_log.admit(Instant::now()) {
                             tracing::info!(
                                 ip = %peer.ip(),
                                 limit = ?rejected,
