@@ -44,6 +44,12 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("delete.topic.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
+    // Connection and request-memory limits (Kafka's names and defaults; see `LimitsConfig`).
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("max.connections.per.ip.overrides", ""),
+    ("connections.max.idle.ms", "600000"),
+    ("queued.max.request.bytes", "-1"),
     ("broker.rack", ""),
     // Cluster (KRaft key names). No voters: a single node that is its own controller.
     ("process.roles", "broker,controller"),
@@ -166,6 +172,23 @@ pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAware
 /// Kafka's default: always the leader.
 pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
 
+/// Limits that keep one client from taking the broker's connections or memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `max.connections`, `max.connections.per.ip` and `max.connections.per.ip.overrides`
+    /// (host names resolved at startup, as Kafka resolves them).
+    pub connections: crate::conn_limits::ConnectionLimits,
+    /// `connections.max.idle.ms`: a connection that neither completes a request nor is sent a
+    /// response for this long is closed — also when it is in the middle of sending a request
+    /// (slowloris). `None` (a negative value, as in Kafka) disables it.
+    pub connections_max_idle: Option<std::time::Duration>,
+    /// `queued.max.request.bytes` as configured (`<= 0`: Kafka's "no pool").
+    pub queued_max_request_bytes: i64,
+    /// The memory pool's size: `queued.max.request.bytes`, or Fjord's implicit bound when it is
+    /// not positive (see `memory_pool::pool_bytes`).
+    pub memory_pool_bytes: usize,
+}
+
 /// The validated broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -181,6 +204,8 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// Connection limits, the idle timeout and the request memory pool.
+    pub limits: LimitsConfig,
     pub rack: Option<String>,
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
@@ -321,6 +346,13 @@ impl BrokerConfig {
             LogConfig::broker_defaults(&log_props).map_err(|e| e.to_string())?
         };
         let rack = get("broker.rack");
+        let socket_request_max_bytes = parse_int(
+            &get("socket.request.max.bytes"),
+            "socket.request.max.bytes",
+            1024,
+            i32::MAX as i64,
+        )? as usize;
+        let limits = limits_config(&get, socket_request_max_bytes)?;
         Ok(BrokerConfig {
             node_id,
             listener,
@@ -341,12 +373,8 @@ impl BrokerConfig {
                 "auto.create.topics.enable",
             )?,
             delete_topic_enable: parse_bool(&get("delete.topic.enable"), "delete.topic.enable")?,
-            socket_request_max_bytes: parse_int(
-                &get("socket.request.max.bytes"),
-                "socket.request.max.bytes",
-                1024,
-                i32::MAX as i64,
-            )? as usize,
+            socket_request_max_bytes,
+            limits,
             rack: (!rack.is_empty()).then_some(rack),
             retention_check_interval_ms: parse_int(
                 &get("log.retention.check.interval.ms"),
@@ -403,6 +431,65 @@ impl BrokerConfig {
             })
             .collect()
     }
+}
+
+/// The connection and memory limits, checked against each other as Kafka checks them.
+fn limits_config(
+    get: &dyn Fn(&str) -> String,
+    socket_request_max_bytes: usize,
+) -> Result<LimitsConfig, String> {
+    let int = |key: &str, min: i64, max: i64| parse_int(&get(key), key, min, max);
+    let max_connections = int("max.connections", 0, i32::MAX as i64)? as usize;
+    let max_connections_per_ip = int("max.connections.per.ip", 0, i32::MAX as i64)? as usize;
+    let overrides_value = get("max.connections.per.ip.overrides");
+    let bad_override = |why: String| {
+        format!("invalid value \"{overrides_value}\" for max.connections.per.ip.overrides: {why}")
+    };
+    let mut overrides = BTreeMap::new();
+    for (host, count) in
+        crate::conn_limits::parse_overrides(&overrides_value).map_err(bad_override)?
+    {
+        let addrs = (host.as_str(), 0)
+            .to_socket_addrs()
+            .map_err(|e| bad_override(format!("cannot resolve {host:?}: {e}")))?;
+        let mut any = false;
+        for a in addrs {
+            overrides.insert(a.ip().to_canonical(), count);
+            any = true;
+        }
+        if !any {
+            return Err(bad_override(format!("{host:?} resolves to no address")));
+        }
+    }
+    if max_connections_per_ip == 0 && overrides.is_empty() {
+        return Err(
+            "max.connections.per.ip can be set to zero only if max.connections.per.ip.overrides is set"
+                .into(),
+        );
+    }
+    let idle_ms = int("connections.max.idle.ms", i64::MIN, i64::MAX)?;
+    let queued_max_request_bytes = int("queued.max.request.bytes", i64::MIN, i64::MAX)?;
+    if queued_max_request_bytes > 0
+        && (queued_max_request_bytes as u64) < socket_request_max_bytes as u64
+    {
+        return Err(format!(
+            "queued.max.request.bytes ({queued_max_request_bytes}) must be larger or equal to socket.request.max.bytes ({socket_request_max_bytes})"
+        ));
+    }
+    Ok(LimitsConfig {
+        connections: crate::conn_limits::ConnectionLimits {
+            max_connections,
+            max_connections_per_ip,
+            overrides,
+        },
+        connections_max_idle: (idle_ms >= 0)
+            .then(|| std::time::Duration::from_millis(idle_ms as u64)),
+        queued_max_request_bytes,
+        memory_pool_bytes: crate::memory_pool::pool_bytes(
+            queued_max_request_bytes,
+            socket_request_max_bytes,
+        ),
+    })
 }
 
 /// The group coordinator keys, validated against each other like Kafka does.
@@ -797,6 +884,70 @@ mod tests {
         let e =
             BrokerConfig::from_props(props(&[("group.consumer.assignors", "sticky")])).unwrap_err();
         assert!(e.contains("group.consumer.assignors"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_kafkas_defaults_and_checks() {
+        let c = BrokerConfig::default();
+        let l = &c.limits;
+        assert_eq!(l.connections.max_connections, i32::MAX as usize);
+        assert_eq!(l.connections.max_connections_per_ip, i32::MAX as usize);
+        assert!(l.connections.overrides.is_empty());
+        assert_eq!(
+            l.connections_max_idle,
+            Some(std::time::Duration::from_secs(600))
+        );
+        assert_eq!(l.queued_max_request_bytes, -1);
+        assert_eq!(
+            l.memory_pool_bytes,
+            crate::memory_pool::IMPLICIT_POOL_BYTES,
+            "no pool (-1) still gets a bound"
+        );
+
+        let c = BrokerConfig::from_props(props(&[
+            ("max.connections", "100"),
+            ("max.connections.per.ip", "0"),
+            (
+                "max.connections.per.ip.overrides",
+                "127.0.0.1:5, [::1]:6, localhost:7",
+            ),
+            ("connections.max.idle.ms", "-1"),
+            ("socket.request.max.bytes", "65536"),
+            ("queued.max.request.bytes", "65536"),
+        ]))
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.connections.max_connections, 100);
+        assert_eq!(l.connections.max_for("127.0.0.1".parse().unwrap()), 7);
+        assert_eq!(l.connections.max_for("127.0.0.2".parse().unwrap()), 0);
+        assert_eq!(l.connections_max_idle, None);
+        assert_eq!(l.memory_pool_bytes, 65536);
+
+        for (pairs, expect) in [
+            (
+                &[("max.connections.per.ip", "0")][..],
+                "max.connections.per.ip can be set to zero only if",
+            ),
+            (
+                &[("max.connections.per.ip.overrides", "127.0.0.1")][..],
+                "max.connections.per.ip.overrides",
+            ),
+            (
+                &[("max.connections.per.ip.overrides", "no-such-host.invalid:3")][..],
+                "cannot resolve",
+            ),
+            (&[("max.connections", "-1")][..], "max.connections"),
+            (
+                &[
+                    ("socket.request.max.bytes", "65536"),
+                    ("queued.max.request.bytes", "65535"),
+                ][..],
+                "must be larger or equal to socket.request.max.bytes",
+            ),
+        ] {
+            let e = BrokerConfig::from_props(props(pairs)).unwrap_err();
+            assert!(e.contains(expect), "{pairs:?}: {e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`replication`]: ISR proposals to the controller, lag checks, replication gauges and
 //!   high-watermark checkpoints.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
+//! - [`conn_limits`], [`memory_pool`]: what the listener enforces — `max.connections`,
+//!   `max.connections.per.ip` (+ overrides) and `queued.max.request.bytes` — without I/O.
 //! - `handlers`: one file per Kafka API.
 //! - [`groups`]: the group coordinator's runtime around `fjord-group` (appends to
 //!   `__consumer_offsets`, parks JoinGroup/SyncGroup, replays offsets at startup).
@@ -28,10 +30,12 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod config_view;
+pub mod conn_limits;
 pub mod control;
 pub mod fetch_session;
 pub mod groups;
 mod handlers;
+pub mod memory_pool;
 pub mod metrics;
 pub mod partition;
 pub mod replica_fetcher;

@@ -1,8 +1,8 @@
 //! Prometheus metrics, served on the admin port at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the broker exports.
@@ -16,6 +16,21 @@ pub struct Metrics {
     pub request_latency: HistogramVec,
     pub connections: IntGauge,
     pub connections_closed_bad_frame: IntCounter,
+    /// Connections closed right after accept, by `reason` (`max_connections_per_ip`).
+    pub connections_rejected: IntCounterVec,
+    /// Connections the broker closed, by `reason`: `idle` (nothing for
+    /// `connections.max.idle.ms`), `incomplete_request` (a request begun but not finished in
+    /// that time: slowloris).
+    pub connections_closed: IntCounterVec,
+    /// Seconds the acceptor did not accept because the broker held `max.connections`
+    /// (Kafka's AcceptorBlockedPercent).
+    pub acceptor_blocked_seconds: Counter,
+    /// Request memory reserved from the `queued.max.request.bytes` pool (Kafka's
+    /// MemoryPoolUsed / MemoryPoolAvailable).
+    pub memory_pool_used: IntGauge,
+    pub memory_pool_available: IntGauge,
+    /// Seconds connections waited for request memory (Kafka's MemoryPoolDepletedTimeTotal).
+    pub memory_pool_depleted_seconds: Counter,
     pub partitions: IntGauge,
     pub log_size: IntGaugeVec,
     /// Group rebalances started, by group type (classic, consumer).
@@ -116,6 +131,46 @@ impl Metrics {
         let connections_closed_bad_frame = IntCounter::new(
             "connections_closed_bad_request_total",
             "Connections closed because a frame or request could not be decoded",
+        )
+        .expect("metric");
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "connections_rejected_total",
+                "Connections closed right after accept because of a connection limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        connections_rejected.with_label_values(&["max_connections_per_ip"]);
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "connections_closed_total",
+                "Connections closed by the broker for idleness (idle) or for a request not completed within connections.max.idle.ms (incomplete_request)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for reason in ["idle", "incomplete_request"] {
+            connections_closed.with_label_values(&[reason]);
+        }
+        let acceptor_blocked_seconds = Counter::new(
+            "acceptor_blocked_seconds_total",
+            "Time the listener did not accept connections because max.connections were open",
+        )
+        .expect("metric");
+        let memory_pool_used = IntGauge::new(
+            "memory_pool_used_bytes",
+            "Bytes reserved by requests read but not yet handled (queued.max.request.bytes pool)",
+        )
+        .expect("metric");
+        let memory_pool_available = IntGauge::new(
+            "memory_pool_available_bytes",
+            "Bytes left in the queued.max.request.bytes pool",
+        )
+        .expect("metric");
+        let memory_pool_depleted_seconds = Counter::new(
+            "memory_pool_depleted_seconds_total",
+            "Time connections waited for request memory (reading paused)",
         )
         .expect("metric");
         let partitions =
@@ -269,6 +324,12 @@ impl Metrics {
             Box::new(request_latency.clone()),
             Box::new(connections.clone()),
             Box::new(connections_closed_bad_frame.clone()),
+            Box::new(connections_rejected.clone()),
+            Box::new(connections_closed.clone()),
+            Box::new(acceptor_blocked_seconds.clone()),
+            Box::new(memory_pool_used.clone()),
+            Box::new(memory_pool_available.clone()),
+            Box::new(memory_pool_depleted_seconds.clone()),
             Box::new(partitions.clone()),
             Box::new(log_size.clone()),
             Box::new(group_rebalances.clone()),
@@ -287,6 +348,12 @@ impl Metrics {
             request_latency,
             connections,
             connections_closed_bad_frame,
+            connections_rejected,
+            connections_closed,
+            acceptor_blocked_seconds,
+            memory_pool_used,
+            memory_pool_available,
+            memory_pool_depleted_seconds,
             partitions,
             log_size,
             group_rebalances,

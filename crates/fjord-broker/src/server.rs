@@ -10,24 +10,36 @@
 //! socket without a copy through user space (zero-copy, as Kafka's `transferTo`).
 //! A frame that cannot be decoded closes that one connection; every other connection is
 //! unaffected.
+//!
+//! Limits (Kafka's keys; see `docs/architecture.md`, "Limits"): the acceptor stops accepting at
+//! `max.connections` and closes a connection over `max.connections.per.ip` right after accept
+//! ([`crate::conn_limits`]); the reader reserves each frame's size from the broker-wide
+//! `queued.max.request.bytes` pool before reading its body and stops reading while the pool is
+//! exhausted ([`crate::memory_pool`]), growing the frame buffer only as bytes arrive; and a
+//! connection that neither completes a request nor is sent a response for
+//! `connections.max.idle.ms` is closed, whether it is silent or trickling a request (slowloris).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use fjord_protocol::codec::{self, Chunk, DecodeError, Request};
+use fjord_protocol::codec::{self, Chunk, DecodeError, FrameError, Request};
 use fjord_storage::FileRange;
 use kafka_protocol::messages::ApiKey;
+use parking_lot::Mutex;
 use std::io::IoSlice;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
+use crate::conn_limits::{ConnectionSlot, LogThrottle, SharedQuotas};
 use crate::handlers::{self, Outcome};
+use crate::memory_pool::{MemoryPool, PoolMetrics, Reservation};
 
 /// A response frame in pieces: encoded bytes and record data sent from segment files.
 type Chunks = Vec<Chunk<FileRange>>;
@@ -42,11 +54,51 @@ enum Outbound {
 
 /// What the reader hands to the processor.
 enum Inbound {
-    Request(Box<Request>, Instant),
+    /// A request with the pool memory its frame holds until it has been handled.
+    Request(Box<Request>, Instant, Reservation),
     /// A reply that needs no handler (ApiVersions with a too-new version).
     Raw(bytes::Bytes),
     /// The connection must close after what is already queued.
     Close(String),
+}
+
+/// At most one message per this interval for events a flood repeats (rejections, slowloris).
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How much the reader asks the socket for when it does not yet know the next frame's size.
+/// Bytes beyond the current frame are not in the pool; this bounds them per connection.
+const LOOKAHEAD: usize = 16 * 1024;
+/// The smallest step by which a frame buffer grows.
+const MIN_GROW: usize = 64 * 1024;
+
+/// What the listener enforces, shared by the acceptor and every connection.
+struct Limits {
+    quotas: Arc<SharedQuotas>,
+    pool: MemoryPool,
+    max_frame: usize,
+    max_idle: Option<Duration>,
+    /// Slowloris closes, from every connection.
+    incomplete_log: Mutex<LogThrottle>,
+}
+
+impl Limits {
+    fn new(broker: &Broker) -> Limits {
+        let c = &broker.config;
+        let m = &broker.metrics;
+        Limits {
+            quotas: SharedQuotas::new(c.limits.connections.clone()),
+            pool: MemoryPool::new(
+                c.limits.memory_pool_bytes,
+                PoolMetrics {
+                    used: m.memory_pool_used.clone(),
+                    available: m.memory_pool_available.clone(),
+                    depleted_seconds: m.memory_pool_depleted_seconds.clone(),
+                },
+            ),
+            max_frame: c.socket_request_max_bytes,
+            max_idle: c.limits.connections_max_idle,
+            incomplete_log: Mutex::new(LogThrottle::new(LOG_INTERVAL)),
+        }
+    }
 }
 
 /// Accept connections until `shutdown` flips, then wait for them to finish.
@@ -55,17 +107,63 @@ pub async fn accept_loop(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = Arc::new(Limits::new(&broker));
+    let mut blocked_log = LogThrottle::new(LOG_INTERVAL);
+    let mut rejected_log = LogThrottle::new(LOG_INTERVAL);
     let mut conns = JoinSet::new();
     loop {
+        if !limits.quotas.slot_available() {
+            // `max.connections`: like Kafka's acceptor, stop accepting until a connection
+            // closes; new clients wait in the listen backlog.
+            if let Some(more) = blocked_log.admit(Instant::now()) {
+                tracing::warn!(
+                    max_connections = broker.config.limits.connections.max_connections,
+                    times_before = more,
+                    "max.connections reached: not accepting connections until one closes"
+                );
+            }
+            let start = Instant::now();
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = limits.quotas.wait_for_slot() => {}
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+            broker
+                .metrics
+                .acceptor_blocked_seconds
+                .inc_by(start.elapsed().as_secs_f64());
+            continue;
+        }
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let b = broker.clone();
-                    let sd = shutdown.clone();
-                    conns.spawn(async move { serve_connection(b, stream, peer, sd).await });
-                }
+                Ok((stream, peer)) => match limits.quotas.try_acquire(peer.ip()) {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        let b = broker.clone();
+                        let sd = shutdown.clone();
+                        let l = limits.clone();
+                        conns.spawn(async move { serve_connection(b, stream, peer, sd, l, slot).await });
+                    }
+                    Err(rejected) => {
+                        // Closed at once, as Kafka closes a connection over its address's
+                        // limit (TooManyConnectionsException); it never counted.
+                        drop(stream);
+                        broker
+                            .metrics
+                            .connections_rejected
+                            .with_label_values(&[rejected.reason()])
+                            .inc();
+                        if let Some(more) = rejected_log.admit(Instant::now()) {
+                            tracing::info!(
+                                ip = %peer.ip(),
+                                limit = ?rejected,
+                                rejected_since_last_message = more,
+                                "rejected connection: the address already has the maximum number of connections (max.connections.per.ip)"
+                            );
+                        }
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -89,62 +187,28 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    limits: Arc<Limits>,
+    slot: ConnectionSlot,
 ) {
+    // Given back to `max.connections` / `max.connections.per.ip` when this returns.
+    let _slot = slot;
     broker.metrics.connections.inc();
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
-    let max_frame = broker.config.socket_request_max_bytes;
+    let activity = Arc::new(Activity::new());
 
-    let reader = tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
-            loop {
-                match codec::split_frame(&mut buf, max_frame) {
-                    Ok(Some(frame)) => {
-                        let arrived = Instant::now();
-                        let msg = match codec::decode_request(frame) {
-                            Ok(req) => Inbound::Request(Box::new(req), arrived),
-                            Err(DecodeError::UnsupportedVersion {
-                                api_key: ApiKey::ApiVersions,
-                                correlation_id,
-                                ..
-                            }) => {
-                                let mut out = BytesMut::new();
-                                codec::unsupported_api_versions_response(&mut out, correlation_id);
-                                Inbound::Raw(out.freeze())
-                            }
-                            Err(e) => Inbound::Close(e.to_string()),
-                        };
-                        let closing = matches!(msg, Inbound::Close(_));
-                        if in_tx.send(msg).await.is_err() || closing {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = in_tx.send(Inbound::Close(e.to_string())).await;
-                        return;
-                    }
-                }
-            }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => {
-                    if !buf.is_empty() {
-                        tracing::debug!(%peer, pending = buf.len(), "connection closed mid-frame");
-                    }
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "read failed");
-                    return;
-                }
-            }
-        }
-    });
+    let reader = tokio::spawn(read_requests(
+        broker.clone(),
+        rd,
+        peer,
+        in_tx,
+        limits,
+        activity.clone(),
+    ));
 
     let writer = tokio::spawn(async move {
+        let activity = activity;
         let mut pending: Chunks = Vec::new();
         // Take one outbound item: its chunks, or `None` to close.
         async fn resolve(o: Outbound) -> Option<Chunks> {
@@ -170,6 +234,7 @@ async fn serve_connection(
                         if write_all_chunks(&mut wr, &mut pending).await.is_err() {
                             return;
                         }
+                        activity.touch();
                         queued = 0;
                         match resolve(later).await {
                             Some(more) => {
@@ -185,6 +250,7 @@ async fn serve_connection(
             if write_all_chunks(&mut wr, &mut pending).await.is_err() {
                 return;
             }
+            activity.touch();
         }
         let _ = write_all_chunks(&mut wr, &mut pending).await;
         let _ = wr.shutdown().await;
@@ -211,11 +277,14 @@ async fn serve_connection(
                 tracing::warn!(%peer, %reason, "closing connection: bad request");
                 break;
             }
-            Inbound::Request(req, arrived) => {
+            Inbound::Request(req, arrived, reservation) => {
                 let api = req.api_key;
                 let version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;
                 let outcome = handlers::handle_from(&broker, *req, Some(peer)).await;
+                // Handled: the request's memory goes back to the pool (Kafka releases the
+                // request buffer after handling, also when the response is deferred).
+                drop(reservation);
                 let api_name = api_name(api);
                 broker.metrics.requests.with_label_values(&[api_name]).inc();
                 let out = match outcome {
@@ -257,6 +326,220 @@ async fn serve_connection(
     drop(out_tx);
     let _ = writer.await;
     broker.metrics.connections.dec();
+}
+
+/// When a connection last made progress — read a whole request or was sent a response — for
+/// `connections.max.idle.ms`. Bytes of a request still arriving are not progress, so a client
+/// trickling a request (slowloris) is closed like a silent one. Shared by reader and writer.
+struct Activity {
+    origin: Instant,
+    /// Milliseconds after `origin`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.last_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time the broker made the connection wait (for pool memory) does not count as idle.
+    fn forgive(&self, waited: Duration) {
+        if waited.is_zero() {
+            return;
+        }
+        let now = self.now_ms();
+        let _ = self
+            .last_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(
+                    last.saturating_add(waited.as_millis() as u64)
+                        .min(now)
+                        .max(last),
+                )
+            });
+    }
+
+    /// When the connection counts as idle; `None` if that is beyond any clock.
+    fn deadline(&self, max_idle: Duration) -> Option<Instant> {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.origin.checked_add(last)?.checked_add(max_idle)
+    }
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The peer closed (`pending` bytes of an unfinished frame were dropped).
+    Eof {
+        pending: usize,
+    },
+    Io(std::io::Error),
+    /// `connections.max.idle.ms` passed without progress; `pending` bytes of an unfinished
+    /// request had arrived (0: simply idle).
+    Idle {
+        pending: usize,
+    },
+    /// A size prefix that is negative or over `socket.request.max.bytes`.
+    Bad(FrameError),
+}
+
+/// Await `io` unless the connection goes idle first.
+async fn unless_idle<T>(
+    activity: &Activity,
+    max_idle: Option<Duration>,
+    pending: usize,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, ReadEnd> {
+    let Some(max_idle) = max_idle else {
+        return io.await.map_err(ReadEnd::Io);
+    };
+    tokio::pin!(io);
+    loop {
+        let Some(deadline) = activity.deadline(max_idle) else {
+            return io.await.map_err(ReadEnd::Io);
+        };
+        match tokio::time::timeout_at(deadline.into(), &mut io).await {
+            Ok(r) => return r.map_err(ReadEnd::Io),
+            // The writer may have sent a response meanwhile, which moves the deadline.
+            Err(_)
+                if activity
+                    .deadline(max_idle)
+                    .is_some_and(|d| d > Instant::now()) => {}
+            Err(_) => return Err(ReadEnd::Idle { pending }),
+        }
+    }
+}
+
+/// Read the next frame into `buf` and split it off, with its pool reservation.
+///
+/// The size prefix is read in small steps (up to [`LOOKAHEAD`], which also picks up pipelined
+/// small requests in one read); then the frame's size is reserved from the pool — waiting, and
+/// not reading, while the pool is exhausted — and the body is read, the buffer growing with the
+/// bytes that have arrived and never past the frame's end.
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    limits: &Limits,
+    activity: &Activity,
+) -> Result<(BytesMut, Reservation), ReadEnd> {
+    let size = loop {
+        if let Some(size) = codec::frame_size(buf, limits.max_frame).map_err(ReadEnd::Bad)? {
+            break size;
+        }
+        // Wait for bytes before making room, so an idle connection holds no buffer.
+        unless_idle(activity, limits.max_idle, buf.len(), rd.readable()).await?;
+        buf.reserve(LOOKAHEAD);
+        match rd.try_read_buf(buf) {
+            Ok(0) => return Err(ReadEnd::Eof { pending: buf.len() }),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(ReadEnd::Io(e)),
+        }
+    };
+    let (reservation, waited) = limits.pool.reserve(size).await;
+    activity.forgive(waited);
+    let end = 4 + size;
+    while buf.len() < end {
+        let remaining = end - buf.len();
+        if buf.capacity() == buf.len() {
+            buf.reserve(remaining.min(buf.len().max(MIN_GROW)));
+        }
+        let pending = buf.len();
+        let mut body = (&mut *rd).take(remaining as u64);
+        if unless_idle(activity, limits.max_idle, pending, body.read_buf(buf)).await? == 0 {
+            return Err(ReadEnd::Eof { pending });
+        }
+    }
+    let frame = codec::split_frame(buf, limits.max_frame)
+        .map_err(ReadEnd::Bad)?
+        .expect("the whole frame is buffered");
+    if buf.is_empty() {
+        // Drop this buffer's share of the frame's allocation, so the frame's memory is freed
+        // when the request is done with it, not when this connection next reads.
+        *buf = BytesMut::new();
+    }
+    activity.touch();
+    Ok((frame, reservation))
+}
+
+/// The reader stage: frames off the socket, decoded, to the processor.
+async fn read_requests(
+    broker: Arc<Broker>,
+    mut rd: OwnedReadHalf,
+    peer: SocketAddr,
+    in_tx: mpsc::Sender<Inbound>,
+    limits: Arc<Limits>,
+    activity: Arc<Activity>,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let (frame, reservation) = match read_frame(&mut rd, &mut buf, &limits, &activity).await {
+            Ok(f) => f,
+            Err(ReadEnd::Bad(e)) => {
+                let _ = in_tx.send(Inbound::Close(e.to_string())).await;
+                return;
+            }
+            Err(ReadEnd::Eof { pending }) => {
+                if pending > 0 {
+                    tracing::debug!(%peer, pending, "connection closed mid-frame");
+                }
+                return;
+            }
+            Err(ReadEnd::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "read failed");
+                return;
+            }
+            Err(ReadEnd::Idle { pending: 0 }) => {
+                broker
+                    .metrics
+                    .connections_closed
+                    .with_label_values(&["idle"])
+                    .inc();
+                tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+                return;
+            }
+            Err(ReadEnd::Idle { pending }) => {
+                broker
+                    .metrics
+                    .connections_closed
+                    .with_label_values(&["incomplete_request"])
+                    .inc();
+                if let Some(more) = limits.incomplete_log.lock().admit(Instant::now()) {
+                    tracing::info!(%peer, received = pending, closed_since_last_message = more,
+                        "closing connection: a request was not completed within connections.max.idle.ms");
+                }
+                return;
+            }
+        };
+        let arrived = Instant::now();
+        let msg = match codec::decode_request(frame) {
+            Ok(req) => Inbound::Request(Box::new(req), arrived, reservation),
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => {
+                let mut out = BytesMut::new();
+                codec::unsupported_api_versions_response(&mut out, correlation_id);
+                Inbound::Raw(out.freeze())
+            }
+            Err(e) => Inbound::Close(e.to_string()),
+        };
+        let closing = matches!(msg, Inbound::Close(_));
+        if in_tx.send(msg).await.is_err() || closing {
+            return;
+        }
+    }
 }
 
 /// The response frame of an outcome; `None` when the connection must close.

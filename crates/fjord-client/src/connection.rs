@@ -395,7 +395,13 @@ async fn read_loop(
                 }
                 continue;
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // The broker is trusted up to `max_frame`: make room for the whole response
+                // so the next reads land in one allocation.
+                if let Ok(Some(size)) = fjord_protocol::codec::frame_size(&buf, max_frame) {
+                    buf.reserve((4 + size).saturating_sub(buf.len()));
+                }
+            }
         }
         match half.read_buf(&mut buf).await {
             Ok(0) => break "closed by broker".to_string(),

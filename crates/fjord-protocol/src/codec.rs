@@ -25,12 +25,14 @@ pub enum FrameError {
     TooLarge { size: usize, max: usize },
 }
 
-/// Split one complete frame (without its size prefix) off the front of `buf`.
-pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, FrameError> {
-    if buf.len() < 4 {
+/// The size of the frame at the front of `buf` (without its prefix), once the 4-byte prefix is
+/// there. As in Kafka's `NetworkReceive`, a size of exactly `max` is allowed and one byte more
+/// is an error (`InvalidReceiveException`: the connection closes).
+pub fn frame_size(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.get(..4) else {
         return Ok(None);
-    }
-    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    };
+    let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
     if size < 0 {
         return Err(FrameError::Negative { size });
     }
@@ -38,9 +40,19 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, F
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
+    Ok(Some(size))
+}
+
+/// Split one complete frame (without its size prefix) off the front of `buf`.
+///
+/// Nothing is reserved for an incomplete frame: the size is the peer's claim, so the caller
+/// decides how much room to make as bytes arrive (a peer announcing 100 MB and sending nothing
+/// must cost nothing).
+pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, FrameError> {
+    let Some(size) = frame_size(buf, max)? else {
+        return Ok(None);
+    };
     if buf.len() < 4 + size {
-        // Reserve so the next reads land in one allocation.
-        buf.reserve(4 + size - buf.len());
         return Ok(None);
     }
     buf.advance(4);
@@ -486,6 +498,26 @@ mod tests {
         let req = decode_request(frame).unwrap();
         assert_eq!(req.api_key, ApiKey::Metadata);
         assert_eq!(req.header.correlation_id, 77);
+    }
+
+    #[test]
+    fn a_frame_of_exactly_max_is_accepted_and_one_byte_more_is_not() {
+        let max = 1024;
+        let mut b = BytesMut::from(&(max as i32).to_be_bytes()[..]);
+        assert_eq!(frame_size(&b, max), Ok(Some(max)));
+        assert_eq!(split_frame(&mut b, max), Ok(None));
+        assert!(
+            b.capacity() < max,
+            "nothing reserved from the announced size"
+        );
+        b.extend_from_slice(&vec![7u8; max]);
+        assert_eq!(split_frame(&mut b, max).unwrap().unwrap().len(), max);
+        let over = ((max + 1) as i32).to_be_bytes();
+        assert_eq!(
+            frame_size(&over, max),
+            Err(FrameError::TooLarge { size: max + 1, max })
+        );
+        assert_eq!(frame_size(&over[..3], max), Ok(None));
     }
 
     #[test]
