@@ -9,8 +9,8 @@
 # (~/.cargo/registry/src/*/kafka-protocol-0.18.0), else fetched with `cargo fetch` in a scratch
 # project (cargo checks the crate's checksum against the crates.io index).
 #
-# Only files present in the vendored tree are compared. Not vendored (upstream's tests, CI
-# files, lock file, changelog): see FJORD-PATCH.md. Apply to a pristine copy with
+# Only files present in the vendored tree are compared. Not vendored (upstream's tests, lock
+# file, changelog): see FJORD-PATCH.md. Apply to a pristine copy with
 # `patch -p1 < fjord.patch`.
 set -euo pipefail
 
