@@ -45,6 +45,7 @@ use crc32c::crc32c;
 use indexmap::IndexMap;
 
 use crate::protocol::{
+    bounded_capacity, // Fjord patch
     buf::{gap, ByteBuf, ByteBufMut},
     types, Decoder, Encoder, StrBytes,
 };
@@ -88,6 +89,13 @@ pub struct RecordEncodeOptions {
     /// The compression algorithm to use.
     pub compression: Compression,
 }
+
+/// Fjord patch: the fewest bytes a v2 record takes on the wire: one-byte varints for its length,
+/// timestamp delta, offset delta, key length, value length and header count, plus attributes.
+const MIN_RECORD_WIRE_SIZE: usize = 7;
+
+/// Fjord patch: the fewest bytes a record header takes (key length and value length varints).
+const MIN_HEADER_WIRE_SIZE: usize = 2;
 
 /// Value to indicate missing producer id.
 pub const NO_PRODUCER_ID: i64 = -1;
@@ -447,7 +455,29 @@ impl RecordBatchDecoder {
     {
         let mut records = Vec::new();
         let (version, compression) =
-            Self::decode_into_vec(buf, &mut records, decompressor.as_ref())?;
+            Self::decode_into_vec(buf, &mut records, decompressor.as_ref(), None)?;
+        Ok(RecordSet {
+            version,
+            compression,
+            records,
+        })
+    }
+
+    /// Fjord patch: decode one RecordSet like [`RecordBatchDecoder::decode`], failing if a
+    /// compressed batch inflates to more than `max_inflated_size` bytes. Decompression streams
+    /// and stops there; nothing is allocated from a size the batch declares. `decode` uses
+    /// [`crate::compression::default_max_inflated_size`].
+    pub fn decode_with_max_inflated_size<B: ByteBuf>(
+        buf: &mut B,
+        max_inflated_size: usize,
+    ) -> Result<RecordSet> {
+        let mut records = Vec::new();
+        let (version, compression) = Self::decode_into_vec(
+            buf,
+            &mut records,
+            None::<&fn(&mut bytes::Bytes, Compression) -> Result<B>>,
+            Some(max_inflated_size),
+        )?;
         Ok(RecordSet {
             version,
             compression,
@@ -476,6 +506,7 @@ impl RecordBatchDecoder {
         buf: &mut B,
         records: &mut Vec<Record>,
         decompress_func: Option<&F>,
+        max_inflated_size: Option<usize>, // Fjord patch
     ) -> Result<(i8, Compression)>
     where
         F: Fn(&mut bytes::Bytes, Compression) -> Result<B>,
@@ -483,7 +514,7 @@ impl RecordBatchDecoder {
         let version = buf.try_peek_bytes(MAGIC_BYTE_OFFSET..(MAGIC_BYTE_OFFSET + 1))?[0] as i8;
         let compression = match version {
             0..=1 => bail!("message sets v{version} are unsupported"),
-            2 => Self::decode_new_batch(buf, version, records, decompress_func),
+            2 => Self::decode_new_batch(buf, version, records, decompress_func, max_inflated_size), // Fjord patch
             _ => {
                 bail!("Unknown record batch version ({version})");
             }
@@ -514,7 +545,13 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Fjord patch: the count comes from the peer; reserve no more than the bytes left can
+        // hold (and a bounded number), the Vec grows as records actually decode.
+        records.reserve(bounded_capacity(
+            batch_decode_info.record_count as usize,
+            buf.remaining(),
+            MIN_RECORD_WIRE_SIZE,
+        ));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -623,12 +660,17 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
         decompress_func: Option<&F>,
+        max_inflated_size: Option<usize>, // Fjord patch
     ) -> Result<Compression>
     where
         F: Fn(&mut bytes::Bytes, Compression) -> Result<B>,
     {
         let (batch_decode_info, mut records_buf) = Self::decode_batch_header_inner(buf, version)?;
         let compression = batch_decode_info.compression;
+        // Fjord patch: the cap on the inflated size of a compressed batch.
+        #[allow(unused_variables)] // without any compression feature
+        let max_inflated =
+            max_inflated_size.unwrap_or_else(|| cmpr::default_max_inflated_size(records_buf.len()));
 
         if let Some(decompress_func) = decompress_func {
             let mut decompressed_buf = decompress_func(&mut records_buf, compression)?;
@@ -639,21 +681,33 @@ impl RecordBatchDecoder {
                     Self::decode_new_records(buf, &batch_decode_info, version, records)
                 })?,
                 #[cfg(feature = "snappy")]
-                Compression::Snappy => cmpr::Snappy::decompress(&mut records_buf, |buf| {
-                    Self::decode_new_records(buf, &batch_decode_info, version, records)
-                })?,
+                Compression::Snappy => {
+                    // Fjord patch: decompress with a cap on the inflated size.
+                    cmpr::Snappy::decompress_with_limit(&mut records_buf, max_inflated, |buf| {
+                        Self::decode_new_records(buf, &batch_decode_info, version, records)
+                    })?
+                }
                 #[cfg(feature = "gzip")]
-                Compression::Gzip => cmpr::Gzip::decompress(&mut records_buf, |buf| {
-                    Self::decode_new_records(buf, &batch_decode_info, version, records)
-                })?,
+                Compression::Gzip => {
+                    // Fjord patch: decompress with a cap on the inflated size.
+                    cmpr::Gzip::decompress_with_limit(&mut records_buf, max_inflated, |buf| {
+                        Self::decode_new_records(buf, &batch_decode_info, version, records)
+                    })?
+                }
                 #[cfg(feature = "zstd")]
-                Compression::Zstd => cmpr::Zstd::decompress(&mut records_buf, |buf| {
-                    Self::decode_new_records(buf, &batch_decode_info, version, records)
-                })?,
+                Compression::Zstd => {
+                    // Fjord patch: decompress with a cap on the inflated size.
+                    cmpr::Zstd::decompress_with_limit(&mut records_buf, max_inflated, |buf| {
+                        Self::decode_new_records(buf, &batch_decode_info, version, records)
+                    })?
+                }
                 #[cfg(feature = "lz4")]
-                Compression::Lz4 => cmpr::Lz4::decompress(&mut records_buf, |buf| {
-                    Self::decode_new_records(buf, &batch_decode_info, version, records)
-                })?,
+                Compression::Lz4 => {
+                    // Fjord patch: decompress with a cap on the inflated size.
+                    cmpr::Lz4::decompress_with_limit(&mut records_buf, max_inflated, |buf| {
+                        Self::decode_new_records(buf, &batch_decode_info, version, records)
+                    })?
+                }
                 #[allow(unreachable_patterns)]
                 c => {
                     return Err(anyhow!(
@@ -859,11 +913,13 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // Fjord patch: wrapping (as Kafka's long arithmetic), a peer's delta must not panic.
+        let timestamp = batch_decode_info.min_timestamp.wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        // Fjord patch: wrapping (as Kafka's long arithmetic), a peer's delta must not panic.
+        let offset = batch_decode_info.min_offset.wrapping_add(offset_delta as i64);
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
@@ -893,8 +949,13 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // Fjord patch: the count comes from the peer; never reserve more than the bytes left.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        // Fjord patch: the count comes from the peer; never reserve more than the bytes left can
+        // hold (and a bounded number), the map grows as headers actually decode.
+        let mut headers = IndexMap::with_capacity(bounded_capacity(
+            num_headers,
+            bytes::Buf::remaining(buf),
+            MIN_HEADER_WIRE_SIZE,
+        ));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

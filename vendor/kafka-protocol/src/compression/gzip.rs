@@ -3,11 +3,13 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use bytes::buf::BufMut;
 use bytes::{Bytes, BytesMut};
-use flate2::write::{GzDecoder, GzEncoder};
+use flate2::read::MultiGzDecoder; // Fjord patch: a streaming reader, for the cap
+use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 
+use super::{default_max_inflated_size, read_to_end_limited}; // Fjord patch
 use super::{Compressor, Decompressor};
 
 /// Gzip compression algorithm. See [Kafka's broker configuration](https://kafka.apache.org/documentation/#brokerconfigs_compression.type)
@@ -39,14 +41,27 @@ impl<B: ByteBuf> Decompressor<B> for Gzip {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new();
+        // Fjord patch: with the default cap on inflated bytes.
+        let max = default_max_inflated_size(buf.remaining());
+        Gzip::decompress_with_limit(buf, max, f)
+    }
+}
 
-        // Decompress directly from the input buffer
-        let mut d = GzDecoder::new((&mut tmp).writer());
-        d.write_all(&buf.copy_to_bytes(buf.remaining()))
-            .context("Failed to decompress gzip")?;
-        d.finish().context("Failed to decompress gzip")?;
-
-        f(&mut tmp.into())
+impl Gzip {
+    /// Fjord patch: decompress, failing once the output exceeds `max_inflated_size` bytes.
+    /// Streams through the decoder (concatenated members are read, as Java's GZIPInputStream
+    /// does); memory grows with the output only, up to the cap.
+    pub fn decompress_with_limit<B: ByteBuf, R, F>(
+        buf: &mut B,
+        max_inflated_size: usize,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(&mut Bytes) -> Result<R>,
+    {
+        let compressed = buf.copy_to_bytes(buf.remaining());
+        let decoder = MultiGzDecoder::new(&compressed[..]);
+        let mut tmp = read_to_end_limited(decoder, max_inflated_size, "gzip")?;
+        f(&mut tmp)
     }
 }

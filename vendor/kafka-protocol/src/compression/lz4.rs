@@ -5,6 +5,7 @@ use lz4::BlockMode;
 use lz4::{Decoder, EncoderBuilder};
 use std::io;
 
+use super::{default_max_inflated_size, read_to_end_limited}; // Fjord patch
 use super::{Compressor, Decompressor};
 
 /// Gzip compression algorithm. See [Kafka's broker configuration](https://kafka.apache.org/documentation/#brokerconfigs_compression.type)
@@ -42,15 +43,28 @@ impl<B: ByteBuf> Decompressor<B> for Lz4 {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new().writer();
+        // Fjord patch: with the default cap on inflated bytes.
+        let max = default_max_inflated_size(buf.remaining());
+        Lz4::decompress_with_limit(buf, max, f)
+    }
+}
 
-        // Allocate a temporary buffer to hold the uncompressed bytes
+impl Lz4 {
+    /// Fjord patch: decompress, failing once the output exceeds `max_inflated_size` bytes.
+    /// Streams through the frame decoder; the content size a frame declares is not used to
+    /// allocate, memory grows with the output only, up to the cap.
+    pub fn decompress_with_limit<B: ByteBuf, R, F>(
+        buf: &mut B,
+        max_inflated_size: usize,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(&mut Bytes) -> Result<R>,
+    {
         let buf = buf.copy_to_bytes(buf.remaining());
-
-        let mut decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
-        io::copy(&mut decoder, &mut tmp).context("Failed to decompress lz4")?;
-
-        f(&mut tmp.into_inner().into())
+        let decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
+        let mut tmp = read_to_end_limited(decoder, max_inflated_size, "lz4")?;
+        f(&mut tmp)
     }
 }
 

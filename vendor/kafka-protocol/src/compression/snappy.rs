@@ -57,11 +57,49 @@ impl<B: ByteBufMut> Compressor<B> for Snappy {
 
 const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
+/// Fjord patch: one snappy element of 3 input bytes (a copy with a 2-byte offset) yields at most
+/// 64 output bytes, so valid snappy never inflates to more than ~21.4 times its size. A block
+/// declaring more is refused before its output buffer is allocated.
+const MAX_EXPANSION: usize = 22;
+
+/// Fjord patch: check the uncompressed length a snappy block declares (`declared`, sent by the
+/// peer) before allocating it: possible for `compressed_len` bytes and within `room`, what is
+/// left of the cap on inflated bytes `max`.
+fn check_declared_len(declared: usize, compressed_len: usize, room: usize, max: usize) -> Result<()> {
+    if declared > compressed_len.saturating_mul(MAX_EXPANSION) {
+        anyhow::bail!(
+            "snappy block of {compressed_len} bytes cannot inflate to the {declared} bytes it declares"
+        );
+    }
+    if declared > room {
+        anyhow::bail!("snappy batch inflates to more than {max} bytes");
+    }
+    Ok(())
+}
+
 impl<B: ByteBuf> Decompressor<B> for Snappy {
     type Buf = Bytes;
     fn decompress<R, F>(compressed: &mut B, f: F) -> Result<R>
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
+    {
+        // Fjord patch: with the default cap on inflated bytes.
+        let max = super::default_max_inflated_size(compressed.remaining());
+        Snappy::decompress_with_limit(compressed, max, f)
+    }
+}
+
+impl Snappy {
+    /// Fjord patch: decompress, failing if the output would exceed `max_inflated_size` bytes.
+    /// The uncompressed length each block declares is checked (against the cap and against what
+    /// its compressed size can yield) before its buffer is allocated.
+    pub fn decompress_with_limit<B: ByteBuf, R, F>(
+        compressed: &mut B,
+        max_inflated_size: usize,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(&mut Bytes) -> Result<R>,
     {
         // See https://github.com/xerial/snappy-java?tab=readme-ov-file#compatibility-notes
         if !compressed.has_remaining() {
@@ -81,6 +119,8 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // Fjord patch: the length is declared by the peer; check it before allocating.
+            check_declared_len(actual_len, compressed.len(), max_inflated_size, max_inflated_size)?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -105,6 +145,13 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // Fjord patch: the length is declared by the peer; check it before allocating.
+            check_declared_len(
+                uncompressed_block_length,
+                compressed_block.len(),
+                max_inflated_size.saturating_sub(uncompressed_block_start),
+                max_inflated_size,
+            )?;
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,

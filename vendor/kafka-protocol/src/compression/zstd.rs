@@ -2,6 +2,7 @@ use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::{default_max_inflated_size, read_to_end_limited}; // Fjord patch
 use super::{Compressor, Decompressor};
 
 /// Gzip compression algorithm. See [Kafka's broker configuration](https://kafka.apache.org/documentation/#brokerconfigs_compression.type)
@@ -34,12 +35,30 @@ impl<B: ByteBuf> Decompressor<B> for Zstd {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new().writer();
-        // Allocate a temporary buffer to hold the uncompressed bytes
-        let buf = buf.copy_to_bytes(buf.remaining());
-        zstd::stream::copy_decode(buf.reader(), &mut tmp).context("Failed to decompress zstd")?;
+        // Fjord patch: with the default cap on inflated bytes.
+        let max = default_max_inflated_size(buf.remaining());
+        Zstd::decompress_with_limit(buf, max, f)
+    }
+}
 
-        f(&mut tmp.into_inner().into())
+impl Zstd {
+    /// Fjord patch: decompress, failing once the output exceeds `max_inflated_size` bytes.
+    /// Streams through the decoder (every frame, as before); the frame content size a frame
+    /// declares is not used to allocate, memory grows with the output only, up to the cap (plus
+    /// zstd's window, at most 128 MiB with its default `windowLogMax` of 27, as in Kafka).
+    pub fn decompress_with_limit<B: ByteBuf, R, F>(
+        buf: &mut B,
+        max_inflated_size: usize,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(&mut Bytes) -> Result<R>,
+    {
+        let buf = buf.copy_to_bytes(buf.remaining());
+        let decoder =
+            zstd::stream::read::Decoder::with_buffer(&buf[..]).context("Failed to decompress zstd")?;
+        let mut tmp = read_to_end_limited(decoder, max_inflated_size, "zstd")?;
+        f(&mut tmp)
     }
 }
 

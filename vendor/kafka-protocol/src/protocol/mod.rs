@@ -146,6 +146,19 @@ pub(crate) trait Decoder<Value> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Value>;
 }
 
+/// Fjord patch: the most elements reserved up front for a collection whose length came from the
+/// peer. A longer collection grows as its elements actually decode.
+pub(crate) const MAX_PREALLOCATED_ELEMENTS: usize = 4096;
+
+/// Fjord patch: the capacity to reserve for `claimed` elements (a count sent by the peer) that
+/// take at least `min_wire_size` bytes each, with `remaining` bytes left to decode them from:
+/// never more than those bytes can hold, nor more than [`MAX_PREALLOCATED_ELEMENTS`].
+pub(crate) fn bounded_capacity(claimed: usize, remaining: usize, min_wire_size: usize) -> usize {
+    claimed
+        .min(remaining / min_wire_size.max(1))
+        .min(MAX_PREALLOCATED_ELEMENTS)
+}
+
 /// The range of versions (min, max) allowed for agiven message.
 #[derive(Debug, Copy, Clone, PartialEq)]
 pub struct VersionRange {
@@ -220,9 +233,10 @@ pub trait Request: Message + Encodable + Decodable + HeaderVersion {
 
 /// Decode the request header from the provided buffer.
 pub fn decode_request_header_from_buffer<B: ByteBuf>(buf: &mut B) -> Result<RequestHeader> {
-    let api_key = ApiKey::try_from(bytes::Buf::get_i16(&mut buf.peek_bytes(0..2)))
+    // Fjord patch: try_peek_bytes, so a buffer shorter than 4 bytes is an error, not a panic.
+    let api_key = ApiKey::try_from(bytes::Buf::get_i16(&mut buf.try_peek_bytes(0..2)?))
         .map_err(|_| anyhow::Error::msg("Unknown API key"))?;
-    let api_version = bytes::Buf::get_i16(&mut buf.peek_bytes(2..4));
+    let api_version = bytes::Buf::get_i16(&mut buf.try_peek_bytes(2..4)?);
     let header_version = api_key.request_header_version(api_version);
     RequestHeader::decode(buf, header_version)
 }

@@ -5,6 +5,7 @@
 //!
 //! It is unnecessary to interact directly with these types for most use cases.
 use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
+use super::bounded_capacity; // Fjord patch
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
@@ -126,6 +127,11 @@ impl<T: NewType<u32>> Decoder<T> for UnsignedVarInt {
             if b < 0x80 {
                 break;
             }
+            // Fjord patch: a continuation bit on the last byte is malformed (Kafka refuses it);
+            // reading on would start the next field in the middle of this one.
+            if i == 4 {
+                bail!("Varint is too long, the most significant bit in the 5th byte is set");
+            }
         }
         Ok(value.into())
     }
@@ -172,6 +178,10 @@ impl<T: NewType<u64>> Decoder<T> for UnsignedVarLong {
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
                 break;
+            }
+            // Fjord patch: a continuation bit on the last byte is malformed (Kafka refuses it).
+            if i == 9 {
+                bail!("Varlong is too long, the most significant bit in the 10th byte is set");
             }
         }
         Ok(value.into())
@@ -1001,8 +1011,17 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // Fjord patch: the length comes from the peer; never reserve more than the bytes left.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // Fjord patch: the count comes from the peer. Refuse more elements than bytes
+                // left (as Kafka's generated readers do) and reserve a bounded capacity; the Vec
+                // grows as elements actually decode.
+                let n = n as usize;
+                if n > buf.remaining() {
+                    bail!(
+                        "Tried to allocate a collection of size {n}, but there are only {} bytes remaining.",
+                        buf.remaining()
+                    );
+                }
+                let mut result = Vec::with_capacity(bounded_capacity(n, buf.remaining(), 1));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1110,8 +1129,17 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // Fjord patch: the length comes from the peer; never reserve more than the bytes left.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // Fjord patch: the count comes from the peer. Refuse more elements than bytes
+                // left (as Kafka's generated readers do) and reserve a bounded capacity; the Vec
+                // grows as elements actually decode.
+                let len = (n - 1) as usize;
+                if len > buf.remaining() {
+                    bail!(
+                        "Tried to allocate a collection of size {len}, but there are only {} bytes remaining.",
+                        buf.remaining()
+                    );
+                }
+                let mut result = Vec::with_capacity(bounded_capacity(len, buf.remaining(), 1));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
