@@ -28,7 +28,7 @@ use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub const OFFSETS_TOPIC: &str = fjord_metadata::internal::GROUP_METADATA_TOPIC;
 
 pub struct GroupRuntime {
     coordinator: Mutex<Coordinator>,

@@ -37,6 +37,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::image::{invalid_topic_name, ClusterImage, PartitionState};
+use crate::internal;
 use crate::placement::{self, PlacementError};
 use crate::record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
 
@@ -142,6 +143,8 @@ pub enum ControllerError {
     IneligibleReplica(NodeId),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 impl ControllerError {
@@ -155,6 +158,7 @@ impl ControllerError {
             ControllerError::InvalidPartitions(_) => 37,
             ControllerError::InvalidReplicationFactor(_) => 38,
             ControllerError::InvalidRequest(_) => 42,
+            ControllerError::InvalidConfig(_) => 40,
             ControllerError::FencedLeaderEpoch { .. } => 74,
             ControllerError::StaleBrokerEpoch { .. } => 77,
             ControllerError::InvalidUpdateVersion { .. } => 95,
@@ -595,6 +599,11 @@ impl Controller {
                     topic: name.into(),
                     partition: 0,
                 })?;
+        if internal::is_internal(name) {
+            return Err(ControllerError::InvalidTopic(format!(
+                "Cannot add partitions to internal topic {name}: its coordinator maps keys to partitions by the partition count"
+            )));
+        }
         let (topic_id, current) = (topic.id, topic.partitions);
         if total <= current {
             return Err(ControllerError::InvalidPartitions(format!(
@@ -641,6 +650,11 @@ impl Controller {
     /// DeleteTopics for one topic.
     pub fn delete_topic(&mut self, name: &str) -> Result<ControllerResult<Uuid>, ControllerError> {
         let id = self.topic_id(name)?;
+        if internal::is_internal(name) {
+            return Err(ControllerError::InvalidTopic(format!(
+                "Cannot delete internal topic {name}"
+            )));
+        }
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::RemoveTopic { id });
         Ok(ControllerResult {
@@ -1180,6 +1194,7 @@ mod tests {
             ),
             (ControllerError::IneligibleReplica(1), 107),
             (ControllerError::InvalidRequest("x".into()), 42),
+            (ControllerError::InvalidConfig("x".into()), 40),
         ];
         for (e, code) in table {
             assert_eq!(e.code(), code, "{e:?}");
@@ -1485,6 +1500,31 @@ mod tests {
         assert!(c.image().broker(1).unwrap().cordoned);
         c.set_cordoned(1, false).unwrap();
         assert!(!c.image().broker(1).unwrap().cordoned);
+    }
+
+    #[test]
+    fn internal_topics_cannot_be_deleted_grown_or_uncompacted() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        let name = internal::GROUP_METADATA_TOPIC;
+        topic(&mut c, name, 3, 1);
+        assert_eq!(c.delete_topic(name).unwrap_err().code(), 17);
+        assert_eq!(c.create_partitions(name, 4).unwrap_err().code(), 17);
+        for change in [Some("delete".to_string()), None] {
+            let err = c
+                .alter_topic_configs(name, &[("cleanup.policy".into(), change)])
+                .unwrap_err();
+            assert_eq!(err.code(), 40, "{err}");
+        }
+        let ok = c
+            .alter_topic_configs(name, &[("segment.bytes".into(), Some("1048576".into()))])
+            .unwrap();
+        assert_eq!(ok.records.len(), 1);
+        assert_eq!(c.image().topic(name).unwrap().partitions, 3);
+        // A user topic with a similar name is an ordinary topic.
+        topic(&mut c, "__mine", 1, 1);
+        assert!(c.create_partitions("__mine", 2).is_ok());
+        assert!(c.delete_topic("__mine").is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   rebuilds the image) and rejects records that would break its invariants (one leader per
 //!   partition per leader epoch, leader in ISR, monotonic epochs, fenced brokers never lead,
 //!   stale broker epochs refused). `to_records` writes the image back as records (snapshots).
+//! - [`internal`]: which topics are internal and which changes would break them.
 //! - [`placement`]: replica placement — distinct racks where possible, preferred leaders and
 //!   replicas balanced across brokers and racks, cordoned and fenced brokers skipped.
 //! - [`controller`]: [`Controller`], the controller state machine: registrations with broker
@@ -38,6 +39,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod internal;
 pub mod placement;
 pub mod quorum;
 pub mod record;

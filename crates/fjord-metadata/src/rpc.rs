@@ -15,6 +15,7 @@ use crate::controller::{
     ControllerResult, CreateTopic, ElectionType, PartitionElection, UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use crate::image::PartitionState;
+use crate::internal;
 use crate::record::{Endpoint, MetadataRecord, NodeId};
 
 /// A request to the active controller.
@@ -393,6 +394,12 @@ impl Controller {
                 partition: 0,
             })?
             .id;
+        if let Some(why) = changes
+            .iter()
+            .find_map(|(k, v)| internal::breaking_config_change(name, k, v.as_deref()))
+        {
+            return Err(ControllerError::InvalidConfig(why));
+        }
         let mut records = Vec::with_capacity(changes.len());
         for (key, value) in changes {
             self.emit_record(

@@ -359,3 +359,68 @@ fn keyless_records_on_a_compacted_topic_fail_alone_for_librdkafka() {
     assert_eq!(v["delivered"], 90, "{v}");
     broker.assert_no_panic_in_log();
 }
+
+/// Writes to `__consumer_offsets` with confluent-kafka's producer and admin client: produce and
+/// DeleteRecords get INVALID_TOPIC_EXCEPTION (as from Kafka), DeleteTopics and CreatePartitions
+/// INVALID_TOPIC_EXCEPTION, dropping compaction INVALID_CONFIG, creating an internal topic
+/// INVALID_REQUEST (TOPIC_ALREADY_EXISTS once it exists); a harmless config change passes. The
+/// group's committed offsets are still there afterwards. (librdkafka names code 17
+/// TOPIC_EXCEPTION.)
+#[test]
+fn internal_topics_refuse_client_writes_and_breaking_changes() {
+    let broker = FjordProcess::start(&[]);
+    broker.create_topic("data", 1, &[]);
+    common::ck_produce(&broker, "data", 10, &[]);
+    let group = "internal-check";
+    let consumed = broker.kcat(
+        &[
+            "-G",
+            group,
+            "-e",
+            "-X",
+            "auto.offset.reset=earliest",
+            "data",
+        ],
+        None,
+    );
+    assert!(consumed.ok(), "kcat group consume: {}", consumed.describe());
+    let lag_before = broker.cli(&["group", "describe", group]);
+
+    let out = broker
+        .python("ck_internal_topics.py", &[])
+        .success("ck_internal_topics.py");
+    let v: serde_json::Value = serde_json::from_str(out.stdout().trim()).unwrap();
+    assert_eq!(v["produce"], "TOPIC_EXCEPTION", "{v}");
+    assert_eq!(v["delete_records"], "TOPIC_EXCEPTION", "{v}");
+    assert_eq!(v["delete_topics"], "TOPIC_EXCEPTION", "{v}");
+    assert_eq!(v["create_partitions"], "TOPIC_EXCEPTION", "{v}");
+    assert_eq!(v["drop_compaction"], "INVALID_CONFIG", "{v}");
+    assert_eq!(v["segment_bytes"], "OK", "{v}");
+    assert_eq!(v["create_transaction_state"], "INVALID_REQUEST", "{v}");
+    assert_eq!(v["create_consumer_offsets"], "TOPIC_ALREADY_EXISTS", "{v}");
+    assert_eq!(v["partitions"], 50, "{v}");
+
+    let lag_after = broker.cli(&["group", "describe", group]);
+    assert!(
+        lag_before.ok() && lag_after.ok(),
+        "{}",
+        lag_after.describe()
+    );
+    assert_eq!(
+        lag_before.stdout(),
+        lag_after.stdout(),
+        "the group's offsets changed"
+    );
+    assert!(
+        lag_after.stdout().contains("data"),
+        "{}",
+        lag_after.stdout()
+    );
+    let configs = broker.cli(&["topic", "describe", "__consumer_offsets"]);
+    assert!(
+        configs.stdout().contains("compact"),
+        "{}",
+        configs.describe()
+    );
+    broker.assert_no_panic_in_log();
+}

@@ -1,9 +1,10 @@
 //! CreateTopics (v2-7): validate every topic (name, partitions, replication factor, configs),
-//! honour validate_only, and report errors per topic.
+//! honour validate_only, and report errors per topic. Internal topics are the broker's to create.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use fjord_metadata::internal::is_internal;
 use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -42,6 +43,23 @@ async fn create_one(
                     message: format!("Topic '{name}' appears more than once in the request."),
                 },
             );
+        }
+        // The broker creates its coordinators' topics with the settings they need; a client
+        // creating one first (with a partition count or cleanup policy of its choosing) would
+        // break the coordinator. Kafka answers the same for its metadata topic.
+        if is_internal(&name) {
+            let (code, message) = if b.topic(&name).is_some() {
+                (
+                    ErrorCode::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                )
+            } else {
+                (
+                    ErrorCode::InvalidRequest,
+                    format!("Creation of internal topic {name} is prohibited: the broker creates it when first needed."),
+                )
+            };
+            return fail(result, TopicError { code, message });
         }
         let mut configs = BTreeMap::new();
         for c in &t.configs {

@@ -1,7 +1,9 @@
 //! DeleteRecords (v0-2): raise a partition's log start offset (-1 means the high watermark).
+//! Internal topics are refused with INVALID_TOPIC_EXCEPTION, as Kafka does.
 
 use std::sync::Arc;
 
+use fjord_metadata::internal::is_internal;
 use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -23,6 +25,9 @@ pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteR
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if is_internal(&t.name) {
+                        return r.with_error_code(ErrorCode::InvalidTopicException.code());
+                    }
                     let Some(part) = b.partition(&t.name, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };

@@ -117,7 +117,7 @@ fn describe(t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(sb(t.name.to_string()))))
         .with_topic_id(t.id)
-        .with_is_internal(t.name.starts_with("__"))
+        .with_is_internal(fjord_metadata::internal::is_internal(&t.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(OPS_OMITTED)
 }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use fjord_metadata::internal::is_internal;
 use fjord_protocol::error::ErrorCode;
 use fjord_protocol::records::AppendOrigin;
 use fjord_storage::AppendError;
@@ -48,6 +49,13 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
         } else {
             ErrorCode::UnknownTopicOrPartition
         };
+        // Only the broker writes its coordinators' topics (Kafka's ReplicaManager refuses the
+        // same way, before looking the partition up).
+        let internal = if ctx.version >= 13 {
+            topic.as_ref().is_some_and(|t| is_internal(&t.name))
+        } else {
+            is_internal(&td.name)
+        };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let resp = PartitionProduceResponse::default()
@@ -66,6 +74,14 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                 fail(
                     ErrorCode::TransactionalIdAuthorizationFailed,
                     Some("transactions are not supported by this broker".into()),
+                )
+            } else if internal {
+                let name = topic
+                    .as_ref()
+                    .map_or_else(|| td.name.to_string(), |t| t.name.to_string());
+                fail(
+                    ErrorCode::InvalidTopicException,
+                    Some(format!("Cannot append to internal topic {name}")),
                 )
             } else {
                 match (&topic, &pd.records) {
