@@ -542,7 +542,7 @@ impl Broker {
                 overrides: t.configs.clone(),
             }));
         }
-        let count = open_logs(&self.config.log_dir, &to_open);
+        let count = open_logs(&self.config.log_dir, &to_open, &self.metrics);
         drop(to_open);
         self.metrics.partitions.add(count as i64);
         // One line per change, but a fenced broker moves thousands of partitions in one batch:
@@ -980,11 +980,27 @@ const LOG_OPEN_THREADS: usize = 64;
 /// as soon as it is open; returns how many opened. Logs are installed where they are opened
 /// rather than collected: 100,000 of them in one vector is ~50 MB, and growing it leaves the
 /// allocator holding more.
-fn open_logs(root: &Path, work: &[(Arc<Partition>, Arc<LogConfig>)]) -> usize {
+fn open_logs(
+    root: &Path,
+    work: &[(Arc<Partition>, Arc<LogConfig>)],
+    metrics: &crate::metrics::Metrics,
+) -> usize {
     use std::sync::atomic::AtomicUsize;
     let open_one = |(p, c): &(Arc<Partition>, Arc<LogConfig>)| -> bool {
         match open_partition_log(root, &p.topic, p.topic_id, p.index, c) {
-            Ok(log) => {
+            Ok((log, report)) => {
+                // A torn tail after a crash is routine (storage warns); lost files or
+                // segments are not.
+                if !report.corrupt_files.is_empty() || report.deleted_segments > 0 {
+                    tracing::error!(topic = %p.topic, partition = p.index,
+                        corrupt_files = report.corrupt_files.len(),
+                        truncated_bytes = report.truncated_bytes,
+                        deleted_segments = report.deleted_segments,
+                        "partition log opened without data that was unreadable on disk");
+                }
+                if !report.is_clean() {
+                    metrics.note_log_open(&report);
+                }
                 p.install_log(log);
                 true
             }
@@ -1026,7 +1042,7 @@ fn open_partition_log(
     id: Uuid,
     index: i32,
     config: &LogConfig,
-) -> anyhow::Result<Log> {
+) -> anyhow::Result<(Log, fjord_storage::OpenReport)> {
     let dir = partition_dir(root, topic, index);
     let meta = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {id}\n");
@@ -1044,7 +1060,8 @@ fn open_partition_log(
             std::fs::rename(&tmp, &meta)?;
         }
     }
-    Log::open(&dir, config.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+    Log::open_with_report(&dir, config.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
 }
 
 /// The contents of a file expected to hold about `expect` bytes, with one `read` when it does

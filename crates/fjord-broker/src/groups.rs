@@ -106,6 +106,8 @@ impl GroupRuntime {
     }
 
     /// Replay `__consumer_offsets` (startup), then start every loaded member's session.
+    /// Unreadable batches and records are skipped (ERROR, counted): a damaged partition costs
+    /// the groups on it what was in the damaged part, never the broker's startup.
     pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
         let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
             self.loaded.store(true, Ordering::Release);
@@ -114,13 +116,19 @@ impl GroupRuntime {
         let started = std::time::Instant::now();
         let now = now_ms();
         let mut c = self.coordinator.lock();
-        let mut count = 0usize;
+        let mut total = Replayed::default();
         for p in &topic.partitions {
-            count += replay_partition(&mut c, p, now, false)?;
+            match replay_partition(&mut c, p, now, false) {
+                Ok(r) => total.add(broker, p, r),
+                Err(e) => tracing::error!(partition = p.index, error = %e,
+                    "cannot read {OFFSETS_TOPIC}; its groups start without their state"),
+            }
         }
         self.loaded.store(true, Ordering::Release);
         tracing::info!(
-            records = count,
+            records = total.records,
+            skipped_batches = total.skipped_batches,
+            skipped_records = total.skipped_records,
             groups = c.group_count(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "groups loaded from {OFFSETS_TOPIC}"
@@ -142,13 +150,18 @@ impl GroupRuntime {
         let started = std::time::Instant::now();
         let mut c = self.coordinator.lock();
         match replay_partition(&mut c, p, now_ms(), true) {
-            Ok(records) => tracing::info!(
-                partition = p.index,
-                records,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "elected leader of {OFFSETS_TOPIC}: groups of this partition replayed"
-            ),
-            Err(e) => tracing::warn!(partition = p.index, error = %e,
+            Ok(r) => {
+                tracing::info!(
+                    partition = p.index,
+                    records = r.records,
+                    skipped_batches = r.skipped_batches,
+                    skipped_records = r.skipped_records,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "elected leader of {OFFSETS_TOPIC}: groups of this partition replayed"
+                );
+                Replayed::default().add(broker, p, r);
+            }
+            Err(e) => tracing::error!(partition = p.index, error = %e,
                 "cannot replay {OFFSETS_TOPIC} for the groups this broker now coordinates"),
         }
         broker.metrics.groups.set(c.group_count() as i64);
@@ -170,24 +183,58 @@ impl GroupRuntime {
     }
 }
 
+/// What replaying a `__consumer_offsets` partition read and skipped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Replayed {
+    records: usize,
+    /// Batches that did not decode (bad framing, CRC, compression): skipped whole.
+    skipped_batches: usize,
+    /// Records whose key or value the coordinator could not read.
+    skipped_records: usize,
+}
+
+impl Replayed {
+    /// Add `r` (partition `p`'s) to the total and count what it skipped.
+    fn add(&mut self, broker: &Broker, p: &Partition, r: Replayed) {
+        self.records += r.records;
+        self.skipped_batches += r.skipped_batches;
+        self.skipped_records += r.skipped_records;
+        let skipped = r.skipped_batches + r.skipped_records;
+        if skipped > 0 {
+            tracing::error!(
+                partition = p.index,
+                skipped_batches = r.skipped_batches,
+                skipped_records = r.skipped_records,
+                "{OFFSETS_TOPIC} held unreadable data; its groups were replayed without it"
+            );
+            broker
+                .metrics
+                .corrupt_data_skipped
+                .with_label_values(&["consumer_offsets"])
+                .inc_by(skipped as u64);
+        }
+    }
+}
+
 /// Replay one `__consumer_offsets` partition into the coordinator: up to the high watermark,
 /// or with `to_log_end` up to the log end (a new leader's log is the partition's truth).
-/// Returns the records replayed.
+/// A batch that does not decode is skipped whole, a record the coordinator cannot read
+/// alone; an error is returned only when the log cannot be read at all.
 fn replay_partition(
     c: &mut Coordinator,
     p: &Partition,
     now: i64,
     to_log_end: bool,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Replayed> {
+    let mut out = Replayed::default();
     let Some((mut offset, hw)) = p.offsets() else {
-        return Ok(0);
+        return Ok(out);
     };
     let end = if to_log_end {
         p.log_end_offset().unwrap_or(hw)
     } else {
         hw
     };
-    let mut count = 0usize;
     while offset < end {
         let read = if to_log_end {
             p.read_for_follower(offset, 8 << 20)
@@ -205,36 +252,56 @@ fn replay_partition(
             .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
         let before = offset;
         while raw.len() >= 12 {
-            let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
-            if raw.len() < 12 + len {
-                break;
-            }
-            let mut batch = raw.split_to(12 + len);
-            if batch.len() >= 27 {
-                let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-                let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
-                offset = offset.max(base + delta as i64 + 1);
-            }
-            let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
-                anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{} at {offset}: {e}", p.index)
-            })?;
+            // The log holds whole batches; a length that does not fit what was read is
+            // damage: stop here (what follows cannot be framed).
+            let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes"));
+            let Some(total) = usize::try_from(len)
+                .ok()
+                .and_then(|l| l.checked_add(12))
+                .filter(|&t| t <= raw.len() && t >= 27)
+            else {
+                tracing::error!(
+                    partition = p.index,
+                    offset,
+                    length = len,
+                    "{OFFSETS_TOPIC}: unframeable batch; replay of this partition stops here"
+                );
+                out.skipped_batches += 1;
+                return Ok(out);
+            };
+            let mut batch = raw.split_to(total);
+            let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+            let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+            offset = offset.max(base.saturating_add(delta as i64).saturating_add(1));
+            let set = match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => set,
+                Err(e) => {
+                    tracing::error!(partition = p.index, base_offset = base, error = %e,
+                        "skipping undecodable {OFFSETS_TOPIC} batch");
+                    out.skipped_batches += 1;
+                    continue;
+                }
+            };
             for r in set.records {
                 if r.control {
                     continue;
                 }
                 let Some(key) = r.key else { continue };
-                if let Err(e) = c.replay(&key, r.value.as_deref(), now) {
-                    tracing::warn!(partition = p.index, offset = r.offset, error = %e,
-                        "skipping unreadable {OFFSETS_TOPIC} record");
+                match c.replay(&key, r.value.as_deref(), now) {
+                    Ok(()) => out.records += 1,
+                    Err(e) => {
+                        tracing::error!(partition = p.index, offset = r.offset, error = %e,
+                            "skipping unreadable {OFFSETS_TOPIC} record");
+                        out.skipped_records += 1;
+                    }
                 }
-                count += 1;
             }
         }
         if offset == before {
             break;
         }
     }
-    Ok(count)
+    Ok(out)
 }
 
 /// Every topic with its partitions' replica racks (one replica here, in this broker's rack).
@@ -243,7 +310,7 @@ pub fn topics_view(broker: &Broker) -> TopicsView {
     broker
         .topics()
         .into_iter()
-        .filter(|t| !t.name.starts_with("__"))
+        .filter(|t| !fjord_metadata::internal::is_internal(&t.name))
         .map(|t| {
             let racks = t
                 .partitions

@@ -79,6 +79,13 @@ pub struct Metrics {
     pub acks_all_timeouts: IntCounter,
     /// Leader elections of a replica that was not in the ISR, seen in the metadata log.
     pub unclean_elections: IntCounter,
+    /// Unreadable data found when reading back from disk and skipped, by `source`:
+    /// `checkpoint` (partition checkpoint files and producer snapshots, deleted),
+    /// `segment` (segments deleted after a corrupt batch), `consumer_offsets` (batches or
+    /// records of `__consumer_offsets` skipped by group replay).
+    pub corrupt_data_skipped: IntCounterVec,
+    /// Bytes cut from partition segments by recovery at a corrupt or torn batch.
+    pub recovery_truncated_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -296,8 +303,23 @@ impl Metrics {
             "Partition leaders elected from outside the ISR, as seen in the metadata log",
         )
         .expect("metric");
+        let corrupt_data_skipped = IntCounterVec::new(
+            Opts::new(
+                "corrupt_data_skipped_total",
+                "Unreadable data read back from disk and skipped (checkpoint files, segments after a corrupt batch, __consumer_offsets batches and records)",
+            ),
+            &["source"],
+        )
+        .expect("metric");
+        let recovery_truncated_bytes = IntCounter::new(
+            "log_recovery_truncated_bytes_total",
+            "Bytes cut from partition segments by recovery at a corrupt or torn batch",
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(corrupt_data_skipped.clone()),
+            Box::new(recovery_truncated_bytes.clone()),
             Box::new(unclean_elections.clone()),
             Box::new(under_replicated.clone()),
             Box::new(under_min_isr.clone()),
@@ -378,7 +400,20 @@ impl Metrics {
             isr_proposals,
             acks_all_timeouts,
             unclean_elections,
+            corrupt_data_skipped,
+            recovery_truncated_bytes,
         }
+    }
+
+    /// Count what opening a partition log found unreadable.
+    pub fn note_log_open(&self, report: &fjord_storage::OpenReport) {
+        self.corrupt_data_skipped
+            .with_label_values(&["checkpoint"])
+            .inc_by(report.corrupt_files.len() as u64);
+        self.corrupt_data_skipped
+            .with_label_values(&["segment"])
+            .inc_by(report.deleted_segments);
+        self.recovery_truncated_bytes.inc_by(report.truncated_bytes);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -61,6 +61,12 @@ impl LeaderEpochCache {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(StorageError::Corrupt {
+                    path,
+                    reason: "not UTF-8".into(),
+                })
+            }
             Err(e) => return Err(StorageError::io(&path, e)),
         }
         Ok(LeaderEpochCache { path, entries })

@@ -106,17 +106,57 @@ fn wall_clock_ms() -> i64 {
 }
 
 fn read_offset_file(path: &Path) -> Result<Option<i64>, StorageError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse()
+    match std::fs::read(path) {
+        Ok(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
             .map(Some)
-            .map_err(|_| StorageError::Corrupt {
+            .ok_or_else(|| StorageError::Corrupt {
                 path: path.to_path_buf(),
-                reason: format!("not an offset: {s:?}"),
+                reason: format!("not an offset: {:?}", String::from_utf8_lossy(&b)),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// What [`Log::open_with_report`] found unreadable and dropped or ignored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Checkpoint files and producer snapshots that could not be parsed (deleted; the log was
+    /// recovered without them).
+    pub corrupt_files: Vec<PathBuf>,
+    /// Bytes cut from segments at a corrupt or torn batch.
+    pub truncated_bytes: u64,
+    /// Whole segments deleted because they followed a corrupt batch.
+    pub deleted_segments: u64,
+}
+
+impl OpenReport {
+    /// Whether anything on disk was dropped or ignored.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_files.is_empty() && self.truncated_bytes == 0 && self.deleted_segments == 0
+    }
+}
+
+/// A checkpoint read: a corrupt file is logged at ERROR, noted in `report`, deleted and read as
+/// absent; an I/O error stays an error.
+fn tolerate<T>(
+    read: Result<T, StorageError>,
+    report: &mut OpenReport,
+) -> Result<Option<T>, StorageError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(StorageError::Corrupt { path, reason }) => {
+            tracing::error!(file = %path.display(), %reason,
+                "deleting corrupt checkpoint file; the log is recovered without it");
+            // Absent reads the same as what the log now holds, so the file is rewritten
+            // when the fact next changes, as for a log that never had it.
+            remove_file(&path)?;
+            report.corrupt_files.push(path);
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -176,7 +216,22 @@ impl Log {
     /// its last clean close left, so reopening it needs no recovery, and neither open nor
     /// close writes anything for it.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_with_report(dir, config).map(|(log, _)| log)
+    }
+
+    /// [`Log::open`], also saying what was unreadable on disk and dropped or ignored.
+    ///
+    /// Reading back is defensive: a corrupt checkpoint file (log start, recovery point, high
+    /// watermark, leader epochs, cleaner state) is logged at ERROR and ignored — the log is
+    /// then recovered as after a crash, and the fact falls back to what the segments say —
+    /// and a corrupt or torn batch truncates the segment there (and drops later segments, as
+    /// Kafka's recovery does). Only an I/O error fails the open.
+    pub fn open_with_report(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+    ) -> Result<(Log, OpenReport), StorageError> {
         let dir = dir.into();
+        let mut report = OpenReport::default();
         let listing = match Self::tidy_dir(&dir) {
             Ok(l) => l,
             Err(StorageError::Io { source, .. })
@@ -187,10 +242,9 @@ impl Log {
             }
             Err(e) => return Err(e),
         };
-        let clean = listing.clean_shutdown;
-        let read_if = |present: bool, name: &str| {
+        let mut read_if = |present: bool, name: &str| {
             if present {
-                read_offset_file(&dir.join(name))
+                tolerate(read_offset_file(&dir.join(name)), &mut report).map(Option::flatten)
             } else {
                 Ok(None)
             }
@@ -198,6 +252,8 @@ impl Log {
         let checkpoint_start = read_if(listing.log_start, LOG_START_FILE)?;
         let recovery_point = read_if(listing.recovery_point, RECOVERY_POINT_FILE)?.unwrap_or(-1);
         let hw_on_disk = read_if(listing.high_watermark, HIGH_WATERMARK_FILE)?;
+        // A damaged checkpoint casts doubt on the rest: recover as after a crash.
+        let clean = listing.clean_shutdown && report.corrupt_files.is_empty();
         let now = wall_clock_ms();
         // Index files without a log are no segment (e.g. a crash while deleting one).
         let bases: Vec<i64> = listing
@@ -239,12 +295,14 @@ impl Log {
                         seg.write_index()?;
                     }
                     segments.insert(base, Box::new(seg));
+                    report.truncated_bytes += dropped;
                     if dropped > 0 && !last {
                         // Data after a torn batch cannot be trusted: drop later segments.
                         for &later in &bases[i + 1..] {
-                            tracing::warn!(dir = %dir.display(), base = later,
+                            tracing::error!(dir = %dir.display(), base = later,
                                 "deleting segment after corrupt point");
                             Self::delete_segment_files(&dir, later)?;
+                            report.deleted_segments += 1;
                         }
                         break;
                     }
@@ -274,7 +332,8 @@ impl Log {
             .min(leo);
 
         let mut epochs = if listing.epochs {
-            LeaderEpochCache::load(&dir)?
+            tolerate(LeaderEpochCache::load(&dir), &mut report)?
+                .unwrap_or_else(|| LeaderEpochCache::empty(&dir))
         } else {
             LeaderEpochCache::empty(&dir)
         };
@@ -282,7 +341,7 @@ impl Log {
         // A recovered active segment has just had its index written if it differed.
         let index_dirty = !recovered && !active_index_on_disk;
         let cleaner = if listing.cleaner {
-            CleanerCheckpoint::load(&dir)?
+            tolerate(CleanerCheckpoint::load(&dir), &mut report)?.unwrap_or_default()
         } else {
             CleanerCheckpoint::default()
         };
@@ -321,7 +380,9 @@ impl Log {
             last_flush_ms: now,
             clean_marker: clean,
         };
-        log.load_producer_state_from(&listing.snapshots)?;
+        report
+            .corrupt_files
+            .extend(log.load_producer_state_from(&listing.snapshots)?);
         if recovered {
             // Writes only what recovery changed: the index if it differs from its files, the
             // recovery point if it moved.
@@ -336,7 +397,7 @@ impl Log {
             tracing::debug!(dir = %log.dir.display(), log_start_offset, log_end_offset = leo,
                 high_watermark, segments = log.segments.len(), "opened log");
         }
-        Ok(log)
+        Ok((log, report))
     }
 
     /// List the directory once: finish or discard interrupted file operations, and note the
@@ -408,14 +469,16 @@ impl Log {
     /// Load the latest producer snapshot at or below the log end and replay the rest.
     fn load_producer_state(&mut self) -> Result<(), StorageError> {
         let snaps = producer_state::list_snapshots(&self.dir)?;
-        self.load_producer_state_from(&snaps)
+        self.load_producer_state_from(&snaps).map(drop)
     }
 
     /// [`Log::load_producer_state`] with the snapshot offsets (ascending) already listed.
     /// Nothing is read when the newest snapshot is at the log end (as after a clean close),
-    /// or when there is neither a snapshot nor a record (an empty log).
-    fn load_producer_state_from(&mut self, snaps: &[i64]) -> Result<(), StorageError> {
+    /// or when there is neither a snapshot nor a record (an empty log). Returns the unreadable
+    /// snapshots, which are deleted (an older one, or the log itself, rebuilds the state).
+    fn load_producer_state_from(&mut self, snaps: &[i64]) -> Result<Vec<PathBuf>, StorageError> {
         let leo = self.log_end_offset();
+        let mut unreadable = Vec::new();
         let mut from = self.log_start_offset;
         self.producers = ProducerStateManager::default();
         for &s in snaps.iter().rev() {
@@ -431,8 +494,9 @@ impl Log {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "ignoring unreadable producer snapshot");
+                    tracing::error!(error = %e, "deleting unreadable producer snapshot");
                     remove_file(&path)?;
+                    unreadable.push(path);
                 }
             }
         }
@@ -440,7 +504,7 @@ impl Log {
         // log start = log end) is what the next open would load too.
         self.producers_persisted_at = (from == leo).then_some(leo);
         if from >= leo {
-            return Ok(());
+            return Ok(unreadable);
         }
         // Replay batch headers from `from` to the log end (no records decoded).
         let starts: Vec<i64> = self.segments.keys().copied().collect();
@@ -460,7 +524,7 @@ impl Log {
                 Ok(true)
             })?;
         }
-        Ok(())
+        Ok(unreadable)
     }
 
     pub fn dir(&self) -> &Path {
