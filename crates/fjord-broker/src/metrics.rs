@@ -82,7 +82,8 @@ pub struct Metrics {
     /// Unreadable data found when reading back from disk and skipped, by `source`:
     /// `checkpoint` (partition checkpoint files and producer snapshots, deleted),
     /// `segment` (segments deleted after a corrupt batch), `consumer_offsets` (batches or
-    /// records of `__consumer_offsets` skipped by group replay).
+    /// records of `__consumer_offsets` skipped by group replay), `metadata` (Raft log entries,
+    /// state file or snapshot of the metadata quorum).
     pub corrupt_data_skipped: IntCounterVec,
     /// Bytes cut from partition segments by recovery at a corrupt or torn batch.
     pub recovery_truncated_bytes: IntCounter,
@@ -418,6 +419,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        // The metadata quorum's storage counts in its own crate (no registry there).
+        let metadata = self.corrupt_data_skipped.with_label_values(&["metadata"]);
+        let n = fjord_metadata::corrupt_data_skipped();
+        if n > metadata.get() {
+            metadata.inc_by(n - metadata.get());
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)

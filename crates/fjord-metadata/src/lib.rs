@@ -52,3 +52,17 @@ pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
 pub use rpc::{AlterPartitionItem, AlterPartitionOutcome, ControllerReply, ControllerRequest};
 pub use store::{MetadataLog, StoreError};
 pub use uuid::Uuid;
+
+/// Unreadable records, entries and files this process's metadata storage (the single node's
+/// `metadata.log`, the quorum's Raft log, state file and snapshot) skipped when reading back
+/// from disk, each also logged at ERROR. The broker exports it as
+/// `fjord_corrupt_data_skipped_total{source="metadata"}`.
+pub fn corrupt_data_skipped() -> u64 {
+    CORRUPT_DATA_SKIPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static CORRUPT_DATA_SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn note_corrupt_data() {
+    CORRUPT_DATA_SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

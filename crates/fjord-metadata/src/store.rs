@@ -54,25 +54,26 @@ impl MetadataLog {
         let mut good_len = 0u64;
         let mut records = 0;
         let mut reader = BufReader::new(file.try_clone().map_err(io)?);
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(io)?;
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
             if n == 0 {
                 break;
             }
-            if !line.ends_with('\n') {
+            if line.last() != Some(&b'\n') {
                 break; // torn write at the tail
             }
-            match serde_json::from_str::<MetadataRecord>(line.trim_end()) {
+            match serde_json::from_slice::<MetadataRecord>(&line[..n - 1]) {
                 Ok(rec) => {
                     image.apply(&rec);
                     records += 1;
                     good_len += n as u64;
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), offset = good_len, error = %e,
+                    tracing::error!(path = %path.display(), offset = good_len, error = %e,
                         "metadata log has an unreadable record; truncating there");
+                    crate::note_corrupt_data();
                     break;
                 }
             }

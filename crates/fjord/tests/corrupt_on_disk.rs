@@ -1,7 +1,8 @@
 //! Reading back is defensive: data damaged on disk while the broker was down is skipped or
 //! truncated with an ERROR and a metric, never a failed startup. Garbled checkpoint files, a
 //! damaged `__consumer_offsets` batch (found by group replay after a clean shutdown, when no
-//! recovery runs) and a torn segment tail after a crash; after each restart a real client
+//! recovery runs), an unreadable record in the metadata log, and a torn segment
+//! tail after a crash; after each restart a real client
 //! produces and consumes, and consumer groups work.
 
 mod common;
@@ -36,6 +37,21 @@ fn partition_dirs(data: &Path, topic: &str) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The first file named `name` under `dir` (depth-first).
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()? {
+        let p = e.ok()?.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+    }
+    None
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -100,6 +116,11 @@ fn damaged_files_are_skipped_with_an_error_and_a_metric_never_a_failed_start() {
         }
     }
     assert!(damaged > 0, "no __consumer_offsets batch found");
+    // A complete but unreadable line at the end of the single node's metadata log.
+    let meta_log = find_file(&data, "metadata.log").expect("metadata.log under the data dir");
+    let mut f = common::append_file(&meta_log);
+    std::io::Write::write_all(&mut f, b"{\"log_id\": \xff\xfe}\n").unwrap();
+    drop(f);
 
     broker.restart();
     let m = broker.http_get("/metrics").body;
@@ -119,6 +140,18 @@ fn damaged_files_are_skipped_with_an_error_and_a_metric_never_a_failed_start() {
         ) >= 1.0,
         "{m}"
     );
+    assert!(
+        metric(
+            &m,
+            "fjord_corrupt_data_skipped_total",
+            "source=\"metadata\""
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(broker
+        .cli(&["topic", "describe", "data"])
+        .stdout()
+        .contains("data"));
     let logs = broker.all_logs();
     assert!(
         logs.contains("ERROR") && logs.contains("corrupt checkpoint file"),

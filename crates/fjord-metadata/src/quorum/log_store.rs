@@ -44,10 +44,29 @@ pub struct FileLogStore {
 
 impl FileLogStore {
     /// Open (or create) the log in `dir`, dropping a torn last line.
+    ///
+    /// Reading back is defensive: an unreadable entry (bad JSON or UTF-8, or an index that does
+    /// not follow the previous one) truncates the log there, and a committed index past what
+    /// is left is lowered to it (the leader sends the rest again); an unreadable state file is
+    /// moved aside and the node starts without a vote. Each is logged at ERROR and counted
+    /// ([`crate::corrupt_data_skipped`]). Losing a vote can let this node vote twice in one
+    /// term, which matters only if it restarts within that term; losing entries matters only
+    /// if too few other voters still hold them.
     pub fn open(dir: &Path) -> io::Result<FileLogStore> {
         std::fs::create_dir_all(dir)?;
-        let hard = match std::fs::read(dir.join(STATE_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other)?,
+        let state_path = dir.join(STATE_FILE);
+        let mut hard = match std::fs::read(&state_path) {
+            Ok(bytes) => match serde_json::from_slice::<HardState>(&bytes) {
+                Ok(h) => h,
+                Err(e) => {
+                    let aside = dir.join(format!("{STATE_FILE}.corrupt"));
+                    tracing::error!(path = %state_path.display(), error = %e, moved_to = %aside.display(),
+                        "unreadable raft state (vote, committed, purged); starting without it");
+                    std::fs::rename(&state_path, &aside)?;
+                    crate::note_corrupt_data();
+                    HardState::default()
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => HardState::default(),
             Err(e) => return Err(e),
         };
@@ -57,28 +76,66 @@ impl FileLogStore {
             .read(true)
             .append(true)
             .open(&path)?;
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let mut good = 0u64;
         let mut reader = BufReader::new(file.try_clone()?);
-        let mut line = String::new();
+        let mut line = Vec::new();
+        let mut corrupt = None;
         loop {
             line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            match serde_json::from_str::<Entry<TypeConfig>>(line.trim_end()) {
-                Ok(e) => {
+            let next = entries.keys().next_back().map(|i| i + 1);
+            match serde_json::from_slice::<Entry<TypeConfig>>(&line[..n - 1]) {
+                Ok(e) if next.is_none_or(|i| i == e.log_id.index) => {
                     entries.insert(e.log_id.index, e);
                     good += n as u64;
                 }
-                Err(_) => break,
+                Ok(e) => {
+                    corrupt = Some(format!(
+                        "entry {} where {} was expected",
+                        e.log_id.index,
+                        next.unwrap_or(0)
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    corrupt = Some(e.to_string());
+                    break;
+                }
             }
         }
-        if file.metadata()?.len() != good {
-            tracing::warn!(path = %path.display(), "truncating torn tail of the raft log");
+        let len = file.metadata()?.len();
+        if len != good {
+            match &corrupt {
+                Some(why) => {
+                    tracing::error!(path = %path.display(), offset = good, dropped_bytes = len - good,
+                        error = %why, "unreadable raft log entry; truncating the log there");
+                    crate::note_corrupt_data();
+                }
+                None => tracing::warn!(path = %path.display(), dropped_bytes = len - good,
+                    "truncating torn tail of the raft log"),
+            }
             file.set_len(good)?;
             file.sync_all()?;
+        }
+        // What is committed must still be here (or purged into the snapshot).
+        let last = entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(hard.last_purged);
+        if hard.committed.map(|c| c.index) > last.map(|l| l.index) {
+            tracing::error!(committed = ?hard.committed, last = ?last,
+                "raft log ends before its committed index; lowering it to the last entry");
+            hard.committed = last;
+            crate::note_corrupt_data();
+            let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec(&hard).map_err(io::Error::other)?)?;
+            File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &state_path)?;
         }
         Ok(FileLogStore {
             inner: Arc::new(Mutex::new(Inner {
@@ -310,5 +367,50 @@ mod tests {
             .map(|e| e.log_id.index)
             .collect();
         assert_eq!(got, vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn corrupt_entries_and_state_are_dropped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        append(&store, (1..=6).map(entry));
+        store
+            .save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 6)))
+            .await
+            .unwrap();
+        drop(store);
+        // Entry 4's line damaged (invalid UTF-8 in the middle of the file).
+        let path = dir.path().join(LOG_FILE);
+        let text = std::fs::read(&path).unwrap();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                text.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        let mut bytes = text.clone();
+        bytes[starts[3] + 2] = 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let before = crate::corrupt_data_skipped();
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        assert!(crate::corrupt_data_skipped() >= before + 2);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+        assert_eq!(
+            store.read_committed().await.unwrap().map(|l| l.index),
+            Some(3)
+        );
+        drop(store);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), starts[3] as u64);
+
+        // A garbled state file is moved aside; the log stays.
+        std::fs::write(dir.path().join(STATE_FILE), b"\xff{").unwrap();
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), None);
+        assert!(dir.path().join(format!("{STATE_FILE}.corrupt")).exists());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
     }
 }

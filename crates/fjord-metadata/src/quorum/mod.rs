@@ -153,9 +153,24 @@ impl QuorumNode {
             source,
         };
         let addr = listener.local_addr().map_err(storage)?;
-        let log = log_store::FileLogStore::open(dir).map_err(storage)?;
+        let mut log = log_store::FileLogStore::open(dir).map_err(storage)?;
         let sm = state_machine::MetadataStateMachine::open_with_window(dir, window_records)
             .map_err(storage)?;
+        // A snapshot lost to corruption is rebuilt from the log only if the log still starts
+        // at its beginning; otherwise this node's metadata cannot be rebuilt here.
+        let purged = openraft::storage::RaftLogStorage::get_log_state(&mut log)
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?
+            .last_purged_log_id;
+        if let (Some(purged), None) = (purged, sm.applied()) {
+            return Err(QuorumError::Storage {
+                dir: dir.display().to_string(),
+                source: std::io::Error::other(format!(
+                    "the metadata snapshot is missing or unreadable and the raft log was purged up to {purged}: \
+                     restore the snapshot, or (with other controllers running) empty this directory so the leader sends one"
+                )),
+            });
+        }
         let state = sm.state();
         let feed = sm.feed();
         let raft = Raft::new(node_id, config, network::TcpNetworkFactory, log, sm)

@@ -75,9 +75,34 @@ impl MetadataStateMachine {
             window: RecordWindow::new(window_records),
             ..Default::default()
         };
-        if let Some(file) = read_snapshot(dir)? {
-            let data: SnapshotData =
-                serde_json::from_slice(&file.data).map_err(io::Error::other)?;
+        let snapshot = read_snapshot(dir).and_then(|f| match f {
+            Some(file) => {
+                let data: SnapshotData =
+                    serde_json::from_slice(&file.data).map_err(io::Error::other)?;
+                Ok(Some((file, data)))
+            }
+            None => Ok(None),
+        });
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e)
+                if e.kind() != io::ErrorKind::Other && e.kind() != io::ErrorKind::InvalidData =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                // The log replays what it still holds; the quorum refuses to start if it
+                // was purged past the lost snapshot (see `QuorumNode::start_with_window`).
+                let path = dir.join(SNAPSHOT_FILE);
+                let aside = dir.join(format!("{SNAPSHOT_FILE}.corrupt"));
+                tracing::error!(path = %path.display(), error = %e, moved_to = %aside.display(),
+                    "unreadable metadata snapshot; starting from the log alone");
+                std::fs::rename(&path, &aside)?;
+                crate::note_corrupt_data();
+                None
+            }
+        };
+        if let Some((file, data)) = snapshot {
             state.image = ClusterImage::from_records(&data.records);
             state.offset = data.offset;
             state.window.reset(data.offset);
@@ -91,6 +116,11 @@ impl MetadataStateMachine {
             offsets,
             snapshot_seq: Default::default(),
         })
+    }
+
+    /// The last log id applied (from the snapshot, right after open).
+    pub fn applied(&self) -> Option<LogId<RaftNodeId>> {
+        self.state.read().expect("state lock").last_applied
     }
 
     /// The shared state, for readers of the image.
