@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/health`, and `/v1/cluster` (the cluster
 //! as the active controller sees it: voters, brokers with racks, epochs, fencing and metadata
-//! offsets; what `fjord cluster status` prints).
+//! offsets, plus partition health — under-replicated, offline, leaders and replicas per broker
+//! — from the answering broker's image; what `fjord cluster status` prints).
 
 use std::sync::Arc;
 
@@ -66,10 +67,14 @@ fn cluster_answer(
 ) {
     match status {
         Ok(status) => {
+            // Partition health from the answering broker's metadata image (a controller-only
+            // node keeps none).
+            let partitions = broker.map(|b| b.with_image(|i| i.partition_health()));
             let body = serde_json::json!({
                 "cluster_id": broker.map(|b| b.cluster_id.clone()),
                 "answered_by": broker.map(|b| b.node_id()),
                 "status": status,
+                "partitions": partitions,
             });
             (
                 StatusCode::OK,
@@ -152,7 +157,13 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
                     incarnation_id: b.incarnation_id,
                     fenced: b.fenced,
                     cordoned: b.cordoned,
-                    endpoints: b.endpoints.clone(),
+                    // A single node registers before its listener is bound: it is always
+                    // this process, so show where it listens now.
+                    endpoints: if b.endpoints.is_empty() && b.node_id == me {
+                        crate::cluster::endpoints(&broker)
+                    } else {
+                        b.endpoints.clone()
+                    },
                     metadata_offset: Some(broker.applied_offset() - 1),
                     ms_since_heartbeat: None,
                 })

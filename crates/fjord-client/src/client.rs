@@ -34,7 +34,7 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn topic_name(v: &str) -> TopicName {
+pub(crate) fn topic_name(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
@@ -46,7 +46,7 @@ fn topic_ctx(topic: &str) -> String {
     format!("topic {topic:?}")
 }
 
-fn partition_ctx(topic: &str, partition: i32) -> String {
+pub(crate) fn partition_ctx(topic: &str, partition: i32) -> String {
     format!("partition {topic}-{partition}")
 }
 
@@ -384,13 +384,24 @@ impl Client {
 
     /// Metadata for `topics` (all topics when `None`). Refreshes the leader cache.
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata> {
+        self.metadata_request(topics, false).await
+    }
+
+    /// Metadata for `topics`, asking the broker to create the missing ones
+    /// (`allow_auto_topic_creation`, honoured when the broker has
+    /// `auto.create.topics.enable=true`), as Kafka's producer does.
+    async fn metadata_request(
+        &self,
+        topics: Option<&[&str]>,
+        allow_auto_topic_creation: bool,
+    ) -> Result<ClusterMetadata> {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
                     .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
                     .collect()
             }))
-            .with_allow_auto_topic_creation(false);
+            .with_allow_auto_topic_creation(allow_auto_topic_creation);
         let response = self.bootstrap_conn.send(&request).await?;
         let brokers: Vec<BrokerInfo> = response
             .brokers
@@ -461,6 +472,55 @@ impl Client {
             .ok_or_else(|| Error::kafka(3, topic_ctx(topic), None))?;
         check(t.error_code, || topic_ctx(topic), None)?;
         Ok(t)
+    }
+
+    /// Metadata for one topic, created by the broker if it is missing and the broker
+    /// auto-creates topics (as Kafka's producer and consumer do). Waits, within the request
+    /// timeout, until every partition of a just-created topic has a leader. A broker that does
+    /// not auto-create answers UNKNOWN_TOPIC_OR_PARTITION, reported as such with a hint.
+    pub async fn topic_metadata_auto_create(&self, topic: &str) -> Result<TopicMetadata> {
+        const LEADER_NOT_AVAILABLE: i16 = 5;
+        const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+        let deadline = tokio::time::Instant::now() + self.config.connection.request_timeout;
+        let mut backoff = std::time::Duration::from_millis(20);
+        loop {
+            let md = self.metadata_request(Some(&[topic]), true).await?;
+            let t = md.topics.into_iter().find(|t| t.name == topic);
+            let pending = match &t {
+                None => true,
+                Some(t) if t.error_code == LEADER_NOT_AVAILABLE => true,
+                Some(t) if t.error_code == UNKNOWN_TOPIC_OR_PARTITION => {
+                    return Err(Error::kafka(
+                        UNKNOWN_TOPIC_OR_PARTITION,
+                        topic_ctx(topic),
+                        Some(
+                            "the topic does not exist and the broker does not create topics \
+                             on use (auto.create.topics.enable=false); create it first"
+                                .to_string(),
+                        ),
+                    ));
+                }
+                Some(t) if t.error_code != 0 => {
+                    return Err(Error::kafka(t.error_code, topic_ctx(topic), None))
+                }
+                Some(t) => t.partitions.is_empty() || t.partitions.iter().any(|p| p.leader < 0),
+            };
+            if !pending {
+                return Ok(t.expect("checked above"));
+            }
+            if tokio::time::Instant::now() + backoff > deadline {
+                let code = t.map_or(LEADER_NOT_AVAILABLE, |t| {
+                    t.error_code.max(LEADER_NOT_AVAILABLE)
+                });
+                return Err(Error::kafka(
+                    code,
+                    topic_ctx(topic),
+                    Some("no leader for every partition within the request timeout".to_string()),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+        }
     }
 
     /// Topic metadata from the cache, fetched when missing.
@@ -572,6 +632,43 @@ impl Client {
         // FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_ID
         if matches!(code, 3 | 5 | 6 | 74 | 75 | 100) {
             self.invalidate(topic);
+        }
+    }
+
+    /// The connection to the coordinator of consumer group `group` (FindCoordinator), retrying
+    /// while the coordinator is still loading (COORDINATOR_NOT_AVAILABLE), within the request
+    /// timeout.
+    pub async fn group_coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+        let ctx = || format!("group {group:?}");
+        let deadline = tokio::time::Instant::now() + self.config.connection.request_timeout;
+        loop {
+            // v4 and later batch the keys; earlier versions carry one.
+            let batched = self
+                .bootstrap_conn
+                .version(ApiKey::FindCoordinator)
+                .is_some_and(|v| v >= 4);
+            let request = if batched {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s(group)])
+            } else {
+                FindCoordinatorRequest::default().with_key(s(group))
+            }
+            .with_key_type(0);
+            let response = self.bootstrap_conn.send(&request).await?;
+            let (code, message, node) = match response.coordinators.first() {
+                Some(c) => (c.error_code, opt_string(&c.error_message), c.node_id.0),
+                None => (
+                    response.error_code,
+                    opt_string(&response.error_message),
+                    response.node_id.0,
+                ),
+            };
+            if code == COORDINATOR_NOT_AVAILABLE && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            check(code, ctx, message)?;
+            return self.broker_connection(node).await;
         }
     }
 
@@ -1069,7 +1166,7 @@ impl Client {
         Ok(out)
     }
 
-    fn timeout_ms(&self) -> i32 {
+    pub(crate) fn timeout_ms(&self) -> i32 {
         self.config
             .connection
             .request_timeout
@@ -1085,7 +1182,7 @@ fn resource_ctx(resource_type: ResourceType, name: &str) -> String {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -9,6 +9,7 @@
 //!   offsets, produce and fetch — routing partition requests to the leader from Metadata and
 //!   keeping one connection per broker id.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner.
+//! - [`progress`]: how far each replica is behind its leader (offsets and time).
 //! - [`assignor`]: a rack-aware assignor for the leader of a classic consumer group (KIP-881).
 //! - [`error`]: [`Error`], which keeps broker error codes (named as Kafka names them), I/O,
 //!   timeouts and protocol violations apart.
@@ -18,6 +19,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod partitioner;
+pub mod progress;
 
 pub use client::{
     config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription,
@@ -28,4 +30,5 @@ pub use client::{
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{error_name, Error, Result};
 pub use kafka_protocol::records::Compression;
+pub use progress::{PartitionProgress, ReplicaProgress};
 pub use uuid::Uuid;

@@ -120,6 +120,26 @@ pub struct BrokerLoad {
     pub leaders: u32,
 }
 
+/// What [`ClusterImage::partition_health`] counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionHealth {
+    pub partitions: u64,
+    /// Fewer in-sync replicas than replicas.
+    pub under_replicated: u64,
+    /// No leader.
+    pub offline: u64,
+    pub per_broker: std::collections::BTreeMap<NodeId, BrokerHealth>,
+}
+
+/// One broker's share of [`PartitionHealth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerHealth {
+    pub replicas: u64,
+    pub leaders: u64,
+    /// Replicas on this broker that are not in their partition's ISR.
+    pub out_of_sync: u64,
+}
+
 impl ClusterImage {
     /// Apply one record during replay. A record that [`try_apply`](Self::try_apply) rejects is
     /// logged and skipped. Records referring to unknown topics are ignored (they can only come
@@ -525,6 +545,32 @@ impl ClusterImage {
         &self.load
     }
 
+    /// Partition health across the cluster: counts of under-replicated and offline partitions,
+    /// and per broker how many replicas it holds, how many partitions it leads and how many of
+    /// its replicas are out of the ISR. One pass over the partitions (admin requests only).
+    pub fn partition_health(&self) -> PartitionHealth {
+        let mut h = PartitionHealth::default();
+        for (_, _, p) in self.all_partitions() {
+            h.partitions += 1;
+            if p.leader == NO_LEADER {
+                h.offline += 1;
+            } else {
+                h.per_broker.entry(p.leader).or_default().leaders += 1;
+            }
+            if p.isr.len() < p.replicas.len() {
+                h.under_replicated += 1;
+            }
+            for r in &p.replicas {
+                let b = h.per_broker.entry(*r).or_default();
+                b.replicas += 1;
+                if !p.isr.contains(r) {
+                    b.out_of_sync += 1;
+                }
+            }
+        }
+        h
+    }
+
     /// Partitions whose ISR holds `node_id`, from the index (no scan).
     pub fn partitions_in_isr(&self, node_id: NodeId) -> impl Iterator<Item = (Uuid, u32)> + '_ {
         self.isr_index
@@ -875,6 +921,26 @@ mod tests {
         assert!(img
             .try_apply(&MetadataRecord::CordonBroker { node_id: 7 })
             .is_err());
+    }
+
+    #[test]
+    fn partition_health_counts_under_replicated_and_offline() {
+        let (mut img, t) = cluster();
+        let h = img.partition_health();
+        assert_eq!((h.partitions, h.under_replicated, h.offline), (1, 0, 0));
+        assert_eq!(h.per_broker[&1].leaders, 1);
+        assert_eq!(h.per_broker[&3].replicas, 1);
+        img.try_apply(&change(t, Some(vec![1, 2]), None, 0, 1))
+            .unwrap();
+        let h = img.partition_health();
+        assert_eq!((h.under_replicated, h.offline), (1, 0));
+        assert_eq!(h.per_broker[&3].out_of_sync, 1);
+        assert_eq!(h.per_broker[&2].out_of_sync, 0);
+        img.try_apply(&change(t, Some(vec![1]), Some(NO_LEADER), 1, 2))
+            .unwrap();
+        let h = img.partition_health();
+        assert_eq!((h.under_replicated, h.offline), (1, 1));
+        assert_eq!(h.per_broker[&1].leaders, 0);
     }
 
     #[test]

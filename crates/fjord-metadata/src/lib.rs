@@ -47,7 +47,10 @@ pub mod rpc;
 pub mod store;
 
 pub use controller::{Controller, ControllerConfig, ControllerError, ControllerResult};
-pub use image::{ApplyError, BrokerImage, ClusterImage, PartitionState, TopicImage};
+pub use image::{
+    ApplyError, BrokerHealth, BrokerImage, ClusterImage, PartitionHealth, PartitionState,
+    TopicImage,
+};
 pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
 pub use rpc::{AlterPartitionItem, AlterPartitionOutcome, ControllerReply, ControllerRequest};
 pub use store::{MetadataLog, StoreError};

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use crate::args::Connect;
+use crate::output::{self, alert, Output, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -14,16 +15,19 @@ pub enum ClusterCommand {
         /// The admin HTTP address of any node (`admin.listener`).
         #[arg(long, default_value = "127.0.0.1:9644", env = "FJORD_ADMIN")]
         admin: String,
-        /// Print the JSON answer as it is.
-        #[arg(long)]
+        /// Same as `--output json` (kept for scripts written before it).
+        #[arg(long, hide = true)]
         json: bool,
     },
 }
 
-pub async fn run(connect: &Connect, command: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Status { admin, json } => status(&admin, json).await,
-        ClusterCommand::Info => info(connect).await,
+        ClusterCommand::Status { admin, json } => {
+            let output = if json { Output::Json } else { output };
+            status(&admin, output).await
+        }
+        ClusterCommand::Info => info(connect, output).await,
     }
 }
 
@@ -61,7 +65,8 @@ pub async fn admin_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> 
     Ok((code, body.to_string()))
 }
 
-async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
+/// `fjord cluster status`: what `GET /v1/cluster` on `admin` answers, as a table or JSON.
+pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
     let (code, body) = admin_get(admin, "/v1/cluster").await?;
     let v: serde_json::Value = serde_json::from_str(&body)
         .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
@@ -71,22 +76,38 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
             v["error"].as_str().unwrap_or(&body)
         );
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    if output == Output::Json {
+        output::json(&v);
         return Ok(());
     }
     let s = &v["status"];
     let active = s["active_controller"].as_i64();
     let offset = s["metadata_offset"].as_i64().unwrap_or(0);
-    println!(
+    outln!(
         "cluster id:        {}",
         v["cluster_id"].as_str().unwrap_or("-")
     );
-    println!(
+    outln!(
         "active controller: {}",
         active.map_or("none".to_string(), |a| a.to_string())
     );
-    println!("metadata offset:   {offset}");
+    outln!("metadata offset:   {offset}");
+    let health = &v["partitions"];
+    if let Some(total) = health["partitions"].as_u64() {
+        let count = |k: &str| {
+            let n = health[k].as_u64().unwrap_or(0);
+            if n > 0 {
+                alert(&n.to_string())
+            } else {
+                n.to_string()
+            }
+        };
+        outln!(
+            "partitions:        {total} (under-replicated: {}, offline: {})",
+            count("under_replicated"),
+            count("offline")
+        );
+    }
     let voters: Vec<i64> = s["voters"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["node_id"].as_i64()).collect())
@@ -97,10 +118,19 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
     ids.extend(brokers.iter().filter_map(|b| b["node_id"].as_i64()));
     ids.sort_unstable();
     ids.dedup();
-    println!(
-        "{:<6} {:<26} {:<8} {:<8} {:<22} {:<8} {:<9} METADATA LAG",
-        "NODE", "ROLES", "RACK", "EPOCH", "ADDRESS", "FENCED", "CORDONED"
-    );
+    let mut table = Table::new(&[
+        "NODE",
+        "ROLES",
+        "RACK",
+        ">EPOCH",
+        "ADDRESS",
+        "FENCED",
+        "CORDONED",
+        ">LEADERS",
+        ">REPLICAS",
+        ">OUT OF ISR",
+        ">METADATA LAG",
+    ]);
     for id in ids {
         let b = brokers.iter().find(|b| b["node_id"].as_i64() == Some(id));
         let mut roles = Vec::new();
@@ -115,67 +145,109 @@ async fn status(admin: &str, json: bool) -> anyhow::Result<()> {
             });
         }
         let field = |k: &str| b.map(|b| b[k].clone()).unwrap_or(serde_json::Value::Null);
+        // A broker's Kafka endpoint; a controller-only node's controller address.
         let addr = field("endpoints")
             .as_array()
             .and_then(|e| e.first().cloned())
             .map(|e| format!("{}:{}", e["host"].as_str().unwrap_or("?"), e["port"]))
+            .or_else(|| {
+                s["voters"].as_array().and_then(|vs| {
+                    vs.iter()
+                        .find(|x| x["node_id"].as_i64() == Some(id))
+                        .and_then(|x| x["addr"].as_str())
+                        .filter(|a| !a.starts_with('('))
+                        .map(|a| format!("{a} (controller)"))
+                })
+            })
             .unwrap_or_else(|| "-".into());
         let lag = match field("metadata_offset").as_i64() {
             Some(o) => (offset - 1 - o).max(0).to_string(),
             None => "-".into(),
         };
-        let yes_no = |v: serde_json::Value| match v.as_bool() {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "-",
+        let yes_no = |v: serde_json::Value, bad: bool| match v.as_bool() {
+            Some(true) if bad => alert("yes"),
+            Some(true) => "yes".to_string(),
+            Some(false) => "no".to_string(),
+            None => "-".to_string(),
         };
-        println!(
-            "{:<6} {:<26} {:<8} {:<8} {:<22} {:<8} {:<9} {}",
-            id,
+        let load = &health["per_broker"][id.to_string()];
+        let n = |k: &str| {
+            if b.is_none() {
+                "-".to_string()
+            } else {
+                load[k].as_u64().unwrap_or(0).to_string()
+            }
+        };
+        let out_of_sync = match load["out_of_sync"].as_u64() {
+            Some(n) if n > 0 => alert(&n.to_string()),
+            _ => n("out_of_sync"),
+        };
+        table.row(vec![
+            id.to_string(),
             roles.join(","),
-            field("rack").as_str().unwrap_or("-"),
+            field("rack").as_str().unwrap_or("-").to_string(),
             field("broker_epoch")
                 .as_i64()
                 .map_or("-".into(), |e| e.to_string()),
             addr,
-            yes_no(field("fenced")),
-            yes_no(field("cordoned")),
-            lag
-        );
+            yes_no(field("fenced"), true),
+            yes_no(field("cordoned"), false),
+            n("leaders"),
+            n("replicas"),
+            out_of_sync,
+            lag,
+        ]);
     }
+    table.print();
     Ok(())
 }
 
-async fn info(connect: &Connect) -> anyhow::Result<()> {
+async fn info(connect: &Connect, output: Output) -> anyhow::Result<()> {
     let client = connect.client().await?;
-    {
-        {
-            let md = client.metadata(Some(&[])).await?;
-            // DescribeCluster adds fencing state; fall back to Metadata if unsupported.
-            let (cluster_id, controller, mut brokers) = match client.describe_cluster().await {
-                Ok(d) => (Some(d.cluster_id), d.controller_id, d.brokers),
-                Err(fjord_client::Error::UnsupportedApi { .. }) => {
-                    (md.cluster_id.clone(), md.controller_id, md.brokers.clone())
-                }
-                Err(e) => return Err(e.into()),
-            };
-            brokers.sort_by_key(|b| b.node_id);
-            println!("cluster id: {}", cluster_id.as_deref().unwrap_or("-"));
-            println!("controller: {controller}");
-            println!("brokers:");
-            for b in brokers {
-                let mut line = format!(
-                    "  {}  {}  rack={}",
-                    b.node_id,
-                    b.addr(),
-                    b.rack.as_deref().unwrap_or("-")
-                );
-                if b.is_fenced {
-                    line.push_str("  (fenced)");
-                }
-                println!("{line}");
-            }
+    let md = client.metadata(Some(&[])).await?;
+    // DescribeCluster adds fencing state; fall back to Metadata if unsupported.
+    let (cluster_id, controller, mut brokers) = match client.describe_cluster().await {
+        Ok(d) => (Some(d.cluster_id), d.controller_id, d.brokers),
+        Err(fjord_client::Error::UnsupportedApi { .. }) => {
+            (md.cluster_id.clone(), md.controller_id, md.brokers.clone())
         }
+        Err(e) => return Err(e.into()),
+    };
+    brokers.sort_by_key(|b| b.node_id);
+    if output == Output::Json {
+        let list: Vec<_> = brokers
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "node_id": b.node_id,
+                    "host": b.host,
+                    "port": b.port,
+                    "rack": b.rack,
+                    "fenced": b.is_fenced,
+                })
+            })
+            .collect();
+        output::json(&serde_json::json!({
+            "cluster_id": cluster_id,
+            "controller_id": controller,
+            "brokers": list,
+        }));
+        return Ok(());
+    }
+    outln!("cluster id: {}", cluster_id.as_deref().unwrap_or("-"));
+    outln!("controller: {controller}");
+    outln!("brokers:");
+    for b in brokers {
+        let mut line = format!(
+            "  {}  {}  rack={}",
+            b.node_id,
+            b.addr(),
+            b.rack.as_deref().unwrap_or("-")
+        );
+        if b.is_fenced {
+            line.push_str("  (fenced)");
+        }
+        outln!("{line}");
     }
     Ok(())
 }

@@ -31,6 +31,10 @@ pub struct ConsumeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "value")]
     format: Format,
+    /// Stop at the end: exit once every partition is read up to its end offset as it was at
+    /// start (like `kcat -e`).
+    #[arg(short = 'e', long)]
+    exit_at_end: bool,
     /// Exit after this long without new records (default: follow until Ctrl-C).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
@@ -44,7 +48,7 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> anyhow::Result<()> {
         bail!("--offset must not be negative");
     }
     let client = connect.client().await?;
-    let topic = client.topic_metadata(&args.topic).await?;
+    let topic = client.topic_metadata_auto_create(&args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) if topic.partitions.iter().any(|x| x.partition == p) => vec![p],
         Some(p) => bail!(
@@ -92,7 +96,23 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> anyhow::Result<()> {
         out
     };
 
-    if args.count == Some(0) {
+    // With --exit-at-end, the end offsets taken now; a partition is done once read up to its.
+    let ends: Option<std::collections::BTreeMap<i32, i64>> = if args.exit_at_end {
+        let latest = client
+            .list_offsets(&args.topic, &partitions, OffsetSpec::Latest)
+            .await?;
+        Some(latest.into_iter().map(|(p, l)| (p, l.offset)).collect())
+    } else {
+        None
+    };
+    let at_end = |positions: &[(i32, i64)]| {
+        ends.as_ref().is_some_and(|ends| {
+            positions
+                .iter()
+                .all(|(p, o)| ends.get(p).is_none_or(|end| o >= end))
+        })
+    };
+    if args.count == Some(0) || at_end(&positions) {
         return Ok(());
     }
     let idle_timeout = args.timeout_ms.map(Duration::from_millis);
@@ -132,6 +152,9 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> anyhow::Result<()> {
             return quiet_broken_pipe(e);
         }
         drop(out);
+        if at_end(&positions) {
+            return Ok(());
+        }
         if got_any {
             last_data = Instant::now();
         } else if idle_timeout.is_some_and(|t| last_data.elapsed() >= t) {

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::args::Connect;
+use crate::output::{self, Output, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -58,75 +59,118 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// Kafka's name and code, as every other error prints: `GROUP_ID_NOT_FOUND (69)`.
 fn error_name(code: i16) -> String {
-    match kafka_protocol::ResponseError::try_from_code(code) {
-        Some(e) => format!("{e:?}"),
-        None => format!("error {code}"),
-    }
+    format!("{} ({code})", fjord_client::error_name(code))
 }
 
-pub async fn run(connect: &Connect, command: GroupCommand) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, output: Output, command: GroupCommand) -> anyhow::Result<()> {
     let client = connect.client().await?;
-    let conn = client.bootstrap_connection().clone();
     match command {
-        GroupCommand::List { states, types } => {
-            let resp = conn
-                .send(
-                    &ListGroupsRequest::default()
-                        .with_states_filter(states.iter().map(|s| sb(s)).collect())
-                        .with_types_filter(types.iter().map(|s| sb(s)).collect()),
-                )
-                .await?;
-            if resp.error_code != 0 {
-                bail!("ListGroups failed: {}", error_name(resp.error_code));
-            }
-            let mut groups = resp.groups;
-            groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
-            println!(
-                "{:<32} {:<9} {:<14} STATE",
-                "GROUP", "TYPE", "PROTOCOL-TYPE"
-            );
-            for g in groups {
-                println!(
-                    "{:<32} {:<9} {:<14} {}",
-                    g.group_id.0.as_str(),
-                    g.group_type.as_str(),
-                    if g.protocol_type.is_empty() {
-                        "-"
-                    } else {
-                        g.protocol_type.as_str()
-                    },
-                    g.group_state.as_str()
-                );
-            }
+        GroupCommand::List { states, types } => list(&client, output, states, types).await?,
+        GroupCommand::Describe { group } => {
+            let conn = client.group_coordinator(&group).await?;
+            describe(&client, &conn, &group, output).await?
         }
-        GroupCommand::Describe { group } => describe(&client, &conn, &group).await?,
         GroupCommand::Delete { groups } => {
-            let resp = conn
-                .send(
-                    &DeleteGroupsRequest::default()
-                        .with_groups_names(groups.iter().map(|g| GroupId(sb(g))).collect()),
-                )
-                .await?;
             let mut failed = false;
-            for r in resp.results {
-                if r.error_code == 0 {
-                    println!("deleted group {}", r.group_id.0.as_str());
-                } else {
-                    failed = true;
-                    eprintln!(
-                        "cannot delete group {}: {}",
-                        r.group_id.0.as_str(),
-                        error_name(r.error_code)
-                    );
+            for group in &groups {
+                let conn = match client.group_coordinator(group).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("cannot delete group {group}: {e}");
+                        continue;
+                    }
+                };
+                let resp = conn
+                    .send(
+                        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb(group))]),
+                    )
+                    .await?;
+                for r in resp.results {
+                    if r.error_code == 0 {
+                        outln!("deleted group {}", r.group_id.0.as_str());
+                    } else {
+                        failed = true;
+                        eprintln!(
+                            "cannot delete group {}: {}",
+                            r.group_id.0.as_str(),
+                            error_name(r.error_code)
+                        );
+                    }
                 }
             }
             if failed {
                 bail!("some groups were not deleted");
             }
         }
-        GroupCommand::ResetOffsets(a) => reset(&client, &conn, a).await?,
+        GroupCommand::ResetOffsets(a) => {
+            let conn = client.group_coordinator(&a.group).await?;
+            reset(&client, &conn, a).await?
+        }
     }
+    Ok(())
+}
+
+/// ListGroups from every broker (each lists the groups it coordinates), merged.
+async fn list(
+    client: &fjord_client::Client,
+    output: Output,
+    states: Vec<String>,
+    types: Vec<String>,
+) -> anyhow::Result<()> {
+    let md = client.metadata(Some(&[])).await?;
+    let request = ListGroupsRequest::default()
+        .with_states_filter(states.iter().map(|s| sb(s)).collect())
+        .with_types_filter(types.iter().map(|s| sb(s)).collect());
+    let mut groups = Vec::new();
+    for b in &md.brokers {
+        let resp = client
+            .broker_connection(b.node_id)
+            .await?
+            .send(&request)
+            .await?;
+        if resp.error_code != 0 {
+            bail!(
+                "ListGroups on broker {}: {}",
+                b.node_id,
+                error_name(resp.error_code)
+            );
+        }
+        groups.extend(resp.groups);
+    }
+    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    groups.dedup_by(|a, b| a.group_id == b.group_id);
+    if output == Output::Json {
+        let list: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "group": g.group_id.0.as_str(),
+                    "type": g.group_type.as_str(),
+                    "protocol_type": g.protocol_type.as_str(),
+                    "state": g.group_state.as_str(),
+                })
+            })
+            .collect();
+        output::json(&serde_json::json!({ "groups": list }));
+        return Ok(());
+    }
+    let mut table = Table::new(&["GROUP", "TYPE", "PROTOCOL-TYPE", "STATE"]);
+    for g in groups {
+        table.row(vec![
+            g.group_id.0.to_string(),
+            g.group_type.to_string(),
+            if g.protocol_type.is_empty() {
+                "-".to_string()
+            } else {
+                g.protocol_type.to_string()
+            },
+            g.group_state.to_string(),
+        ]);
+    }
+    table.print();
     Ok(())
 }
 
@@ -160,10 +204,49 @@ async fn committed(
     Ok(out)
 }
 
+/// Everything `group describe` shows, for the table and for `--output json`.
+#[derive(serde::Serialize)]
+struct GroupView {
+    group: String,
+    state: String,
+    protocol_type: String,
+    /// `classic` or `consumer` (KIP-848).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The classic group's assignor (protocol), if any.
+    protocol: Option<String>,
+    group_epoch: Option<i32>,
+    assignment_epoch: Option<i32>,
+    assignor: Option<String>,
+    members: Vec<MemberView>,
+    offsets: Vec<OffsetRow>,
+}
+
+#[derive(serde::Serialize)]
+struct MemberView {
+    member_id: String,
+    client_id: String,
+    host: String,
+    instance_id: Option<String>,
+    rack: Option<String>,
+    member_epoch: Option<i32>,
+    assignment: BTreeMap<String, Vec<i32>>,
+}
+
+#[derive(serde::Serialize)]
+struct OffsetRow {
+    topic: String,
+    partition: i32,
+    committed_offset: i64,
+    log_end_offset: Option<i64>,
+    lag: Option<i64>,
+}
+
 async fn describe(
     client: &fjord_client::Client,
     conn: &fjord_client::Connection,
     group: &str,
+    output: Output,
 ) -> anyhow::Result<()> {
     let resp = conn
         .send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]))
@@ -174,85 +257,68 @@ async fn describe(
         .next()
         .context("empty DescribeGroups response")?;
     if d.error_code != 0 {
-        bail!("group {group}: {}", error_name(d.error_code));
+        return Err(fjord_client::Error::kafka(
+            d.error_code,
+            format!("group {group:?}"),
+            d.error_message.as_ref().map(|m| m.to_string()),
+        )
+        .into());
     }
-    println!("group:         {group}");
-    println!("state:         {}", d.group_state.as_str());
-    println!("protocol type: {}", d.protocol_type.as_str());
-    let is_consumer_group = d.protocol_type.as_str() == "consumer" && d.protocol_data.is_empty();
-    // KIP-848 groups: epochs and per-member epochs from ConsumerGroupDescribe.
-    let mut epochs: BTreeMap<String, i32> = BTreeMap::new();
-    if is_consumer_group {
-        if let Ok(c) = conn
-            .send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(sb(group))]))
+    // KIP-848 groups answer ConsumerGroupDescribe (epochs, assignor, member epochs); classic
+    // groups, even empty ones that look alike in DescribeGroups, answer it with an error.
+    let consumer_group = if d.protocol_type.as_str() == "consumer" {
+        conn.send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(sb(group))]))
             .await
-        {
-            if let Some(g) = c.groups.into_iter().next().filter(|g| g.error_code == 0) {
-                println!("type:          consumer (KIP-848)");
-                println!(
-                    "group epoch:   {} (assignment epoch {}, assignor {})",
-                    g.group_epoch,
-                    g.assignment_epoch,
-                    g.assignor_name.as_str()
-                );
-                for m in g.members {
-                    epochs.insert(m.member_id.to_string(), m.member_epoch);
-                }
-            }
-        }
+            .ok()
+            .and_then(|c| c.groups.into_iter().next())
+            .filter(|g| g.error_code == 0)
     } else {
-        println!("type:          classic");
-        println!("protocol:      {}", d.protocol_data.as_str());
+        None
+    };
+    let mut view = GroupView {
+        group: group.to_string(),
+        state: d.group_state.to_string(),
+        protocol_type: d.protocol_type.to_string(),
+        kind: if consumer_group.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        },
+        protocol: consumer_group
+            .is_none()
+            .then(|| d.protocol_data.to_string()),
+        group_epoch: None,
+        assignment_epoch: None,
+        assignor: None,
+        members: Vec::new(),
+        offsets: Vec::new(),
+    };
+    let mut epochs: BTreeMap<String, i32> = BTreeMap::new();
+    if let Some(g) = consumer_group {
+        view.group_epoch = Some(g.group_epoch);
+        view.assignment_epoch = Some(g.assignment_epoch);
+        view.assignor = Some(g.assignor_name.to_string());
+        for m in g.members {
+            epochs.insert(m.member_id.to_string(), m.member_epoch);
+        }
     }
-    println!("members:       {}", d.members.len());
     for m in &d.members {
         let sub = fjord_group::subscription::parse_subscription(&m.member_metadata);
-        let rack = sub
-            .as_ref()
-            .and_then(|s| s.rack.clone())
-            .unwrap_or_else(|| "-".into());
         let assignment = fjord_group::subscription::parse_assignment(&m.member_assignment)
             .unwrap_or_default()
-            .iter()
-            .map(|(t, ps)| {
-                format!(
-                    "{t}:{}",
-                    ps.iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let epoch = epochs
-            .get(m.member_id.as_str())
-            .map(|e| format!("  epoch={e}"))
-            .unwrap_or_default();
-        println!(
-            "  {}  client-id={}  host={}  instance={}  rack={}{}",
-            m.member_id.as_str(),
-            m.client_id.as_str(),
-            m.client_host.as_str(),
-            m.group_instance_id.as_deref().unwrap_or("-"),
-            rack,
-            epoch
-        );
-        println!(
-            "    assignment: {}",
-            if assignment.is_empty() {
-                "-".into()
-            } else {
-                assignment
-            }
-        );
+            .into_iter()
+            .collect();
+        view.members.push(MemberView {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+            rack: sub.as_ref().and_then(|s| s.rack.clone()),
+            member_epoch: epochs.get(m.member_id.as_str()).copied(),
+            assignment,
+        });
     }
     let offsets = committed(conn, group).await?;
-    println!();
-    println!(
-        "{:<24} {:>9} {:>16} {:>14} {:>10}",
-        "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"
-    );
     let mut by_topic: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
     for ((t, p), o) in &offsets {
         by_topic.entry(t.clone()).or_default().push((*p, *o));
@@ -265,18 +331,90 @@ async fn describe(
             .ok();
         for (p, o) in ps {
             let end = ends.as_ref().and_then(|e| e.get(&p)).map(|x| x.offset);
-            println!(
-                "{:<24} {:>9} {:>16} {:>14} {:>10}",
-                t,
-                p,
-                o,
-                end.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                end.map(|e| (e - o).max(0).to_string())
-                    .unwrap_or_else(|| "-".into())
-            );
+            view.offsets.push(OffsetRow {
+                topic: t.clone(),
+                partition: p,
+                committed_offset: o,
+                log_end_offset: end,
+                lag: end.map(|e| (e - o).max(0)),
+            });
         }
     }
+    if output == Output::Json {
+        output::json(&serde_json::to_value(&view)?);
+        return Ok(());
+    }
+    print_group(&view);
     Ok(())
+}
+
+fn print_group(view: &GroupView) {
+    outln!("group:         {}", view.group);
+    outln!("state:         {}", view.state);
+    outln!("protocol type: {}", view.protocol_type);
+    if view.kind == "consumer" {
+        outln!("type:          consumer (KIP-848)");
+        if let (Some(e), Some(a), Some(n)) =
+            (view.group_epoch, view.assignment_epoch, &view.assignor)
+        {
+            outln!("group epoch:   {e} (assignment epoch {a}, assignor {n})");
+        }
+    } else {
+        outln!("type:          classic");
+        outln!("protocol:      {}", view.protocol.as_deref().unwrap_or(""));
+    }
+    outln!("members:       {}", view.members.len());
+    for m in &view.members {
+        let assignment = m
+            .assignment
+            .iter()
+            .map(|(t, ps)| {
+                let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+                format!("{t}:{}", ps.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let epoch = m
+            .member_epoch
+            .map(|e| format!("  epoch={e}"))
+            .unwrap_or_default();
+        outln!(
+            "  {}  client-id={}  host={}  instance={}  rack={}{}",
+            m.member_id,
+            m.client_id,
+            m.host,
+            m.instance_id.as_deref().unwrap_or("-"),
+            m.rack.as_deref().unwrap_or("-"),
+            epoch
+        );
+        outln!(
+            "    assignment: {}",
+            if assignment.is_empty() {
+                "-"
+            } else {
+                &assignment
+            }
+        );
+    }
+    outln!();
+    let mut table = Table::new(&[
+        "TOPIC",
+        ">PARTITION",
+        ">CURRENT-OFFSET",
+        ">LOG-END-OFFSET",
+        ">LAG",
+    ]);
+    let num = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
+    for r in &view.offsets {
+        table.row(vec![
+            r.topic.clone(),
+            r.partition.to_string(),
+            r.committed_offset.to_string(),
+            num(r.log_end_offset),
+            num(r.lag),
+        ]);
+    }
+    table.print();
 }
 
 async fn reset(
@@ -303,12 +441,12 @@ async fn reset(
             .map(|(p, o)| (p, o.offset))
             .collect()
     };
-    println!("{:<24} {:>9} {:>12}", "TOPIC", "PARTITION", "NEW-OFFSET");
+    outln!("{:<24} {:>9} {:>12}", "TOPIC", "PARTITION", "NEW-OFFSET");
     for (p, o) in &targets {
-        println!("{:<24} {:>9} {:>12}", a.topic, p, o);
+        outln!("{:<24} {:>9} {:>12}", a.topic, p, o);
     }
     if !a.execute {
-        println!("(dry run: add --execute to apply)");
+        outln!("(dry run: add --execute to apply)");
         return Ok(());
     }
     let resp = conn
@@ -349,6 +487,6 @@ async fn reset(
             }
         }
     }
-    println!("offsets of group {} reset", a.group);
+    outln!("offsets of group {} reset", a.group);
     Ok(())
 }

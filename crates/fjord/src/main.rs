@@ -2,9 +2,14 @@
 //! on top of `fjord-client`. This crate only parses arguments and prints; the logic lives in
 //! the library crates.
 
+#[macro_use]
+mod output;
+
 mod args;
 mod cluster;
 mod consume;
+mod dev;
+mod docs;
 mod format;
 mod group;
 mod perf;
@@ -17,11 +22,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The end of `fjord --help` and of the man page.
+const EXIT_STATUS: &str =
+    "Exit status: 0 on success, also when stdout is closed early (`fjord topic list | head -1`); \
+1 when the command failed (the broker refused it, could not be reached, or did not answer within \
+--request-timeout-ms); 2 for bad arguments or a bad server configuration. Errors are one line \
+on stderr, with Kafka's error name and code when the broker sent one.
+
+Environment: FJORD_BOOTSTRAP_SERVER (--bootstrap-server), FJORD_ADMIN (--admin), FJORD_LOG \
+(server log filter, e.g. debug), NO_COLOR (no colour even on a terminal).";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fjord",
     version,
-    about = "Fjord: a Kafka-compatible streaming platform"
+    about = "Fjord: a Kafka-compatible streaming platform",
+    after_long_help = EXIT_STATUS
 )]
 struct Cli {
     /// Broker to bootstrap from (client commands).
@@ -37,6 +53,10 @@ struct Cli {
     /// Per-request timeout in milliseconds (client commands).
     #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
     request_timeout_ms: u64,
+
+    /// How listing and describe commands print: aligned columns, or one JSON document.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: output::Output,
 
     #[command(subcommand)]
     command: Command,
@@ -62,6 +82,13 @@ enum Command {
     /// Load generators (like kafka-producer-perf-test / kafka-consumer-perf-test).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Local development: `fjord dev cluster` runs a multi-node cluster on 127.0.0.1..N.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+    /// Print a shell completion script, e.g. `fjord completions bash > /etc/bash_completion.d/fjord`.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (`fjord man > fjord.1`), or write one per subcommand with --dir.
+    Man(docs::ManArgs),
 }
 
 /// An error that exits with a specific status (e.g. 2 for a bad server configuration).
@@ -80,7 +107,10 @@ impl std::fmt::Display for ExitStatus {
 impl std::error::Error for ExitStatus {}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,6 +135,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--help` and `--version` print as clap prints them; a usage error is one line on stderr
+/// (clap's reason, then where to look) with exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Help on a closed stdout (`fjord --help | head -1`) is not an error.
+            let failed = e
+                .print()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::BrokenPipe);
+            let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                u8::from(failed)
+            };
+            ExitCode::from(code)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let reason = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            // clap puts a suggestion ("tip: ...") on a later line: keep it on this one.
+            let tip = rendered
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("tip:"))
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            eprintln!("error: {reason}{tip} (see `fjord --help`)");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = args::Connect {
         bootstrap: cli.bootstrap_server,
@@ -112,11 +182,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Server(a) => server::run(a).await,
-        Command::Topic(c) => topic::run(&connect, c).await,
+        Command::Topic(c) => topic::run(&connect, cli.output, c).await,
         Command::Produce(a) => produce::run(&connect, a).await,
         Command::Consume(a) => consume::run(&connect, a).await,
-        Command::Cluster(c) => cluster::run(&connect, c).await,
+        Command::Cluster(c) => cluster::run(&connect, cli.output, c).await,
         Command::Perf(c) => perf::run(&connect, c).await,
-        Command::Group(c) => group::run(&connect, c).await,
+        Command::Group(c) => group::run(&connect, cli.output, c).await,
+        Command::Dev(c) => dev::run(c).await,
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }

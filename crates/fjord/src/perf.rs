@@ -128,7 +128,7 @@ impl Stats {
         } else {
             0.0
         };
-        println!(
+        outln!(
             "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency.",
             self.window_records,
             rps,
@@ -148,7 +148,7 @@ impl Stats {
         let rps = self.records as f64 / secs;
         let h = &self.total;
         let ms = |us: u64| us as f64 / 1000.0;
-        println!(
+        outln!(
             "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 99th, {:.2} ms 99.9th.",
             self.records,
             rps,
@@ -330,7 +330,7 @@ async fn consume(connect: &Connect, args: ConsumePerfArgs) -> anyhow::Result<()>
         }
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    println!(
+    outln!(
         "{} records consumed, {:.2} MB, {:.2} s, {:.1} records/sec, {:.2} MB/sec.",
         records,
         bytes as f64 / MB,

@@ -67,9 +67,13 @@ pub async fn run(connect: &Connect, a: GroupPerfArgs) -> anyhow::Result<()> {
         "consumer" => false,
         other => bail!("--protocol must be classic or consumer, got {other:?}"),
     };
-    println!(
+    outln!(
         "{} members, protocol {}, topic {} ({} partitions), group {}",
-        a.members, a.protocol, a.topic, partitions, group
+        a.members,
+        a.protocol,
+        a.topic,
+        partitions,
+        group
     );
     let started = Instant::now();
     let mut stops = Vec::new();
@@ -93,7 +97,7 @@ pub async fn run(connect: &Connect, a: GroupPerfArgs) -> anyhow::Result<()> {
     let spawned = started.elapsed();
     wait_stable(&admin, &group, classic, a.members).await?;
     let to_stable = started.elapsed();
-    println!(
+    outln!(
         "{} members to Stable: {:.1} ms (members connected after {:.1} ms)",
         a.members,
         to_stable.as_secs_f64() * 1e3,
@@ -102,7 +106,7 @@ pub async fn run(connect: &Connect, a: GroupPerfArgs) -> anyhow::Result<()> {
     let left = Instant::now();
     let _ = stops[0].send(true);
     wait_stable(&admin, &group, classic, a.members - 1).await?;
-    println!(
+    outln!(
         "after one member left, Stable again in: {:.1} ms",
         left.elapsed().as_secs_f64() * 1e3
     );

@@ -83,7 +83,11 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> anyhow::Result<()> {
         bail!("--key-separator must not be empty");
     }
     let client = connect.client().await?;
-    let partitions = client.partition_count(&args.topic).await?;
+    let partitions = client
+        .topic_metadata_auto_create(&args.topic)
+        .await?
+        .partitions
+        .len() as i32;
     if let Some(p) = args.partition {
         if p < 0 || p >= partitions {
             bail!(

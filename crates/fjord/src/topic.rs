@@ -3,10 +3,12 @@
 use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use fjord_client::{
-    config_source, error_name, AlterConfigOp, ElectionType, NewTopic, OffsetSpec, ResourceType,
+    config_source, error_name, AlterConfigOp, ElectionType, NewTopic, PartitionProgress,
+    ResourceType,
 };
 
 use crate::args::{key_value, Connect};
+use crate::output::{self, alert, Output, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
@@ -89,7 +91,7 @@ pub enum Election {
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
-pub async fn run(connect: &Connect, command: TopicCommand) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> anyhow::Result<()> {
     let client = connect.client().await?;
     match command {
         TopicCommand::Create {
@@ -107,16 +109,19 @@ pub async fn run(connect: &Connect, command: TopicCommand) -> anyhow::Result<()>
                 configs,
             };
             match client.create_topic(&topic, validate_only).await {
-                Ok(created) if validate_only => println!(
+                Ok(created) if validate_only => outln!(
                     "topic {name:?} is valid: {} partitions, replication factor {}",
-                    created.partitions, created.replication_factor
+                    created.partitions,
+                    created.replication_factor
                 ),
-                Ok(created) => println!(
+                Ok(created) => outln!(
                     "created topic {name:?} ({} partitions, replication factor {}, id {})",
-                    created.partitions, created.replication_factor, created.topic_id
+                    created.partitions,
+                    created.replication_factor,
+                    created.topic_id
                 ),
                 Err(e) if if_not_exists && e.code() == Some(TOPIC_ALREADY_EXISTS) => {
-                    println!("topic {name:?} already exists")
+                    outln!("topic {name:?} already exists")
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -129,27 +134,36 @@ pub async fn run(connect: &Connect, command: TopicCommand) -> anyhow::Result<()>
                 .filter(|t| internal || !t.is_internal)
                 .collect();
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            let width = topics
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(0)
-                .max(5);
-            println!("{:<width$}  {:>10}  TOPIC ID", "TOPIC", "PARTITIONS");
-            for t in topics {
-                println!(
-                    "{:<width$}  {:>10}  {}",
-                    t.name,
-                    t.partitions.len(),
-                    t.topic_id
-                );
+            if output == Output::Json {
+                let list: Vec<_> = topics
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "name": t.name,
+                            "topic_id": t.topic_id.to_string(),
+                            "partitions": t.partitions.len(),
+                            "internal": t.is_internal,
+                        })
+                    })
+                    .collect();
+                output::json(&serde_json::json!({ "topics": list }));
+            } else {
+                let mut table = Table::new(&["TOPIC", ">PARTITIONS", "TOPIC ID"]);
+                for t in topics {
+                    table.row(vec![
+                        t.name,
+                        t.partitions.len().to_string(),
+                        t.topic_id.to_string(),
+                    ]);
+                }
+                table.print();
             }
         }
-        TopicCommand::Describe { name } => describe(&client, &name).await?,
+        TopicCommand::Describe { name } => describe(&client, &name, output).await?,
         TopicCommand::Delete { name, if_exists } => match client.delete_topic(&name).await {
-            Ok(()) => println!("deleted topic {name:?}"),
+            Ok(()) => outln!("deleted topic {name:?}"),
             Err(e) if if_exists && e.code() == Some(UNKNOWN_TOPIC_OR_PARTITION) => {
-                println!("topic {name:?} does not exist")
+                outln!("topic {name:?} does not exist")
             }
             Err(e) => return Err(e.into()),
         },
@@ -171,14 +185,14 @@ pub async fn run(connect: &Connect, command: TopicCommand) -> anyhow::Result<()>
                 .incremental_alter_configs(ResourceType::Topic, &name, &ops, validate_only)
                 .await?;
             if validate_only {
-                println!("config change for topic {name:?} is valid");
+                outln!("config change for topic {name:?} is valid");
             } else {
-                println!("updated config of topic {name:?}");
+                outln!("updated config of topic {name:?}");
             }
         }
         TopicCommand::AddPartitions { name, total } => {
             client.create_partitions(&name, total, false).await?;
-            println!("topic {name:?} now has {total} partitions");
+            outln!("topic {name:?} now has {total} partitions");
         }
         TopicCommand::ElectLeaders {
             election_type,
@@ -213,7 +227,7 @@ async fn elect_leaders(
     };
     let results = client.elect_leaders(election, asked.as_deref()).await?;
     if results.is_empty() {
-        println!("no partition needed an election");
+        outln!("no partition needed an election");
     }
     let mut failed = 0;
     for r in &results {
@@ -227,7 +241,7 @@ async fn elect_leaders(
                 .unwrap_or_default();
             format!("{} ({}){message}", error_name(r.error_code), r.error_code)
         };
-        println!("{}-{}  {outcome}", r.topic, r.partition);
+        outln!("{}-{}  {outcome}", r.topic, r.partition);
         if r.error_code != 0 && r.error_code != ELECTION_NOT_NEEDED {
             failed += 1;
         }
@@ -238,29 +252,57 @@ async fn elect_leaders(
     Ok(())
 }
 
-async fn describe(client: &fjord_client::Client, name: &str) -> anyhow::Result<()> {
+async fn describe(client: &fjord_client::Client, name: &str, output: Output) -> anyhow::Result<()> {
     let t = client.topic_metadata(name).await?;
-    let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    let (start, end) = if ids.is_empty() {
-        Default::default()
-    } else {
-        (
-            client
-                .list_offsets(name, &ids, OffsetSpec::Earliest)
-                .await?,
-            client.list_offsets(name, &ids, OffsetSpec::Latest).await?,
-        )
-    };
-    println!(
+    let progress = client.replica_progress(name).await?;
+    let configs = client
+        .describe_configs(ResourceType::Topic, name, None)
+        .await?;
+    let min_isr: usize = configs
+        .iter()
+        .find(|c| c.name == "min.insync.replicas")
+        .and_then(|c| c.value.as_deref()?.parse().ok())
+        .unwrap_or(1);
+    let mut overrides: Vec<_> = configs
+        .into_iter()
+        .filter(|c| c.source == config_source::DYNAMIC_TOPIC_CONFIG)
+        .map(|c| {
+            let value = if c.is_sensitive {
+                "(sensitive)".to_string()
+            } else {
+                c.value.unwrap_or_else(|| "(null)".into())
+            };
+            (c.name, value)
+        })
+        .collect();
+    overrides.sort();
+    let replication_factor = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0);
+    if output == Output::Json {
+        let partitions: Vec<serde_json::Value> = progress
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).expect("plain data");
+                v["under_min_isr"] = (p.isr.len() < min_isr).into();
+                v
+            })
+            .collect();
+        output::json(&serde_json::json!({
+            "name": t.name,
+            "topic_id": t.topic_id.to_string(),
+            "internal": t.is_internal,
+            "replication_factor": replication_factor,
+            "min_insync_replicas": min_isr,
+            "partitions": partitions,
+            "configs": overrides.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        }));
+        return Ok(());
+    }
+    outln!(
         "topic: {}  id: {}  partitions: {}  replication factor: {}",
         t.name,
         t.topic_id,
         t.partitions.len(),
-        t.partitions.first().map(|p| p.replicas.len()).unwrap_or(0)
-    );
-    println!(
-        "{:>9}  {:>6}  {:<12}  {:<12}  {:>16}  {:>16}",
-        "PARTITION", "LEADER", "REPLICAS", "ISR", "LOG START OFFSET", "LOG END OFFSET"
+        replication_factor
     );
     let list = |v: &[i32]| {
         v.iter()
@@ -268,42 +310,118 @@ async fn describe(client: &fjord_client::Client, name: &str) -> anyhow::Result<(
             .collect::<Vec<_>>()
             .join(",")
     };
-    for p in &t.partitions {
-        let off = |m: &std::collections::BTreeMap<i32, fjord_client::ListedOffset>| {
-            m.get(&p.partition)
-                .map(|o| o.offset.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "{:>9}  {:>6}  {:<12}  {:<12}  {:>16}  {:>16}",
-            p.partition,
-            p.leader,
+    let num = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
+    let mut table = Table::new(&[
+        ">PARTITION",
+        ">LEADER",
+        "REPLICAS",
+        "ISR",
+        ">LOG START",
+        ">HIGH WATERMARK",
+        ">LOG END",
+        "STATUS",
+    ]);
+    for p in &progress {
+        table.row(vec![
+            p.partition.to_string(),
+            if p.leader < 0 {
+                "none".to_string()
+            } else {
+                p.leader.to_string()
+            },
             list(&p.replicas),
             list(&p.isr),
-            off(&start),
-            off(&end)
-        );
+            num(p.log_start_offset),
+            num(p.high_watermark),
+            num(p.log_end_offset),
+            status(p, min_isr),
+        ]);
     }
-    let configs = client
-        .describe_configs(ResourceType::Topic, name, None)
-        .await?;
-    let mut overrides: Vec<_> = configs
-        .into_iter()
-        .filter(|c| c.source == config_source::DYNAMIC_TOPIC_CONFIG)
-        .collect();
-    overrides.sort_by(|a, b| a.name.cmp(&b.name));
+    table.print();
+    if replication_factor > 1 || progress.iter().any(|p| p.offline) {
+        outln!();
+        outln!("replicas (lag behind the leader's log end; time since the first committed record a replica lacks):");
+        let mut table = Table::new(&[
+            ">PARTITION",
+            ">REPLICA",
+            "ROLE",
+            "IN-SYNC",
+            ">LOG END",
+            ">OFFSET LAG",
+            ">TIME LAG",
+            "NOTE",
+        ]);
+        for p in &progress {
+            for r in &p.replica_progress {
+                table.row(vec![
+                    p.partition.to_string(),
+                    r.broker.to_string(),
+                    if r.leader { "leader" } else { "follower" }.to_string(),
+                    if r.in_sync {
+                        "yes".to_string()
+                    } else {
+                        alert("no")
+                    },
+                    num(r.log_end_offset),
+                    num(r.offset_lag),
+                    r.time_lag_ms.map_or_else(|| "-".to_string(), human_ms),
+                    r.error.clone().unwrap_or_default(),
+                ]);
+            }
+        }
+        table.print();
+    }
     if overrides.is_empty() {
-        println!("configs: (defaults)");
+        outln!("configs: (defaults)");
     } else {
-        println!("configs:");
-        for c in overrides {
-            let value = if c.is_sensitive {
-                "(sensitive)".to_string()
-            } else {
-                c.value.unwrap_or_else(|| "(null)".into())
-            };
-            println!("  {}={}", c.name, value);
+        outln!("configs:");
+        for (k, v) in overrides {
+            outln!("  {k}={v}");
         }
     }
     Ok(())
+}
+
+/// The STATUS column: `ok`, or the markers that apply.
+fn status(p: &PartitionProgress, min_isr: usize) -> String {
+    let mut marks = Vec::new();
+    if p.offline {
+        marks.push("OFFLINE");
+    }
+    if p.under_replicated {
+        marks.push("UNDER-REPLICATED");
+    }
+    if !p.offline && p.isr.len() < min_isr {
+        marks.push("UNDER-MIN-ISR");
+    }
+    if marks.is_empty() {
+        "ok".to_string()
+    } else {
+        alert(&marks.join(","))
+    }
+}
+
+/// `1500` → `1.5s`, `90000` → `1m30s`, `0` → `0s`.
+pub fn human_ms(ms: i64) -> String {
+    match ms {
+        ..=0 => "0s".to_string(),
+        1..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{}s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{}h{}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_ms;
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        assert_eq!(human_ms(0), "0s");
+        assert_eq!(human_ms(250), "250ms");
+        assert_eq!(human_ms(1500), "1.5s");
+        assert_eq!(human_ms(90_000), "1m30s");
+        assert_eq!(human_ms(7_380_000), "2h3m");
+    }
 }

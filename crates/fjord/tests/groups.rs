@@ -419,7 +419,7 @@ fn group_cli_lists_describes_resets_and_deletes() {
     assert!(!r.ok(), "reset of a live group must fail");
     let r = broker.cli(&["group", "delete", "gcli"]);
     assert!(
-        !r.ok() && r.stderr().contains("NonEmptyGroup"),
+        !r.ok() && r.stderr().contains("NON_EMPTY_GROUP (68)"),
         "{}",
         r.describe()
     );

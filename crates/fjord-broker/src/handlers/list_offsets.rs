@@ -18,7 +18,16 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+/// Kafka's `ListOffsetsRequest.DEBUGGING_REPLICA_ID`: any replica answers, with its own log.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+/// `replica_id` of a consumer: only the leader answers, and only up to the high watermark.
+const CONSUMER_REPLICA_ID: i32 = -1;
+
 pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    // As in Kafka: a debugging request may be answered by a follower, and any request that is
+    // not a consumer's sees the whole log (LATEST is the log end offset, not the high watermark).
+    let any_replica = req.replica_id.0 == DEBUGGING_REPLICA_ID;
+    let whole_log = req.replica_id.0 != CONSUMER_REPLICA_ID;
     let topics = req
         .topics
         .into_iter()
@@ -35,13 +44,19 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffset
                     let Some(part) = b.partition(&t.name, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
-                    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
+                    let allowed = if any_replica {
+                        part.check_replica_epoch(p.current_leader_epoch)
+                    } else {
+                        part.check_leader_epoch(p.current_leader_epoch)
+                    };
+                    if let Err(code) = allowed {
                         return r.with_error_code(code.code());
                     }
                     let epoch = part.leader_epoch();
                     // Consumers see the log up to the high watermark.
                     let hw = part.high_watermark();
                     let found = part.with_log(|log| match p.timestamp {
+                        LATEST if whole_log => Ok(Some((log.log_end_offset(), -1, epoch))),
                         LATEST => Ok(Some((hw, -1, epoch))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),
                         LATEST_TIERED => Ok(Some((-1, -1, -1))),
