@@ -426,3 +426,46 @@ fn undo_restores_offsets_when_the_append_fails() {
         .iter()
         .all(|(_, _, o)| o.is_none()));
 }
+
+/// A KIP-848 group with no members takes commits at epoch -1 from any member id, as Kafka
+/// does: librdkafka's `assign()` consumer (no membership) sends its own member id with them
+/// (librdkafka tests 0030 and 0130 with `group.protocol=consumer`). With members, such a
+/// commit from a stranger is refused.
+#[test]
+fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
+    let mut c = Coordinator::new(config(0));
+    let t = topics();
+    let (a, _) = c.consumer_heartbeat(hb("a", 0, None), &t, 0);
+    assert_eq!(a.error, ErrorCode::None);
+    let standalone = |c: &mut Coordinator, member: &str| {
+        c.commit_offsets(
+            CommitRequest {
+                group_id: "k".into(),
+                generation_id: -1,
+                member_id: member.into(),
+                group_instance_id: None,
+                partitions: vec![CommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 5,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            },
+            1,
+        )
+        .0
+    };
+    assert_eq!(
+        standalone(&mut c, "rdkafka-stranger"),
+        vec![ErrorCode::UnknownMemberId]
+    );
+    let (l, _) = c.consumer_heartbeat(hb("a", -1, None), &t, 2);
+    assert_eq!(l.member_epoch, -1);
+    assert_eq!(
+        standalone(&mut c, "rdkafka-stranger"),
+        vec![ErrorCode::None]
+    );
+    assert_eq!(standalone(&mut c, ""), vec![ErrorCode::None]);
+    assert_eq!(c.fetch_offsets("k", None)[0].2.as_ref().unwrap().offset, 5);
+}

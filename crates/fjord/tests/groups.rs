@@ -456,3 +456,34 @@ fn group_cli_lists_describes_resets_and_deletes() {
     assert!(!out.contains("gcli"), "{out}");
     broker.assert_no_panic_in_log();
 }
+
+/// librdkafka's `assign()` consumer commits to a group it never joins, with epoch -1, which
+/// Kafka accepts while the group has no members. confluent-kafka 2.6.1 sends an empty member id
+/// there; newer librdkafka (as bundled in rdkafka-sys, tests 0030/0130) sends its own, which got
+/// UNKNOWN_MEMBER_ID — that case is `empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id`
+/// in fjord-group's state-machine tests.
+#[test]
+fn assign_consumer_commits_without_membership_in_both_protocols() {
+    let broker = FjordProcess::start(NO_DELAY);
+    broker.create_topic("assigned", 1, &[]);
+    for (protocol, group) in [("consumer", "ga848"), ("classic", "gaclassic")] {
+        let r = broker
+            .python(
+                "ck_assign_commit.py",
+                &[
+                    "--topic",
+                    "assigned",
+                    "--group",
+                    group,
+                    "--protocol",
+                    protocol,
+                ],
+            )
+            .success("ck_assign_commit.py");
+        let v: Value = serde_json::from_str(r.stdout().trim()).unwrap();
+        assert_eq!(v["commit"], "OK", "{protocol}: {v}");
+        assert!(v["consumed"].as_i64().unwrap() >= 10, "{protocol}: {v}");
+        assert_eq!(v["committed"], v["consumed"], "{protocol}: {v}");
+    }
+    broker.assert_no_panic_in_log();
+}
