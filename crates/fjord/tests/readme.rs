@@ -178,16 +178,46 @@ fn run_block(b: &Block, code: &str, env: &Env) {
     );
 }
 
-/// Stops a dev cluster the README left running (the README itself should stop it).
-struct DevClusterGuard(PathBuf);
+/// Processes whose working directory is under `dir`: what the README's blocks left running.
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
+        })
+        .collect()
+}
 
-impl Drop for DevClusterGuard {
+/// Stops what the README left running: a dev cluster (by its own stop command), then any
+/// process started from the work directory (SIGTERM, SIGKILL after 20 s).
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        if self.0.join("cluster.json").exists() {
+        let dev = self.0.join("fjord-dev-cluster");
+        if dev.join("cluster.json").exists() {
             let _ = Command::new(fjord_bin())
                 .args(["dev", "cluster", "stop", "--dir"])
-                .arg(&self.0)
+                .arg(&dev)
                 .status();
+        }
+        let left = processes_under(&self.0);
+        for pid in &left {
+            send_signal(*pid, "TERM");
+        }
+        if !wait_until(Duration::from_secs(20), || {
+            processes_under(&self.0).is_empty()
+        }) {
+            for pid in processes_under(&self.0) {
+                send_signal(pid, "KILL");
+            }
         }
     }
 }
@@ -200,7 +230,7 @@ fn readme_examples_work_as_written() {
     let work = broker.scratch_dir();
     let home = work.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let _guard = DevClusterGuard(work.join("fjord-dev-cluster"));
+    let _cleanup = Cleanup(work.clone());
     let bin_dir = Path::new(fjord_bin()).parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -237,5 +267,16 @@ fn readme_examples_work_as_written() {
         ran += 1;
     }
     assert!(ran >= 5, "only {ran} README blocks ran");
+    // The README must clean up after itself (e.g. `fjord dev cluster stop`).
+    let left = processes_under(&env.work);
+    assert!(
+        left.is_empty(),
+        "the README's blocks left processes running: {:?}",
+        left.iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " "))
+            .collect::<Vec<_>>()
+    );
     broker.assert_no_panic_in_log();
 }
