@@ -273,8 +273,11 @@ impl ConsumerGroup {
                     } else {
                         req.member_id.clone()
                     };
-                    let mut m = self.remove_member(&old_id).expect("present");
+                    // The target first: `remove_member` drops the old id's target, and a
+                    // member without one would revoke everything it had (as Kafka, the new
+                    // incarnation inherits the old one's target assignment).
                     let target = self.target.remove(&old_id);
+                    let mut m = self.remove_member(&old_id).expect("present");
                     m.member_id = new_id.clone();
                     if m.member_epoch == -2 {
                         m.member_epoch = m.previous_epoch.max(0);

@@ -387,6 +387,47 @@ fn kip848_revokes_before_it_reassigns() {
         .any(|e| matches!(e, Event::Rebalance { generation: 3, .. })));
 }
 
+/// A KIP-848 static member that left with epoch -2 and comes back (a new member id, same
+/// instance id) gets its partitions again, and nobody else rebalances (found by the Java
+/// client's static-membership scenario: the new incarnation lost its target and got nothing).
+#[test]
+fn kip848_static_member_rejoins_with_its_partitions() {
+    let mut c = Coordinator::new(config(0));
+    let t = topics();
+    let st = |member: &str, epoch: i32, owned: Option<&BTreeMap<uuid::Uuid, BTreeSet<i32>>>| {
+        let instance = if member.starts_with('a') { "pod-a" } else { "pod-b" };
+        HeartbeatRequest {
+            instance_id: Some(instance.into()),
+            ..hb(member, epoch, owned)
+        }
+    };
+    let (a, _) = c.consumer_heartbeat(st("a", 0, None), &t, 0);
+    let all = a.assignment.unwrap();
+    c.consumer_heartbeat(st("b", 0, None), &t, 1);
+    let (a2, _) = c.consumer_heartbeat(st("a", 1, Some(&all)), &t, 2);
+    let kept = a2.assignment.unwrap();
+    let (a3, _) = c.consumer_heartbeat(st("a", 1, Some(&kept)), &t, 3);
+    assert_eq!(a3.member_epoch, 2);
+    let (b, _) = c.consumer_heartbeat(st("b", 2, Some(&BTreeMap::new())), &t, 4);
+    let b_parts = b.assignment.unwrap();
+    c.consumer_heartbeat(st("b", 2, Some(&b_parts)), &t, 5);
+    assert_eq!(state(&c, "k"), "Stable");
+
+    let (l, _) = c.consumer_heartbeat(st("a", -2, None), &t, 6);
+    assert_eq!((l.error, l.member_epoch), (ErrorCode::None, -2));
+    let (back, fx) = c.consumer_heartbeat(st("a-again", 0, None), &t, 7);
+    assert_eq!(back.error, ErrorCode::None);
+    assert_eq!(back.member_epoch, 2, "the group epoch did not move");
+    assert_eq!(back.assignment, Some(kept), "the old incarnation's partitions");
+    assert!(!fx
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Rebalance { .. })));
+    let (b2, _) = c.consumer_heartbeat(st("b", 2, Some(&b_parts)), &t, 8);
+    assert_eq!((b2.member_epoch, b2.assignment), (2, None), "b is untouched");
+    assert_eq!(state(&c, "k"), "Stable");
+}
+
 /// An offset commit whose records never reached the log is taken back, so OffsetFetch never
 /// shows an offset that a broker restart would lose.
 #[test]
