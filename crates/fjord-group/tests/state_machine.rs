@@ -395,7 +395,11 @@ fn kip848_static_member_rejoins_with_its_partitions() {
     let mut c = Coordinator::new(config(0));
     let t = topics();
     let st = |member: &str, epoch: i32, owned: Option<&BTreeMap<uuid::Uuid, BTreeSet<i32>>>| {
-        let instance = if member.starts_with('a') { "pod-a" } else { "pod-b" };
+        let instance = if member.starts_with('a') {
+            "pod-a"
+        } else {
+            "pod-b"
+        };
         HeartbeatRequest {
             instance_id: Some(instance.into()),
             ..hb(member, epoch, owned)
@@ -418,13 +422,21 @@ fn kip848_static_member_rejoins_with_its_partitions() {
     let (back, fx) = c.consumer_heartbeat(st("a-again", 0, None), &t, 7);
     assert_eq!(back.error, ErrorCode::None);
     assert_eq!(back.member_epoch, 2, "the group epoch did not move");
-    assert_eq!(back.assignment, Some(kept), "the old incarnation's partitions");
+    assert_eq!(
+        back.assignment,
+        Some(kept),
+        "the old incarnation's partitions"
+    );
     assert!(!fx
         .events
         .iter()
         .any(|e| matches!(e, Event::Rebalance { .. })));
     let (b2, _) = c.consumer_heartbeat(st("b", 2, Some(&b_parts)), &t, 8);
-    assert_eq!((b2.member_epoch, b2.assignment), (2, None), "b is untouched");
+    assert_eq!(
+        (b2.member_epoch, b2.assignment),
+        (2, None),
+        "b is untouched"
+    );
     assert_eq!(state(&c, "k"), "Stable");
 }
 
