@@ -94,22 +94,37 @@ async fn create_one(
                     );
             }
             let node = b.node_id();
-            for (i, a) in t.assignments.iter().enumerate() {
-                if a.partition_index != i as i32
-                    || a.broker_ids.is_empty()
-                    || a.broker_ids.iter().any(|id| id.0 != node)
-                {
+            let bad = |message: String| TopicError {
+                code: ErrorCode::InvalidReplicaAssignment,
+                message,
+            };
+            let mut indexes = std::collections::BTreeSet::new();
+            for a in &t.assignments {
+                if a.broker_ids.is_empty() || a.broker_ids.iter().any(|id| id.0 != node) {
                     return fail(
-                            result,
-                            TopicError {
-                                code: ErrorCode::InvalidReplicaAssignment,
-                                message: format!(
-                                    "Replica assignment for partition {} must list broker {node} only, with partitions numbered from 0.",
-                                    a.partition_index
-                                ),
-                            },
-                        );
+                        result,
+                        bad(format!(
+                            "Replica assignment for partition {} must list broker {node} only.",
+                            a.partition_index
+                        )),
+                    );
                 }
+                if !indexes.insert(a.partition_index) {
+                    return fail(
+                        result,
+                        bad(format!(
+                            "Partition {} is assigned more than once.",
+                            a.partition_index
+                        )),
+                    );
+                }
+            }
+            // In any order (clients send a map), but numbered 0..n, as Kafka requires.
+            if !indexes.iter().copied().eq(0..indexes.len() as i32) {
+                return fail(
+                    result,
+                    bad("Partitions must be numbered 0, 1, 2, ... without gaps.".into()),
+                );
             }
             (
                 t.assignments.len() as i32,
