@@ -37,9 +37,11 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Metadat
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
+                // A non-zero topic id wins over the name, as in Kafka: the Java Admin's
+                // describeTopics(TopicCollection.ofTopicIds(..)) sends the id with name "".
                 out.push(match t.name {
-                    Some(name) => by_name(b, &name, auto_create).await,
-                    None => by_id(b, t.topic_id),
+                    Some(name) if t.topic_id.is_nil() => by_name(b, &name, auto_create).await,
+                    _ => by_id(b, t.topic_id),
                 });
             }
             out
