@@ -8,14 +8,25 @@
 //!
 //! - [`layout`]: which nodes, on which addresses: new node configs, or the ones an earlier run
 //!   left in DIR (a restart reuses them, so the cluster id and the data stay valid).
-//! - [`start`]: spawning the nodes, waiting for their ready lines, the foreground supervisor.
+//! - [`start`]: spawning the nodes and waiting for their ready lines.
+//! - [`supervise`]: the foreground: watching the nodes, stopping them on a signal.
 //! - [`state`]: `cluster.json`, and finding and signalling the node processes safely.
 //! - [`control`]: `stop` and `status`.
+
+/// A progress or status line on stderr. Unlike `eprintln!` it never panics: a closed stderr
+/// (`2>&1 | head -1`) must not kill the process that watches the nodes.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod control;
 mod layout;
 mod start;
 mod state;
+mod supervise;
 
 use std::path::PathBuf;
 
@@ -40,6 +51,8 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClusterAction {
+    /// The same as `fjord dev cluster` with these flags (for those who type `start`).
+    Start(StartArgs),
     /// Stop the cluster running from DIR: SIGTERM to every node (a controlled shutdown),
     /// SIGKILL to those still running after 30 s.
     Stop(DirArg),
@@ -59,7 +72,7 @@ struct DirArg {
 struct StatusArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// Print one JSON document: the nodes and the `/v1/cluster` answer.
+    /// Print one JSON document: the nodes and the `/v1/cluster` answer (as `--output json`).
     #[arg(long)]
     json: bool,
 }
@@ -94,12 +107,15 @@ struct StartArgs {
 
 const DEFAULT_DIR: &str = "./fjord-dev-cluster";
 
-pub async fn run(command: DevCommand) -> anyhow::Result<()> {
+/// `output` is the global `--output`: `json` does what `status --json` does.
+pub async fn run(command: DevCommand, output: crate::output::Output) -> anyhow::Result<()> {
+    let json = output == crate::output::Output::Json;
     match command {
         DevCommand::Cluster(c) => match c.action {
             None => start::run(c.start).await,
+            Some(ClusterAction::Start(a)) => start::run(a).await,
             Some(ClusterAction::Stop(d)) => control::stop(&d.dir).await,
-            Some(ClusterAction::Status(s)) => control::status(&s.dir.dir, s.json).await,
+            Some(ClusterAction::Status(s)) => control::status(&s.dir.dir, s.json || json).await,
         },
     }
 }
@@ -149,6 +165,12 @@ mod tests {
         let DevCommand::Cluster(c) = t.c;
         assert!(
             matches!(c.action, Some(ClusterAction::Status(s)) if s.json && s.dir.dir.as_path() == Path::new(DEFAULT_DIR))
+        );
+
+        let t = T::parse_from(["x", "cluster", "start", "--nodes", "1", "--detach"]);
+        let DevCommand::Cluster(c) = t.c;
+        assert!(
+            matches!(c.action, Some(ClusterAction::Start(a)) if a.nodes == Some(1) && a.detach)
         );
 
         assert!(T::try_parse_from(["x", "cluster", "--nodes", "0"]).is_err());

@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(c) => cluster::run(&connect, cli.output, c).await,
         Command::Perf(c) => perf::run(&connect, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
-        Command::Dev(c) => dev::run(c).await,
+        Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
     }

@@ -444,3 +444,55 @@ fn dev_cluster_detach_status_stop_and_restart() {
     let status = g.dev(&["status"]);
     assert_one_line_error(&status, "status without a cluster", "cluster.json");
 }
+
+#[test]
+fn dev_cluster_node_that_cannot_start_fails_the_start_and_stops_the_others() {
+    let g = Guard::new();
+    // Node 2's Kafka port is taken on 127.0.0.2 (and free on 127.0.0.1 and .3).
+    let (taken, port) = loop {
+        let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind");
+        let port = l.local_addr().unwrap().port();
+        let free_elsewhere = [1, 3]
+            .iter()
+            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
+        if free_elsewhere {
+            break (l, port);
+        }
+    };
+    let port = port.to_string();
+    let r = g.dev(&[
+        "--kafka-port",
+        &port,
+        "--controller-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--timeout-ms",
+        "60000",
+    ]);
+    drop(taken);
+    assert!(!r.ok(), "start should fail: {}", r.describe());
+    let err = r.stderr();
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    let log = g.dir().join("node2.log").display().to_string();
+    assert!(
+        last.starts_with("error: node 2 ") && last.contains(&log),
+        "expected `error: node 2 ...` naming {log}: {}",
+        r.describe()
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{}",
+        r.describe()
+    );
+    assert!(!g.dir().join("cluster.json").exists());
+    // No node of this cluster is left running.
+    let dir = g.dir().display().to_string();
+    let left: Vec<u32> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid) && cmdline(*pid).contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "nodes left running: {left:?}");
+}

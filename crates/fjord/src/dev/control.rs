@@ -20,14 +20,14 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (id, pid, r) in results {
         match r {
-            Ok(Stopped::Terminated) => println!("node {id} (pid {pid}) stopped"),
-            Ok(Stopped::Killed) => println!(
+            Ok(Stopped::Terminated) => outln!("node {id} (pid {pid}) stopped"),
+            Ok(Stopped::Killed) => outln!(
                 "node {id} (pid {pid}) killed: still running {} s after SIGTERM",
                 SHUTDOWN_TIMEOUT.as_secs()
             ),
-            Ok(Stopped::NotRunning) => println!("node {id} (pid {pid}) was not running"),
+            Ok(Stopped::NotRunning) => outln!("node {id} (pid {pid}) was not running"),
             Err(e) => {
-                println!("node {id} (pid {pid}) could not be stopped: {e}");
+                outln!("node {id} (pid {pid}) could not be stopped: {e}");
                 failed.push(id.to_string());
             }
         }
@@ -84,27 +84,25 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             "cluster": cluster,
             "error": error,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::output::json(&doc);
         return match error {
             Some(e) => Err(anyhow::anyhow!(e)),
             None => Ok(()),
         };
     }
-    println!(
-        "{:<6} {:<8} {:<12} {:<8} {:<22} ADMIN",
-        "NODE", "PID", "PROCESS", "RACK", "KAFKA"
-    );
+    let mut table =
+        crate::output::Table::new(&["NODE", ">PID", "PROCESS", "RACK", "KAFKA", "ADMIN"]);
     for (n, a) in st.nodes.iter().zip(&alive) {
-        println!(
-            "{:<6} {:<8} {:<12} {:<8} {:<22} {}",
-            n.node_id,
-            n.pid,
-            if *a { "running" } else { "not running" },
-            n.rack.as_deref().unwrap_or("-"),
-            n.kafka.as_deref().unwrap_or("-"),
-            n.admin
-        );
+        table.row(vec![
+            n.node_id.to_string(),
+            n.pid.to_string(),
+            if *a { "running" } else { "not running" }.to_string(),
+            n.rack.clone().unwrap_or_else(|| "-".into()),
+            n.kafka.clone().unwrap_or_else(|| "-".into()),
+            n.admin.clone(),
+        ]);
     }
+    table.print();
     if live_admins.is_empty() {
         anyhow::bail!(
             "no node of the cluster in {} is running; `fjord dev cluster --dir {}` starts it again",
@@ -112,12 +110,11 @@ pub async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    println!();
-    // The first node whose admin endpoint answers prints what `fjord cluster status` prints
-    // (its default, human format).
+    outln!();
+    // The first node whose admin endpoint answers prints what `fjord cluster status` prints.
     let mut last = None;
     for admin in &live_admins {
-        match crate::cluster::status(admin, Default::default()).await {
+        match crate::cluster::status(admin, crate::output::Output::Table).await {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }

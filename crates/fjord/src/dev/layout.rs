@@ -61,7 +61,7 @@ pub async fn prepare(dir: &Path, args: &StartArgs) -> anyhow::Result<Vec<NodeSpe
         .filter(|(_, given)| *given)
         .map(|(flag, _)| *flag)
         .collect();
-        eprintln!(
+        note!(
             "restarting the {n}-node cluster in {} with its node configs (node1.toml..node{n}.toml){}",
             dir.display(),
             if ignored.is_empty() {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::layout::NodeSpec;
-use super::state::{self, NodeState, State, SHUTDOWN_TIMEOUT};
+use super::state::{self, NodeState, State};
+use super::supervise::{shutdown, supervise, Signals};
 use super::StartArgs;
 
 /// Settings the node configs decide: a `FJORD_*` variable for one of these in the caller's
@@ -31,35 +31,13 @@ const LAYOUT_ENV: &[&str] = &[
 ];
 
 /// A node process of this run.
-struct Node {
-    spec: NodeSpec,
-    child: Child,
-    pid: u32,
+pub(super) struct Node {
+    pub spec: NodeSpec,
+    pub child: Child,
+    pub pid: u32,
     /// Kafka and admin address from its ready line.
-    ready: Option<(String, String)>,
-    exited: Option<ExitStatus>,
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM.
-struct Signals {
-    int: Signal,
-    term: Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
+    pub ready: Option<(String, String)>,
+    pub exited: Option<ExitStatus>,
 }
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
@@ -92,7 +70,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let started = start_all(&dir, &args, specs, &mut nodes, &mut signals).await;
     if let Err(e) = started {
         if !nodes.is_empty() {
-            eprintln!("stopping the other nodes");
+            note!("stopping the other nodes");
             shutdown(&mut nodes, &mut signals).await;
         }
         state::remove(&dir).await?;
@@ -105,27 +83,34 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         .filter(|k| *k != "-")
         .collect::<Vec<_>>()
         .join(",");
-    state::write(&dir, &node_state(&dir, &args, &nodes, &bootstrap)).await?;
     let admin = nodes[0].ready.as_ref().map_or("-", |(_, a)| a.as_str());
-    {
+    let ready_line = format!(
+        "fjord dev cluster ready nodes={} bootstrap={bootstrap} admin={admin} dir={}",
+        nodes.len(),
+        shown_dir.display()
+    );
+    let announced = async {
+        state::write(&dir, &node_state(&dir, &args, &nodes, &bootstrap)).await?;
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "fjord dev cluster ready nodes={} bootstrap={bootstrap} admin={admin} dir={}",
-            nodes.len(),
-            shown_dir.display()
-        )?;
+        writeln!(out, "{ready_line}")?;
         out.flush()?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = announced {
+        shutdown(&mut nodes, &mut signals).await;
+        state::remove(&dir).await?;
+        return Err(e.context("announcing the ready cluster"));
     }
     print_table(&nodes);
     if args.detach {
-        eprintln!(
+        note!(
             "the nodes keep running; `fjord dev cluster status --dir {0}` shows them, `fjord dev cluster stop --dir {0}` stops them",
             shown_dir.display()
         );
         return Ok(());
     }
-    eprintln!(
+    note!(
         "Ctrl-C stops the cluster; node logs are in {}",
         dir.display()
     );
@@ -145,7 +130,7 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the fjord executable")?;
     for spec in specs {
-        eprintln!(
+        note!(
             "starting node {} (rack {}) on {}...",
             spec.id,
             spec.rack.as_deref().unwrap_or("-"),
@@ -182,9 +167,11 @@ async fn start_all(
             }
             let out = tokio::fs::read(&n.spec.out).await.unwrap_or_default();
             if let Some(ready) = ready_line(&String::from_utf8_lossy(&out)) {
-                eprintln!(
+                note!(
                     "node {} ready: kafka {} admin {}",
-                    n.spec.id, ready.0, ready.1
+                    n.spec.id,
+                    ready.0,
+                    ready.1
                 );
                 n.ready = Some(ready);
             }
@@ -349,102 +336,6 @@ fn print_table(nodes: &[Node]) {
             "{}",
             line([&r[0], &r[1], &r[2], &r[3], &r[4]].map(String::as_str))
         );
-    }
-}
-
-/// Foreground: report nodes that exit on their own (the others keep running) until a signal,
-/// then stop them all. Returns when every node has exited.
-async fn supervise(nodes: &mut [Node], signals: &mut Signals) -> anyhow::Result<()> {
-    loop {
-        tokio::select! {
-            sig = signals.recv() => {
-                eprintln!("{sig}: stopping the cluster (again to kill the nodes at once)");
-                shutdown(nodes, signals).await;
-                return Ok(());
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-        for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
-            if let Some(status) = n.child.try_wait()? {
-                n.exited = Some(status);
-                eprintln!(
-                    "node {} (pid {}) exited ({status}); the other nodes keep running; its log: {}",
-                    n.spec.id,
-                    n.pid,
-                    n.spec.log.display()
-                );
-            }
-        }
-        if nodes.iter().all(|n| n.exited.is_some()) {
-            let failed: Vec<String> = nodes
-                .iter()
-                .filter_map(|n| match n.exited {
-                    Some(s) if !s.success() => Some(format!("node {}: {s}", n.spec.id)),
-                    _ => None,
-                })
-                .collect();
-            if failed.is_empty() {
-                eprintln!("every node has stopped");
-                return Ok(());
-            }
-            anyhow::bail!("every node has exited ({})", failed.join(", "));
-        }
-    }
-}
-
-/// SIGTERM every running node (a controlled shutdown each), wait for them, SIGKILL those still
-/// running after [`SHUTDOWN_TIMEOUT`] or at a second signal.
-async fn shutdown(nodes: &mut [Node], signals: &mut Signals) {
-    for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
-        if let Ok(Some(status)) = n.child.try_wait() {
-            n.exited = Some(status);
-        } else if let Err(e) = state::terminate(n.pid) {
-            eprintln!(
-                "node {} (pid {}): cannot send SIGTERM: {e}",
-                n.spec.id, n.pid
-            );
-        }
-    }
-    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-    let mut force = false;
-    loop {
-        for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
-            match n.child.try_wait() {
-                Ok(Some(status)) => {
-                    n.exited = Some(status);
-                    eprintln!("node {} stopped ({status})", n.spec.id);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    eprintln!("node {}: {e}", n.spec.id);
-                    n.exited = Some(ExitStatus::default());
-                }
-            }
-        }
-        if nodes.iter().all(|n| n.exited.is_some()) {
-            return;
-        }
-        if force || Instant::now() >= deadline {
-            for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
-                let _ = n.child.start_kill();
-                let status = n.child.wait().await.unwrap_or_default();
-                n.exited = Some(status);
-                eprintln!(
-                    "node {} did not stop{}: killed (SIGKILL)",
-                    n.spec.id,
-                    if force {
-                        String::new()
-                    } else {
-                        format!(" within {} s", SHUTDOWN_TIMEOUT.as_secs())
-                    }
-                );
-            }
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = signals.recv() => force = true,
-        }
     }
 }
 

@@ -160,6 +160,13 @@ pub async fn stop_nodes(
                 } else {
                     Ok(Stopped::Terminated)
                 };
+                if r.is_ok() {
+                    // SIGKILL is not instant either (the kernel frees the memory first).
+                    let gone = Instant::now() + Duration::from_secs(5);
+                    while is_node_process(n.pid, &n.config).await && Instant::now() < gone {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
                 out.push((n.node_id, n.pid, r));
             }
             break;
