@@ -359,10 +359,35 @@ impl Client {
     }
 
     /// Connect to `bootstrap` (`host:port`).
+    /// Connect to the first reachable address of `bootstrap`, a comma-separated list as Kafka's
+    /// `bootstrap.servers` (`host1:9092,host2:9092`); the error of the last one if none is.
     pub async fn connect_with(bootstrap: &str, config: ClientConfig) -> Result<Client> {
-        let conn = Connection::connect(bootstrap, config.connection.clone()).await?;
+        let mut last = None;
+        let mut found = None;
+        for addr in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Connection::connect(addr, config.connection.clone()).await {
+                Ok(conn) => {
+                    found = Some((addr.to_string(), conn));
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let (bootstrap, conn) = match (found, last) {
+            (Some(f), _) => f,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
+                return Err(Error::Invalid(format!(
+                    "no bootstrap address in {bootstrap:?}"
+                )))
+            }
+        };
         Ok(Client {
-            bootstrap: bootstrap.to_string(),
+            bootstrap,
             config,
             bootstrap_conn: Arc::new(conn),
             conns: AsyncMutex::new(HashMap::new()),

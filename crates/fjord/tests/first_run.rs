@@ -264,6 +264,9 @@ fn unreachable_wrong_and_silent_brokers_fail_in_one_line_within_the_timeout() {
             t0.elapsed()
         );
     }
+    // A bootstrap list, as Kafka's bootstrap.servers: the first reachable address is used.
+    let list = format!("{closed},{}", broker.bootstrap());
+    fjord(&["--bootstrap-server", &list, "topic", "list"]).success("bootstrap list");
     // cluster status against a port that is not an admin endpoint.
     let r = fjord(&["cluster", "status", "--admin", &closed]);
     assert_one_line(&r, 1, &closed);
