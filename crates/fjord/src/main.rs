@@ -40,7 +40,7 @@ Environment: FJORD_BOOTSTRAP_SERVER (--bootstrap-server), FJORD_ADMIN (--admin),
     after_long_help = EXIT_STATUS
 )]
 struct Cli {
-    /// Broker to bootstrap from (client commands).
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...] (client commands; the first reachable).
     #[arg(
         long,
         global = true,
