@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: Fjord vs librdkafka's mock broker vs the machine's raw limits.
+"""Side-by-side benchmark: Fjord vs Apache Kafka vs librdkafka's mock broker vs the machine's raw
+limits.
 
 Run through bench/compare.sh, which builds the tools first. Standard library only.
 
-Every round starts a fresh Fjord (release build, durable on disk, temp data dir) and a fresh
-mock broker (and, with --baseline, a fresh Fjord built from an earlier commit), and runs the
-same workloads against each, rotating which goes first, so a noisy neighbour hurts all alike.
-Workloads are driven by librdkafka's rdkafka_performance and by `fjord perf` (our client, which
-pre-builds batches and so can push more bytes than one librdkafka producer on a shared core).
+Every round starts a fresh Fjord (release build, durable on disk, temp data dir), a fresh Apache
+Kafka (single KRaft node from the Maven jars, bench/kafka/start.sh, default configs, 1 GiB heap as
+Kafka's own start script, data on the same disk) and a fresh mock broker (and, with --baseline, a
+fresh Fjord built from an earlier commit), and runs the same workloads against each, rotating
+which goes first, so a noisy neighbour hurts all alike. Workloads are driven by librdkafka's
+rdkafka_performance, by `fjord perf` (our client, which pre-builds batches and so can push more
+bytes than one librdkafka producer on a shared core) and by Kafka's kafka-producer-perf-test
+(the Java client).
 The table shows min/median/max over rounds, and the CPU time the broker process spent per MB
 moved next to the CPU time of the raw receive/append (or send) path for the same bytes.
 """
@@ -74,6 +78,11 @@ def workloads(scale):
         # Per produce request (16 KB batches, as at full speed), paced by fjord perf's clock.
         Workload("latency 100B acks=1 @50% (fjord perf)", "latperf", 1, 100, 0, 1,
                  kind="latency", tool="perf", rate_from="produce 100B acks=1 1p (fjord perf)"),
+        # The Java client, as most Kafka users run it (idempotent by default).
+        Workload("produce 100B acks=1 1p (kafka-producer-perf-test)", "p1java", 1, 100,
+                 n(3_000_000), 1, tool="kperf"),
+        Workload("produce 1KB acks=all (kafka-producer-perf-test)", "bigjava", 1, 1024,
+                 n(1_000_000), -1, tool="kperf", raw="tcp+append"),
     ]
 
 
@@ -87,12 +96,42 @@ def cpu_seconds(pid):
         return float("nan")
 
 
+KAFKA_HEAP = "-Xmx1g -Xms1g"  # what Kafka's kafka-server-start.sh gives a broker
+
+
+def kafka_home():
+    version = open(os.path.join(ROOT, "bench", "kafka", "VERSION")).read().strip()
+    version = os.environ.get("FJORD_KAFKA_VERSION", version)
+    return os.environ.get("FJORD_KAFKA_HOME",
+                          os.path.expanduser(f"~/.cache/fjord/kafka-{version}"))
+
+
 class Broker:
-    """A running broker under test: kind is fjord, base (an earlier Fjord build) or mock."""
+    """A running broker under test: kind is fjord, base (an earlier Fjord build), kafka (Apache
+    Kafka, one KRaft node) or mock."""
 
     def __init__(self, kind, work, fjord_bin, mock_bin, topics):
         self.kind = kind
         self.tmp = None
+        self.proc = None
+        if kind == "kafka":
+            self.tmp = tempfile.mkdtemp(prefix="kafka-bench-", dir=work)
+            port, cport = free_port(), free_port()
+            p = subprocess.run(
+                [os.path.join(ROOT, "bench", "kafka", "start.sh"), "--port", str(port),
+                 "--controller-port", str(cport), "--base-dir", self.tmp, "--heap", KAFKA_HEAP],
+                capture_output=True, text=True, timeout=300)
+            m = re.search(r"kafka ready bootstrap=(\S+)", p.stdout)
+            if not m:
+                raise SystemExit(f"kafka did not start: {p.stdout[-300:]} {p.stderr[-500:]}")
+            self.bootstrap = m.group(1)
+            with open(os.path.join(self.tmp, "pids")) as f:
+                self.pid = int(f.read().split()[1])
+            for name, parts in topics:
+                subprocess.run([fjord_bin, "topic", "create", name, "--partitions", str(parts),
+                                "--bootstrap-server", self.bootstrap],
+                               check=True, stdout=subprocess.DEVNULL)
+            return
         if kind in ("fjord", "base"):
             self.tmp = tempfile.mkdtemp(prefix=f"{kind}-bench-", dir=work)
             port, admin = free_port(), free_port()
@@ -117,10 +156,11 @@ class Broker:
             self.bootstrap = self.proc.stdout.readline().strip()
             if not self.bootstrap:
                 raise SystemExit("mock broker did not start")
+        self.pid = self.proc.pid
 
     def rss_mb(self):
         try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
+            with open(f"/proc/{self.pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         return int(line.split()[1]) / 1024
@@ -129,9 +169,13 @@ class Broker:
         return float("nan")
 
     def cpu(self):
-        return cpu_seconds(self.proc.pid)
+        return cpu_seconds(self.pid)
 
     def stop(self):
+        if self.kind == "kafka":
+            subprocess.run([os.path.join(ROOT, "bench", "kafka", "stop.sh"), "--base-dir",
+                            self.tmp, "--clean"], capture_output=True, timeout=120)
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -192,6 +236,8 @@ def run_workload(w, b, tools, rate, timeout):
     {'error': text}."""
     if w.tool == "perf":
         return run_fjord_perf(w, b, tools, rate, timeout)
+    if w.tool == "kperf":
+        return run_kafka_perf(w, b, tools, timeout)
     lat_file = os.path.join(tools.work, f"lat-{b.kind}.txt")
     if os.path.exists(lat_file):
         os.remove(lat_file)
@@ -254,6 +300,27 @@ def run_fjord_perf(w, b, tools, rate, timeout):
     return r
 
 
+SUMMARY_KPERF = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\).* "
+                           r"(\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+
+
+def run_kafka_perf(w, b, tools, timeout):
+    """kafka-producer-perf-test (the Java producer; idempotent by default, as users run it)."""
+    tool = os.path.join(kafka_home(), "bin", "kafka-producer-perf-test.sh")
+    args = [tool, "--topic", w.topic, "--num-records", str(w.count), "--record-size",
+            str(w.size), "--throughput", "-1", "--producer-props",
+            f"bootstrap.servers={b.bootstrap}", f"acks={'all' if w.acks == -1 else w.acks}"]
+    cpu0 = b.cpu()
+    out = run_tool(args, timeout)
+    cpu = b.cpu() - cpu0
+    m = last(SUMMARY_KPERF, out)
+    if not m or int(m.group(1)) < w.count:
+        return {"error": "kafka-producer-perf-test failed: " + out[-300:]}
+    msgs = float(m.group(2))
+    return {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
+            "client_cpu": CLIENT_CPU[0], "mb": w.count * w.size / 1e6}
+
+
 LATENCY_SECONDS = 10
 
 
@@ -279,6 +346,7 @@ def main():
     ap.add_argument("--baseline", help="an earlier fjord binary, run beside the others "
                     "(what a change bought, in the same run)")
     ap.add_argument("--no-mock", action="store_true", help="skip the mock broker")
+    ap.add_argument("--no-kafka", action="store_true", help="skip Apache Kafka")
     args = ap.parse_args()
     global LATENCY_SECONDS
     scale = 1.0
@@ -295,7 +363,8 @@ def main():
         keys = args.only.split(",")
         ws = [w for w in ws if any(k in w.name for k in keys)]
     topics = sorted({(w.topic, w.partitions) for w in ws})
-    kinds = ["fjord"] + (["base"] if args.baseline else []) + ([] if args.no_mock else ["mock"])
+    kinds = ["fjord"] + (["base"] if args.baseline else []) + \
+        ([] if args.no_kafka else ["kafka"]) + ([] if args.no_mock else ["mock"])
 
     # Raw limits, measured once before and once after the broker rounds.
     raw = {k: [] for k in ["tcp", "append", "tcp+append", "tcp rx cpu", "tcp tx cpu",
@@ -371,9 +440,10 @@ def main():
     print(f"{args.rounds} rounds, broker rounds took {elapsed:.0f} s; "
           "cells: median (min–max) over rounds\n")
     hdr = ["workload", "broker", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms",
-           "broker CPU µs/MB", "client CPU µs/MB", "Fjord/mock", "Fjord/raw", "raw/Fjord CPU"]
+           "broker CPU µs/MB", "client CPU µs/MB", "Fjord/Kafka", "Fjord/mock", "Fjord/raw",
+           "raw/Fjord CPU"]
     if args.baseline:
-        hdr.insert(10, "Fjord/base")
+        hdr.insert(11, "Fjord/base")
     rows = []
     for w in ws:
         for kind in kinds:
@@ -386,9 +456,9 @@ def main():
             cpu_per_mb = [r["cpu"] * 1e6 / r["mb"] for r in rs if r.get("mb")]
             client_per_mb = [r["client_cpu"] * 1e6 / r["mb"] for r in rs if r.get("mb")]
             lat = {q: [r[q] for r in rs if q in r] for q in ["p50", "p99", "p99.9"]}
-            ratio = {"mock": "", "base": "", "raw": "", "cpu": ""}
+            ratio = {"kafka": "", "mock": "", "base": "", "raw": "", "cpu": ""}
             if kind == "fjord" and w.kind != "latency":  # latency rows run at the same rate
-                for other in ("mock", "base"):
+                for other in ("kafka", "mock", "base"):
                     theirs = [r["msgs"] for r in results.get((w.name, other), []) if "msgs" in r]
                     if msgs and theirs:
                         ratio[other] = f"{med(msgs) / med(theirs):.2f}"
@@ -399,7 +469,8 @@ def main():
             row = [w.name, kind + (f" ({errs} failed)" if errs else ""), fmt_range(msgs),
                    fmt_range(mbps, "{:.1f}")] + \
                   [fmt_range(lat[q], "{:.2f}") for q in ["p50", "p99", "p99.9"]] + \
-                  [fmt_range(cpu_per_mb), fmt_range(client_per_mb), ratio["mock"]] + \
+                  [fmt_range(cpu_per_mb), fmt_range(client_per_mb), ratio["kafka"],
+                   ratio["mock"]] + \
                   ([ratio["base"]] if args.baseline else []) + [ratio["raw"], ratio["cpu"]]
             rows.append(row)
     for kind in kinds:

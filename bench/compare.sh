@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command: build the reference tools and Fjord, then run Fjord, librdkafka's mock broker and
-# the machine's raw limits side by side and print the table (see docs/performance.md).
+# One command: build the reference tools and Fjord, fetch Apache Kafka from Maven Central, then run
+# Fjord, Kafka, librdkafka's mock broker and the machine's raw limits side by side and print the
+# table (see docs/performance.md). --no-kafka / --no-mock leave a column out.
 #
 #   bench/compare.sh            # full run: 3 rounds, ~15 minutes on 2 cores
 #   bench/compare.sh --quick    # 1/10 of the data, 2 rounds, a few minutes
@@ -8,6 +9,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/bench/build-reference.sh"
+case " $* " in
+  *" --no-kafka "*) ;;
+  *) "$ROOT/bench/kafka/fetch.sh" >&2 ;;
+esac
 WORK=${FJORD_BENCH_WORK:-$ROOT/target/bench-work}
 cc -O2 -Wall -o "$WORK/rawlimits" "$ROOT/bench/rawlimits.c" -lpthread
 (cd "$ROOT" && cargo build --release -q -p fjord)
