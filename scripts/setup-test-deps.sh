@@ -71,4 +71,5 @@ fi
 
 "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka' \
     || { log "python clients failed to import"; exit 1; }
+"$repo/scripts/setup-java-clients.sh"   # Java client scenarios, kafka-clients 4.x (crates/fjord/tests/java_client.rs)
 log "ok: $(command -v kcat), venv $venv"

@@ -1,0 +1,392 @@
+//! The Java client (`org.apache.kafka:kafka-clients` 4.x, the reference client) against real
+//! `fjord` processes. Each test runs one scenario of `tests/clients/java` (built into a jar by
+//! `scripts/setup-java-clients.sh`, which `scripts/setup-test-deps.sh` calls) in its own JVM;
+//! the scenario checks what a Kafka user relies on and prints one JSON line, on which the test
+//! asserts again:
+//!
+//! - producer: idempotent (the default) with none/gzip/snappy/lz4/zstd, acks=1, acks=0, a
+//!   LogAppendTime topic; keys, headers, timestamps, offsets; everything read back;
+//! - fetch sessions (KIP-227): one consumer over 64 partitions through waves, pause/resume, an
+//!   idle stretch and a seek, every record exactly once, the session never refused;
+//! - consumer groups, classic (range, cooperative-sticky) and KIP-848 (uniform, range): three
+//!   members, one leaves, commits survive, static membership rejoins without a rebalance;
+//! - the Admin client's everyday calls and error paths;
+//! - a producer and a group consumer across a `kill -9` and a SIGTERM of partition leaders in
+//!   a 3-node cluster (RF 3, min.insync.replicas=2): nothing acknowledged lost, only retriable
+//!   errors.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{Background, Cluster};
+use common::{repo_root, require_tool, run, wait_until, FjordProcess};
+use serde_json::Value;
+
+/// How long one scenario's JVM may run (each also stops itself a little earlier).
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(200);
+
+/// Broker flags for the single-node scenarios: KIP-848 members heartbeat every second (Kafka's
+/// default is 5 s, which only slows the rebalances down) and a classic group's first
+/// generation is not held back for new members (as the cluster harness does).
+const BROKER_FLAGS: &[&str] = &[
+    "--set",
+    "group.consumer.heartbeat.interval.ms=1000",
+    "--set",
+    "group.initial.rebalance.delay.ms=0",
+];
+
+fn jar() -> PathBuf {
+    let p = repo_root().join("tests/clients/java/target/fjord-java-clients.jar");
+    assert!(
+        p.is_file(),
+        "{} not found: run scripts/setup-test-deps.sh (it builds the Java client scenarios \
+         with Maven through scripts/setup-java-clients.sh)",
+        p.display()
+    );
+    p
+}
+
+/// `java -jar fjord-java-clients.jar SCENARIO --bootstrap ADDR ARGS...`, with a JVM sized for
+/// a short client run on a shared 2-core machine.
+fn java_command(scenario: &str, bootstrap: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(require_tool("java"));
+    cmd.args([
+        "-Xmx384m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-jar",
+    ])
+    .arg(jar())
+    .args([scenario, "--bootstrap", bootstrap])
+    .args(args);
+    cmd
+}
+
+/// The scenario's JSON line (the last line of its stdout); fails the test, with the
+/// scenario's one-line reason and log tail, if it failed.
+fn scenario_json(what: &str, ok: bool, stdout: &str, details: &str) -> Value {
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let v: Value = match line {
+        Some(l) => {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: bad JSON {l:?}: {e}"))
+        }
+        None => panic!("{what}: no JSON line\n{details}"),
+    };
+    assert!(
+        ok && v["ok"] == Value::Bool(true),
+        "{what} failed: {:#}\n{details}",
+        v["failures"]
+    );
+    assert_eq!(
+        v["kafka_clients_version"]
+            .as_str()
+            .unwrap_or("")
+            .split('.')
+            .next(),
+        Some("4"),
+        "{v}"
+    );
+    v
+}
+
+fn run_scenario(broker: &FjordProcess, scenario: &str, args: &[&str]) -> Value {
+    let r = run(
+        java_command(scenario, broker.bootstrap(), args),
+        None,
+        SCENARIO_TIMEOUT,
+    );
+    let v = scenario_json(scenario, r.ok(), &r.stdout(), &r.describe());
+    eprintln!("{scenario}: {v}");
+    v
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_f64().map(|f| f as i64))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn java_producer_every_codec_and_acks_setting() {
+    let broker = FjordProcess::start(BROKER_FLAGS);
+    let v = run_scenario(&broker, "producer", &["--records", "300"]);
+    let variants = v["variants"].as_array().expect("variants");
+    let names: Vec<&str> = variants.iter().filter_map(|x| x["name"].as_str()).collect();
+    for want in [
+        "idempotent-none",
+        "idempotent-gzip",
+        "idempotent-snappy",
+        "idempotent-lz4",
+        "idempotent-zstd",
+        "acks1-lz4",
+        "acks0-none",
+        "idempotent-zstd-logappendtime",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for x in variants {
+        let name = x["name"].as_str().unwrap();
+        assert_eq!(int(&x["sent"]), 300, "{x}");
+        assert_eq!(
+            int(&x["acked"]),
+            300,
+            "{name}: every send acknowledged: {x}"
+        );
+        assert_eq!(int(&x["send_errors"]), 0, "{x}");
+        assert_eq!(int(&x["consumed"]), 300, "{name}: all read back: {x}");
+        for k in ["missing", "duplicates", "mismatched", "out_of_order"] {
+            assert_eq!(int(&x[k]), 0, "{name}: {k}: {x}");
+        }
+        assert_eq!(
+            int(&x["producer_metrics"]["record-error-total"]),
+            0,
+            "{name}: {x}"
+        );
+        // Offsets handed to the producer: 0..n per partition, over all 3 partitions.
+        let offsets = x["offsets"].as_object().unwrap();
+        assert_eq!(offsets.len(), 3, "{name}: {x}");
+        if name != "acks0-none" {
+            let total: i64 = offsets
+                .values()
+                .map(|p| {
+                    assert_eq!(int(&p["first"]), 0, "{name}: {p}");
+                    assert_eq!(int(&p["last"]) + 1, int(&p["count"]), "{name}: {p}");
+                    int(&p["count"])
+                })
+                .sum();
+            assert_eq!(total, 300, "{name}");
+        }
+    }
+    broker.assert_no_panic_in_log();
+}
+
+#[test]
+fn java_consumer_fetch_sessions_over_64_partitions() {
+    let broker = FjordProcess::start(BROKER_FLAGS);
+    let v = run_scenario(&broker, "fetch-sessions", &["--partitions", "64"]);
+    assert_eq!(int(&v["partitions"]), 64);
+    assert!(int(&v["produced"]) > 500, "{v}");
+    assert_eq!(int(&v["consumed"]), int(&v["produced"]), "{v}");
+    assert_eq!(int(&v["duplicates"]), 0, "{v}");
+    assert_eq!(int(&v["out_of_order_or_wrong"]), 0, "{v}");
+    // One session for the whole run: a full fetch to open it, then only incremental ones, and
+    // the broker never answered FETCH_SESSION_ID_NOT_FOUND / INVALID_FETCH_SESSION_EPOCH.
+    assert_eq!(int(&v["fetch_session_errors"]), 0, "{v}");
+    assert_eq!(int(&v["invalid_fetch_responses"]), 0, "{v}");
+    assert!(int(&v["full_fetch_requests"]) <= 2, "{v}");
+    assert!(int(&v["incremental_fetch_requests"]) >= 50, "{v}");
+    assert!(int(&v["late_record_ms"]) < 3000, "{v}");
+    broker.assert_no_panic_in_log();
+}
+
+/// Checks of a groups scenario's rounds that hold for every assignor.
+fn assert_group_rounds(v: &Value, assignors: &[&str]) {
+    let rounds = v["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), assignors.len(), "{v}");
+    for (r, want) in rounds.iter().zip(assignors) {
+        assert_eq!(r["assignor"].as_str(), Some(*want), "{r}");
+        assert_eq!(int(&r["processed"]), 600, "{want}: {r}");
+        assert_eq!(int(&r["duplicates"]), 0, "{want}: {r}");
+        assert_eq!(
+            r["assignment_3"].as_object().map(|m| m.len()),
+            Some(3),
+            "{r}"
+        );
+        assert_eq!(
+            r["assignment_2"].as_object().map(|m| m.len()),
+            Some(2),
+            "{r}"
+        );
+        let committed = r["committed"].as_object().expect("committed");
+        assert_eq!(committed.len(), 6, "{want}: {r}");
+        assert!(committed.values().all(|o| int(o) == 100), "{want}: {r}");
+    }
+    let st = &v["static"];
+    let before = &st["assignment_before"];
+    let m2 = before
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.ends_with("static-m2")))
+        .map(|(_, p)| p.clone())
+        .expect("static-m2's assignment");
+    assert_eq!(st["assignment_rejoined"], m2, "{st}");
+    assert_eq!(
+        st["described_instances"],
+        serde_json::json!(["instance-1", "instance-2", "instance-3"]),
+        "{st}"
+    );
+}
+
+#[test]
+fn java_consumer_groups_classic_protocol() {
+    let broker = FjordProcess::start(BROKER_FLAGS);
+    let v = run_scenario(
+        &broker,
+        "groups",
+        &[
+            "--protocol",
+            "classic",
+            "--assignors",
+            "range,cooperative-sticky",
+        ],
+    );
+    assert_group_rounds(&v, &["range", "cooperative-sticky"]);
+    broker.assert_no_panic_in_log();
+}
+
+#[test]
+fn java_consumer_groups_consumer_protocol() {
+    let broker = FjordProcess::start(BROKER_FLAGS);
+    let v = run_scenario(
+        &broker,
+        "groups",
+        &["--protocol", "consumer", "--assignors", "uniform,range"],
+    );
+    assert_group_rounds(&v, &["uniform", "range"]);
+    broker.assert_no_panic_in_log();
+}
+
+#[test]
+fn java_admin_client() {
+    let broker = FjordProcess::start(BROKER_FLAGS);
+    let v = run_scenario(&broker, "admin", &[]);
+    assert_eq!(int(&v["cluster"]["nodes"]), 1, "{v}");
+    let lo = &v["list_offsets"];
+    assert_eq!((int(&lo["earliest"]), int(&lo["latest"])), (0, 100), "{lo}");
+    assert_eq!(int(&lo["for_timestamp"]["offset"]), 50, "{lo}");
+    assert_eq!(int(&lo["max_timestamp"]["offset"]), 99, "{lo}");
+    assert_eq!(int(&v["delete_records"]["low_watermark"]), 30, "{v}");
+    let el = v["elect_leaders"].as_object().expect("elect_leaders");
+    assert!(
+        el.values()
+            .all(|e| e.as_str().unwrap_or("").starts_with("ElectionNotNeeded")),
+        "{el:?}"
+    );
+    let dg = &v["describe_groups"];
+    assert_eq!(dg["java-admin-classic"]["type"], "Classic", "{dg}");
+    assert_eq!(dg["java-admin-consumer"]["type"], "Consumer", "{dg}");
+    broker.assert_no_panic_in_log();
+}
+
+/// The failover scenario's progress file: `acked=N consumed=M errors=E p0=A0 p1=A1 ...`.
+fn progress(path: &Path, key: &str) -> i64 {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until `key` (e.g. `p0`: records acknowledged on partition 0) reached `from + more`,
+/// while the scenario keeps running; returns the value.
+fn wait_progress(path: &Path, bg: &mut Background, key: &str, more: i64, what: &str) -> i64 {
+    let from = progress(path, key);
+    let ok = wait_until(Duration::from_secs(90), || {
+        progress(path, key) >= from + more || !bg.is_running()
+    });
+    let text = fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        ok && bg.is_running(),
+        "{what}: waiting for {key} >= {}, progress {text:?}\n{}",
+        from + more,
+        bg.output()
+    );
+    progress(path, key)
+}
+
+#[test]
+fn java_clients_survive_leader_failover_in_a_3_node_cluster() {
+    let mut c = Cluster::builder()
+        .config("replica.lag.time.max.ms = 2000")
+        .start();
+    let topic = "java-failover";
+    let dir = c.scratch();
+    let progress_file = dir.join("java-failover.progress");
+    let stop_file = dir.join("java-failover.stop");
+    let cmd = java_command(
+        "failover",
+        &c.bootstrap_all(),
+        &[
+            "--topic",
+            topic,
+            "--partitions",
+            "3",
+            "--progress-file",
+            progress_file.to_str().unwrap(),
+            "--stop-file",
+            stop_file.to_str().unwrap(),
+            "--timeout-sec",
+            "190",
+        ],
+    );
+    let mut bg = Background::spawn(cmd, &dir, "java-failover");
+    // Running, with the group consumer caught up, before anything fails.
+    wait_progress(&progress_file, &mut bg, "acked", 300, "start");
+    wait_progress(&progress_file, &mut bg, "consumed", 300, "start");
+    c.wait_isr(topic, None, 3);
+
+    // kill -9 the leader of partition 0: another replica takes over and partition 0 goes on
+    // taking records (acknowledged by the new leader and the ISR that is left).
+    let old = c.leader(topic, 0);
+    assert!(old > 0, "partition 0 has a leader");
+    c.kill9(old as usize);
+    wait_progress(
+        &progress_file,
+        &mut bg,
+        "p0",
+        100,
+        "after kill -9 of the leader",
+    );
+    let new = c.leader(topic, 0);
+    assert!(
+        new > 0 && new != old,
+        "partition 0 led by {new} after {old} was killed"
+    );
+    wait_progress(
+        &progress_file,
+        &mut bg,
+        "consumed",
+        100,
+        "consuming after kill -9",
+    );
+    c.start_node(old as usize);
+    c.wait_isr(topic, None, 3);
+
+    // SIGTERM (controlled shutdown) the leader of partition 1, then bring it back.
+    let old = c.leader(topic, 1);
+    assert!(old > 0, "partition 1 has a leader");
+    c.terminate(old as usize, Duration::from_secs(30));
+    wait_progress(
+        &progress_file,
+        &mut bg,
+        "p1",
+        100,
+        "after SIGTERM of the leader",
+    );
+    let new = c.leader(topic, 1);
+    assert!(
+        new > 0 && new != old,
+        "partition 1 led by {new} after {old} stopped"
+    );
+    c.start_node(old as usize);
+    c.wait_isr(topic, None, 3);
+    wait_progress(&progress_file, &mut bg, "acked", 100, "after the restart");
+
+    fs::write(&stop_file, b"stop").unwrap();
+    let status = bg.wait(Duration::from_secs(150));
+    let v = scenario_json("failover", status.success(), &bg.stdout(), &bg.output());
+    eprintln!("failover: {v}");
+    assert!(int(&v["acked"]) >= 1000, "{v}");
+    assert_eq!(int(&v["acked"]), int(&v["sent"]), "{v}");
+    assert_eq!(int(&v["send_errors"]), 0, "{v}");
+    assert_eq!(int(&v["poll_errors"]), 0, "{v}");
+    assert_eq!(int(&v["lost"]), 0, "{v}");
+    assert_eq!(int(&v["acked_not_consumed"]), 0, "{v}");
+    assert_eq!(int(&v["duplicated_in_log"]), 0, "{v}");
+    assert_eq!(int(&v["log_records"]), int(&v["acked"]), "{v}");
+    assert_eq!(v["non_retriable_error_codes"], serde_json::json!([]), "{v}");
+    c.assert_no_panic_in_logs();
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the Java client scenarios (tests/clients/java: org.apache.kafka:kafka-clients 4.x) into
+# tests/clients/java/target/fjord-java-clients.jar, which crates/fjord/tests/java_client.rs runs.
+# Needs a JDK 17+ and Maven (installed with apt when missing and root). Idempotent: nothing is
+# done when the jar is newer than pom.xml and every source file. Quiet unless Maven fails, in
+# which case its output is shown and the script exits non-zero.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="$repo/tests/clients/java"
+jar="$dir/target/fjord-java-clients.jar"
+
+log() { echo "setup-java-clients: $*" >&2; }
+
+if [ -f "$jar" ] && [ -z "$(find "$dir/pom.xml" "$dir/src" -newer "$jar" -print -quit)" ]; then
+    log "up to date: $jar"
+    exit 0
+fi
+
+if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        log "need a JDK (17+) and Maven on PATH: install openjdk-17-jdk-headless and maven"
+        exit 1
+    fi
+    log "installing a JDK and Maven"
+    env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        openjdk-17-jdk-headless maven >/dev/null
+fi
+
+log "building $jar with Maven"
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+if ! (cd "$dir" && mvn -B -q -ntp -Dstyle.color=never package) >"$out" 2>&1; then
+    cat "$out" >&2
+    log "Maven build of $dir failed"
+    exit 1
+fi
+if [ ! -f "$jar" ]; then
+    cat "$out" >&2
+    log "Maven finished but $jar is missing"
+    exit 1
+fi
+log "ok: $jar"
