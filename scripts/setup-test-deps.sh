@@ -72,4 +72,5 @@ fi
 "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka' \
     || { log "python clients failed to import"; exit 1; }
 "$repo/scripts/setup-java-clients.sh"   # Java client scenarios, kafka-clients 4.x (crates/fjord/tests/java_client.rs)
+"$repo/scripts/setup-go-clients.sh"   # Go clients franz-go and sarama (crates/fjord/tests/go_clients.rs)
 log "ok: $(command -v kcat), venv $venv"
