@@ -22,7 +22,21 @@ async fn answer(b: &Broker, key_type: i8, key: &str) -> Answer {
         )
     };
     if key_type != 0 {
-        return unavailable("transactions are not supported yet".into());
+        // Not a retriable error: a transactional Java producer would retry
+        // COORDINATOR_NOT_AVAILABLE until max.block.ms (60 s) and then report a timeout; with
+        // INVALID_REQUEST it fails at once with this message.
+        let what = if key_type == 1 {
+            "transactions are"
+        } else {
+            "this coordinator type is"
+        };
+        return (
+            ErrorCode::InvalidRequest,
+            Some(format!("{what} not supported yet")),
+            -1,
+            String::new(),
+            -1,
+        );
     }
     let topic = match crate::groups::ensure_offsets_topic(b).await {
         Ok(t) => t,
