@@ -213,9 +213,9 @@ fn franz_go_kadm_admin_and_error_paths() {
         "{res}"
     );
     assert_eq!(res["delete_unknown"], "UNKNOWN_TOPIC_OR_PARTITION", "{res}");
-    // Known gap (docs/compatibility.md): AlterConfigs (API 33, the non-incremental one) is
-    // not implemented; when it is, the scenario checks its replace-everything semantics.
-    assert_eq!(res["alter_configs_whole_set"], "unsupported", "{res}");
+    // AlterConfigs (API 33, the non-incremental one): the given set replaces the topic's
+    // dynamic configs (the scenario checks that a key left out is back to its default).
+    assert_eq!(res["alter_configs_whole_set"], "ok", "{res}");
     broker.assert_no_panic_in_log();
 }
 
@@ -310,9 +310,8 @@ fn sarama_cluster_admin_with_newest_and_default_version() {
             assert_eq!(e, "ELECTION_NOT_NEEDED", "{p}: {res}");
         }
         assert_eq!(res["delete_unknown"], "UNKNOWN_TOPIC_OR_PARTITION", "{res}");
-        // Known gap (docs/compatibility.md): ClusterAdmin.AlterConfig sends AlterConfigs
-        // (API 33), which Fjord does not implement; IncrementalAlterConfig works.
-        assert_eq!(res["alter_config"], "unsupported", "{res}");
+        // ClusterAdmin.AlterConfig sends AlterConfigs (API 33): the whole set is replaced.
+        assert_eq!(res["alter_config"], "ok", "{res}");
     }
     broker.assert_no_panic_in_log();
 }

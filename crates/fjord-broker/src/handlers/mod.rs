@@ -3,6 +3,7 @@
 //! Each handler states the versions it serves in `fjord_protocol::versions::SUPPORTED`; the
 //! decoder never hands a handler a version outside that table.
 
+mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -102,6 +103,7 @@ pub async fn handle_from(
         RequestKind::IncrementalAlterConfigs(r) => {
             respond(incremental_alter_configs::handle(b, &ctx, r).await)
         }
+        RequestKind::AlterConfigs(r) => respond(alter_configs::handle(b, &ctx, r).await),
         RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => respond(elect_leaders::handle(b, &ctx, r).await),
@@ -316,6 +318,19 @@ mod version_tests {
                         .with_resource_type(2)
                         .with_resource_name(sb("t")),
                     describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(sb("1")),
+                ])
+                .into()],
+            ApiKey::AlterConfigs => vec![AlterConfigsRequest::default()
+                .with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(sb("t"))
+                        .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                            .with_name(sb("retention.ms"))
+                            .with_value(Some(sb("5000")))]),
+                    alter_configs_request::AlterConfigsResource::default()
                         .with_resource_type(4)
                         .with_resource_name(sb("1")),
                 ])
