@@ -259,6 +259,18 @@ impl ConsumerGroup {
             self.bump_epoch(group, partition, reason, now, fx);
             return ok(&req.member_id, -1);
         }
+        // Server-side regular expressions (SubscribedTopicRegex: the Java client's
+        // subscribe(SubscriptionPattern), which also sends an empty topic list) are not
+        // supported: refuse them, rather than take a member that subscribes to nothing and
+        // would consume nothing without a word.
+        if req
+            .subscribed_topic_regex
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            return HeartbeatResult::error(ErrorCode::InvalidRequest)
+                .with_message("regular-expression subscriptions are not supported yet");
+        }
         let mut is_new = false;
         let member_id = if req.member_epoch == 0 {
             if let Some(instance) = &req.instance_id {
@@ -316,10 +328,6 @@ impl ConsumerGroup {
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
                 return HeartbeatResult::error(ErrorCode::InvalidRequest)
                     .with_message("SubscribedTopicNames must be set in the first heartbeat");
-            }
-            if req.subscribed_topic_regex.is_some() && req.subscribed_topic_names.is_none() {
-                return HeartbeatResult::error(ErrorCode::InvalidRequest)
-                    .with_message("regular-expression subscriptions are not supported yet");
             }
             if self.members.len() >= config.consumer_max_size {
                 return HeartbeatResult::error(ErrorCode::GroupMaxSizeReached);

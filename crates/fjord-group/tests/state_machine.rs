@@ -440,6 +440,26 @@ fn kip848_static_member_rejoins_with_its_partitions() {
     assert_eq!(state(&c, "k"), "Stable");
 }
 
+/// A server-side regex subscription (what the Java client sends for
+/// `subscribe(SubscriptionPattern)`: an empty topic list and the regex) is refused, not taken as
+/// a member subscribed to nothing.
+#[test]
+fn kip848_regex_subscription_is_refused() {
+    let mut c = Coordinator::new(config(0));
+    let t = topics();
+    let req = HeartbeatRequest {
+        subscribed_topic_names: Some(Vec::new()),
+        subscribed_topic_regex: Some("t.*".into()),
+        ..hb("r", 0, None)
+    };
+    let (r, _) = c.consumer_heartbeat(req, &t, 0);
+    assert_eq!(r.error, ErrorCode::InvalidRequest);
+    assert!(r.message.unwrap_or_default().contains("not supported"));
+    assert!(c
+        .describe_group("k", &t)
+        .is_none_or(|g| g.members.is_empty()));
+}
+
 /// An offset commit whose records never reached the log is taken back, so OffsetFetch never
 /// shows an offset that a broker restart would lose.
 #[test]
