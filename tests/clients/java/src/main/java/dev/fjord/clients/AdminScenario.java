@@ -423,6 +423,26 @@ final class AdminScenario {
                         UnknownTopicOrPartitionException.class);
             });
 
+            // Calls Fjord does not serve (yet): what a user gets. Reported, not asserted; see
+            // docs/compatibility.md.
+            Map<String, Object> other = new TreeMap<>();
+            Map<String, KafkaFuture<?>> calls = new LinkedHashMap<>();
+            calls.put("describeFeatures", admin.describeFeatures().featureMetadata());
+            calls.put("describeLogDirs", admin.describeLogDirs(List.of(Math.max(nodeId[0], 0))).allDescriptions());
+            calls.put("describeMetadataQuorum", admin.describeMetadataQuorum().quorumInfo());
+            calls.put("describeProducers", admin.describeProducers(List.of(a0)).all());
+            calls.put("listTransactions", admin.listTransactions().all());
+            calls.put("describeAcls", admin.describeAcls(org.apache.kafka.common.acl.AclBindingFilter.ANY).values());
+            calls.put("describeClientQuotas", admin.describeClientQuotas(
+                    org.apache.kafka.common.quota.ClientQuotaFilter.all()).entities());
+            calls.put("listPartitionReassignments", admin.listPartitionReassignments().reassignments());
+            calls.put("describeUserScramCredentials", admin.describeUserScramCredentials().all());
+            calls.forEach((name, f) -> {
+                Throwable e = failure(f);
+                other.put(name, e == null ? "ok" : Report.describe(e));
+            });
+            r.put("other_admin_calls", other);
+
             // deleteTopics
             r.step("deleteTopics", () -> {
                 admin.deleteTopics(List.of(tb)).all().get(T, TimeUnit.SECONDS);

@@ -73,7 +73,14 @@ final class Clients {
      * starts (fails if they are not reached within {@code timeout}).
      */
     static List<ConsumerRecord<String, String>> readAll(String bootstrap, String topic, Duration timeout) {
+        return readAll(bootstrap, topic, timeout, "read_uncommitted");
+    }
+
+    /** {@link #readAll(String, String, Duration)} with {@code isolation.level} set. */
+    static List<ConsumerRecord<String, String>> readAll(String bootstrap, String topic, Duration timeout,
+            String isolation) {
         Properties p = consumerProps(bootstrap, "java-readback");
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
         List<ConsumerRecord<String, String>> out = new ArrayList<>();
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
             List<TopicPartition> tps = c.partitionsFor(topic, Duration.ofSeconds(30)).stream()

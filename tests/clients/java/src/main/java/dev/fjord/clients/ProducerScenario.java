@@ -65,6 +65,35 @@ final class ProducerScenario {
         }
         r.put("records_per_variant", n);
         r.put("variants", results);
+
+        // read_committed (what Kafka Streams and many EOS pipelines use) sees the same records:
+        // without transactions the last stable offset is the high watermark.
+        r.step("read_committed", () -> {
+            String t = topic(variants.get(0));
+            List<ConsumerRecord<String, String>> rc = Clients.readAll(bs, t, Duration.ofSeconds(60), "read_committed");
+            r.put("read_committed_records", rc.size());
+            r.check(rc.size() == n, "read_committed read %d records of %s, expected %d", rc.size(), t, n);
+        });
+
+        // Transactions are not supported yet (docs/compatibility.md): what a transactional
+        // producer gets. Reported as a known difference, not a failure.
+        r.put("transactions", transactionalProducer(bs, topic(variants.get(0))));
+    }
+
+    static Map<String, Object> transactionalProducer(String bs, String topic) {
+        Properties p = Clients.producerProps(bs, "java-transactional");
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "java-txn");
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10000);
+        long t0 = System.nanoTime();
+        try (KafkaProducer<String, String> producer = Clients.producer(p)) {
+            producer.initTransactions();
+            producer.beginTransaction();
+            producer.send(new ProducerRecord<>(topic, "txn", "txn"));
+            producer.commitTransaction();
+            return Main.map("result", "ok", "ms", (System.nanoTime() - t0) / 1_000_000);
+        } catch (Exception e) {
+            return Main.map("result", Report.describe(e), "ms", (System.nanoTime() - t0) / 1_000_000);
+        }
     }
 
     static String topic(Variant v) {
