@@ -162,6 +162,15 @@ fn java_producer_every_codec_and_acks_setting() {
         }
     }
     assert_eq!(int(&v["read_committed_records"]), 300, "{v}");
+    let big = &v["record_too_large"];
+    assert!(
+        big["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("RecordTooLargeException"),
+        "{big}"
+    );
+    assert_eq!(big["offsets"], serde_json::json!([0, 1]), "{big}");
     // Known difference (transactions are not supported yet): a transactional producer fails
     // at once with a clear message, not after max.block.ms.
     let txn = &v["transactions"];
@@ -192,6 +201,8 @@ fn java_consumer_fetch_sessions_over_64_partitions() {
     assert!(int(&v["full_fetch_requests"]) <= 2, "{v}");
     assert!(int(&v["incremental_fetch_requests"]) >= 50, "{v}");
     assert!(int(&v["late_record_ms"]) < 3000, "{v}");
+    // OFFSET_OUT_OF_RANGE inside the session: the consumer reset to the start and re-read.
+    assert!(int(&v["out_of_range_reread"]) > 0, "{v}");
     broker.assert_no_panic_in_log();
 }
 

@@ -163,6 +163,28 @@ final class FetchSessionsScenario {
             }
             r.check(reread.equals(want), "after seek(%s, 2): read offsets %s, expected %s", p5, reread, want);
 
+            // A position past the end: the broker answers OFFSET_OUT_OF_RANGE within the session
+            // and the consumer resets (auto.offset.reset=earliest) and reads the partition again.
+            TopicPartition p7 = all.get(7 % partitions);
+            long end7 = expected.get(p7.partition()).lastKey() + 1;
+            consumer.seek(p7, end7 + 1000);
+            List<Long> afterReset = new ArrayList<>();
+            deadline = System.nanoTime() + Duration.ofSeconds(15).toNanos();
+            while (afterReset.size() < end7 && System.nanoTime() < deadline) {
+                for (ConsumerRecord<String, String> c : consumer.poll(Duration.ofMillis(100))) {
+                    if (c.partition() == p7.partition()) {
+                        afterReset.add(c.offset());
+                    }
+                }
+            }
+            want = new ArrayList<>();
+            for (long o = 0; o < end7; o++) {
+                want.add(o);
+            }
+            r.put("out_of_range_reread", afterReset.size());
+            r.check(afterReset.equals(want), "after seek(%s, %d) past the end: read %s, expected a reset to 0 and %s",
+                    p7, end7 + 1000, afterReset, want);
+
             Map<String, Object> metrics = new TreeMap<>();
             consumer.metrics().forEach((name, metric) -> {
                 if (name.group().equals("consumer-fetch-manager-metrics") && name.tags().size() == 1

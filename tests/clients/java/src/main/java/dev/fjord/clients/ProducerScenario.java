@@ -75,6 +75,33 @@ final class ProducerScenario {
             r.check(rc.size() == n, "read_committed read %d records of %s, expected %d", rc.size(), t, n);
         });
 
+        // A record over the topic's max.message.bytes fails alone (RecordTooLargeException);
+        // the idempotent producer goes on with the next records.
+        r.step("record too large", () -> {
+            String t = "java-produce-small-max";
+            try (Admin admin = Clients.admin(bs)) {
+                Clients.createTopic(admin, t, 1, (short) 1, Map.of("max.message.bytes", "10000"));
+            }
+            Properties p = Clients.producerProps(bs, "java-producer-too-large");
+            p.put(ProducerConfig.LINGER_MS_CONFIG, 0);
+            try (KafkaProducer<String, String> producer = Clients.producer(p)) {
+                RecordMetadata before = producer.send(new ProducerRecord<>(t, "small-1")).get();
+                Throwable big = null;
+                try {
+                    producer.send(new ProducerRecord<>(t, "x".repeat(50_000))).get();
+                } catch (Exception e) {
+                    big = Report.unwrap(e);
+                }
+                RecordMetadata after = producer.send(new ProducerRecord<>(t, "small-2")).get();
+                r.put("record_too_large", Main.map("error", Report.describe(big), "offsets",
+                        List.of(before.offset(), after.offset())));
+                r.check(big instanceof org.apache.kafka.common.errors.RecordTooLargeException,
+                        "a 50 kB record on a topic with max.message.bytes=10000: %s", Report.describe(big));
+                r.check(before.offset() == 0 && after.offset() == 1,
+                        "records around the refused one got offsets %d and %d", before.offset(), after.offset());
+            }
+        });
+
         // Transactions are not supported yet (docs/compatibility.md): what a transactional
         // producer gets. Reported as a known difference, not a failure.
         r.put("transactions", transactionalProducer(bs, topic(variants.get(0))));
