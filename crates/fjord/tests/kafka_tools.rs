@@ -525,7 +525,7 @@ fn kafka_topics_configs_api_versions_and_quorum() {
 
 #[test]
 fn kafka_console_clients_groups_offsets_and_perf() {
-    let broker = FjordProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let mut broker = FjordProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let tools = Tools::new();
     let b = broker.bootstrap();
 
@@ -751,9 +751,9 @@ fn kafka_console_clients_groups_offsets_and_perf() {
             "-2",
         ],
     ));
-    let mut want = BTreeMap::from([(("lagged".to_string(), 0), 3)]);
-    want.extend((0..3).map(|p| (("events".to_string(), p), 0)));
-    assert_eq!(earliest, want);
+    let mut want_earliest = BTreeMap::from([(("lagged".to_string(), 0), 3)]);
+    want_earliest.extend((0..3).map(|p| (("events".to_string(), p), 0)));
+    assert_eq!(earliest, want_earliest);
     let rest = broker
         .kcat(&["-C", "-t", "lagged", "-o", "beginning", "-e", "-q"], None)
         .success("kcat after delete-records");
@@ -761,6 +761,73 @@ fn kafka_console_clients_groups_offsets_and_perf() {
         rest.stdout().lines().collect::<Vec<_>>(),
         ["v4", "v5", "v6", "v7", "v8", "v9", "v10"]
     );
+
+    // A KIP-848 group (group.protocol=consumer): listed with its type, described with its lag,
+    // its offsets deleted with --delete-offsets (OffsetDelete).
+    let out = tools.ok(
+        "kafka-console-consumer",
+        &[
+            "--bootstrap-server",
+            b,
+            "--topic",
+            "lagged",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--group",
+            "g848",
+            tools.renamed("--consumer-property", "--command-property"),
+            "group.protocol=consumer",
+            tools.renamed("--consumer-property", "--command-property"),
+            "max.poll.records=1",
+        ],
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["v4", "v5"]);
+    let types = tools.ok(
+        "kafka-consumer-groups",
+        &["--bootstrap-server", b, "--list", "--type"],
+    );
+    let types: BTreeSet<Vec<&str>> = types
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(types.contains(&vec!["g848", "Consumer"]), "{types:?}");
+    assert!(
+        types.contains(&vec!["events-readers", "Classic"]),
+        "{types:?}"
+    );
+    let describe_g848 = |tools: &Tools| {
+        group_offsets(
+            &tools.ok(
+                "kafka-consumer-groups",
+                &["--bootstrap-server", b, "--describe", "--group", "g848"],
+            ),
+            "g848",
+        )
+    };
+    assert_eq!(describe_g848(&tools), [lagged(5, 5)]);
+    let out = tools.ok(
+        "kafka-consumer-groups",
+        &[
+            "--bootstrap-server",
+            b,
+            "--delete-offsets",
+            "--group",
+            "g848",
+            "--topic",
+            "lagged",
+        ],
+    );
+    assert!(
+        out.contains("Request succeeded for deleting offsets from group g848."),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["lagged", "0", "Successful"]),
+        "{out}"
+    );
+    assert_eq!(describe_g848(&tools), []);
 
     // The perf tools: 10,000 records of 100 bytes with acks=all, then read back.
     let out = tools.ok(
@@ -808,6 +875,34 @@ fn kafka_console_clients_groups_offsets_and_perf() {
         .position(|h| *h == "data.consumed.in.nMsg")
         .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(data[col], "10000", "{out}");
+
+    // Partition data is Kafka's on-disk format: kafka-dump-log reads Fjord's segments (after a
+    // clean shutdown) and finds the console producer's keyed records.
+    broker.terminate();
+    let mut dumped = BTreeSet::new();
+    for p in 0..3 {
+        let segment = broker
+            .data_dir()
+            .join(format!("events-{p}"))
+            .join("00000000000000000000.log");
+        if !segment.exists() {
+            continue;
+        }
+        let out = tools.ok(
+            "kafka-dump-log",
+            &["--files", segment.to_str().unwrap(), "--print-data-log"],
+        );
+        for line in out.lines().filter(|l| l.starts_with("| offset: ")) {
+            let (_, kv) = line
+                .split_once(" key: ")
+                .unwrap_or_else(|| panic!("no key in {line:?}"));
+            let (key, value) = kv
+                .split_once(" payload: ")
+                .unwrap_or_else(|| panic!("no payload in {line:?}"));
+            dumped.insert(format!("{key}\t{value}"));
+        }
+    }
+    assert_eq!(dumped, want, "kafka-dump-log of events-*");
     broker.assert_no_panic_in_log();
 }
 
