@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // franzClient is a franz-go client for the scenario's brokers with warnings on stderr.
@@ -89,10 +90,45 @@ func franzHeaders(rec *kgo.Record) []hdr {
 	return out
 }
 
-func createTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, rf int16, configs map[string]*string) {
-	resp, err := adm.CreateTopic(ctx, partitions, rf, configs, topic)
+// createTopic creates a topic and waits until Metadata shows a leader for each partition: a
+// broker learns of a new topic shortly after the controller created it (Kafka's own tests wait
+// the same way), and a producer that asks before gives up after a few UNKNOWN_TOPIC_OR_PARTITION.
+func createTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int32, rf int16, configs map[string]*string) {
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, rf, configs, topic)
 	check(err, "create topic "+topic)
 	check(resp.Err, "create topic "+topic)
+	waitTopicLed(ctx, cl, topic, int(partitions))
+}
+
+// freshTopic asks a broker for one topic's metadata, bypassing the client's metadata cache
+// (kadm's listing answers from it). Returns nil if the broker does not know the topic.
+func freshTopic(ctx context.Context, cl *kgo.Client, topic string) *kmsg.MetadataResponseTopic {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
+		return nil
+	}
+	return &resp.Topics[0]
+}
+
+// waitTopicLed waits until Metadata shows `partitions` partitions of `topic`, each with a leader.
+func waitTopicLed(ctx context.Context, cl *kgo.Client, topic string, partitions int) {
+	var last *kmsg.MetadataResponseTopic
+	waitFor(ctx, fmt.Sprintf("%d partitions of %s with leaders in metadata", partitions, topic), 15*time.Second, func() bool {
+		last = freshTopic(ctx, cl, topic)
+		if last == nil || len(last.Partitions) != partitions {
+			return false
+		}
+		for _, p := range last.Partitions {
+			if p.Leader < 0 || p.ErrorCode != 0 {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("last answer %+v", last) })
 }
 
 // produceTag produces records `from..to` of `tag` with `cl` and waits for every ack.
@@ -171,9 +207,10 @@ func franzProduce(o *opts) result {
 	defer cancel()
 	topic := or(o.topic, "franz-produce")
 	count := orInt(o.count, 300)
-	adm := kadm.NewClient(franzClient(o))
+	acl := franzClient(o)
+	adm := kadm.NewClient(acl)
 	defer adm.Close()
-	createTopic(ctx, adm, topic, 4, 1, nil)
+	createTopic(ctx, acl, topic, 4, 1, nil)
 
 	v := newVerifier()
 	hooks := newBatchCodecs()
@@ -468,9 +505,10 @@ func franzGroup(o *opts) result {
 	topic := or(o.topic, "franz-group-"+o.balancer)
 	group := or(o.group, "franz-group-"+o.balancer)
 	count := orInt(o.count, 300)
-	adm := kadm.NewClient(franzClient(o))
+	acl := franzClient(o)
+	adm := kadm.NewClient(acl)
 	defer adm.Close()
-	createTopic(ctx, adm, topic, parts, 1, nil)
+	createTopic(ctx, acl, topic, parts, 1, nil)
 	producer := franzClient(o, kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5*time.Millisecond))
 	defer producer.Close()
 	v := newVerifier()

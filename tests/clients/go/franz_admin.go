@@ -135,9 +135,11 @@ func franzAdmin(o *opts) result {
 		}
 		return nil
 	}
+	waitTopicLed(ctx, cl, topicA, 3)
+	waitTopicLed(ctx, cl, topicB, 3)
 	var listErr error
-	waitFor(ctx, "the created topics in metadata", 10*time.Second, func() bool {
-		listed, listErr = adm.ListTopics(ctx)
+	waitFor(ctx, "the created topics in the listing", 10*time.Second, func() bool {
+		listed, listErr = adm.ListTopics(ctx, topicA, topicB)
 		if listErr == nil {
 			listErr = complete(topicA)
 		}
@@ -146,14 +148,17 @@ func franzAdmin(o *opts) result {
 		}
 		return listErr == nil
 	}, func() string { return fmt.Sprint(listErr) })
-	for t := range listed {
+	// All topics: internal ones only when asked for.
+	all, err := adm.ListTopics(ctx)
+	check(err, "list topics")
+	for t := range all {
 		if strings.HasPrefix(t, "__") {
 			fail("list topics (without internal) lists %s", t)
 		}
 	}
 	withInternal, err := adm.ListTopicsWithInternal(ctx)
 	check(err, "list topics with internal")
-	res["topics_listed"] = len(listed)
+	res["topics_listed"] = len(all)
 	res["topics_listed_with_internal"] = len(withInternal)
 
 	unknown, err := adm.ListTopics(ctx, prefix+"-missing")
@@ -218,18 +223,7 @@ func franzAdmin(o *opts) result {
 	check(err, "shrink partitions")
 	res["shrink_partitions"] = expectErr(shrink[topicA].Err, kerr.InvalidPartitions, "reduce the partition count")
 	// The new partitions are usable once metadata shows their leaders.
-	waitFor(ctx, "5 partitions with leaders in metadata", 10*time.Second, func() bool {
-		d, err := adm.ListTopics(ctx, topicA)
-		if err != nil || len(d[topicA].Partitions) != 5 {
-			return false
-		}
-		for _, p := range d[topicA].Partitions {
-			if p.Leader < 0 || p.Err != nil {
-				return false
-			}
-		}
-		return true
-	}, func() string { return "" })
+	waitTopicLed(ctx, cl, topicA, 5)
 
 	// Records with known timestamps, then offsets: start, end, by time; delete records.
 	producer := franzClient(o, kgo.DefaultProduceTopic(topicA), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -368,9 +362,8 @@ func franzAdmin(o *opts) result {
 	dt, err := adm.DeleteTopics(ctx, topicA, topicB)
 	check(err, "delete topics")
 	check(dt.Error(), "delete topics")
-	waitFor(ctx, "deleted topics to leave the listing", 10*time.Second, func() bool {
-		l, err := adm.ListTopics(ctx)
-		return err == nil && !l.Has(topicA) && !l.Has(topicB)
+	waitFor(ctx, "deleted topics to leave metadata", 10*time.Second, func() bool {
+		return freshTopic(ctx, cl, topicA) == nil && freshTopic(ctx, cl, topicB) == nil
 	}, func() string { return "" })
 	du, err := adm.DeleteTopics(ctx, prefix+"-missing")
 	check(err, "delete unknown topic")

@@ -83,8 +83,28 @@ func saramaAdminClient(o *opts) sarama.ClusterAdmin {
 	return adm
 }
 
-func saramaCreateTopic(adm sarama.ClusterAdmin, topic string, partitions int32) {
+// saramaCreateTopic creates a topic and waits until Metadata shows a leader for each
+// partition (a broker learns of a new topic shortly after the controller created it).
+func saramaCreateTopic(o *opts, adm sarama.ClusterAdmin, topic string, partitions int32) {
 	check(adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false), "create topic "+topic)
+	saramaWaitTopicLed(o, adm, topic, int(partitions))
+}
+
+func saramaWaitTopicLed(o *opts, adm sarama.ClusterAdmin, topic string, partitions int) {
+	var last []*sarama.TopicMetadata
+	var err error
+	waitFor(context.Background(), fmt.Sprintf("%d partitions of %s with leaders in metadata", partitions, topic), 15*time.Second, func() bool {
+		last, err = adm.DescribeTopics([]string{topic})
+		if err != nil || len(last) != 1 || last[0].Err != sarama.ErrNoError || len(last[0].Partitions) != partitions {
+			return false
+		}
+		for _, p := range last[0].Partitions {
+			if p.Leader < 0 || p.Err != sarama.ErrNoError {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("%v %+v", err, last) })
 }
 
 // saramaSync produces records `from..to` of `tag` with a SyncProducer in batches of 50.
@@ -187,7 +207,7 @@ func saramaProduce(o *opts) result {
 	count := orInt(o.count, 300)
 	adm := saramaAdminClient(o)
 	defer adm.Close()
-	saramaCreateTopic(adm, topic, 4)
+	saramaCreateTopic(o, adm, topic, 4)
 	v := newVerifier()
 	var tags []string
 	for _, c := range saramaCodecs {
@@ -354,7 +374,7 @@ func saramaGroup(o *opts) result {
 	count := orInt(o.count, 300)
 	adm := saramaAdminClient(o)
 	defer adm.Close()
-	saramaCreateTopic(adm, topic, parts)
+	saramaCreateTopic(o, adm, topic, parts)
 	v := newVerifier()
 	produced := 0
 	produce := func(tag string) {

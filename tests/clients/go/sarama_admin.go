@@ -40,6 +40,28 @@ func kerrName(e sarama.KError) string {
 	return fmt.Sprintf("%d (%v)", int16(e), e)
 }
 
+type saramaWant struct {
+	value  string
+	source sarama.ConfigSource
+}
+
+// saramaWaitConfigs waits until DescribeConfig shows every key of `want` with that value and
+// source.
+func saramaWaitConfigs(adm sarama.ClusterAdmin, topic string, want map[string]saramaWant) {
+	got := map[string]saramaWant{}
+	waitFor(context.Background(), "configs of "+topic, 10*time.Second, func() bool {
+		ok := true
+		for key, w := range want {
+			v, src := saramaConfigValue(adm, topic, key)
+			got[key] = saramaWant{v, src}
+			if v != w.value || src != w.source {
+				ok = false
+			}
+		}
+		return ok
+	}, func() string { return fmt.Sprintf("got %v, want %v", got, want) })
+}
+
 func expectKError(err error, want sarama.KError, what string) string {
 	if !errors.Is(err, want) {
 		fail("%s: got %v, want %v", what, err, want)
@@ -71,6 +93,7 @@ func saramaAdmin(o *opts) result {
 	ret := "3600000"
 	check(adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1,
 		ConfigEntries: map[string]*string{"retention.ms": &ret}}, false), "create topic")
+	saramaWaitTopicLed(o, adm, topic, 3)
 	res["create_existing"] = expectKError(adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1}, false),
 		sarama.ErrTopicAlreadyExists, "create an existing topic")
 
@@ -100,32 +123,27 @@ func saramaAdmin(o *opts) result {
 		fail("describe topics did not answer for the unknown topic")
 	}
 
-	// Configs.
-	if v, src := saramaConfigValue(adm, topic, "retention.ms"); v != "3600000" || src != sarama.SourceTopic {
-		fail("retention.ms is %s (%v)", v, src)
-	}
+	// Configs. A broker other than the one that took a change may answer before it applied
+	// it (as in Kafka), so each check waits for the value.
+	saramaWaitConfigs(adm, topic, map[string]saramaWant{"retention.ms": {"3600000", sarama.SourceTopic}})
 	check(adm.IncrementalAlterConfig(sarama.TopicResource, topic, map[string]sarama.IncrementalAlterConfigsEntry{
 		"retention.ms":   {Operation: sarama.IncrementalAlterConfigsOperationSet, Value: strp("7200000")},
 		"cleanup.policy": {Operation: sarama.IncrementalAlterConfigsOperationSet, Value: strp("compact,delete")},
 	}, false), "incremental alter config")
-	if v, _ := saramaConfigValue(adm, topic, "retention.ms"); v != "7200000" {
-		fail("retention.ms after incremental alter: %s", v)
-	}
-	if v, _ := saramaConfigValue(adm, topic, "cleanup.policy"); v != "compact,delete" {
-		fail("cleanup.policy after incremental alter: %s", v)
-	}
+	saramaWaitConfigs(adm, topic, map[string]saramaWant{
+		"retention.ms":   {"7200000", sarama.SourceTopic},
+		"cleanup.policy": {"compact,delete", sarama.SourceTopic},
+	})
 	// AlterConfig (AlterConfigs): the whole set; what is not given goes back to the default.
 	// A broker without the API is reported (a known gap), not failed here.
 	if err := adm.AlterConfig(sarama.TopicResource, topic, map[string]*string{"retention.ms": strp("5400000")}, false); errors.Is(err, sarama.ErrUnsupportedVersion) {
 		res["alter_config"] = "unsupported"
 	} else {
 		check(err, "alter config")
-		if v, _ := saramaConfigValue(adm, topic, "retention.ms"); v != "5400000" {
-			fail("retention.ms after alter config: %s", v)
-		}
-		if v, src := saramaConfigValue(adm, topic, "cleanup.policy"); v != "delete" || src != sarama.SourceDefault {
-			fail("cleanup.policy after alter config without it: %s (%v)", v, src)
-		}
+		saramaWaitConfigs(adm, topic, map[string]saramaWant{
+			"retention.ms":   {"5400000", sarama.SourceTopic},
+			"cleanup.policy": {"delete", sarama.SourceDefault},
+		})
 		res["alter_config"] = "ok"
 	}
 	res["alter_unknown_config"] = expectKError(adm.IncrementalAlterConfig(sarama.TopicResource, topic, map[string]sarama.IncrementalAlterConfigsEntry{
@@ -134,6 +152,7 @@ func saramaAdmin(o *opts) result {
 
 	// Partitions.
 	check(adm.CreatePartitions(topic, 5, nil, false), "create partitions")
+	saramaWaitTopicLed(o, adm, topic, 5)
 	res["shrink_partitions"] = expectKError(adm.CreatePartitions(topic, 2, nil, false), sarama.ErrInvalidPartitions, "reduce the partition count")
 
 	// Records: produce, delete the first ones.
@@ -208,8 +227,17 @@ func saramaAdmin(o *opts) result {
 	var desc []*sarama.GroupDescription
 	waitFor(ctxBackground(), "a Stable group with one member", 20*time.Second, func() bool {
 		desc, err = adm.DescribeConsumerGroups([]string{group + "-live", group})
-		return err == nil && len(desc) == 2 && desc[0].State == "Stable" && len(desc[0].Members) == 1
+		if err != nil || len(desc) != 2 {
+			return false
+		}
+		if desc[0].GroupId != group+"-live" { // the answer's order is the broker's
+			desc[0], desc[1] = desc[1], desc[0]
+		}
+		return desc[0].State == "Stable" && len(desc[0].Members) == 1
 	}, func() string { return fmt.Sprintf("%v %+v", err, desc) })
+	if desc[1].GroupId != group {
+		fail("describe consumer groups answered %s and %s", desc[0].GroupId, desc[1].GroupId)
+	}
 	for _, m := range desc[0].Members {
 		a, err := m.GetMemberAssignment()
 		check(err, "member assignment")
