@@ -254,8 +254,8 @@ fn check_metadata_quorum(tools: &Tools, bootstrap: &str, api_versions: &str) {
 
 #[test]
 fn kafka_topics_configs_api_versions_and_quorum() {
-    let mut broker = FjordProcess::start(&[]);
     let tools = Tools::new();
+    let mut broker = FjordProcess::start(&[]);
     let b = broker.bootstrap().to_string();
     let b = b.as_str();
 
@@ -525,8 +525,8 @@ fn kafka_topics_configs_api_versions_and_quorum() {
 
 #[test]
 fn kafka_console_clients_groups_offsets_and_perf() {
-    let mut broker = FjordProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let tools = Tools::new();
+    let mut broker = FjordProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let b = broker.bootstrap();
 
     // Console producer with keys into three partitions; console consumer back, with keys.
@@ -908,11 +908,11 @@ fn kafka_console_clients_groups_offsets_and_perf() {
 
 #[test]
 fn kafka_leader_election_in_a_three_node_cluster() {
+    let tools = Tools::new();
     // No periodic preferred-leader election: the moved leader stays until the tool moves it.
     let mut c = Cluster::builder()
         .config("auto.leader.rebalance.enable = false")
         .start();
-    let tools = Tools::new();
     let b = c.bootstrap_all();
 
     let versions = tools.ok("kafka-broker-api-versions", &["--bootstrap-server", &b]);
