@@ -478,16 +478,17 @@ impl Broker {
         self.applied.send_replace(next_offset);
     }
 
-    /// Bring the topics of `plans` in line with the image: install the topics, open the logs
-    /// of replicas that now live here, then give every partition its new assignment (after its
-    /// log is in place, so a new leader starts from its real log end) and start or stop
-    /// following.
+    /// Bring the topics of `plans` in line with the image: open the logs of replicas that now
+    /// live here, give every partition its new assignment (after its log is in place, so a new
+    /// leader starts from its real log end) and start or stop following, then install the
+    /// topics (so new partitions appear only when they can be served).
     fn reconcile(&self, plans: Vec<TopicPlan>) {
         let me = self.node_id();
         let now = now_ms();
         // The config is shared by a topic's partitions until each log takes its copy.
         let mut to_open: Vec<(Arc<Partition>, Arc<LogConfig>)> = Vec::new();
         let mut assignments: Vec<(Arc<Partition>, ReplicaState, Arc<str>)> = Vec::new();
+        let mut to_install: Vec<Arc<Topic>> = Vec::with_capacity(plans.len());
         for plan in plans {
             let t = &plan.image;
             let existing = self.topic_by_id(&t.id);
@@ -534,7 +535,7 @@ impl Broker {
                     p
                 })
                 .collect();
-            self.install(Arc::new(Topic {
+            to_install.push(Arc::new(Topic {
                 name,
                 id: t.id,
                 partitions,
@@ -542,6 +543,10 @@ impl Broker {
                 overrides: t.configs.clone(),
             }));
         }
+        // Logs, then assignments, then the topics: a new partition becomes visible (Metadata)
+        // only with its log open and its leader and replicas set — never as a leaderless
+        // partition with no replicas while thousands of logs are being opened. Followers and
+        // the group coordinator hold the partition itself, so they need not wait for it.
         let count = open_logs(&self.config.log_dir, &to_open, &self.metrics);
         drop(to_open);
         self.metrics.partitions.add(count as i64);
@@ -570,6 +575,9 @@ impl Broker {
                 Transition::BecameLeader | Transition::Stopped => self.fetchers.stop(&p),
                 Transition::Unchanged => {}
             }
+        }
+        for topic in to_install {
+            self.install(topic);
         }
         if log_budget.suppressed > 0 {
             tracing::warn!(

@@ -60,3 +60,20 @@ fn deleted_then_recreated_topic_is_empty_and_works() {
     );
     broker.assert_no_panic_in_log();
 }
+
+/// A broker publishes a new partition only once it can serve it: while CreatePartitions grows
+/// a topic to 4,000 partitions, no Metadata answer shows a partition without a leader or
+/// replicas (the logs used to be opened after the partitions were visible, leaderless, for
+/// about 0.6 s; kadm's ListOffsets then failed with LEADER_NOT_AVAILABLE).
+#[test]
+fn new_partitions_are_visible_only_with_their_leader() {
+    let broker = FjordProcess::start(&[]);
+    let r = broker
+        .python("ck_partition_visibility.py", &["--to", "4000"])
+        .success("ck_partition_visibility.py");
+    let v: serde_json::Value = serde_json::from_str(r.stdout().trim()).unwrap();
+    assert_eq!(v["final"], 4000, "{v}");
+    assert!(v["polls"].as_u64().unwrap() >= 5, "{v}");
+    assert_eq!(v["leaderless"], 0, "{v}");
+    broker.assert_no_panic_in_log();
+}
