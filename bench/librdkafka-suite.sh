@@ -70,7 +70,7 @@ passed=0 failed=0 skipped=0
 for t in $tests; do
     start=$(date +%s)
     set +e
-    (cd "$BUILD/tests" && TESTS=$t TEST_KAFKA_VERSION=$version KAFKA_PATH=$kafka_path \
+    (cd "$BUILD/tests" && LD_LIBRARY_PATH="$BUILD/src:$BUILD/src-cpp" TESTS=$t TEST_KAFKA_VERSION=$version KAFKA_PATH=$kafka_path \
         BROKERS=$bootstrap TEST_CONSUMER_GROUP_PROTOCOL=$protocol \
         timeout "$timeout" ./test-runner -p1 -E) >"$run_dir/$t.log" 2>&1
     rc=$?

@@ -811,13 +811,14 @@ impl ClassicGroup {
         instance_id: Option<&str>,
         generation_id: i32,
     ) -> Result<(), ErrorCode> {
+        // A standalone commit (generation -1: assign() consumers, admin tools) is taken while
+        // the group is empty, whatever member id it carries (librdkafka sends its own), as
+        // Kafka; with members it needs no member id to be refused as such.
+        if generation_id < 0 && self.members.is_empty() {
+            return Ok(());
+        }
         if generation_id < 0 && member_id.is_empty() {
-            // A standalone commit (assign() consumers, admin tools) needs an empty group.
-            return if self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(ErrorCode::IllegalGeneration)
-            };
+            return Err(ErrorCode::IllegalGeneration);
         }
         if let Some(e) = self.validate_member(member_id, instance_id) {
             return Err(e);

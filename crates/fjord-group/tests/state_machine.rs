@@ -541,4 +541,31 @@ fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
     );
     assert_eq!(standalone(&mut c, ""), vec![ErrorCode::None]);
     assert_eq!(c.fetch_offsets("k", None)[0].2.as_ref().unwrap().offset, 5);
+    // A group that does not exist yet becomes a simple (classic) group holding the offsets,
+    // whatever member id the commit carries (librdkafka 0130 with group.protocol=consumer).
+    let (errs, _) = c.commit_offsets(
+        CommitRequest {
+            group_id: "simple".into(),
+            generation_id: -1,
+            member_id: "rdkafka-own-id".into(),
+            group_instance_id: None,
+            partitions: vec![CommitPartition {
+                topic: "t".into(),
+                partition: 1,
+                offset: 9,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        },
+        3,
+    );
+    assert_eq!(errs, vec![ErrorCode::None]);
+    assert_eq!(
+        c.fetch_offsets("simple", None)[0]
+            .2
+            .as_ref()
+            .unwrap()
+            .offset,
+        9
+    );
 }
