@@ -18,14 +18,13 @@ if [ -f "$jar" ] && [ -z "$(find "$dir/pom.xml" "$dir/src" -newer "$jar" -print 
 fi
 
 if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "installing a JDK and Maven"
+    # shellcheck source=lib/apt.sh
+    . "$repo/scripts/lib/apt.sh"
+    apt_install openjdk-17-jdk-headless maven >/dev/null || {
         log "need a JDK (17+) and Maven on PATH: install openjdk-17-jdk-headless and maven"
         exit 1
-    fi
-    log "installing a JDK and Maven"
-    env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        openjdk-17-jdk-headless maven >/dev/null
+    }
 fi
 
 log "building $jar with Maven"

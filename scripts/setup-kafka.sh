@@ -12,26 +12,16 @@ version="${FJORD_KAFKA_VERSION:-$(tr -d '[:space:]' <"$repo/bench/kafka/VERSION"
 
 log() { echo "setup-kafka: $*" >&2; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        log "need root (or sudo) to run: $*"
-        return 1
-    fi
-}
+# shellcheck source=lib/apt.sh
+. "$repo/scripts/lib/apt.sh"
 
 missing=()
 command -v java >/dev/null 2>&1 || [ -x "${JAVA_HOME:-/nonexistent}/bin/java" ] \
     || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if [ "${#missing[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null 2>&1 || { log "install ${missing[*]} (no apt-get here)"; exit 1; }
     log "installing ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    apt_install "${missing[@]}" || exit 1
 fi
 
 if ! home="$("$repo/bench/kafka/fetch.sh" "$version")"; then
