@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{fjord_bin, run, wait_timeout, CmdResult, FjordProcess};
+use common::{fjord_bin, run, wait_timeout, wait_until, CmdResult, FjordProcess};
 use serde_json::Value;
 
 /// A failed command: the given exit status and exactly one line on stderr containing `needle`.
@@ -430,21 +430,18 @@ fn describe_and_status_show_replica_progress_and_markers() {
     // Back: it catches up, rejoins the ISR, and the markers go.
     c.thaw(follower);
     c.wait_isr("rep", Some(0), 3);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = describe(&c);
-        let p = &v["partitions"][0];
-        let caught_up = p["replica_progress"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["offset_lag"] == 0 && r["log_end_offset"] == 200);
-        if caught_up && p["under_replicated"] == false {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never caught up: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut last = Value::Null;
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        last = describe(&c);
+        let p = &last["partitions"][0];
+        p["under_replicated"] == false
+            && p["replica_progress"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["offset_lag"] == 0 && r["log_end_offset"] == 200)
+    });
+    assert!(caught_up, "never caught up: {last}");
     let table = c
         .node(via)
         .cli(&["topic", "describe", "rep"])
