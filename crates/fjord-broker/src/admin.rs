@@ -48,6 +48,7 @@ pub fn controller_router(
                 .await
                 .map_err(|e| e.to_string()),
             None,
+            None,
         )
     }
     Router::new()
@@ -60,6 +61,7 @@ pub fn controller_router(
 fn cluster_answer(
     status: Result<fjord_metadata::quorum::QuorumStatus, String>,
     broker: Option<&Broker>,
+    partitions: Option<fjord_metadata::PartitionHealth>,
 ) -> (
     StatusCode,
     [(axum::http::HeaderName, &'static str); 1],
@@ -67,9 +69,6 @@ fn cluster_answer(
 ) {
     match status {
         Ok(status) => {
-            // Partition health from the answering broker's metadata image (a controller-only
-            // node keeps none).
-            let partitions = broker.map(|b| b.with_image(|i| i.partition_health()));
             let body = serde_json::json!({
                 "cluster_id": broker.map(|b| b.cluster_id.clone()),
                 "answered_by": broker.map(|b| b.node_id()),
@@ -185,5 +184,11 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             .await
             .map_err(|e| e.to_string()),
     };
-    cluster_answer(status, Some(&broker))
+    // Partition health from this broker's metadata image (a controller-only node keeps none):
+    // a scan of every partition, so off the async workers.
+    let b = broker.clone();
+    let partitions = tokio::task::spawn_blocking(move || b.with_image(|i| i.partition_health()))
+        .await
+        .ok();
+    cluster_answer(status, Some(&broker), partitions)
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
 
-use crate::client::{now_ms, partition_ctx, topic_name, Client, FetchOptions, OffsetSpec};
+use crate::client::{
+    now_ms, partition_ctx, topic_name, Client, FetchOptions, OffsetSpec, TopicMetadata,
+};
 use crate::error::{error_name, Result};
 
 /// Kafka's `ListOffsetsRequest.DEBUGGING_REPLICA_ID`.
@@ -53,11 +55,11 @@ pub struct PartitionProgress {
 }
 
 impl Client {
-    /// The progress of every replica of `topic`'s partitions. Brokers that cannot be reached
-    /// are reported per replica (`error`), not as a failure of the whole call.
-    pub async fn replica_progress(&self, topic: &str) -> Result<Vec<PartitionProgress>> {
-        let t = self.topic_metadata(topic).await?;
-        let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+    /// The progress of every replica of the partitions of `t` (as Metadata just gave it).
+    /// Brokers that cannot be reached are reported per replica (`error`), not as a failure of
+    /// the whole call.
+    pub async fn replica_progress(&self, t: &TopicMetadata) -> Result<Vec<PartitionProgress>> {
+        let topic = t.name.as_str();
         let led: Vec<i32> = t
             .partitions
             .iter()
@@ -100,7 +102,7 @@ impl Client {
             }
         }
         let now = now_ms();
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let leader_end = ends
                 .get(&(p.partition, p.leader))

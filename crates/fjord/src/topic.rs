@@ -254,7 +254,7 @@ async fn elect_leaders(
 
 async fn describe(client: &fjord_client::Client, name: &str, output: Output) -> anyhow::Result<()> {
     let t = client.topic_metadata(name).await?;
-    let progress = client.replica_progress(name).await?;
+    let progress = client.replica_progress(&t).await?;
     let configs = client
         .describe_configs(ResourceType::Topic, name, None)
         .await?;
