@@ -260,6 +260,28 @@ final class AdminScenario {
                 }
             });
 
+            // A consumer that assigns its partitions itself commits to a group it never joins,
+            // in both group protocols (KIP-848: epoch -1, which Kafka takes while the group has
+            // no members).
+            r.step("assignCommit", () -> {
+                Map<String, Object> out = new TreeMap<>();
+                for (String protocol : List.of("classic", "consumer")) {
+                    Properties cp = Clients.consumerProps(bs, "java-assign-" + protocol);
+                    cp.put(ConsumerConfig.GROUP_ID_CONFIG, "java-assign-commit-" + protocol);
+                    cp.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+                    try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+                        c.assign(List.of(a0));
+                        c.commitSync(Map.of(a0, new OffsetAndMetadata(31)), Duration.ofSeconds(30));
+                        OffsetAndMetadata got = c.committed(Set.of(a0), Duration.ofSeconds(30)).get(a0);
+                        long committed = got == null ? -1 : got.offset();
+                        out.put(protocol, committed);
+                        r.check(committed == 31, "assign() consumer (%s) committed %d, expected 31",
+                                protocol, committed);
+                    }
+                }
+                r.put("assign_commit", out);
+            });
+
             // electLeaders: on one node every leader is already the preferred one.
             r.step("electLeaders", () -> {
                 Set<TopicPartition> parts = Set.of(a0, a1, new TopicPartition(ta, 2));
