@@ -26,11 +26,23 @@ fn kafka_and_fjord_look_the_same_to_a_client() {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no JSON report: {}", r.describe()));
+    // Differences seen once and not when the scenario was played again: shown, not failed on.
+    if let Some(flaky) = report["flaky"].as_array().filter(|f| !f.is_empty()) {
+        eprintln!("differences that did not come back when played again: {flaky:?}");
+    }
+    let unexpected: Vec<&serde_json::Value> = report["scenarios"]
+        .as_object()
+        .into_iter()
+        .flat_map(|s| s.values())
+        .filter_map(|rows| rows.as_array())
+        .flatten()
+        .filter(|row| row["known"].is_null())
+        .collect();
     assert_eq!(
         report["unexpected"],
         0,
-        "differences from Kafka: {}",
-        serde_json::to_string_pretty(&report["scenarios"]).unwrap()
+        "differences from Kafka (each seen twice): {}",
+        serde_json::to_string(&unexpected).unwrap()
     );
     assert!(r.ok(), "{}", r.describe());
     // Every CI scenario ran on both sides.
