@@ -334,6 +334,24 @@ pub struct ClientConfig {
     pub connection: ConnectionConfig,
 }
 
+/// The key of the `client.id` tag that names the client's availability zone (rack), so that
+/// brokers can account traffic per zone without a protocol field for it.
+pub const CLIENT_ID_AZ_TAG: &str = "fjord_az";
+
+/// `client_id` with the tag `fjord_az=<rack>` appended after a comma (`fjord-cli` becomes
+/// `fjord-cli,fjord_az=b`; an empty id becomes `fjord_az=b`). A `fjord_az=` tag already in the
+/// id is replaced, so the id carries one.
+pub fn client_id_with_az(client_id: &str, rack: &str) -> String {
+    let prefix = format!("{CLIENT_ID_AZ_TAG}=");
+    let mut parts: Vec<&str> = client_id
+        .split(',')
+        .filter(|p| !p.is_empty() && !p.starts_with(&prefix))
+        .collect();
+    let tag = format!("{prefix}{rack}");
+    parts.push(&tag);
+    parts.join(",")
+}
+
 /// A Kafka client bound to a bootstrap broker. Share it behind an `Arc` to pipeline requests
 /// from several tasks.
 pub struct Client {
@@ -546,6 +564,14 @@ impl Client {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
         }
+    }
+
+    /// The brokers of the Metadata answers so far (with their racks), by node id.
+    pub fn brokers(&self) -> Vec<BrokerInfo> {
+        let cache = self.cache.lock().expect("cache lock");
+        let mut brokers: Vec<BrokerInfo> = cache.brokers.values().cloned().collect();
+        brokers.sort_by_key(|b| b.node_id);
+        brokers
     }
 
     /// Topic metadata from the cache, fetched when missing.
@@ -1282,6 +1308,16 @@ fn first<'a, T>(list: &'a [T], api: &str) -> Result<&'a T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_id_carries_one_az_tag() {
+        assert_eq!(client_id_with_az("fjord-cli", "b"), "fjord-cli,fjord_az=b");
+        assert_eq!(client_id_with_az("", "b"), "fjord_az=b");
+        assert_eq!(
+            client_id_with_az("app,fjord_az=a,x=1", "b"),
+            "app,x=1,fjord_az=b"
+        );
+    }
 
     #[test]
     fn batch_round_trip_and_partial_tail() {

@@ -8,7 +8,9 @@
 //! - [`client`]: [`Client`] over a bootstrap broker — metadata, topic admin, configs, list
 //!   offsets, produce and fetch — routing partition requests to the leader from Metadata and
 //!   keeping one connection per broker id.
-//! - [`partitioner`]: Kafka's default murmur2 key partitioner.
+//! - [`partitioner`]: Kafka's default murmur2 key partitioner, and [`Partitioner`], which also
+//!   places unkeyed records, only on partitions led in the producer's rack when it has one
+//!   (AZ-local produce, like Kafka's KIP-1123).
 //! - [`progress`]: how far each replica is behind its leader (offsets and time).
 //! - [`assignor`]: a rack-aware assignor for the leader of a classic consumer group (KIP-881).
 //! - [`error`]: [`Error`], which keeps broker error codes (named as Kafka names them), I/O,
@@ -22,13 +24,15 @@ pub mod partitioner;
 pub mod progress;
 
 pub use client::{
-    config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription,
-    ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, ElectionResult, ElectionType,
-    FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch, PartitionMetadata,
-    ProduceOptions, ProduceRecord, ProduceResult, ResourceType, TopicMetadata,
+    client_id_with_az, config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig,
+    ClusterDescription, ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, ElectionResult,
+    ElectionType, FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch,
+    PartitionMetadata, ProduceOptions, ProduceRecord, ProduceResult, ResourceType, TopicMetadata,
+    CLIENT_ID_AZ_TAG,
 };
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{error_name, Error, Result};
 pub use kafka_protocol::records::Compression;
+pub use partitioner::Partitioner;
 pub use progress::{PartitionProgress, ReplicaProgress};
 pub use uuid::Uuid;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use fjord_client::{Client, ClientConfig, Compression, ConnectionConfig};
+use fjord_client::{client_id_with_az, Client, ClientConfig, Compression, ConnectionConfig};
 
 /// How client commands reach the cluster.
 #[derive(Debug, Clone)]
@@ -12,11 +12,24 @@ pub struct Connect {
     pub request_timeout: Duration,
 }
 
+/// The client id of every CLI command.
+const CLIENT_ID: &str = "fjord-cli";
+
 impl Connect {
     pub fn config(&self) -> ClientConfig {
+        self.config_in_rack(None)
+    }
+
+    /// The client settings of a client in `rack` (an availability zone): its client id carries
+    /// `fjord_az=<rack>` (`fjord-cli,fjord_az=b`), which brokers read to account traffic per
+    /// zone.
+    pub fn config_in_rack(&self, rack: Option<&str>) -> ClientConfig {
         ClientConfig {
             connection: ConnectionConfig {
-                client_id: "fjord-cli".to_string(),
+                client_id: match rack {
+                    Some(rack) => client_id_with_az(CLIENT_ID, rack),
+                    None => CLIENT_ID.to_string(),
+                },
                 request_timeout: self.request_timeout,
                 ..ConnectionConfig::default()
             },
@@ -24,10 +37,25 @@ impl Connect {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Client::connect_with(&self.bootstrap, self.config())
+        self.client_with(self.config()).await
+    }
+
+    pub async fn client_with(&self, config: ClientConfig) -> anyhow::Result<Client> {
+        Client::connect_with(&self.bootstrap, config)
             .await
             .with_context(|| format!("bootstrap server {}", self.bootstrap))
     }
+}
+
+/// Parse `--rack`: a broker.rack value, which also goes into the client id as
+/// `fjord_az=<rack>`, so it may not hold a comma, `=` or whitespace.
+pub fn rack(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().any(|c| c == ',' || c == '=' || c.is_whitespace()) {
+        return Err(format!(
+            "a rack is a non-empty name without commas, '=' or spaces, got {s:?}"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Parse `key=value` (the value may contain `=`; the key may not be empty).
@@ -76,6 +104,23 @@ mod tests {
         assert_eq!(key_value("a="), Ok(("a".into(), "".into())));
         assert!(key_value("novalue").is_err());
         assert!(key_value("=x").is_err());
+    }
+
+    #[test]
+    fn rack_goes_into_the_client_id() {
+        assert_eq!(rack("eu-west-1a"), Ok("eu-west-1a".into()));
+        for bad in ["", "a,b", "a=b", "a b"] {
+            assert!(rack(bad).is_err(), "{bad:?}");
+        }
+        let connect = Connect {
+            bootstrap: "127.0.0.1:9092".into(),
+            request_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(connect.config().connection.client_id, "fjord-cli");
+        assert_eq!(
+            connect.config_in_rack(Some("b")).connection.client_id,
+            "fjord-cli,fjord_az=b"
+        );
     }
 
     #[test]

@@ -8,13 +8,14 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use fjord_client::{
-    Client, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions, ProduceRecord,
+    Client, Compression, FetchOptions, NewTopic, OffsetSpec, Partitioner, ProduceOptions,
+    ProduceRecord,
 };
 use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use crate::args::{acks, compression, Connect};
+use crate::args::{acks, compression, rack, Connect};
 
 #[derive(Debug, Subcommand)]
 pub enum PerfCommand {
@@ -53,6 +54,10 @@ pub struct ProducePerfArgs {
     /// Produce requests awaiting acknowledgement at once.
     #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
+    /// The producer's rack (availability zone): batches go only to partitions whose leader is
+    /// in this rack (all partitions if none is); the client id carries fjord_az=RACK.
+    #[arg(long, value_name = "RACK", value_parser = rack)]
+    rack: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -202,14 +207,30 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
         bail!("--throughput must be positive or -1 (unlimited)");
     }
     let max_in_flight = args.max_in_flight.max(1);
-    let mut config = connect.config();
+    let mut config = connect.config_in_rack(args.rack.as_deref());
     config.connection.max_in_flight = max_in_flight;
     let client = Arc::new(
         Client::connect_with(&connect.bootstrap, config)
             .await
             .with_context(|| format!("bootstrap server {}", connect.bootstrap))?,
     );
-    let partitions = ensure_topic(&client, &args.topic, args.partitions).await?;
+    ensure_topic(&client, &args.topic, args.partitions).await?;
+    // Batches go round-robin over the partitions (those led in --rack, if any is).
+    let mut partitioner = Partitioner::new(args.rack.clone(), 0);
+    partitioner.update(
+        &client.topic_metadata(&args.topic).await?,
+        &client.brokers(),
+    );
+    if let Some(rack) = partitioner.rack() {
+        if partitioner.is_rack_local() {
+            eprintln!(
+                "rack {rack}: producing to partitions {:?}",
+                partitioner.in_rack()
+            );
+        } else {
+            eprintln!("rack {rack}: no partition is led in rack {rack}; producing to all");
+        }
+    }
     // Random uppercase letters, like Kafka's perf tool; built once and shared by every record.
     let payload: Bytes = {
         let mut rng = rand::thread_rng();
@@ -229,7 +250,6 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut sent = 0u64;
-    let mut batch_no = 0u64;
     while sent < args.num_records {
         if let Some(e) = stats.lock().expect("stats").error.take() {
             bail!("{e}");
@@ -253,7 +273,8 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
             })
             .collect();
         let batch = Client::encode_batch(&records, args.compression)?;
-        let partition = (batch_no % partitions as u64) as i32;
+        let partition = partitioner.unkeyed();
+        partitioner.next_batch();
         let permit = in_flight.clone().acquire_owned().await?;
         let (client, stats, topic) = (client.clone(), stats.clone(), args.topic.clone());
         tokio::spawn(async move {
@@ -271,7 +292,6 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
             drop(permit);
         });
         sent += n;
-        batch_no += 1;
     }
     // Wait for every outstanding batch.
     let _all = in_flight
