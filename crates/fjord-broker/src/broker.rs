@@ -372,6 +372,9 @@ impl Broker {
         let _one_at_a_time = self.publishing.lock();
         let mut touched: BTreeSet<Uuid> = BTreeSet::new();
         let mut removed: Vec<Uuid> = Vec::new();
+        // A whole image, or a broker registration (its rack may be new), changes the racks of
+        // every topic for the group assignors.
+        let mut all_racks = false;
         {
             let mut image = self.image.write();
             match batch {
@@ -422,6 +425,7 @@ impl Broker {
                                 rack,
                                 ..
                             } => {
+                                all_racks = true;
                                 tracing::info!(
                                     node_id,
                                     broker_epoch,
@@ -441,8 +445,11 @@ impl Broker {
                         .collect();
                     touched = new.topics().map(|t| t.id).collect();
                     *image = *new;
+                    all_racks = true;
                 }
             }
+            self.groups
+                .update_topics(&image, &touched, &removed, all_racks);
         }
         for id in removed {
             if let Some(t) = self.topic_by_id(&id) {

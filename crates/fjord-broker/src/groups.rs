@@ -8,7 +8,7 @@
 //! produced them), unlocks, and only then wakes parked requests.
 
 use fjord_protocol::records::AppendOrigin;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +30,19 @@ use crate::partition::Partition;
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = fjord_metadata::internal::GROUP_METADATA_TOPIC;
 
+/// The assignors' topic view and the name of each topic in it by id (to drop removed topics).
+#[derive(Default)]
+struct GroupTopics {
+    view: Arc<TopicsView>,
+    names: HashMap<uuid::Uuid, String>,
+}
+
 pub struct GroupRuntime {
     coordinator: Mutex<Coordinator>,
+    /// The topics as the assignors see them (partitions and their replicas' racks), kept by
+    /// [`GroupRuntime::update_topics`] as metadata is published rather than rebuilt for every
+    /// heartbeat. Readers take the `Arc`; an update copies the map only while one is held.
+    topics: parking_lot::RwLock<GroupTopics>,
     /// The startup replay is done (later elections replay one partition each).
     loaded: AtomicBool,
     waiters: Mutex<HashMap<Token, oneshot::Sender<Reply>>>,
@@ -42,6 +53,7 @@ impl GroupRuntime {
     pub fn new(config: fjord_group::Config) -> GroupRuntime {
         GroupRuntime {
             coordinator: Mutex::new(Coordinator::new(config)),
+            topics: parking_lot::RwLock::new(GroupTopics::default()),
             loaded: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -61,6 +73,57 @@ impl GroupRuntime {
         self.waiters.lock().remove(&token);
     }
 
+    /// The assignors' view of the topics (a snapshot).
+    pub fn topics(&self) -> Arc<TopicsView> {
+        self.topics.read().view.clone()
+    }
+
+    /// Bring the assignors' view in line with `image` for the topics published in one batch:
+    /// `touched` topics are rebuilt from the image, `removed` ones dropped; `all` (a whole new
+    /// image, or a broker registered — its rack may be new) rebuilds every topic.
+    pub fn update_topics(
+        &self,
+        image: &fjord_metadata::ClusterImage,
+        touched: &BTreeSet<uuid::Uuid>,
+        removed: &[uuid::Uuid],
+        all: bool,
+    ) {
+        let mut g = self.topics.write();
+        let GroupTopics { view, names } = &mut *g;
+        let view = Arc::make_mut(view);
+        let ids: Vec<uuid::Uuid> = if all {
+            view.clear();
+            names.clear();
+            image.topics().map(|t| t.id).collect()
+        } else {
+            for id in removed.iter().chain(touched) {
+                if let Some(name) = names.remove(id) {
+                    view.remove(&name);
+                }
+            }
+            touched.iter().copied().collect()
+        };
+        for id in ids {
+            let Some(t) = image.topic_by_id(&id) else {
+                continue;
+            };
+            if fjord_metadata::internal::is_internal(&t.name) {
+                continue;
+            }
+            let rack_of = |node: i32| image.broker(node).and_then(|b| b.rack.clone());
+            let racks = (0..t.partitions)
+                .map(|p| {
+                    image
+                        .partition(&id, p)
+                        .map(|s| s.replicas.iter().filter_map(|r| rack_of(*r)).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
+            names.insert(id, t.name.clone());
+            view.insert(t.name.clone(), TopicInfo::new(t.name.clone(), id, racks));
+        }
+    }
+
     /// Run one coordinator operation: state machine, then append, then replies. Returns the
     /// operation's own answer and whether its records were appended.
     pub fn run<T>(
@@ -69,7 +132,7 @@ impl GroupRuntime {
         op: impl FnOnce(&mut Coordinator, &TopicsView, i64) -> (T, Effects),
     ) -> (T, Result<(), ErrorCode>) {
         let now = now_ms();
-        let topics = topics_view(broker);
+        let topics = self.topics();
         let (out, fx, appended, members, groups) = {
             let mut c = self.coordinator.lock();
             let (out, mut fx) = op(&mut c, &topics, now);
@@ -87,8 +150,8 @@ impl GroupRuntime {
     }
 
     /// Read-only access (fetches, describes, lists).
-    pub fn read<T>(&self, broker: &Broker, f: impl FnOnce(&Coordinator, &TopicsView) -> T) -> T {
-        let topics = topics_view(broker);
+    pub fn read<T>(&self, f: impl FnOnce(&Coordinator, &TopicsView) -> T) -> T {
+        let topics = self.topics();
         let c = self.coordinator.lock();
         f(&c, &topics)
     }
@@ -302,31 +365,6 @@ fn replay_partition(
         }
     }
     Ok(out)
-}
-
-/// Every topic with its partitions' replica racks (one replica here, in this broker's rack).
-pub fn topics_view(broker: &Broker) -> TopicsView {
-    let rack = broker.config.rack.clone();
-    broker
-        .topics()
-        .into_iter()
-        .filter(|t| !fjord_metadata::internal::is_internal(&t.name))
-        .map(|t| {
-            let racks = t
-                .partitions
-                .iter()
-                .map(|_| rack.iter().cloned().collect())
-                .collect();
-            (
-                t.name.to_string(),
-                TopicInfo {
-                    name: t.name.to_string(),
-                    id: t.id,
-                    partition_racks: racks,
-                },
-            )
-        })
-        .collect()
 }
 
 /// Whether another broker coordinates `group_id`: the leader of the group's

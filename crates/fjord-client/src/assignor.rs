@@ -64,11 +64,7 @@ pub fn assign_classic(
             .collect();
         topics.insert(
             t.name.clone(),
-            TopicInfo {
-                name: t.name.clone(),
-                id: t.topic_id,
-                partition_racks,
-            },
+            TopicInfo::new(t.name.clone(), t.topic_id, partition_racks),
         );
     }
     let mut specs = Vec::with_capacity(members.len());

@@ -86,7 +86,15 @@ pub fn uniform(members: &[MemberSpec], topics: &TopicsView) -> Assignment {
         .collect();
     let mut owned: Vec<BTreeSet<Tp>> = vec![BTreeSet::new(); members.len()];
     let mut taken: BTreeSet<Tp> = BTreeSet::new();
-    // 1. Stickiness: keep current partitions up to the quota, local ones first.
+    // Partitions some eligible member shares a rack with: only such a member keeps them.
+    let has_local_owner = |tp: &Tp| {
+        eligible[tp]
+            .iter()
+            .any(|&j| is_local(&by_id, *tp, &members[j].rack))
+    };
+    // 1. Stickiness: keep current partitions up to the quota, local ones first; a partition
+    //    a rack-local member could own is not kept by a member in another rack (replicas or
+    //    members moved between racks).
     for (i, m) in members.iter().enumerate() {
         let mut cur: Vec<Tp> = m
             .current
@@ -94,6 +102,7 @@ pub fn uniform(members: &[MemberSpec], topics: &TopicsView) -> Assignment {
             .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
             .filter(|tp| eligible.get(tp).is_some_and(|o| o.contains(&i)))
             .filter(|tp| !taken.contains(tp))
+            .filter(|tp| is_local(&by_id, *tp, &m.rack) || !has_local_owner(tp))
             .collect();
         cur.sort_by_key(|tp| !is_local(&by_id, *tp, &m.rack));
         for tp in cur.into_iter().take(quota[i]) {
@@ -230,14 +239,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn topic(name: &str, n: usize, racks: impl Fn(usize) -> Vec<String>) -> TopicInfo {
-        TopicInfo {
-            name: name.into(),
-            id: Uuid::from_u128(
+        TopicInfo::new(
+            name.into(),
+            Uuid::from_u128(
                 name.bytes()
                     .fold(7u128, |h, b| h.wrapping_mul(131).wrapping_add(b as u128)),
             ),
-            partition_racks: (0..n).map(|p| racks(p).into_iter().collect()).collect(),
-        }
+            (0..n).map(|p| racks(p).into_iter().collect()).collect(),
+        )
     }
 
     fn member(id: &str, rack: Option<&str>, topics: &[&str]) -> MemberSpec {
@@ -310,6 +319,42 @@ mod tests {
                 "{m} kept a subset of its partitions"
             );
         }
+    }
+
+    #[test]
+    fn uniform_follows_replicas_that_moved_racks() {
+        // Two per rack, then the replicas of partitions 0..2 and 2..4 swap racks: stickiness
+        // must not keep a member on partitions now in another rack.
+        let rack = |p: usize| vec![["a", "b", "c"][p / 2].to_string()];
+        let ms: Vec<MemberSpec> = ["a", "b", "c"]
+            .iter()
+            .map(|r| member(&format!("m-{r}"), Some(r), &["t"]))
+            .collect();
+        let before = view(vec![topic("t", 6, rack)]);
+        let first = uniform(&ms, &before);
+        let swapped = |p: usize| rack([2, 3, 0, 1, 4, 5][p]);
+        let after = view(vec![topic("t", 6, swapped)]);
+        assert_ne!(before["t"].racks_hash, after["t"].racks_hash);
+        let ms2: Vec<MemberSpec> = ms
+            .iter()
+            .map(|m| MemberSpec {
+                current: first[&m.member_id].clone(),
+                ..m.clone()
+            })
+            .collect();
+        let second = uniform(&ms2, &after);
+        let id = after["t"].id;
+        for m in &ms2 {
+            for p in &second[&m.member_id][&id] {
+                assert_eq!(
+                    after["t"].partition_racks[*p as usize],
+                    [m.rack.clone().unwrap()].into(),
+                    "{} got {p}",
+                    m.member_id
+                );
+            }
+        }
+        assert_eq!(counts(&second), vec![2, 2, 2]);
     }
 
     proptest! {

@@ -119,8 +119,9 @@ pub struct ConsumerGroup {
     pub target: Assignment,
     pub members: BTreeMap<String, ConsumerMember>,
     static_members: HashMap<String, String>,
-    /// (topic id, partition count) of every subscribed topic when the epoch was last bumped.
-    metadata: BTreeMap<String, (Uuid, usize)>,
+    /// (topic id, partition count, racks digest) of every subscribed topic when the epoch was
+    /// last bumped: a change in any of them recomputes the assignment.
+    metadata: BTreeMap<String, (Uuid, usize, u64)>,
 }
 
 fn contains_any(a: &Partitions, b: &Partitions) -> bool {
@@ -200,13 +201,13 @@ impl ConsumerGroup {
         ));
     }
 
-    fn metadata_of(&self, topics: &TopicsView) -> BTreeMap<String, (Uuid, usize)> {
+    fn metadata_of(&self, topics: &TopicsView) -> BTreeMap<String, (Uuid, usize, u64)> {
         self.subscribed_topics()
             .into_iter()
             .filter_map(|t| {
                 topics
                     .get(&t)
-                    .map(|i| (t.clone(), (i.id, i.partition_racks.len())))
+                    .map(|i| (t.clone(), (i.id, i.partition_racks.len(), i.racks_hash)))
             })
             .collect()
     }

@@ -286,6 +286,23 @@ pub struct TopicInfo {
     pub name: String,
     pub id: uuid::Uuid,
     pub partition_racks: Vec<BTreeSet<String>>,
+    /// A digest of `partition_racks`, so a group notices that replicas moved between racks
+    /// (and recomputes its rack-aware assignment) without keeping a copy of them.
+    pub racks_hash: u64,
+}
+
+impl TopicInfo {
+    pub fn new(name: String, id: uuid::Uuid, partition_racks: Vec<BTreeSet<String>>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        partition_racks.hash(&mut h);
+        TopicInfo {
+            name,
+            id,
+            racks_hash: h.finish(),
+            partition_racks,
+        }
+    }
 }
 
 /// The topics that exist, by name (a snapshot handed in by the runtime).

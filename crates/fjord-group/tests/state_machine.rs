@@ -319,11 +319,11 @@ fn topics() -> TopicsView {
     let mut v = TopicsView::new();
     v.insert(
         "t".into(),
-        TopicInfo {
-            name: "t".into(),
-            id: uuid::Uuid::from_u128(7),
-            partition_racks: (0..4).map(|_| BTreeSet::new()).collect(),
-        },
+        TopicInfo::new(
+            "t".into(),
+            uuid::Uuid::from_u128(7),
+            (0..4).map(|_| BTreeSet::new()).collect(),
+        ),
     );
     v
 }

@@ -614,9 +614,10 @@ impl Controller {
             .image
             .partition(&topic_id, 0)
             .map_or(1, |p| p.replicas.len()) as u16;
-        let assignments = placement::place(
+        let assignments = placement::place_in_topic(
             &placement::eligible_brokers(&self.image),
             placement::current_load(&self.image),
+            &placement::topic_leaders(&self.image, &topic_id),
             total - current,
             rf,
         )?;

@@ -6,10 +6,10 @@
 //! 1. the replicas of a partition are distinct brokers, none of them cordoned or fenced (the
 //!    caller passes only eligible brokers, see [`eligible_brokers`]);
 //! 2. they span as many racks as possible (distinct racks whenever there are at least RF racks);
-//! 3. preferred leaders are balanced across brokers — each partition's leader is a broker with
-//!    the fewest leaders so far, ties going to the rack with the fewest leaders per broker — so
-//!    every rack leads a share proportional to its size (clients that route by AZ find leaders
-//!    in their own AZ);
+//! 3. preferred leaders of each topic are balanced across racks (in proportion to their sizes),
+//!    so producers in every rack find partitions of every topic led in their own AZ; within
+//!    that, across brokers cluster-wide — a broker with the fewest leaders so far, then with the
+//!    fewest of this topic, ties going to the rack with the fewest leaders per broker;
 //! 4. followers go to the brokers with the fewest replicas in the least-used racks.
 //!
 //! Load already in the cluster counts ([`current_load`]), so a new topic evens out old ones.
@@ -60,10 +60,40 @@ pub fn current_load(image: &ClusterImage) -> &HashMap<NodeId, BrokerLoad> {
     image.load()
 }
 
-/// Replica lists (preferred leader first) for `partitions` new partitions.
+/// Replica lists (preferred leader first) for `partitions` new partitions of a new topic.
 pub fn place(
     brokers: &[PlacementBroker],
     load: &HashMap<NodeId, BrokerLoad>,
+    partitions: u32,
+    replication_factor: u16,
+) -> Result<Vec<Vec<NodeId>>, PlacementError> {
+    place_in_topic(
+        brokers,
+        load,
+        &HashMap::new(),
+        partitions,
+        replication_factor,
+    )
+}
+
+/// Preferred leaders (first replicas) of a topic's partitions, per broker: what
+/// [`place_in_topic`] balances new partitions of that topic against.
+pub fn topic_leaders(image: &ClusterImage, topic_id: &uuid::Uuid) -> HashMap<NodeId, u32> {
+    let mut out: HashMap<NodeId, u32> = HashMap::new();
+    for (_, p) in image.partitions(topic_id) {
+        *out.entry(p.preferred_leader()).or_default() += 1;
+    }
+    out
+}
+
+/// Replica lists for `partitions` new partitions of a topic whose existing partitions have
+/// their preferred leaders on `topic_leaders`: within the topic, leaders spread evenly over
+/// racks (in proportion to their sizes), so producers in every rack find partitions of every
+/// topic led locally; within a rack the cluster-wide load, then the topic's, picks the broker.
+pub fn place_in_topic(
+    brokers: &[PlacementBroker],
+    load: &HashMap<NodeId, BrokerLoad>,
+    topic_leaders: &HashMap<NodeId, u32>,
     partitions: u32,
     replication_factor: u16,
 ) -> Result<Vec<Vec<NodeId>>, PlacementError> {
@@ -107,6 +137,15 @@ pub fn place(
         rack_leaders[rack_of[i]] += leaders[i];
         rack_replicas[rack_of[i]] += replicas[i];
     }
+    // The same two counts within the topic.
+    let mut t_leaders: Vec<u64> = brokers
+        .iter()
+        .map(|b| topic_leaders.get(&b.id).copied().unwrap_or(0).into())
+        .collect();
+    let mut t_rack_leaders = vec![0u64; rack_size.len()];
+    for i in 0..n {
+        t_rack_leaders[rack_of[i]] += t_leaders[i];
+    }
     // Rack loads are compared per broker: `a / size_a` vs `b / size_b`, cross-multiplied.
     let per_broker = |count: &[u64], r: usize| (count[r], rack_size[r]);
     let less = |(a, sa): (u64, u64), (b, sb): (u64, u64)| (a * sb).cmp(&(b * sa));
@@ -117,16 +156,20 @@ pub fn place(
         let rot = |i: usize| (i + n - p % n) % n;
         let leader = (0..n)
             .min_by(|&a, &b| {
-                leaders[a]
-                    .cmp(&leaders[b])
-                    .then_with(|| {
-                        less(
-                            per_broker(&rack_leaders, rack_of[a]),
-                            per_broker(&rack_leaders, rack_of[b]),
-                        )
-                    })
-                    .then_with(|| replicas[a].cmp(&replicas[b]))
-                    .then_with(|| rot(a).cmp(&rot(b)))
+                less(
+                    per_broker(&t_rack_leaders, rack_of[a]),
+                    per_broker(&t_rack_leaders, rack_of[b]),
+                )
+                .then_with(|| leaders[a].cmp(&leaders[b]))
+                .then_with(|| t_leaders[a].cmp(&t_leaders[b]))
+                .then_with(|| {
+                    less(
+                        per_broker(&rack_leaders, rack_of[a]),
+                        per_broker(&rack_leaders, rack_of[b]),
+                    )
+                })
+                .then_with(|| replicas[a].cmp(&replicas[b]))
+                .then_with(|| rot(a).cmp(&rot(b)))
             })
             .expect("at least one broker");
         let mut chosen = vec![leader];
@@ -153,6 +196,8 @@ pub fn place(
         }
         leaders[leader] += 1;
         rack_leaders[rack_of[leader]] += 1;
+        t_leaders[leader] += 1;
+        t_rack_leaders[rack_of[leader]] += 1;
         for &i in &chosen {
             replicas[i] += 1;
             rack_replicas[rack_of[i]] += 1;
@@ -225,6 +270,37 @@ mod tests {
         let out = place(&b, &load, 4, 1).unwrap();
         let ones = out.iter().filter(|r| r[0] == 1).count();
         assert_eq!(ones, 0, "{out:?}");
+    }
+
+    #[test]
+    fn every_topic_is_led_from_every_rack_whatever_the_cluster_load() {
+        // Racks b and c already lead much more than a: cluster-wide balancing alone would put
+        // all three leaders of a new 3-partition topic in rack a.
+        let b = brokers(&["a", "b", "c", "a", "b", "c"]);
+        let mut load = HashMap::new();
+        for id in [2, 3, 5, 6] {
+            load.insert(
+                id,
+                BrokerLoad {
+                    replicas: 9,
+                    leaders: 3,
+                },
+            );
+        }
+        let rack = |id: NodeId| b[id as usize - 1].rack.clone().unwrap();
+        let out = place(&b, &load, 3, 3).unwrap();
+        let led: HashSet<String> = out.iter().map(|r| rack(r[0])).collect();
+        assert_eq!(led.len(), 3, "{out:?}");
+        // New partitions of an existing topic continue the spread: the topic's 3 partitions
+        // are led from a, a and b, so of 3 more, c gets two and b one.
+        let topic: HashMap<NodeId, u32> = [(1, 1), (4, 1), (2, 1)].into();
+        let more = place_in_topic(&b, &load, &topic, 3, 3).unwrap();
+        let mut per_rack: HashMap<String, u32> = HashMap::new();
+        for r in &more {
+            *per_rack.entry(rack(r[0])).or_default() += 1;
+        }
+        assert_eq!(per_rack.get("c"), Some(&2), "{more:?}");
+        assert_eq!(per_rack.get("b"), Some(&1), "{more:?}");
     }
 
     fn counts(out: &[Vec<NodeId>]) -> (HashMap<NodeId, i64>, HashMap<NodeId, i64>) {

@@ -5,121 +5,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{python_command, send_signal, FjordProcess};
+use common::member::Member;
+use common::FjordProcess;
 use serde_json::Value;
 
 const NO_DELAY: &[&str] = &["--set", "group.initial.rebalance.delay.ms=0"];
-
-/// One `group_ck_member.py` process.
-struct Member {
-    child: Option<Child>,
-    out: PathBuf,
-    stop: PathBuf,
-}
-
-impl Member {
-    fn start(
-        broker: &FjordProcess,
-        name: &str,
-        topic: &str,
-        group: &str,
-        extra: &[&str],
-    ) -> Member {
-        let dir = broker.scratch_dir();
-        let out = dir.join(format!("{name}.jsonl"));
-        let stop = dir.join(format!("{name}.stop"));
-        let _ = std::fs::remove_file(&stop);
-        let mut cmd = python_command("group_ck_member.py");
-        cmd.args([
-            "--bootstrap",
-            broker.bootstrap(),
-            "--topic",
-            topic,
-            "--group",
-            group,
-        ])
-        .arg("--out")
-        .arg(&out)
-        .arg("--stop-file")
-        .arg(&stop)
-        .args(["--timeout", "90", "--commit"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        Member {
-            child: Some(cmd.spawn().expect("spawn group member")),
-            out,
-            stop,
-        }
-    }
-
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn of(&self, ev: &str) -> Vec<Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["ev"] == ev)
-            .collect()
-    }
-
-    /// Partitions owned now (the member reports its assignment whenever it changes).
-    fn owned(&self) -> BTreeSet<i64> {
-        self.of("owned")
-            .last()
-            .map(|e| {
-                e["parts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| p.as_i64().unwrap())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn values(&self) -> Vec<String> {
-        self.of("msg")
-            .iter()
-            .map(|e| e["v"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    /// Ask it to close (leaving the group) and wait.
-    fn stop(&mut self) {
-        std::fs::write(&self.stop, b"").unwrap();
-        if let Some(mut c) = self.child.take() {
-            if common::wait_timeout(&mut c, Duration::from_secs(30)).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("group member did not stop within 30 s");
-            }
-        }
-    }
-
-    /// SIGKILL: no LeaveGroup.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            send_signal(c.id(), "KILL");
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -40,7 +40,7 @@ pub fn handle(
         .group_ids
         .iter()
         .map(|id| {
-            b.groups.read(b, |c, topics| {
+            b.groups.read(|c, topics| {
                 let out = DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_authorized_operations(if r.include_authorized_operations {

@@ -12,9 +12,7 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroups
         .groups
         .iter()
         .map(|id| {
-            let d = b
-                .groups
-                .read(b, |c, topics| c.describe_group(&id.0, topics));
+            let d = b.groups.read(|c, topics| c.describe_group(&id.0, topics));
             let group = DescribedGroup::default().with_group_id(id.clone());
             let Some(d) = d else {
                 // Kafka 4 answers GROUP_ID_NOT_FOUND from v6; older versions see a Dead group.

@@ -16,7 +16,7 @@ type TopicRows = (String, Vec<(i32, Option<CommittedOffset>)>);
 
 fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     b.groups
-        .read(b, |c, _| c.fetch_offsets(group, topics.as_deref()))
+        .read(|c, _| c.fetch_offsets(group, topics.as_deref()))
 }
 
 /// Group rows by topic, keeping first-seen order.

@@ -656,6 +656,7 @@ pub fn append_file(path: &Path) -> File {
 }
 
 pub mod cluster;
+pub mod member;
 pub mod records;
 
 /// Produces records `0..count` of the record set with ck_produce.py; returns the acks.
