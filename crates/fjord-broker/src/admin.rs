@@ -1,7 +1,9 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/health`, and `/v1/cluster` (the cluster
 //! as the active controller sees it: voters, brokers with racks, epochs, fencing and metadata
 //! offsets, plus partition health — under-replicated, offline, leaders and replicas per broker
-//! — from the answering broker's image; what `fjord cluster status` prints).
+//! — from the answering broker's image; what `fjord cluster status` prints), and
+//! `/v1/traffic` and `/v1/usage` ([`crate::accounting::http`]: traffic by client rack, usage per
+//! topic and client id, for the whole cluster).
 
 use std::sync::Arc;
 
@@ -94,6 +96,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
+        .merge(crate::accounting::http::routes())
         .with_state(broker)
 }
 

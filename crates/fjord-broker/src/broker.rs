@@ -106,6 +106,8 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     pub fetch_sessions: Mutex<FetchSessionCache>,
     pub metrics: Metrics,
+    /// Traffic by client rack and usage per topic and client id.
+    pub accounting: crate::accounting::Accounting,
     advertised: RwLock<(String, u16)>,
     /// The group coordinator (classic and KIP-848 groups, committed offsets).
     pub groups: crate::groups::GroupRuntime,
@@ -140,6 +142,12 @@ struct TopicPlan {
 impl Broker {
     fn new(config: BrokerConfig, cluster_id: String, control: ControlPlane) -> Broker {
         let fetch_sessions = FetchSessionCache::new(config.fetch_session_cache_slots);
+        let metrics = Metrics::new();
+        let accounting = crate::accounting::Accounting::new(
+            &config.accounting,
+            config.rack.as_deref(),
+            &metrics.registry,
+        );
         Broker {
             cluster_id,
             control,
@@ -150,7 +158,8 @@ impl Broker {
             topics: RwLock::new(Topics::default()),
             producer_ids: Mutex::new((0, 0)),
             fetch_sessions: Mutex::new(fetch_sessions),
-            metrics: Metrics::new(),
+            metrics,
+            accounting,
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
             groups: crate::groups::GroupRuntime::new(config.group.clone()),
             fetchers: ReplicaFetchers::default(),

@@ -105,15 +105,32 @@ pub async fn follow(
     }
 }
 
-/// The endpoints this broker registers: its data listener as clients reach it.
+/// The endpoints this broker registers: its data listener as clients reach it, then its admin
+/// listener (HTTP, named [`crate::accounting::http::ADMIN_ENDPOINT`]) so that any broker can
+/// ask the others for `/v1/traffic` and `/v1/usage`. Clients never see the admin endpoint:
+/// Metadata picks the endpoint of the data listener's name. An admin listener on a wildcard
+/// address is reached at the data listener's advertised host.
 pub fn endpoints(broker: &Broker) -> Vec<Endpoint> {
     let (host, port) = broker.advertised();
-    vec![Endpoint {
+    let mut out = vec![Endpoint {
         name: broker.config.listener.name.clone(),
-        host,
+        host: host.clone(),
         port,
         security_protocol: "PLAINTEXT".into(),
-    }]
+    }];
+    if let Ok(admin) = broker.config.admin_listener.parse::<std::net::SocketAddr>() {
+        out.push(Endpoint {
+            name: crate::accounting::http::ADMIN_ENDPOINT.into(),
+            host: if admin.ip().is_unspecified() {
+                host
+            } else {
+                admin.ip().to_string()
+            },
+            port: admin.port(),
+            security_protocol: "HTTP".into(),
+        });
+    }
+    out
 }
 
 /// Register with the active controller, retrying until it answers or `shutdown`. Sets and

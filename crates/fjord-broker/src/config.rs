@@ -51,6 +51,9 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("connections.max.idle.ms", "600000"),
     ("queued.max.request.bytes", "-1"),
     ("broker.rack", ""),
+    // Traffic accounting by client rack and usage per topic and client (docs/cross-az.md).
+    ("traffic.accounting.enable", "true"),
+    ("client.rack.cidrs", ""),
     // Cluster (KRaft key names). No voters: a single node that is its own controller.
     ("process.roles", "broker,controller"),
     ("controller.listener.names", "CONTROLLER"),
@@ -207,6 +210,8 @@ pub struct BrokerConfig {
     /// Connection limits, the idle timeout and the request memory pool.
     pub limits: LimitsConfig,
     pub rack: Option<String>,
+    /// `traffic.accounting.enable`, `client.rack.cidrs`.
+    pub accounting: crate::accounting::AccountingConfig,
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub fetch_session_cache_slots: usize,
@@ -353,6 +358,10 @@ impl BrokerConfig {
             i32::MAX as i64,
         )? as usize;
         let limits = limits_config(&get, socket_request_max_bytes)?;
+        let accounting = crate::accounting::AccountingConfig::parse(
+            &get("traffic.accounting.enable"),
+            &get("client.rack.cidrs"),
+        )?;
         Ok(BrokerConfig {
             node_id,
             listener,
@@ -376,6 +385,7 @@ impl BrokerConfig {
             socket_request_max_bytes,
             limits,
             rack: (!rack.is_empty()).then_some(rack),
+            accounting,
             retention_check_interval_ms: parse_int(
                 &get("log.retention.check.interval.ms"),
                 "log.retention.check.interval.ms",

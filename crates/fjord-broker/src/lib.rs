@@ -21,10 +21,12 @@
 //!   `__consumer_offsets`, parks JoinGroup/SyncGroup, replays offsets at startup).
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions, without I/O.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin HTTP endpoint.
+//! - [`accounting`]: traffic by client rack (cross-AZ) and usage per topic and client id.
 //!
 //! Entry point: [`start`] binds the listeners from a [`BrokerConfig`] and returns a
 //! [`RunningBroker`] handle.
 
+pub mod accounting;
 pub mod admin;
 pub mod broker;
 pub mod cluster;
@@ -105,6 +107,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .with_context(|| format!("cannot listen on {admin_bind} (admin.listener)"))?;
     let kafka_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    // The bound admin address (port 0 resolved) is registered for peers' `/v1/traffic`.
+    let mut config = config;
+    config.admin_listener = admin_addr.to_string();
     let (host, port) = config.advertised(kafka_addr);
     let (tx, rx) = watch::channel(false);
     let mut cluster_tasks = Vec::new();
@@ -147,6 +152,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         }
     });
     let maintenance = tokio::spawn(maintenance_loop(broker.clone(), rx.clone()));
+    let usage_roll = tokio::spawn(accounting::roll_loop(broker.clone(), rx.clone()));
     broker.fetchers.start(broker.clone(), rx.clone());
     let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
@@ -158,6 +164,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             let _ = t.await;
         }
         let _ = maintenance.await;
+        let _ = usage_roll.await;
         let _ = group_timers.await;
         let _ = admin_task.await;
         if let Some(s) = service {

@@ -245,8 +245,18 @@ async fn connect(broker: &Broker, leader: i32) -> fjord_client::Result<Connectio
             "leader {leader} has no live endpoint in the metadata"
         )));
     };
+    // The rack tag lets the leader's traffic accounting place this connection's requests
+    // (ApiVersions, OffsetForLeaderEpoch) in this broker's rack too, not only its fetches.
+    let client_id = match &broker.config.rack {
+        Some(rack) => format!(
+            "fjord-replica-fetcher-{},{}={rack}",
+            broker.node_id(),
+            crate::accounting::config::CLIENT_ID_TAG
+        ),
+        None => format!("fjord-replica-fetcher-{}", broker.node_id()),
+    };
     let config = ConnectionConfig {
-        client_id: format!("fjord-replica-fetcher-{}", broker.node_id()),
+        client_id,
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(3),
         max_in_flight: 2,

@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::accounting::{Charge, ConnAccounting};
 use crate::broker::Broker;
 use crate::conn_limits::{ConnectionSlot, LogThrottle, SharedQuotas};
 use crate::handlers::{self, Outcome};
@@ -54,10 +55,12 @@ enum Outbound {
 
 /// What the reader hands to the processor.
 enum Inbound {
-    /// A request with the pool memory its frame holds until it has been handled.
-    Request(Box<Request>, Instant, Reservation),
-    /// A reply that needs no handler (ApiVersions with a too-new version).
-    Raw(bytes::Bytes),
+    /// A request with the pool memory its frame holds until it has been handled, and the
+    /// frame's size on the wire (with its size prefix) for traffic accounting.
+    Request(Box<Request>, Instant, Reservation, usize),
+    /// A reply that needs no handler (ApiVersions with a too-new version), and the size of the
+    /// request frame it answers.
+    Raw(bytes::Bytes, usize),
     /// The connection must close after what is already queued.
     Close(String),
 }
@@ -197,6 +200,8 @@ async fn serve_connection(
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let activity = Arc::new(Activity::new());
+    // Traffic by client rack and usage per client id (`None` when accounting is off).
+    let mut accounting = ConnAccounting::new(&broker.accounting, peer);
 
     let reader = tokio::spawn(read_requests(
         broker.clone(),
@@ -263,7 +268,10 @@ async fn serve_connection(
         };
         let Some(msg) = msg else { break };
         match msg {
-            Inbound::Raw(bytes) => {
+            Inbound::Raw(bytes, request_bytes) => {
+                if let Some(a) = &accounting {
+                    a.unhandled(request_bytes, bytes.len());
+                }
                 if out_tx
                     .send(Outbound::Ready(vec![Chunk::Bytes(bytes)]))
                     .await
@@ -277,10 +285,13 @@ async fn serve_connection(
                 tracing::warn!(%peer, %reason, "closing connection: bad request");
                 break;
             }
-            Inbound::Request(req, arrived, reservation) => {
+            Inbound::Request(req, arrived, reservation, wire_bytes) => {
                 let api = req.api_key;
                 let version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;
+                let charge = accounting
+                    .as_mut()
+                    .map(|a| a.request(&broker, &req, wire_bytes));
                 let outcome = handlers::handle_from(&broker, *req, Some(peer)).await;
                 // Handled: the request's memory goes back to the pool (Kafka releases the
                 // request buffer after handling, also when the response is deferred).
@@ -297,7 +308,9 @@ async fn serve_connection(
                                 .request_latency
                                 .with_label_values(&[api_name])
                                 .observe(arrived.elapsed().as_secs_f64());
-                            let _ = tx.send(encode(outcome, correlation_id, api, version, peer));
+                            let chunks = encode(outcome, correlation_id, api, version, peer);
+                            charge_response(&charge, chunks.as_ref());
+                            let _ = tx.send(chunks);
                         });
                         Outbound::Later(rx)
                     }
@@ -310,7 +323,10 @@ async fn serve_connection(
                         match outcome {
                             Outcome::NoResponse => continue,
                             outcome => match encode(outcome, correlation_id, api, version, peer) {
-                                Some(chunks) => Outbound::Ready(chunks),
+                                Some(chunks) => {
+                                    charge_response(&charge, Some(&chunks));
+                                    Outbound::Ready(chunks)
+                                }
                                 None => break,
                             },
                         }
@@ -522,8 +538,9 @@ async fn read_requests(
             }
         };
         let arrived = Instant::now();
+        let wire_bytes = 4 + frame.len();
         let msg = match codec::decode_request(frame) {
-            Ok(req) => Inbound::Request(Box::new(req), arrived, reservation),
+            Ok(req) => Inbound::Request(Box::new(req), arrived, reservation, wire_bytes),
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
@@ -531,7 +548,7 @@ async fn read_requests(
             }) => {
                 let mut out = BytesMut::new();
                 codec::unsupported_api_versions_response(&mut out, correlation_id);
-                Inbound::Raw(out.freeze())
+                Inbound::Raw(out.freeze(), wire_bytes)
             }
             Err(e) => Inbound::Close(e.to_string()),
         };
@@ -539,6 +556,13 @@ async fn read_requests(
         if in_tx.send(msg).await.is_err() || closing {
             return;
         }
+    }
+}
+
+/// Count a response frame (size prefix and file ranges included) where its request was charged.
+fn charge_response(charge: &Option<Charge>, chunks: Option<&Chunks>) {
+    if let (Some(charge), Some(chunks)) = (charge, chunks) {
+        charge.response(chunks.iter().map(Chunk::len).sum());
     }
 }
 

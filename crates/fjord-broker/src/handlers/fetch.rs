@@ -448,6 +448,7 @@ fn build_response(
                 .bytes_out
                 .with_label_values(&[&t.key.topic])
                 .inc_by(n);
+            b.accounting.topic_out(&t.key.topic, n);
             let role = if r.leader { "leader" } else { "follower" };
             b.metrics
                 .consumer_fetch_bytes
