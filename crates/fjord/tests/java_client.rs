@@ -444,3 +444,49 @@ fn java_clients_survive_leader_failover_in_a_3_node_cluster() {
     assert_eq!(v["non_retriable_error_codes"], serde_json::json!([]), "{v}");
     c.assert_no_panic_in_logs();
 }
+
+/// KIP-1123 (kafka-clients 4.4.0): a producer with `client.rack=b` and
+/// `partitioner.rack.aware=true` sends unkeyed records only to partitions led in rack b of a
+/// 3-node cluster in racks a, b, c (keyed records still by murmur2; without the setting the
+/// records leave the rack). Checked again here against the brokers' own leaders.
+#[test]
+fn java_producer_rack_aware_partitioner_stays_in_its_rack() {
+    let mut c = Cluster::builder().start();
+    let topic = "java-rack-aware";
+    let r = run(
+        java_command(
+            "rack-producer",
+            &c.bootstrap_all(),
+            &["--topic", topic, "--rack", "b", "--partitions", "6"],
+        ),
+        None,
+        SCENARIO_TIMEOUT,
+    );
+    let v = scenario_json("rack-producer", r.ok(), &r.stdout(), &r.describe());
+    eprintln!("rack-producer: {v}");
+    // Node 2 is the broker in rack b.
+    let layout = c.wait_isr(topic, None, 3);
+    let in_b: Vec<i64> = layout
+        .iter()
+        .filter(|(_, p)| p.leader == 2)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(!in_b.is_empty(), "{layout:?}");
+    assert_eq!(v["in_rack"], serde_json::json!(in_b), "{v}");
+    let used = |key: &str| -> Vec<i64> {
+        v[key]
+            .as_object()
+            .unwrap_or_else(|| panic!("{key}: {v}"))
+            .keys()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    let rack_aware = used("rack_aware_partitions");
+    assert!(rack_aware.iter().all(|p| in_b.contains(p)), "{v}");
+    assert!(
+        used("default_partitions").iter().any(|p| !in_b.contains(p)),
+        "{v}"
+    );
+    assert_eq!(int(&v["keyed_mismatches"]), 0, "{v}");
+    c.assert_no_panic_in_logs();
+}

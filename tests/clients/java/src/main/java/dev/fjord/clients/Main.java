@@ -28,7 +28,7 @@ public final class Main {
             args = new Args(argv);
         } catch (IllegalArgumentException e) {
             System.err.println("fjord-java-clients: " + e.getMessage());
-            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover");
+            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover, rack-producer");
             System.exit(2);
             return;
         }
@@ -59,6 +59,7 @@ public final class Main {
                 case "groups" -> GroupsScenario.run(args, r);
                 case "admin" -> AdminScenario.run(args, r);
                 case "failover" -> FailoverScenario.run(args, r);
+                case "rack-producer" -> RackProducerScenario.run(args, r);
                 default -> {
                     System.err.println("fjord-java-clients: unknown scenario " + args.scenario);
                     System.exit(2);
