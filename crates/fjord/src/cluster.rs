@@ -19,6 +19,19 @@ pub enum ClusterCommand {
         #[arg(long, hide = true)]
         json: bool,
     },
+    /// Bytes between clients and brokers by rack since the brokers started: a matrix of client
+    /// rack by broker rack, each kind's cross-rack share (produce, consume, replication,
+    /// other) and the estimated cost of the cross-rack bytes.
+    Traffic {
+        /// The admin HTTP address of any broker (`admin.listener`), which answers for the whole
+        /// cluster; or several, comma-separated, each answering for itself.
+        #[arg(long, default_value = "127.0.0.1:9644", env = "FJORD_ADMIN")]
+        admin: String,
+        /// Price of one GB (2^30 bytes) crossing racks, for the cost estimate (AWS charges
+        /// $0.01/GB in each direction between availability zones).
+        #[arg(long, default_value_t = 0.01, value_name = "USD", value_parser = price)]
+        price_per_gb: f64,
+    },
 }
 
 pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> anyhow::Result<()> {
@@ -28,6 +41,18 @@ pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> 
             status(&admin, output).await
         }
         ClusterCommand::Info => info(connect, output).await,
+        ClusterCommand::Traffic {
+            admin,
+            price_per_gb,
+        } => crate::traffic::cluster_traffic(&admin, price_per_gb, output).await,
+    }
+}
+
+/// `--price-per-gb`: a number of dollars, not negative.
+fn price(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("expected a price such as 0.01, got {s:?}")),
     }
 }
 

@@ -17,6 +17,7 @@ mod perf_group;
 mod produce;
 mod server;
 mod topic;
+mod traffic;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,8 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Bytes in, out and stored per topic or client id over a time window (cost attribution).
+    Usage(traffic::UsageArgs),
     /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -188,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(c) => cluster::run(&connect, cli.output, c).await,
         Command::Perf(c) => perf::run(&connect, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
+        Command::Usage(a) => traffic::usage(a, cli.output).await,
         Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),

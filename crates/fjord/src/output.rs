@@ -65,7 +65,7 @@ pub fn alert(text: &str) -> String {
 /// A table printed with each column as wide as its widest cell. Cells may carry ANSI colour;
 /// widths count visible characters only.
 pub struct Table {
-    headers: Vec<&'static str>,
+    headers: Vec<String>,
     /// Right-align these columns (numbers).
     right: Vec<bool>,
     rows: Vec<Vec<String>>,
@@ -74,9 +74,17 @@ pub struct Table {
 impl Table {
     /// Columns by header; a header starting with `>` is right-aligned (the `>` is dropped).
     pub fn new(headers: &[&'static str]) -> Table {
+        Table::with_headers(headers.iter().map(|h| h.to_string()).collect())
+    }
+
+    /// [`Table::new`] with headers made at run time (e.g. one column per rack).
+    pub fn with_headers(headers: Vec<String>) -> Table {
         Table {
-            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
             right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            headers: headers
+                .iter()
+                .map(|h| h.trim_start_matches('>').to_string())
+                .collect(),
             rows: Vec::new(),
         }
     }
@@ -114,7 +122,7 @@ impl Table {
             }
             line
         };
-        let mut out = vec![fmt(&mut self.headers.iter().copied())];
+        let mut out = vec![fmt(&mut self.headers.iter().map(String::as_str))];
         for row in &self.rows {
             out.push(fmt(&mut row.iter().map(String::as_str)));
         }
