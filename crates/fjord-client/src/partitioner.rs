@@ -57,6 +57,28 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 ///
 /// It holds no connection: feed it each Metadata answer with [`Partitioner::update`], and the
 /// candidates follow leadership as it moves.
+///
+/// ```no_run
+/// # async fn example() -> fjord_client::Result<()> {
+/// use fjord_client::{client_id_with_az, Client, ClientConfig, Partitioner};
+/// use fjord_client::{ProduceOptions, ProduceRecord};
+///
+/// // A producer in rack (availability zone) "b"; its client id carries `fjord_az=b`, from
+/// // which brokers account its traffic to rack b.
+/// let mut config = ClientConfig::default();
+/// config.connection.client_id = client_id_with_az("orders-app", "b");
+/// let client = Client::connect_with("127.0.0.1:9092", config).await?;
+/// let mut partitioner = Partitioner::new(Some("b".to_string()), 0);
+/// partitioner.update(&client.topic_metadata("orders").await?, &client.brokers());
+/// for _ in 0..10 {
+///     let batch = vec![ProduceRecord::new(None::<&'static [u8]>, &b"event"[..]); 100];
+///     let partition = partitioner.partition(None); // led in rack b, if any partition is
+///     client.produce("orders", partition, &batch, ProduceOptions::default()).await?;
+///     partitioner.next_batch();
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Partitioner {
     rack: Option<String>,

@@ -1,14 +1,17 @@
 //! AZ-local produce against a real 3-node cluster in racks a, b, c: `fjord produce --rack b`
-//! puts every unkeyed record on a partition led in rack b, keyed records still go by key hash,
-//! and with nothing led in rack b (its broker down) unkeyed records spread over every
-//! partition with a leader, as Kafka's KIP-1123 partitioner does.
+//! puts every unkeyed record on a partition led in rack b (and the brokers, reading the
+//! `fjord_az=b` tag of its client id, account that produce traffic to rack b, on rack b's
+//! broker only), keyed records still go by key hash, and with nothing led in rack b (its broker
+//! down) unkeyed records spread over every partition with a leader, as Kafka's KIP-1123
+//! partitioner does.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use common::cluster::{Cluster, Layout};
-use common::FjordProcess;
+use common::{wait_until, FjordProcess};
 use fjord_client::partitioner::partition_for_key;
 use serde_json::Value;
 
@@ -40,6 +43,29 @@ fn gained(before: &BTreeMap<i64, i64>, after: &BTreeMap<i64, i64>) -> BTreeMap<i
     after
         .iter()
         .map(|(p, hw)| (*p, hw - before.get(p).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Broker id → produce bytes it accounted to clients in rack b (`GET /v1/traffic`, which
+/// covers the whole cluster).
+fn produce_bytes_from_rack_b(node: &FjordProcess) -> BTreeMap<i64, i64> {
+    let r = node.http_get("/v1/traffic");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).expect("traffic JSON");
+    v["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|b| {
+            let bytes = b["flows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["client_rack"] == "b" && f["kind"] == "produce")
+                .filter_map(|f| f["bytes"].as_i64())
+                .sum();
+            (b["node_id"].as_i64().unwrap(), bytes)
+        })
         .collect()
 }
 
@@ -109,6 +135,21 @@ fn produce_with_a_rack_stays_on_partitions_led_there() {
         }
     }
     assert_eq!(got.values().sum::<i64>(), 300, "{got:?}");
+    // The client id said rack b: every produce byte went to rack b's broker.
+    assert!(
+        wait_until(Duration::from_secs(10), || produce_bytes_from_rack_b(
+            c.node(1)
+        )
+        .get(&2)
+        .is_some_and(|b| *b > 0)),
+        "{:?}",
+        produce_bytes_from_rack_b(c.node(1))
+    );
+    let traffic = produce_bytes_from_rack_b(c.node(1));
+    assert!(
+        traffic.iter().all(|(id, b)| *id == 2 || *b == 0),
+        "produce from rack b reached other racks: {traffic:?}"
+    );
 
     // Keyed records keep Kafka's murmur2 placement, whatever the rack.
     let before = log_end_offsets(c.node(1));

@@ -13,7 +13,9 @@
 //! - the Admin client's everyday calls and error paths;
 //! - a producer and a group consumer across a `kill -9` and a SIGTERM of partition leaders in
 //!   a 3-node cluster (RF 3, min.insync.replicas=2): nothing acknowledged lost, only retriable
-//!   errors.
+//!   errors;
+//! - the rack-aware partitioner (KIP-1123) in a 3-node cluster in racks a, b, c: unkeyed
+//!   records only on partitions led in the producer's rack.
 
 mod common;
 
