@@ -103,6 +103,11 @@ struct StartArgs {
     /// `fjord dev cluster stop`).
     #[arg(long)]
     detach: bool,
+    /// A broker config for every node, as in `fjord server --set` (repeatable), e.g.
+    /// `--set replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector`.
+    /// Written into the node configs of a new cluster.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 const DEFAULT_DIR: &str = "./fjord-dev-cluster";
@@ -144,9 +149,12 @@ mod tests {
             "--dir",
             "/tmp/c",
             "--detach",
+            "--set",
+            "log.retention.ms=1000",
         ]);
         let DevCommand::Cluster(c) = t.c;
         assert!(c.action.is_none());
+        assert_eq!(c.start.set, ["log.retention.ms=1000"]);
         assert_eq!(c.start.nodes, Some(5));
         assert_eq!(
             c.start.racks,

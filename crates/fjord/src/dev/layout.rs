@@ -56,6 +56,7 @@ pub async fn prepare(dir: &Path, args: &StartArgs) -> anyhow::Result<Vec<NodeSpe
             ("--kafka-port", args.kafka_port.is_some()),
             ("--controller-port", args.controller_port.is_some()),
             ("--admin-port", args.admin_port.is_some()),
+            ("--set", !args.set.is_empty()),
         ]
         .iter()
         .filter(|(_, given)| *given)
@@ -74,6 +75,7 @@ pub async fn prepare(dir: &Path, args: &StartArgs) -> anyhow::Result<Vec<NodeSpe
     }
     let nodes = u32::from(args.nodes.unwrap_or(DEFAULT_NODES));
     let racks = racks(nodes, args.racks.as_deref())?;
+    let extra = extra_config(&args.set)?;
     let mut ports = Ports::default();
     let mut specs = Vec::new();
     for i in 1..=nodes {
@@ -102,7 +104,7 @@ pub async fn prepare(dir: &Path, args: &StartArgs) -> anyhow::Result<Vec<NodeSpe
         .collect::<Vec<_>>()
         .join(",");
     for s in &specs {
-        let text = node_config(s, &voters);
+        let text = node_config(s, &voters) + &extra;
         // The same parser and checks as `fjord server`: a bad rack name fails here, once.
         let flat = fjord_broker::config::flatten_toml(&text)
             .map_err(|e| anyhow::anyhow!("node {} config: {e}", s.id))?;
@@ -167,6 +169,23 @@ fn default_rack(mut i: u32) -> String {
     }
     name.reverse();
     String::from_utf8(name).expect("ASCII letters")
+}
+
+/// `--set KEY=VALUE` flags as TOML lines for every node's config (values as strings, which
+/// the broker's config parser reads like any other value).
+fn extra_config(set: &[String]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for kv in set {
+        let Some((k, v)) = kv.split_once('=') else {
+            anyhow::bail!("--set {kv:?}: expected KEY=VALUE");
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            anyhow::bail!("--set {kv:?}: a config key is letters, digits, '.', '_' and '-'");
+        }
+        out.push_str(&format!("{k} = {}\n", toml_string(v.trim())));
+    }
+    Ok(out)
 }
 
 /// A TOML basic string (JSON's string escapes are valid TOML).
@@ -284,6 +303,22 @@ mod tests {
         let given = vec!["x".to_string(), "y".to_string()];
         assert_eq!(racks(5, Some(&given)).unwrap(), ["x", "y", "x", "y", "x"]);
         assert!(racks(2, Some(&["a".to_string(), " ".to_string()])).is_err());
+    }
+
+    #[test]
+    fn set_flags_become_config_lines() {
+        let set = vec![
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector"
+                .to_string(),
+            "log.retention.ms = 1000".to_string(),
+        ];
+        let extra = extra_config(&set).unwrap();
+        let flat = fjord_broker::config::flatten_toml(&format!("log.dirs = \"/d\"\n{extra}"))
+            .unwrap();
+        assert_eq!(flat["log.retention.ms"], "1000");
+        assert!(flat["replica.selector.class"].ends_with("RackAwareReplicaSelector"));
+        assert!(extra_config(&["novalue".into()]).is_err());
+        assert!(extra_config(&["bad key=1".into()]).is_err());
     }
 
     #[test]
