@@ -53,6 +53,9 @@ impl Accounting {
         )
         .expect("metric");
         enabled.set(config.enabled as i64);
+        if !config.enabled {
+            tracing::info!("traffic and usage accounting is off (traffic.accounting.enable=false)");
+        }
         registry.register(Box::new(enabled)).expect("unique metric");
         Accounting {
             config: config.clone(),

@@ -19,10 +19,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
+
+use crate::conn_limits::LogThrottle;
 
 /// Topics tracked at once; more are counted under [`OVERFLOW_KEY`].
 pub const MAX_TOPICS: usize = 10_000;
@@ -113,6 +116,7 @@ struct CellTable {
     by: By,
     cells: RwLock<HashMap<Arc<str>, Arc<UsageCell>>>,
     cap: usize,
+    overflow_log: Mutex<LogThrottle>,
 }
 
 impl CellTable {
@@ -123,6 +127,7 @@ impl CellTable {
             by,
             cells: RwLock::new(cells),
             cap,
+            overflow_log: Mutex::new(LogThrottle::new(Duration::from_secs(60))),
         }
     }
 
@@ -138,6 +143,11 @@ impl CellTable {
         // The overflow row does not take a place.
         if cells.len() > self.cap {
             overflowed.with_label_values(&[self.by.label()]).inc();
+            if let Some(more) = self.overflow_log.lock().admit(Instant::now()) {
+                let shown: String = key.chars().take(80).collect();
+                tracing::warn!(table = self.by.label(), key = %shown, cap = self.cap, times_before = more,
+                    "usage counted under \"(other)\": too many distinct keys in use");
+            }
             return cells.get(OVERFLOW_KEY).expect("overflow cell").clone();
         }
         let c = Arc::new(UsageCell::default());
