@@ -180,7 +180,11 @@ fn extra_config(set: &[String]) -> anyhow::Result<String> {
             anyhow::bail!("--set {kv:?}: expected KEY=VALUE");
         };
         let k = k.trim();
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             anyhow::bail!("--set {kv:?}: a config key is letters, digits, '.', '_' and '-'");
         }
         out.push_str(&format!("{k} = {}\n", toml_string(v.trim())));
@@ -313,8 +317,8 @@ mod tests {
             "log.retention.ms = 1000".to_string(),
         ];
         let extra = extra_config(&set).unwrap();
-        let flat = fjord_broker::config::flatten_toml(&format!("log.dirs = \"/d\"\n{extra}"))
-            .unwrap();
+        let flat =
+            fjord_broker::config::flatten_toml(&format!("log.dirs = \"/d\"\n{extra}")).unwrap();
         assert_eq!(flat["log.retention.ms"], "1000");
         assert!(flat["replica.selector.class"].ends_with("RackAwareReplicaSelector"));
         assert!(extra_config(&["novalue".into()]).is_err());
