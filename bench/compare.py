@@ -11,9 +11,15 @@ fresh Fjord built from an earlier commit), and runs the same workloads against e
 which goes first, so a noisy neighbour hurts all alike. Workloads are driven by librdkafka's
 rdkafka_performance, by `fjord perf` (our client, which pre-builds batches and so can push more
 bytes than one librdkafka producer on a shared core) and by Kafka's kafka-producer-perf-test
-(the Java client).
+and kafka-consumer-perf-test (the Java clients, run from the same jars; not against the mock,
+where they stall). The catch-up rows of both consumers read the same records, written once per
+broker round; kafka-consumer-perf-test's rate is counted after its group join (printed apart).
 The table shows min/median/max over rounds, and the CPU time the broker process spent per MB
 moved next to the CPU time of the raw receive/append (or send) path for the same bytes.
+
+    bench/compare.sh                                  # everything, 3 rounds
+    bench/compare.sh --rounds 3 --only catch-up       # the four catch-up rows (both consumers)
+    bench/compare.sh --only "(kafka-consumer-perf-test)" --no-mock
 """
 
 import argparse
@@ -83,6 +89,13 @@ def workloads(scale):
                  n(3_000_000), 1, tool="kperf"),
         Workload("produce 1KB acks=all (kafka-producer-perf-test)", "bigjava", 1, 1024,
                  n(1_000_000), -1, tool="kperf", raw="tcp+append"),
+        # The Java consumer (a classic-protocol group member, as kafka-consumer-perf-test
+        # runs it) reading the same topics back; filled here only if the rdkafka_performance
+        # row above did not already fill them in this broker's round.
+        Workload("consume catch-up 1KB records (kafka-consumer-perf-test)", "catchup", 1, 1024,
+                 n(catch_up // 1024), 1, kind="consume", tool="kcperf", raw="tcp"),
+        Workload("consume catch-up 16KB records (kafka-consumer-perf-test)", "catchup16", 1,
+                 16384, n(catch_up // 16384), 1, kind="consume", tool="kcperf", raw="tcp"),
     ]
 
 
@@ -114,6 +127,7 @@ class Broker:
         self.kind = kind
         self.tmp = None
         self.proc = None
+        self.filled = set()  # (topic, record size, count) already written for a consume row
         if kind == "kafka":
             self.tmp = tempfile.mkdtemp(prefix="kafka-bench-", dir=work)
             port, cport = free_port(), free_port()
@@ -201,10 +215,12 @@ def last(pattern, text):
     return ms[-1] if ms else None
 
 
-def percentiles(path):
+def percentiles(path, skip=0):
+    """p50/p99/p99.9 in ms of rdkafka_performance -A's per-message latencies (µs, one a line,
+    in delivery order), without the first `skip` lines."""
     try:
         with open(path) as f:
-            xs = sorted(int(x) for x in f if x.strip())
+            xs = sorted([int(x) for x in f if x.strip()][skip:])
     except OSError:
         return {}
     if not xs:
@@ -238,16 +254,16 @@ def run_workload(w, b, tools, rate, timeout):
         return run_fjord_perf(w, b, tools, rate, timeout)
     if w.tool == "kperf":
         return run_kafka_perf(w, b, tools, timeout)
+    if w.tool == "kcperf":
+        return run_kafka_consumer_perf(w, b, tools, timeout)
     lat_file = os.path.join(tools.work, f"lat-{b.kind}.txt")
     if os.path.exists(lat_file):
         os.remove(lat_file)
     base = [tools.perf, "-b", b.bootstrap, "-t", w.topic]
     if w.kind == "consume":
-        # Fill first (not timed here), then read everything back from offset 0.
-        out = run_tool(base + ["-P", "-s", str(w.size), "-c", str(w.count), "-a", "1", "-p", "0"],
-                       timeout)
-        if not last(SUMMARY_P, out):
-            return {"error": "fill failed: " + out[-300:]}
+        err = fill(w, b, tools, timeout)
+        if err:
+            return err
         args = base + ["-C", "-p", "0", "-o", "beginning", "-c", str(w.count)]
     elif w.kind == "latency":
         count = max(1000, int(rate * LATENCY_SECONDS))
@@ -275,6 +291,21 @@ def run_workload(w, b, tools, rate, timeout):
          "client_cpu": CLIENT_CPU[0], "mb": int(m.group(2)) / 1e6}
     r.update(percentiles(lat_file))
     return r
+
+
+def fill(w, b, tools, timeout):
+    """Write the records a catch-up row reads back (rdkafka_performance, acks=1, not timed),
+    once per broker round and topic: the rows of both consumers read the same records.
+    None, or {'error': text}."""
+    key = (w.topic, w.size, w.count)
+    if key in b.filled:
+        return None
+    out = run_tool([tools.perf, "-b", b.bootstrap, "-t", w.topic, "-P", "-s", str(w.size),
+                    "-c", str(w.count), "-a", "1", "-p", "0"], timeout)
+    if not last(SUMMARY_P, out):
+        return {"error": "fill failed: " + out[-300:]}
+    b.filled.add(key)
+    return None
 
 
 def run_fjord_perf(w, b, tools, rate, timeout):
@@ -319,6 +350,37 @@ def run_kafka_perf(w, b, tools, timeout):
     msgs = float(m.group(2))
     return {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
             "client_cpu": CLIENT_CPU[0], "mb": w.count * w.size / 1e6}
+
+
+# kafka-consumer-perf-test's last line (without --show-detailed-stats): start.time, end.time,
+# data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms,
+# fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec.
+SUMMARY_KCPERF = re.compile(r"^[^,\n]+, [^,\n]+, ([\d.]+), ([\d.]+), (\d+), ([\d.]+), (-?\d+), "
+                            r"(-?\d+), ([\d.]+), ([\d.]+)\s*$", re.M)
+
+
+def run_kafka_consumer_perf(w, b, tools, timeout):
+    """kafka-consumer-perf-test (the Java consumer, ConsumerPerformance from the same Kafka
+    jars) reading the whole topic from the beginning in a new group. msgs/s is its
+    fetch.nMsg.sec: records over the time after the group join (the join itself, e.g.
+    Kafka's group.initial.rebalance.delay.ms, is reported apart as 'join_ms')."""
+    err = fill(w, b, tools, timeout)
+    if err:
+        return err
+    tool = os.path.join(kafka_home(), "bin", "kafka-consumer-perf-test.sh")
+    group = f"fjord-bench-{b.kind}-{w.topic}-{time.time_ns()}"
+    args = [tool, "--bootstrap-server", b.bootstrap, "--topic", w.topic, "--num-records",
+            str(w.count), "--group", group, "--timeout", "30000"]
+    cpu0 = b.cpu()
+    out = run_tool(args, timeout)
+    cpu = b.cpu() - cpu0
+    m = last(SUMMARY_KCPERF, out)
+    if not m or int(m.group(3)) < w.count:
+        return {"error": "kafka-consumer-perf-test failed: " + out[-300:]}
+    msgs = float(m.group(8))
+    return {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
+            "client_cpu": CLIENT_CPU[0], "mb": w.count * w.size / 1e6,
+            "join_ms": int(m.group(5))}
 
 
 LATENCY_SECONDS = 10
@@ -399,13 +461,20 @@ def main():
                        topics)
             try:
                 for w in ws:
+                    skip = None
                     if w.kind == "consume" and kind == "mock":
                         # The mock answers each Fetch with one message set per partition and
                         # then waits: it is not a catch-up reference (raw loopback TCP is).
-                        continue
-                    if w.tool == "kperf" and kind == "mock":
-                        # The Java producer stalls against librdkafka's mock broker (it never
-                        # completes a run); Kafka is this load generator's reference.
+                        skip = "not a catch-up reference: one message set per Fetch, then waits"
+                    if w.tool in ("kperf", "kcperf") and kind == "mock":
+                        # The Java clients stall against librdkafka's mock broker: the producer
+                        # never completes a run, and the consumer reads nothing ("Connection to
+                        # node -1 is throttled for 1179648 ms": it takes a throttle time from
+                        # the mock's answers). Kafka is these load generators' reference.
+                        skip = "the Java client stalls against the mock: it never completes"
+                    if skip:
+                        if rnd == 0:
+                            log(f"  {w.name}: mock: skipped ({skip})")
                         continue
                     rate = None
                     if w.kind == "latency":
@@ -420,6 +489,8 @@ def main():
                         log(f"  {w.name}: {kind}: ERROR {r['error']}")
                     else:
                         extra = f" p99={r['p99']:.2f}ms" if "p99" in r else ""
+                        if "join_ms" in r:
+                            extra += f" (group join {r['join_ms']} ms, not counted)"
                         log(f"  {w.name}: {kind}: {r['msgs']} msgs/s {r['mbps']:.1f} MB/s "
                             f"broker cpu {r['cpu']:.2f}s{extra}")
                     results.setdefault((w.name, kind), []).append(r)
@@ -486,6 +557,12 @@ def main():
     print("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
     for r in rows:
         print(line(r))
+    joins = {kind: [r["join_ms"] for (name, k), rs in results.items() if k == kind
+                    for r in rs if "join_ms" in r] for kind in kinds}
+    if any(joins.values()):
+        print("\nkafka-consumer-perf-test rows: records over the time after the group join "
+              "(its fetch.nMsg.sec); the join took (median ms) "
+              + ", ".join(f"{k} {med(v):.0f}" for k, v in joins.items() if v) + ".")
     print("\nFjord/raw: produce MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP. "
           "raw/Fjord CPU: the raw path's CPU per MB (receive+append for produce, send for "
           "consume) ÷ the broker's; 1.0 = as cheap as moving the bytes and nothing else.")

@@ -3,9 +3,14 @@
 # Fjord, Kafka, librdkafka's mock broker and the machine's raw limits side by side and print the
 # table (see docs/performance.md). --no-kafka / --no-mock leave a column out.
 #
-#   bench/compare.sh            # full run: 3 rounds, ~15 minutes on 2 cores
+#   bench/compare.sh            # full run: 3 rounds, ~20 minutes on 2 cores
 #   bench/compare.sh --quick    # 1/10 of the data, 2 rounds, a few minutes
 #   bench/compare.sh --rounds 5 --only "1p,catch-up"
+#   bench/compare.sh --rounds 3 --only catch-up --no-mock   # both consumers' catch-up rows
+#                                                           # (rdkafka_performance and
+#                                                           # kafka-consumer-perf-test), ~6 min
+# Three nodes (RF 3 acks=all etc.), Fjord vs Kafka: python3 bench/replication.py --only produce
+# --kafka (bench/kafka/README.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/bench/build-reference.sh"

@@ -6,7 +6,9 @@ Measures:
   1. produce throughput and latency, side by side and in alternating order over several
      rounds: RF 3 acks=all (min.insync.replicas=2), RF 3 acks=1, RF 1 acks=1 — with
      `fjord perf produce` (per-request latency percentiles) at full speed and at a fixed rate,
-     and, if bench/build-reference.sh has built it, librdkafka's rdkafka_performance;
+     and, if bench/build-reference.sh has built it, librdkafka's rdkafka_performance at full
+     speed and at the same fixed rate (per-message latency, once per --rdkafka-linger-ms);
+     with --kafka also against Apache Kafka on three local nodes (below);
   2. failover: kill -9 of the leader of a partition, time until a produce with acks=all
      succeeds again — with the `fjord produce` CLI in a loop (one process per attempt), and
      with a librdkafka producer (confluent-kafka from the repo's .venv) if present; also until
@@ -17,31 +19,53 @@ Measures:
      partition led by it; several rounds.
 
     cargo build --release -p fjord
+    bench/build-reference.sh                    # rdkafka_performance (else those rows are left out)
     python3 bench/replication.py [--rounds 3] [--failover-rounds 5] [--json]
     python3 bench/replication.py --only failover,shutdown --shutdown-partitions 2000
 
+Fjord vs Apache Kafka (part 1 only; the Kafka jars come from bench/kafka/fetch.sh):
+
+    python3 bench/replication.py --only produce --kafka --rounds 3 --records 2000000
+
+--kafka starts, beside the Fjord cluster, Kafka (bench/kafka/VERSION) on three nodes with
+bench/kafka/start.sh --nodes 3 --racks a,b,c (127.0.0.1-3, each broker and KRaft controller,
+Kafka's default configs, --kafka-heap as kafka-server-start.sh gives a broker, data in the same
+--work dir). Both clusters stay up; the runs go to one cluster at a time while the other idles
+(its CPU meanwhile is reported; before every run the script waits until both together use at
+most --settle-cores of a core, so a follower still catching up or a JVM still compiling is not
+billed to the next run). Every configuration runs on both clusters in each round, which one goes
+first alternating by round, with the same topics, load generators and arguments; before round
+1 both get the same unmeasured warm-up (--warmup-records: a cold JVM runs interpreted). The
+table then has a Kafka column and Fjord/Kafka ratios: of records/s at full speed, and of p50 /
+p99 at the fixed rate. Kafka is stopped (stop.sh --clean) before the failover and shutdown
+parts, which measure Fjord alone.
+
 Needs 127.0.0.2 and 127.0.0.3 to be usable (Linux routes all of 127/8 to loopback). Python 3
-standard library and the fjord CLI; Metadata is read with a small Kafka Metadata v1 client
+standard library and the fjord CLI; Metadata is read with a small Kafka Metadata v4 client
 below (no kcat). Progress goes to stderr; the table (or with --json the JSON document) to
-stdout. Every process this script starts is killed by its PID and the temp dirs are removed on
-exit, also on errors and Ctrl-C.
+stdout. Every process this script starts is killed by its PID (Kafka's nodes stopped by
+bench/kafka/stop.sh, by the PIDs start.sh wrote) and the temp dirs are removed on exit, also on
+errors and Ctrl-C.
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster as cb  # noqa: E402  (Node / Cluster: start, kill by PID, cleanup)
+from compare import KAFKA_HEAP, cpu_seconds, percentiles  # noqa: E402
 
 ROOT = cb.ROOT
 log = cb.log
@@ -68,7 +92,9 @@ def kill_children():
                 pass
 
 
-# ---- a minimal Kafka Metadata v1 client (stdlib only) ------------------------------------
+# ---- a minimal Kafka Metadata v4 client (stdlib only) ------------------------------------
+# v4, not v1: Apache Kafka 4.x no longer answers Metadata v0-v3 (KIP-896), and --kafka reads the
+# reference cluster with the same client.
 
 def _kstr(s):
     b = s.encode()
@@ -93,45 +119,54 @@ class _Reader:
         return s
 
     def array(self, item):
-        return [item() for _ in range(self.take(">i"))]
+        n = self.take(">i")
+        return [item() for _ in range(max(n, 0))]
 
 
-def metadata(addr, topics, timeout=5.0):
-    """{topic: {partition: (leader, replicas, isr)}} as broker `addr` answers Metadata v1;
-    None if it does not answer."""
+def metadata(addr, topics, timeout=5.0, brokers=False):
+    """{topic: {partition: (leader, replicas, isr)}} as broker `addr` answers Metadata v4
+    (with brokers=True: ({node id: "host:port"}, that dict)); None if it does not answer."""
     host, port = addr.rsplit(":", 1)
-    body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics)
-    req = struct.pack(">hhi", 3, 1, 1) + _kstr("fjord-bench-replication") + body
+    body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics) + b"\x00"
+    req = struct.pack(">hhi", 3, 4, 1) + _kstr("fjord-bench-replication") + body
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(struct.pack(">i", len(req)) + req)
             head = _recv(s, 4)
             data = _recv(s, struct.unpack(">i", head)[0])
-    except (OSError, ValueError, struct.error):
+        r = _Reader(data)
+        r.take(">i")  # correlation id
+        r.take(">i")  # throttle time
+
+        def broker():
+            node_id, host, port_ = r.take(">i"), r.string(), r.take(">i")
+            r.string()  # rack
+            return node_id, f"{host}:{port_}"
+
+        nodes = dict(r.array(broker))
+        r.string()  # cluster id
+        r.take(">i")  # controller id
+        out = {}
+
+        def partition():
+            _err, index, leader = r.take(">hii")
+            replicas = r.array(lambda: r.take(">i"))
+            isr = r.array(lambda: r.take(">i"))
+            return index, (leader, replicas, isr)
+
+        def topic():
+            err = r.take(">h")
+            name = r.string()
+            r.take(">b")  # is_internal
+            parts = dict(r.array(partition))
+            if err == 0:
+                out[name] = parts
+
+        r.array(topic)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError):
         return None
-    r = _Reader(data)
-    r.take(">i")  # correlation id
-    r.array(lambda: (r.take(">i"), r.string(), r.take(">i"), r.string()))  # brokers
-    r.take(">i")  # controller id
-    out = {}
-
-    def partition():
-        _err, index, leader = r.take(">hii")
-        replicas = r.array(lambda: r.take(">i"))
-        isr = r.array(lambda: r.take(">i"))
-        return index, (leader, replicas, isr)
-
-    def topic():
-        err = r.take(">h")
-        name = r.string()
-        r.take(">b")  # is_internal
-        parts = dict(r.array(partition))
-        if err == 0:
-            out[name] = parts
-
-    r.array(topic)
-    return out
+    return (nodes, out) if brokers else out
 
 
 def _recv(s, n):
@@ -144,20 +179,18 @@ def _recv(s, n):
     return buf
 
 
-# ---- the cluster -------------------------------------------------------------------------
+# ---- the clusters ------------------------------------------------------------------------
 
-class ReplCluster(cb.Cluster):
-    """bench/cluster.py's cluster with extra lines in every node's config (--set)."""
-
-    def __init__(self, a, name):
-        super().__init__(a, name)
-        extra = "".join(f"{line}\n" for line in a.set)
-        for n in self.nodes.values():
-            with open(n.config, "a") as f:
-                f.write(extra)
+class Topics:
+    """Topic creation and ISR polling through the fjord CLI and the Metadata client above:
+    shared by the Fjord cluster and the Apache Kafka reference cluster (plain Kafka protocol
+    both ways). Needs self.nodes ({id: node with .kafka and .alive}) and self.cli."""
 
     def live(self):
         return [i for i, n in self.nodes.items() if n.alive and n.kafka]
+
+    def bootstrap(self):
+        return ",".join(self.nodes[i].kafka for i in self.live())
 
     def layout(self, topic, via=None):
         for i in ([via] if via else self.live()):
@@ -194,6 +227,148 @@ class ReplCluster(cb.Cluster):
         raise RuntimeError(f"{topic}: no full ISR after {timeout} s; last views (first "
                            f"partitions) {short}")
 
+    def cpu(self):
+        """CPU seconds (user + system) the nodes' processes have used so far."""
+        return sum(cpu_seconds(p) for p in self.pids())
+
+
+class ReplCluster(Topics, cb.Cluster):
+    """bench/cluster.py's cluster with extra lines in every node's config (--set)."""
+
+    system = "fjord"
+
+    def __init__(self, a, name):
+        super().__init__(a, name)
+        extra = "".join(f"{line}\n" for line in a.set)
+        for n in self.nodes.values():
+            with open(n.config, "a") as f:
+                f.write(extra)
+
+    def pids(self):
+        return [n.proc.pid for n in self.nodes.values() if n.alive]
+
+
+class KafkaNode:
+    """One broker+controller JVM of bench/kafka/start.sh, known by its PID."""
+
+    def __init__(self, i, addr, pid, base):
+        self.id, self.kafka, self.pid, self.base = i, addr, pid, base
+
+    @property
+    def alive(self):
+        # Ours only while it is still a Kafka broker of this base dir (PIDs get reused).
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return "kafka.Kafka" in cmd and f"{self.base}/" in cmd
+
+    def stderr_tail(self, n=20):
+        try:
+            with open(os.path.join(self.base, f"node{self.id}", "server.log"),
+                      errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+class KafkaCluster(Topics):
+    """The reference for --kafka: Apache Kafka (bench/kafka/VERSION, jars from Maven Central)
+    on three local nodes, racks a, b, c on 127.0.0.1-3, each broker and KRaft controller,
+    started and stopped with bench/kafka/start.sh / stop.sh; Kafka's default configs, the heap
+    of kafka-server-start.sh (--kafka-heap), data in the same work dir as Fjord's."""
+
+    system = "kafka"
+
+    def __init__(self, a):
+        self.a = a
+        self.tmp = tempfile.mkdtemp(prefix="cluster-kafka-", dir=a.work)
+        self.base = os.path.join(self.tmp, "kafka")
+        self.nodes = {}
+
+    def cli(self, *args, timeout=120):
+        return subprocess.run([self.a.fjord, *args], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def pids(self):
+        return [n.pid for n in self.nodes.values() if n.alive]
+
+    def start(self):
+        """Start the three nodes; the seconds until all three are registered brokers."""
+        port, cport = free_port_on_all(), free_port_on_all()
+        t0 = now()
+        p = subprocess.run(
+            [os.path.join(ROOT, "bench", "kafka", "start.sh"), "--nodes", "3", "--racks",
+             "a,b,c", "--port", str(port), "--controller-port", str(cport), "--base-dir",
+             self.base, "--heap", self.a.kafka_heap, "--timeout", "300"],
+            capture_output=True, text=True, timeout=600)
+        self._read_pids()
+        if "kafka ready" not in p.stdout:
+            raise RuntimeError(f"kafka did not start: {p.stdout[-300:]} {p.stderr[-1500:]}")
+        # ApiVersions answers before the broker is registered with (and unfenced by) the
+        # controller; an RF 3 topic needs all three in Metadata.
+        deadline = now() + 300
+        while now() < deadline:
+            md = metadata(self.nodes[1].kafka, [], brokers=True)
+            if md is not None and len(md[0]) == 3:
+                return now() - t0
+            time.sleep(0.2)
+        raise RuntimeError("kafka: Metadata does not list 3 brokers after 300 s")
+
+    def _read_pids(self):
+        try:
+            with open(os.path.join(self.base, "pids")) as f:
+                rows = [line.split() for line in f if line.strip()]
+        except OSError:
+            return
+        port = None
+        with open(os.path.join(self.base, "layout")) as f:
+            port = re.search(r"\bport=(\d+)", f.read()).group(1)
+        for i, pid in rows:
+            self.nodes[int(i)] = KafkaNode(int(i), f"127.0.0.{i}:{port}", int(pid), self.base)
+
+    def stop(self):
+        """stop.sh (SIGTERM to the PIDs it wrote, SIGKILL after 60 s); data removed."""
+        if os.path.isdir(self.base):
+            subprocess.run([os.path.join(ROOT, "bench", "kafka", "stop.sh"), "--base-dir",
+                            self.base, "--timeout", "60", "--clean"], capture_output=True,
+                           timeout=300)
+        for n in self.nodes.values():  # stop.sh failed or was interrupted
+            if n.alive:
+                try:
+                    os.kill(n.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    kill = stop
+
+    def cleanup(self):
+        self.stop()
+        if self.a.keep:
+            log(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def kafka_version():
+    return os.environ.get("FJORD_KAFKA_VERSION") or \
+        open(os.path.join(ROOT, "bench", "kafka", "VERSION")).read().strip()
+
+
+def free_port_on_all(ips=("127.0.0.1", "127.0.0.2", "127.0.0.3")):
+    """A TCP port free on each of `ips` (Kafka's start.sh uses one port on every node)."""
+    for _ in range(100):
+        port = cb.free_port(ips[0])
+        try:
+            for ip in ips[1:]:
+                with socket.socket() as s:
+                    s.bind((ip, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free on all of " + ", ".join(ips))
+
 
 # ---- 1. throughput and latency -----------------------------------------------------------
 
@@ -224,16 +399,31 @@ def perf_produce(c, topic, a, rate=None, count=None):
     if r.returncode != 0 or not m:
         return {"error": (r.stderr.strip() or r.stdout.strip())[-300:]}
     g = m[-1].groups()
-    return {"rps": float(g[1]), "mbps": float(g[2]), "avg": float(g[3]), "max": float(g[4]),
-            "p50": float(g[5]), "p99": float(g[6]), "p999": float(g[7])}
+    res = {"rps": float(g[1]), "mbps": float(g[2]), "avg": float(g[3]), "max": float(g[4]),
+           "p50": float(g[5]), "p99": float(g[6]), "p999": float(g[7]), "records": count}
+    if rate is not None:
+        res["behind"] = res["rps"] < 0.9 * rate
+    return res
 
 
-def rdkafka_produce(c, topic, a, perf_bin):
-    bootstrap = ",".join(c.nodes[i].kafka for i in c.live())
+def rdkafka_produce(c, topic, a, perf_bin, rate=None, count=None, linger=None):
+    """rdkafka_performance -P through every live broker: {'rps', 'mbps'}; at a fixed `rate`
+    (-r) also the percentiles of its per-message latency (-l -A: produce() to delivery report)
+    in ms. `linger`: linger.ms (None: librdkafka's default, 5 ms)."""
     acks = "-1" if a.acks_now == "all" else a.acks_now
-    p = spawn([perf_bin, "-P", "-t", topic, "-b", bootstrap, "-s", str(a.record_size),
-               "-c", str(a.records), "-a", acks], stdout=subprocess.PIPE,
-              stderr=subprocess.STDOUT, text=True)
+    if count is None:
+        count = a.records if rate is None else int(rate * a.rate_seconds)
+    args = [perf_bin, "-P", "-t", topic, "-b", c.bootstrap(), "-s", str(a.record_size),
+            "-c", str(count), "-a", acks]
+    lat_file = None
+    if rate is not None:
+        lat_file = os.path.join(a.work, f"rdkafka-lat-{os.getpid()}.txt")
+        if os.path.exists(lat_file):
+            os.remove(lat_file)
+        args += ["-r", str(int(rate)), "-l", "-A", lat_file]
+    if linger is not None:
+        args += ["-X", f"linger.ms={linger}"]
+    p = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = p.communicate(timeout=900)
     except subprocess.TimeoutExpired:
@@ -245,46 +435,130 @@ def rdkafka_produce(c, topic, a, perf_bin):
     g = m[-1].groups()
     if int(g[2]) < int(g[0]):
         return {"error": f"only {g[2]}/{g[0]} delivered"}
-    return {"rps": float(g[4]), "mbps": float(g[5])}
+    res = {"rps": float(g[4]), "mbps": float(g[5]), "records": count}
+    if rate is not None:
+        # Its msgs/s counts from the client's start (connections, metadata) to the last
+        # delivery: at a fixed rate it fell behind only if that took clearly longer.
+        res["behind"] = int(g[3]) / 1000 > count / rate * 1.1 + 1.0
+    if lat_file:
+        # Without the records of the first --latency-skip-seconds: librdkafka sometimes
+        # queues them ~0.5 s while it connects (its bootstrap connections are dropped once
+        # Metadata names the brokers, and the leader query waits for its next timer) - the
+        # client's start-up, with any broker, not what this measures.
+        lat = percentiles(lat_file, skip=min(int(rate * a.latency_skip_seconds), count // 2))
+        os.remove(lat_file)
+        if not lat:
+            return {"error": "no per-message latencies written"}
+        res.update({"p50": lat["p50"], "p99": lat["p99"], "p999": lat["p99.9"]})
+    return res
 
 
-def throughput(c, a, results):
+def settle(clusters, a):
+    """Wait until all clusters together use at most --settle-cores of a core over a second
+    (at most 30 s): after a run, followers may still be catching up and a JVM compiling or
+    collecting; that work belongs to the run before, not to the next one (which may be the
+    other cluster's). Returns the seconds waited."""
+    t0 = now()
+    while True:
+        c0, w0 = sum(c.cpu() for c in clusters), now()
+        time.sleep(1.0)
+        share = (sum(c.cpu() for c in clusters) - c0) / (now() - w0)
+        if share <= a.settle_cores:
+            return now() - t0
+        if now() - t0 > 30:
+            log(f"  (clusters still use {share * 100:.0f} % of a core after 30 s; going on)")
+            return now() - t0
+
+
+def measured(target, idle, fn, a):
+    """fn()'s result with the CPU time `target`'s nodes used meanwhile ('cpu', s) and that of
+    the clusters in `idle` as a share of one core ('idle_cores'): the other cluster is
+    running but gets no load, and this shows how little it takes. Waits for every cluster to
+    settle first (settle())."""
+    settle([target] + idle, a)
+    t0, c0, i0 = now(), target.cpu(), sum(c.cpu() for c in idle)
+    r = fn()
+    dt = max(now() - t0, 1e-9)
+    r["cpu"] = target.cpu() - c0
+    r["idle_cores"] = (sum(c.cpu() for c in idle) - i0) / dt if idle else 0.0
+    return r
+
+
+def runs_of(a):
+    """(key in a row, label in the table) of every run: "max" and "rate" by fjord perf,
+    "rdkafka*" by rdkafka_performance (at a fixed rate once per --rdkafka-linger-ms)."""
+    return [("max", "fjord perf full speed"), ("rate", f"fjord perf at {a.rate} rec/s"),
+            ("rdkafka", "rdkafka_performance full speed")] + \
+        [(f"rdkafka_rate_l{ms}", f"rdkafka_performance at {a.rate} rec/s, linger.ms={ms}")
+         for ms in a.rdkafka_linger]
+
+
+def throughput(clusters, a, results):
+    """Every configuration on every cluster in `clusters` (Fjord, and Kafka with --kafka), one
+    cluster at a time while the others idle, in an order that rotates every round."""
     perf_bin = os.path.join(a.work, "rdkafka_performance")
     use_rdk = not a.no_rdkafka and os.access(perf_bin, os.X_OK)
     if not use_rdk:
         log(f"  (no {perf_bin}: bench/build-reference.sh builds it; librdkafka rows skipped)")
     runs = results.setdefault("produce", [])
+    if len(clusters) > 1 and a.warmup_records:
+        # A JVM runs its first seconds interpreted: without this, Kafka's first round would
+        # measure its JIT compiler. Both clusters get the same warm-up, not measured.
+        for c in clusters:
+            log(f"  warm-up of {c.system}: {a.warmup_records} records, acks=all and acks=1")
+            c.create("warmup", a.partitions, 3, ["min.insync.replicas=2"])
+            for acks in ("all", "1"):
+                a.acks_now = acks
+                perf_produce(c, "warmup", a, count=a.warmup_records)
+                if use_rdk:
+                    rdkafka_produce(c, "warmup", a, perf_bin, count=a.warmup_records)
     for rnd in range(a.rounds):
-        # Alternate the order so no configuration always runs on the warmest (or fullest) disk.
+        # Alternate the order so no configuration always runs on the warmest (or fullest) disk,
+        # and no cluster always goes first.
         order = CONFIGS[rnd % len(CONFIGS):] + CONFIGS[:rnd % len(CONFIGS)]
         if rnd % 2:
             order = order[::-1]
+        systems = clusters[rnd % len(clusters):] + clusters[:rnd % len(clusters)]
         for label, rf, acks in order:
-            a.acks_now = acks
-            topic = f"tp-rf{rf}-acks{acks}-r{rnd}"
-            configs = ["min.insync.replicas=2"] if rf == 3 else []
-            c.create(topic, a.partitions, rf, configs)
-            # Warm-up: the followers of a new partition start fetching a moment after it is
-            # created (the first acks=all requests wait ~200 ms, replica.fetch.backoff.ms);
-            # that start-up is not what this measures.
-            perf_produce(c, topic, a, count=1000)
-            row = {"round": rnd + 1, "config": label, "rf": rf, "acks": acks}
-            row["max"] = perf_produce(c, topic, a)
-            row["rate"] = perf_produce(c, topic, a, rate=a.rate)
-            if use_rdk:
-                row["rdkafka"] = rdkafka_produce(c, topic, a, perf_bin)
-            runs.append(row)
-            log(f"  round {rnd + 1} {label}: max {fmt_perf(row['max'])}; at {a.rate}/s "
-                f"{fmt_perf(row['rate'])}"
-                + (f"; rdkafka {row['rdkafka']}" if use_rdk else ""))
-            # The topics stay (a few hundred MB): deleting a replicated topic is not what this
-            # measures.
+            for c in systems:
+                idle = [o for o in clusters if o is not c]
+                a.acks_now = acks
+                topic = f"tp-rf{rf}-acks{acks}-r{rnd}"
+                configs = ["min.insync.replicas=2"] if rf == 3 else []
+                c.create(topic, a.partitions, rf, configs)
+                # Warm-up: the followers of a new partition start fetching a moment after it
+                # is created (the first acks=all requests wait ~200 ms,
+                # replica.fetch.backoff.ms); that start-up is not what this measures.
+                perf_produce(c, topic, a, count=1000)
+                row = {"round": rnd + 1, "system": c.system, "config": label, "rf": rf,
+                       "acks": acks}
+                row["max"] = measured(c, idle, lambda: perf_produce(c, topic, a), a)
+                row["rate"] = measured(c, idle, lambda: perf_produce(c, topic, a, rate=a.rate),
+                                       a)
+                if use_rdk:
+                    row["rdkafka"] = measured(
+                        c, idle, lambda: rdkafka_produce(c, topic, a, perf_bin), a)
+                    for ms in a.rdkafka_linger:
+                        row[f"rdkafka_rate_l{ms}"] = measured(
+                            c, idle, lambda: rdkafka_produce(c, topic, a, perf_bin, rate=a.rate,
+                                                             linger=ms), a)
+                runs.append(row)
+                log(f"  round {rnd + 1} {c.system} {label}: "
+                    + "; ".join(f"{key} {fmt_perf(row[key])}" for key, _ in runs_of(a)
+                                if key in row))
+                # The topics stay (a few hundred MB): deleting a replicated topic is not what
+                # this measures.
 
 
 def fmt_perf(r):
     if "error" in r:
         return f"error {r['error']}"
-    return f"{r['rps']:.0f} rec/s {r['mbps']:.1f} MB/s p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms"
+    out = f"{r['rps']:.0f} rec/s {r['mbps']:.1f} MB/s"
+    if "p50" in r:
+        out += f" p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms"
+    if "idle_cores" in r and r["idle_cores"] > 0:
+        out += f" (idle cluster {r['idle_cores'] * 100:.0f} % of a core)"
+    return out
 
 
 # ---- 2. failover -------------------------------------------------------------------------
@@ -500,28 +774,79 @@ def mm(values, unit=" s", f="{:.2f}"):
             f"{f.format(max(v))})")
 
 
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(x, y, f="{:.2f}"):
+    return f.format(x / y) if x is not None and y else "n/a"
+
+
 def table(a, res):
-    rows = []
-    add = lambda *r: rows.append(r)  # noqa: E731
+    """The table: one result column per system (Fjord; with --kafka also Kafka and the
+    Fjord/Kafka ratio of the medians)."""
     runs = res.get("produce", [])
+    systems = [s for s in ("fjord", "kafka") if any(r["system"] == s for r in runs)] or ["fjord"]
+    rows = []  # (measure, {system: cell}, ratio, notes)
+
+    def add(measure, cells, notes="", rat=""):
+        rows.append((measure, cells if isinstance(cells, dict) else {"fjord": cells}, rat, notes))
+
     for label, _, _ in CONFIGS:
-        rs = [r for r in runs if r["config"] == label]
-        if not rs:
-            continue
-        for kind, what in (("max", "full speed"), ("rate", f"at {a.rate} rec/s")):
-            ok = [r[kind] for r in rs if "error" not in r[kind]]
-            errs = len(rs) - len(ok)
-            add(f"{label}, fjord perf {what}: records/s", mm([x["rps"] for x in ok], "", "{:.0f}"),
-                f"{mm([x['mbps'] for x in ok], ' MB/s', '{:.1f}')}"
-                + (f"; {errs} runs failed" if errs else ""))
-            add(f"{label}, fjord perf {what}: p50 / p99 / p99.9",
-                f"{mm([x['p50'] for x in ok], ' ms')} / {mm([x['p99'] for x in ok], ' ms')}",
-                f"p99.9 {mm([x['p999'] for x in ok], ' ms')}; per produce request")
-        rdk = [r["rdkafka"] for r in rs if "rdkafka" in r and "error" not in r["rdkafka"]]
-        if rdk:
-            add(f"{label}, rdkafka_performance: records/s", mm([x["rps"] for x in rdk], "",
-                                                               "{:.0f}"),
-                mm([x["mbps"] for x in rdk], " MB/s", "{:.1f}"))
+        for key, what in runs_of(a):
+            per = {}  # system -> successful results
+            notes = []
+            for sy in systems:
+                rs = [r[key] for r in runs if r["config"] == label and r["system"] == sy
+                      and key in r]
+                ok = [x for x in rs if "error" not in x]
+                if len(rs) > len(ok):
+                    notes.append(f"{sy}: {len(rs) - len(ok)} runs failed")
+                if rs:
+                    per[sy] = ok
+            if not per:
+                continue
+            fast = key in ("max", "rdkafka")  # full speed, not a fixed rate
+            # Notes: medians, Fjord / Kafka.
+            note = lambda f, xs: " / ".join(  # noqa: E731
+                "n/a" if med(f(x) for x in ok) is None else xs.format(med(f(x) for x in ok))
+                for ok in per.values())
+            cpu = note(lambda x: x["cpu"] * 1e6 / (x["records"] * a.record_size / 1e6)
+                       if "cpu" in x else None, "{:.0f}")
+            if fast:
+                rat = ratio(med(x["rps"] for x in per.get("fjord", [])),
+                            med(x["rps"] for x in per.get("kafka", []))) \
+                    if "kafka" in per else ""
+                add(f"{label}, {what}: records/s",
+                    {sy: mm([x["rps"] for x in ok], "", "{:.0f}") for sy, ok in per.items()},
+                    "; ".join([f"MB/s {note(lambda x: x['mbps'], '{:.1f}')}",
+                               f"brokers' CPU µs/MB {cpu}"] + notes), rat)
+            if any("p50" in x for ok in per.values() for x in ok):
+                m = {q: {sy: med(x[q] for x in ok) for sy, ok in per.items()}
+                     for q in ("p50", "p99")}
+                lrat = (f"{ratio(m['p50'].get('fjord'), m['p50']['kafka'])} / "
+                        f"{ratio(m['p99'].get('fjord'), m['p99']['kafka'])}"
+                        if "kafka" in per and not fast else "")
+                unit = "per produce request" if key in ("max", "rate") else "per message"
+                extra = [] if fast else [f"reached rec/s {note(lambda x: x['rps'], '{:.0f}')}",
+                                         f"brokers' CPU µs/MB {cpu}"] + notes
+                behind = [f"{sy} in {sum(1 for x in ok if x.get('behind'))} of {len(ok)} runs"
+                          for sy, ok in per.items() if any(x.get("behind") for x in ok)]
+                if behind:
+                    extra.append(f"fell behind the rate (latency of a growing queue): "
+                                 f"{', '.join(behind)}")
+                add(f"{label}, {what}: p50 / p99",
+                    {sy: f"{mm([x['p50'] for x in ok], ' ms')} / "
+                         f"{mm([x['p99'] for x in ok], ' ms')}" for sy, ok in per.items()},
+                    "; ".join([f"p99.9 {note(lambda x: x['p999'], '{:.2f} ms')}", unit] + extra),
+                    lrat)
+    idle = [x["idle_cores"] for r in runs for key, _ in runs_of(a) if key in r
+            for x in [r[key]] if "idle_cores" in x]
+    if len(systems) > 1 and idle:
+        add("the idle cluster while the other one ran: CPU (share of one core)",
+            {sy: "" for sy in systems},
+            f"median {statistics.median(idle) * 100:.1f} %, max {max(idle) * 100:.1f} %")
     f = res.get("failover", [])
     if f:
         n = len(f)
@@ -550,12 +875,25 @@ def table(a, res):
             f"brokers fenced meanwhile: {[x.get('fences_during_restart') for x in s]}")
     if not rows:
         return "(nothing measured)"
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    lines = [f"| {'measure':<{w0}} | {'result':<{w1}} | notes |",
-             f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|-------|"]
-    lines += [f"| {r[0]:<{w0}} | {r[1]:<{w1}} | {r[2]} |" for r in rows]
-    return "\n".join(lines)
+    if systems == ["fjord"]:
+        hdr = ["measure", "result", "notes"]
+        body = [[m, cells.get("fjord", ""), notes] for m, cells, _, notes in rows]
+    else:
+        names = {"fjord": "Fjord", "kafka": "Kafka"}
+        hdr = ["measure"] + [names[sy] for sy in systems] + ["Fjord/Kafka", "notes"]
+        body = [[m] + [cells.get(sy, "not measured") for sy in systems] + [rat, notes]
+                for m, cells, rat, notes in rows]
+    widths = [max(len(r[i]) for r in body + [hdr]) for i in range(len(hdr) - 1)]
+    line = lambda r: "| " + " | ".join(  # noqa: E731
+        [c.ljust(widths[i]) for i, c in enumerate(r[:-1])] + [r[-1]]) + " |"
+    out = [line(hdr), "|" + "|".join("-" * (w + 2) for w in widths) + "|-------|"]
+    out += [line(r) for r in body]
+    if len(systems) > 1:
+        out.append("\nFjord/Kafka: of the median records/s at full speed (> 1: Fjord faster); of "
+                   "the median p50 / p99 at a fixed rate (< 1: Fjord's latency lower). Notes: "
+                   "medians, Fjord / Kafka; brokers' CPU is that of all three nodes per MB "
+                   "produced.")
+    return "\n".join(out)
 
 
 def run(a, results, clusters):
@@ -569,9 +907,18 @@ def run(a, results, clusters):
     log(f"cluster up (ready after {', '.join(f'{v:.2f}' for v in ready.values())} s); "
         f"extra config {a.set or '(none)'}")
     if "produce" in only:
+        targets = [c]
+        if a.kafka:
+            k = KafkaCluster(a)
+            clusters.append(k)
+            log(f"starting Apache Kafka on three nodes (heap {a.kafka_heap}; Fjord idles)")
+            log(f"kafka up after {k.start():.1f} s: {k.bootstrap()}")
+            targets.append(k)
         log(f"1. produce: {a.records} x {a.record_size} B records, {a.partitions} partitions, "
-            f"{a.rounds} rounds")
-        throughput(c, a, results)
+            f"{a.rounds} rounds" + (", Fjord and Kafka in turn" if a.kafka else ""))
+        throughput(targets, a, results)
+        if a.kafka:
+            k.cleanup()  # the failover and shutdown parts measure Fjord alone
     if "failover" in only:
         log(f"2. failover: {a.failover_rounds} rounds")
         failover(c, a, results, py)
@@ -594,6 +941,25 @@ def main():
     ap.add_argument("--shutdown-partitions", type=int, default=1000)
     ap.add_argument("--shutdown-rounds", type=int, default=3)
     ap.add_argument("--no-rdkafka", action="store_true", help="skip rdkafka_performance")
+    ap.add_argument("--kafka", action="store_true",
+                    help="produce part: also Apache Kafka on three local nodes "
+                         "(bench/kafka/start.sh), in turn with Fjord, and Fjord/Kafka ratios")
+    ap.add_argument("--kafka-heap", default=KAFKA_HEAP,
+                    help="JVM heap of each Kafka node (kafka-server-start.sh's default)")
+    ap.add_argument("--rdkafka-linger-ms", dest="rdkafka_linger", default="0,5",
+                    type=lambda v: [int(x) for x in v.split(",") if x],
+                    help="linger.ms of the fixed-rate rdkafka_performance runs, one run each "
+                         "(0: every record its own request as in bench/compare.py's latency "
+                         "rows; 5: librdkafka's default)")
+    ap.add_argument("--latency-skip-seconds", type=float, default=1.0,
+                    help="fixed-rate rdkafka_performance runs: leave out the per-message "
+                         "latencies of the records sent in the first seconds (client start)")
+    ap.add_argument("--warmup-records", type=int, default=500_000,
+                    help="with --kafka: records produced to each cluster (acks=all, then "
+                         "acks=1, with each load generator) before round 1, not measured")
+    ap.add_argument("--settle-cores", type=float, default=0.25,
+                    help="before each run, wait (up to 30 s) until the clusters together use "
+                         "at most this share of a core")
     ap.add_argument("--no-librdkafka-probe", action="store_true",
                     help="failover: only the fjord CLI probe")
     ap.add_argument("--set", action="append", default=[], metavar="'KEY = VALUE'",
@@ -620,7 +986,7 @@ def main():
     results = {"machine": cb.machine(a.work), "heartbeat_ms": a.heartbeat_ms,
                "session_ms": a.session_ms, "record_size": a.record_size,
                "records": a.records, "partitions": a.partitions, "rate": a.rate,
-               "extra_config": a.set}
+               "extra_config": a.set, "kafka": kafka_version() if a.kafka else None}
     try:
         run(a, results, clusters)
     except BaseException:
