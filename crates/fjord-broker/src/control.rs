@@ -111,6 +111,8 @@ impl Local {
                         leader: node_id,
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        adding_replicas: vec![],
+                        removing_replicas: vec![],
                     });
                 }
             }

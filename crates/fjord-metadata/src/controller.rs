@@ -145,6 +145,16 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("{0}")]
     InvalidConfig(String),
+    /// A reassignment's target replicas are refused (INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// Cancelling where no reassignment is in progress.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
+    /// A reassignment would change the replication factor and the request forbids it
+    /// (AlterPartitionReassignments v1, KIP-860).
+    #[error("The replication factor is changed from {from} to {to}")]
+    ReplicationFactorChange { from: usize, to: usize },
 }
 
 impl ControllerError {
@@ -157,6 +167,9 @@ impl ControllerError {
             ControllerError::TopicAlreadyExists(_) => 36,
             ControllerError::InvalidPartitions(_) => 37,
             ControllerError::InvalidReplicationFactor(_) => 38,
+            ControllerError::ReplicationFactorChange { .. } => 38,
+            ControllerError::InvalidReplicaAssignment(_) => 39,
+            ControllerError::NoReassignmentInProgress(_) => 85,
             ControllerError::InvalidRequest(_) => 42,
             ControllerError::InvalidConfig(_) => 40,
             ControllerError::FencedLeaderEpoch { .. } => 74,
@@ -333,6 +346,11 @@ impl Controller {
         self.emit(out, record)
     }
 
+    /// Count an unclean election made outside this module (a reassignment's cancellation).
+    pub(crate) fn note_unclean_election(&mut self) {
+        self.unclean_elections += 1;
+    }
+
     pub(crate) fn check_epoch(&self, node_id: NodeId, epoch: i64) -> Result<(), ControllerError> {
         self.check_broker_epoch(node_id, epoch)
     }
@@ -352,7 +370,7 @@ impl Controller {
         Ok(())
     }
 
-    fn can_lead(&self, node_id: NodeId) -> bool {
+    pub(crate) fn can_lead(&self, node_id: NodeId) -> bool {
         self.image.broker(node_id).is_some_and(|b| !b.fenced)
     }
 
@@ -581,6 +599,8 @@ impl Controller {
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             },
         );
     }
@@ -610,10 +630,11 @@ impl Controller {
                 "topic {name} has {current} partitions; the new count must be larger"
             )));
         }
+        // During a reassignment of partition 0 its target counts, not the replicas in flight.
         let rf = self
             .image
             .partition(&topic_id, 0)
-            .map_or(1, |p| p.replicas.len()) as u16;
+            .map_or(1, |p| p.target_replicas().len()) as u16;
         let assignments = placement::place_in_topic(
             &placement::eligible_brokers(&self.image),
             placement::current_load(&self.image),
@@ -717,18 +738,11 @@ impl Controller {
         }
         let mut records = Vec::new();
         if *isr != state.isr {
-            self.emit(
-                &mut records,
-                MetadataRecord::PartitionChange {
-                    topic_id: req.topic_id,
-                    partition: req.partition,
-                    replicas: None,
-                    isr: Some(req.new_isr.clone()),
-                    leader: None,
-                    leader_epoch: state.leader_epoch,
-                    partition_epoch: state.partition_epoch + 1,
-                },
-            );
+            // An expanded ISR may complete a reassignment: then the same record also drops
+            // the removed replicas, and the leader moves if it was one of them.
+            let mut next = NextState::of(&state);
+            next.isr = req.new_isr.clone();
+            self.emit_next(&mut records, req.topic_id, req.partition, next);
         }
         let after = self
             .image
@@ -877,9 +891,14 @@ impl Controller {
         let Some(state) = self.image.partition(&topic_id, partition) else {
             return false;
         };
+        // A replica a reassignment is adding may have almost nothing yet: the original
+        // replicas go first.
+        let adding = &state.adding_replicas;
         let Some(leader) = state
             .replicas
             .iter()
+            .filter(|b| !adding.contains(b))
+            .chain(state.replicas.iter().filter(|b| adding.contains(b)))
             .copied()
             .find(|b| Some(*b) != except && self.can_lead(*b))
         else {
@@ -1040,7 +1059,12 @@ impl Controller {
     }
 
     /// The first replica (preferred order) that is in `isr`, unfenced and not `except`.
-    fn choose_leader(&self, replicas: &[NodeId], isr: &[NodeId], except: Option<NodeId>) -> NodeId {
+    pub(crate) fn choose_leader(
+        &self,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        except: Option<NodeId>,
+    ) -> NodeId {
         replicas
             .iter()
             .copied()
@@ -1059,21 +1083,85 @@ impl Controller {
         let Some(state) = self.image.partition(&topic_id, partition) else {
             return;
         };
-        let isr_changed = isr != state.isr;
-        let leader_changed = leader != state.leader;
-        if !isr_changed && !leader_changed {
+        let mut next = NextState::of(state);
+        next.isr = isr;
+        next.leader = leader;
+        self.emit_next(out, topic_id, partition, next);
+    }
+
+    /// Emit the change from a partition's current state to `next` (nothing if they are the
+    /// same). Every partition change goes through here, so a reassignment completes in the
+    /// first change whose ISR holds every target replica: the removed replicas leave the
+    /// replicas and the ISR, and a leader that was removed hands over to the first target
+    /// replica in the ISR (a new leader epoch).
+    pub(crate) fn emit_next(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: u32,
+        mut next: NextState,
+    ) {
+        let Some(state) = self.image.partition(&topic_id, partition).cloned() else {
+            return;
+        };
+        if let Some(done) = crate::reassignment::completed(&next) {
+            let leader = if done.isr.contains(&next.leader) && self.can_lead(next.leader) {
+                next.leader
+            } else {
+                self.choose_leader(&done.replicas, &done.isr, None)
+            };
+            self.note_reassignment_completed(topic_id, partition, &state, &done, leader);
+            next = NextState { leader, ..done };
+        }
+        let replicas_changed = next.replicas != state.replicas;
+        let isr_changed = next.isr != state.isr;
+        let leader_changed = next.leader != state.leader;
+        let adding_changed = next.adding != state.adding_replicas;
+        let removing_changed = next.removing != state.removing_replicas;
+        if !(replicas_changed
+            || isr_changed
+            || leader_changed
+            || adding_changed
+            || removing_changed)
+        {
             return;
         }
         let rec = MetadataRecord::PartitionChange {
             topic_id,
             partition,
-            replicas: None,
-            isr: isr_changed.then_some(isr),
-            leader: leader_changed.then_some(leader),
+            replicas: replicas_changed.then_some(next.replicas),
+            isr: isr_changed.then_some(next.isr),
+            leader: leader_changed.then_some(next.leader),
             leader_epoch: state.leader_epoch + i32::from(leader_changed),
             partition_epoch: state.partition_epoch + 1,
+            adding_replicas: adding_changed.then_some(next.adding),
+            removing_replicas: removing_changed.then_some(next.removing),
         };
         self.emit(out, rec);
+    }
+}
+
+/// A partition's replicas, ISR, leader and reassignment sets as a change wants them, before
+/// [`Controller::emit_next`] turns the difference into a `PartitionChange` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NextState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub adding: Vec<NodeId>,
+    pub removing: Vec<NodeId>,
+}
+
+impl NextState {
+    /// The partition as it is (change fields from here).
+    pub fn of(s: &PartitionState) -> NextState {
+        NextState {
+            replicas: s.replicas.clone(),
+            isr: s.isr.clone(),
+            leader: s.leader,
+            adding: s.adding_replicas.clone(),
+            removing: s.removing_replicas.clone(),
+        }
     }
 }
 
@@ -1196,6 +1284,12 @@ mod tests {
             (ControllerError::IneligibleReplica(1), 107),
             (ControllerError::InvalidRequest("x".into()), 42),
             (ControllerError::InvalidConfig("x".into()), 40),
+            (ControllerError::InvalidReplicaAssignment("x".into()), 39),
+            (ControllerError::NoReassignmentInProgress("x".into()), 85),
+            (
+                ControllerError::ReplicationFactorChange { from: 3, to: 4 },
+                38,
+            ),
         ];
         for (e, code) in table {
             assert_eq!(e.code(), code, "{e:?}");

@@ -9,6 +9,8 @@
 //!
 //! Invariants held by every image, whatever records are fed to it:
 //! - a partition's replicas are distinct, its ISR is a non-empty subset of them;
+//! - a reassignment's adding and removing replicas are disjoint subsets of the replicas, and
+//!   it never removes every replica;
 //! - the leader is [`NO_LEADER`] or an ISR member that is a registered, unfenced broker;
 //! - `partition_epoch` rises on every change; `leader_epoch` rises exactly when the leader
 //!   changes (so there is at most one leader per partition per leader epoch) and never falls;
@@ -62,12 +64,43 @@ pub struct PartitionState {
     pub leader: NodeId,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas a reassignment is adding (in `replicas`, catching up). Empty when none is in
+    /// progress.
+    pub adding_replicas: Vec<NodeId>,
+    /// Replicas a reassignment is removing (still in `replicas` until it completes).
+    pub removing_replicas: Vec<NodeId>,
 }
 
 impl PartitionState {
-    /// The preferred leader: the first replica.
+    /// The preferred leader: the first replica (during a reassignment the first target
+    /// replica, since the target comes first in `replicas`).
     pub fn preferred_leader(&self) -> NodeId {
         self.replicas.first().copied().unwrap_or(NO_LEADER)
+    }
+
+    /// Whether a reassignment (KIP-455) is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have when its reassignment completes (`replicas`
+    /// when none is in progress), in order.
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas the partition had before its reassignment started (what a cancellation
+    /// goes back to): `replicas` without the adding ones.
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
     }
 }
 
@@ -109,6 +142,9 @@ pub struct ClusterImage {
     /// Partitions whose ISR holds each broker, so fencing a broker touches only its own
     /// partitions instead of scanning the cluster.
     isr_index: HashMap<NodeId, BTreeSet<(Uuid, u32)>>,
+    /// Partitions with a reassignment in progress, per topic (ListPartitionReassignments and
+    /// the gauge read it without scanning every partition).
+    reassigning: BTreeMap<Uuid, BTreeSet<u32>>,
     /// Replicas and preferred leaderships per broker, kept by delta for placement.
     load: HashMap<NodeId, BrokerLoad>,
 }
@@ -274,6 +310,8 @@ impl ClusterImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let topic = self
                     .topic_by_id(topic_id)
@@ -304,6 +342,8 @@ impl ClusterImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding_replicas: adding_replicas.clone(),
+                    removing_replicas: removing_replicas.clone(),
                 };
                 self.check_partition(&state).map_err(invalid)?;
                 self.put_partition(*topic_id, *partition, state);
@@ -316,6 +356,8 @@ impl ClusterImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let old =
                     self.partition(topic_id, *partition)
@@ -334,6 +376,12 @@ impl ClusterImage {
                     leader: leader.unwrap_or(old.leader),
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding_replicas: adding_replicas
+                        .clone()
+                        .unwrap_or_else(|| old.adding_replicas.clone()),
+                    removing_replicas: removing_replicas
+                        .clone()
+                        .unwrap_or_else(|| old.removing_replicas.clone()),
                 };
                 if new.partition_epoch <= old.partition_epoch {
                     return Err(invalid(format!(
@@ -372,6 +420,24 @@ impl ClusterImage {
             return Err(format!(
                 "ISR {:?} is not a non-empty set within replicas {:?}",
                 p.isr, p.replicas
+            ));
+        }
+        let (adding, removing) = (&p.adding_replicas, &p.removing_replicas);
+        if !distinct(adding)
+            || !distinct(removing)
+            || !adding.iter().all(|b| p.replicas.contains(b))
+            || !removing.iter().all(|b| p.replicas.contains(b))
+            || adding.iter().any(|b| removing.contains(b))
+        {
+            return Err(format!(
+                "adding {adding:?} and removing {removing:?} must be disjoint sets within replicas {:?}",
+                p.replicas
+            ));
+        }
+        if p.replicas.iter().all(|b| removing.contains(b)) {
+            return Err(format!(
+                "a reassignment cannot remove every replica of {:?}",
+                p.replicas
             ));
         }
         if p.leader != NO_LEADER {
@@ -465,10 +531,22 @@ impl ClusterImage {
                 .or_default()
                 .insert((topic_id, partition));
         }
+        if state.is_reassigning() {
+            self.reassigning
+                .entry(topic_id)
+                .or_default()
+                .insert(partition);
+        } else if let Some(set) = self.reassigning.get_mut(&topic_id) {
+            set.remove(&partition);
+            if set.is_empty() {
+                self.reassigning.remove(&topic_id);
+            }
+        }
         parts.insert(partition, state);
     }
 
     fn remove_partitions(&mut self, topic_id: &Uuid) {
+        self.reassigning.remove(topic_id);
         let Some(parts) = self.partitions.remove(topic_id) else {
             return;
         };
@@ -557,7 +635,10 @@ impl ClusterImage {
             } else {
                 h.per_broker.entry(p.leader).or_default().leaders += 1;
             }
-            if p.isr.len() < p.replicas.len() {
+            // A reassignment's adding replicas are catching up, not missing: the partition is
+            // under-replicated only when its ISR is smaller than its original replica set (as
+            // Kafka counts it).
+            if p.isr.len() < p.replicas.len() - p.adding_replicas.len() {
                 h.under_replicated += 1;
             }
             for r in &p.replicas {
@@ -569,6 +650,19 @@ impl ClusterImage {
             }
         }
         h
+    }
+
+    /// Partitions with a reassignment in progress, by topic id and partition, from the index
+    /// (no scan).
+    pub fn reassigning_partitions(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.reassigning
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+    }
+
+    /// How many partitions have a reassignment in progress.
+    pub fn reassigning_count(&self) -> usize {
+        self.reassigning.values().map(BTreeSet::len).sum()
     }
 
     /// Partitions whose ISR holds `node_id`, from the index (no scan).
@@ -612,6 +706,8 @@ impl ClusterImage {
                     leader: s.leader,
                     leader_epoch: s.leader_epoch,
                     partition_epoch: s.partition_epoch,
+                    adding_replicas: s.adding_replicas.clone(),
+                    removing_replicas: s.removing_replicas.clone(),
                 });
             }
         }
@@ -782,6 +878,8 @@ mod tests {
             leader,
             leader_epoch: le,
             partition_epoch: pe,
+            adding_replicas: None,
+            removing_replicas: None,
         }
     }
 
@@ -801,6 +899,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         })
         .unwrap();
         (img, t)
@@ -832,6 +932,8 @@ mod tests {
                 leader: None,
                 leader_epoch: 0,
                 partition_epoch: 1,
+                adding_replicas: None,
+                removing_replicas: None,
             },
             // unregistered leader
             change(t, Some(vec![1, 2, 3]), Some(9), 1, 1),
@@ -844,6 +946,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 partition_epoch: 5,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             },
         ];
         for rec in &bad {
@@ -959,6 +1063,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             }),
             Err(ApplyError::UnknownTopic(_))
         ));

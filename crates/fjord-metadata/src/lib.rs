@@ -6,7 +6,8 @@
 //! - [`record`]: [`MetadataRecord`], the only way metadata changes (Kafka's KRaft records,
 //!   simplified): topics, configs, producer ids, broker registrations (incarnation id, broker
 //!   epoch, rack, endpoints), fence/unfence, cordon, and partition states (replicas, ISR, leader,
-//!   leader epoch, partition epoch). JSON, tagged by `"type"`; old logs always replay.
+//!   leader epoch, partition epoch, a reassignment's adding and removing replicas). JSON, tagged
+//!   by `"type"`; old logs always replay.
 //! - [`image`]: [`ClusterImage`], a state machine that applies records as deltas (nothing
 //!   rebuilds the image) and rejects records that would break its invariants (one leader per
 //!   partition per leader epoch, leader in ISR, monotonic epochs, fenced brokers never lead,
@@ -20,6 +21,9 @@
 //!   ElectLeaders asks), preferred elections and ElectLeaders (KIP-460),
 //!   CreateTopics/CreatePartitions/DeleteTopics, AlterPartition; each call returns the records to
 //!   append and the reply ([`ControllerResult`]), with Kafka error codes ([`ControllerError`]).
+//! - [`reassignment`]: partition reassignment (KIP-455) on the controller: targets in, adding
+//!   and removing replicas tracked in the partition records, completion once the target is in
+//!   the ISR (with a leader handover if the leader was removed), cancellation, listing.
 //! - [`quorum`]: the controller quorum on `openraft`: a file-backed Raft log, a state machine
 //!   that applies record batches to the image (snapshots = the image as records) and keeps a
 //!   window of recent records for readers ([`quorum::MetadataFeed`]), and Raft RPCs over TCP on
@@ -42,6 +46,7 @@ pub mod image;
 pub mod internal;
 pub mod placement;
 pub mod quorum;
+pub mod reassignment;
 pub mod record;
 pub mod rpc;
 pub mod store;
@@ -51,8 +56,12 @@ pub use image::{
     ApplyError, BrokerHealth, BrokerImage, ClusterImage, PartitionHealth, PartitionState,
     TopicImage,
 };
+pub use reassignment::{OngoingReassignment, ReassignmentTarget};
 pub use record::{Endpoint, MetadataRecord, NodeId, NO_LEADER};
-pub use rpc::{AlterPartitionItem, AlterPartitionOutcome, ControllerReply, ControllerRequest};
+pub use rpc::{
+    AlterPartitionItem, AlterPartitionOutcome, ControllerReply, ControllerRequest,
+    ReassignmentOutcome,
+};
 pub use store::{MetadataLog, StoreError};
 pub use uuid::Uuid;
 

@@ -88,6 +88,15 @@ pub enum MetadataRecord {
         leader: NodeId,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// Replicas a reassignment (KIP-455) is adding: they are in `replicas` and catch up
+        /// as followers; the reassignment completes once every target replica is in the ISR.
+        /// Absent (empty) when no reassignment is in progress.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<NodeId>,
+        /// Replicas a reassignment is removing: still in `replicas` (and possibly leading)
+        /// until it completes. The target replica set is `replicas` minus these.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<NodeId>,
     },
     /// A change to an existing partition (KRaft's `PartitionChangeRecord`): absent fields keep
     /// their value. The epochs are the new values, written out so that every replica of the log
@@ -104,6 +113,12 @@ pub enum MetadataRecord {
         leader: Option<NodeId>,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// The new adding replicas of a reassignment (`Some(vec![])` clears them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding_replicas: Option<Vec<NodeId>>,
+        /// The new removing replicas of a reassignment (`Some(vec![])` clears them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing_replicas: Option<Vec<NodeId>>,
     },
 }
 
@@ -127,6 +142,40 @@ mod tests {
         for line in &lines {
             let rec: MetadataRecord = serde_json::from_str(line).unwrap();
             // Re-encoding gives the same JSON value: the format did not move.
+            let again: serde_json::Value = serde_json::to_value(&rec).unwrap();
+            let orig: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(again, orig, "{line}");
+        }
+    }
+
+    /// Partition lines as written before reassignments existed (no adding/removing replicas):
+    /// they replay as "no reassignment in progress" and re-encode to the same JSON.
+    #[test]
+    fn partition_records_without_reassignment_fields_still_parse() {
+        let id = "6f1c1f5e-6a52-4c1e-9a8e-0d1f7b7f3a10";
+        let lines = [
+            format!(
+                r#"{{"type":"Partition","topic_id":"{id}","partition":0,"replicas":[1,2,3],"isr":[1,2,3],"leader":1,"leader_epoch":0,"partition_epoch":0}}"#
+            ),
+            format!(
+                r#"{{"type":"PartitionChange","topic_id":"{id}","partition":0,"isr":[1,2],"leader_epoch":0,"partition_epoch":1}}"#
+            ),
+        ];
+        for line in &lines {
+            let rec: MetadataRecord = serde_json::from_str(line).unwrap();
+            match &rec {
+                MetadataRecord::Partition {
+                    adding_replicas,
+                    removing_replicas,
+                    ..
+                } => assert!(adding_replicas.is_empty() && removing_replicas.is_empty()),
+                MetadataRecord::PartitionChange {
+                    adding_replicas,
+                    removing_replicas,
+                    ..
+                } => assert!(adding_replicas.is_none() && removing_replicas.is_none()),
+                other => panic!("{other:?}"),
+            }
             let again: serde_json::Value = serde_json::to_value(&rec).unwrap();
             let orig: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(again, orig, "{line}");
@@ -163,6 +212,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             },
             MetadataRecord::PartitionChange {
                 topic_id: id,
@@ -172,6 +223,30 @@ mod tests {
                 leader: None,
                 leader_epoch: 0,
                 partition_epoch: 1,
+                adding_replicas: None,
+                removing_replicas: None,
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                replicas: Some(vec![4, 2, 3, 1]),
+                isr: None,
+                leader: None,
+                leader_epoch: 0,
+                partition_epoch: 2,
+                adding_replicas: Some(vec![4]),
+                removing_replicas: Some(vec![1]),
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 1,
+                replicas: vec![4, 2, 3, 1],
+                isr: vec![2, 3, 1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 3,
+                adding_replicas: vec![4],
+                removing_replicas: vec![1],
             },
         ];
         for rec in recs {
@@ -187,6 +262,8 @@ mod tests {
             leader: Some(2),
             leader_epoch: 1,
             partition_epoch: 2,
+            adding_replicas: None,
+            removing_replicas: None,
         })
         .unwrap();
         assert!(

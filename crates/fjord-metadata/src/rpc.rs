@@ -16,6 +16,7 @@ use crate::controller::{
 };
 use crate::image::PartitionState;
 use crate::internal;
+use crate::reassignment::{OngoingReassignment, ReassignmentTarget};
 use crate::record::{Endpoint, MetadataRecord, NodeId};
 
 /// A request to the active controller.
@@ -96,6 +97,28 @@ pub enum ControllerRequest {
         election_type: u8,
         partitions: Option<Vec<(Uuid, u32)>>,
     },
+    /// AlterPartitionReassignments (KIP-455): per (topic name, partition), the target replicas
+    /// or `None` to cancel. `allow_replication_factor_change` false refuses targets of another
+    /// size (v1, KIP-860).
+    AlterPartitionReassignments {
+        partitions: Vec<(String, u32, Option<Vec<NodeId>>)>,
+        allow_replication_factor_change: bool,
+    },
+    /// ListPartitionReassignments: the given (topic name, partitions), or all with `None`.
+    /// Writes nothing.
+    ListPartitionReassignments {
+        topics: Option<Vec<(String, Vec<u32>)>>,
+    },
+}
+
+/// The outcome of one partition of [`ControllerRequest::AlterPartitionReassignments`]: 0, or
+/// the Kafka error code and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentOutcome {
+    pub topic: String,
+    pub partition: u32,
+    pub error: i16,
+    pub message: String,
 }
 
 /// One partition of [`ControllerRequest::AlterPartitions`].
@@ -159,6 +182,14 @@ pub enum ControllerReply {
     /// The reply to [`ControllerRequest::ElectLeaders`]: one result per partition.
     ElectionResults {
         results: Vec<PartitionElection>,
+    },
+    /// The reply to [`ControllerRequest::AlterPartitionReassignments`], in request order.
+    ReassignmentResults {
+        results: Vec<ReassignmentOutcome>,
+    },
+    /// The reply to [`ControllerRequest::ListPartitionReassignments`].
+    Reassignments {
+        ongoing: Vec<OngoingReassignment>,
     },
 }
 
@@ -375,7 +406,84 @@ impl Controller {
                     |results| ControllerReply::ElectionResults { results },
                 )
             }
+            R::AlterPartitionReassignments {
+                partitions,
+                allow_replication_factor_change,
+            } => self.alter_reassignments_by_name(partitions, allow_replication_factor_change),
+            R::ListPartitionReassignments { topics } => {
+                let wanted: Option<Vec<(Uuid, u32)>> = topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .filter_map(|(name, parts)| {
+                            let id = self.image().topic(&name)?.id;
+                            Some(parts.into_iter().map(move |p| (id, p)))
+                        })
+                        .flatten()
+                        .collect()
+                });
+                ControllerResult {
+                    records: Vec::new(),
+                    response: ControllerReply::Reassignments {
+                        ongoing: self.list_partition_reassignments(wanted.as_deref()),
+                    },
+                }
+            }
         })
+    }
+
+    /// AlterPartitionReassignments by topic name: unknown topics are answered per partition
+    /// (UNKNOWN_TOPIC_OR_PARTITION), the rest go to
+    /// [`alter_partition_reassignments`](Controller::alter_partition_reassignments).
+    fn alter_reassignments_by_name(
+        &mut self,
+        partitions: Vec<(String, u32, Option<Vec<NodeId>>)>,
+        allow_replication_factor_change: bool,
+    ) -> ControllerResult<ControllerReply> {
+        let mut targets = Vec::with_capacity(partitions.len());
+        let mut known = Vec::with_capacity(partitions.len());
+        for (name, partition, replicas) in &partitions {
+            match self.image().topic(name) {
+                Some(t) => {
+                    known.push(true);
+                    targets.push(ReassignmentTarget {
+                        topic_id: t.id,
+                        partition: *partition,
+                        replicas: replicas.clone(),
+                    });
+                }
+                None => known.push(false),
+            }
+        }
+        let r = self.alter_partition_reassignments(&targets, allow_replication_factor_change);
+        let mut decided = r.response.into_iter();
+        let results = partitions
+            .into_iter()
+            .zip(known)
+            .map(|((topic, partition, _), known)| {
+                let outcome = if known {
+                    decided.next().expect("one outcome per known target")
+                } else {
+                    Err(ControllerError::UnknownTopicOrPartition {
+                        topic: topic.clone(),
+                        partition,
+                    })
+                };
+                let (error, message) = match outcome {
+                    Ok(()) => (0, String::new()),
+                    Err(e) => (e.code(), e.to_string()),
+                };
+                ReassignmentOutcome {
+                    topic,
+                    partition,
+                    error,
+                    message,
+                }
+            })
+            .collect();
+        ControllerResult {
+            records: r.records,
+            response: ControllerReply::ReassignmentResults { results },
+        }
     }
 
     /// Set or remove config overrides of a topic, one `TopicConfig` record per change. When

@@ -3,8 +3,9 @@
 //! Each seed drives a random schedule of broker registrations, heartbeats (caught up, lagging,
 //! asking to be fenced), silent brokers, process restarts, heartbeats from old incarnations with
 //! stale epochs, topic creation and deletion, partition growth, ISR proposals (fresh and stale),
-//! cordoning, time passing with `tick`, and controller failovers (a new controller rebuilt by
-//! replaying the log). After every step the invariant checkers run:
+//! cordoning, partition reassignments (valid and invalid targets, cancellations), time passing
+//! with `tick`, and controller failovers (a new controller rebuilt by replaying the log). After
+//! every step the invariant checkers run:
 //! - every record the controller emits is accepted by an independent replica of the image, and
 //!   that replica equals the controller's image;
 //! - at most one leader per partition per leader epoch, over the whole run;
@@ -15,6 +16,8 @@
 //!   where the topic's `unclean.leader.election.enable` (override or the seed's cluster
 //!   default) is true or ElectLeaders asked for it, and is counted by the controller;
 //! - ElectLeaders answers each partition with the code its state before the call implies;
+//! - a reassignment is never left in progress once its target is in the ISR (completion is
+//!   never missed), and the image's index of reassigning partitions matches a scan;
 //! - errors are the expected ones (e.g. STALE_BROKER_EPOCH for an old incarnation).
 //!
 //! A failure prints the seed. Reproduce with `FJORD_SIM_SEED=<seed> cargo test -p fjord-metadata
@@ -27,6 +30,7 @@ use fjord_metadata::controller::{
     ControllerConfig, ControllerError, ControllerResult, CreateTopic, ElectionType,
     UNCLEAN_LEADER_ELECTION_ENABLE,
 };
+use fjord_metadata::ReassignmentTarget;
 use fjord_metadata::{ClusterImage, MetadataRecord, NodeId, Uuid, NO_LEADER};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -68,6 +72,10 @@ struct Sim {
     unclean_default: bool,
     /// The records being committed come from an unclean ElectLeaders request.
     unclean_requested: bool,
+    /// The records being committed come from a leader's AlterPartition: a new leader the
+    /// leader itself just put in the ISR (a completed reassignment removing the old leader)
+    /// is a clean election.
+    leader_expanding: bool,
     /// Unclean elections seen in committed records, and the controller's count at the last
     /// commit (it restarts at 0 on failover).
     unclean: usize,
@@ -95,6 +103,7 @@ impl Sim {
             topics: 0,
             unclean_default,
             unclean_requested: false,
+            leader_expanding: false,
             unclean: 0,
             controller_unclean: 0,
         }
@@ -120,7 +129,10 @@ impl Sim {
             } = rec
             {
                 let before = self.replica.partition(topic_id, *partition).unwrap();
-                if *leader != NO_LEADER && !before.isr.contains(leader) {
+                let handed_over = self.leader_expanding
+                    && before.is_reassigning()
+                    && isr.as_ref().is_some_and(|i| i.contains(leader));
+                if *leader != NO_LEADER && !before.isr.contains(leader) && !handed_over {
                     unclean += 1;
                     assert_eq!(
                         isr.as_deref(),
@@ -151,7 +163,7 @@ impl Sim {
     }
 
     fn step(&mut self) {
-        let roll = self.rng.gen_range(0..100);
+        let roll = self.rng.gen_range(0..110);
         match roll {
             0..=9 => self.register(),
             10..=39 => self.heartbeat(),
@@ -170,7 +182,8 @@ impl Sim {
                 self.commit(r);
             }
             98 => self.elect_leaders(),
-            _ => self.unregister(),
+            99 => self.unregister(),
+            _ => self.reassign(),
         }
         self.check();
     }
@@ -421,8 +434,16 @@ impl Sim {
         match self.controller.alter_partition(req) {
             Ok(r) => {
                 assert!(!stale_pe && !stale_le, "stale AlterPartition accepted");
+                self.leader_expanding = true;
                 let after = self.commit(r);
-                assert_eq!(after.isr, isr);
+                self.leader_expanding = false;
+                if state.is_reassigning() && !after.is_reassigning() {
+                    // The expand completed the move: the removed replicas left the ISR.
+                    assert!(after.isr.iter().all(|b| isr.contains(b)));
+                    assert_eq!(after.replicas, state.target_replicas());
+                } else {
+                    assert_eq!(after.isr, isr);
+                }
             }
             Err(ControllerError::InvalidUpdateVersion { .. }) => assert!(stale_pe),
             Err(ControllerError::FencedLeaderEpoch { .. }) => assert!(stale_le),
@@ -432,6 +453,63 @@ impl Sim {
             }
             Err(ControllerError::StaleBrokerEpoch { .. }) => {}
             Err(e) => panic!("alter partition: {e}"),
+        }
+    }
+
+    /// Reassign a random partition to a random target (sometimes invalid: unknown brokers,
+    /// duplicates, empty), or cancel its reassignment.
+    fn reassign(&mut self) {
+        let Some((_, id)) = self.random_topic() else {
+            return;
+        };
+        let count = self.controller.image().topic_by_id(&id).unwrap().partitions;
+        let p = self.rng.gen_range(0..count);
+        let Some(before) = self.controller.image().partition(&id, p).cloned() else {
+            return;
+        };
+        let replicas = if self.rng.gen_bool(0.25) {
+            None
+        } else {
+            let n = self.rng.gen_range(0..=3);
+            Some(
+                (0..n)
+                    .map(|_| self.rng.gen_range(1..=NODES + 1))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let target = ReassignmentTarget {
+            topic_id: id,
+            partition: p,
+            replicas: replicas.clone(),
+        };
+        let r = self
+            .controller
+            .alter_partition_reassignments(&[target], true);
+        let outcome = r.response[0].clone();
+        match outcome {
+            Ok(()) => {
+                self.commit(r);
+                let after = self.controller.image().partition(&id, p).unwrap();
+                match &replicas {
+                    Some(t) => assert_eq!(&after.target_replicas(), t, "{after:?}"),
+                    None => {
+                        assert!(before.is_reassigning() && !after.is_reassigning());
+                        assert_eq!(after.replicas, before.original_replicas());
+                    }
+                }
+            }
+            Err(e) => {
+                assert!(r.records.is_empty());
+                match (e.code(), &replicas) {
+                    (85, None) => assert!(!before.is_reassigning()),
+                    (39, None) => assert!(before
+                        .isr
+                        .iter()
+                        .all(|b| before.adding_replicas.contains(b))),
+                    (39, Some(_)) => {}
+                    _ => panic!("reassignment of {id}/{p} to {replicas:?}: {e}"),
+                }
+            }
         }
     }
 
@@ -485,6 +563,10 @@ impl Sim {
                     None => v.push((Uuid::from_u128(self.rng.gen()), 0)),
                 }
             }
+            // A partition asked twice is elected by the first ask; expectations below are
+            // computed from the state before the call, so ask each once.
+            v.sort();
+            v.dedup();
             Some(v)
         };
         let before = self.controller.image().clone();
@@ -610,7 +692,26 @@ impl Sim {
             .map(|(b, l)| (*b, (l.replicas, l.leaders)))
             .collect();
         assert_eq!(kept, load, "broker load index drifted");
+        assert_eq!(
+            img.reassigning_count(),
+            img.all_partitions()
+                .filter(|(_, _, s)| s.is_reassigning())
+                .count(),
+            "reassigning index drifted"
+        );
         for (t, p, s) in img.all_partitions() {
+            if s.is_reassigning() {
+                let isr: Vec<NodeId> = s
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|b| !s.removing_replicas.contains(b))
+                    .collect();
+                assert!(
+                    isr.is_empty() || !s.target_replicas().iter().all(|b| isr.contains(b)),
+                    "reassignment of {t}/{p} left in progress with its target in sync: {s:?}"
+                );
+            }
             if s.leader != NO_LEADER {
                 assert!(
                     s.isr.contains(&s.leader),
@@ -678,6 +779,7 @@ fn controller_simulation() {
 #[test]
 fn simulation_covers_the_interesting_paths() {
     let (mut fences, mut elections, mut registrations, mut isr_changes) = (0, 0, 0, 0);
+    let (mut started, mut completed) = (0, 0);
     let mut unclean = 0;
     for seed in 0..20 {
         let mut sim = Sim::new(seed);
@@ -695,8 +797,27 @@ fn simulation_covers_the_interesting_paths() {
                 MetadataRecord::PartitionChange { isr: Some(_), .. } => isr_changes += 1,
                 _ => {}
             }
+            if let MetadataRecord::PartitionChange {
+                adding_replicas: a,
+                removing_replicas: r,
+                ..
+            } = rec
+            {
+                let set = |x: &Option<Vec<NodeId>>| x.as_ref().is_some_and(|v| !v.is_empty());
+                let cleared = |x: &Option<Vec<NodeId>>| x.as_ref().is_some_and(Vec::is_empty);
+                if set(a) || set(r) {
+                    started += 1;
+                } else if cleared(a) || cleared(r) {
+                    completed += 1;
+                }
+            }
         }
     }
+    eprintln!("reassignments: {started} started or changed, {completed} ended");
+    assert!(
+        started > 20 && completed > 10,
+        "reassignments: {started} started, {completed} ended"
+    );
     eprintln!(
         "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}, \
          unclean {unclean}"
