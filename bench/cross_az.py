@@ -3,9 +3,9 @@
 
 1. Cross-rack bytes per produced byte, with and without the AZ-aware setup, on a 3-node
    `fjord dev cluster` (racks a, b, c; rack-aware replica selector) and an RF 3 topic of 6
-   partitions (two led per rack). Per rack one producer (confluent-kafka, through its rack's
-   node) writes --records records of --record-size bytes, then one KIP-848 group of three
-   consumers (one per rack) reads everything back. AZ-aware: producers write only to partitions
+   partitions (two led per rack). One KIP-848 group of three consumers (one per rack) joins
+   and settles, then per rack one producer (confluent-kafka, through its rack's node) writes
+   --records records of --record-size bytes, and the group reads everything back. AZ-aware: producers write only to partitions
    led in their rack (the librdkafka recipe in docs/cross-az.md), consumers set `client.rack`.
    AZ-unaware: the default partitioner, no `client.rack`. Every client carries `fjord_az=RACK`
    in its client id either way, so the brokers know its rack. The figures come from the
@@ -126,12 +126,25 @@ def produce(bootstrap, topic, rack, records, size, aware, leaders):
         raise SystemExit("producer did not deliver everything within 120 s")
 
 
-def consume_group(bootstrap, topic, group, total, aware):
-    """One KIP-848 consumer per rack until the group has read `total` records."""
-    counts = {r: 0 for r in RACKS}
-    stop = threading.Event()
+class Group:
+    """One KIP-848 consumer per rack, in threads; started before the records are produced,
+    so the group has settled (every member owns partitions) when they arrive."""
 
-    def run(rack):
+    def __init__(self, bootstrap, topic, group, aware):
+        self.counts = {r: 0 for r in RACKS}
+        self.owned = {r: 0 for r in RACKS}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(bootstrap, topic, group, aware, r),
+                                         daemon=True) for r in RACKS]
+        for t in self.threads:
+            t.start()
+        deadline = time.time() + 60
+        while not all(self.owned.values()) and time.time() < deadline:
+            time.sleep(0.1)
+        if not all(self.owned.values()):
+            raise SystemExit(f"group {group} did not settle within 60 s: {self.owned}")
+
+    def run(self, bootstrap, topic, group, aware, rack):
         conf = {"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
                 "client.id": f"bench,fjord_az={rack}", "auto.offset.reset": "earliest",
                 "enable.auto.commit": True}
@@ -139,33 +152,34 @@ def consume_group(bootstrap, topic, group, total, aware):
             conf["client.rack"] = rack
         c = Consumer(conf)
         c.subscribe([topic])
-        while not stop.is_set():
-            for m in c.consume(500, 0.5):
+        while not self.stop.is_set():
+            for m in c.consume(500, 0.2):
                 if not m.error():
-                    counts[rack] += 1
+                    self.counts[rack] += 1
+            self.owned[rack] = len(c.assignment())
         c.close()
 
-    threads = [threading.Thread(target=run, args=(r,), daemon=True) for r in RACKS]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 600
-    while sum(counts.values()) < total and time.time() < deadline:
-        time.sleep(0.2)
-    stop.set()
-    for t in threads:
-        t.join(60)
-    if sum(counts.values()) < total:
-        raise SystemExit(f"group {group} read {counts} of {total} within 600 s")
-    return counts
+    def wait(self, total):
+        deadline = time.time() + 600
+        while sum(self.counts.values()) < total and time.time() < deadline:
+            time.sleep(0.2)
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        if sum(self.counts.values()) < total:
+            raise SystemExit(f"the group read {self.counts} of {total} within 600 s")
+        return self.counts
 
 
 def phase(c, topic, a, aware, leaders):
     name = "aware" if aware else "unaware"
     before = traffic(c.admin)
+    group = Group(",".join(c.bootstrap), topic, f"bench-{name}", aware)
     for i, rack in enumerate(RACKS):
         produce(c.bootstrap[i], topic, rack, a.records, a.record_size, aware, leaders)
+    # The unaware group is new: it reads the aware phase's records too.
     total_in_topic = a.records * 3 * (2 if not aware else 1)
-    counts = consume_group(",".join(c.bootstrap), topic, f"bench-{name}", total_in_topic, aware)
+    counts = group.wait(total_in_topic)
     after = traffic(c.admin)
     flows = cross_rack(before, after)
     produced = a.records * 3 * a.record_size
