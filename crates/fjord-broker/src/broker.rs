@@ -379,6 +379,7 @@ impl Broker {
     /// `next_offset` is the metadata offset after the batch. The only place topics change.
     pub fn publish(&self, batch: Publish<'_>, next_offset: i64) {
         let _one_at_a_time = self.publishing.lock();
+        let whole_image = matches!(batch, Publish::Image(_));
         let mut touched: BTreeSet<Uuid> = BTreeSet::new();
         let mut removed: Vec<Uuid> = Vec::new();
         // A whole image, or a broker registration (its rack may be new), changes the racks of
@@ -389,7 +390,11 @@ impl Broker {
             match batch {
                 Publish::Records(records) => {
                     for r in records {
+                        let reassigning_before = reassignment_before(&image, r);
                         image.apply(r);
+                        if let Some(before) = reassigning_before {
+                            self.count_reassignment(&image, r, before);
+                        }
                         match r {
                             MetadataRecord::Topic { id, .. }
                             | MetadataRecord::PartitionCount { id, .. }
@@ -459,6 +464,9 @@ impl Broker {
             }
             self.groups
                 .update_topics(&image, &touched, &removed, all_racks);
+            self.metrics
+                .reassignments_in_progress
+                .set(image.reassigning_count() as i64);
         }
         for id in removed {
             if let Some(t) = self.topic_by_id(&id) {
@@ -490,6 +498,10 @@ impl Broker {
             }
         }
         self.reconcile(plans);
+        if whole_image {
+            // A broker that was down while its replicas moved away still has their logs.
+            self.remove_stray_partition_dirs();
+        }
         self.metrics.metadata_offset.set(next_offset);
         self.applied.send_replace(next_offset);
     }
@@ -591,6 +603,11 @@ impl Broker {
                 Transition::BecameLeader | Transition::Stopped => self.fetchers.stop(&p),
                 Transition::Unchanged => {}
             }
+            if !state.replicas.is_empty() && !state.replicas.contains(&me) && p.has_log() {
+                // A reassignment moved the replica away: its log goes.
+                self.fetchers.stop(&p);
+                self.delete_replica(&p, &state);
+            }
         }
         for topic in to_install {
             self.install(topic);
@@ -601,6 +618,116 @@ impl Broker {
                 "more partition leader and ISR changes in this metadata batch (counted in metrics, not logged one by one)"
             );
         }
+    }
+
+    /// Count the reassignment step `record` made (the partition was `before` it): a new target
+    /// (`started`), or the end of one (`completed` when the replicas are the target it had,
+    /// else `cancelled`). The active controller logs each step; every broker counts them.
+    fn count_reassignment(&self, image: &ClusterImage, record: &MetadataRecord, before: Before) {
+        let MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            ..
+        } = record
+        else {
+            return;
+        };
+        let Some(after) = image.partition(topic_id, *partition) else {
+            return;
+        };
+        let results: &[&str] = match (before.reassigning, after.is_reassigning()) {
+            (_, true) if !before.reassigning || after.target_replicas() != before.target => {
+                &["started"]
+            }
+            (true, false) if after.replicas == before.target => &["completed"],
+            (true, false) => &["cancelled"],
+            // Only reassignments change the replicas: one already in sync (a reorder or only
+            // removals) starts and completes in one record.
+            (false, false) if after.replicas != before.target => &["started", "completed"],
+            _ => return,
+        };
+        for result in results {
+            self.metrics
+                .reassignments
+                .with_label_values(&[result])
+                .inc();
+        }
+    }
+
+    /// Take the log of a partition this broker no longer hosts a replica of out of it and
+    /// delete its directory (moved aside at once, removed in the background).
+    fn delete_replica(&self, p: &Arc<Partition>, state: &ReplicaState) {
+        if p.take_log().is_none() {
+            return;
+        }
+        self.metrics.partitions.dec();
+        self.metrics.replicas_deleted.inc();
+        let dir = partition_dir(&self.config.log_dir, &p.topic, p.index);
+        tracing::info!(topic = %p.topic, partition = p.index, replicas = ?state.replicas,
+            dir = %dir.display(),
+            "replica moved off this broker: partition log deleted");
+        discard_dirs(vec![self.doomed(&dir, p.topic_id, state.partition_epoch)]);
+    }
+
+    /// Where to move a partition directory before removing it: a name no live partition
+    /// uses (`*-delete`, also removed at startup if a crash interrupts the removal).
+    fn doomed(&self, dir: &Path, topic_id: Uuid, epoch: i32) -> Option<PathBuf> {
+        let name = dir.file_name()?.to_string_lossy().to_string();
+        let to = self
+            .config
+            .log_dir
+            .join(format!("{name}.{}.{epoch}-delete", topic_id.simple()));
+        match std::fs::rename(dir, &to) {
+            Ok(()) => Some(to),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot move a partition directory aside for deletion");
+                None
+            }
+        }
+    }
+
+    /// Delete directories of partitions whose replicas, in the image just published, do not
+    /// include this broker (a reassignment moved them while it was away). One listing of
+    /// `log.dirs`; partitions of unknown topics and without a state are left alone.
+    fn remove_stray_partition_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
+            return;
+        };
+        let me = self.node_id();
+        let image = self.image.read();
+        let mut doomed = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with("-delete") || name == METADATA_DIR || name == QUORUM_DIR {
+                continue;
+            }
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let (Some(t), Ok(index)) = (image.topic(topic), index.parse::<u32>()) else {
+                continue;
+            };
+            let Some(state) = image.partition(&t.id, index) else {
+                continue;
+            };
+            if state.replicas.contains(&me) || !e.path().is_dir() {
+                continue;
+            }
+            // Never one whose log is open here (it is still being served).
+            if self
+                .partition(topic, index as i32)
+                .is_some_and(|p| p.has_log())
+            {
+                continue;
+            }
+            tracing::info!(topic, partition = index, replicas = ?state.replicas,
+                dir = %e.path().display(),
+                "this broker is no longer a replica of the partition: deleting its stray log");
+            self.metrics.replicas_deleted.inc();
+            doomed.push(self.doomed(&e.path(), t.id, state.partition_epoch));
+        }
+        drop(image);
+        discard_dirs(doomed);
     }
 
     /// Log and count what an operator cares about in a partition's new state: leader changes
@@ -858,6 +985,32 @@ impl Broker {
         Ok(())
     }
 
+    /// Set or remove dynamic broker configs (the replication throttle rates) of broker
+    /// `node_id` or the cluster default. The controller checks keys and values; with
+    /// `validate_only` only the check runs.
+    pub async fn alter_broker_configs(
+        &self,
+        node_id: Option<i32>,
+        changes: Vec<(String, Option<String>)>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        if validate_only {
+            return fjord_metadata::rpc::check_broker_config_changes(&changes)
+                .map_err(|e| TopicError::new(ErrorCode::from_i16(e.code()), e.to_string()));
+        }
+        self.submit(ControllerRequest::AlterBrokerConfigs {
+            node_id,
+            changes: changes.clone(),
+        })
+        .await?;
+        tracing::info!(
+            broker = node_id.map_or_else(|| "cluster default".to_string(), |n| n.to_string()),
+            ?changes,
+            "dynamic broker config changed"
+        );
+        Ok(())
+    }
+
     /// Delete a topic. Every broker moves its directories aside and removes them in the
     /// background when it applies the deletion; a topic recreated with the same name gets a new
     /// id and fresh directories.
@@ -987,6 +1140,48 @@ impl Broker {
             }
         }
     }
+}
+
+/// A partition's reassignment state before a record that may change it.
+struct Before {
+    reassigning: bool,
+    target: Vec<i32>,
+}
+
+/// The reassignment state of the partition `record` changes, if it touches its replicas or
+/// its adding or removing replicas.
+fn reassignment_before(image: &ClusterImage, record: &MetadataRecord) -> Option<Before> {
+    match record {
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            replicas,
+            adding_replicas,
+            removing_replicas,
+            ..
+        } if replicas.is_some() || adding_replicas.is_some() || removing_replicas.is_some() => {
+            image.partition(topic_id, *partition).map(|s| Before {
+                reassigning: s.is_reassigning(),
+                target: s.target_replicas(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Remove directories already moved aside, on a background thread.
+fn discard_dirs(doomed: Vec<Option<PathBuf>>) {
+    let doomed: Vec<PathBuf> = doomed.into_iter().flatten().collect();
+    if doomed.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for d in doomed {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot remove a deleted partition directory");
+            }
+        }
+    });
 }
 
 pub fn partition_dir(root: &Path, topic: &str, index: i32) -> PathBuf {

@@ -1,8 +1,10 @@
 //! Configs as DescribeConfigs reports them: value, source and synonyms for every topic key
-//! (from `fjord_storage::config::TOPIC_CONFIGS`) and every broker key.
+//! (from `fjord_storage::config::TOPIC_CONFIGS`) and every broker key, the dynamic ones
+//! (replication throttle rates, from the metadata image) included.
 
 use std::collections::BTreeMap;
 
+use fjord_metadata::record::DYNAMIC_BROKER_CONFIGS;
 use fjord_storage::config::{ConfigType, TOPIC_CONFIGS};
 use fjord_storage::LogConfig;
 
@@ -13,6 +15,8 @@ use crate::broker::Broker;
 #[repr(i8)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -61,8 +65,14 @@ pub fn topic_entries(
                     ConfigSource::StaticBroker,
                 ));
             }
+            // A key without a broker-level counterpart defaults under its own name.
+            let default_name = if def.broker_key.is_empty() {
+                def.name
+            } else {
+                def.broker_key
+            };
             synonyms.push((
-                def.broker_key.to_string(),
+                default_name.to_string(),
                 def.default.to_string(),
                 ConfigSource::Default,
             ));
@@ -99,7 +109,7 @@ pub fn broker_entries(b: &Broker) -> Vec<ConfigEntry> {
         })
         .collect();
     for def in TOPIC_CONFIGS {
-        if out.iter().any(|e| e.name == def.broker_key) {
+        if def.broker_key.is_empty() || out.iter().any(|e| e.name == def.broker_key) {
             continue;
         }
         let (value, source) = match b.config.explicit.get(def.broker_key) {
@@ -117,6 +127,38 @@ pub fn broker_entries(b: &Broker) -> Vec<ConfigEntry> {
             config_type: wire_type(def.ty),
         });
     }
+    // Dynamic keys (replication throttle rates): this broker's value, else the cluster
+    // default, else Kafka's default (no limit).
+    b.with_image(|image| {
+        let me = b.node_id();
+        for key in DYNAMIC_BROKER_CONFIGS {
+            let mut synonyms = Vec::new();
+            if let Some(v) = image.broker_configs(Some(me)).and_then(|c| c.get(*key)) {
+                synonyms.push((key.to_string(), v.clone(), ConfigSource::DynamicBroker));
+            }
+            if let Some(v) = image.broker_configs(None).and_then(|c| c.get(*key)) {
+                synonyms.push((
+                    key.to_string(),
+                    v.clone(),
+                    ConfigSource::DynamicDefaultBroker,
+                ));
+            }
+            synonyms.push((key.to_string(), i64::MAX.to_string(), ConfigSource::Default));
+            out.retain(|e| e.name != *key);
+            out.push(ConfigEntry {
+                name: key.to_string(),
+                value: synonyms[0].1.clone(),
+                source: synonyms[0].2,
+                config_type: wire_type(ConfigType::Long),
+                synonyms,
+            });
+        }
+    });
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Whether a broker key can be changed at run time (DescribeConfigs reports it writable).
+pub fn is_dynamic_broker_key(key: &str) -> bool {
+    DYNAMIC_BROKER_CONFIGS.contains(&key)
 }

@@ -87,6 +87,14 @@ pub struct Metrics {
     pub corrupt_data_skipped: IntCounterVec,
     /// Bytes cut from partition segments by recovery at a corrupt or torn batch.
     pub recovery_truncated_bytes: IntCounter,
+    /// Partitions with a reassignment (KIP-455) in progress, in this broker's view.
+    pub reassignments_in_progress: IntGauge,
+    /// Reassignments seen in the metadata log, by `result`: `started` (a new target, also one
+    /// replacing a target in progress), `completed`, `cancelled`.
+    pub reassignments: IntCounterVec,
+    /// Partition logs deleted here because this broker no longer hosts a replica of them
+    /// (moved away by a reassignment, also found at startup).
+    pub replicas_deleted: IntCounter,
 }
 
 impl Metrics {
@@ -317,8 +325,29 @@ impl Metrics {
             "Bytes cut from partition segments by recovery at a corrupt or torn batch",
         )
         .expect("metric");
+        let reassignments_in_progress = IntGauge::new(
+            "reassignments_in_progress",
+            "Partitions with a reassignment in progress (adding or removing replicas)",
+        )
+        .expect("metric");
+        let reassignments = IntCounterVec::new(
+            Opts::new(
+                "reassignments_total",
+                "Partition reassignments seen in the metadata log, by result (started, completed, cancelled)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let replicas_deleted = IntCounter::new(
+            "replicas_deleted_total",
+            "Partition logs deleted because this broker no longer hosts a replica of the partition",
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reassignments_in_progress.clone()),
+            Box::new(reassignments.clone()),
+            Box::new(replicas_deleted.clone()),
             Box::new(corrupt_data_skipped.clone()),
             Box::new(recovery_truncated_bytes.clone()),
             Box::new(unclean_elections.clone()),
@@ -403,6 +432,9 @@ impl Metrics {
             unclean_elections,
             corrupt_data_skipped,
             recovery_truncated_bytes,
+            reassignments_in_progress,
+            reassignments,
+            replicas_deleted,
         }
     }
 

@@ -147,6 +147,8 @@ pub struct ClusterImage {
     reassigning: BTreeMap<Uuid, BTreeSet<u32>>,
     /// Replicas and preferred leaderships per broker, kept by delta for placement.
     load: HashMap<NodeId, BrokerLoad>,
+    /// Dynamic broker configs: per broker (`Some(id)`) and the cluster default (`None`).
+    broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
 }
 
 /// Replicas and preferred leaderships (first replica) a broker holds.
@@ -297,6 +299,24 @@ impl ClusterImage {
             } => {
                 self.check_broker_epoch(*node_id, *broker_epoch)?;
                 self.broker_mut(*node_id)?.fenced = false;
+            }
+            MetadataRecord::BrokerConfig {
+                node_id,
+                key,
+                value,
+            } => {
+                let configs = self.broker_configs.entry(*node_id).or_default();
+                match value {
+                    Some(v) => {
+                        configs.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        configs.remove(key);
+                        if configs.is_empty() {
+                            self.broker_configs.remove(node_id);
+                        }
+                    }
+                }
             }
             MetadataRecord::CordonBroker { node_id } => self.broker_mut(*node_id)?.cordoned = true,
             MetadataRecord::UncordonBroker { node_id } => {
@@ -652,6 +672,20 @@ impl ClusterImage {
         h
     }
 
+    /// A dynamic broker config for `node_id`: its own value, else the cluster default.
+    pub fn broker_config(&self, node_id: NodeId, key: &str) -> Option<&str> {
+        self.broker_configs
+            .get(&Some(node_id))
+            .and_then(|c| c.get(key))
+            .or_else(|| self.broker_configs.get(&None).and_then(|c| c.get(key)))
+            .map(String::as_str)
+    }
+
+    /// The dynamic configs set for `node_id` (`None`: the cluster default), without fallback.
+    pub fn broker_configs(&self, node_id: Option<NodeId>) -> Option<&BTreeMap<String, String>> {
+        self.broker_configs.get(&node_id)
+    }
+
     /// Partitions with a reassignment in progress, by topic id and partition, from the index
     /// (no scan).
     pub fn reassigning_partitions(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
@@ -688,6 +722,15 @@ impl ClusterImage {
             });
             if b.cordoned {
                 out.push(MetadataRecord::CordonBroker { node_id: b.node_id });
+            }
+        }
+        for (node_id, configs) in &self.broker_configs {
+            for (key, value) in configs {
+                out.push(MetadataRecord::BrokerConfig {
+                    node_id: *node_id,
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                });
             }
         }
         for t in self.topics.values() {

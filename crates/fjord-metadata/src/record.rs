@@ -27,6 +27,16 @@ pub struct Endpoint {
     pub security_protocol: String,
 }
 
+/// Broker configs that can change at run time through IncrementalAlterConfigs on a BROKER
+/// resource, per broker or as a cluster default (Kafka's key names; values are bytes/s).
+/// `replica.alter.log.dirs.io.max.bytes.per.second` is accepted so Kafka's reassignment tool
+/// can set and clear it, and has no effect: a Fjord broker has one log directory.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
 /// One change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -77,6 +87,16 @@ pub enum MetadataRecord {
     CordonBroker { node_id: NodeId },
     /// The broker takes new replicas again.
     UncordonBroker { node_id: NodeId },
+
+    /// A dynamic broker config (KRaft's `ConfigRecord` for a BROKER resource) was set (`Some`)
+    /// or removed (`None`): for broker `node_id`, or the cluster-wide default with `None`.
+    /// Only the keys in [`DYNAMIC_BROKER_CONFIGS`] are dynamic.
+    BrokerConfig {
+        #[serde(default)]
+        node_id: Option<NodeId>,
+        key: String,
+        value: Option<String>,
+    },
 
     /// The full state of a new partition (KRaft's `PartitionRecord`).
     Partition {
@@ -204,6 +224,16 @@ mod tests {
                 broker_epoch: 7,
             },
             MetadataRecord::CordonBroker { node_id: 1 },
+            MetadataRecord::BrokerConfig {
+                node_id: Some(1),
+                key: "leader.replication.throttled.rate".into(),
+                value: Some("1000000".into()),
+            },
+            MetadataRecord::BrokerConfig {
+                node_id: None,
+                key: "follower.replication.throttled.rate".into(),
+                value: None,
+            },
             MetadataRecord::Partition {
                 topic_id: id,
                 partition: 0,

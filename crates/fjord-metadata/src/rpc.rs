@@ -17,7 +17,7 @@ use crate::controller::{
 use crate::image::PartitionState;
 use crate::internal;
 use crate::reassignment::{OngoingReassignment, ReassignmentTarget};
-use crate::record::{Endpoint, MetadataRecord, NodeId};
+use crate::record::{Endpoint, MetadataRecord, NodeId, DYNAMIC_BROKER_CONFIGS};
 
 /// A request to the active controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,12 @@ pub enum ControllerRequest {
     /// values against the storage config table before sending.
     AlterTopicConfigs {
         name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
+    /// Set (`Some`) or remove (`None`) dynamic broker configs of broker `node_id`, or the
+    /// cluster default with `None` ([`crate::record::DYNAMIC_BROKER_CONFIGS`]).
+    AlterBrokerConfigs {
+        node_id: Option<NodeId>,
         changes: Vec<(String, Option<String>)>,
     },
     /// Reserve `count` producer ids for a broker (idempotent producers).
@@ -205,6 +211,28 @@ impl From<PartitionState> for ControllerReply {
     }
 }
 
+/// Check dynamic broker config changes: known keys, rates as non-negative longs.
+pub fn check_broker_config_changes(
+    changes: &[(String, Option<String>)],
+) -> Result<(), ControllerError> {
+    for (key, value) in changes {
+        if !DYNAMIC_BROKER_CONFIGS.contains(&key.as_str()) {
+            return Err(ControllerError::InvalidConfig(format!(
+                "'{key}' is not a dynamic broker config (dynamic: {}); set it in the config file and restart",
+                DYNAMIC_BROKER_CONFIGS.join(", ")
+            )));
+        }
+        if let Some(v) = value {
+            if !v.trim().parse::<i64>().is_ok_and(|n| n >= 0) {
+                return Err(ControllerError::InvalidConfig(format!(
+                    "invalid value '{v}' for '{key}': a rate in bytes per second (a long >= 0)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn map<T>(
     r: ControllerResult<T>,
     f: impl FnOnce(T) -> ControllerReply,
@@ -313,6 +341,11 @@ impl Controller {
             }
             R::AlterTopicConfigs { name, changes } => {
                 map(self.alter_topic_configs(&name, &changes)?, |()| {
+                    ControllerReply::ConfigsAltered
+                })
+            }
+            R::AlterBrokerConfigs { node_id, changes } => {
+                map(self.alter_broker_configs(node_id, &changes)?, |()| {
                     ControllerReply::ConfigsAltered
                 })
             }
@@ -531,6 +564,40 @@ impl Controller {
         })
     }
 
+    /// Set or remove dynamic broker configs ([`DYNAMIC_BROKER_CONFIGS`]: replication throttle
+    /// rates in bytes/s, a non-negative long) for one broker or the cluster default, one
+    /// `BrokerConfig` record per change; removing an unset key is a no-op. All or nothing.
+    pub fn alter_broker_configs(
+        &mut self,
+        node_id: Option<NodeId>,
+        changes: &[(String, Option<String>)],
+    ) -> Result<ControllerResult<()>, ControllerError> {
+        check_broker_config_changes(changes)?;
+        let mut records = Vec::with_capacity(changes.len());
+        for (key, value) in changes {
+            let current = self
+                .image()
+                .broker_configs(node_id)
+                .and_then(|c| c.get(key));
+            let value = value.as_ref().map(|v| v.trim().to_string());
+            if current == value.as_ref() {
+                continue;
+            }
+            self.emit_record(
+                &mut records,
+                MetadataRecord::BrokerConfig {
+                    node_id,
+                    key: key.clone(),
+                    value,
+                },
+            );
+        }
+        Ok(ControllerResult {
+            records,
+            response: (),
+        })
+    }
+
     /// Reserve `count` producer ids for a registered broker; the response is the first id.
     pub fn allocate_producer_ids(
         &mut self,
@@ -598,6 +665,51 @@ mod tests {
             }
         );
         broker_epoch
+    }
+
+    #[test]
+    fn dynamic_broker_configs_are_set_removed_and_checked() {
+        let mut c = Controller::new(ControllerConfig::default());
+        register(&mut c, 1, 0);
+        let set = |c: &mut Controller, node_id, key: &str, value: Option<&str>| {
+            c.handle(
+                ControllerRequest::AlterBrokerConfigs {
+                    node_id,
+                    changes: vec![(key.into(), value.map(String::from))],
+                },
+                0,
+            )
+        };
+        let rate = "leader.replication.throttled.rate";
+        assert_eq!(
+            set(&mut c, Some(1), rate, Some("1000"))
+                .unwrap()
+                .records
+                .len(),
+            1
+        );
+        set(&mut c, None, rate, Some("50")).unwrap();
+        assert_eq!(c.image().broker_config(1, rate), Some("1000"));
+        assert_eq!(
+            c.image().broker_config(2, rate),
+            Some("50"),
+            "cluster default"
+        );
+        // Same value again, or removing what is not set: nothing to write.
+        assert!(set(&mut c, Some(1), rate, Some("1000"))
+            .unwrap()
+            .records
+            .is_empty());
+        assert!(set(&mut c, Some(2), rate, None).unwrap().records.is_empty());
+        set(&mut c, Some(1), rate, None).unwrap();
+        assert_eq!(c.image().broker_config(1, rate), Some("50"));
+        // Snapshots keep them.
+        let again = crate::ClusterImage::from_records(&c.image().to_records());
+        assert_eq!(&again, c.image());
+        for (key, value) in [(rate, "-1"), (rate, "fast"), ("log.retention.ms", "5")] {
+            let e = set(&mut c, Some(1), key, Some(value)).unwrap_err();
+            assert_eq!(e.code(), 40, "{key}={value}: {e}");
+        }
     }
 
     #[test]

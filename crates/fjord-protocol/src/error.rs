@@ -64,6 +64,8 @@ pub enum ErrorCode {
     PreferredLeaderNotAvailable = 80,
     EligibleLeadersNotAvailable = 83,
     ElectionNotNeeded = 84,
+    // Partition reassignment (KIP-455).
+    NoReassignmentInProgress = 85,
     // Group coordinator.
     OffsetMetadataTooLarge = 12,
     CoordinatorLoadInProgress = 14,
@@ -130,6 +132,7 @@ impl ErrorCode {
             PreferredLeaderNotAvailable,
             EligibleLeadersNotAvailable,
             ElectionNotNeeded,
+            NoReassignmentInProgress,
         ];
         ALL.iter()
             .copied()
@@ -163,6 +166,7 @@ mod tests {
             (PreferredLeaderNotAvailable, K::PreferredLeaderNotAvailable),
             (EligibleLeadersNotAvailable, K::EligibleLeadersNotAvailable),
             (ElectionNotNeeded, K::ElectionNotNeeded),
+            (NoReassignmentInProgress, K::NoReassignmentInProgress),
             (CorruptMessage, K::CorruptMessage),
             (UnknownTopicOrPartition, K::UnknownTopicOrPartition),
             (InvalidFetchSize, K::InvalidFetchSize),

@@ -45,6 +45,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DeleteGroups, 0, 2),
     r(ApiKey::ElectLeaders, 0, 2),
     r(ApiKey::IncrementalAlterConfigs, 0, 1),
+    r(ApiKey::AlterPartitionReassignments, 0, 1),
+    r(ApiKey::ListPartitionReassignments, 0, 0),
     r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 2),
     r(ApiKey::ConsumerGroupHeartbeat, 0, 1),

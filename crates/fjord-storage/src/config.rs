@@ -86,6 +86,10 @@ pub struct LogConfig {
     pub compression_type: String,
     /// Broker-level `producer.id.expiration.ms` (Kafka has no topic key for it).
     pub producer_id_expiration_ms: i64,
+    /// Stored for the replication layer (reassignment throttles); the log does not use it.
+    pub leader_replication_throttled_replicas: String,
+    /// Stored for the replication layer (reassignment throttles); the log does not use it.
+    pub follower_replication_throttled_replicas: String,
 }
 
 impl Default for LogConfig {
@@ -113,6 +117,8 @@ impl Default for LogConfig {
             unclean_leader_election_enable: false,
             compression_type: "producer".to_string(),
             producer_id_expiration_ms: 24 * 3_600_000,
+            leader_replication_throttled_replicas: String::new(),
+            follower_replication_throttled_replicas: String::new(),
         }
     }
 }
@@ -162,6 +168,9 @@ pub enum Validator {
     Boolean,
     /// Any integer of the config's type.
     AnyInt,
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs separated by
+    /// commas (see [`ThrottledReplicas`]).
+    ThrottledReplicas,
 }
 
 /// One topic-level config key.
@@ -169,7 +178,8 @@ pub enum Validator {
 pub struct TopicConfigDef {
     /// Kafka topic-level name, e.g. `retention.ms`.
     pub name: &'static str,
-    /// The broker-level key whose value is the default for this topic key.
+    /// The broker-level key whose value is the default for this topic key ("" when the
+    /// broker has none, as for the replication throttle lists).
     pub broker_key: &'static str,
     pub ty: ConfigType,
     /// Kafka's default, as a string.
@@ -232,11 +242,25 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validator: Validator::AtLeast(0),
     },
     TopicConfigDef {
+        name: "follower.replication.throttled.replicas",
+        broker_key: "",
+        ty: ConfigType::List,
+        default: "",
+        validator: Validator::ThrottledReplicas,
+    },
+    TopicConfigDef {
         name: "index.interval.bytes",
         broker_key: "log.index.interval.bytes",
         ty: ConfigType::Int,
         default: "4096",
         validator: Validator::AtLeast(0),
+    },
+    TopicConfigDef {
+        name: "leader.replication.throttled.replicas",
+        broker_key: "",
+        ty: ConfigType::List,
+        default: "",
+        validator: Validator::ThrottledReplicas,
     },
     TopicConfigDef {
         name: "max.compaction.lag.ms",
@@ -355,7 +379,8 @@ pub fn topic_config(key: &str) -> Option<&'static TopicConfigDef> {
 
 /// Whether the broker's config loader should hand this key to [`LogConfig::broker_defaults`].
 pub fn is_broker_log_key(key: &str) -> bool {
-    TOPIC_CONFIGS.iter().any(|d| d.broker_key == key) || EXTRA_BROKER_KEYS.contains(&key)
+    !key.is_empty()
+        && (TOPIC_CONFIGS.iter().any(|d| d.broker_key == key) || EXTRA_BROKER_KEYS.contains(&key))
 }
 
 fn invalid(key: &str, value: &str, allowed: String) -> ConfigError {
@@ -409,6 +434,15 @@ impl TopicConfigDef {
                     ))
                 }
             }
+            Validator::ThrottledReplicas => {
+                ThrottledReplicas::parse(v).map(|_| ()).map_err(|why| {
+                    invalid(
+                        key,
+                        value,
+                        format!("'*' or a comma-separated list of partition:broker pairs ({why})"),
+                    )
+                })
+            }
             Validator::ListOf(options) => {
                 let items: Vec<&str> = v.split(',').map(str::trim).collect();
                 if !items.is_empty() && items.iter().all(|i| options.contains(i)) {
@@ -421,6 +455,50 @@ impl TopicConfigDef {
                     ))
                 }
             }
+        }
+    }
+}
+
+/// Which replicas of a topic a replication throttle applies to (Kafka's
+/// `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas`):
+/// none, all (`*`), or listed `partition:broker` pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    All,
+    Listed(Vec<(u32, i32)>),
+}
+
+impl ThrottledReplicas {
+    /// Parse a config value (already trimmed or not); the error says what is wrong.
+    pub fn parse(v: &str) -> Result<ThrottledReplicas, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(ThrottledReplicas::None);
+        }
+        if v == "*" {
+            return Ok(ThrottledReplicas::All);
+        }
+        let mut pairs = Vec::new();
+        for item in v.split(',').map(str::trim) {
+            let parsed = item.split_once(':').and_then(|(p, b)| {
+                Some((p.trim().parse::<u32>().ok()?, b.trim().parse::<i32>().ok()?))
+            });
+            match parsed {
+                Some((p, b)) if b >= 0 => pairs.push((p, b)),
+                _ => return Err(format!("'{item}' is not partition:broker")),
+            }
+        }
+        Ok(ThrottledReplicas::Listed(pairs))
+    }
+
+    /// Whether the replica of `partition` on `broker` is throttled.
+    pub fn contains(&self, partition: u32, broker: i32) -> bool {
+        match self {
+            ThrottledReplicas::None => false,
+            ThrottledReplicas::All => true,
+            ThrottledReplicas::Listed(pairs) => pairs.contains(&(partition, broker)),
         }
     }
 }
@@ -471,6 +549,12 @@ impl LogConfig {
             "file.delete.delay.ms" => self.file_delete_delay_ms = long(),
             "flush.messages" => self.flush_messages = long() as u64,
             "flush.ms" => self.flush_ms = long(),
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas = v.to_string()
+            }
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas = v.to_string()
+            }
             "index.interval.bytes" => self.index_interval_bytes = long() as usize,
             "max.compaction.lag.ms" => self.max_compaction_lag_ms = long(),
             "max.message.bytes" => self.max_message_bytes = long() as usize,
@@ -570,6 +654,12 @@ impl LogConfig {
             "file.delete.delay.ms" => self.file_delete_delay_ms.to_string(),
             "flush.messages" => self.flush_messages.to_string(),
             "flush.ms" => self.flush_ms.to_string(),
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas.clone()
+            }
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas.clone()
+            }
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
@@ -622,6 +712,29 @@ mod tests {
             c.set(def.name, def.default);
         }
         assert_eq!(c, LogConfig::default());
+    }
+
+    #[test]
+    fn throttled_replica_lists() {
+        assert_eq!(ThrottledReplicas::parse(""), Ok(ThrottledReplicas::None));
+        assert_eq!(ThrottledReplicas::parse(" * "), Ok(ThrottledReplicas::All));
+        let t = ThrottledReplicas::parse("0:1, 1:2,0:3").unwrap();
+        assert!(t.contains(0, 1) && t.contains(1, 2) && t.contains(0, 3));
+        assert!(!t.contains(1, 1));
+        for bad in ["0", "a:1", "0:1,", "0:-1", "*,0:1"] {
+            assert!(ThrottledReplicas::parse(bad).is_err(), "{bad}");
+            let e = validate_topic_config("leader.replication.throttled.replicas", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("partition:broker"), "{e}");
+        }
+        let c = LogConfig::from_overrides(
+            &LogConfig::default(),
+            &map(&[("follower.replication.throttled.replicas", "0:4")]),
+        )
+        .unwrap();
+        assert_eq!(c.follower_replication_throttled_replicas, "0:4");
+        assert!(!is_broker_log_key(""));
     }
 
     #[test]

@@ -72,9 +72,12 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DescribeConfigsRequest) -> Descri
                             };
                             let _ = ctx;
                             DescribeConfigsResourceResult::default()
-                                .with_name(sb(e.name))
+                                .with_name(sb(e.name.clone()))
                                 .with_value(Some(sb(e.value)))
-                                .with_read_only(res.resource_type == RESOURCE_BROKER)
+                                .with_read_only(
+                                    res.resource_type == RESOURCE_BROKER
+                                        && !crate::config_view::is_dynamic_broker_key(&e.name),
+                                )
                                 .with_config_source(e.source as i8)
                                 .with_config_type(e.config_type)
                                 .with_synonyms(synonyms)

@@ -1,5 +1,7 @@
-//! IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on topic configs.
-//! Dynamic broker configs are not supported yet and are refused with a reason.
+//! IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on topic configs; SET and
+//! DELETE of the dynamic broker configs (`fjord_metadata::record::DYNAMIC_BROKER_CONFIGS`: the
+//! replication throttle rates) for one broker or the cluster default (empty resource name),
+//! kept in the metadata log. Other broker keys are static and refused with a reason.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{sb, Ctx};
 use crate::broker::{Broker, TopicError};
+use fjord_metadata::record::DYNAMIC_BROKER_CONFIGS;
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -29,11 +32,12 @@ pub async fn handle(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let outcome = match res.resource_type {
-                RESOURCE_TOPIC => alter_topic(b, &res.resource_name, &res.configs, req.validate_only).await,
-                RESOURCE_BROKER => Err(TopicError {
-                    code: ErrorCode::InvalidRequest,
-                    message: "Dynamic broker configs are not supported yet; set them in the config file and restart.".into(),
-                }),
+                RESOURCE_TOPIC => {
+                    alter_topic(b, &res.resource_name, &res.configs, req.validate_only).await
+                }
+                RESOURCE_BROKER => {
+                    alter_broker(b, &res.resource_name, &res.configs, req.validate_only).await
+                }
                 other => Err(TopicError {
                     code: ErrorCode::InvalidRequest,
                     message: format!("Resource type {other} is not supported."),
@@ -48,6 +52,60 @@ pub async fn handle(
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn alter_broker(
+    b: &Broker,
+    name: &str,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let node_id = if name.is_empty() {
+        None
+    } else {
+        Some(
+            name.parse::<i32>()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("'{name}' is not a broker id"),
+                })?,
+        )
+    };
+    let mut changes = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = op.name.to_string();
+        if !DYNAMIC_BROKER_CONFIGS.contains(&key.as_str()) {
+            return Err(TopicError {
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "'{key}' cannot be changed at run time (dynamic broker configs: {}); set it in the config file and restart.",
+                    DYNAMIC_BROKER_CONFIGS.join(", ")
+                ),
+            });
+        }
+        match op.config_operation {
+            SET => {
+                let Some(v) = op.value.as_ref() else {
+                    return Err(TopicError {
+                        code: ErrorCode::InvalidConfig,
+                        message: format!("SET of '{key}' needs a value"),
+                    });
+                };
+                changes.push((key, Some(v.to_string())));
+            }
+            DELETE => changes.push((key, None)),
+            other => {
+                return Err(TopicError {
+                    code: ErrorCode::InvalidConfig,
+                    message: format!("operation {other} does not apply to '{key}' (SET or DELETE)"),
+                })
+            }
+        }
+    }
+    b.alter_broker_configs(node_id, changes, validate_only)
+        .await
 }
 
 async fn alter_topic(

@@ -4,6 +4,7 @@
 //! decoder never hands a handler a version outside that table.
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -25,6 +26,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -107,6 +109,12 @@ pub async fn handle_from(
         RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => respond(elect_leaders::handle(b, &ctx, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            respond(alter_partition_reassignments::handle(b, &ctx, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            respond(list_partition_reassignments::handle(b, &ctx, r).await)
+        }
         RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(offset_for_leader_epoch::handle(b, &ctx, r))
@@ -369,6 +377,45 @@ mod version_tests {
                         elect_leaders_request::TopicPartitions::default()
                             .with_topic(TopicName(sb("missing")))
                             .with_partitions(vec![0]),
+                    ]))
+                    .into(),
+            ],
+            ApiKey::AlterPartitionReassignments => vec![AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_allow_replication_factor_change(v < 1)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(name.clone())
+                        .with_partitions(vec![
+                            // Reorder-free no-op, a cancel with nothing in progress, bad ones.
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(1)])),
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(None),
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(-1)
+                                .with_replicas(Some(vec![BrokerId(9)])),
+                        ]),
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(TopicName(sb("missing")))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(1)])),
+                        ]),
+                ])
+                .into()],
+            ApiKey::ListPartitionReassignments => vec![
+                ListPartitionReassignmentsRequest::default()
+                    .with_topics(None)
+                    .into(),
+                ListPartitionReassignmentsRequest::default()
+                    .with_topics(Some(vec![
+                        list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                            .with_name(name.clone())
+                            .with_partition_indexes(vec![0, 3]),
                     ]))
                     .into(),
             ],

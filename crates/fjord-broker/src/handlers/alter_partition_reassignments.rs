@@ -1,0 +1,115 @@
+//! AlterPartitionReassignments (v0-1, KIP-455; v1 carries `allow_replication_factor_change`,
+//! KIP-860): start, replace or cancel (null replicas) partition reassignments, decided by the
+//! controller (`fjord_metadata::reassignment`). Each partition gets its own error code; a
+//! failure to reach the controller is the top-level error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_metadata::{ControllerReply, ControllerRequest};
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+};
+
+use super::{sb, Ctx};
+use crate::broker::{Broker, TopicError};
+
+pub async fn handle(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    req: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    // v0 has no such field: a replication factor change is allowed, as it always was.
+    let allow_rf_change = ctx.version < 1 || req.allow_replication_factor_change;
+    // Echoed from v1 (v0 cannot carry anything but the default, true).
+    let response = AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(allow_rf_change);
+    // (topic, partition) -> an error known here (a negative index), else asked.
+    let mut asked = Vec::new();
+    let mut known: BTreeMap<(String, i32), (i16, String)> = BTreeMap::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let key = (t.name.to_string(), p.partition_index);
+            match u32::try_from(p.partition_index) {
+                Ok(index) => asked.push((
+                    key.0.clone(),
+                    index,
+                    p.replicas
+                        .as_ref()
+                        .map(|r| r.iter().map(|id| id.0).collect()),
+                )),
+                Err(_) => {
+                    known.insert(
+                        key,
+                        (
+                            ErrorCode::UnknownTopicOrPartition.code(),
+                            format!("Partition {} does not exist.", p.partition_index),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let request = ControllerRequest::AlterPartitionReassignments {
+        partitions: asked,
+        allow_replication_factor_change: allow_rf_change,
+    };
+    let submitted = match u64::try_from(req.timeout_ms) {
+        Ok(ms) if ms > 0 => {
+            match tokio::time::timeout(Duration::from_millis(ms), b.submit(request)).await {
+                Ok(r) => r,
+                Err(_) => Err(TopicError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!("the reassignment was not decided within {ms} ms"),
+                )),
+            }
+        }
+        _ => b.submit(request).await,
+    };
+    let decided = match submitted {
+        Ok(ControllerReply::ReassignmentResults { results }) => results,
+        Ok(other) => {
+            return response
+                .with_error_code(ErrorCode::UnknownServerError.code())
+                .with_error_message(Some(sb(format!("unexpected controller reply {other:?}"))))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "AlterPartitionReassignments failed");
+            return response
+                .with_error_code(e.code.code())
+                .with_error_message(Some(sb(e.message)));
+        }
+    };
+    for r in decided {
+        known.insert((r.topic, r.partition as i32), (r.error, r.message));
+    }
+    let responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (code, message) = known
+                        .get(&(t.name.to_string(), p.partition_index))
+                        .cloned()
+                        .unwrap_or((ErrorCode::UnknownServerError.code(), String::new()));
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                        .with_error_message((code != 0).then(|| sb(message)))
+                })
+                .collect();
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    response.with_responses(responses)
+}
