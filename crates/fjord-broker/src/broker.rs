@@ -28,7 +28,9 @@ use crate::fetch_session::FetchSessionCache;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, ReplicaState};
 use crate::replica_fetcher::ReplicaFetchers;
+use crate::throttle::ReplicaThrottle;
 use fjord_replication::Transition;
+use fjord_storage::config::ThrottledReplicas;
 
 /// Directory (under `log.dirs`) that holds the metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
@@ -117,6 +119,8 @@ pub struct Broker {
     pub isr_proposals: crate::replication::IsrProposals,
     /// A controlled shutdown has begun: heartbeats ask to stay fenced.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Reassignment throttles (leader and follower rates, from dynamic broker configs).
+    pub replication_quotas: crate::throttle::ReplicationQuotas,
 }
 
 /// A batch of metadata to publish to the broker's topics.
@@ -165,6 +169,7 @@ impl Broker {
             fetchers: ReplicaFetchers::default(),
             isr_proposals: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            replication_quotas: Default::default(),
             config,
         }
     }
@@ -380,6 +385,7 @@ impl Broker {
     pub fn publish(&self, batch: Publish<'_>, next_offset: i64) {
         let _one_at_a_time = self.publishing.lock();
         let whole_image = matches!(batch, Publish::Image(_));
+        let mut rates_changed = whole_image;
         let mut touched: BTreeSet<Uuid> = BTreeSet::new();
         let mut removed: Vec<Uuid> = Vec::new();
         // A whole image, or a broker registration (its rack may be new), changes the racks of
@@ -409,6 +415,7 @@ impl Broker {
                                 touched.remove(id);
                                 removed.push(*id);
                             }
+                            MetadataRecord::BrokerConfig { .. } => rates_changed = true,
                             MetadataRecord::FenceBroker {
                                 node_id,
                                 broker_epoch,
@@ -467,6 +474,9 @@ impl Broker {
             self.metrics
                 .reassignments_in_progress
                 .set(image.reassigning_count() as i64);
+            if rates_changed {
+                self.apply_throttle_rates(&image);
+            }
         }
         for id in removed {
             if let Some(t) = self.topic_by_id(&id) {
@@ -532,11 +542,28 @@ impl Broker {
             let name: Arc<str> = existing
                 .as_ref()
                 .map_or_else(|| Arc::from(t.name.as_str()), |old| old.name.clone());
+            let throttled_list = |key: &str| {
+                t.configs
+                    .get(key)
+                    .and_then(|v| ThrottledReplicas::parse(v).ok())
+                    .unwrap_or_default()
+            };
+            let leader_list = throttled_list("leader.replication.throttled.replicas");
+            let follower_list = throttled_list("follower.replication.throttled.replicas");
             let partitions: Vec<Arc<Partition>> = plan
                 .states
                 .iter()
                 .enumerate()
                 .map(|(i, state)| {
+                    let throttle = state.as_ref().map_or_else(Default::default, |s| {
+                        ReplicaThrottle::of(
+                            i as u32,
+                            me,
+                            &s.adding_replicas,
+                            &leader_list,
+                            &follower_list,
+                        )
+                    });
                     let state =
                         state
                             .as_ref()
@@ -559,6 +586,7 @@ impl Broker {
                     if state.replicas.contains(&me) && !p.has_log() {
                         to_open.push((p.clone(), shared_config.clone()));
                     }
+                    p.set_throttle(throttle);
                     assignments.push((p.clone(), state, name.clone()));
                     p
                 })
@@ -651,6 +679,37 @@ impl Broker {
                 .reassignments
                 .with_label_values(&[result])
                 .inc();
+        }
+    }
+
+    /// Take this broker's replication throttle rates from the image (its own dynamic config,
+    /// else the cluster default; unset is unlimited), logging a change.
+    fn apply_throttle_rates(&self, image: &ClusterImage) {
+        let me = self.node_id();
+        let now = now_ms();
+        for (key, bucket) in [
+            (
+                "leader.replication.throttled.rate",
+                &self.replication_quotas.leader,
+            ),
+            (
+                "follower.replication.throttled.rate",
+                &self.replication_quotas.follower,
+            ),
+        ] {
+            let rate = image
+                .broker_config(me, key)
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let mut b = bucket.lock();
+            let before = b.rate();
+            b.set_rate(rate, now);
+            if b.rate() != before {
+                tracing::info!(
+                    key,
+                    bytes_per_second = ?b.rate(),
+                    "replication throttle rate changed (None: unlimited)"
+                );
+            }
         }
     }
 

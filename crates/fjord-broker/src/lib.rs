@@ -13,6 +13,9 @@
 //! - [`replica_fetcher`]: follower fetchers, one task per leader (truncate, then fetch).
 //! - [`replication`]: ISR proposals to the controller, lag checks, replication gauges and
 //!   high-watermark checkpoints.
+//! - [`throttle`]: reassignment throttles (Kafka's `*.replication.throttled.rate` and
+//!   `*.replication.throttled.replicas`), pure token buckets applied by the fetch handler and
+//!   the replica fetchers to replicas being added only.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
 //! - [`conn_limits`], [`memory_pool`]: what the listener enforces — `max.connections`,
 //!   `max.connections.per.ip` (+ overrides) and `queued.max.request.bytes` — without I/O.
@@ -43,6 +46,7 @@ pub mod partition;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod server;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -95,6 +95,12 @@ pub struct Metrics {
     /// Partition logs deleted here because this broker no longer hosts a replica of them
     /// (moved away by a reassignment, also found at startup).
     pub replicas_deleted: IntCounter,
+    /// Reassignment bytes under a replication throttle, by `side`: `leader` (served to
+    /// followers being added), `follower` (fetched as one).
+    pub replication_throttled_bytes: IntCounterVec,
+    /// Fetches in which throttled partitions were left out because the rate was spent, by
+    /// `side`.
+    pub replication_throttled_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -343,8 +349,26 @@ impl Metrics {
             "Partition logs deleted because this broker no longer hosts a replica of the partition",
         )
         .expect("metric");
+        let replication_throttled_bytes = IntCounterVec::new(
+            Opts::new(
+                "replication_throttled_bytes_total",
+                "Reassignment bytes under a replication throttle, by side (leader, follower)",
+            ),
+            &["side"],
+        )
+        .expect("metric");
+        let replication_throttled_fetches = IntCounterVec::new(
+            Opts::new(
+                "replication_throttled_fetches_total",
+                "Fetches that left throttled reassignment partitions out (rate spent), by side",
+            ),
+            &["side"],
+        )
+        .expect("metric");
         for m in [
             Box::new(leader_changes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_throttled_bytes.clone()),
+            Box::new(replication_throttled_fetches.clone()),
             Box::new(reassignments_in_progress.clone()),
             Box::new(reassignments.clone()),
             Box::new(replicas_deleted.clone()),
@@ -435,6 +459,8 @@ impl Metrics {
             reassignments_in_progress,
             reassignments,
             replicas_deleted,
+            replication_throttled_bytes,
+            replication_throttled_fetches,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Partition {
     /// partitions may never see an acks=all produce); bumps before that wake nobody, and a
     /// waiter checks the state after subscribing.
     progress: OnceLock<watch::Sender<u64>>,
+    /// Which reassignment traffic of this partition is throttled here.
+    throttle: RwLock<crate::throttle::ReplicaThrottle>,
 }
 
 /// The partition was deleted while a request held it.
@@ -57,6 +59,7 @@ impl Partition {
             log: RwLock::new(None),
             waiters: Mutex::new(Vec::new()),
             progress: OnceLock::new(),
+            throttle: RwLock::new(Default::default()),
         }
     }
 
@@ -117,6 +120,24 @@ impl Partition {
         if let Some(tx) = self.progress.get() {
             tx.send_modify(|v| *v += 1);
         }
+    }
+
+    /// Set which reassignment traffic is throttled (from the metadata image).
+    pub fn set_throttle(&self, t: crate::throttle::ReplicaThrottle) {
+        let mut cur = self.throttle.write();
+        if *cur != t {
+            *cur = t;
+        }
+    }
+
+    /// Whether this broker, leading, throttles the fetches of `follower` (being added).
+    pub fn leader_throttles(&self, follower: i32) -> bool {
+        self.throttle.read().leader_throttled.contains(&follower)
+    }
+
+    /// Whether this broker throttles its own fetches of the partition (it is being added).
+    pub fn follower_throttled(&self) -> bool {
+        self.throttle.read().follower_throttled
     }
 
     /// Whether the log is open here.

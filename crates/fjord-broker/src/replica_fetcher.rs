@@ -7,7 +7,9 @@
 //! (`fjord_replication::truncation`), then *fetches* from its log end with long-polling Fetch
 //! requests carrying its replica id, appending what comes back as the leader wrote it and
 //! taking the leader's high watermark. The leader learns the follower's progress from the
-//! fetch offsets. Errors pause one partition for `replica.fetch.backoff.ms`; a lost connection
+//! fetch offsets. Partitions this broker is being added to by a reassignment may be throttled
+//! (`crate::throttle`): while `follower.replication.throttled.rate` is spent they are left out
+//! of fetches. Errors pause one partition for `replica.fetch.backoff.ms`; a lost connection
 //! pauses the fetcher. Role changes come from [`crate::broker::Broker::publish`] as commands.
 
 use std::collections::{BTreeMap, HashMap};
@@ -394,11 +396,33 @@ async fn fetch_round(
     let version = conn.version(ApiKey::Fetch).unwrap_or(12);
     let now = Instant::now();
     let mut topics: Vec<FetchTopic> = Vec::new();
+    // Reassignment throttle (follower side): partitions this broker is being added to share
+    // `follower.replication.throttled.rate`; while it is spent they are not asked for.
+    let mut allowance = None;
+    let mut held_back = false;
     for ((topic_id, idx), f) in parts.iter() {
         if !f.ready(now) || !matches!(f.phase, Phase::Fetching) {
             continue;
         }
         let p = &f.partition;
+        let mut max_bytes = cfg.fetch_max_bytes;
+        if p.follower_throttled() {
+            let left = *allowance.get_or_insert_with(|| {
+                broker
+                    .replication_quotas
+                    .follower
+                    .lock()
+                    .available(now_ms())
+            });
+            match left {
+                None => {}
+                Some(0) => {
+                    held_back = true;
+                    continue;
+                }
+                Some(n) => max_bytes = max_bytes.min(n.min(i32::MAX as u64) as i32).max(1),
+            }
+        }
         let Some((log_start, leo)) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset()))
         else {
             continue;
@@ -406,7 +430,7 @@ async fn fetch_round(
         let mut fp = FetchPartition::default()
             .with_partition(*idx)
             .with_fetch_offset(leo)
-            .with_partition_max_bytes(cfg.fetch_max_bytes);
+            .with_partition_max_bytes(max_bytes);
         if version >= 5 {
             fp = fp.with_log_start_offset(log_start);
         }
@@ -432,9 +456,23 @@ async fn fetch_round(
             topics.push(t);
         }
     }
+    if held_back {
+        broker
+            .metrics
+            .replication_throttled_fetches
+            .with_label_values(&["follower"])
+            .inc();
+    }
     if topics.is_empty() {
-        // Nothing fetchable (logs closing): wait a backoff instead of asking again at once.
-        let _ = pause(shutdown, backoff).await;
+        // Nothing fetchable (logs closing, or only throttled partitions with the rate spent):
+        // wait instead of asking again at once — for a throttle, about until the allowance is
+        // back (a tenth of a second's worth).
+        let wait = if held_back {
+            backoff.min(Duration::from_millis(100))
+        } else {
+            backoff
+        };
+        let _ = pause(shutdown, wait).await;
         return Ok(());
     }
     let mut req = FetchRequest::default()
@@ -504,6 +542,18 @@ async fn fetch_round(
                         Ok(n) => {
                             if n > 0 {
                                 broker.metrics.replica_fetch_bytes.inc_by(n as u64);
+                                if p.follower_throttled() {
+                                    broker
+                                        .replication_quotas
+                                        .follower
+                                        .lock()
+                                        .record(n as u64, now_ms());
+                                    broker
+                                        .metrics
+                                        .replication_throttled_bytes
+                                        .with_label_values(&["follower"])
+                                        .inc_by(n as u64);
+                                }
                             }
                         }
                         Err(AppendRejection::NotLeader) | Err(AppendRejection::Deleted) => {

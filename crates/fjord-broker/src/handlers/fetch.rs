@@ -186,11 +186,30 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
             _ => None,
         })
         .collect();
+    // Reassignment throttle (leader side): partitions this follower is being added to, when
+    // the topic's leader list names this broker, share `leader.replication.throttled.rate`.
+    let throttled: Vec<bool> = match fetcher {
+        Fetcher::Follower(replica) => targets
+            .iter()
+            .map(|t| {
+                t.partition
+                    .as_ref()
+                    .is_ok_and(|p| p.leader_throttles(replica))
+            })
+            .collect(),
+        Fetcher::Consumer { .. } => Vec::new(),
+    };
+    let throttle = Throttle {
+        throttled: &throttled,
+        quota: &b.replication_quotas.leader,
+    };
+    let throttle = throttled.iter().any(|t| *t).then_some(&throttle);
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let waiter = Arc::new(Notify::new());
     let mut registered = false;
     let results = loop {
-        let (results, bytes, any_error) = read_all(&targets, &redirects, req.max_bytes, fetcher);
+        let (results, bytes, any_error) =
+            read_all(&targets, &redirects, req.max_bytes, fetcher, throttle);
         let now = Instant::now();
         if bytes >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
             break results;
@@ -210,7 +229,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
             .await
             .is_err()
         {
-            let (results, _, _) = read_all(&targets, &redirects, req.max_bytes, fetcher);
+            let (results, _, _) = read_all(&targets, &redirects, req.max_bytes, fetcher, throttle);
             break results;
         }
         for t in &targets {
@@ -225,6 +244,9 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
                 p.unregister_waiter(&waiter);
             }
         }
+    }
+    if let Some(t) = throttle {
+        t.charge(b, &results);
     }
     if !redirects.iter().all(Option::is_none) {
         b.metrics
@@ -315,6 +337,8 @@ struct ReadOutcome {
     preferred_read_replica: i32,
     /// Served as the partition's leader (else as a follower).
     leader: bool,
+    /// Left out by the reassignment throttle.
+    throttled: bool,
 }
 
 impl ReadOutcome {
@@ -326,6 +350,56 @@ impl ReadOutcome {
             log_start_offset,
             preferred_read_replica: -1,
             leader: true,
+            throttled: false,
+        }
+    }
+}
+
+/// The leader's reassignment throttle over one follower fetch.
+struct Throttle<'a> {
+    /// Per target: is it throttled?
+    throttled: &'a [bool],
+    quota: &'a parking_lot::Mutex<crate::throttle::TokenBucket>,
+}
+
+impl Throttle<'_> {
+    /// For throttled target `i`: `None` to leave it out of this answer (the rate is spent),
+    /// else the bytes it may take (at least one batch goes).
+    fn budget(&self, i: usize, budget: usize) -> Option<usize> {
+        if !self.throttled.get(i).copied().unwrap_or(false) {
+            return Some(budget);
+        }
+        match self.quota.lock().available(now_ms()) {
+            None => Some(budget),
+            Some(0) => None,
+            Some(n) => Some(budget.min(n as usize).max(1)),
+        }
+    }
+
+    /// Charge the throttled bytes of the answer sent to the rate.
+    fn charge(&self, b: &Broker, results: &[ReadOutcome]) {
+        let bytes: u64 = results
+            .iter()
+            .zip(self.throttled)
+            .filter(|(_, t)| **t)
+            .filter_map(|(r, _)| r.records.as_ref().map(|f| f.len() as u64))
+            .sum();
+        let left_out = results
+            .iter()
+            .zip(self.throttled)
+            .any(|(r, t)| *t && r.throttled);
+        if bytes > 0 {
+            self.quota.lock().record(bytes, now_ms());
+            b.metrics
+                .replication_throttled_bytes
+                .with_label_values(&["leader"])
+                .inc_by(bytes);
+        }
+        if left_out {
+            b.metrics
+                .replication_throttled_fetches
+                .with_label_values(&["leader"])
+                .inc();
         }
     }
 }
@@ -335,6 +409,7 @@ fn read_all(
     redirects: &[Option<i32>],
     max_bytes: i32,
     fetcher: Fetcher,
+    throttle: Option<&Throttle<'_>>,
 ) -> (Vec<ReadOutcome>, usize, bool) {
     let mut remaining = max_bytes.max(0) as usize;
     let mut total = 0usize;
@@ -343,7 +418,8 @@ fn read_all(
     let out = targets
         .iter()
         .zip(redirects)
-        .map(|(t, redirect)| {
+        .enumerate()
+        .map(|(i, (t, redirect))| {
             let p = match &t.partition {
                 Ok(p) => p,
                 Err(code) => {
@@ -360,7 +436,23 @@ fn read_all(
                     ..ReadOutcome::failed(ErrorCode::None, hw, ls)
                 };
             }
-            let budget = (t.fetch.max_bytes.max(0) as usize).min(remaining);
+            let mut budget = (t.fetch.max_bytes.max(0) as usize).min(remaining);
+            if let Some(th) = throttle {
+                match th.budget(i, budget) {
+                    Some(n) => budget = n,
+                    None => {
+                        // Rate spent: answer without records (not an error, so the fetch
+                        // still waits for others' data).
+                        let (ls, hw) = p.offsets().unwrap_or((-1, -1));
+                        return ReadOutcome {
+                            error: ErrorCode::None,
+                            throttled: true,
+                            leader: p.is_leader(),
+                            ..ReadOutcome::failed(ErrorCode::None, hw, ls)
+                        };
+                    }
+                }
+            }
             let read = match fetcher {
                 Fetcher::Follower(_) => p.read_for_follower(t.fetch.fetch_offset, budget),
                 Fetcher::Consumer { .. } => p.read(t.fetch.fetch_offset, budget, first_data),
@@ -379,6 +471,7 @@ fn read_all(
                         log_start_offset: r.log_start_offset,
                         preferred_read_replica: -1,
                         leader: p.is_leader(),
+                        throttled: false,
                     }
                 }
                 Err(e) => {
