@@ -15,6 +15,9 @@
 //! - [`internal`]: which topics are internal and which changes would break them.
 //! - [`placement`]: replica placement — distinct racks where possible, preferred leaders and
 //!   replicas balanced across brokers and racks, cordoned and fenced brokers skipped.
+//! - [`balancer`]: the rebalance planner — from every partition's replicas (and sizes, when
+//!   known) new replica lists that fix rack spread, even replicas, disk bytes and preferred
+//!   leaders per broker with few moves (`fjord cluster rebalance` carries the plan out).
 //! - [`controller`]: [`Controller`], the controller state machine: registrations with broker
 //!   epochs (KIP-380), heartbeats and `tick(now)` fencing, leader elections from the ISR (and
 //!   unclean ones, logged at WARN, only where `unclean.leader.election.enable` allows or
@@ -41,6 +44,7 @@
 //! builds its [`Controller`] from its image ([`Controller::from_image`]) and takes over with
 //! [`Controller::activate`].
 
+pub mod balancer;
 pub mod controller;
 pub mod image;
 pub mod internal;

@@ -1,0 +1,949 @@
+//! The balancer's planner: from the replicas of every partition (and, when known, their
+//! sizes), a plan of new replica lists that evens the cluster out. Pure: no I/O, no clock, no
+//! randomness; the caller (`fjord cluster rebalance`, later the controller's continuous mode)
+//! gathers the input and carries the plan out as KIP-455 reassignments and preferred-leader
+//! elections.
+//!
+//! Goals in priority order, in the spirit of Cruise Control's:
+//! 1. **rack-awareness (hard)**: no move reduces a partition's rack spread, and partitions whose
+//!    spread is below what the racks allow (`min(rf, racks)`) are fixed first;
+//! 2. **replicas per broker**: within ±1 of the fair share whenever the racks allow it;
+//! 3. **disk bytes per broker** (when sizes are known): moves and swaps from the fullest to the
+//!    emptiest broker that keep goals 1 and 2;
+//! 4. **leaders per broker**: preferred-leadership swaps within the replica set (no data moves).
+//!
+//! Leadership comes last because it moves no data and cannot disturb the goals above it; the
+//! disk goal comes before it because a data move may change a partition's preferred leader.
+//!
+//! Moves are greedy: a replica goes from the most loaded broker to the least loaded one that
+//! keeps the rack constraint, picking the smallest replica (and a follower before a leader), so
+//! a plan moves few bytes. Brokers that are fenced or cordoned receive nothing (neither
+//! replicas nor leadership); their replicas stay where they are (draining them is the drain
+//! planner's job), but leadership moves off them. Partitions with a reassignment in progress
+//! are left alone. `max_moves` bounds the partitions whose replica set changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::image::ClusterImage;
+use crate::record::NodeId;
+
+/// A broker the planner knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerBroker {
+    pub id: NodeId,
+    pub rack: Option<String>,
+    /// Fenced or cordoned: receives neither replicas nor leadership.
+    pub excluded: bool,
+}
+
+/// One partition as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerPartition {
+    pub topic: String,
+    pub partition: u32,
+    /// Preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// Bytes of one replica (the largest known), if known.
+    pub size: Option<u64>,
+    /// A reassignment is in progress: the planner does not touch it.
+    pub frozen: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerInput {
+    pub brokers: Vec<BalancerBroker>,
+    pub partitions: Vec<BalancerPartition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalancerOptions {
+    /// At most this many partitions get a new replica set (leadership swaps are not bounded).
+    pub max_moves: usize,
+}
+
+impl Default for BalancerOptions {
+    fn default() -> Self {
+        BalancerOptions {
+            max_moves: usize::MAX,
+        }
+    }
+}
+
+/// One partition's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas_before: Vec<NodeId>,
+    /// Preferred leader first.
+    pub replicas_after: Vec<NodeId>,
+    /// Bytes copied to the new replicas (0 for a leadership-only change or unknown sizes).
+    pub bytes: u64,
+}
+
+impl PartitionMove {
+    /// Only the order (the preferred leader) changes: no data moves.
+    pub fn is_leadership_only(&self) -> bool {
+        let mut a = self.replicas_before.clone();
+        let mut b = self.replicas_after.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    }
+}
+
+/// How one quantity spreads over the eligible brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: u64,
+    pub max: u64,
+    /// The mean over eligible brokers.
+    pub fair: f64,
+}
+
+impl Spread {
+    fn of(values: &[u64]) -> Spread {
+        if values.is_empty() {
+            return Spread {
+                min: 0,
+                max: 0,
+                fair: 0.0,
+            };
+        }
+        Spread {
+            min: *values.iter().min().expect("non-empty"),
+            max: *values.iter().max().expect("non-empty"),
+            fair: values.iter().sum::<u64>() as f64 / values.len() as f64,
+        }
+    }
+}
+
+/// Imbalance over the eligible brokers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Imbalance {
+    pub replicas: Spread,
+    pub leaders: Spread,
+    /// `None` when replica sizes are unknown.
+    pub disk_bytes: Option<Spread>,
+    /// Partitions whose rack spread is below what the racks allow.
+    pub rack_violations: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// In partition order; data moves and leadership-only changes together.
+    pub moves: Vec<PartitionMove>,
+    pub bytes_to_move: u64,
+    pub before: Imbalance,
+    pub after: Imbalance,
+    /// Whether every partition's size was known (without sizes the plan balances counts).
+    pub sizes_known: bool,
+}
+
+impl BalancerInput {
+    /// The input from a cluster image, with replica sizes from `size` (by topic and partition)
+    /// where known.
+    pub fn from_image(image: &ClusterImage, size: impl Fn(&str, u32) -> Option<u64>) -> Self {
+        let brokers = image
+            .brokers()
+            .map(|b| BalancerBroker {
+                id: b.node_id,
+                rack: b.rack.clone(),
+                excluded: b.fenced || b.cordoned,
+            })
+            .collect();
+        let mut partitions = Vec::new();
+        for (topic_id, p, state) in image.all_partitions() {
+            let Some(topic) = image.topic_by_id(&topic_id) else {
+                continue;
+            };
+            partitions.push(BalancerPartition {
+                topic: topic.name.clone(),
+                partition: p,
+                replicas: state.target_replicas(),
+                size: size(&topic.name, p),
+                frozen: state.is_reassigning(),
+            });
+        }
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        BalancerInput {
+            brokers,
+            partitions,
+        }
+    }
+}
+
+/// The planner's working state: brokers and racks as small integers.
+struct State<'a> {
+    input: &'a BalancerInput,
+    /// Per broker index: rack index, eligible.
+    rack: Vec<usize>,
+    eligible: Vec<bool>,
+    ids: Vec<NodeId>,
+    /// Per partition: replica broker indexes (preferred leader first).
+    replicas: Vec<Vec<usize>>,
+    size: Vec<u64>,
+    /// Per broker: partitions holding a replica there, partitions led (first replica) there.
+    on: Vec<BTreeSet<usize>>,
+    led: Vec<BTreeSet<usize>>,
+    bytes: Vec<u64>,
+    /// Racks among eligible brokers.
+    eligible_racks: BTreeSet<usize>,
+    moved: BTreeSet<usize>,
+    max_moves: usize,
+}
+
+/// Plan a rebalance of `input`.
+pub fn plan(input: &BalancerInput, options: BalancerOptions) -> Plan {
+    let mut st = State::new(input, options.max_moves);
+    let before = st.imbalance();
+    st.fix_racks();
+    st.balance_replicas();
+    if st.sizes_known() {
+        st.balance_bytes();
+    }
+    st.balance_leaders();
+    let after = st.imbalance();
+    let mut moves = Vec::new();
+    let mut bytes_to_move = 0;
+    for (i, p) in input.partitions.iter().enumerate() {
+        let after: Vec<NodeId> = st.replicas[i].iter().map(|&b| st.ids[b]).collect();
+        if after == p.replicas {
+            continue;
+        }
+        let added = after.iter().filter(|b| !p.replicas.contains(b)).count() as u64;
+        let bytes = added * st.size[i];
+        bytes_to_move += bytes;
+        moves.push(PartitionMove {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            replicas_before: p.replicas.clone(),
+            replicas_after: after,
+            bytes,
+        });
+    }
+    Plan {
+        moves,
+        bytes_to_move,
+        before,
+        after,
+        sizes_known: st.sizes_known(),
+    }
+}
+
+impl<'a> State<'a> {
+    fn new(input: &'a BalancerInput, max_moves: usize) -> Self {
+        let mut index: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut ids = Vec::new();
+        let mut racks: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+        let mut rack = Vec::new();
+        let mut eligible = Vec::new();
+        for b in &input.brokers {
+            if index.contains_key(&b.id) {
+                continue;
+            }
+            index.insert(b.id, ids.len());
+            ids.push(b.id);
+            let next = racks.len();
+            rack.push(*racks.entry(b.rack.as_deref()).or_insert(next));
+            eligible.push(!b.excluded);
+        }
+        // Replicas on brokers that are not registered: excluded, each in a rack of its own.
+        let mut replicas = Vec::with_capacity(input.partitions.len());
+        for p in &input.partitions {
+            let mut r = Vec::with_capacity(p.replicas.len());
+            for id in &p.replicas {
+                let i = *index.entry(*id).or_insert_with(|| {
+                    ids.push(*id);
+                    rack.push(usize::MAX - ids.len());
+                    eligible.push(false);
+                    ids.len() - 1
+                });
+                r.push(i);
+            }
+            replicas.push(r);
+        }
+        let n = ids.len();
+        let mut on = vec![BTreeSet::new(); n];
+        let mut led = vec![BTreeSet::new(); n];
+        let mut bytes = vec![0u64; n];
+        let size: Vec<u64> = input
+            .partitions
+            .iter()
+            .map(|p| p.size.unwrap_or(0))
+            .collect();
+        for (pi, r) in replicas.iter().enumerate() {
+            for &b in r {
+                on[b].insert(pi);
+                bytes[b] += size[pi];
+            }
+            if let Some(&l) = r.first() {
+                led[l].insert(pi);
+            }
+        }
+        let eligible_racks = (0..n).filter(|&b| eligible[b]).map(|b| rack[b]).collect();
+        State {
+            input,
+            rack,
+            eligible,
+            ids,
+            replicas,
+            size,
+            on,
+            led,
+            bytes,
+            eligible_racks,
+            moved: BTreeSet::new(),
+            max_moves,
+        }
+    }
+
+    fn sizes_known(&self) -> bool {
+        self.input.partitions.iter().all(|p| p.size.is_some())
+    }
+
+    fn eligible_brokers(&self) -> Vec<usize> {
+        (0..self.ids.len()).filter(|&b| self.eligible[b]).collect()
+    }
+
+    fn spread(&self, p: usize) -> usize {
+        let racks: BTreeSet<usize> = self.replicas[p].iter().map(|&b| self.rack[b]).collect();
+        racks.len()
+    }
+
+    /// The rack spread partition `p` can have: its replication factor, bounded by the racks
+    /// of eligible brokers plus those of its replicas on excluded brokers (which stay).
+    fn allowed_spread(&self, p: usize) -> usize {
+        let mut racks = self.eligible_racks.clone();
+        for &b in &self.replicas[p] {
+            if !self.eligible[b] {
+                racks.insert(self.rack[b]);
+            }
+        }
+        self.replicas[p].len().min(racks.len())
+    }
+
+    fn imbalance(&self) -> Imbalance {
+        let el = self.eligible_brokers();
+        let replicas: Vec<u64> = el.iter().map(|&b| self.on[b].len() as u64).collect();
+        let leaders: Vec<u64> = el.iter().map(|&b| self.led[b].len() as u64).collect();
+        let bytes: Vec<u64> = el.iter().map(|&b| self.bytes[b]).collect();
+        let rack_violations = (0..self.replicas.len())
+            .filter(|&p| self.spread(p) < self.allowed_spread(p))
+            .count() as u64;
+        Imbalance {
+            replicas: Spread::of(&replicas),
+            leaders: Spread::of(&leaders),
+            disk_bytes: self.sizes_known().then(|| Spread::of(&bytes)),
+            rack_violations,
+        }
+    }
+
+    fn can_move(&self, p: usize) -> bool {
+        !self.input.partitions[p].frozen
+            && (self.moved.contains(&p) || self.moved.len() < self.max_moves)
+    }
+
+    /// Whether replacing `from` by `to` in partition `p` keeps its rack spread.
+    fn keeps_spread(&self, p: usize, from: usize, to: usize) -> bool {
+        let r = &self.replicas[p];
+        if r.contains(&to) {
+            return false;
+        }
+        if self.rack[from] == self.rack[to] {
+            return true;
+        }
+        let loses = !r
+            .iter()
+            .any(|&b| b != from && self.rack[b] == self.rack[from]);
+        let gains = !r.iter().any(|&b| self.rack[b] == self.rack[to]);
+        !loses || gains
+    }
+
+    /// Put `to` in `from`'s place in partition `p` (same position, so a preferred leader
+    /// hands its leadership to its replacement).
+    fn replace(&mut self, p: usize, from: usize, to: usize) {
+        let pos = self.replicas[p]
+            .iter()
+            .position(|&b| b == from)
+            .expect("from is a replica");
+        self.replicas[p][pos] = to;
+        self.on[from].remove(&p);
+        self.on[to].insert(p);
+        self.bytes[from] -= self.size[p];
+        self.bytes[to] += self.size[p];
+        if pos == 0 {
+            self.led[from].remove(&p);
+            self.led[to].insert(p);
+        }
+        self.moved.insert(p);
+    }
+
+    /// Goal 1: partitions below their allowed rack spread get a replica in an unused rack,
+    /// on its least loaded eligible broker, in place of a replica sharing a rack.
+    fn fix_racks(&mut self) {
+        for p in 0..self.replicas.len() {
+            while self.spread(p) < self.allowed_spread(p) && self.can_move(p) {
+                let r = &self.replicas[p];
+                let from = r.iter().rev().copied().find(|&b| {
+                    self.eligible[b]
+                        && r.iter().filter(|&&o| self.rack[o] == self.rack[b]).count() > 1
+                });
+                let used: BTreeSet<usize> = r.iter().map(|&b| self.rack[b]).collect();
+                let to = (0..self.ids.len())
+                    .filter(|&b| self.eligible[b] && !used.contains(&self.rack[b]))
+                    .min_by_key(|&b| (self.on[b].len(), b));
+                match (from, to) {
+                    (Some(from), Some(to)) => self.replace(p, from, to),
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// The partition on `from` to move to `to`: the smallest, a follower before a leader.
+    fn pick(&self, from: usize, to: usize) -> Option<usize> {
+        self.on[from]
+            .iter()
+            .copied()
+            .filter(|&p| self.can_move(p) && self.keeps_spread(p, from, to))
+            .min_by_key(|&p| (self.size[p], self.replicas[p][0] == from, p))
+    }
+
+    /// Goal 2: move replicas from the most to the least loaded eligible brokers until every
+    /// count is within one of every other (so within ±1 of the fair share).
+    fn balance_replicas(&mut self) {
+        let el = self.eligible_brokers();
+        loop {
+            let mut order = el.clone();
+            order.sort_by_key(|&b| (self.on[b].len(), b));
+            let mut done = true;
+            'search: for &from in order.iter().rev() {
+                for &to in &order {
+                    if self.on[to].len() + 2 > self.on[from].len() {
+                        break;
+                    }
+                    if let Some(p) = self.pick(from, to) {
+                        self.replace(p, from, to);
+                        done = false;
+                        break 'search;
+                    }
+                }
+            }
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Goal 3: with replica counts even, move or swap replicas from fuller to emptier
+    /// brokers while that narrows the gap between them, keeping counts within one. The
+    /// fullest broker is paired with the emptiest one it can trade with (racks may forbid
+    /// some pairs), trying the three fullest.
+    fn balance_bytes(&mut self) {
+        let el = self.eligible_brokers();
+        if el.len() < 2 {
+            return;
+        }
+        // Each step narrows a gap; the bound only guards against cycles.
+        for _ in 0..(self.replicas.len() * 2 + 16) {
+            let mut order = el.clone();
+            order.sort_by_key(|&b| (self.bytes[b], b));
+            let mut stepped = false;
+            'pairs: for &heavy in order.iter().rev().take(3) {
+                for &light in &order {
+                    if self.bytes[light] >= self.bytes[heavy] {
+                        break;
+                    }
+                    if self.bytes_step(heavy, light) {
+                        stepped = true;
+                        break 'pairs;
+                    }
+                }
+            }
+            if !stepped {
+                return;
+            }
+        }
+    }
+
+    /// One move or swap from `heavy` to `light` that narrows their gap; whether one was made.
+    fn bytes_step(&mut self, heavy: usize, light: usize) -> bool {
+        let gap = self.bytes[heavy] - self.bytes[light];
+        // Counts are within one of each other here: a single move keeps them so only from a
+        // broker holding one more than the other.
+        if self.on[heavy].len() > self.on[light].len() {
+            let best = self.on[heavy]
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    self.size[p] > 0
+                        && self.size[p] < gap
+                        && self.can_move(p)
+                        && self.keeps_spread(p, heavy, light)
+                })
+                .max_by_key(|&p| (self.size[p].min(gap - self.size[p]), std::cmp::Reverse(p)));
+            if let Some(p) = best {
+                self.replace(p, heavy, light);
+                return true;
+            }
+        }
+        // A swap: p goes heavy → light, q light → heavy, with 0 < size(p) - size(q) < gap.
+        let mut qs: Vec<(u64, usize)> = self.on[light]
+            .iter()
+            .copied()
+            .filter(|&q| self.can_move(q) && self.keeps_spread(q, light, heavy))
+            .map(|q| (self.size[q], q))
+            .collect();
+        if qs.is_empty() {
+            return false;
+        }
+        qs.sort_unstable();
+        let mut best: Option<(u64, usize, usize)> = None;
+        for &p in &self.on[heavy] {
+            if !self.can_move(p) || !self.keeps_spread(p, heavy, light) {
+                continue;
+            }
+            let sp = self.size[p];
+            // The ideal q is gap / 2 smaller than p; look around it.
+            let ideal = sp.saturating_sub(gap / 2);
+            let at = qs.partition_point(|&(s, _)| s < ideal);
+            for &(sq, q) in qs.iter().skip(at.saturating_sub(2)).take(4) {
+                if sq >= sp || sp - sq >= gap {
+                    continue;
+                }
+                let d = sp - sq;
+                let score = d.min(gap - d);
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    best = Some((score, p, q));
+                }
+            }
+        }
+        let Some((_, p, q)) = best else {
+            return false;
+        };
+        let new = usize::from(!self.moved.contains(&p)) + usize::from(!self.moved.contains(&q));
+        if self.moved.len() + new > self.max_moves {
+            return false;
+        }
+        self.replace(p, heavy, light);
+        self.replace(q, light, heavy);
+        true
+    }
+
+    /// Goal 4: preferred leadership off excluded brokers, then from the brokers leading most
+    /// to a replica leading fewest, by reordering replicas (no data moves).
+    fn balance_leaders(&mut self) {
+        for b in 0..self.ids.len() {
+            if self.eligible[b] {
+                continue;
+            }
+            for p in self.led[b].clone() {
+                if self.input.partitions[p].frozen {
+                    continue;
+                }
+                let to = self.replicas[p]
+                    .iter()
+                    .copied()
+                    .filter(|&o| self.eligible[o])
+                    .min_by_key(|&o| (self.led[o].len(), o));
+                if let Some(to) = to {
+                    self.make_leader(p, to);
+                }
+            }
+        }
+        let el = self.eligible_brokers();
+        loop {
+            let mut order = el.clone();
+            order.sort_by_key(|&b| (std::cmp::Reverse(self.led[b].len()), b));
+            let mut found = None;
+            for &from in &order {
+                let n = self.led[from].len();
+                let best = self.led[from]
+                    .iter()
+                    .filter(|&&p| !self.input.partitions[p].frozen)
+                    .flat_map(|&p| self.replicas[p].iter().map(move |&o| (p, o)))
+                    .filter(|&(_, o)| self.eligible[o] && self.led[o].len() + 2 <= n)
+                    .min_by_key(|&(p, o)| (self.led[o].len(), o, p));
+                if let Some(best) = best {
+                    found = Some(best);
+                    break;
+                }
+            }
+            match found {
+                Some((p, to)) => self.make_leader(p, to),
+                None => {
+                    if !self.leader_chain(&order) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When no broker can hand a leadership straight to one leading two fewer: a chain
+    /// `a → b → … → t` where each hands one led partition to the next, so only `a` (one of
+    /// the most loaded) loses and `t` (two below it) gains. Breadth-first from each broker in
+    /// `order`; whether a chain was applied.
+    fn leader_chain(&mut self, order: &[usize]) -> bool {
+        for &from in order {
+            let n = self.led[from].len();
+            let mut via: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+            let mut queue = std::collections::VecDeque::from([from]);
+            let mut target = None;
+            'bfs: while let Some(a) = queue.pop_front() {
+                for &p in &self.led[a] {
+                    if self.input.partitions[p].frozen {
+                        continue;
+                    }
+                    for &o in &self.replicas[p] {
+                        if o == from || !self.eligible[o] || via.contains_key(&o) {
+                            continue;
+                        }
+                        via.insert(o, (a, p));
+                        if self.led[o].len() + 2 <= n {
+                            target = Some(o);
+                            break 'bfs;
+                        }
+                        queue.push_back(o);
+                    }
+                }
+            }
+            if let Some(mut t) = target {
+                let mut steps = Vec::new();
+                while t != from {
+                    let (a, p) = via[&t];
+                    steps.push((p, t));
+                    t = a;
+                }
+                for (p, to) in steps {
+                    self.make_leader(p, to);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    fn make_leader(&mut self, p: usize, to: usize) {
+        let pos = self.replicas[p]
+            .iter()
+            .position(|&b| b == to)
+            .expect("a replica");
+        let from = self.replicas[p][0];
+        self.replicas[p].swap(0, pos);
+        self.led[from].remove(&p);
+        self.led[to].insert(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn broker(id: NodeId, rack: &str) -> BalancerBroker {
+        BalancerBroker {
+            id,
+            rack: (!rack.is_empty()).then(|| rack.to_string()),
+            excluded: false,
+        }
+    }
+
+    fn partition(p: u32, replicas: &[NodeId]) -> BalancerPartition {
+        BalancerPartition {
+            topic: "t".into(),
+            partition: p,
+            replicas: replicas.to_vec(),
+            size: None,
+            frozen: false,
+        }
+    }
+
+    fn counts(input: &BalancerInput, plan: &Plan) -> BTreeMap<NodeId, usize> {
+        let mut after: BTreeMap<(String, u32), Vec<NodeId>> = input
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
+            .collect();
+        for m in &plan.moves {
+            after.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
+        }
+        let mut c = BTreeMap::new();
+        for b in &input.brokers {
+            c.insert(b.id, 0);
+        }
+        for r in after.values() {
+            for b in r {
+                *c.entry(*b).or_default() += 1;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_new_broker_gets_its_share_and_rack_spread_stays() {
+        // Three racks, brokers 1-3 hold 12 partitions at RF 3; broker 4 (rack a) joins.
+        let brokers = vec![
+            broker(1, "a"),
+            broker(2, "b"),
+            broker(3, "c"),
+            broker(4, "a"),
+        ];
+        let partitions = (0..12)
+            .map(|p| {
+                partition(
+                    p,
+                    &[
+                        1 + p as NodeId % 3,
+                        1 + (p as NodeId + 1) % 3,
+                        1 + (p as NodeId + 2) % 3,
+                    ],
+                )
+            })
+            .collect();
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        let c = counts(&input, &plan);
+        // Rack a holds one replica per partition, shared by 1 and 4.
+        assert_eq!(c[&1], 6, "{c:?}");
+        assert_eq!(c[&4], 6, "{c:?}");
+        assert_eq!(plan.after.replicas.max, 12);
+        assert_eq!(plan.before.replicas.min, 0);
+        assert!(!plan.sizes_known);
+        assert_eq!(plan.bytes_to_move, 0);
+        for m in &plan.moves {
+            let racks: HashSet<NodeId> = m
+                .replicas_after
+                .iter()
+                .map(|b| if *b == 4 { 1 } else { *b })
+                .collect();
+            assert_eq!(racks.len(), 3, "{m:?}");
+        }
+        assert!(
+            plan.after.leaders.max - plan.after.leaders.min <= 1,
+            "{:?}",
+            plan.after
+        );
+    }
+
+    #[test]
+    fn leadership_only_when_replicas_are_even() {
+        let brokers = vec![broker(1, ""), broker(2, ""), broker(3, "")];
+        let partitions = (0..6).map(|p| partition(p, &[1, 2, 3])).collect();
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        assert_eq!(plan.after.leaders.max, 2, "{plan:?}");
+        assert!(plan.moves.iter().all(|m| m.is_leadership_only()));
+        assert_eq!(plan.moves.len(), 4);
+    }
+
+    #[test]
+    fn excluded_brokers_get_nothing_and_lose_leadership() {
+        let mut brokers = vec![broker(1, ""), broker(2, ""), broker(3, ""), broker(4, "")];
+        brokers[3].excluded = true;
+        let partitions = (0..8).map(|p| partition(p, &[4, 1])).collect();
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        for m in &plan.moves {
+            assert_ne!(m.replicas_after[0], 4, "{m:?}");
+        }
+        let c = counts(&input, &plan);
+        assert_eq!(c[&4], 8);
+    }
+
+    #[test]
+    fn rack_spread_is_fixed_first() {
+        let brokers = vec![broker(1, "a"), broker(2, "a"), broker(3, "b")];
+        let input = BalancerInput {
+            brokers,
+            partitions: vec![partition(0, &[1, 2])],
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        assert_eq!(plan.before.rack_violations, 1);
+        assert_eq!(plan.after.rack_violations, 0);
+        assert!(plan.moves[0].replicas_after.contains(&3));
+    }
+
+    #[test]
+    fn sizes_are_evened_out_and_counted() {
+        let brokers = vec![broker(1, ""), broker(2, "")];
+        // Broker 1 holds the two big partitions, broker 2 the two small ones.
+        let mut partitions = vec![
+            partition(0, &[1]),
+            partition(1, &[1]),
+            partition(2, &[2]),
+            partition(3, &[2]),
+        ];
+        for (p, s) in partitions.iter_mut().zip([100, 100, 10, 10]) {
+            p.size = Some(s);
+        }
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        let after = plan.after.disk_bytes.unwrap();
+        assert_eq!((after.min, after.max), (110, 110), "{plan:?}");
+        assert_eq!(plan.bytes_to_move, 110);
+    }
+
+    #[test]
+    fn max_moves_bounds_data_moves() {
+        let brokers = vec![broker(1, ""), broker(2, "")];
+        let partitions = (0..10).map(|p| partition(p, &[1])).collect();
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions { max_moves: 2 });
+        let data = plan
+            .moves
+            .iter()
+            .filter(|m| !m.is_leadership_only())
+            .count();
+        assert_eq!(data, 2);
+    }
+
+    #[test]
+    fn plan_time_for_10000_partitions_on_12_brokers() {
+        // Nine brokers in three racks hold 10,000 partitions at RF 3; three more join (one per
+        // rack). Sizes are known, so every goal runs.
+        let racks = ["a", "b", "c"];
+        let brokers: Vec<BalancerBroker> = (0..12)
+            .map(|i| broker(i + 1, racks[i as usize % 3]))
+            .collect();
+        let partitions: Vec<BalancerPartition> = (0..10_000u32)
+            .map(|p| {
+                let base = (p % 3) as NodeId;
+                // Brokers 1, 4, 7 are in rack a; 2, 5, 8 in b; 3, 6, 9 in c.
+                let p9 = p as NodeId;
+                let mut r: Vec<NodeId> =
+                    vec![1 + 3 * (p9 % 3), 2 + 3 * (p9 / 3 % 3), 3 + 3 * (p9 / 9 % 3)];
+                r.rotate_left(base as usize);
+                let mut bp = partition(p, &r);
+                bp.size = Some(u64::from(p % 97 + 1) << 20);
+                bp
+            })
+            .collect();
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let start = std::time::Instant::now();
+        let plan = plan(&input, BalancerOptions::default());
+        let took = start.elapsed();
+        println!(
+            "plan for 10,000 partitions on 12 brokers: {took:?}, {} moves, {} MiB, replicas {:?} -> {:?}, leaders {:?} -> {:?}, disk {:?} -> {:?}",
+            plan.moves.len(),
+            plan.bytes_to_move >> 20,
+            plan.before.replicas,
+            plan.after.replicas,
+            plan.before.leaders,
+            plan.after.leaders,
+            plan.before.disk_bytes,
+            plan.after.disk_bytes,
+        );
+        assert!(
+            plan.after.replicas.max - plan.after.replicas.min <= 1,
+            "{:?}",
+            plan.after
+        );
+        assert!(
+            plan.after.leaders.max - plan.after.leaders.min <= 1,
+            "{:?}",
+            plan.after
+        );
+        assert_eq!(plan.after.rack_violations, 0);
+    }
+
+    fn arb_input() -> impl Strategy<Value = BalancerInput> {
+        (
+            2usize..9,
+            1usize..4,
+            1usize..4,
+            1u32..60,
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(|(n, racks, rf, partitions, sized, seed)| {
+                let rf = rf.min(n);
+                let names = ["a", "b", "c"];
+                let brokers: Vec<BalancerBroker> = (0..n)
+                    .map(|i| broker(i as NodeId + 1, names[i % racks]))
+                    .collect();
+                // A seeded, skewed assignment: low-numbered brokers get more.
+                let mut x = seed | 1;
+                let mut next = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                let parts = (0..partitions)
+                    .map(|p| {
+                        let mut r: Vec<NodeId> = Vec::new();
+                        while r.len() < rf {
+                            let a = next() as usize % n;
+                            let b = next() as usize % n;
+                            let id = a.min(b) as NodeId + 1;
+                            if !r.contains(&id) {
+                                r.push(id);
+                            }
+                        }
+                        let mut bp = partition(p, &r);
+                        if sized {
+                            bp.size = Some(next() % 1000);
+                        }
+                        bp
+                    })
+                    .collect();
+                BalancerInput {
+                    brokers,
+                    partitions: parts,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn plan_properties(input in arb_input()) {
+            let plan = plan(&input, BalancerOptions::default());
+            let rack = |id: NodeId| input.brokers.iter().find(|b| b.id == id).unwrap().rack.clone();
+            let all_racks: HashSet<_> = input.brokers.iter().map(|b| b.rack.clone()).collect();
+            for m in &plan.moves {
+                prop_assert_eq!(m.replicas_after.len(), m.replicas_before.len());
+                let set: HashSet<_> = m.replicas_after.iter().collect();
+                prop_assert_eq!(set.len(), m.replicas_after.len(), "duplicate in {:?}", m);
+                let before: HashSet<_> = m.replicas_before.iter().map(|b| rack(*b)).collect();
+                let after: HashSet<_> = m.replicas_after.iter().map(|b| rack(*b)).collect();
+                prop_assert!(after.len() >= before.len(), "rack spread reduced: {:?}", m);
+                prop_assert_eq!(after.len(), m.replicas_after.len().min(all_racks.len()), "rack spread below allowed: {:?}", m);
+            }
+            prop_assert_eq!(plan.after.rack_violations, 0);
+            // Replicas per broker within ±1 of the fair share when racks are of equal size.
+            let mut sizes: BTreeMap<_, usize> = BTreeMap::new();
+            for b in &input.brokers { *sizes.entry(b.rack.clone()).or_default() += 1; }
+            let equal_racks = sizes.values().collect::<HashSet<_>>().len() == 1;
+            if equal_racks {
+                let c = counts(&input, &plan);
+                let fair = plan.after.replicas.fair;
+                for (b, n) in &c {
+                    prop_assert!((*n as f64 - fair).abs() < 1.0 + 1e-9, "broker {} holds {}, fair {}: {:?}", b, n, fair, c);
+                }
+            }
+        }
+    }
+}
