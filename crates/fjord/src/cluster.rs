@@ -32,6 +32,35 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 0.01, value_name = "USD", value_parser = price)]
         price_per_gb: f64,
     },
+    /// Plan (and with --execute carry out) moves that even out replicas, disk bytes and
+    /// preferred leaders per broker while keeping every partition's rack spread: prints the
+    /// moves, the bytes to move and the imbalance before → after.
+    Rebalance {
+        /// Print the plan only (the default).
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        /// Carry the plan out: KIP-455 reassignments, then preferred-leader elections.
+        #[arg(long)]
+        execute: bool,
+        /// At most this many partitions get new replicas in this plan.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        max_moves: u64,
+        /// At most this many reassignments in progress at a time (with --execute).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), requires = "execute")]
+        max_concurrent: u64,
+        /// Bound replication for the moves to this many bytes/s per broker (Kafka's
+        /// leader/follower.replication.throttled.rate), removed when the moves are done.
+        #[arg(long, value_name = "BYTES_PER_S", value_parser = clap::value_parser!(u64).range(1..), requires = "execute")]
+        throttle: Option<u64>,
+        /// Give up waiting after this many seconds (moves in progress carry on).
+        #[arg(
+            long,
+            default_value_t = 3600,
+            value_name = "SECS",
+            requires = "execute"
+        )]
+        timeout: u64,
+    },
 }
 
 pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> anyhow::Result<()> {
@@ -45,6 +74,23 @@ pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> 
             admin,
             price_per_gb,
         } => crate::traffic::cluster_traffic(&admin, price_per_gb, output).await,
+        ClusterCommand::Rebalance {
+            dry_run: _,
+            execute,
+            max_moves,
+            max_concurrent,
+            throttle,
+            timeout,
+        } => {
+            let args = crate::rebalance::RebalanceArgs {
+                execute,
+                max_moves: max_moves as usize,
+                max_concurrent: max_concurrent as usize,
+                throttle,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            crate::rebalance::run(connect, output, args).await
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod group;
 mod perf;
 mod perf_group;
 mod produce;
+mod rebalance;
 mod server;
 mod topic;
 mod traffic;

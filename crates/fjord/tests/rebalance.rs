@@ -1,0 +1,160 @@
+//! `fjord cluster rebalance` on real processes: three brokers in racks a, b, c hold two topics;
+//! a fourth broker joins rack a; the dry run plans moves onto it, `--execute` (throttled, two
+//! at a time) carries them out; afterwards every broker holds within one of its fair share of
+//! replicas, every rack leads partitions of the RF-3 topic, and every record acknowledged with
+//! acks=all before the moves is read back.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::{ck_consume, ck_produce, records, wait_until};
+
+#[test]
+fn a_joining_broker_gets_its_share() {
+    let mut c = Cluster::builder()
+        .roles(&[
+            "broker,controller",
+            "broker,controller",
+            "broker,controller",
+            "broker",
+        ])
+        // Leadership moves only when the rebalance moves it.
+        .config("auto.leader.rebalance.enable = false")
+        .node_config(4, "broker.rack = \"a\"")
+        .start();
+    // Node 4 leaves (fenced) before the topics exist, and joins again later.
+    c.terminate(4, Duration::from_secs(30));
+    let node1 = c.node(1);
+    for (topic, partitions, rf) in [("spread", "6", "3"), ("single", "8", "1")] {
+        node1
+            .cli(&[
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                partitions,
+                "--replication-factor",
+                rf,
+            ])
+            .success("topic create");
+    }
+    c.wait_isr("spread", None, 3);
+    c.wait_isr("single", None, 1);
+    let mut acks = ck_produce(c.node(1), "spread", 600, &["--acks", "all"]);
+    acks.extend(ck_produce(
+        c.node(1),
+        "single",
+        400,
+        &["--acks", "all", "--start-index", "600"],
+    ));
+
+    c.start_node(4);
+    // The dry run sees broker 4 once it is unfenced: an eligible broker holding nothing.
+    let mut plan = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let r = c
+                .node(1)
+                .cli(&["-o", "json", "cluster", "rebalance", "--dry-run"]);
+            if !r.ok() {
+                return false;
+            }
+            plan = serde_json::from_str(&r.stdout()).expect("plan JSON");
+            plan["before"]["replicas"]["min"] == 0
+        }),
+        "broker 4 never became eligible: {plan:#}"
+    );
+    assert!(plan["data_moves"].as_u64().unwrap() > 0, "{plan:#}");
+    assert_eq!(plan["sizes_known"], false);
+    let after = &plan["after"]["replicas"];
+    assert!(
+        after["max"].as_u64().unwrap() - after["min"].as_u64().unwrap() <= 1,
+        "{plan:#}"
+    );
+    // The dry run changed nothing.
+    let replicas = |c: &mut Cluster| {
+        let mut per_broker: BTreeMap<i64, u64> = BTreeMap::new();
+        for topic in ["spread", "single"] {
+            for p in c.layout_any(topic).expect("layout").values() {
+                for r in &p.replicas {
+                    *per_broker.entry(*r).or_default() += 1;
+                }
+            }
+        }
+        per_broker
+    };
+    assert_eq!(replicas(&mut c).get(&4), None);
+
+    let out = c
+        .node(1)
+        .cli(&[
+            "cluster",
+            "rebalance",
+            "--execute",
+            "--max-concurrent",
+            "2",
+            "--throttle",
+            "50000000",
+            "--timeout",
+            "120",
+        ])
+        .success("rebalance --execute")
+        .stdout();
+    assert!(out.contains("Rebalance done"), "{out}");
+
+    // Every broker answers the new layout with full ISRs.
+    let spread = c.wait_isr("spread", None, 3);
+    c.wait_isr("single", None, 1);
+    let per_broker = replicas(&mut c);
+    let total: u64 = per_broker.values().sum();
+    let fair = total as f64 / 4.0;
+    for b in 1..=4 {
+        let n = per_broker.get(&b).copied().unwrap_or(0) as f64;
+        assert!(
+            (n - fair).abs() <= 1.0,
+            "broker {b} holds {n} replicas, fair {fair}: {per_broker:?}"
+        );
+    }
+    let rack = |b: i64| if b == 4 { 1 } else { b };
+    let leading_racks: BTreeSet<i64> = spread.values().map(|p| rack(p.leader)).collect();
+    assert_eq!(leading_racks.len(), 3, "{spread:?}");
+    for p in spread.values() {
+        let racks: BTreeSet<i64> = p.replicas.iter().map(|b| rack(*b)).collect();
+        assert_eq!(racks.len(), 3, "rack spread lost: {p:?}");
+    }
+    // Throttles are gone once the moves are done.
+    let configs = c
+        .node(1)
+        .cli(&["-o", "json", "topic", "describe", "spread"])
+        .stdout();
+    assert!(!configs.contains("throttled.replicas"), "{configs}");
+
+    // Nothing acknowledged was lost.
+    for (topic, expect) in [("spread", 600u64), ("single", 400)] {
+        let dump = ck_consume(c.node(2), topic, expect);
+        let read: BTreeSet<u64> = dump
+            .iter()
+            .filter_map(|d| records::index_of(&d.key))
+            .collect();
+        let missing: Vec<u64> = acks
+            .iter()
+            .filter(|a| {
+                let in_topic = if topic == "spread" {
+                    a.index < 600
+                } else {
+                    a.index >= 600
+                };
+                in_topic && !read.contains(&a.index)
+            })
+            .map(|a| a.index)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: acknowledged but lost {missing:?}"
+        );
+    }
+    c.assert_no_panic_in_logs();
+}
