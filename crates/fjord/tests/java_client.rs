@@ -15,10 +15,14 @@
 //!   a 3-node cluster (RF 3, min.insync.replicas=2): nothing acknowledged lost, only retriable
 //!   errors;
 //! - the rack-aware partitioner (KIP-1123) in a 3-node cluster in racks a, b, c: unkeyed
-//!   records only on partitions led in the producer's rack.
+//!   records only on partitions led in the producer's rack;
+//! - rack-aware consumer groups in the same cluster: classic (the client's range and
+//!   cooperative-sticky assignors, KIP-881) and KIP-848 (the broker's assignors): each
+//!   consumer owns the partitions of its rack.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -490,5 +494,67 @@ fn java_producer_rack_aware_partitioner_stays_in_its_rack() {
         "{v}"
     );
     assert_eq!(int(&v["keyed_mismatches"]), 0, "{v}");
+    c.assert_no_panic_in_logs();
+}
+
+/// Rack-aware consumer groups with the Java client in a 3-node cluster in racks a, b, c: an
+/// RF-1 topic of six partitions, two per rack, and three consumers with `client.rack` a, b, c
+/// in one group; each ends up owning its rack's two partitions, in a stable group, under the
+/// classic protocol with the client's RangeAssignor and CooperativeStickyAssignor (rack-aware
+/// since Kafka 3.5, KIP-881: they work from Metadata's replicas and broker racks) and under
+/// the consumer protocol (the broker's assignors, uniform and range; Kafka 4.4.0's own ignore
+/// racks, see docs/compatibility.md). Checked again here against the brokers' own layout.
+#[test]
+fn java_consumer_groups_assign_each_consumer_its_racks_partitions() {
+    let mut c = Cluster::builder()
+        .config("group.consumer.heartbeat.interval.ms = 1000")
+        .start();
+    let topic = "java-rack-groups";
+    let rounds = [
+        "classic/range",
+        "classic/cooperative-sticky",
+        "consumer",
+        "consumer/range",
+    ];
+    let r = run(
+        java_command(
+            "rack-groups",
+            &c.bootstrap_all(),
+            &["--topic", topic, "--rounds", &rounds.join(",")],
+        ),
+        None,
+        SCENARIO_TIMEOUT,
+    );
+    let v = scenario_json("rack-groups", r.ok(), &r.stdout(), &r.describe());
+    eprintln!("rack-groups: {v}");
+    // Node N is the broker in rack a, b, c.
+    let rack_of = |n: i64| ((b'a' + (n as u8 - 1)) as char).to_string();
+    let layout = c.wait_isr(topic, None, 1);
+    let mut per_rack: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (p, i) in &layout {
+        assert_eq!(i.replicas.len(), 1, "{layout:?}");
+        per_rack.entry(rack_of(i.replicas[0])).or_default().push(*p);
+    }
+    assert!(
+        per_rack.len() == 3 && per_rack.values().all(|ps| ps.len() == 2),
+        "two partitions in each rack: {layout:?}"
+    );
+    // Plain (rack-unaware) ranges 0-1, 2-3, 4-5 would not be rack-local on this layout.
+    assert_eq!(v["contiguous_ranges_rack_local"], Value::Bool(false), "{v}");
+    let results = v["rounds"].as_array().expect("rounds");
+    assert_eq!(results.len(), rounds.len(), "{v}");
+    for (res, want) in results.iter().zip(rounds) {
+        assert_eq!(res["round"].as_str(), Some(want), "{res}");
+        assert_eq!(int(&res["local"]), 6, "{res}");
+        for (rack, ps) in &per_rack {
+            let owned: Vec<i64> = res["owned"][rack]
+                .as_array()
+                .unwrap_or_else(|| panic!("{want}: rack {rack}: {res}"))
+                .iter()
+                .map(int)
+                .collect();
+            assert_eq!(&owned, ps, "{want}: the consumer in rack {rack}: {res}");
+        }
+    }
     c.assert_no_panic_in_logs();
 }

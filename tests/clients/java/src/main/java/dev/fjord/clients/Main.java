@@ -28,7 +28,7 @@ public final class Main {
             args = new Args(argv);
         } catch (IllegalArgumentException e) {
             System.err.println("fjord-java-clients: " + e.getMessage());
-            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover, rack-producer");
+            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover, rack-producer, rack-groups");
             System.exit(2);
             return;
         }
@@ -60,6 +60,7 @@ public final class Main {
                 case "admin" -> AdminScenario.run(args, r);
                 case "failover" -> FailoverScenario.run(args, r);
                 case "rack-producer" -> RackProducerScenario.run(args, r);
+                case "rack-groups" -> RackGroupsScenario.run(args, r);
                 default -> {
                     System.err.println("fjord-java-clients: unknown scenario " + args.scenario);
                     System.exit(2);
