@@ -3,7 +3,6 @@
 //! controller (`fjord_metadata::reassignment`). Each partition gets its own error code; a
 //! failure to reach the controller is the top-level error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,29 +28,27 @@ pub async fn handle(
     // Echoed from v1 (v0 cannot carry anything but the default, true).
     let response = AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change);
-    // (topic, partition) -> an error known here (a negative index), else asked.
+    // Each partition of the request in order: an error known here (a negative index), or
+    // `None` to take the controller's answer (which comes in the order asked).
     let mut asked = Vec::new();
-    let mut known: BTreeMap<(String, i32), (i16, String)> = BTreeMap::new();
+    let mut slots: Vec<Option<(i16, String)>> = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            let key = (t.name.to_string(), p.partition_index);
             match u32::try_from(p.partition_index) {
-                Ok(index) => asked.push((
-                    key.0.clone(),
-                    index,
-                    p.replicas
-                        .as_ref()
-                        .map(|r| r.iter().map(|id| id.0).collect()),
-                )),
-                Err(_) => {
-                    known.insert(
-                        key,
-                        (
-                            ErrorCode::UnknownTopicOrPartition.code(),
-                            format!("Partition {} does not exist.", p.partition_index),
-                        ),
-                    );
+                Ok(index) => {
+                    asked.push((
+                        t.name.to_string(),
+                        index,
+                        p.replicas
+                            .as_ref()
+                            .map(|r| r.iter().map(|id| id.0).collect()),
+                    ));
+                    slots.push(None);
                 }
+                Err(_) => slots.push(Some((
+                    ErrorCode::UnknownTopicOrPartition.code(),
+                    format!("Partition {} does not exist.", p.partition_index),
+                ))),
             }
         }
     }
@@ -85,9 +82,8 @@ pub async fn handle(
                 .with_error_message(Some(sb(e.message)));
         }
     };
-    for r in decided {
-        known.insert((r.topic, r.partition as i32), (r.error, r.message));
-    }
+    let mut decided = decided.into_iter();
+    let mut slots = slots.into_iter();
     let responses = req
         .topics
         .iter()
@@ -96,10 +92,13 @@ pub async fn handle(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let (code, message) = known
-                        .get(&(t.name.to_string(), p.partition_index))
-                        .cloned()
-                        .unwrap_or((ErrorCode::UnknownServerError.code(), String::new()));
+                    let (code, message) = match slots.next().flatten() {
+                        Some(known) => known,
+                        None => decided.next().map_or_else(
+                            || (ErrorCode::UnknownServerError.code(), String::new()),
+                            |r| (r.error, r.message),
+                        ),
+                    };
                     ReassignablePartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)

@@ -16,6 +16,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -109,6 +110,7 @@ pub async fn handle_from(
         RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => respond(elect_leaders::handle(b, &ctx, r).await),
+        RequestKind::DescribeLogDirs(r) => respond(describe_log_dirs::handle(b, &ctx, r).await),
         RequestKind::AlterPartitionReassignments(r) => {
             respond(alter_partition_reassignments::handle(b, &ctx, r).await)
         }
@@ -407,6 +409,16 @@ mod version_tests {
                         ]),
                 ])
                 .into()],
+            ApiKey::DescribeLogDirs => vec![
+                DescribeLogDirsRequest::default().with_topics(None).into(),
+                DescribeLogDirsRequest::default()
+                    .with_topics(Some(vec![
+                        describe_log_dirs_request::DescribableLogDirTopic::default()
+                            .with_topic(name.clone())
+                            .with_partitions(vec![0, 4]),
+                    ]))
+                    .into(),
+            ],
             ApiKey::ListPartitionReassignments => vec![
                 ListPartitionReassignmentsRequest::default()
                     .with_topics(None)
