@@ -12,6 +12,7 @@
 //! - [`consumer`]: the KIP-848 consumer protocol: group epoch, target assignment, member epochs,
 //!   reconciliation that revokes before it reassigns.
 //! - [`assignor`]: server-side `uniform` and `range` assignors, both rack-aware.
+//! - [`lag`]: consumer lag windows and Burrow's evaluation rules (OK, WARN, STOP, STALL, REWIND).
 //! - [`records`]: the versioned key/value format of `__consumer_offsets` records and replay.
 //! - [`subscription`]: the consumer protocol's subscription/assignment bytes (embedded payloads
 //!   of JoinGroup/SyncGroup, not wire framing).
@@ -20,6 +21,7 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 pub mod coordinator;
+pub mod lag;
 pub mod records;
 pub mod subscription;
 
