@@ -193,6 +193,12 @@ struct State<'a> {
     eligible_racks: BTreeSet<usize>,
     moved: BTreeSet<usize>,
     max_moves: usize,
+    /// Per partition its topic (an index), and per (topic, rack) how many of the topic's
+    /// partitions that rack leads: placement spreads each topic's leaders over racks (clients
+    /// produce to partitions led in their own zone), and no change here takes a rack's last
+    /// leadership of a topic away to give it to a rack that already leads the topic.
+    topic: Vec<usize>,
+    topic_rack_leaders: BTreeMap<(usize, usize), u32>,
 }
 
 /// Plan a rebalance of `input`.
@@ -284,6 +290,21 @@ impl<'a> State<'a> {
             }
         }
         let eligible_racks = (0..n).filter(|&b| eligible[b]).map(|b| rack[b]).collect();
+        let mut topics: BTreeMap<&str, usize> = BTreeMap::new();
+        let topic: Vec<usize> = input
+            .partitions
+            .iter()
+            .map(|p| {
+                let next = topics.len();
+                *topics.entry(p.topic.as_str()).or_insert(next)
+            })
+            .collect();
+        let mut topic_rack_leaders = BTreeMap::new();
+        for (pi, r) in replicas.iter().enumerate() {
+            if let Some(&l) = r.first() {
+                *topic_rack_leaders.entry((topic[pi], rack[l])).or_insert(0) += 1;
+            }
+        }
         State {
             input,
             rack,
@@ -297,6 +318,8 @@ impl<'a> State<'a> {
             eligible_racks,
             moved: BTreeSet::new(),
             max_moves,
+            topic,
+            topic_rack_leaders,
         }
     }
 
@@ -362,6 +385,40 @@ impl<'a> State<'a> {
         !loses || gains
     }
 
+    /// Whether moving partition `p`'s leadership from `from` to `to` keeps the number of racks
+    /// leading its topic.
+    fn keeps_topic_racks(&self, p: usize, from: usize, to: usize) -> bool {
+        let (rf, rt) = (self.rack[from], self.rack[to]);
+        let count = |r: usize| {
+            self.topic_rack_leaders
+                .get(&(self.topic[p], r))
+                .copied()
+                .unwrap_or(0)
+        };
+        rf == rt || count(rf) > 1 || count(rt) == 0
+    }
+
+    /// Whether the replica of `p` on `from` may move to `to`: movable, rack spread kept, and
+    /// if it is the preferred leader, the topic's leading racks kept.
+    fn move_ok(&self, p: usize, from: usize, to: usize) -> bool {
+        self.can_move(p)
+            && self.keeps_spread(p, from, to)
+            && (self.replicas[p][0] != from || self.keeps_topic_racks(p, from, to))
+    }
+
+    fn leader_moved(&mut self, p: usize, from: usize, to: usize) {
+        self.led[from].remove(&p);
+        self.led[to].insert(p);
+        let t = self.topic[p];
+        if let Some(c) = self.topic_rack_leaders.get_mut(&(t, self.rack[from])) {
+            *c -= 1;
+        }
+        *self
+            .topic_rack_leaders
+            .entry((t, self.rack[to]))
+            .or_insert(0) += 1;
+    }
+
     /// Put `to` in `from`'s place in partition `p` (same position, so a preferred leader
     /// hands its leadership to its replacement).
     fn replace(&mut self, p: usize, from: usize, to: usize) {
@@ -375,8 +432,7 @@ impl<'a> State<'a> {
         self.bytes[from] -= self.size[p];
         self.bytes[to] += self.size[p];
         if pos == 0 {
-            self.led[from].remove(&p);
-            self.led[to].insert(p);
+            self.leader_moved(p, from, to);
         }
         self.moved.insert(p);
     }
@@ -408,7 +464,7 @@ impl<'a> State<'a> {
         self.on[from]
             .iter()
             .copied()
-            .filter(|&p| self.can_move(p) && self.keeps_spread(p, from, to))
+            .filter(|&p| self.move_ok(p, from, to))
             .min_by_key(|&p| (self.size[p], self.replicas[p][0] == from, p))
     }
 
@@ -479,10 +535,7 @@ impl<'a> State<'a> {
                 .iter()
                 .copied()
                 .filter(|&p| {
-                    self.size[p] > 0
-                        && self.size[p] < gap
-                        && self.can_move(p)
-                        && self.keeps_spread(p, heavy, light)
+                    self.size[p] > 0 && self.size[p] < gap && self.move_ok(p, heavy, light)
                 })
                 .max_by_key(|&p| (self.size[p].min(gap - self.size[p]), std::cmp::Reverse(p)));
             if let Some(p) = best {
@@ -494,7 +547,7 @@ impl<'a> State<'a> {
         let mut qs: Vec<(u64, usize)> = self.on[light]
             .iter()
             .copied()
-            .filter(|&q| self.can_move(q) && self.keeps_spread(q, light, heavy))
+            .filter(|&q| self.move_ok(q, light, heavy))
             .map(|q| (self.size[q], q))
             .collect();
         if qs.is_empty() {
@@ -503,7 +556,7 @@ impl<'a> State<'a> {
         qs.sort_unstable();
         let mut best: Option<(u64, usize, usize)> = None;
         for &p in &self.on[heavy] {
-            if !self.can_move(p) || !self.keeps_spread(p, heavy, light) {
+            if !self.move_ok(p, heavy, light) {
                 continue;
             }
             let sp = self.size[p];
@@ -548,14 +601,15 @@ impl<'a> State<'a> {
                     .iter()
                     .copied()
                     .filter(|&o| self.eligible[o])
-                    .min_by_key(|&o| (self.led[o].len(), o));
+                    .min_by_key(|&o| (!self.keeps_topic_racks(p, b, o), self.led[o].len(), o));
                 if let Some(to) = to {
                     self.make_leader(p, to);
                 }
             }
         }
         let el = self.eligible_brokers();
-        loop {
+        // Each step lowers the most loaded broker's count or ends; the bound guards cycles.
+        for _ in 0..(self.replicas.len() * 2 + 16) {
             let mut order = el.clone();
             order.sort_by_key(|&b| (std::cmp::Reverse(self.led[b].len()), b));
             let mut found = None;
@@ -565,7 +619,11 @@ impl<'a> State<'a> {
                     .iter()
                     .filter(|&&p| !self.input.partitions[p].frozen)
                     .flat_map(|&p| self.replicas[p].iter().map(move |&o| (p, o)))
-                    .filter(|&(_, o)| self.eligible[o] && self.led[o].len() + 2 <= n)
+                    .filter(|&(p, o)| {
+                        self.eligible[o]
+                            && self.led[o].len() + 2 <= n
+                            && self.keeps_topic_racks(p, from, o)
+                    })
                     .min_by_key(|&(p, o)| (self.led[o].len(), o, p));
                 if let Some(best) = best {
                     found = Some(best);
@@ -599,7 +657,11 @@ impl<'a> State<'a> {
                         continue;
                     }
                     for &o in &self.replicas[p] {
-                        if o == from || !self.eligible[o] || via.contains_key(&o) {
+                        if o == from
+                            || !self.eligible[o]
+                            || via.contains_key(&o)
+                            || !self.keeps_topic_racks(p, a, o)
+                        {
                             continue;
                         }
                         via.insert(o, (a, p));
@@ -618,7 +680,11 @@ impl<'a> State<'a> {
                     steps.push((p, t));
                     t = a;
                 }
+                // Checked again as applied: two steps of one topic may share a rack.
                 for (p, to) in steps {
+                    if !self.keeps_topic_racks(p, self.replicas[p][0], to) {
+                        break;
+                    }
                     self.make_leader(p, to);
                 }
                 return true;
@@ -634,8 +700,7 @@ impl<'a> State<'a> {
             .expect("a replica");
         let from = self.replicas[p][0];
         self.replicas[p].swap(0, pos);
-        self.led[from].remove(&p);
-        self.led[to].insert(p);
+        self.leader_moved(p, from, to);
     }
 }
 
@@ -904,6 +969,7 @@ mod tests {
                             }
                         }
                         let mut bp = partition(p, &r);
+                        bp.topic = format!("t{}", p % 2);
                         if sized {
                             bp.size = Some(next() % 1000);
                         }
@@ -933,6 +999,20 @@ mod tests {
                 prop_assert_eq!(after.len(), m.replicas_after.len().min(all_racks.len()), "rack spread below allowed: {:?}", m);
             }
             prop_assert_eq!(plan.after.rack_violations, 0);
+            // Racks leading each topic: never fewer.
+            let mut after_replicas: BTreeMap<(String, u32), Vec<NodeId>> = input
+                .partitions
+                .iter()
+                .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
+                .collect();
+            for m in &plan.moves {
+                after_replicas.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
+            }
+            for t in ["t0", "t1"] {
+                let before: HashSet<_> = input.partitions.iter().filter(|p| p.topic == t).map(|p| rack(p.replicas[0])).collect();
+                let after: HashSet<_> = after_replicas.iter().filter(|((tt, _), _)| tt == t).map(|(_, r)| rack(r[0])).collect();
+                prop_assert!(after.len() >= before.len(), "{}: leading racks {:?} -> {:?}", t, before, after);
+            }
             // Replicas per broker within ±1 of the fair share when racks are of equal size.
             let mut sizes: BTreeMap<_, usize> = BTreeMap::new();
             for b in &input.brokers { *sizes.entry(b.rack.clone()).or_default() += 1; }
