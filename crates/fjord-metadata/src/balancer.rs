@@ -12,6 +12,10 @@
 //!    emptiest broker that keep goals 1 and 2;
 //! 4. **leaders per broker**: preferred-leadership swaps within the replica set (no data moves).
 //!
+//! Within these, no change takes a rack's last preferred leadership of a topic away to a rack
+//! that already leads the topic: placement spreads every topic's leaders over racks, so that
+//! producers in every zone find partitions led locally.
+//!
 //! Leadership comes last because it moves no data and cannot disturb the goals above it; the
 //! disk goal comes before it because a data move may change a partition's preferred leader.
 //!
@@ -186,7 +190,8 @@ struct State<'a> {
     replicas: Vec<Vec<usize>>,
     size: Vec<u64>,
     /// Per broker: partitions holding a replica there, partitions led (first replica) there.
-    on: Vec<BTreeSet<usize>>,
+    /// `on` is keyed by `(size, partition)`, so the smallest replicas come first.
+    on: Vec<BTreeSet<(u64, usize)>>,
     led: Vec<BTreeSet<usize>>,
     bytes: Vec<u64>,
     /// Racks among eligible brokers.
@@ -282,7 +287,7 @@ impl<'a> State<'a> {
             .collect();
         for (pi, r) in replicas.iter().enumerate() {
             for &b in r {
-                on[b].insert(pi);
+                on[b].insert((size[pi], pi));
                 bytes[b] += size[pi];
             }
             if let Some(&l) = r.first() {
@@ -427,8 +432,8 @@ impl<'a> State<'a> {
             .position(|&b| b == from)
             .expect("from is a replica");
         self.replicas[p][pos] = to;
-        self.on[from].remove(&p);
-        self.on[to].insert(p);
+        self.on[from].remove(&(self.size[p], p));
+        self.on[to].insert((self.size[p], p));
         self.bytes[from] -= self.size[p];
         self.bytes[to] += self.size[p];
         if pos == 0 {
@@ -461,11 +466,22 @@ impl<'a> State<'a> {
 
     /// The partition on `from` to move to `to`: the smallest, a follower before a leader.
     fn pick(&self, from: usize, to: usize) -> Option<usize> {
-        self.on[from]
-            .iter()
-            .copied()
-            .filter(|&p| self.move_ok(p, from, to))
-            .min_by_key(|&p| (self.size[p], self.replicas[p][0] == from, p))
+        // In size order: the first follower that may move, or the first leader if no
+        // follower of the same size may.
+        let mut leader = None;
+        for &(size, p) in &self.on[from] {
+            if leader.is_some_and(|(s, _)| size > s) {
+                break;
+            }
+            if !self.move_ok(p, from, to) {
+                continue;
+            }
+            if self.replicas[p][0] != from {
+                return Some(p);
+            }
+            leader.get_or_insert((size, p));
+        }
+        leader.map(|(_, p)| p)
     }
 
     /// Goal 2: move replicas from the most to the least loaded eligible brokers until every
@@ -533,7 +549,7 @@ impl<'a> State<'a> {
         if self.on[heavy].len() > self.on[light].len() {
             let best = self.on[heavy]
                 .iter()
-                .copied()
+                .map(|&(_, p)| p)
                 .filter(|&p| {
                     self.size[p] > 0 && self.size[p] < gap && self.move_ok(p, heavy, light)
                 })
@@ -544,18 +560,17 @@ impl<'a> State<'a> {
             }
         }
         // A swap: p goes heavy → light, q light → heavy, with 0 < size(p) - size(q) < gap.
-        let mut qs: Vec<(u64, usize)> = self.on[light]
+        // Already in size order.
+        let qs: Vec<(u64, usize)> = self.on[light]
             .iter()
             .copied()
-            .filter(|&q| self.move_ok(q, light, heavy))
-            .map(|q| (self.size[q], q))
+            .filter(|&(_, q)| self.move_ok(q, light, heavy))
             .collect();
         if qs.is_empty() {
             return false;
         }
-        qs.sort_unstable();
         let mut best: Option<(u64, usize, usize)> = None;
-        for &p in &self.on[heavy] {
+        for &(_, p) in &self.on[heavy] {
             if !self.move_ok(p, heavy, light) {
                 continue;
             }
