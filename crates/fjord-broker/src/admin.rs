@@ -97,6 +97,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
         .merge(crate::accounting::http::routes())
+        .merge(crate::group_lag::routes())
         .with_state(broker)
 }
 

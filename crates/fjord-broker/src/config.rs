@@ -90,6 +90,9 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("group.consumer.session.timeout.ms", "45000"),
     ("group.consumer.assignors", "uniform,range"),
     ("group.consumer.max.size", "2147483647"),
+    // Consumer lag evaluation (Fjord's keys; Burrow's `intervals` and `min-distance`).
+    ("group.lag.window.intervals", "10"),
+    ("group.lag.min.distance.ms", "1000"),
 ];
 
 /// A listener such as `PLAINTEXT://127.0.0.1:9092`.
@@ -542,6 +545,10 @@ fn group_config(get: &dyn Fn(&str) -> String) -> Result<fjord_group::Config, Str
         consumer_session_timeout_ms: session,
         consumer_assignors: assignors,
         consumer_max_size: int("group.consumer.max.size", 1, i32::MAX as i64)? as usize,
+        lag: fjord_group::lag::LagConfig {
+            intervals: int("group.lag.window.intervals", 2, 1000)? as usize,
+            min_distance_ms: int("group.lag.min.distance.ms", 0, i32::MAX as i64)?,
+        },
     })
 }
 

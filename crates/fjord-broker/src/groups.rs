@@ -47,11 +47,17 @@ pub struct GroupRuntime {
     loaded: AtomicBool,
     waiters: Mutex<HashMap<Token, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
+    /// Consumer lag windows (Burrow's evaluation, [`crate::group_lag`]), behind their own lock
+    /// so commits and evaluations never wait on the coordinator.
+    pub(crate) lag: Mutex<fjord_group::lag::LagWindows>,
+    pub(crate) lag_metrics: std::sync::OnceLock<crate::group_lag::LagMetrics>,
 }
 
 impl GroupRuntime {
     pub fn new(config: fjord_group::Config) -> GroupRuntime {
         GroupRuntime {
+            lag: Mutex::new(fjord_group::lag::LagWindows::new(config.lag)),
+            lag_metrics: std::sync::OnceLock::new(),
             coordinator: Mutex::new(Coordinator::new(config)),
             topics: parking_lot::RwLock::new(GroupTopics::default()),
             loaded: AtomicBool::new(false),
@@ -234,6 +240,7 @@ impl GroupRuntime {
     pub async fn tick_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -242,6 +249,13 @@ impl GroupRuntime {
             let _ = broker
                 .groups
                 .run(&broker, |c, topics, now| ((), c.tick(now, topics)));
+            ticks += 1;
+            // Every 5 s: drop lag windows of gone groups/offsets and refresh the lag gauges,
+            // off the async workers (a pass over every window).
+            if ticks.is_multiple_of(100) {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || crate::group_lag::refresh(&b)).await;
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod config_view;
 pub mod conn_limits;
 pub mod control;
 pub mod fetch_session;
+pub mod group_lag;
 pub mod groups;
 mod handlers;
 pub mod memory_pool;

@@ -40,6 +40,8 @@ pub struct Config {
     pub consumer_assignors: Vec<String>,
     /// group.consumer.max.size
     pub consumer_max_size: usize,
+    /// group.lag.window.intervals / group.lag.min.distance.ms (Fjord's; Burrow's defaults)
+    pub lag: crate::lag::LagConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             consumer_session_timeout_ms: 45000,
             consumer_assignors: vec!["uniform".into(), "range".into()],
             consumer_max_size: i32::MAX as usize,
+            lag: crate::lag::LagConfig::default(),
         }
     }
 }

@@ -37,6 +37,19 @@ pub enum GroupCommand {
     },
     /// Move a group's committed offsets (the group must be empty).
     ResetOffsets(ResetArgs),
+    /// Lag status by Burrow's rules over each partition's recent commits: the group's status
+    /// (OK, WARN, ERR), each partition's (OK, WARN, STOP, STALL, REWIND), lag in offsets and
+    /// in time (from the admin endpoint of any broker).
+    Lag {
+        /// One group (default: every group with commits).
+        group: Option<String>,
+        /// The admin HTTP address of any broker (`admin.listener`).
+        #[arg(long, default_value = "127.0.0.1:9644", env = "FJORD_ADMIN")]
+        admin: String,
+        /// Print again every SECONDS (default 2) until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +78,14 @@ fn error_name(code: i16) -> String {
 }
 
 pub async fn run(connect: &Connect, output: Output, command: GroupCommand) -> anyhow::Result<()> {
+    if let GroupCommand::Lag {
+        group,
+        admin,
+        watch,
+    } = command
+    {
+        return crate::group_lag::run(&admin, group, watch, output).await;
+    }
     let client = connect.client().await?;
     match command {
         GroupCommand::List { states, types } => list(&client, output, states, types).await?,
@@ -109,6 +130,8 @@ pub async fn run(connect: &Connect, output: Output, command: GroupCommand) -> an
             let conn = client.group_coordinator(&a.group).await?;
             reset(&client, &conn, a).await?
         }
+        // Answered above, from the admin endpoint, without a Kafka connection.
+        GroupCommand::Lag { .. } => {}
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod dev;
 mod docs;
 mod format;
 mod group;
+mod group_lag;
 mod perf;
 mod perf_group;
 mod produce;

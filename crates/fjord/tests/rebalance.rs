@@ -74,6 +74,14 @@ fn a_joining_broker_gets_its_share() {
         after["max"].as_u64().unwrap() - after["min"].as_u64().unwrap() <= 1,
         "{plan:#}"
     );
+    let table = c
+        .node(1)
+        .cli(&["cluster", "rebalance", "--dry-run"])
+        .success("rebalance --dry-run")
+        .stdout();
+    println!("{table}");
+    assert!(table.contains("bytes to move: unknown"), "{table}");
+    assert!(table.contains("Dry run: nothing changed"), "{table}");
     // The dry run changed nothing.
     let replicas = |c: &mut Cluster| {
         let mut per_broker: BTreeMap<i64, u64> = BTreeMap::new();
@@ -103,6 +111,7 @@ fn a_joining_broker_gets_its_share() {
         ])
         .success("rebalance --execute")
         .stdout();
+    println!("{out}");
     assert!(out.contains("Rebalance done"), "{out}");
 
     // Every broker answers the new layout with full ISRs.

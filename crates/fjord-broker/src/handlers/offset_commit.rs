@@ -103,6 +103,13 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResp
         },
         partitions,
     };
+    // Kept for the lag windows (the request moves into the coordinator).
+    let group_id = req.group_id.clone();
+    let commits: Vec<(String, i32, i64)> = req
+        .partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, p.offset))
+        .collect();
     let (errors, appended) = if crate::groups::not_coordinator(b, &req.group_id) {
         (
             vec![ErrorCode::NotCoordinator; req.partitions.len()],
@@ -111,6 +118,14 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResp
     } else {
         b.groups.run(b, |c, _, now| c.commit_offsets(req, now))
     };
+    if appended.is_ok() {
+        let accepted = commits
+            .iter()
+            .zip(&errors)
+            .filter(|(_, e)| **e == ErrorCode::None)
+            .map(|((t, p, o), _)| (t.as_str(), *p, *o));
+        crate::group_lag::record_commits(b, &group_id, accepted);
+    }
     let mut topics: Vec<OffsetCommitResponseTopic> = r
         .topics
         .iter()
