@@ -97,6 +97,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
         .merge(crate::accounting::http::routes())
+        .merge(crate::maintenance::routes())
         .merge(crate::group_lag::routes())
         .with_state(broker)
 }
@@ -113,6 +114,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         } else {
             b.metrics.controller_active.set(1);
         }
+        b.with_image(|i| b.metrics.maintenance.update(i));
         b.metrics.log_size.reset();
         for t in b.topics() {
             let size: u64 = t
@@ -160,6 +162,7 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
                     incarnation_id: b.incarnation_id,
                     fenced: b.fenced,
                     cordoned: b.cordoned,
+                    maintenance: b.maintenance.clone(),
                     // A single node registers before its listener is bound: it is always
                     // this process, so show where it listens now.
                     endpoints: if b.endpoints.is_empty() && b.node_id == me {

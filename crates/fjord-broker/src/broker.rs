@@ -397,6 +397,7 @@ impl Broker {
                 Publish::Records(records) => {
                     for r in records {
                         let reassigning_before = reassignment_before(&image, r);
+                        crate::maintenance::observe(&self.metrics.maintenance, &image, r);
                         image.apply(r);
                         if let Some(before) = reassigning_before {
                             self.count_reassignment(&image, r, before);

@@ -41,6 +41,7 @@ pub mod fetch_session;
 pub mod group_lag;
 pub mod groups;
 mod handlers;
+pub mod maintenance;
 pub mod memory_pool;
 pub mod metrics;
 pub mod partition;

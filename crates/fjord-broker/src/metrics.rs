@@ -101,6 +101,8 @@ pub struct Metrics {
     /// Fetches in which throttled partitions were left out because the rate was spent, by
     /// `side`.
     pub replication_throttled_fetches: IntCounterVec,
+    /// Maintenance mode: brokers in maintenance, drains, changes seen.
+    pub maintenance: crate::maintenance::MaintenanceMetrics,
 }
 
 impl Metrics {
@@ -414,6 +416,7 @@ impl Metrics {
         ] {
             registry.register(m).expect("unique metric");
         }
+        let maintenance = crate::maintenance::MaintenanceMetrics::new(&registry);
         Metrics {
             registry,
             bytes_in,
@@ -461,6 +464,7 @@ impl Metrics {
             replicas_deleted,
             replication_throttled_bytes,
             replication_throttled_fetches,
+            maintenance,
         }
     }
 

@@ -252,6 +252,9 @@ pub struct Controller {
     reported: HashMap<NodeId, (i64, i64)>,
     /// Unclean elections this controller has made (soft state, for metrics).
     unclean_elections: u64,
+    /// When to look again for replicas of a draining broker that could not be moved
+    /// (soft state: a new active controller looks at once).
+    pub(crate) drain_retry_at: HashMap<NodeId, i64>,
 }
 
 impl Controller {
@@ -264,6 +267,7 @@ impl Controller {
             last_heartbeat: HashMap::new(),
             reported: HashMap::new(),
             unclean_elections: 0,
+            drain_retry_at: HashMap::new(),
         }
     }
 
@@ -281,6 +285,7 @@ impl Controller {
             last_heartbeat: HashMap::new(),
             reported: HashMap::new(),
             unclean_elections: 0,
+            drain_retry_at: HashMap::new(),
         }
     }
 
@@ -515,8 +520,24 @@ impl Controller {
             .image
             .broker(node_id)
             .ok_or(ControllerError::BrokerIdNotRegistered(node_id))?;
+        if !cordoned && b.in_maintenance() {
+            return Err(ControllerError::InvalidRequest(format!(
+                "broker {node_id} is in maintenance, which keeps it cordoned; disable \
+                 maintenance instead"
+            )));
+        }
         let mut records = Vec::new();
         if b.cordoned != cordoned {
+            tracing::info!(
+                node_id,
+                rack = b.rack.as_deref().unwrap_or("-"),
+                "broker {node_id} {}",
+                if cordoned {
+                    "cordoned: no new replicas are placed on it"
+                } else {
+                    "uncordoned: it takes new replicas again"
+                }
+            );
             let rec = if cordoned {
                 MetadataRecord::CordonBroker { node_id }
             } else {
@@ -815,7 +836,7 @@ impl Controller {
         }
     }
 
-    fn elect_one(
+    pub(crate) fn elect_one(
         &mut self,
         out: &mut Vec<MetadataRecord>,
         election: ElectionType,
@@ -832,7 +853,11 @@ impl Controller {
                 if s.leader == preferred {
                     return election_error::ELECTION_NOT_NEEDED;
                 }
-                if !isr.contains(&preferred) || !self.can_lead(preferred) {
+                // A broker in maintenance does not get its leaderships back until it leaves.
+                if !isr.contains(&preferred)
+                    || !self.can_lead(preferred)
+                    || self.in_maintenance(preferred)
+                {
                     return election_error::PREFERRED_LEADER_NOT_AVAILABLE;
                 }
                 self.emit_change(out, topic_id, partition, isr, preferred);
@@ -1058,7 +1083,8 @@ impl Controller {
         }
     }
 
-    /// The first replica (preferred order) that is in `isr`, unfenced and not `except`.
+    /// The first replica (preferred order) that is in `isr`, unfenced and not `except`; a
+    /// broker in maintenance only when no other such replica exists.
     pub(crate) fn choose_leader(
         &self,
         replicas: &[NodeId],
@@ -1068,11 +1094,19 @@ impl Controller {
         replicas
             .iter()
             .copied()
-            .find(|b| Some(*b) != except && isr.contains(b) && self.can_lead(*b))
+            .filter(|b| Some(*b) != except && isr.contains(b) && self.can_lead(*b))
+            .min_by_key(|b| self.in_maintenance(*b)) // the first of the lowest
             .unwrap_or(NO_LEADER)
     }
 
-    fn emit_change(
+    /// Whether `node_id` is a broker in maintenance mode.
+    pub(crate) fn in_maintenance(&self, node_id: NodeId) -> bool {
+        self.image
+            .broker(node_id)
+            .is_some_and(|b| b.in_maintenance())
+    }
+
+    pub(crate) fn emit_change(
         &mut self,
         out: &mut Vec<MetadataRecord>,
         topic_id: Uuid,

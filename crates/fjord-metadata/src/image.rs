@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::record::{Endpoint, NodeId, NO_LEADER};
+use crate::record::{Endpoint, Maintenance, NodeId, NO_LEADER};
 use crate::MetadataRecord;
 
 /// Longest topic name Kafka accepts.
@@ -53,6 +53,23 @@ pub struct BrokerImage {
     pub fenced: bool,
     /// A cordoned broker gets no new replicas.
     pub cordoned: bool,
+    /// Maintenance mode (`crate::maintenance`): no leaderships where another in-sync replica
+    /// can lead, and with a drain every replica moves off.
+    pub maintenance: Option<Maintenance>,
+}
+
+impl BrokerImage {
+    /// Whether the broker is in maintenance mode.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.is_some()
+    }
+
+    /// Whether the active controller is draining this broker's replicas.
+    pub fn draining(&self) -> bool {
+        self.maintenance
+            .as_ref()
+            .is_some_and(|m| m.drain_replicas && !m.drain_completed)
+    }
 }
 
 /// Replicas, ISR, leader and epochs of one partition.
@@ -250,7 +267,7 @@ impl ClusterImage {
                 endpoints,
                 fenced,
             } => {
-                let mut cordoned = false;
+                let (mut cordoned, mut maintenance) = (false, None);
                 if let Some(old) = self.brokers.get(node_id) {
                     if *broker_epoch <= old.broker_epoch {
                         return Err(ApplyError::StaleBrokerEpoch {
@@ -263,6 +280,7 @@ impl ClusterImage {
                         self.check_leads_nothing(*node_id)?;
                     }
                     cordoned = old.cordoned;
+                    maintenance = old.maintenance.clone();
                 }
                 self.brokers.insert(
                     *node_id,
@@ -274,6 +292,7 @@ impl ClusterImage {
                         endpoints: endpoints.clone(),
                         fenced: *fenced,
                         cordoned,
+                        maintenance,
                     },
                 );
             }
@@ -321,6 +340,9 @@ impl ClusterImage {
             MetadataRecord::CordonBroker { node_id } => self.broker_mut(*node_id)?.cordoned = true,
             MetadataRecord::UncordonBroker { node_id } => {
                 self.broker_mut(*node_id)?.cordoned = false
+            }
+            MetadataRecord::BrokerMaintenance { node_id, state } => {
+                self.broker_mut(*node_id)?.maintenance = state.clone()
             }
             MetadataRecord::Partition {
                 topic_id,
@@ -723,6 +745,12 @@ impl ClusterImage {
             if b.cordoned {
                 out.push(MetadataRecord::CordonBroker { node_id: b.node_id });
             }
+            if b.maintenance.is_some() {
+                out.push(MetadataRecord::BrokerMaintenance {
+                    node_id: b.node_id,
+                    state: b.maintenance.clone(),
+                });
+            }
         }
         for (node_id, configs) in &self.broker_configs {
             for (key, value) in configs {
@@ -1062,9 +1090,16 @@ mod tests {
             broker_epoch: 1,
         })
         .unwrap();
+        img.try_apply(&MetadataRecord::BrokerMaintenance {
+            node_id: 1,
+            state: Some(Maintenance::default()),
+        })
+        .unwrap();
         register(&mut img, 1, 20, true).unwrap();
         let b = img.broker(1).unwrap();
         assert!(b.fenced && b.cordoned && b.broker_epoch == 20);
+        assert!(b.in_maintenance(), "maintenance survives re-registration");
+        assert_eq!(ClusterImage::from_records(&img.to_records()), img);
         assert!(img
             .try_apply(&MetadataRecord::CordonBroker { node_id: 7 })
             .is_err());

@@ -24,6 +24,9 @@
 //!   ElectLeaders asks), preferred elections and ElectLeaders (KIP-460),
 //!   CreateTopics/CreatePartitions/DeleteTopics, AlterPartition; each call returns the records to
 //!   append and the reply ([`ControllerResult`]), with Kafka error codes ([`ControllerError`]).
+//! - [`maintenance`]: maintenance mode: cordoned brokers that lead nothing another in-sync
+//!   replica can lead, drains planned rack-aware and carried out as reassignments (with
+//!   Kafka's replication throttles), removal of drained brokers, progress for operators.
 //! - [`reassignment`]: partition reassignment (KIP-455) on the controller: targets in, adding
 //!   and removing replicas tracked in the partition records, completion once the target is in
 //!   the ISR (with a leader handover if the leader was removed), cancellation, listing.
@@ -48,6 +51,7 @@ pub mod balancer;
 pub mod controller;
 pub mod image;
 pub mod internal;
+pub mod maintenance;
 pub mod placement;
 pub mod quorum;
 pub mod reassignment;

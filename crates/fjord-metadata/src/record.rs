@@ -37,6 +37,28 @@ pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "replica.alter.log.dirs.io.max.bytes.per.second",
 ];
 
+/// A broker's maintenance mode ([`MetadataRecord::BrokerMaintenance`]): operator intent, kept
+/// across re-registrations like the cordon. While it holds, the broker takes no new replicas
+/// (it is cordoned), leads only partitions no other in-sync replica can lead, and with
+/// `drain_replicas` the active controller moves every replica off it (`crate::maintenance`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Reassign every replica on the broker to other brokers.
+    #[serde(default)]
+    pub drain_replicas: bool,
+    /// Replication throttle of the drain in bytes/s (Kafka's
+    /// `leader/follower.replication.throttled.rate`), `None` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_s: Option<u64>,
+    /// Entering maintenance cordoned the broker, so leaving it uncordons it (a broker the
+    /// operator had cordoned before stays cordoned).
+    #[serde(default)]
+    pub cordoned_by_maintenance: bool,
+    /// The drain finished (no replica left on the broker) and its throttles were cleared.
+    #[serde(default)]
+    pub drain_completed: bool,
+}
+
 /// One change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -87,6 +109,12 @@ pub enum MetadataRecord {
     CordonBroker { node_id: NodeId },
     /// The broker takes new replicas again.
     UncordonBroker { node_id: NodeId },
+    /// The broker entered maintenance, or its maintenance changed (`Some`), or it left
+    /// maintenance (`None`). Survives re-registration, like the cordon.
+    BrokerMaintenance {
+        node_id: NodeId,
+        state: Option<Maintenance>,
+    },
 
     /// A dynamic broker config (KRaft's `ConfigRecord` for a BROKER resource) was set (`Some`)
     /// or removed (`None`): for broker `node_id`, or the cluster-wide default with `None`.
@@ -202,6 +230,22 @@ mod tests {
         }
     }
 
+    /// A maintenance record with only the fields of its first version parses with defaults.
+    #[test]
+    fn maintenance_records_parse_with_defaults() {
+        let rec: MetadataRecord =
+            serde_json::from_str(r#"{"type":"BrokerMaintenance","node_id":4,"state":{}}"#).unwrap();
+        assert_eq!(
+            rec,
+            MetadataRecord::BrokerMaintenance {
+                node_id: 4,
+                state: Some(Maintenance::default())
+            }
+        );
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("throttle"), "{json}");
+    }
+
     #[test]
     fn cluster_records_round_trip() {
         let id = Uuid::new_v4();
@@ -224,6 +268,19 @@ mod tests {
                 broker_epoch: 7,
             },
             MetadataRecord::CordonBroker { node_id: 1 },
+            MetadataRecord::BrokerMaintenance {
+                node_id: 1,
+                state: Some(Maintenance {
+                    drain_replicas: true,
+                    throttle_bytes_per_s: Some(1_000_000),
+                    cordoned_by_maintenance: true,
+                    drain_completed: false,
+                }),
+            },
+            MetadataRecord::BrokerMaintenance {
+                node_id: 1,
+                state: None,
+            },
             MetadataRecord::BrokerConfig {
                 node_id: Some(1),
                 key: "leader.replication.throttled.rate".into(),

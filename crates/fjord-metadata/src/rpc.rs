@@ -16,6 +16,7 @@ use crate::controller::{
 };
 use crate::image::PartitionState;
 use crate::internal;
+use crate::maintenance::{MaintenanceOutcome, MaintenanceRequest};
 use crate::reassignment::{OngoingReassignment, ReassignmentTarget};
 use crate::record::{Endpoint, MetadataRecord, NodeId, DYNAMIC_BROKER_CONFIGS};
 
@@ -90,8 +91,16 @@ pub enum ControllerRequest {
         node_id: NodeId,
         cordoned: bool,
     },
+    /// Remove a broker from the cluster (Kafka's UnregisterBroker): refused while it runs or
+    /// holds a replica ([`Controller::remove_broker`]).
     UnregisterBroker {
         node_id: NodeId,
+    },
+    /// Enter (`Some`) or leave (`None`) maintenance mode
+    /// ([`Controller::set_maintenance`]).
+    Maintenance {
+        node_id: NodeId,
+        enable: Option<MaintenanceRequest>,
     },
     /// Automatic leader rebalance: preferred election over every partition, answered with a
     /// count ([`ControllerReply::LeadersElected`]).
@@ -196,6 +205,10 @@ pub enum ControllerReply {
     /// The reply to [`ControllerRequest::ListPartitionReassignments`].
     Reassignments {
         ongoing: Vec<OngoingReassignment>,
+    },
+    /// The reply to [`ControllerRequest::Maintenance`].
+    MaintenanceChanged {
+        outcome: MaintenanceOutcome,
     },
 }
 
@@ -420,7 +433,12 @@ impl Controller {
                 ControllerReply::Done
             }),
             R::UnregisterBroker { node_id } => {
-                map(self.unregister_broker(node_id)?, |()| ControllerReply::Done)
+                map(self.remove_broker(node_id)?, |()| ControllerReply::Done)
+            }
+            R::Maintenance { node_id, enable } => {
+                map(self.set_maintenance(node_id, enable)?, |outcome| {
+                    ControllerReply::MaintenanceChanged { outcome }
+                })
             }
             R::ElectPreferredLeaders => map(self.elect_preferred_leaders(), |partitions| {
                 ControllerReply::LeadersElected { partitions }

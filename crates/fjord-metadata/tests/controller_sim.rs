@@ -3,8 +3,9 @@
 //! Each seed drives a random schedule of broker registrations, heartbeats (caught up, lagging,
 //! asking to be fenced), silent brokers, process restarts, heartbeats from old incarnations with
 //! stale epochs, topic creation and deletion, partition growth, ISR proposals (fresh and stale),
-//! cordoning, partition reassignments (valid and invalid targets, cancellations), time passing
-//! with `tick`, and controller failovers (a new controller rebuilt by replaying the log). After
+//! cordoning, partition reassignments (valid and invalid targets, cancellations), maintenance
+//! mode (entered with or without a drain and a throttle, left, its tick), time passing with
+//! `tick`, and controller failovers (a new controller rebuilt by replaying the log). After
 //! every step the invariant checkers run:
 //! - every record the controller emits is accepted by an independent replica of the image, and
 //!   that replica equals the controller's image;
@@ -18,6 +19,9 @@
 //! - ElectLeaders answers each partition with the code its state before the call implies;
 //! - a reassignment is never left in progress once its target is in the ISR (completion is
 //!   never missed), and the image's index of reassigning partitions matches a scan;
+//! - after the maintenance tick no broker in maintenance leads a partition another unfenced
+//!   in-sync replica could lead; a drain never moves a replica to a cordoned broker nor lowers
+//!   a partition's rack spread, and a refused drain changes nothing;
 //! - errors are the expected ones (e.g. STALE_BROKER_EPOCH for an old incarnation).
 //!
 //! A failure prints the seed. Reproduce with `FJORD_SIM_SEED=<seed> cargo test -p fjord-metadata
@@ -30,6 +34,7 @@ use fjord_metadata::controller::{
     ControllerConfig, ControllerError, ControllerResult, CreateTopic, ElectionType,
     UNCLEAN_LEADER_ELECTION_ENABLE,
 };
+use fjord_metadata::maintenance::MaintenanceRequest;
 use fjord_metadata::ReassignmentTarget;
 use fjord_metadata::{ClusterImage, MetadataRecord, NodeId, Uuid, NO_LEADER};
 use rand::rngs::StdRng;
@@ -163,7 +168,7 @@ impl Sim {
     }
 
     fn step(&mut self) {
-        let roll = self.rng.gen_range(0..110);
+        let roll = self.rng.gen_range(0..114);
         match roll {
             0..=9 => self.register(),
             10..=39 => self.heartbeat(),
@@ -183,6 +188,8 @@ impl Sim {
             }
             98 => self.elect_leaders(),
             99 => self.unregister(),
+            110..=112 => self.maintenance(),
+            113 => self.maintenance_tick(),
             _ => self.reassign(),
         }
         self.check();
@@ -592,7 +599,11 @@ impl Sim {
                 ElectionType::Preferred if s.leader == preferred => {
                     election_error::ELECTION_NOT_NEEDED
                 }
-                ElectionType::Preferred if s.isr.contains(&preferred) && live(preferred) => {
+                ElectionType::Preferred
+                    if s.isr.contains(&preferred)
+                        && live(preferred)
+                        && !before.broker(preferred).is_some_and(|b| b.in_maintenance()) =>
+                {
                     assert_eq!(after.leader, preferred);
                     election_error::NONE
                 }
@@ -619,7 +630,101 @@ impl Sim {
         match self.controller.set_cordoned(node, on) {
             Ok(r) => self.commit(r),
             Err(ControllerError::BrokerIdNotRegistered(_)) => {}
+            Err(ControllerError::InvalidRequest(_)) => {
+                let b = self.controller.image().broker(node).unwrap();
+                assert!(!on && b.in_maintenance(), "cordon {on} refused: {b:?}");
+            }
             Err(e) => panic!("cordon: {e}"),
+        }
+    }
+
+    /// Enter maintenance (with or without a drain and a throttle) or leave it.
+    fn maintenance(&mut self) {
+        let node = self.node();
+        let request = self.rng.gen_bool(0.7).then(|| MaintenanceRequest {
+            drain_replicas: self.rng.gen_bool(0.6),
+            throttle_bytes_per_s: self.rng.gen_bool(0.5).then_some(1_000_000),
+        });
+        let before = self.controller.image().clone();
+        match self.controller.set_maintenance(node, request) {
+            Ok(r) => {
+                self.commit(r);
+                let b = self.controller.image().broker(node).unwrap();
+                assert_eq!(b.in_maintenance(), request.is_some());
+                if request.is_some() {
+                    assert!(b.cordoned);
+                }
+                self.check_drain_moves(&before);
+            }
+            Err(ControllerError::BrokerIdNotRegistered(_)) => {}
+            Err(ControllerError::InvalidReplicaAssignment(why)) => {
+                assert!(request.is_some_and(|r| r.drain_replicas), "{why}");
+                assert_eq!(&before, self.controller.image(), "a refused drain wrote");
+            }
+            Err(e) => panic!("maintenance of {node}: {e}"),
+        }
+    }
+
+    fn maintenance_tick(&mut self) {
+        let before = self.controller.image().clone();
+        let r = self.controller.maintenance_tick(self.now);
+        self.commit(r);
+        self.check_drain_moves(&before);
+        let img = self.controller.image();
+        for (t, p, s) in img.all_partitions() {
+            let Some(leader) = img.broker(s.leader) else {
+                continue;
+            };
+            let other = s.isr.iter().any(|b| {
+                *b != s.leader
+                    && img
+                        .broker(*b)
+                        .is_some_and(|b| !b.fenced && !b.in_maintenance())
+            });
+            assert!(
+                !(leader.in_maintenance() && other),
+                "broker {} in maintenance still leads {t}/{p}: {s:?}",
+                s.leader
+            );
+        }
+    }
+
+    /// Moves started since `before` off a draining broker go to uncordoned brokers and keep
+    /// the partition's rack spread.
+    fn check_drain_moves(&self, before: &ClusterImage) {
+        let img = self.controller.image();
+        let rack = |b: &NodeId| img.broker(*b).map(|b| b.rack.clone());
+        for (t, p, s) in img.all_partitions() {
+            let Some(old) = before.partition(&t, p) else {
+                continue;
+            };
+            let drained = s.removing_replicas.iter().any(|b| {
+                img.broker(*b).is_some_and(|b| b.draining()) && !old.removing_replicas.contains(b)
+            });
+            if !drained {
+                continue;
+            }
+            // New replicas (one an earlier move was adding may stay wherever it is).
+            for b in s
+                .adding_replicas
+                .iter()
+                .filter(|b| !old.replicas.contains(b))
+            {
+                assert!(
+                    !img.broker(*b).unwrap().cordoned,
+                    "drain moved {t}/{p} to cordoned {b}"
+                );
+            }
+            let spread = |r: &[NodeId]| {
+                r.iter()
+                    .map(rack)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            };
+            assert!(
+                spread(&s.target_replicas()) >= spread(&old.target_replicas()),
+                "drain lowered the rack spread of {t}/{p}: {old:?} -> {s:?}"
+            );
         }
     }
 
@@ -780,6 +885,7 @@ fn controller_simulation() {
 fn simulation_covers_the_interesting_paths() {
     let (mut fences, mut elections, mut registrations, mut isr_changes) = (0, 0, 0, 0);
     let (mut started, mut completed) = (0, 0);
+    let (mut maintenance, mut drains_completed) = (0, 0);
     let mut unclean = 0;
     for seed in 0..20 {
         let mut sim = Sim::new(seed);
@@ -795,6 +901,10 @@ fn simulation_covers_the_interesting_paths() {
                     leader: Some(_), ..
                 } => elections += 1,
                 MetadataRecord::PartitionChange { isr: Some(_), .. } => isr_changes += 1,
+                MetadataRecord::BrokerMaintenance { state: Some(m), .. } => {
+                    maintenance += 1;
+                    drains_completed += usize::from(m.drain_completed);
+                }
                 _ => {}
             }
             if let MetadataRecord::PartitionChange {
@@ -823,6 +933,11 @@ fn simulation_covers_the_interesting_paths() {
          unclean {unclean}"
     );
     assert!(unclean > 5, "unclean elections {unclean}");
+    eprintln!("maintenance {maintenance}, drains completed {drains_completed}");
+    assert!(
+        maintenance > 20 && drains_completed > 2,
+        "maintenance {maintenance}, drains completed {drains_completed}"
+    );
     assert!(
         fences > 20 && elections > 20 && registrations > 50 && isr_changes > 20,
         "fences {fences}, elections {elections}, registrations {registrations}, isr {isr_changes}"

@@ -6,6 +6,7 @@
 mod output;
 
 mod args;
+mod broker;
 mod cluster;
 mod consume;
 mod dev;
@@ -79,6 +80,8 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Cordon brokers, maintenance mode (leaderships away, drains), remove drained brokers.
+    Broker(broker::BrokerArgs),
     /// Bytes in, out and stored per topic or client id over a time window (cost attribution).
     Usage(traffic::UsageArgs),
     /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
@@ -191,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(a) => produce::run(&connect, a).await,
         Command::Consume(a) => consume::run(&connect, a).await,
         Command::Cluster(c) => cluster::run(&connect, cli.output, c).await,
+        Command::Broker(a) => broker::run(cli.output, a).await,
         Command::Perf(c) => perf::run(&connect, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
         Command::Usage(a) => traffic::usage(a, cli.output).await,

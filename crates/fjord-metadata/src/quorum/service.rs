@@ -35,7 +35,7 @@ use super::feed::{MetadataFeed, DEFAULT_WINDOW_RECORDS};
 use super::network::{BoxFuture, ControlPlane};
 use super::{raft_config, QuorumError, QuorumNode, RaftNodeId};
 use crate::controller::{Controller, ControllerConfig};
-use crate::record::{Endpoint, MetadataRecord, NodeId};
+use crate::record::{Endpoint, Maintenance, MetadataRecord, NodeId};
 use crate::rpc::{ControllerReply, ControllerRequest};
 
 /// How often the active controller looks for brokers whose session expired.
@@ -153,6 +153,9 @@ pub struct BrokerStatus {
     pub incarnation_id: Uuid,
     pub fenced: bool,
     pub cordoned: bool,
+    /// Maintenance mode, if the broker is in it (absent from older nodes' answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
     pub endpoints: Vec<Endpoint>,
     /// The metadata offset the broker last reported in a heartbeat (active controller only).
     pub metadata_offset: Option<i64>,
@@ -550,6 +553,16 @@ impl Inner {
                 return;
             }
         }
+        // Maintenance: leaderships off brokers in maintenance, drains started and completed.
+        let Some(active) = slot.as_mut() else {
+            return;
+        };
+        let maintenance = active.controller.maintenance_tick(self.now_ms());
+        if !maintenance.records.is_empty()
+            && self.commit(&mut slot, maintenance.records).await.is_err()
+        {
+            return;
+        }
         let Some(active) = slot.as_mut() else {
             return;
         };
@@ -628,6 +641,7 @@ impl Inner {
                     incarnation_id: b.incarnation_id,
                     fenced: b.fenced,
                     cordoned: b.cordoned,
+                    maintenance: b.maintenance,
                     endpoints: b.endpoints,
                     metadata_offset: live.map(|l| l.0),
                     ms_since_heartbeat: live.map(|l| l.1),
