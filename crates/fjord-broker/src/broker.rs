@@ -509,10 +509,6 @@ impl Broker {
             }
         }
         self.reconcile(plans);
-        if whole_image {
-            // A broker that was down while its replicas moved away still has their logs.
-            self.remove_stray_partition_dirs();
-        }
         self.metrics.metadata_offset.set(next_offset);
         self.applied.send_replace(next_offset);
     }
@@ -746,10 +742,15 @@ impl Broker {
         }
     }
 
-    /// Delete directories of partitions whose replicas, in the image just published, do not
-    /// include this broker (a reassignment moved them while it was away). One listing of
-    /// `log.dirs`; partitions of unknown topics and without a state are left alone.
-    fn remove_stray_partition_dirs(&self) {
+    /// Delete directories of partitions whose replicas do not include this broker (a
+    /// reassignment moved them while it was down). Call once the broker has applied the
+    /// metadata log up to its own registration: the image then holds everything decided
+    /// before this process started, so a replica it does not list is not coming back (a later
+    /// reassignment back here starts a fresh copy). One listing of `log.dirs`, under the
+    /// publishing lock (no log is opened meanwhile); partitions of unknown topics and without
+    /// a state are left alone. Blocking: file-system calls.
+    pub fn remove_stray_partition_dirs(&self) {
+        let _one_at_a_time = self.publishing.lock();
         let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
             return;
         };

@@ -320,6 +320,9 @@ async fn start_quorum_member(
             "catching up with the metadata log"
         );
     }
+    // Logs of replicas that were moved away while this broker was down.
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.remove_stray_partition_dirs()).await;
     match cluster::heartbeat(&broker, &client, false, Duration::from_secs(5)).await {
         Ok(fenced) => broker.metrics.broker_fenced.set(fenced as i64),
         Err(e) => tracing::warn!(error = %e, "first heartbeat failed"),

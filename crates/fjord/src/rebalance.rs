@@ -4,8 +4,9 @@
 //! it out as KIP-455 reassignments (at most `--max-concurrent` at a time, optionally throttled)
 //! followed by preferred-leader elections.
 //!
-//! Replica sizes are not served by the brokers yet (no DescribeLogDirs), so the plan balances
-//! counts and says so.
+//! Replica sizes come from DescribeLogDirs, asked of every unfenced broker (a partition's size
+//! is its largest replica's); when a partition's size is missing (a broker did not answer and
+//! held its only replica), the plan balances counts and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -61,6 +63,18 @@ async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
         Err(e) => return Err(e.into()),
     };
     let ongoing = list_reassignments(client).await?;
+    let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for b in brokers.iter().filter(|b| !b.is_fenced) {
+        // A broker that does not answer only leaves its replicas' sizes to the others.
+        if let Ok(Ok(found)) =
+            tokio::time::timeout(Duration::from_secs(10), log_dir_sizes(client, b.node_id)).await
+        {
+            for (key, size) in found {
+                let e = sizes.entry(key).or_insert(0);
+                *e = (*e).max(size);
+            }
+        }
+    }
     let brokers = brokers
         .iter()
         .map(|b| BalancerBroker {
@@ -88,7 +102,7 @@ async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
                 topic: t.name.clone(),
                 partition: p.partition as u32,
                 replicas,
-                size: None,
+                size: sizes.get(&key).copied(),
                 frozen,
             });
         }
@@ -98,6 +112,31 @@ async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
         brokers,
         partitions,
     })
+}
+
+/// The size of every partition replica broker `node_id` hosts (DescribeLogDirs, all topics).
+async fn log_dir_sizes(client: &Client, node_id: i32) -> anyhow::Result<Vec<((String, i32), u64)>> {
+    let conn = client.broker_connection(node_id).await?;
+    let response = conn
+        .send(&DescribeLogDirsRequest::default().with_topics(None))
+        .await?;
+    fjord_client::error::check(
+        response.error_code,
+        || format!("describe log dirs of broker {node_id}"),
+        None,
+    )?;
+    let mut out = Vec::new();
+    for dir in response.results.iter().filter(|d| d.error_code == 0) {
+        for t in &dir.topics {
+            for p in t.partitions.iter().filter(|p| !p.is_future_key) {
+                out.push((
+                    (t.name.to_string(), p.partition_index),
+                    p.partition_size.max(0) as u64,
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reassignments in progress: (topic, partition) → (replicas, removing replicas).
@@ -188,7 +227,7 @@ fn print_plan(plan: &Plan, output: Output, executing: bool) {
     if plan.sizes_known {
         outln!("bytes to move: {}", plan.bytes_to_move);
     } else {
-        outln!("bytes to move: unknown (replica sizes are not served by the brokers; planned by replica counts)");
+        outln!("bytes to move: unknown (some replica sizes are unknown: a broker did not answer DescribeLogDirs; planned by replica counts)");
     }
     print_imbalance(&plan.before, &plan.after);
     if !executing && !plan.moves.is_empty() {
