@@ -51,20 +51,23 @@ def main():
 
     if a.mode == "ok":
         c.subscribe([a.topic])
-        consumed = 0
-        deadline = time.time() + a.seconds
-        # Keep producing while consuming; stop producing half way so the consumer catches up.
-        while time.time() < deadline:
-            if time.time() < deadline - a.seconds / 2:
-                produce(5)
+        # Produce one record per round for half of --seconds while reading and committing
+        # each record; then read until nothing came for a second (caught up, lag 0).
+        produce_until = time.time() + a.seconds / 2
+        hard_deadline = time.time() + 60
+        idle_since = None
+        while time.time() < hard_deadline:
+            if time.time() < produce_until:
+                produce(1)
             m = c.poll(0.1)
             if m is not None and m.error() is None:
-                consumed += 1
                 c.commit(message=m, asynchronous=False)
                 commits += 1
-            elif time.time() > deadline - a.seconds / 2 and commits > 0:
-                # Nothing more to read once producing stopped: caught up, last offset committed.
-                break
+                idle_since = None
+            elif time.time() >= produce_until:
+                idle_since = idle_since or time.time()
+                if commits > 0 and time.time() - idle_since > 1.0:
+                    break
     elif a.mode == "stop":
         c.assign([TopicPartition(a.topic, 0, 0)])
         for o in (2, 4, 6):

@@ -116,14 +116,28 @@ pub fn refresh(b: &Broker) {
         .groups
         .lag_metrics
         .get_or_init(|| LagMetrics::new(&b.metrics.registry));
+    // The coordinator's lock can be held across an append: never wait for it holding the
+    // windows' lock (commits would queue behind it). Find what is gone, then drop it.
+    let keys: Vec<(String, String, i32)> = b
+        .groups
+        .lag
+        .lock()
+        .keys()
+        .map(|(g, t, p)| (g.to_string(), t.to_string(), p))
+        .collect();
+    let gone: std::collections::HashSet<(String, String, i32)> = b.groups.read(|c, _| {
+        keys.into_iter()
+            .filter(|(g, t, p)| {
+                !c.group(g)
+                    .is_some_and(|g| g.offsets.contains_key(&(t.clone(), *p)))
+            })
+            .collect()
+    });
     let groups: Vec<String> = {
         let mut lag = b.groups.lag.lock();
-        b.groups.read(|c, _| {
-            lag.retain(|g, t, p| {
-                c.group(g)
-                    .is_some_and(|g| g.offsets.contains_key(&(t.to_string(), p)))
-            })
-        });
+        if !gone.is_empty() {
+            lag.retain(|g, t, p| !gone.contains(&(g.to_string(), t.to_string(), p)));
+        }
         lag.groups().map(str::to_string).collect()
     };
     let mut groups_now = BTreeSet::new();

@@ -323,6 +323,15 @@ impl LagWindows {
         });
     }
 
+    /// Every (group, topic, partition) with a window.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str, i32)> {
+        self.groups.iter().flat_map(|(g, topics)| {
+            topics
+                .iter()
+                .flat_map(move |(t, parts)| parts.keys().map(move |p| (g.as_str(), t.as_str(), *p)))
+        })
+    }
+
     pub fn groups(&self) -> impl Iterator<Item = &str> {
         self.groups.keys().map(|s| s.as_str())
     }
