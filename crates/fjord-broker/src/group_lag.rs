@@ -36,8 +36,9 @@ fn log_end(b: &Broker, topic: &str, partition: i32) -> Option<i64> {
 }
 
 /// Record the accepted commits of one OffsetCommit (called by the handler after the append).
-/// A partition with no replica on this broker has no known log end here: its sample uses the
-/// committed offset (no lag), see docs/operations.md.
+/// A partition with no replica on this broker has no known log end here: it gets no sample
+/// (and so no status), rather than a sample that would claim it has no lag; see
+/// docs/operations.md.
 pub fn record_commits<'a>(
     b: &Broker,
     group: &str,
@@ -45,7 +46,7 @@ pub fn record_commits<'a>(
 ) {
     let now = now_ms();
     let samples: Vec<(&str, i32, i64, i64)> = commits
-        .map(|(t, p, o)| (t, p, o, log_end(b, t, p).unwrap_or(o)))
+        .filter_map(|(t, p, o)| log_end(b, t, p).map(|end| (t, p, o, end)))
         .collect();
     let mut lag = b.groups.lag.lock();
     for (t, p, o, end) in samples {
