@@ -317,8 +317,8 @@ pub struct BrokerMaintenanceStatus {
     pub moving: u64,
     /// Partitions of the whole cluster with fewer in-sync replicas than replicas.
     pub under_replicated: u64,
-    /// No replica, no leadership, nothing under-replicated: removing the broker (once
-    /// stopped) costs no partition a replica.
+    /// No replica, no leadership, nothing under-replicated, its drain (if any) completed:
+    /// removing the broker (once stopped) costs no partition a replica.
     pub safe_to_remove: bool,
     /// Why it is not safe yet, one line each.
     pub reasons: Vec<String>,
@@ -393,6 +393,14 @@ pub fn broker_status(
                 "it leads {} partition(s), {} with no other in-sync replica to take over",
                 s.leaders, s.leaders_stuck
             ));
+        }
+        let draining = s
+            .maintenance
+            .as_ref()
+            .is_some_and(|m| m.drain_replicas && !m.drain_completed);
+        if draining && s.replicas == 0 {
+            s.reasons
+                .push("its drain is finishing (throttles not cleared yet)".into());
         }
         if under_replicated > 0 {
             s.reasons.push(format!(
@@ -1179,6 +1187,9 @@ mod tests {
         assert!(c.maintenance_tick(1).records.is_empty());
         catch_up_all(&mut c, &epochs);
         assert_eq!(on_broker(&c, 4), 0);
+        let status = &broker_status(c.image(), Some(4))[0];
+        assert!(!status.safe_to_remove, "not before the drain completes");
+        assert!(status.reasons[0].contains("finishing"), "{status:?}");
         let done = c.maintenance_tick(2);
         assert!(!done.records.is_empty());
         let b = c.image().broker(4).unwrap();
