@@ -10,7 +10,8 @@
 //!   their pace, listed with `--list` (adding/removing replicas), then `--cancel`led: the
 //!   original replicas, the half-copied log deleted, the throttle configs cleared;
 //! - bad targets answered with Kafka's error codes (AlterPartitionReassignments sent
-//!   directly), and the tool's one-line reason for one of them.
+//!   directly), and the tool's one-line reason for one of them;
+//! - a replica moved off a stopped broker: its log is deleted when the broker comes back.
 //!
 //! Node 4 is in rack a with node 1, so rack diversity can be lost (and is refused).
 
@@ -532,5 +533,39 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         replicas.iter().map(|r| *r as i64).collect(),
         "a refused target changes nothing"
     );
+
+    // 4. A replica moved away while its broker is down: the broker deletes the stray log once
+    // it has caught up after its restart. (The replacement had this partition before step 1,
+    // so it also starts a fresh copy of a log it once deleted.)
+    c.start_node(spare as usize);
+    c.wait_isr(TOPIC, None, 3);
+    let victim = added;
+    let replacement = other_in_a(victim);
+    c.terminate(victim as usize, Duration::from_secs(30));
+    let now = c.layout_any(TOPIC).unwrap()[&moved].clone();
+    let away: Vec<i32> = now
+        .replicas
+        .iter()
+        .map(|r| if *r == victim { replacement } else { *r } as i32)
+        .collect();
+    let answers = alter_directly(c.node(2).bootstrap(), &[(moved as i32, Some(away.clone()))]);
+    assert_eq!(answers[0].0, 0, "{answers:?}");
+    let away: Vec<i64> = away.iter().map(|r| *r as i64).collect();
+    c.wait_layout(TOPIC, "moved off the stopped broker", |l| {
+        l[&moved].replicas == away && set(&l[&moved].isr) == set(&away)
+    });
+    let stray = c
+        .node(victim as usize)
+        .data_dir()
+        .join(format!("{TOPIC}-{moved}"));
+    assert!(stray.is_dir(), "nobody touches a stopped broker's files");
+    c.start_node(victim as usize);
+    wait_log_gone(&c, victim as usize, moved);
+    assert_eq!(
+        c.metric(victim as usize, "fjord_replicas_deleted_total", &[]),
+        Some(1.0)
+    );
+    let dump = ck_consume(c.node(3), TOPIC, acks.len() as u64);
+    records::assert_acks_present(&acks, &dump, PAD);
     c.assert_no_panic_in_logs();
 }
