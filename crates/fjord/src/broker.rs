@@ -220,12 +220,24 @@ fn enabled_message(node_id: i32, v: &Value, drain: bool, throttle: Option<u64>) 
              {node_id}`",
             n("reassignments_started"),
             throttle.map_or(String::new(), |t| format!(
-                " (throttled to {}/s)",
-                human_bytes(t)
+                " (throttled to {})",
+                human_rate(t)
             ))
         ));
     }
     msg
+}
+
+/// A throttle as given (decimal units, as `--throttle 50MB`): `50 MB/s`, `1.5 MB/s`, `800 B/s`.
+fn human_rate(bytes_per_s: u64) -> String {
+    let (v, unit) = match bytes_per_s {
+        n if n >= 1_000_000_000 => (n as f64 / 1e9, "GB"),
+        n if n >= 1_000_000 => (n as f64 / 1e6, "MB"),
+        n if n >= 1_000 => (n as f64 / 1e3, "KB"),
+        n => return format!("{n} B/s"),
+    };
+    let text = format!("{v:.1}");
+    format!("{} {unit}/s", text.trim_end_matches(".0"))
 }
 
 /// Print a change's answer: JSON as it came, or one line.
@@ -312,7 +324,7 @@ fn state(b: &Value) -> String {
         "maintenance".to_string()
     };
     if let Some(t) = m["throttle_bytes_per_s"].as_u64() {
-        s.push_str(&format!(" (throttle {}/s)", human_bytes(t)));
+        s.push_str(&format!(" (throttle {})", human_rate(t)));
     }
     if b["fenced"].as_bool() == Some(true) {
         s.push_str(", stopped");
@@ -438,13 +450,23 @@ impl RateWindow {
     }
 }
 
-/// One progress line: a bar of the bytes copied since the start, partitions and bytes left,
-/// rate and ETA.
-fn progress_line(b: &Value, start_bytes: u64, rate: Option<f64>) -> String {
+/// What the progress bar measures from: the most bytes and partitions left seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Start {
+    bytes: u64,
+    partitions: u64,
+}
+
+/// One progress line: a bar of the bytes copied since the start (of the partitions when no
+/// bytes are known), partitions and bytes left, rate and ETA.
+fn progress_line(b: &Value, start: Start, rate: Option<f64>) -> String {
     let left = b["bytes_left"].as_u64();
+    let partitions = b["replicas"].as_u64().unwrap_or(0);
+    let done = |left: u64, start: u64| 1.0 - left.min(start) as f64 / start as f64;
     let fraction = match left {
-        Some(l) if start_bytes > 0 => 1.0 - l.min(start_bytes) as f64 / start_bytes as f64,
-        _ if b["replicas"].as_u64() == Some(0) => 1.0,
+        Some(l) if start.bytes > 0 => done(l, start.bytes),
+        _ if start.partitions > 0 => done(partitions, start.partitions),
+        _ if partitions == 0 => 1.0,
         _ => 0.0,
     };
     const WIDTH: usize = 24;
@@ -479,7 +501,7 @@ async fn follow(
     let tty = output == Output::Table && std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut rates = RateWindow::new(Duration::from_secs(10));
-    let mut start_bytes = 0u64;
+    let mut start = Start::default();
     let mut last_print: Option<Instant> = None;
     let mut failures = 0u32;
     loop {
@@ -503,13 +525,12 @@ async fn follow(
             bail!("broker {node_id} is not registered");
         };
         let left = b["bytes_left"].as_u64();
-        if let Some(l) = left {
-            start_bytes = start_bytes.max(l);
-        }
+        start.bytes = start.bytes.max(left.unwrap_or(0));
+        start.partitions = start.partitions.max(b["replicas"].as_u64().unwrap_or(0));
         let rate = left.and_then(|l| rates.add(Instant::now(), l));
         let safe = b["safe_to_remove"].as_bool() == Some(true);
         if output == Output::Table {
-            let line = progress_line(&b, start_bytes, rate);
+            let line = progress_line(&b, start, rate);
             if tty {
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "\r\x1b[K{line}");
@@ -563,6 +584,14 @@ mod tests {
     }
 
     #[test]
+    fn throttles_print_as_given() {
+        assert_eq!(human_rate(50_000_000), "50 MB/s");
+        assert_eq!(human_rate(1_500_000), "1.5 MB/s");
+        assert_eq!(human_rate(10 << 20), "10.5 MB/s");
+        assert_eq!(human_rate(800), "800 B/s");
+    }
+
+    #[test]
     fn rate_window_measures_over_the_window() {
         let t0 = Instant::now();
         let mut w = RateWindow::new(Duration::from_secs(10));
@@ -578,7 +607,11 @@ mod tests {
     #[test]
     fn progress_line_shows_bar_rate_and_eta() {
         let b = serde_json::json!({"replicas": 3, "leaders": 0, "bytes_left": 250});
-        let line = progress_line(&b, 1000, Some(50.0));
+        let start = Start {
+            bytes: 1000,
+            partitions: 4,
+        };
+        let line = progress_line(&b, start, Some(50.0));
         assert!(
             line.starts_with("[##################......]  75%"),
             "{line}"
@@ -586,6 +619,8 @@ mod tests {
         assert!(line.contains("partitions left 3"), "{line}");
         assert!(line.contains("ETA 5.0s"), "{line}");
         let unknown = serde_json::json!({"replicas": 3, "leaders": 1, "bytes_left": null});
-        assert!(progress_line(&unknown, 0, None).contains("bytes left ?  rate -  ETA -"));
+        let line = progress_line(&unknown, start, None);
+        assert!(line.contains("bytes left ?  rate -  ETA -"), "{line}");
+        assert!(line.contains(" 25%"), "by partitions: {line}");
     }
 }

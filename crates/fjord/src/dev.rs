@@ -54,8 +54,8 @@ enum ClusterAction {
     /// The same as `fjord dev cluster` with these flags (for those who type `start`).
     Start(StartArgs),
     /// Stop the cluster running from DIR: SIGTERM to every node (a controlled shutdown),
-    /// SIGKILL to those still running after 30 s.
-    Stop(DirArg),
+    /// SIGKILL to those still running after 30 s; with --node, only those nodes.
+    Stop(StopArgs),
     /// Each node's pid and whether it runs, then `fjord cluster status` from a live node.
     Status(StatusArgs),
 }
@@ -66,6 +66,16 @@ struct DirArg {
     /// Directory of the cluster: node configs, data, logs and `cluster.json`.
     #[arg(long, default_value = DEFAULT_DIR, value_name = "DIR")]
     dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StopArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Stop only node N (repeatable), e.g. a broker drained for removal; the others keep
+    /// running.
+    #[arg(long = "node", value_name = "N")]
+    nodes: Vec<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +129,7 @@ pub async fn run(command: DevCommand, output: crate::output::Output) -> anyhow::
         DevCommand::Cluster(c) => match c.action {
             None => start::run(c.start).await,
             Some(ClusterAction::Start(a)) => start::run(a).await,
-            Some(ClusterAction::Stop(d)) => control::stop(&d.dir).await,
+            Some(ClusterAction::Stop(s)) => control::stop(&s.dir.dir, &s.nodes).await,
             Some(ClusterAction::Status(s)) => control::status(&s.dir.dir, s.json || json).await,
         },
     }
@@ -166,8 +176,12 @@ mod tests {
         let t = T::parse_from(["x", "cluster", "stop", "--dir", "d"]);
         let DevCommand::Cluster(c) = t.c;
         assert!(
-            matches!(c.action, Some(ClusterAction::Stop(d)) if d.dir.as_path() == Path::new("d"))
+            matches!(c.action, Some(ClusterAction::Stop(s)) if s.dir.dir.as_path() == Path::new("d") && s.nodes.is_empty())
         );
+
+        let t = T::parse_from(["x", "cluster", "stop", "--node", "4", "--node", "5"]);
+        let DevCommand::Cluster(c) = t.c;
+        assert!(matches!(c.action, Some(ClusterAction::Stop(s)) if s.nodes == [4, 5]));
 
         let t = T::parse_from(["x", "cluster", "status", "--json"]);
         let DevCommand::Cluster(c) = t.c;

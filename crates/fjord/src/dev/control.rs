@@ -14,9 +14,22 @@ async fn read_state(dir: &Path) -> anyhow::Result<State> {
     })
 }
 
-pub async fn stop(dir: &Path) -> anyhow::Result<()> {
+/// Stop every node, or only `only` (node ids; the cluster's state file stays for the others).
+pub async fn stop(dir: &Path, only: &[u32]) -> anyhow::Result<()> {
     let st = read_state(dir).await?;
-    let results = state::stop_nodes(&st.nodes, SHUTDOWN_TIMEOUT).await;
+    if let Some(id) = only
+        .iter()
+        .find(|id| !st.nodes.iter().any(|n| n.node_id == **id))
+    {
+        anyhow::bail!("the cluster in {} has no node {id}", dir.display());
+    }
+    let nodes: Vec<_> = st
+        .nodes
+        .iter()
+        .filter(|n| only.is_empty() || only.contains(&n.node_id))
+        .cloned()
+        .collect();
+    let results = state::stop_nodes(&nodes, SHUTDOWN_TIMEOUT).await;
     let mut failed = Vec::new();
     for (id, pid, r) in results {
         match r {
@@ -31,6 +44,9 @@ pub async fn stop(dir: &Path) -> anyhow::Result<()> {
                 failed.push(id.to_string());
             }
         }
+    }
+    if !only.is_empty() && failed.is_empty() {
+        return Ok(()); // the others still run from the state file
     }
     if !failed.is_empty() {
         anyhow::bail!(
