@@ -469,16 +469,20 @@ impl Controller {
             None
         };
         let old = b.maintenance.clone();
-        let nothing_to_move = plan.as_ref().is_none_or(|p| p.moves.is_empty());
+        // A broker that holds nothing is drained already (a new broker, a single node, which
+        // has no partition records): no tick needs to finish it.
+        let holds_nothing = self
+            .image()
+            .load()
+            .get(&node_id)
+            .is_none_or(|l| l.replicas == 0);
         let state = Maintenance {
             drain_replicas: req.drain_replicas,
             throttle_bytes_per_s: req.throttle_bytes_per_s,
             cordoned_by_maintenance: old
                 .as_ref()
                 .map_or(!b.cordoned, |m| m.cordoned_by_maintenance),
-            drain_completed: req.drain_replicas
-                && nothing_to_move
-                && old.as_ref().is_some_and(|m| m.drain_completed),
+            drain_completed: req.drain_replicas && holds_nothing,
         };
         if !b.cordoned {
             self.emit_record(out, MetadataRecord::CordonBroker { node_id });
@@ -1224,6 +1228,24 @@ mod tests {
         assert_eq!(r.response.reassignments_started, 0);
         assert_eq!(c.image().partitions_led_by(2).count(), 0);
         assert_eq!(on_broker(&c, 2), before.load()[&2].replicas as usize);
+    }
+
+    #[test]
+    fn a_broker_without_replicas_is_drained_at_once() {
+        let (mut c, _) = controller(&["a", "b", "c", "a"]);
+        topic(&mut c, "t", 1, 3);
+        let empty = (1..=4).find(|b| on_broker(&c, *b) == 0).unwrap();
+        enable(&mut c, empty, true, Some(10)).unwrap();
+        let m = c
+            .image()
+            .broker(empty)
+            .unwrap()
+            .maintenance
+            .clone()
+            .unwrap();
+        assert!(m.drain_completed);
+        assert!(broker_status(c.image(), Some(empty))[0].safe_to_remove);
+        assert_eq!(c.image().broker_config(1, LEADER_THROTTLED_RATE), None);
     }
 
     #[test]

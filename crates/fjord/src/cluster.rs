@@ -262,7 +262,12 @@ pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
                 .map_or("-".into(), |e| e.to_string()),
             addr,
             yes_no(field("fenced"), true),
-            yes_no(field("cordoned"), false),
+            match field("maintenance") {
+                m if m.is_object() && m["drain_completed"] == true => "yes (drained)".into(),
+                m if m.is_object() && m["drain_replicas"] == true => "yes (draining)".into(),
+                m if m.is_object() => "yes (maintenance)".into(),
+                _ => yes_no(field("cordoned"), false),
+            },
             n("leaders"),
             n("replicas"),
             out_of_sync,

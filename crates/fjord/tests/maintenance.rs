@@ -4,9 +4,9 @@
 //!
 //! - `fjord broker maintenance enable 4 --drain-replicas --throttle 1MB` moves leadership off
 //!   broker 4 at once and every replica off it (each partition keeps its three racks, so rack
-//!   a's other broker, 1, takes them); the active controller is killed mid-drain and the drain
-//!   still completes; `maintenance status 4 --wait` ends with "safe to remove: yes", the
-//!   throttle configs are gone, the metrics say so;
+//!   a's other broker, 1, takes them); the active controller is killed and broker 4 restarted
+//!   mid-drain, and the drain still completes; `maintenance status 4 --wait` ends with "safe
+//!   to remove: yes", the throttle configs are gone, the metrics say so;
 //! - refusals, each one line with Kafka's error name: draining broker 2 (the last of rack b,
 //!   RF 3 = racks), removing broker 3 (holds data), removing broker 4 while it runs; once
 //!   stopped, `fjord broker remove 4` unregisters it;
@@ -196,6 +196,11 @@ fn drain_and_remove_a_broker_under_load_with_a_controller_failover() {
     .arg("--stop-file")
     .arg(&stop);
     let mut producer = Background::spawn(cmd, &dir, "producer");
+    // The group coordinators' topic exists before the group's first join (a join racing the
+    // creation of `__consumer_offsets` can lose the group's membership record, which shows
+    // only when the coordinator moves: a group-coordinator issue, not maintenance's).
+    let _ = c.node(1).cli(&["group", "describe", "maintenance-group"]);
+    c.wait_isr("__consumer_offsets", None, 3);
     let mut member = Member::start_at(
         &c.bootstrap_all(),
         &dir,
@@ -264,6 +269,24 @@ fn drain_and_remove_a_broker_under_load_with_a_controller_failover() {
     thread::sleep(Duration::from_millis(500));
     c.start_node(active);
     let follower = if active == 2 { 3 } else { 2 };
+    // Broker 4 restarts mid-drain: it comes back in maintenance, cordoned, leading nothing.
+    c.terminate(4, Duration::from_secs(30));
+    c.start_node(4);
+    let s = status(&c, follower, 4);
+    assert!(
+        s["maintenance"]["drain_replicas"] == true && s["cordoned"] == true,
+        "{s}"
+    );
+    assert_eq!(s["leaders"], 0, "{s}");
+    let table = c
+        .node(follower)
+        .cli(&["cluster", "status", "--admin", c.node(follower).admin()])
+        .success("cluster status")
+        .stdout();
+    assert!(
+        table.contains("yes (draining)") || table.contains("yes (drained)"),
+        "{table}"
+    );
     let r = broker_cli(
         &c,
         follower,
