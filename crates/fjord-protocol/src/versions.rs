@@ -50,6 +50,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::ListPartitionReassignments, 0, 0),
     r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 2),
+    r(ApiKey::UnregisterBroker, 0, 0),
     r(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     r(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];

@@ -8,7 +8,8 @@
 //!   mid-drain, and the drain still completes; `maintenance status 4 --wait` ends with "safe
 //!   to remove: yes", the throttle configs are gone, the metrics say so;
 //! - refusals, each one line with Kafka's error name: draining broker 2 (the last of rack b,
-//!   RF 3 = racks), removing broker 3 (holds data), removing broker 4 while it runs; once
+//!   RF 3 = racks), removing broker 3 (holds data; also through Kafka's UnregisterBroker, and
+//!   BROKER_ID_NOT_REGISTERED for an unknown id), removing broker 4 while it runs; once
 //!   stopped, `fjord broker remove 4` unregisters it;
 //! - the producer saw only retriable errors and every acknowledged record is read back; the
 //!   group member saw only retriable errors and kept consuming.
@@ -23,6 +24,8 @@ use common::cluster::{Background, Cluster};
 use common::member::Member;
 use common::records;
 use common::{count_lines, python, python_command, read_json_lines, CmdResult, CMD_TIMEOUT};
+use fjord_client::{Connection, ConnectionConfig};
+use kafka_protocol::messages::{BrokerId, UnregisterBrokerRequest};
 use serde_json::Value;
 
 const TOPIC: &str = "orders";
@@ -89,6 +92,29 @@ fn refusal(r: CmdResult, what: &str) -> String {
     assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
     assert!(err.starts_with("error: "), "{what}: {err}");
     err
+}
+
+/// Kafka's UnregisterBroker (API 64) for `node` sent to `bootstrap`: (error code, message).
+fn unregister_directly(bootstrap: &str, node: i32) -> (i16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Connection::connect(bootstrap, ConnectionConfig::default())
+            .await
+            .expect("connect");
+        let resp = conn
+            .send(&UnregisterBrokerRequest::default().with_broker_id(BrokerId(node)))
+            .await
+            .expect("UnregisterBroker");
+        (
+            resp.error_code,
+            resp.error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        )
+    })
 }
 
 /// `maintenance status N -o json` through `via`: the broker's entry.
@@ -230,6 +256,11 @@ fn drain_and_remove_a_broker_under_load_with_a_controller_failover() {
         err.contains("still holds") && err.contains("INVALID_REQUEST"),
         "{err}"
     );
+    // The same through Kafka's UnregisterBroker, and an unknown id.
+    let (code, message) = unregister_directly(c.node(2).bootstrap(), 3);
+    assert_eq!(code, 42, "{message}");
+    assert!(message.contains("still holds"), "{message}");
+    assert_eq!(unregister_directly(c.node(2).bootstrap(), 9).0, 102);
 
     // The drain: leaderships leave at once, replicas at the throttled rate.
     let drain_started = Instant::now();

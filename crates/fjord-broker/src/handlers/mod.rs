@@ -35,6 +35,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod unregister_broker;
 
 use std::sync::Arc;
 
@@ -117,6 +118,7 @@ pub async fn handle_from(
         RequestKind::ListPartitionReassignments(r) => {
             respond(list_partition_reassignments::handle(b, &ctx, r).await)
         }
+        RequestKind::UnregisterBroker(r) => respond(unregister_broker::handle(b, &ctx, r).await),
         RequestKind::InitProducerId(r) => respond(init_producer_id::handle(b, &ctx, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             respond(offset_for_leader_epoch::handle(b, &ctx, r))
@@ -429,6 +431,15 @@ mod version_tests {
                             .with_name(name.clone())
                             .with_partition_indexes(vec![0, 3]),
                     ]))
+                    .into(),
+            ],
+            ApiKey::UnregisterBroker => vec![
+                // Unknown, then this running broker that holds a replica: both refused.
+                UnregisterBrokerRequest::default()
+                    .with_broker_id(BrokerId(9))
+                    .into(),
+                UnregisterBrokerRequest::default()
+                    .with_broker_id(BrokerId(1))
                     .into(),
             ],
             ApiKey::FindCoordinator => vec![if v >= 4 {
