@@ -6,9 +6,11 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
@@ -16,12 +18,15 @@ import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.CloseOptions;
+import org.apache.kafka.clients.consumer.CloseOptions.GroupMembershipOperation;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 
 /**
  * Rack-aware consumer groups (KIP-881 for classic groups, the broker's assignor for KIP-848
@@ -42,6 +47,7 @@ final class RackGroupsScenario {
 
     static final String[] RACKS = {"a", "b", "c"};
     static final Duration ROUND_TIMEOUT = Duration.ofSeconds(45);
+    static final String RUN = Long.toHexString(System.currentTimeMillis() & 0xffffff);
 
     static void run(Args a, Report r) throws Exception {
         String bs = a.bootstrap();
@@ -82,7 +88,7 @@ final class RackGroupsScenario {
             // Would a rack-unaware range assignor look rack-local by chance on this layout?
             r.put("contiguous_ranges_rack_local", contiguousRangesLocal(replicaRacks, partitions));
             // What the consumer's own metadata shows (a classic group's leader assigns from it).
-            Map<Integer, Set<String>> seen = consumerReplicaRacks(bs, topic);
+            Map<Integer, Set<String>> seen = consumerReplicaRacks(bs, topic, replicaRacks);
             r.check(seen.equals(replicaRacks), "the consumer's metadata shows replica racks %s, the admin client %s",
                     seen, replicaRacks);
 
@@ -109,16 +115,17 @@ final class RackGroupsScenario {
         String[] pa = round.split("/", 2);
         String protocol = pa[0];
         String assignor = pa.length > 1 ? pa[1] : null;
-        String group = "java-rack-" + round.replace('/', '-');
-        List<GroupsScenario.Member> members = new ArrayList<>();
+        // New groups on every run: the members of an earlier run stay until their sessions
+        // expire (they close without leaving).
+        String group = "java-rack-" + round.replace('/', '-') + "-" + RUN;
+        List<Member> members = new ArrayList<>();
         for (String rack : RACKS) {
             String name = group + "-" + rack;
-            members.add(new GroupsScenario.Member(name, topic,
-                    GroupsScenario.memberProps(bs, protocol, assignor, group, name, rack, null),
-                    new GroupsScenario.Processed()));
+            members.add(new Member(name, topic,
+                    GroupsScenario.memberProps(bs, protocol, assignor, group, name, rack, null)));
         }
         long t0 = System.nanoTime();
-        members.forEach(GroupsScenario.Member::start);
+        members.forEach(Member::start);
         String[] last = {null};
         try {
             boolean ok = Clients.waitFor(ROUND_TIMEOUT,
@@ -141,15 +148,77 @@ final class RackGroupsScenario {
                     + "can owned in a rack holding a replica: %s; owned by rack %s, replica racks %s", round,
                     ROUND_TIMEOUT, last[0], owned, replicaRacks);
         } finally {
-            for (GroupsScenario.Member m : members) {
+            for (Member m : members) {
                 m.stop = true;
             }
-            for (GroupsScenario.Member m : members) {
-                m.close();
+            for (Member m : members) {
+                m.join();
             }
         }
-        for (GroupsScenario.Member m : members) {
+        for (Member m : members) {
             r.check(m.error == null, "%s: %s failed: %s", round, m.name, Report.describe(m.error));
+        }
+    }
+
+    /**
+     * One consumer on its own thread: subscribe, poll, note its assignment. It closes without
+     * leaving the group ({@code REMAIN_IN_GROUP}; the group is dropped with the round): were the
+     * three to leave one after the other, the broker would hand a leaver's partitions to a
+     * consumer that is closing, and kafka-clients 4.4.0's KIP-848 consumer fails its close
+     * ("PartitionsAssignedEvent could not be completed before the consumer closed"), which is
+     * not what the scenario is about.
+     */
+    static final class Member {
+        final String name;
+        final String topic;
+        final Properties props;
+        volatile Set<TopicPartition> assignment = Set.of();
+        volatile boolean stop;
+        volatile Throwable error;
+        private final Thread thread;
+
+        Member(String name, String topic, Properties props) {
+            this.name = name;
+            this.topic = topic;
+            this.props = props;
+            this.thread = new Thread(this::loop, name);
+        }
+
+        void start() {
+            thread.start();
+        }
+
+        private void loop() {
+            KafkaConsumer<String, String> c = null;
+            try {
+                c = new KafkaConsumer<>(props);
+                c.subscribe(List.of(topic));
+                while (!stop) {
+                    c.poll(Duration.ofMillis(100));
+                    assignment = Set.copyOf(c.assignment());
+                }
+            } catch (Throwable t) {
+                error = t;
+            } finally {
+                if (c != null) {
+                    try {
+                        c.close(CloseOptions.groupMembershipOperation(GroupMembershipOperation.REMAIN_IN_GROUP)
+                                .withTimeout(Duration.ofSeconds(30)));
+                    } catch (Throwable t) {
+                        if (error == null) {
+                            error = t;
+                        }
+                    }
+                }
+            }
+        }
+
+        void join() throws InterruptedException {
+            stop = true;
+            thread.join(60_000);
+            if (thread.isAlive()) {
+                throw new IllegalStateException(name + " did not close within 60 s");
+            }
         }
     }
 
@@ -158,13 +227,13 @@ final class RackGroupsScenario {
      * as possible (under that balance) are owned in a rack holding a replica, and the broker
      * describes the group as stable with the same assignment; else what is still missing.
      */
-    static String notRackLocal(List<GroupsScenario.Member> members, int partitions,
+    static String notRackLocal(List<Member> members, int partitions,
             Map<Integer, Set<String>> replicaRacks, int maxLocal, Admin admin, String group) {
         Set<Integer> seen = new TreeSet<>();
         Map<String, List<Integer>> byClient = new HashMap<>();
         int local = 0;
         for (int i = 0; i < members.size(); i++) {
-            GroupsScenario.Member m = members.get(i);
+            Member m = members.get(i);
             if (m.error != null) {
                 return m.name + " failed: " + Report.describe(m.error);
             }
@@ -253,8 +322,17 @@ final class RackGroupsScenario {
         }
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (true) {
-            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames()
-                    .get(30, TimeUnit.SECONDS).get(topic);
+            TopicDescription d;
+            try {
+                d = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+            } catch (ExecutionException e) {
+                // The broker asked may not know the new topic yet.
+                if (!(e.getCause() instanceof UnknownTopicOrPartitionException) || System.nanoTime() > deadline) {
+                    throw e;
+                }
+                Thread.sleep(100);
+                continue;
+            }
             Map<Integer, Set<String>> out = new TreeMap<>();
             for (TopicPartitionInfo p : d.partitions()) {
                 if (p.leader() != null && !p.leader().isEmpty()) {
@@ -276,18 +354,26 @@ final class RackGroupsScenario {
     }
 
     /** Partition → the racks of its replicas, as a consumer's partitionsFor shows them. */
-    static Map<Integer, Set<String>> consumerReplicaRacks(String bs, String topic) {
-        Map<Integer, Set<String>> seen = new TreeMap<>();
+    static Map<Integer, Set<String>> consumerReplicaRacks(String bs, String topic, Map<Integer, Set<String>> want)
+            throws InterruptedException {
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Clients.consumerProps(bs, "java-rack-metadata"))) {
-            for (PartitionInfo p : c.partitionsFor(topic, Duration.ofSeconds(30))) {
-                Set<String> rs = new TreeSet<>();
-                for (Node n : p.replicas()) {
-                    rs.add(n.hasRack() ? n.rack() : "");
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (true) {
+                Map<Integer, Set<String>> seen = new TreeMap<>();
+                for (PartitionInfo p : c.partitionsFor(topic, Duration.ofSeconds(30))) {
+                    Set<String> rs = new TreeSet<>();
+                    for (Node n : p.replicas()) {
+                        rs.add(n.hasRack() ? n.rack() : "");
+                    }
+                    seen.put(p.partition(), rs);
                 }
-                seen.put(p.partition(), rs);
+                // Its metadata may come from a broker that learns of the topic a little later.
+                if (seen.equals(want) || System.nanoTime() > deadline) {
+                    return seen;
+                }
+                Thread.sleep(100);
             }
         }
-        return seen;
     }
 
     /**
