@@ -269,6 +269,27 @@ impl Broker {
     }
 
     /// Ask the controller for a change and return once this broker has applied it.
+    /// [`Broker::submit`] bounded by a request's `timeout_ms` (none when it is not positive):
+    /// REQUEST_TIMED_OUT saying that `what` was not decided in time.
+    pub async fn submit_within(
+        &self,
+        req: ControllerRequest,
+        timeout_ms: i32,
+        what: &str,
+    ) -> Result<ControllerReply, TopicError> {
+        match u64::try_from(timeout_ms) {
+            Ok(ms) if ms > 0 => tokio::time::timeout(Duration::from_millis(ms), self.submit(req))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TopicError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!("{what} was not decided within {ms} ms"),
+                    ))
+                }),
+            _ => self.submit(req).await,
+        }
+    }
+
     pub async fn submit(&self, req: ControllerRequest) -> Result<ControllerReply, TopicError> {
         match &self.control {
             ControlPlane::Local(local) => {

@@ -25,7 +25,7 @@ use fjord_group::lag::{GroupStatus, Status};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
-use crate::accounting::http::{peer_get, ADMIN_ENDPOINT};
+use crate::accounting::http::{admin_of, peer_admins, peer_get};
 use crate::broker::{now_ms, Broker};
 
 /// The partition's log end as consumers see it (high watermark), if a replica is here.
@@ -198,7 +198,7 @@ async fn list(State(b): State<Arc<Broker>>, uri: axum::http::Uri) -> Response {
     let mut errors = Vec::new();
     let local = uri.query().is_some_and(|q| q.contains("scope=local"));
     if !local {
-        for (node_id, admin) in peers(&b) {
+        for (node_id, admin) in peer_admins(&b) {
             let r = match admin {
                 None => Err("no admin address registered".to_string()),
                 Some((host, port)) => peer_get(&host, port, "/v1/groups?scope=local").await,
@@ -316,25 +316,6 @@ fn partition_json(p: &fjord_group::lag::PartitionStatus) -> Value {
         "complete": p.complete,
         "time_lag_ms": p.time_lag_ms,
     })
-}
-
-/// Other brokers and their admin addresses.
-#[allow(clippy::type_complexity)]
-fn peers(b: &Broker) -> Vec<(i32, Option<(String, u16)>)> {
-    let me = b.node_id();
-    b.with_image(|i| {
-        i.brokers()
-            .filter(|x| x.node_id != me)
-            .map(|x| (x.node_id, admin_of(x)))
-            .collect()
-    })
-}
-
-fn admin_of(x: &fjord_metadata::image::BrokerImage) -> Option<(String, u16)> {
-    x.endpoints
-        .iter()
-        .find(|e| e.name == ADMIN_ENDPOINT)
-        .map(|e| (e.host.clone(), e.port))
 }
 
 /// The admin address of the leader of the group's `__consumer_offsets` partition.

@@ -30,7 +30,7 @@ use fjord_protocol::error::ErrorCode;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
-use crate::accounting::http::{peer_get, ADMIN_ENDPOINT};
+use crate::accounting::http::{peer_admins, peer_get};
 use crate::broker::{Broker, TopicError};
 
 pub fn routes() -> Router<Arc<Broker>> {
@@ -237,19 +237,7 @@ async fn gather_sizes(
         .collect::<Vec<_>>()
         .join(",");
     let path = format!("/v1/maintenance/replica-sizes?brokers={list}");
-    let peers: Vec<(NodeId, Option<(String, u16)>)> = b.with_image(|i| {
-        i.brokers()
-            .filter(|x| x.node_id != b.node_id())
-            .map(|x| {
-                let admin = x
-                    .endpoints
-                    .iter()
-                    .find(|e| e.name == ADMIN_ENDPOINT)
-                    .map(|e| (e.host.clone(), e.port));
-                (x.node_id, admin)
-            })
-            .collect()
-    });
+    let peers = peer_admins(b);
     let mut asks = tokio::task::JoinSet::new();
     for (node_id, admin) in peers {
         let path = path.clone();

@@ -248,20 +248,7 @@ pub fn merge_usage_rows(brokers: &[Value]) -> Vec<Value> {
 /// Ask every other registered broker for `path` (which answers `{"brokers":[...]}`) and add
 /// its brokers to `brokers`, or a line to `errors`; `brokers` ends sorted by node id.
 async fn gather(b: &Broker, path: &str, brokers: &mut Vec<Value>, errors: &mut Vec<Value>) {
-    let me = b.node_id();
-    let peers: Vec<(i32, Option<(String, u16)>)> = b.with_image(|i| {
-        i.brokers()
-            .filter(|x| x.node_id != me)
-            .map(|x| {
-                let admin = x
-                    .endpoints
-                    .iter()
-                    .find(|e| e.name == ADMIN_ENDPOINT)
-                    .map(|e| (e.host.clone(), e.port));
-                (x.node_id, admin)
-            })
-            .collect()
-    });
+    let peers = peer_admins(b);
     let mut asks = tokio::task::JoinSet::new();
     for (node_id, admin) in peers {
         let path = path.to_string();
@@ -289,6 +276,27 @@ async fn gather(b: &Broker, path: &str, brokers: &mut Vec<Value>, errors: &mut V
 
 /// GET `path` from a peer's admin endpoint (HTTP/1.1, one request per connection), within
 /// [`PEER_TIMEOUT`] and [`MAX_PEER_ANSWER`] bytes; the JSON body of a 200 answer.
+/// Every other registered broker with the admin address it registered (the
+/// [`ADMIN_ENDPOINT`] endpoint), if any.
+#[allow(clippy::type_complexity)]
+pub fn peer_admins(b: &Broker) -> Vec<(i32, Option<(String, u16)>)> {
+    let me = b.node_id();
+    b.with_image(|i| {
+        i.brokers()
+            .filter(|x| x.node_id != me)
+            .map(|x| (x.node_id, admin_of(x)))
+            .collect()
+    })
+}
+
+/// The admin address broker `x` registered, if any.
+pub fn admin_of(x: &fjord_metadata::image::BrokerImage) -> Option<(String, u16)> {
+    x.endpoints
+        .iter()
+        .find(|e| e.name == ADMIN_ENDPOINT)
+        .map(|e| (e.host.clone(), e.port))
+}
+
 pub async fn peer_get(host: &str, port: u16, path: &str) -> Result<Value, String> {
     let at = format!("{host}:{port}");
     let ask = async {

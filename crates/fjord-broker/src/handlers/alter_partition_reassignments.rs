@@ -4,7 +4,6 @@
 //! failure to reach the controller is the top-level error.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fjord_metadata::{ControllerReply, ControllerRequest};
 use fjord_protocol::error::ErrorCode;
@@ -16,7 +15,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
-use crate::broker::{Broker, TopicError};
+use crate::broker::Broker;
 
 pub async fn handle(
     b: &Arc<Broker>,
@@ -56,18 +55,9 @@ pub async fn handle(
         partitions: asked,
         allow_replication_factor_change: allow_rf_change,
     };
-    let submitted = match u64::try_from(req.timeout_ms) {
-        Ok(ms) if ms > 0 => {
-            match tokio::time::timeout(Duration::from_millis(ms), b.submit(request)).await {
-                Ok(r) => r,
-                Err(_) => Err(TopicError::new(
-                    ErrorCode::RequestTimedOut,
-                    format!("the reassignment was not decided within {ms} ms"),
-                )),
-            }
-        }
-        _ => b.submit(request).await,
-    };
+    let submitted = b
+        .submit_within(request, req.timeout_ms, "the reassignment")
+        .await;
     let decided = match submitted {
         Ok(ControllerReply::ReassignmentResults { results }) => results,
         Ok(other) => {

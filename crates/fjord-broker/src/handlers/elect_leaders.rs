@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fjord_metadata::{ControllerReply, ControllerRequest, Uuid};
 use fjord_protocol::error::ErrorCode;
@@ -53,18 +52,9 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ElectLeadersRequest) -> Ele
         election_type: election_type as u8,
         partitions: ask.clone(),
     };
-    let submitted = match u64::try_from(req.timeout_ms) {
-        Ok(ms) if ms > 0 => {
-            match tokio::time::timeout(Duration::from_millis(ms), b.submit(request)).await {
-                Ok(r) => r,
-                Err(_) => Err(crate::broker::TopicError::new(
-                    ErrorCode::RequestTimedOut,
-                    format!("the election did not complete within {ms} ms"),
-                )),
-            }
-        }
-        _ => b.submit(request).await,
-    };
+    let submitted = b
+        .submit_within(request, req.timeout_ms, "the election")
+        .await;
     let mut decided: BTreeMap<(Uuid, u32), i16> = BTreeMap::new();
     let mut failure = None;
     match submitted {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fjord_metadata::{ControllerReply, ControllerRequest};
 use fjord_protocol::error::ErrorCode;
@@ -17,7 +16,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
-use crate::broker::{Broker, TopicError};
+use crate::broker::Broker;
 
 pub async fn handle(
     b: &Arc<Broker>,
@@ -37,18 +36,9 @@ pub async fn handle(
             .collect()
     });
     let request = ControllerRequest::ListPartitionReassignments { topics };
-    let submitted = match u64::try_from(req.timeout_ms) {
-        Ok(ms) if ms > 0 => {
-            match tokio::time::timeout(Duration::from_millis(ms), b.submit(request)).await {
-                Ok(r) => r,
-                Err(_) => Err(TopicError::new(
-                    ErrorCode::RequestTimedOut,
-                    format!("the controller did not answer within {ms} ms"),
-                )),
-            }
-        }
-        _ => b.submit(request).await,
-    };
+    let submitted = b
+        .submit_within(request, req.timeout_ms, "the listing")
+        .await;
     let ongoing = match submitted {
         Ok(ControllerReply::Reassignments { ongoing }) => ongoing,
         Ok(other) => {
