@@ -409,7 +409,20 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         "acks=all took {:?} during a throttled move",
         t0.elapsed()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait until the throttled copy has started (the checks below need throttled bytes).
+    let leader = before.leader as usize;
+    let throttled_sent = |c: &Cluster| {
+        c.metric(
+            leader,
+            "fjord_replication_throttled_bytes_total",
+            &[("side", "leader")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || throttled_sent(&c) > 0.0),
+        "the leader sent no throttled bytes within 30 s"
+    );
     let out = tools
         .reassign(&b, &["--reassignment-json-file", &file, "--verify"])
         .success("reassign --verify (in progress)")
@@ -420,14 +433,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         )),
         "the throttled move finished too soon: {out}"
     );
-    let leader = before.leader as usize;
-    let throttled = c
-        .metric(
-            leader,
-            "fjord_replication_throttled_bytes_total",
-            &[("side", "leader")],
-        )
-        .unwrap_or(0.0);
+    let throttled = throttled_sent(&c);
     // At most the rate over the time so far, plus a second's allowance and a batch or two
     // of overdraft.
     let bound = 20_000.0 * (throttle_start.elapsed().as_secs_f64() + 1.0) + 64_000.0;
