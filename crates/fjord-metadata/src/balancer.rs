@@ -10,14 +10,23 @@
 //! 2. **replicas per broker**: within ±1 of the fair share whenever the racks allow it;
 //! 3. **disk bytes per broker** (when sizes are known): moves and swaps from the fullest to the
 //!    emptiest broker that keep goals 1 and 2;
-//! 4. **leaders per broker**: preferred-leadership swaps within the replica set (no data moves).
+//! 4. **leaders per broker**: preferred-leadership swaps within the replica set (no data moves);
+//! 5. **network bytes per broker** (when traffic rates are known): the largest bytes in + out
+//!    per second of any broker is lowered by leadership moves and swaps first (no data moves),
+//!    then by swapping replicas of the same role, each only where it keeps goals 1-4: replica
+//!    counts unchanged, leader counts and disk bytes inside the range goals 3 and 4 left.
 //!
 //! Within these, no change takes a rack's last preferred leadership of a topic away to a rack
 //! that already leads the topic: placement spreads every topic's leaders over racks, so that
 //! producers in every zone find partitions led locally.
 //!
-//! Leadership comes last because it moves no data and cannot disturb the goals above it; the
-//! disk goal comes before it because a data move may change a partition's preferred leader.
+//! Leadership comes after disk bytes because it moves no data and cannot disturb the goals
+//! above it; the disk goal comes before it because a data move may change a partition's
+//! preferred leader. Network comes last: rates are the brokers' measurements of the last
+//! minutes (they change with clients, unlike the bytes on disk and the counts), so they only
+//! break ties the other goals leave. A partition's network load (see [`PartitionRate`]) is
+//! counted on its leader as bytes in + bytes out to consumers + the replication out to its
+//! followers, and on each follower as bytes in.
 //!
 //! Moves are greedy: a replica goes from the most loaded broker to the least loaded one that
 //! keeps the rack constraint, picking the smallest replica (and a follower before a leader), so
@@ -53,6 +62,32 @@ pub struct BalancerPartition {
     pub size: Option<u64>,
     /// A reassignment is in progress: the planner does not touch it.
     pub frozen: bool,
+    /// Traffic of the partition (measured by its leader), if known.
+    pub rate: Option<PartitionRate>,
+}
+
+/// A partition's traffic, as its leader measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionRate {
+    /// Bytes produced per second.
+    pub bytes_in_per_s: u64,
+    /// Bytes fetched by consumers per second (replication not included).
+    pub bytes_out_per_s: u64,
+}
+
+impl PartitionRate {
+    /// Network bytes/s on a follower: the replication in.
+    fn follower_load(self) -> u64 {
+        self.bytes_in_per_s
+    }
+
+    /// Network bytes/s on the leader of a partition with `rf` replicas: produced in, fetched
+    /// out by consumers and by the `rf - 1` followers.
+    fn leader_load(self, rf: usize) -> u64 {
+        self.bytes_in_per_s
+            .saturating_mul(rf as u64)
+            .saturating_add(self.bytes_out_per_s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +166,8 @@ pub struct Imbalance {
     pub leaders: Spread,
     /// `None` when replica sizes are unknown.
     pub disk_bytes: Option<Spread>,
+    /// Network bytes in + out per second; `None` when traffic rates are unknown.
+    pub network: Option<Spread>,
     /// Partitions whose rack spread is below what the racks allow.
     pub rack_violations: u64,
 }
@@ -144,6 +181,8 @@ pub struct Plan {
     pub after: Imbalance,
     /// Whether every partition's size was known (without sizes the plan balances counts).
     pub sizes_known: bool,
+    /// Whether every partition's traffic rate was known (the network goal runs only then).
+    pub rates_known: bool,
 }
 
 impl BalancerInput {
@@ -169,6 +208,7 @@ impl BalancerInput {
                 replicas: state.target_replicas(),
                 size: size(&topic.name, p),
                 frozen: state.is_reassigning(),
+                rate: None,
             });
         }
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -216,6 +256,9 @@ pub fn plan(input: &BalancerInput, options: BalancerOptions) -> Plan {
         st.balance_bytes();
     }
     st.balance_leaders();
+    if st.rates_known() {
+        st.balance_network();
+    }
     let after = st.imbalance();
     let mut moves = Vec::new();
     let mut bytes_to_move = 0;
@@ -241,6 +284,7 @@ pub fn plan(input: &BalancerInput, options: BalancerOptions) -> Plan {
         before,
         after,
         sizes_known: st.sizes_known(),
+        rates_known: st.rates_known(),
     }
 }
 
@@ -332,6 +376,32 @@ impl<'a> State<'a> {
         self.input.partitions.iter().all(|p| p.size.is_some())
     }
 
+    fn rates_known(&self) -> bool {
+        self.input.partitions.iter().all(|p| p.rate.is_some())
+    }
+
+    /// Network bytes/s broker `b` carries for partition `p` (0 if not a replica).
+    fn net_of(&self, p: usize, b: usize) -> u64 {
+        let rate = self.input.partitions[p].rate.unwrap_or_default();
+        let r = &self.replicas[p];
+        match r.iter().position(|&o| o == b) {
+            Some(0) => rate.leader_load(r.len()),
+            Some(_) => rate.follower_load(),
+            None => 0,
+        }
+    }
+
+    /// Network bytes/s per broker (every broker index).
+    fn net_loads(&self) -> Vec<u64> {
+        let mut net = vec![0u64; self.ids.len()];
+        for (p, r) in self.replicas.iter().enumerate() {
+            for &b in r {
+                net[b] = net[b].saturating_add(self.net_of(p, b));
+            }
+        }
+        net
+    }
+
     fn eligible_brokers(&self) -> Vec<usize> {
         (0..self.ids.len()).filter(|&b| self.eligible[b]).collect()
     }
@@ -365,6 +435,10 @@ impl<'a> State<'a> {
             replicas: Spread::of(&replicas),
             leaders: Spread::of(&leaders),
             disk_bytes: self.sizes_known().then(|| Spread::of(&bytes)),
+            network: self.rates_known().then(|| {
+                let net = self.net_loads();
+                Spread::of(&el.iter().map(|&b| net[b]).collect::<Vec<_>>())
+            }),
             rack_violations,
         }
     }
@@ -708,6 +782,180 @@ impl<'a> State<'a> {
         false
     }
 
+    /// Goal 5: lower the most loaded broker's network bytes/s, one step at a time: a
+    /// leadership handed to another replica, a leadership swap between two brokers, or a swap
+    /// of two replicas of the same role (data moves) — each step only if the two brokers it
+    /// touches both end below the most loaded one's load before, replica counts stay, leader
+    /// counts and disk bytes stay inside the ranges goals 3 and 4 left.
+    fn balance_network(&mut self) {
+        let el = self.eligible_brokers();
+        if el.len() < 2 {
+            return;
+        }
+        let range = |v: Vec<u64>| (*v.iter().min().unwrap_or(&0), *v.iter().max().unwrap_or(&0));
+        let led = range(el.iter().map(|&b| self.led[b].len() as u64).collect());
+        let disk = range(el.iter().map(|&b| self.bytes[b]).collect());
+        let mut net = self.net_loads();
+        // Each step lowers the pair's maximum below the heaviest load; the bound guards cycles.
+        for _ in 0..(self.replicas.len() * 2 + 16) {
+            let heavy = *el
+                .iter()
+                .max_by_key(|&&b| (net[b], std::cmp::Reverse(b)))
+                .expect("two brokers");
+            let stepped = self.network_leadership_step(heavy, &mut net, led)
+                || self.network_swap_step(heavy, &mut net, &el, disk);
+            if !stepped {
+                return;
+            }
+        }
+    }
+
+    /// What moving `p`'s leadership from `from` to replica `to` shifts: `from` loses it,
+    /// `to` gains it.
+    fn leadership_shift(&self, p: usize) -> u64 {
+        let rate = self.input.partitions[p].rate.unwrap_or_default();
+        rate.leader_load(self.replicas[p].len()) - rate.follower_load()
+    }
+
+    /// A leadership move or swap off `heavy` that lowers it; whether one was made.
+    fn network_leadership_step(&mut self, heavy: usize, net: &mut [u64], led: (u64, u64)) -> bool {
+        let top = net[heavy];
+        // (resulting pair max, p, to, swapped q)
+        let mut best: Option<(u64, usize, usize, Option<usize>)> = None;
+        for &p in &self.led[heavy] {
+            if self.input.partitions[p].frozen {
+                continue;
+            }
+            let dp = self.leadership_shift(p);
+            if dp == 0 {
+                continue;
+            }
+            for &o in &self.replicas[p] {
+                if o == heavy || !self.eligible[o] || !self.keeps_topic_racks(p, heavy, o) {
+                    continue;
+                }
+                // A move: counts must stay inside the leaders' range.
+                let counts_ok =
+                    self.led[heavy].len() as u64 > led.0 && (self.led[o].len() as u64) < led.1;
+                if counts_ok && net[o] + dp < top {
+                    let m = (top - dp).max(net[o] + dp);
+                    if best.is_none_or(|(b, ..)| m < b) {
+                        best = Some((m, p, o, None));
+                    }
+                }
+                // A swap: o hands back a leadership of a partition heavy is a replica of.
+                for &q in &self.led[o] {
+                    if self.input.partitions[q].frozen
+                        || !self.replicas[q].contains(&heavy)
+                        || !self.keeps_topic_racks(q, o, heavy)
+                    {
+                        continue;
+                    }
+                    let dq = self.leadership_shift(q);
+                    if dq >= dp || net[o] + dp - dq >= top {
+                        continue;
+                    }
+                    let m = (top - dp + dq).max(net[o] + dp - dq);
+                    if best.is_none_or(|(b, ..)| m < b) {
+                        best = Some((m, p, o, Some(q)));
+                    }
+                }
+            }
+        }
+        let Some((_, p, o, q)) = best else {
+            return false;
+        };
+        let dp = self.leadership_shift(p);
+        self.make_leader(p, o);
+        if let Some(q) = q {
+            // Checked again as applied: both changes may concern one topic.
+            if !self.keeps_topic_racks(q, o, heavy) {
+                self.make_leader(p, heavy);
+                return false;
+            }
+            let dq = self.leadership_shift(q);
+            self.make_leader(q, heavy);
+            net[o] -= dq;
+            net[heavy] += dq;
+        }
+        net[heavy] -= dp;
+        net[o] += dp;
+        true
+    }
+
+    /// A swap of two replicas of the same role (both preferred leaders or both followers)
+    /// between `heavy` and one of the three least loaded brokers that lowers `heavy` and
+    /// keeps disk bytes inside `disk`; whether one was made.
+    fn network_swap_step(
+        &mut self,
+        heavy: usize,
+        net: &mut [u64],
+        el: &[usize],
+        disk: (u64, u64),
+    ) -> bool {
+        let top = net[heavy];
+        let mut lights: Vec<usize> = el.iter().copied().filter(|&b| b != heavy).collect();
+        lights.sort_by_key(|&b| (net[b], b));
+        // The few largest loads on heavy and smallest on light are the useful candidates.
+        let candidates = |st: &Self, b: usize, largest: bool| {
+            let mut v: Vec<(u64, usize)> = st.on[b]
+                .iter()
+                .map(|&(_, p)| (st.net_of(p, b), p))
+                .collect();
+            v.sort_unstable();
+            if largest {
+                v.reverse();
+            }
+            v.truncate(16);
+            v
+        };
+        let ps = candidates(self, heavy, true);
+        let mut best: Option<(u64, usize, usize, usize)> = None;
+        for &light in lights.iter().take(3) {
+            if net[light] >= top {
+                break;
+            }
+            for &(cq, q) in &candidates(self, light, false) {
+                for &(cp, p) in &ps {
+                    if cp <= cq || net[light] + cp - cq >= top {
+                        continue;
+                    }
+                    let leader_p = self.replicas[p][0] == heavy;
+                    let leader_q = self.replicas[q][0] == light;
+                    if leader_p != leader_q
+                        || !self.move_ok(p, heavy, light)
+                        || !self.move_ok(q, light, heavy)
+                    {
+                        continue;
+                    }
+                    let (sp, sq) = (self.size[p], self.size[q]);
+                    let hb = self.bytes[heavy] - sp + sq;
+                    let lb = self.bytes[light] - sq + sp;
+                    if hb < disk.0 || hb > disk.1 || lb < disk.0 || lb > disk.1 {
+                        continue;
+                    }
+                    let m = (top - cp + cq).max(net[light] + cp - cq);
+                    if best.is_none_or(|(b, ..)| m < b) {
+                        best = Some((m, p, q, light));
+                    }
+                }
+            }
+        }
+        let Some((_, p, q, light)) = best else {
+            return false;
+        };
+        let new = usize::from(!self.moved.contains(&p)) + usize::from(!self.moved.contains(&q));
+        if self.moved.len() + new > self.max_moves {
+            return false;
+        }
+        let (cp, cq) = (self.net_of(p, heavy), self.net_of(q, light));
+        self.replace(p, heavy, light);
+        self.replace(q, light, heavy);
+        net[heavy] = net[heavy] - cp + cq;
+        net[light] = net[light] + cp - cq;
+        true
+    }
+
     fn make_leader(&mut self, p: usize, to: usize) {
         let pos = self.replicas[p]
             .iter()
@@ -740,6 +988,7 @@ mod tests {
             replicas: replicas.to_vec(),
             size: None,
             frozen: false,
+            rate: None,
         }
     }
 
@@ -949,6 +1198,109 @@ mod tests {
         assert_eq!(plan.after.rack_violations, 0);
     }
 
+    fn rate(bytes_in_per_s: u64, bytes_out_per_s: u64) -> Option<PartitionRate> {
+        Some(PartitionRate {
+            bytes_in_per_s,
+            bytes_out_per_s,
+        })
+    }
+
+    #[test]
+    fn network_load_is_evened_by_leadership_without_data_moves() {
+        // Leaders are even (two each) but broker 1 leads both hot partitions.
+        let brokers = vec![broker(1, ""), broker(2, "")];
+        let mut partitions = vec![
+            partition(0, &[1, 2]),
+            partition(1, &[1, 2]),
+            partition(2, &[2, 1]),
+            partition(3, &[2, 1]),
+        ];
+        for (p, r) in
+            partitions
+                .iter_mut()
+                .zip([rate(100, 100), rate(100, 100), rate(0, 0), rate(0, 0)])
+        {
+            p.rate = r;
+        }
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        assert!(plan.rates_known);
+        // Leader of a hot partition: 100 in + 100 out + 100 to the follower; follower: 100.
+        assert_eq!(plan.before.network.unwrap().max, 600, "{plan:?}");
+        assert_eq!(plan.after.network.unwrap().max, 400, "{plan:?}");
+        assert!(
+            plan.moves.iter().all(|m| m.is_leadership_only()),
+            "{plan:?}"
+        );
+        assert_eq!((plan.after.leaders.min, plan.after.leaders.max), (2, 2));
+    }
+
+    #[test]
+    fn network_load_moves_data_when_leadership_cannot_help() {
+        // Three brokers, RF 1: broker 1 holds both hot partitions; counts are even.
+        let brokers = vec![broker(1, ""), broker(2, ""), broker(3, "")];
+        let mut partitions: Vec<BalancerPartition> = [1, 1, 2, 2, 3, 3]
+            .iter()
+            .enumerate()
+            .map(|(p, b)| partition(p as u32, &[*b]))
+            .collect();
+        for (i, p) in partitions.iter_mut().enumerate() {
+            p.rate = if i < 2 { rate(50, 50) } else { rate(0, 0) };
+        }
+        let input = BalancerInput {
+            brokers,
+            partitions,
+        };
+        let plan = plan(&input, BalancerOptions::default());
+        assert_eq!(plan.before.network.unwrap().max, 200);
+        assert_eq!(plan.after.network.unwrap().max, 100, "{plan:?}");
+        assert_eq!((plan.after.replicas.min, plan.after.replicas.max), (2, 2));
+        // Without rates nothing needs to move.
+        let unrated = BalancerInput {
+            partitions: input
+                .partitions
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.rate = None;
+                    p
+                })
+                .collect(),
+            ..input.clone()
+        };
+        let plan = super::plan(&unrated, BalancerOptions::default());
+        assert!(plan.moves.is_empty());
+        assert!(plan.after.network.is_none());
+    }
+
+    /// Network bytes/s per broker for the replica lists after `plan`.
+    fn network_after(input: &BalancerInput, plan: &Plan) -> BTreeMap<NodeId, u64> {
+        let mut after: BTreeMap<(String, u32), Vec<NodeId>> = input
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
+            .collect();
+        for m in &plan.moves {
+            after.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
+        }
+        let mut net: BTreeMap<NodeId, u64> = input.brokers.iter().map(|b| (b.id, 0)).collect();
+        for p in &input.partitions {
+            let r = &after[&(p.topic.clone(), p.partition)];
+            let rate = p.rate.unwrap_or_default();
+            for (i, b) in r.iter().enumerate() {
+                *net.entry(*b).or_default() += if i == 0 {
+                    rate.leader_load(r.len())
+                } else {
+                    rate.follower_load()
+                };
+            }
+        }
+        net
+    }
+
     fn arb_input() -> impl Strategy<Value = BalancerInput> {
         (
             2usize..9,
@@ -999,6 +1351,40 @@ mod tests {
     }
 
     proptest! {
+        /// The network goal never worsens a higher goal: with rates, the plan keeps the rack
+        /// spread, the replica counts, the leaders' and the disk bytes' range the plan without
+        /// rates reaches, and its busiest broker carries no more than without the goal.
+        #[test]
+        fn network_goal_never_worsens_higher_goals(input in arb_input(), seed in any::<u64>()) {
+            let mut x = seed | 1;
+            let mut rated = input.clone();
+            for p in &mut rated.partitions {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // A few hot partitions among many quiet ones.
+                let hot = x % 5 == 0;
+                p.rate = rate(if hot { x % 1000 } else { x % 10 }, (x >> 20) % if hot { 3000 } else { 10 });
+            }
+            let without = plan(&input, BalancerOptions::default());
+            let with = plan(&rated, BalancerOptions::default());
+            let (a, b) = (&with.after, &without.after);
+            prop_assert_eq!(a.rack_violations, b.rack_violations);
+            prop_assert_eq!((a.replicas.min, a.replicas.max), (b.replicas.min, b.replicas.max));
+            prop_assert!(a.leaders.min >= b.leaders.min && a.leaders.max <= b.leaders.max, "leaders {:?} vs {:?}", a.leaders, b.leaders);
+            if let (Some(da), Some(db)) = (a.disk_bytes, b.disk_bytes) {
+                prop_assert!(da.min >= db.min && da.max <= db.max, "disk {:?} vs {:?}", da, db);
+            }
+            // The same replica counts per broker (not only the same range).
+            prop_assert_eq!(counts(&rated, &with), counts(&input, &without));
+            let net_with = network_after(&rated, &with);
+            let net_without = network_after(&rated, &without);
+            let eligible: Vec<NodeId> = input.brokers.iter().filter(|b| !b.excluded).map(|b| b.id).collect();
+            let max = |n: &BTreeMap<NodeId, u64>| eligible.iter().map(|b| n[b]).max().unwrap_or(0);
+            prop_assert!(max(&net_with) <= max(&net_without), "network max {} > {}", max(&net_with), max(&net_without));
+            prop_assert_eq!(a.network.unwrap().max, max(&net_with));
+        }
+
         #[test]
         fn plan_properties(input in arb_input()) {
             let plan = plan(&input, BalancerOptions::default());

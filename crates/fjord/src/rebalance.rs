@@ -104,6 +104,7 @@ async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
                 replicas,
                 size: sizes.get(&key).copied(),
                 frozen,
+                rate: None,
             });
         }
     }
@@ -540,6 +541,7 @@ mod tests {
             before: imbalance(),
             after: imbalance(),
             sizes_known: false,
+            rates_known: false,
         };
         let (brokers, leader, follower) = throttled(&plan);
         assert_eq!(brokers.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -557,6 +559,7 @@ mod tests {
             replicas: s,
             leaders: s,
             disk_bytes: None,
+            network: None,
             rack_violations: 0,
         }
     }
