@@ -25,6 +25,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::record::{Endpoint, Maintenance, NodeId, NO_LEADER};
+use crate::topic_gc::TopicUsage;
 use crate::MetadataRecord;
 
 /// Longest topic name Kafka accepts.
@@ -166,6 +167,8 @@ pub struct ClusterImage {
     load: HashMap<NodeId, BrokerLoad>,
     /// Dynamic broker configs: per broker (`Some(id)`) and the cluster default (`None`).
     broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
+    /// Creation, last produce and consumer fetch, GC mark per topic (`crate::topic_gc`).
+    usage: HashMap<Uuid, TopicUsage>,
 }
 
 /// Replicas and preferred leaderships (first replica) a broker holds.
@@ -220,6 +223,7 @@ impl ClusterImage {
                     self.names_by_id.remove(&old_id);
                     if old_id != *id {
                         self.remove_partitions(&old_id);
+                        self.usage.remove(&old_id);
                     }
                 }
                 self.names_by_id.insert(*id, name.clone());
@@ -255,6 +259,26 @@ impl ClusterImage {
                     self.topics.remove(&name);
                 }
                 self.remove_partitions(id);
+                self.usage.remove(id);
+            }
+            MetadataRecord::TopicActivity {
+                id,
+                created_ms,
+                last_produce_ms,
+                last_fetch_ms,
+            } => {
+                if self.names_by_id.contains_key(id) {
+                    self.usage.entry(*id).or_default().merge(
+                        *created_ms,
+                        *last_produce_ms,
+                        *last_fetch_ms,
+                    );
+                }
+            }
+            MetadataRecord::TopicGcMark { id, marked_ms } => {
+                if self.names_by_id.contains_key(id) {
+                    self.usage.entry(*id).or_default().marked_ms = *marked_ms;
+                }
             }
             MetadataRecord::ProducerIds { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
@@ -781,6 +805,20 @@ impl ClusterImage {
                     removing_replicas: s.removing_replicas.clone(),
                 });
             }
+            if let Some(u) = self.usage.get(&t.id) {
+                out.push(MetadataRecord::TopicActivity {
+                    id: t.id,
+                    created_ms: u.created_ms,
+                    last_produce_ms: u.last_produce_ms,
+                    last_fetch_ms: u.last_fetch_ms,
+                });
+                if u.marked_ms.is_some() {
+                    out.push(MetadataRecord::TopicGcMark {
+                        id: t.id,
+                        marked_ms: u.marked_ms,
+                    });
+                }
+            }
         }
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
@@ -797,6 +835,11 @@ impl ClusterImage {
             image.apply(r);
         }
         image
+    }
+
+    /// What is known of a topic's use (`crate::topic_gc`); all `None` for an unknown topic.
+    pub fn topic_usage(&self, id: &Uuid) -> TopicUsage {
+        self.usage.get(id).copied().unwrap_or_default()
     }
 
     /// Partitions led by `node_id` (the leader is always in the ISR, so the index covers them).

@@ -30,6 +30,10 @@
 //! - [`reassignment`]: partition reassignment (KIP-455) on the controller: targets in, adding
 //!   and removing replicas tracked in the partition records, completion once the target is in
 //!   the ISR (with a leader handover if the leader was removed), cancellation, listing.
+//! - [`topic_gc`]: unused topics — when each topic was created, last produced to and last
+//!   fetched by a consumer (coarse reports from brokers, kept in the image), and topic GC's
+//!   two phases (mark idle topics, delete them after a grace if still idle) with the reasons
+//!   for every topic it leaves alone.
 //! - [`quorum`]: the controller quorum on `openraft`: a file-backed Raft log, a state machine
 //!   that applies record batches to the image (snapshots = the image as records) and keeps a
 //!   window of recent records for readers ([`quorum::MetadataFeed`]), and Raft RPCs over TCP on
@@ -58,6 +62,7 @@ pub mod reassignment;
 pub mod record;
 pub mod rpc;
 pub mod store;
+pub mod topic_gc;
 
 pub use controller::{Controller, ControllerConfig, ControllerError, ControllerResult};
 pub use image::{

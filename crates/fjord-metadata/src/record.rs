@@ -126,6 +126,28 @@ pub enum MetadataRecord {
         value: Option<String>,
     },
 
+    /// When a topic was created and last used (`crate::topic_gc`): brokers report produce and
+    /// consumer-fetch times coarsely (every `topic.activity.flush.ms`), the controller writes
+    /// only times that advanced, and the image keeps the largest of each. Absent fields change
+    /// nothing. `created_ms` is written with the topic (or, for a topic created before
+    /// activity tracking, by the first `fjord topic gc --execute` that saw it).
+    TopicActivity {
+        id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_produce_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_fetch_ms: Option<i64>,
+    },
+    /// Topic GC's first phase marked an idle topic for deletion at `marked_ms` (`Some`), or
+    /// the mark was lifted (`None`) because the topic was used again.
+    TopicGcMark {
+        id: Uuid,
+        #[serde(default)]
+        marked_ms: Option<i64>,
+    },
+
     /// The full state of a new partition (KRaft's `PartitionRecord`).
     Partition {
         topic_id: Uuid,
@@ -334,6 +356,20 @@ mod tests {
                 partition_epoch: 3,
                 adding_replicas: vec![4],
                 removing_replicas: vec![1],
+            },
+            MetadataRecord::TopicActivity {
+                id,
+                created_ms: Some(1),
+                last_produce_ms: None,
+                last_fetch_ms: Some(3),
+            },
+            MetadataRecord::TopicGcMark {
+                id,
+                marked_ms: Some(5),
+            },
+            MetadataRecord::TopicGcMark {
+                id,
+                marked_ms: None,
             },
         ];
         for rec in recs {

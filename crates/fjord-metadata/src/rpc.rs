@@ -19,6 +19,7 @@ use crate::internal;
 use crate::maintenance::{MaintenanceOutcome, MaintenanceRequest};
 use crate::reassignment::{OngoingReassignment, ReassignmentTarget};
 use crate::record::{Endpoint, MetadataRecord, NodeId, DYNAMIC_BROKER_CONFIGS};
+use crate::topic_gc::{ActivityUpdate, GcDecision, GcParams, Protected};
 
 /// A request to the active controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +125,17 @@ pub enum ControllerRequest {
     ListPartitionReassignments {
         topics: Option<Vec<(String, Vec<u32>)>>,
     },
+    /// A broker's coarse topic activity since its last report
+    /// ([`Controller::topic_activity`]).
+    TopicActivity {
+        updates: Vec<ActivityUpdate>,
+    },
+    /// Topic GC over every topic ([`Controller::topic_gc`]): a dry run, or carried out.
+    TopicGc {
+        params: GcParams,
+        protected: Protected,
+        execute: bool,
+    },
 }
 
 /// The outcome of one partition of [`ControllerRequest::AlterPartitionReassignments`]: 0, or
@@ -209,6 +221,14 @@ pub enum ControllerReply {
     /// The reply to [`ControllerRequest::Maintenance`].
     MaintenanceChanged {
         outcome: MaintenanceOutcome,
+    },
+    /// The reply to [`ControllerRequest::TopicActivity`]: topics unmarked by it.
+    TopicsUnmarked {
+        topics: Vec<String>,
+    },
+    /// The reply to [`ControllerRequest::TopicGc`]: every topic's decision.
+    TopicGc {
+        decisions: Vec<GcDecision>,
     },
 }
 
@@ -328,6 +348,17 @@ impl Controller {
                 });
                 if validate_only {
                     r.records.clear();
+                } else {
+                    // Its age, for unused-topic detection (`crate::topic_gc`).
+                    self.emit_record(
+                        &mut r.records,
+                        MetadataRecord::TopicActivity {
+                            id: topic_id,
+                            created_ms: Some(now),
+                            last_produce_ms: None,
+                            last_fetch_ms: None,
+                        },
+                    );
                 }
                 r
             }
@@ -479,6 +510,17 @@ impl Controller {
                     },
                 }
             }
+            R::TopicActivity { updates } => map(self.topic_activity(updates), |topics| {
+                ControllerReply::TopicsUnmarked { topics }
+            }),
+            R::TopicGc {
+                params,
+                protected,
+                execute,
+            } => map(
+                self.topic_gc(&params, &protected, execute, now)?,
+                |decisions| ControllerReply::TopicGc { decisions },
+            ),
         })
     }
 
