@@ -242,16 +242,39 @@ fn validate_batch(bytes: &[u8], h: &BatchHeader, rules: &RecordRules) -> Result<
         )));
     }
     let mut walk = Walk::new(h, rules);
+    over_records(body, codec, rules.max_inflated_bytes(), &mut walk)?;
+    walk.finish()
+}
+
+/// Something that reads one batch's records from a [`Source`].
+trait Visit {
+    fn run(&mut self, src: &mut impl Source) -> Result<(), RecordsError>;
+}
+
+impl Visit for Walk<'_> {
+    fn run(&mut self, src: &mut impl Source) -> Result<(), RecordsError> {
+        Walk::run(self, src)
+    }
+}
+
+/// Run `visit` over the records of a batch body (after its header) compressed with `codec`,
+/// inflating as a stream and stopping past `cap` inflated bytes.
+fn over_records(
+    body: &[u8],
+    codec: i16,
+    cap: u64,
+    visit: &mut impl Visit,
+) -> Result<(), RecordsError> {
     match codec {
-        0 => walk.run(&mut SliceSource { buf: body, pos: 0 })?,
-        1 => walk.run(&mut StreamSource::new(
+        0 => visit.run(&mut SliceSource { buf: body, pos: 0 }),
+        1 => visit.run(&mut StreamSource::new(
             flate2::read::MultiGzDecoder::new(body),
-            rules,
-        ))?,
-        2 => walk.run(&mut StreamSource::new(SnappyReader::new(body), rules))?,
+            cap,
+        )),
+        2 => visit.run(&mut StreamSource::new(SnappyReader::new(body), cap)),
         3 => {
             let dec = lz4::Decoder::new(body).map_err(|e| inflate_error("lz4", &e))?;
-            walk.run(&mut StreamSource::new(dec, rules))?
+            visit.run(&mut StreamSource::new(dec, cap))
         }
         _ => {
             let mut ctx = zstd::zstd_safe::DCtx::create();
@@ -260,11 +283,11 @@ fn validate_batch(bytes: &[u8], h: &BatchHeader, rules: &RecordRules) -> Result<
             ))
             .map_err(|_| RecordsError::invalid("zstd: cannot set the window limit"))?;
             let dec = zstd::stream::read::Decoder::with_context(BufReader::new(body), &mut ctx);
-            let mut src = StreamSource::new(dec, rules);
-            walk.run(&mut src)?;
+            let mut src = StreamSource::new(dec, cap);
+            visit.run(&mut src)?;
+            Ok(())
         }
     }
-    walk.finish()
 }
 
 fn inflate_error(codec: &str, e: &io::Error) -> RecordsError {
@@ -302,6 +325,16 @@ trait Source {
     fn skip(&mut self, n: usize) -> Result<bool, Stop>;
     /// Bytes consumed so far.
     fn position(&self) -> u64;
+    /// Fill `buf` from the records; false if they end first.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<bool, Stop> {
+        for b in buf.iter_mut() {
+            match self.next_byte()? {
+                Some(x) => *b = x,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
 }
 
 struct SliceSource<'a> {
@@ -328,6 +361,16 @@ impl Source for SliceSource<'_> {
     fn position(&self) -> u64 {
         self.pos as u64
     }
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<bool, Stop> {
+        let end = self.pos.saturating_add(buf.len());
+        let Some(src) = self.buf.get(self.pos..end) else {
+            self.pos = self.buf.len();
+            return Ok(false);
+        };
+        buf.copy_from_slice(src);
+        self.pos = end;
+        Ok(true)
+    }
 }
 
 /// Inflated bytes read through a small buffer, refused past the cap.
@@ -338,8 +381,7 @@ struct StreamSource<R: Read> {
 }
 
 impl<R: Read> StreamSource<R> {
-    fn new(inner: R, rules: &RecordRules) -> Self {
-        let cap = rules.max_inflated_bytes();
+    fn new(inner: R, cap: u64) -> Self {
         StreamSource {
             inner: BufReader::with_capacity(
                 16 * 1024,
@@ -720,6 +762,9 @@ fn varlong(src: &mut impl Source) -> Result<i64, Stop> {
     }
     Err(Stop::Malformed("varlong is too long".into()))
 }
+
+mod keys;
+pub use keys::{for_each_key, RecordKey, KEY_READ_MAX};
 
 #[cfg(test)]
 mod tests;

@@ -449,3 +449,49 @@ proptest::proptest! {
         let _ = validate(&b, &compacted);
     }
 }
+
+fn keys_of(records: &[u8]) -> Vec<(Option<Vec<u8>>, usize)> {
+    let mut out = Vec::new();
+    for_each_key(records, 1 << 20, &mut |r| {
+        out.push((r.key.map(<[u8]>::to_vec), r.key_len))
+    });
+    out
+}
+
+#[test]
+fn keys_of_plain_and_compressed_batches() {
+    let long = "x".repeat(KEY_READ_MAX + 10);
+    for c in CODECS {
+        let bytes = encode(
+            &[
+                record(0, Some("hot"), NOW),
+                record(1, None, NOW),
+                record(2, Some(&long), NOW),
+            ],
+            c,
+        );
+        let got = keys_of(&bytes);
+        assert_eq!(got.len(), 3, "{c:?}");
+        assert_eq!(got[0], (Some(b"hot".to_vec()), 3));
+        assert_eq!(got[1], (None, 0));
+        assert_eq!(
+            got[2],
+            (Some(long.as_bytes()[..KEY_READ_MAX].to_vec()), long.len())
+        );
+    }
+}
+
+#[test]
+fn a_key_walk_over_garbage_stops_without_panicking() {
+    for c in CODECS {
+        let bytes = keyed(3, c);
+        for cut in 0..bytes.len() {
+            keys_of(&bytes[..cut]);
+        }
+        let mut bad = bytes.clone();
+        for i in batch::BATCH_HEADER_LEN..bad.len() {
+            bad[i] ^= 0xa5;
+            assert!(keys_of(&bad).len() <= 3);
+        }
+    }
+}
