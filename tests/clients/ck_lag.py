@@ -8,6 +8,9 @@
 --mode stall:  commit-only, the same offset 3 every --interval for --seconds, with lag.
 --mode rewind: commit-only, 5, 6, 7, then back to 2.
 
+--partitions N spreads the records and the commit-only commits over partitions 0..N-1
+(the topic must have them), for a group whose partitions live on several brokers.
+
 Prints one JSON line: {"mode": ..., "commits": n}.
 """
 import argparse
@@ -25,13 +28,17 @@ def main():
     ap.add_argument("--mode", required=True, choices=["ok", "stop", "stall", "rewind"])
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--partitions", type=int, default=1)
     a = ap.parse_args()
 
     p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 0})
 
+    parts = range(a.partitions)
+
     def produce(n):
         for i in range(n):
-            p.produce(a.topic, value=b"x%d" % i, partition=0)
+            for part in parts:
+                p.produce(a.topic, value=b"x%d" % i, partition=part)
         p.flush(20)
 
     produce(20)
@@ -45,7 +52,8 @@ def main():
 
     def commit(offset):
         nonlocal commits
-        c.commit(offsets=[TopicPartition(a.topic, 0, offset)], asynchronous=False)
+        c.commit(offsets=[TopicPartition(a.topic, part, offset) for part in parts],
+                 asynchronous=False)
         commits += 1
         time.sleep(a.interval)
 
@@ -69,7 +77,7 @@ def main():
                 if commits > 0 and time.time() - idle_since > 1.0:
                     break
     elif a.mode == "stop":
-        c.assign([TopicPartition(a.topic, 0, 0)])
+        c.assign([TopicPartition(a.topic, part, 0) for part in parts])
         for o in (2, 4, 6):
             commit(o)
         produce(10)

@@ -22,23 +22,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use fjord_group::lag::{GroupStatus, Status};
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
 use crate::accounting::http::{admin_of, peer_admins, peer_get};
 use crate::broker::{now_ms, Broker};
 
-/// The partition's log end as consumers see it (high watermark), if a replica is here.
-fn log_end(b: &Broker, topic: &str, partition: i32) -> Option<i64> {
+/// The partition's log end as consumers see it (high watermark): the local replica's, or
+/// the one its leader last told [`crate::log_ends`] (asked for from now on if not yet known).
+fn log_end(b: &Broker, topic: &str, partition: i32, now: i64) -> Option<i64> {
     let t = b.topic(topic)?;
     let p = t.partitions.get(usize::try_from(partition).ok()?)?;
-    p.is_replica().then(|| p.high_watermark())
+    if p.is_replica() {
+        return Some(p.high_watermark());
+    }
+    b.groups.remote_ends.get(topic, partition, now)
 }
 
 /// Record the accepted commits of one OffsetCommit (called by the handler after the append).
-/// A partition with no replica on this broker has no known log end here: it gets no sample
-/// (and so no status), rather than a sample that would claim it has no lag; see
-/// docs/operations.md.
+/// A partition whose log end is not known yet (no replica here and no fresh answer from its
+/// leader) gets no sample, rather than a sample that would claim it has no lag; its leader is
+/// asked from now on, so the next commits are sampled.
 pub fn record_commits<'a>(
     b: &Broker,
     group: &str,
@@ -46,7 +50,7 @@ pub fn record_commits<'a>(
 ) {
     let now = now_ms();
     let samples: Vec<(&str, i32, i64, i64)> = commits
-        .filter_map(|(t, p, o)| log_end(b, t, p).map(|end| (t, p, o, end)))
+        .filter_map(|(t, p, o)| log_end(b, t, p, now).map(|end| (t, p, o, end)))
         .collect();
     let mut lag = b.groups.lag.lock();
     for (t, p, o, end) in samples {
@@ -58,7 +62,7 @@ pub fn record_commits<'a>(
 pub fn evaluate(b: &Broker, group: &str) -> GroupStatus {
     let now = now_ms();
     let lag = b.groups.lag.lock();
-    lag.evaluate(group, |t, p| log_end(b, t, p), now)
+    lag.evaluate(group, |t, p| log_end(b, t, p, now), now)
 }
 
 /// The lag gauges, registered on first use.
@@ -66,6 +70,8 @@ pub struct LagMetrics {
     status: IntGaugeVec,
     lag: IntGaugeVec,
     time_lag: IntGaugeVec,
+    /// Log-end polls of remote leaders ([`crate::log_ends`]), by result.
+    pub(crate) end_polls: IntCounterVec,
     /// Label sets set at the last refresh, to remove the ones that disappear.
     seen: parking_lot::Mutex<(BTreeSet<String>, BTreeSet<[String; 3]>)>,
 }
@@ -96,6 +102,15 @@ impl LagMetrics {
             &["group"],
         )
         .expect("valid metric");
+        let end_polls = IntCounterVec::new(
+            Opts::new(
+                "group_lag_end_polls_total",
+                "ListOffsets polls of partition leaders for the log ends of partitions with commits here but no replica, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(end_polls.clone()));
         for m in [&status, &lag, &time_lag] {
             // Registration fails only if another runtime in this process registered first.
             let _ = registry.register(Box::new(m.clone()));
@@ -104,19 +119,24 @@ impl LagMetrics {
             status,
             lag,
             time_lag,
+            end_polls,
             seen: parking_lot::Mutex::new(Default::default()),
         }
     }
+}
+
+/// The lag metrics, registered on first use.
+pub(crate) fn metrics(b: &Broker) -> &LagMetrics {
+    b.groups
+        .lag_metrics
+        .get_or_init(|| LagMetrics::new(&b.metrics.registry))
 }
 
 /// Periodic upkeep (a blocking thread): drop windows whose group or committed offset is gone
 /// (deleted, expired, or the coordinator moved), then set the gauges for the groups that are
 /// left and remove the label sets of the others, so labels are bounded by what exists.
 pub fn refresh(b: &Broker) {
-    let metrics = b
-        .groups
-        .lag_metrics
-        .get_or_init(|| LagMetrics::new(&b.metrics.registry));
+    let metrics = metrics(b);
     // The coordinator's lock can be held across an append: never wait for it holding the
     // windows' lock (commits would queue behind it). Find what is gone, then drop it.
     let keys: Vec<(String, String, i32)> = b

@@ -51,6 +51,8 @@ pub struct GroupRuntime {
     /// so commits and evaluations never wait on the coordinator.
     pub(crate) lag: Mutex<fjord_group::lag::LagWindows>,
     pub(crate) lag_metrics: std::sync::OnceLock<crate::group_lag::LagMetrics>,
+    /// Log ends of partitions with commits here but no replica, polled from their leaders.
+    pub(crate) remote_ends: crate::log_ends::RemoteEnds,
 }
 
 impl GroupRuntime {
@@ -58,6 +60,7 @@ impl GroupRuntime {
         GroupRuntime {
             lag: Mutex::new(fjord_group::lag::LagWindows::new(config.lag)),
             lag_metrics: std::sync::OnceLock::new(),
+            remote_ends: Default::default(),
             coordinator: Mutex::new(Coordinator::new(config)),
             topics: parking_lot::RwLock::new(GroupTopics::default()),
             loaded: AtomicBool::new(false),

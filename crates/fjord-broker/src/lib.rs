@@ -41,6 +41,7 @@ pub mod fetch_session;
 pub mod group_lag;
 pub mod groups;
 mod handlers;
+pub mod log_ends;
 pub mod maintenance;
 pub mod memory_pool;
 pub mod metrics;
@@ -162,6 +163,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     broker.fetchers.start(broker.clone(), rx.clone());
     let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
+    let lag_ends = tokio::spawn(log_ends::poll_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
     let done = tokio::spawn(async move {
         let _ = accept.await;
@@ -172,6 +174,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         let _ = maintenance.await;
         let _ = usage_roll.await;
         let _ = group_timers.await;
+        let _ = lag_ends.await;
         let _ = admin_task.await;
         if let Some(s) = service {
             s.shutdown().await;

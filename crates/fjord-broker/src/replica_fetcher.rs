@@ -242,20 +242,30 @@ fn apply(parts: &mut BTreeMap<Key, Followed>, cmd: Command) {
 }
 
 async fn connect(broker: &Broker, leader: i32) -> fjord_client::Result<Connection> {
-    let Some((host, port)) = broker.broker_address(leader) else {
+    connect_peer(broker, leader, "replica-fetcher").await
+}
+
+/// A Kafka-protocol connection from this broker to broker `node` (its client listener),
+/// with client id `fjord-{role}-{this broker's id}`.
+pub(crate) async fn connect_peer(
+    broker: &Broker,
+    node: i32,
+    role: &str,
+) -> fjord_client::Result<Connection> {
+    let Some((host, port)) = broker.broker_address(node) else {
         return Err(fjord_client::Error::Protocol(format!(
-            "leader {leader} has no live endpoint in the metadata"
+            "broker {node} has no live endpoint in the metadata"
         )));
     };
-    // The rack tag lets the leader's traffic accounting place this connection's requests
+    // The rack tag lets the peer's traffic accounting place this connection's requests
     // (ApiVersions, OffsetForLeaderEpoch) in this broker's rack too, not only its fetches.
     let client_id = match &broker.config.rack {
         Some(rack) => format!(
-            "fjord-replica-fetcher-{},{}={rack}",
+            "fjord-{role}-{},{}={rack}",
             broker.node_id(),
             crate::accounting::config::CLIENT_ID_TAG
         ),
-        None => format!("fjord-replica-fetcher-{}", broker.node_id()),
+        None => format!("fjord-{role}-{}", broker.node_id()),
     };
     let config = ConnectionConfig {
         client_id,

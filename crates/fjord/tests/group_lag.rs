@@ -158,3 +158,64 @@ fn burrow_statuses_through_http_and_cli() {
     }
     broker.assert_no_panic_in_log();
 }
+
+/// A group whose partitions live on three brokers, most of them not on its coordinator: every
+/// partition is sampled (the coordinator asks their leaders for their log ends) and evaluated,
+/// through any broker.
+#[test]
+fn partitions_led_by_other_brokers_are_evaluated() {
+    let cluster = common::cluster::Cluster::builder()
+        .config(
+            "default.replication.factor = 1\n\
+             group.lag.window.intervals = 3\n\
+             group.lag.min.distance.ms = 100\n\
+             group.initial.rebalance.delay.ms = 0",
+        )
+        .start();
+    let n1 = cluster.node(1);
+    n1.create_topic("lag-multi", 6, &[]);
+    let layout = cluster.converged(&[1, 2, 3], "lag-multi", |l| {
+        l.len() == 6 && l.values().all(|p| p.leader > 0)
+    });
+    let leaders: std::collections::BTreeSet<i64> = layout.values().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "partitions on every broker: {layout:?}");
+
+    // Commit-only consumer: 2, 4, 6 on every partition (0.5 s apart), then the producer goes on.
+    n1.python(
+        "ck_lag.py",
+        &[
+            "--topic",
+            "lag-multi",
+            "--group",
+            "g-multi",
+            "--mode",
+            "stop",
+            "--partitions",
+            "6",
+            "--interval",
+            "0.5",
+        ],
+    )
+    .success("ck_lag.py stop on 6 partitions");
+
+    // Asked through each broker (two of them forward to the coordinator).
+    for via in [1, 2, 3] {
+        let node = cluster.node(via);
+        let s = wait_status(node, "g-multi", |s| {
+            s["status"] == "ERR" && s["partition_count"] == 6
+        });
+        let parts = s["status"]["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 6, "every partition evaluated (via {via}): {s}");
+        for p in parts {
+            assert_eq!(p["status"], "STOP", "{s}");
+            // 20 + 10 produced, 6 committed: the remote log ends are known, not guessed.
+            assert_eq!(p["current_lag"], 24, "{s}");
+        }
+        assert_eq!(s["status"]["totallag"], 6 * 24, "{s}");
+    }
+    let polls = (1..=3)
+        .filter_map(|id| cluster.metric(id, "fjord_group_lag_end_polls_total", &[("result", "ok")]))
+        .sum::<f64>();
+    assert!(polls > 0.0, "log ends were polled from the leaders");
+    cluster.assert_no_panic_in_logs();
+}
