@@ -1,8 +1,8 @@
 //! The balancer's planner: from the replicas of every partition (and, when known, their
 //! sizes), a plan of new replica lists that evens the cluster out. Pure: no I/O, no clock, no
-//! randomness; the caller (`fjord cluster rebalance`, later the controller's continuous mode)
-//! gathers the input and carries the plan out as KIP-455 reassignments and preferred-leader
-//! elections.
+//! randomness; the caller (`fjord cluster rebalance`, or the active controller in continuous
+//! mode, [`continuous`]) gathers the input and carries the plan out as KIP-455 reassignments
+//! and preferred-leader elections.
 //!
 //! Goals in priority order, in the spirit of Cruise Control's:
 //! 1. **rack-awareness (hard)**: no move reduces a partition's rack spread, and partitions whose
@@ -34,6 +34,8 @@
 //! replicas nor leadership); their replicas stay where they are (draining them is the drain
 //! planner's job), but leadership moves off them. Partitions with a reassignment in progress
 //! are left alone. `max_moves` bounds the partitions whose replica set changes.
+
+pub mod continuous;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -764,12 +764,30 @@ impl Controller {
     /// The drain of `node_id` over the partitions whose replicas (targets) still hold it and
     /// are not being moved off it, in topic id and partition order.
     fn drain_plan(&self, node_id: NodeId) -> DrainPlan {
+        let mut draining: BTreeSet<NodeId> = self
+            .image()
+            .brokers()
+            .filter(|b| b.draining())
+            .map(|b| b.node_id)
+            .collect();
+        draining.insert(node_id);
+        self.plan_moves_off(&draining, |s| {
+            s.replicas.contains(&node_id) && !s.removing_replicas.contains(&node_id)
+        })
+    }
+
+    /// [`plan_drain`] of the `draining` brokers' replicas in the partitions `include` takes
+    /// (in topic id and partition order) onto the eligible brokers. Also the balancer's, for
+    /// brokers gone longer than `balancer.broker.gone.ms`.
+    pub(crate) fn plan_moves_off(
+        &self,
+        draining: &BTreeSet<NodeId>,
+        include: impl Fn(&crate::image::PartitionState) -> bool,
+    ) -> DrainPlan {
         let image = self.image();
         let mut partitions: Vec<DrainPartition> = image
             .all_partitions()
-            .filter(|(_, _, s)| {
-                s.replicas.contains(&node_id) && !s.removing_replicas.contains(&node_id)
-            })
+            .filter(|(_, _, s)| include(s))
             .map(|(topic_id, partition, s)| DrainPartition {
                 topic_id,
                 partition,
@@ -777,21 +795,12 @@ impl Controller {
             })
             .collect();
         partitions.sort_by_key(|p| (p.topic_id, p.partition));
-        let mut draining: BTreeSet<NodeId> = image
-            .brokers()
-            .filter(|b| b.draining())
-            .map(|b| b.node_id)
-            .collect();
-        draining.insert(node_id);
         let racks: BTreeMap<NodeId, Option<String>> = image
             .brokers()
             .map(|b| (b.node_id, b.rack.clone()))
             .collect();
-        let destinations: Vec<PlacementBroker> = placement::eligible_brokers(image)
-            .into_iter()
-            .filter(|b| b.id != node_id)
-            .collect();
-        plan_drain(&draining, &racks, &destinations, image.load(), &partitions)
+        let destinations = placement::eligible_brokers(image);
+        plan_drain(draining, &racks, &destinations, image.load(), &partitions)
     }
 
     /// One line saying why `refused` (one of `count` partitions) blocks the drain.
@@ -871,7 +880,12 @@ impl Controller {
     /// default rates (unless the operator set them) and the topics' throttled-replica lists
     /// (leader side: the original replicas; follower side: the ones being added), as Kafka's
     /// reassignment tool sets them.
-    fn throttle_moves(&mut self, out: &mut Vec<MetadataRecord>, rate: u64, moves: &[(Uuid, u32)]) {
+    pub(crate) fn throttle_moves(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        rate: u64,
+        moves: &[(Uuid, u32)],
+    ) {
         for key in [LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE] {
             let current = self
                 .image()
@@ -937,6 +951,25 @@ impl Controller {
         let Some(rate) = rate else {
             return;
         };
+        let other_drain = self.image().brokers().any(|b| {
+            b.node_id != node_id
+                && b.draining()
+                && b.maintenance
+                    .as_ref()
+                    .is_some_and(|m| m.throttle_bytes_per_s.is_some())
+        });
+        self.clear_finished_throttles(out, rate, other_drain);
+    }
+
+    /// Remove throttles of moves that finished: `partition:broker` pairs of partitions no
+    /// longer being reassigned from the topics' throttled-replica lists, and (unless
+    /// `keep_rates`) the cluster default rates if they still hold `rate`.
+    pub(crate) fn clear_finished_throttles(
+        &mut self,
+        out: &mut Vec<MetadataRecord>,
+        rate: u64,
+        keep_rates: bool,
+    ) {
         let mut changes: Vec<(Uuid, &str, Option<String>)> = Vec::new();
         for t in self.image().topics() {
             for key in [LEADER_THROTTLED_REPLICAS, FOLLOWER_THROTTLED_REPLICAS] {
@@ -963,14 +996,7 @@ impl Controller {
                 },
             );
         }
-        let other_drain = self.image().brokers().any(|b| {
-            b.node_id != node_id
-                && b.draining()
-                && b.maintenance
-                    .as_ref()
-                    .is_some_and(|m| m.throttle_bytes_per_s.is_some())
-        });
-        if other_drain {
+        if keep_rates {
             return;
         }
         for key in [LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE] {
@@ -1020,7 +1046,7 @@ impl Controller {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::controller::{
         AlterPartition, BrokerHeartbeat, BrokerRegistration, ControllerConfig, CreateTopic,
@@ -1028,7 +1054,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Brokers 1..=n, rack of broker i = racks[i-1], all unfenced; returns their epochs.
-    fn controller(racks: &[&str]) -> (Controller, Vec<i64>) {
+    pub(crate) fn controller(racks: &[&str]) -> (Controller, Vec<i64>) {
         let mut c = Controller::new(ControllerConfig::default());
         let mut epochs = Vec::new();
         for (i, rack) in racks.iter().enumerate() {
@@ -1051,7 +1077,7 @@ mod tests {
         (c, epochs)
     }
 
-    fn heartbeat(
+    pub(crate) fn heartbeat(
         c: &mut Controller,
         node_id: NodeId,
         epoch: i64,
@@ -1071,7 +1097,7 @@ mod tests {
         .records
     }
 
-    fn topic(c: &mut Controller, name: &str, partitions: u32, rf: u16) -> Uuid {
+    pub(crate) fn topic(c: &mut Controller, name: &str, partitions: u32, rf: u16) -> Uuid {
         c.create_topic(
             CreateTopic {
                 name: name.into(),
@@ -1103,7 +1129,7 @@ mod tests {
 
     /// Every follower being added catches up: its leader adds it to the ISR, which completes
     /// the move.
-    fn catch_up_all(c: &mut Controller, epochs: &[i64]) {
+    pub(crate) fn catch_up_all(c: &mut Controller, epochs: &[i64]) {
         let moving: Vec<(Uuid, u32)> = c.image().reassigning_partitions().collect();
         for (t, p) in moving {
             let s = c.image().partition(&t, p).unwrap().clone();
@@ -1122,14 +1148,14 @@ mod tests {
         }
     }
 
-    fn racks_of(c: &Controller, replicas: &[NodeId]) -> BTreeSet<Option<String>> {
+    pub(crate) fn racks_of(c: &Controller, replicas: &[NodeId]) -> BTreeSet<Option<String>> {
         replicas
             .iter()
             .map(|b| c.image().broker(*b).unwrap().rack.clone())
             .collect()
     }
 
-    fn on_broker(c: &Controller, node_id: NodeId) -> usize {
+    pub(crate) fn on_broker(c: &Controller, node_id: NodeId) -> usize {
         c.image()
             .all_partitions()
             .filter(|(_, _, s)| s.replicas.contains(&node_id))

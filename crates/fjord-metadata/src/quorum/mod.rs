@@ -35,8 +35,8 @@ pub mod state_machine;
 pub use client::ControllerClient;
 pub use feed::{MetadataChunk, MetadataFeed};
 pub use service::{
-    BrokerStatus, Committed, ControllerService, ControllerServiceConfig, QuorumStatus, SubmitError,
-    VoterStatus,
+    BalancerLoadSource, BrokerStatus, Committed, ControllerService, ControllerServiceConfig,
+    QuorumStatus, SubmitError, VoterStatus,
 };
 
 use std::collections::BTreeMap;

@@ -9,7 +9,9 @@
 //! through Raft as one batch, and the reply goes out once they are committed. A write that fails
 //! leaves the controller's image ahead of the committed log, so the controller is dropped and
 //! rebuilt from the committed image (as KRaft's controller resigns). A timer fences brokers that
-//! stopped heartbeating and, if configured, moves leadership back to preferred replicas.
+//! stopped heartbeating and, if configured, moves leadership back to preferred replicas and
+//! runs the continuous balancer ([`crate::balancer::continuous`]; its sizes and traffic come
+//! from a [`BalancerLoadSource`] the broker sets, asked outside the controller's lock).
 //!
 //! Replies not backed by a write (refusals, heartbeats that change nothing) are given only after
 //! a quorum confirms this node still leads, so a deposed leader that has not heard of its
@@ -34,12 +36,23 @@ use uuid::Uuid;
 use super::feed::{MetadataFeed, DEFAULT_WINDOW_RECORDS};
 use super::network::{BoxFuture, ControlPlane};
 use super::{raft_config, QuorumError, QuorumNode, RaftNodeId};
+use crate::balancer::continuous::{
+    BalancerConfig, BalancerLoads, BalancerMode, BalancerState, BalancerStatus,
+};
 use crate::controller::{Controller, ControllerConfig};
 use crate::record::{Endpoint, Maintenance, MetadataRecord, NodeId};
 use crate::rpc::{ControllerReply, ControllerRequest};
 
 /// How often the active controller looks for brokers whose session expired.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Where the continuous balancer gets replica sizes and traffic rates (the broker's gather
+/// from every broker); `None` when nothing could be learned.
+pub type BalancerLoadSource = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<BalancerLoads>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// How often leadership is checked besides on each change of the Raft metrics.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
@@ -60,6 +73,8 @@ pub struct ControllerServiceConfig {
     pub leader_rebalance_interval: Option<Duration>,
     /// Recent records kept for metadata fetches; readers further behind get a snapshot.
     pub window_records: usize,
+    /// The continuous balancer (`balancer.*`; off by default).
+    pub balancer: BalancerConfig,
 }
 
 impl ControllerServiceConfig {
@@ -79,6 +94,7 @@ impl ControllerServiceConfig {
             raft: raft_config(100, 1_000, 1_000),
             leader_rebalance_interval: Some(Duration::from_secs(300)),
             window_records: DEFAULT_WINDOW_RECORDS,
+            balancer: BalancerConfig::default(),
         }
     }
 
@@ -134,6 +150,10 @@ pub struct QuorumStatus {
     pub metadata_offset: i64,
     pub voters: Vec<VoterStatus>,
     pub brokers: Vec<BrokerStatus>,
+    /// The continuous balancer, as the active controller reports it (absent from other nodes'
+    /// and older nodes' answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<Box<BalancerStatus>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +195,7 @@ struct Active {
     term: u64,
     controller: Controller,
     next_rebalance: Option<Instant>,
+    balancer: BalancerState,
 }
 
 /// What the Raft metrics say about leadership.
@@ -201,6 +222,15 @@ struct Inner {
     active_term: AtomicU64,
     /// The origin of the controller's clock (`now` in milliseconds).
     clock: Instant,
+    balancer: BalancerConfig,
+    balancer_load: std::sync::OnceLock<BalancerLoadSource>,
+    /// When sizes and rates were last asked for.
+    balancer_load_at: std::sync::Mutex<Option<Instant>>,
+    /// The balancer's status while this node is active (for status and metrics).
+    balancer_status: std::sync::Mutex<Option<BalancerStatus>>,
+    /// Rounds and data moves started by this node over its life (the metrics' counters).
+    balancer_rounds: AtomicU64,
+    balancer_moves: AtomicU64,
 }
 
 impl ControllerService {
@@ -233,6 +263,12 @@ impl ControllerService {
             is_active: AtomicBool::new(false),
             active_term: AtomicU64::new(0),
             clock: Instant::now(),
+            balancer: cfg.balancer,
+            balancer_load: std::sync::OnceLock::new(),
+            balancer_load_at: std::sync::Mutex::new(None),
+            balancer_status: std::sync::Mutex::new(None),
+            balancer_rounds: AtomicU64::new(0),
+            balancer_moves: AtomicU64::new(0),
         });
         let control: Weak<dyn ControlPlane> = Arc::downgrade(&inner) as Weak<dyn ControlPlane>;
         inner.quorum.server.attach(control);
@@ -278,6 +314,28 @@ impl ControllerService {
 
     pub async fn status(&self) -> QuorumStatus {
         self.inner.status().await
+    }
+
+    /// Set where the continuous balancer learns replica sizes and traffic (once).
+    pub fn set_balancer_load(&self, source: BalancerLoadSource) {
+        let _ = self.inner.balancer_load.set(source);
+    }
+
+    /// The balancer's status while this node is the active controller.
+    pub fn balancer_status(&self) -> Option<BalancerStatus> {
+        self.inner
+            .balancer_status
+            .lock()
+            .expect("balancer status lock")
+            .clone()
+    }
+
+    /// Balancer rounds and data moves this node started over its life.
+    pub fn balancer_totals(&self) -> (u64, u64) {
+        (
+            self.inner.balancer_rounds.load(Ordering::Relaxed),
+            self.inner.balancer_moves.load(Ordering::Relaxed),
+        )
     }
 
     /// Stop following leadership, Raft and the listener (a stopped controller, from its peers'
@@ -413,7 +471,9 @@ impl Inner {
             term: v.term,
             controller,
             next_rebalance: self.rebalance_interval.map(|d| Instant::now() + d),
+            balancer: BalancerState::new(),
         });
+        *self.balancer_load_at.lock().expect("balancer lock") = None;
         self.active_term.store(v.term, Ordering::Release);
         self.is_active.store(true, Ordering::Release);
     }
@@ -429,6 +489,7 @@ impl Inner {
             );
         }
         self.is_active.store(false, Ordering::Release);
+        *self.balancer_status.lock().expect("balancer status lock") = None;
     }
 
     /// The error for a request that reached this node while it is not active.
@@ -533,8 +594,49 @@ impl Inner {
         Err(err)
     }
 
+    /// Sizes and rates for the balancer, asked at most once per balancer interval while this
+    /// node is active, without holding the controller.
+    async fn balancer_loads(&self) -> Option<BalancerLoads> {
+        if self.balancer.mode == BalancerMode::Off || !self.is_active.load(Ordering::Acquire) {
+            return None;
+        }
+        let source = self.balancer_load.get()?.clone();
+        let every = Duration::from_millis(self.balancer.interval_ms.max(1) as u64);
+        {
+            let mut at = self.balancer_load_at.lock().expect("balancer lock");
+            if at.is_some_and(|t| t.elapsed() < every) {
+                return None;
+            }
+            *at = Some(Instant::now());
+        }
+        let wait = every.clamp(Duration::from_secs(1), Duration::from_secs(10));
+        tokio::time::timeout(wait, source()).await.ok().flatten()
+    }
+
+    /// The balancer's share of the tick: a round when due, its records committed.
+    async fn balancer_tick(&self, slot: &mut Option<Active>) {
+        let Some(active) = slot.as_mut() else {
+            return;
+        };
+        let r =
+            active
+                .controller
+                .balancer_tick(&mut active.balancer, &self.balancer, self.now_ms());
+        let status = active.balancer.status.clone();
+        if !r.records.is_empty() && self.commit(slot, r.records).await.is_err() {
+            return;
+        }
+        if let Some(round) = r.response {
+            self.balancer_rounds.fetch_add(1, Ordering::Relaxed);
+            self.balancer_moves
+                .fetch_add(round.data_moves as u64, Ordering::Relaxed);
+        }
+        *self.balancer_status.lock().expect("balancer status lock") = Some(status);
+    }
+
     /// Fence brokers whose session expired; restore preferred leaders when due.
     async fn tick(&self) {
+        let loads = self.balancer_loads().await;
         let mut slot = self.active.lock().await;
         self.refresh_locked(&mut slot);
         let Some(active) = slot.as_mut() else {
@@ -563,6 +665,10 @@ impl Inner {
         {
             return;
         }
+        if let (Some(active), Some(loads)) = (slot.as_mut(), loads) {
+            active.balancer.loads = Some(loads);
+        }
+        self.balancer_tick(&mut slot).await;
         let Some(active) = slot.as_mut() else {
             return;
         };
@@ -653,6 +759,12 @@ impl Inner {
             metadata_offset,
             voters,
             brokers,
+            balancer: self
+                .balancer_status
+                .lock()
+                .expect("balancer status lock")
+                .clone()
+                .map(Box::new),
         }
     }
 }
