@@ -98,6 +98,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/cluster", get(cluster))
         .merge(crate::accounting::http::routes())
         .merge(crate::maintenance::routes())
+        .merge(crate::balancer::routes())
         .merge(crate::group_lag::routes())
         .with_state(broker)
 }
@@ -115,6 +116,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             b.metrics.controller_active.set(1);
         }
         b.with_image(|i| b.metrics.maintenance.update(i));
+        crate::balancer::update_metrics(&b);
         b.metrics.log_size.reset();
         for t in b.topics() {
             let size: u64 = t
@@ -184,6 +186,8 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
                     applied_log_index: None,
                 }],
                 brokers,
+                // A single node has nothing to balance.
+                balancer: None,
             })
         }
         crate::control::ControlPlane::Quorum { client, .. } => client

@@ -32,6 +32,8 @@ impl Source {
     }
 }
 
+use fjord_metadata::balancer::continuous::{BalancerConfig, CONFIG_KEYS as BALANCER_KEYS};
+
 /// Keys the broker itself owns (log keys are owned by fjord-storage).
 const BROKER_KEYS: &[(&str, &str)] = &[
     ("node.id", "1"),
@@ -63,6 +65,13 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("broker.session.timeout.ms", "9000"),
     ("auto.leader.rebalance.enable", "true"),
     ("leader.imbalance.check.interval.seconds", "300"),
+    // The continuous balancer (docs/operations.md); its crate owns the defaults.
+    BALANCER_KEYS[0],
+    BALANCER_KEYS[1],
+    BALANCER_KEYS[2],
+    BALANCER_KEYS[3],
+    BALANCER_KEYS[4],
+    BALANCER_KEYS[5],
     ("offsets.topic.replication.factor", "3"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
@@ -143,6 +152,8 @@ pub struct ClusterConfig {
     pub leader_rebalance_interval_ms: Option<u64>,
     /// `offsets.topic.replication.factor` (capped by the live brokers when the topic is made).
     pub offsets_topic_replication_factor: u16,
+    /// The continuous balancer (`balancer.*`), run by the active controller.
+    pub balancer: BalancerConfig,
 }
 
 impl ClusterConfig {
@@ -736,6 +747,7 @@ fn cluster_config(
             1,
             i16::MAX as i64,
         )? as u16,
+        balancer: BalancerConfig::from_keys(get)?,
     })
 }
 

@@ -31,6 +31,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod balancer;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -257,6 +258,7 @@ async fn start_controller(
                 .leader_rebalance_interval_ms
                 .map(Duration::from_millis),
             window_records: 100_000,
+            balancer: cluster.balancer,
         },
         listener,
     )
@@ -303,6 +305,9 @@ async fn start_quorum_member(
             .context("opening the data directory")??,
     );
     broker.set_advertised(host.to_string(), port);
+    if let Some(s) = &service {
+        s.set_balancer_load(balancer::load_source(Arc::downgrade(&broker)));
+    }
     let follower = tokio::spawn(cluster::follow(broker.clone(), source, shutdown.clone()));
     let mut rx = shutdown.clone();
     let Some(epoch) = cluster::register(&broker, &client, &mut rx).await else {

@@ -227,7 +227,7 @@ async fn replica_sizes(State(b): State<Arc<Broker>>, uri: Uri) -> Response {
 
 /// Log sizes by (topic, partition, broker), from every registered broker; brokers that did
 /// not answer are listed in the errors.
-async fn gather_sizes(
+pub(crate) async fn gather_sizes(
     b: &Arc<Broker>,
     brokers: &BTreeSet<NodeId>,
 ) -> (BTreeMap<(String, u32, NodeId), u64>, Vec<Value>) {

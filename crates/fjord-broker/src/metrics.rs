@@ -103,6 +103,8 @@ pub struct Metrics {
     pub replication_throttled_fetches: IntCounterVec,
     /// Maintenance mode: brokers in maintenance, drains, changes seen.
     pub maintenance: crate::maintenance::MaintenanceMetrics,
+    /// The continuous balancer: rounds, moves, imbalance.
+    pub balancer: crate::balancer::BalancerMetrics,
 }
 
 impl Metrics {
@@ -417,6 +419,7 @@ impl Metrics {
             registry.register(m).expect("unique metric");
         }
         let maintenance = crate::maintenance::MaintenanceMetrics::new(&registry);
+        let balancer = crate::balancer::BalancerMetrics::new(&registry);
         Metrics {
             registry,
             bytes_in,
@@ -465,6 +468,7 @@ impl Metrics {
             replication_throttled_bytes,
             replication_throttled_fetches,
             maintenance,
+            balancer,
         }
     }
 

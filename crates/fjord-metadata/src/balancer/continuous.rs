@@ -17,7 +17,7 @@
 //!    **imbalance**: the planner ([`super::plan`]) runs when its goals are violated
 //!    — a partition below its rack spread, replicas or preferred leaders per broker not within
 //!    one of each other (a new, empty broker), disk bytes or network bytes of the fullest
-//!    broker above `(1 + balancer.imbalance.threshold)` times the fair share.
+//!    broker above `(100 + balancer.imbalance.threshold.percent) %` of the fair share.
 //!
 //! At most `balancer.max.concurrent.moves` partitions get new replicas per round, as KIP-455
 //! reassignments, throttled with Kafka's throttle configs at `balancer.throttle.bytes.per.sec`
@@ -60,7 +60,7 @@ impl BalancerMode {
 }
 
 /// The continuous balancer's settings (`balancer.*` broker configs).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalancerConfig {
     pub mode: BalancerMode,
     /// `balancer.interval.ms`: how often a round may start.
@@ -71,9 +71,9 @@ pub struct BalancerConfig {
     pub max_concurrent_moves: usize,
     /// `balancer.throttle.bytes.per.sec` (0 in the config: none).
     pub throttle_bytes_per_s: Option<u64>,
-    /// `balancer.imbalance.threshold`: how far above the fair share disk or network bytes of
-    /// the fullest broker may be before a round balances them.
-    pub imbalance_threshold: f64,
+    /// `balancer.imbalance.threshold.percent`: how far above the fair share disk or network
+    /// bytes of the fullest broker may be before a round balances them.
+    pub imbalance_threshold_percent: u32,
 }
 
 impl Default for BalancerConfig {
@@ -86,19 +86,19 @@ impl Default for BalancerConfig {
             broker_gone_ms: 1_800_000,
             max_concurrent_moves: 5,
             throttle_bytes_per_s: None,
-            imbalance_threshold: 0.1,
+            imbalance_threshold_percent: 10,
         }
     }
 }
 
-/// The broker config keys and their defaults.
-pub const CONFIG_KEYS: &[(&str, &str)] = &[
+/// The broker config keys and their defaults (the broker's config lists them).
+pub const CONFIG_KEYS: [(&str, &str); 6] = [
     ("balancer.mode", "off"),
     ("balancer.interval.ms", "60000"),
     ("balancer.broker.gone.ms", "1800000"),
     ("balancer.max.concurrent.moves", "5"),
     ("balancer.throttle.bytes.per.sec", "0"),
-    ("balancer.imbalance.threshold", "0.1"),
+    ("balancer.imbalance.threshold.percent", "10"),
 ];
 
 impl BalancerConfig {
@@ -113,16 +113,6 @@ impl BalancerConfig {
                 )),
             }
         };
-        let threshold = get("balancer.imbalance.threshold");
-        let imbalance_threshold = match threshold.trim().parse::<f64>() {
-            Ok(t) if t.is_finite() && t >= 0.0 => t,
-            _ => {
-                return Err(format!(
-                    "invalid value {threshold:?} for balancer.imbalance.threshold: expected a \
-                     fraction such as 0.1 (10 % over the fair share)"
-                ))
-            }
-        };
         let throttle = int("balancer.throttle.bytes.per.sec", 0)?;
         Ok(BalancerConfig {
             mode: BalancerMode::parse(&get("balancer.mode"))?,
@@ -130,7 +120,8 @@ impl BalancerConfig {
             broker_gone_ms: int("balancer.broker.gone.ms", 0)?,
             max_concurrent_moves: int("balancer.max.concurrent.moves", 1)?.min(100_000) as usize,
             throttle_bytes_per_s: (throttle > 0).then_some(throttle as u64),
-            imbalance_threshold,
+            imbalance_threshold_percent: int("balancer.imbalance.threshold.percent", 0)?
+                .min(1_000_000) as u32,
         })
     }
 }
@@ -478,7 +469,7 @@ impl Controller {
         st.status.imbalance = Some((&plan.before).into());
         st.status.sizes_known = plan.sizes_known;
         st.status.rates_known = plan.rates_known;
-        if plan.moves.is_empty() || !violated(&plan.before, cfg.imbalance_threshold) {
+        if plan.moves.is_empty() || !violated(&plan.before, cfg.imbalance_threshold_percent) {
             return None;
         }
         let targets: Vec<ReassignmentTarget> = plan
@@ -573,8 +564,9 @@ impl Controller {
 }
 
 /// Whether `i` violates a goal enough for a round.
-fn violated(i: &Imbalance, threshold: f64) -> bool {
-    let over = |s: &super::Spread| s.max as f64 > s.fair * (1.0 + threshold) && s.max > s.min;
+fn violated(i: &Imbalance, threshold_percent: u32) -> bool {
+    let limit = 1.0 + f64::from(threshold_percent) / 100.0;
+    let over = |s: &super::Spread| s.max as f64 > s.fair * limit && s.max > s.min;
     i.rack_violations > 0
         || i.replicas.max > i.replicas.min + 1
         || i.leaders.max > i.leaders.min + 1
@@ -597,7 +589,7 @@ mod tests {
             broker_gone_ms: 5_000,
             max_concurrent_moves: 3,
             throttle_bytes_per_s: Some(1_000_000),
-            imbalance_threshold: 0.1,
+            imbalance_threshold_percent: 10,
         }
     }
 
@@ -775,6 +767,6 @@ mod tests {
         assert_eq!(c.throttle_bytes_per_s, Some(5000));
         assert!(parse(&[("balancer.mode", "on")]).is_err());
         assert!(parse(&[("balancer.max.concurrent.moves", "0")]).is_err());
-        assert!(parse(&[("balancer.imbalance.threshold", "-1")]).is_err());
+        assert!(parse(&[("balancer.imbalance.threshold.percent", "-1")]).is_err());
     }
 }
