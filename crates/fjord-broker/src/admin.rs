@@ -100,6 +100,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(crate::maintenance::routes())
         .merge(crate::balancer::routes())
         .merge(crate::group_lag::routes())
+        .merge(crate::topic_activity::routes())
         .with_state(broker)
 }
 
@@ -116,6 +117,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             b.metrics.controller_active.set(1);
         }
         b.with_image(|i| b.metrics.maintenance.update(i));
+        crate::topic_activity::refresh_gauges(&b);
         crate::balancer::update_metrics(&b);
         b.metrics.log_size.reset();
         for t in b.topics() {

@@ -110,6 +110,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Traffic by client rack and usage per topic and client id.
     pub accounting: crate::accounting::Accounting,
+    /// Topic activity not yet reported to the controller, topic GC metrics.
+    pub topic_activity: crate::topic_activity::TopicActivity,
     advertised: RwLock<(String, u16)>,
     /// The group coordinator (classic and KIP-848 groups, committed offsets).
     pub groups: crate::groups::GroupRuntime,
@@ -159,6 +161,7 @@ impl Broker {
             applied: watch::channel(0).0,
             publishing: Mutex::new(()),
             broker_epoch: AtomicI64::new(-1),
+            topic_activity: crate::topic_activity::TopicActivity::new(&metrics.registry),
             topics: RwLock::new(Topics::default()),
             producer_ids: Mutex::new((0, 0)),
             fetch_sessions: Mutex::new(fetch_sessions),

@@ -102,6 +102,11 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     // Consumer lag evaluation (Fjord's keys; Burrow's `intervals` and `min-distance`).
     ("group.lag.window.intervals", "10"),
     ("group.lag.min.distance.ms", "1000"),
+    // Unused topics and topic GC (Fjord's keys; `crate::topic_activity`).
+    ("topic.activity.flush.ms", "60000"),
+    ("topic.gc.grace.ms", "86400000"),
+    ("topic.gc.exclude", ""),
+    ("topic.gc.reject.produce", "false"),
 ];
 
 /// A listener such as `PLAINTEXT://127.0.0.1:9092`.
@@ -235,6 +240,8 @@ pub struct BrokerConfig {
     pub group: fjord_group::Config,
     /// offsets.retention.check.interval.ms
     pub offsets_retention_check_interval_ms: u64,
+    /// `topic.activity.flush.ms`, `topic.gc.*`.
+    pub topic_gc: crate::topic_activity::TopicGcConfig,
     /// Broker-level defaults for every topic's log.
     pub log: LogConfig,
     /// Every key that was set explicitly (any source), for DescribeConfigs.
@@ -426,6 +433,7 @@ impl BrokerConfig {
                 1,
                 i64::MAX,
             )? as u64,
+            topic_gc: crate::topic_activity::TopicGcConfig::parse(&get)?,
             log,
             explicit: props,
         })
@@ -569,7 +577,7 @@ fn is_known_key(key: &str) -> bool {
         || fjord_storage::config::is_broker_log_key(key)
 }
 
-fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {
+pub(crate) fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {
     match v.trim().parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!(
@@ -578,7 +586,7 @@ fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {
     }
 }
 
-fn parse_bool(v: &str, key: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(v: &str, key: &str) -> Result<bool, String> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),

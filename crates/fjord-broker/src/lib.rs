@@ -51,6 +51,7 @@ pub mod replica_fetcher;
 pub mod replication;
 pub mod server;
 pub mod throttle;
+pub mod topic_activity;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +92,8 @@ impl RunningBroker {
     pub async fn shutdown(self) {
         if let Some(b) = &self.broker {
             cluster::controlled_shutdown(b).await;
+            // What was used since the last activity report, while the controller still answers.
+            topic_activity::flush(b).await;
         }
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
@@ -164,6 +167,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     broker.fetchers.start(broker.clone(), rx.clone());
     let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
+    let activity_flush = tokio::spawn(topic_activity::flush_loop(broker.clone(), rx.clone()));
     let lag_ends = tokio::spawn(log_ends::poll_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
     let done = tokio::spawn(async move {
@@ -175,6 +179,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         let _ = maintenance.await;
         let _ = usage_roll.await;
         let _ = group_timers.await;
+        let _ = activity_flush.await;
         let _ = lag_ends.await;
         let _ = admin_task.await;
         if let Some(s) = service {

@@ -31,6 +31,8 @@ pub struct Partition {
     pub index: i32,
     /// This broker's node id.
     local: i32,
+    /// Produce and consumer fetch since the last activity report (`crate::topic_activity`).
+    pub activity: crate::topic_activity::PartitionActivity,
     replica: Mutex<PartitionReplica>,
     log: RwLock<Option<Log>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
@@ -55,6 +57,7 @@ impl Partition {
             topic_id,
             index,
             local,
+            activity: Default::default(),
             replica: Mutex::new(PartitionReplica::new(local, 0)),
             log: RwLock::new(None),
             waiters: Mutex::new(Vec::new()),

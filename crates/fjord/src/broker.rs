@@ -252,7 +252,7 @@ fn done(output: Output, v: &Value, line: impl FnOnce() -> String) -> anyhow::Res
 
 /// `METHOD path` on the admin endpoint; the JSON answer of a 2xx, else the error as one line
 /// with Kafka's error name and code.
-async fn call(addr: &str, method: &str, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn call(addr: &str, method: &str, path: &str) -> anyhow::Result<Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))

@@ -79,6 +79,12 @@ pub enum TopicCommand {
         #[arg(long = "partition", requires = "topic")]
         partitions: Vec<i32>,
     },
+    /// Topics neither produced to nor fetched by a consumer for --idle (never-used ones
+    /// counted from their creation), with size, last use and groups (admin endpoint).
+    Unused(crate::topic_gc::UnusedArgs),
+    /// Topic GC: mark topics idle for --idle, delete them once marked for topic.gc.grace.ms
+    /// and still idle; a dry run unless --execute (admin endpoint).
+    Gc(crate::topic_gc::GcArgs),
 }
 
 /// `--type` of `topic elect-leaders`.
@@ -92,6 +98,12 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> anyhow::Result<()> {
+    // Unused topics and topic GC are answered by the admin endpoint.
+    let command = match command {
+        TopicCommand::Unused(a) => return crate::topic_gc::unused(a, output).await,
+        TopicCommand::Gc(a) => return crate::topic_gc::gc(a, output).await,
+        c => c,
+    };
     let client = connect.client().await?;
     match command {
         TopicCommand::Create {
@@ -160,6 +172,9 @@ pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> an
             }
         }
         TopicCommand::Describe { name } => describe(&client, &name, output).await?,
+        TopicCommand::Unused(_) | TopicCommand::Gc(_) => {
+            unreachable!("answered from the admin endpoint above")
+        }
         TopicCommand::Delete { name, if_exists } => match client.delete_topic(&name).await {
             Ok(()) => outln!("deleted topic {name:?}"),
             Err(e) if if_exists && e.code() == Some(UNKNOWN_TOPIC_OR_PARTITION) => {

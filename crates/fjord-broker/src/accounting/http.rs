@@ -43,11 +43,11 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/v1/usage", get(usage))
 }
 
-fn answer(code: StatusCode, body: Value) -> Response {
+pub(crate) fn answer(code: StatusCode, body: Value) -> Response {
     (code, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn bad_request(message: String) -> Response {
+pub(crate) fn bad_request(message: String) -> Response {
     answer(StatusCode::BAD_REQUEST, json!({ "error": message }))
 }
 
@@ -247,7 +247,7 @@ pub fn merge_usage_rows(brokers: &[Value]) -> Vec<Value> {
 
 /// Ask every other registered broker for `path` (which answers `{"brokers":[...]}`) and add
 /// its brokers to `brokers`, or a line to `errors`; `brokers` ends sorted by node id.
-async fn gather(b: &Broker, path: &str, brokers: &mut Vec<Value>, errors: &mut Vec<Value>) {
+pub(crate) async fn gather(b: &Broker, path: &str, brokers: &mut Vec<Value>, errors: &mut Vec<Value>) {
     let peers = peer_admins(b);
     let mut asks = tokio::task::JoinSet::new();
     for (node_id, admin) in peers {

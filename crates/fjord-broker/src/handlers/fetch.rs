@@ -169,6 +169,12 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
             }
         }
     }
+    if let Fetcher::Consumer { .. } = fetcher {
+        // A consumer polling, with or without data, uses the topic (`crate::topic_activity`).
+        for p in targets.iter().filter_map(|t| t.partition.as_ref().ok()) {
+            p.activity.fetched();
+        }
+    }
     // KIP-392: a consumer in another rack than the leader is sent to an in-sync replica in
     // its own rack.
     let redirects: Vec<Option<i32>> = targets

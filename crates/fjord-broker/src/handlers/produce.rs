@@ -56,6 +56,10 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
         } else {
             is_internal(&td.name)
         };
+        // Topic GC's phase 1 may refuse produce to a marked topic (`topic.gc.reject.produce`).
+        let gc_refusal = topic
+            .as_ref()
+            .and_then(|t| crate::topic_activity::produce_refusal(b, t));
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let resp = PartitionProduceResponse::default()
@@ -83,6 +87,8 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                     ErrorCode::InvalidTopicException,
                     Some(format!("Cannot append to internal topic {name}")),
                 )
+            } else if let Some(msg) = &gc_refusal {
+                fail(ErrorCode::PolicyViolation, Some(msg.clone()))
             } else {
                 match (&topic, &pd.records) {
                     (None, _) => fail(missing, None),
@@ -115,6 +121,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                             }
                             Some(p) => match p.append(records, AppendOrigin::Client, now) {
                                 Ok(info) => {
+                                    p.activity.produced();
                                     if !info.duplicate {
                                         let label = [&*t.name];
                                         b.metrics
