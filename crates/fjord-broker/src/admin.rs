@@ -100,6 +100,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(crate::maintenance::routes())
         .merge(crate::balancer::routes())
         .merge(crate::group_lag::routes())
+        .merge(crate::skew::http::routes())
         .merge(crate::topic_activity::routes())
         .with_state(broker)
 }

@@ -110,6 +110,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Traffic by client rack and usage per topic and client id.
     pub accounting: crate::accounting::Accounting,
+    /// Bytes-in rates per partition and sampled top keys (`skew.*`).
+    pub skew: crate::skew::Skew,
     /// Topic activity not yet reported to the controller, topic GC metrics.
     pub topic_activity: crate::topic_activity::TopicActivity,
     advertised: RwLock<(String, u16)>,
@@ -154,6 +156,7 @@ impl Broker {
             config.rack.as_deref(),
             &metrics.registry,
         );
+        let skew = crate::skew::Skew::new(&config.skew, &metrics.registry);
         Broker {
             cluster_id,
             control,
@@ -167,6 +170,7 @@ impl Broker {
             fetch_sessions: Mutex::new(fetch_sessions),
             metrics,
             accounting,
+            skew,
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
             groups: crate::groups::GroupRuntime::new(config.group.clone()),
             fetchers: ReplicaFetchers::default(),

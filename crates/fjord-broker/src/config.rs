@@ -56,6 +56,14 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     // Traffic accounting by client rack and usage per topic and client (docs/cross-az.md).
     ("traffic.accounting.enable", "true"),
     ("client.rack.cidrs", ""),
+    // Partition skew: bytes-in rates per partition and sampled top keys (docs/operations.md).
+    ("skew.sketch.enable", "true"),
+    ("skew.sample.rate", "16"),
+    ("skew.sketch.counters", "16"),
+    ("skew.warn.ratio", "2.0"),
+    ("skew.warn.min.bytes.per.sec", "102400"),
+    ("skew.check.interval.ms", "30000"),
+    ("skew.window.ms", "300000"),
     // Cluster (KRaft key names). No voters: a single node that is its own controller.
     ("process.roles", "broker,controller"),
     ("controller.listener.names", "CONTROLLER"),
@@ -231,6 +239,8 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// `traffic.accounting.enable`, `client.rack.cidrs`.
     pub accounting: crate::accounting::AccountingConfig,
+    /// `skew.*`: partition skew detection.
+    pub skew: crate::skew::SkewConfig,
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub fetch_session_cache_slots: usize,
@@ -407,6 +417,7 @@ impl BrokerConfig {
             limits,
             rack: (!rack.is_empty()).then_some(rack),
             accounting,
+            skew: crate::skew::SkewConfig::parse(&get)?,
             retention_check_interval_ms: parse_int(
                 &get("log.retention.check.interval.ms"),
                 "log.retention.check.interval.ms",

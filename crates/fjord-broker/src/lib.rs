@@ -25,6 +25,7 @@
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions, without I/O.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`accounting`]: traffic by client rack (cross-AZ) and usage per topic and client id.
+//! - [`skew`]: bytes-in rates per partition, sampled top keys, skewed-partition warnings.
 //!
 //! Entry point: [`start`] binds the listeners from a [`BrokerConfig`] and returns a
 //! [`RunningBroker`] handle.
@@ -50,6 +51,7 @@ pub mod partition;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod server;
+pub mod skew;
 pub mod throttle;
 pub mod topic_activity;
 
@@ -164,6 +166,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     });
     let maintenance = tokio::spawn(maintenance_loop(broker.clone(), rx.clone()));
     let usage_roll = tokio::spawn(accounting::roll_loop(broker.clone(), rx.clone()));
+    let skew_check = tokio::spawn(skew::check_loop(broker.clone(), rx.clone()));
     broker.fetchers.start(broker.clone(), rx.clone());
     let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
@@ -178,6 +181,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         }
         let _ = maintenance.await;
         let _ = usage_roll.await;
+        let _ = skew_check.await;
         let _ = group_timers.await;
         let _ = activity_flush.await;
         let _ = lag_ends.await;

@@ -43,6 +43,8 @@ pub struct Partition {
     progress: OnceLock<watch::Sender<u64>>,
     /// Which reassignment traffic of this partition is throttled here.
     throttle: RwLock<crate::throttle::ReplicaThrottle>,
+    /// Bytes in as leader and the sampled top-keys sketch ([`crate::skew`]).
+    pub skew: crate::skew::PartitionSkew,
 }
 
 /// The partition was deleted while a request held it.
@@ -63,6 +65,7 @@ impl Partition {
             waiters: Mutex::new(Vec::new()),
             progress: OnceLock::new(),
             throttle: RwLock::new(Default::default()),
+            skew: Default::default(),
         }
     }
 

@@ -20,6 +20,7 @@ mod produce;
 mod rebalance;
 mod server;
 mod topic;
+mod topic_skew;
 mod topic_gc;
 mod traffic;
 

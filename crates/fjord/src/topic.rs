@@ -39,6 +39,9 @@ pub enum TopicCommand {
     },
     /// Show partitions (leader, replicas, ISR, offsets) and non-default configs of a topic.
     Describe { name: String },
+    /// The hottest partitions against the topic's mean bytes-in rate, and the keys driving
+    /// them (from the brokers' admin endpoints).
+    Skew(crate::topic_skew::SkewArgs),
     /// Delete a topic.
     Delete {
         name: String,
@@ -98,6 +101,11 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> anyhow::Result<()> {
+    // Served by the admin endpoints, not the Kafka protocol.
+    let command = match command {
+        TopicCommand::Skew(a) => return crate::topic_skew::run(a, output).await,
+        c => c,
+    };
     // Unused topics and topic GC are answered by the admin endpoint.
     let command = match command {
         TopicCommand::Unused(a) => return crate::topic_gc::unused(a, output).await,
@@ -172,6 +180,7 @@ pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> an
             }
         }
         TopicCommand::Describe { name } => describe(&client, &name, output).await?,
+        TopicCommand::Skew(_) => unreachable!("answered from the admin endpoint above"),
         TopicCommand::Unused(_) | TopicCommand::Gc(_) => {
             unreachable!("answered from the admin endpoint above")
         }

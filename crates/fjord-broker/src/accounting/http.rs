@@ -52,7 +52,7 @@ pub(crate) fn bad_request(message: String) -> Response {
 }
 
 /// The query string's `key=value` pairs (no percent-decoding: the values used here need none).
-fn params(uri: &Uri) -> BTreeMap<String, String> {
+pub(crate) fn params(uri: &Uri) -> BTreeMap<String, String> {
     uri.query()
         .unwrap_or("")
         .split('&')
@@ -65,7 +65,7 @@ fn params(uri: &Uri) -> BTreeMap<String, String> {
 }
 
 /// `scope`: true for `local`, false for `cluster` (the default).
-fn local_scope(p: &BTreeMap<String, String>) -> Result<bool, String> {
+pub(crate) fn local_scope(p: &BTreeMap<String, String>) -> Result<bool, String> {
     match p.get("scope").map(String::as_str) {
         None | Some("cluster") => Ok(false),
         Some("local") => Ok(true),
@@ -123,14 +123,9 @@ async fn usage(State(b): State<Arc<Broker>>, uri: Uri) -> Response {
     let now = now_ms();
     let me = {
         let b = b.clone();
-        match tokio::task::spawn_blocking(move || local_usage(&b, by, since_ms, now)).await {
+        match off_workers(move || local_usage(&b, by, since_ms, now)).await {
             Ok(v) => v,
-            Err(e) => {
-                return answer(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": e.to_string() }),
-                )
-            }
+            Err(e) => return e,
         }
     };
     let mut brokers = vec![me];
@@ -207,6 +202,19 @@ fn local_usage(b: &Broker, by: By, since_ms: i64, now: i64) -> Value {
     })
 }
 
+/// `f`'s answer, run off the async workers (it reads disk or walks large tables); a 500
+/// answer if it panicked.
+pub(crate) async fn off_workers(
+    f: impl FnOnce() -> Value + Send + 'static,
+) -> Result<Value, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        )
+    })
+}
+
 /// Rows of every broker's answer added up by name, largest traffic first.
 pub fn merge_usage_rows(brokers: &[Value]) -> Vec<Value> {
     let mut merged: BTreeMap<String, (InOut, Option<u64>)> = BTreeMap::new();
@@ -247,7 +255,12 @@ pub fn merge_usage_rows(brokers: &[Value]) -> Vec<Value> {
 
 /// Ask every other registered broker for `path` (which answers `{"brokers":[...]}`) and add
 /// its brokers to `brokers`, or a line to `errors`; `brokers` ends sorted by node id.
-pub(crate) async fn gather(b: &Broker, path: &str, brokers: &mut Vec<Value>, errors: &mut Vec<Value>) {
+pub(crate) async fn gather(
+    b: &Broker,
+    path: &str,
+    brokers: &mut Vec<Value>,
+    errors: &mut Vec<Value>,
+) {
     let peers = peer_admins(b);
     let mut asks = tokio::task::JoinSet::new();
     for (node_id, admin) in peers {

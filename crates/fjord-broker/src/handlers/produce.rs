@@ -133,6 +133,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                             .with_label_values(&label)
                                             .inc_by(info.record_count);
                                         b.accounting.topic_in(&t.name, info.bytes as u64);
+                                        b.skew.on_produce(p, records, info.bytes as u64);
                                     }
                                     if acks == -1 {
                                         waits.push((
