@@ -7,8 +7,14 @@ use crate::output::{self, alert, Output, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Cluster id, controller and brokers (DescribeCluster, Metadata).
-    Info,
+    /// Cluster id, controller and brokers (DescribeCluster, Metadata), with each broker's
+    /// cordon / maintenance state when an admin endpoint is given.
+    Info {
+        /// The admin HTTP address of any node (`admin.listener`), for the brokers' cordon,
+        /// maintenance and drain state (Kafka's protocol does not carry it).
+        #[arg(long, env = "FJORD_ADMIN")]
+        admin: Option<String>,
+    },
     /// Nodes, roles, racks, broker epochs, fencing, the active controller and each node's
     /// metadata lag, as the active controller sees them (from any node's admin port).
     Status {
@@ -34,11 +40,19 @@ pub enum ClusterCommand {
     },
     /// Plan (and with --execute carry out) moves that even out replicas, disk bytes and
     /// preferred leaders per broker while keeping every partition's rack spread: prints the
-    /// moves, the bytes to move and the imbalance before → after.
+    /// moves, the bytes to move and the imbalance before → after. With --status: what the
+    /// continuous balancer (`balancer.mode=continuous`) is doing.
     Rebalance {
         /// Print the plan only (the default).
-        #[arg(long, conflicts_with = "execute")]
+        #[arg(long, conflicts_with_all = ["execute", "status"])]
         dry_run: bool,
+        /// The continuous balancer's state on the active controller (needs --admin).
+        #[arg(long, conflicts_with = "execute")]
+        status: bool,
+        /// The admin HTTP address of any node: cordoned brokers and brokers in maintenance are
+        /// then left out of the plan (they receive nothing); needed by --status.
+        #[arg(long, env = "FJORD_ADMIN")]
+        admin: Option<String>,
         /// Carry the plan out: KIP-455 reassignments, then preferred-leader elections.
         #[arg(long)]
         execute: bool,
@@ -69,13 +83,20 @@ pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> 
             let output = if json { Output::Json } else { output };
             status(&admin, output).await
         }
-        ClusterCommand::Info => info(connect, output).await,
+        ClusterCommand::Info { admin } => info(connect, admin.as_deref(), output).await,
         ClusterCommand::Traffic {
             admin,
             price_per_gb,
         } => crate::traffic::cluster_traffic(&admin, price_per_gb, output).await,
         ClusterCommand::Rebalance {
+            status: true,
+            admin,
+            ..
+        } => crate::rebalance::status(admin.as_deref().unwrap_or(DEFAULT_ADMIN), output).await,
+        ClusterCommand::Rebalance {
             dry_run: _,
+            status: false,
+            admin,
             execute,
             max_moves,
             max_concurrent,
@@ -88,9 +109,55 @@ pub async fn run(connect: &Connect, output: Output, command: ClusterCommand) -> 
                 max_concurrent: max_concurrent as usize,
                 throttle,
                 timeout: std::time::Duration::from_secs(timeout),
+                admin,
             };
             crate::rebalance::run(connect, output, args).await
         }
+    }
+}
+
+/// The admin address commands use when none is given.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
+
+/// Each broker's cordon / maintenance state from `GET /v1/cluster` (the active controller's
+/// metadata image): node id → `cordoned`, `maintenance`, `draining`, `drained`, or absent
+/// when the broker takes replicas.
+pub(crate) async fn broker_states(
+    admin: &str,
+) -> anyhow::Result<std::collections::BTreeMap<i32, String>> {
+    let (code, body) = admin_get(admin, "/v1/cluster").await?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
+    if code != 200 {
+        anyhow::bail!(
+            "cluster status unavailable: {}",
+            v["error"].as_str().unwrap_or(&body)
+        );
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for b in v["status"]["brokers"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(state)) = (b["node_id"].as_i64(), broker_state(b)) {
+            out.insert(id as i32, state.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A broker's state in a `/v1/cluster` answer, if it does not take replicas.
+fn broker_state(b: &serde_json::Value) -> Option<&'static str> {
+    let m = &b["maintenance"];
+    if m.is_object() {
+        Some(if m["drain_completed"] == true {
+            "drained"
+        } else if m["drain_replicas"] == true {
+            "draining"
+        } else {
+            "maintenance"
+        })
+    } else if b["cordoned"] == true {
+        Some("cordoned")
+    } else {
+        None
     }
 }
 
@@ -262,11 +329,10 @@ pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
                 .map_or("-".into(), |e| e.to_string()),
             addr,
             yes_no(field("fenced"), true),
-            match field("maintenance") {
-                m if m.is_object() && m["drain_completed"] == true => "yes (drained)".into(),
-                m if m.is_object() && m["drain_replicas"] == true => "yes (draining)".into(),
-                m if m.is_object() => "yes (maintenance)".into(),
-                _ => yes_no(field("cordoned"), false),
+            match b.and_then(broker_state) {
+                Some("cordoned") => "yes".into(),
+                Some(state) => format!("yes ({state})"),
+                None => yes_no(field("cordoned"), false),
             },
             n("leaders"),
             n("replicas"),
@@ -278,8 +344,16 @@ pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn info(connect: &Connect, output: Output) -> anyhow::Result<()> {
+async fn info(connect: &Connect, admin: Option<&str>, output: Output) -> anyhow::Result<()> {
     let client = connect.client().await?;
+    let states = match admin {
+        Some(a) => Some(broker_states(a).await?),
+        None => None,
+    };
+    let state = |id: i32| -> Option<String> {
+        let s = states.as_ref()?;
+        Some(s.get(&id).cloned().unwrap_or_else(|| "active".into()))
+    };
     let md = client.metadata(Some(&[])).await?;
     // DescribeCluster adds fencing state; fall back to Metadata if unsupported.
     let (cluster_id, controller, mut brokers) = match client.describe_cluster().await {
@@ -300,6 +374,7 @@ async fn info(connect: &Connect, output: Output) -> anyhow::Result<()> {
                     "port": b.port,
                     "rack": b.rack,
                     "fenced": b.is_fenced,
+                    "state": state(b.node_id),
                 })
             })
             .collect();
@@ -322,6 +397,10 @@ async fn info(connect: &Connect, output: Output) -> anyhow::Result<()> {
         );
         if b.is_fenced {
             line.push_str("  (fenced)");
+        }
+        match state(b.node_id).as_deref() {
+            None | Some("active") => {}
+            Some(s) => line.push_str(&format!("  ({s})")),
         }
         outln!("{line}");
     }

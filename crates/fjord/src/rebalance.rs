@@ -4,6 +4,11 @@
 //! it out as KIP-455 reassignments (at most `--max-concurrent` at a time, optionally throttled)
 //! followed by preferred-leader elections.
 //!
+//! Cordoned brokers and brokers in maintenance receive nothing: their state is not in Kafka's
+//! protocol, so with `--admin` it comes from the admin endpoint (`/v1/cluster`); without it the
+//! plan only knows fencing (and says so). `--status` shows the continuous balancer
+//! (`GET /v1/balancer`).
+//!
 //! Replica sizes come from DescribeLogDirs, asked of every unfenced broker (a partition's size
 //! is its largest replica's); when a partition's size is missing (a broker did not answer and
 //! held its only replica), the plan balances counts and says so.
@@ -36,11 +41,17 @@ pub struct RebalanceArgs {
     pub max_concurrent: usize,
     pub throttle: Option<u64>,
     pub timeout: Duration,
+    /// An admin endpoint for the brokers' cordon and maintenance state.
+    pub admin: Option<String>,
 }
 
 pub async fn run(connect: &Connect, output: Output, args: RebalanceArgs) -> anyhow::Result<()> {
     let client = connect.client().await?;
-    let input = gather(&client).await?;
+    let states = match &args.admin {
+        Some(a) => Some(crate::cluster::broker_states(a).await?),
+        None => None,
+    };
+    let input = gather(&client, states.as_ref()).await?;
     let plan = balancer::plan(
         &input,
         BalancerOptions {
@@ -48,14 +59,34 @@ pub async fn run(connect: &Connect, output: Output, args: RebalanceArgs) -> anyh
         },
     );
     print_plan(&plan, output, args.execute);
+    if output != Output::Json {
+        match &states {
+            Some(s) if !s.is_empty() => outln!(
+                "left out (receive nothing): {}",
+                s.iter()
+                    .map(|(b, st)| format!("broker {b} ({st})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(_) => {}
+            None => outln!(
+                "cordon state unknown: pass --admin (or set FJORD_ADMIN) so cordoned brokers and \
+                 brokers in maintenance are left out"
+            ),
+        }
+    }
     if !args.execute || plan.moves.is_empty() {
         return Ok(());
     }
     execute(&client, &plan, &args, output).await
 }
 
-/// The balancer's input from the cluster's answers.
-async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
+/// The balancer's input from the cluster's answers; `states` (from the admin endpoint) names
+/// brokers that are cordoned or in maintenance.
+async fn gather(
+    client: &Client,
+    states: Option<&BTreeMap<i32, String>>,
+) -> anyhow::Result<BalancerInput> {
     let md = client.metadata(None).await?;
     let brokers = match client.describe_cluster().await {
         Ok(d) => d.brokers,
@@ -80,7 +111,7 @@ async fn gather(client: &Client) -> anyhow::Result<BalancerInput> {
         .map(|b| BalancerBroker {
             id: b.node_id,
             rack: b.rack.clone(),
-            excluded: b.is_fenced,
+            excluded: b.is_fenced || states.is_some_and(|s| s.contains_key(&b.node_id)),
         })
         .collect();
     let mut partitions = Vec::new();
@@ -164,6 +195,99 @@ async fn list_reassignments(client: &Client) -> anyhow::Result<Ongoing> {
         }
     }
     Ok(out)
+}
+
+/// `fjord cluster rebalance --status`: the continuous balancer on the active controller.
+pub async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
+    let (code, body) = crate::cluster::admin_get(admin, "/v1/balancer").await?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
+    if code != 200 {
+        anyhow::bail!(
+            "balancer status unavailable: {}",
+            v["error"].as_str().unwrap_or(&body)
+        );
+    }
+    if output == Output::Json {
+        output::json(&v);
+        return Ok(());
+    }
+    let b = &v["balancer"];
+    if b.is_null() {
+        outln!(
+            "No balancer status: {}",
+            v["note"]
+                .as_str()
+                .unwrap_or("the active controller did not report one yet")
+        );
+        return Ok(());
+    }
+    let text = |k: &str| b[k].as_str().unwrap_or("-").to_string();
+    let num = |k: &str| b[k].as_u64().unwrap_or(0);
+    outln!("mode:              {}", text("mode"));
+    outln!("state:             {}", text("state"));
+    outln!(
+        "active controller: {}",
+        v["active_controller"]
+            .as_i64()
+            .map_or("-".into(), |a| a.to_string())
+    );
+    outln!(
+        "rounds:            {} ({} partition move(s) started)",
+        num("rounds"),
+        num("moves_started")
+    );
+    outln!("moves in progress: {}", num("moves_in_progress"));
+    if let Some(ms) = b["next_round_in_ms"].as_i64() {
+        outln!("next round in:     {:.1} s", ms as f64 / 1000.0);
+    }
+    for f in b["fenced_brokers"].as_array().into_iter().flatten() {
+        outln!(
+            "fenced broker {}:   for {:.0} s{}",
+            f["node_id"],
+            f["fenced_for_ms"].as_i64().unwrap_or(0) as f64 / 1000.0,
+            if f["gone"] == true {
+                " (gone: its replicas move to live brokers)"
+            } else {
+                ""
+            }
+        );
+    }
+    let i = &b["imbalance"];
+    if i.is_object() {
+        let pair = |min: &str, max: &str| match (i[min].as_u64(), i[max].as_u64()) {
+            (Some(a), Some(b)) => format!("min {a} max {b}"),
+            _ => "unknown".into(),
+        };
+        outln!(
+            "replicas:          {}",
+            pair("replicas_min", "replicas_max")
+        );
+        outln!("leaders:           {}", pair("leaders_min", "leaders_max"));
+        outln!(
+            "disk bytes:        {}",
+            pair("disk_bytes_min", "disk_bytes_max")
+        );
+        outln!(
+            "network bytes/s:   {}",
+            pair("network_bytes_per_s_min", "network_bytes_per_s_max")
+        );
+        outln!(
+            "rack violations:   {}",
+            i["rack_violations"].as_u64().unwrap_or(0)
+        );
+    }
+    let r = &b["last_round"];
+    if r.is_object() {
+        outln!(
+            "last round:        {} — {} data move(s), {} leadership move(s), {} refused",
+            r["reason"].as_str().unwrap_or("-"),
+            r["data_moves"],
+            r["leadership_moves"],
+            r["refused"]
+        );
+    }
+    Ok(())
 }
 
 fn spread_line(name: &str, before: &Spread, after: &Spread) -> String {

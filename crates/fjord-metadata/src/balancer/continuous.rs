@@ -11,7 +11,8 @@
 //! 1. **gone brokers** first: a broker fenced for `balancer.broker.gone.ms` that still holds
 //!    replicas has them moved to live brokers by the drain planner
 //!    ([`crate::maintenance::plan_drain`]: rack spread kept, replicas evened out); a partition
-//!    that cannot keep its rack spread stays and is logged;
+//!    that cannot keep its rack spread stays and is logged, and one without a leader (nothing
+//!    to copy from) stays until a replica comes back;
 //! 2. otherwise, unless a broker holding replicas is fenced but not gone yet (it may be
 //!    restarting: balancing around it would take its leaderships and replicas for good),
 //!    **imbalance**: the planner ([`super::plan`]) runs when its goals are violated
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use super::{BalancerInput, BalancerOptions, Imbalance, PartitionRate};
 use crate::controller::{election_error, Controller, ControllerResult, ElectionType};
 use crate::reassignment::ReassignmentTarget;
-use crate::record::{MetadataRecord, NodeId};
+use crate::record::{MetadataRecord, NodeId, NO_LEADER};
 
 /// `balancer.mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,8 +402,12 @@ impl Controller {
         gone: &BTreeSet<NodeId>,
         now: i64,
     ) -> Option<BalancerRound> {
+        // A partition with no leader (every in-sync replica gone) has nothing to copy from: a
+        // move could never complete, so it stays until a replica comes back.
         let plan = self.plan_moves_off(gone, |s| {
-            !s.is_reassigning() && s.replicas.iter().any(|r| gone.contains(r))
+            !s.is_reassigning()
+                && s.leader != NO_LEADER
+                && s.replicas.iter().any(|r| gone.contains(r))
         });
         for r in &plan.refused {
             tracing::warn!(topic_id = %r.topic_id, partition = r.partition, replicas = ?r.replicas,
