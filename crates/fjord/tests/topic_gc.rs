@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::member::Member;
 use common::{wait_until, FjordProcess};
 use serde_json::Value;
@@ -288,4 +289,69 @@ fn unused_topics_are_listed_marked_and_deleted_and_everything_else_is_left_alone
         assert!(logs.contains(line), "no {line:?} in the log");
     }
     b.assert_no_panic_in_log();
+}
+
+/// Three nodes: activity and a GC mark written through one active controller are still there
+/// once it is killed, and the next controller records new use (a consumer fetch unmarks).
+#[test]
+fn activity_and_marks_survive_controller_failover() {
+    let mut c = Cluster::builder()
+        .config("topic.activity.flush.ms = 300\ntopic.gc.grace.ms = 600000")
+        .start();
+    for t in ["used", "idle"] {
+        c.node(1)
+            .cli(&[
+                "topic",
+                "create",
+                t,
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "3",
+            ])
+            .success("create topic");
+    }
+    // "used" is produced to until "idle" is marked (through node 1's admin endpoint).
+    let mut run = BTreeMap::new();
+    let marked = wait_until(Duration::from_secs(60), || {
+        let _ = produce(c.node(1), "used");
+        run = gc(c.node(1), true);
+        run.get("idle").map(|d| d["action"].as_str()) == Some(Some("mark"))
+    });
+    assert!(marked, "idle never marked: {:?}", run.get("idle"));
+    let before = gc(c.node(2), false);
+    assert!(
+        before["used"]["last_produce_ms"].is_i64(),
+        "{}",
+        before["used"]
+    );
+    assert!(before["idle"]["marked_ms"].is_i64(), "{}", before["idle"]);
+
+    let active = c.active_controller(1);
+    c.kill9(active);
+    let survivor = if active == 1 { 2 } else { 1 };
+    c.wait_status(survivor, "a new active controller", |s| {
+        s["active_controller"]
+            .as_i64()
+            .is_some_and(|a| a as usize != active)
+    });
+    let after = gc(c.node(survivor), false);
+    assert!(
+        after["used"]["last_produce_ms"].as_i64() >= before["used"]["last_produce_ms"].as_i64(),
+        "{} vs {}",
+        after["used"],
+        before["used"]
+    );
+    assert_eq!(after["idle"]["marked_ms"], before["idle"]["marked_ms"]);
+
+    // A consumer fetch through a survivor reaches the new controller and lifts the mark.
+    let lifted = wait_until(Duration::from_secs(60), || {
+        let _ =
+            c.node(survivor)
+                .cli(&["consume", "idle", "--from-beginning", "--timeout-ms", "300"]);
+        gc(c.node(survivor), false)["idle"]["marked_ms"].is_null()
+    });
+    assert!(lifted, "idle still marked after a consumer fetch");
+    c.start_node(active);
+    c.assert_no_panic_in_logs();
 }
