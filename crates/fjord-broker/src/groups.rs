@@ -6,6 +6,14 @@
 //! The coordinator lock is never held across an `.await`: an operation locks, runs the state
 //! machine, appends synchronously (so records reach the log in the order the state machine
 //! produced them), unlocks, and only then wakes parked requests.
+//!
+//! As Kafka's coordinator, nothing is answered before the records it depends on are on every
+//! in-sync replica of their `__consumer_offsets` partition (acks=all): an operation returns
+//! what it appended as [`Written`], parked requests get it with their reply ([`Delivered`]),
+//! and the handlers wait for [`Written::replicated`] before answering. A member told it joined
+//! therefore stays joined when the coordinator moves; if replication does not happen within
+//! [`REPLICATION_TIMEOUT`] the answer is COORDINATOR_NOT_AVAILABLE (NOT_COORDINATOR when
+//! leadership moved), which clients retry after finding the coordinator again.
 
 use fjord_protocol::records::AppendOrigin;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +34,48 @@ use tokio::sync::{oneshot, watch};
 
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
+use fjord_replication::AckStatus;
+
+/// How long an answer waits for its records to reach the ISR (Kafka's
+/// `offsets.commit.timeout.ms` default).
+pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one coordinator operation appended: where its records end in each partition, or the
+/// append's error.
+#[derive(Clone, Default)]
+pub struct Written {
+    ends: Vec<(Arc<Partition>, i64)>,
+    failed: Option<ErrorCode>,
+}
+
+impl Written {
+    /// Whether the append itself succeeded (its records are in the leader's log).
+    pub fn appended(&self) -> Result<(), ErrorCode> {
+        self.failed.map_or(Ok(()), Err)
+    }
+
+    /// Wait until the records are on every in-sync replica (at most [`REPLICATION_TIMEOUT`]).
+    pub async fn replicated(&self) -> Result<(), ErrorCode> {
+        self.appended()?;
+        let deadline = std::time::Instant::now() + REPLICATION_TIMEOUT;
+        for (p, required) in &self.ends {
+            match p.wait_acks_all(*required, 1, deadline).await {
+                AckStatus::Done => {}
+                AckStatus::NotLeader => return Err(ErrorCode::NotCoordinator),
+                AckStatus::Waiting | AckStatus::NotEnoughReplicasAfterAppend => {
+                    return Err(ErrorCode::CoordinatorNotAvailable)
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parked request's reply, with what must be replicated before it is sent.
+pub struct Delivered {
+    pub reply: Reply,
+    pub written: Written,
+}
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = fjord_metadata::internal::GROUP_METADATA_TOPIC;
@@ -45,7 +95,7 @@ pub struct GroupRuntime {
     topics: parking_lot::RwLock<GroupTopics>,
     /// The startup replay is done (later elections replay one partition each).
     loaded: AtomicBool,
-    waiters: Mutex<HashMap<Token, oneshot::Sender<Reply>>>,
+    waiters: Mutex<HashMap<Token, oneshot::Sender<Delivered>>>,
     next_token: AtomicU64,
     /// Consumer lag windows (Burrow's evaluation, [`crate::group_lag`]), behind their own lock
     /// so commits and evaluations never wait on the coordinator.
@@ -70,7 +120,7 @@ impl GroupRuntime {
     }
 
     /// A token for a request that may have to wait, and where its reply will arrive.
-    pub fn park(&self) -> (Token, oneshot::Receiver<Reply>) {
+    pub fn park(&self) -> (Token, oneshot::Receiver<Delivered>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().insert(token, tx);
@@ -134,19 +184,19 @@ impl GroupRuntime {
     }
 
     /// Run one coordinator operation: state machine, then append, then replies. Returns the
-    /// operation's own answer and whether its records were appended.
+    /// operation's own answer and what it appended (to wait for before answering).
     pub fn run<T>(
         &self,
         broker: &Broker,
         op: impl FnOnce(&mut Coordinator, &TopicsView, i64) -> (T, Effects),
-    ) -> (T, Result<(), ErrorCode>) {
+    ) -> (T, Written) {
         let now = now_ms();
         let topics = self.topics();
         let (out, fx, appended, members, groups) = {
             let mut c = self.coordinator.lock();
             let (out, mut fx) = op(&mut c, &topics, now);
             let appended = append(broker, &c, &fx.records, now);
-            if appended.is_err() {
+            if appended.failed.is_some() {
                 // The log does not hold these commits: memory must not show them either.
                 c.undo(std::mem::take(&mut fx.undo));
             }
@@ -154,7 +204,7 @@ impl GroupRuntime {
         };
         broker.metrics.group_members.set(members as i64);
         broker.metrics.groups.set(groups as i64);
-        self.deliver(broker, fx);
+        self.deliver(broker, fx, &appended);
         (out, appended)
     }
 
@@ -165,14 +215,17 @@ impl GroupRuntime {
         f(&c, &topics)
     }
 
-    fn deliver(&self, broker: &Broker, fx: Effects) {
+    fn deliver(&self, broker: &Broker, fx: Effects, written: &Written) {
         for e in fx.events {
             log_event(broker, e);
         }
         let mut waiters = self.waiters.lock();
         for (token, reply) in fx.replies {
             if let Some(tx) = waiters.remove(&token) {
-                let _ = tx.send(reply);
+                let _ = tx.send(Delivered {
+                    reply,
+                    written: written.clone(),
+                });
             }
         }
     }
@@ -427,23 +480,27 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::
 }
 
 /// Append the records to their `__consumer_offsets` partitions.
-fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Result<(), ErrorCode> {
+fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Written {
+    let mut written = Written::default();
     if records.is_empty() {
-        return Ok(());
+        return written;
     }
     // FindCoordinator creates the topic before any group can reach this point.
     let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-        return Err(ErrorCode::CoordinatorNotAvailable);
+        written.failed = Some(ErrorCode::CoordinatorNotAvailable);
+        return written;
     };
     let _ = c;
     let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_partition.entry(r.partition).or_default().push(r);
     }
-    let mut result = Ok(());
     for (p, recs) in by_partition {
-        let Some(partition) = topic.partitions.get(p as usize) else {
-            result = Err(ErrorCode::CoordinatorNotAvailable);
+        let Some(partition) = usize::try_from(p)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+        else {
+            written.failed = Some(ErrorCode::CoordinatorNotAvailable);
             continue;
         };
         let krecs: Vec<KRecord> = recs
@@ -475,15 +532,18 @@ fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Res
             },
         ) {
             tracing::error!(error = %e, "cannot encode {OFFSETS_TOPIC} records");
-            result = Err(ErrorCode::UnknownServerError);
+            written.failed = Some(ErrorCode::UnknownServerError);
             continue;
         }
-        if let Err(e) = partition.append(&buf, AppendOrigin::Coordinator, now) {
-            tracing::error!(partition = p, error = %e.message(), "append to {OFFSETS_TOPIC} failed");
-            result = Err(ErrorCode::CoordinatorNotAvailable);
+        match partition.append(&buf, AppendOrigin::Coordinator, now) {
+            Ok(info) => written.ends.push((partition.clone(), info.last_offset + 1)),
+            Err(e) => {
+                tracing::error!(partition = p, error = %e.message(), "append to {OFFSETS_TOPIC} failed");
+                written.failed = Some(ErrorCode::CoordinatorNotAvailable);
+            }
         }
     }
-    result
+    written
 }
 
 fn log_event(broker: &Broker, e: Event) {

@@ -99,3 +99,66 @@ fn committed_offsets_survive_a_coordinator_kill() {
     c.start_node(coordinator);
     c.assert_no_panic_in_logs();
 }
+
+/// The coordinator answers a join only once the group's records are on every in-sync replica
+/// of its `__consumer_offsets` partition (Kafka appends them with acks=all): with the two
+/// followers frozen (still in the ISR: neither fenced nor out of the ISR for a minute), a new
+/// member is not told it joined; once they resume, it is. Before, the answer came from the leader's log alone, and a member told it joined
+/// could lose its membership when the coordinator moved.
+#[test]
+fn a_join_is_answered_only_once_the_isr_has_it() {
+    let mut c = Cluster::builder()
+        .roles(&["broker", "broker", "broker", "controller"])
+        .config(
+            "replica.lag.time.max.ms = 60000\n\
+             broker.session.timeout.ms = 60000\n\
+             offsets.topic.num.partitions = 1\n\
+             offsets.topic.replication.factor = 3\n\
+             group.initial.rebalance.delay.ms = 0",
+        )
+        .start();
+    let topic = format!("gj-{}", unique());
+    let group = format!("g-{}", unique());
+    let r = c
+        .node(1)
+        .cli(&["topic", "create", &topic, "--partitions", "1"]);
+    assert!(r.ok(), "{}", r.describe());
+    // FindCoordinator creates __consumer_offsets.
+    let _ = c.node(1).cli(&["group", "describe", &group]);
+    c.wait_isr("__consumer_offsets", Some(0), 3);
+    let coordinator = c.leader("__consumer_offsets", 0) as usize;
+    let followers: Vec<usize> = [1, 2, 3]
+        .into_iter()
+        .filter(|&n| n != coordinator)
+        .collect();
+    for &f in &followers {
+        c.freeze(f);
+    }
+    let member = common::member::Member::start_at(
+        c.node(coordinator).bootstrap(),
+        &c.scratch(),
+        "joiner",
+        &topic,
+        &group,
+        &["--timeout", "120"],
+    );
+    // Within the coordinator's 5 s replication timeout nothing may be answered.
+    let early = common::wait_until(Duration::from_secs(4), || !member.of("assign").is_empty());
+    for &f in &followers {
+        c.thaw(f);
+    }
+    assert!(
+        !early,
+        "the member was told it joined while its group's record was only on the leader: {:?}\n{}",
+        member.events(),
+        c.node(coordinator).log_tail(40)
+    );
+    let joined = common::wait_until(Duration::from_secs(60), || !member.of("assign").is_empty());
+    assert!(
+        joined,
+        "no assignment after the followers resumed: {:?}",
+        member.events()
+    );
+    drop(member);
+    c.assert_no_panic_in_logs();
+}

@@ -9,7 +9,7 @@ use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_group::consumer::HeartbeatRequest;
 
-pub fn handle(
+pub async fn handle(
     b: &Broker,
     ctx: &Ctx,
     r: ConsumerGroupHeartbeatRequest,
@@ -40,9 +40,18 @@ pub fn handle(
         return ConsumerGroupHeartbeatResponse::default()
             .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
     }
-    let (res, _) = b
+    let (mut res, written) = b
         .groups
         .run(b, |c, topics, now| c.consumer_heartbeat(req, topics, now));
+    // The epoch and assignment this answer gives must survive a coordinator move.
+    if let (0, Err(e)) = (res.error.code(), written.replicated().await) {
+        res.error = e;
+        res.message = Some(format!(
+            "the group's state did not reach the in-sync replicas of its {} partition",
+            crate::groups::OFFSETS_TOPIC
+        ));
+        res.assignment = None;
+    }
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(res.error.code())
         .with_error_message(res.message.map(sb))

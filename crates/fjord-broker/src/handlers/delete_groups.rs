@@ -7,9 +7,10 @@ use super::Ctx;
 use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
 
-pub fn handle(b: &Broker, _ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(b: &Broker, _ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let ids: Vec<String> = r.groups_names.iter().map(|g| g.0.to_string()).collect();
-    let (codes, appended) = b.groups.run(b, |c, _, _| c.delete_groups(&ids));
+    let (codes, written) = b.groups.run(b, |c, _, _| c.delete_groups(&ids));
+    let appended = written.replicated().await;
     DeleteGroupsResponse::default().with_results(
         r.groups_names
             .iter()

@@ -5,6 +5,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{sb, Ctx};
 use crate::broker::Broker;
+use crate::groups::Delivered;
 use fjord_group::coordinator::{JoinRequest, JoinResult};
 use fjord_group::Reply;
 use fjord_protocol::error::ErrorCode;
@@ -44,7 +45,16 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: JoinGroupRequest) -> JoinGroupResp
         .groups
         .run(b, |c, _, now| ((), c.join_group(token, req, now)));
     let result = match rx.await {
-        Ok(Reply::Join(j)) => j,
+        Ok(Delivered {
+            reply: Reply::Join(mut j),
+            written,
+        }) => {
+            // The membership this answer reports must survive a coordinator move.
+            if let (ErrorCode::None, Err(e)) = (j.error, written.replicated().await) {
+                j.error = e;
+            }
+            j
+        }
         _ => JoinResult::error(ErrorCode::UnknownServerError, &member_id),
     };
     encode(ctx, result)

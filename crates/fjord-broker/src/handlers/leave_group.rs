@@ -7,7 +7,7 @@ use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_group::coordinator::LeaveMember;
 
-pub fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
     if crate::groups::not_coordinator(b, &group) {
         return LeaveGroupResponse::default()
@@ -27,10 +27,13 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupResponse
             group_instance_id: None,
         }]
     };
-    let ((top, errors), _) = b.groups.run(b, |c, _, now| {
+    let ((mut top, errors), written) = b.groups.run(b, |c, _, now| {
         let (top, errors, fx) = c.leave_group(&group, &members, now);
         ((top, errors), fx)
     });
+    if let (0, Err(e)) = (top.code(), written.replicated().await) {
+        top = e;
+    }
     if ctx.version < 3 {
         let code = errors.first().copied().unwrap_or(top);
         let code = if top.code() != 0 { top } else { code };

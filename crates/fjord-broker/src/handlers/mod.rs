@@ -127,15 +127,15 @@ pub async fn handle_from(
         RequestKind::JoinGroup(r) => respond(join_group::handle(b, &ctx, r).await),
         RequestKind::SyncGroup(r) => respond(sync_group::handle(b, &ctx, r).await),
         RequestKind::Heartbeat(r) => respond(heartbeat::handle(b, &ctx, r)),
-        RequestKind::LeaveGroup(r) => respond(leave_group::handle(b, &ctx, r)),
+        RequestKind::LeaveGroup(r) => respond(leave_group::handle(b, &ctx, r).await),
         RequestKind::OffsetCommit(r) => offset_commit::handle_replicated(b, &ctx, r),
         RequestKind::OffsetFetch(r) => respond(offset_fetch::handle(b, &ctx, r)),
         RequestKind::DescribeGroups(r) => respond(describe_groups::handle(b, &ctx, r)),
         RequestKind::ListGroups(r) => respond(list_groups::handle(b, &ctx, r)),
-        RequestKind::DeleteGroups(r) => respond(delete_groups::handle(b, &ctx, r)),
-        RequestKind::OffsetDelete(r) => respond(offset_delete::handle(b, &ctx, r)),
+        RequestKind::DeleteGroups(r) => respond(delete_groups::handle(b, &ctx, r).await),
+        RequestKind::OffsetDelete(r) => respond(offset_delete::handle(b, &ctx, r).await),
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            respond(consumer_group_heartbeat::handle(b, &ctx, r))
+            respond(consumer_group_heartbeat::handle(b, &ctx, r).await)
         }
         RequestKind::ConsumerGroupDescribe(r) => {
             respond(consumer_group_describe::handle(b, &ctx, r))

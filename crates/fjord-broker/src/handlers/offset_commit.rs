@@ -116,7 +116,9 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResp
             Ok(()),
         )
     } else {
-        b.groups.run(b, |c, _, now| c.commit_offsets(req, now))
+        let (errors, written) = b.groups.run(b, |c, _, now| c.commit_offsets(req, now));
+        // The wait for the ISR is handle_replicated's (for the whole partition's log end).
+        (errors, written.appended())
     };
     if appended.is_ok() {
         let accepted = commits

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicN
 use super::{sb, Ctx};
 use crate::broker::Broker;
 
-pub fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = r.group_id.0.to_string();
     let wanted: Vec<(String, Vec<i32>)> = r
         .topics
@@ -24,7 +24,7 @@ pub fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteRes
         let (top, rows, fx) = c.delete_offsets(&group, &wanted);
         ((top, rows), fx)
     });
-    let top = match appended {
+    let top = match appended.replicated().await {
         Err(e) if top.code() == 0 => e,
         _ => top,
     };

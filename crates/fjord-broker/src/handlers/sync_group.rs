@@ -4,6 +4,7 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{sb, Ctx};
 use crate::broker::Broker;
+use crate::groups::Delivered;
 use fjord_group::coordinator::{SyncRequest, SyncResult};
 use fjord_group::Reply;
 use fjord_protocol::error::ErrorCode;
@@ -30,7 +31,15 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResp
         .groups
         .run(b, |c, _, now| ((), c.sync_group(token, req, now)));
     let s = match rx.await {
-        Ok(Reply::Sync(s)) => s,
+        Ok(Delivered {
+            reply: Reply::Sync(mut s),
+            written,
+        }) => {
+            if let (ErrorCode::None, Err(e)) = (s.error, written.replicated().await) {
+                s = SyncResult::error(e);
+            }
+            s
+        }
         _ => SyncResult::error(ErrorCode::UnknownServerError),
     };
     let resp = SyncGroupResponse::default()

@@ -47,6 +47,8 @@ impl Member {
         let out = dir.join(format!("{name}.jsonl"));
         let stop = dir.join(format!("{name}.stop"));
         let _ = std::fs::remove_file(&stop);
+        // A file left by an earlier run in the same directory would read as this member's.
+        let _ = std::fs::remove_file(&out);
         let mut cmd = python_command("group_ck_member.py");
         cmd.args(["--bootstrap", bootstrap, "--topic", topic, "--group", group])
             .arg("--out")

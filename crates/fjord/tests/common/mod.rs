@@ -24,8 +24,16 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout for one client command (CLI, kcat, python script).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The `fjord` binary under test: `FJORD_BIN` when set (a release build, or a copy kept apart
+/// from a target directory other builds write to), else the one cargo built for these tests.
 pub fn fjord_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fjord")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FJORD_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_fjord").to_string())
+    })
 }
 
 /// The repository root (two levels above this crate).
