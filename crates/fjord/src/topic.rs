@@ -101,15 +101,11 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> anyhow::Result<()> {
-    // Served by the admin endpoints, not the Kafka protocol.
-    let command = match command {
-        TopicCommand::Skew(a) => return crate::topic_skew::run(a, output).await,
-        c => c,
-    };
-    // Unused topics and topic GC are answered by the admin endpoint.
+    // Unused topics, topic GC and skew are answered by the admin endpoint.
     let command = match command {
         TopicCommand::Unused(a) => return crate::topic_gc::unused(a, output).await,
         TopicCommand::Gc(a) => return crate::topic_gc::gc(a, output).await,
+        TopicCommand::Skew(a) => return crate::topic_skew::run(a, output).await,
         c => c,
     };
     let client = connect.client().await?;
@@ -180,8 +176,7 @@ pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> an
             }
         }
         TopicCommand::Describe { name } => describe(&client, &name, output).await?,
-        TopicCommand::Skew(_) => unreachable!("answered from the admin endpoint above"),
-        TopicCommand::Unused(_) | TopicCommand::Gc(_) => {
+        TopicCommand::Unused(_) | TopicCommand::Gc(_) | TopicCommand::Skew(_) => {
             unreachable!("answered from the admin endpoint above")
         }
         TopicCommand::Delete { name, if_exists } => match client.delete_topic(&name).await {

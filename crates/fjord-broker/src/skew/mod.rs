@@ -463,3 +463,112 @@ pub async fn check_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
         let _ = tokio::task::spawn_blocking(move || b.skew.check(&b, &brokers)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fjord_client::{Client, Compression, ProduceRecord};
+
+    use super::*;
+
+    /// One batch of `n` records of `value` bytes, 4 in 5 with key `hot`.
+    fn batch(n: usize, value: usize, compression: Compression) -> bytes::Bytes {
+        let records: Vec<ProduceRecord> = (0..n)
+            .map(|i| {
+                let key = if i % 5 == 4 {
+                    format!("user-{i}")
+                } else {
+                    "hot".into()
+                };
+                ProduceRecord::new(Some(key), vec![b'v'; value])
+            })
+            .collect();
+        Client::encode_batch(&records, compression).unwrap()
+    }
+
+    fn skew(enabled: bool, every: u64) -> Skew {
+        let cfg = SkewConfig {
+            sketch_enabled: enabled,
+            sample_every: every,
+            ..SkewConfig::default()
+        };
+        Skew::new(&cfg, &Registry::new())
+    }
+
+    fn partition() -> Partition {
+        Partition::new("t".into(), uuid::Uuid::nil(), 0, 1)
+    }
+
+    #[test]
+    fn sampled_batches_feed_the_partitions_sketch() {
+        let s = skew(true, 2);
+        let p = partition();
+        for c in [Compression::None, Compression::Lz4] {
+            let b = batch(100, 50, c);
+            // Batches 0 and 2 of 4 are sampled.
+            for _ in 0..4 {
+                s.on_produce(&p, &b, b.len() as u64);
+            }
+        }
+        assert_eq!(s.metrics.sampled.get(), 4);
+        let (total, top) = top_of(&p, 3);
+        let hot = key_json(&top[0], total);
+        assert_eq!(hot["key"], "hot");
+        let share = hot["share"].as_f64().unwrap();
+        // By record bytes: the hot records have the shorter key.
+        assert!((0.77..0.81).contains(&share), "{share}");
+        // A batch arriving while the sketch is busy is counted in bytes but not sampled.
+        let guard = p.skew.sketch.lock();
+        let b = batch(10, 10, Compression::None);
+        let before = p.skew.bytes_in();
+        s.on_produce(&p, &b, 7);
+        s.on_produce(&p, &b, 7);
+        drop(guard);
+        assert_eq!(p.skew.bytes_in(), before + 14);
+        assert_eq!(s.metrics.sampled.get(), 4);
+    }
+
+    #[test]
+    fn with_the_sketch_off_only_bytes_are_counted() {
+        let s = skew(false, 1);
+        let p = partition();
+        let b = batch(10, 10, Compression::None);
+        s.on_produce(&p, &b, 100);
+        assert_eq!(p.skew.bytes_in(), 100);
+        assert!(p.skew.sketch.lock().is_none());
+        assert_eq!(s.metrics.sampled.get(), 0);
+    }
+
+    #[test]
+    fn keys_print_as_text_or_hex() {
+        let k = |b: &[u8], len| display_key(Some(&KeyPrefix::new(b, len)));
+        assert_eq!(k(b"customer-42", 11), ("customer-42".into(), "utf8"));
+        assert_eq!(k(&[0, 1, 0xff], 3), ("0001ff".into(), "hex"));
+        assert_eq!(k(b"a\nb", 3), ("610a62".into(), "hex"));
+        assert_eq!(k(&[b'x'; 32], 40).0, format!("{}…", "x".repeat(32)));
+        assert_eq!(display_key(None), ("(null)".into(), "null"));
+    }
+
+    /// ns per sampled record, key walk and sketch together, for docs/performance.md:
+    /// `cargo test --release -p fjord-broker --lib skew::tests::ns_per_sampled_record -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn ns_per_sampled_record() {
+        for (c, name) in [(Compression::None, "none"), (Compression::Lz4, "lz4")] {
+            // About 16 KB of values: fjord perf's batch of 100-byte records.
+            let b = batch(160, 100, c);
+            let s = skew(true, 1);
+            let p = partition();
+            let rounds = 20_000;
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                s.on_produce(&p, &b, b.len() as u64);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (rounds * 160) as f64;
+            println!(
+                "{name}: {ns:.1} ns per sampled record ({:.1} µs per 160-record batch of {} bytes)",
+                ns * 160.0 / 1000.0,
+                b.len()
+            );
+        }
+    }
+}
