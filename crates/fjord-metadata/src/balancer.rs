@@ -994,7 +994,8 @@ mod tests {
         }
     }
 
-    fn counts(input: &BalancerInput, plan: &Plan) -> BTreeMap<NodeId, usize> {
+    /// Every partition's replicas once `plan` is carried out.
+    fn replicas_after(input: &BalancerInput, plan: &Plan) -> BTreeMap<(String, u32), Vec<NodeId>> {
         let mut after: BTreeMap<(String, u32), Vec<NodeId>> = input
             .partitions
             .iter()
@@ -1003,6 +1004,11 @@ mod tests {
         for m in &plan.moves {
             after.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
         }
+        after
+    }
+
+    fn counts(input: &BalancerInput, plan: &Plan) -> BTreeMap<NodeId, usize> {
+        let after = replicas_after(input, plan);
         let mut c = BTreeMap::new();
         for b in &input.brokers {
             c.insert(b.id, 0);
@@ -1280,14 +1286,7 @@ mod tests {
 
     /// Network bytes/s per broker for the replica lists after `plan`.
     fn network_after(input: &BalancerInput, plan: &Plan) -> BTreeMap<NodeId, u64> {
-        let mut after: BTreeMap<(String, u32), Vec<NodeId>> = input
-            .partitions
-            .iter()
-            .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
-            .collect();
-        for m in &plan.moves {
-            after.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
-        }
+        let after = replicas_after(input, plan);
         let mut net: BTreeMap<NodeId, u64> = input.brokers.iter().map(|b| (b.id, 0)).collect();
         for p in &input.partitions {
             let r = &after[&(p.topic.clone(), p.partition)];
@@ -1403,14 +1402,7 @@ mod tests {
             }
             prop_assert_eq!(plan.after.rack_violations, 0);
             // Racks leading each topic: never fewer.
-            let mut after_replicas: BTreeMap<(String, u32), Vec<NodeId>> = input
-                .partitions
-                .iter()
-                .map(|p| ((p.topic.clone(), p.partition), p.replicas.clone()))
-                .collect();
-            for m in &plan.moves {
-                after_replicas.insert((m.topic.clone(), m.partition), m.replicas_after.clone());
-            }
+            let after_replicas = replicas_after(&input, &plan);
             for t in ["t0", "t1"] {
                 let before: HashSet<_> = input.partitions.iter().filter(|p| p.topic == t).map(|p| rack(p.replicas[0])).collect();
                 let after: HashSet<_> = after_replicas.iter().filter(|((tt, _), _)| tt == t).map(|(_, r)| rack(r[0])).collect();

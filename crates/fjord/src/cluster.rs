@@ -125,15 +125,7 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
 pub(crate) async fn broker_states(
     admin: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<i32, String>> {
-    let (code, body) = admin_get(admin, "/v1/cluster").await?;
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
-    if code != 200 {
-        anyhow::bail!(
-            "cluster status unavailable: {}",
-            v["error"].as_str().unwrap_or(&body)
-        );
-    }
+    let v = admin_json(admin, "/v1/cluster", "cluster status").await?;
     let mut out = std::collections::BTreeMap::new();
     for b in v["status"]["brokers"].as_array().into_iter().flatten() {
         if let (Some(id), Some(state)) = (b["node_id"].as_i64(), broker_state(b)) {
@@ -203,17 +195,28 @@ pub async fn admin_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> 
     Ok((code, body.to_string()))
 }
 
-/// `fjord cluster status`: what `GET /v1/cluster` on `admin` answers, as a table or JSON.
-pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
-    let (code, body) = admin_get(admin, "/v1/cluster").await?;
+/// GET `path` from the admin endpoint at `admin` as JSON; unless it answers 200, an error
+/// saying `what` is unavailable and why.
+pub(crate) async fn admin_json(
+    admin: &str,
+    path: &str,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let (code, body) = admin_get(admin, path).await?;
     let v: serde_json::Value = serde_json::from_str(&body)
         .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
     if code != 200 {
         anyhow::bail!(
-            "cluster status unavailable: {}",
+            "{what} unavailable: {}",
             v["error"].as_str().unwrap_or(&body)
         );
     }
+    Ok(v)
+}
+
+/// `fjord cluster status`: what `GET /v1/cluster` on `admin` answers, as a table or JSON.
+pub(crate) async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
+    let v = admin_json(admin, "/v1/cluster", "cluster status").await?;
     if output == Output::Json {
         output::json(&v);
         return Ok(());

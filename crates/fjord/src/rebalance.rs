@@ -199,15 +199,7 @@ async fn list_reassignments(client: &Client) -> anyhow::Result<Ongoing> {
 
 /// `fjord cluster rebalance --status`: the continuous balancer on the active controller.
 pub async fn status(admin: &str, output: Output) -> anyhow::Result<()> {
-    let (code, body) = crate::cluster::admin_get(admin, "/v1/balancer").await?;
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| anyhow::anyhow!("admin endpoint {admin}: not JSON ({e})"))?;
-    if code != 200 {
-        anyhow::bail!(
-            "balancer status unavailable: {}",
-            v["error"].as_str().unwrap_or(&body)
-        );
-    }
+    let v = crate::cluster::admin_json(admin, "/v1/balancer", "balancer status").await?;
     if output == Output::Json {
         output::json(&v);
         return Ok(());

@@ -40,37 +40,12 @@ fn per_broker(layouts: &[&Layout]) -> BTreeMap<i64, u64> {
 
 #[test]
 fn the_balancer_fills_a_new_broker_and_re_replicates_a_gone_one() {
-    let mut c = Cluster::builder()
-        .roles(&[
-            "broker,controller",
-            "broker,controller",
-            "broker,controller",
-            "broker",
-        ])
-        .config(
-            "balancer.mode = \"continuous\"\nbalancer.interval.ms = 1000\n\
-             balancer.broker.gone.ms = 4000\nbalancer.max.concurrent.moves = 3\n\
-             balancer.throttle.bytes.per.sec = 50000000\n",
-        )
-        .node_config(4, "broker.rack = \"a\"")
-        .start();
-    // Node 4 leaves before the topics exist and joins again later, empty.
-    c.terminate(4, Duration::from_secs(30));
-    for (topic, partitions, rf) in [("spread", "6", "3"), ("single", "8", "1")] {
-        c.node(1)
-            .cli(&[
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                partitions,
-                "--replication-factor",
-                rf,
-            ])
-            .success("topic create");
-    }
-    c.wait_isr("spread", None, 3);
-    c.wait_isr("single", None, 1);
+    // Node 4 joins later, empty.
+    let mut c = Cluster::with_an_empty_fourth_broker(
+        "balancer.mode = \"continuous\"\nbalancer.interval.ms = 1000\n\
+         balancer.broker.gone.ms = 4000\nbalancer.max.concurrent.moves = 3\n\
+         balancer.throttle.bytes.per.sec = 50000000\n",
+    );
     let mut acks = ck_produce(c.node(1), "spread", 400, &["--acks", "all"]);
     acks.extend(ck_produce(
         c.node(1),
@@ -176,15 +151,8 @@ fn the_balancer_fills_a_new_broker_and_re_replicates_a_gone_one() {
         ("single", 600, [400..700, 1100..1400]),
     ] {
         let dump = ck_consume(c.node(2), topic, expect);
-        let read: BTreeSet<u64> = dump
-            .iter()
-            .filter_map(|d| records::index_of(&d.key))
-            .collect();
-        let missing: Vec<u64> = acks
-            .iter()
-            .map(|a| a.index)
-            .filter(|i| range.iter().any(|r| r.contains(i)) && !read.contains(i))
-            .collect();
+        let missing =
+            records::acked_but_unread(&acks, &dump, |i| range.iter().any(|r| r.contains(&i)));
         assert!(
             missing.is_empty(),
             "{topic}: acknowledged but lost {missing:?}"
@@ -248,16 +216,9 @@ fn the_balancer_fills_a_new_broker_and_re_replicates_a_gone_one() {
     );
     assert_eq!(more.len(), 100);
     let dump = ck_consume(c.node(3), "spread", 900);
-    let read: BTreeSet<u64> = dump
-        .iter()
-        .filter_map(|d| records::index_of(&d.key))
-        .collect();
-    let lost: Vec<u64> = acks
-        .iter()
-        .chain(more.iter())
-        .map(|a| a.index)
-        .filter(|i| (*i < 400 || (700..1100).contains(i) || *i >= 2000) && !read.contains(i))
-        .collect();
+    let lost = records::acked_but_unread(acks.iter().chain(more.iter()), &dump, |i| {
+        i < 400 || (700..1100).contains(&i) || i >= 2000
+    });
     assert!(lost.is_empty(), "spread: acknowledged but lost {lost:?}");
     let log = c.node(c.active_controller(1)).all_logs();
     assert!(

@@ -14,35 +14,8 @@ use common::{ck_consume, ck_produce, records, wait_until};
 
 #[test]
 fn a_joining_broker_gets_its_share() {
-    let mut c = Cluster::builder()
-        .roles(&[
-            "broker,controller",
-            "broker,controller",
-            "broker,controller",
-            "broker",
-        ])
-        // Leadership moves only when the rebalance moves it.
-        .config("auto.leader.rebalance.enable = false")
-        .node_config(4, "broker.rack = \"a\"")
-        .start();
-    // Node 4 leaves (fenced) before the topics exist, and joins again later.
-    c.terminate(4, Duration::from_secs(30));
-    let node1 = c.node(1);
-    for (topic, partitions, rf) in [("spread", "6", "3"), ("single", "8", "1")] {
-        node1
-            .cli(&[
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                partitions,
-                "--replication-factor",
-                rf,
-            ])
-            .success("topic create");
-    }
-    c.wait_isr("spread", None, 3);
-    c.wait_isr("single", None, 1);
+    // Leadership moves only when the rebalance moves it; node 4 joins later, empty.
+    let mut c = Cluster::with_an_empty_fourth_broker("auto.leader.rebalance.enable = false");
     let mut acks = ck_produce(c.node(1), "spread", 600, &["--acks", "all"]);
     acks.extend(ck_produce(
         c.node(1),
@@ -147,22 +120,7 @@ fn a_joining_broker_gets_its_share() {
     // Nothing acknowledged was lost.
     for (topic, expect) in [("spread", 600u64), ("single", 400)] {
         let dump = ck_consume(c.node(2), topic, expect);
-        let read: BTreeSet<u64> = dump
-            .iter()
-            .filter_map(|d| records::index_of(&d.key))
-            .collect();
-        let missing: Vec<u64> = acks
-            .iter()
-            .filter(|a| {
-                let in_topic = if topic == "spread" {
-                    a.index < 600
-                } else {
-                    a.index >= 600
-                };
-                in_topic && !read.contains(&a.index)
-            })
-            .map(|a| a.index)
-            .collect();
+        let missing = records::acked_but_unread(&acks, &dump, |i| (i < 600) == (topic == "spread"));
         assert!(
             missing.is_empty(),
             "{topic}: acknowledged but lost {missing:?}"

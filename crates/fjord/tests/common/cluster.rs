@@ -444,6 +444,46 @@ impl Cluster {
         })
     }
 
+    /// Four nodes with `config`: 1-3 brokers and controllers in racks a, b, c, 4 a broker in
+    /// rack a, stopped at once (registered, fenced) so that it holds nothing when it comes
+    /// back; then the RF-3 topic `spread` (6 partitions) and the RF-1 topic `single` (8).
+    pub fn with_an_empty_fourth_broker(config: &str) -> Cluster {
+        let mut c = Cluster::builder()
+            .roles(&[
+                "broker,controller",
+                "broker,controller",
+                "broker,controller",
+                "broker",
+            ])
+            .config(config)
+            .node_config(4, "broker.rack = \"a\"")
+            .start();
+        c.terminate(4, Duration::from_secs(30));
+        c.create_topics(&[("spread", 6, 3), ("single", 8, 1)]);
+        c
+    }
+
+    /// Create each `(topic, partitions, replication factor)` through node 1's CLI and wait
+    /// until every partition has a leader and a full ISR.
+    pub fn create_topics(&mut self, topics: &[(&str, u32, usize)]) {
+        for (topic, partitions, rf) in topics {
+            self.node(1)
+                .cli(&[
+                    "topic",
+                    "create",
+                    topic,
+                    "--partitions",
+                    &partitions.to_string(),
+                    "--replication-factor",
+                    &rf.to_string(),
+                ])
+                .success("topic create");
+        }
+        for (topic, _, rf) in topics {
+            self.wait_isr(topic, None, *rf);
+        }
+    }
+
     /// Sum of the samples of metric `name` on node `id`'s `/metrics` whose labels include all
     /// of `labels`; None if there is no such sample.
     pub fn metric(&self, id: usize, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -63,6 +63,20 @@ pub fn index_of(key: &Option<String>) -> Option<u64> {
     key.as_deref()?.strip_prefix("key-")?.parse().ok()
 }
 
+/// The indexes of the acknowledged records `wanted` picks that `dump` does not hold.
+pub fn acked_but_unread<'a>(
+    acks: impl IntoIterator<Item = &'a Ack>,
+    dump: &[Dumped],
+    wanted: impl Fn(u64) -> bool,
+) -> Vec<u64> {
+    let read: std::collections::BTreeSet<u64> =
+        dump.iter().filter_map(|d| index_of(&d.key)).collect();
+    acks.into_iter()
+        .map(|a| a.index)
+        .filter(|i| wanted(*i) && !read.contains(i))
+        .collect()
+}
+
 /// Checks that offsets of every partition are exactly 0..n with no gaps or duplicates.
 pub fn assert_offsets_contiguous(dump: &[Dumped]) {
     let mut by_part: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
