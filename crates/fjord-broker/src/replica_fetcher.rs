@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::broker::{now_ms, Broker};
 use crate::partition::{AppendRejection, Partition};
+use crate::throttle::FetchAllowance;
 
 type Key = (Uuid, i32);
 
@@ -407,8 +408,9 @@ async fn fetch_round(
     let now = Instant::now();
     let mut topics: Vec<FetchTopic> = Vec::new();
     // Reassignment throttle (follower side): partitions this broker is being added to share
-    // `follower.replication.throttled.rate`; while it is spent they are not asked for.
-    let mut allowance = None;
+    // `follower.replication.throttled.rate`; while it is spent they are not asked for, and
+    // one request asks them together for at most the balance.
+    let mut allowance: Option<FetchAllowance> = None;
     let mut held_back = false;
     for ((topic_id, idx), f) in parts.iter() {
         if !f.ready(now) || !matches!(f.phase, Phase::Fetching) {
@@ -417,20 +419,24 @@ async fn fetch_round(
         let p = &f.partition;
         let mut max_bytes = cfg.fetch_max_bytes;
         if p.follower_throttled() {
-            let left = *allowance.get_or_insert_with(|| {
-                broker
-                    .replication_quotas
-                    .follower
-                    .lock()
-                    .available(now_ms())
+            let a = allowance.get_or_insert_with(|| {
+                FetchAllowance::new(
+                    broker
+                        .replication_quotas
+                        .follower
+                        .lock()
+                        .available(now_ms()),
+                )
             });
-            match left {
-                None => {}
-                Some(0) => {
+            match a.grant(max_bytes.max(0) as usize) {
+                None => {
                     held_back = true;
                     continue;
                 }
-                Some(n) => max_bytes = max_bytes.min(n.min(i32::MAX as u64) as i32).max(1),
+                Some(n) => {
+                    a.take(n as u64);
+                    max_bytes = n.min(i32::MAX as usize) as i32;
+                }
             }
         }
         let Some((log_start, leo)) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset()))

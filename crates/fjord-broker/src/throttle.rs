@@ -80,6 +80,44 @@ impl TokenBucket {
     }
 }
 
+/// One fetch's share of a bucket: the bucket's balance when the fetch is built or answered,
+/// less what the fetch's throttled partitions take. Without it every throttled partition of
+/// one fetch would be offered the whole balance, and a fetch of many partitions would
+/// overdraw the bucket by a batch per partition (then repay it with seconds of nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchAllowance {
+    /// `None`: unlimited.
+    left: Option<u64>,
+}
+
+impl FetchAllowance {
+    /// From [`TokenBucket::available`].
+    pub fn new(available: Option<u64>) -> FetchAllowance {
+        FetchAllowance { left: available }
+    }
+
+    /// For a throttled partition that could take `max_bytes`: `None` to leave it out (the
+    /// balance is spent), else the bytes it may take — at least 1, so one batch can go.
+    pub fn grant(&self, max_bytes: usize) -> Option<usize> {
+        match self.left {
+            None => Some(max_bytes),
+            Some(0) => None,
+            Some(n) => Some(
+                max_bytes
+                    .min(usize::try_from(n).unwrap_or(usize::MAX))
+                    .max(1),
+            ),
+        }
+    }
+
+    /// A throttled partition took (or was offered) `bytes`.
+    pub fn take(&mut self, bytes: u64) {
+        if let Some(n) = &mut self.left {
+            *n = n.saturating_sub(bytes);
+        }
+    }
+}
+
 /// This broker's two replication quotas.
 #[derive(Debug, Default)]
 pub struct ReplicationQuotas {
@@ -158,6 +196,42 @@ mod tests {
         assert_eq!(b.available(1_000_000), Some(1000));
         b.set_rate(Some(i64::MAX as u64), 0);
         assert_eq!(b.available(0), None, "Long.MAX_VALUE is unlimited");
+    }
+
+    #[test]
+    fn one_fetch_of_many_partitions_overdraws_by_at_most_a_batch() {
+        const BATCH: usize = 64 << 10;
+        // A leader answering 1,000 lagging partitions (1 MB each asked) with 20 MB left: a
+        // partition reads whole batches up to its grant, and at least one.
+        let mut a = FetchAllowance::new(Some(20_000_000));
+        let mut sent = 0usize;
+        let mut served = 0;
+        for _ in 0..1000 {
+            let Some(grant) = a.grant(1 << 20) else {
+                continue;
+            };
+            let read = (grant / BATCH).max(1) * BATCH;
+            a.take(read as u64);
+            sent += read;
+            served += 1;
+        }
+        assert!(
+            sent <= 20_000_000 + BATCH,
+            "{sent} bytes for a 20 MB balance"
+        );
+        assert!(sent >= 20_000_000 - BATCH, "{sent}");
+        assert!(served < 1000, "the rest left out");
+        // Spent: nothing more; unlimited: everything asked.
+        assert_eq!(a.grant(1 << 20), None);
+        assert_eq!(FetchAllowance::new(Some(10)).grant(1 << 20), Some(10));
+        assert_eq!(
+            FetchAllowance::new(Some(10)).grant(0),
+            Some(1),
+            "one batch may go"
+        );
+        let mut unlimited = FetchAllowance::new(None);
+        unlimited.take(u64::MAX);
+        assert_eq!(unlimited.grant(1 << 20), Some(1 << 20));
     }
 
     #[test]

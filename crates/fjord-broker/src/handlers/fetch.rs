@@ -31,6 +31,7 @@ use super::{sb, Ctx};
 use crate::broker::{now_ms, Broker};
 use crate::fetch_session::{FetchPlan, PartitionFetch, PartitionOutcome, SessionKey};
 use crate::partition::Partition;
+use crate::throttle::FetchAllowance;
 use fjord_storage::FileRange;
 
 /// Record data of at least this size is sent from the file with `sendfile`; below it, it is
@@ -369,17 +370,13 @@ struct Throttle<'a> {
 }
 
 impl Throttle<'_> {
-    /// For throttled target `i`: `None` to leave it out of this answer (the rate is spent),
-    /// else the bytes it may take (at least one batch goes).
-    fn budget(&self, i: usize, budget: usize) -> Option<usize> {
-        if !self.throttled.get(i).copied().unwrap_or(false) {
-            return Some(budget);
-        }
-        match self.quota.lock().available(now_ms()) {
-            None => Some(budget),
-            Some(0) => None,
-            Some(n) => Some(budget.min(n as usize).max(1)),
-        }
+    fn is_throttled(&self, i: usize) -> bool {
+        self.throttled.get(i).copied().unwrap_or(false)
+    }
+
+    /// The rate's balance for one answer: its throttled targets share it.
+    fn allowance(&self) -> FetchAllowance {
+        FetchAllowance::new(self.quota.lock().available(now_ms()))
     }
 
     /// Charge the throttled bytes of the answer sent to the rate.
@@ -421,6 +418,7 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     let mut first_data = true;
+    let mut allowance = throttle.map(Throttle::allowance);
     let out = targets
         .iter()
         .zip(redirects)
@@ -443,8 +441,9 @@ fn read_all(
                 };
             }
             let mut budget = (t.fetch.max_bytes.max(0) as usize).min(remaining);
-            if let Some(th) = throttle {
-                match th.budget(i, budget) {
+            let throttled = throttle.is_some_and(|th| th.is_throttled(i));
+            if let (true, Some(a)) = (throttled, &allowance) {
+                match a.grant(budget) {
                     Some(n) => budget = n,
                     None => {
                         // Rate spent: answer without records (not an error, so the fetch
@@ -469,6 +468,9 @@ fn read_all(
                         first_data = false;
                         total += range.len();
                         remaining = remaining.saturating_sub(range.len());
+                        if let (true, Some(a)) = (throttled, &mut allowance) {
+                            a.take(range.len() as u64);
+                        }
                     }
                     ReadOutcome {
                         error: ErrorCode::None,
