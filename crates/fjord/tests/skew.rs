@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{metric_value, warn_lines};
+use common::cluster::{metric_value, warn_lines, Cluster};
 use common::{wait_until, FjordProcess};
 use fjord_client::partitioner::partition_for_key;
 use serde_json::Value;
@@ -228,4 +228,65 @@ fn with_the_sketch_off_rates_still_count_and_no_keys_are_sampled() {
         metric_value(&m, "fjord_skew_sketch_enabled", &[]),
         Some(0.0)
     );
+}
+
+/// Three brokers: any broker's admin endpoint answers for the topic, gathering every leader's
+/// rates and keys; the WARN comes from the hot partition's leader only.
+#[test]
+fn in_a_cluster_any_broker_answers_and_the_leader_warns() {
+    let mut c = Cluster::builder()
+        .config(
+            "skew.check.interval.ms = 300\nskew.warn.min.bytes.per.sec = 100\nskew.sample.rate = 1",
+        )
+        .start();
+    c.create_topics(&[("spread", 6, 1)]);
+    c.node(1)
+        .cli_with_stdin(
+            &["produce", "spread", "--key-separator", ":"],
+            Some(&lines(4000, Some("customer-42"))),
+        )
+        .success("produce");
+    let hot = partition_for_key(b"customer-42", 6) as i64;
+    let leader = c.leader("spread", hot);
+    let via = *c
+        .brokers()
+        .iter()
+        .find(|&&b| b as i64 != leader)
+        .expect("another broker");
+    let mut last = Value::Null;
+    let found = wait_until(Duration::from_secs(30), || {
+        last = skew_json(c.node(via), "spread");
+        last["skewed"] == 1
+    });
+    assert!(found, "{last:#}");
+    let top = &last["partitions"][0];
+    assert_eq!(top["partition"], hot, "{last:#}");
+    assert_eq!(top["leader"], leader, "{last:#}");
+    assert!(top["ratio"].as_f64().unwrap() > 4.0, "{last:#}");
+    assert_eq!(top["top_keys"][0]["key"], "customer-42", "{last:#}");
+    assert_eq!(last["partitions"].as_array().unwrap().len(), 6, "{last:#}");
+    assert_eq!(last["missing"], serde_json::json!([]), "{last:#}");
+    assert_eq!(last["errors"], serde_json::json!([]), "{last:#}");
+    // Partitions led by every broker had traffic: the answer came from all three.
+    let leaders: std::collections::BTreeSet<i64> = last["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["rate"].as_f64().unwrap() > 0.0)
+        .map(|p| p["leader"].as_i64().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 3, "{last:#}");
+    assert!(
+        wait_until(Duration::from_secs(20), || !warn_lines(
+            &c.node(leader as usize).all_logs(),
+            "topic=spread "
+        )
+        .is_empty()),
+        "no WARN on the leader {leader}"
+    );
+    for b in c.brokers().to_vec() {
+        if b as i64 != leader {
+            assert!(warn_lines(&c.node(b).all_logs(), "topic=spread ").is_empty());
+        }
+    }
 }
