@@ -226,6 +226,8 @@ struct Inner {
     balancer_load: std::sync::OnceLock<BalancerLoadSource>,
     /// When sizes and rates were last asked for.
     balancer_load_at: std::sync::Mutex<Option<Instant>>,
+    /// Sizes and rates fetched and not yet handed to the controller.
+    balancer_loads: std::sync::Mutex<Option<BalancerLoads>>,
     /// The balancer's status while this node is active (for status and metrics).
     balancer_status: std::sync::Mutex<Option<BalancerStatus>>,
     /// Rounds and data moves started by this node over its life (the metrics' counters).
@@ -266,6 +268,7 @@ impl ControllerService {
             balancer: cfg.balancer,
             balancer_load: std::sync::OnceLock::new(),
             balancer_load_at: std::sync::Mutex::new(None),
+            balancer_loads: std::sync::Mutex::new(None),
             balancer_status: std::sync::Mutex::new(None),
             balancer_rounds: AtomicU64::new(0),
             balancer_moves: AtomicU64::new(0),
@@ -418,7 +421,10 @@ impl Inner {
                     self.refresh_leadership().await;
                 }
                 _ = poll.tick() => self.refresh_leadership().await,
-                _ = tick.tick() => self.tick().await,
+                _ = tick.tick() => {
+                    self.fetch_balancer_loads();
+                    self.tick().await
+                }
             }
         }
     }
@@ -594,23 +600,32 @@ impl Inner {
         Err(err)
     }
 
-    /// Sizes and rates for the balancer, asked at most once per balancer interval while this
-    /// node is active, without holding the controller.
-    async fn balancer_loads(&self) -> Option<BalancerLoads> {
+    /// Ask for sizes and rates for the balancer, at most once per balancer interval while this
+    /// node is active, in a task of its own: the gather asks every broker, and the tick loop
+    /// (fencing, leadership) must not wait for it. The next tick hands them to the controller.
+    fn fetch_balancer_loads(self: &Arc<Self>) {
         if self.balancer.mode == BalancerMode::Off || !self.is_active.load(Ordering::Acquire) {
-            return None;
+            return;
         }
-        let source = self.balancer_load.get()?.clone();
+        let Some(source) = self.balancer_load.get().cloned() else {
+            return;
+        };
         let every = Duration::from_millis(self.balancer.interval_ms.max(1) as u64);
         {
             let mut at = self.balancer_load_at.lock().expect("balancer lock");
             if at.is_some_and(|t| t.elapsed() < every) {
-                return None;
+                return;
             }
             *at = Some(Instant::now());
         }
         let wait = every.clamp(Duration::from_secs(1), Duration::from_secs(10));
-        tokio::time::timeout(wait, source()).await.ok().flatten()
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let loads = tokio::time::timeout(wait, source()).await.ok().flatten();
+            if let (Some(me), Some(loads)) = (me.upgrade(), loads) {
+                *me.balancer_loads.lock().expect("balancer lock") = Some(loads);
+            }
+        });
     }
 
     /// The balancer's share of the tick: a round when due, its records committed.
@@ -636,7 +651,7 @@ impl Inner {
 
     /// Fence brokers whose session expired; restore preferred leaders when due.
     async fn tick(&self) {
-        let loads = self.balancer_loads().await;
+        let loads = self.balancer_loads.lock().expect("balancer lock").take();
         let mut slot = self.active.lock().await;
         self.refresh_locked(&mut slot);
         let Some(active) = slot.as_mut() else {
