@@ -9,7 +9,7 @@
 //!   topic with a flag set, "produced/fetched at about now" to the controller
 //!   (`ControllerRequest::TopicActivity`), which writes a `TopicActivity` record only for
 //!   times that advanced; times are therefore accurate to the flush interval. A report that
-//!   fails is kept and merged into the next one; shutdown reports once more.
+//!   fails is kept and merged into the next one; a controlled shutdown reports once more.
 //! - `GET /v1/topics/unused?idle_ms=N`: topics idle (no produce and no consumer fetch) for at
 //!   least N ms — never-used ones counted from their creation — with partitions, bytes on disk
 //!   (every replica, from every broker), last produce and fetch, GC mark and the groups with
@@ -199,6 +199,8 @@ fn sample(b: &Broker, now: i64) {
 
 /// How long one report may take before it is kept for the next.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for the last report of a controlled shutdown, which must not hold the stop up.
+const SHUTDOWN_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sample the flags and report what is pending to the controller. Returns whether nothing is
 /// left pending.
@@ -217,8 +219,13 @@ pub async fn flush(b: &Broker) -> bool {
             last_fetch_ms: *f,
         })
         .collect();
+    let limit = if b.is_shutting_down() {
+        SHUTDOWN_REPORT_TIMEOUT
+    } else {
+        REPORT_TIMEOUT
+    };
     let reported = tokio::time::timeout(
-        REPORT_TIMEOUT,
+        limit,
         b.submit(ControllerRequest::TopicActivity { updates }),
     )
     .await;
@@ -234,7 +241,7 @@ pub async fn flush(b: &Broker) -> bool {
             let error = match other {
                 Ok(Err(e)) => e.message,
                 Ok(Ok(reply)) => format!("unexpected reply {reply:?}"),
-                Err(_) => format!("no answer within {REPORT_TIMEOUT:?}"),
+                Err(_) => format!("no answer within {limit:?}"),
             };
             tracing::debug!(topics = taken.len(), %error, "topic activity report failed; kept for the next");
             let mut pending = b.topic_activity.pending.lock();
@@ -248,20 +255,18 @@ pub async fn flush(b: &Broker) -> bool {
     }
 }
 
-/// Report activity every `topic.activity.flush.ms`, and once more at shutdown.
+/// Report activity every `topic.activity.flush.ms`. The last report of a clean stop is
+/// `RunningBroker::shutdown`'s, made while the metadata follower still runs (after the
+/// shutdown signal a report could wait for an apply that never comes).
 pub async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    // A period measured from the end of the last report: no catching up after a slow one.
     let period = Duration::from_millis(broker.config.topic_gc.flush_ms);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
-        let stop = tokio::select! {
-            _ = shutdown.changed() => true,
-            _ = tick.tick() => false,
-        };
-        flush(&broker).await;
-        if stop {
-            return;
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(period) => {
+                flush(&broker).await;
+            }
         }
     }
 }
