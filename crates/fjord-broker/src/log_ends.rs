@@ -176,11 +176,12 @@ async fn poll_leader(
     leader: i32,
     topics: BTreeMap<String, Vec<i32>>,
 ) -> fjord_client::Result<()> {
-    if !conns.contains_key(&leader) {
-        let c = crate::replica_fetcher::connect_peer(broker, leader, "lag").await?;
-        conns.insert(leader, c);
-    }
-    let conn = &conns[&leader];
+    let conn = match conns.entry(leader) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(crate::replica_fetcher::connect_peer(broker, leader, "lag").await?)
+        }
+    };
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_timeout_ms(5_000)
