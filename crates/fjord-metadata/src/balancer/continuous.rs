@@ -20,7 +20,8 @@
 //!    one of each other (a new, empty broker), disk bytes or network bytes of the fullest
 //!    broker above `(100 + balancer.imbalance.threshold.percent) %` of the fair share.
 //!
-//! At most `balancer.max.concurrent.moves` partitions get new replicas per round, as KIP-455
+//! A move of this balancer's onto a broker that is then gone is cancelled (it could never
+//! complete). At most `balancer.max.concurrent.moves` partitions get new replicas per round, as KIP-455
 //! reassignments, throttled with Kafka's throttle configs at `balancer.throttle.bytes.per.sec`
 //! (cleared once the round's moves are done). Partitions with a reassignment in progress (an
 //! operator's, a drain's) are never touched; fenced and cordoned brokers (so brokers in
@@ -240,6 +241,9 @@ pub struct BalancerState {
     fenced_since: BTreeMap<NodeId, i64>,
     /// Partitions this balancer is moving (or, at first, every partition that was).
     in_flight: BTreeSet<(Uuid, u32)>,
+    /// Those of `in_flight` that were moving when this controller took over (whose they
+    /// were is unknown: never cancelled).
+    inherited: BTreeSet<(Uuid, u32)>,
     /// Whether it set throttles that are not cleared yet (or, at first, whether it may have).
     throttled: Option<u64>,
     next_round_at: i64,
@@ -277,6 +281,7 @@ impl Controller {
             // A new active controller: whatever is moving may be a previous round's.
             st.started = true;
             st.in_flight = self.image().reassigning_partitions().collect();
+            st.inherited = st.in_flight.clone();
             st.throttled = cfg.throttle_bytes_per_s;
             st.next_round_at = now + cfg.interval_ms;
         }
@@ -337,8 +342,10 @@ impl Controller {
             .collect();
         for (t, p) in &finished {
             st.in_flight.remove(&(*t, *p));
+            st.inherited.remove(&(*t, *p));
             self.elect_one(out, ElectionType::Preferred, *t, *p);
         }
+        self.cancel_moves_onto_gone(out, st);
         if !st.in_flight.is_empty() {
             st.status.state = "moving".into();
             return None;
@@ -391,6 +398,52 @@ impl Controller {
             return None;
         }
         self.rebalance(out, st, cfg, now)
+    }
+
+    /// Cancel this balancer's moves that add a replica on a gone broker: they could never
+    /// complete, and would hold every further round (the gone broker's own replicas among
+    /// them). The partition goes back to its original replicas.
+    fn cancel_moves_onto_gone(&mut self, out: &mut Vec<MetadataRecord>, st: &mut BalancerState) {
+        let gone: BTreeSet<NodeId> = st
+            .status
+            .fenced_brokers
+            .iter()
+            .filter(|f| f.gone)
+            .map(|f| f.node_id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let stuck: Vec<ReassignmentTarget> = st
+            .in_flight
+            .difference(&st.inherited)
+            .filter(|(t, p)| {
+                self.image()
+                    .partition(t, *p)
+                    .is_some_and(|s| s.adding_replicas.iter().any(|b| gone.contains(b)))
+            })
+            .map(|(t, p)| ReassignmentTarget {
+                topic_id: *t,
+                partition: *p,
+                replicas: None,
+            })
+            .collect();
+        if stuck.is_empty() {
+            return;
+        }
+        let r = self.alter_partition_reassignments(&stuck, false);
+        out.extend(r.records);
+        for (t, result) in stuck.iter().zip(r.response) {
+            match result {
+                Ok(()) => {
+                    st.in_flight.remove(&(t.topic_id, t.partition));
+                    tracing::warn!(topic_id = %t.topic_id, partition = t.partition, gone = ?gone,
+                        "balancer: cancelled a move onto a gone broker");
+                }
+                Err(e) => tracing::warn!(topic_id = %t.topic_id, partition = t.partition,
+                    error = %e, "balancer: a move onto a gone broker cannot be cancelled"),
+            }
+        }
     }
 
     /// Move the replicas of `gone` brokers to live ones (at most the round's bound).
@@ -715,6 +768,33 @@ mod tests {
         assert_eq!(on_broker(&c, 4), 0);
         for (_, s) in c.image().partitions(&t) {
             assert_eq!(s.replicas.len(), 3);
+            assert_eq!(racks_of(&c, &s.replicas).len(), 3, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_move_onto_a_broker_that_goes_away_is_cancelled() {
+        let (mut c, epochs) = controller(&["a", "b", "c", "a"]);
+        c.set_cordoned(4, true).unwrap();
+        let t = topic(&mut c, "orders", 6, 3);
+        c.set_cordoned(4, false).unwrap();
+        let cfg = config();
+        let mut st = BalancerState::new();
+        c.balancer_tick(&mut st, &cfg, 0);
+        let round = c
+            .balancer_tick(&mut st, &cfg, 1_000)
+            .response
+            .expect("a round");
+        assert!(round.data_moves > 0);
+        // Broker 4 dies before catching up; once gone, the moves onto it are cancelled and
+        // the partitions keep their original replicas.
+        heartbeat(&mut c, 4, epochs[3], true);
+        c.balancer_tick(&mut st, &cfg, 2_000);
+        assert!(c.image().reassigning_count() > 0);
+        c.balancer_tick(&mut st, &cfg, 7_000);
+        assert_eq!(c.image().reassigning_count(), 0);
+        assert_eq!(on_broker(&c, 4), 0);
+        for (_, s) in c.image().partitions(&t) {
             assert_eq!(racks_of(&c, &s.replicas).len(), 3, "{s:?}");
         }
     }
