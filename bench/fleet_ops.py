@@ -374,7 +374,11 @@ def throttle_run(c, a, rate):
     during = {}
 
     def probe():
-        during.update(perf(c, "load", records, a.lat_size, "all", rate=a.lat_rate))
+        try:
+            during.update(perf(c, "load", records, a.lat_size, "all", rate=a.lat_rate))
+        except SystemExit as e:  # a failed probe is a result, not the end of the run
+            during["error"] = str(e)
+            log(f"latency probe failed: {e}")
 
     th = threading.Thread(target=probe)
     th.start()
@@ -459,6 +463,8 @@ def report(a, res):
         out.append(f"  acks=all {a.lat_rate}/s x {a.lat_size} B: p50 {lb['p50']} -> {ld.get('p50')}"
                    f" ms, p99 {lb['p99']} -> {ld.get('p99')} ms (ratio p99 during/before "
                    f"{ld.get('p99', 0) / lb['p99']:.2f})")
+        if "error" in ld:
+            out.append(f"  latency probe during the drain failed: {ld['error'][-300:]}")
     r = res.get("rebalance")
     if r:
         out.append(f"fjord cluster rebalance --dry-run ({a.partitions + 12} partitions): "
@@ -538,9 +544,10 @@ def main():
     print(doc if a.json else text)
     if a.out:
         with open(a.out, "w") as f:
-            f.write(f"$ {' '.join(sys.argv)}\n# {res['started']} .. {res['finished']}, "
-                    f"fjord {a.fjord}, load average (1/5/15 min) at start "
-                    f"{res['loadavg_start']}, at end {res['loadavg_end']}\n\n{text}\n\n{doc}\n")
+            cmd = " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv])
+            f.write(f"$ {cmd}\n# {res['started']} .. {res['finished']}, fjord {a.fjord}, "
+                    f"load average (1/5/15 min) at start {res['loadavg_start']}, at end "
+                    f"{res['loadavg_end']}\n\n{text}\n\n{doc}\n")
 
 
 if __name__ == "__main__":
