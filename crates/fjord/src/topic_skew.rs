@@ -67,7 +67,7 @@ fn rate(v: &Value) -> String {
 fn print_view(v: &Value, top: usize) {
     let skewed = v["skewed"].as_u64().unwrap_or(0);
     outln!(
-        "topic {}: {} partitions, {} in, mean {} per partition over the last {} s; {}",
+        "topic {}: {} partitions, {} in, mean {} per partition (rates over up to {} s); {}",
         v["topic"].as_str().unwrap_or(""),
         v["partition_count"],
         rate(&v["total_rate"]),

@@ -46,6 +46,8 @@ use crate::partition::Partition;
 pub const MAX_RATE_SERIES: usize = 20;
 /// Top keys reported per partition by default.
 pub const DEFAULT_TOP_KEYS: usize = 5;
+/// A key is reported only if it surely has this share of its partition's sampled bytes.
+pub const MIN_KEY_SHARE: f64 = 0.01;
 
 /// One partition's skew counters (a field of [`Partition`]).
 pub struct PartitionSkew {
@@ -344,11 +346,24 @@ impl Skew {
 }
 
 /// The heaviest `n` keys of `p`'s sketch and the weight it counted.
+/// The heaviest `n` keys of `p`'s sketch that surely have at least [`MIN_KEY_SHARE`] of its
+/// weight (estimate minus error), and the weight it counted. Without the floor, a partition
+/// of evenly spread keys would show whichever keys last took a counter, each with an
+/// estimate of about 1/k inherited from the key it replaced.
 fn top_of(p: &Partition, n: usize) -> (f64, Vec<Counter>) {
-    match p.skew.sketch.lock().as_ref() {
-        Some(s) => (s.total(), s.top(n)),
-        None => (0.0, Vec::new()),
-    }
+    let Some(s) = p
+        .skew
+        .sketch
+        .lock()
+        .as_ref()
+        .map(|s| (s.total(), s.top(s.capacity())))
+    else {
+        return (0.0, Vec::new());
+    };
+    let (total, mut top) = s;
+    top.retain(|c| total > 0.0 && (c.weight - c.error) / total >= MIN_KEY_SHARE);
+    top.truncate(n);
+    (total, top)
 }
 
 /// A key for people: UTF-8 when printable, else hex; `(null)` for records without a key.
@@ -511,6 +526,8 @@ mod tests {
         }
         assert_eq!(s.metrics.sampled.get(), 4);
         let (total, top) = top_of(&p, 3);
+        // The other keys appear once each: below the floor, not reported.
+        assert_eq!(top.len(), 1, "{top:?}");
         let hot = key_json(&top[0], total);
         assert_eq!(hot["key"], "hot");
         let share = hot["share"].as_f64().unwrap();
