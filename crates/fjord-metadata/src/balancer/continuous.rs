@@ -684,13 +684,19 @@ mod tests {
         panic!("the balancer never settled: {:?}", st.status);
     }
 
+    /// Brokers 1-4 in racks a, b, c, a and topic `orders` at RF 3 with `partitions`
+    /// partitions, made while broker 4 was cordoned: it joins empty.
+    fn with_an_empty_broker_4(partitions: u32) -> (Controller, Vec<i64>, Uuid) {
+        let (mut c, epochs) = controller(&["a", "b", "c", "a"]);
+        c.set_cordoned(4, true).unwrap();
+        let t = topic(&mut c, "orders", partitions, 3);
+        c.set_cordoned(4, false).unwrap();
+        (c, epochs, t)
+    }
+
     #[test]
     fn a_new_broker_gets_its_share_by_itself_with_throttles_cleared() {
-        let (mut c, epochs) = controller(&["a", "b", "c", "a"]);
-        // Broker 4 is cordoned while the topic is made: it joins empty.
-        c.set_cordoned(4, true).unwrap();
-        let t = topic(&mut c, "orders", 12, 3);
-        c.set_cordoned(4, false).unwrap();
+        let (mut c, epochs, t) = with_an_empty_broker_4(12);
         assert_eq!(on_broker(&c, 4), 0);
         let before = c.image().clone();
         let cfg = config();
@@ -774,10 +780,7 @@ mod tests {
 
     #[test]
     fn a_move_onto_a_broker_that_goes_away_is_cancelled() {
-        let (mut c, epochs) = controller(&["a", "b", "c", "a"]);
-        c.set_cordoned(4, true).unwrap();
-        let t = topic(&mut c, "orders", 6, 3);
-        c.set_cordoned(4, false).unwrap();
+        let (mut c, epochs, t) = with_an_empty_broker_4(6);
         let cfg = config();
         let mut st = BalancerState::new();
         c.balancer_tick(&mut st, &cfg, 0);
