@@ -991,21 +991,66 @@ impl Broker {
         }
         LogConfig::from_overrides(&self.config.log, &configs)
             .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        self.submit(ControllerRequest::CreateTopic {
+        let request = ControllerRequest::CreateTopic {
             name: name.to_string(),
             topic_id: Uuid::new_v4(),
             partitions: partitions as u32,
             replication_factor: rf as u16,
             configs,
             validate_only,
-        })
-        .await?;
+        };
+        self.submit_create_topic(name, partitions as u32, rf as u16, request, validate_only)
+            .await
+    }
+
+    /// Create a topic with the replicas of each partition given (partition `i` is
+    /// `assignments[i]`, preferred leader first); the controller checks the brokers.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
+        if let Some(why) = invalid_topic_name(name) {
+            return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
+        }
+        if self.topic(name).is_some() {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        LogConfig::from_overrides(&self.config.log, &configs)
+            .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let partitions = assignments.len() as u32;
+        let rf = assignments.first().map_or(0, |r| r.len() as u16);
+        let request = ControllerRequest::CreateTopicAssigned {
+            name: name.to_string(),
+            topic_id: Uuid::new_v4(),
+            assignments,
+            configs,
+            validate_only,
+        };
+        self.submit_create_topic(name, partitions, rf, request, validate_only)
+            .await
+    }
+
+    async fn submit_create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        rf: u16,
+        request: ControllerRequest,
+        validate_only: bool,
+    ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
+        self.submit(request).await?;
         if validate_only {
-            return Ok((partitions as u32, rf as u16, None));
+            return Ok((partitions, rf, None));
         }
         let topic = self.existing_topic(name)?;
         tracing::info!(topic = name, id = %topic.id, partitions, replication_factor = rf, "topic created");
-        Ok((partitions as u32, rf as u16, Some(topic)))
+        Ok((partitions, rf, Some(topic)))
     }
 
     /// Grow a topic to `count` partitions.

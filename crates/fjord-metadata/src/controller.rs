@@ -558,6 +558,70 @@ impl Controller {
         req: CreateTopic,
         topic_id: Uuid,
     ) -> Result<ControllerResult<CreatedTopic>, ControllerError> {
+        self.create_topic_with(req, topic_id, None)
+    }
+
+    /// CreateTopics with the replicas of each partition given (Kafka's manual assignment,
+    /// `kafka-topics --replica-assignment`): every broker must be registered, no broker twice in
+    /// a partition, every partition the same replication factor; the ISR is the unfenced
+    /// replicas and the first of them leads. Partition `i` is `assignments[i]`.
+    pub fn create_topic_assigned(
+        &mut self,
+        req: CreateTopic,
+        topic_id: Uuid,
+        assignments: Vec<Vec<NodeId>>,
+    ) -> Result<ControllerResult<CreatedTopic>, ControllerError> {
+        self.create_topic_with(req, topic_id, Some(assignments))
+    }
+
+    /// Check a manual assignment against the registered brokers (Kafka's messages).
+    fn check_manual_assignment(&self, assignments: &[Vec<NodeId>]) -> Result<(), ControllerError> {
+        let bad = ControllerError::InvalidReplicaAssignment;
+        let Some(first) = assignments.first() else {
+            return Err(bad("The manual partition assignment is empty.".into()));
+        };
+        for (p, replicas) in assignments.iter().enumerate() {
+            if replicas.is_empty() {
+                return Err(bad(format!(
+                    "The manual partition assignment includes an empty replica list for partition {p}."
+                )));
+            }
+            if replicas.len() != first.len() {
+                return Err(bad(
+                    "All partitions in the manual partition assignment must have the same number of replicas.".into(),
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for &id in replicas {
+                if !seen.insert(id) {
+                    return Err(bad(format!(
+                        "The manual partition assignment includes the broker {id} more than once."
+                    )));
+                }
+                if self.image.broker(id).is_none() {
+                    return Err(bad(format!(
+                        "The manual partition assignment includes broker {id}, but no such broker is registered."
+                    )));
+                }
+            }
+            if !replicas
+                .iter()
+                .any(|&id| self.image.broker(id).is_some_and(|b| !b.fenced))
+            {
+                return Err(bad(format!(
+                    "All brokers specified in the manual partition assignment for partition {p} are fenced or in controlled shutdown."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn create_topic_with(
+        &mut self,
+        req: CreateTopic,
+        topic_id: Uuid,
+        manual: Option<Vec<Vec<NodeId>>>,
+    ) -> Result<ControllerResult<CreatedTopic>, ControllerError> {
         if let Some(why) = invalid_topic_name(&req.name) {
             return Err(ControllerError::InvalidTopic(why));
         }
@@ -569,24 +633,33 @@ impl Controller {
                 "topic id {topic_id} is taken"
             )));
         }
-        if req.partitions == 0 {
-            return Err(ControllerError::InvalidPartitions(
-                "number of partitions must be at least 1".into(),
-            ));
-        }
-        let assignments = placement::place(
-            &placement::eligible_brokers(&self.image),
-            placement::current_load(&self.image),
-            req.partitions,
-            req.replication_factor,
-        )?;
+        let assignments = match manual {
+            Some(a) => {
+                self.check_manual_assignment(&a)?;
+                a
+            }
+            None => {
+                if req.partitions == 0 {
+                    return Err(ControllerError::InvalidPartitions(
+                        "number of partitions must be at least 1".into(),
+                    ));
+                }
+                placement::place(
+                    &placement::eligible_brokers(&self.image),
+                    placement::current_load(&self.image),
+                    req.partitions,
+                    req.replication_factor,
+                )?
+            }
+        };
+        let partitions = assignments.len() as u32;
         let mut records = Vec::with_capacity(assignments.len() + 1);
         self.emit(
             &mut records,
             MetadataRecord::Topic {
                 name: req.name,
                 id: topic_id,
-                partitions: req.partitions,
+                partitions,
                 configs: req.configs,
             },
         );
@@ -609,13 +682,20 @@ impl Controller {
         partition: u32,
         replicas: Vec<NodeId>,
     ) {
-        let leader = replicas[0];
+        // Placement picks unfenced brokers only; a manual assignment may name fenced ones,
+        // which start outside the ISR (at least one is unfenced, checked before).
+        let isr: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|&id| self.image.broker(id).is_some_and(|b| !b.fenced))
+            .collect();
+        let leader = isr.first().copied().unwrap_or(replicas[0]);
         self.emit(
             out,
             MetadataRecord::Partition {
                 topic_id,
                 partition,
-                isr: replicas.clone(),
+                isr,
                 replicas,
                 leader,
                 leader_epoch: 0,
@@ -1629,6 +1709,48 @@ mod tests {
         assert!(c.image().broker(1).unwrap().cordoned);
         c.set_cordoned(1, false).unwrap();
         assert!(!c.image().broker(1).unwrap().cordoned);
+    }
+
+    #[test]
+    fn manual_assignments_are_kept_and_checked() {
+        let mut c = Controller::new(ControllerConfig::default());
+        cluster(&mut c);
+        reg(&mut c, 4, "a", 0); // registered, never unfenced
+        let req = |name: &str| CreateTopic {
+            name: name.into(),
+            partitions: 0,
+            replication_factor: 0,
+            configs: BTreeMap::new(),
+        };
+        let t = c
+            .create_topic_assigned(req("m"), Uuid::new_v4(), vec![vec![3, 1], vec![4, 2]])
+            .unwrap()
+            .response
+            .topic_id;
+        let parts: Vec<_> = c.image().partitions(&t).map(|(_, s)| s.clone()).collect();
+        assert_eq!(c.image().topic("m").unwrap().partitions, 2);
+        assert_eq!(
+            (parts[0].replicas.clone(), parts[0].leader),
+            (vec![3, 1], 3)
+        );
+        // The fenced broker keeps its place in the replicas, outside the ISR, not leading.
+        assert_eq!(parts[1].replicas, vec![4, 2]);
+        assert_eq!((parts[1].isr.clone(), parts[1].leader), (vec![2], 2));
+        for (assignment, why) in [
+            (vec![vec![1, 9]], "no such broker is registered"),
+            (vec![vec![1, 1]], "more than once"),
+            (vec![vec![1, 2], vec![3]], "same number of replicas"),
+            (vec![vec![]], "empty replica list"),
+            (vec![vec![4]], "fenced"),
+            (vec![], "empty"),
+        ] {
+            let err = c
+                .create_topic_assigned(req("bad"), Uuid::new_v4(), assignment.clone())
+                .unwrap_err();
+            assert_eq!(err.code(), 39, "{assignment:?}: {err}");
+            assert!(err.to_string().contains(why), "{assignment:?}: {err}");
+        }
+        assert!(c.image().topic("bad").is_none());
     }
 
     #[test]

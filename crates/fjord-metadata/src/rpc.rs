@@ -45,6 +45,15 @@ pub enum ControllerRequest {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     },
+    /// Create one topic with the replicas of each partition given (partition `i` is
+    /// `assignments[i]`), as Kafka's CreateTopics with `assignments`.
+    CreateTopicAssigned {
+        name: String,
+        topic_id: Uuid,
+        assignments: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
     DeleteTopic {
         name: String,
     },
@@ -277,6 +286,46 @@ fn map<T>(
 }
 
 impl Controller {
+    /// CreateTopic and CreateTopicAssigned: create (or, `validate_only`, only check) and
+    /// record the topic's creation time.
+    fn create_topic_request(
+        &mut self,
+        req: CreateTopic,
+        topic_id: Uuid,
+        assignments: Option<Vec<Vec<NodeId>>>,
+        validate_only: bool,
+        now: i64,
+    ) -> Result<ControllerResult<ControllerReply>, ControllerError> {
+        let create = |c: &mut Controller| match assignments {
+            Some(a) => c.create_topic_assigned(req, topic_id, a),
+            None => c.create_topic(req, topic_id),
+        };
+        let created = if validate_only {
+            create(&mut self.clone())?
+        } else {
+            create(self)?
+        };
+        let mut r = map(created, |c| ControllerReply::TopicCreated {
+            topic_id: c.topic_id,
+            assignments: c.assignments,
+        });
+        if validate_only {
+            r.records.clear();
+        } else {
+            // Its age, for unused-topic detection (`crate::topic_gc`).
+            self.emit_record(
+                &mut r.records,
+                MetadataRecord::TopicActivity {
+                    id: topic_id,
+                    created_ms: Some(now),
+                    last_produce_ms: None,
+                    last_fetch_ms: None,
+                },
+            );
+        }
+        Ok(r)
+    }
+
     /// Dispatch one request at time `now`. On an error nothing changed; a `validate_only`
     /// request returns no records and leaves the controller as it was.
     pub fn handle(
@@ -330,38 +379,36 @@ impl Controller {
                 replication_factor,
                 configs,
                 validate_only,
-            } => {
-                let req = CreateTopic {
+            } => self.create_topic_request(
+                CreateTopic {
                     name,
                     partitions,
                     replication_factor,
                     configs,
-                };
-                let created = if validate_only {
-                    self.clone().create_topic(req, topic_id)?
-                } else {
-                    self.create_topic(req, topic_id)?
-                };
-                let mut r = map(created, |c| ControllerReply::TopicCreated {
-                    topic_id: c.topic_id,
-                    assignments: c.assignments,
-                });
-                if validate_only {
-                    r.records.clear();
-                } else {
-                    // Its age, for unused-topic detection (`crate::topic_gc`).
-                    self.emit_record(
-                        &mut r.records,
-                        MetadataRecord::TopicActivity {
-                            id: topic_id,
-                            created_ms: Some(now),
-                            last_produce_ms: None,
-                            last_fetch_ms: None,
-                        },
-                    );
-                }
-                r
-            }
+                },
+                topic_id,
+                None,
+                validate_only,
+                now,
+            )?,
+            R::CreateTopicAssigned {
+                name,
+                topic_id,
+                assignments,
+                configs,
+                validate_only,
+            } => self.create_topic_request(
+                CreateTopic {
+                    name,
+                    partitions: assignments.len() as u32,
+                    replication_factor: assignments.first().map_or(0, |r| r.len() as u16),
+                    configs,
+                },
+                topic_id,
+                Some(assignments),
+                validate_only,
+                now,
+            )?,
             R::DeleteTopic { name } => map(self.delete_topic(&name)?, |topic_id| {
                 ControllerReply::TopicDeleted { topic_id }
             }),

@@ -573,5 +573,44 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
     );
     let dump = ck_consume(c.node(3), TOPIC, acks.len() as u64);
     records::assert_acks_present(&acks, &dump, PAD);
+
+    // 5. A topic created with its replicas given (`kafka-topics --replica-assignment`): as
+    // asked, preferred leader first; an unknown broker is refused with Kafka's reason.
+    let out = tools.ok(
+        "kafka-topics",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--create",
+            "--topic",
+            "assigned",
+            "--replica-assignment",
+            "4:2:3,2:3:1",
+        ],
+    );
+    assert!(out.contains("Created topic assigned."), "{out}");
+    let l = c.wait_isr("assigned", None, 3);
+    assert_eq!(l[&0].replicas, vec![4, 2, 3], "{l:?}");
+    assert_eq!(l[&1].replicas, vec![2, 3, 1], "{l:?}");
+    assert_eq!((l[&0].leader, l[&1].leader), (4, 2), "{l:?}");
+    let r = tools
+        .run(
+            "kafka-topics",
+            &[
+                "--bootstrap-server",
+                &b,
+                "--create",
+                "--topic",
+                "assigned-bad",
+                "--replica-assignment",
+                "9:1",
+            ],
+        )
+        .failure("kafka-topics --replica-assignment with an unknown broker");
+    assert!(
+        r.describe().contains("no such broker is registered"),
+        "{}",
+        r.describe()
+    );
     c.assert_no_panic_in_logs();
 }

@@ -81,8 +81,8 @@ async fn create_one(
                 }
             }
         }
-        let (partitions, rf) = if t.assignments.is_empty() {
-            (t.num_partitions, t.replication_factor)
+        let assignments = if t.assignments.is_empty() {
+            None
         } else {
             if t.num_partitions != -1 || t.replication_factor != -1 {
                 return fail(
@@ -93,23 +93,14 @@ async fn create_one(
                         },
                     );
             }
-            let node = b.node_id();
             let bad = |message: String| TopicError {
                 code: ErrorCode::InvalidReplicaAssignment,
                 message,
             };
-            let mut indexes = std::collections::BTreeSet::new();
+            let mut by_index = std::collections::BTreeMap::new();
             for a in &t.assignments {
-                if a.broker_ids.is_empty() || a.broker_ids.iter().any(|id| id.0 != node) {
-                    return fail(
-                        result,
-                        bad(format!(
-                            "Replica assignment for partition {} must list broker {node} only.",
-                            a.partition_index
-                        )),
-                    );
-                }
-                if !indexes.insert(a.partition_index) {
+                let replicas: Vec<i32> = a.broker_ids.iter().map(|id| id.0).collect();
+                if by_index.insert(a.partition_index, replicas).is_some() {
                     return fail(
                         result,
                         bad(format!(
@@ -120,20 +111,31 @@ async fn create_one(
                 }
             }
             // In any order (clients send a map), but numbered 0..n, as Kafka requires.
-            if !indexes.iter().copied().eq(0..indexes.len() as i32) {
+            if !by_index.keys().copied().eq(0..by_index.len() as i32) {
                 return fail(
                     result,
                     bad("Partitions must be numbered 0, 1, 2, ... without gaps.".into()),
                 );
             }
-            (
-                t.assignments.len() as i32,
-                t.assignments[0].broker_ids.len() as i16,
-            )
+            // Brokers, duplicates and equal replication factors: the controller's checks.
+            Some(by_index.into_values().collect::<Vec<_>>())
         };
-        let outcome = b
-            .create_topic(&name, partitions, rf, configs, validate_only)
-            .await;
+        let outcome = match assignments {
+            Some(a) => {
+                b.create_topic_assigned(&name, a, configs, validate_only)
+                    .await
+            }
+            None => {
+                b.create_topic(
+                    &name,
+                    t.num_partitions,
+                    t.replication_factor,
+                    configs,
+                    validate_only,
+                )
+                .await
+            }
+        };
         match outcome {
             Ok((n, rf, topic)) => {
                 let mut r = result;
