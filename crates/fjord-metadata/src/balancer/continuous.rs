@@ -20,9 +20,9 @@
 //!    one of each other (a new, empty broker), disk bytes or network bytes of the fullest
 //!    broker above `(100 + balancer.imbalance.threshold.percent) %` of the fair share.
 //!
-//! A move of this balancer's onto a broker that is then gone is cancelled (it could never
-//! complete). At most `balancer.max.concurrent.moves` partitions get new replicas per round, as KIP-455
-//! reassignments, throttled with Kafka's throttle configs at `balancer.throttle.bytes.per.sec`
+//! A move of this balancer's whose target holds a broker that is then gone is cancelled (it
+//! could never complete). At most `balancer.max.concurrent.moves` partitions get new replicas
+//! per round, as KIP-455 reassignments, throttled with Kafka's throttle configs at `balancer.throttle.bytes.per.sec`
 //! (cleared once the round's moves are done). Partitions with a reassignment in progress (an
 //! operator's, a drain's) are never touched; fenced and cordoned brokers (so brokers in
 //! maintenance) receive nothing. Leadership-only changes reorder the replicas and elect the new
@@ -400,9 +400,10 @@ impl Controller {
         self.rebalance(out, st, cfg, now)
     }
 
-    /// Cancel this balancer's moves that add a replica on a gone broker: they could never
-    /// complete, and would hold every further round (the gone broker's own replicas among
-    /// them). The partition goes back to its original replicas.
+    /// Cancel this balancer's moves whose target keeps or adds a replica on a gone broker: they
+    /// complete only once every target replica is in sync, so they never would, and would hold
+    /// every further round (the gone broker's own replicas among them). The partition goes
+    /// back to its original replicas (and a later round re-replicates them).
     fn cancel_moves_onto_gone(&mut self, out: &mut Vec<MetadataRecord>, st: &mut BalancerState) {
         let gone: BTreeSet<NodeId> = st
             .status
@@ -420,7 +421,7 @@ impl Controller {
             .filter(|(t, p)| {
                 self.image()
                     .partition(t, *p)
-                    .is_some_and(|s| s.adding_replicas.iter().any(|b| gone.contains(b)))
+                    .is_some_and(|s| s.target_replicas().iter().any(|b| gone.contains(b)))
             })
             .map(|(t, p)| ReassignmentTarget {
                 topic_id: *t,
@@ -797,6 +798,40 @@ mod tests {
         c.balancer_tick(&mut st, &cfg, 7_000);
         assert_eq!(c.image().reassigning_count(), 0);
         assert_eq!(on_broker(&c, 4), 0);
+        for (_, s) in c.image().partitions(&t) {
+            assert_eq!(racks_of(&c, &s.replicas).len(), 3, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn moves_keeping_a_gone_broker_are_cancelled_and_its_replicas_re_replicated() {
+        // Broker 5 (rack b) joins empty; the round moves replicas of partitions that broker 4
+        // also holds, and 4 dies before they complete.
+        let (mut c, mut epochs) = controller(&["a", "b", "c", "a", "b"]);
+        c.set_cordoned(5, true).unwrap();
+        let t = topic(&mut c, "orders", 12, 3);
+        c.set_cordoned(5, false).unwrap();
+        let cfg = BalancerConfig {
+            max_concurrent_moves: 6,
+            ..config()
+        };
+        let mut st = BalancerState::new();
+        c.balancer_tick(&mut st, &cfg, 0);
+        c.balancer_tick(&mut st, &cfg, 1_000)
+            .response
+            .expect("a round");
+        let keeping_4 = c
+            .image()
+            .all_partitions()
+            .filter(|(_, _, s)| s.is_reassigning() && s.target_replicas().contains(&4))
+            .count();
+        assert!(keeping_4 > 0, "no move keeps broker 4");
+        heartbeat(&mut c, 4, epochs[3], true);
+        epochs[3] = -1;
+        c.balancer_tick(&mut st, &cfg, 2_000);
+        run(&mut c, &mut st, &cfg, &epochs, 7_000);
+        assert_eq!(on_broker(&c, 4), 0);
+        assert_eq!(c.image().reassigning_count(), 0);
         for (_, s) in c.image().partitions(&t) {
             assert_eq!(racks_of(&c, &s.replicas).len(), 3, "{s:?}");
         }
