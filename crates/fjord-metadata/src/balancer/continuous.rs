@@ -400,10 +400,12 @@ impl Controller {
         self.rebalance(out, st, cfg, now)
     }
 
-    /// Cancel this balancer's moves whose target keeps or adds a replica on a gone broker: they
-    /// complete only once every target replica is in sync, so they never would, and would hold
-    /// every further round (the gone broker's own replicas among them). The partition goes
-    /// back to its original replicas (and a later round re-replicates them).
+    /// While a broker is gone, cancel this balancer's moves whose target keeps or adds a replica
+    /// on a gone broker, or whose partition has no leader left (nothing to copy from, say an
+    /// RF-1 partition moving off the gone broker): they complete only once every target
+    /// replica is in sync, so they never would, and would hold every further round (the gone
+    /// broker's re-replication among them). The partition goes back to its original replicas
+    /// (and a later round re-replicates what can be).
     fn cancel_moves_onto_gone(&mut self, out: &mut Vec<MetadataRecord>, st: &mut BalancerState) {
         let gone: BTreeSet<NodeId> = st
             .status
@@ -419,9 +421,9 @@ impl Controller {
             .in_flight
             .difference(&st.inherited)
             .filter(|(t, p)| {
-                self.image()
-                    .partition(t, *p)
-                    .is_some_and(|s| s.target_replicas().iter().any(|b| gone.contains(b)))
+                self.image().partition(t, *p).is_some_and(|s| {
+                    s.leader == NO_LEADER || s.target_replicas().iter().any(|b| gone.contains(b))
+                })
             })
             .map(|(t, p)| ReassignmentTarget {
                 topic_id: *t,
