@@ -20,8 +20,8 @@ mod produce;
 mod rebalance;
 mod server;
 mod topic;
-mod topic_skew;
 mod topic_gc;
+mod topic_skew;
 mod traffic;
 
 use std::process::ExitCode;
