@@ -253,7 +253,10 @@ fn unused_topics_are_listed_marked_and_deleted_and_everything_else_is_left_alone
     assert!(metric(&b, "fjord_topic_gc_actions_total{action=\"mark\"}") >= Some(2.0));
     assert!(metric(&b, "fjord_topic_gc_actions_total{action=\"skip\"}") >= Some(3.0));
     assert!(metric(&b, "fjord_topic_idle_seconds{topic=\"idle\"}") >= Some(2.0));
-    assert_eq!(metric(&b, "fjord_topic_idle_seconds{topic=\"__mine\"}"), None);
+    assert_eq!(
+        metric(&b, "fjord_topic_idle_seconds{topic=\"__mine\"}"),
+        None
+    );
 
     // Produce to a marked topic is refused with POLICY_VIOLATION and the reason.
     let refused = produce(&b, "idle");
