@@ -134,6 +134,18 @@ fn plan_timing_10k_partitions() {
     );
     assert!(data_moves > 0, "a skewed cluster gets data moves");
 
+    // Bounded as the continuous mode runs it (`balancer.max.concurrent.moves`, default 10):
+    // this runs on the controller's timer, so it must stay short.
+    let bound = env("FJORD_PLAN_MAX_MOVES", 10);
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let p = balancer::plan(&input, BalancerOptions { max_moves: bound });
+        times.push(t.elapsed());
+        assert!(p.moves.iter().filter(|m| !m.is_leadership_only()).count() <= bound);
+    }
+    println!("balancer::plan (max {bound} moves): {}", summary(&mut times));
+
     // The same without sizes (the planner balances counts).
     let unsized_input = BalancerInput {
         brokers: input.brokers.clone(),
