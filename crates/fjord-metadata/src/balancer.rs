@@ -37,7 +37,7 @@
 
 pub mod continuous;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -408,6 +408,14 @@ impl<'a> State<'a> {
         (0..self.ids.len()).filter(|&b| self.eligible[b]).collect()
     }
 
+    /// Whether any replica of `p` could move to a broker of another rack keeping its spread
+    /// ([`State::keeps_spread`]): only if two replicas share a rack, or an eligible rack has
+    /// none of them.
+    fn may_change_rack(&self, p: usize) -> bool {
+        let racks: BTreeSet<usize> = self.replicas[p].iter().map(|&b| self.rack[b]).collect();
+        racks.len() < self.replicas[p].len() || !self.eligible_racks.is_subset(&racks)
+    }
+
     fn spread(&self, p: usize) -> usize {
         let racks: BTreeSet<usize> = self.replicas[p].iter().map(|&b| self.rack[b]).collect();
         racks.len()
@@ -562,8 +570,27 @@ impl<'a> State<'a> {
 
     /// Goal 2: move replicas from the most to the least loaded eligible brokers until every
     /// count is within one of every other (so within ±1 of the fair share).
+    ///
+    /// A pair that found nothing is not searched again until something it depends on changed:
+    /// the replicas on either broker, the replica sets of those partitions (a move bumps every
+    /// broker of the moved partition) or a topic's leading racks. Without this, racks of
+    /// unequal size (where counts cannot all come within one) made every step rescan every
+    /// cross-rack pair: 20 s instead of 1 s for 10,000 partitions on 20 brokers.
     fn balance_replicas(&mut self) {
         let el = self.eligible_brokers();
+        let mut generation = vec![0u64; self.on.len()];
+        let mut leaders_generation = 0u64;
+        let mut fruitless: HashMap<(usize, usize), (u64, u64, u64)> = HashMap::new();
+        // Per broker, its partitions that could move to another rack at all; with none, no
+        // cross-rack pair from it is searched.
+        let mut across = vec![0usize; self.on.len()];
+        for p in 0..self.replicas.len() {
+            if self.may_change_rack(p) {
+                for &b in &self.replicas[p] {
+                    across[b] += 1;
+                }
+            }
+        }
         loop {
             let mut order = el.clone();
             order.sort_by_key(|&b| (self.on[b].len(), b));
@@ -573,11 +600,36 @@ impl<'a> State<'a> {
                     if self.on[to].len() + 2 > self.on[from].len() {
                         break;
                     }
+                    if self.rack[from] != self.rack[to] && across[from] == 0 {
+                        continue;
+                    }
+                    let seen = (generation[from], generation[to], leaders_generation);
+                    if fruitless.get(&(from, to)) == Some(&seen) {
+                        continue;
+                    }
                     if let Some(p) = self.pick(from, to) {
+                        if self.replicas[p][0] == from {
+                            leaders_generation += 1;
+                        }
+                        if self.may_change_rack(p) {
+                            for &b in &self.replicas[p] {
+                                across[b] -= 1;
+                            }
+                        }
                         self.replace(p, from, to);
+                        if self.may_change_rack(p) {
+                            for &b in &self.replicas[p] {
+                                across[b] += 1;
+                            }
+                        }
+                        generation[from] += 1;
+                        for &b in &self.replicas[p] {
+                            generation[b] += 1;
+                        }
                         done = false;
                         break 'search;
                     }
+                    fruitless.insert((from, to), seen);
                 }
             }
             if done {
