@@ -958,15 +958,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
-        if let Some(why) = invalid_topic_name(name) {
-            return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
-        }
-        if self.topic(name).is_some() {
-            return Err(TopicError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
+        self.check_new_topic(name, None)?;
         let partitions = if num_partitions == -1 {
             self.config.num_partitions
         } else {
@@ -989,8 +981,7 @@ impl Broker {
                 format!("Replication factor must be larger than 0 (got {replication_factor})."),
             ));
         }
-        LogConfig::from_overrides(&self.config.log, &configs)
-            .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        self.check_new_topic(name, Some(&configs))?;
         let request = ControllerRequest::CreateTopic {
             name: name.to_string(),
             topic_id: Uuid::new_v4(),
@@ -1012,17 +1003,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
-        if let Some(why) = invalid_topic_name(name) {
-            return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
-        }
-        if self.topic(name).is_some() {
-            return Err(TopicError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        LogConfig::from_overrides(&self.config.log, &configs)
-            .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        self.check_new_topic(name, Some(&configs))?;
         let partitions = assignments.len() as u32;
         let rf = assignments.first().map_or(0, |r| r.len() as u16);
         let request = ControllerRequest::CreateTopicAssigned {
@@ -1034,6 +1015,28 @@ impl Broker {
         };
         self.submit_create_topic(name, partitions, rf, request, validate_only)
             .await
+    }
+
+    /// A new topic's name is valid and free, and its configs (when given) are valid.
+    fn check_new_topic(
+        &self,
+        name: &str,
+        configs: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), TopicError> {
+        if let Some(why) = invalid_topic_name(name) {
+            return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
+        }
+        if self.topic(name).is_some() {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        if let Some(configs) = configs {
+            LogConfig::from_overrides(&self.config.log, configs)
+                .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        }
+        Ok(())
     }
 
     async fn submit_create_topic(

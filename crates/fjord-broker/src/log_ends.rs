@@ -16,9 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_client::Connection;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -182,28 +179,11 @@ async fn poll_leader(
             e.insert(crate::replica_fetcher::connect_peer(broker, leader, "lag").await?)
         }
     };
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_timeout_ms(5_000)
-        .with_topics(
-            topics
-                .iter()
-                .map(|(t, ps)| {
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(t.clone())))
-                        .with_partitions(
-                            ps.iter()
-                                .map(|&p| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(p)
-                                        .with_current_leader_epoch(-1)
-                                        .with_timestamp(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        );
+    let request = fjord_client::list_offsets_request(
+        topics.iter().map(|(t, ps)| (t.as_str(), &ps[..])),
+        fjord_client::OffsetSpec::Latest,
+        5_000,
+    );
     let response = conn.send(&request).await?;
     let now = now_ms();
     for t in &response.topics {

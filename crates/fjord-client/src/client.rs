@@ -218,6 +218,37 @@ impl OffsetSpec {
     }
 }
 
+/// A ListOffsets request as a consumer sends it (replica id -1, no leader epoch) for
+/// `topics` (name, partitions), each partition asked for `spec`.
+pub fn list_offsets_request<'a>(
+    topics: impl IntoIterator<Item = (&'a str, &'a [i32])>,
+    spec: OffsetSpec,
+    timeout_ms: i32,
+) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_timeout_ms(timeout_ms)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, ps)| {
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(
+                            ps.iter()
+                                .map(|&p| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(p)
+                                        .with_current_leader_epoch(-1)
+                                        .with_timestamp(spec.wire())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
 /// A ListOffsets answer for one partition. `offset` is -1 when no record matches a timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListedOffset {
@@ -960,21 +991,7 @@ impl Client {
         let (_, groups) = self.by_leader(topic, partitions).await?;
         let mut out = BTreeMap::new();
         for (conn, ps) in groups {
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_timeout_ms(self.timeout_ms())
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(
-                        ps.iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_current_leader_epoch(-1)
-                                    .with_timestamp(spec.wire())
-                            })
-                            .collect(),
-                    )]);
+            let request = list_offsets_request([(topic, &ps[..])], spec, self.timeout_ms());
             let response = conn.send(&request).await?;
             for t in &response.topics {
                 for p in &t.partitions {

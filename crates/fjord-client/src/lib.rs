@@ -24,9 +24,9 @@ pub mod partitioner;
 pub mod progress;
 
 pub use client::{
-    client_id_with_az, config_source, AlterConfigOp, BrokerInfo, Client, ClientConfig,
-    ClusterDescription, ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic, ElectionResult,
-    ElectionType, FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch,
+    client_id_with_az, config_source, list_offsets_request, AlterConfigOp, BrokerInfo, Client,
+    ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic,
+    ElectionResult, ElectionType, FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch,
     PartitionMetadata, ProduceOptions, ProduceRecord, ProduceResult, ResourceType, TopicMetadata,
     CLIENT_ID_AZ_TAG,
 };

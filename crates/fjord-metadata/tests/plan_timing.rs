@@ -144,7 +144,10 @@ fn plan_timing_10k_partitions() {
         times.push(t.elapsed());
         assert!(p.moves.iter().filter(|m| !m.is_leadership_only()).count() <= bound);
     }
-    println!("balancer::plan (max {bound} moves): {}", summary(&mut times));
+    println!(
+        "balancer::plan (max {bound} moves): {}",
+        summary(&mut times)
+    );
 
     // The same without sizes (the planner balances counts).
     let unsized_input = BalancerInput {
