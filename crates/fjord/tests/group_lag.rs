@@ -201,8 +201,18 @@ fn partitions_led_by_other_brokers_are_evaluated() {
     // Asked through each broker (two of them forward to the coordinator).
     for via in [1, 2, 3] {
         let node = cluster.node(via);
+        // Partitions turn STOP at different moments (a window spans the time between its
+        // first and last samples, and a partition hosted elsewhere misses the first commit's),
+        // and remote log ends arrive with the next poll: wait for all of it.
         let s = wait_status(node, "g-multi", |s| {
-            s["status"] == "ERR" && s["partition_count"] == 6
+            s["status"] == "ERR"
+                && s["partition_count"] == 6
+                && s["partitions"].as_array().is_some_and(|ps| {
+                    ps.len() == 6
+                        && ps
+                            .iter()
+                            .all(|p| p["status"] == "STOP" && p["current_lag"] == 24)
+                })
         });
         let parts = s["status"]["partitions"].as_array().unwrap();
         assert_eq!(parts.len(), 6, "every partition evaluated (via {via}): {s}");
