@@ -19,12 +19,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Layout};
-use common::{ck_consume, ck_produce, records, repo_root, run, wait_until, CmdResult};
+use common::kafka::Tools;
+use common::{ck_consume, ck_produce, records, wait_until, CmdResult};
 use fjord_client::{Connection, ConnectionConfig};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
@@ -34,66 +34,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-const TOOL_TIMEOUT: Duration = Duration::from_secs(90);
 const TOPIC: &str = "moves";
 /// Value padding of the produced records: ~1 KB each.
 const PAD: usize = 1000;
 
-/// Kafka's command-line tools (see kafka_tools.rs for where they come from).
-struct Tools {
-    home: PathBuf,
-}
-
-impl Tools {
-    fn new() -> Tools {
-        let home = match std::env::var_os("FJORD_KAFKA_HOME") {
-            Some(h) => PathBuf::from(h),
-            None => {
-                let version = std::env::var("FJORD_KAFKA_VERSION").unwrap_or_else(|_| {
-                    fs::read_to_string(repo_root().join("bench/kafka/VERSION"))
-                        .expect("read bench/kafka/VERSION")
-                        .trim()
-                        .to_string()
-                });
-                let user_home = std::env::var_os("HOME").expect("HOME is not set");
-                Path::new(&user_home)
-                    .join(".cache/fjord")
-                    .join(format!("kafka-{version}"))
-            }
-        };
-        assert!(
-            home.join("bin/kafka-reassign-partitions.sh").is_file(),
-            "Kafka's command-line tools not found in {}: run scripts/setup-kafka.sh",
-            home.display()
-        );
-        Tools { home }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> CmdResult {
-        let mut cmd = Command::new(self.home.join("bin").join(format!("{tool}.sh")));
-        cmd.args(args)
-            .env(
-                "KAFKA_JVM_PERFORMANCE_OPTS",
-                "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto",
-            )
-            .env("KAFKA_HEAP_OPTS", "-Xmx256m")
-            .env_remove("KAFKA_OPTS")
-            .env_remove("KAFKA_LOG4J_OPTS");
-        run(cmd, None, TOOL_TIMEOUT)
-    }
-
-    fn ok(&self, tool: &str, args: &[&str]) -> String {
-        self.run(tool, args)
-            .success(&format!("{tool} {}", args.join(" ")))
-            .stdout()
-    }
-
-    /// `kafka-reassign-partitions --bootstrap-server B <args>`.
-    fn reassign(&self, bootstrap: &str, args: &[&str]) -> CmdResult {
-        let mut all = vec!["--bootstrap-server", bootstrap];
-        all.extend_from_slice(args);
-        self.run("kafka-reassign-partitions", &all)
-    }
+/// `kafka-reassign-partitions --bootstrap-server B <args>`.
+fn reassign(tools: &Tools, bootstrap: &str, args: &[&str]) -> CmdResult {
+    let mut all = vec!["--bootstrap-server", bootstrap];
+    all.extend_from_slice(args);
+    tools.run("kafka-reassign-partitions", &all, None)
 }
 
 /// A reassignment JSON file for the tool (version 1).
@@ -275,10 +224,13 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         .chain(before.replicas.iter().copied().filter(|r| *r != dropped))
         .collect();
     let file = plan_file(&scratch, "move.json", &[(moved, &target)]);
-    let out = tools
-        .reassign(&b, &["--reassignment-json-file", &file, "--execute"])
-        .success("reassign --execute")
-        .stdout();
+    let out = reassign(
+        &tools,
+        &b,
+        &["--reassignment-json-file", &file, "--execute"],
+    )
+    .success("reassign --execute")
+    .stdout();
     assert!(
         out.contains(&format!(
             "Successfully started partition reassignment for {TOPIC}-{moved}"
@@ -287,8 +239,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let verified = loop {
-        let out = tools
-            .reassign(&b, &["--reassignment-json-file", &file, "--verify"])
+        let out = reassign(&tools, &b, &["--reassignment-json-file", &file, "--verify"])
             .success("reassign --verify")
             .stdout();
         if out.contains(&format!(
@@ -341,19 +292,19 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         .collect();
     let file = plan_file(&scratch, "slow.json", &[(cancelled, &slow)]);
     let throttle_start = Instant::now();
-    let out = tools
-        .reassign(
-            &b,
-            &[
-                "--reassignment-json-file",
-                &file,
-                "--execute",
-                "--throttle",
-                "20000",
-            ],
-        )
-        .success("reassign --execute --throttle")
-        .stdout();
+    let out = reassign(
+        &tools,
+        &b,
+        &[
+            "--reassignment-json-file",
+            &file,
+            "--execute",
+            "--throttle",
+            "20000",
+        ],
+    )
+    .success("reassign --execute --throttle")
+    .stdout();
     assert!(
         out.contains("The inter-broker throttle limit was set to 20000 B/s"),
         "{out}"
@@ -369,8 +320,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         configs.contains("leader.replication.throttled.replicas="),
         "{configs}"
     );
-    let listed = tools
-        .reassign(&b, &["--list"])
+    let listed = reassign(&tools, &b, &["--list"])
         .success("reassign --list")
         .stdout();
     assert!(
@@ -423,8 +373,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         wait_until(Duration::from_secs(30), || throttled_sent(&c) > 0.0),
         "the leader sent no throttled bytes within 30 s"
     );
-    let out = tools
-        .reassign(&b, &["--reassignment-json-file", &file, "--verify"])
+    let out = reassign(&tools, &b, &["--reassignment-json-file", &file, "--verify"])
         .success("reassign --verify (in progress)")
         .stdout();
     assert!(
@@ -446,8 +395,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         Some(1.0)
     );
 
-    let out = tools
-        .reassign(&b, &["--reassignment-json-file", &file, "--cancel"])
+    let out = reassign(&tools, &b, &["--reassignment-json-file", &file, "--cancel"])
         .success("reassign --cancel")
         .stdout();
     assert!(
@@ -517,9 +465,12 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
         "bad.json",
         &[(probe, &[in_a as i64, spare as i64, not_a[0] as i64])],
     );
-    let r = tools
-        .reassign(&b, &["--reassignment-json-file", &file, "--execute"])
-        .failure("reassign --execute losing rack spread");
+    let r = reassign(
+        &tools,
+        &b,
+        &["--reassignment-json-file", &file, "--execute"],
+    )
+    .failure("reassign --execute losing rack spread");
     let out = r.stdout();
     assert!(
         out.contains(&format!("{TOPIC}-{probe}: Invalid target replicas")) && out.contains("rack"),
@@ -605,6 +556,7 @@ fn kafka_reassign_partitions_moves_throttles_and_cancels() {
                 "--replica-assignment",
                 "9:1",
             ],
+            None,
         )
         .failure("kafka-topics --replica-assignment with an unknown broker");
     assert!(

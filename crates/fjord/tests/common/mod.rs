@@ -664,6 +664,7 @@ pub fn append_file(path: &Path) -> File {
 }
 
 pub mod cluster;
+pub mod kafka;
 pub mod member;
 pub mod records;
 
