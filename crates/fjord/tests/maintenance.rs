@@ -17,7 +17,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Background, Cluster};
@@ -281,8 +280,15 @@ fn drain_and_remove_a_broker_under_load_with_a_controller_failover() {
     assert!(out.contains("moving off it"), "{out}");
     let s = status(&c, 2, 4);
     assert_eq!(s["leaders"], 0, "leaderships left on 4: {s}");
-    // Clients ride over the leadership moves (the group's coordinator may be one of them).
-    thread::sleep(Duration::from_millis(1500));
+    // Clients ride over the leadership moves (the group's coordinator may be one of them):
+    // the member goes on reading what the producer goes on writing.
+    let read = member.of("msg").len();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || member.of("msg").len()
+            >= read + 100),
+        "the member stopped reading after the leaderships moved: {:?}",
+        member.of("error")
+    );
     let member_errors = member.of("error");
     let bad = unexpected(&member_errors, &[MEMBER_RETRIABLE]);
     assert!(bad.is_empty(), "the group member saw {bad:?}");
@@ -297,9 +303,13 @@ fn drain_and_remove_a_broker_under_load_with_a_controller_failover() {
     // Kill the active controller mid-drain; the new one carries on.
     let active = c.active_controller(2);
     c.kill9(active);
-    thread::sleep(Duration::from_millis(500));
-    c.start_node(active);
     let follower = if active == 2 { 3 } else { 2 };
+    c.wait_status(follower, "another active controller", |s| {
+        s["active_controller"]
+            .as_i64()
+            .is_some_and(|n| n as usize != active)
+    });
+    c.start_node(active);
     // Broker 4 restarts mid-drain: it comes back in maintenance, cordoned, leading nothing.
     c.terminate(4, Duration::from_secs(30));
     c.start_node(4);
