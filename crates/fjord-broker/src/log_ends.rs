@@ -36,10 +36,10 @@ struct Entry {
     wanted_ms: i64,
 }
 
-/// The polled log ends, by (topic, partition).
+/// The polled log ends, by topic and partition (nested, so a lookup borrows the topic name).
 #[derive(Debug, Default)]
 pub struct RemoteEnds {
-    entries: Mutex<HashMap<(String, i32), Entry>>,
+    entries: Mutex<HashMap<String, HashMap<i32, Entry>>>,
     /// Woken when a partition is first wanted, so its leader is asked at once rather than at
     /// the next tick (a consumer's second commit then already has a sample).
     wake: tokio::sync::Notify,
@@ -51,15 +51,15 @@ impl RemoteEnds {
     pub fn get(&self, topic: &str, partition: i32, now: i64) -> Option<i64> {
         let mut entries = self.entries.lock();
         // Borrowed lookup first: a known partition allocates nothing.
-        if let Some(e) = entries.get_mut(&(topic.to_string(), partition)) {
+        if let Some(e) = entries.get_mut(topic).and_then(|t| t.get_mut(&partition)) {
             e.wanted_ms = now;
             return e
                 .end
                 .filter(|&(_, at)| now.saturating_sub(at) <= MAX_AGE_MS)
                 .map(|(end, _)| end);
         }
-        entries.insert(
-            (topic.to_string(), partition),
+        entries.entry(topic.to_string()).or_default().insert(
+            partition,
             Entry {
                 end: None,
                 wanted_ms: now,
@@ -73,19 +73,30 @@ impl RemoteEnds {
     /// The partitions to poll; forgets the ones nobody asked about for [`FORGET_MS`].
     fn wanted(&self, now: i64) -> Vec<(String, i32)> {
         let mut entries = self.entries.lock();
-        entries.retain(|_, e| now.saturating_sub(e.wanted_ms) <= FORGET_MS);
-        entries.keys().cloned().collect()
+        entries.retain(|_, parts| {
+            parts.retain(|_, e| now.saturating_sub(e.wanted_ms) <= FORGET_MS);
+            !parts.is_empty()
+        });
+        entries
+            .iter()
+            .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
+            .collect()
     }
 
     fn set(&self, topic: &str, partition: i32, end: i64, now: i64) {
-        if let Some(e) = self.entries.lock().get_mut(&(topic.to_string(), partition)) {
+        if let Some(e) = self
+            .entries
+            .lock()
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(&partition))
+        {
             e.end = Some((end, now));
         }
     }
 
     /// Partitions tracked (for tests and sizing).
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.lock().values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
