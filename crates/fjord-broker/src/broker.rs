@@ -958,7 +958,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
-        self.check_new_topic(name, None)?;
+        self.check_new_topic(name)?;
         let partitions = if num_partitions == -1 {
             self.config.num_partitions
         } else {
@@ -981,7 +981,7 @@ impl Broker {
                 format!("Replication factor must be larger than 0 (got {replication_factor})."),
             ));
         }
-        self.check_new_topic(name, Some(&configs))?;
+        self.check_topic_configs(&configs)?;
         let request = ControllerRequest::CreateTopic {
             name: name.to_string(),
             topic_id: Uuid::new_v4(),
@@ -1003,7 +1003,8 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
-        self.check_new_topic(name, Some(&configs))?;
+        self.check_new_topic(name)?;
+        self.check_topic_configs(&configs)?;
         let partitions = assignments.len() as u32;
         let rf = assignments.first().map_or(0, |r| r.len() as u16);
         let request = ControllerRequest::CreateTopicAssigned {
@@ -1017,12 +1018,8 @@ impl Broker {
             .await
     }
 
-    /// A new topic's name is valid and free, and its configs (when given) are valid.
-    fn check_new_topic(
-        &self,
-        name: &str,
-        configs: Option<&BTreeMap<String, String>>,
-    ) -> Result<(), TopicError> {
+    /// A new topic's name is valid and free.
+    fn check_new_topic(&self, name: &str) -> Result<(), TopicError> {
         if let Some(why) = invalid_topic_name(name) {
             return Err(TopicError::new(ErrorCode::InvalidTopicException, why));
         }
@@ -1032,11 +1029,14 @@ impl Broker {
                 format!("Topic '{name}' already exists."),
             ));
         }
-        if let Some(configs) = configs {
-            LogConfig::from_overrides(&self.config.log, configs)
-                .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        }
         Ok(())
+    }
+
+    /// A new topic's config overrides are valid.
+    fn check_topic_configs(&self, configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+        LogConfig::from_overrides(&self.config.log, configs)
+            .map(|_| ())
+            .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))
     }
 
     async fn submit_create_topic(
