@@ -86,7 +86,11 @@ impl KeyWalk<'_> {
             }
             Some(read)
         };
-        let rest = start + length as u64 - src.position();
+        // The header's varints may claim more than the record length (checked, not assumed:
+        // a subtraction that wrapped would skip the rest of the batch wrongly).
+        let rest = (start + length as u64)
+            .checked_sub(src.position())
+            .ok_or_else(|| Stop::Malformed("record header runs past the record".into()))?;
         let key_len = key_len.max(0) as usize;
         (self.f)(RecordKey {
             key: key.map(|n| &self.buf[..n]),

@@ -447,6 +447,7 @@ proptest::proptest! {
         let _ = validate(&b, &rules());
         let compacted = RecordRules { compacted: true, origin: AppendOrigin::Coordinator, ..rules() };
         let _ = validate(&b, &compacted);
+        let _ = keys_of(&b);
     }
 }
 
@@ -479,6 +480,16 @@ fn keys_of_plain_and_compressed_batches() {
             (Some(long.as_bytes()[..KEY_READ_MAX].to_vec()), long.len())
         );
     }
+}
+
+#[test]
+fn a_record_header_longer_than_its_record_stops_the_key_walk() {
+    // Length 6, then a 10-byte timestamp delta: the header ends 7 bytes past the record.
+    let mut body = vec![12u8, 0];
+    body.extend_from_slice(&[0x80; 9]);
+    body.extend_from_slice(&[0x01, 0x00, 0x01]);
+    let b = raw_batch(0, 0, 1, NOW, &body);
+    assert!(keys_of(&b).is_empty());
 }
 
 #[test]
