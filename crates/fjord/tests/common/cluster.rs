@@ -459,6 +459,13 @@ impl Cluster {
             .node_config(4, "broker.rack = \"a\"")
             .start();
         c.terminate(4, Duration::from_secs(30));
+        // Its exit does not fence it at once (its session has to expire): topics created
+        // before that could be placed on it, and an RF-1 partition there would have no leader.
+        c.wait_status(1, "the stopped fourth broker fenced", |s| {
+            s["brokers"]
+                .as_array()
+                .is_some_and(|bs| bs.iter().any(|b| b["node_id"] == 4 && b["fenced"] == true))
+        });
         c.create_topics(&[("spread", 6, 3), ("single", 8, 1)]);
         c
     }
