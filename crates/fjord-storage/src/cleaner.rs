@@ -264,7 +264,7 @@ pub fn build(log: &Log, plan: &CleanPlan) -> Result<Vec<CleanedSegment>, Storage
             let f = std::fs::File::create(&p).map_err(|e| StorageError::io(&p, e))?;
             use std::io::Write;
             (&f).write_all(&new)
-                .and_then(|_| f.sync_all())
+                .and_then(|_| crate::fsync::sync_all(&f))
                 .map_err(|e| StorageError::io(&p, e))?;
             Some(p)
         } else {

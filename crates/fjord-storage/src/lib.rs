@@ -73,6 +73,7 @@ pub mod cleaner;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod fsync;
 pub mod index;
 pub mod log;
 pub mod producer_state;

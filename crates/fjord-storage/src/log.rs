@@ -972,8 +972,7 @@ impl Log {
         let seg = self.active_mut();
         seg.seal_index();
         seg.write_index()?;
-        seg.file()?
-            .sync_data()
+        crate::fsync::sync_data(seg.file()?)
             .map_err(|e| StorageError::io(&seg.path, e))?;
         let old_base = seg.base_offset;
         self.segments
@@ -1365,8 +1364,7 @@ impl Log {
                 && seg.is_open()
                 && !self.clean_marker
             {
-                seg.file()?
-                    .sync_data()
+                crate::fsync::sync_data(seg.file()?)
                     .map_err(|e| StorageError::io(&seg.path, e))?;
             }
         }
