@@ -13,21 +13,35 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static NANOS: AtomicU64 = AtomicU64::new(0);
 
-/// The configured artificial delay (zero unless `FJORD_DEBUG_FSYNC_DELAY_MS` is set).
+/// Artificial delay in milliseconds; `u64::MAX` until first read from the environment.
+static DELAY_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The configured artificial delay (zero unless `FJORD_DEBUG_FSYNC_DELAY_MS` is set or a test
+/// called [`set_debug_delay`]).
 fn delay() -> Duration {
-    static DELAY: OnceLock<Duration> = OnceLock::new();
-    *DELAY.get_or_init(|| {
-        std::env::var("FJORD_DEBUG_FSYNC_DELAY_MS")
+    let mut ms = DELAY_MS.load(Ordering::Relaxed);
+    if ms == u64::MAX {
+        ms = std::env::var("FJORD_DEBUG_FSYNC_DELAY_MS")
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_millis)
-    })
+            .unwrap_or(0)
+            .min(u64::MAX - 1);
+        // A concurrent set_debug_delay wins.
+        let _ = DELAY_MS.compare_exchange(u64::MAX, ms, Ordering::Relaxed, Ordering::Relaxed);
+        ms = DELAY_MS.load(Ordering::Relaxed);
+    }
+    Duration::from_millis(ms)
+}
+
+/// Make every later fsync in this process sleep `d` first (tests of slow disks in one
+/// process; across processes use the environment variable).
+pub fn set_debug_delay(d: Duration) {
+    DELAY_MS.store((d.as_millis() as u64).min(u64::MAX - 1), Ordering::Relaxed);
 }
 
 fn timed(f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
