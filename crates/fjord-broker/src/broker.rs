@@ -125,6 +125,8 @@ pub struct Broker {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Reassignment throttles (leader and follower rates, from dynamic broker configs).
     pub replication_quotas: crate::throttle::ReplicationQuotas,
+    /// The disk I/O threads (`num.io.threads`): every partition write and fsync runs there.
+    pub io: Arc<fjord_storage::io::IoThreads>,
 }
 
 /// A batch of metadata to publish to the broker's topics.
@@ -148,7 +150,9 @@ struct TopicPlan {
 }
 
 impl Broker {
-    fn new(config: BrokerConfig, cluster_id: String, control: ControlPlane) -> Broker {
+    fn new(config: BrokerConfig, cluster_id: String, control: ControlPlane) -> anyhow::Result<Broker> {
+        let io = fjord_storage::io::IoThreads::new(config.io_threads, "fjord-io")
+            .map_err(|e| anyhow::anyhow!("cannot start the disk I/O threads: {e}"))?;
         let fetch_sessions = FetchSessionCache::new(config.fetch_session_cache_slots);
         let metrics = Metrics::new();
         let accounting = crate::accounting::Accounting::new(
@@ -157,7 +161,7 @@ impl Broker {
             &metrics.registry,
         );
         let skew = crate::skew::Skew::new(&config.skew, &metrics.registry);
-        Broker {
+        Ok(Broker {
             cluster_id,
             control,
             image: RwLock::new(ClusterImage::default()),
@@ -177,8 +181,9 @@ impl Broker {
             isr_proposals: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             replication_quotas: Default::default(),
+            io: Arc::new(io),
             config,
-        }
+        })
     }
 
     /// Open a single node (no controller quorum): check `meta.properties`, replay the metadata
@@ -191,7 +196,7 @@ impl Broker {
         let cluster_id = load_meta_properties(&dir, config.node_id, None)?;
         let metadata = MetadataLog::open(&dir.join(METADATA_DIR))?;
         let session = config.cluster.session_timeout_ms as i64;
-        let broker = Broker::new(config, cluster_id, ControlPlane::local(metadata, session));
+        let broker = Broker::new(config, cluster_id, ControlPlane::local(metadata, session))?;
         let started = std::time::Instant::now();
         let ControlPlane::Local(local) = &broker.control else {
             unreachable!("a single node has a local control plane")
@@ -230,7 +235,7 @@ impl Broker {
             .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", dir.display()))?;
         let id = quorum_cluster_id(&config.cluster.voters);
         let cluster_id = load_meta_properties(&dir, config.node_id, Some(&id))?;
-        Ok(Broker::new(config, cluster_id, control))
+        Broker::new(config, cluster_id, control)
     }
 
     /// Register this single node with its own controller when it is not registered yet (or

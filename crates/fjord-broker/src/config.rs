@@ -84,6 +84,9 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
+    // Dedicated disk I/O threads: appends, fsyncs, rolls, truncation (Kafka's name; its
+    // request-handler pool, which is where Kafka's disk writes happen).
+    ("num.io.threads", "8"),
     // Replication (Kafka's names and defaults; the backoff is lower than Kafka's 1 s so a
     // follower finds a new leader quickly).
     ("replica.lag.time.max.ms", "30000"),
@@ -244,6 +247,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub fetch_session_cache_slots: usize,
+    /// `num.io.threads`: threads that run partition writes and fsyncs.
+    pub io_threads: usize,
     /// Follower fetching, ISR and follower-fetching settings (replica.*).
     pub replication: ReplicationConfig,
     /// Group coordinator settings (group.*, offsets.*).
@@ -431,6 +436,7 @@ impl BrokerConfig {
                 i64::MAX,
             )? as u64,
             replication: replication_config(&get)?,
+            io_threads: parse_int(&get("num.io.threads"), "num.io.threads", 1, 256)? as usize,
             fetch_session_cache_slots: parse_int(
                 &get("max.incremental.fetch.session.cache.slots"),
                 "max.incremental.fetch.session.cache.slots",

@@ -163,8 +163,29 @@ impl Partition {
         }
     }
 
+    /// The key of this partition's jobs on the disk I/O threads (one thread per partition).
+    pub fn io_key(&self) -> u64 {
+        let (hi, lo) = self.topic_id.as_u64_pair();
+        hi ^ lo.rotate_left(17) ^ (self.index as u64)
+    }
+
+    /// [`Partition::append`] on the partition's disk I/O thread: the caller (an async task)
+    /// never waits for the disk. Appends are queued in call order.
+    pub fn append_async(
+        self: &Arc<Self>,
+        io: &fjord_storage::io::IoThreads,
+        records: bytes::Bytes,
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<AppendInfo, AppendRejection>> + Send + 'static
+    {
+        let p = self.clone();
+        let done = io.run(self.io_key(), move || p.append(&records, origin, now_ms));
+        async move { done.await.unwrap_or(Err(AppendRejection::IoGone)) }
+    }
+
     /// Append one produce request's records (as leader) and wake fetchers waiting on this
-    /// partition.
+    /// partition. Does disk I/O: call it on the partition's I/O thread.
     pub fn append(
         &self,
         records: &[u8],
@@ -487,6 +508,8 @@ pub enum AppendRejection {
     /// This broker does not lead (a produce) or no longer follows in that epoch (a fetch).
     NotLeader,
     Storage(AppendError),
+    /// The disk I/O thread is gone (shutting down) or failed.
+    IoGone,
 }
 
 impl AppendRejection {
@@ -495,6 +518,7 @@ impl AppendRejection {
             AppendRejection::Deleted => DELETED,
             AppendRejection::NotLeader => ErrorCode::NotLeaderOrFollower,
             AppendRejection::Storage(e) => e.error_code(),
+            AppendRejection::IoGone => ErrorCode::KafkaStorageError,
         }
     }
     pub fn message(&self) -> String {
@@ -502,6 +526,7 @@ impl AppendRejection {
             AppendRejection::Deleted => "partition was deleted".into(),
             AppendRejection::NotLeader => "this broker does not lead the partition".into(),
             AppendRejection::Storage(e) => e.to_string(),
+            AppendRejection::IoGone => fjord_storage::io::IoGone.to_string(),
         }
     }
 }

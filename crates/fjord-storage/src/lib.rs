@@ -75,6 +75,7 @@ pub mod epoch;
 pub mod error;
 pub mod fsync;
 pub mod index;
+pub mod io;
 pub mod log;
 pub mod producer_state;
 pub mod segment;
