@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fjord_metadata::{
     image::invalid_topic_name, ClusterImage, ControllerReply, ControllerRequest, MetadataLog,
@@ -41,12 +41,9 @@ pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Producer ids are handed out in blocks so the metadata log is not written per producer.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// The wall clock in epoch milliseconds ([`fjord_protocol::clock`], the one helper), re-exported
+/// because most of the broker reads it as `crate::broker::now_ms`.
+pub use fjord_protocol::clock::now_ms;
 
 /// A topic as hosted here. Immutable: any change replaces the `Arc<Topic>` in the map.
 pub struct Topic {

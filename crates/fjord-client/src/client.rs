@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::batch::BatchIter;
+use fjord_protocol::clock::now_ms;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -1250,49 +1252,26 @@ fn resource_ctx(resource_type: ResourceType, name: &str) -> String {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Decode the complete batches in `raw`, skipping records before `from` and control records.
 /// A trailing partial batch (the broker cut the response at `max_bytes`) is ignored. Returns
 /// the records and the offset to fetch next.
-pub fn decode_records(
-    partition: i32,
-    mut raw: Bytes,
-    from: i64,
-) -> Result<(Vec<ConsumedRecord>, i64)> {
+pub fn decode_records(partition: i32, raw: Bytes, from: i64) -> Result<(Vec<ConsumedRecord>, i64)> {
     let mut out = Vec::new();
     let mut next = from;
-    // Batch header: base offset (8), batch length (4), then `batch length` bytes.
-    while raw.len() >= 12 {
-        let batch_len = i32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]);
-        if batch_len < 0 {
-            return Err(Error::Protocol(format!(
-                "negative batch length {batch_len}"
-            )));
-        }
-        let total = 12 + batch_len as usize;
-        if raw.len() < total {
-            break;
-        }
-        let mut batch = raw.split_to(total);
-        // Last offset delta sits at byte 23 of the header: base offset + it = last offset.
-        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-        let last_offset_delta = if total >= 27 {
-            i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"))
-        } else {
-            0
+    for batch in BatchIter::new(&raw) {
+        let b = match batch {
+            Ok(b) => b,
+            // The broker cut the response at `max_bytes`: the next fetch starts there.
+            Err(e) if e.is_truncated() => break,
+            Err(e) => return Err(Error::Protocol(format!("record batch: {e}"))),
         };
-        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+        let base_offset = b.header.base_offset;
+        let set = RecordBatchDecoder::decode(&mut raw.slice(b.position..b.end())).map_err(|e| {
             Error::Protocol(format!(
                 "decoding record batch at offset {base_offset}: {e:#}"
             ))
         })?;
-        next = next.max(base_offset + last_offset_delta as i64 + 1);
+        next = next.max(b.header.last_offset().saturating_add(1));
         for r in set.records {
             if r.control || r.offset < from {
                 continue;
@@ -1311,7 +1290,6 @@ pub fn decode_records(
                     .collect(),
             });
         }
-        batch.advance(batch.remaining());
     }
     Ok((out, next))
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
 
-use crate::client::{
-    now_ms, partition_ctx, topic_name, Client, FetchOptions, OffsetSpec, TopicMetadata,
-};
+use fjord_protocol::clock::now_ms;
+
+use crate::client::{partition_ctx, topic_name, Client, FetchOptions, OffsetSpec, TopicMetadata};
 use crate::error::{error_name, Result};
 
 /// Kafka's `ListOffsetsRequest.DEBUGGING_REPLICA_ID`.

@@ -119,35 +119,43 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
 }
 
-/// Parse the header of the batch at the start of `buf`. Checks that the whole batch is present
-/// and that the magic is 2; does not check the CRC (see [`verify_crc`]).
-pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    if buf.len() < BATCH_HEADER_LEN {
-        return Err(BatchError::Truncated {
-            needed: BATCH_HEADER_LEN,
-            have: buf.len(),
-        });
-    }
-    let batch_length = be_i32(buf, 8);
+/// Check what the start of `buf` already tells about the batch there, most telling first:
+/// `batch_length` once its bytes are present, the magic once its byte is, then that the 61-byte
+/// header is present. So a malformed prefix is reported as malformed even when the buffer ends
+/// early, and `Truncated` means only "more bytes might make this a good batch".
+/// Returns the batch's total size.
+fn check_prefix(buf: &[u8]) -> Result<usize, BatchError> {
+    let truncated = |needed| BatchError::Truncated {
+        needed,
+        have: buf.len(),
+    };
+    let Some(length) = buf.get(8..LOG_OVERHEAD) else {
+        return Err(truncated(BATCH_HEADER_LEN));
+    };
+    let batch_length = i32::from_be_bytes(length.try_into().expect("4 bytes"));
     if batch_length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
         return Err(BatchError::InvalidLength(batch_length));
     }
-    let magic = buf[16] as i8;
-    if magic != 2 {
-        return Err(BatchError::UnsupportedMagic(magic));
+    if let Some(&magic) = buf.get(16) {
+        if magic as i8 != 2 {
+            return Err(BatchError::UnsupportedMagic(magic as i8));
+        }
     }
     let total = LOG_OVERHEAD + batch_length as usize;
-    if buf.len() < total {
-        return Err(BatchError::Truncated {
-            needed: total,
-            have: buf.len(),
-        });
+    if buf.len() < BATCH_HEADER_LEN {
+        return Err(truncated(total));
     }
-    Ok(BatchHeader {
+    Ok(total)
+}
+
+/// The header fields; `buf` holds at least [`BATCH_HEADER_LEN`] bytes checked by
+/// [`check_prefix`].
+fn read_header(buf: &[u8]) -> BatchHeader {
+    BatchHeader {
         base_offset: be_i64(buf, 0),
-        batch_length,
+        batch_length: be_i32(buf, 8),
         partition_leader_epoch: be_i32(buf, 12),
-        magic,
+        magic: buf[16] as i8,
         crc: u32::from_be_bytes(buf[17..21].try_into().expect("4 bytes")),
         attributes: be_i16(buf, 21),
         last_offset_delta: be_i32(buf, 23),
@@ -157,29 +165,28 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         producer_epoch: be_i16(buf, 51),
         base_sequence: be_i32(buf, 53),
         records_count: be_i32(buf, 57),
-    })
+    }
+}
+
+/// Parse the header of the batch at the start of `buf`. Checks that the whole batch is present
+/// and that the magic is 2; does not check the CRC (see [`verify_crc`]).
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let total = check_prefix(buf)?;
+    if buf.len() < total {
+        return Err(BatchError::Truncated {
+            needed: total,
+            have: buf.len(),
+        });
+    }
+    Ok(read_header(buf))
 }
 
 /// Parse only the 61-byte header at the start of `buf`, without requiring the rest of the batch
 /// to be present (for reading headers from disk). Checks `batch_length` and magic like
 /// [`parse_header`].
 pub fn parse_header_prefix(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    if buf.len() < BATCH_HEADER_LEN {
-        return Err(BatchError::Truncated {
-            needed: BATCH_HEADER_LEN,
-            have: buf.len(),
-        });
-    }
-    let mut padded = [0u8; BATCH_HEADER_LEN];
-    padded.copy_from_slice(&buf[..BATCH_HEADER_LEN]);
-    // Present the header as a header-only batch so `parse_header` can do the field checks.
-    let len = be_i32(buf, 8);
-    if len >= (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-        padded[8..12].copy_from_slice(&((BATCH_HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
-    }
-    let mut h = parse_header(&padded)?;
-    h.batch_length = len;
-    Ok(h)
+    check_prefix(buf)?;
+    Ok(read_header(buf))
 }
 
 /// Overwrite `last_offset_delta` and `base_sequence` and fix the CRC (used by compaction to
@@ -236,43 +243,106 @@ pub fn set_max_timestamp(batch: &mut [u8], timestamp: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Iterate over the whole batches in a buffer, yielding `(header, range)` for each.
-/// Stops with an error at the first malformed batch; a trailing partial batch is an error
-/// too (use [`BatchIter::valid_prefix_len`] to find where the good bytes end).
+impl BatchError {
+    /// The bytes end inside a batch that looks well formed so far: more bytes could complete
+    /// it. A fetch response cut at `max_bytes` ends like this (normal: the next fetch starts
+    /// there); a log file ends like this after a crash mid-write (a torn tail, for recovery).
+    /// Every other error is damage that no further bytes can repair.
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, BatchError::Truncated { .. })
+    }
+}
+
+/// One whole batch found by [`BatchIter`]: where it starts, its header, and its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch<'a> {
+    /// Where the batch starts in the buffer the iterator walks.
+    pub position: usize,
+    pub header: BatchHeader,
+    /// The whole batch, `header.total_size()` bytes.
+    pub bytes: &'a [u8],
+}
+
+impl Batch<'_> {
+    /// Where the next batch starts in the buffer.
+    pub fn end(&self) -> usize {
+        self.position + self.bytes.len()
+    }
+}
+
+/// The one walker over concatenated record batches (a fetch response, a produce request's
+/// records, a chunk of a log file). Yields each whole batch in order, then `None`; or, where
+/// the bytes stop being whole batches, one error and then `None`:
+/// - [`BatchError::Truncated`] ([`BatchError::is_truncated`]) when the buffer ends inside a
+///   batch whose header is good so far — each caller decides whether that is normal (a fetch
+///   response cut at `max_bytes`) or a torn tail (a log file);
+/// - any other [`BatchError`] for a malformed header (bad `batch_length`, magic other than 2).
+///
+/// It reads only headers (no CRC check: see [`verify_crc`]), borrows the buffer, never
+/// allocates and never panics, whatever the bytes. [`BatchIter::position`] is the end of the
+/// whole batches walked so far: after an error, the length of the good prefix.
+#[derive(Debug, Clone)]
 pub struct BatchIter<'a> {
     buf: &'a [u8],
     pos: usize,
+    done: bool,
 }
 
 impl<'a> BatchIter<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
+        Self {
+            buf,
+            pos: 0,
+            done: false,
+        }
     }
-    /// Bytes consumed by the batches yielded so far.
+    /// Bytes taken by the batches yielded so far.
     pub fn position(&self) -> usize {
         self.pos
+    }
+    /// The length of the whole batches at the start of `buf`, ignoring a truncated tail (what
+    /// a fetcher keeps of a response cut at `max_bytes`); an error if a header is malformed.
+    pub fn whole_len(buf: &'a [u8]) -> Result<usize, BatchError> {
+        let mut it = BatchIter::new(buf);
+        for batch in it.by_ref() {
+            if let Err(e) = batch {
+                if !e.is_truncated() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(it.position())
     }
 }
 
 impl<'a> Iterator for BatchIter<'a> {
-    type Item = Result<(BatchHeader, std::ops::Range<usize>), BatchError>;
+    type Item = Result<Batch<'a>, BatchError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.buf.len() {
-            return None;
-        }
-        match parse_header(&self.buf[self.pos..]) {
-            Ok(h) => {
-                let range = self.pos..self.pos + h.total_size();
-                self.pos = range.end;
-                Some(Ok((h, range)))
+        let rest = self.buf.get(self.pos..).filter(|r| !r.is_empty());
+        let rest = match rest {
+            Some(rest) if !self.done => rest,
+            _ => return None,
+        };
+        match parse_header(rest) {
+            Ok(header) => {
+                let position = self.pos;
+                let bytes = &rest[..header.total_size()];
+                self.pos += bytes.len();
+                Some(Ok(Batch {
+                    position,
+                    header,
+                    bytes,
+                }))
             }
             Err(e) => {
-                self.pos = self.buf.len();
+                self.done = true;
                 Some(Err(e))
             }
         }
     }
 }
+
+impl std::iter::FusedIterator for BatchIter<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -361,9 +431,86 @@ mod tests {
         let mut all = encode(2, Compression::None);
         all.extend(encode(5, Compression::Lz4));
         let got: Vec<_> = BatchIter::new(&all)
-            .map(|r| r.unwrap().0.records_count)
+            .map(|r| {
+                let b = r.unwrap();
+                assert_eq!(b.bytes, &all[b.position..b.end()]);
+                (b.position, b.header.records_count)
+            })
             .collect();
-        assert_eq!(got, vec![2, 5]);
+        let first = parse_header(&all).unwrap().total_size();
+        assert_eq!(got, vec![(0, 2), (first, 5)]);
+    }
+
+    #[test]
+    fn truncated_tail_and_malformed_header_are_told_apart() {
+        let one = encode(2, Compression::None);
+        let mut all = one.clone();
+        all.extend(encode(3, Compression::None));
+        // Cut anywhere inside the second batch: one good batch, then a truncated tail.
+        for cut in one.len() + 1..all.len() {
+            let mut it = BatchIter::new(&all[..cut]);
+            assert_eq!(it.next().unwrap().unwrap().bytes, &one[..]);
+            let e = it.next().unwrap().unwrap_err();
+            assert!(e.is_truncated(), "cut at {cut}: {e}");
+            assert!(it.next().is_none());
+            assert_eq!(it.position(), one.len());
+            assert_eq!(BatchIter::whole_len(&all[..cut]), Ok(one.len()));
+        }
+        // A bad length or magic in the second batch is damage, even with few bytes of it.
+        for (at, byte, cut) in [(8, 0xff, 12), (16, 1, 17), (16, 1, 61)] {
+            let mut bad = all.clone();
+            bad[one.len() + at] = byte;
+            let bad = &bad[..one.len() + cut];
+            let mut it = BatchIter::new(bad);
+            assert!(it.next().unwrap().is_ok());
+            let e = it.next().unwrap().unwrap_err();
+            assert!(!e.is_truncated(), "byte {at}: {e}");
+            assert!(it.next().is_none());
+            assert_eq!(it.position(), one.len());
+            assert_eq!(BatchIter::whole_len(bad), Err(e));
+        }
+        assert_eq!(BatchIter::new(&[]).next(), None);
+    }
+
+    proptest::proptest! {
+        /// Any bytes: no panic; the batches yielded tile the prefix up to `position()`; an
+        /// error comes at most once, last.
+        #[test]
+        fn iterator_never_panics_and_tiles_its_prefix(
+            seed in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            patch_length in proptest::option::of(0i32..300),
+            keep_magic in proptest::bool::ANY,
+            cut in proptest::num::usize::ANY,
+        ) {
+            // Mostly random bytes; sometimes a real batch with a patched length and magic so the
+            // walk gets past the first header.
+            let mut buf = encode(2, Compression::None);
+            buf.extend(seed);
+            if let Some(len) = patch_length {
+                buf[8..12].copy_from_slice(&len.to_be_bytes());
+            }
+            if !keep_magic {
+                buf[16] = buf[buf.len() - 1];
+            }
+            let buf = &buf[..cut % (buf.len() + 1)];
+            let mut it = BatchIter::new(buf);
+            let mut end = 0;
+            let mut errors = 0;
+            for item in it.by_ref() {
+                proptest::prop_assert_eq!(errors, 0);
+                match item {
+                    Ok(b) => {
+                        proptest::prop_assert_eq!(b.position, end);
+                        proptest::prop_assert_eq!(b.bytes.len(), b.header.total_size());
+                        end = b.end();
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            proptest::prop_assert_eq!(it.position(), end);
+            proptest::prop_assert!(end <= buf.len());
+            proptest::prop_assert_eq!(errors == 0, end == buf.len());
+        }
     }
 
     #[test]

@@ -156,15 +156,18 @@ pub fn validate(records: &[u8], rules: &RecordRules) -> Result<ValidatedRecords,
         len: records.len(),
         record_count: 0,
     };
-    let mut pos = 0usize;
-    while pos < records.len() {
-        if rules.origin == AppendOrigin::Client && pos > 0 {
+    for (index, batch) in batch::BatchIter::new(records).enumerate() {
+        if rules.origin == AppendOrigin::Client && index > 0 {
             return Err(RecordsError::invalid(
                 "produce requests are only allowed to contain exactly one record batch per partition",
             ));
         }
-        let h = batch::parse_header(&records[pos..])?;
-        let size = h.total_size();
+        let batch::Batch {
+            position,
+            header: h,
+            bytes,
+        } = batch?;
+        let size = bytes.len();
         if size > rules.max_message_bytes {
             return Err(RecordsError::new(
                 ErrorCode::MessageTooLarge,
@@ -174,16 +177,14 @@ pub fn validate(records: &[u8], rules: &RecordRules) -> Result<ValidatedRecords,
                 ),
             ));
         }
-        let bytes = &records[pos..pos + size];
         batch::verify_crc(bytes, &h)?;
         let max_timestamp = validate_batch(bytes, &h, rules)?;
         out.record_count += h.records_count as u64;
         out.batches.push(ValidBatch {
-            position: pos,
+            position,
             header: h,
             max_timestamp,
         });
-        pos += size;
     }
     Ok(out)
 }

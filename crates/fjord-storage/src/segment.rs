@@ -11,7 +11,7 @@
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
 use bytes::Bytes;
-use fjord_protocol::batch::{self, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use fjord_protocol::batch::{self, BatchError, BatchHeader, BatchIter, BATCH_HEADER_LEN};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ pub struct ScanEnd {
 /// Walk the batches in `file[start..end)`, calling `f(position, header, batch_bytes)` for each
 /// well-formed one (and CRC-valid, if `check_crc`). Stops at the first bad or truncated batch.
 /// `f` returns false to stop early.
+///
+/// Reads the region in chunks of [`SCAN_CHUNK`] (or one batch, if larger) into one reused buffer
+/// and walks each chunk with [`BatchIter`]; a batch cut by the end of a chunk is read again at
+/// the start of the next, and only one cut by `end` is a truncated tail.
 pub fn scan_file(
     file: &File,
     path: &Path,
@@ -50,73 +54,47 @@ pub fn scan_file(
     mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<bool, StorageError>,
 ) -> Result<ScanEnd, StorageError> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut buf_start = start;
     let mut pos = start;
-    // Make file[pos..pos+len) (capped at `end`) resident in `buf`; returns the bytes available.
-    let ensure = |buf: &mut Vec<u8>, buf_start: &mut u64, pos: u64, len: usize| {
-        let want_end = (pos + len as u64).min(end);
-        if pos >= *buf_start && want_end <= *buf_start + buf.len() as u64 {
-            return Ok::<usize, StorageError>((want_end - pos) as usize);
-        }
-        let n = (len.max(SCAN_CHUNK) as u64).min(end - pos) as usize;
-        buf.resize(n, 0);
-        file.read_exact_at(buf, pos)
-            .map_err(|e| StorageError::io(path, e))?;
-        *buf_start = pos;
-        Ok((want_end - pos) as usize)
-    };
+    let mut want = SCAN_CHUNK;
+    let stop = |valid_end, error| Ok(ScanEnd { valid_end, error });
     while pos < end {
-        let have = ensure(&mut buf, &mut buf_start, pos, BATCH_HEADER_LEN)?;
-        let off = (pos - buf_start) as usize;
-        if have < BATCH_HEADER_LEN {
-            return Ok(ScanEnd {
-                valid_end: pos,
-                error: Some(BatchError::Truncated {
-                    needed: BATCH_HEADER_LEN,
-                    have,
-                }),
-            });
-        }
-        let len = i32::from_be_bytes(buf[off + 8..off + 12].try_into().expect("4"));
-        if len < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Ok(ScanEnd {
-                valid_end: pos,
-                error: Some(BatchError::InvalidLength(len)),
-            });
-        }
-        let total = LOG_OVERHEAD + len as usize;
-        let have = ensure(&mut buf, &mut buf_start, pos, total)?;
-        let off = (pos - buf_start) as usize;
-        let bytes = &buf[off..off + have];
-        let h = match batch::parse_header(bytes) {
-            Ok(h) => h,
-            Err(e) => {
-                return Ok(ScanEnd {
-                    valid_end: pos,
-                    error: Some(e),
-                })
+        buf.resize((want as u64).min(end - pos) as usize, 0);
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| StorageError::io(path, e))?;
+        let mut walked = 0;
+        want = SCAN_CHUNK;
+        for batch in BatchIter::new(&buf) {
+            let b = match batch {
+                Ok(b) => b,
+                Err(BatchError::Truncated { needed, .. }) => {
+                    let rest = end - (pos + walked as u64);
+                    if needed as u64 > rest {
+                        let have = rest as usize;
+                        return stop(
+                            pos + walked as u64,
+                            Some(BatchError::Truncated { needed, have }),
+                        );
+                    }
+                    // Cut by the chunk, not by `end`: read it whole from its start.
+                    want = needed.max(SCAN_CHUNK);
+                    break;
+                }
+                Err(e) => return stop(pos + walked as u64, Some(e)),
+            };
+            let at = pos + b.position as u64;
+            if check_crc {
+                if let Err(e) = batch::verify_crc(b.bytes, &b.header) {
+                    return stop(at, Some(e));
+                }
             }
-        };
-        if check_crc {
-            if let Err(e) = batch::verify_crc(bytes, &h) {
-                return Ok(ScanEnd {
-                    valid_end: pos,
-                    error: Some(e),
-                });
+            if !f(at, &b.header, b.bytes)? {
+                return stop(pos + b.end() as u64, None);
             }
+            walked = b.end();
         }
-        if !f(pos, &h, bytes)? {
-            return Ok(ScanEnd {
-                valid_end: pos + total as u64,
-                error: None,
-            });
-        }
-        pos += total as u64;
+        pos += walked as u64;
     }
-    Ok(ScanEnd {
-        valid_end: pos,
-        error: None,
-    })
+    stop(pos, None)
 }
 
 /// Whole batches as a byte range of a segment file: what a fetch sends. Holding it keeps the
@@ -508,17 +486,15 @@ impl Segment {
         self.file()?
             .read_exact_at(&mut hdr, pos)
             .map_err(|e| StorageError::io(&self.path, e))?;
-        let len = i32::from_be_bytes(hdr[8..12].try_into().expect("4"));
-        if len < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32
-            || pos + LOG_OVERHEAD as u64 + len as u64 > self.size
-        {
-            return Ok(None);
+        match batch::parse_header_prefix(&hdr) {
+            Ok(h) if pos + h.total_size() as u64 <= self.size => Ok(Some(h)),
+            // A length that runs past the end (or cannot be a batch): a torn tail.
+            Ok(_) | Err(BatchError::InvalidLength(_)) => Ok(None),
+            Err(e) => Err(StorageError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("batch at {pos}: {e}"),
+            }),
         }
-        let h = batch::parse_header_prefix(&hdr).map_err(|e| StorageError::Corrupt {
-            path: self.path.clone(),
-            reason: format!("batch at {pos}: {e}"),
-        })?;
-        Ok(Some(h))
     }
 
     /// Position and header of the first batch whose last offset >= `offset`, starting from
@@ -623,8 +599,85 @@ impl Segment {
 }
 
 fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64)
+    meta.modified().map_or(0, fjord_protocol::clock::unix_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn batch_of(value_len: usize) -> Vec<u8> {
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.to_vec()
+    }
+
+    /// Scan `bytes` as a file; returns the positions seen and how the scan ended.
+    fn scan(bytes: &[u8]) -> (Vec<u64>, ScanEnd) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan.log");
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut seen = Vec::new();
+        let end = scan_file(&file, &path, 0, bytes.len() as u64, true, |pos, h, b| {
+            assert_eq!(b.len(), h.total_size());
+            assert_eq!(b, &bytes[pos as usize..pos as usize + b.len()]);
+            seen.push(pos);
+            Ok(true)
+        })
+        .unwrap();
+        (seen, end)
+    }
+
+    #[test]
+    fn scan_crosses_chunks_and_reads_batches_larger_than_a_chunk() {
+        // Batches that straddle the chunk boundary, then one larger than a whole chunk.
+        let mut file = Vec::new();
+        let mut starts = Vec::new();
+        for len in [300_000, 300_000, 300_000, 300_000, SCAN_CHUNK + 5, 10] {
+            starts.push(file.len() as u64);
+            file.extend(batch_of(len));
+        }
+        let (seen, end) = scan(&file);
+        assert_eq!(seen, starts);
+        assert_eq!(end.valid_end, file.len() as u64);
+        assert!(end.error.is_none());
+
+        // A torn tail: the last batch cut short is a truncated error at its start.
+        let last = *starts.last().unwrap();
+        let (seen, end) = scan(&file[..file.len() - 3]);
+        assert_eq!(seen, starts[..starts.len() - 1]);
+        assert_eq!(end.valid_end, last);
+        assert!(end.error.unwrap().is_truncated());
+
+        // A bad length in the big batch is damage, not a tail.
+        let big = starts[4] as usize;
+        file[big + 8..big + 12].copy_from_slice(&3i32.to_be_bytes());
+        let (seen, end) = scan(&file);
+        assert_eq!(seen, starts[..4]);
+        assert_eq!(end.valid_end, starts[4]);
+        assert_eq!(end.error, Some(BatchError::InvalidLength(3)));
+    }
 }

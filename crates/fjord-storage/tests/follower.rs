@@ -32,7 +32,7 @@ fn log_bytes(log: &Log) -> Vec<u8> {
             break;
         }
         for b in BatchIter::new(&r.records) {
-            next = b.unwrap().0.last_offset() + 1;
+            next = b.unwrap().header.last_offset() + 1;
         }
         out.extend_from_slice(&r.records);
     }
@@ -53,15 +53,9 @@ fn replicate(leader: &Log, follower: &mut Log, max_bytes: usize) {
 /// Batches of the leader's log, each as its own bytes.
 fn batches_of(log: &Log) -> Vec<Vec<u8>> {
     let bytes = log_bytes(log);
-    let mut out = Vec::new();
-    let mut it = BatchIter::new(&bytes);
-    let mut pos = 0;
-    while let Some(b) = it.next() {
-        let _ = b.unwrap();
-        out.push(bytes[pos..it.position()].to_vec());
-        pos = it.position();
-    }
-    out
+    BatchIter::new(&bytes)
+        .map(|b| b.unwrap().bytes.to_vec())
+        .collect()
 }
 
 fn leader_with_epochs(dir: &Path) -> Log {

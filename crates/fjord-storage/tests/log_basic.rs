@@ -55,7 +55,7 @@ fn read_respects_max_bytes_and_max_offset() {
     assert_eq!(r.records.len(), b.len() * 3);
     let r = log.read(0, 1 << 20, 6, false).unwrap();
     let bases: Vec<i64> = BatchIter::new(&r.records)
-        .map(|x| x.unwrap().0.base_offset)
+        .map(|x| x.unwrap().header.base_offset)
         .collect();
     assert_eq!(bases, vec![0, 2, 4]);
     assert!(log.read(6, 1 << 20, 6, true).unwrap().records.is_empty());

@@ -364,7 +364,7 @@ pub async fn usage(args: UsageArgs, output: Output) -> anyhow::Result<()> {
         .iter()
         .filter_map(|b| b["covered_from_ms"].as_i64())
         .min();
-    let now = fjord_broker::broker::now_ms();
+    let now = fjord_protocol::clock::now_ms();
     let short = covered.map(|c| now - c + 1000 < parse_since(&args.since).unwrap_or(0));
     outln!(
         "usage over the last {}{} by {by}, brokers {}{}",

@@ -12,6 +12,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::FjordProcess;
 use fjord_client::{Client, Connection, ConnectionConfig};
+use fjord_protocol::clock::now_ms;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -25,13 +26,6 @@ const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_TIMESTAMP: i16 = 32;
 const INVALID_RECORD: i16 = 87;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn record(i: usize, key: Option<&str>, value: Vec<u8>, ts: i64) -> Record {
     Record {

@@ -134,8 +134,8 @@ pub fn read_all(log: &Log, from: i64) -> Vec<(i64, i64, Option<Bytes>, Option<By
             }
         }
         let mut last = next;
-        for (h, _) in fjord_protocol::batch::BatchIter::new(&r.records).map(|x| x.unwrap()) {
-            last = h.last_offset() + 1;
+        for b in fjord_protocol::batch::BatchIter::new(&r.records) {
+            last = b.unwrap().header.last_offset() + 1;
         }
         next = last;
     }

@@ -206,10 +206,7 @@ async fn spawn(exe: &Path, spec: &NodeSpec) -> anyhow::Result<Child> {
         .open(&spec.log)
         .await
         .with_context(|| format!("opening {}", spec.log.display()))?;
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let since_epoch = fjord_protocol::clock::now_ms() / 1000;
     log.write_all(
         format!(
             "=== fjord dev cluster: node {} starting (unix time {since_epoch}) ===\n",

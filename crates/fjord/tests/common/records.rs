@@ -24,11 +24,7 @@ pub fn headers_json(i: u64) -> Value {
 
 /// A timestamp base an hour in the past, so brokers' timestamp bounds never reject it.
 pub fn timestamp_base() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    now - 3_600_000
+    fjord_protocol::clock::now_ms() - 3_600_000
 }
 
 /// One record from a ck_consume.py dump.
