@@ -1327,8 +1327,8 @@ mod tests {
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let batch = Client::encode_batch(&records, compression).unwrap();
             // Exactly one batch.
-            let len = i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize;
-            assert_eq!(batch.len(), 12 + len);
+            assert_eq!(BatchIter::whole_len(&batch), Ok(batch.len()));
+            assert_eq!(BatchIter::new(&batch).count(), 1);
             let mut two = BytesMut::from(&batch[..]);
             two.extend_from_slice(&batch[..batch.len() / 2]);
             let (got, next) = decode_records(3, two.freeze(), 4).unwrap();
