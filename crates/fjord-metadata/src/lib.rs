@@ -56,6 +56,7 @@ pub mod controller;
 pub mod image;
 pub mod internal;
 pub mod maintenance;
+pub mod persist;
 pub mod placement;
 pub mod quorum;
 pub mod reassignment;

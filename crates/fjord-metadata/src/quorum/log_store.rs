@@ -1,8 +1,15 @@
-//! The Raft log on disk: entries as JSON lines (`raft-log.jsonl`, fsynced per append) and the
-//! vote, committed and last purged log ids in `raft-state.json` (replaced atomically).
+//! The Raft log on disk: entries as JSON lines (`raft-log.jsonl`) and the vote, committed and
+//! last purged log ids in `raft-state.json` (replaced atomically).
 //!
 //! Entries are also kept in memory: the metadata log is small compared to partition data and
 //! snapshots purge it. Truncation and purge rewrite the file (tmp + rename).
+//!
+//! All disk work runs on the store's own thread (`raft-log-writer`, a [`DiskThread`]), never on
+//! an async worker: `append` puts the entries in memory (readable at once, as openraft wants),
+//! queues their bytes and returns; the thread group-commits the appends queued back to back
+//! (one write, one fsync) and then calls each append's [`LogFlushed`] callback in order.
+//! Votes, committed ids, truncation and purge are queued behind the appends and awaited. The
+//! in-memory lock is never held while the thread writes.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -17,6 +24,7 @@ use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 
 use super::{RaftNodeId, TypeConfig};
+use crate::persist::{self, AppendDone, DiskState, DiskThread, FileKind};
 
 const LOG_FILE: &str = "raft-log.jsonl";
 const STATE_FILE: &str = "raft-state.json";
@@ -28,18 +36,57 @@ struct HardState {
     last_purged: Option<LogId<RaftNodeId>>,
 }
 
+/// What readers and openraft see, in memory.
 #[derive(Debug)]
 struct Inner {
-    dir: PathBuf,
-    file: File,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     hard: HardState,
+}
+
+/// The files, owned by the writer thread.
+struct LogFiles {
+    dir: PathBuf,
+    file: File,
+}
+
+impl DiskState for LogFiles {
+    fn append_durably(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        persist::sync_data(&self.file, FileKind::RaftLog)
+    }
+}
+
+impl LogFiles {
+    fn save_hard(&self, hard: &HardState) -> io::Result<()> {
+        let bytes = serde_json::to_vec(hard).map_err(io::Error::other)?;
+        persist::replace_file(&self.dir, STATE_FILE, &bytes, FileKind::RaftState)
+    }
+
+    /// Rewrite the log file with `entries`.
+    fn rewrite(&mut self, entries: &[Entry<TypeConfig>]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        persist::replace_file(&self.dir, LOG_FILE, &buf, FileKind::RaftLog)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    disk: DiskThread<LogFiles>,
 }
 
 /// The Raft log store; clones share the same log (one is the reader openraft asks for).
 #[derive(Debug, Clone)]
 pub struct FileLogStore {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
 }
 
 impl FileLogStore {
@@ -119,7 +166,7 @@ impl FileLogStore {
                     "truncating torn tail of the raft log"),
             }
             file.set_len(good)?;
-            file.sync_all()?;
+            persist::sync_all(&file, FileKind::RaftLog)?;
         }
         // What is committed must still be here (or purged into the snapshot).
         let last = entries
@@ -132,53 +179,65 @@ impl FileLogStore {
                 "raft log ends before its committed index; lowering it to the last entry");
             hard.committed = last;
             crate::note_corrupt_data();
-            let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec(&hard).map_err(io::Error::other)?)?;
-            File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &state_path)?;
+            let files = LogFiles {
+                dir: dir.to_path_buf(),
+                file: file.try_clone()?,
+            };
+            files.save_hard(&hard)?;
         }
-        Ok(FileLogStore {
-            inner: Arc::new(Mutex::new(Inner {
+        let disk = DiskThread::spawn(
+            "raft-log-writer",
+            LogFiles {
                 dir: dir.to_path_buf(),
                 file,
-                entries,
-                hard,
-            })),
+            },
+        )?;
+        Ok(FileLogStore {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner { entries, hard }),
+                disk,
+            }),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().expect("raft log lock")
-    }
-}
-
-impl Inner {
-    fn save_hard(&self) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.hard).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(STATE_FILE))?;
-        File::open(&self.dir)?.sync_all()
+        self.shared.inner.lock().expect("raft log lock")
     }
 
-    /// Rewrite the log file from the entries in memory.
-    fn rewrite(&mut self) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
+    /// Put `entries` in memory and queue them for the disk; `done` runs on the writer thread
+    /// once they are durable. Returns once they are readable.
+    fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+        done: AppendDone,
+    ) -> io::Result<()> {
         let mut buf = Vec::new();
-        for e in self.entries.values() {
-            serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
+        let mut new = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut buf, &e)
+                .map_err(|err| io::Error::other(format!("encoding entry {}: {err}", e.log_id)))?;
             buf.push(b'\n');
+            new.push(e);
         }
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
-        File::open(&self.dir)?.sync_all()?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
+        let mut inner = self.lock();
+        // Queued under the lock, so the file follows the order of the entries in memory.
+        self.shared.disk.append(buf, done)?;
+        for e in new {
+            inner.entries.insert(e.log_id.index, e);
+        }
         Ok(())
+    }
+
+    /// Change the hard state in memory and queue it for the disk (in order with everything
+    /// queued before); the future resolves once it is durable.
+    fn save_hard(
+        &self,
+        change: impl FnOnce(&mut HardState),
+    ) -> impl std::future::Future<Output = io::Result<()>> {
+        let mut inner = self.lock();
+        change(&mut inner.hard);
+        let hard = inner.hard.clone();
+        self.shared.disk.run(move |files| files.save_hard(&hard))
     }
 }
 
@@ -219,10 +278,9 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> Result<(), StorageError<RaftNodeId>> {
-        let mut inner = self.lock();
-        inner.hard.vote = Some(*vote);
-        inner
-            .save_hard()
+        let vote = *vote;
+        self.save_hard(|h| h.vote = Some(vote))
+            .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
@@ -234,10 +292,8 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         &mut self,
         committed: Option<LogId<RaftNodeId>>,
     ) -> Result<(), StorageError<RaftNodeId>> {
-        let mut inner = self.lock();
-        inner.hard.committed = committed;
-        inner
-            .save_hard()
+        self.save_hard(|h| h.committed = committed)
+            .await
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -256,50 +312,43 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut inner = self.lock();
-        let mut buf = Vec::new();
-        let mut new = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut buf, &e)
-                .map_err(|err| StorageIOError::write_log_entry(e.log_id, &err))?;
-            buf.push(b'\n');
-            new.push(e);
-        }
-        let written = inner
-            .file
-            .write_all(&buf)
-            .and_then(|()| inner.file.sync_data());
-        if let Err(e) = written {
-            let err = StorageIOError::write_logs(&e);
-            callback.log_io_completed(Err(e));
-            return Err(err.into());
-        }
-        for e in new {
-            inner.entries.insert(e.log_id.index, e);
-        }
-        callback.log_io_completed(Ok(()));
-        Ok(())
+        self.append_entries(
+            entries,
+            Box::new(move |result| callback.log_io_completed(result)),
+        )
+        .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn truncate(
         &mut self,
         log_id: LogId<RaftNodeId>,
     ) -> Result<(), StorageError<RaftNodeId>> {
-        let mut inner = self.lock();
-        inner.entries.split_off(&log_id.index);
-        inner
-            .rewrite()
+        let written = {
+            let mut inner = self.lock();
+            inner.entries.split_off(&log_id.index);
+            let keep: Vec<_> = inner.entries.values().cloned().collect();
+            self.shared.disk.run(move |files| files.rewrite(&keep))
+        };
+        written
+            .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> Result<(), StorageError<RaftNodeId>> {
-        let mut inner = self.lock();
-        inner.hard.last_purged = Some(log_id);
-        inner.save_hard().map_err(|e| StorageIOError::write(&e))?;
-        let keep = inner.entries.split_off(&(log_id.index + 1));
-        inner.entries = keep;
-        inner
-            .rewrite()
+        let written = {
+            let mut inner = self.lock();
+            inner.hard.last_purged = Some(log_id);
+            let keep = inner.entries.split_off(&(log_id.index + 1));
+            inner.entries = keep;
+            let hard = inner.hard.clone();
+            let keep: Vec<_> = inner.entries.values().cloned().collect();
+            self.shared.disk.run(move |files| {
+                files.save_hard(&hard)?;
+                files.rewrite(&keep)
+            })
+        };
+        written
+            .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
@@ -319,23 +368,26 @@ mod tests {
         }
     }
 
-    /// Write entries straight through the inner state (the `LogFlushed` callback cannot be
-    /// built outside openraft).
-    fn append(store: &FileLogStore, entries: impl IntoIterator<Item = Entry<TypeConfig>>) {
-        let mut inner = store.lock();
-        for e in entries {
-            let mut line = serde_json::to_vec(&e).unwrap();
-            line.push(b'\n');
-            inner.file.write_all(&line).unwrap();
-            inner.entries.insert(e.log_id.index, e);
-        }
+    /// Append through the writer thread and wait until durable (the `LogFlushed` callback
+    /// cannot be built outside openraft).
+    async fn append(store: &FileLogStore, entries: impl IntoIterator<Item = Entry<TypeConfig>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store
+            .append_entries(
+                entries,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )
+            .unwrap();
+        rx.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn reopen_truncate_purge_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileLogStore::open(dir.path()).unwrap();
-        append(&store, (1..=6).map(entry));
+        append(&store, (1..=6).map(entry)).await;
         let vote = Vote::new(3, 2);
         store.save_vote(&vote).await.unwrap();
         store
@@ -373,7 +425,7 @@ mod tests {
     async fn corrupt_entries_and_state_are_dropped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileLogStore::open(dir.path()).unwrap();
-        append(&store, (1..=6).map(entry));
+        append(&store, (1..=6).map(entry)).await;
         store
             .save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 6)))
             .await
@@ -412,5 +464,37 @@ mod tests {
         assert!(dir.path().join(format!("{STATE_FILE}.corrupt")).exists());
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+    }
+
+    /// Appends, a vote, a truncation and a purge on a slow disk: the worker thread never waits
+    /// for the disk.
+    #[test]
+    fn disk_work_never_blocks_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        let id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+        let worst = crate::persist::tests::worst_tick_lateness(|| async {
+            append(&store, (1..=3).map(entry)).await;
+            append(&store, (4..=6).map(entry)).await;
+            store.save_vote(&Vote::new(2, 1)).await.unwrap();
+            store.save_committed(Some(id(5))).await.unwrap();
+            store.truncate(id(6)).await.unwrap();
+            store.purge(id(2)).await.unwrap();
+        });
+        assert!(
+            worst < std::time::Duration::from_millis(50),
+            "a worker thread waited {worst:?} for the raft log"
+        );
+        drop(store);
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(2));
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
+        });
     }
 }

@@ -1,7 +1,8 @@
 //! The controller quorum on `openraft`: the metadata log replicated and persisted by Raft.
 //!
 //! - [`log_store::FileLogStore`] ([`openraft::storage::RaftLogStorage`]): Raft log entries as
-//!   JSON lines in `raft-log.jsonl`, vote / committed / purged ids in `raft-state.json`, fsynced.
+//!   JSON lines in `raft-log.jsonl`, vote / committed / purged ids in `raft-state.json`, fsynced
+//!   on the store's own writer thread with group commit ([`crate::persist`]).
 //! - [`state_machine::MetadataStateMachine`] ([`openraft::storage::RaftStateMachine`]): applies
 //!   each committed batch of [`MetadataRecord`]s to a [`ClusterImage`]; a snapshot is the image
 //!   written as records ([`ClusterImage::to_records`]) in `snapshot.json`.
@@ -153,9 +154,17 @@ impl QuorumNode {
             source,
         };
         let addr = listener.local_addr().map_err(storage)?;
-        let mut log = log_store::FileLogStore::open(dir).map_err(storage)?;
-        let sm = state_machine::MetadataStateMachine::open_with_window(dir, window_records)
-            .map_err(storage)?;
+        // Reading the files back (and repairing a torn tail) is disk work: off the workers.
+        let owned = dir.to_path_buf();
+        let (mut log, sm) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((
+                log_store::FileLogStore::open(&owned)?,
+                state_machine::MetadataStateMachine::open_with_window(&owned, window_records)?,
+            ))
+        })
+        .await
+        .map_err(|e| QuorumError::Raft(format!("opening the metadata storage: {e}")))?
+        .map_err(storage)?;
         // A snapshot lost to corruption is rebuilt from the log only if the log still starts
         // at its beginning; otherwise this node's metadata cannot be rebuilt here.
         let purged = openraft::storage::RaftLogStorage::get_log_state(&mut log)

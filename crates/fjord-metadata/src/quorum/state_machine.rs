@@ -5,9 +5,13 @@
 //!
 //! Readers follow it through a [`MetadataFeed`]: the state keeps the most recent records in a
 //! [`RecordWindow`] and every change of the metadata offset is published on a `watch` channel.
+//!
+//! Snapshot files are encoded, written, fsynced and read on the state machine's own thread
+//! (`raft-snapshot-io`, a [`DiskThread`]), in the order they were asked for; a snapshot older
+//! than the one already on disk (a build that raced an install) is not written over it. No
+//! lock is held while the thread works: a build copies the image out under the read lock first.
 
-use std::fs::File;
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 
 use super::feed::{MetadataFeed, RecordWindow, DEFAULT_WINDOW_RECORDS};
 use super::{BatchApplied, RaftNodeId, TypeConfig};
+use crate::persist::{self, DiskState, DiskThread, FileKind};
 use crate::{ClusterImage, MetadataRecord};
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -54,11 +59,41 @@ struct SnapshotFile {
 /// The state machine; its snapshot builder is a clone sharing the same state.
 #[derive(Debug, Clone)]
 pub struct MetadataStateMachine {
-    dir: PathBuf,
     state: Arc<RwLock<MetadataState>>,
     /// The metadata offset, published after each change of the state.
     offsets: Arc<watch::Sender<i64>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+    disk: Arc<DiskThread<SnapshotFiles>>,
+}
+
+/// The snapshot file, owned by the state machine's disk thread.
+struct SnapshotFiles {
+    dir: PathBuf,
+    /// The last log id of the snapshot on disk.
+    written: Option<LogId<RaftNodeId>>,
+}
+
+impl DiskState for SnapshotFiles {
+    fn append_durably(&mut self, _bytes: &[u8]) -> io::Result<()> {
+        Err(io::Error::other(
+            "a snapshot is written whole, not appended",
+        ))
+    }
+}
+
+impl SnapshotFiles {
+    /// Replace the snapshot on disk with `file`, unless the one there is newer.
+    fn write(&mut self, file: &SnapshotFile) -> io::Result<()> {
+        if file.meta.last_log_id < self.written {
+            tracing::debug!(snapshot = %file.meta.snapshot_id, on_disk = ?self.written,
+                "not writing a snapshot older than the one on disk");
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(file).map_err(io::Error::other)?;
+        persist::replace_file(&self.dir, SNAPSHOT_FILE, &bytes, FileKind::Snapshot)?;
+        self.written = file.meta.last_log_id;
+        Ok(())
+    }
 }
 
 impl MetadataStateMachine {
@@ -110,11 +145,18 @@ impl MetadataStateMachine {
             state.last_membership = file.meta.last_membership;
         }
         let offsets = Arc::new(watch::channel(state.offset).0);
+        let disk = DiskThread::spawn(
+            "raft-snapshot-io",
+            SnapshotFiles {
+                dir: dir.to_path_buf(),
+                written: state.last_applied,
+            },
+        )?;
         Ok(MetadataStateMachine {
-            dir: dir.to_path_buf(),
             state: Arc::new(RwLock::new(state)),
             offsets,
             snapshot_seq: Default::default(),
+            disk: Arc::new(disk),
         })
     }
 
@@ -137,15 +179,6 @@ impl MetadataStateMachine {
     fn publish(&self, offset: i64) {
         self.offsets
             .send_if_modified(|o| std::mem::replace(o, offset) != offset);
-    }
-
-    fn write_snapshot(&self, file: &SnapshotFile) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(file).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        File::open(&self.dir)?.sync_all()
     }
 }
 
@@ -182,14 +215,20 @@ impl RaftSnapshotBuilder<TypeConfig> for MetadataStateMachine {
             };
             (meta, data)
         };
-        let bytes = serde_json::to_vec(&data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        self.write_snapshot(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let signature = meta.signature();
+        let snapshot_meta = meta.clone();
+        let bytes = self
+            .disk
+            .run(move |files| {
+                let bytes = serde_json::to_vec(&data).map_err(io::Error::other)?;
+                files.write(&SnapshotFile {
+                    meta: snapshot_meta,
+                    data: bytes.clone(),
+                })?;
+                Ok(bytes)
+            })
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -271,11 +310,14 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
         let bytes = snapshot.into_inner();
         let data: SnapshotData = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.write_snapshot(&SnapshotFile {
+        let file = SnapshotFile {
             meta: meta.clone(),
             data: bytes,
-        })
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        };
+        self.disk
+            .run(move |files| files.write(&file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         {
             let mut state = self.state.write().expect("state lock");
             state.image = ClusterImage::from_records(&data.records);
@@ -291,10 +333,47 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<RaftNodeId>> {
-        let file = read_snapshot(&self.dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file = self
+            .disk
+            .run(|files| read_snapshot(&files.dir))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(file.map(|f| Snapshot {
             meta: f.meta,
             snapshot: Box::new(Cursor::new(f.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Building, writing and reading a snapshot on a slow disk never blocks the worker, and a
+    /// reopened state machine starts from the snapshot.
+    #[test]
+    fn snapshots_are_written_off_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = MetadataStateMachine::open(dir.path()).unwrap();
+        let worst = crate::persist::tests::worst_tick_lateness(|| async {
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+                payload: EntryPayload::Normal(super::super::MetadataBatch {
+                    records: vec![MetadataRecord::ProducerIds { next: 7 }],
+                }),
+            };
+            sm.apply([entry]).await.unwrap();
+            let built = sm.build_snapshot().await.unwrap();
+            let current = sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(current.meta, built.meta);
+        });
+        assert!(
+            worst < std::time::Duration::from_millis(50),
+            "a worker thread waited {worst:?} for a snapshot"
+        );
+        drop(sm);
+        let sm = MetadataStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.applied().map(|l| l.index), Some(1));
+        assert_eq!(sm.state().read().unwrap().offset, 1);
     }
 }
