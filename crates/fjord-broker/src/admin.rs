@@ -120,6 +120,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         b.with_image(|i| b.metrics.maintenance.update(i));
         crate::topic_activity::refresh_gauges(&b);
         crate::balancer::update_metrics(&b);
+        b.disk.update(&b.io);
         b.metrics.log_size.reset();
         for t in b.topics() {
             let size: u64 = t

@@ -124,6 +124,8 @@ pub struct Broker {
     pub replication_quotas: crate::throttle::ReplicationQuotas,
     /// The disk I/O threads (`num.io.threads`): every partition write and fsync runs there.
     pub io: Arc<fjord_storage::io::IoThreads>,
+    /// Metrics of the I/O threads and fsyncs.
+    pub disk: crate::disk::DiskMetrics,
 }
 
 /// A batch of metadata to publish to the broker's topics.
@@ -147,7 +149,11 @@ struct TopicPlan {
 }
 
 impl Broker {
-    fn new(config: BrokerConfig, cluster_id: String, control: ControlPlane) -> anyhow::Result<Broker> {
+    fn new(
+        config: BrokerConfig,
+        cluster_id: String,
+        control: ControlPlane,
+    ) -> anyhow::Result<Broker> {
         let io = fjord_storage::io::IoThreads::new(config.io_threads, "fjord-io")
             .map_err(|e| anyhow::anyhow!("cannot start the disk I/O threads: {e}"))?;
         let fetch_sessions = FetchSessionCache::new(config.fetch_session_cache_slots);
@@ -158,6 +164,7 @@ impl Broker {
             &metrics.registry,
         );
         let skew = crate::skew::Skew::new(&config.skew, &metrics.registry);
+        let disk = crate::disk::DiskMetrics::new(&metrics.registry);
         Ok(Broker {
             cluster_id,
             control,
@@ -179,6 +186,7 @@ impl Broker {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             replication_quotas: Default::default(),
             io: Arc::new(io),
+            disk,
             config,
         })
     }

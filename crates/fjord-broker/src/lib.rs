@@ -10,6 +10,10 @@
 //! - [`cluster`]: a broker of a quorum cluster: metadata follower, registration, heartbeats.
 //! - [`partition`]: one hosted partition: its replication state (`fjord-replication`), its log
 //!   behind a lock never held across `.await`, and the fetchers waiting for appends.
+//! - [`disk`]: metrics of the disk I/O threads (`num.io.threads`) and of every fsync.
+//! - [`replica_manager`]: produce to a partition led here — leadership and min-ISR checks,
+//!   the append on the partition's disk I/O thread, acks=all waits; the Produce handler only
+//!   translates.
 //! - [`replica_fetcher`]: follower fetchers, one task per leader (truncate, then fetch).
 //! - [`replication`]: ISR proposals to the controller, lag checks, replication gauges and
 //!   high-watermark checkpoints.
@@ -39,6 +43,7 @@ pub mod config;
 pub mod config_view;
 pub mod conn_limits;
 pub mod control;
+pub mod disk;
 pub mod fetch_session;
 pub mod group_lag;
 pub mod groups;
@@ -49,6 +54,7 @@ pub mod memory_pool;
 pub mod metrics;
 pub mod partition;
 pub mod replica_fetcher;
+pub mod replica_manager;
 pub mod replication;
 pub mod server;
 pub mod skew;

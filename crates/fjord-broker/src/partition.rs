@@ -15,7 +15,7 @@ use std::time::Instant;
 use fjord_replication::{AckStatus, FetchEffect, NotAReplica, PartitionReplica, Transition};
 use fjord_storage::{AppendError, AppendInfo, FileRange, Log, LogConfig, ReadError, ReadResult};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use uuid::Uuid;
 
 use fjord_protocol::error::ErrorCode;
@@ -35,6 +35,8 @@ pub struct Partition {
     pub activity: crate::topic_activity::PartitionActivity,
     replica: Mutex<PartitionReplica>,
     log: RwLock<Option<Log>>,
+    /// Leader appends validated and waiting for the partition's I/O thread.
+    queued: Mutex<Vec<QueuedAppend>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
     /// Bumped whenever the high watermark or the assignment changes: acks=all produces wait
     /// on it. Created by the first waiter (a channel is ~350 bytes, and most of a broker's
@@ -45,6 +47,14 @@ pub struct Partition {
     throttle: RwLock<crate::throttle::ReplicaThrottle>,
     /// Bytes in as leader and the sampled top-keys sketch ([`crate::skew`]).
     pub skew: crate::skew::PartitionSkew,
+}
+
+/// A leader append waiting for the partition's I/O thread ([`Partition::append_async`]).
+struct QueuedAppend {
+    records: bytes::Bytes,
+    validated: records::ValidatedRecords,
+    now_ms: i64,
+    reply: oneshot::Sender<Result<AppendInfo, AppendRejection>>,
 }
 
 /// The partition was deleted while a request held it.
@@ -62,6 +72,7 @@ impl Partition {
             activity: Default::default(),
             replica: Mutex::new(PartitionReplica::new(local, 0)),
             log: RwLock::new(None),
+            queued: Mutex::new(Vec::new()),
             waiters: Mutex::new(Vec::new()),
             progress: OnceLock::new(),
             throttle: RwLock::new(Default::default()),
@@ -169,8 +180,12 @@ impl Partition {
         hi ^ lo.rotate_left(17) ^ (self.index as u64)
     }
 
-    /// [`Partition::append`] on the partition's disk I/O thread: the caller (an async task)
-    /// never waits for the disk. Appends are queued in call order.
+    /// Append as leader without waiting for the disk on the calling (async) thread: the
+    /// records are validated here (CPU only), queued on the partition, and written by the
+    /// partition's disk I/O thread ([`fjord_storage::io`]). Appends that queue up while a
+    /// write runs are written together with one write ([`Log::append_validated_many`]).
+    /// Queued in call order; the future resolves once the records are written (and fsynced,
+    /// when the flush policy asks for it).
     pub fn append_async(
         self: &Arc<Self>,
         io: &fjord_storage::io::IoThreads,
@@ -179,9 +194,145 @@ impl Partition {
         now_ms: i64,
     ) -> impl std::future::Future<Output = Result<AppendInfo, AppendRejection>> + Send + 'static
     {
+        let queued = self.queue_append(io, records, origin, now_ms);
+        async move {
+            match queued {
+                Ok(rx) => rx.await.unwrap_or(Err(AppendRejection::IoGone)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn queue_append(
+        self: &Arc<Self>,
+        io: &fjord_storage::io::IoThreads,
+        records: bytes::Bytes,
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<oneshot::Receiver<Result<AppendInfo, AppendRejection>>, AppendRejection> {
+        let rules = {
+            let guard = self.log.read();
+            let log = guard.as_ref().ok_or(AppendRejection::Deleted)?;
+            log.config().record_rules(now_ms, origin)
+        };
+        let validated =
+            records::validate(&records, &rules).map_err(|e| AppendRejection::Storage(e.into()))?;
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut q = self.queued.lock();
+            q.push(QueuedAppend {
+                records,
+                validated,
+                now_ms,
+                reply: tx,
+            });
+            q.len() == 1
+        };
+        if first {
+            let p = self.clone();
+            if !io.execute(self.io_key(), move || p.write_queued()) {
+                // No I/O thread (shutting down): whoever is queued gets IoGone.
+                self.queued.lock().clear();
+            }
+        }
+        Ok(rx)
+    }
+
+    /// On the partition's I/O thread: write every queued append (one write), flush if the
+    /// policy says so, then answer them.
+    fn write_queued(&self) {
+        let queued = std::mem::take(&mut *self.queued.lock());
+        if queued.is_empty() {
+            return;
+        }
+        let now_ms = queued.iter().map(|q| q.now_ms).max().unwrap_or(0);
+        let (mut results, hw_moved) = {
+            let mut guard = self.log.write();
+            match guard.as_mut() {
+                None => (
+                    queued
+                        .iter()
+                        .map(|_| Err(AppendRejection::Deleted))
+                        .collect(),
+                    false,
+                ),
+                Some(log) => {
+                    let mut r = self.replica.lock();
+                    if !r.is_leader() {
+                        let all = queued.iter().map(|_| Err(AppendRejection::NotLeader));
+                        (all.collect::<Vec<_>>(), false)
+                    } else {
+                        let epoch = r.assignment().leader_epoch;
+                        let items: Vec<(&[u8], &records::ValidatedRecords)> = queued
+                            .iter()
+                            .map(|q| (&q.records[..], &q.validated))
+                            .collect();
+                        let results = log
+                            .append_validated_many(&items, epoch, now_ms)
+                            .into_iter()
+                            .map(|r| r.map_err(AppendRejection::Storage))
+                            .collect::<Vec<_>>();
+                        let moved = r.on_leader_append(log.log_end_offset());
+                        (results, moved)
+                    }
+                }
+            }
+        };
+        if hw_moved {
+            self.bump_progress();
+        }
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|i| !i.duplicate))
+        {
+            self.wake_fetchers();
+            // acks=1 is answered only once the flush policy is satisfied (Kafka flushes
+            // inside the append, before answering).
+            if let Err(e) = self.flush_if_due() {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(AppendRejection::Storage(AppendError::Storage(
+                        e.duplicate(),
+                    )));
+                }
+            }
+        }
+        for (q, r) in queued.into_iter().zip(results) {
+            let _ = q.reply.send(r);
+        }
+    }
+
+    /// Run `f` on the partition's disk I/O thread, after every write queued before it.
+    pub fn on_io<T: Send + 'static>(
+        self: &Arc<Self>,
+        io: &fjord_storage::io::IoThreads,
+        f: impl FnOnce(&Partition) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, fjord_storage::io::IoGone>> + Send + 'static
+    {
         let p = self.clone();
-        let done = io.run(self.io_key(), move || p.append(&records, origin, now_ms));
-        async move { done.await.unwrap_or(Err(AppendRejection::IoGone)) }
+        io.run(self.io_key(), move || f(&p))
+    }
+
+    /// If an append or a roll asked for a flush: fsync with the log's lock released in
+    /// between (readers and the next appends' validation go on), then move the recovery
+    /// point. Call it on the partition's I/O thread or a blocking thread.
+    pub fn flush_if_due(&self) -> Result<(), fjord_storage::StorageError> {
+        let plan = {
+            let mut guard = self.log.write();
+            match guard.as_mut() {
+                Some(log) if log.flush_due() => log.prepare_flush()?,
+                _ => return Ok(()),
+            }
+        };
+        let synced = plan.sync();
+        if let Err(e) = &synced {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                "fsync of the partition's log failed");
+        }
+        synced?;
+        if let Some(log) = self.log.write().as_mut() {
+            log.finish_flush(&plan)?;
+        }
+        Ok(())
     }
 
     /// Append one produce request's records (as leader) and wake fetchers waiting on this
@@ -220,6 +371,8 @@ impl Partition {
         }
         if !info.duplicate {
             self.wake_fetchers();
+            self.flush_if_due()
+                .map_err(|e| AppendRejection::Storage(AppendError::Storage(e)))?;
         }
         Ok(info)
     }
@@ -263,6 +416,10 @@ impl Partition {
         }
         if moved || !records.is_empty() {
             self.wake_fetchers();
+        }
+        if !records.is_empty() {
+            self.flush_if_due()
+                .map_err(|e| AppendRejection::Storage(AppendError::Storage(e)))?;
         }
         Ok(records.len())
     }

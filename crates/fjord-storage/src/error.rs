@@ -33,6 +33,30 @@ impl StorageError {
             source,
         }
     }
+    /// A copy (`std::io::Error` is not `Clone`: the copy keeps its kind and message), for
+    /// one failure reported to several waiting requests.
+    pub fn duplicate(&self) -> StorageError {
+        match self {
+            StorageError::Io { path, source } => StorageError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StorageError::Corrupt { path, reason } => StorageError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            } => StorageError::OffsetOutOfRange {
+                offset: *offset,
+                log_start_offset: *log_start_offset,
+                log_end_offset: *log_end_offset,
+            },
+        }
+    }
+
     pub fn error_code(&self) -> ErrorCode {
         match self {
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,

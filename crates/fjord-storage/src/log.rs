@@ -91,6 +91,10 @@ pub struct Log {
     batch_buf: Vec<(usize, BatchHeader)>,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// A flush was asked for (policy or roll) and has not run ([`Log::prepare_flush`]).
+    flush_due: bool,
+    /// Truncations so far: a flush planned before one must not move the recovery point.
+    truncations: u64,
     pub(crate) cleaner: CleanerCheckpoint,
     /// What the cleaner checkpoint file holds (default if absent, which loads the same).
     cleaner_on_disk: CleanerCheckpoint,
@@ -378,6 +382,8 @@ impl Log {
             batch_buf: Vec::new(),
             unflushed_messages: 0,
             last_flush_ms: now,
+            flush_due: false,
+            truncations: 0,
             clean_marker: clean,
         };
         report
@@ -641,6 +647,138 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        self.append_validated_many(&[(records, validated)], leader_epoch, now_ms)
+            .pop()
+            .expect("one result per append")
+    }
+
+    /// [`Log::append_validated`] for several produce requests at once (pipelined requests to
+    /// one partition, queued while the previous write ran). Each is checked on its own — one
+    /// refused leaves the others — and the accepted ones are copied into one buffer and
+    /// written with one write (more only when a segment rolls in between). Results are in
+    /// input order. A failed write fails its requests and every later one.
+    pub fn append_validated_many(
+        &mut self,
+        items: &[(&[u8], &ValidatedRecords)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Vec<Result<AppendInfo, AppendError>> {
+        let mut stage = Stage {
+            batches: std::mem::take(&mut self.batch_buf),
+            appends: Vec::new(),
+            results: items.iter().map(|_| None).collect(),
+            leader_epoch,
+            log_append: self.config.message_timestamp_type == TimestampType::LogAppendTime,
+            now_ms,
+            failure: None,
+        };
+        stage.batches.clear();
+        self.write_buf.clear();
+        // Producer entries of the staged batches, for the sequence checks of later ones.
+        let mut pending: Vec<ProducerEntry> = Vec::new();
+        let mut next = self.log_end_offset();
+        for (i, (records, validated)) in items.iter().enumerate() {
+            if stage.failure.is_some() {
+                stage.results[i] = Some(Err(stage.failed(&self.dir)));
+                continue;
+            }
+            match self.stage_append(i, records, validated, &mut pending, &mut next, &mut stage) {
+                Ok(None) => {}
+                Ok(Some(dup)) => stage.results[i] = Some(Ok(dup)),
+                Err(e) => stage.results[i] = Some(Err(e)),
+            }
+        }
+        self.write_staged(&mut stage);
+        self.batch_buf = std::mem::take(&mut stage.batches);
+        let written: u64 = stage
+            .results
+            .iter()
+            .flatten()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|i| i.record_count)
+            .sum();
+        if written > 0 {
+            self.count_for_flush(written, now_ms);
+        }
+        stage
+            .results
+            .into_iter()
+            .map(|r| r.expect("every append has a result"))
+            .collect()
+    }
+
+    /// Write what [`Log::stage_append`] staged at the end of the active segment, then index
+    /// it and commit its producer state and epoch. On a failed write every staged append
+    /// gets the error (and so will every later one: `stage.failure`).
+    fn write_staged(&mut self, stage: &mut Stage) {
+        if stage.appends.is_empty() {
+            return;
+        }
+        let interval = self.config.index_interval_bytes;
+        let seg = self.segments.values_mut().next_back().expect("never empty");
+        let start = seg.size;
+        let written = seg
+            .file()
+            .and_then(|f| {
+                f.write_all_at(&self.write_buf, start)
+                    .map_err(|e| StorageError::io(&seg.path, e))
+            })
+            .and_then(|()| seg.index_mut().map(|_| ()));
+        if let Err(e) = written {
+            stage.failure = Some(e.to_string());
+            for a in stage.appends.drain(..) {
+                stage.results[a.item] = Some(Err(AppendError::Storage(e.duplicate())));
+            }
+            stage.batches.clear();
+            self.write_buf.clear();
+            return;
+        }
+        for (pos, h) in stage.batches.iter() {
+            seg.track_batch(start + *pos as u64, h, interval);
+        }
+        self.index_dirty = true;
+        self.producers_persisted_at = None;
+        for (_, h) in stage.batches.iter() {
+            if h.has_producer_id() {
+                let e = self.producers.updated_entry(&[], h);
+                self.producers.commit(e);
+            }
+        }
+        let first = stage.appends[0].first_offset;
+        let epoch = self.epochs.assign(stage.leader_epoch, first);
+        for a in stage.appends.drain(..) {
+            stage.results[a.item] = Some(match &epoch {
+                Ok(()) => Ok(AppendInfo {
+                    base_offset: a.first_offset,
+                    last_offset: a.last_offset,
+                    log_append_time: if stage.log_append { stage.now_ms } else { -1 },
+                    log_start_offset: self.log_start_offset,
+                    record_count: a.record_count,
+                    bytes: a.bytes,
+                    duplicate: false,
+                }),
+                Err(e) => Err(AppendError::Storage(e.duplicate())),
+            });
+        }
+        if let Err(e) = epoch {
+            stage.failure = Some(e.to_string());
+        }
+        stage.batches.clear();
+        self.write_buf.clear();
+    }
+
+    /// Check one append of [`Log::append_validated_many`] and copy it, with offsets, epoch
+    /// and timestamps patched, behind the staged ones (writing those first if a roll is due).
+    /// `Ok(Some(_))`: a duplicate, answered with the original offsets.
+    fn stage_append(
+        &mut self,
+        item: usize,
+        records: &[u8],
+        validated: &ValidatedRecords,
+        pending: &mut Vec<ProducerEntry>,
+        next: &mut i64,
+        stage: &mut Stage,
+    ) -> Result<Option<AppendInfo>, AppendError> {
         if validated.len != records.len() || validated.batches.is_empty() {
             return Err(AppendError::NotValidated {
                 validated: validated.len,
@@ -654,13 +792,18 @@ impl Log {
             });
         }
         // Producer state: epochs, sequences, duplicates.
-        let mut pending: Vec<ProducerEntry> = Vec::new();
+        let mark = pending.len();
         for b in &validated.batches {
             let h = &b.header;
             if h.has_producer_id() {
-                match self.producers.check(&pending, h)? {
-                    Check::Duplicate(dup) => {
-                        return Ok(AppendInfo {
+                match self.producers.check(pending, h) {
+                    Err(e) => {
+                        pending.truncate(mark);
+                        return Err(e.into());
+                    }
+                    Ok(Check::Duplicate(dup)) => {
+                        pending.truncate(mark);
+                        return Ok(Some(AppendInfo {
                             base_offset: dup.first_offset,
                             last_offset: dup.last_offset,
                             log_append_time: -1,
@@ -668,19 +811,17 @@ impl Log {
                             record_count: 0,
                             bytes: 0,
                             duplicate: true,
-                        });
+                        }));
                     }
-                    Check::Append => {
-                        let e = self.producers.updated_entry(&pending, h);
+                    Ok(Check::Append) => {
+                        let e = self.producers.updated_entry(pending, h);
                         pending.push(e);
                     }
                 }
             }
         }
-        let record_count = validated.record_count;
-        let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
-        let max_ts = if log_append {
-            now_ms
+        let max_ts = if stage.log_append {
+            stage.now_ms
         } else {
             validated
                 .batches
@@ -689,33 +830,30 @@ impl Log {
                 .max()
                 .unwrap_or(-1)
         };
-
-        self.mark_dirty()?;
         let total_offsets: i64 = validated
             .batches
             .iter()
             .map(|b| b.header.offset_count())
             .sum();
-        if self.should_roll(records.len(), max_ts, total_offsets, now_ms) {
-            self.roll(now_ms)?;
+        let result = self.make_room(records.len(), max_ts, total_offsets, *next, stage);
+        if let Err(e) = result {
+            pending.truncate(mark);
+            return Err(e);
         }
 
         // Copy once, patch offsets / epoch / timestamps in place.
-        let mut batches = std::mem::take(&mut self.batch_buf);
-        batches.clear();
-        self.write_buf.clear();
+        let base = self.write_buf.len();
         self.write_buf.extend_from_slice(records);
-        let first_offset = self.log_end_offset();
-        let mut next = first_offset;
+        let first_offset = *next;
         for vb in &validated.batches {
             let mut h = vb.header;
-            let pos = vb.position;
+            let pos = base + vb.position;
             let b = &mut self.write_buf[pos..pos + h.total_size()];
-            batch::set_base_offset(b, next);
-            batch::set_partition_leader_epoch(b, leader_epoch);
-            if log_append {
-                batch::set_log_append_time(b, now_ms);
-                h.max_timestamp = now_ms;
+            batch::set_base_offset(b, *next);
+            batch::set_partition_leader_epoch(b, stage.leader_epoch);
+            if stage.log_append {
+                batch::set_log_append_time(b, stage.now_ms);
+                h.max_timestamp = stage.now_ms;
                 h.attributes |= batch::attributes::TIMESTAMP_TYPE_LOG_APPEND;
             } else if h.max_timestamp != vb.max_timestamp {
                 // The producer's header disagrees with its records: the records win (Kafka
@@ -723,59 +861,62 @@ impl Log {
                 batch::set_max_timestamp(b, vb.max_timestamp);
                 h.max_timestamp = vb.max_timestamp;
             }
-            h.base_offset = next;
-            h.partition_leader_epoch = leader_epoch;
-            next += h.offset_count();
-            batches.push((pos, h));
+            h.base_offset = *next;
+            h.partition_leader_epoch = stage.leader_epoch;
+            *next += h.offset_count();
+            stage.batches.push((pos, h));
         }
-
-        // One write at the end of the active segment.
-        let interval = self.config.index_interval_bytes;
-        let seg = self.segments.values_mut().next_back().expect("never empty");
-        let start = seg.size;
-        // (On an error the reusable `batch_buf` is simply dropped.)
-        seg.file()?
-            .write_all_at(&self.write_buf, start)
-            .map_err(|e| StorageError::io(&seg.path, e))?;
-        seg.index_mut()?;
-        for (pos, h) in batches.iter() {
-            seg.track_batch(start + *pos as u64, h, interval);
-        }
-        self.index_dirty = true;
-        self.producers_persisted_at = None;
-
-        for (_, h) in batches.iter() {
-            if h.has_producer_id() {
-                let e = self.producers.updated_entry(&[], h);
-                self.producers.commit(e);
-            }
-        }
-        self.epochs.assign(leader_epoch, first_offset)?;
-        self.batch_buf = batches;
-
-        self.count_for_flush(record_count, now_ms)?;
-        Ok(AppendInfo {
-            base_offset: first_offset,
-            last_offset: next - 1,
-            log_append_time: if log_append { now_ms } else { -1 },
-            log_start_offset: self.log_start_offset,
-            record_count,
+        stage.appends.push(StagedAppend {
+            item,
+            first_offset,
+            last_offset: *next - 1,
+            record_count: validated.record_count,
             bytes: records.len(),
-            duplicate: false,
-        })
+        });
+        Ok(None)
     }
 
+    /// Before staging `size` more bytes: write what is staged if the new records would not
+    /// fit the same segment, then roll if they need a new one.
+    fn make_room(
+        &mut self,
+        size: usize,
+        max_ts: i64,
+        offsets: i64,
+        next: i64,
+        stage: &mut Stage,
+    ) -> Result<(), AppendError> {
+        self.mark_dirty()?;
+        let staged = self.write_buf.len();
+        if staged > 0 {
+            let leo = self.log_end_offset();
+            let over = self.active().size + (staged + size) as u64 > self.config.segment_bytes;
+            if over || self.should_roll(staged + size, max_ts, next - leo + offsets, stage.now_ms) {
+                self.write_staged(stage);
+                if let Some(msg) = &stage.failure {
+                    return Err(AppendError::Storage(StorageError::io(
+                        &self.dir,
+                        std::io::Error::other(msg.clone()),
+                    )));
+                }
+            }
+        }
+        if self.write_buf.is_empty() && self.should_roll(size, max_ts, offsets, stage.now_ms) {
+            self.roll(stage.now_ms)?;
+        }
+        Ok(())
+    }
     /// Count appended records against the flush policy (`flush.messages`, `flush.ms`) and
-    /// flush when it says so. Shared by leader and follower appends.
-    fn count_for_flush(&mut self, record_count: u64, now_ms: i64) -> Result<(), StorageError> {
+    /// ask for a flush when it says so ([`Log::flush_due`]). Shared by leader and follower
+    /// appends. The fsync itself is the caller's, outside the partition's lock.
+    fn count_for_flush(&mut self, record_count: u64, now_ms: i64) {
         self.unflushed_messages += record_count;
         if self.unflushed_messages >= self.config.flush_messages
             || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
         {
-            self.flush()?;
+            self.flush_due = true;
             self.last_flush_ms = now_ms;
         }
-        Ok(())
     }
 
     /// Append batches a leader already wrote (Kafka's `appendAsFollower`): base offsets and
@@ -830,7 +971,7 @@ impl Log {
         self.batch_buf = batches;
         result?;
 
-        self.count_for_flush(record_count, now_ms)?;
+        self.count_for_flush(record_count, now_ms);
         Ok(AppendInfo {
             base_offset: first_offset,
             last_offset,
@@ -962,7 +1103,10 @@ impl Log {
             || seg.next_offset + offsets - seg.base_offset > i32::MAX as i64
     }
 
-    /// Seal the active segment and start a new one at the log end offset.
+    /// Seal the active segment and start a new one at the log end offset. The sealed
+    /// segment is not fsynced here: the roll asks for a flush ([`Log::flush_due`]), which
+    /// the caller runs outside the partition's lock (Kafka flushes a rolled segment
+    /// asynchronously too); the recovery point moves only once that is done.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let leo = self.log_end_offset();
         if self.active().size == 0 {
@@ -972,16 +1116,13 @@ impl Log {
         let seg = self.active_mut();
         seg.seal_index();
         seg.write_index()?;
-        crate::fsync::sync_data(seg.file()?)
-            .map_err(|e| StorageError::io(&seg.path, e))?;
         let old_base = seg.base_offset;
         self.segments
             .insert(leo, Box::new(Segment::create(&self.dir, leo, now_ms)?));
         self.index_dirty = !self.active().index_matches_disk();
         self.producers.write_snapshot(&self.dir, leo)?;
         self.producers_persisted_at = Some(leo);
-        self.set_recovery_point(leo)?;
-        self.unflushed_messages = 0;
+        self.flush_due = true;
         tracing::info!(dir = %self.dir.display(), old_base, new_base = leo, "rolled segment");
         Ok(())
     }
@@ -1289,11 +1430,13 @@ impl Log {
         if self.config.cleanup_policy.compacts() {
             report.cleaned = cleaner::maybe_clean(self, now_ms)?;
         }
-        if now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms {
-            self.flush()?;
+        if now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+            && self.unflushed_messages > 0
+        {
+            self.flush_due = true;
             self.last_flush_ms = now_ms;
-            report.flushed = true;
         }
+        report.flushed = self.flush_due;
         report.producers_expired = self
             .producers
             .expire(now_ms, self.config.producer_id_expiration_ms);
@@ -1353,10 +1496,26 @@ impl Log {
         Ok((n, bytes))
     }
 
-    /// fsync the segments above the recovery point and advance it to the log end.
+    /// fsync the segments above the recovery point and advance it to the log end, all under
+    /// `&mut self` (opening, closing, tests). Appends and maintenance split this into
+    /// [`Log::prepare_flush`], [`FlushPlan::sync`] outside the lock and [`Log::finish_flush`].
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        let plan = self.prepare_flush()?;
+        plan.sync()?;
+        self.finish_flush(&plan)
+    }
+
+    /// The flush policy or a roll asked for a flush that has not run yet.
+    pub fn flush_due(&self) -> bool {
+        self.flush_due
+    }
+
+    /// Step 1 of a flush, under the lock: write the active index if it changed and list the
+    /// files that hold data above the recovery point.
+    pub fn prepare_flush(&mut self) -> Result<FlushPlan, StorageError> {
         let leo = self.log_end_offset();
         let rp = self.recovery_point;
+        let mut files = Vec::new();
         for seg in self.segments.values() {
             // A file never opened has had nothing written through it; with the marker still
             // there, nothing has been written at all since the clean close synced it.
@@ -1364,8 +1523,7 @@ impl Log {
                 && seg.is_open()
                 && !self.clean_marker
             {
-                crate::fsync::sync_data(seg.file()?)
-                    .map_err(|e| StorageError::io(&seg.path, e))?;
+                files.push((seg.path.clone(), seg.file()?.clone()));
             }
         }
         if self.index_dirty {
@@ -1373,7 +1531,27 @@ impl Log {
             self.index_dirty = false;
         }
         self.unflushed_messages = 0;
-        self.set_recovery_point(leo)
+        self.flush_due = false;
+        Ok(FlushPlan {
+            files,
+            upto: leo,
+            truncations: self.truncations,
+        })
+    }
+
+    /// Step 3 of a flush, under the lock again: everything below the plan's log end is on
+    /// disk, so the recovery point moves there — unless the log was truncated meanwhile
+    /// (the synced bytes may not be the log's any more; the next flush will do).
+    pub fn finish_flush(&mut self, plan: &FlushPlan) -> Result<(), StorageError> {
+        if plan.truncations != self.truncations {
+            self.flush_due = true;
+            return Ok(());
+        }
+        let upto = plan.upto.min(self.log_end_offset());
+        if upto > self.recovery_point {
+            self.set_recovery_point(upto)?;
+        }
+        Ok(())
     }
 
     /// Flush, persist indexes, producer state and the high watermark, and leave the
@@ -1466,6 +1644,7 @@ impl Log {
     /// Bring epochs, cleaner progress, recovery point, high watermark and producer state to
     /// the new log end.
     fn after_truncation(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.truncations += 1;
         let leo = self.log_end_offset();
         self.epochs.truncate_from_end(leo)?;
         self.cleaner.truncate(leo);
@@ -1490,6 +1669,60 @@ impl Log {
     pub(crate) fn replace_segment(&mut self, seg: Segment) {
         self.segments.insert(seg.base_offset, Box::new(seg));
     }
+}
+
+/// The files a flush must fsync, taken under the partition's lock by [`Log::prepare_flush`]
+/// and synced after it is released.
+pub struct FlushPlan {
+    files: Vec<(PathBuf, std::sync::Arc<std::fs::File>)>,
+    upto: i64,
+    truncations: u64,
+}
+
+impl FlushPlan {
+    /// Step 2 of a flush, with no lock held: fsync the files.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        for (path, file) in &self.files {
+            crate::fsync::sync_data(file).map_err(|e| StorageError::io(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to fsync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Appends of one [`Log::append_validated_many`] call: copied into `Log::write_buf`, not yet
+/// written.
+struct Stage {
+    /// (position in write_buf, patched header) of each staged batch.
+    batches: Vec<(usize, BatchHeader)>,
+    appends: Vec<StagedAppend>,
+    /// One per input append, filled as each is decided.
+    results: Vec<Option<Result<AppendInfo, AppendError>>>,
+    leader_epoch: i32,
+    log_append: bool,
+    now_ms: i64,
+    /// A write failed (its message): every later append fails too.
+    failure: Option<String>,
+}
+
+impl Stage {
+    fn failed(&self, dir: &Path) -> AppendError {
+        let msg = self.failure.clone().unwrap_or_default();
+        AppendError::Storage(StorageError::io(dir, std::io::Error::other(msg)))
+    }
+}
+
+/// One append staged in [`Stage`].
+struct StagedAppend {
+    item: usize,
+    first_offset: i64,
+    last_offset: i64,
+    record_count: u64,
+    bytes: usize,
 }
 
 /// Decode the records of one batch (any codec).

@@ -55,12 +55,20 @@ pub struct FjordProcess {
     starts: u32,
     /// A cluster node: its TOML config (`log.dirs` is added); replaces the single-node flags.
     config: Option<String>,
+    /// Extra environment of the server process (e.g. `FJORD_DEBUG_FSYNC_DELAY_MS`).
+    env: Vec<(String, String)>,
 }
 
 impl FjordProcess {
     /// Starts a broker with `extra_args` appended to the standard single-node flags, and waits
     /// for its ready line.
     pub fn start(extra_args: &[&str]) -> FjordProcess {
+        FjordProcess::start_with_env(extra_args, &[])
+    }
+
+    /// [`FjordProcess::start`] with extra environment variables for the server (kept for
+    /// restarts).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> FjordProcess {
         let dir = tempfile::Builder::new()
             .prefix("fjord-it-")
             .tempdir()
@@ -74,6 +82,10 @@ impl FjordProcess {
             admin: String::new(),
             starts: 0,
             config: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         p.spawn();
         p
@@ -108,7 +120,14 @@ impl FjordProcess {
             admin: String::new(),
             starts: 0,
             config: Some(config.to_string()),
+            env: Vec::new(),
         }
+    }
+
+    /// Set an environment variable of the server process from its next start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Spawn without waiting for the ready line; [`FjordProcess::wait_ready`] waits.
@@ -174,6 +193,7 @@ impl FjordProcess {
         cmd.args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));

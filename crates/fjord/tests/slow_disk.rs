@@ -1,0 +1,117 @@
+//! A slow disk must never stall the async worker threads (issue 14): every fsync here sleeps
+//! (`FJORD_DEBUG_FSYNC_DELAY_MS`), topics fsync on every append (`flush.messages=1`), and
+//! producers keep several partitions busy — more than the runtime has worker threads. Requests
+//! that need no disk (ApiVersions, Metadata) from another connection must still be answered
+//! quickly. When appends or fsyncs ran on the workers (before the disk I/O threads), each
+//! worker sat in a 300 ms fsync and these round trips took as long.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FSYNC_DELAY_MS: &str = "300";
+/// The worst ApiVersions round trip allowed while the disk is slow.
+const BOUND: Duration = Duration::from_millis(150);
+
+/// ApiVersions v0 (no client software fields), framed.
+fn api_versions_request(correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    body.extend_from_slice(&0i16.to_be_bytes()); // v0
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    framed
+}
+
+/// One ApiVersions round trip on `s`; its duration.
+fn round_trip(s: &mut TcpStream, correlation_id: i32) -> Duration {
+    let start = Instant::now();
+    s.write_all(&api_versions_request(correlation_id))
+        .expect("send ApiVersions");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("read response length");
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).expect("read response");
+    assert_eq!(
+        i32::from_be_bytes(body[..4].try_into().unwrap()),
+        correlation_id
+    );
+    start.elapsed()
+}
+
+fn fsyncs(broker: &FjordProcess) -> f64 {
+    let text = broker.http_get("/metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("fjord_fsyncs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fjord_fsyncs_total in /metrics"))
+}
+
+fn perf(broker: &FjordProcess, topic: &str, partitions: u32) -> Child {
+    Command::new(fjord_bin())
+        .args(["perf", "--bootstrap-server", broker.bootstrap(), "produce"])
+        .args(["--topic", topic, "--num-records", "100000000"])
+        .args([
+            "--record-size",
+            "100",
+            "--acks",
+            "1",
+            "--batch-size",
+            "2000",
+        ])
+        .args(["--partitions", &partitions.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fjord perf")
+}
+
+#[test]
+fn a_slow_disk_never_stalls_requests_that_need_no_disk() {
+    let broker =
+        FjordProcess::start_with_env(&[], &[("FJORD_DEBUG_FSYNC_DELAY_MS", FSYNC_DELAY_MS)]);
+    broker.create_topic("slow", 8, &["flush.messages=1"]);
+    let mut load: Vec<Child> = (0..2).map(|_| perf(&broker, "slow", 8)).collect();
+
+    // Wait until the disk is in use (fsyncs under way), then probe for a few seconds.
+    let before = fsyncs(&broker);
+    assert!(
+        wait_until(Duration::from_secs(30), || fsyncs(&broker) >= before + 8.0),
+        "the producers never made the broker fsync"
+    );
+    let mut s = TcpStream::connect(broker.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let probe_start = fsyncs(&broker);
+    let mut worst = Duration::ZERO;
+    let mut trips = 0;
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        trips += 1;
+        worst = worst.max(round_trip(&mut s, trips));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let during = fsyncs(&broker) - probe_start;
+    for c in load.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    broker.assert_no_panic_in_log();
+    assert!(
+        during >= 8.0,
+        "only {during} fsyncs while probing: the load did not keep the disk busy"
+    );
+    assert!(
+        worst < BOUND,
+        "an ApiVersions round trip took {worst:?} (bound {BOUND:?}) while fsyncs took \
+         {FSYNC_DELAY_MS} ms each: a worker thread waited for the disk ({trips} round trips, \
+         {during} fsyncs meanwhile)"
+    );
+}
