@@ -1,13 +1,26 @@
-//! Incremental fetch sessions (KIP-227), as a state machine without I/O.
+//! Incremental fetch sessions (KIP-227), as state machines without I/O.
 //!
 //! A client opens a session with a full fetch (session id 0, epoch 0); later fetches name the
 //! session and the next epoch and list only the partitions whose fetch position changed, and
 //! the broker answers only for partitions with something new (records, an error, or a moved high
 //! watermark or log start). Epoch -1 closes the session and makes a sessionless full fetch.
+//!
+//! - [`FetchSessionCache`] is the broker's side: every session, bounded by
+//!   `max.incremental.fetch.session.cache.slots`. Sessions of followers are *privileged*: a
+//!   consumer can only evict a session that has been idle for [`EVICTION_AFTER`], or one older
+//!   than that with fewer partitions and no privilege; a follower may also evict any consumer's
+//!   session with fewer partitions (Kafka's `FetchSessionCache.tryEvict`). Partitions that
+//!   returned records move to the end of the session's order, so the next response reads the
+//!   others first and a response budget spent on one partition does not starve the rest.
+//! - [`ClientSession`] is the fetcher's side (Kafka's `FetchSessionHandler`), used by the
+//!   replica fetchers: from the partitions it wants now it builds the next request (all of them
+//!   in a full fetch, else the added or changed ones plus the forgotten ones) and follows the
+//!   answer; any error or lost answer makes the next fetch full again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjord_protocol::error::ErrorCode;
 use uuid::Uuid;
@@ -25,6 +38,9 @@ pub struct SessionKey {
 pub struct PartitionFetch {
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// The fetcher's leader epoch (-1: unchecked), kept so that a partition an incremental
+    /// fetch does not list is still fenced by it.
+    pub current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +53,9 @@ struct SessionPartition {
 
 #[derive(Debug)]
 struct Session {
+    /// Opened by a follower: consumers cannot evict it while it is in use.
+    privileged: bool,
+    created: Instant,
     next_epoch: i32,
     /// In the order the client added them (responses keep that order).
     order: Vec<SessionKey>,
@@ -69,7 +88,16 @@ pub struct FetchSessionCache {
     slots: usize,
     next_id: i32,
     sessions: HashMap<i32, Session>,
+    /// Sessions evicted to make room for new ones, since start.
+    evictions: u64,
+    /// Sessions of followers (privileged) among `sessions`.
+    followers: usize,
 }
+
+/// A session unused this long may be evicted by any new one; a session younger than this can
+/// only be evicted by a follower's, and only if it is a consumer's (Kafka's
+/// `min.incremental.fetch.session.eviction.ms`).
+pub const EVICTION_AFTER: Duration = Duration::from_secs(120);
 
 const FINAL_EPOCH: i32 = -1;
 const INITIAL_EPOCH: i32 = 0;
@@ -80,7 +108,25 @@ impl FetchSessionCache {
             slots,
             next_id: 1,
             sessions: HashMap::new(),
+            evictions: 0,
+            followers: 0,
         }
+    }
+
+    /// Sessions of followers and of consumers.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.followers, self.sessions.len() - self.followers)
+    }
+
+    fn remove(&mut self, id: i32) {
+        if let Some(s) = self.sessions.remove(&id) {
+            self.followers -= usize::from(s.privileged);
+        }
+    }
+
+    /// Sessions evicted to make room for new ones, since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     pub fn len(&self) -> usize {
@@ -92,19 +138,21 @@ impl FetchSessionCache {
     }
 
     /// Decide what a fetch request reads. `requested` are the partitions in the request,
-    /// `forgotten` the ones it drops from the session.
+    /// `forgotten` the ones it drops from the session; `follower`: the request comes from a
+    /// replica (its new session is privileged).
     pub fn begin(
         &mut self,
         session_id: i32,
         epoch: i32,
         requested: Vec<(SessionKey, PartitionFetch)>,
         forgotten: &[SessionKey],
+        follower: bool,
         now: Instant,
     ) -> Result<FetchPlan, ErrorCode> {
         match epoch {
             FINAL_EPOCH => {
                 if session_id != 0 {
-                    self.sessions.remove(&session_id);
+                    self.remove(session_id);
                 }
                 Ok(FetchPlan {
                     session_id: 0,
@@ -114,9 +162,9 @@ impl FetchSessionCache {
             }
             INITIAL_EPOCH => {
                 if session_id != 0 {
-                    self.sessions.remove(&session_id);
+                    self.remove(session_id);
                 }
-                let id = self.create(&requested, now);
+                let id = self.create(&requested, follower, now);
                 Ok(FetchPlan {
                     session_id: id,
                     incremental: false,
@@ -177,7 +225,8 @@ impl FetchSessionCache {
         let Some(session) = session else {
             return vec![true; outcomes.len()];
         };
-        plan.partitions
+        let include = plan
+            .partitions
             .iter()
             .zip(outcomes)
             .map(|((key, _), o)| {
@@ -188,22 +237,50 @@ impl FetchSessionCache {
                     || o.error
                     || p.last_high_watermark != o.high_watermark
                     || p.last_log_start != o.log_start_offset;
-                p.last_high_watermark = o.high_watermark;
+                // After an error, the partition is answered again once it is readable.
+                p.last_high_watermark = if o.error { -1 } else { o.high_watermark };
                 p.last_log_start = o.log_start_offset;
                 !plan.incremental || changed
             })
-            .collect()
+            .collect();
+        // Partitions that returned records go to the end of the order: the next read serves
+        // the others first (Kafka's session rotation).
+        let read: HashSet<&SessionKey> = plan
+            .partitions
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| o.has_records)
+            .map(|((k, _), _)| k)
+            .collect();
+        if !read.is_empty() {
+            let (rest, moved): (Vec<SessionKey>, Vec<SessionKey>) =
+                std::mem::take(&mut session.order)
+                    .into_iter()
+                    .partition(|k| !read.contains(k));
+            session.order = rest;
+            session.order.extend(moved);
+        }
+        include
     }
 
-    fn create(&mut self, requested: &[(SessionKey, PartitionFetch)], now: Instant) -> i32 {
+    fn create(
+        &mut self,
+        requested: &[(SessionKey, PartitionFetch)],
+        privileged: bool,
+        now: Instant,
+    ) -> i32 {
         if self.slots == 0 {
             return 0;
         }
         if self.sessions.len() >= self.slots {
-            // Evict the least recently used session; its client gets FETCH_SESSION_ID_NOT_FOUND
-            // and starts a new one.
-            if let Some((&old, _)) = self.sessions.iter().min_by_key(|(_, s)| s.last_used) {
-                self.sessions.remove(&old);
+            // The evicted session's client gets FETCH_SESSION_ID_NOT_FOUND and starts anew.
+            match self.evictable(privileged, requested.len(), now) {
+                Some(old) => {
+                    self.remove(old);
+                    self.evictions += 1;
+                }
+                // Full of sessions worth more: this fetch stays sessionless.
+                None => return 0,
             }
         }
         let id = loop {
@@ -218,6 +295,8 @@ impl FetchSessionCache {
             }
         };
         let mut session = Session {
+            privileged,
+            created: now,
             next_epoch: 1,
             order: Vec::with_capacity(requested.len()),
             partitions: HashMap::with_capacity(requested.len()),
@@ -240,7 +319,39 @@ impl FetchSessionCache {
             }
         }
         self.sessions.insert(id, session);
+        self.followers += usize::from(privileged);
         id
+    }
+}
+
+impl FetchSessionCache {
+    /// The session a new one (`privileged`, with `size` partitions) may evict, if any: the
+    /// least recently used if it has been idle for [`EVICTION_AFTER`]; otherwise the least
+    /// valuable (unprivileged first, then fewest partitions) among those the new one may
+    /// evict — for a follower, consumers' sessions and sessions older than
+    /// [`EVICTION_AFTER`]; for a consumer, sessions older than that — provided the new one is
+    /// worth more (privileged over unprivileged, else strictly more partitions).
+    fn evictable(&self, privileged: bool, size: usize, now: Instant) -> Option<i32> {
+        let (&lru, oldest) = self
+            .sessions
+            .iter()
+            .min_by_key(|(id, s)| (s.last_used, **id))?;
+        if now.saturating_duration_since(oldest.last_used) > EVICTION_AFTER {
+            return Some(lru);
+        }
+        let old = |s: &Session| now.saturating_duration_since(s.created) > EVICTION_AFTER;
+        let (&id, victim) = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                if privileged {
+                    !s.privileged || old(s)
+                } else {
+                    old(s)
+                }
+            })
+            .min_by_key(|(id, s)| (s.privileged, s.partitions.len(), **id))?;
+        ((privileged, size) > (victim.privileged, victim.partitions.len())).then_some(id)
     }
 }
 
@@ -249,6 +360,110 @@ fn next_epoch(epoch: i32) -> i32 {
         1
     } else {
         epoch + 1
+    }
+}
+
+/// The fetcher's side of a session with one broker (Kafka's `FetchSessionHandler`). `K`
+/// names a partition, `D` is what the fetcher asks of it (offsets, sizes, epoch): a partition
+/// is listed again only when its `D` changes.
+#[derive(Debug)]
+pub struct ClientSession<K, D> {
+    /// 0: none.
+    session_id: i32,
+    /// 0: the next fetch is full (and closes `session_id` on the broker, if any).
+    next_epoch: i32,
+    /// What the broker's session holds, as sent in requests it answered.
+    sent: HashMap<K, D>,
+}
+
+/// One request of a [`ClientSession`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct NextFetch<K, D> {
+    pub session_id: i32,
+    pub session_epoch: i32,
+    /// The partitions to list: all wanted in a full fetch, else the added and changed ones.
+    pub listed: Vec<(K, D)>,
+    /// Partitions to drop from the session (`forgotten_topics_data`).
+    pub forgotten: Vec<(K, D)>,
+}
+
+impl<K, D> NextFetch<K, D> {
+    /// A full fetch (opening a session) rather than an incremental one.
+    pub fn is_full(&self) -> bool {
+        self.session_epoch == INITIAL_EPOCH
+    }
+}
+
+impl<K: Eq + Hash + Clone, D: PartialEq + Clone> Default for ClientSession<K, D> {
+    fn default() -> Self {
+        ClientSession {
+            session_id: 0,
+            next_epoch: INITIAL_EPOCH,
+            sent: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, D: PartialEq + Clone> ClientSession<K, D> {
+    /// The request for the partitions wanted now, in the order given (a full fetch keeps it).
+    pub fn next_fetch(&self, wanted: Vec<(K, D)>) -> NextFetch<K, D> {
+        if self.next_epoch == INITIAL_EPOCH {
+            return NextFetch {
+                session_id: self.session_id,
+                session_epoch: INITIAL_EPOCH,
+                listed: wanted,
+                forgotten: Vec::new(),
+            };
+        }
+        let keys: HashSet<&K> = wanted.iter().map(|(k, _)| k).collect();
+        let forgotten = self
+            .sent
+            .iter()
+            .filter(|(k, _)| !keys.contains(k))
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        let listed = wanted
+            .into_iter()
+            .filter(|(k, d)| self.sent.get(k) != Some(d))
+            .collect();
+        NextFetch {
+            session_id: self.session_id,
+            session_epoch: self.next_epoch,
+            listed,
+            forgotten,
+        }
+    }
+
+    /// The broker answered `fetch` without a top-level error, naming `session_id` (0: no
+    /// session).
+    pub fn answered(&mut self, fetch: NextFetch<K, D>, session_id: i32) {
+        if session_id == 0 {
+            // Sessionless (no slot free, or the broker closed it): the next fetch is full.
+            *self = ClientSession::default();
+            return;
+        }
+        if fetch.is_full() {
+            self.sent = fetch.listed.into_iter().collect();
+        } else {
+            for (k, _) in fetch.forgotten {
+                self.sent.remove(&k);
+            }
+            self.sent.extend(fetch.listed);
+        }
+        self.session_id = session_id;
+        self.next_epoch = next_epoch(fetch.session_epoch);
+    }
+
+    /// The request failed (a top-level error, no answer, a lost connection): the broker's
+    /// session may not match ours, so the next fetch is full and replaces it.
+    pub fn failed(&mut self) {
+        self.next_epoch = INITIAL_EPOCH;
+        self.sent.clear();
+    }
+
+    /// The broker's session id (0: none).
+    pub fn session_id(&self) -> i32 {
+        self.session_id
     }
 }
 
@@ -267,6 +482,7 @@ mod tests {
         PartitionFetch {
             fetch_offset: o,
             max_bytes: 1024,
+            current_leader_epoch: -1,
         }
     }
     fn outcome(hw: i64, recs: bool) -> PartitionOutcome {
@@ -283,7 +499,14 @@ mod tests {
         let now = Instant::now();
         let mut c = FetchSessionCache::new(10);
         let plan = c
-            .begin(0, 0, vec![(key(0), fetch(0)), (key(1), fetch(0))], &[], now)
+            .begin(
+                0,
+                0,
+                vec![(key(0), fetch(0)), (key(1), fetch(0))],
+                &[],
+                false,
+                now,
+            )
             .unwrap();
         assert!(plan.session_id > 0 && !plan.incremental);
         assert_eq!(
@@ -293,60 +516,268 @@ mod tests {
         let id = plan.session_id;
 
         // Incremental: client moves partition 0 forward; partition 1 unchanged.
-        let plan = c.begin(id, 1, vec![(key(0), fetch(5))], &[], now).unwrap();
+        let plan = c
+            .begin(id, 1, vec![(key(0), fetch(5))], &[], false, now)
+            .unwrap();
         assert!(plan.incremental);
+        // Partition 0 returned records: it went to the end of the order.
         assert_eq!(
             plan.partitions,
-            vec![(key(0), fetch(5)), (key(1), fetch(0))]
+            vec![(key(1), fetch(0)), (key(0), fetch(5))]
         );
         // Nothing new anywhere: empty response.
         assert_eq!(
-            c.finish(&plan, &[outcome(5, false), outcome(0, false)]),
+            c.finish(&plan, &[outcome(0, false), outcome(5, false)]),
             vec![false, false]
         );
         // New data on 1 only.
-        let plan = c.begin(id, 2, vec![], &[], now).unwrap();
+        let plan = c.begin(id, 2, vec![], &[], false, now).unwrap();
         assert_eq!(
-            c.finish(&plan, &[outcome(5, false), outcome(3, true)]),
-            vec![false, true]
+            c.finish(&plan, &[outcome(3, true), outcome(5, false)]),
+            vec![true, false]
         );
 
         // Wrong epoch and unknown session.
         assert_eq!(
-            c.begin(id, 2, vec![], &[], now).unwrap_err(),
+            c.begin(id, 2, vec![], &[], false, now).unwrap_err(),
             ErrorCode::InvalidFetchSessionEpoch
         );
         assert_eq!(
-            c.begin(id + 100, 1, vec![], &[], now).unwrap_err(),
+            c.begin(id + 100, 1, vec![], &[], false, now).unwrap_err(),
             ErrorCode::FetchSessionIdNotFound
         );
 
         // Forget partition 0.
-        let plan = c.begin(id, 3, vec![], &[key(0)], now).unwrap();
+        let plan = c.begin(id, 3, vec![], &[key(0)], false, now).unwrap();
         assert_eq!(plan.partitions, vec![(key(1), fetch(0))]);
 
         // Close.
-        let plan = c.begin(id, -1, vec![(key(0), fetch(1))], &[], now).unwrap();
+        let plan = c
+            .begin(id, -1, vec![(key(0), fetch(1))], &[], false, now)
+            .unwrap();
         assert_eq!(plan.session_id, 0);
         assert!(c.is_empty());
     }
 
     #[test]
-    fn cache_is_bounded_and_evicts_least_recently_used() {
+    fn cache_is_bounded_and_evicts_idle_sessions_first() {
         let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
         let mut c = FetchSessionCache::new(2);
-        let a = c.begin(0, 0, vec![], &[], t0).unwrap().session_id;
+        let a = c.begin(0, 0, vec![], &[], false, t0).unwrap().session_id;
         let b = c
-            .begin(0, 0, vec![], &[], t0 + std::time::Duration::from_millis(1))
+            .begin(0, 0, vec![], &[], false, t0 + ms(1))
             .unwrap()
             .session_id;
-        let _ = c
-            .begin(0, 0, vec![], &[], t0 + std::time::Duration::from_millis(2))
-            .unwrap();
+        // Both in use and young: a third consumer gets no session.
+        assert_eq!(
+            c.begin(0, 0, vec![], &[], false, t0 + ms(2))
+                .unwrap()
+                .session_id,
+            0
+        );
         assert_eq!(c.len(), 2);
-        assert!(c.begin(a, 1, vec![], &[], t0).is_err());
-        assert!(c.begin(b, 1, vec![], &[], t0).is_ok());
+        // `a` idle for longer than EVICTION_AFTER: the next session takes its slot.
+        let late = t0 + EVICTION_AFTER + ms(2);
+        assert!(c.begin(b, 1, vec![], &[], false, late).is_ok());
+        let d = c
+            .begin(0, 0, vec![], &[], false, late + ms(1))
+            .unwrap()
+            .session_id;
+        assert!(d > 0);
+        assert_eq!(c.evictions(), 1);
+        assert_eq!(
+            c.begin(a, 1, vec![], &[], false, late).unwrap_err(),
+            ErrorCode::FetchSessionIdNotFound
+        );
         let mut none = FetchSessionCache::new(0);
-        assert_eq!(none.begin(0, 0, vec![], &[], t0).unwrap().session_id, 0);
+        assert_eq!(
+            none.begin(0, 0, vec![], &[], false, t0).unwrap().session_id,
+            0
+        );
+    }
+
+    #[test]
+    fn consumers_cannot_evict_followers_sessions() {
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let many = |n: i32| (0..n).map(|p| (key(p), fetch(0))).collect::<Vec<_>>();
+        let mut c = FetchSessionCache::new(2);
+        let f1 = c.begin(0, 0, many(2), &[], true, t0).unwrap().session_id;
+        let f2 = c.begin(0, 0, many(3), &[], true, t0).unwrap().session_id;
+        assert_eq!(c.counts(), (2, 0));
+        // Long after creation, but in use: a consumer with more partitions still cannot take
+        // a follower's slot.
+        let later = t0 + EVICTION_AFTER + ms(10);
+        c.begin(f1, 1, vec![], &[], true, later).unwrap();
+        c.begin(f2, 1, vec![], &[], true, later).unwrap();
+        assert_eq!(
+            c.begin(0, 0, many(100), &[], false, later)
+                .unwrap()
+                .session_id,
+            0
+        );
+        assert_eq!(c.counts(), (2, 0));
+
+        // A follower evicts a young consumer session, whatever its size; a consumer only an
+        // old one with fewer partitions.
+        let mut c = FetchSessionCache::new(2);
+        let c1 = c.begin(0, 0, many(50), &[], false, t0).unwrap().session_id;
+        let c2 = c.begin(0, 0, many(5), &[], false, t0).unwrap().session_id;
+        let f = c
+            .begin(0, 0, many(1), &[], true, t0 + ms(1))
+            .unwrap()
+            .session_id;
+        assert!(f > 0);
+        assert_eq!(c.counts(), (1, 1));
+        assert!(
+            c.begin(c2, 1, vec![], &[], false, t0).is_err(),
+            "smaller evicted first"
+        );
+        assert!(c.begin(c1, 1, vec![], &[], false, t0 + ms(2)).is_ok());
+        let old = t0 + EVICTION_AFTER + ms(3);
+        assert!(c.begin(f, 1, vec![], &[], true, old).is_ok());
+        assert!(c.begin(c1, 2, vec![], &[], false, old).is_ok());
+        assert_eq!(
+            c.begin(0, 0, many(50), &[], false, old).unwrap().session_id,
+            0
+        );
+        assert!(c.begin(0, 0, many(51), &[], false, old).unwrap().session_id > 0);
+        assert_eq!(c.counts(), (1, 1));
+    }
+
+    #[test]
+    fn partitions_that_returned_records_rotate_to_the_end() {
+        let now = Instant::now();
+        let mut c = FetchSessionCache::new(10);
+        let all = (0..4).map(|p| (key(p), fetch(0))).collect();
+        let plan = c.begin(0, 0, all, &[], true, now).unwrap();
+        let order = |plan: &FetchPlan| {
+            plan.partitions
+                .iter()
+                .map(|(k, _)| k.partition)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(&plan), vec![0, 1, 2, 3]);
+        c.finish(
+            &plan,
+            &[
+                outcome(1, true),
+                outcome(0, false),
+                outcome(1, true),
+                outcome(0, false),
+            ],
+        );
+        let plan = c.begin(plan.session_id, 1, vec![], &[], true, now).unwrap();
+        assert_eq!(order(&plan), vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn an_error_is_answered_again_when_it_clears() {
+        let now = Instant::now();
+        let mut c = FetchSessionCache::new(10);
+        let plan = c
+            .begin(0, 0, vec![(key(0), fetch(0))], &[], true, now)
+            .unwrap();
+        c.finish(&plan, &[outcome(5, false)]);
+        let plan = c.begin(plan.session_id, 1, vec![], &[], true, now).unwrap();
+        let failed = PartitionOutcome {
+            error: true,
+            ..outcome(5, false)
+        };
+        assert_eq!(c.finish(&plan, &[failed]), vec![true]);
+        let plan = c.begin(plan.session_id, 2, vec![], &[], true, now).unwrap();
+        assert_eq!(c.finish(&plan, &[outcome(5, false)]), vec![true]);
+    }
+
+    type Client = ClientSession<i32, i64>;
+
+    #[test]
+    fn client_lists_only_changes_after_the_full_fetch() {
+        let mut s = Client::default();
+        let first = s.next_fetch(vec![(1, 0), (2, 0), (3, 0)]);
+        assert!(first.is_full());
+        assert_eq!((first.session_id, first.listed.len()), (0, 3));
+        s.answered(first, 42);
+        assert_eq!(s.session_id(), 42);
+
+        // Partition 1 moved, 3 went away, 4 is new; 2 is unchanged.
+        let next = s.next_fetch(vec![(1, 10), (2, 0), (4, 0)]);
+        assert_eq!((next.session_id, next.session_epoch), (42, 1));
+        assert_eq!(next.listed, vec![(1, 10), (4, 0)]);
+        assert_eq!(next.forgotten, vec![(3, 0)]);
+        s.answered(next, 42);
+
+        // Steady state: nothing listed.
+        let idle = s.next_fetch(vec![(1, 10), (2, 0), (4, 0)]);
+        assert_eq!(
+            (idle.session_epoch, idle.listed.len(), idle.forgotten.len()),
+            (2, 0, 0)
+        );
+        s.answered(idle, 42);
+
+        // An error: the next fetch is full again and closes session 42 on the broker.
+        let lost = s.next_fetch(vec![(1, 11)]);
+        s.failed();
+        drop(lost);
+        let full = s.next_fetch(vec![(1, 11), (2, 0)]);
+        assert_eq!((full.session_id, full.session_epoch), (42, 0));
+        assert_eq!(full.listed.len(), 2);
+        // The broker had no slot: sessionless, and full again next time.
+        s.answered(full, 0);
+        let again = s.next_fetch(vec![(1, 11)]);
+        assert_eq!((again.session_id, again.session_epoch), (0, 0));
+    }
+
+    #[test]
+    fn client_and_broker_sessions_agree() {
+        // The client's requests, replayed on the broker's cache, give the broker the
+        // partitions and offsets the client wants, through changes and a session loss.
+        let now = Instant::now();
+        let mut cache = FetchSessionCache::new(1);
+        let mut client = ClientSession::<i32, PartitionFetch>::default();
+        let wanted_rounds: Vec<Vec<(i32, i64)>> = vec![
+            vec![(0, 0), (1, 0), (2, 0)],
+            vec![(0, 5), (1, 0), (2, 0)],
+            vec![(0, 5), (2, 7)],
+            vec![(0, 5), (2, 7), (3, 0)],
+            vec![(3, 1)],
+        ];
+        for (round, wanted) in wanted_rounds.into_iter().enumerate() {
+            if round == 3 {
+                // The broker lost the session (restart, eviction).
+                cache = FetchSessionCache::new(1);
+            }
+            let want: Vec<(i32, PartitionFetch)> =
+                wanted.iter().map(|(p, o)| (*p, fetch(*o))).collect();
+            let mut next = client.next_fetch(want.clone());
+            let to_keys = |v: &[(i32, PartitionFetch)]| -> Vec<(SessionKey, PartitionFetch)> {
+                v.iter().map(|(p, f)| (key(*p), *f)).collect()
+            };
+            let forgotten: Vec<SessionKey> = next.forgotten.iter().map(|(p, _)| key(*p)).collect();
+            let plan = match cache.begin(
+                next.session_id,
+                next.session_epoch,
+                to_keys(&next.listed),
+                &forgotten,
+                true,
+                now,
+            ) {
+                Ok(plan) => plan,
+                Err(code) => {
+                    assert_eq!(code, ErrorCode::FetchSessionIdNotFound, "round {round}");
+                    client.failed();
+                    next = client.next_fetch(want.clone());
+                    assert!(next.is_full());
+                    cache
+                        .begin(next.session_id, 0, to_keys(&next.listed), &[], true, now)
+                        .unwrap()
+                }
+            };
+            let mut got = plan.partitions.clone();
+            got.sort_by_key(|(k, _)| k.partition);
+            assert_eq!(got, to_keys(&want), "round {round}");
+            client.answered(next, plan.session_id);
+        }
     }
 }

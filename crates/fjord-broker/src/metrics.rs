@@ -105,6 +105,8 @@ pub struct Metrics {
     pub maintenance: crate::maintenance::MaintenanceMetrics,
     /// The continuous balancer: rounds, moves, imbalance.
     pub balancer: crate::balancer::BalancerMetrics,
+    /// Incremental fetch sessions (KIP-227), both sides, and follower fencing (KIP-903).
+    pub fetch_sessions: FetchSessionMetrics,
 }
 
 impl Metrics {
@@ -418,8 +420,12 @@ impl Metrics {
         ] {
             registry.register(m).expect("unique metric");
         }
+        registry
+            .register(Box::new(crate::metadata_disk::MetadataDiskCollector::new()))
+            .expect("unique metric");
         let maintenance = crate::maintenance::MaintenanceMetrics::new(&registry);
         let balancer = crate::balancer::BalancerMetrics::new(&registry);
+        let fetch_sessions = FetchSessionMetrics::new(&registry);
         Metrics {
             registry,
             bytes_in,
@@ -469,6 +475,7 @@ impl Metrics {
             replication_throttled_fetches,
             maintenance,
             balancer,
+            fetch_sessions,
         }
     }
 
@@ -496,6 +503,129 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
         String::from_utf8(buf).expect("utf-8")
+    }
+}
+
+/// Incremental fetch sessions (KIP-227): the broker's session cache, the follower's requests,
+/// and follower fetches refused for a stale broker epoch (KIP-903).
+pub struct FetchSessionMetrics {
+    /// Sessions in this broker's cache, by `kind` (follower, consumer).
+    pub sessions: IntGaugeVec,
+    /// Sessions evicted from the cache to make room for a new one.
+    pub evictions: IntCounter,
+    /// Follower fetches refused because they carried an older broker epoch than the one
+    /// registered for the follower (KIP-903).
+    pub stale_broker_epoch: IntCounter,
+    /// Fetch requests this broker sent to leaders as a follower, by `kind` (full,
+    /// incremental).
+    pub replica_fetch_requests: IntCounterVec,
+    /// Partitions listed in those requests, by `kind`: an incremental fetch lists only the
+    /// partitions whose fetch position changed.
+    pub replica_fetch_request_partitions: IntCounterVec,
+    /// Follower sessions replaced by a full fetch after a failed request, by `error`.
+    pub replica_fetch_session_resets: IntCounterVec,
+}
+
+impl FetchSessionMetrics {
+    fn new(registry: &Registry) -> FetchSessionMetrics {
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "fetch_sessions",
+                "Incremental fetch sessions cached on this broker, by kind (follower, consumer)",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        let evictions = IntCounter::new(
+            "fetch_session_evictions_total",
+            "Fetch sessions evicted from the cache to make room for a new one",
+        )
+        .expect("metric");
+        let stale_broker_epoch = IntCounter::new(
+            "fetch_stale_broker_epoch_total",
+            "Follower fetches refused with STALE_BROKER_EPOCH (older than the registered broker epoch)",
+        )
+        .expect("metric");
+        let replica_fetch_requests = IntCounterVec::new(
+            Opts::new(
+                "replica_fetch_requests_total",
+                "Fetch requests sent to leaders as a follower, by kind (full, incremental)",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        let replica_fetch_request_partitions = IntCounterVec::new(
+            Opts::new(
+                "replica_fetch_request_partitions_total",
+                "Partitions listed in fetch requests sent as a follower, by kind (full, incremental)",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        let replica_fetch_session_resets = IntCounterVec::new(
+            Opts::new(
+                "replica_fetch_session_resets_total",
+                "Follower fetch sessions restarted with a full fetch after a failed request, by error",
+            ),
+            &["error"],
+        )
+        .expect("metric");
+        for kind in ["follower", "consumer"] {
+            sessions.with_label_values(&[kind]);
+        }
+        for kind in ["full", "incremental"] {
+            replica_fetch_requests.with_label_values(&[kind]);
+            replica_fetch_request_partitions.with_label_values(&[kind]);
+        }
+        for m in [
+            Box::new(sessions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(evictions.clone()),
+            Box::new(stale_broker_epoch.clone()),
+            Box::new(replica_fetch_requests.clone()),
+            Box::new(replica_fetch_request_partitions.clone()),
+            Box::new(replica_fetch_session_resets.clone()),
+        ] {
+            registry.register(m).expect("unique metric");
+        }
+        FetchSessionMetrics {
+            sessions,
+            evictions,
+            stale_broker_epoch,
+            replica_fetch_requests,
+            replica_fetch_request_partitions,
+            replica_fetch_session_resets,
+        }
+    }
+
+    /// Copy the cache's session counts; `evictions_before`: its eviction count before the
+    /// request at hand.
+    pub fn observe(&self, cache: &crate::fetch_session::FetchSessionCache, evictions_before: u64) {
+        let (followers, consumers) = cache.counts();
+        self.sessions
+            .with_label_values(&["follower"])
+            .set(followers as i64);
+        self.sessions
+            .with_label_values(&["consumer"])
+            .set(consumers as i64);
+        let evicted = cache.evictions().saturating_sub(evictions_before);
+        if evicted > 0 {
+            self.evictions.inc_by(evicted);
+            tracing::info!(
+                evicted,
+                followers,
+                consumers,
+                "fetch session cache full: evicted a session to make room for a new one"
+            );
+        }
+    }
+
+    /// A follower fetch request sent: `full` or incremental, listing `partitions`.
+    pub fn replica_fetch_sent(&self, full: bool, partitions: usize) {
+        let kind = if full { "full" } else { "incremental" };
+        self.replica_fetch_requests.with_label_values(&[kind]).inc();
+        self.replica_fetch_request_partitions
+            .with_label_values(&[kind])
+            .inc_by(partitions as u64);
     }
 }
 

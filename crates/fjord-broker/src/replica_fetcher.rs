@@ -7,12 +7,19 @@
 //! (`fjord_replication::truncation`), then *fetches* from its log end with long-polling Fetch
 //! requests carrying its replica id, appending what comes back as the leader wrote it and
 //! taking the leader's high watermark. The leader learns the follower's progress from the
-//! fetch offsets. Partitions this broker is being added to by a reassignment may be throttled
+//! fetch offsets. Fetches run in an incremental fetch session with the leader (KIP-227,
+//! [`crate::fetch_session::ClientSession`]): after a full fetch, a request lists only the
+//! partitions whose fetch position changed, added ones, and removed ones as forgotten, so a
+//! long poll over thousands of idle partitions lists none; a session error or a failed
+//! request makes the next fetch full again. Each request carries this broker's epoch (KIP-903,
+//! Fetch v15+); a leader refuses it with STALE_BROKER_EPOCH if it registered a newer one.
+//! Partitions this broker is being added to by a reassignment may be throttled
 //! (`crate::throttle`): while `follower.replication.throttled.rate` is spent they are left out
 //! of fetches. Errors pause one partition for `replica.fetch.backoff.ms`; a lost connection
 //! pauses the fetcher. Role changes come from [`crate::broker::Broker::publish`] as commands.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +27,9 @@ use bytes::Bytes;
 use fjord_client::{Connection, ConnectionConfig};
 use fjord_protocol::error::ErrorCode;
 use fjord_replication::truncation::{self, Decision};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
+};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -33,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::broker::{now_ms, Broker};
+use crate::fetch_session::{ClientSession, NextFetch};
 use crate::partition::{AppendRejection, Partition};
 use crate::throttle::FetchAllowance;
 
@@ -142,6 +152,62 @@ impl Followed {
     }
 }
 
+/// What this follower asks of one partition; the session lists it again when it changes.
+#[derive(Debug, Clone, PartialEq)]
+struct FetchState {
+    topic: Arc<str>,
+    fetch_offset: i64,
+    log_start_offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+}
+
+/// The fetcher's session with its leader.
+#[derive(Default)]
+struct Session {
+    client: ClientSession<Key, FetchState>,
+    /// The last partition that returned records: the next request starts after it, so that in
+    /// a full fetch a partition later in the order is not starved by the response budget.
+    rotate_after: Option<Key>,
+}
+
+impl Session {
+    /// The request failed or was refused: the next fetch is full. `error` labels the metric.
+    fn reset(&mut self, broker: &Broker, error: &str) {
+        self.client.failed();
+        broker
+            .metrics
+            .fetch_sessions
+            .replica_fetch_session_resets
+            .with_label_values(&[error])
+            .inc();
+    }
+}
+
+/// `parts` from just after `after` round to it.
+fn rotated<V>(parts: &BTreeMap<Key, V>, after: Option<Key>) -> impl Iterator<Item = (&Key, &V)> {
+    let tail = match after {
+        Some(k) => parts.range((Bound::Excluded(k), Bound::Unbounded)),
+        None => parts.range(..),
+    };
+    tail.chain(after.into_iter().flat_map(|k| parts.range(..=k)))
+}
+
+/// Consecutive items of one topic in one group, in order (a topic may come twice when the
+/// order wraps round; Kafka accepts that).
+fn by_topic<T>(
+    items: impl IntoIterator<Item = (Uuid, Arc<str>, T)>,
+) -> Vec<(Uuid, Arc<str>, Vec<T>)> {
+    let mut out: Vec<(Uuid, Arc<str>, Vec<T>)> = Vec::new();
+    for (id, name, item) in items {
+        match out.last_mut() {
+            Some((last, _, v)) if *last == id => v.push(item),
+            _ => out.push((id, name, vec![item])),
+        }
+    }
+    out
+}
+
 async fn run(
     broker: Arc<Broker>,
     leader: i32,
@@ -152,6 +218,7 @@ async fn run(
     let backoff = Duration::from_millis(cfg.fetch_backoff_ms.max(10));
     let mut parts: BTreeMap<Key, Followed> = BTreeMap::new();
     let mut conn: Option<Connection> = None;
+    let mut session = Session::default();
     tracing::debug!(leader, "replica fetcher started");
     loop {
         while let Ok(cmd) = rx.try_recv() {
@@ -199,7 +266,7 @@ async fn run(
         {
             truncate_round(&broker, c, &mut parts, backoff).await
         } else {
-            fetch_round(&broker, c, &mut parts, backoff, &mut shutdown).await
+            fetch_round(&broker, c, &mut parts, &mut session, backoff, &mut shutdown).await
         };
         // Every round awaits the network, but make sure a round that found nothing to send
         // can never turn this loop into a busy one on a runtime thread.
@@ -207,6 +274,7 @@ async fn run(
         if let Err(e) = result {
             tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
             conn = None;
+            session.reset(&broker, "request_failed");
             if pause(&mut shutdown, backoff).await {
                 break;
             }
@@ -395,24 +463,26 @@ fn truncate(broker: &Broker, p: &Partition, offset: i64) {
     }
 }
 
-/// One Fetch from the leader for every partition ready to fetch.
+/// One Fetch from the leader for every partition ready to fetch (in the session, only those
+/// whose fetch state changed are listed).
 async fn fetch_round(
     broker: &Broker,
     conn: &Connection,
     parts: &mut BTreeMap<Key, Followed>,
+    session: &mut Session,
     backoff: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> fjord_client::Result<()> {
     let cfg = &broker.config.replication;
     let version = conn.version(ApiKey::Fetch).unwrap_or(12);
     let now = Instant::now();
-    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut wanted: Vec<(Key, FetchState)> = Vec::new();
     // Reassignment throttle (follower side): partitions this broker is being added to share
     // `follower.replication.throttled.rate`; while it is spent they are not asked for, and
     // one request asks them together for at most the balance.
     let mut allowance: Option<FetchAllowance> = None;
     let mut held_back = false;
-    for ((topic_id, idx), f) in parts.iter() {
+    for (key, f) in rotated(parts, session.rotate_after) {
         if !f.ready(now) || !matches!(f.phase, Phase::Fetching) {
             continue;
         }
@@ -443,34 +513,16 @@ async fn fetch_round(
         else {
             continue;
         };
-        let mut fp = FetchPartition::default()
-            .with_partition(*idx)
-            .with_fetch_offset(leo)
-            .with_partition_max_bytes(max_bytes);
-        if version >= 5 {
-            fp = fp.with_log_start_offset(log_start);
-        }
-        if version >= 9 {
-            fp = fp.with_current_leader_epoch(f.leader_epoch);
-        }
-        let same = topics.last().is_some_and(|t| {
-            if version >= 13 {
-                t.topic_id == *topic_id
-            } else {
-                *t.topic == *p.topic
-            }
-        });
-        if same {
-            topics.last_mut().expect("checked").partitions.push(fp);
-        } else {
-            let mut t = FetchTopic::default().with_partitions(vec![fp]);
-            if version >= 13 {
-                t = t.with_topic_id(*topic_id);
-            } else {
-                t = t.with_topic(TopicName(StrBytes::from_string(p.topic.to_string())));
-            }
-            topics.push(t);
-        }
+        wanted.push((
+            *key,
+            FetchState {
+                topic: p.topic.clone(),
+                fetch_offset: leo,
+                log_start_offset: log_start,
+                max_bytes,
+                leader_epoch: f.leader_epoch,
+            },
+        ));
     }
     if held_back {
         broker
@@ -479,7 +531,7 @@ async fn fetch_round(
             .with_label_values(&["follower"])
             .inc();
     }
-    if topics.is_empty() {
+    if wanted.is_empty() {
         // Nothing fetchable (logs closing, or only throttled partitions with the rate spent):
         // wait instead of asking again at once — for a throttle, about until the allowance is
         // back (a tenth of a second's worth).
@@ -491,25 +543,12 @@ async fn fetch_round(
         let _ = pause(shutdown, wait).await;
         return Ok(());
     }
-    let mut req = FetchRequest::default()
-        .with_max_wait_ms(cfg.fetch_wait_max_ms)
-        .with_min_bytes(cfg.fetch_min_bytes)
-        .with_topics(topics);
-    if version >= 3 {
-        req = req.with_max_bytes(cfg.fetch_response_max_bytes);
-    }
-    if version >= 7 {
-        req = req.with_session_id(0).with_session_epoch(-1);
-    }
-    if version >= 15 {
-        req = req.with_replica_state(
-            ReplicaState::default()
-                .with_replica_id(BrokerId(broker.node_id()))
-                .with_replica_epoch(broker.broker_epoch()),
-        );
-    } else {
-        req = req.with_replica_id(BrokerId(broker.node_id()));
-    }
+    let next = session.client.next_fetch(wanted);
+    let req = fetch_request(broker, version, &next);
+    broker
+        .metrics
+        .fetch_sessions
+        .replica_fetch_sent(next.is_full(), next.listed.len());
     let timeout =
         Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64) + conn.request_timeout();
     let resp = tokio::select! {
@@ -517,15 +556,36 @@ async fn fetch_round(
         _ = shutdown.changed() => return Ok(()),
     };
     if resp.error_code != 0 {
-        tracing::debug!(
-            error = resp.error_code,
-            "replica fetch refused; backing off"
-        );
+        let code = resp.error_code;
+        let session_lost = [
+            ErrorCode::FetchSessionIdNotFound,
+            ErrorCode::InvalidFetchSessionEpoch,
+        ]
+        .iter()
+        .any(|c| c.code() == code);
+        session.reset(broker, session_error_label(code));
+        if session_lost {
+            // The leader lost our session (restarted, evicted it) or saw a request twice: a
+            // full fetch now opens a new one.
+            tracing::debug!(
+                error = code,
+                session_id = next.session_id,
+                "replica fetch session lost; fetching in full"
+            );
+            return Ok(());
+        }
+        if code == ErrorCode::StaleBrokerEpoch.code() {
+            tracing::warn!(broker_epoch = broker.broker_epoch(),
+                "leader refused this broker's fetch for a stale broker epoch (KIP-903); backing off");
+        } else {
+            tracing::debug!(error = code, "replica fetch refused; backing off");
+        }
         for f in parts.values_mut() {
             f.paused_until = Some(Instant::now() + backoff);
         }
         return Ok(());
     }
+    session.client.answered(next, resp.session_id);
     let by_name: HashMap<Arc<str>, Uuid> = parts
         .values()
         .map(|f| (f.partition.topic.clone(), f.partition.topic_id))
@@ -544,6 +604,9 @@ async fn fetch_round(
             let Some(f) = parts.get_mut(&(topic_id, d.partition_index)) else {
                 continue;
             };
+            if d.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                session.rotate_after = Some((topic_id, d.partition_index));
+            }
             let p = f.partition.clone();
             match d.error_code {
                 0 => {
@@ -627,6 +690,97 @@ async fn fetch_round(
     Ok(())
 }
 
+/// The Fetch request for `next` in Fetch `version`, from this broker as a replica.
+fn fetch_request(broker: &Broker, version: i16, next: &NextFetch<Key, FetchState>) -> FetchRequest {
+    let cfg = &broker.config.replication;
+    let named = |topic_id: Uuid, name: &str| -> (Uuid, TopicName) {
+        if version >= 13 {
+            (topic_id, TopicName::default())
+        } else {
+            (
+                Uuid::nil(),
+                TopicName(StrBytes::from_string(name.to_string())),
+            )
+        }
+    };
+    let topics = by_topic(next.listed.iter().map(|((id, idx), s)| {
+        let mut fp = FetchPartition::default()
+            .with_partition(*idx)
+            .with_fetch_offset(s.fetch_offset)
+            .with_partition_max_bytes(s.max_bytes);
+        if version >= 5 {
+            fp = fp.with_log_start_offset(s.log_start_offset);
+        }
+        if version >= 9 {
+            fp = fp.with_current_leader_epoch(s.leader_epoch);
+        }
+        (*id, s.topic.clone(), fp)
+    }))
+    .into_iter()
+    .map(|(id, name, partitions)| {
+        let (topic_id, topic) = named(id, &name);
+        FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_topic(topic)
+            .with_partitions(partitions)
+    })
+    .collect();
+    let mut req = FetchRequest::default()
+        .with_max_wait_ms(cfg.fetch_wait_max_ms)
+        .with_min_bytes(cfg.fetch_min_bytes)
+        .with_topics(topics);
+    if version >= 3 {
+        req = req.with_max_bytes(cfg.fetch_response_max_bytes);
+    }
+    if version >= 7 {
+        let forgotten = by_topic(
+            next.forgotten
+                .iter()
+                .map(|((id, idx), s)| (*id, s.topic.clone(), *idx)),
+        )
+        .into_iter()
+        .map(|(id, name, partitions)| {
+            let (topic_id, topic) = named(id, &name);
+            ForgottenTopic::default()
+                .with_topic_id(topic_id)
+                .with_topic(topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+        req = req
+            .with_session_id(next.session_id)
+            .with_session_epoch(next.session_epoch)
+            .with_forgotten_topics_data(forgotten);
+    }
+    if version >= 15 {
+        req.with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(broker.node_id()))
+                .with_replica_epoch(broker.broker_epoch()),
+        )
+    } else {
+        req.with_replica_id(BrokerId(broker.node_id()))
+    }
+}
+
+/// The `error` label of a session reset for a top-level Fetch error.
+fn session_error_label(code: i16) -> &'static str {
+    [
+        (
+            ErrorCode::FetchSessionIdNotFound,
+            "fetch_session_id_not_found",
+        ),
+        (
+            ErrorCode::InvalidFetchSessionEpoch,
+            "invalid_fetch_session_epoch",
+        ),
+        (ErrorCode::StaleBrokerEpoch, "stale_broker_epoch"),
+    ]
+    .iter()
+    .find(|(c, _)| c.code() == code)
+    .map_or("other", |(_, label)| label)
+}
+
 /// The prefix of `records` made of whole batches (a leader may cut the last one short).
 fn whole_batches(mut records: Bytes) -> Bytes {
     let mut end = 0usize;
@@ -660,5 +814,31 @@ mod tests {
         b.extend_from_slice(&[0u8; 10]);
         assert_eq!(whole_batches(Bytes::from(b)).len(), full);
         assert!(whole_batches(Bytes::from_static(&[0u8; 5])).is_empty());
+    }
+
+    #[test]
+    fn partitions_rotate_after_the_last_one_that_returned_records() {
+        let t = Uuid::from_u128(7);
+        let parts: BTreeMap<Key, ()> = (0..4).map(|i| ((t, i), ())).collect();
+        let order = |after| rotated(&parts, after).map(|(k, _)| k.1).collect::<Vec<_>>();
+        assert_eq!(order(None), vec![0, 1, 2, 3]);
+        assert_eq!(order(Some((t, 1))), vec![2, 3, 0, 1]);
+        assert_eq!(order(Some((t, 3))), vec![0, 1, 2, 3]);
+        // A partition no longer followed still marks the place.
+        assert_eq!(order(Some((t, 9))), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn consecutive_partitions_of_a_topic_share_an_entry() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let name: Arc<str> = Arc::from("x");
+        let groups = by_topic([
+            (a, name.clone(), 0),
+            (a, name.clone(), 1),
+            (b, name.clone(), 0),
+            (a, name, 2),
+        ]);
+        let shape: Vec<(Uuid, Vec<i32>)> = groups.into_iter().map(|(id, _, v)| (id, v)).collect();
+        assert_eq!(shape, vec![(a, vec![0, 1]), (b, vec![0]), (a, vec![2])]);
     }
 }

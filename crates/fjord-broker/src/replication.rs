@@ -9,11 +9,14 @@
 //! - [`upkeep_loop`]: periodically looks for lagging followers on partitions led here, keeps
 //!   the under-replicated / under-min-ISR / offline gauges current, and writes high-watermark
 //!   checkpoints.
+//! - [`check_follower_broker_epoch`]: KIP-903 fencing of fetches from an older incarnation of
+//!   a follower's broker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord_metadata::{AlterPartitionItem, ControllerReply, ControllerRequest, NO_LEADER};
+use fjord_protocol::error::ErrorCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -187,5 +190,40 @@ pub async fn upkeep_loop(b: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             })
             .await;
         }
+    }
+}
+
+/// KIP-903: a follower's fetch carries its broker epoch (`ReplicaState.replica_epoch`, Fetch
+/// v15+); one older than the epoch the metadata image registers for that broker comes from a
+/// previous incarnation of it (a process that lost its disk, or a zombie) and must not count
+/// for the ISR or the high watermark: STALE_BROKER_EPOCH. An epoch of -1 (not sent) and a
+/// broker the image does not know are let through: the replica checks still apply.
+pub fn check_follower_broker_epoch(b: &Broker, replica: i32, epoch: i64) -> Result<(), ErrorCode> {
+    let registered = b.with_image(|img| img.broker(replica).map(|x| x.broker_epoch));
+    if !is_stale_broker_epoch(epoch, registered) {
+        return Ok(());
+    }
+    b.metrics.fetch_sessions.stale_broker_epoch.inc();
+    tracing::warn!(replica, broker_epoch = epoch, registered_epoch = ?registered,
+        "refused a follower fetch with a stale broker epoch");
+    Err(ErrorCode::StaleBrokerEpoch)
+}
+
+fn is_stale_broker_epoch(sent: i64, registered: Option<i64>) -> bool {
+    sent >= 0 && registered.is_some_and(|r| sent < r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_stale_broker_epoch;
+
+    #[test]
+    fn only_an_epoch_older_than_the_registered_one_is_stale() {
+        assert!(is_stale_broker_epoch(5, Some(9)));
+        assert!(!is_stale_broker_epoch(9, Some(9)));
+        // The follower registered again and the leader has not seen it yet.
+        assert!(!is_stale_broker_epoch(12, Some(9)));
+        assert!(!is_stale_broker_epoch(-1, Some(9)));
+        assert!(!is_stale_broker_epoch(5, None));
     }
 }

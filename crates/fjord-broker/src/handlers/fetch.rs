@@ -92,8 +92,8 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
                 PartitionFetch {
                     fetch_offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
                 },
-                p.current_leader_epoch,
             ));
         }
     }
@@ -108,41 +108,48 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
             });
         }
     }
-    // Leader-epoch checks happen per request, not per session.
-    let epoch_errors: Vec<(SessionKey, ErrorCode)> = requested
-        .iter()
-        .filter_map(|(k, _, epoch)| epoch_error(b, k, *epoch, fetcher).map(|e| (k.clone(), e)))
-        .collect();
+    // KIP-903: a follower's fetch from an older incarnation of its broker is refused before it
+    // can count for the ISR or the high watermark.
+    if let Fetcher::Follower(replica) = fetcher {
+        if ctx.version >= 15 {
+            let epoch = req.replica_state.replica_epoch;
+            if let Err(code) = crate::replication::check_follower_broker_epoch(b, replica, epoch) {
+                return refused(code);
+            }
+        }
+    }
     let plan = {
         let mut sessions = b.fetch_sessions.lock();
-        sessions.begin(
+        let evictions = sessions.evictions();
+        let plan = sessions.begin(
             req.session_id,
             req.session_epoch,
-            requested.into_iter().map(|(k, f, _)| (k, f)).collect(),
+            requested,
             &forgotten,
+            matches!(fetcher, Fetcher::Follower(_)),
             Instant::now(),
-        )
+        );
+        b.metrics.fetch_sessions.observe(&sessions, evictions);
+        plan
     };
     let plan = match plan {
         Ok(p) => p,
-        Err(code) => {
-            return FetchReply {
-                response: FetchResponse::default()
-                    .with_error_code(code.code())
-                    .with_session_id(0),
-                records: Vec::new(),
-            };
-        }
+        Err(code) => return refused(code),
     };
+    // Leader epochs are checked on every partition the session reads, listed or not.
     let targets: Vec<Target> = plan
         .partitions
         .iter()
         .map(|(key, fetch)| {
-            let partition = if let Some((_, e)) = epoch_errors.iter().find(|(k, _)| k == key) {
-                Err(*e)
-            } else {
-                lookup(b, key, by_id)
-            };
+            let partition = lookup(b, key, by_id).and_then(|p| {
+                match fetcher {
+                    Fetcher::Consumer {
+                        from_follower: true,
+                    } => p.check_replica_epoch(fetch.current_leader_epoch),
+                    _ => p.check_leader_epoch(fetch.current_leader_epoch),
+                }
+                .map(|()| p)
+            });
             Target {
                 key: key.clone(),
                 fetch: *fetch,
@@ -291,23 +298,14 @@ fn lookup(b: &Broker, key: &SessionKey, by_id: bool) -> Result<Arc<Partition>, E
         .ok_or(ErrorCode::UnknownTopicOrPartition)
 }
 
-/// The fencing rule for one fetched partition (`None` when the partition is unknown; the
-/// lookup reports that): followers and old consumers fetch from the leader only, KIP-392
-/// consumers from any replica.
-fn epoch_error(
-    b: &Broker,
-    key: &SessionKey,
-    client_epoch: i32,
-    fetcher: Fetcher,
-) -> Option<ErrorCode> {
-    let p = b.partition(&key.topic, key.partition)?;
-    match fetcher {
-        Fetcher::Consumer {
-            from_follower: true,
-        } => p.check_replica_epoch(client_epoch),
-        _ => p.check_leader_epoch(client_epoch),
+/// A response with only a top-level error (the request's partitions are not read).
+fn refused(code: ErrorCode) -> FetchReply {
+    FetchReply {
+        response: FetchResponse::default()
+            .with_error_code(code.code())
+            .with_session_id(0),
+        records: Vec::new(),
     }
-    .err()
 }
 
 /// The rack-aware replica selector (Kafka's `RackAwareReplicaSelector`): `None` keeps the
@@ -459,7 +457,17 @@ fn read_all(
                 }
             }
             let read = match fetcher {
-                Fetcher::Follower(_) => p.read_for_follower(t.fetch.fetch_offset, budget),
+                // Only the first partition with records may go over the budget (with one
+                // batch): a batch read past it for a later partition is left out.
+                Fetcher::Follower(_) => {
+                    p.read_for_follower(t.fetch.fetch_offset, budget)
+                        .map(|mut r| {
+                            if !first_data && r.records.as_ref().is_some_and(|f| f.len() > budget) {
+                                r.records = None;
+                            }
+                            r
+                        })
+                }
                 Fetcher::Consumer { .. } => p.read(t.fetch.fetch_offset, budget, first_data),
             };
             match read {
