@@ -115,13 +115,15 @@ pub struct Effects {
     pub undo: Vec<OffsetUndo>,
 }
 
-/// One committed offset as it was before an operation changed it (`None`: there was none).
+/// One committed offset as it was before an operation changed it (`None`: there was none),
+/// and what the operation set it to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetUndo {
     pub group_id: String,
     pub topic: String,
     pub partition: i32,
     pub previous: Option<CommittedOffset>,
+    pub committed: CommittedOffset,
 }
 
 impl Effects {
@@ -648,20 +650,21 @@ impl Coordinator {
                 }),
                 value: Some(records::offset_value(&value)),
             });
-            let previous = g.offsets.insert(
-                (p.topic.clone(), p.partition),
-                CommittedOffset {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata,
-                    commit_timestamp: now,
-                },
-            );
+            let committed = CommittedOffset {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
+            let previous = g
+                .offsets
+                .insert((p.topic.clone(), p.partition), committed.clone());
             fx.undo.push(OffsetUndo {
                 group_id: req.group_id.clone(),
                 topic: p.topic.clone(),
                 partition: p.partition,
                 previous,
+                committed,
             });
             errors.push(ErrorCode::None);
         }
@@ -669,13 +672,19 @@ impl Coordinator {
     }
 
     /// Take back offset commits whose records could not be appended, so memory never shows
-    /// an offset the log does not hold. Applied newest first.
+    /// an offset the log does not hold. Applied newest first. The runtime appends without
+    /// holding the coordinator, so a later commit of the same partition may already have
+    /// replaced the value: an entry is taken back only while it still holds what this
+    /// operation committed (the later commit's record is the one that counts).
     pub fn undo(&mut self, undo: Vec<OffsetUndo>) {
         for u in undo.into_iter().rev() {
             let Some(g) = self.groups.get_mut(&u.group_id) else {
                 continue;
             };
             let key = (u.topic, u.partition);
+            if g.offsets.get(&key) != Some(&u.committed) {
+                continue;
+            }
             match u.previous {
                 Some(o) => {
                     g.offsets.insert(key, o);

@@ -498,6 +498,12 @@ fn undo_restores_offsets_when_the_append_fails() {
         .fetch_offsets("h", None)
         .iter()
         .all(|(_, _, o)| o.is_none()));
+    // Appends complete after the coordinator is released: a commit whose append failed after
+    // a later commit of the same partition changed it leaves the later value alone.
+    let (_, failed) = commit(&mut c, "g", 11);
+    let (_, _later) = commit(&mut c, "g", 12);
+    c.undo(failed.undo);
+    assert_eq!(c.fetch_offsets("g", None)[0].2.as_ref().unwrap().offset, 12);
 }
 
 /// A KIP-848 group with no members takes commits at epoch -1 from any member id, as Kafka
