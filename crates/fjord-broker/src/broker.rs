@@ -277,12 +277,8 @@ impl Broker {
         let ControlPlane::Local(local) = &self.control else {
             anyhow::bail!("not a single node");
         };
-        let mut l = local.lock();
-        let (reply, records) = l
-            .submit(req, now_ms())
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        self.publish(Publish::Records(&records), l.controller.next_offset());
-        Ok(reply)
+        crate::control::submit_local_blocking(self, local, req)
+            .map_err(|e| anyhow::anyhow!(e.message))
     }
 
     /// Ask the controller for a change and return once this broker has applied it.
@@ -309,12 +305,7 @@ impl Broker {
 
     pub async fn submit(&self, req: ControllerRequest) -> Result<ControllerReply, TopicError> {
         match &self.control {
-            ControlPlane::Local(local) => {
-                let mut l = local.lock();
-                let (reply, records) = l.submit(req, now_ms())?;
-                self.publish(Publish::Records(&records), l.controller.next_offset());
-                Ok(reply)
-            }
+            ControlPlane::Local(local) => crate::control::submit_local(self, local, req).await,
             ControlPlane::Quorum { client, .. } => {
                 let committed = client
                     .submit(req, FORWARD_TIMEOUT)

@@ -2,8 +2,10 @@
 //! broker learns of them.
 //!
 //! - **Single node** (no `controller.quorum.voters`, the default): the node is its own
-//!   controller. A [`fjord_metadata::Controller`] decides, the records go to the local
-//!   `metadata.log` (one fsync per batch), and the broker publishes them at once.
+//!   controller. A [`fjord_metadata::Controller`] decides under the [`Local`] mutex and queues
+//!   the records for the local `metadata.log`; the log's writer thread writes and fsyncs them
+//!   (many concurrent changes share one fsync) while no lock is held; the change is then
+//!   published in log order and acknowledged ([`submit_local`]).
 //! - **Quorum**: requests go to the active controller over the controller listener
 //!   ([`ControllerClient`], following "not the controller" hints), and the broker follows the
 //!   committed metadata log by deltas ([`crate::cluster`] runs the follower, registration and
@@ -16,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_metadata::quorum::{ControllerClient, ControllerService, SubmitError};
+use fjord_metadata::store::Appended;
 use fjord_metadata::{
     Controller, ControllerConfig, ControllerReply, ControllerRequest, MetadataLog, MetadataRecord,
+    StoreError,
 };
 use fjord_protocol::error::ErrorCode;
 use parking_lot::Mutex;
 
-use crate::broker::TopicError;
+use crate::broker::{now_ms, Broker, Publish, TopicError};
 
 /// How long a forwarded admin request may take before the client gets REQUEST_TIMED_OUT.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -71,28 +75,49 @@ impl ControlPlane {
 }
 
 impl Local {
-    /// Decide and persist one request; returns the reply and the records to publish.
-    pub fn submit(
+    /// Decide one request and queue its records for the log (in decision order: the caller
+    /// holds the mutex). Returns the reply, to give once the records are durable.
+    pub fn decide(
         &mut self,
         req: ControllerRequest,
         now: i64,
-    ) -> Result<(ControllerReply, Vec<MetadataRecord>), TopicError> {
+    ) -> Result<(ControllerReply, Appended), TopicError> {
         let result = self
             .controller
             .handle(req, now)
             .map_err(|e| TopicError::new(ErrorCode::from_i16(e.code()), e.to_string()))?;
-        if let Err(e) = self.log.append_all(&result.records) {
-            // The controller's image is ahead of the log now: rebuild it from the log.
-            tracing::error!(error = %e, "metadata log write failed");
-            self.controller = Controller::from_image(
-                *self.controller.config(),
-                self.log.image().clone(),
-                self.log.record_count() as i64,
-            );
-            self.controller.activate(now);
-            return Err(TopicError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        match self.log.queue(result.records) {
+            Ok(appended) => Ok((result.response, appended)),
+            Err(e) => {
+                self.rebuild(now);
+                Err(storage_error(e))
+            }
         }
-        Ok((result.response, result.records))
+    }
+
+    /// The records made durable since the last call, in log order, and the metadata offset
+    /// after them. A failed write drops what was decided since the last durable batch: the
+    /// controller is rebuilt from the durable image.
+    pub fn settle(&mut self, now: i64) -> (Vec<MetadataRecord>, i64) {
+        let settled = self.log.settle();
+        if settled.failed {
+            self.rebuild(now);
+        }
+        (settled.records, self.log.record_count() as i64)
+    }
+
+    /// The controller's image is ahead of the log: rebuild it from the log.
+    fn rebuild(&mut self, now: i64) {
+        tracing::error!(
+            metadata_offset = self.log.record_count(),
+            "metadata log write failed; rebuilding the controller from the durable records"
+        );
+        self.controller = Controller::from_image(
+            *self.controller.config(),
+            self.log.image().clone(),
+            self.log.record_count() as i64,
+        );
+        self.controller.activate(now);
     }
 
     /// Records that bring a log written before the cluster records existed (topics without
@@ -120,16 +145,72 @@ impl Local {
         out
     }
 
-    /// Append records that did not come from [`Controller::handle`] (upgrades).
+    /// Append records that did not come from [`Controller::handle`] (upgrades, at start-up:
+    /// waits on the calling thread).
     pub fn append_raw(&mut self, records: &[MetadataRecord]) -> Result<(), TopicError> {
-        self.log
-            .append_all(records)
-            .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        self.log.append_all(records).map_err(storage_error)?;
         for r in records {
             self.controller.replay(r);
         }
         Ok(())
     }
+}
+
+fn storage_error(e: StoreError) -> TopicError {
+    TopicError::new(ErrorCode::KafkaStorageError, e.to_string())
+}
+
+/// Publish what the single node's log has made durable, in log order (under the mutex, so two
+/// callers never publish out of order).
+fn publish_settled(b: &Broker, local: &Mutex<Local>) {
+    let mut l = local.lock();
+    let (records, next_offset) = l.settle(now_ms());
+    if !records.is_empty() {
+        b.publish(Publish::Records(&records), next_offset);
+    }
+}
+
+/// Publishes what is durable when dropped, so a caller that stops waiting (a request timeout)
+/// does not hold back later changes' publication; what is still in flight then is published
+/// by the next change.
+struct PublishOnDrop<'a> {
+    broker: &'a Broker,
+    local: &'a Mutex<Local>,
+}
+
+impl Drop for PublishOnDrop<'_> {
+    fn drop(&mut self) {
+        publish_settled(self.broker, self.local);
+    }
+}
+
+/// A change on a single node: decided under the [`Local`] mutex, made durable by the log's
+/// writer thread with no lock held (concurrent changes share an fsync), published in log
+/// order, and answered only once durable.
+pub async fn submit_local(
+    b: &Broker,
+    local: &Mutex<Local>,
+    req: ControllerRequest,
+) -> Result<ControllerReply, TopicError> {
+    let (reply, appended) = local.lock().decide(req, now_ms())?;
+    let publish = PublishOnDrop { broker: b, local };
+    let durable = appended.durable().await;
+    drop(publish);
+    durable.map_err(storage_error)?;
+    Ok(reply)
+}
+
+/// [`submit_local`] waiting on the calling thread (start-up only).
+pub fn submit_local_blocking(
+    b: &Broker,
+    local: &Mutex<Local>,
+    req: ControllerRequest,
+) -> Result<ControllerReply, TopicError> {
+    let (reply, appended) = local.lock().decide(req, now_ms())?;
+    let durable = appended.wait_blocking();
+    publish_settled(b, local);
+    durable.map_err(storage_error)?;
+    Ok(reply)
 }
 
 /// A control-plane failure as the error a Kafka client gets.

@@ -51,6 +51,7 @@ mod handlers;
 pub mod log_ends;
 pub mod maintenance;
 pub mod memory_pool;
+pub mod metadata_disk;
 pub mod metrics;
 pub mod partition;
 pub mod replica_fetcher;
