@@ -8,6 +8,8 @@
 //! - [`client`]: [`Client`] over a bootstrap broker — metadata, topic admin, configs, list
 //!   offsets, produce and fetch — routing partition requests to the leader from Metadata and
 //!   keeping one connection per broker id.
+//! - [`batch_template`]: [`BatchTemplate`], a record batch encoded once and re-stamped per send,
+//!   so a load generator does no per-record work.
 //! - [`partitioner`]: Kafka's default murmur2 key partitioner, and [`Partitioner`], which also
 //!   places unkeyed records, only on partitions led in the producer's rack when it has one
 //!   (AZ-local produce, like Kafka's KIP-1123).
@@ -17,12 +19,14 @@
 //!   timeouts and protocol violations apart.
 
 pub mod assignor;
+pub mod batch_template;
 pub mod client;
 pub mod connection;
 pub mod error;
 pub mod partitioner;
 pub mod progress;
 
+pub use batch_template::BatchTemplate;
 pub use client::{
     client_id_with_az, config_source, list_offsets_request, AlterConfigOp, BrokerInfo, Client,
     ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic,

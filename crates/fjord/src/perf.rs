@@ -8,9 +8,10 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use fjord_client::{
-    Client, Compression, FetchOptions, NewTopic, OffsetSpec, Partitioner, ProduceOptions,
-    ProduceRecord,
+    BatchTemplate, Client, Compression, FetchOptions, NewTopic, OffsetSpec, Partitioner,
+    ProduceOptions,
 };
+use fjord_protocol::clock::now_ms;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -76,7 +77,7 @@ pub struct ConsumePerfArgs {
 
 pub async fn run(connect: &Connect, command: PerfCommand) -> anyhow::Result<()> {
     match command {
-        PerfCommand::Produce(a) => produce(connect, a).await,
+        PerfCommand::Produce(a) => on_one_thread(connect, a).await,
         PerfCommand::Consume(a) => consume(connect, a).await,
         PerfCommand::Group(a) => crate::perf_group::run(connect, a).await,
     }
@@ -199,6 +200,22 @@ async fn ensure_topic(
     bail!("topic {topic:?} was created but has no leaders yet")
 }
 
+/// Run the producer, its connections' reader tasks included, on one thread of its own: on the
+/// multi-threaded runtime every request woke another worker (a spawn, a reply), and those
+/// wake-ups and context switches cost the load generator more CPU than sending the bytes.
+async fn on_one_thread(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()> {
+    let connect = connect.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the producer's runtime")?
+            .block_on(produce(&connect, args))
+    })
+    .await
+    .context("producer thread")?
+}
+
 async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()> {
     if args.record_size == 0 {
         bail!("--record-size must be at least 1");
@@ -239,12 +256,16 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
             .collect::<Vec<u8>>()
             .into()
     };
-    let per_batch = (args.batch_size / args.record_size).max(1) as u64;
+    let per_batch = (args.batch_size / args.record_size).max(1);
+    // Every request sends the same encoded batch, re-stamped when the millisecond moves: the
+    // load generator does no per-record work, so it measures the broker, not itself.
+    let mut full = BatchTemplate::new(per_batch, payload.clone(), args.compression, now_ms())?;
     let options = ProduceOptions {
         acks: args.acks,
         compression: args.compression,
         ..ProduceOptions::default()
     };
+    let topic: Arc<str> = args.topic.as_str().into();
     let stats = Arc::new(Mutex::new(Stats::new()));
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let started = Instant::now();
@@ -265,18 +286,19 @@ async fn produce(connect: &Connect, args: ProducePerfArgs) -> anyhow::Result<()>
             stats.lock().expect("stats").report_window(args.record_size);
             last_report = Instant::now();
         }
-        let n = per_batch.min(args.num_records - sent);
-        let records: Vec<ProduceRecord> = (0..n)
-            .map(|_| ProduceRecord {
-                value: Some(payload.clone()),
-                ..ProduceRecord::default()
-            })
-            .collect();
-        let batch = Client::encode_batch(&records, args.compression)?;
+        let left = args.num_records - sent;
+        let (n, batch) = if left >= full.records() {
+            (full.records(), full.stamped(now_ms()))
+        } else {
+            // The last, shorter batch: encoded once, for this request only.
+            let mut last =
+                BatchTemplate::new(left as usize, payload.clone(), args.compression, now_ms())?;
+            (left, last.stamped(now_ms()))
+        };
         let partition = partitioner.unkeyed();
         partitioner.next_batch();
         let permit = in_flight.clone().acquire_owned().await?;
-        let (client, stats, topic) = (client.clone(), stats.clone(), args.topic.clone());
+        let (client, stats, topic) = (client.clone(), stats.clone(), topic.clone());
         tokio::spawn(async move {
             let t0 = Instant::now();
             let result = client
