@@ -68,6 +68,10 @@ def workloads(scale):
         Workload("produce 100B acks=1 1p", "p1", 1, 100, n(3_000_000), 1),
         Workload("produce 100B acks=1 16p", "p16", 16, 100, n(3_000_000), 1),
         Workload("produce 1KB acks=all", "big", 1, 1024, n(1_000_000), -1, raw="tcp+append"),
+        # Issue 14's first target: 1 KB acks=1 against the TCP→append limit and Kafka.
+        Workload("produce 1KB acks=1 1p", "big1", 1, 1024, n(1_000_000), 1, raw="tcp+append"),
+        Workload("produce 1KB acks=1 1p (fjord perf)", "big1perf", 1, 1024, n(2_000_000), 1,
+                 tool="perf", raw="tcp+append"),
         Workload("produce 1KB acks=all (fjord perf)", "bigperf", 1, 1024, n(2_000_000), -1,
                  tool="perf", raw="tcp+append"),
         # A key per message and at most 10 records per batch: many small batches.
@@ -385,6 +389,98 @@ def run_kafka_consumer_perf(w, b, tools, timeout):
 
 LATENCY_SECONDS = 10
 
+# The rows issue 14's targets are read from (--targets runs only these, plus the RF 3 part).
+TARGET_ROWS = ["produce 1KB acks=1 1p", "produce 1KB acks=1 1p (fjord perf)",
+               "consume catch-up 1KB records",
+               "consume catch-up 1KB records (kafka-consumer-perf-test)",
+               "produce 100B acks=1 1p", "produce 100B acks=1 1p (fjord perf)",
+               "latency 100B acks=1 @50%", "latency 100B acks=1 @50% (fjord perf)"]
+
+
+def run_rf3(args, work):
+    """Three-node produce runs (bench/replication.py --only produce): RF 3 acks=all, RF 3
+    acks=1 and RF 1 acks=1 at full speed and at 50 % of Fjord's full speed of the same
+    configuration, with Kafka unless --no-kafka. Returns its JSON results (or None), and
+    keeps them in WORK/rf3.json."""
+    argv = [sys.executable, os.path.join(ROOT, "bench", "replication.py"), "--only", "produce",
+            "--json", "--rounds", str(args.rounds), "--rate-fraction", "0.5",
+            "--records", str(max(50_000, int(args.rf3_records))), "--record-size", "1024",
+            "--no-rdkafka", "--fjord", args.fjord, "--work", work]
+    if not args.no_kafka:
+        argv += ["--kafka", "--warmup-records", "200000"]
+    log("RF 3: " + " ".join(argv[1:]))
+    p = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    with open(os.path.join(work, "rf3.json"), "w") as f:
+        f.write(p.stdout)
+    if p.returncode != 0:
+        log(f"RF 3 part failed (exit {p.returncode})")
+        return None
+    import json
+    return json.loads(p.stdout)
+
+
+def target_lines(results, lim, rf3):
+    """Issue 14's targets as ratios of this run's medians, each with its bound and whether it
+    is met ('-' where this run lacks a measurement)."""
+    def get(name, kind, key):
+        xs = [r[key] for r in results.get((name, kind), []) if key in r]
+        return med(xs) if xs else None
+
+    out = []
+
+    def add(what, value, bound, better):
+        if value is None:
+            out.append(f"| {what} | - | {better} {bound:g} | not measured |")
+            return
+        ok = value >= bound if better == "≥" else value <= bound
+        out.append(f"| {what} | {value:.2f} | {better} {bound:g} | {'met' if ok else 'NOT met'} |")
+
+    def ratio(x, y):
+        return x / y if x is not None and y else None
+
+    for tool in ("", " (fjord perf)"):
+        row = "produce 1KB acks=1 1p" + tool
+        add(f"{row}: Fjord MB/s ÷ TCP→append", ratio(get(row, "fjord", "mbps"),
+                                                     lim.get("tcp+append")), 0.8, "≥")
+        add(f"{row}: Fjord ÷ Kafka", ratio(get(row, "fjord", "msgs"), get(row, "kafka", "msgs")),
+            1.5, "≥")
+    for tool in ("", " (kafka-consumer-perf-test)"):
+        row = "consume catch-up 1KB records" + tool
+        add(f"{row}: Fjord MB/s ÷ loopback TCP", ratio(get(row, "fjord", "mbps"), lim.get("tcp")),
+            0.8, "≥")
+        add(f"{row}: Fjord ÷ Kafka", ratio(get(row, "fjord", "msgs"), get(row, "kafka", "msgs")),
+            1.5, "≥")
+    for row, unit in (("latency 100B acks=1 @50% (fjord perf)", "per request"),
+                      ("latency 100B acks=1 @50%", "per message, linger.ms=0")):
+        add(f"{row}: Fjord p99 ms ({unit})", get(row, "fjord", "p99"), 2, "≤")
+        add(f"{row}: Fjord p99 ÷ Kafka p99", ratio(get(row, "fjord", "p99"),
+                                                   get(row, "kafka", "p99")), 0.5, "≤")
+    runs = (rf3 or {}).get("produce", [])
+
+    def rf(config, system, key, q):
+        xs = [r[key][q] for r in runs if r["config"] == config and r["system"] == system
+              and q in r.get(key, {})]
+        return med(xs) if xs else None
+
+    add("RF 3 acks=all at 50 % load (fjord perf, 1 KB): Fjord p99 ms",
+        rf("RF 3 acks=all", "fjord", "rate", "p99"), 5, "≤")
+    add("RF 3 acks=all at 50 % load: Fjord p99 ÷ Kafka p99",
+        ratio(rf("RF 3 acks=all", "fjord", "rate", "p99"),
+              rf("RF 3 acks=all", "kafka", "rate", "p99")), 0.5, "≤")
+    add("RF 3 acks=all ÷ RF 3 acks=1 records/s (fjord perf full speed, 1 KB)",
+        ratio(rf("RF 3 acks=all", "fjord", "max", "rps"), rf("RF 3 acks=1", "fjord", "max", "rps")),
+        0.7, "≥")
+    p999 = rf("RF 3 acks=all", "fjord", "max", "p999")
+    if p999 is not None:
+        out.append(f"| RF 3 acks=all full speed: Fjord p99.9 ms (to explain) | {p999:.2f} | "
+                   f"bounded | RF 3 acks=1: {rf('RF 3 acks=1', 'fjord', 'max', 'p999') or 0:.2f}"
+                   f" ms |")
+    for tool in ("", " (fjord perf)"):
+        row = "produce 100B acks=1 1p" + tool
+        add(f"{row}: Fjord ÷ mock", ratio(get(row, "fjord", "msgs"), get(row, "mock", "msgs")),
+            0.7, "≥")
+    return ["| target (issue 14) | measured | bound | |", "|---|---|---|---|"] + out
+
 
 def fmt_range(xs, f="{:.0f}"):
     if not xs:
@@ -409,7 +505,17 @@ def main():
                     "(what a change bought, in the same run)")
     ap.add_argument("--no-mock", action="store_true", help="skip the mock broker")
     ap.add_argument("--no-kafka", action="store_true", help="skip Apache Kafka")
+    ap.add_argument("--rf3", action="store_true",
+                    help="also the three-node produce runs (bench/replication.py) for the RF 3 "
+                         "targets")
+    ap.add_argument("--rf3-records", type=float, default=1_000_000,
+                    help="1 KB records per full-speed RF 3 run")
+    ap.add_argument("--targets", action="store_true",
+                    help="only what issue 14's targets need: their rows (--only) and --rf3; "
+                         "prints the targets table")
     args = ap.parse_args()
+    if args.targets:
+        args.rf3 = True
     global LATENCY_SECONDS
     scale = 1.0
     if args.quick:
@@ -424,6 +530,8 @@ def main():
     if args.only:
         keys = args.only.split(",")
         ws = [w for w in ws if any(k in w.name for k in keys)]
+    elif args.targets:
+        ws = [w for w in ws if w.name in TARGET_ROWS]
     topics = sorted({(w.topic, w.partitions) for w in ws})
     kinds = ["fjord"] + (["base"] if args.baseline else []) + \
         ([] if args.no_kafka else ["kafka"]) + ([] if args.no_mock else ["mock"])
@@ -500,6 +608,9 @@ def main():
     measure_raw()
     shutil.rmtree(rawdir, ignore_errors=True)
     elapsed = time.time() - t_start
+    rf3 = None
+    if args.rf3:
+        rf3 = run_rf3(args, work)
 
     # The table.
     lim = {k: med(v) for k, v in raw.items()}
@@ -566,6 +677,15 @@ def main():
     print("\nFjord/raw: produce MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP. "
           "raw/Fjord CPU: the raw path's CPU per MB (receive+append for produce, send for "
           "consume) ÷ the broker's; 1.0 = as cheap as moving the bytes and nothing else.")
+    if args.rf3 and rf3:
+        import replication
+        print(f"\nRF 3 (three nodes, bench/replication.py, raw JSON in {work}/rf3.json):")
+        rep_args = argparse.Namespace(rate=0, rate_fraction=0.5, rdkafka_linger=[],
+                                      record_size=1024)
+        print(replication.table(rep_args, rf3))
+    if args.targets or args.rf3:
+        print()
+        print("\n".join(target_lines(results, lim, rf3)))
 
 
 def machine():

@@ -9,6 +9,11 @@
 #   bench/compare.sh --rounds 3 --only catch-up --no-mock   # both consumers' catch-up rows
 #                                                           # (rdkafka_performance and
 #                                                           # kafka-consumer-perf-test), ~6 min
+#   bench/compare.sh --targets --rounds 2   # issue 14's targets in one run (~20 min): their
+#                                           # single-node rows, then the three-node RF 3 runs
+#                                           # (bench/replication.py, 1 KB, at full speed and at
+#                                           # 50 % of it), and a table of ratio vs bound
+#   bench/compare.sh --rf3                  # all rows, plus the RF 3 runs and the targets table
 # Three nodes (RF 3 acks=all etc.), Fjord vs Kafka: python3 bench/replication.py --only produce
 # --kafka (bench/kafka/README.md).
 set -euo pipefail

@@ -487,9 +487,11 @@ def measured(target, idle, fn, a):
 def runs_of(a):
     """(key in a row, label in the table) of every run: "max" and "rate" by fjord perf,
     "rdkafka*" by rdkafka_performance (at a fixed rate once per --rdkafka-linger-ms)."""
-    return [("max", "fjord perf full speed"), ("rate", f"fjord perf at {a.rate} rec/s"),
+    at = (f"{a.rate_fraction * 100:.0f} % of Fjord's full speed" if a.rate_fraction
+          else f"{a.rate} rec/s")
+    return [("max", "fjord perf full speed"), ("rate", f"fjord perf at {at}"),
             ("rdkafka", "rdkafka_performance full speed")] + \
-        [(f"rdkafka_rate_l{ms}", f"rdkafka_performance at {a.rate} rec/s, linger.ms={ms}")
+        [(f"rdkafka_rate_l{ms}", f"rdkafka_performance at {at}, linger.ms={ms}")
          for ms in a.rdkafka_linger]
 
 
@@ -498,7 +500,7 @@ def throughput(clusters, a, results):
     cluster at a time while the others idle, in an order that rotates every round."""
     perf_bin = os.path.join(a.work, "rdkafka_performance")
     use_rdk = not a.no_rdkafka and os.access(perf_bin, os.X_OK)
-    if not use_rdk:
+    if not use_rdk and not a.no_rdkafka:
         log(f"  (no {perf_bin}: bench/build-reference.sh builds it; librdkafka rows skipped)")
     runs = results.setdefault("produce", [])
     if len(clusters) > 1 and a.warmup_records:
@@ -533,14 +535,14 @@ def throughput(clusters, a, results):
                 row = {"round": rnd + 1, "system": c.system, "config": label, "rf": rf,
                        "acks": acks}
                 row["max"] = measured(c, idle, lambda: perf_produce(c, topic, a), a)
-                row["rate"] = measured(c, idle, lambda: perf_produce(c, topic, a, rate=a.rate),
-                                       a)
+                rate = rate_for(label, runs, row, a)
+                row["rate"] = measured(c, idle, lambda: perf_produce(c, topic, a, rate=rate), a)
                 if use_rdk:
                     row["rdkafka"] = measured(
                         c, idle, lambda: rdkafka_produce(c, topic, a, perf_bin), a)
                     for ms in a.rdkafka_linger:
                         row[f"rdkafka_rate_l{ms}"] = measured(
-                            c, idle, lambda: rdkafka_produce(c, topic, a, perf_bin, rate=a.rate,
+                            c, idle, lambda: rdkafka_produce(c, topic, a, perf_bin, rate=rate,
                                                              linger=ms), a)
                 runs.append(row)
                 log(f"  round {rnd + 1} {c.system} {label}: "
@@ -548,6 +550,20 @@ def throughput(clusters, a, results):
                                 if key in row))
                 # The topics stay (a few hundred MB): deleting a replicated topic is not what
                 # this measures.
+
+
+def rate_for(label, runs, row, a):
+    """Records/s of the fixed-rate runs of configuration `label`: --rate, or with
+    --rate-fraction that share of the median of Fjord's full-speed runs of the same
+    configuration so far (this round's included: Fjord goes first in round 1), the same for
+    every cluster ("latency at 50 % load" means the same load on both)."""
+    if not a.rate_fraction:
+        return a.rate
+    done = [r["max"]["rps"] for r in runs + [row] if r["config"] == label
+            and r["system"] == "fjord" and "rps" in r.get("max", {})]
+    rate = int(a.rate_fraction * statistics.median(done)) if done else a.rate
+    row["rate_asked"] = rate
+    return rate
 
 
 def fmt_perf(r):
@@ -936,6 +952,10 @@ def main():
     ap.add_argument("--partitions", type=int, default=3, help="partitions of produce topics")
     ap.add_argument("--rate", type=int, default=20_000,
                     help="records/s of the fixed-rate latency runs")
+    ap.add_argument("--rate-fraction", type=float,
+                    help="instead of --rate: this share (e.g. 0.5) of the median of Fjord's "
+                         "full-speed records/s in the same configuration so far, for every "
+                         "cluster (latency at 50 %% load)")
     ap.add_argument("--rate-seconds", type=float, default=5)
     ap.add_argument("--failover-rounds", type=int, default=5)
     ap.add_argument("--shutdown-partitions", type=int, default=1000)
@@ -986,6 +1006,7 @@ def main():
     results = {"machine": cb.machine(a.work), "heartbeat_ms": a.heartbeat_ms,
                "session_ms": a.session_ms, "record_size": a.record_size,
                "records": a.records, "partitions": a.partitions, "rate": a.rate,
+               "rate_fraction": a.rate_fraction,
                "extra_config": a.set, "kafka": kafka_version() if a.kafka else None}
     try:
         run(a, results, clusters)
