@@ -1,0 +1,210 @@
+//! Followers fetch in incremental fetch sessions (KIP-227) and are fenced by their broker epoch
+//! (KIP-903), on a real three-node cluster with 2,000 partitions:
+//!
+//! - in steady state a follower's fetch requests list (almost) no partitions, read from its
+//!   `fjord_replica_fetch_request_partitions_total` / `fjord_replica_fetch_requests_total`;
+//! - a Fetch carrying an older broker epoch than the one registered for that broker is refused
+//!   with STALE_BROKER_EPOCH (a raw request from the test), one with the current epoch is not;
+//! - after the leader of many partitions is killed, every acknowledged record is still there,
+//!   the restarted broker catches up in all 2,000 partitions, and its new sessions are
+//!   incremental again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Cluster, Layout, PartitionInfo, WAIT_TIMEOUT};
+use common::{ck_consume, ck_produce, records, wait_until};
+use fjord_client::{Connection, ConnectionConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+const TOPIC: &str = "wide";
+const PARTITIONS: u32 = 2000;
+const STALE_BROKER_EPOCH: i16 = 77;
+
+/// Sum of a follower fetch counter over its `kind`s (full, incremental).
+fn follower_counter(c: &Cluster, node: usize, name: &str) -> f64 {
+    c.metric(node, name, &[]).unwrap_or(0.0)
+}
+
+/// Partitions listed per follower fetch request on `node` over the next `requests` requests
+/// (after those already sent), with the requests counted.
+fn partitions_per_request(c: &Cluster, node: usize, requests: f64) -> (f64, f64) {
+    let req = "fjord_replica_fetch_requests_total";
+    let parts = "fjord_replica_fetch_request_partitions_total";
+    let (r0, p0) = (
+        follower_counter(c, node, req),
+        follower_counter(c, node, parts),
+    );
+    assert!(
+        wait_until(WAIT_TIMEOUT, || follower_counter(c, node, req)
+            >= r0 + requests),
+        "node {node} sent fewer than {requests} follower fetches in {WAIT_TIMEOUT:?}"
+    );
+    let (r1, p1) = (
+        follower_counter(c, node, req),
+        follower_counter(c, node, parts),
+    );
+    ((p1 - p0) / (r1 - r0), r1 - r0)
+}
+
+/// Wait (up to three minutes: 2,000 partitions) until every running broker answers a
+/// layout of all partitions for which `ok` holds for each partition.
+fn wait_all(c: &mut Cluster, what: &str, ok: impl Fn(&PartitionInfo) -> bool) -> Layout {
+    c.wait_layout_for(TOPIC, what, Duration::from_secs(180), |l| {
+        l.len() == PARTITIONS as usize && l.values().all(&ok)
+    })
+}
+
+/// Steady state: the followers on every broker list almost nothing per request (without
+/// sessions each request lists every partition followed from that leader, ~330 here).
+fn assert_incremental(c: &Cluster, nodes: &[usize], what: &str) {
+    for &n in nodes {
+        let (per_request, requests) = partitions_per_request(c, n, 20.0);
+        eprintln!("{what}: node {n}: {per_request:.2} partitions per follower fetch over {requests} requests");
+        assert!(
+            per_request < 5.0,
+            "{what}: node {n} lists {per_request:.1} partitions per follower fetch request"
+        );
+    }
+}
+
+/// One follower Fetch (v15+) of `partition` sent to `leader` as broker `replica` with
+/// `replica_epoch`: the top-level error code.
+fn raw_follower_fetch(
+    c: &Cluster,
+    leader: usize,
+    replica: i32,
+    replica_epoch: i64,
+    partition: i32,
+) -> i16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bootstrap = c.node(leader).bootstrap().to_string();
+    rt.block_on(async {
+        let conn = Connection::connect(&bootstrap, ConnectionConfig::default())
+            .await
+            .expect("connect");
+        assert!(
+            conn.version(ApiKey::Fetch).is_some_and(|v| v >= 15),
+            "the broker offers Fetch v15+ (KIP-903)"
+        );
+        let meta = conn
+            .send(&MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC)))),
+            ])))
+            .await
+            .expect("Metadata");
+        let topic_id: Uuid = meta.topics[0].topic_id;
+        assert!(!topic_id.is_nil(), "topic id of {TOPIC}");
+        let req = FetchRequest::default()
+            .with_replica_state(
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(replica))
+                    .with_replica_epoch(replica_epoch),
+            )
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        conn.send(&req).await.expect("Fetch").error_code
+    })
+}
+
+#[test]
+fn follower_fetch_sessions_list_few_partitions_fence_stale_epochs_and_survive_a_leader_kill() {
+    // No preferred-leader elections: they would move leaderships (and so partitions between
+    // fetchers) while the test measures steady state.
+    let mut c = Cluster::builder()
+        .config("auto.leader.rebalance.enable = false")
+        .start();
+    c.node(1)
+        .cli(&[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            &PARTITIONS.to_string(),
+            "--replication-factor",
+            "2",
+        ])
+        .success("topic create");
+    let full_isr = |p: &PartitionInfo| p.leader >= 0 && p.isr.len() == 2;
+    let layout = wait_all(&mut c, "a leader and two in-sync replicas", full_isr);
+
+    // 1. Steady state, idle topic: incremental fetches list nothing.
+    assert_incremental(&c, &[1, 2, 3], "idle");
+    for n in [1, 2, 3] {
+        let sessions = c
+            .metric(n, "fjord_fetch_sessions", &[("kind", "follower")])
+            .unwrap_or(0.0);
+        assert!(
+            sessions >= 1.0,
+            "node {n} holds {sessions} follower sessions"
+        );
+    }
+
+    // 2. KIP-903: a follower fetch from an older incarnation of broker 2 is refused.
+    let (partition, _) = layout
+        .iter()
+        .find(|(_, p)| p.leader == 1 && p.replicas.contains(&2))
+        .expect("a partition led by 1 and followed by 2");
+    let epoch = c
+        .metric(2, "fjord_broker_epoch", &[])
+        .expect("broker 2's epoch") as i64;
+    assert!(epoch >= 1, "broker 2 registered (epoch {epoch})");
+    assert_eq!(
+        raw_follower_fetch(&c, 1, 2, epoch - 1, *partition as i32),
+        STALE_BROKER_EPOCH,
+        "a follower fetch with an older broker epoch"
+    );
+    assert_eq!(
+        c.metric(1, "fjord_fetch_stale_broker_epoch_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        raw_follower_fetch(&c, 1, 2, epoch, *partition as i32),
+        0,
+        "a follower fetch with the current broker epoch"
+    );
+
+    // 3. Records acknowledged by all in-sync replicas survive the loss of a leader, and the
+    // restarted broker catches up through new sessions.
+    let first = ck_produce(c.node(1), TOPIC, 4000, &["--value-pad", "200"]);
+    c.kill9(3);
+    wait_all(&mut c, "leaders and ISRs without the killed broker", |p| {
+        p.leader >= 0 && p.leader != 3 && !p.isr.contains(&3)
+    });
+    let second = ck_produce(
+        c.node(1),
+        TOPIC,
+        4000,
+        &["--start-index", "4000", "--value-pad", "200"],
+    );
+    c.start_node(3);
+    wait_all(&mut c, "the restarted broker back in every ISR", full_isr);
+    assert_incremental(&c, &[1, 2, 3], "after the restart");
+    let acks: Vec<records::Ack> = first.into_iter().chain(second).collect();
+    let dump = ck_consume(c.node(1), TOPIC, acks.len() as u64);
+    records::assert_acks_present(&acks, &dump, 200);
+    let resets = c
+        .metric(1, "fjord_replica_fetch_session_resets_total", &[])
+        .unwrap_or(0.0)
+        + c.metric(2, "fjord_replica_fetch_session_resets_total", &[])
+            .unwrap_or(0.0);
+    eprintln!("session resets on the surviving brokers: {resets}");
+    c.assert_no_panic_in_logs();
+}
