@@ -405,7 +405,8 @@ def run_rf3(args, work):
     argv = [sys.executable, os.path.join(ROOT, "bench", "replication.py"), "--only", "produce",
             "--json", "--rounds", str(args.rounds), "--rate-fraction", "0.5",
             "--records", str(max(50_000, int(args.rf3_records))), "--record-size", "1024",
-            "--no-rdkafka", "--fjord", args.fjord, "--work", work]
+            "--no-rdkafka", "--delete-topics", "--rate-seconds", "3", "--fjord", args.fjord,
+            "--work", work]
     if not args.no_kafka:
         argv += ["--kafka", "--warmup-records", "200000"]
     log("RF 3: " + " ".join(argv[1:]))
@@ -508,7 +509,7 @@ def main():
     ap.add_argument("--rf3", action="store_true",
                     help="also the three-node produce runs (bench/replication.py) for the RF 3 "
                          "targets")
-    ap.add_argument("--rf3-records", type=float, default=1_000_000,
+    ap.add_argument("--rf3-records", type=float, default=300_000,
                     help="1 KB records per full-speed RF 3 run")
     ap.add_argument("--targets", action="store_true",
                     help="only what issue 14's targets need: their rows (--only) and --rf3; "

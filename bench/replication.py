@@ -548,8 +548,11 @@ def throughput(clusters, a, results):
                 log(f"  round {rnd + 1} {c.system} {label}: "
                     + "; ".join(f"{key} {fmt_perf(row[key])}" for key, _ in runs_of(a)
                                 if key in row))
-                # The topics stay (a few hundred MB): deleting a replicated topic is not what
-                # this measures.
+                # The topics stay (a few hundred MB) unless --delete-topics: deleting a
+                # replicated topic is not what this measures (the next run waits in settle()).
+                if a.delete_topics:
+                    c.cli("--bootstrap-server", c.bootstrap(), "topic", "delete", topic,
+                          "--if-exists", timeout=300)
 
 
 def rate_for(label, runs, row, a):
@@ -957,6 +960,8 @@ def main():
                          "full-speed records/s in the same configuration so far, for every "
                          "cluster (latency at 50 %% load)")
     ap.add_argument("--rate-seconds", type=float, default=5)
+    ap.add_argument("--delete-topics", action="store_true",
+                    help="delete each produce topic after its runs (when disk space is short)")
     ap.add_argument("--failover-rounds", type=int, default=5)
     ap.add_argument("--shutdown-partitions", type=int, default=1000)
     ap.add_argument("--shutdown-rounds", type=int, default=3)
