@@ -42,18 +42,23 @@ start_fjord "$WORK"
 echo "server $SERVER on $BOOT; host $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for SIZE in $SIZES; do
   N=$((MB_PER_RUN * 1000000 / SIZE))
-  "${CLIENTS[0]}" --bootstrap-server "$BOOT" topic create "cpu$SIZE" --partitions 1 >/dev/null
   for ROUND in $(seq 1 "$ROUNDS"); do
     for i in "${!CLIENTS[@]}"; do
       # Alternate which client goes first.
       C=${CLIENTS[$(( (i + ROUND) % ${#CLIENTS[@]} ))]}
       LOG=$OUT/time-${SIZE}B-r$ROUND-$(( (i + ROUND) % ${#CLIENTS[@]} )).txt
-      /usr/bin/time -v "$C" --bootstrap-server "$BOOT" perf produce --topic "cpu$SIZE" \
-        --record-size "$SIZE" --num-records "$N" --acks 1 >"$LOG" 2>&1
+      # A topic per run, deleted after it: the data never piles up on the disk.
+      TOPIC=cpu$SIZE-r$ROUND-$i
+      "${CLIENTS[0]}" --bootstrap-server "$BOOT" topic create "$TOPIC" --partitions 1 >/dev/null
+      /usr/bin/time -v "$C" --bootstrap-server "$BOOT" perf produce --topic "$TOPIC" \
+        --record-size "$SIZE" --num-records "$N" --acks 1 >"$LOG" 2>&1 || true
+      "${CLIENTS[0]}" --bootstrap-server "$BOOT" topic delete "$TOPIC" >/dev/null
       python3 - "$LOG" "$C" "$SIZE" "$N" <<'EOF'
 import re, sys
 log, client, size, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t = open(log).read()
+if "Exit status: 0" not in t:
+    sys.exit(f"{client} failed, see {log}:\n{t[:300]}")
 user = float(re.search(r"User time \(seconds\): ([\d.]+)", t).group(1))
 sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", t).group(1))
 m = re.findall(r"records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)", t)
