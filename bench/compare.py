@@ -404,7 +404,8 @@ def run_rf3(args, work):
     keeps them in WORK/rf3.json."""
     argv = [sys.executable, os.path.join(ROOT, "bench", "replication.py"), "--only", "produce",
             "--json", "--rounds", str(args.rounds), "--rate-fraction", "0.5",
-            "--records", str(max(50_000, int(args.rf3_records))), "--record-size", "1024",
+            "--records", str(max(50_000, int(args.rf3_records))),
+            "--record-size", str(args.rf3_record_size),
             "--no-rdkafka", "--delete-topics", "--rate-seconds", "3", "--fjord", args.fjord,
             "--work", work]
     if not args.no_kafka:
@@ -463,12 +464,12 @@ def target_lines(results, lim, rf3):
               and q in r.get(key, {})]
         return med(xs) if xs else None
 
-    add("RF 3 acks=all at 50 % load (fjord perf, 1 KB): Fjord p99 ms",
+    add("RF 3 acks=all at 50 % load (fjord perf): Fjord p99 ms",
         rf("RF 3 acks=all", "fjord", "rate", "p99"), 5, "≤")
     add("RF 3 acks=all at 50 % load: Fjord p99 ÷ Kafka p99",
         ratio(rf("RF 3 acks=all", "fjord", "rate", "p99"),
               rf("RF 3 acks=all", "kafka", "rate", "p99")), 0.5, "≤")
-    add("RF 3 acks=all ÷ RF 3 acks=1 records/s (fjord perf full speed, 1 KB)",
+    add("RF 3 acks=all ÷ RF 3 acks=1 records/s (fjord perf full speed)",
         ratio(rf("RF 3 acks=all", "fjord", "max", "rps"), rf("RF 3 acks=1", "fjord", "max", "rps")),
         0.7, "≥")
     p999 = rf("RF 3 acks=all", "fjord", "max", "p999")
@@ -510,7 +511,14 @@ def main():
                     help="also the three-node produce runs (bench/replication.py) for the RF 3 "
                          "targets")
     ap.add_argument("--rf3-records", type=float, default=300_000,
-                    help="1 KB records per full-speed RF 3 run")
+                    help="records per full-speed RF 3 run")
+    ap.add_argument("--rf3-record-size", type=int, default=1024)
+    ap.add_argument("--raw-seconds", help="seconds of each raw TCP measurement (TCP→append "
+                    "writes ~1 GB a second to the work dir's disk); default 3, 2 with --quick")
+    ap.add_argument("--raw-append-mb", type=int, default=1024,
+                    help="MB appended by the raw append measurement")
+    ap.add_argument("--delete-topics", action="store_true",
+                    help="delete each produce row's topic after it (when disk space is short)")
     ap.add_argument("--targets", action="store_true",
                     help="only what issue 14's targets need: their rows (--only) and --rf3; "
                          "prints the targets table")
@@ -543,9 +551,9 @@ def main():
     rawdir = tempfile.mkdtemp(prefix="raw-", dir=work)
 
     def measure_raw():
-        secs = "2" if args.quick else "3"
+        secs = args.raw_seconds or ("2" if args.quick else "3")
         for mode, argv in [("tcp", ["tcp", secs, "65536"]),
-                           ("append", ["append", rawdir, str(1 << 30), "65536"]),
+                           ("append", ["append", rawdir, str(args.raw_append_mb << 20), "65536"]),
                            ("tcp+append", ["tcp+append", rawdir, secs, "65536"])]:
             out = subprocess.run([raw_bin] + argv, capture_output=True, text=True, check=True).stdout
             raw[mode].append(float(re.search(r"MBps=([\d.]+)", out).group(1)))
@@ -603,6 +611,11 @@ def main():
                         log(f"  {w.name}: {kind}: {r['msgs']} msgs/s {r['mbps']:.1f} MB/s "
                             f"broker cpu {r['cpu']:.2f}s{extra}")
                     results.setdefault((w.name, kind), []).append(r)
+                    if args.delete_topics and w.kind != "consume" and kind != "mock":
+                        # Not timed; the next row waits for nothing but the command.
+                        subprocess.run([args.fjord, "topic", "delete", w.topic, "--if-exists",
+                                        "--bootstrap-server", b.bootstrap],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 results.setdefault(("rss", kind), []).append({"rss": b.rss_mb()})
             finally:
                 b.stop()
@@ -682,7 +695,7 @@ def main():
         import replication
         print(f"\nRF 3 (three nodes, bench/replication.py, raw JSON in {work}/rf3.json):")
         rep_args = argparse.Namespace(rate=0, rate_fraction=0.5, rdkafka_linger=[],
-                                      record_size=1024)
+                                      record_size=args.rf3_record_size)
         print(replication.table(rep_args, rf3))
     if args.targets or args.rf3:
         print()
