@@ -378,7 +378,7 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
         let _ = tokio::task::spawn_blocking(move || {
             let now = broker::now_ms();
             for p in b.all_partitions() {
-                let report = p.with_log_mut(|l| l.maintain(now));
+                let report = p.change_log(|l| l.maintain(now));
                 match report {
                     Some(Err(e)) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "log maintenance failed"),
                     Some(Ok(r)) if r.segments_deleted > 0 => tracing::info!(topic = %p.topic, partition = p.index,

@@ -388,7 +388,7 @@ impl Partition {
         leader_log_start_offset: i64,
         now_ms: i64,
     ) -> Result<usize, AppendRejection> {
-        let moved = {
+        let (moved, deleted) = {
             let mut guard = self.log.write();
             let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
             let mut r = self.replica.lock();
@@ -409,8 +409,10 @@ impl Partition {
                 }
                 r.on_log_start(log.log_start_offset());
             }
-            r.on_leader_high_watermark(leader_high_watermark, log.log_end_offset())
+            let moved = r.on_leader_high_watermark(leader_high_watermark, log.log_end_offset());
+            (moved, log.take_deleted_files())
         };
+        fjord_storage::log::remove_deleted_files(deleted);
         if moved {
             self.bump_progress();
         }
@@ -565,6 +567,25 @@ impl Partition {
     /// Run `f` with exclusive access to the log; `None` if the partition was deleted.
     pub fn with_log_mut<T>(&self, f: impl FnOnce(&mut Log) -> T) -> Option<T> {
         self.log.write().as_mut().map(f)
+    }
+
+    /// Run `f` with exclusive access to the log, then, with the lock released, unlink the
+    /// files of segments it deleted and run the flush it asked for (retention, DeleteRecords,
+    /// maintenance). Disk work: call it on the partition's I/O thread or a blocking thread.
+    /// `None` if the partition was deleted.
+    pub fn change_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> Option<T> {
+        let (out, deleted) = {
+            let mut guard = self.log.write();
+            let log = guard.as_mut()?;
+            let out = f(log);
+            (out, log.take_deleted_files())
+        };
+        fjord_storage::log::remove_deleted_files(deleted);
+        if let Err(e) = self.flush_if_due() {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                "cannot flush the partition's log");
+        }
+        Some(out)
     }
 
     /// Copy the high watermark into the log and write its checkpoint if it changed.

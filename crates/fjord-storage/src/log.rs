@@ -95,6 +95,8 @@ pub struct Log {
     flush_due: bool,
     /// Truncations so far: a flush planned before one must not move the recovery point.
     truncations: u64,
+    /// `.deleted` files of removed segments not unlinked yet ([`Log::take_deleted_files`]).
+    deleted_files: Vec<PathBuf>,
     pub(crate) cleaner: CleanerCheckpoint,
     /// What the cleaner checkpoint file holds (default if absent, which loads the same).
     cleaner_on_disk: CleanerCheckpoint,
@@ -384,6 +386,7 @@ impl Log {
             last_flush_ms: now,
             flush_due: false,
             truncations: 0,
+            deleted_files: Vec::new(),
             clean_marker: clean,
         };
         report
@@ -1385,6 +1388,30 @@ impl Log {
         Ok(())
     }
 
+    /// Rename a deleted segment's files to `.deleted` (a crash leaves no live segment) and
+    /// leave the unlinking, which can take long for a big file, to
+    /// [`Log::take_deleted_files`]' caller once the partition's lock is released. Files
+    /// nobody unlinked are removed by [`Log::close`] or the next open.
+    fn retire_segment_files(&mut self, base: i64) -> Result<(), StorageError> {
+        for suffix in [LOG_SUFFIX, "index", "timeindex"] {
+            let p = segment_path(&self.dir, base, suffix);
+            let mut d = p.as_os_str().to_owned();
+            d.push(".deleted");
+            match std::fs::rename(&p, &d) {
+                Ok(()) => self.deleted_files.push(PathBuf::from(d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Files of deleted segments still to unlink (see [`Log::retire_segment_files`]); unlink
+    /// them with [`remove_deleted_files`] after releasing the lock.
+    pub fn take_deleted_files(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.deleted_files)
+    }
+
     /// Delete whole segments (never the last one — callers roll first if needed).
     fn delete_segments(&mut self, bases: &[i64], reason: &str) -> Result<u64, StorageError> {
         if !bases.is_empty() {
@@ -1400,7 +1427,7 @@ impl Log {
                 tracing::info!(dir = %self.dir.display(), base = b, size = seg.size, reason,
                     "deleting segment");
                 drop(seg);
-                Self::delete_segment_files(&self.dir, b)?;
+                self.retire_segment_files(b)?;
                 self.cleaner.forget_segment(b);
             }
         }
@@ -1564,6 +1591,7 @@ impl Log {
     /// nothing, while creating it costs an inode (100,000 new topics' partitions closing
     /// at once spent seconds there).
     pub fn close(mut self) -> Result<(), StorageError> {
+        remove_deleted_files(self.take_deleted_files());
         self.flush()?;
         let leo = self.log_end_offset();
         if self.producers_persisted_at != Some(leo) {
@@ -1668,6 +1696,18 @@ impl Log {
     /// Reload the in-memory index of a segment whose file was replaced (compaction).
     pub(crate) fn replace_segment(&mut self, seg: Segment) {
         self.segments.insert(seg.base_offset, Box::new(seg));
+    }
+}
+
+/// Unlink files [`Log::take_deleted_files`] handed over (no lock needed). Failures are
+/// logged: the next open removes what is left.
+pub fn remove_deleted_files(paths: Vec<PathBuf>) {
+    for p in paths {
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a deleted segment file");
+            }
+        }
     }
 }
 

@@ -104,6 +104,9 @@ fn a_slow_disk_never_stalls_requests_that_need_no_disk() {
         let _ = c.wait();
     }
     broker.assert_no_panic_in_log();
+    eprintln!(
+        "worst ApiVersions round trip {worst:?} over {trips} trips, {during} fsyncs meanwhile"
+    );
     assert!(
         during >= 8.0,
         "only {during} fsyncs while probing: the load did not keep the disk busy"

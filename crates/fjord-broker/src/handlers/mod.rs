@@ -108,7 +108,7 @@ pub async fn handle_from(
             respond(incremental_alter_configs::handle(b, &ctx, r).await)
         }
         RequestKind::AlterConfigs(r) => respond(alter_configs::handle(b, &ctx, r).await),
-        RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r)),
+        RequestKind::DeleteRecords(r) => respond(delete_records::handle(b, &ctx, r).await),
         RequestKind::DescribeCluster(r) => respond(describe_cluster::handle(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => respond(elect_leaders::handle(b, &ctx, r).await),
         RequestKind::DescribeLogDirs(r) => respond(describe_log_dirs::handle(b, &ctx, r).await),
