@@ -500,6 +500,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1/10 of the data, 2 rounds")
+    ap.add_argument("--scale", type=float, help="share of the full data (overrides --quick's)")
     ap.add_argument("--only", help="comma-separated workload name substrings")
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench-work"))
     ap.add_argument("--fjord", default=os.path.join(ROOT, "target", "release", "fjord"))
@@ -531,6 +532,8 @@ def main():
         scale, LATENCY_SECONDS = 0.1, 4
         if args.rounds == 3:
             args.rounds = 2
+    if args.scale:
+        scale = args.scale
     work = args.work
     tools = Tools(work, args.fjord)
     mock_bin = os.path.join(work, "mock_broker")
