@@ -73,15 +73,16 @@ fn assert_incremental(c: &Cluster, nodes: &[usize], what: &str) {
     }
 }
 
-/// One follower Fetch (v15+) of `partition` sent to `leader` as broker `replica` with
-/// `replica_epoch`: the top-level error code.
+/// A sessionless follower Fetch (v15+) sent to `leader` as broker `replica` with
+/// `replica_epoch`, for `partitions` from offset 0 in this order, answering at most
+/// `max_bytes`: the top-level error code and, per partition, the record bytes returned.
 fn raw_follower_fetch(
     c: &Cluster,
     leader: usize,
-    replica: i32,
-    replica_epoch: i64,
-    partition: i32,
-) -> i16 {
+    (replica, replica_epoch): (i32, i64),
+    partitions: &[i32],
+    max_bytes: i32,
+) -> (i16, Vec<(i32, usize)>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,6 +105,12 @@ fn raw_follower_fetch(
             .expect("Metadata");
         let topic_id: Uuid = meta.topics[0].topic_id;
         assert!(!topic_id.is_nil(), "topic id of {TOPIC}");
+        let fetch = |p: &i32| {
+            FetchPartition::default()
+                .with_partition(*p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)
+        };
         let req = FetchRequest::default()
             .with_replica_state(
                 ReplicaState::default()
@@ -112,15 +119,19 @@ fn raw_follower_fetch(
             )
             .with_max_wait_ms(0)
             .with_min_bytes(0)
-            .with_max_bytes(1 << 20)
+            .with_max_bytes(max_bytes)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic_id(topic_id)
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(0)
-                    .with_partition_max_bytes(1 << 20)])]);
-        conn.send(&req).await.expect("Fetch").error_code
+                .with_partitions(partitions.iter().map(fetch).collect())]);
+        let resp = conn.send(&req).await.expect("Fetch");
+        let records = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|d| (d.partition_index, d.records.as_ref().map_or(0, |r| r.len())))
+            .collect();
+        (resp.error_code, records)
     })
 }
 
@@ -131,17 +142,7 @@ fn follower_fetch_sessions_list_few_partitions_fence_stale_epochs_and_survive_a_
     let mut c = Cluster::builder()
         .config("auto.leader.rebalance.enable = false")
         .start();
-    c.node(1)
-        .cli(&[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication-factor",
-            "2",
-        ])
-        .success("topic create");
+    c.create_topics(&[(TOPIC, PARTITIONS, 2)]);
     let full_isr = |p: &PartitionInfo| p.leader >= 0 && p.isr.len() == 2;
     let layout = wait_all(&mut c, "a leader and two in-sync replicas", full_isr);
 
@@ -166,8 +167,9 @@ fn follower_fetch_sessions_list_few_partitions_fence_stale_epochs_and_survive_a_
         .metric(2, "fjord_broker_epoch", &[])
         .expect("broker 2's epoch") as i64;
     assert!(epoch >= 1, "broker 2 registered (epoch {epoch})");
+    let partition = *partition as i32;
     assert_eq!(
-        raw_follower_fetch(&c, 1, 2, epoch - 1, *partition as i32),
+        raw_follower_fetch(&c, 1, (2, epoch - 1), &[partition], 1 << 20).0,
         STALE_BROKER_EPOCH,
         "a follower fetch with an older broker epoch"
     );
@@ -176,12 +178,46 @@ fn follower_fetch_sessions_list_few_partitions_fence_stale_epochs_and_survive_a_
         Some(1.0)
     );
     assert_eq!(
-        raw_follower_fetch(&c, 1, 2, epoch, *partition as i32),
+        raw_follower_fetch(&c, 1, (2, epoch), &[partition], 1 << 20).0,
         0,
         "a follower fetch with the current broker epoch"
     );
 
-    // 3. Records acknowledged by all in-sync replicas survive the loss of a leader, and the
+    // 3. The response budget: two partitions led by 1 and followed by 2, one 5 KB batch each,
+    // asked for with 1 KB: only the first partition listed may go over, with its one batch.
+    let pair: Vec<i32> = layout
+        .iter()
+        .filter(|(_, p)| p.leader == 1 && p.replicas.contains(&2))
+        .map(|(p, _)| *p as i32)
+        .take(2)
+        .collect();
+    for (i, p) in pair.iter().enumerate() {
+        let start = (100_000 + i).to_string();
+        ck_produce(
+            c.node(1),
+            TOPIC,
+            1,
+            &[
+                "--partition",
+                &p.to_string(),
+                "--start-index",
+                &start,
+                "--value-pad",
+                "5000",
+            ],
+        );
+    }
+    for order in [[pair[0], pair[1]], [pair[1], pair[0]]] {
+        let (error, records) = raw_follower_fetch(&c, 1, (2, epoch), &order, 1000);
+        assert_eq!(error, 0);
+        let bytes = |p: i32| records.iter().find(|(x, _)| *x == p).map_or(0, |(_, n)| *n);
+        assert!(
+            bytes(order[0]) > 5000 && bytes(order[1]) == 0,
+            "a 1,000-byte follower fetch of {order:?} answered {records:?}"
+        );
+    }
+
+    // 4. Records acknowledged by all in-sync replicas survive the loss of a leader, and the
     // restarted broker catches up through new sessions.
     let first = ck_produce(c.node(1), TOPIC, 4000, &["--value-pad", "200"]);
     c.kill9(3);
