@@ -846,6 +846,7 @@ impl Log {
 
         // Copy once, patch offsets / epoch / timestamps in place.
         let base = self.write_buf.len();
+        let first_batch = stage.batches.len();
         self.write_buf.extend_from_slice(records);
         let first_offset = *next;
         for vb in &validated.batches {
@@ -868,6 +869,15 @@ impl Log {
             h.partition_leader_epoch = stage.leader_epoch;
             *next += h.offset_count();
             stage.batches.push((pos, h));
+        }
+        // The producer entries again, now with the offsets assigned: a retry queued behind
+        // this append is answered with them.
+        pending.truncate(mark);
+        for (_, h) in &stage.batches[first_batch..] {
+            if h.has_producer_id() {
+                let e = self.producers.updated_entry(pending, h);
+                pending.push(e);
+            }
         }
         stage.appends.push(StagedAppend {
             item,
