@@ -10,28 +10,11 @@
 //! (the default, and a small explicit one), counts and lengths are bounded by the bytes present.
 #![no_main]
 
+mod common;
+
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use libfuzzer_sys::fuzz_target;
-
-/// Recompute the CRC32C of every complete batch in `data`, so mutations inside the
-/// CRC-covered range reach the record decoder.
-fn fix_crcs(data: &mut [u8]) {
-    let mut pos = 0;
-    while data.len() >= pos + 21 {
-        let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap());
-        if len < 9 {
-            return;
-        }
-        let end = pos + 12 + len as usize;
-        if end > data.len() {
-            return;
-        }
-        let crc = crc32c::crc32c(&data[pos + 21..end]);
-        data[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
-        pos = end;
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -39,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut bytes = rest.to_vec();
     if flags & 1 == 1 {
-        fix_crcs(&mut bytes);
+        common::fix_crcs(&mut bytes);
     }
     let bytes = Bytes::from(bytes);
 

@@ -10,26 +10,11 @@
 //! path relies on: batches that tile the input exactly, with counts matching their offsets.
 #![no_main]
 
+mod common;
+
 use fjord_protocol::batch;
 use fjord_protocol::records::{validate, AppendOrigin, RecordRules};
 use libfuzzer_sys::fuzz_target;
-
-fn fix_crcs(data: &mut [u8]) {
-    let mut pos = 0;
-    while data.len() >= pos + 21 {
-        let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap());
-        if len < 9 {
-            return;
-        }
-        let end = pos + 12 + len as usize;
-        if end > data.len() {
-            return;
-        }
-        let crc = crc32c::crc32c(&data[pos + 21..end]);
-        data[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
-        pos = end;
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -37,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut bytes = rest.to_vec();
     if flags & 1 == 1 {
-        fix_crcs(&mut bytes);
+        common::fix_crcs(&mut bytes);
     }
     let rules = RecordRules {
         compacted: flags & 2 != 0,

@@ -25,11 +25,12 @@
 //! check into record parsing; bit 14 opens the log with `cleanup.policy=compact`.
 #![no_main]
 
+mod common;
+
 use bytes::BytesMut;
 use fjord_storage::{CleanupPolicy, Log, LogConfig};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use libfuzzer_sys::fuzz_target;
 use std::path::{Path, PathBuf};
@@ -72,24 +73,6 @@ fn take<'a>(data: &mut &'a [u8]) -> &'a [u8] {
     file
 }
 
-/// Recompute the CRC32C of every complete batch in `data`.
-fn fix_crcs(data: &mut [u8]) {
-    let mut pos = 0;
-    while data.len() >= pos + 21 {
-        let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap());
-        if len < 9 {
-            return;
-        }
-        let end = pos + 12 + len as usize;
-        if end > data.len() {
-            return;
-        }
-        let crc = crc32c::crc32c(&data[pos + 21..end]);
-        data[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
-        pos = end;
-    }
-}
-
 fn segment_name(base: i64) -> String {
     format!("{base:020}.log")
 }
@@ -108,20 +91,26 @@ fn write_files(dir: &Path, mut data: &[u8]) -> Option<(u16, PathBuf)> {
     if flags & (1 << 7) != 0 {
         let f = take(&mut data);
         let at = f.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-        std::fs::write(dir.join(format!("{at:020}.snapshot")), f.get(2..).unwrap_or(&[])).unwrap();
+        std::fs::write(
+            dir.join(format!("{at:020}.snapshot")),
+            f.get(2..).unwrap_or(&[]),
+        )
+        .unwrap();
     }
     if flags & (1 << 8) != 0 {
         let f = take(&mut data);
-        let base = f.get(..2).map_or(1, |b| u16::from_be_bytes([b[0], b[1]]).max(1));
+        let base = f
+            .get(..2)
+            .map_or(1, |b| u16::from_be_bytes([b[0], b[1]]).max(1));
         let mut seg = f.get(2..).unwrap_or(&[]).to_vec();
         if flags & (1 << 15) != 0 {
-            fix_crcs(&mut seg);
+            common::fix_crcs(&mut seg);
         }
         std::fs::write(dir.join(segment_name(base as i64)), seg).unwrap();
     }
     let mut seg0 = data.to_vec();
     if flags & (1 << 15) != 0 {
-        fix_crcs(&mut seg0);
+        common::fix_crcs(&mut seg0);
     }
     let seg0_path = dir.join(segment_name(0));
     std::fs::write(&seg0_path, seg0).unwrap();
@@ -171,9 +160,9 @@ fn read_everything(log: &Log) {
         }
         let mut last = next;
         for item in fjord_protocol::batch::BatchIter::new(&r.records) {
-            let Ok((h, range)) = item else { break };
-            last = last.max(h.last_offset().saturating_add(1));
-            let _ = RecordBatchDecoder::decode(&mut r.records.slice(range));
+            let Ok(b) = item else { break };
+            last = last.max(b.header.last_offset().saturating_add(1));
+            let _ = RecordBatchDecoder::decode(&mut r.records.slice(b.position..b.end()));
         }
         if last <= next {
             return;
