@@ -639,12 +639,8 @@ impl Broker {
             suppressed: 0,
         };
         for (p, state, name) in assignments {
-            if &*name == crate::groups::OFFSETS_TOPIC
-                && state.leader == me
-                && !p.is_leader()
-                && p.has_log()
-            {
-                self.groups.load_partition(self, &p);
+            if &*name == crate::groups::OFFSETS_TOPIC {
+                self.groups.leadership_changing(self, &p, state.leader == me);
             }
             let (old, transition) = p.set_state(state.clone(), now);
             self.report_change(&name, p.index as usize, &old, &state, &mut log_budget);

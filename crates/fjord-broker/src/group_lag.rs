@@ -137,8 +137,9 @@ pub(crate) fn metrics(b: &Broker) -> &LagMetrics {
 /// left and remove the label sets of the others, so labels are bounded by what exists.
 pub fn refresh(b: &Broker) {
     let metrics = metrics(b);
-    // The coordinator's lock can be held across an append: never wait for it holding the
-    // windows' lock (commits would queue behind it). Find what is gone, then drop it.
+    // Never wait for a coordinator shard's lock holding the windows' lock (commits would
+    // queue behind it). Find what is gone (a group in a shard no longer loaded here is gone:
+    // its coordinator moved), then drop it.
     let keys: Vec<(String, String, i32)> = b
         .groups
         .lag
@@ -146,14 +147,16 @@ pub fn refresh(b: &Broker) {
         .keys()
         .map(|(g, t, p)| (g.to_string(), t.to_string(), p))
         .collect();
-    let gone: std::collections::HashSet<(String, String, i32)> = b.groups.read(|c, _| {
-        keys.into_iter()
-            .filter(|(g, t, p)| {
-                !c.group(g)
+    let gone: std::collections::HashSet<(String, String, i32)> = keys
+        .into_iter()
+        .filter(|(g, t, p)| {
+            let kept = b.groups.read(b, g, |c, _| {
+                c.group(g)
                     .is_some_and(|g| g.offsets.contains_key(&(t.clone(), *p)))
-            })
-            .collect()
-    });
+            });
+            !kept.unwrap_or(false)
+        })
+        .collect();
     let groups: Vec<String> = {
         let mut lag = b.groups.lag.lock();
         if !gone.is_empty() {

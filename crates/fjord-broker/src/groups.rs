@@ -1,11 +1,21 @@
 //! The group coordinator's runtime: feeds requests and timer ticks to the I/O-free
 //! [`fjord_group::Coordinator`], appends the records it returns to `__consumer_offsets` (before
 //! any reply computed in the same step is sent), parks JoinGroup/SyncGroup requests until the
-//! state machine releases them, and replays `__consumer_offsets` at startup.
+//! state machine releases them, and replays `__consumer_offsets` to load groups.
 //!
-//! The coordinator lock is never held across an `.await`: an operation locks, runs the state
-//! machine, appends synchronously (so records reach the log in the order the state machine
-//! produced them), unlocks, and only then wakes parked requests.
+//! As Kafka's coordinator, it is sharded by `__consumer_offsets` partition: a group lives in
+//! the [`Shard`] of its partition, with its own lock and coordinator state. A shard is loaded
+//! (its partition replayed) while this broker leads that partition and unloaded when it stops
+//! leading it, so groups on different partitions never wait for each other.
+//!
+//! A shard's lock is never held across an `.await` or disk I/O: an operation locks its shard,
+//! runs the state machine, queues the records on the partition's disk I/O thread
+//! ([`Partition::append_async`], queued at call time, so records reach the log in the order the
+//! state machine produced them), unlocks, and only then waits for the append and wakes parked
+//! requests. If an append fails, the offsets it carried are taken back
+//! ([`Coordinator::undo`]); if it failed because the partition cannot be written at all (not
+//! the leader any more, storage error), the shard is unloaded and, while this broker still
+//! leads, replayed again from the log, the truth.
 //!
 //! As Kafka's coordinator, nothing is answered before the records it depends on are on every
 //! in-sync replica of their `__consumer_offsets` partition (acks=all): an operation returns
@@ -17,23 +27,27 @@
 
 use fjord_protocol::records::AppendOrigin;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fjord_group::coordinator::{Record, TopicInfo, TopicsView};
-use fjord_group::{Coordinator, Effects, Event, Reply, Token};
+use fjord_group::{Coordinator, Effects, Event, OffsetUndo, Reply, Token};
 use fjord_protocol::error::ErrorCode;
+use fjord_storage::AppendInfo;
 use kafka_protocol::records::{
     Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType,
 };
 use parking_lot::Mutex;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::{now_ms, Broker};
-use crate::partition::Partition;
+use crate::partition::{AppendRejection, Partition};
 use fjord_replication::AckStatus;
 
 /// How long an answer waits for its records to reach the ISR (Kafka's
@@ -87,16 +101,238 @@ struct GroupTopics {
     names: HashMap<uuid::Uuid, String>,
 }
 
+/// The groups of one `__consumer_offsets` partition (Kafka's coordinator shard).
+struct Shard {
+    /// The partition's index, which is also this shard's.
+    index: i32,
+    state: Mutex<ShardState>,
+    /// Held while the partition is replayed into a new state (a blocking thread, never an
+    /// async worker), so two loads of one shard never race; operations do not take it.
+    loading: Mutex<()>,
+    /// A load was handed to a blocking thread by the tick and has not finished.
+    load_queued: AtomicBool,
+    /// Groups and members as of the last tick or load (for the gauges).
+    groups: AtomicI64,
+    members: AtomicI64,
+}
+
+impl Shard {
+    /// Record the shard's group and member counts for the gauges.
+    fn count(&self, c: &Coordinator) {
+        self.groups.store(c.group_count() as i64, Ordering::Relaxed);
+        self.members
+            .store(c.member_count() as i64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct ShardState {
+    /// The shard's groups: `None` while this broker does not lead the partition or has not
+    /// replayed it yet (requests get NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS).
+    coordinator: Option<Coordinator>,
+    /// Bumped by every load and unload, so an append that completes later knows whether the
+    /// state it changed is still the one installed.
+    generation: u64,
+    /// Parked JoinGroup/SyncGroup requests. Dropped on unload: their handlers answer
+    /// NOT_COORDINATOR and the clients find the new coordinator.
+    waiters: HashMap<Token, oneshot::Sender<Delivered>>,
+}
+
+/// Why a shard is loaded or unloaded (the metrics label and the log line).
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// Replayed at startup (this broker led the partition when it started).
+    Startup,
+    /// Replayed because this broker is about to lead the partition.
+    Elected,
+    /// Replayed because the tick found the partition led here but not loaded (an election
+    /// seen before the startup load, a log opened late, or a reload after a failed append).
+    Reconciled,
+    /// Dropped: this broker no longer leads the partition.
+    LostLeadership,
+    /// Dropped: an append to the partition failed for a reason every later append shares.
+    AppendFailed,
+}
+
+impl Change {
+    fn label(self) -> &'static str {
+        match self {
+            Change::Startup => "startup",
+            Change::Elected => "elected",
+            Change::Reconciled => "reconciled",
+            Change::LostLeadership => "lost_leadership",
+            Change::AppendFailed => "append_failed",
+        }
+    }
+}
+
+/// The coordinator's own metrics, registered on first use.
+#[derive(Clone)]
+struct CoordinatorMetrics {
+    /// From queueing an append to `__consumer_offsets` until it is in the leader's log.
+    append_seconds: Histogram,
+    shards_loaded: IntGauge,
+    shard_groups: IntGaugeVec,
+    shard_changes: IntCounterVec,
+}
+
+impl CoordinatorMetrics {
+    fn new(registry: &Registry) -> CoordinatorMetrics {
+        let append_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "group_coordinator_append_seconds",
+                "Time from queueing a group coordinator append to __consumer_offsets until it is in the leader's log (before replication)",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
+        )
+        .expect("valid metric");
+        let shards_loaded = IntGauge::new(
+            "group_coordinator_shards_loaded",
+            "__consumer_offsets partitions whose groups this broker coordinates (loaded shards)",
+        )
+        .expect("valid metric");
+        let shard_groups = IntGaugeVec::new(
+            Opts::new(
+                "group_coordinator_shard_groups",
+                "Groups in each loaded coordinator shard, by __consumer_offsets partition",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let shard_changes = IntCounterVec::new(
+            Opts::new(
+                "group_coordinator_shard_changes_total",
+                "Coordinator shards loaded or unloaded, by reason (startup, elected, reconciled, lost_leadership, append_failed)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // Registration fails only if another runtime in this process registered first.
+        let _ = registry.register(Box::new(append_seconds.clone()));
+        let _ = registry.register(Box::new(shards_loaded.clone()));
+        let _ = registry.register(Box::new(shard_groups.clone()));
+        let _ = registry.register(Box::new(shard_changes.clone()));
+        CoordinatorMetrics {
+            append_seconds,
+            shards_loaded,
+            shard_groups,
+            shard_changes,
+        }
+    }
+}
+
+type AppendFuture = Pin<Box<dyn Future<Output = Result<AppendInfo, AppendRejection>> + Send>>;
+
+/// Records queued on their partitions' I/O threads, not yet known to be written.
+#[derive(Default)]
+struct QueuedAppend {
+    parts: Vec<(Arc<Partition>, AppendFuture)>,
+    /// The records could not even be queued (no such partition, encoding failed).
+    failed: Option<ErrorCode>,
+}
+
+/// An operation whose state change is made and whose records are queued: what is left to do
+/// once the append completes (take back offsets if it failed, wake parked requests).
+struct Pending {
+    shard: Arc<Shard>,
+    generation: u64,
+    append: QueuedAppend,
+    replies: Vec<(Token, Reply)>,
+    undo: Vec<OffsetUndo>,
+    queued_at: Instant,
+    metrics: CoordinatorMetrics,
+}
+
+impl Pending {
+    /// Wait for the append, then settle. Runs as a task of its own when there is something to
+    /// wait for, so a caller that goes away (a closed connection) cannot skip the undo.
+    async fn complete(self) -> Written {
+        if self.append.parts.is_empty() {
+            return self.settle(Vec::new());
+        }
+        let task = tokio::spawn(async move {
+            let mut pending = self;
+            let mut results = Vec::with_capacity(pending.append.parts.len());
+            for (p, append) in std::mem::take(&mut pending.append.parts) {
+                results.push((p, append.await));
+            }
+            pending
+                .metrics
+                .append_seconds
+                .observe(pending.queued_at.elapsed().as_secs_f64());
+            pending.settle(results)
+        });
+        task.await.unwrap_or_else(|_| Written {
+            ends: Vec::new(),
+            failed: Some(ErrorCode::UnknownServerError),
+        })
+    }
+
+    /// Apply the append's outcome to the shard and deliver the parked replies.
+    fn settle(
+        self,
+        results: Vec<(Arc<Partition>, Result<AppendInfo, AppendRejection>)>,
+    ) -> Written {
+        let mut written = Written {
+            ends: Vec::new(),
+            failed: self.append.failed,
+        };
+        // Only a record the partition refused (too large, invalid) is this operation's own
+        // problem; anything else fails every later append as well.
+        let mut unusable = false;
+        for (p, result) in results {
+            match result {
+                Ok(info) => written.ends.push((p, info.last_offset + 1)),
+                Err(e) => {
+                    tracing::error!(partition = p.index, error = %e.message(),
+                        "append to {OFFSETS_TOPIC} failed");
+                    unusable |= !matches!(&e, AppendRejection::Storage(s)
+                        if s.error_code() != ErrorCode::KafkaStorageError);
+                    written.failed = Some(ErrorCode::CoordinatorNotAvailable);
+                }
+            }
+        }
+        let mut s = self.shard.state.lock();
+        if written.failed.is_some() && s.generation == self.generation {
+            if unusable {
+                drop(s);
+                unload(
+                    &self.shard,
+                    Change::AppendFailed,
+                    &self.metrics,
+                    Some(self.generation),
+                );
+                return written;
+            }
+            // The log does not hold these commits: memory must not show them either.
+            if let Some(c) = s.coordinator.as_mut() {
+                c.undo(self.undo);
+            }
+        }
+        for (token, reply) in self.replies {
+            if let Some(tx) = s.waiters.remove(&token) {
+                let _ = tx.send(Delivered {
+                    reply,
+                    written: written.clone(),
+                });
+            }
+        }
+        written
+    }
+}
+
 pub struct GroupRuntime {
-    coordinator: Mutex<Coordinator>,
+    config: fjord_group::Config,
+    /// One shard per `__consumer_offsets` partition, by partition index.
+    shards: Vec<Arc<Shard>>,
     /// The topics as the assignors see them (partitions and their replicas' racks), kept by
     /// [`GroupRuntime::update_topics`] as metadata is published rather than rebuilt for every
     /// heartbeat. Readers take the `Arc`; an update copies the map only while one is held.
     topics: parking_lot::RwLock<GroupTopics>,
-    /// The startup replay is done (later elections replay one partition each).
-    loaded: AtomicBool,
-    waiters: Mutex<HashMap<Token, oneshot::Sender<Delivered>>>,
+    /// The startup load has begun: from then on an election loads its shard itself.
+    started: AtomicBool,
     next_token: AtomicU64,
+    metrics: OnceLock<CoordinatorMetrics>,
     /// Consumer lag windows (Burrow's evaluation, [`crate::group_lag`]), behind their own lock
     /// so commits and evaluations never wait on the coordinator.
     pub(crate) lag: Mutex<fjord_group::lag::LagWindows>,
@@ -107,29 +343,40 @@ pub struct GroupRuntime {
 
 impl GroupRuntime {
     pub fn new(config: fjord_group::Config) -> GroupRuntime {
+        let shards = (0..config.offsets_partitions.max(1))
+            .map(|index| {
+                Arc::new(Shard {
+                    index,
+                    state: Mutex::new(ShardState::default()),
+                    loading: Mutex::new(()),
+                    load_queued: AtomicBool::new(false),
+                    groups: AtomicI64::new(0),
+                    members: AtomicI64::new(0),
+                })
+            })
+            .collect();
         GroupRuntime {
             lag: Mutex::new(fjord_group::lag::LagWindows::new(config.lag)),
             lag_metrics: std::sync::OnceLock::new(),
             remote_ends: Default::default(),
-            coordinator: Mutex::new(Coordinator::new(config)),
+            config,
+            shards,
             topics: parking_lot::RwLock::new(GroupTopics::default()),
-            loaded: AtomicBool::new(false),
-            waiters: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
+            metrics: OnceLock::new(),
         }
     }
 
-    /// A token for a request that may have to wait, and where its reply will arrive.
-    pub fn park(&self) -> (Token, oneshot::Receiver<Delivered>) {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(token, tx);
-        (token, rx)
+    fn metrics(&self, broker: &Broker) -> &CoordinatorMetrics {
+        self.metrics
+            .get_or_init(|| CoordinatorMetrics::new(&broker.metrics.registry))
     }
 
-    /// Forget a parked request whose connection went away.
-    pub fn unpark(&self, token: Token) {
-        self.waiters.lock().remove(&token);
+    /// The shard of `group_id` (its `__consumer_offsets` partition, as records are keyed).
+    fn shard(&self, group_id: &str) -> &Arc<Shard> {
+        let i = fjord_group::offsets_partition(group_id, self.shards.len() as i32);
+        &self.shards[i as usize]
     }
 
     /// The assignors' view of the topics (a snapshot).
@@ -183,113 +430,326 @@ impl GroupRuntime {
         }
     }
 
-    /// Run one coordinator operation: state machine, then append, then replies. Returns the
-    /// operation's own answer and what it appended (to wait for before answering).
-    pub fn run<T>(
+    /// Lock `shard`, run `op`, queue its records, unlock. `waiter` is parked in the shard
+    /// first (its reply may come from this very operation).
+    fn start<T>(
         &self,
         broker: &Broker,
-        op: impl FnOnce(&mut Coordinator, &TopicsView, i64) -> (T, Effects),
-    ) -> (T, Written) {
+        shard: &Arc<Shard>,
+        waiter: Option<(Token, oneshot::Sender<Delivered>)>,
+        op: impl FnOnce(&mut Coordinator, i64) -> (T, Effects),
+    ) -> Result<(T, Pending), ErrorCode> {
         let now = now_ms();
-        let topics = self.topics();
-        let (out, fx, appended, members, groups) = {
-            let mut c = self.coordinator.lock();
-            let (out, mut fx) = op(&mut c, &topics, now);
-            let appended = append(broker, &c, &fx.records, now);
-            if appended.failed.is_some() {
-                // The log does not hold these commits: memory must not show them either.
-                c.undo(std::mem::take(&mut fx.undo));
+        let metrics = self.metrics(broker).clone();
+        let (out, fx, append, generation) = {
+            let mut s = shard.state.lock();
+            let ShardState {
+                coordinator,
+                generation,
+                waiters,
+            } = &mut *s;
+            let Some(c) = coordinator.as_mut() else {
+                drop(s);
+                return Err(unavailable(broker, shard.index));
+            };
+            if let Some((token, tx)) = waiter {
+                waiters.insert(token, tx);
             }
-            (out, fx, appended, c.member_count(), c.group_count())
+            let (out, fx) = op(c, now);
+            // Queued under the lock: the log gets the shard's records in state-machine order.
+            let append = queue_append(broker, &fx.records, now);
+            (out, fx, append, *generation)
         };
-        broker.metrics.group_members.set(members as i64);
-        broker.metrics.groups.set(groups as i64);
-        self.deliver(broker, fx, &appended);
-        (out, appended)
-    }
-
-    /// Read-only access (fetches, describes, lists).
-    pub fn read<T>(&self, f: impl FnOnce(&Coordinator, &TopicsView) -> T) -> T {
-        let topics = self.topics();
-        let c = self.coordinator.lock();
-        f(&c, &topics)
-    }
-
-    fn deliver(&self, broker: &Broker, fx: Effects, written: &Written) {
         for e in fx.events {
             log_event(broker, e);
         }
-        let mut waiters = self.waiters.lock();
-        for (token, reply) in fx.replies {
-            if let Some(tx) = waiters.remove(&token) {
-                let _ = tx.send(Delivered {
-                    reply,
-                    written: written.clone(),
-                });
+        Ok((
+            out,
+            Pending {
+                shard: shard.clone(),
+                generation,
+                append,
+                replies: fx.replies,
+                undo: fx.undo,
+                queued_at: Instant::now(),
+                metrics,
+            },
+        ))
+    }
+
+    /// Run one coordinator operation on the shard of `group_id`: state machine and queued
+    /// append under the shard's lock, then (lock released) wait for the append and deliver
+    /// replies. Returns the operation's own answer and what it appended (to wait for before
+    /// answering), or NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
+    pub async fn run<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        op: impl FnOnce(&mut Coordinator, &TopicsView, i64) -> (T, Effects),
+    ) -> Result<(T, Written), ErrorCode> {
+        let topics = self.topics();
+        let (out, pending) = self.start(broker, self.shard(group_id), None, |c, now| {
+            op(c, &topics, now)
+        })?;
+        Ok((out, pending.complete().await))
+    }
+
+    /// Run an operation that may have to wait for the rest of its group (JoinGroup,
+    /// SyncGroup): `op` gets the token its reply is delivered under, now or by a later
+    /// operation. Resolves with that reply; NOT_COORDINATOR if the shard was unloaded first.
+    pub async fn run_parked(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        op: impl FnOnce(&mut Coordinator, Token, i64) -> Effects,
+    ) -> Result<Delivered, ErrorCode> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let ((), pending) =
+            self.start(broker, self.shard(group_id), Some((token, tx)), |c, now| {
+                ((), op(c, token, now))
+            })?;
+        pending.complete().await;
+        rx.await.map_err(|_| ErrorCode::NotCoordinator)
+    }
+
+    /// An operation that changes state but never appends (a classic Heartbeat).
+    pub fn update<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        op: impl FnOnce(&mut Coordinator, i64) -> T,
+    ) -> Result<T, ErrorCode> {
+        let shard = self.shard(group_id);
+        let mut s = shard.state.lock();
+        match s.coordinator.as_mut() {
+            Some(c) => Ok(op(c, now_ms())),
+            None => {
+                drop(s);
+                Err(unavailable(broker, shard.index))
             }
         }
     }
 
-    /// Replay `__consumer_offsets` (startup), then start every loaded member's session.
-    /// Unreadable batches and records are skipped (ERROR, counted): a damaged partition costs
-    /// the groups on it what was in the damaged part, never the broker's startup.
-    pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-            self.loaded.store(true, Ordering::Release);
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let mut c = self.coordinator.lock();
-        let mut total = Replayed::default();
-        for p in &topic.partitions {
-            match replay_partition(&mut c, p, now, false) {
-                Ok(r) => total.add(broker, p, r),
-                Err(e) => tracing::error!(partition = p.index, error = %e,
-                    "cannot read {OFFSETS_TOPIC}; its groups start without their state"),
+    /// Read the shard of `group_id` (fetches, describes).
+    pub fn read<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        f: impl FnOnce(&Coordinator, &TopicsView) -> T,
+    ) -> Result<T, ErrorCode> {
+        let topics = self.topics();
+        let shard = self.shard(group_id);
+        let s = shard.state.lock();
+        match s.coordinator.as_ref() {
+            Some(c) => Ok(f(c, &topics)),
+            None => {
+                drop(s);
+                Err(unavailable(broker, shard.index))
             }
         }
-        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Read every loaded shard in turn (lists), one lock at a time.
+    pub fn read_each(&self, mut f: impl FnMut(&Coordinator, &TopicsView)) {
+        let topics = self.topics();
+        for shard in &self.shards {
+            if let Some(c) = shard.state.lock().coordinator.as_ref() {
+                f(c, &topics);
+            }
+        }
+    }
+
+    /// Replay the partitions of `__consumer_offsets` this broker leads (startup), then start
+    /// every loaded member's session. Unreadable batches and records are skipped (ERROR,
+    /// counted): a damaged partition costs the groups on it what was in the damaged part,
+    /// never the broker's startup. Partitions this broker comes to lead later are loaded on
+    /// election ([`GroupRuntime::leadership_changing`]) or by the tick.
+    pub fn load(&self, broker: &Broker) -> anyhow::Result<()> {
+        // First: an election published while this runs loads its own shard.
+        self.started.store(true, Ordering::Release);
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut total = Replayed::default();
+        let mut shards = 0;
+        for p in &topic.partitions {
+            if p.is_leader() && p.has_log() {
+                if let Some(r) = self.load_shard(broker, p, false, Change::Startup) {
+                    total.add(broker, p, r);
+                    shards += 1;
+                }
+            }
+        }
         tracing::info!(
+            shards,
             records = total.records,
             skipped_batches = total.skipped_batches,
             skipped_records = total.skipped_records,
-            groups = c.group_count(),
+            groups = self.group_count(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "groups loaded from {OFFSETS_TOPIC}"
         );
-        broker.metrics.groups.set(c.group_count() as i64);
+        self.update_gauges(broker);
         Ok(())
     }
 
-    /// This broker is about to lead `p`, a partition of `__consumer_offsets`, so it becomes the
-    /// coordinator of its groups: replay the partition's log (replicated here while it was a
-    /// follower) so their committed offsets and metadata are current before the first request
-    /// is answered (Kafka's group loading on election). Called before the partition's new
-    /// state is set, so until the replay is done requests for these groups still get
-    /// NOT_COORDINATOR. Skipped before the startup load, which replays everything.
-    pub fn load_partition(&self, broker: &Broker, p: &Partition) {
-        if !self.loaded.load(Ordering::Acquire) {
+    /// Groups in every loaded shard, as of their last tick or load.
+    fn group_count(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.groups.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Replay partition `p` into a new coordinator and install it as its shard's state
+    /// (reads the log: a blocking thread). `Startup` and `Reconciled` keep a shard that is
+    /// already loaded; `Elected` replaces it (the log is the new leadership's truth).
+    /// Returns what was replayed, `None` if nothing was loaded.
+    fn load_shard(
+        &self,
+        broker: &Broker,
+        p: &Partition,
+        to_log_end: bool,
+        why: Change,
+    ) -> Option<Replayed> {
+        let shard = self.shards.get(usize::try_from(p.index).ok()?)?;
+        let _loading = shard.loading.lock();
+        if !matches!(why, Change::Elected) && shard.state.lock().coordinator.is_some() {
+            return None;
+        }
+        let started = Instant::now();
+        let mut c = Coordinator::new(self.config.clone());
+        let replayed = match replay_partition(&mut c, p, now_ms(), to_log_end) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(partition = p.index, error = %e,
+                    "cannot read {OFFSETS_TOPIC}; its groups start without their state");
+                Replayed::default()
+            }
+        };
+        shard.count(&c);
+        let groups = c.group_count();
+        {
+            let mut s = shard.state.lock();
+            s.generation += 1;
+            s.coordinator = Some(c);
+            // Requests parked on an earlier load: their handlers answer NOT_COORDINATOR.
+            s.waiters.clear();
+        }
+        let metrics = self.metrics(broker);
+        metrics
+            .shard_changes
+            .with_label_values(&[why.label()])
+            .inc();
+        if !matches!(why, Change::Startup) {
+            tracing::info!(
+                partition = p.index,
+                reason = why.label(),
+                groups,
+                records = replayed.records,
+                skipped_batches = replayed.skipped_batches,
+                skipped_records = replayed.skipped_records,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "group coordinator shard loaded: this broker coordinates the groups of this {OFFSETS_TOPIC} partition"
+            );
+            Replayed::default().add(broker, p, replayed);
+        }
+        self.update_gauges(broker);
+        Some(replayed)
+    }
+
+    /// Called as the metadata publisher sets a new state on `p`, a partition of
+    /// `__consumer_offsets`, before the state is set. About to lead it: replay the partition's
+    /// log (replicated here while it was a follower) so the groups' committed offsets and
+    /// metadata are current before the first request is answered (Kafka's group loading on
+    /// election); until then their requests still get NOT_COORDINATOR. Not leading it: unload
+    /// its groups. Loads wait for the startup load, which covers them.
+    pub fn leadership_changing(&self, broker: &Broker, p: &Partition, leads: bool) {
+        if !leads {
+            if let Some(shard) = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| self.shards.get(i))
+            {
+                if unload(shard, Change::LostLeadership, self.metrics(broker), None) {
+                    self.update_gauges(broker);
+                }
+            }
             return;
         }
-        let started = std::time::Instant::now();
-        let mut c = self.coordinator.lock();
-        match replay_partition(&mut c, p, now_ms(), true) {
-            Ok(r) => {
-                tracing::info!(
-                    partition = p.index,
-                    records = r.records,
-                    skipped_batches = r.skipped_batches,
-                    skipped_records = r.skipped_records,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "elected leader of {OFFSETS_TOPIC}: groups of this partition replayed"
-                );
-                Replayed::default().add(broker, p, r);
-            }
-            Err(e) => tracing::error!(partition = p.index, error = %e,
-                "cannot replay {OFFSETS_TOPIC} for the groups this broker now coordinates"),
+        if !p.is_leader() && p.has_log() && self.started.load(Ordering::Acquire) {
+            self.load_shard(broker, p, true, Change::Elected);
         }
-        broker.metrics.groups.set(c.group_count() as i64);
+    }
+
+    /// One timer pass: unload shards whose partition this broker stopped leading, load the
+    /// ones it leads but has not loaded (on a blocking thread), and tick every loaded shard.
+    /// A shard whose tick appended completes in a task of its own, so a slow append in one
+    /// shard never holds up the timers of another.
+    fn tick(&self, broker: &Arc<Broker>) {
+        let offsets = broker.topic(OFFSETS_TOPIC);
+        let topics = self.topics();
+        let started = self.started.load(Ordering::Acquire);
+        for shard in &self.shards {
+            let partition = offsets
+                .as_ref()
+                .and_then(|t| t.partitions.get(shard.index as usize));
+            let leads = partition.is_some_and(|p| p.is_leader() && p.has_log());
+            let loaded = shard.state.lock().coordinator.is_some();
+            if !leads {
+                if loaded {
+                    unload(shard, Change::LostLeadership, self.metrics(broker), None);
+                }
+                continue;
+            }
+            if !loaded {
+                if started && !shard.load_queued.swap(true, Ordering::AcqRel) {
+                    let (b, p, shard) = (broker.clone(), partition.cloned(), shard.clone());
+                    tokio::task::spawn_blocking(move || {
+                        if let Some(p) = p {
+                            b.groups.load_shard(&b, &p, true, Change::Reconciled);
+                        }
+                        shard.load_queued.store(false, Ordering::Release);
+                    });
+                }
+                continue;
+            }
+            let ticked = self.start(broker, shard, None, |c, now| {
+                let fx = c.tick(now, &topics);
+                shard.count(c);
+                ((), fx)
+            });
+            if let Ok(((), pending)) = ticked {
+                if pending.append.parts.is_empty() {
+                    pending.settle(Vec::new());
+                } else {
+                    tokio::spawn(pending.complete());
+                }
+            }
+        }
+        self.update_gauges(broker);
+    }
+
+    /// Set the group, member and shard gauges from the shards' counts.
+    fn update_gauges(&self, broker: &Broker) {
+        let metrics = self.metrics(broker);
+        let (mut groups, mut members, mut loaded) = (0, 0, 0);
+        for shard in &self.shards {
+            let label = shard.index.to_string();
+            if shard.state.lock().coordinator.is_some() {
+                let g = shard.groups.load(Ordering::Relaxed);
+                groups += g;
+                members += shard.members.load(Ordering::Relaxed);
+                loaded += 1;
+                metrics.shard_groups.with_label_values(&[&label]).set(g);
+            } else {
+                let _ = metrics.shard_groups.remove_label_values(&[&label]);
+            }
+        }
+        metrics.shards_loaded.set(loaded);
+        broker.metrics.groups.set(groups);
+        broker.metrics.group_members.set(members);
     }
 
     /// Fire the coordinator's timers periodically until shutdown.
@@ -302,9 +762,7 @@ impl GroupRuntime {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let _ = broker
-                .groups
-                .run(&broker, |c, topics, now| ((), c.tick(now, topics)));
+            broker.groups.tick(&broker);
             ticks += 1;
             // Every 5 s: drop lag windows of gone groups/offsets and refresh the lag gauges,
             // off the async workers (a pass over every window).
@@ -313,6 +771,57 @@ impl GroupRuntime {
                 let _ = tokio::task::spawn_blocking(move || crate::group_lag::refresh(&b)).await;
             }
         }
+    }
+}
+
+/// Drop a shard's groups (this broker stopped leading its partition, or cannot write it).
+/// Parked requests are dropped with them: their handlers answer NOT_COORDINATOR. False if
+/// the shard was not loaded (or, with `generation`, was loaded again since).
+fn unload(
+    shard: &Shard,
+    why: Change,
+    metrics: &CoordinatorMetrics,
+    generation: Option<u64>,
+) -> bool {
+    let groups = {
+        let mut s = shard.state.lock();
+        if generation.is_some_and(|g| g != s.generation) {
+            return false;
+        }
+        let Some(c) = s.coordinator.take() else {
+            return false;
+        };
+        s.generation += 1;
+        s.waiters.clear();
+        c.group_count()
+    };
+    shard.groups.store(0, Ordering::Relaxed);
+    shard.members.store(0, Ordering::Relaxed);
+    metrics
+        .shard_changes
+        .with_label_values(&[why.label()])
+        .inc();
+    tracing::info!(
+        partition = shard.index,
+        reason = why.label(),
+        groups,
+        "group coordinator shard unloaded: this broker no longer coordinates the groups of this {OFFSETS_TOPIC} partition"
+    );
+    true
+}
+
+/// Why a shard cannot serve: this broker leads its partition but has not loaded it yet
+/// (COORDINATOR_LOAD_IN_PROGRESS, as Kafka), or does not lead it (NOT_COORDINATOR).
+fn unavailable(broker: &Broker, index: i32) -> ErrorCode {
+    let leads = broker.topic(OFFSETS_TOPIC).is_some_and(|t| {
+        t.partitions
+            .get(index as usize)
+            .is_some_and(|p| p.is_leader())
+    });
+    if leads {
+        ErrorCode::CoordinatorLoadInProgress
+    } else {
+        ErrorCode::NotCoordinator
     }
 }
 
@@ -479,18 +988,18 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::
     }
 }
 
-/// Append the records to their `__consumer_offsets` partitions.
-fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Written {
-    let mut written = Written::default();
+/// Queue the records on their `__consumer_offsets` partitions' I/O threads (in call order;
+/// the caller holds its shard's lock so the log keeps the state machine's order).
+fn queue_append(broker: &Broker, records: &[Record], now: i64) -> QueuedAppend {
+    let mut queued = QueuedAppend::default();
     if records.is_empty() {
-        return written;
+        return queued;
     }
     // FindCoordinator creates the topic before any group can reach this point.
     let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-        written.failed = Some(ErrorCode::CoordinatorNotAvailable);
-        return written;
+        queued.failed = Some(ErrorCode::CoordinatorNotAvailable);
+        return queued;
     };
-    let _ = c;
     let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
     for r in records {
         by_partition.entry(r.partition).or_default().push(r);
@@ -500,7 +1009,7 @@ fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Wri
             .ok()
             .and_then(|i| topic.partitions.get(i))
         else {
-            written.failed = Some(ErrorCode::CoordinatorNotAvailable);
+            queued.failed = Some(ErrorCode::CoordinatorNotAvailable);
             continue;
         };
         let krecs: Vec<KRecord> = recs
@@ -532,18 +1041,14 @@ fn append(broker: &Broker, c: &Coordinator, records: &[Record], now: i64) -> Wri
             },
         ) {
             tracing::error!(error = %e, "cannot encode {OFFSETS_TOPIC} records");
-            written.failed = Some(ErrorCode::UnknownServerError);
+            queued.failed = Some(ErrorCode::UnknownServerError);
             continue;
         }
-        match partition.append(&buf, AppendOrigin::Coordinator, now) {
-            Ok(info) => written.ends.push((partition.clone(), info.last_offset + 1)),
-            Err(e) => {
-                tracing::error!(partition = p, error = %e.message(), "append to {OFFSETS_TOPIC} failed");
-                written.failed = Some(ErrorCode::CoordinatorNotAvailable);
-            }
-        }
+        let append =
+            partition.append_async(&broker.io, buf.freeze(), AppendOrigin::Coordinator, now);
+        queued.parts.push((partition.clone(), Box::pin(append)));
     }
-    written
+    queued
 }
 
 fn log_event(broker: &Broker, e: Event) {

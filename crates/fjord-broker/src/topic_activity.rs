@@ -308,8 +308,8 @@ fn idle_param(uri: &Uri) -> Result<i64, String> {
 
 /// One group's use of one topic on this broker's coordinator.
 fn local_groups(b: &Broker) -> Vec<Value> {
-    b.groups.read(|c, _| {
-        let mut out = Vec::new();
+    let mut out = Vec::new();
+    b.groups.read_each(|c, _| {
         for listing in c.list_groups(&[], &[]) {
             let Some(g) = c.group(&listing.group_id) else {
                 continue;
@@ -333,8 +333,8 @@ fn local_groups(b: &Broker) -> Vec<Value> {
                 }));
             }
         }
-        out
-    })
+    });
+    out
 }
 
 /// This broker's bytes per topic (its replicas) and groups per topic. Reads log sizes: run

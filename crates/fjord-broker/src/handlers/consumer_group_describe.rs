@@ -40,14 +40,15 @@ pub fn handle(
         .group_ids
         .iter()
         .map(|id| {
-            b.groups.read(|c, topics| {
-                let out = DescribedGroup::default()
-                    .with_group_id(id.clone())
-                    .with_authorized_operations(if r.include_authorized_operations {
-                        (1 << 3) | (1 << 6) | (1 << 8)
-                    } else {
-                        i32::MIN
-                    });
+            let out = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(if r.include_authorized_operations {
+                    (1 << 3) | (1 << 6) | (1 << 8)
+                } else {
+                    i32::MIN
+                });
+            let described = b.groups.read(b, &id.0, |c, topics| {
+                let out = out.clone();
                 let Some(g) = c.group(&id.0) else {
                     return out
                         .with_error_code(ErrorCode::GroupIdNotFound.code())
@@ -96,7 +97,8 @@ pub fn handle(
                             })
                             .collect(),
                     )
-            })
+            });
+            described.unwrap_or_else(|e| out.with_error_code(e.code()))
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)

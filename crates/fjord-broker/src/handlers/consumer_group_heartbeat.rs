@@ -40,9 +40,17 @@ pub async fn handle(
         return ConsumerGroupHeartbeatResponse::default()
             .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
     }
-    let (mut res, written) = b
+    let group_id = req.group_id.clone();
+    let ran = b
         .groups
-        .run(b, |c, topics, now| c.consumer_heartbeat(req, topics, now));
+        .run(b, &group_id, |c, topics, now| {
+            c.consumer_heartbeat(req, topics, now)
+        })
+        .await;
+    let (mut res, written) = match ran {
+        Ok(ran) => ran,
+        Err(e) => return ConsumerGroupHeartbeatResponse::default().with_error_code(e.code()),
+    };
     // The epoch and assignment this answer gives must survive a coordinator move.
     if let (0, Err(e)) = (res.error.code(), written.replicated().await) {
         res.error = e;

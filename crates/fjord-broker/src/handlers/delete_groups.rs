@@ -8,22 +8,27 @@ use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
 
 pub async fn handle(b: &Broker, _ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let ids: Vec<String> = r.groups_names.iter().map(|g| g.0.to_string()).collect();
-    let (codes, written) = b.groups.run(b, |c, _, _| c.delete_groups(&ids));
-    let appended = written.replicated().await;
-    DeleteGroupsResponse::default().with_results(
-        r.groups_names
-            .iter()
-            .zip(codes)
-            .map(|(g, code)| {
-                let code = match (code, appended) {
-                    (ErrorCode::None, Err(e)) => e,
-                    (c, _) => c,
-                };
-                DeletableGroupResult::default()
-                    .with_group_id(g.clone())
-                    .with_error_code(code.code())
-            })
-            .collect(),
-    )
+    // Each group is deleted in its own coordinator shard; every answer waits for its
+    // tombstones to reach the in-sync replicas.
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for g in &r.groups_names {
+        let id = [g.0.to_string()];
+        let code = match b
+            .groups
+            .run(b, &id[0], |c, _, _| c.delete_groups(&id))
+            .await
+        {
+            Ok((codes, written)) => match (codes.first().copied(), written.replicated().await) {
+                (Some(ErrorCode::None), Err(e)) => e,
+                (code, _) => code.unwrap_or(ErrorCode::UnknownServerError),
+            },
+            Err(e) => e,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code.code()),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
 }

@@ -12,8 +12,14 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroups
         .groups
         .iter()
         .map(|id| {
-            let d = b.groups.read(|c, topics| c.describe_group(&id.0, topics));
             let group = DescribedGroup::default().with_group_id(id.clone());
+            let d = match b
+                .groups
+                .read(b, &id.0, |c, topics| c.describe_group(&id.0, topics))
+            {
+                Ok(d) => d,
+                Err(e) => return group.with_error_code(e.code()),
+            };
             let Some(d) = d else {
                 // Kafka 4 answers GROUP_ID_NOT_FOUND from v6; older versions see a Dead group.
                 return if ctx.version >= 6 {

@@ -11,15 +11,17 @@ pub fn handle(b: &Broker, _ctx: &Ctx, r: HeartbeatRequest) -> HeartbeatResponse 
         return HeartbeatResponse::default()
             .with_error_code(fjord_protocol::error::ErrorCode::NotCoordinator.code());
     }
-    let (code, _) = b.groups.run(b, |c, _, now| {
-        let code = c.heartbeat(
-            &group,
-            &r.member_id,
-            r.group_instance_id.as_deref(),
-            r.generation_id,
-            now,
-        );
-        (code, Default::default())
-    });
+    let code = b
+        .groups
+        .update(b, &group, |c, now| {
+            c.heartbeat(
+                &group,
+                &r.member_id,
+                r.group_instance_id.as_deref(),
+                r.generation_id,
+                now,
+            )
+        })
+        .unwrap_or_else(|e| e);
     HeartbeatResponse::default().with_error_code(code.code())
 }

@@ -40,11 +40,12 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: JoinGroupRequest) -> JoinGroupResp
             JoinResult::error(ErrorCode::NotCoordinator, &member_id),
         );
     }
-    let (token, rx) = b.groups.park();
-    let ((), _) = b
+    let group_id = req.group_id.clone();
+    let delivered = b
         .groups
-        .run(b, |c, _, now| ((), c.join_group(token, req, now)));
-    let result = match rx.await {
+        .run_parked(b, &group_id, |c, token, now| c.join_group(token, req, now))
+        .await;
+    let result = match delivered {
         Ok(Delivered {
             reply: Reply::Join(mut j),
             written,
@@ -55,7 +56,8 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: JoinGroupRequest) -> JoinGroupResp
             }
             j
         }
-        _ => JoinResult::error(ErrorCode::UnknownServerError, &member_id),
+        Ok(_) => JoinResult::error(ErrorCode::UnknownServerError, &member_id),
+        Err(e) => JoinResult::error(e, &member_id),
     };
     encode(ctx, result)
 }

@@ -27,10 +27,17 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupRe
             group_instance_id: None,
         }]
     };
-    let ((mut top, errors), written) = b.groups.run(b, |c, _, now| {
-        let (top, errors, fx) = c.leave_group(&group, &members, now);
-        ((top, errors), fx)
-    });
+    let ran = b
+        .groups
+        .run(b, &group, |c, _, now| {
+            let (top, errors, fx) = c.leave_group(&group, &members, now);
+            ((top, errors), fx)
+        })
+        .await;
+    let ((mut top, errors), written) = match ran {
+        Ok(ran) => ran,
+        Err(e) => return LeaveGroupResponse::default().with_error_code(e.code()),
+    };
     if let (0, Err(e)) = (top.code(), written.replicated().await) {
         top = e;
     }

@@ -9,7 +9,9 @@ use crate::broker::Broker;
 pub fn handle(b: &Broker, ctx: &Ctx, r: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();
     let types: Vec<String> = r.types_filter.iter().map(|s| s.to_string()).collect();
-    let listed = b.groups.read(|c, _| c.list_groups(&states, &types));
+    let mut listed = Vec::new();
+    b.groups
+        .read_each(|c, _| listed.extend(c.list_groups(&states, &types)));
     ListGroupsResponse::default().with_groups(
         listed
             .into_iter()

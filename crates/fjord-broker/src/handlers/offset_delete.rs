@@ -20,10 +20,17 @@ pub async fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDel
             )
         })
         .collect();
-    let ((top, rows), appended) = b.groups.run(b, |c, _, _| {
-        let (top, rows, fx) = c.delete_offsets(&group, &wanted);
-        ((top, rows), fx)
-    });
+    let ran = b
+        .groups
+        .run(b, &group, |c, _, _| {
+            let (top, rows, fx) = c.delete_offsets(&group, &wanted);
+            ((top, rows), fx)
+        })
+        .await;
+    let ((top, rows), appended) = match ran {
+        Ok(ran) => ran,
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+    };
     let top = match appended.replicated().await {
         Err(e) if top.code() == 0 => e,
         _ => top,

@@ -9,14 +9,21 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_group::coordinator::CommittedOffset;
+use fjord_protocol::error::ErrorCode;
 
 type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
 /// Committed offsets of one topic: (partition, offset if any).
 type TopicRows = (String, Vec<(i32, Option<CommittedOffset>)>);
 
-fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+/// The group's committed offsets, or why this broker cannot answer for the group
+/// (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+fn fetch(
+    b: &Broker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, ErrorCode> {
     b.groups
-        .read(|c, _| c.fetch_offsets(group, topics.as_deref()))
+        .read(b, group, |c, _| c.fetch_offsets(group, topics.as_deref()))
 }
 
 /// Group rows by topic, keeping first-seen order.
@@ -49,9 +56,13 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let rows = fetch(b, &g.group_id.0, topics);
+                let (rows, code) = match fetch(b, &g.group_id.0, topics) {
+                    Ok(rows) => (rows, ErrorCode::None),
+                    Err(e) => (Vec::new(), e),
+                };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
+                    .with_error_code(code.code())
                     .with_topics(
                         by_topic(rows)
                             .into_iter()
@@ -82,7 +93,14 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let rows = fetch(b, &r.group_id.0, topics);
+    let rows = match fetch(b, &r.group_id.0, topics) {
+        Ok(rows) => rows,
+        // v2+ carry a top-level error; v1 only per partition.
+        Err(e) if ctx.version >= 2 => {
+            return OffsetFetchResponse::default().with_error_code(e.code())
+        }
+        Err(e) => return partition_errors(&r, e),
+    };
     let topics = by_topic(rows)
         .into_iter()
         .map(|(t, ps)| {
@@ -101,6 +119,32 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                             } else {
                                 part
                             }
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// A v1 answer for a group this broker cannot answer for: the error on every requested
+/// partition.
+fn partition_errors(r: &OffsetFetchRequest, e: ErrorCode) -> OffsetFetchResponse {
+    let topics = r
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partition_indexes
+                        .iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_error_code(e.code())
                         })
                         .collect(),
                 )

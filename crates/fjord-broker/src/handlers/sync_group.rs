@@ -26,11 +26,12 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResp
     if crate::groups::not_coordinator(b, &req.group_id) {
         return SyncGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
     }
-    let (token, rx) = b.groups.park();
-    let ((), _) = b
+    let group_id = req.group_id.clone();
+    let delivered = b
         .groups
-        .run(b, |c, _, now| ((), c.sync_group(token, req, now)));
-    let s = match rx.await {
+        .run_parked(b, &group_id, |c, token, now| c.sync_group(token, req, now))
+        .await;
+    let s = match delivered {
         Ok(Delivered {
             reply: Reply::Sync(mut s),
             written,
@@ -40,7 +41,8 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResp
             }
             s
         }
-        _ => SyncResult::error(ErrorCode::UnknownServerError),
+        Ok(_) => SyncResult::error(ErrorCode::UnknownServerError),
+        Err(e) => SyncResult::error(e),
     };
     let resp = SyncGroupResponse::default()
         .with_error_code(s.error.code())
