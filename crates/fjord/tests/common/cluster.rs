@@ -52,6 +52,7 @@ pub struct ClusterBuilder {
     roles: Vec<String>,
     config: String,
     node_config: BTreeMap<usize, String>,
+    env: Vec<(String, String)>,
 }
 
 impl ClusterBuilder {
@@ -76,6 +77,12 @@ impl ClusterBuilder {
         let c = self.node_config.entry(id).or_default();
         c.push_str(lines);
         c.push('\n');
+        self
+    }
+
+    /// An environment variable of every node's process (e.g. `FJORD_DEBUG_FSYNC_DELAY_MS`).
+    pub fn env(mut self, key: &str, value: &str) -> ClusterBuilder {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -144,7 +151,11 @@ group.initial.rebalance.delay.ms = 0
                     .map(|l| format!("{l}\n"))
                     .collect();
                 toml.push_str(&extra);
-                FjordProcess::create_node(&toml)
+                let mut node = FjordProcess::create_node(&toml);
+                for (k, v) in &self.env {
+                    node.set_env(k, v);
+                }
+                node
             })
             .collect();
         let pending: Vec<_> = nodes.iter_mut().map(|n| n.spawn_only()).collect();
@@ -195,6 +206,7 @@ impl Cluster {
             roles: vec!["broker,controller".to_string(); 3],
             config: String::new(),
             node_config: BTreeMap::new(),
+            env: Vec::new(),
         }
     }
 
