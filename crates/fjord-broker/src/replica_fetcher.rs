@@ -19,6 +19,7 @@
 //! pauses the fetcher. Role changes come from [`crate::broker::Broker::publish`] as commands.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use fjord_client::{Connection, ConnectionConfig};
 use fjord_protocol::error::ErrorCode;
 use fjord_replication::truncation::{self, Decision};
+use fjord_storage::io::IoGone;
 use kafka_protocol::messages::fetch_request::{
     FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
 };
@@ -373,7 +375,7 @@ async fn truncate_round(
             None => {
                 // No epochs in the log (empty): keep what is committed, fetch the rest.
                 let (leo, hw) = (p.log_end_offset().unwrap_or(0), p.high_watermark());
-                truncate(broker, p, truncation::no_epochs(leo, hw));
+                truncate(broker, p, truncation::no_epochs(leo, hw)).await;
                 f.phase = Phase::Fetching;
             }
         }
@@ -434,7 +436,7 @@ async fn truncate_round(
             );
             match decision {
                 Decision::TruncateTo(offset) => {
-                    truncate(broker, &p, offset);
+                    truncate(broker, &p, offset).await;
                     f.phase = Phase::Fetching;
                 }
                 Decision::AskAgain { epoch } => f.phase = Phase::Truncating { asked: Some(epoch) },
@@ -446,8 +448,9 @@ async fn truncate_round(
 
 /// Truncate and say so loudly when records go: they were never committed, but a producer with
 /// acks=1 (or an unclean election) may have been told they were written.
-fn truncate(broker: &Broker, p: &Partition, offset: i64) {
-    match p.truncate_to(offset) {
+async fn truncate(broker: &Broker, p: &Arc<Partition>, offset: i64) {
+    let truncated = p.on_io(&broker.io, move |p| p.truncate_to(offset)).await;
+    match truncated.unwrap_or(Err(AppendRejection::IoGone)) {
         Ok((before, after)) if after < before => {
             tracing::warn!(topic = %p.topic, partition = p.index, from_offset = after,
                 to_offset = before - 1, records = before - after, leader_epoch = p.leader_epoch(),
@@ -591,6 +594,11 @@ async fn fetch_round(
         .map(|f| (f.partition.topic.clone(), f.partition.topic_id))
         .collect();
     let now_wall = now_ms();
+    // Appends under way on the partitions' I/O threads, answered after the loop.
+    type Appending = std::pin::Pin<
+        Box<dyn Future<Output = Result<Result<usize, AppendRejection>, IoGone>> + Send>,
+    >;
+    let mut appends: Vec<(Key, Appending)> = Vec::new();
     for t in resp.responses {
         let topic_id = if version >= 13 {
             t.topic_id
@@ -611,40 +619,22 @@ async fn fetch_round(
             match d.error_code {
                 0 => {
                     let records = whole_batches(d.records.unwrap_or_default());
-                    match p.append_as_follower(
-                        &records,
-                        f.leader_epoch,
-                        d.high_watermark,
-                        d.log_start_offset,
-                        now_wall,
-                    ) {
-                        Ok(n) => {
-                            if n > 0 {
-                                broker.metrics.replica_fetch_bytes.inc_by(n as u64);
-                                if p.follower_throttled() {
-                                    broker
-                                        .replication_quotas
-                                        .follower
-                                        .lock()
-                                        .record(n as u64, now_ms());
-                                    broker
-                                        .metrics
-                                        .replication_throttled_bytes
-                                        .with_label_values(&["follower"])
-                                        .inc_by(n as u64);
-                                }
-                            }
-                        }
-                        Err(AppendRejection::NotLeader) | Err(AppendRejection::Deleted) => {
-                            // A role change is on its way as a command.
-                            f.paused_until = Some(Instant::now() + backoff);
-                        }
-                        Err(e) => {
-                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
-                                "cannot append fetched records; truncating against the leader again");
-                            f.phase = Phase::Truncating { asked: None };
-                            f.paused_until = Some(Instant::now() + backoff);
-                        }
+                    let (epoch, hw, ls) = (f.leader_epoch, d.high_watermark, d.log_start_offset);
+                    // Writing (or following the leader's log start) is disk work, done on the
+                    // partition's I/O thread; taking only the high watermark is not.
+                    let needs_disk = !records.is_empty()
+                        || p.with_log(|l| l.log_start_offset() < ls).unwrap_or(false);
+                    let append = move |p: &Partition| {
+                        p.append_as_follower(&records, epoch, hw, ls, now_wall)
+                    };
+                    if needs_disk {
+                        appends.push((
+                            (topic_id, d.partition_index),
+                            Box::pin(p.on_io(&broker.io, append)),
+                        ));
+                    } else {
+                        let result = append(&p);
+                        on_follower_append(broker, f, &p, result, backoff);
                     }
                 }
                 code if code == ErrorCode::OffsetOutOfRange.code() => {
@@ -653,7 +643,9 @@ async fn fetch_round(
                         tracing::warn!(topic = %p.topic, partition = p.index, log_end_offset = leo,
                             leader_log_start_offset = d.log_start_offset,
                             "follower is behind the leader's log start; restarting its log there");
-                        if let Err(e) = p.restart_at(d.log_start_offset) {
+                        let ls = d.log_start_offset;
+                        let restarted = p.on_io(&broker.io, move |p| p.restart_at(ls)).await;
+                        if let Err(e) = restarted.unwrap_or(Err(AppendRejection::IoGone)) {
                             tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
                                 "cannot restart the follower's log");
                             f.paused_until = Some(Instant::now() + backoff);
@@ -687,7 +679,53 @@ async fn fetch_round(
             }
         }
     }
+    for (key, done) in appends {
+        let result = done.await.unwrap_or(Err(AppendRejection::IoGone));
+        if let Some(f) = parts.get_mut(&key) {
+            let p = f.partition.clone();
+            on_follower_append(broker, f, &p, result, backoff);
+        }
+    }
     Ok(())
+}
+
+/// Account for a follower append, or back off / truncate again after a refusal.
+fn on_follower_append(
+    broker: &Broker,
+    f: &mut Followed,
+    p: &Partition,
+    result: Result<usize, AppendRejection>,
+    backoff: Duration,
+) {
+    match result {
+        Ok(n) => {
+            if n > 0 {
+                broker.metrics.replica_fetch_bytes.inc_by(n as u64);
+                if p.follower_throttled() {
+                    broker
+                        .replication_quotas
+                        .follower
+                        .lock()
+                        .record(n as u64, now_ms());
+                    broker
+                        .metrics
+                        .replication_throttled_bytes
+                        .with_label_values(&["follower"])
+                        .inc_by(n as u64);
+                }
+            }
+        }
+        Err(AppendRejection::NotLeader) | Err(AppendRejection::Deleted) => {
+            // A role change is on its way as a command.
+            f.paused_until = Some(Instant::now() + backoff);
+        }
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e.message(),
+                "cannot append fetched records; truncating against the leader again");
+            f.phase = Phase::Truncating { asked: None };
+            f.paused_until = Some(Instant::now() + backoff);
+        }
+    }
 }
 
 /// The Fetch request for `next` in Fetch `version`, from this broker as a replica.
