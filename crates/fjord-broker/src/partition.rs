@@ -335,48 +335,6 @@ impl Partition {
         Ok(())
     }
 
-    /// Append one produce request's records (as leader) and wake fetchers waiting on this
-    /// partition. Does disk I/O: call it on the partition's I/O thread.
-    pub fn append(
-        &self,
-        records: &[u8],
-        origin: AppendOrigin,
-        now_ms: i64,
-    ) -> Result<AppendInfo, AppendRejection> {
-        // Validation (counts, every record, inflating compressed batches) needs only the
-        // topic's config: it runs before the log's write lock is taken.
-        let rules = {
-            let guard = self.log.read();
-            let log = guard.as_ref().ok_or(AppendRejection::Deleted)?;
-            log.config().record_rules(now_ms, origin)
-        };
-        let validated =
-            records::validate(records, &rules).map_err(|e| AppendRejection::Storage(e.into()))?;
-        let (info, hw_moved) = {
-            let mut guard = self.log.write();
-            let log = guard.as_mut().ok_or(AppendRejection::Deleted)?;
-            let mut r = self.replica.lock();
-            if !r.is_leader() {
-                return Err(AppendRejection::NotLeader);
-            }
-            let epoch = r.assignment().leader_epoch;
-            let info = log
-                .append_validated(records, &validated, epoch, now_ms)
-                .map_err(AppendRejection::Storage)?;
-            let moved = r.on_leader_append(log.log_end_offset());
-            (info, moved)
-        };
-        if hw_moved {
-            self.bump_progress();
-        }
-        if !info.duplicate {
-            self.wake_fetchers();
-            self.flush_if_due()
-                .map_err(|e| AppendRejection::Storage(AppendError::Storage(e)))?;
-        }
-        Ok(info)
-    }
-
     /// Append records fetched from the leader (offsets and epochs as the leader wrote them)
     /// and take the leader's high watermark. Refused unless this broker still follows in
     /// `leader_epoch`. Returns the bytes appended.

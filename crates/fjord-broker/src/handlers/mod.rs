@@ -591,11 +591,13 @@ mod version_tests {
             .unwrap();
         b.partition("t", 0)
             .unwrap()
-            .append(
-                &batch(),
+            .append_async(
+                &b.io,
+                batch(),
                 fjord_protocol::records::AppendOrigin::Client,
                 crate::broker::now_ms(),
             )
+            .await
             .unwrap();
         // The DeleteTopics requests below delete one topic per version.
         for range in SUPPORTED.iter().filter(|r| r.key == ApiKey::DeleteTopics) {
@@ -619,7 +621,11 @@ mod version_tests {
                         .unwrap()
                         .unwrap();
                     let req = fjord_protocol::codec::decode_request(frame).unwrap();
-                    match handle(&b, req).await {
+                    let mut outcome = handle(&b, req).await;
+                    if let Outcome::Deferred(later) = outcome {
+                        outcome = later.await;
+                    }
+                    match outcome {
                         Outcome::Respond(resp) | Outcome::RespondWithRecords(resp, _) => {
                             let mut out = BytesMut::new();
                             fjord_protocol::codec::encode_response(
@@ -659,7 +665,12 @@ mod produce_tests {
             header: RequestHeader::default().with_request_api_version(9),
             body: RequestKind::Produce(body),
         };
-        block_on(handle(b, req))
+        block_on(async {
+            match handle(b, req).await {
+                Outcome::Deferred(later) => later.await,
+                outcome => outcome,
+            }
+        })
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
