@@ -34,8 +34,12 @@
 //! - [`producer_state`]: idempotent-producer dedup and sequence checks, last 5 batches per
 //!   producer id; snapshots + header replay restore it after restart or crash.
 //! - [`epoch`]: the leader-epoch cache behind OffsetForLeaderEpoch.
-//! - [`log`]: [`Log`] itself — open/recovery, leader and follower append, read, roll,
-//!   retention, DeleteRecords, truncation, high watermark, flush policy.
+//! - [`log`]: [`Log`] itself, one file per concern: `log/mod.rs` (the struct, accessors,
+//!   high watermark, shared types), `load.rs` (open, directory tidy, recovery, producer-state
+//!   load, close), `append.rs` (leader and follower append, flush-policy count, roll),
+//!   `flush.rs` (the flush split around the fsyncs), `read.rs` (reads, timestamp lookups),
+//!   `retention.rs` (maintenance, retention, DeleteRecords, segment deletion) and
+//!   `truncate.rs` (follower truncation).
 //! - [`cleaner`]: compaction (plan and build on `&Log`, install on `&mut Log`).
 //! - [`config`]: [`LogConfig`] and the table of topic config keys ([`TOPIC_CONFIGS`]).
 //!
