@@ -557,12 +557,14 @@ def throughput(clusters, a, results):
 
 def rate_for(label, runs, row, a):
     """Records/s of the fixed-rate runs of configuration `label`: --rate, or with
-    --rate-fraction that share of the median of Fjord's full-speed runs of the same
-    configuration so far (this round's included: Fjord goes first in round 1), the same for
-    every cluster ("latency at 50 % load" means the same load on both)."""
+    --rate-fraction that share of Fjord's full-speed records/s of the same configuration in
+    round 1, the same for every cluster and round ("latency at 50 % load" means the same
+    load on both)."""
     if not a.rate_fraction:
         return a.rate
-    done = [r["max"]["rps"] for r in runs + [row] if r["config"] == label
+    # Round 1's Fjord runs only (Fjord goes first in round 1): one rate per configuration
+    # for every round and cluster.
+    done = [r["max"]["rps"] for r in runs + [row] if r["config"] == label and r["round"] == 1
             and r["system"] == "fjord" and "rps" in r.get("max", {})]
     rate = int(a.rate_fraction * statistics.median(done)) if done else a.rate
     row["rate_asked"] = rate
