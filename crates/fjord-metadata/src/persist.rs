@@ -312,8 +312,9 @@ pub(crate) mod tests {
     pub(crate) static SLOW_DISK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// Run `work` on a current-thread runtime next to a ticker that wakes every 5 ms, with every
-    /// fsync slowed to 200 ms; return the ticker's worst lateness. A ticker late by about an
-    /// fsync shows that `work` blocked the only worker thread.
+    /// fsync slowed to 200 ms; return the ticker's worst lateness beyond that of a reference
+    /// ticker on a plain thread over the same time (what a loaded machine adds to any thread's
+    /// wake-ups). A ticker late by about an fsync shows that `work` blocked the only worker.
     pub(crate) fn worst_tick_lateness<F>(work: impl FnOnce() -> F) -> Duration
     where
         F: std::future::Future<Output = ()>,
@@ -341,14 +342,28 @@ pub(crate) mod tests {
                     }
                 }
             });
+            let reference = std::thread::spawn({
+                let stop = stop.clone();
+                move || {
+                    let period = Duration::from_millis(5);
+                    let mut worst = Duration::ZERO;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let start = std::time::Instant::now();
+                        std::thread::sleep(period);
+                        worst = worst.max(start.elapsed().saturating_sub(period));
+                    }
+                    worst
+                }
+            });
             // Let the ticker start before the work does.
             tokio::task::yield_now().await;
             work().await;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             ticker.await.unwrap();
+            let noise = reference.join().unwrap();
             fjord_storage::fsync::set_debug_delay(Duration::ZERO);
             let w = *worst.lock().unwrap();
-            w
+            w.saturating_sub(noise)
         })
     }
 }

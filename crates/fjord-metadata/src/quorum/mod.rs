@@ -16,9 +16,10 @@
 //!   the image as records ([`MetadataChunk::Snapshot`]).
 //! - [`service`]: [`ControllerService`], the controller runtime on a [`QuorumNode`]: the Raft
 //!   leader, once it has applied its log, builds the active [`crate::Controller`] from the
-//!   image, handles requests one at a time (records written as one batch, reply once
-//!   committed), fences brokers whose sessions expire, and resigns (drops the controller, to
-//!   rebuild it from the committed image) when a write fails.
+//!   image, decides requests one at a time (records written as one batch, reply once
+//!   committed) but lets their Raft writes overlap (the next request is decided while the
+//!   previous one's entry is being committed), fences brokers whose sessions expire, and
+//!   resigns (drops the controller, to rebuild it from the committed image) when a write fails.
 //! - [`client`]: [`ControllerClient`], what brokers use: finds the active controller (hints,
 //!   failover, backoff, timeouts) and fetches metadata from any voter.
 //!
@@ -243,6 +244,35 @@ impl QuorumNode {
                 None => Err(QuorumError::Raft(e.to_string())),
             },
         }
+    }
+
+    /// Hand `records` to Raft as one entry now (entries keep the order of these calls) and
+    /// return a future that resolves once the entry is committed and applied; the caller can
+    /// release its locks before awaiting it, so several writes are in flight at once.
+    pub async fn write_pipelined(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<impl std::future::Future<Output = Result<BatchApplied, QuorumError>>, QuorumError>
+    {
+        let rx = self
+            .raft
+            .client_write_ff(MetadataBatch { records })
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        Ok(async move {
+            match rx.await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(e)) => match e {
+                    openraft::error::ClientWriteError::ForwardToLeader(f) => {
+                        Err(QuorumError::NotLeader {
+                            leader: f.leader_id,
+                        })
+                    }
+                    other => Err(QuorumError::Raft(other.to_string())),
+                },
+                Err(_) => Err(QuorumError::Raft("raft stopped".into())),
+            }
+        })
     }
 
     pub fn node_id(&self) -> RaftNodeId {

@@ -193,6 +193,8 @@ pub struct ControllerService {
 /// The controller while this node is active, and the Raft term it was activated in.
 struct Active {
     term: u64,
+    /// Tells this activation from a later one (a write that fails resigns only its own).
+    token: Arc<()>,
     controller: Controller,
     next_rebalance: Option<Instant>,
     balancer: BalancerState,
@@ -215,7 +217,8 @@ struct Inner {
     leader_check_timeout: Duration,
     quorum: QuorumNode,
     feed: MetadataFeed,
-    /// Held across each write, so batches are generated and written one at a time.
+    /// Held while a request is decided and handed to Raft (not while Raft commits it: see
+    /// `commit_pipelined`), and across the tick's writes.
     active: Mutex<Option<Active>>,
     /// Mirrors `active` (with its term) for lock-free reads.
     is_active: AtomicBool,
@@ -475,6 +478,7 @@ impl Inner {
         );
         *slot = Some(Active {
             term: v.term,
+            token: Arc::new(()),
             controller,
             next_rebalance: self.rebalance_interval.map(|d| Instant::now() + d),
             balancer: BalancerState::new(),
@@ -536,12 +540,73 @@ impl Inner {
                 })
             }
             Ok(r) => {
-                let offset = self.commit(&mut slot, r.records).await?;
+                let offset = self.commit_pipelined(slot, r.records).await?;
                 Ok(Committed {
                     reply: r.response,
                     offset,
                 })
             }
+        }
+    }
+
+    /// Write a request's records without holding the controller's lock while Raft commits
+    /// them (the leader's and followers' fsyncs): the entry is handed to Raft under the lock,
+    /// which keeps entries in decision order, and awaited after it is released, so the next
+    /// request is decided meanwhile. A failed write resigns the activation that decided it;
+    /// the next one is built only once the log is applied, so it sees every entry in flight.
+    async fn commit_pipelined(
+        &self,
+        slot: tokio::sync::MutexGuard<'_, Option<Active>>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<i64, SubmitError> {
+        let n = records.len() as i64;
+        let Some(active) = slot.as_ref() else {
+            return Err(self.not_active());
+        };
+        let expected_first = active.controller.next_offset() - n;
+        let token = active.token.clone();
+        let written = match self.quorum.write_pipelined(records).await {
+            Ok(pending) => {
+                drop(slot);
+                tokio::time::timeout(self.write_timeout, pending).await
+            }
+            Err(e) => Ok(Err(e)),
+        };
+        let err = match written {
+            Ok(Ok(applied)) if applied.rejected == 0 && applied.first_offset == expected_first => {
+                return Ok(applied.first_offset + n)
+            }
+            Ok(Ok(applied)) => {
+                tracing::error!(
+                    node_id = self.node_id,
+                    first_offset = applied.first_offset,
+                    expected_first,
+                    rejected = applied.rejected,
+                    "committed batch does not match the controller's image; rebuilding it"
+                );
+                self.resign_if(&token, "image diverged from the committed log")
+                    .await;
+                return Ok(applied.first_offset + n);
+            }
+            Ok(Err(QuorumError::NotLeader { leader })) => SubmitError::NotController {
+                leader: leader.and_then(node_id),
+            },
+            Ok(Err(e)) => SubmitError::Unavailable(e.to_string()),
+            Err(_) => SubmitError::Unavailable(format!(
+                "the write was not committed within {:?}",
+                self.write_timeout
+            )),
+        };
+        tracing::warn!(node_id = self.node_id, error = %err, "metadata write failed");
+        self.resign_if(&token, "a write failed").await;
+        Err(err)
+    }
+
+    /// Resign the activation `token` names, if it is still the active one.
+    async fn resign_if(&self, token: &Arc<()>, why: &str) {
+        let mut slot = self.active.lock().await;
+        if slot.as_ref().is_some_and(|a| Arc::ptr_eq(&a.token, token)) {
+            self.resign(&mut slot, why);
         }
     }
 
