@@ -25,12 +25,44 @@ use std::time::{Duration, Instant};
 use fjord_protocol::error::ErrorCode;
 use uuid::Uuid;
 
-/// One partition in a session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One partition in a session. Its identity is what the request names it by — the topic id
+/// (Fetch v13+, `by_id`) or the topic name — never the other half, which this broker may
+/// learn only later: a follower's first fetch of a new topic can arrive before the leader
+/// has its metadata, and a key that then changed name ("" → the name) made a second session
+/// entry for the partition, still read at the first fetch's offset (followers got data from
+/// offset 0 again and again).
+#[derive(Debug, Clone)]
 pub struct SessionKey {
     pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub partition: i32,
+    pub by_id: bool,
+}
+
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+            && self.partition == other.partition
+            && if self.by_id {
+                self.topic_id == other.topic_id
+            } else {
+                self.topic == other.topic
+            }
+    }
+}
+
+impl Eq for SessionKey {}
+
+impl std::hash::Hash for SessionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.by_id.hash(state);
+        self.partition.hash(state);
+        if self.by_id {
+            self.topic_id.hash(state);
+        } else {
+            self.topic.hash(state);
+        }
+    }
 }
 
 /// Where the client wants to read a partition from.
@@ -187,8 +219,16 @@ impl FetchSessionCache {
                     }
                 }
                 for (key, fetch) in requested {
-                    match session.partitions.get_mut(&key) {
-                        Some(p) => p.fetch = fetch,
+                    match session.partitions.remove_entry(&key) {
+                        Some((_, mut p)) => {
+                            // The same partition; the key may now carry the name (or id)
+                            // the first request could not resolve.
+                            p.fetch = fetch;
+                            if let Some(slot) = session.order.iter_mut().find(|k| **k == key) {
+                                *slot = key.clone();
+                            }
+                            session.partitions.insert(key, p);
+                        }
                         None => {
                             session.order.push(key.clone());
                             session.partitions.insert(
@@ -476,6 +516,7 @@ mod tests {
             topic: Arc::from("t"),
             topic_id: Uuid::nil(),
             partition: p,
+            by_id: false,
         }
     }
     fn fetch(o: i64) -> PartitionFetch {
@@ -492,6 +533,39 @@ mod tests {
             has_records: recs,
             error: false,
         }
+    }
+
+    /// A follower's first fetch of a new topic (by id) reached the leader before its metadata:
+    /// the name did not resolve. Once it does, the partition is still one session entry, read
+    /// at the offset the follower sends now.
+    #[test]
+    fn a_partition_keeps_one_entry_when_its_name_resolves_later() {
+        let now = Instant::now();
+        let mut c = FetchSessionCache::new(10);
+        let id = Uuid::from_u128(7);
+        let by_id = |name: &str| SessionKey {
+            topic: Arc::from(name),
+            topic_id: id,
+            partition: 1,
+            by_id: true,
+        };
+        let plan = c
+            .begin(0, 0, vec![(by_id(""), fetch(0))], &[], true, now)
+            .unwrap();
+        c.finish(&plan, &[outcome(48, true)]);
+        let plan = c
+            .begin(
+                plan.session_id,
+                1,
+                vec![(by_id("warmup"), fetch(48))],
+                &[],
+                true,
+                now,
+            )
+            .unwrap();
+        assert_eq!(plan.partitions.len(), 1, "{:?}", plan.partitions);
+        assert_eq!(plan.partitions[0].1.fetch_offset, 48);
+        assert_eq!(&*plan.partitions[0].0.topic, "warmup");
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
                     topic: name.clone(),
                     topic_id: id,
                     partition: p.partition,
+                    by_id,
                 },
                 PartitionFetch {
                     fetch_offset: p.fetch_offset,
@@ -105,6 +106,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
                 topic: name.clone(),
                 topic_id: id,
                 partition: p,
+                by_id,
             });
         }
     }
