@@ -640,7 +640,8 @@ impl Broker {
         };
         for (p, state, name) in assignments {
             if &*name == crate::groups::OFFSETS_TOPIC {
-                self.groups.leadership_changing(self, &p, state.leader == me);
+                self.groups
+                    .leadership_changing(self, &p, state.leader == me);
             }
             let (old, transition) = p.set_state(state.clone(), now);
             self.report_change(&name, p.index as usize, &old, &state, &mut log_budget);
