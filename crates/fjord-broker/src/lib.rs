@@ -4,22 +4,30 @@
 //! Layout:
 //! - [`config`]: broker configuration with Kafka key names (file, env, flags).
 //! - [`broker`]: shared state — the cluster image, topics and their partitions, producer ids,
-//!   fetch sessions — and the topic lifecycle, which goes through the controller.
+//!   fetch sessions — and the topic lifecycle, which goes through the controller. One `impl
+//!   Broker` per concept: `broker/mod.rs` (the struct, construction, accessors, topic lookup,
+//!   producer ids), `publisher` (`Broker::publish`: metadata applied to topics and partitions),
+//!   `topic_admin` (submit paths, create/alter/delete topics and partitions), `log_manager`
+//!   (opening and closing partition logs, deleting partition directories, `meta.properties`).
 //! - [`control`]: where metadata changes are decided: a single node's own controller and
 //!   metadata log, or the active controller of a quorum.
 //! - [`cluster`]: a broker of a quorum cluster: metadata follower, registration, heartbeats.
 //! - [`partition`]: one hosted partition: its replication state (`fjord-replication`), its log
 //!   behind a lock never held across `.await`, and the fetchers waiting for appends.
 //! - [`disk`]: metrics of the disk I/O threads (`num.io.threads`) and of every fsync.
-//! - [`replica_manager`]: produce to a partition led here — leadership and min-ISR checks,
-//!   the append on the partition's disk I/O thread, acks=all waits; the Produce handler only
-//!   translates.
+//! - [`replica_manager`]: what Produce and Fetch ask of the partitions hosted here; their
+//!   handlers only translate. `produce`: append to a partition led here — leadership and
+//!   min-ISR checks, the append on the partition's disk I/O thread, acks=all waits. `fetch`:
+//!   leader epochs, follower progress and ISR-expand proposals, the KIP-903 broker-epoch
+//!   check, KIP-392 preferred read replicas, reads up to the high watermark or log end within
+//!   the byte budgets, the reassignment throttle, and the long poll for `min_bytes` (fetches
+//!   parked on the partitions, woken by appends).
 //! - [`replica_fetcher`]: follower fetchers, one task per leader (truncate, then fetch).
 //! - [`replication`]: ISR proposals to the controller, lag checks, replication gauges and
 //!   high-watermark checkpoints.
 //! - [`throttle`]: reassignment throttles (Kafka's `*.replication.throttled.rate` and
-//!   `*.replication.throttled.replicas`), pure token buckets applied by the fetch handler and
-//!   the replica fetchers to replicas being added only.
+//!   `*.replication.throttled.replicas`), pure token buckets applied by the replica manager's
+//!   fetch and the replica fetchers to replicas being added only.
 //! - [`server`]: the listener and the per-connection read → handle → write pipeline.
 //! - [`conn_limits`], [`memory_pool`]: what the listener enforces — `max.connections`,
 //!   `max.connections.per.ip` (+ overrides) and `queued.max.request.bytes` — without I/O.
