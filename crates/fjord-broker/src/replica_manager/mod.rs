@@ -4,12 +4,12 @@
 //! - [`produce`]: append to a partition led here — leadership and `min.insync.replicas`
 //!   checks, the append on the partition's disk I/O thread, the metrics of what was written,
 //!   and the acks=all wait for the ISR ([`append_to_leader`]).
-//! - [`fetch`]: read partitions for a follower or a consumer ([`fetch()`]) — leader epochs,
-//!   follower progress and ISR-expand proposals, KIP-392 preferred read replicas, reads up to
-//!   the log end or the high watermark within the byte budgets, the reassignment throttle, and
-//!   the long poll for `min_bytes` (fetches parked on the partitions, woken by appends and
-//!   high-watermark moves); the KIP-903 broker-epoch check of a follower
-//!   ([`check_follower_broker_epoch`]).
+//! - [`fetch`](mod@fetch): read partitions for a follower or a consumer ([`fetch()`]) —
+//!   leader epochs, follower progress and ISR-expand proposals, KIP-392 preferred read
+//!   replicas, reads up to the log end or the high watermark within the byte budgets, the
+//!   reassignment throttle, and the long poll for `min_bytes` (fetches parked on the
+//!   partitions, woken by appends and high-watermark moves); the KIP-903 broker-epoch check of
+//!   a follower ([`check_follower_broker_epoch`]).
 //!
 //! Fetch sessions (KIP-227, [`crate::fetch_session`]) stay with the Fetch handler: they decide
 //! which partitions a request reads and which of them its response lists, both wire matters.
