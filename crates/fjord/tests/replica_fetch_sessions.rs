@@ -158,27 +158,40 @@ fn follower_fetch_sessions_list_few_partitions_fence_stale_epochs_and_survive_a_
         );
     }
 
-    // 2. KIP-903: a follower fetch from an older incarnation of broker 2 is refused.
+    // 2. KIP-903: a follower fetch from an older incarnation of a broker is refused. A broker
+    // epoch is the offset of its registration record, so one broker may hold epoch 0, below
+    // which there is no older one (-1 means "unknown" and is let through): use a follower
+    // whose epoch is at least 1.
+    let (leader, follower, epoch) = [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)]
+        .into_iter()
+        .find_map(|(l, f): (usize, usize)| {
+            let e = c.metric(f, "fjord_broker_epoch", &[])? as i64;
+            (e >= 1).then_some((l, f, e))
+        })
+        .expect("a registered broker with epoch >= 1");
     let (partition, _) = layout
         .iter()
-        .find(|(_, p)| p.leader == 1 && p.replicas.contains(&2))
-        .expect("a partition led by 1 and followed by 2");
-    let epoch = c
-        .metric(2, "fjord_broker_epoch", &[])
-        .expect("broker 2's epoch") as i64;
-    assert!(epoch >= 1, "broker 2 registered (epoch {epoch})");
+        .find(|(_, p)| p.leader == leader as i64 && p.replicas.contains(&(follower as i64)))
+        .expect("a partition led by the leader and followed by the follower");
     let partition = *partition as i32;
     assert_eq!(
-        raw_follower_fetch(&c, 1, (2, epoch - 1), &[partition], 1 << 20).0,
+        raw_follower_fetch(
+            &c,
+            leader,
+            (follower as i32, epoch - 1),
+            &[partition],
+            1 << 20
+        )
+        .0,
         STALE_BROKER_EPOCH,
         "a follower fetch with an older broker epoch"
     );
     assert_eq!(
-        c.metric(1, "fjord_fetch_stale_broker_epoch_total", &[]),
+        c.metric(leader, "fjord_fetch_stale_broker_epoch_total", &[]),
         Some(1.0)
     );
     assert_eq!(
-        raw_follower_fetch(&c, 1, (2, epoch), &[partition], 1 << 20).0,
+        raw_follower_fetch(&c, leader, (follower as i32, epoch), &[partition], 1 << 20).0,
         0,
         "a follower fetch with the current broker epoch"
     );
