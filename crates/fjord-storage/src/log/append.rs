@@ -7,7 +7,7 @@ use crate::config::TimestampType;
 use crate::error::{AppendError, StorageError};
 use crate::producer_state::{Check, ProducerEntry};
 use crate::segment::Segment;
-use fjord_protocol::batch::{self, BatchHeader};
+use fjord_protocol::batch::{self, BatchHeader, BatchIter};
 use fjord_protocol::records::{self, AppendOrigin, ValidatedRecords};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -391,13 +391,14 @@ impl Log {
         batches: &mut Vec<(usize, BatchHeader)>,
     ) -> Result<u64, AppendError> {
         let holes = self.config.cleanup_policy.compacts();
-        let mut pos = 0usize;
         let mut count = 0u64;
         let mut expected = log_end_offset;
-        while pos < records.len() {
-            let h = batch::parse_header(&records[pos..])?;
-            let size = h.total_size();
-            batch::verify_crc(&records[pos..pos + size], &h)?;
+        // Any error, a truncated tail included, rejects the whole fetch: the fetcher keeps
+        // only whole batches, so a cut batch here is damage.
+        for b in BatchIter::new(records) {
+            let b = b?;
+            let h = b.header;
+            batch::verify_crc(b.bytes, &h)?;
             if h.compression() > 4 {
                 return Err(AppendError::UnsupportedCompression(h.compression()));
             }
@@ -420,8 +421,7 @@ impl Log {
             }
             count += h.records_count as u64;
             expected = h.last_offset() + 1;
-            batches.push((pos, h));
-            pos += size;
+            batches.push((b.position, h));
         }
         Ok(count)
     }
