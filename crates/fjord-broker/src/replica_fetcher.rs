@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_client::{Connection, ConnectionConfig};
+use fjord_protocol::batch::BatchIter;
 use fjord_protocol::error::ErrorCode;
 use fjord_replication::truncation::{self, Decision};
 use fjord_storage::io::IoGone;
@@ -819,18 +820,18 @@ fn session_error_label(code: i16) -> &'static str {
     .map_or("other", |(_, label)| label)
 }
 
-/// The prefix of `records` made of whole batches (a leader may cut the last one short).
+/// The prefix of `records` made of whole batches: a leader may cut the last one short at
+/// `max_bytes` (Kafka's follower ignores such a tail too), and the next fetch starts there.
+/// A malformed header is left in, so the follower's append rejects the fetch with the error
+/// ([`fjord_storage::Log::append_as_follower`]) instead of the follower stalling silently.
 fn whole_batches(mut records: Bytes) -> Bytes {
-    let mut end = 0usize;
-    while records.len() >= end + 12 {
-        let len = i32::from_be_bytes(records[end + 8..end + 12].try_into().expect("4 bytes"));
-        let total = 12 + len.max(0) as usize;
-        if len <= 0 || end + total > records.len() {
-            break;
+    let mut batches = BatchIter::new(&records);
+    if let Some(Err(e)) = batches.by_ref().find(Result::is_err) {
+        if e.is_truncated() {
+            let whole = batches.position();
+            records.truncate(whole);
         }
-        end += total;
     }
-    records.truncate(end);
     records
 }
 
@@ -838,20 +839,63 @@ fn whole_batches(mut records: Bytes) -> Bytes {
 mod tests {
     use super::*;
 
+    /// One v2 batch of one record.
+    fn batch() -> Vec<u8> {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from_static(b"value")),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).expect("encodes");
+        buf.to_vec()
+    }
+
     #[test]
     fn partial_last_batch_is_dropped() {
-        let mut b = Vec::new();
-        for len in [20i32, 30] {
-            b.extend_from_slice(&0i64.to_be_bytes());
-            b.extend_from_slice(&len.to_be_bytes());
-            b.extend(std::iter::repeat_n(0u8, len as usize));
-        }
+        let mut b = batch();
+        b.extend(batch());
         let full = b.len();
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&100i32.to_be_bytes());
-        b.extend_from_slice(&[0u8; 10]);
-        assert_eq!(whole_batches(Bytes::from(b)).len(), full);
+        let last = batch();
+        // Cut anywhere in the last batch, even inside its length or before its magic.
+        for cut in 1..last.len() {
+            let mut cut_short = b.clone();
+            cut_short.extend_from_slice(&last[..cut]);
+            assert_eq!(
+                whole_batches(Bytes::from(cut_short)),
+                &b[..],
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(whole_batches(Bytes::from(b.clone())).len(), full);
         assert!(whole_batches(Bytes::from_static(&[0u8; 5])).is_empty());
+        assert!(whole_batches(Bytes::new()).is_empty());
+    }
+
+    #[test]
+    fn malformed_header_is_left_for_the_append_to_reject() {
+        let mut b = batch();
+        let mut bad = batch();
+        bad[8..12].copy_from_slice(&0i32.to_be_bytes());
+        b.extend(&bad[..20]);
+        assert_eq!(whole_batches(Bytes::from(b.clone())), &b[..]);
     }
 
     #[test]
