@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fjord_group::coordinator::{Record, TopicInfo, TopicsView};
 use fjord_group::{Coordinator, Effects, Event, OffsetUndo, Reply, Token};
+use fjord_protocol::batch::BatchIter;
 use fjord_protocol::error::ErrorCode;
 use fjord_storage::AppendInfo;
 use kafka_protocol::records::{
@@ -889,33 +890,25 @@ fn replay_partition(
         let Some(range) = read.records else {
             break;
         };
-        let mut raw = range
+        let raw = range
             .read()
             .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
         let before = offset;
-        while raw.len() >= 12 {
-            // The log holds whole batches; a length that does not fit what was read is
-            // damage: stop here (what follows cannot be framed).
-            let len = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes"));
-            let Some(total) = usize::try_from(len)
-                .ok()
-                .and_then(|l| l.checked_add(12))
-                .filter(|&t| t <= raw.len() && t >= 27)
-            else {
-                tracing::error!(
-                    partition = p.index,
-                    offset,
-                    length = len,
-                    "{OFFSETS_TOPIC}: unframeable batch; replay of this partition stops here"
-                );
-                out.skipped_batches += 1;
-                return Ok(out);
+        for batch in BatchIter::new(&raw) {
+            // The log holds whole batches: a header that does not frame within what was
+            // read is damage, and what follows cannot be framed: stop here.
+            let b = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(partition = p.index, offset, error = %e,
+                        "{OFFSETS_TOPIC}: unframeable batch; replay of this partition stops here");
+                    out.skipped_batches += 1;
+                    return Ok(out);
+                }
             };
-            let mut batch = raw.split_to(total);
-            let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-            let delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+            let (base, delta) = (b.header.base_offset, b.header.last_offset_delta);
             offset = offset.max(base.saturating_add(delta as i64).saturating_add(1));
-            let set = match RecordBatchDecoder::decode(&mut batch) {
+            let set = match RecordBatchDecoder::decode(&mut raw.slice(b.position..b.end())) {
                 Ok(set) => set,
                 Err(e) => {
                     tracing::error!(partition = p.index, base_offset = base, error = %e,
