@@ -301,6 +301,8 @@ enum EventKind {
     HeartbeatFailed(String),
     HeartbeatRefused(String),
     HeartbeatGap(u64),
+    /// No successful heartbeat for a whole session timeout (an active controller would fence).
+    NoHeartbeatForSession,
     ReportedFenced,
     Registered(i64),
     FetchFailed(String),
@@ -323,11 +325,14 @@ struct Events(Mutex<Vec<Event>>);
 
 impl Events {
     fn push(&self, node: NodeId, kind: EventKind) {
-        self.0.lock().expect("events").push(Event {
-            at: Instant::now(),
-            node,
-            kind,
-        });
+        self.push_at(Instant::now(), node, kind)
+    }
+
+    fn push_at(&self, at: Instant, node: NodeId, kind: EventKind) {
+        self.0
+            .lock()
+            .expect("events")
+            .push(Event { at, node, kind });
     }
 }
 
@@ -514,6 +519,7 @@ async fn register(sim: &Sim, events: &Events) -> bool {
 
 async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
     let mut last_ok = Instant::now();
+    let mut session_lapsed = false;
     let mut fenced = true;
     while sim.generation.load(Ordering::SeqCst) == gen {
         if sim.heartbeating.load(Ordering::SeqCst) {
@@ -528,9 +534,15 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                     sim.heartbeats.fetch_add(1, Ordering::Relaxed);
                     let gap = last_ok.elapsed();
                     if gap > LATE_GAP {
-                        events.push(sim.id, EventKind::HeartbeatGap(gap.as_millis() as u64));
+                        // Counted in the scenario where the gap began.
+                        events.push_at(
+                            last_ok,
+                            sim.id,
+                            EventKind::HeartbeatGap(gap.as_millis() as u64),
+                        );
                     }
                     last_ok = Instant::now();
+                    session_lapsed = false;
                     if let ControllerReply::Heartbeat { is_fenced, .. } = c.reply {
                         if is_fenced && !fenced {
                             events.push(sim.id, EventKind::ReportedFenced);
@@ -549,7 +561,13 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                     }
                     continue;
                 }
-                Err(e) => events.push(sim.id, EventKind::HeartbeatFailed(e.to_string())),
+                Err(e) => {
+                    events.push(sim.id, EventKind::HeartbeatFailed(e.to_string()));
+                    if !session_lapsed && last_ok.elapsed() >= SESSION_TIMEOUT {
+                        session_lapsed = true;
+                        events.push(sim.id, EventKind::NoHeartbeatForSession);
+                    }
+                }
             }
         } else {
             last_ok = Instant::now();
@@ -1296,7 +1314,7 @@ impl Bench {
         }
         let addr = self.ctl.by_id(active).addr.clone();
         let mut caught_up = None;
-        while t.elapsed() < STEP_TIMEOUT {
+        while probe_offset > 0 && t.elapsed() < Duration::from_secs(180) {
             if let Ok(Some(Reply::Status(s))) = raw_call(&addr, &Request::Status).await {
                 if s.metadata_offset >= probe_offset {
                     caught_up = Some(t.elapsed());
@@ -1308,7 +1326,11 @@ impl Bench {
         self.fig(
             scenario,
             "killed controller restarted: caught up with the log",
-            caught_up.map_or("TIMEOUT".into(), secs),
+            match caught_up {
+                Some(t) => secs(t),
+                None if probe_offset == 0 => "n/a (no request committed)".into(),
+                None => "TIMEOUT (180 s)".into(),
+            },
         );
         self.end(scenario, start, vec![]);
         self.controllers_usage("after restart");
@@ -1319,6 +1341,7 @@ impl Bench {
         let start = self.begin();
         let names = std::mem::take(&mut self.topics);
         let mut last = 0;
+        let mut deleted = 0;
         for name in &names {
             match self
                 .submit(
@@ -1327,7 +1350,10 @@ impl Bench {
                 )
                 .await
             {
-                Ok((_, offset)) => last = offset,
+                Ok((_, offset)) => {
+                    last = offset;
+                    deleted += 1;
+                }
                 Err(e) => {
                     self.fail(format!("DeleteTopic {name}: {e}"));
                     break;
@@ -1336,7 +1362,7 @@ impl Bench {
         }
         self.fig(
             scenario,
-            &format!("{} topics deleted", names.len()),
+            &format!("{deleted} of {} topics deleted", names.len()),
             secs(start.elapsed()),
         );
         let caught = self.wait(STEP_TIMEOUT, |b| b.all_caught_up(last)).await;
@@ -1385,10 +1411,16 @@ impl Bench {
                 .filter(|e| matches!(e.kind, EventKind::FenceRecord | EventKind::ReportedFenced))
                 .count();
             accidental_total += accidental;
+            let lapsed = events
+                .iter()
+                .filter(within)
+                .filter(|e| !mine(e))
+                .filter(|e| matches!(e.kind, EventKind::NoHeartbeatForSession))
+                .count();
             rows.push((
                 name.clone(),
                 format!(
-                    "{failed} failed, {} late (> {} s, max {:.1} s), {accidental} accidental fencings",
+                    "{failed} failed, {} late (> {} s, max {:.1} s), {lapsed} brokers without one for a session, {accidental} accidental fencings",
                     gaps.len(),
                     LATE_GAP.as_secs(),
                     gaps.iter().max().copied().unwrap_or(0) as f64 / 1e3

@@ -99,6 +99,9 @@ pub enum QuorumError {
     NotLeader { leader: Option<RaftNodeId> },
 }
 
+/// Most Raft entries (controller batches) in one AppendEntries.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
+
 /// Raft settings for the metadata quorum: fast heartbeats and elections, snapshot every
 /// `snapshot_every` entries.
 pub fn raft_config(
@@ -113,6 +116,13 @@ pub fn raft_config(
         election_timeout_max: election_min_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: 0,
+        // openraft gives each AppendEntries one heartbeat interval to complete, and a new
+        // leader probes a follower with up to this many entries from the middle of its log. An
+        // entry is a whole controller batch (a CreateTopic of 1,000 partitions is ~200 KB of
+        // JSON), so the default of 300 made ~50 MB requests that never finished in 100 ms: at
+        // 300k replicas a failover never committed (docs/performance.md, "Control plane at
+        // scale"). Few entries per request keep it well inside the interval.
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     Arc::new(config.validate().expect("valid raft config"))
