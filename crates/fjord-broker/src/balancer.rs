@@ -23,11 +23,12 @@ use fjord_metadata::balancer::continuous::{BalancerLoads, BalancerStatus};
 use fjord_metadata::balancer::PartitionRate;
 use fjord_metadata::quorum::{BalancerLoadSource, ControllerService};
 use fjord_metadata::NodeId;
+use fjord_protocol::clock::now_ms;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
 use crate::accounting::http::{admin_of, peer_get};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::control::ControlPlane;
 
 /// The traffic window the balancer's rates are averaged over.

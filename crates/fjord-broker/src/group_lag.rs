@@ -22,11 +22,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use fjord_group::lag::{GroupStatus, Status};
+use fjord_protocol::clock::now_ms;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
 use crate::accounting::http::{admin_of, peer_admins, peer_get};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 /// The partition's log end as consumers see it (high watermark): the local replica's, or
 /// the one its leader last told [`crate::log_ends`] (asked for from now on if not yet known).

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_client::Connection;
+use fjord_protocol::clock::now_ms;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 /// How often the leaders are asked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fjord_client::{Connection, ConnectionConfig};
 use fjord_protocol::batch::BatchIter;
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use fjord_replication::truncation::{self, Decision};
 use fjord_storage::io::IoGone;
@@ -44,7 +45,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::fetch_session::{ClientSession, NextFetch};
 use crate::partition::{AppendRejection, Partition};
 use crate::throttle::FetchAllowance;

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord_metadata::{AlterPartitionItem, ControllerReply, ControllerRequest, NO_LEADER};
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::partition::Partition;
 
 /// Ask the controller to make `isr` the partition's ISR (the leader's own AlterPartition).

@@ -36,13 +36,14 @@ use axum::routing::get;
 use axum::Router;
 use fjord_metadata::topic_gc::{self, ActivityUpdate, GcAction, GcParams, Protected};
 use fjord_metadata::{ControllerReply, ControllerRequest, Uuid};
+use fjord_protocol::clock::now_ms;
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::accounting::http::{answer, bad_request, gather};
-use crate::broker::{now_ms, Broker, Topic};
+use crate::broker::{Broker, Topic};
 
 /// `topic.activity.flush.ms` and `topic.gc.*`.
 #[derive(Debug, Clone, PartialEq, Eq)]

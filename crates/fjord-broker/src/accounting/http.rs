@@ -22,11 +22,12 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use fjord_protocol::clock::now_ms;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::usage::{parse_since, By, InOut, HOURS_KEPT, HOUR_MS};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 /// The name of the endpoint a broker registers for its admin listener (HTTP).
 pub const ADMIN_ENDPOINT: &str = "FJORD_ADMIN";

@@ -23,6 +23,7 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fjord_protocol::clock::now_ms;
 use prometheus::{IntGauge, Registry};
 use tokio::sync::watch;
 
@@ -31,7 +32,7 @@ pub use conn::{Charge, ConnAccounting};
 pub use traffic::{Kind, Traffic};
 pub use usage::Usage;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 /// How often usage moves into its minute buckets.
 pub const ROLL_INTERVAL: Duration = Duration::from_secs(60);

@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use fjord_metadata::{ClusterImage, MetadataRecord, PartitionState, TopicImage};
+use fjord_protocol::clock::now_ms;
 use fjord_replication::Transition;
 use fjord_storage::config::ThrottledReplicas;
 use fjord_storage::LogConfig;
 use uuid::Uuid;
 
 use super::log_manager::open_logs;
-use super::{now_ms, partition_dir, Broker, Topic};
+use super::{partition_dir, Broker, Topic};
 use crate::partition::{Partition, ReplicaState};
 use crate::throttle::ReplicaThrottle;
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use fjord_protocol::records::{AppendOrigin, RecordError};
 use fjord_replication::AckStatus;
@@ -52,7 +53,7 @@ pub fn append_to_leader(
     acks: i16,
     deadline: Instant,
 ) -> impl Future<Output = Result<AppendInfo, ProduceError>> + Send + 'static {
-    let now = crate::broker::now_ms();
+    let now = now_ms();
     let min_isr = t.config.min_insync_replicas.max(1) as usize;
     let early = if !p.is_leader() {
         Some(ProduceError::new(

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::records::{for_each_key, MAX_INFLATE_RATIO};
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntCounter, IntGauge, Opts, Registry};
@@ -38,7 +39,7 @@ pub use config::SkewConfig;
 use detect::{Episodes, Event, Finding, PartitionRate, RateWindow};
 use sketch::{Counter, KeyPrefix, SpaceSaving};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::partition::Partition;
 
 /// Partitions led here whose bytes-in rate gets a `fjord_partition_bytes_in_rate` series: the
