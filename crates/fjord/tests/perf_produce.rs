@@ -4,13 +4,7 @@
 mod common;
 
 use common::{parse_json_lines, FjordProcess};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
+use fjord_protocol::clock::now_ms;
 
 #[test]
 fn perf_produce_delivers_every_record_with_a_current_timestamp() {
