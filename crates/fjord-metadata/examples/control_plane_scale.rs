@@ -7,13 +7,15 @@
 //! cargo build --release -p fjord
 //! cargo run --release -p fjord-metadata --example control_plane_scale -- \
 //!     [--replicas 100000] [--brokers 140] [--per-topic 1000] [--rf 3] \
-//!     [--fjord target/release/fjord] [--out bench/results/control-plane] [--work /tmp]
+//!     [--fjord target/release/fjord] [--out bench/results/control-plane] [--work /tmp] \
+//!     [--skip-snapshot] [--skip-delete]
 //! ```
 //!
 //! Scenarios, in order: register the brokers; create the topics (one CreateTopic of
 //! `--per-topic` partitions per request, one at a time, as an operator's script would); sizes
-//! on disk and a snapshot built from a broker's image; a broker that stops heartbeating (time
-//! to fence it and move its leaderships); a broker bounced (controlled shutdown, restart from
+//! on disk and a snapshot built from a broker's image; small writes until every controller
+//! has written a snapshot (its policy: every 10,000 Raft entries); a broker that stops
+//! heartbeating (time to fence it and move its leaderships); a broker bounced (controlled shutdown, restart from
 //! an empty metadata cache, ISR expansion by the leaders, preferred election: time to move
 //! its leaderships away and back, bytes of metadata every other broker fetched); the active
 //! controller killed with SIGKILL (time until a new one commits a request) and restarted
@@ -28,8 +30,9 @@
 //! broker does, and tells the driver when leaderships have moved.
 //!
 //! It prints a table (scenario, size, figure) and writes it with the raw samples and events to
-//! `--out`. Kill it with SIGINT only if you must: the controllers are killed by their PIDs on
-//! the way out (also on panic), and the temp dir is removed.
+//! `--out`. The controllers are killed by their PIDs and the temp dir under `--work` removed
+//! on the way out, also on a panic; a benchmark killed by a signal leaves them running (their
+//! `fjord server` processes and `fjord-control-plane-*` dir are to be cleaned up by hand).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -68,6 +71,7 @@ struct Args {
     out: PathBuf,
     work: PathBuf,
     skip_delete: bool,
+    skip_snapshot: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -83,11 +87,16 @@ fn parse_args() -> Result<Args, String> {
         out: root.join("bench/results/control-plane"),
         work: std::env::temp_dir(),
         skip_delete: false,
+        skip_snapshot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--skip-delete" {
             a.skip_delete = true;
+            continue;
+        }
+        if flag == "--skip-snapshot" {
+            a.skip_snapshot = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -520,6 +529,7 @@ async fn register(sim: &Sim, events: &Events) -> bool {
 async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
     let mut last_ok = Instant::now();
     let mut session_lapsed = false;
+    let mut first_failure: Option<Instant> = None;
     let mut fenced = true;
     while sim.generation.load(Ordering::SeqCst) == gen {
         if sim.heartbeating.load(Ordering::SeqCst) {
@@ -533,15 +543,25 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                 Ok(c) => {
                     sim.heartbeats.fetch_add(1, Ordering::Relaxed);
                     let gap = last_ok.elapsed();
-                    if gap > LATE_GAP {
-                        // Counted in the scenario where the gap began.
+                    if gap >= SESSION_TIMEOUT && !session_lapsed {
+                        // A gap as long as a session: only a new active controller's fresh
+                        // sessions (Controller::activate) would keep this broker unfenced.
                         events.push_at(
-                            last_ok,
+                            first_failure.unwrap_or_else(Instant::now),
+                            sim.id,
+                            EventKind::NoHeartbeatForSession,
+                        );
+                    }
+                    if gap > LATE_GAP {
+                        // Counted in the scenario where heartbeats began to fail.
+                        events.push_at(
+                            first_failure.unwrap_or_else(Instant::now),
                             sim.id,
                             EventKind::HeartbeatGap(gap.as_millis() as u64),
                         );
                     }
                     last_ok = Instant::now();
+                    first_failure = None;
                     session_lapsed = false;
                     if let ControllerReply::Heartbeat { is_fenced, .. } = c.reply {
                         if is_fenced && !fenced {
@@ -562,6 +582,7 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                     continue;
                 }
                 Err(e) => {
+                    first_failure.get_or_insert_with(Instant::now);
                     events.push(sim.id, EventKind::HeartbeatFailed(e.to_string()));
                     if !session_lapsed && last_ok.elapsed() >= SESSION_TIMEOUT {
                         session_lapsed = true;
@@ -903,6 +924,110 @@ impl Bench {
         self.end("create topics", start, vec![]);
         self.controllers_usage("after create");
         self.disk_usage("after create");
+    }
+
+    /// Drive the controllers to their snapshot policy (a snapshot every 10,000 Raft entries,
+    /// as `fjord server` configures it): small writes (one topic config record each, 16 in
+    /// flight) until `snapshot.json` is on every controller. Times the writes and the
+    /// appearance of each snapshot; the heartbeats of this phase show whether building one
+    /// stalls the controller.
+    async fn snapshot_on_controllers(&mut self) {
+        let scenario = "snapshot (controllers)";
+        let start = self.begin();
+        let Some(topic) = self.topics.first().cloned() else {
+            return;
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..16u64 {
+            let (client, stop, writes, errors, topic) = (
+                ControllerClient::new(self.ctl.voters.clone()),
+                stop.clone(),
+                writes.clone(),
+                errors.clone(),
+                topic.clone(),
+            );
+            set.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let req = ControllerRequest::AlterTopicConfigs {
+                        name: topic.clone(),
+                        changes: vec![(
+                            "retention.ms".into(),
+                            Some((86_400_000 + w * 1_000_000 + i).to_string()),
+                        )],
+                    };
+                    match client.submit(req, Duration::from_secs(30)).await {
+                        Ok(_) => writes.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        let mut seen: BTreeMap<u64, (Duration, u64, u64)> = BTreeMap::new();
+        let limit = Duration::from_secs(300);
+        while start.elapsed() < limit && seen.len() < self.ctl.procs.len() {
+            for p in &self.ctl.procs {
+                if seen.contains_key(&p.id) {
+                    continue;
+                }
+                if let Some(size) = file_size(&p.quorum_dir().join("snapshot.json")) {
+                    seen.insert(
+                        p.id,
+                        (start.elapsed(), writes.load(Ordering::Relaxed), size),
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        while set.join_next().await.is_some() {}
+        let n = writes.load(Ordering::Relaxed);
+        let t = start.elapsed();
+        self.fig(
+            scenario,
+            &format!(
+                "{n} one-record writes, 16 in flight ({} failed)",
+                errors.load(Ordering::Relaxed)
+            ),
+            format!("{} ({:.0}/s)", secs(t), n as f64 / t.as_secs_f64()),
+        );
+        for p in 0..self.ctl.procs.len() {
+            let id = self.ctl.procs[p].id;
+            match seen.get(&id) {
+                Some((at, after, size)) => self.fig(
+                    scenario,
+                    &format!("controller {id}: snapshot.json on disk (after {after} writes)"),
+                    format!("{} at {}", mib(*size), secs(*at)),
+                ),
+                None => self.fail(format!(
+                    "{scenario}: controller {id} wrote no snapshot within {limit:?}"
+                )),
+            }
+        }
+        // Let the file be complete (it is written whole, then renamed) and the log purged.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for p in 0..self.ctl.procs.len() {
+            let (id, dir, starts) = {
+                let c = &self.ctl.procs[p];
+                (c.id, c.dir.clone(), c.starts)
+            };
+            let log = std::fs::read_to_string(dir.join(format!("server-{starts}.log")))
+                .unwrap_or_default();
+            if let Some(t) = snapshot_build_secs(&log) {
+                self.fig(
+                    scenario,
+                    &format!("controller {id}: snapshot build + write (openraft log lines)"),
+                    format!("{t:.2} s"),
+                );
+            }
+        }
+        self.end(scenario, start, vec![]);
+        self.controllers_usage("after snapshot");
+        self.disk_usage("after snapshot");
     }
 
     /// Build a snapshot from the observer's image as the state machine does
@@ -1420,7 +1545,7 @@ impl Bench {
             rows.push((
                 name.clone(),
                 format!(
-                    "{failed} failed, {} late (> {} s, max {:.1} s), {lapsed} brokers without one for a session, {accidental} accidental fencings",
+                    "{failed} failed, {} late (> {} s, max {:.1} s), {lapsed} gaps >= the session timeout, {accidental} accidental fencings",
                     gaps.len(),
                     LATE_GAP.as_secs(),
                     gaps.iter().max().copied().unwrap_or(0) as f64 / 1e3
@@ -1453,6 +1578,27 @@ impl Bench {
             format!("{too_large} / {fetch_failed}"),
         );
     }
+}
+
+/// Seconds between openraft's "push snapshot building command" and the "update_snapshot"
+/// that follows it (both at INFO) in a controller's log: building and writing one snapshot.
+fn snapshot_build_secs(log: &str) -> Option<f64> {
+    // "2026-12-05T08:36:17.875060Z  INFO ...": seconds of the day.
+    let secs_of = |line: &str| -> Option<f64> {
+        let t = line.get(11..26)?;
+        let h: f64 = t.get(0..2)?.parse().ok()?;
+        let m: f64 = t.get(3..5)?.parse().ok()?;
+        let s: f64 = t.get(6..)?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|l| l.contains("push snapshot building command"))?;
+    let end = lines[start..]
+        .iter()
+        .find(|l| l.contains("update_snapshot"))?;
+    Some(secs_of(end)? - secs_of(lines[start])?)
 }
 
 /// One request to one controller, its reply.
@@ -1578,6 +1724,9 @@ async fn run(args: Args) -> i32 {
     b.register_all().await;
     b.create_topics().await;
     b.snapshot_costs();
+    if !b.args.skip_snapshot {
+        b.snapshot_on_controllers().await;
+    }
     let bench_rss = proc_usage(std::process::id()).map_or(0, |u| u.0);
     b.fig(
         "after create",
