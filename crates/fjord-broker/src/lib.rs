@@ -386,12 +386,24 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
         let _ = tokio::task::spawn_blocking(move || {
             let now = broker::now_ms();
             for p in b.all_partitions() {
-                let report = p.change_log(|l| l.maintain(now));
-                match report {
-                    Some(Err(e)) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "log maintenance failed"),
-                    Some(Ok(r)) if r.segments_deleted > 0 => tracing::info!(topic = %p.topic, partition = p.index,
-                        segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments"),
-                    _ => {}
+                // Compaction's reads and writes run without the partition's lock.
+                let r = match p.maintain(now) {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "log maintenance failed");
+                        continue;
+                    }
+                    None => continue,
+                };
+                if r.segments_deleted > 0 {
+                    tracing::info!(topic = %p.topic, partition = p.index,
+                        segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
+                }
+                let passes = &b.metrics.log_compaction_passes;
+                if r.cleaned.is_some() {
+                    passes.with_label_values(&["completed"]).inc();
+                } else if r.compaction_stale {
+                    passes.with_label_values(&["stale"]).inc();
                 }
             }
         })

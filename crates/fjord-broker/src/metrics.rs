@@ -87,6 +87,9 @@ pub struct Metrics {
     pub corrupt_data_skipped: IntCounterVec,
     /// Bytes cut from partition segments by recovery at a corrupt or torn batch.
     pub recovery_truncated_bytes: IntCounter,
+    /// Log compaction passes, by `result`: `completed` (installed), `stale` (abandoned because
+    /// the log was truncated or changed while the pass was built without the lock).
+    pub log_compaction_passes: IntCounterVec,
     /// Partitions with a reassignment (KIP-455) in progress, in this broker's view.
     pub reassignments_in_progress: IntGauge,
     /// Reassignments seen in the metadata log, by `result`: `started` (a new target, also one
@@ -337,6 +340,14 @@ impl Metrics {
             "Bytes cut from partition segments by recovery at a corrupt or torn batch",
         )
         .expect("metric");
+        let log_compaction_passes = IntCounterVec::new(
+            Opts::new(
+                "log_compaction_passes_total",
+                "Log compaction passes: completed, or stale (abandoned: the log changed while the pass was built)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
         let reassignments_in_progress = IntGauge::new(
             "reassignments_in_progress",
             "Partitions with a reassignment in progress (adding or removing replicas)",
@@ -380,6 +391,7 @@ impl Metrics {
             Box::new(replicas_deleted.clone()),
             Box::new(corrupt_data_skipped.clone()),
             Box::new(recovery_truncated_bytes.clone()),
+            Box::new(log_compaction_passes.clone()),
             Box::new(unclean_elections.clone()),
             Box::new(under_replicated.clone()),
             Box::new(under_min_isr.clone()),
@@ -468,6 +480,7 @@ impl Metrics {
             unclean_elections,
             corrupt_data_skipped,
             recovery_truncated_bytes,
+            log_compaction_passes,
             reassignments_in_progress,
             reassignments,
             replicas_deleted,

@@ -13,7 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use fjord_replication::{AckStatus, FetchEffect, NotAReplica, PartitionReplica, Transition};
-use fjord_storage::{AppendError, AppendInfo, FileRange, Log, LogConfig, ReadError, ReadResult};
+use fjord_storage::cleaner;
+use fjord_storage::{
+    AppendError, AppendInfo, FileRange, Log, LogConfig, MaintenanceReport, ReadError, ReadResult,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify};
 use uuid::Uuid;
@@ -544,6 +547,39 @@ impl Partition {
                 "cannot flush the partition's log");
         }
         Some(out)
+    }
+
+    /// Periodic log maintenance ([`Log::maintain`]: rolls, retention, `flush.ms`, producer
+    /// expiry, compaction) without holding the log's lock across compaction's disk work: the
+    /// lock is taken to plan a pass and snapshot the segments, released while
+    /// [`cleaner::build`] reads and rewrites them (produce and fetch go on), and taken again
+    /// to [`cleaner::install`] the result, which refuses a build the log changed under
+    /// (`compaction_stale` in the report). Long: call it on a blocking thread, not the
+    /// partition's I/O thread (appends would wait for the build). `None` if the partition was
+    /// deleted.
+    pub fn maintain(
+        &self,
+        now_ms: i64,
+    ) -> Option<Result<MaintenanceReport, fjord_storage::StorageError>> {
+        let (mut report, clean) = match self.change_log(|l| l.maintain_and_plan_clean(now_ms))? {
+            Ok(planned) => planned,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(input) = clean else {
+            return Some(Ok(report));
+        };
+        let cleaned = match cleaner::build(&input) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        // Files not installed (stale, deleted partition, error) are removed when `cleaned`'s
+        // segments drop; `input` drops after the lock is released.
+        match self.change_log(|l| cleaner::install(l, &input, cleaned))? {
+            Ok(Some(r)) => report.cleaned = Some(r),
+            Ok(None) => report.compaction_stale = true,
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(report))
     }
 
     /// Copy the high watermark into the log and write its checkpoint if it changed.

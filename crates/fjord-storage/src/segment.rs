@@ -363,6 +363,29 @@ impl Segment {
         Ok(tmp.index.take().expect("set above"))
     }
 
+    /// The index [`Segment::index`] would rebuild for a sealed segment holding `batches`
+    /// ((position, header), in order), without reading its file: the cleaner knows them as
+    /// it writes the file.
+    pub(crate) fn index_of_batches<'a>(
+        base_offset: i64,
+        batches: impl IntoIterator<Item = (u64, &'a BatchHeader)>,
+        interval: usize,
+    ) -> SegmentIndex {
+        let mut tmp = Segment::new(base_offset, PathBuf::new(), None, 0, 0);
+        let _ = tmp.index.set(SegmentIndex::default());
+        for (pos, h) in batches {
+            tmp.track_batch(pos, h, interval);
+        }
+        tmp.seal_index();
+        tmp.index.take().expect("set above")
+    }
+
+    /// Use `idx` as the in-memory index (one built with [`Segment::index_of_batches`] for
+    /// exactly this file), unless one is loaded already.
+    pub(crate) fn set_index(&self, idx: SegmentIndex) {
+        let _ = self.index.set(idx);
+    }
+
     /// Make sure the index is in memory and return it mutably (for the active segment).
     pub fn index_mut(&mut self) -> Result<&mut SegmentIndex, StorageError> {
         self.index()?;

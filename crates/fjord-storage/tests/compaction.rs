@@ -1,7 +1,7 @@
 mod common;
 
 use common::*;
-use fjord_storage::{CleanupPolicy, Log, LogConfig};
+use fjord_storage::{cleaner, CleanupPolicy, Log, LogConfig};
 use kafka_protocol::records::Compression;
 use std::collections::BTreeMap;
 
@@ -180,4 +180,159 @@ fn compact_delete_also_applies_retention() {
     let rep = log.maintain(1000 + 200_000).unwrap();
     assert!(rep.segments_deleted > 0);
     assert_eq!(log.log_start_offset(), log.log_end_offset());
+}
+
+/// `.cleaned` files in `dir` (a pass's output not installed or removed).
+fn cleaned_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cleaned"))
+        .collect()
+}
+
+fn segment_len(dir: &std::path::Path, base: i64) -> u64 {
+    std::fs::metadata(dir.join(format!("{base:020}.log")))
+        .unwrap()
+        .len()
+}
+
+/// Unlink what install left for after the lock (as `Partition::change_log` does).
+fn unlink_deferred(log: &mut Log) {
+    fjord_storage::log::remove_deleted_files(log.take_deleted_files());
+}
+
+/// Follower truncation between build and install can cut a sealed segment and refill it to
+/// the same size with other records: the build (made from the old bytes, and dropping records
+/// superseded by truncated ones) must not be installed.
+#[test]
+fn install_refuses_a_build_the_log_was_truncated_under() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), cfg()).unwrap();
+    fill(&mut log, Compression::None, 1000);
+    log.roll(1000).unwrap();
+    let (_, input) = log.maintain_and_plan_clean(2000).unwrap();
+    let input = input.expect("cleaning due");
+    let bases = input.segment_base_offsets();
+    assert!(bases.len() >= 2, "{bases:?}");
+    let sizes: Vec<u64> = bases.iter().map(|&b| segment_len(d.path(), b)).collect();
+    let cleaned = cleaner::build(&input).unwrap();
+    assert!(!cleaned_files(d.path()).is_empty());
+
+    // Truncate the last batch of three (k2, k3, k4 at 27..30) and the k0 tombstone, then
+    // write a batch of the same size with other keys and the same tombstone again.
+    log.truncate_to(27).unwrap();
+    log.append(
+        &records_kv(
+            &[
+                (Some("k5"), Some("v27")),
+                (Some("k6"), Some("v28")),
+                (Some("k7"), Some("v29")),
+            ],
+            1009,
+            Compression::None,
+        ),
+        0,
+        1000,
+    )
+    .unwrap();
+    log.append(
+        &records_kv(&[(Some("k0"), None)], 1020, Compression::None),
+        0,
+        1000,
+    )
+    .unwrap();
+    log.roll(1000).unwrap();
+    let now: Vec<u64> = bases.iter().map(|&b| segment_len(d.path(), b)).collect();
+    assert_eq!(now, sizes, "same sizes: only the generation tells");
+    let (expected, offs) = view(&log);
+    assert_eq!(
+        expected.get("k2").cloned().flatten().as_deref(),
+        Some("v22")
+    );
+
+    let report = cleaner::install(&mut log, &input, cleaned).unwrap();
+    assert!(report.is_none(), "stale build installed: {report:?}");
+    unlink_deferred(&mut log);
+    assert_eq!(cleaned_files(d.path()), Vec::<String>::new());
+    assert_eq!(view(&log), (expected.clone(), offs));
+
+    // The next pass starts over from the log as it is.
+    let rep = log.maintain(2000).unwrap();
+    assert!(!rep.compaction_stale);
+    assert!(rep.cleaned.expect("cleaning due").records_removed > 0);
+    assert_eq!(view(&log).0, expected);
+}
+
+/// Appends (and rolls) between build and install do not touch the snapshot's sealed
+/// segments: the pass is installed, and consumers see the latest value of every key, at its
+/// original offset.
+#[test]
+fn install_keeps_a_build_the_log_grew_under() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), cfg()).unwrap();
+    fill(&mut log, Compression::Gzip, 1000);
+    log.roll(1000).unwrap();
+    let (_, input) = log.maintain_and_plan_clean(2000).unwrap();
+    let input = input.expect("cleaning due");
+    let cleaned = cleaner::build(&input).unwrap();
+
+    // New values for every key, several segments' worth.
+    fill(&mut log, Compression::Gzip, 1500);
+    let segments_before = log.segment_count();
+    let (expected, offs_before) = view(&log);
+    let leo = log.log_end_offset();
+
+    let rep = cleaner::install(&mut log, &input, cleaned)
+        .unwrap()
+        .expect("not stale");
+    assert!(
+        rep.segments_rewritten > 0 && rep.records_removed > 0,
+        "{rep:?}"
+    );
+    unlink_deferred(&mut log);
+    assert_eq!(cleaned_files(d.path()), Vec::<String>::new());
+    assert_eq!(log.segment_count(), segments_before);
+    assert_eq!(log.log_end_offset(), leo);
+    let (after, offs) = view(&log);
+    assert_eq!(after, expected);
+    assert!(offs.len() < offs_before.len());
+    assert!(offs.iter().all(|o| offs_before.contains(o)));
+    assert!(offs.windows(2).all(|w| w[0] < w[1]));
+    // The installed indexes find every kept offset, also after reopening.
+    for _ in 0..2 {
+        for &o in &offs {
+            assert_eq!(read_all(&log, o).first().map(|r| r.0), Some(o));
+        }
+        log.close().unwrap();
+        log = Log::open(d.path(), cfg()).unwrap();
+        assert_eq!(view(&log), (expected.clone(), offs.clone()));
+    }
+}
+
+/// Retention or DeleteRecords removing snapshot segments from the front does not invalidate
+/// the rest of the pass: those are skipped, the others installed.
+#[test]
+fn install_skips_segments_deleted_from_the_front() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), cfg()).unwrap();
+    fill(&mut log, Compression::None, 1000);
+    log.roll(1000).unwrap();
+    let (_, input) = log.maintain_and_plan_clean(2000).unwrap();
+    let input = input.expect("cleaning due");
+    let bases = input.segment_base_offsets();
+    assert!(bases.len() >= 2, "{bases:?}");
+    let cleaned = cleaner::build(&input).unwrap();
+
+    log.delete_records_before(bases[1]).unwrap();
+    unlink_deferred(&mut log);
+    let (expected, _) = view(&log);
+    let rep = cleaner::install(&mut log, &input, cleaned)
+        .unwrap()
+        .expect("not stale");
+    assert!(rep.records_removed > 0, "{rep:?}");
+    unlink_deferred(&mut log);
+    assert_eq!(cleaned_files(d.path()), Vec::<String>::new());
+    assert_eq!(log.log_start_offset(), bases[1]);
+    assert_eq!(view(&log).0, expected);
 }

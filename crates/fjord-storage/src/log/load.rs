@@ -282,6 +282,7 @@ impl Log {
             last_flush_ms: now,
             flush_due: false,
             truncations: 0,
+            generation: super::next_generation(),
             deleted_files: Vec::new(),
             clean_marker: clean,
         };

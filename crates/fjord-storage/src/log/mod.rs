@@ -68,6 +68,9 @@ pub struct MaintenanceReport {
     pub flushed: bool,
     pub producers_expired: usize,
     pub cleaned: Option<CleanReport>,
+    /// A compaction pass was built but the log changed under it (truncation), so it was
+    /// abandoned: nothing cleaned ([`crate::cleaner::install`]).
+    pub compaction_stale: bool,
 }
 
 pub struct Log {
@@ -103,6 +106,8 @@ pub struct Log {
     flush_due: bool,
     /// Truncations so far: a flush planned before one must not move the recovery point.
     truncations: u64,
+    /// Changes when the log is truncated or a segment replaced ([`Log::generation`]).
+    generation: u64,
     /// `.deleted` files of removed segments not unlinked yet ([`Log::take_deleted_files`]).
     deleted_files: Vec<PathBuf>,
     pub(crate) cleaner: CleanerCheckpoint,
@@ -111,6 +116,14 @@ pub struct Log {
     /// The clean-shutdown marker is on disk: nothing has changed the log's files since the
     /// clean close that wrote it. Cleared (and the file removed) by [`Log::mark_dirty`].
     clean_marker: bool,
+}
+
+/// Generations are unique across the process's logs, so a [`crate::cleaner::CleanInput`]
+/// taken from one log is stale against another opened on the same directory later.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn wall_clock_ms() -> i64 {
@@ -247,8 +260,24 @@ impl Log {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
-    /// Reload the in-memory index of a segment whose file was replaced (compaction).
+    /// Install a segment whose file was replaced (compaction).
     pub(crate) fn replace_segment(&mut self, seg: Segment) {
+        self.generation = next_generation();
         self.segments.insert(seg.base_offset, Box::new(seg));
+    }
+
+    /// Changes whenever data already in the log may change: truncation (which can cut a
+    /// sealed segment and refill it to the same size) or a segment replaced by compaction.
+    /// Appends, rolls and deletions from the front keep it. Work planned on a snapshot of
+    /// the log checks it before installing its result (the cleaner does).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Unlink `path` after the lock is released, with the deleted segments' files
+    /// ([`Log::take_deleted_files`]). A file nobody unlinks is left to the next open, which
+    /// must tidy it (`.deleted`, `.cleaned`).
+    pub(crate) fn defer_unlink(&mut self, path: PathBuf) {
+        self.deleted_files.push(path);
     }
 }

@@ -122,8 +122,26 @@ impl Log {
     }
 
     /// Periodic work: roll by `segment.ms`, retention, compaction, `flush.ms`, producer
-    /// expiry.
+    /// expiry. Compacts with `&mut self` held throughout, which can take long: for an owner
+    /// with exclusive access (tests, tools). Under a lock others wait on, use
+    /// [`Log::maintain_and_plan_clean`] and build the compaction without the lock.
     pub fn maintain(&mut self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
+        let (mut report, clean) = self.maintain_and_plan_clean(now_ms)?;
+        if let Some(input) = clean {
+            let cleaned = cleaner::build(&input)?;
+            report.cleaned = cleaner::install(self, &input, cleaned)?;
+            report.compaction_stale = report.cleaned.is_none();
+        }
+        Ok(report)
+    }
+
+    /// [`Log::maintain`] except compaction: if a pass is due, it is planned and snapshotted
+    /// ([`cleaner::prepare`]) and returned, for the caller to run [`cleaner::build`] without
+    /// the log's lock and [`cleaner::install`] with it again. Cheap: no segment is read.
+    pub fn maintain_and_plan_clean(
+        &mut self,
+        now_ms: i64,
+    ) -> Result<(MaintenanceReport, Option<cleaner::CleanInput>), StorageError> {
         let mut report = MaintenanceReport::default();
         {
             let seg = self.active();
@@ -138,9 +156,6 @@ impl Log {
             report.segments_deleted = n;
             report.bytes_deleted = bytes;
         }
-        if self.config.cleanup_policy.compacts() {
-            report.cleaned = cleaner::maybe_clean(self, now_ms)?;
-        }
         if now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
             && self.unflushed_messages > 0
         {
@@ -154,7 +169,12 @@ impl Log {
         if report.producers_expired > 0 {
             self.producers_persisted_at = None;
         }
-        Ok(report)
+        let clean = if self.config.cleanup_policy.compacts() {
+            cleaner::prepare(self, now_ms)?
+        } else {
+            None
+        };
+        Ok((report, clean))
     }
 
     /// Delete segments past `retention.ms` / `retention.bytes` (Kafka's rules: stop at the

@@ -72,6 +72,7 @@ impl Log {
     /// the new log end.
     fn after_truncation(&mut self, offset: i64) -> Result<(), StorageError> {
         self.truncations += 1;
+        self.generation = super::next_generation();
         let leo = self.log_end_offset();
         self.epochs.truncate_from_end(leo)?;
         self.cleaner.truncate(leo);
