@@ -89,9 +89,11 @@ fn allocations<T>(what: &str, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// A controller with `BROKERS` registered, unfenced brokers on three racks.
-fn cluster() -> Controller {
+/// A controller with `BROKERS` registered, unfenced brokers on three racks, and the records
+/// that registered them.
+fn cluster() -> (Controller, Vec<MetadataRecord>) {
     let mut c = Controller::new(ControllerConfig::default());
+    let mut records = Vec::new();
     for i in 0..BROKERS {
         let node_id = 101 + i;
         let r = c
@@ -108,18 +110,21 @@ fn cluster() -> Controller {
         let fjord_metadata::ControllerReply::Registered { broker_epoch } = r.response else {
             panic!("{:?}", r.response)
         };
-        c.handle(
-            ControllerRequest::Heartbeat {
-                node_id,
-                broker_epoch,
-                current_metadata_offset: broker_epoch,
-                want_fence: false,
-            },
-            NOW,
-        )
-        .expect("unfence");
+        records.extend(r.records);
+        let r = c
+            .handle(
+                ControllerRequest::Heartbeat {
+                    node_id,
+                    broker_epoch,
+                    current_metadata_offset: broker_epoch,
+                    want_fence: false,
+                },
+                NOW,
+            )
+            .expect("unfence");
+        records.extend(r.records);
     }
-    c
+    (c, records)
 }
 
 /// Create topics of `PER_TOPIC` partitions until `replicas` replicas exist; the records.
@@ -163,29 +168,31 @@ fn fence(c: &mut Controller) -> Vec<MetadataRecord> {
 
 fn bench(c: &mut Criterion) {
     let replicas = replicas();
-    let base = cluster();
+    let (base, mut created) = cluster();
     let mut full = base.clone();
-    let created = allocations(&format!("create topics to {replicas} replicas"), || {
-        create_topics(&mut full, replicas)
-    });
+    created.extend(allocations(
+        &format!("create topics to {replicas} replicas"),
+        || create_topics(&mut full, replicas),
+    ));
     eprintln!("  {} records", created.len());
     let image = allocations("image built from those records (a broker's image)", || {
         ClusterImage::from_records(&created)
     });
     drop(created);
     let led = full.image().partitions_led_by(101).count();
+    let mut fenced = full.clone();
     let delta = allocations(&format!("fence a broker leading {led} partitions"), || {
-        fence(&mut full.clone())
+        fence(&mut fenced)
     });
+    drop(fenced);
     eprintln!("  {} records in the delta", delta.len());
+    let mut applied = image.clone();
     allocations("apply the fence delta to an image", || {
-        let mut i = image.clone();
-        let t = std::time::Instant::now();
         for r in &delta {
-            i.apply(r);
+            applied.apply(r);
         }
-        t.elapsed()
     });
+    drop(applied);
     let snapshot = allocations("image to records (snapshot build)", || image.to_records());
     let json = allocations("records to JSON (snapshot encode)", || {
         serde_json::to_vec(&snapshot).map_or(0, |v| v.len())
