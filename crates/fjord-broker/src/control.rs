@@ -14,7 +14,8 @@
 //!
 //! Either way the broker's topics change in exactly one place: [`crate::Broker::publish`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fjord_metadata::quorum::{ControllerClient, ControllerService, SubmitError};
@@ -160,42 +161,105 @@ fn storage_error(e: StoreError) -> TopicError {
     TopicError::new(ErrorCode::KafkaStorageError, e.to_string())
 }
 
-/// Publish what the single node's log has made durable, in log order (under the mutex, so two
-/// callers never publish out of order).
+/// Publish what the single node's log has made durable, in log order. Only the
+/// [`LocalPublisher`]'s thread calls this once the broker runs (start-up calls it before the
+/// thread starts), so batches settle and publish in order without the [`Local`] mutex held
+/// while logs are opened.
 fn publish_settled(b: &Broker, local: &Mutex<Local>) {
-    let mut l = local.lock();
-    let (records, next_offset) = l.settle(now_ms());
+    let (records, next_offset) = local.lock().settle(now_ms());
     if !records.is_empty() {
         b.publish(Publish::Records(&records), next_offset);
     }
 }
 
-/// Publishes what is durable when dropped, so a caller that stops waiting (a request timeout)
-/// does not hold back later changes' publication; what is still in flight then is published
-/// by the next change.
-struct PublishOnDrop<'a> {
-    broker: &'a Broker,
-    local: &'a Mutex<Local>,
+/// The single node's metadata publisher: a thread that settles durable changes and applies
+/// them to the broker ([`Broker::publish`] opens and deletes partition logs, which must not
+/// run on an async worker or under the [`Local`] mutex). Submitters ask for a round and wait
+/// for it without blocking.
+pub struct LocalPublisher {
+    /// Rounds asked for so far.
+    requested: Arc<AtomicU64>,
+    /// Rounds done (closed when the thread is gone).
+    completed: tokio::sync::watch::Receiver<u64>,
+    wake: std::sync::mpsc::SyncSender<()>,
 }
+
+impl LocalPublisher {
+    /// Start the thread for `broker` (a single node's). It stops when the broker is dropped.
+    pub fn start(broker: &Arc<Broker>) -> std::io::Result<LocalPublisher> {
+        let requested = Arc::new(AtomicU64::new(0));
+        let (done_tx, completed) = tokio::sync::watch::channel(0u64);
+        // One pending wake-up is enough: a round reads `requested` when it starts.
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let weak: Weak<Broker> = Arc::downgrade(broker);
+        let asked = requested.clone();
+        std::thread::Builder::new()
+            .name("metadata-publisher".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let round = asked.load(Ordering::Acquire);
+                    let Some(b) = weak.upgrade() else { return };
+                    let ControlPlane::Local(local) = &b.control else {
+                        return;
+                    };
+                    publish_settled(&b, local);
+                    done_tx.send_replace(round);
+                }
+            })?;
+        Ok(LocalPublisher {
+            requested,
+            completed,
+            wake,
+        })
+    }
+
+    /// Ask for a round without waiting for it.
+    fn request(&self) -> u64 {
+        let round = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        // Full: a wake-up is pending and its round will see `round`.
+        let _ = self.wake.try_send(());
+        round
+    }
+
+    /// Publish everything durable now, and wait (without blocking) until it is applied.
+    async fn publish_durable(&self) {
+        let round = self.request();
+        let mut done = self.completed.clone();
+        // An error means the thread is gone (the broker is closing): nothing to wait for.
+        let _ = done.wait_for(|&r| r >= round).await;
+    }
+}
+
+/// Asks for publication when dropped, so a caller that stops waiting (a request timeout)
+/// does not hold back its change's publication.
+struct PublishOnDrop<'a>(&'a LocalPublisher);
 
 impl Drop for PublishOnDrop<'_> {
     fn drop(&mut self) {
-        publish_settled(self.broker, self.local);
+        self.0.request();
     }
 }
 
 /// A change on a single node: decided under the [`Local`] mutex, made durable by the log's
 /// writer thread with no lock held (concurrent changes share an fsync), published in log
-/// order, and answered only once durable.
+/// order by the [`LocalPublisher`], and answered only once durable and applied.
 pub async fn submit_local(
     b: &Broker,
     local: &Mutex<Local>,
     req: ControllerRequest,
 ) -> Result<ControllerReply, TopicError> {
     let (reply, appended) = local.lock().decide(req, now_ms())?;
-    let publish = PublishOnDrop { broker: b, local };
+    let Some(publisher) = b.local_publisher() else {
+        // Not started (the broker is still opening): settle and publish here.
+        let durable = appended.durable().await;
+        publish_settled(b, local);
+        durable.map_err(storage_error)?;
+        return Ok(reply);
+    };
+    let on_cancel = PublishOnDrop(publisher);
     let durable = appended.durable().await;
-    drop(publish);
+    std::mem::forget(on_cancel);
+    publisher.publish_durable().await;
     durable.map_err(storage_error)?;
     Ok(reply)
 }

@@ -148,11 +148,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         cluster_tasks = tasks;
         broker
     } else {
-        let broker = Arc::new(
-            tokio::task::spawn_blocking(move || Broker::open(config))
-                .await
-                .context("opening logs")??,
-        );
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .context("opening logs")??;
         broker.set_advertised(host.clone(), port);
         broker
     };

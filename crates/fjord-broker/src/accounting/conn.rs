@@ -176,7 +176,7 @@ mod tests {
     use crate::accounting::usage::By;
     use crate::config::BrokerConfig;
 
-    fn broker(extra: &[(&str, &str)]) -> (tempfile::TempDir, Broker) {
+    fn broker(extra: &[(&str, &str)]) -> (tempfile::TempDir, std::sync::Arc<Broker>) {
         let dir = tempfile::tempdir().unwrap();
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.path().display().to_string());

@@ -109,6 +109,8 @@ pub struct Broker {
     applied: watch::Sender<i64>,
     /// Publishing is one batch at a time, in log order.
     publishing: Mutex<()>,
+    /// A single node's metadata publisher thread (set once the broker is open).
+    local_publisher: std::sync::OnceLock<crate::control::LocalPublisher>,
     /// This broker's epoch (KIP-380): the offset of its registration record.
     broker_epoch: AtomicI64,
     topics: RwLock<Topics>,
@@ -161,6 +163,7 @@ impl Broker {
             image: RwLock::new(ClusterImage::default()),
             applied: watch::channel(0).0,
             publishing: Mutex::new(()),
+            local_publisher: std::sync::OnceLock::new(),
             broker_epoch: AtomicI64::new(-1),
             topic_activity: crate::topic_activity::TopicActivity::new(&metrics.registry),
             topics: RwLock::new(Topics::default()),
@@ -184,7 +187,7 @@ impl Broker {
     /// Open a single node (no controller quorum): check `meta.properties`, replay the metadata
     /// log, register this node with its own controller, open every partition log and remove
     /// directories of deleted topics.
-    pub fn open(config: BrokerConfig) -> anyhow::Result<Broker> {
+    pub fn open(config: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", dir.display()))?;
@@ -219,7 +222,16 @@ impl Broker {
         let topics = broker.topics.read().by_name.len();
         tracing::info!(topics, partitions = broker.metrics.partitions.get(),
             elapsed_ms = started.elapsed().as_millis() as u64, dir = %dir.display(), "logs loaded");
+        let broker = Arc::new(broker);
+        let publisher = crate::control::LocalPublisher::start(&broker)
+            .map_err(|e| anyhow::anyhow!("cannot start the metadata publisher thread: {e}"))?;
+        let _ = broker.local_publisher.set(publisher);
         Ok(broker)
+    }
+
+    /// A single node's metadata publisher, once the broker is open.
+    pub(crate) fn local_publisher(&self) -> Option<&crate::control::LocalPublisher> {
+        self.local_publisher.get()
     }
 
     /// A broker of a cluster with a controller quorum. It starts with no topics; the metadata
@@ -430,7 +442,7 @@ mod tests {
     use std::path::Path;
 
     /// A single node on `dir`.
-    pub(super) fn broker(dir: &Path) -> Broker {
+    pub(super) fn broker(dir: &Path) -> Arc<Broker> {
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.display().to_string());
         Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap()

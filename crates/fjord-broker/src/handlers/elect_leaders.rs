@@ -205,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.path().display().to_string());
-        let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
+        let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
         b.create_topic("t", 2, 1, BTreeMap::new(), false)
             .await
             .unwrap();

@@ -585,7 +585,7 @@ mod version_tests {
             "group.initial.rebalance.delay.ms".to_string(),
             "0".to_string(),
         );
-        let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
+        let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
         b.create_topic("t", 1, 1, BTreeMap::new(), false)
             .await
             .unwrap();
@@ -697,7 +697,7 @@ mod produce_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.path().display().to_string());
-        let b = Arc::new(Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap());
+        let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
         let mut cfg = BTreeMap::new();
         cfg.insert("min.insync.replicas".to_string(), "2".to_string());
         block_on(b.create_topic("strict", 1, 1, cfg, false)).unwrap();
