@@ -171,6 +171,18 @@ impl CleanedSegment {
     }
 }
 
+impl CleanedSegment {
+    /// Hand the files to `log` to unlink once its lock is released (unlinking a big file can
+    /// take long): [`Log::take_deleted_files`].
+    fn remove_after_lock(&mut self, log: &mut Log) {
+        if let Some(p) = self.path.take() {
+            for f in Self::files(&p) {
+                log.defer_unlink(f);
+            }
+        }
+    }
+}
+
 impl Drop for CleanedSegment {
     fn drop(&mut self) {
         if let Some(p) = self.path.take() {
@@ -466,13 +478,8 @@ pub fn install(
     if let Some(reason) = staleness(log, input) {
         tracing::info!(dir = %log.dir.display(), first_dirty = plan.first_dirty_offset,
             end = plan.end_offset, reason, "log changed during compaction; pass abandoned");
-        // Unlinking can take long for a big file: after the lock, by the caller.
         for mut c in cleaned {
-            if let Some(p) = c.path.take() {
-                for f in CleanedSegment::files(&p) {
-                    log.defer_unlink(f);
-                }
-            }
+            c.remove_after_lock(log);
         }
         return Ok(None);
     }
@@ -486,8 +493,8 @@ pub fn install(
     for mut c in cleaned {
         let base = c.base_offset;
         if !log.segments.contains_key(&base) {
-            // Deleted from the front meanwhile (see `staleness`); dropping `c` removes its
-            // files.
+            // Deleted from the front meanwhile (see `staleness`).
+            c.remove_after_lock(log);
             continue;
         }
         report.bytes_before += c.size_before;
