@@ -204,14 +204,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("create_topics", |b| {
         b.iter_batched(
             || base.clone(),
-            |mut c| create_topics(&mut c, replicas).len(),
+            // The controller is returned so that criterion drops it outside the timing.
+            |mut c| {
+                let n = create_topics(&mut c, replicas).len();
+                (c, n)
+            },
             BatchSize::PerIteration,
         )
     });
     g.bench_function("fence_broker", |b| {
         b.iter_batched(
             || full.clone(),
-            |mut c| fence(&mut c).len(),
+            |mut c| {
+                let n = fence(&mut c).len();
+                (c, n)
+            },
             BatchSize::PerIteration,
         )
     });
