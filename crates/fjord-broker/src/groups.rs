@@ -25,6 +25,7 @@
 //! [`REPLICATION_TIMEOUT`] the answer is COORDINATOR_NOT_AVAILABLE (NOT_COORDINATOR when
 //! leadership moved), which clients retry after finding the coordinator again.
 
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::records::AppendOrigin;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -47,7 +48,7 @@ use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::sync::{oneshot, watch};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::partition::{AppendRejection, Partition};
 use fjord_replication::AckStatus;
 
@@ -880,7 +881,7 @@ fn replay_partition(
     };
     while offset < end {
         let read = if to_log_end {
-            p.read_for_follower(offset, 8 << 20)
+            p.read_for_follower(offset, 8 << 20, true)
         } else {
             p.read(offset, 8 << 20, true)
         }

@@ -503,18 +503,21 @@ impl Partition {
         Ok(r)
     }
 
-    /// Whole batches for a follower: up to the log end. `ReadResult::log_end_offset` is
-    /// the high watermark, which is what the follower is told.
+    /// Whole batches for a follower: up to the log end, within `max_bytes`, except that with
+    /// `min_one_batch` a first batch larger than `max_bytes` is read whole (Kafka's
+    /// `minOneMessage`, so a large batch cannot stall replication). `ReadResult::log_end_offset`
+    /// is the high watermark, which is what the follower is told.
     pub fn read_for_follower(
         &self,
         fetch_offset: i64,
         max_bytes: usize,
+        min_one_batch: bool,
     ) -> Result<ReadResult<Option<FileRange>>, ReadRejection> {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
         let leo = log.log_end_offset();
         let mut r = log
-            .read_range(fetch_offset, max_bytes, leo, true)
+            .read_range(fetch_offset, max_bytes, leo, min_one_batch)
             .map_err(ReadRejection::Storage)?;
         r.log_end_offset = self.replica.lock().high_watermark();
         Ok(r)

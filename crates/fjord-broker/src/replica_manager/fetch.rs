@@ -17,11 +17,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use fjord_storage::FileRange;
 use tokio::sync::Notify;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::fetch_session::{PartitionFetch, SessionKey};
 use crate::partition::Partition;
 use crate::throttle::FetchAllowance;
@@ -387,17 +388,11 @@ fn read_all(
                     }
                 }
             }
+            // Only the first partition with records may go over the budget, with one batch
+            // (Kafka's `minOneMessage`); later ones read at most what is left of it.
             let read = match fetcher {
-                // Only the first partition with records may go over the budget (with one
-                // batch): a batch read past it for a later partition is left out.
                 Fetcher::Follower(_) => {
-                    p.read_for_follower(t.fetch.fetch_offset, budget)
-                        .map(|mut r| {
-                            if !first_data && r.records.as_ref().is_some_and(|f| f.len() > budget) {
-                                r.records = None;
-                            }
-                            r
-                        })
+                    p.read_for_follower(t.fetch.fetch_offset, budget, first_data)
                 }
                 Fetcher::Consumer { .. } => p.read(t.fetch.fetch_offset, budget, first_data),
             };
@@ -430,4 +425,144 @@ fn read_all(
         })
         .collect();
     (out, total, any_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_storage::{Log, LogConfig};
+    use std::path::Path;
+    use uuid::Uuid;
+
+    /// One v2 batch of one record with a `value_len`-byte value, at `offset`.
+    fn batch(offset: i64, value_len: usize) -> Vec<u8> {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).expect("encodes");
+        buf.to_vec()
+    }
+
+    /// A partition led elsewhere whose log holds one batch per value length; with the batches'
+    /// sizes.
+    fn partition(dir: &Path, index: i32, value_lens: &[usize]) -> (Arc<Partition>, Vec<usize>) {
+        let batches: Vec<Vec<u8>> = value_lens
+            .iter()
+            .enumerate()
+            .map(|(i, len)| batch(i as i64, *len))
+            .collect();
+        let mut log = Log::open(dir.join(format!("t-{index}")), LogConfig::default()).unwrap();
+        log.append_as_follower(&batches.concat(), 0).unwrap();
+        let p = Partition::new("t".into(), Uuid::nil(), index, 1);
+        p.install_log(log);
+        (Arc::new(p), batches.iter().map(Vec::len).collect())
+    }
+
+    /// What a follower's fetch of `parts` from offset 0 reads: record bytes per partition.
+    fn follower_read(
+        parts: &[&Arc<Partition>],
+        partition_max_bytes: i32,
+        max_bytes: i32,
+    ) -> Vec<usize> {
+        let targets: Vec<Target> = parts
+            .iter()
+            .map(|p| Target {
+                fetch: PartitionFetch {
+                    fetch_offset: 0,
+                    max_bytes: partition_max_bytes,
+                    current_leader_epoch: -1,
+                },
+                partition: Ok(Arc::clone(p)),
+            })
+            .collect();
+        let redirects = vec![None; targets.len()];
+        let (reads, total, any_error) =
+            read_all(&targets, &redirects, max_bytes, Fetcher::Follower(2), None);
+        assert!(!any_error);
+        let sizes: Vec<usize> = reads
+            .iter()
+            .map(|r| r.records.as_ref().map_or(0, FileRange::len))
+            .collect();
+        assert_eq!(total, sizes.iter().sum::<usize>());
+        sizes
+    }
+
+    #[test]
+    fn follower_fetch_stays_within_the_response_budget_across_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sizes) = partition(dir.path(), 0, &[100; 4]);
+        let (b, _) = partition(dir.path(), 1, &[100; 4]);
+        let (c, _) = partition(dir.path(), 2, &[100; 4]);
+        let s = sizes[0];
+        assert!(sizes.iter().all(|x| *x == s));
+        // The response budget: a takes its 4 batches, b the 2 whole ones left of it, c none
+        // (half a batch is left: it is not the first partition with data).
+        let budget = (6 * s + s / 2) as i32;
+        assert_eq!(
+            follower_read(&[&a, &b, &c], 1 << 20, budget),
+            [4 * s, 2 * s, 0]
+        );
+        // The partition budget.
+        let per_partition = (2 * s + 1) as i32;
+        assert_eq!(
+            follower_read(&[&a, &b, &c], per_partition, 1 << 20),
+            [2 * s, 2 * s, 2 * s]
+        );
+        // A budget spent by the first partition leaves nothing to the others.
+        assert_eq!(
+            follower_read(&[&c, &a, &b], 1 << 20, (4 * s) as i32),
+            [4 * s, 0, 0]
+        );
+    }
+
+    #[test]
+    fn one_batch_larger_than_the_budget_goes_out_only_when_it_is_the_first_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (big, big_sizes) = partition(dir.path(), 0, &[5000, 100]);
+        let (small, sizes) = partition(dir.path(), 1, &[100; 4]);
+        let (empty, _) = partition(dir.path(), 2, &[]);
+        let (b, s) = (big_sizes[0], sizes[0]);
+        let budget = 1000;
+        assert!(b > budget && 4 * s < budget);
+        // First with data (an empty partition before it does not count): its first batch goes
+        // out whole, over both budgets, and nothing else fits.
+        assert_eq!(
+            follower_read(&[&empty, &big, &small], 1 << 20, budget as i32),
+            [0, b, 0]
+        );
+        assert_eq!(
+            follower_read(&[&big, &small], budget as i32, 1 << 20),
+            [b, 4 * s]
+        );
+        // After another partition's data it waits for a fetch where it comes first (the
+        // fetch session rotates the partitions after the last one that returned records).
+        assert_eq!(
+            follower_read(&[&small, &big], 1 << 20, budget as i32),
+            [4 * s, 0]
+        );
+        assert_eq!(
+            follower_read(&[&small, &big], 1 << 20, 1 << 20),
+            [4 * s, b + big_sizes[1]]
+        );
+    }
 }
