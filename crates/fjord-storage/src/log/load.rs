@@ -3,8 +3,8 @@
 //! and the clean close that writes what changed and the clean-shutdown marker.
 
 use super::{
-    remove_deleted_files, remove_file, wall_clock_ms, Log, CLEAN_SHUTDOWN_FILE,
-    HIGH_WATERMARK_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
+    remove_deleted_files, remove_file, Log, CLEAN_SHUTDOWN_FILE, HIGH_WATERMARK_FILE,
+    LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::cleaner::{self, CleanerCheckpoint};
 use crate::config::LogConfig;
@@ -12,6 +12,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerStateManager};
 use crate::segment::{scan_file, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use fjord_protocol::clock::now_ms;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -156,7 +157,7 @@ impl Log {
         let hw_on_disk = read_if(listing.high_watermark, HIGH_WATERMARK_FILE)?;
         // A damaged checkpoint casts doubt on the rest: recover as after a crash.
         let clean = listing.clean_shutdown && report.corrupt_files.is_empty();
-        let now = wall_clock_ms();
+        let now = now_ms();
         // Index files without a log are no segment (e.g. a crash while deleting one).
         let bases: Vec<i64> = listing
             .segments

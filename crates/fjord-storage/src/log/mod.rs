@@ -126,12 +126,6 @@ fn next_generation() -> u64 {
     GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn remove_file(path: &Path) -> Result<(), StorageError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

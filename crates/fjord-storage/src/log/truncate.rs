@@ -1,10 +1,11 @@
 //! Follower truncation: to an offset, or fully to start again at an offset.
 
-use super::{remove_file, wall_clock_ms, Log, LOG_START_FILE};
+use super::{remove_file, Log, LOG_START_FILE};
 use crate::cleaner::CleanerCheckpoint;
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerStateManager};
 use crate::segment::Segment;
+use fjord_protocol::clock::now_ms;
 
 impl Log {
     /// Remove everything at or above `offset` (follower truncation). Below the log start
@@ -31,7 +32,7 @@ impl Log {
             self.segments.remove(&b);
             Self::delete_segment_files(&self.dir, b)?;
         }
-        let seg = Segment::create(&self.dir, offset, wall_clock_ms())?;
+        let seg = Segment::create(&self.dir, offset, now_ms())?;
         self.index_dirty = !seg.index_matches_disk();
         self.segments.insert(seg.base_offset, Box::new(seg));
         self.log_start_offset = offset;
