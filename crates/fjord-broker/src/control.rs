@@ -24,10 +24,11 @@ use fjord_metadata::{
     Controller, ControllerConfig, ControllerReply, ControllerRequest, MetadataLog, MetadataRecord,
     StoreError,
 };
+use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use parking_lot::Mutex;
 
-use crate::broker::{now_ms, Broker, Publish, TopicError};
+use crate::broker::{Broker, Publish, TopicError};
 
 /// How long a forwarded admin request may take before the client gets REQUEST_TIMED_OUT.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -59,7 +60,7 @@ impl ControlPlane {
             log.image().clone(),
             log.record_count() as i64,
         );
-        controller.activate(crate::broker::now_ms());
+        controller.activate(now_ms());
         ControlPlane::Local(Box::new(Mutex::new(Local { controller, log })))
     }
 

@@ -75,6 +75,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use fjord_protocol::clock::now_ms;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -382,7 +383,7 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let now = broker::now_ms();
+            let now = now_ms();
             for p in b.all_partitions() {
                 // Compaction's reads and writes run without the partition's lock.
                 let r = match p.maintain(now) {

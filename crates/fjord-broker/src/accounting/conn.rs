@@ -175,6 +175,7 @@ mod tests {
     use crate::accounting::traffic::Flow;
     use crate::accounting::usage::By;
     use crate::config::BrokerConfig;
+    use fjord_protocol::clock::now_ms;
 
     fn broker(extra: &[(&str, &str)]) -> (tempfile::TempDir, std::sync::Arc<Broker>) {
         let dir = tempfile::tempdir().unwrap();
@@ -245,10 +246,7 @@ mod tests {
         c.request(&b, &produce, 10).response(1);
         assert_eq!(flow(&b, "c", Kind::Produce), (10, 1));
         // Usage per client id: produce bytes in, consume bytes out.
-        let w = b
-            .accounting
-            .usage
-            .query(By::Client, 60_000, crate::broker::now_ms());
+        let w = b.accounting.usage.query(By::Client, 60_000, now_ms());
         assert_eq!(w.rows["app,fjord_az=b"].bytes_in, 1010);
         assert_eq!(w.rows["app,fjord_az=b"].bytes_out, 5000);
         assert!(
@@ -286,10 +284,7 @@ mod tests {
         c.request(&b, &r, 50).response(70);
         assert_eq!(flow(&b, UNKNOWN_RACK, Kind::Replication), (50, 70));
         // Consumer bytes of a replica fetch are not a client's usage.
-        let w = b
-            .accounting
-            .usage
-            .query(By::Client, 60_000, crate::broker::now_ms());
+        let w = b.accounting.usage.query(By::Client, 60_000, now_ms());
         assert_eq!(w.rows.get("f").map_or(0, |r| r.bytes_out), 0);
     }
 
@@ -298,10 +293,7 @@ mod tests {
         let (_dir, b) = broker(&[("traffic.accounting.enable", "false")]);
         assert!(ConnAccounting::new(&b.accounting, "127.0.0.1:1".parse().unwrap()).is_none());
         b.accounting.topic_in("t", 5);
-        let w = b
-            .accounting
-            .usage
-            .query(By::Topic, 60_000, crate::broker::now_ms());
+        let w = b.accounting.usage.query(By::Topic, 60_000, now_ms());
         assert!(w.rows.is_empty());
     }
 }

@@ -51,10 +51,6 @@ pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Producer ids are handed out in blocks so the metadata log is not written per producer.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// The wall clock in epoch milliseconds ([`fjord_protocol::clock`], the one helper), re-exported
-/// because most of the broker reads it as `crate::broker::now_ms`.
-pub use fjord_protocol::clock::now_ms;
-
 /// A topic as hosted here. Immutable: any change replaces the `Arc<Topic>` in the map.
 pub struct Topic {
     pub name: Arc<str>,

@@ -171,6 +171,7 @@ mod version_tests {
 
     use super::*;
     use crate::config::BrokerConfig;
+    use fjord_protocol::clock::now_ms;
     use fjord_protocol::versions::SUPPORTED;
 
     pub(super) fn batch() -> bytes::Bytes {
@@ -595,7 +596,7 @@ mod version_tests {
                 &b.io,
                 batch(),
                 fjord_protocol::records::AppendOrigin::Client,
-                crate::broker::now_ms(),
+                now_ms(),
             )
             .await
             .unwrap();
