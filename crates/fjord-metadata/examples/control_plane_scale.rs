@@ -14,10 +14,12 @@
 //! Scenarios, in order: register the brokers; create the topics (one CreateTopic of
 //! `--per-topic` partitions per request, one at a time, as an operator's script would); sizes
 //! on disk and a snapshot built from a broker's image; small writes until every controller
-//! has written a snapshot (its policy: every 10,000 Raft entries); a broker that stops
-//! heartbeating (time to fence it and move its leaderships); a broker bounced (controlled shutdown, restart from
-//! an empty metadata cache, ISR expansion by the leaders, preferred election: time to move
-//! its leaderships away and back, bytes of metadata every other broker fetched); the active
+//! has written a snapshot (its policy: every 10,000 Raft entries); one real `fjord server`
+//! broker joining (its RSS with the whole image, a Metadata request for all topics); a broker
+//! that stops heartbeating (time to fence it and move its leaderships); a broker bounced
+//! (controlled shutdown, restart from an empty metadata cache, ISR expansion by the leaders,
+//! preferred election: time to move its leaderships away and back, bytes of metadata every
+//! other broker fetched); the active
 //! controller killed with SIGKILL (time until a new one commits a request) and restarted
 //! (time until it has caught up); every topic deleted. Throughout, each controller's RSS and
 //! CPU time are sampled every second, and every failed or late heartbeat and every fencing
@@ -192,6 +194,8 @@ fn wait_ready(rx: &mpsc::Receiver<String>, what: &str) -> Result<(), String> {
 struct Controllers {
     procs: Vec<ControllerProc>,
     voters: BTreeMap<u64, String>,
+    /// The temp dir's path (the real broker's directory goes there too).
+    dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -250,6 +254,7 @@ impl Controllers {
         let mut c = Controllers {
             procs,
             voters,
+            dir: tmp.path().to_path_buf(),
             _tmp: tmp,
         };
         let rxs: Vec<_> = c.procs.iter_mut().map(|p| p.spawn(fjord)).collect();
@@ -1030,6 +1035,114 @@ impl Bench {
         self.disk_usage("after snapshot");
     }
 
+    /// One real broker (`fjord server`, `process.roles = "broker"`) joins after the topics
+    /// exist, so it hosts no replica: the time until it is ready (registered, image loaded,
+    /// unfenced), its RSS with the whole image, and a Kafka Metadata request for all topics
+    /// (v1, as old clients send it) answered by it. Then it shuts down (controlled).
+    async fn real_broker(&mut self) {
+        let scenario = "real broker";
+        const NODE: NodeId = 900;
+        let start = self.begin();
+        let dir = self.ctl.dir.join("broker-900");
+        let port = match std::net::TcpListener::bind(("127.0.1.9", 0)).and_then(|l| l.local_addr())
+        {
+            Ok(a) => a.port(),
+            Err(e) => {
+                self.fail(format!("{scenario}: {e}"));
+                return;
+            }
+        };
+        let voters = self
+            .ctl
+            .voters
+            .iter()
+            .map(|(id, a)| format!("{id}@{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let toml = format!(
+            "node.id = {NODE}\nprocess.roles = \"broker\"\nlisteners = \"PLAINTEXT://127.0.1.9:{port}\"\n\
+             controller.quorum.voters = \"{voters}\"\nadmin.listener = \"127.0.1.9:0\"\n\
+             log.dirs = {:?}\n",
+            dir.join("data").display().to_string()
+        );
+        if let Err(e) = std::fs::create_dir_all(dir.join("data"))
+            .and_then(|_| std::fs::write(dir.join("node.toml"), toml))
+        {
+            self.fail(format!("{scenario}: {e}"));
+            return;
+        }
+        let mut proc = ControllerProc {
+            id: NODE as u64,
+            addr: format!("127.0.1.9:{port}"),
+            dir,
+            child: None,
+            starts: 0,
+        };
+        let t = Instant::now();
+        let rx = proc.spawn(&self.args.fjord);
+        if let Err(e) = wait_ready(&rx, "real broker") {
+            self.fail(format!("{scenario}: {e}"));
+            proc.kill();
+            return;
+        }
+        self.fig(
+            scenario,
+            "ready (registered, image loaded, unfenced)",
+            secs(t.elapsed()),
+        );
+        let pid = proc.pid().unwrap_or(0);
+        if let Some((rss, hwm, cpu)) = proc_usage(pid) {
+            self.fig(
+                scenario,
+                "RSS / peak RSS / CPU time with the whole image",
+                format!("{} / {} / {cpu:.1} s", mib(rss << 10), mib(hwm << 10)),
+            );
+        }
+        for round in 1..=3 {
+            match kafka_metadata_all(&proc.addr).await {
+                Ok((bytes, took)) => self.fig(
+                    scenario,
+                    &format!("Metadata v1, all topics (round {round}): response"),
+                    format!(
+                        "{} in {:.0} ms",
+                        mib(bytes as u64),
+                        took.as_secs_f64() * 1e3
+                    ),
+                ),
+                Err(e) => self.fail(format!("{scenario}: Metadata request: {e}")),
+            }
+        }
+        if let Some((rss, hwm, _)) = proc_usage(pid) {
+            self.fig(
+                scenario,
+                "RSS / peak RSS after the Metadata requests",
+                format!("{} / {}", mib(rss << 10), mib(hwm << 10)),
+            );
+        }
+        // Controlled shutdown (SIGTERM, by its PID): it asks to be fenced before it stops.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if let Some(mut c) = proc.child.take() {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Its fencing is on purpose: wait for it inside this scenario.
+        self.wait(Duration::from_secs(30), |b| {
+            b.observed(|o| o.image.broker(NODE).is_none_or(|x| x.fenced))
+        })
+        .await;
+        self.end(scenario, start, vec![NODE]);
+    }
+
     /// Build a snapshot from the observer's image as the state machine does
     /// (`to_records`, JSON, then the file's JSON with the data as a byte array), write it,
     /// read it back and rebuild the image.
@@ -1601,6 +1714,37 @@ fn snapshot_build_secs(log: &str) -> Option<f64> {
     Some(secs_of(end)? - secs_of(lines[start])?)
 }
 
+/// A Kafka Metadata request v1 for all topics (`topics` null) to `addr`: the response's size
+/// and the time until it was read whole.
+async fn kafka_metadata_all(addr: &str) -> std::io::Result<(usize, Duration)> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await?;
+    let mut req = Vec::new();
+    req.extend_from_slice(&3i16.to_be_bytes()); // api key: Metadata
+    req.extend_from_slice(&1i16.to_be_bytes()); // version 1
+    req.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    req.extend_from_slice(&5i16.to_be_bytes());
+    req.extend_from_slice(b"bench");
+    req.extend_from_slice(&(-1i32).to_be_bytes()); // topics: null = all
+    let mut frame = (req.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&req);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        s.write_all(&frame).await?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > 1 << 30 {
+            return Err(std::io::Error::other("response larger than 1 GiB"));
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await?;
+        Ok((len + 4, t.elapsed()))
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
+}
+
 /// One request to one controller, its reply.
 async fn raw_call(addr: &str, req: &Request) -> std::io::Result<Option<Reply>> {
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -1727,6 +1871,7 @@ async fn run(args: Args) -> i32 {
     if !b.args.skip_snapshot {
         b.snapshot_on_controllers().await;
     }
+    b.real_broker().await;
     let bench_rss = proc_usage(std::process::id()).map_or(0, |u| u.0);
     b.fig(
         "after create",
