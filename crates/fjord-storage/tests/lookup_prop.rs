@@ -51,19 +51,16 @@ proptest! {
 /// Whole batches of one segment file, parsed from disk: (base offset, last offset, bytes).
 fn segment_batches(path: &std::path::Path) -> Vec<(i64, i64, Vec<u8>)> {
     let data = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 12 <= data.len() {
-        let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap()) as usize;
-        let h = fjord_protocol::batch::parse_header(&data[pos..pos + 12 + len]).unwrap();
-        out.push((
-            h.base_offset,
-            h.last_offset(),
-            data[pos..pos + 12 + len].to_vec(),
-        ));
-        pos += 12 + len;
-    }
-    out
+    fjord_protocol::batch::BatchIter::new(&data)
+        .map(|b| {
+            let b = b.unwrap();
+            (
+                b.header.base_offset,
+                b.header.last_offset(),
+                b.bytes.to_vec(),
+            )
+        })
+        .collect()
 }
 
 proptest! {

@@ -398,7 +398,9 @@ fn a_corrupt_batch_in_an_early_segment_truncates_the_log_there() {
     // The second batch of the first segment: its first record's value.
     let seg = seg0(d.path());
     let mut bytes = std::fs::read(&seg).unwrap();
-    let first_len = 12 + i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let first_len = fjord_protocol::batch::parse_header(&bytes)
+        .unwrap()
+        .total_size();
     bytes[first_len + 70] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
 

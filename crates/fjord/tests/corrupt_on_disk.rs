@@ -104,13 +104,12 @@ fn damaged_files_are_skipped_with_an_error_and_a_metric_never_a_failed_start() {
     for dir in partition_dirs(&data, "__consumer_offsets") {
         for seg in segments(&dir) {
             let mut bytes = std::fs::read(&seg).unwrap();
-            let mut pos = 0;
-            while pos + 61 <= bytes.len() {
-                let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap());
-                let end = pos + 12 + len as usize;
+            let ends: Vec<usize> = fjord_protocol::batch::BatchIter::new(&bytes)
+                .map(|b| b.unwrap().end())
+                .collect();
+            for end in ends {
                 bytes[end - 1] ^= 0x5a; // last byte of the batch's records
                 damaged += 1;
-                pos = end;
             }
             std::fs::write(&seg, &bytes).unwrap();
         }
