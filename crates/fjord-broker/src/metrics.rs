@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Fetch record bytes (consumers and followers) sent from segment files with `sendfile`,
     /// never copied through user space.
     pub fetch_zero_copy_bytes: IntCounter,
+    /// Fetch record bytes not in the page cache, read on a blocking thread rather than sent
+    /// or read from the disk on an async worker.
+    pub fetch_cold_read_bytes: IntCounter,
     /// Offsets removed by follower truncation (divergent records).
     pub truncated_offsets: IntCounter,
     /// Consumer fetches answered with a preferred read replica (KIP-392).
@@ -299,6 +302,11 @@ impl Metrics {
             "Fetch record bytes sent from segment files with sendfile (no copy in user space)",
         )
         .expect("metric");
+        let fetch_cold_read_bytes = IntCounter::new(
+            "fetch_cold_read_bytes_total",
+            "Fetch record bytes not in the page cache, read on a blocking thread (not on an async worker)",
+        )
+        .expect("metric");
         let truncated_offsets = IntCounter::new(
             "log_truncated_offsets_total",
             "Offsets removed from follower logs by truncation to the leader's epoch end",
@@ -399,6 +407,7 @@ impl Metrics {
             Box::new(consumer_fetch_bytes.clone()),
             Box::new(replica_fetch_bytes.clone()),
             Box::new(fetch_zero_copy_bytes.clone()),
+            Box::new(fetch_cold_read_bytes.clone()),
             Box::new(truncated_offsets.clone()),
             Box::new(preferred_replica_redirects.clone()),
             Box::new(isr_proposals.clone()),
@@ -473,6 +482,7 @@ impl Metrics {
             consumer_fetch_bytes,
             replica_fetch_bytes,
             fetch_zero_copy_bytes,
+            fetch_cold_read_bytes,
             truncated_offsets,
             preferred_replica_redirects,
             isr_proposals,

@@ -81,6 +81,7 @@ pub mod fsync;
 pub mod index;
 pub mod io;
 pub mod log;
+pub mod page_cache;
 pub mod producer_state;
 pub mod segment;
 

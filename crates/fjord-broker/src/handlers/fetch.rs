@@ -9,7 +9,10 @@
 //! [`SENDFILE_MIN_BYTES`] goes to the connection as it is and is sent with `sendfile` — record
 //! bytes never pass through user space, as in Kafka's `FileRecords.writeTo`; a smaller one is
 //! read into memory here, after the partition lock is released, where one copy is cheaper
-//! than a system call of its own.
+//! than a system call of its own. Either way the bytes come from the page cache on the async
+//! worker; ranges that are not all cached ([`fjord_storage::page_cache`]: a consumer catching
+//! up from old segments, a restarted follower) are read on a blocking thread first and sent
+//! from memory, so a cold read never holds up a worker's other connections.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -120,8 +123,61 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
         Err(code) => return refused(code),
     };
     // Every partition the session reads, listed in this request or not.
-    let results = replica_manager::fetch(b, &params, &plan.partitions).await;
-    build_response(b, ctx, &req, &plan, results, fetcher)
+    let mut results = replica_manager::fetch(b, &params, &plan.partitions).await;
+    let cold = read_cold(b, &mut results).await;
+    build_response(b, ctx, &req, &plan, results, cold, fetcher)
+}
+
+/// Read the record ranges of `results` that are not all in the page cache, on a blocking
+/// thread (`sendfile` or `pread` of them on this worker would wait for the disk). Returns,
+/// per result, the bytes read (its `records` then taken), or `None` for a range left to send
+/// or read as usual.
+async fn read_cold(
+    b: &Broker,
+    results: &mut [PartitionRead],
+) -> Vec<Option<std::io::Result<Bytes>>> {
+    let mut out: Vec<Option<std::io::Result<Bytes>>> = Vec::new();
+    let mut cold: Vec<(usize, FileRange)> = Vec::new();
+    for (i, r) in results.iter_mut().enumerate() {
+        let Some(range) = &r.records else { continue };
+        let cached = fjord_storage::page_cache::is_cached(
+            range.file(),
+            range.position(),
+            range.len() as u64,
+        );
+        if cached == Some(false) {
+            cold.push((i, r.records.take().expect("checked")));
+        }
+    }
+    if cold.is_empty() {
+        return out;
+    }
+    out.resize_with(results.len(), || None);
+    let bytes: u64 = cold.iter().map(|(_, r)| r.len() as u64).sum();
+    b.metrics.fetch_cold_read_bytes.inc_by(bytes);
+    let read = tokio::task::spawn_blocking(move || {
+        cold.into_iter()
+            .map(|(i, range)| (i, range.read()))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match read {
+        Ok(read) => {
+            for (i, r) in read {
+                out[i] = Some(r);
+            }
+        }
+        Err(e) => {
+            // The read panicked (it does not): answer a storage error for those partitions.
+            tracing::error!(error = %e, "reading cold fetch ranges failed");
+            for (i, r) in results.iter().enumerate() {
+                if r.records.is_none() && out[i].is_none() {
+                    out[i] = Some(Err(std::io::Error::other("cold read failed")));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn resolve(b: &Broker, by_id: bool, name: &TopicName, id: Uuid) -> (Arc<str>, Uuid) {
@@ -154,6 +210,7 @@ fn build_response(
     req: &FetchRequest,
     plan: &FetchPlan,
     results: Vec<PartitionRead>,
+    mut cold: Vec<Option<std::io::Result<Bytes>>>,
     fetcher: Fetcher,
 ) -> FetchReply {
     let outcomes: Vec<PartitionOutcome> = results
@@ -168,26 +225,38 @@ fn build_response(
     let include = b.fetch_sessions.lock().finish(plan, &outcomes);
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut file_records = Vec::new();
-    for (((key, _), mut r), inc) in plan.partitions.iter().zip(results).zip(include) {
+    cold.resize_with(results.len(), || None);
+    for ((((key, _), mut r), inc), cold) in
+        plan.partitions.iter().zip(results).zip(include).zip(cold)
+    {
         if !inc {
             continue;
         }
         // Small record sets are read now, outside the partition lock; large ones are sent
-        // from the file by the connection.
-        let (inline, from_file) = match r.records.take() {
-            Some(range) if range.len() >= SENDFILE_MIN_BYTES => (None, Some(range)),
-            Some(range) => match range.read() {
-                Ok(bytes) => (Some(bytes), None),
-                Err(e) => {
-                    tracing::error!(topic = %key.topic, partition = key.partition, error = %e,
-                        "cannot read records for a fetch");
-                    r.error = ErrorCode::KafkaStorageError;
-                    (Some(Bytes::new()), None)
-                }
-            },
-            None => (Some(Bytes::new()), None),
+        // from the file by the connection; cold ones were read already.
+        let read = match (r.records.take(), cold) {
+            (_, Some(read)) => read.map(Some),
+            (Some(range), None) if range.len() >= SENDFILE_MIN_BYTES => {
+                file_records.push(Some(range));
+                Ok(None)
+            }
+            (Some(range), None) => range.read().map(Some),
+            (None, None) => Ok(Some(Bytes::new())),
         };
-        let sent_from_file = from_file.as_ref().map_or(0, FileRange::len);
+        let inline = match read {
+            Ok(inline) => inline,
+            Err(e) => {
+                tracing::error!(topic = %key.topic, partition = key.partition, error = %e,
+                    "cannot read records for a fetch");
+                r.error = ErrorCode::KafkaStorageError;
+                Some(Bytes::new())
+            }
+        };
+        if inline.is_some() {
+            file_records.push(None);
+        }
+        let from_file = file_records.last().and_then(Option::as_ref);
+        let sent_from_file = from_file.map_or(0, FileRange::len);
         b.metrics
             .fetch_zero_copy_bytes
             .inc_by(sent_from_file as u64);
@@ -219,7 +288,6 @@ fn build_response(
             .with_aborted_transactions((req.isolation_level == 1).then(Vec::new))
             .with_preferred_read_replica(BrokerId(r.preferred_read_replica))
             .with_records(inline);
-        file_records.push(from_file);
         let same_topic = topics.last().is_some_and(|last| {
             if ctx.version >= 13 {
                 last.topic_id == key.topic_id
