@@ -1,5 +1,9 @@
 //! ListOffsets (v1-10): earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest
 //! local (-4) and by timestamp.
+//!
+//! Lookups by timestamp read segment indexes and batches from the disk (an old segment's
+//! index is loaded on first use), so a request with any of them is answered on a blocking
+//! thread; earliest and latest come from memory and are answered on the worker.
 
 use std::sync::Arc;
 
@@ -23,7 +27,25 @@ const DEBUGGING_REPLICA_ID: i32 = -2;
 /// `replica_id` of a consumer: only the leader answers, and only up to the high watermark.
 const CONSUMER_REPLICA_ID: i32 = -1;
 
-pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let reads_disk = req.topics.iter().any(|t| {
+        t.partitions
+            .iter()
+            .any(|p| p.timestamp == MAX_TIMESTAMP || p.timestamp >= 0)
+    });
+    if !reads_disk {
+        return answer(b, ctx.version, req);
+    }
+    let (b, version) = (b.clone(), ctx.version);
+    tokio::task::spawn_blocking(move || answer(&b, version, req))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "ListOffsets lookup failed");
+            ListOffsetsResponse::default()
+        })
+}
+
+fn answer(b: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     // As in Kafka: a debugging request may be answered by a follower, and any request that is
     // not a consumer's sees the whole log (LATEST is the log end offset, not the high watermark).
     let any_replica = req.replica_id.0 == DEBUGGING_REPLICA_ID;
@@ -71,7 +93,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffset
                         Some(Ok(Some((offset, ts, epoch)))) => {
                             let r = r.with_offset(offset).with_timestamp(ts);
                             // The field exists from v4; older versions must leave it unset.
-                            if ctx.version >= 4 {
+                            if version >= 4 {
                                 r.with_leader_epoch(epoch)
                             } else {
                                 r

@@ -99,7 +99,7 @@ pub async fn handle_from(
             let reply = fetch::handle(b, &ctx, r).await;
             Outcome::RespondWithRecords(Box::new(reply.response.into()), reply.records)
         }
-        RequestKind::ListOffsets(r) => respond(list_offsets::handle(b, &ctx, r)),
+        RequestKind::ListOffsets(r) => respond(list_offsets::handle(b, &ctx, r).await),
         RequestKind::CreateTopics(r) => respond(create_topics::handle(b, &ctx, r).await),
         RequestKind::DeleteTopics(r) => respond(delete_topics::handle(b, &ctx, r).await),
         RequestKind::CreatePartitions(r) => respond(create_partitions::handle(b, &ctx, r).await),
