@@ -523,6 +523,12 @@ impl Partition {
         Ok(r)
     }
 
+    /// Does a read at `offset` start in a sealed segment (and so may wait for the disk)?
+    pub fn reads_sealed_segment(&self, offset: i64) -> bool {
+        self.with_log(|l| l.reads_sealed_segment(offset))
+            .unwrap_or(false)
+    }
+
     /// Run `f` with shared access to the log; `None` if the partition was deleted.
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> Option<T> {
         self.log.read().as_ref().map(f)

@@ -6,10 +6,13 @@
 //! every connection it serves. [`is_cached`] asks the kernel (`cachestat(2)`, Linux 6.5+,
 //! one system call, no I/O, no mapping) so the fetch path can read cold ranges on a blocking
 //! thread instead, and keep the worker for the hot ones.
+//!
+//! [`simulate_cold_read`] makes first reads of sealed segments slow on demand (tests).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The kernel said `cachestat` does not exist (or is not allowed): stop asking.
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
@@ -87,6 +90,28 @@ fn cached_pages(file: &File, pos: u64, len: u64) -> Option<u64> {
 fn cached_pages(_file: &File, _pos: u64, _len: u64) -> Option<u64> {
     UNSUPPORTED.store(true, Ordering::Relaxed);
     None
+}
+
+/// Artificial delay in milliseconds for the first read of a sealed segment (loading its
+/// index), `u64::MAX` until read from `FJORD_DEBUG_COLD_READ_DELAY_MS`: a cold disk on demand,
+/// for tests that prove such reads never run on an async worker.
+static COLD_READ_DELAY_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sleep as long as `FJORD_DEBUG_COLD_READ_DELAY_MS` says (normally zero: no sleep). Called
+/// where a segment is first read from the disk.
+pub fn simulate_cold_read() {
+    let mut ms = COLD_READ_DELAY_MS.load(Ordering::Relaxed);
+    if ms == u64::MAX {
+        ms = std::env::var("FJORD_DEBUG_COLD_READ_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(u64::MAX - 1);
+        COLD_READ_DELAY_MS.store(ms, Ordering::Relaxed);
+    }
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 #[cfg(test)]

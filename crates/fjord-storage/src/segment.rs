@@ -323,6 +323,7 @@ impl Segment {
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
+        crate::page_cache::simulate_cold_read();
         let idx = match SegmentIndex::load(&self.index_path(), &self.time_index_path(), self.size) {
             Some(i) => i,
             None => {

@@ -118,3 +118,67 @@ fn a_slow_disk_never_stalls_requests_that_need_no_disk() {
          {during} fsyncs meanwhile)"
     );
 }
+
+/// Consumers catching up from old segments must not stall the workers either: every first
+/// read of a sealed segment (loading its index) sleeps here
+/// (`FJORD_DEBUG_COLD_READ_DELAY_MS`), as a cold disk would make it wait, and several kcat
+/// consumers read their topics from the beginning at once while ApiVersions round trips on
+/// another connection must stay fast. When catch-up reads ran on the workers, each sealed
+/// segment's first read held a worker for the whole delay.
+#[test]
+fn consumers_catching_up_from_a_cold_disk_never_stall_other_requests() {
+    const TOPICS: usize = 4;
+    const RECORDS: u64 = 6_000;
+    const COLD_READ_DELAY_MS: &str = "300";
+    let mut broker = FjordProcess::start(&[]);
+    for t in 0..TOPICS {
+        let topic = format!("old-{t}");
+        broker.create_topic(&topic, 1, &["segment.bytes=1048576"]);
+        let status = Command::new(fjord_bin())
+            .args(["perf", "--bootstrap-server", broker.bootstrap(), "produce"])
+            .args(["--topic", &topic, "--num-records", &RECORDS.to_string()])
+            .args(["--record-size", "1000", "--acks", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run fjord perf");
+        assert!(status.success(), "fjord perf produce failed");
+    }
+    // Restarted, the broker has loaded no sealed segment's index: every one is a cold read.
+    broker.set_env("FJORD_DEBUG_COLD_READ_DELAY_MS", COLD_READ_DELAY_MS);
+    broker.restart();
+    let consumers: Vec<Child> = (0..TOPICS)
+        .map(|t| {
+            Command::new(require_tool("kcat"))
+                .args(["-b", broker.bootstrap(), "-C", "-t", &format!("old-{t}")])
+                .args(["-o", "beginning", "-e", "-q", "-f", "%o\n"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn kcat")
+        })
+        .collect();
+    let mut s = TcpStream::connect(broker.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut worst = Duration::ZERO;
+    let mut trips = 0;
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        trips += 1;
+        worst = worst.max(round_trip(&mut s, trips));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for c in consumers {
+        let out = c.wait_with_output().expect("kcat");
+        let read = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+        assert_eq!(read, RECORDS, "a catching-up consumer read every record");
+    }
+    broker.assert_no_panic_in_log();
+    eprintln!("worst ApiVersions round trip {worst:?} over {trips} trips while {TOPICS} consumers caught up");
+    assert!(
+        worst < BOUND,
+        "an ApiVersions round trip took {worst:?} (bound {BOUND:?}) while first reads of sealed \
+         segments took {COLD_READ_DELAY_MS} ms each: a worker thread waited for the disk"
+    );
+}

@@ -13,6 +13,9 @@
 //!
 //! Records leave the log as file ranges ([`FileRange`]): the reads under the partition lock
 //! touch batch headers only; the Fetch handler decides how the bytes reach the connection.
+//! A fetch that starts below a partition's active segment (catching up) may load an index and
+//! read uncached headers, so its reads run off the async worker's other tasks
+//! (`block_in_place`); reads at the tail do not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,9 +216,19 @@ async fn read_or_wait(
     let deadline = Instant::now() + Duration::from_millis(params.max_wait_ms.max(0) as u64);
     let waiter = Arc::new(Notify::new());
     let mut registered = false;
+    // Reads below the active segment (catching up) may wait for the disk: they run where
+    // waiting holds up no other connection. Reads at the tail come from the page cache.
+    let catching_up = targets.iter().any(|t| {
+        t.partition
+            .as_ref()
+            .is_ok_and(|p| p.reads_sealed_segment(t.fetch.fetch_offset))
+    });
     let results = loop {
-        let (results, bytes, any_error) =
-            read_all(targets, redirects, max_bytes, fetcher, throttle);
+        let (results, bytes, any_error) = if catching_up {
+            off_worker(|| read_all(targets, redirects, max_bytes, fetcher, throttle))
+        } else {
+            read_all(targets, redirects, max_bytes, fetcher, throttle)
+        };
         let now = Instant::now();
         if bytes >= params.min_bytes.max(0) as usize || any_error || now >= deadline {
             break results;
@@ -242,6 +255,17 @@ async fn read_or_wait(
         }
     }
     results
+}
+
+/// Run `f`, which may wait for the disk, without holding up the other tasks of this async
+/// worker: on the multi-threaded runtime the worker hands them to another thread first
+/// (`block_in_place`); elsewhere (a single-threaded test runtime) `f` just runs.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 fn register(targets: &[Target], waiter: &Arc<Notify>) {

@@ -92,6 +92,13 @@ impl Log {
         Ok(empty)
     }
 
+    /// Does a read at `offset` start below the active segment? Such reads (consumers catching
+    /// up, followers restarting) may load a segment index and read pages that are not cached:
+    /// they may wait for the disk.
+    pub fn reads_sealed_segment(&self, offset: i64) -> bool {
+        offset < self.active().base_offset
+    }
+
     /// First record with timestamp >= `ts`: (offset, timestamp, leader epoch).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64, i32)>, StorageError> {
         let start_base = self
