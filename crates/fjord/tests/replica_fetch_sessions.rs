@@ -61,13 +61,15 @@ fn wait_all(c: &mut Cluster, what: &str, ok: impl Fn(&PartitionInfo) -> bool) ->
 }
 
 /// Steady state: the followers on every broker list almost nothing per request (without
-/// sessions each request lists every partition followed from that leader, ~330 here).
+/// sessions each request lists every partition followed from that leader, ~330 here). One
+/// full request in the window is allowed (~11 per request over 30): on a loaded machine a
+/// follower fetch can time out, and the follower then starts a new session with a full one.
 fn assert_incremental(c: &Cluster, nodes: &[usize], what: &str) {
     for &n in nodes {
-        let (per_request, requests) = partitions_per_request(c, n, 20.0);
+        let (per_request, requests) = partitions_per_request(c, n, 30.0);
         eprintln!("{what}: node {n}: {per_request:.2} partitions per follower fetch over {requests} requests");
         assert!(
-            per_request < 5.0,
+            per_request < 15.0,
             "{what}: node {n} lists {per_request:.1} partitions per follower fetch request"
         );
     }
