@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,33 +20,6 @@ const CREATORS: usize = 3;
 const PARTITIONS: &str = "1000";
 /// The worst ApiVersions round trip allowed while topics come and go.
 const BOUND: Duration = Duration::from_millis(300);
-
-/// ApiVersions v0, framed.
-fn api_versions_request(correlation_id: i32) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&18i16.to_be_bytes());
-    body.extend_from_slice(&0i16.to_be_bytes());
-    body.extend_from_slice(&correlation_id.to_be_bytes());
-    body.extend_from_slice(&(-1i16).to_be_bytes());
-    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&body);
-    framed
-}
-
-fn round_trip(s: &mut TcpStream, correlation_id: i32) -> Duration {
-    let start = Instant::now();
-    s.write_all(&api_versions_request(correlation_id))
-        .expect("send ApiVersions");
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("read response length");
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).expect("read response");
-    assert_eq!(
-        i32::from_be_bytes(body[..4].try_into().unwrap()),
-        correlation_id
-    );
-    start.elapsed()
-}
 
 #[test]
 fn creating_and_deleting_big_topics_never_stalls_other_requests() {
@@ -89,7 +61,7 @@ fn creating_and_deleting_big_topics_never_stalls_other_requests() {
     let end = Instant::now() + Duration::from_secs(6);
     while Instant::now() < end || created.load(Ordering::Relaxed) < at_start + CREATORS {
         trips += 1;
-        worst = worst.max(round_trip(&mut s, trips));
+        worst = worst.max(api_versions_round_trip(&mut s, trips));
         std::thread::sleep(Duration::from_millis(5));
         if Instant::now() > end + Duration::from_secs(60) {
             break;

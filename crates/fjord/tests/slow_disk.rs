@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,34 +16,6 @@ use common::*;
 const FSYNC_DELAY_MS: &str = "300";
 /// The worst ApiVersions round trip allowed while the disk is slow.
 const BOUND: Duration = Duration::from_millis(150);
-
-/// ApiVersions v0 (no client software fields), framed.
-fn api_versions_request(correlation_id: i32) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
-    body.extend_from_slice(&0i16.to_be_bytes()); // v0
-    body.extend_from_slice(&correlation_id.to_be_bytes());
-    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
-    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&body);
-    framed
-}
-
-/// One ApiVersions round trip on `s`; its duration.
-fn round_trip(s: &mut TcpStream, correlation_id: i32) -> Duration {
-    let start = Instant::now();
-    s.write_all(&api_versions_request(correlation_id))
-        .expect("send ApiVersions");
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("read response length");
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).expect("read response");
-    assert_eq!(
-        i32::from_be_bytes(body[..4].try_into().unwrap()),
-        correlation_id
-    );
-    start.elapsed()
-}
 
 fn fsyncs(broker: &FjordProcess) -> f64 {
     let text = broker.http_get("/metrics").body;
@@ -95,7 +66,7 @@ fn a_slow_disk_never_stalls_requests_that_need_no_disk() {
     let end = Instant::now() + Duration::from_secs(4);
     while Instant::now() < end {
         trips += 1;
-        worst = worst.max(round_trip(&mut s, trips));
+        worst = worst.max(api_versions_round_trip(&mut s, trips));
         std::thread::sleep(Duration::from_millis(10));
     }
     let during = fsyncs(&broker) - probe_start;
@@ -166,7 +137,7 @@ fn consumers_catching_up_from_a_cold_disk_never_stall_other_requests() {
     let end = Instant::now() + Duration::from_secs(4);
     while Instant::now() < end {
         trips += 1;
-        worst = worst.max(round_trip(&mut s, trips));
+        worst = worst.max(api_versions_round_trip(&mut s, trips));
         std::thread::sleep(Duration::from_millis(10));
     }
     for c in consumers {

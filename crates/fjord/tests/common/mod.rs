@@ -742,3 +742,26 @@ pub fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// One ApiVersions v0 round trip on `s` (a request that needs no disk and no lock: tests of
+/// stalled async workers time it); its duration.
+pub fn api_versions_round_trip(s: &mut TcpStream, correlation_id: i32) -> Duration {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    body.extend_from_slice(&0i16.to_be_bytes()); // v0
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    let start = Instant::now();
+    s.write_all(&framed).expect("send ApiVersions");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("read response length");
+    let mut resp = vec![0u8; i32::from_be_bytes(len).clamp(0, 1 << 20) as usize];
+    s.read_exact(&mut resp).expect("read response");
+    assert_eq!(
+        i32::from_be_bytes(resp[..4].try_into().unwrap()),
+        correlation_id
+    );
+    start.elapsed()
+}
