@@ -126,3 +126,56 @@ fn flush_messages_asks_for_a_flush_after_that_many_records() {
     log.flush().unwrap();
     assert!(!log.flush_due());
 }
+
+/// Leader appends write the callers' bytes and copy only what they patch: on disk, every batch
+/// carries its assigned base offset and the leader epoch, keeps a valid CRC, and holds the
+/// producer's bytes unchanged past the patched prefix — for requests queued together, and
+/// with LogAppendTime (whose batches are copied and re-checksummed).
+#[test]
+fn written_batches_are_the_requests_bytes_with_offsets_and_epoch_patched() {
+    use fjord_protocol::batch;
+    for log_append in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let mut config = LogConfig::default();
+        if log_append {
+            config.message_timestamp_type = fjord_storage::TimestampType::LogAppendTime;
+        }
+        let mut log = Log::open(d.path(), config).unwrap();
+        // Five requests (one batch each, as Kafka requires), queued together.
+        let reqs: Vec<Vec<u8>> = (0..5).map(|i| simple(2 + i, 1_000 + i as i64)).collect();
+        let vals: Vec<ValidatedRecords> = reqs.iter().map(|r| validated(&log, r)).collect();
+        let items: Vec<(&[u8], &ValidatedRecords)> =
+            reqs.iter().map(|r| &r[..]).zip(vals.iter()).collect();
+        let results = log.append_validated_many(&items, 9, 5_000);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let sent: Vec<&[u8]> = reqs
+            .iter()
+            .flat_map(|r| batch::BatchIter::new(r).map(|b| b.unwrap().bytes))
+            .collect();
+        let file = std::fs::read(d.path().join(format!("{:020}.log", 0))).unwrap();
+        let mut next = 0i64;
+        let mut found = 0;
+        for (i, b) in batch::BatchIter::new(&file).enumerate() {
+            let b = b.unwrap();
+            let (h, on_disk) = (b.header, b.bytes);
+            assert_eq!(h.base_offset, next, "batch {i}");
+            assert_eq!(h.partition_leader_epoch, 9, "batch {i}");
+            batch::verify_crc(on_disk, &h).unwrap_or_else(|e| panic!("batch {i}: {e}"));
+            assert_eq!(on_disk.len(), sent[i].len());
+            if log_append {
+                assert_eq!(h.max_timestamp, 5_000, "batch {i}");
+            } else {
+                assert_eq!(&on_disk[16..], &sent[i][16..], "batch {i} past the prefix");
+            }
+            next += h.offset_count();
+            found += 1;
+        }
+        assert_eq!(found, sent.len());
+        assert_eq!(next, log.log_end_offset());
+        // And the log reopens (recovery checks every batch) with the same end.
+        drop(log);
+        let log = Log::open(d.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), next);
+        assert_eq!(read_all(&log, 0).len() as i64, next);
+    }
+}

@@ -55,6 +55,8 @@ impl Log {
     ) -> Vec<Result<AppendInfo, AppendError>> {
         let mut stage = Stage {
             batches: std::mem::take(&mut self.batch_buf),
+            pieces: Vec::new(),
+            staged: 0,
             appends: Vec::new(),
             results: items.iter().map(|_| None).collect(),
             leader_epoch,
@@ -100,7 +102,7 @@ impl Log {
     /// Write what [`Log::stage_append`] staged at the end of the active segment, then index
     /// it and commit its producer state and epoch. On a failed write every staged append
     /// gets the error (and so will every later one: `stage.failure`).
-    fn write_staged(&mut self, stage: &mut Stage) {
+    fn write_staged(&mut self, stage: &mut Stage<'_>) {
         if stage.appends.is_empty() {
             return;
         }
@@ -110,7 +112,7 @@ impl Log {
         let written = seg
             .file()
             .and_then(|f| {
-                f.write_all_at(&self.write_buf, start)
+                write_pieces_at(f, &stage.pieces, &self.write_buf, start)
                     .map_err(|e| StorageError::io(&seg.path, e))
             })
             .and_then(|()| seg.index_mut().map(|_| ()));
@@ -119,7 +121,7 @@ impl Log {
             for a in stage.appends.drain(..) {
                 stage.results[a.item] = Some(Err(AppendError::Storage(e.duplicate())));
             }
-            stage.batches.clear();
+            stage.clear_written();
             self.write_buf.clear();
             return;
         }
@@ -153,21 +155,24 @@ impl Log {
         if let Err(e) = epoch {
             stage.failure = Some(e.to_string());
         }
-        stage.batches.clear();
+        stage.clear_written();
         self.write_buf.clear();
     }
 
-    /// Check one append of [`Log::append_validated_many`] and copy it, with offsets, epoch
-    /// and timestamps patched, behind the staged ones (writing those first if a roll is due).
+    /// Check one append of [`Log::append_validated_many`] and stage it behind the staged ones
+    /// (writing those first if a roll is due), with offsets, epoch and timestamps patched.
+    /// Only what changes is copied: each batch's first [`PATCHED_PREFIX`] bytes (base offset,
+    /// length, leader epoch — outside the CRC) go to `write_buf` and the rest is written from
+    /// the caller's buffer; a batch whose timestamps change (and so its CRC) is copied whole.
     /// `Ok(Some(_))`: a duplicate, answered with the original offsets.
-    fn stage_append(
+    fn stage_append<'a>(
         &mut self,
         item: usize,
-        records: &[u8],
+        records: &'a [u8],
         validated: &ValidatedRecords,
         pending: &mut Vec<ProducerEntry>,
         next: &mut i64,
-        stage: &mut Stage,
+        stage: &mut Stage<'a>,
     ) -> Result<Option<AppendInfo>, AppendError> {
         if validated.len != records.len() || validated.batches.is_empty() {
             return Err(AppendError::NotValidated {
@@ -231,15 +236,48 @@ impl Log {
             return Err(e);
         }
 
-        // Copy once, patch offsets / epoch / timestamps in place.
-        let base = self.write_buf.len();
+        let base = stage.staged;
         let first_batch = stage.batches.len();
-        self.write_buf.extend_from_slice(records);
         let first_offset = *next;
+        // The batches tile the records (the validator walked them back to back); if they ever
+        // did not, copy the records whole, as they are.
+        let tiled = validated.batches.iter().try_fold(0usize, |at, vb| {
+            (vb.position == at).then_some(at + vb.header.total_size())
+        }) == Some(records.len());
+        if !tiled {
+            let at = self.write_buf.len();
+            self.write_buf.extend_from_slice(records);
+            stage.pieces.push(Piece::Buf(at..self.write_buf.len()));
+        }
         for vb in &validated.batches {
             let mut h = vb.header;
             let pos = base + vb.position;
-            let b = &mut self.write_buf[pos..pos + h.total_size()];
+            let size = h.total_size();
+            let whole = !tiled
+                || stage.log_append
+                || h.max_timestamp != vb.max_timestamp
+                || size <= PATCHED_PREFIX;
+            let at = if tiled {
+                let src = &records[vb.position..vb.position + size];
+                let at = self.write_buf.len();
+                if whole {
+                    self.write_buf.extend_from_slice(src);
+                    stage.pieces.push(Piece::Buf(at..at + size));
+                } else {
+                    self.write_buf.extend_from_slice(&src[..PATCHED_PREFIX]);
+                    stage.pieces.push(Piece::Buf(at..at + PATCHED_PREFIX));
+                    stage.pieces.push(Piece::Slice(&src[PATCHED_PREFIX..]));
+                }
+                at
+            } else {
+                self.write_buf.len() - records.len() + vb.position
+            };
+            let end = if whole {
+                at + size
+            } else {
+                at + PATCHED_PREFIX
+            };
+            let b = &mut self.write_buf[at..end];
             batch::set_base_offset(b, *next);
             batch::set_partition_leader_epoch(b, stage.leader_epoch);
             if stage.log_append {
@@ -257,6 +295,7 @@ impl Log {
             *next += h.offset_count();
             stage.batches.push((pos, h));
         }
+        stage.staged += records.len();
         // The producer entries again, now with the offsets assigned: a retry queued behind
         // this append is answered with them.
         pending.truncate(mark);
@@ -287,7 +326,7 @@ impl Log {
         stage: &mut Stage,
     ) -> Result<(), AppendError> {
         self.mark_dirty()?;
-        let staged = self.write_buf.len();
+        let staged = stage.staged;
         if staged > 0 {
             let leo = self.log_end_offset();
             let over = self.active().size + (staged + size) as u64 > self.config.segment_bytes;
@@ -301,7 +340,7 @@ impl Log {
                 }
             }
         }
-        if self.write_buf.is_empty() && self.should_roll(size, max_ts, offsets, stage.now_ms) {
+        if stage.staged == 0 && self.should_roll(size, max_ts, offsets, stage.now_ms) {
             self.roll(stage.now_ms)?;
         }
         Ok(())
@@ -528,11 +567,19 @@ impl Log {
     }
 }
 
-/// Appends of one [`Log::append_validated_many`] call: copied into `Log::write_buf`, not yet
-/// written.
-struct Stage {
-    /// (position in write_buf, patched header) of each staged batch.
+/// Bytes of each leader batch rewritten when it is appended: base offset (8), batch length
+/// (4) and partition leader epoch (4), all outside the CRC.
+const PATCHED_PREFIX: usize = 16;
+
+/// Appends of one [`Log::append_validated_many`] call, not yet written: patched bytes in
+/// `Log::write_buf`, the rest still in the callers' buffers.
+struct Stage<'a> {
+    /// (position in the staged bytes, patched header) of each staged batch.
     batches: Vec<(usize, BatchHeader)>,
+    /// The staged bytes in order.
+    pieces: Vec<Piece<'a>>,
+    /// How many bytes are staged.
+    staged: usize,
     appends: Vec<StagedAppend>,
     /// One per input append, filled as each is decided.
     results: Vec<Option<Result<AppendInfo, AppendError>>>,
@@ -543,7 +590,20 @@ struct Stage {
     failure: Option<String>,
 }
 
-impl Stage {
+/// A run of staged bytes: in `Log::write_buf`, or still in the caller's buffer.
+enum Piece<'a> {
+    Buf(std::ops::Range<usize>),
+    Slice(&'a [u8]),
+}
+
+impl Stage<'_> {
+    /// Forget the staged bytes (written, or failed).
+    fn clear_written(&mut self) {
+        self.batches.clear();
+        self.pieces.clear();
+        self.staged = 0;
+    }
+
     fn failed(&self, dir: &Path) -> AppendError {
         let msg = self.failure.clone().unwrap_or_default();
         AppendError::Storage(StorageError::io(dir, std::io::Error::other(msg)))
@@ -557,4 +617,37 @@ struct StagedAppend {
     last_offset: i64,
     record_count: u64,
     bytes: usize,
+}
+
+/// Write `pieces` (ranges of `buf` and the callers' slices) at `offset` of `file`, with as few
+/// `pwritev` calls as it takes (at most 1,024 slices each, Linux's `IOV_MAX`).
+fn write_pieces_at(
+    file: &std::fs::File,
+    pieces: &[Piece<'_>],
+    buf: &[u8],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    const MAX_SLICES: usize = 1024;
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Buf(r) => IoSlice::new(&buf[r.clone()]),
+            Piece::Slice(s) => IoSlice::new(s),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_SLICES);
+        let written = match rustix::io::pwritev(file, &rest[..n], offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(w) => w,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += written as u64;
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
 }
