@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjord_metadata::quorum::{ControllerClient, MetadataChunk, MetadataFeed, SubmitError};
+use fjord_metadata::quorum::{
+    ControllerClient, HeartbeatSchedule, MetadataChunk, MetadataFeed, SubmitError,
+};
 use fjord_metadata::{ClusterImage, ControllerReply, ControllerRequest, Endpoint};
 use fjord_protocol::error::ErrorCode;
 use tokio::sync::watch;
@@ -174,20 +176,30 @@ pub async fn register(
     }
 }
 
-/// One heartbeat. `Ok(is_fenced)`, or the error.
+/// One heartbeat within `timeout`. `Ok(is_fenced)`, or the error.
 pub async fn heartbeat(
     broker: &Broker,
     client: &ControllerClient,
     want_fence: bool,
     timeout: Duration,
 ) -> Result<bool, SubmitError> {
-    let req = ControllerRequest::Heartbeat {
+    let reply = client
+        .submit(heartbeat_request(broker, want_fence), timeout)
+        .await?;
+    heartbeat_reply(reply.reply)
+}
+
+fn heartbeat_request(broker: &Broker, want_fence: bool) -> ControllerRequest {
+    ControllerRequest::Heartbeat {
         node_id: broker.node_id(),
         broker_epoch: broker.broker_epoch(),
         current_metadata_offset: broker.applied_offset() - 1,
         want_fence: want_fence || broker.is_shutting_down(),
-    };
-    match client.submit(req, timeout).await?.reply {
+    }
+}
+
+fn heartbeat_reply(reply: ControllerReply) -> Result<bool, SubmitError> {
+    match reply {
         ControllerReply::Heartbeat { is_fenced, .. } => Ok(is_fenced),
         other => Err(SubmitError::Unavailable(format!(
             "unexpected heartbeat reply {other:?}"
@@ -195,24 +207,25 @@ pub async fn heartbeat(
     }
 }
 
-/// Heartbeat every `broker.heartbeat.interval.ms` until shutdown; register again when the
-/// controller no longer knows this incarnation.
+/// Heartbeat every `broker.heartbeat.interval.ms` until shutdown, and soon again after one
+/// that failed ([`HeartbeatSchedule`]: 100 ms backoff, doubling, jittered; each voter given
+/// a short per-attempt timeout), so a controller failover costs a broker a few hundred
+/// milliseconds past the new controller's election rather than whole intervals; register
+/// again when the controller no longer knows this incarnation.
 pub async fn heartbeat_loop(
     broker: Arc<Broker>,
     client: ControllerClient,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_millis(broker.config.cluster.heartbeat_interval_ms);
+    let mut schedule = HeartbeatSchedule::new(interval, broker.node_id() as u64);
     let mut fenced: Option<bool> = None;
     loop {
-        match heartbeat(
-            &broker,
-            &client,
-            false,
-            interval.max(Duration::from_secs(1)),
-        )
-        .await
-        {
+        let sent = client
+            .send_heartbeat(heartbeat_request(&broker, false), &schedule)
+            .await
+            .and_then(|c| heartbeat_reply(c.reply));
+        let pause = match sent {
             Ok(is_fenced) => {
                 if fenced != Some(is_fenced) {
                     if is_fenced {
@@ -232,6 +245,7 @@ pub async fn heartbeat_loop(
                     broker.metrics.broker_fenced.set(is_fenced as i64);
                     fenced = Some(is_fenced);
                 }
+                schedule.succeeded()
             }
             Err(SubmitError::Refused { code, message })
                 if code == ErrorCode::StaleBrokerEpoch.code()
@@ -244,13 +258,24 @@ pub async fn heartbeat_loop(
                 if register(&broker, &client, &mut shutdown).await.is_none() {
                     return;
                 }
+                schedule.succeeded();
                 continue;
             }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-        }
+            Err(e) => {
+                let pause = schedule.failed();
+                if schedule.failures() == 3 {
+                    tracing::warn!(error = %e, failures = schedule.failures(),
+                        "heartbeats to the controller quorum are failing; retrying");
+                } else {
+                    tracing::debug!(error = %e, retry_in_ms = pause.as_millis() as u64,
+                        "heartbeat failed");
+                }
+                pause
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

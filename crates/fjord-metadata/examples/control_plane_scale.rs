@@ -46,7 +46,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fjord_metadata::quorum::network::{read_frame, write_frame, Reply, Request, MAX_FRAME};
-use fjord_metadata::quorum::{ControllerClient, MetadataChunk, SubmitError};
+use fjord_metadata::quorum::{ControllerClient, HeartbeatSchedule, MetadataChunk, SubmitError};
 use fjord_metadata::rpc::AlterPartitionItem;
 use fjord_metadata::{ClusterImage, ControllerReply, ControllerRequest, MetadataRecord, NodeId};
 use serde::de::IgnoredAny;
@@ -531,7 +531,11 @@ async fn register(sim: &Sim, events: &Events) -> bool {
     false
 }
 
+/// A broker's heartbeats as `fjord_broker::cluster::heartbeat_loop` sends them: the same
+/// [`HeartbeatSchedule`] (next one an interval after a success, soon after a failure) and the
+/// same [`ControllerClient::send_heartbeat`]; what differs is only what is recorded.
 async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
+    let mut schedule = HeartbeatSchedule::new(HEARTBEAT_INTERVAL, sim.id as u64);
     let mut last_ok = Instant::now();
     let mut session_lapsed = false;
     let mut first_failure: Option<Instant> = None;
@@ -544,7 +548,7 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                 current_metadata_offset: sim.applied.load(Ordering::SeqCst) - 1,
                 want_fence: false,
             };
-            match sim.client.submit(req, HEARTBEAT_INTERVAL).await {
+            let pause = match sim.client.send_heartbeat(req, &schedule).await {
                 Ok(c) => {
                     sim.heartbeats.fetch_add(1, Ordering::Relaxed);
                     let gap = last_ok.elapsed();
@@ -574,6 +578,7 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                         }
                         fenced = is_fenced;
                     }
+                    schedule.succeeded()
                 }
                 Err(SubmitError::Refused { code, message }) => {
                     events.push(
@@ -584,6 +589,7 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                     {
                         fenced = true;
                     }
+                    schedule.succeeded();
                     continue;
                 }
                 Err(e) => {
@@ -593,13 +599,15 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
                         session_lapsed = true;
                         events.push(sim.id, EventKind::NoHeartbeatForSession);
                     }
+                    schedule.failed()
                 }
-            }
+            };
+            tokio::time::sleep(pause).await;
         } else {
             last_ok = Instant::now();
             fenced = true;
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
         }
-        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
     }
 }
 

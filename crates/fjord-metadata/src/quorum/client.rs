@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::feed::MetadataChunk;
+use super::heartbeat::HeartbeatSchedule;
 use super::network::{read_frame, write_frame, Reply, Request};
 use super::service::{Committed, QuorumStatus, SubmitError};
 use super::RaftNodeId;
@@ -87,8 +88,31 @@ impl ControllerClient {
         req: ControllerRequest,
         timeout: Duration,
     ) -> Result<Committed, SubmitError> {
+        self.submit_attempts(req, timeout, timeout).await
+    }
+
+    /// A heartbeat, on `schedule`'s timeouts: like [`submit`](Self::submit), but a voter that
+    /// does not answer within [`HeartbeatSchedule::attempt_timeout`] is given up for the next
+    /// one (a heartbeat is safe to send twice). Whether and when to send the next is the
+    /// caller's, by [`HeartbeatSchedule::succeeded`] / [`HeartbeatSchedule::failed`].
+    pub async fn send_heartbeat(
+        &self,
+        req: ControllerRequest,
+        schedule: &HeartbeatSchedule,
+    ) -> Result<Committed, SubmitError> {
+        self.submit_attempts(req, schedule.request_timeout(), schedule.attempt_timeout())
+            .await
+    }
+
+    /// [`submit`](Self::submit) with each try on one voter cut short at `attempt_timeout`.
+    async fn submit_attempts(
+        &self,
+        req: ControllerRequest,
+        timeout: Duration,
+        attempt_timeout: Duration,
+    ) -> Result<Committed, SubmitError> {
         let req = Request::Submit(req);
-        self.to_controller(&req, timeout, |reply| match reply {
+        self.to_controller(&req, timeout, attempt_timeout, |reply| match reply {
             Reply::Submitted(Ok(c)) => Answer::Done(Ok(c)),
             Reply::Submitted(Err(e @ SubmitError::Refused { .. })) => Answer::Done(Err(e)),
             Reply::Submitted(Err(SubmitError::NotController { leader })) => {
@@ -135,7 +159,7 @@ impl ControllerClient {
     pub async fn status(&self, timeout: Duration) -> Result<QuorumStatus, SubmitError> {
         let inner = self.inner.clone();
         let current = move || inner.controller.load(Ordering::Relaxed);
-        self.to_controller(&Request::Status, timeout, |reply| match reply {
+        self.to_controller(&Request::Status, timeout, timeout, |reply| match reply {
             // Asked of the node the hint points to; it confirms (or corrects) the hint.
             Reply::Status(s) if s.active_controller.is_some_and(|a| a as u64 == current()) => {
                 Answer::Done(Ok(s))
@@ -154,13 +178,14 @@ impl ControllerClient {
         }
     }
 
-    /// Ask the active controller, following hints, until `timeout`. `interpret` reads a reply
-    /// from the node that is the current target (recorded as the known controller before it
-    /// runs).
+    /// Ask the active controller, following hints, until `timeout`; a voter that has not
+    /// answered within `attempt_timeout` counts as unreachable. `interpret` reads a reply from
+    /// the node that is the current target (recorded as the known controller before it runs).
     async fn to_controller<T>(
         &self,
         req: &Request,
         timeout: Duration,
+        attempt_timeout: Duration,
         interpret: impl Fn(Reply) -> Answer<T>,
     ) -> Result<T, SubmitError> {
         let voters = &self.inner.voters;
@@ -188,7 +213,7 @@ impl ControllerClient {
                     "no active controller within {timeout:?}: {last}"
                 )));
             }
-            let pause = match self.call(target, req, remaining).await {
+            let pause = match self.call(target, req, remaining.min(attempt_timeout)).await {
                 Ok(reply) => {
                     self.inner.controller.store(target, Ordering::Relaxed);
                     match interpret(reply) {

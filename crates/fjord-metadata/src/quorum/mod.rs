@@ -21,7 +21,8 @@
 //!   previous one's entry is being committed), fences brokers whose sessions expire, and
 //!   resigns (drops the controller, to rebuild it from the committed image) when a write fails.
 //! - [`client`]: [`ControllerClient`], what brokers use: finds the active controller (hints,
-//!   failover, backoff, timeouts) and fetches metadata from any voter.
+//!   failover, backoff, timeouts) and fetches metadata from any voter; [`heartbeat`]:
+//!   [`HeartbeatSchedule`], when a broker heartbeats and retries a failed heartbeat.
 //!
 //! One Raft entry holds one controller batch (the records of one [`crate::ControllerResult`]),
 //! so a batch is committed whole or not at all. The metadata offset of a record counts records,
@@ -29,6 +30,7 @@
 
 pub mod client;
 pub mod feed;
+pub mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod service;
@@ -36,6 +38,7 @@ pub mod state_machine;
 
 pub use client::ControllerClient;
 pub use feed::{MetadataChunk, MetadataFeed};
+pub use heartbeat::HeartbeatSchedule;
 pub use service::{
     BalancerLoadSource, BrokerStatus, Committed, ControllerService, ControllerServiceConfig,
     QuorumStatus, SubmitError, VoterStatus,
