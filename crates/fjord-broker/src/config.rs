@@ -73,6 +73,12 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("broker.session.timeout.ms", "9000"),
     ("auto.leader.rebalance.enable", "true"),
     ("leader.imbalance.check.interval.seconds", "300"),
+    // Kafka's name and default (20 MiB): a controller snapshots once this much metadata log
+    // has been applied since its last snapshot (as well as every 10,000 Raft entries).
+    (
+        "metadata.log.max.record.bytes.between.snapshots",
+        "20971520",
+    ),
     // The continuous balancer (docs/operations.md); its crate owns the defaults.
     BALANCER_KEYS[0],
     BALANCER_KEYS[1],
@@ -170,6 +176,9 @@ pub struct ClusterConfig {
     pub offsets_topic_replication_factor: u16,
     /// The continuous balancer (`balancer.*`), run by the active controller.
     pub balancer: BalancerConfig,
+    /// `metadata.log.max.record.bytes.between.snapshots`: a controller snapshots its state
+    /// once this many bytes of Raft log were applied since the last snapshot.
+    pub snapshot_max_log_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -773,6 +782,11 @@ fn cluster_config(
             i16::MAX as i64,
         )? as u16,
         balancer: BalancerConfig::from_keys(get)?,
+        snapshot_max_log_bytes: int(
+            "metadata.log.max.record.bytes.between.snapshots",
+            1,
+            i64::MAX,
+        )? as u64,
     })
 }
 

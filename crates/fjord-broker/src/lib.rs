@@ -281,6 +281,7 @@ async fn start_controller(
                 .leader_rebalance_interval_ms
                 .map(Duration::from_millis),
             window_records: 100_000,
+            snapshot_max_log_bytes: cluster.snapshot_max_log_bytes,
             balancer: cluster.balancer,
         },
         listener,

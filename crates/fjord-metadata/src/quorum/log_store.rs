@@ -40,6 +40,9 @@ struct HardState {
 #[derive(Debug)]
 struct Inner {
     entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// Each entry's size in the file (its JSON line), by index: what the snapshot trigger by
+    /// bytes counts ([`FileLogStore::bytes_after`]).
+    sizes: BTreeMap<u64, u64>,
     hard: HardState,
 }
 
@@ -124,6 +127,7 @@ impl FileLogStore {
             .append(true)
             .open(&path)?;
         let mut entries: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
+        let mut sizes = BTreeMap::new();
         let mut good = 0u64;
         let mut reader = BufReader::new(file.try_clone()?);
         let mut line = Vec::new();
@@ -137,6 +141,7 @@ impl FileLogStore {
             let next = entries.keys().next_back().map(|i| i + 1);
             match serde_json::from_slice::<Entry<TypeConfig>>(&line[..n - 1]) {
                 Ok(e) if next.is_none_or(|i| i == e.log_id.index) => {
+                    sizes.insert(e.log_id.index, n as u64);
                     entries.insert(e.log_id.index, e);
                     good += n as u64;
                 }
@@ -194,7 +199,11 @@ impl FileLogStore {
         )?;
         Ok(FileLogStore {
             shared: Arc::new(Shared {
-                inner: Mutex::new(Inner { entries, hard }),
+                inner: Mutex::new(Inner {
+                    entries,
+                    sizes,
+                    hard,
+                }),
                 disk,
             }),
         })
@@ -214,18 +223,31 @@ impl FileLogStore {
         let mut buf = Vec::new();
         let mut new = Vec::new();
         for e in entries {
+            let start = buf.len();
             serde_json::to_writer(&mut buf, &e)
                 .map_err(|err| io::Error::other(format!("encoding entry {}: {err}", e.log_id)))?;
             buf.push(b'\n');
-            new.push(e);
+            new.push(((buf.len() - start) as u64, e));
         }
         let mut inner = self.lock();
         // Queued under the lock, so the file follows the order of the entries in memory.
         self.shared.disk.append(buf, done)?;
-        for e in new {
+        for (size, e) in new {
+            inner.sizes.insert(e.log_id.index, size);
             inner.entries.insert(e.log_id.index, e);
         }
         Ok(())
+    }
+
+    /// Bytes in the log file of the entries after `index` (all of them for `None`): the log
+    /// written since a snapshot at `index`, which the snapshot trigger by bytes compares with
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let inner = self.lock();
+        match index {
+            Some(i) => inner.sizes.range(i + 1..).map(|(_, n)| n).sum(),
+            None => inner.sizes.values().sum(),
+        }
     }
 
     /// Change the hard state in memory and queue it for the disk (in order with everything
@@ -326,6 +348,7 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         let written = {
             let mut inner = self.lock();
             inner.entries.split_off(&log_id.index);
+            inner.sizes.split_off(&log_id.index);
             let keep: Vec<_> = inner.entries.values().cloned().collect();
             self.shared.disk.run(move |files| files.rewrite(&keep))
         };
@@ -340,6 +363,8 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
             inner.hard.last_purged = Some(log_id);
             let keep = inner.entries.split_off(&(log_id.index + 1));
             inner.entries = keep;
+            let keep = inner.sizes.split_off(&(log_id.index + 1));
+            inner.sizes = keep;
             let hard = inner.hard.clone();
             let keep: Vec<_> = inner.entries.values().cloned().collect();
             self.shared.disk.run(move |files| {
@@ -381,6 +406,37 @@ mod tests {
             )
             .unwrap();
         rx.await.unwrap().unwrap();
+    }
+
+    /// The bytes counted after an index are the file's: the same after a reopen, and they
+    /// follow truncation and purge.
+    #[tokio::test]
+    async fn bytes_after_an_index_match_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLogStore::open(dir.path()).unwrap();
+        append(&store, (1..=6).map(entry)).await;
+        let file_len = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+        assert_eq!(store.bytes_after(None), file_len);
+        let line = store.bytes_after(Some(5));
+        assert!(line > 0);
+        assert_eq!(store.bytes_after(Some(6)), 0);
+        assert_eq!(store.bytes_after(Some(3)), 3 * line);
+        drop(store);
+        let mut store = FileLogStore::open(dir.path()).unwrap();
+        assert_eq!(store.bytes_after(None), file_len);
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 6))
+            .await
+            .unwrap();
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .await
+            .unwrap();
+        assert_eq!(store.bytes_after(None), 3 * line);
+        assert_eq!(
+            store.bytes_after(None),
+            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len()
+        );
     }
 
     #[tokio::test]

@@ -73,13 +73,17 @@ pub struct ControllerServiceConfig {
     pub leader_rebalance_interval: Option<Duration>,
     /// Recent records kept for metadata fetches; readers further behind get a snapshot.
     pub window_records: usize,
+    /// `metadata.log.max.record.bytes.between.snapshots`: snapshot once the log applied
+    /// since the last snapshot holds this many bytes ([`QuorumNode::snapshot_by_bytes`];
+    /// 0: by entries only).
+    pub snapshot_max_log_bytes: u64,
     /// The continuous balancer (`balancer.*`; off by default).
     pub balancer: BalancerConfig,
 }
 
 impl ControllerServiceConfig {
     /// Defaults: Kafka's session timeout, Raft heartbeats every 100 ms and elections after
-    /// 1–2 s, a snapshot every 1000 entries, preferred leaders restored every 5 minutes (Kafka's
+    /// 1–2 s, a snapshot every 1000 entries or 20 MiB of log, preferred leaders restored every 5 minutes (Kafka's
     /// `leader.imbalance.check.interval.seconds`), 100 000 records in the window.
     pub fn new(
         node_id: RaftNodeId,
@@ -94,6 +98,7 @@ impl ControllerServiceConfig {
             raft: raft_config(100, 1_000, 1_000),
             leader_rebalance_interval: Some(Duration::from_secs(300)),
             window_records: DEFAULT_WINDOW_RECORDS,
+            snapshot_max_log_bytes: super::DEFAULT_SNAPSHOT_MAX_LOG_BYTES,
             balancer: BalancerConfig::default(),
         }
     }
@@ -254,6 +259,7 @@ impl ControllerService {
             cfg.window_records,
         )
         .await?;
+        quorum.snapshot_by_bytes(cfg.snapshot_max_log_bytes);
         let election_max = Duration::from_millis(cfg.raft.election_timeout_max);
         let inner = Arc::new(Inner {
             node_id: cfg.node_id,
