@@ -106,6 +106,9 @@ pub enum QuorumError {
 /// Most Raft entries (controller batches) in one AppendEntries.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
 
+/// Raft entries kept behind the last snapshot (openraft's default).
+pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+
 /// Kafka's `metadata.log.max.record.bytes.between.snapshots` default (20 MiB).
 pub const DEFAULT_SNAPSHOT_MAX_LOG_BYTES: u64 = 20 * 1024 * 1024;
 
@@ -128,7 +131,14 @@ pub fn raft_config(
         election_timeout_min: election_min_ms,
         election_timeout_max: election_min_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
-        max_in_snapshot_log_to_keep: 0,
+        // Keep the log behind a snapshot (openraft's default), as Kafka keeps its metadata log
+        // past snapshots (`metadata.max.retention.bytes`): a follower a little behind then
+        // catches up from the log. With 0, a leader purged its log at each snapshot, and at 1M
+        // replicas, with snapshots by bytes during the creation, the follower serving the
+        // brokers had to install one: its record window restarted empty and all 140 brokers
+        // fetched the whole image from it (6 GiB peak RSS, heartbeats failing for 25 s). A
+        // restart still replays only the entries after the snapshot.
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         // openraft gives each AppendEntries one heartbeat interval to complete, and a new
         // leader probes a follower with up to this many entries from the middle of its log. An
         // entry is a whole controller batch (a CreateTopic of 1,000 partitions is ~200 KB of
