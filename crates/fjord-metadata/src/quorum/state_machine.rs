@@ -3,6 +3,12 @@
 //! `snapshot.json` (replaced atomically); a restarted node loads it and openraft replays the
 //! committed log entries after it.
 //!
+//! `snapshot.json` is two JSON lines: a header (`{"format":2,"meta":...}`, openraft's snapshot
+//! metadata) and the snapshot data itself (`{"offset":...,"records":[...]}`), the same bytes
+//! openraft sends to a follower that needs a snapshot. The first format, one object whose
+//! `data` held those bytes as a JSON array of numbers (3.4× their size: 196 MiB for the 58 MiB
+//! of records of 1M replicas), is still read.
+//!
 //! Readers follow it through a [`MetadataFeed`]: the state keeps the most recent records in a
 //! [`RecordWindow`] and every change of the metadata offset is published on a `watch` channel.
 //!
@@ -49,11 +55,77 @@ struct SnapshotData {
     records: Vec<MetadataRecord>,
 }
 
-/// A snapshot file: the Raft metadata and the data.
-#[derive(Debug, Serialize, Deserialize)]
+/// A snapshot: the Raft metadata and the data (a [`SnapshotData`] as JSON).
+#[derive(Debug)]
 struct SnapshotFile {
     meta: SnapshotMeta<RaftNodeId, BasicNode>,
     data: Vec<u8>,
+}
+
+/// The format of `snapshot.json` written now: this header on the first line, the data after.
+const SNAPSHOT_FORMAT: u32 = 2;
+
+/// The first line of a `snapshot.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotHeader {
+    format: u32,
+    meta: SnapshotMeta<RaftNodeId, BasicNode>,
+}
+
+/// The first format of `snapshot.json` (read only): the data as a JSON array of byte values.
+#[derive(Debug, Deserialize)]
+struct SnapshotFileV1 {
+    meta: SnapshotMeta<RaftNodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+impl SnapshotFile {
+    /// The file's bytes: the header line, then the data (JSON has no raw newline in it).
+    fn encode(&self) -> io::Result<Vec<u8>> {
+        let header = SnapshotHeader {
+            format: SNAPSHOT_FORMAT,
+            meta: self.meta.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        bytes.reserve(self.data.len() + 2);
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&self.data);
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Read either format; an unreadable file is an `InvalidData` error.
+    fn decode(mut bytes: Vec<u8>) -> io::Result<SnapshotFile> {
+        let invalid = |e: serde_json::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        if let Some(eol) = bytes.iter().position(|b| *b == b'\n') {
+            let header: SnapshotHeader = serde_json::from_slice(&bytes[..eol]).map_err(invalid)?;
+            if header.format != SNAPSHOT_FORMAT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown snapshot format {}", header.format),
+                ));
+            }
+            // The data in place: drop the header line and the final newline.
+            bytes.drain(..=eol);
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snapshot data without its final newline (torn write)",
+                ));
+            }
+            return Ok(SnapshotFile {
+                meta: header.meta,
+                data: bytes,
+            });
+        }
+        let v1: SnapshotFileV1 = serde_json::from_slice(&bytes).map_err(invalid)?;
+        Ok(SnapshotFile {
+            meta: v1.meta,
+            data: v1.data,
+        })
+    }
 }
 
 /// The state machine; its snapshot builder is a clone sharing the same state.
@@ -89,7 +161,7 @@ impl SnapshotFiles {
                 "not writing a snapshot older than the one on disk");
             return Ok(());
         }
-        let bytes = serde_json::to_vec(file).map_err(io::Error::other)?;
+        let bytes = file.encode()?;
         persist::replace_file(&self.dir, SNAPSHOT_FILE, &bytes, FileKind::Snapshot)?;
         self.written = file.meta.last_log_id;
         Ok(())
@@ -184,9 +256,7 @@ impl MetadataStateMachine {
 
 fn read_snapshot(dir: &Path) -> io::Result<Option<SnapshotFile>> {
     match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).map_err(io::Error::other)?,
-        )),
+        Ok(bytes) => Ok(Some(SnapshotFile::decode(bytes)?)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -220,12 +290,12 @@ impl RaftSnapshotBuilder<TypeConfig> for MetadataStateMachine {
         let bytes = self
             .disk
             .run(move |files| {
-                let bytes = serde_json::to_vec(&data).map_err(io::Error::other)?;
-                files.write(&SnapshotFile {
+                let file = SnapshotFile {
                     meta: snapshot_meta,
-                    data: bytes.clone(),
-                })?;
-                Ok(bytes)
+                    data: serde_json::to_vec(&data).map_err(io::Error::other)?,
+                };
+                files.write(&file)?;
+                Ok(file.data)
             })
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
@@ -375,5 +445,109 @@ mod tests {
         let sm = MetadataStateMachine::open(dir.path()).unwrap();
         assert_eq!(sm.applied().map(|l| l.index), Some(1));
         assert_eq!(sm.state().read().unwrap().offset, 1);
+    }
+
+    fn apply_one(records: Vec<MetadataRecord>, index: u64) -> Entry<TypeConfig> {
+        Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(super::super::MetadataBatch { records }),
+        }
+    }
+
+    /// A `snapshot.json` written by the first format (the data as a JSON array of byte
+    /// values) still loads; the next snapshot is written in the current format, a third of
+    /// the size, and loads too.
+    #[test]
+    fn reads_the_first_snapshot_format_and_writes_the_current_one() {
+        #[derive(Serialize)]
+        struct V1 {
+            meta: SnapshotMeta<RaftNodeId, BasicNode>,
+            data: Vec<u8>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<MetadataRecord> = (1..=200)
+            .map(|next| MetadataRecord::ProducerIds { next })
+            .collect();
+        let data = serde_json::to_vec(&SnapshotData {
+            offset: records.len() as i64,
+            records: records.clone(),
+        })
+        .unwrap();
+        let last = LogId::new(openraft::CommittedLeaderId::new(1, 1), 3);
+        let v1 = V1 {
+            meta: SnapshotMeta {
+                last_log_id: Some(last),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "1-3-0".into(),
+            },
+            data: data.clone(),
+        };
+        std::fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            serde_json::to_vec(&v1).unwrap(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut sm = MetadataStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.applied(), Some(last));
+        let expected = ClusterImage::from_records(&records);
+        {
+            let state = sm.state();
+            let state = state.read().unwrap();
+            assert_eq!(state.offset, 200);
+            assert_eq!(state.image, expected);
+        }
+        // openraft gets the data itself, whatever the file's format.
+        let current = rt
+            .block_on(sm.get_current_snapshot())
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(current.snapshot.into_inner(), data);
+
+        rt.block_on(sm.apply([apply_one(
+            vec![MetadataRecord::ProducerIds { next: 500 }],
+            4,
+        )]))
+        .unwrap();
+        let built = rt.block_on(sm.build_snapshot()).unwrap();
+        let file = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        assert!(file.starts_with(br#"{"format":2,"#), "{:?}", &file[..20]);
+        let built_data = built.snapshot.into_inner();
+        assert!(
+            file.len() < built_data.len() + 1_000,
+            "{} bytes on disk for {} of data",
+            file.len(),
+            built_data.len()
+        );
+        drop(sm);
+        let sm = MetadataStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.applied().map(|l| l.index), Some(4));
+        let state = sm.state();
+        let state = state.read().unwrap();
+        assert_eq!(state.offset, 201);
+    }
+
+    /// A snapshot cut short (a torn write that escaped the rename) is not loaded as valid.
+    #[test]
+    fn a_torn_snapshot_is_invalid_data() {
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "x".into(),
+        };
+        let file = SnapshotFile {
+            meta,
+            data: br#"{"offset":0,"records":[]}"#.to_vec(),
+        };
+        let bytes = file.encode().unwrap();
+        let back = SnapshotFile::decode(bytes.clone()).unwrap();
+        assert_eq!(back.data, file.data);
+        let err = SnapshotFile::decode(bytes[..bytes.len() - 5].to_vec()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let err = SnapshotFile::decode(b"{\"format\":9,".to_vec()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }
