@@ -155,25 +155,24 @@ async fn read_cold(
     out.resize_with(results.len(), || None);
     let bytes: u64 = cold.iter().map(|(_, r)| r.len() as u64).sum();
     b.metrics.fetch_cold_read_bytes.inc_by(bytes);
+    let indexes: Vec<usize> = cold.iter().map(|(i, _)| *i).collect();
     let read = tokio::task::spawn_blocking(move || {
         cold.into_iter()
-            .map(|(i, range)| (i, range.read()))
+            .map(|(_, range)| range.read())
             .collect::<Vec<_>>()
     })
     .await;
     match read {
         Ok(read) => {
-            for (i, r) in read {
+            for (i, r) in indexes.into_iter().zip(read) {
                 out[i] = Some(r);
             }
         }
         Err(e) => {
-            // The read panicked (it does not): answer a storage error for those partitions.
+            // The read panicked (it does not): a storage error for the cold partitions only.
             tracing::error!(error = %e, "reading cold fetch ranges failed");
-            for (i, r) in results.iter().enumerate() {
-                if r.records.is_none() && out[i].is_none() {
-                    out[i] = Some(Err(std::io::Error::other("cold read failed")));
-                }
+            for i in indexes {
+                out[i] = Some(Err(std::io::Error::other("cold read failed")));
             }
         }
     }

@@ -36,13 +36,41 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> List
     if !reads_disk {
         return answer(b, ctx.version, req);
     }
+    // Should the lookup panic, every partition asked for still gets an answer.
+    let failed = failed(&req, ErrorCode::KafkaStorageError);
     let (b, version) = (b.clone(), ctx.version);
     tokio::task::spawn_blocking(move || answer(&b, version, req))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "ListOffsets lookup failed");
-            ListOffsetsResponse::default()
+            failed
         })
+}
+
+/// `code` for every partition of `req`.
+fn failed(req: &ListOffsetsRequest, code: ErrorCode) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code.code())
+                                .with_timestamp(-1)
+                                .with_offset(-1)
+                                .with_leader_epoch(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
 }
 
 fn answer(b: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
