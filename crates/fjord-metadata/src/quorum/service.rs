@@ -594,14 +594,8 @@ impl Inner {
                     .await;
                 return Ok(applied.first_offset + n);
             }
-            Ok(Err(QuorumError::NotLeader { leader })) => SubmitError::NotController {
-                leader: leader.and_then(node_id),
-            },
-            Ok(Err(e)) => SubmitError::Unavailable(e.to_string()),
-            Err(_) => SubmitError::Unavailable(format!(
-                "the write was not committed within {:?}",
-                self.write_timeout
-            )),
+            Ok(Err(e)) => self.write_error(Some(e)),
+            Err(_) => self.write_error(None),
         };
         tracing::warn!(node_id = self.node_id, error = %err, "metadata write failed");
         self.resign_if(&token, "a write failed").await;
@@ -633,6 +627,21 @@ impl Inner {
         }
     }
 
+    /// What a failed metadata write tells its submitter: `None` when it was not committed
+    /// within the write timeout.
+    fn write_error(&self, failed: Option<QuorumError>) -> SubmitError {
+        match failed {
+            Some(QuorumError::NotLeader { leader }) => SubmitError::NotController {
+                leader: leader.and_then(node_id),
+            },
+            Some(e) => SubmitError::Unavailable(e.to_string()),
+            None => SubmitError::Unavailable(format!(
+                "the write was not committed within {:?}",
+                self.write_timeout
+            )),
+        }
+    }
+
     /// Write the records the active controller generated; returns the next metadata offset.
     /// On failure the controller is dropped: its image already holds the records.
     async fn commit(
@@ -657,14 +666,8 @@ impl Inner {
                 }
                 return Ok(applied.first_offset + n);
             }
-            Ok(Err(QuorumError::NotLeader { leader })) => SubmitError::NotController {
-                leader: leader.and_then(node_id),
-            },
-            Ok(Err(e)) => SubmitError::Unavailable(e.to_string()),
-            Err(_) => SubmitError::Unavailable(format!(
-                "the write was not committed within {:?}",
-                self.write_timeout
-            )),
+            Ok(Err(e)) => self.write_error(Some(e)),
+            Err(_) => self.write_error(None),
         };
         tracing::warn!(node_id = self.node_id, error = %err, "metadata write failed");
         self.resign(slot, "a write failed");
