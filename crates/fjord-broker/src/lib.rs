@@ -67,6 +67,8 @@ pub mod replica_manager;
 pub mod replication;
 pub mod server;
 pub mod skew;
+#[cfg(test)]
+mod test_batches;
 pub mod throttle;
 pub mod topic_activity;
 

@@ -842,31 +842,7 @@ mod tests {
 
     /// One v2 batch of one record.
     fn batch() -> Vec<u8> {
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
-        let record = Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from_static(b"value")),
-            headers: Default::default(),
-            delete_horizon: false,
-        };
-        let mut buf = bytes::BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).expect("encodes");
-        buf.to_vec()
+        crate::test_batches::batch(0, 5)
     }
 
     #[test]

@@ -458,34 +458,7 @@ mod tests {
     use std::path::Path;
     use uuid::Uuid;
 
-    /// One v2 batch of one record with a `value_len`-byte value, at `offset`.
-    fn batch(offset: i64, value_len: usize) -> Vec<u8> {
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
-        let record = Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::from(vec![b'v'; value_len])),
-            headers: Default::default(),
-            delete_horizon: false,
-        };
-        let mut buf = bytes::BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).expect("encodes");
-        buf.to_vec()
-    }
+    use crate::test_batches::batch;
 
     /// A partition led elsewhere whose log holds one batch per value length; with the batches'
     /// sizes.
