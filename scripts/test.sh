@@ -10,10 +10,16 @@ cd "$repo"
 "$repo/scripts/setup-test-deps.sh"
 export FJORD_PYTHON="${FJORD_PYTHON:-$repo/.venv/bin/python}"
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
     # Integration tests each run a broker plus clients; two at a time suits a 2-core box.
-    exec cargo nextest run --workspace --no-fail-fast \
-        --test-threads "${FJORD_TEST_THREADS:-2}" "$@"
+    cargo nextest run --workspace --no-fail-fast \
+        --test-threads "${FJORD_TEST_THREADS:-2}" "$@" || status=$?
 else
-    exec cargo test --workspace --no-fail-fast "$@" -- --test-threads "${FJORD_TEST_THREADS:-2}"
+    cargo test --workspace --no-fail-fast "$@" -- --test-threads "${FJORD_TEST_THREADS:-2}" || status=$?
 fi
+
+# The control plane's criterion benchmark as a smoke run (a few seconds): every operation once
+# at 30,000 replicas, failing if one allocates past its budget (issue 22's regression guard).
+cargo test -p fjord-metadata --bench control_plane -- --test || status=$?
+exit "$status"

@@ -79,6 +79,9 @@ const BROKER_KEYS: &[(&str, &str)] = &[
         "metadata.log.max.record.bytes.between.snapshots",
         "20971520",
     ),
+    // Kafka's name and default (100 MiB): the metadata log kept behind the last snapshot is
+    // cut to this many bytes (-1: no byte limit).
+    ("metadata.max.retention.bytes", "104857600"),
     // The continuous balancer (docs/operations.md); its crate owns the defaults.
     BALANCER_KEYS[0],
     BALANCER_KEYS[1],
@@ -179,6 +182,9 @@ pub struct ClusterConfig {
     /// `metadata.log.max.record.bytes.between.snapshots`: a controller snapshots its state
     /// once this many bytes of Raft log were applied since the last snapshot.
     pub snapshot_max_log_bytes: u64,
+    /// `metadata.max.retention.bytes`: the Raft log kept behind the last snapshot is cut to
+    /// this many bytes (`None`: -1, no byte limit).
+    pub metadata_retention_bytes: Option<u64>,
 }
 
 impl ClusterConfig {
@@ -787,6 +793,10 @@ fn cluster_config(
             1,
             i64::MAX,
         )? as u64,
+        metadata_retention_bytes: match int("metadata.max.retention.bytes", -1, i64::MAX)? {
+            -1 => None,
+            n => Some(n as u64),
+        },
     })
 }
 

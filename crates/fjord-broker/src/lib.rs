@@ -283,7 +283,11 @@ async fn start_controller(
                 .leader_rebalance_interval_ms
                 .map(Duration::from_millis),
             window_records: 100_000,
-            snapshot_max_log_bytes: cluster.snapshot_max_log_bytes,
+            image_part_bytes: fjord_metadata::quorum::feed::MAX_PART_BYTES,
+            log_bounds: fjord_metadata::quorum::LogBounds {
+                snapshot_every_bytes: cluster.snapshot_max_log_bytes,
+                retain_bytes: cluster.metadata_retention_bytes,
+            },
             balancer: cluster.balancer,
         },
         listener,

@@ -11,7 +11,10 @@
 //!
 //! Before the timings, each operation is run once under a counting allocator and its
 //! allocated bytes (and the live bytes it leaves behind: for a built image, its memory) are
-//! printed to stderr.
+//! printed to stderr. The smoke run (`--test`, which `scripts/test.sh` runs in CI) also fails
+//! when an operation allocates more than its budget per replica (or per partition moved) —
+//! about twice what it allocates now — so a per-partition allocation slipped into a hot path
+//! shows up as a failed test, not only as a slower benchmark.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -70,8 +73,24 @@ fn replicas() -> u64 {
         .unwrap_or(1_000_000)
 }
 
+/// The bytes an operation allocated and the bytes it left live.
+struct Allocated {
+    allocated: u64,
+    live: i64,
+}
+
+/// In a smoke run, fail when `bytes` over `units` is more than `budget` a unit.
+fn within_budget(smoke: bool, what: &str, bytes: i64, units: u64, budget: u64) {
+    let per = bytes as f64 / units.max(1) as f64;
+    eprintln!("  {what}: {per:.0} bytes per unit (budget {budget})");
+    assert!(
+        !smoke || per <= budget as f64,
+        "{what}: {per:.0} bytes per unit, over the budget of {budget}"
+    );
+}
+
 /// Run `f` once; print the bytes it allocated and the bytes it left live.
-fn allocations<T>(what: &str, f: impl FnOnce() -> T) -> T {
+fn allocations<T>(what: &str, f: impl FnOnce() -> T) -> (T, Allocated) {
     let (a0, l0) = (
         ALLOCATED.load(Ordering::Relaxed),
         LIVE.load(Ordering::Relaxed),
@@ -86,7 +105,7 @@ fn allocations<T>(what: &str, f: impl FnOnce() -> T) -> T {
         allocated as f64 / (1 << 20) as f64,
         live as f64 / (1 << 20) as f64
     );
-    out
+    (out, Allocated { allocated, live })
 }
 
 /// A controller with `BROKERS` registered, unfenced brokers on three racks, and the records
@@ -168,33 +187,63 @@ fn fence(c: &mut Controller) -> Vec<MetadataRecord> {
 
 fn bench(c: &mut Criterion) {
     let replicas = replicas();
+    let smoke = std::env::args().any(|a| a == "--test");
     let (base, mut created) = cluster();
     let mut full = base.clone();
-    created.extend(allocations(
-        &format!("create topics to {replicas} replicas"),
-        || create_topics(&mut full, replicas),
-    ));
+    let (records, a) = allocations(&format!("create topics to {replicas} replicas"), || {
+        create_topics(&mut full, replicas)
+    });
+    created.extend(records);
     eprintln!("  {} records", created.len());
-    let image = allocations("image built from those records (a broker's image)", || {
+    within_budget(
+        smoke,
+        "create, allocated per replica",
+        a.allocated as i64,
+        replicas,
+        1_024,
+    );
+    let (image, a) = allocations("image built from those records (a broker's image)", || {
         ClusterImage::from_records(&created)
     });
+    within_budget(smoke, "image, memory per replica", a.live, replicas, 256);
     drop(created);
-    let led = full.image().partitions_led_by(101).count();
+    let led = full.image().partitions_led_by(101).count() as u64;
     let mut fenced = full.clone();
-    let delta = allocations(&format!("fence a broker leading {led} partitions"), || {
+    let (delta, a) = allocations(&format!("fence a broker leading {led} partitions"), || {
         fence(&mut fenced)
     });
     drop(fenced);
     eprintln!("  {} records in the delta", delta.len());
+    within_budget(
+        smoke,
+        "fence, allocated per partition led",
+        a.allocated as i64,
+        led,
+        4_096,
+    );
     let mut applied = image.clone();
-    allocations("apply the fence delta to an image", || {
+    let ((), a) = allocations("apply the fence delta to an image", || {
         for r in &delta {
             applied.apply(r);
         }
     });
     drop(applied);
-    let snapshot = allocations("image to records (snapshot build)", || image.to_records());
-    let json = allocations("records to JSON (snapshot encode)", || {
+    within_budget(
+        smoke,
+        "apply delta, allocated per partition led",
+        a.allocated as i64,
+        led,
+        512,
+    );
+    let (snapshot, a) = allocations("image to records (snapshot build)", || image.to_records());
+    within_budget(
+        smoke,
+        "snapshot build, allocated per replica",
+        a.allocated as i64,
+        replicas,
+        384,
+    );
+    let (json, _) = allocations("records to JSON (snapshot encode)", || {
         serde_json::to_vec(&snapshot).map_or(0, |v| v.len())
     });
     eprintln!("  {:.1} MiB of JSON", json as f64 / (1 << 20) as f64);

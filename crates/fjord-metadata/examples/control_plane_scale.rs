@@ -370,6 +370,23 @@ struct Sim {
 #[derive(Deserialize)]
 enum LiteReply {
     Metadata(LiteChunk),
+    ImagePart(Option<LitePart>),
+}
+
+#[derive(Deserialize)]
+struct LitePart {
+    offset: i64,
+    part: u32,
+    parts: u32,
+    records: Vec<IgnoredAny>,
+}
+
+/// What a follower asks next after applying a reply.
+enum Step {
+    /// Records from where the follower now is.
+    Next,
+    /// This part of the image at `offset`.
+    Part { offset: i64, part: u32 },
 }
 
 #[derive(Deserialize)]
@@ -387,16 +404,12 @@ enum LiteChunk {
 /// One metadata fetch on `conn`: the body of the reply frame, or an error.
 async fn fetch_frame(
     conn: &mut TcpStream,
-    from: i64,
+    req: &Request,
     events: &Events,
     node: NodeId,
 ) -> std::io::Result<Vec<u8>> {
-    let req = Request::FetchMetadata {
-        from,
-        max_wait_ms: 500,
-    };
     let body = tokio::time::timeout(Duration::from_secs(30), async {
-        write_frame(conn, &req).await?;
+        write_frame(conn, req).await?;
         let mut len = [0u8; 4];
         conn.read_exact(&mut len).await?;
         let len = u32::from_be_bytes(len) as usize;
@@ -415,17 +428,19 @@ async fn fetch_frame(
 }
 
 /// Follow the metadata log as a broker does: from the first voter, staying with the one that
-/// answers. `apply` gets each frame body and returns the next offset.
+/// answers. `apply` gets each frame body and says what to ask next (the parts of an image come
+/// from the voter that sent its first part; any failure starts over from `offset()`).
 async fn follow_loop(
     voters: Vec<String>,
     node: NodeId,
     events: Arc<Events>,
     offset: impl Fn() -> i64,
-    mut apply: impl FnMut(&[u8]) -> Result<i64, String>,
+    mut apply: impl FnMut(&[u8]) -> Result<Step, String>,
     alive: impl Fn() -> bool,
 ) {
     let mut idx = 0usize;
     let mut conn: Option<TcpStream> = None;
+    let mut part: Option<(i64, u32)> = None;
     while alive() {
         if conn.is_none() {
             let addr = &voters[idx % voters.len()];
@@ -441,13 +456,20 @@ async fn follow_loop(
                 }
             }
         }
-        let from = offset();
+        let req = match part.take() {
+            Some((offset, part)) => Request::FetchImagePart { offset, part },
+            None => Request::FetchMetadata {
+                from: offset(),
+                max_wait_ms: 500,
+            },
+        };
         let result = match conn.as_mut() {
-            Some(c) => fetch_frame(c, from, &events, node).await,
+            Some(c) => fetch_frame(c, &req, &events, node).await,
             None => continue,
         };
         match result.map_err(|e| e.to_string()).and_then(|b| apply(&b)) {
-            Ok(_) => {}
+            Ok(Step::Next) => {}
+            Ok(Step::Part { offset, part: p }) => part = Some((offset, p)),
             Err(e) => {
                 events.push(node, EventKind::FetchFailed(e));
                 conn = None;
@@ -479,7 +501,7 @@ fn start_sim_tasks(sim: Arc<Sim>, voters: Vec<String>, events: Arc<Events>) {
                     LiteReply::Metadata(LiteChunk::Records { base, records }) => {
                         let from = s.applied.load(Ordering::SeqCst);
                         if base != from {
-                            return Ok(from);
+                            return Ok(Step::Next);
                         }
                         s.fetched_records
                             .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -491,9 +513,22 @@ fn start_sim_tasks(sim: Arc<Sim>, voters: Vec<String>, events: Arc<Events>) {
                             .fetch_add(records.len() as u64, Ordering::Relaxed);
                         offset
                     }
+                    LiteReply::ImagePart(Some(p)) => {
+                        ev2.push(s.id, EventKind::SnapshotChunk(n as usize));
+                        s.fetched_records
+                            .fetch_add(p.records.len() as u64, Ordering::Relaxed);
+                        if p.part + 1 < p.parts {
+                            return Ok(Step::Part {
+                                offset: p.offset,
+                                part: p.part + 1,
+                            });
+                        }
+                        p.offset
+                    }
+                    LiteReply::ImagePart(None) => return Err("the image is no longer held".into()),
                 };
                 s.applied.store(next, Ordering::SeqCst);
-                Ok(next)
+                Ok(Step::Next)
             },
             move || s3.generation.load(Ordering::SeqCst) == gen,
         )
@@ -618,6 +653,8 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
 struct Observer {
     image: ClusterImage,
     offset: i64,
+    /// Records of the image being fetched part by part.
+    parts: Vec<MetadataRecord>,
 }
 
 fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observer>> {
@@ -638,14 +675,31 @@ fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observe
             move || o2.lock().expect("observer").offset,
             move |body| {
                 let reply: Reply = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-                let Reply::Metadata(chunk) = reply else {
-                    return Err("unexpected reply".into());
-                };
                 let mut g = o.lock().expect("observer");
+                let chunk = match reply {
+                    Reply::Metadata(chunk) => chunk,
+                    Reply::ImagePart(Some(p)) => {
+                        if p.part == 0 {
+                            g.parts.clear();
+                        }
+                        g.parts.extend(p.records);
+                        if p.part + 1 < p.parts {
+                            return Ok(Step::Part {
+                                offset: p.offset,
+                                part: p.part + 1,
+                            });
+                        }
+                        MetadataChunk::Snapshot {
+                            offset: p.offset,
+                            records: std::mem::take(&mut g.parts),
+                        }
+                    }
+                    _ => return Err("unexpected reply".into()),
+                };
                 match chunk {
                     MetadataChunk::Records { base, records } => {
                         if base != g.offset {
-                            return Ok(g.offset);
+                            return Ok(Step::Next);
                         }
                         for r in &records {
                             match r {
@@ -666,7 +720,7 @@ fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observe
                         g.offset = offset;
                     }
                 }
-                Ok(g.offset)
+                Ok(Step::Next)
             },
             || true,
         ));

@@ -219,6 +219,12 @@ async fn settle(services: &Services) -> (ClusterImage, i64) {
     }
 }
 
+/// One request and its reply on a raw controller connection.
+async fn ask(conn: &mut TcpStream, req: Request) -> Reply {
+    write_frame(conn, &req).await.unwrap();
+    read_frame(conn).await.unwrap().expect("a reply")
+}
+
 /// Send raw bytes to the controller port; the server must close that connection.
 async fn send_garbage(addr: &str, bytes: &[u8]) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -373,7 +379,11 @@ async fn silent_brokers_are_fenced_and_readers_behind_the_window_get_a_snapshot(
     let (listeners, voters) = bind(&[1, 2, 3]).await;
     let mut services = Services::new();
     for (id, l) in listeners {
-        let cfg = config(id, root.path(), &voters, 1_000, 4);
+        // Images go out in parts of one record each: readers behind the window assemble them.
+        let cfg = ControllerServiceConfig {
+            image_part_bytes: 64,
+            ..config(id, root.path(), &voters, 1_000, 4)
+        };
         services.insert(id, ControllerService::start(cfg, l).await.unwrap());
     }
     active(&services).await;
@@ -452,6 +462,39 @@ async fn silent_brokers_are_fenced_and_readers_behind_the_window_get_a_snapshot(
         }
         break offset;
     };
+
+    // On the wire: the first part answers the fetch, the others are asked for by the image's
+    // offset; an image the voter no longer holds is `None`, not an error. (Asked again if new
+    // records pushed the image out of the window meanwhile.)
+    let mut conn = TcpStream::connect(&voters[&1]).await.unwrap();
+    loop {
+        assert!(
+            silent_since.elapsed() < DEADLINE,
+            "no whole image on the wire"
+        );
+        let req = Request::FetchMetadata {
+            from: 0,
+            max_wait_ms: 0,
+        };
+        let Reply::ImagePart(Some(first)) = ask(&mut conn, req).await else {
+            panic!("no image part for a reader behind the window")
+        };
+        assert!(first.parts > 1 && first.part == 0, "{first:?}");
+        let gone = Request::FetchImagePart {
+            offset: first.offset + 1_000,
+            part: 1,
+        };
+        assert!(matches!(ask(&mut conn, gone).await, Reply::ImagePart(None)));
+        let (offset, part) = (first.offset, first.parts - 1);
+        match ask(&mut conn, Request::FetchImagePart { offset, part }).await {
+            Reply::ImagePart(Some(p)) => {
+                assert_eq!((p.offset, p.part, p.parts), (offset, part, first.parts));
+                break;
+            }
+            Reply::ImagePart(None) => continue,
+            _ => panic!("part {part} of the image at {offset}"),
+        }
+    }
 
     // A long poll at the end of a follower's log returns empty when nothing is committed, and
     // wakes up when a record is.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fjord_metadata::controller::{
     BrokerHeartbeat, BrokerRegistration, Controller, ControllerConfig, CreateTopic,
 };
-use fjord_metadata::quorum::{raft_config, QuorumError, QuorumNode, RaftNodeId};
+use fjord_metadata::quorum::{raft_config, LogBounds, QuorumError, QuorumNode, RaftNodeId};
 use fjord_metadata::{MetadataRecord, Uuid};
 use tokio::net::TcpListener;
 
@@ -227,11 +227,14 @@ async fn failover_commits_with_big_entries_in_the_log() {
 
 /// openraft snapshots every N entries, and one entry is a whole controller batch, so a log of
 /// few big entries (1M replicas created 1,000 partitions at a time: ~700 entries, 58 MiB) was
-/// never snapshotted. With `snapshot_by_bytes`, every node snapshots once the log applied since
-/// its last snapshot passes the limit; a restarted node loads the snapshot.
+/// never snapshotted. With `bound_log`, every node snapshots once the log applied since its
+/// last snapshot passes the limit, and cuts the log it keeps behind the snapshot (openraft
+/// keeps 1,000 entries, hundreds of MiB of such batches) to the retention bytes; a restarted
+/// node loads the snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_by_bytes_with_few_big_entries() {
     const MAX_BYTES: u64 = 64 * 1024;
+    const RETAIN_BYTES: u64 = 40 * 1024;
     let root = tempfile::tempdir().unwrap();
     let mut addrs = BTreeMap::new();
     let mut nodes = Vec::new();
@@ -243,7 +246,10 @@ async fn snapshots_by_bytes_with_few_big_entries() {
         let node = QuorumNode::start(id, &dir, listener, raft_config(50, 500, 100_000))
             .await
             .unwrap();
-        node.snapshot_by_bytes(MAX_BYTES);
+        node.bound_log(LogBounds {
+            snapshot_every_bytes: MAX_BYTES,
+            retain_bytes: Some(RETAIN_BYTES),
+        });
         nodes.push(node);
     }
     nodes[0].initialize(&addrs).await.unwrap();
@@ -275,6 +281,7 @@ async fn snapshots_by_bytes_with_few_big_entries() {
             .map(|n| (n.node_id(), n.log_bytes_since_snapshot()))
             .filter(|(id, bytes)| {
                 *bytes >= MAX_BYTES
+                    || nodes[*id as usize - 1].log_bytes_behind_snapshot() > RETAIN_BYTES
                     || !root
                         .path()
                         .join(format!("node-{id}/snapshot.json"))
@@ -286,7 +293,7 @@ async fn snapshots_by_bytes_with_few_big_entries() {
         }
         assert!(
             waited.elapsed() < DEADLINE,
-            "no snapshot by bytes on (node, log bytes since it): {pending:?}"
+            "no snapshot by bytes, or log behind it over the retention, on (node, log bytes since it): {pending:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

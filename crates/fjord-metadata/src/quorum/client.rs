@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::feed::MetadataChunk;
+use super::feed::{ImagePart, MetadataChunk};
 use super::heartbeat::HeartbeatSchedule;
 use super::network::{read_frame, write_frame, Reply, Request};
 use super::service::{Committed, QuorumStatus, SubmitError};
@@ -125,7 +125,8 @@ impl ControllerClient {
     }
 
     /// Metadata records from offset `from`, waiting up to `max_wait` for new ones, from any
-    /// reachable voter (the last that answered first).
+    /// reachable voter (the last that answered first). A reader behind the voter's retained
+    /// records gets the image, fetched part by part from that voter and returned whole.
     pub async fn fetch_metadata(
         &self,
         from: i64,
@@ -148,11 +149,48 @@ impl ControllerClient {
                     self.inner.answered.store(id, Ordering::Relaxed);
                     return Ok(chunk);
                 }
+                Ok(Reply::ImagePart(Some(first))) => match self.image_parts(id, first).await {
+                    Ok(chunk) => {
+                        self.inner.answered.store(id, Ordering::Relaxed);
+                        return Ok(chunk);
+                    }
+                    Err(e) => last = format!("node {id}: {e}"),
+                },
                 Ok(other) => last = format!("node {id}: unexpected reply {}", reply_name(&other)),
                 Err(e) => last = format!("node {id} at {}: {e}", self.inner.voters[&id]),
             }
         }
         Err(SubmitError::Unavailable(last))
+    }
+
+    /// The rest of the image whose first part is `first`, from voter `id`.
+    async fn image_parts(&self, id: RaftNodeId, first: ImagePart) -> io::Result<MetadataChunk> {
+        let ImagePart {
+            offset,
+            parts,
+            mut records,
+            ..
+        } = first;
+        for part in 1..parts {
+            let req = Request::FetchImagePart { offset, part };
+            match self.call(id, &req, FETCH_MARGIN).await? {
+                Reply::ImagePart(Some(p)) if p.offset == offset && p.part == part => {
+                    records.extend(p.records)
+                }
+                Reply::ImagePart(None) => {
+                    return Err(io::Error::other(format!(
+                        "the image at offset {offset} is no longer held"
+                    )))
+                }
+                other => {
+                    return Err(io::Error::other(format!(
+                        "unexpected reply {} to image part {part}",
+                        reply_name(&other)
+                    )))
+                }
+            }
+        }
+        Ok(MetadataChunk::Snapshot { offset, records })
     }
 
     /// The status as the active controller reports it.
@@ -347,6 +385,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::InstallSnapshot(_) => "InstallSnapshot",
         Reply::Submitted(_) => "Submitted",
         Reply::Metadata(_) => "Metadata",
+        Reply::ImagePart(_) => "ImagePart",
         Reply::Status(_) => "Status",
     }
 }

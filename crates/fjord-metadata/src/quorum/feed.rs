@@ -5,13 +5,21 @@
 //! new metadata offset on a `watch` channel. [`MetadataFeed::fetch`] answers from the window, or
 //! with the whole image as records ([`MetadataChunk::Snapshot`]) when the reader is further behind
 //! than the window reaches, as Kafka's brokers load a metadata snapshot before following the log.
+//!
+//! The image as records is built once and shared ([`ImageRecords`]) by every reader that falls
+//! behind while it still joins the window; remote readers get it in parts of at most
+//! [`MAX_PART_BYTES`] encoded (a million replicas make a 58 MiB image, more than one frame may
+//! carry), each part asked for by the image's offset.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::state_machine::MetadataState;
 use crate::{ClusterImage, MetadataRecord};
@@ -21,6 +29,13 @@ pub const DEFAULT_WINDOW_RECORDS: usize = 100_000;
 
 /// Most records in one [`MetadataChunk::Records`].
 pub const MAX_CHUNK_RECORDS: usize = 10_000;
+
+/// Largest encoded size of one part of an image sent to a remote reader (one record larger than
+/// this makes a part of its own).
+pub const MAX_PART_BYTES: usize = 4 << 20;
+
+/// How long an image as records is kept after its last reader asked for it.
+const IMAGE_IDLE: Duration = Duration::from_secs(30);
 
 /// An answer to a metadata fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,25 +124,136 @@ impl RecordWindow {
     }
 }
 
-/// A reader of one node's applied metadata. Cheap to clone.
+/// The image at metadata offset `offset` as records ([`ClusterImage::to_records`]), shared by the
+/// readers that load it, and cut into parts for the wire on first use.
+#[derive(Debug)]
+pub struct ImageRecords {
+    pub offset: i64,
+    pub records: Vec<MetadataRecord>,
+    parts: OnceLock<Vec<Range<usize>>>,
+}
+
+/// One part of an [`ImageRecords`] as sent to a remote reader: `records` are part `part` of
+/// `parts`, in order; the reader is at `offset` once it has applied all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePart {
+    pub offset: i64,
+    pub part: u32,
+    pub parts: u32,
+    pub records: Vec<MetadataRecord>,
+}
+
+impl ImageRecords {
+    pub fn new(offset: i64, records: Vec<MetadataRecord>) -> ImageRecords {
+        ImageRecords {
+            offset,
+            records,
+            parts: OnceLock::new(),
+        }
+    }
+
+    /// The records cut into runs of at most `max_bytes` encoded (a record larger than that is
+    /// a run of its own); at least one run, empty for an empty image.
+    fn runs(&self, max_bytes: usize) -> Vec<Range<usize>> {
+        let mut runs = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, r) in self.records.iter().enumerate() {
+            let size = encoded_len(r);
+            if i > start && bytes + size > max_bytes {
+                runs.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size + 1;
+        }
+        runs.push(start..self.records.len());
+        runs
+    }
+
+    /// Part `part` of runs of at most `max_bytes` encoded, or `None` past the last. The runs
+    /// are cut on the first call; later calls keep them whatever their `max_bytes`.
+    pub fn part(&self, part: u32, max_bytes: usize) -> Option<ImagePart> {
+        let ranges = self.parts.get_or_init(|| self.runs(max_bytes));
+        let range = ranges.get(usize::try_from(part).ok()?)?;
+        Some(ImagePart {
+            offset: self.offset,
+            part,
+            parts: ranges.len().try_into().unwrap_or(u32::MAX),
+            records: self.records[range.clone()].to_vec(),
+        })
+    }
+}
+
+/// The length of `record` encoded as JSON, without keeping the bytes.
+fn encoded_len(record: &MetadataRecord) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can encoding a record.
+    let _ = serde_json::to_writer(&mut count, record);
+    count.0
+}
+
+/// What a reader gets: records from the window, or the shared image.
+#[derive(Debug, Clone)]
+pub enum FeedChunk {
+    Records {
+        base: i64,
+        records: Vec<MetadataRecord>,
+    },
+    Image(Arc<ImageRecords>),
+}
+
+/// The image last built for readers behind the window, and when one last asked for it.
+#[derive(Debug, Default)]
+struct SharedImage {
+    image: Option<Arc<ImageRecords>>,
+    used: Option<Instant>,
+}
+
+/// A reader of one node's applied metadata. Cheap to clone; clones share the image built for
+/// readers behind the window.
 #[derive(Debug, Clone)]
 pub struct MetadataFeed {
     state: Arc<RwLock<MetadataState>>,
     offsets: Arc<watch::Sender<i64>>,
+    shared: Arc<Mutex<SharedImage>>,
 }
 
 impl MetadataFeed {
     pub(crate) fn new(state: Arc<RwLock<MetadataState>>, offsets: Arc<watch::Sender<i64>>) -> Self {
-        MetadataFeed { state, offsets }
+        MetadataFeed {
+            state,
+            offsets,
+            shared: Arc::default(),
+        }
     }
 
     /// Records from metadata offset `from`. When there are none yet (`from` is the current
     /// offset, or ahead of it), waits up to `max_wait` for some and otherwise answers an empty
     /// [`MetadataChunk::Records`] at `from`. A reader older than the window gets a snapshot.
     pub async fn fetch(&self, from: i64, max_wait: Duration) -> MetadataChunk {
+        match self.fetch_shared(from, max_wait).await {
+            FeedChunk::Records { base, records } => MetadataChunk::Records { base, records },
+            FeedChunk::Image(image) => MetadataChunk::Snapshot {
+                offset: image.offset,
+                records: image.records.clone(),
+            },
+        }
+    }
+
+    /// [`fetch`](Self::fetch) with the image shared rather than copied.
+    pub async fn fetch_shared(&self, from: i64, max_wait: Duration) -> FeedChunk {
         // Subscribe before reading: an offset published after the read wakes us.
         let mut changes = self.offsets.subscribe();
-        let deadline = tokio::time::Instant::now() + max_wait;
+        let deadline = Instant::now() + max_wait;
         loop {
             if let Some(chunk) = self.read(from) {
                 return chunk;
@@ -136,7 +262,7 @@ impl MetadataFeed {
                 Ok(Ok(())) => {}
                 // Timed out (the sender lives as long as the feed, so `changed` cannot fail).
                 _ => {
-                    return MetadataChunk::Records {
+                    return FeedChunk::Records {
                         base: from,
                         records: Vec::new(),
                     }
@@ -146,21 +272,46 @@ impl MetadataFeed {
     }
 
     /// What is available from `from` right now; `None` when nothing is.
-    fn read(&self, from: i64) -> Option<MetadataChunk> {
+    fn read(&self, from: i64) -> Option<FeedChunk> {
+        let mut shared = self.shared.lock().expect("shared image lock");
         let state = self.state.read().expect("state lock");
+        let now = Instant::now();
+        if shared
+            .used
+            .is_some_and(|t| now.duration_since(t) > IMAGE_IDLE)
+        {
+            shared.image = None;
+        }
         if from >= state.offset {
             return None;
         }
-        Some(match state.window.read(from, MAX_CHUNK_RECORDS) {
-            Some(records) => MetadataChunk::Records {
+        if let Some(records) = state.window.read(from, MAX_CHUNK_RECORDS) {
+            return Some(FeedChunk::Records {
                 base: from,
                 records,
-            },
-            None => MetadataChunk::Snapshot {
-                offset: state.offset,
-                records: state.image.to_records(),
-            },
-        })
+            });
+        }
+        // Behind the window: the shared image serves while a reader at its offset can go on
+        // from the window.
+        let image = match &shared.image {
+            Some(i) if i.offset >= state.window.base() => i.clone(),
+            _ => {
+                let i = Arc::new(ImageRecords::new(state.offset, state.image.to_records()));
+                shared.image = Some(i.clone());
+                i
+            }
+        };
+        shared.used = Some(now);
+        Some(FeedChunk::Image(image))
+    }
+
+    /// The shared image at metadata offset `offset`, if it is still held (a remote reader
+    /// fetching its parts).
+    pub fn shared_image(&self, offset: i64) -> Option<Arc<ImageRecords>> {
+        let mut shared = self.shared.lock().expect("shared image lock");
+        let image = shared.image.clone().filter(|i| i.offset == offset)?;
+        shared.used = Some(Instant::now());
+        Some(image)
     }
 
     /// The next metadata offset (records applied on this node).
@@ -283,5 +434,61 @@ mod tests {
             }
         );
         assert_eq!(chunk.next_offset(), 3);
+    }
+
+    #[test]
+    fn image_parts_cover_the_records_in_order_within_the_byte_limit() {
+        let records: Vec<_> = (0..100).map(record).collect();
+        let image = ImageRecords::new(7, records.clone());
+        let max = 200;
+        let first = image.part(0, max).unwrap();
+        assert!(first.parts > 1, "{first:?}");
+        let mut all = Vec::new();
+        for part in 0..first.parts {
+            let p = image.part(part, max).unwrap();
+            assert_eq!((p.offset, p.part, p.parts), (7, part, first.parts));
+            let bytes: usize = p.records.iter().map(|r| encoded_len(r) + 1).sum();
+            assert!(
+                bytes <= max + 1 || p.records.len() == 1,
+                "part {part}: {bytes}"
+            );
+            assert!(!p.records.is_empty());
+            all.extend(p.records);
+        }
+        assert_eq!(all, records);
+        assert_eq!(image.part(first.parts, max), None);
+        // One record larger than the limit is a part of its own; an empty image is one part.
+        let tiny = ImageRecords::new(1, records[..3].to_vec());
+        assert_eq!(tiny.part(0, 1).unwrap().parts, 3);
+        let empty = ImageRecords::new(0, Vec::new()).part(0, max).unwrap();
+        assert_eq!((empty.parts, empty.records.len()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn readers_behind_the_window_share_one_image_while_it_joins_the_window() {
+        let (feed, state) = feed_with(6, 4);
+        let none = Duration::ZERO;
+        let FeedChunk::Image(a) = feed.fetch_shared(1, none).await else {
+            panic!("expected the image")
+        };
+        assert_eq!(a.offset, 6);
+        push(&feed, &state, record(6));
+        // The window still reaches offset 6: the same image serves the next reader.
+        let FeedChunk::Image(b) = feed.fetch_shared(0, none).await else {
+            panic!("expected the image")
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(feed.shared_image(6).is_some());
+        for i in 7..11 {
+            push(&feed, &state, record(i));
+        }
+        // Offset 6 has left the window: a new image, and the old one is gone.
+        let FeedChunk::Image(c) = feed.fetch_shared(0, none).await else {
+            panic!("expected the image")
+        };
+        assert_eq!(c.offset, 11);
+        assert_eq!(&ClusterImage::from_records(&c.records), &feed.image().0);
+        assert!(feed.shared_image(6).is_none());
+        assert!(feed.shared_image(11).is_some());
     }
 }

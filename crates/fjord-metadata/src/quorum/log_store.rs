@@ -250,6 +250,27 @@ impl FileLogStore {
         }
     }
 
+    /// Bytes in the log file of the entries up to and including `index`: the log kept behind a
+    /// snapshot at `index`.
+    pub fn bytes_through(&self, index: u64) -> u64 {
+        self.lock().sizes.range(..=index).map(|(_, n)| n).sum()
+    }
+
+    /// The highest entry to purge so that the entries kept up to `snapshot` (the log behind a
+    /// snapshot) hold at most `retain` bytes; `None` when they already do. Whole entries only:
+    /// the newest ones that fit are kept.
+    pub fn purge_point(&self, snapshot: u64, retain: u64) -> Option<u64> {
+        let inner = self.lock();
+        let mut kept = 0u64;
+        for (index, n) in inner.sizes.range(..=snapshot).rev() {
+            kept += n;
+            if kept > retain {
+                return Some(*index);
+            }
+        }
+        None
+    }
+
     /// Change the hard state in memory and queue it for the disk (in order with everything
     /// queued before); the future resolves once it is durable.
     fn save_hard(

@@ -9,7 +9,8 @@
 //! - [`network`]: the controller listener (KIP-291), one length-prefixed JSON frame per request
 //!   and per reply: Raft RPCs between voters, and the control RPC — `Submit(ControllerRequest)`
 //!   (active controller only; others answer with a `NotController` hint), `FetchMetadata { from,
-//!   max_wait_ms }` (any voter, from its own state machine, long poll) and `Status`.
+//!   max_wait_ms }` (any voter, from its own state machine, long poll; a reader behind the
+//!   window gets the image in parts, `FetchImagePart`) and `Status`.
 //! - [`QuorumNode`]: one controller: its Raft instance, its state machine and its RPC server.
 //! - [`feed`]: [`MetadataFeed`], a reader of the applied records: the state machine keeps the
 //!   most recent ones in a window and signals each new offset; a reader behind the window gets
@@ -112,6 +113,31 @@ pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
 /// Kafka's `metadata.log.max.record.bytes.between.snapshots` default (20 MiB).
 pub const DEFAULT_SNAPSHOT_MAX_LOG_BYTES: u64 = 20 * 1024 * 1024;
 
+/// Kafka's `metadata.max.retention.bytes` default (100 MiB).
+pub const DEFAULT_RETENTION_BYTES: u64 = 100 * 1024 * 1024;
+
+/// How a controller bounds its Raft log (which it also holds in memory) by bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// `metadata.log.max.record.bytes.between.snapshots`: snapshot once the log applied since
+    /// the last snapshot holds this many bytes (0: by entries only).
+    pub snapshot_every_bytes: u64,
+    /// `metadata.max.retention.bytes`: the log kept behind the snapshot (at most
+    /// [`LOGS_KEPT_AFTER_SNAPSHOT`] entries, for followers a little behind) is cut to this many
+    /// bytes; `None`: by entries only. The whole log is then at most about this plus
+    /// `snapshot_every_bytes`.
+    pub retain_bytes: Option<u64>,
+}
+
+impl Default for LogBounds {
+    fn default() -> Self {
+        LogBounds {
+            snapshot_every_bytes: DEFAULT_SNAPSHOT_MAX_LOG_BYTES,
+            retain_bytes: Some(DEFAULT_RETENTION_BYTES),
+        }
+    }
+}
+
 /// How often the snapshot trigger by bytes looks at the log.
 const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -119,7 +145,7 @@ const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const SNAPSHOT_ASK_AGAIN: Duration = Duration::from_secs(60);
 
 /// Raft settings for the metadata quorum: fast heartbeats and elections, snapshot every
-/// `snapshot_every` entries (and by bytes: [`QuorumNode::snapshot_by_bytes`]).
+/// `snapshot_every` entries (and by bytes: [`QuorumNode::bound_log`]).
 pub fn raft_config(
     heartbeat_ms: u64,
     election_min_ms: u64,
@@ -239,20 +265,30 @@ impl QuorumNode {
         })
     }
 
+    /// Cut the image sent to remote readers behind the window into parts of at most
+    /// `max_bytes` encoded (default [`feed::MAX_PART_BYTES`]); for tests.
+    pub fn set_image_part_bytes(&self, max_bytes: usize) {
+        self.server.set_image_part_bytes(max_bytes);
+    }
+
     /// Snapshot by bytes as well as by entries: whenever the log applied since the last
     /// snapshot holds more than `max_bytes` (Kafka's
     /// `metadata.log.max.record.bytes.between.snapshots`), ask openraft for a snapshot, which
     /// then purges the log up to it. openraft's own policy counts entries only, and one entry
     /// is a whole controller batch: 1M replicas created 1,000 partitions at a time are ~700
     /// entries and 58 MiB, far below 10,000 entries, so without this nothing was snapshotted
-    /// and a restart replayed the whole log. `0` turns it off; a second call replaces the first.
-    pub fn snapshot_by_bytes(&self, max_bytes: u64) {
-        let task = (max_bytes > 0).then(|| {
-            tokio::spawn(trigger_snapshots(
+    /// and a restart replayed the whole log. A second call replaces the first.
+    ///
+    /// Then purge the log kept behind the snapshot down to `bounds.retain_bytes`: openraft
+    /// keeps [`LOGS_KEPT_AFTER_SNAPSHOT`] entries, which at one controller batch each can be
+    /// hundreds of MiB (all of it also in memory).
+    pub fn bound_log(&self, bounds: LogBounds) {
+        let task = (bounds.snapshot_every_bytes > 0 || bounds.retain_bytes.is_some()).then(|| {
+            tokio::spawn(bound_log_by_bytes(
                 self.node_id,
                 self.raft.clone(),
                 self.log.clone(),
-                max_bytes,
+                bounds,
             ))
         });
         let old = std::mem::replace(
@@ -268,6 +304,12 @@ impl QuorumNode {
     pub fn log_bytes_since_snapshot(&self) -> u64 {
         let snapshot = self.raft.metrics().borrow().snapshot.map(|l| l.index);
         self.log.bytes_after(snapshot)
+    }
+
+    /// Bytes of the Raft log kept behind the last snapshot (0 without one).
+    pub fn log_bytes_behind_snapshot(&self) -> u64 {
+        let snapshot = self.raft.metrics().borrow().snapshot.map(|l| l.index);
+        snapshot.map_or(0, |s| self.log.bytes_through(s))
     }
 
     /// Form a new quorum of `voters` (call on one node of a new cluster only).
@@ -410,16 +452,19 @@ impl QuorumNode {
     }
 }
 
-/// The task behind [`QuorumNode::snapshot_by_bytes`]: every [`SNAPSHOT_CHECK_INTERVAL`], the
-/// bytes of the entries applied since the last snapshot against `max_bytes`. Once it has asked,
-/// it waits for that snapshot (or [`SNAPSHOT_ASK_AGAIN`]) before asking again, so a snapshot
-/// that takes seconds to build is not asked for twice.
-async fn trigger_snapshots(
+/// The task behind [`QuorumNode::bound_log`]: every [`SNAPSHOT_CHECK_INTERVAL`], the bytes of
+/// the entries applied since the last snapshot against `snapshot_every_bytes`, and the bytes
+/// kept behind the snapshot against `retain_bytes`. Once it has asked for a snapshot, it waits
+/// for that snapshot (or [`SNAPSHOT_ASK_AGAIN`]) before asking again, so a snapshot that takes
+/// seconds to build is not asked for twice.
+async fn bound_log_by_bytes(
     node_id: RaftNodeId,
     raft: Raft<TypeConfig>,
     log: log_store::FileLogStore,
-    max_bytes: u64,
+    bounds: LogBounds,
 ) {
+    let max_bytes = bounds.snapshot_every_bytes;
+    let mut purge_asked: Option<u64> = None;
     let mut metrics = raft.metrics();
     let mut tick = tokio::time::interval(SNAPSHOT_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -431,6 +476,29 @@ async fn trigger_snapshots(
             (m.snapshot.map(|l| l.index), m.last_applied.map(|l| l.index))
         };
         let Some(applied) = applied else { continue };
+        if let (Some(snapshot), Some(retain)) = (snapshot, bounds.retain_bytes) {
+            // openraft may purge seconds later (after replication to a follower that needs the
+            // entries): ask once per point.
+            if let Some(upto) = log
+                .purge_point(snapshot, retain)
+                .filter(|p| purge_asked.is_none_or(|a| *p > a))
+            {
+                purge_asked = Some(upto);
+                tracing::info!(
+                    node_id,
+                    upto,
+                    snapshot,
+                    retain_bytes = retain,
+                    "metadata log behind the snapshot is over metadata.max.retention.bytes: purging"
+                );
+                if raft.trigger().purge_log(upto).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if max_bytes == 0 {
+            continue;
+        }
         if let Some((upto, at)) = asked {
             if snapshot.is_some_and(|s| s >= upto) || at.elapsed() >= SNAPSHOT_ASK_AGAIN {
                 asked = None;

@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::feed::{MetadataChunk, MetadataFeed};
+use super::feed::{FeedChunk, ImagePart, MetadataChunk, MetadataFeed, MAX_PART_BYTES};
 use super::service::{Committed, QuorumStatus, SubmitError};
 use super::{RaftNodeId, TypeConfig};
 use crate::rpc::ControllerRequest;
@@ -53,10 +54,16 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A request for the active controller.
     Submit(ControllerRequest),
-    /// Metadata records from offset `from`, waiting up to `max_wait_ms` for new ones.
+    /// Metadata records from offset `from`, waiting up to `max_wait_ms` for new ones. A reader
+    /// behind the retained records gets the first part of the image ([`Reply::ImagePart`]).
     FetchMetadata {
         from: i64,
         max_wait_ms: u64,
+    },
+    /// Part `part` of the image at metadata offset `offset` (after its first part).
+    FetchImagePart {
+        offset: i64,
+        part: u32,
     },
     /// The quorum and the brokers as this node sees them.
     Status,
@@ -72,6 +79,8 @@ pub enum Reply {
     ),
     Submitted(Result<Committed, SubmitError>),
     Metadata(MetadataChunk),
+    /// `None`: this node no longer holds the image asked for (fetch from the start again).
+    ImagePart(Option<ImagePart>),
     Status(QuorumStatus),
 }
 
@@ -90,6 +99,8 @@ pub(crate) struct Server {
     /// Attached after start (the service is built around the running node); weak so that the
     /// server does not keep a dropped service alive.
     control: OnceLock<Weak<dyn ControlPlane>>,
+    /// Largest encoded part of an image sent to a reader behind the window.
+    part_bytes: AtomicUsize,
 }
 
 impl Server {
@@ -98,7 +109,12 @@ impl Server {
             raft,
             feed,
             control: OnceLock::new(),
+            part_bytes: AtomicUsize::new(MAX_PART_BYTES),
         }
+    }
+
+    pub(crate) fn set_image_part_bytes(&self, max_bytes: usize) {
+        self.part_bytes.store(max_bytes.max(1), Ordering::Relaxed);
     }
 
     pub(crate) fn attach(&self, control: Weak<dyn ControlPlane>) {
@@ -181,6 +197,7 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>) {
 async fn serve_connection(mut stream: TcpStream, server: &Server) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let raft = &server.raft;
+    let part_bytes = server.part_bytes.load(Ordering::Relaxed);
     while let Some(req) = read_frame::<_, Request>(&mut stream).await? {
         let reply = match req {
             Request::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
@@ -194,8 +211,19 @@ async fn serve_connection(mut stream: TcpStream, server: &Server) -> io::Result<
             }),
             Request::FetchMetadata { from, max_wait_ms } => {
                 let wait = Duration::from_millis(max_wait_ms).min(MAX_FETCH_WAIT);
-                Reply::Metadata(server.feed.fetch(from, wait).await)
+                match server.feed.fetch_shared(from, wait).await {
+                    FeedChunk::Records { base, records } => {
+                        Reply::Metadata(MetadataChunk::Records { base, records })
+                    }
+                    FeedChunk::Image(image) => Reply::ImagePart(image.part(0, part_bytes)),
+                }
             }
+            Request::FetchImagePart { offset, part } => Reply::ImagePart(
+                server
+                    .feed
+                    .shared_image(offset)
+                    .and_then(|image| image.part(part, part_bytes)),
+            ),
             Request::Status => match server.control() {
                 Some(control) => Reply::Status(control.status().await),
                 None => {

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::feed::{MetadataFeed, DEFAULT_WINDOW_RECORDS};
 use super::network::{BoxFuture, ControlPlane};
-use super::{raft_config, QuorumError, QuorumNode, RaftNodeId};
+use super::{raft_config, LogBounds, QuorumError, QuorumNode, RaftNodeId};
 use crate::balancer::continuous::{
     BalancerConfig, BalancerLoads, BalancerMode, BalancerState, BalancerStatus,
 };
@@ -73,10 +73,12 @@ pub struct ControllerServiceConfig {
     pub leader_rebalance_interval: Option<Duration>,
     /// Recent records kept for metadata fetches; readers further behind get a snapshot.
     pub window_records: usize,
-    /// `metadata.log.max.record.bytes.between.snapshots`: snapshot once the log applied
-    /// since the last snapshot holds this many bytes ([`QuorumNode::snapshot_by_bytes`];
-    /// 0: by entries only).
-    pub snapshot_max_log_bytes: u64,
+    /// Largest encoded part of the image sent to a remote reader behind the window
+    /// ([`MAX_PART_BYTES`](super::feed::MAX_PART_BYTES) unless a test makes it small).
+    pub image_part_bytes: usize,
+    /// `metadata.log.max.record.bytes.between.snapshots` and `metadata.max.retention.bytes`
+    /// ([`QuorumNode::bound_log`]).
+    pub log_bounds: LogBounds,
     /// The continuous balancer (`balancer.*`; off by default).
     pub balancer: BalancerConfig,
 }
@@ -98,7 +100,8 @@ impl ControllerServiceConfig {
             raft: raft_config(100, 1_000, 1_000),
             leader_rebalance_interval: Some(Duration::from_secs(300)),
             window_records: DEFAULT_WINDOW_RECORDS,
-            snapshot_max_log_bytes: super::DEFAULT_SNAPSHOT_MAX_LOG_BYTES,
+            image_part_bytes: super::feed::MAX_PART_BYTES,
+            log_bounds: LogBounds::default(),
             balancer: BalancerConfig::default(),
         }
     }
@@ -259,7 +262,8 @@ impl ControllerService {
             cfg.window_records,
         )
         .await?;
-        quorum.snapshot_by_bytes(cfg.snapshot_max_log_bytes);
+        quorum.bound_log(cfg.log_bounds);
+        quorum.set_image_part_bytes(cfg.image_part_bytes);
         let election_max = Duration::from_millis(cfg.raft.election_timeout_max);
         let inner = Arc::new(Inner {
             node_id: cfg.node_id,
