@@ -17,7 +17,7 @@ use std::time::Duration;
 use fjord_metadata::quorum::{
     ControllerClient, HeartbeatSchedule, MetadataChunk, MetadataFeed, SubmitError,
 };
-use fjord_metadata::{ClusterImage, ControllerReply, ControllerRequest, Endpoint};
+use fjord_metadata::{ControllerReply, ControllerRequest, Endpoint};
 use fjord_protocol::error::ErrorCode;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -77,21 +77,17 @@ pub async fn follow(
                 })
                 .await;
             }
-            Ok(MetadataChunk::Snapshot { offset, records }) => {
+            Ok(MetadataChunk::Image { offset, image }) => {
                 failures = 0;
                 tracing::info!(
                     offset,
-                    records = records.len(),
+                    topics = image.topic_count(),
                     "loading the metadata image"
                 );
                 let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    b.publish(
-                        Publish::Image(Box::new(ClusterImage::from_records(&records))),
-                        offset,
-                    )
-                })
-                .await;
+                let _ =
+                    tokio::task::spawn_blocking(move || b.publish(Publish::Image(image), offset))
+                        .await;
             }
             Err(e) => {
                 failures += 1;

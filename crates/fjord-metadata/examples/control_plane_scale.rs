@@ -26,9 +26,10 @@
 //! nobody asked for is counted (there must be none).
 //!
 //! The simulated brokers read the controller listener's frames themselves (4-byte length and
-//! JSON, [`fjord_metadata::quorum::network`]) to count the bytes they fetch; a frame larger
-//! than `MAX_FRAME` is counted as an error a real broker would hit and then accepted, so the
-//! run goes on. One extra follower (the "observer") keeps a full [`ClusterImage`], as a real
+//! JSON, [`fjord_metadata::quorum::network`]) to count the bytes they fetch, and fetch the
+//! image part by part as a real broker does (`FetchImagePart`); a frame larger than
+//! `MAX_FRAME` is counted as an error a real broker would hit and then accepted, so the run
+//! goes on. One extra follower (the "observer") keeps a full [`ClusterImage`], as a real
 //! broker does, and tells the driver when leaderships have moved.
 //!
 //! It prints a table (scenario, size, figure) and writes it with the raw samples and events to
@@ -427,8 +428,8 @@ async fn fetch_frame(
     Ok(body)
 }
 
-/// Follow the metadata log as a broker does: from the first voter, staying with the one that
-/// answers. `apply` gets each frame body and says what to ask next (the parts of an image come
+/// Follow the metadata log as a broker does: from a voter picked by the node id (a real
+/// broker's `ControllerClient` picks one at random), staying with the one that answers. `apply` gets each frame body and says what to ask next (the parts of an image come
 /// from the voter that sent its first part; any failure starts over from `offset()`).
 async fn follow_loop(
     voters: Vec<String>,
@@ -438,7 +439,7 @@ async fn follow_loop(
     mut apply: impl FnMut(&[u8]) -> Result<Step, String>,
     alive: impl Fn() -> bool,
 ) {
-    let mut idx = 0usize;
+    let mut idx = usize::try_from(node).unwrap_or(0);
     let mut conn: Option<TcpStream> = None;
     let mut part: Option<(i64, u32)> = None;
     while alive() {
@@ -653,8 +654,8 @@ async fn heartbeat_loop(sim: Arc<Sim>, events: Arc<Events>, gen: u64) {
 struct Observer {
     image: ClusterImage,
     offset: i64,
-    /// Records of the image being fetched part by part.
-    parts: Vec<MetadataRecord>,
+    /// The image being fetched part by part.
+    parts: ClusterImage,
 }
 
 fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observer>> {
@@ -680,18 +681,20 @@ fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observe
                     Reply::Metadata(chunk) => chunk,
                     Reply::ImagePart(Some(p)) => {
                         if p.part == 0 {
-                            g.parts.clear();
+                            g.parts = ClusterImage::default();
                         }
-                        g.parts.extend(p.records);
+                        for r in &p.records {
+                            g.parts.apply(r);
+                        }
                         if p.part + 1 < p.parts {
                             return Ok(Step::Part {
                                 offset: p.offset,
                                 part: p.part + 1,
                             });
                         }
-                        MetadataChunk::Snapshot {
+                        MetadataChunk::Image {
                             offset: p.offset,
-                            records: std::mem::take(&mut g.parts),
+                            image: Box::new(std::mem::take(&mut g.parts)),
                         }
                     }
                     _ => return Err("unexpected reply".into()),
@@ -715,8 +718,8 @@ fn start_observer(voters: Vec<String>, events: Arc<Events>) -> Arc<Mutex<Observe
                         }
                         g.offset = base + records.len() as i64;
                     }
-                    MetadataChunk::Snapshot { offset, records } => {
-                        g.image = ClusterImage::from_records(&records);
+                    MetadataChunk::Image { offset, image } => {
+                        g.image = *image;
                         g.offset = offset;
                     }
                 }

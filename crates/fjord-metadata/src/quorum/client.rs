@@ -22,6 +22,7 @@ use super::service::{Committed, QuorumStatus, SubmitError};
 use super::RaftNodeId;
 use crate::record::NodeId;
 use crate::rpc::ControllerRequest;
+use crate::{ClusterImage, MetadataRecord};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -48,7 +49,7 @@ struct ClientInner {
     voters: BTreeMap<RaftNodeId, String>,
     /// The active controller as last seen.
     controller: AtomicU64,
-    /// The voter that last answered a metadata fetch.
+    /// The voter that last answered a metadata fetch (at first, one picked at random).
     answered: AtomicU64,
     idle: Mutex<HashMap<RaftNodeId, Vec<TcpStream>>>,
 }
@@ -64,12 +65,16 @@ enum Answer<T> {
 
 impl ControllerClient {
     /// A client of the quorum of `voters` (node id → `host:port` of its controller listener).
+    /// Its metadata fetches start at a voter picked at random, so that the brokers of a
+    /// cluster spread their fetches (and the encoding of every record they fetch) over the
+    /// controllers rather than all asking the first one.
     pub fn new(voters: BTreeMap<RaftNodeId, String>) -> ControllerClient {
+        let first = random_voter(&voters);
         ControllerClient {
             inner: Arc::new(ClientInner {
                 voters,
                 controller: AtomicU64::new(NONE),
-                answered: AtomicU64::new(NONE),
+                answered: AtomicU64::new(first),
                 idle: Mutex::new(HashMap::new()),
             }),
         }
@@ -163,19 +168,21 @@ impl ControllerClient {
         Err(SubmitError::Unavailable(last))
     }
 
-    /// The rest of the image whose first part is `first`, from voter `id`.
+    /// The image whose first part is `first`, with the other parts from voter `id`, each
+    /// applied as it arrives (the whole image as records is never held at once).
     async fn image_parts(&self, id: RaftNodeId, first: ImagePart) -> io::Result<MetadataChunk> {
         let ImagePart {
             offset,
             parts,
-            mut records,
+            records,
             ..
         } = first;
+        let mut image = apply_part(Box::default(), records).await;
         for part in 1..parts {
             let req = Request::FetchImagePart { offset, part };
             match self.call(id, &req, FETCH_MARGIN).await? {
                 Reply::ImagePart(Some(p)) if p.offset == offset && p.part == part => {
-                    records.extend(p.records)
+                    image = apply_part(image, p.records).await;
                 }
                 Reply::ImagePart(None) => {
                     return Err(io::Error::other(format!(
@@ -190,7 +197,7 @@ impl ControllerClient {
                 }
             }
         }
-        Ok(MetadataChunk::Snapshot { offset, records })
+        Ok(MetadataChunk::Image { offset, image })
     }
 
     /// The status as the active controller reports it.
@@ -376,6 +383,32 @@ fn closed(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
     )
+}
+
+/// `image` with `records` applied, on a blocking thread (a part is tens of thousands of
+/// records).
+async fn apply_part(image: Box<ClusterImage>, records: Vec<MetadataRecord>) -> Box<ClusterImage> {
+    tokio::task::spawn_blocking(move || {
+        let mut image = image;
+        for r in &records {
+            image.apply(r);
+        }
+        image
+    })
+    .await
+    .expect("applying metadata records does not panic")
+}
+
+/// One of `voters` at random (`NONE` for none): the standard library's randomly keyed hasher is
+/// randomness enough to spread clients.
+fn random_voter(voters: &BTreeMap<RaftNodeId, String>) -> u64 {
+    use std::hash::BuildHasher;
+    if voters.is_empty() {
+        return NONE;
+    }
+    let r = std::collections::hash_map::RandomState::new().hash_one(voters.len());
+    let i = usize::try_from(r % voters.len() as u64).unwrap_or(0);
+    voters.keys().nth(i).copied().unwrap_or(NONE)
 }
 
 fn reply_name(reply: &Reply) -> &'static str {

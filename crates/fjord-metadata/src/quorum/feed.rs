@@ -3,7 +3,7 @@
 //!
 //! The state machine keeps the most recent applied records in a [`RecordWindow`] and signals each
 //! new metadata offset on a `watch` channel. [`MetadataFeed::fetch`] answers from the window, or
-//! with the whole image as records ([`MetadataChunk::Snapshot`]) when the reader is further behind
+//! with the whole image ([`MetadataChunk::Image`]) when the reader is further behind
 //! than the window reaches, as Kafka's brokers load a metadata snapshot before following the log.
 //!
 //! The image as records is built once and shared ([`ImageRecords`]) by every reader that falls
@@ -46,11 +46,13 @@ pub enum MetadataChunk {
         base: i64,
         records: Vec<MetadataRecord>,
     },
-    /// The caller is behind the retained window: replace the image with these records
-    /// ([`ClusterImage::to_records`] of the current image); the next offset is `offset`.
-    Snapshot {
+    /// The caller is behind the retained window: replace its image with this one; the next
+    /// offset is `offset`. Never on the wire: a remote reader gets the image as records in
+    /// parts ([`ImagePart`]) and builds it as they arrive.
+    #[serde(skip)]
+    Image {
         offset: i64,
-        records: Vec<MetadataRecord>,
+        image: Box<ClusterImage>,
     },
 }
 
@@ -59,7 +61,7 @@ impl MetadataChunk {
     pub fn next_offset(&self) -> i64 {
         match self {
             MetadataChunk::Records { base, records } => base + records.len() as i64,
-            MetadataChunk::Snapshot { offset, .. } => *offset,
+            MetadataChunk::Image { offset, .. } => *offset,
         }
     }
 }
@@ -242,10 +244,19 @@ impl MetadataFeed {
     pub async fn fetch(&self, from: i64, max_wait: Duration) -> MetadataChunk {
         match self.fetch_shared(from, max_wait).await {
             FeedChunk::Records { base, records } => MetadataChunk::Records { base, records },
-            FeedChunk::Image(image) => MetadataChunk::Snapshot {
-                offset: image.offset,
-                records: image.records.clone(),
-            },
+            FeedChunk::Image(shared) => {
+                let offset = shared.offset;
+                // Half a second of CPU at a million replicas: off the async workers.
+                let image = tokio::task::spawn_blocking(move || {
+                    ClusterImage::from_records(&shared.records)
+                })
+                .await
+                .expect("building an image from records does not panic");
+                MetadataChunk::Image {
+                    offset,
+                    image: Box::new(image),
+                }
+            }
         }
     }
 
@@ -397,11 +408,11 @@ mod tests {
                 records: vec![record(3), record(4), record(5)]
             }
         );
-        let MetadataChunk::Snapshot { offset, records } = feed.fetch(1, none).await else {
-            panic!("expected a snapshot")
+        let MetadataChunk::Image { offset, image } = feed.fetch(1, none).await else {
+            panic!("expected the image")
         };
         assert_eq!(offset, 6);
-        assert_eq!(&ClusterImage::from_records(&records), &feed.image().0);
+        assert_eq!(*image, feed.image().0);
         for from in [6, 9] {
             assert_eq!(
                 feed.fetch(from, Duration::from_millis(20)).await,

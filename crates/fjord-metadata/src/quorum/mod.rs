@@ -14,7 +14,7 @@
 //! - [`QuorumNode`]: one controller: its Raft instance, its state machine and its RPC server.
 //! - [`feed`]: [`MetadataFeed`], a reader of the applied records: the state machine keeps the
 //!   most recent ones in a window and signals each new offset; a reader behind the window gets
-//!   the image as records ([`MetadataChunk::Snapshot`]).
+//!   the image ([`MetadataChunk::Image`]; over TCP as records, in parts).
 //! - [`service`]: [`ControllerService`], the controller runtime on a [`QuorumNode`]: the Raft
 //!   leader, once it has applied its log, builds the active [`crate::Controller`] from the
 //!   image, decides requests one at a time (records written as one batch, reply once
