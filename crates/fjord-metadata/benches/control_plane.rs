@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use fjord_metadata::{
-    ClusterImage, Controller, ControllerConfig, ControllerRequest, MetadataRecord, NodeId, Uuid,
+    ClusterImage, Controller, ControllerConfig, ControllerReply, ControllerRequest, MetadataRecord,
+    NodeId, Uuid,
 };
 
 /// Counts the bytes allocated (and those live) so each operation's allocations can be shown.
@@ -169,6 +170,29 @@ fn create_topics(c: &mut Controller, replicas: u64) -> Vec<MetadataRecord> {
     records
 }
 
+/// A `validate_only` CreateTopic of `PER_TOPIC` partitions: placement checked, nothing changed.
+trait ValidateOnly {
+    fn clone_free_validate(&mut self) -> ControllerReply;
+}
+
+impl ValidateOnly for Controller {
+    fn clone_free_validate(&mut self) -> ControllerReply {
+        self.handle(
+            ControllerRequest::CreateTopic {
+                name: "validate-only".into(),
+                topic_id: Uuid::from_u128(u128::MAX),
+                partitions: PER_TOPIC,
+                replication_factor: RF,
+                configs: BTreeMap::new(),
+                validate_only: true,
+            },
+            NOW,
+        )
+        .expect("validate")
+        .response
+    }
+}
+
 /// Fence broker 101 as a controlled shutdown does; the delta.
 fn fence(c: &mut Controller) -> Vec<MetadataRecord> {
     let epoch = c.image().broker(101).expect("broker").broker_epoch;
@@ -207,6 +231,16 @@ fn bench(c: &mut Criterion) {
     });
     within_budget(smoke, "image, memory per replica", a.live, replicas, 256);
     drop(created);
+    let (_, a) = allocations("validate_only CreateTopic of 1,000 partitions", || {
+        full.clone_free_validate()
+    });
+    within_budget(
+        smoke,
+        "validate_only, allocated per replica in the cluster",
+        a.allocated as i64,
+        replicas,
+        8,
+    );
     let led = full.image().partitions_led_by(101).count() as u64;
     let mut fenced = full.clone();
     let (delta, a) = allocations(&format!("fence a broker leading {led} partitions"), || {
@@ -219,7 +253,7 @@ fn bench(c: &mut Criterion) {
         "fence, allocated per partition led",
         a.allocated as i64,
         led,
-        4_096,
+        3_072,
     );
     let mut applied = image.clone();
     let ((), a) = allocations("apply the fence delta to an image", || {
@@ -233,7 +267,7 @@ fn bench(c: &mut Criterion) {
         "apply delta, allocated per partition led",
         a.allocated as i64,
         led,
-        512,
+        256,
     );
     let (snapshot, a) = allocations("image to records (snapshot build)", || image.to_records());
     within_budget(
@@ -241,7 +275,7 @@ fn bench(c: &mut Criterion) {
         "snapshot build, allocated per replica",
         a.allocated as i64,
         replicas,
-        384,
+        320,
     );
     let (json, _) = allocations("records to JSON (snapshot encode)", || {
         serde_json::to_vec(&snapshot).map_or(0, |v| v.len())

@@ -622,11 +622,43 @@ impl Controller {
         topic_id: Uuid,
         manual: Option<Vec<Vec<NodeId>>>,
     ) -> Result<ControllerResult<CreatedTopic>, ControllerError> {
+        let assignments = self.plan_topic(&req, topic_id, manual)?;
+        let partitions = assignments.len() as u32;
+        let mut records = Vec::with_capacity(assignments.len() + 1);
+        self.emit(
+            &mut records,
+            MetadataRecord::Topic {
+                name: req.name,
+                id: topic_id,
+                partitions,
+                configs: req.configs,
+            },
+        );
+        for (p, replicas) in assignments.iter().enumerate() {
+            self.emit_new_partition(&mut records, topic_id, p as u32, replicas.clone());
+        }
+        Ok(ControllerResult {
+            records,
+            response: CreatedTopic {
+                topic_id,
+                assignments,
+            },
+        })
+    }
+
+    /// Check a new topic and place its partitions, changing nothing: what `validate_only`
+    /// answers (no clone of the controller, which at a million replicas is hundreds of MiB).
+    pub(crate) fn plan_topic(
+        &self,
+        req: &CreateTopic,
+        topic_id: Uuid,
+        manual: Option<Vec<Vec<NodeId>>>,
+    ) -> Result<Vec<Vec<NodeId>>, ControllerError> {
         if let Some(why) = invalid_topic_name(&req.name) {
             return Err(ControllerError::InvalidTopic(why));
         }
         if self.image.topic(&req.name).is_some() {
-            return Err(ControllerError::TopicAlreadyExists(req.name));
+            return Err(ControllerError::TopicAlreadyExists(req.name.clone()));
         }
         if self.image.topic_by_id(&topic_id).is_some() {
             return Err(ControllerError::InvalidRequest(format!(
@@ -652,27 +684,7 @@ impl Controller {
                 )?
             }
         };
-        let partitions = assignments.len() as u32;
-        let mut records = Vec::with_capacity(assignments.len() + 1);
-        self.emit(
-            &mut records,
-            MetadataRecord::Topic {
-                name: req.name,
-                id: topic_id,
-                partitions,
-                configs: req.configs,
-            },
-        );
-        for (p, replicas) in assignments.iter().enumerate() {
-            self.emit_new_partition(&mut records, topic_id, p as u32, replicas.clone());
-        }
-        Ok(ControllerResult {
-            records,
-            response: CreatedTopic {
-                topic_id,
-                assignments,
-            },
-        })
+        Ok(assignments)
     }
 
     fn emit_new_partition(
@@ -713,6 +725,31 @@ impl Controller {
         name: &str,
         total: u32,
     ) -> Result<ControllerResult<Vec<Vec<NodeId>>>, ControllerError> {
+        let (topic_id, current, assignments) = self.plan_partitions(name, total)?;
+        let mut records = Vec::new();
+        self.emit(
+            &mut records,
+            MetadataRecord::PartitionCount {
+                id: topic_id,
+                partitions: total,
+            },
+        );
+        for (i, replicas) in assignments.iter().enumerate() {
+            self.emit_new_partition(&mut records, topic_id, current + i as u32, replicas.clone());
+        }
+        Ok(ControllerResult {
+            records,
+            response: assignments,
+        })
+    }
+
+    /// Check a CreatePartitions and place the new partitions, changing nothing: the topic's
+    /// id, its current count and the new partitions' replicas.
+    pub(crate) fn plan_partitions(
+        &self,
+        name: &str,
+        total: u32,
+    ) -> Result<(Uuid, u32, Vec<Vec<NodeId>>), ControllerError> {
         let topic =
             self.image
                 .topic(name)
@@ -743,21 +780,7 @@ impl Controller {
             total - current,
             rf,
         )?;
-        let mut records = Vec::new();
-        self.emit(
-            &mut records,
-            MetadataRecord::PartitionCount {
-                id: topic_id,
-                partitions: total,
-            },
-        );
-        for (i, replicas) in assignments.iter().enumerate() {
-            self.emit_new_partition(&mut records, topic_id, current + i as u32, replicas.clone());
-        }
-        Ok(ControllerResult {
-            records,
-            response: assignments,
-        })
+        Ok((topic_id, current, assignments))
     }
 
     /// The id of topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.

@@ -296,33 +296,33 @@ impl Controller {
         validate_only: bool,
         now: i64,
     ) -> Result<ControllerResult<ControllerReply>, ControllerError> {
-        let create = |c: &mut Controller| match assignments {
-            Some(a) => c.create_topic_assigned(req, topic_id, a),
-            None => c.create_topic(req, topic_id),
-        };
-        let created = if validate_only {
-            create(&mut self.clone())?
-        } else {
-            create(self)?
+        if validate_only {
+            return Ok(ControllerResult {
+                records: Vec::new(),
+                response: ControllerReply::TopicCreated {
+                    topic_id,
+                    assignments: self.plan_topic(&req, topic_id, assignments)?,
+                },
+            });
+        }
+        let created = match assignments {
+            Some(a) => self.create_topic_assigned(req, topic_id, a)?,
+            None => self.create_topic(req, topic_id)?,
         };
         let mut r = map(created, |c| ControllerReply::TopicCreated {
             topic_id: c.topic_id,
             assignments: c.assignments,
         });
-        if validate_only {
-            r.records.clear();
-        } else {
-            // Its age, for unused-topic detection (`crate::topic_gc`).
-            self.emit_record(
-                &mut r.records,
-                MetadataRecord::TopicActivity {
-                    id: topic_id,
-                    created_ms: Some(now),
-                    last_produce_ms: None,
-                    last_fetch_ms: None,
-                },
-            );
-        }
+        // Its age, for unused-topic detection (`crate::topic_gc`).
+        self.emit_record(
+            &mut r.records,
+            MetadataRecord::TopicActivity {
+                id: topic_id,
+                created_ms: Some(now),
+                last_produce_ms: None,
+                last_fetch_ms: None,
+            },
+        );
         Ok(r)
     }
 
@@ -417,18 +417,17 @@ impl Controller {
                 total,
                 validate_only,
             } => {
-                let created = if validate_only {
-                    self.clone().create_partitions(&name, total)?
-                } else {
-                    self.create_partitions(&name, total)?
-                };
-                let mut r = map(created, |assignments| ControllerReply::PartitionsCreated {
-                    assignments,
-                });
                 if validate_only {
-                    r.records.clear();
+                    let (_, _, assignments) = self.plan_partitions(&name, total)?;
+                    ControllerResult {
+                        records: Vec::new(),
+                        response: ControllerReply::PartitionsCreated { assignments },
+                    }
+                } else {
+                    map(self.create_partitions(&name, total)?, |assignments| {
+                        ControllerReply::PartitionsCreated { assignments }
+                    })
                 }
-                r
             }
             R::AlterTopicConfigs { name, changes } => {
                 map(self.alter_topic_configs(&name, &changes)?, |()| {
