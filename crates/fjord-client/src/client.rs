@@ -220,6 +220,32 @@ impl OffsetSpec {
     }
 }
 
+/// A CreateTopics request for one topic, which the broker answers within `timeout_ms`.
+pub fn create_topics_request(
+    topic: &NewTopic,
+    timeout_ms: i32,
+    validate_only: bool,
+) -> CreateTopicsRequest {
+    CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(&topic.name))
+            .with_num_partitions(topic.partitions)
+            .with_replication_factor(topic.replication_factor)
+            .with_configs(
+                topic
+                    .configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            )])
+        .with_timeout_ms(timeout_ms)
+        .with_validate_only(validate_only)
+}
+
 /// A ListOffsets request as a consumer sends it (replica id -1, no leader epoch) for
 /// `topics` (name, partitions), each partition asked for `spec`.
 pub fn list_offsets_request<'a>(
@@ -792,25 +818,7 @@ impl Client {
         topic: &NewTopic,
         validate_only: bool,
     ) -> Result<CreatedTopic> {
-        let timeout_ms = self.timeout_ms();
-        let request = CreateTopicsRequest::default()
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(topic_name(&topic.name))
-                .with_num_partitions(topic.partitions)
-                .with_replication_factor(topic.replication_factor)
-                .with_configs(
-                    topic
-                        .configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(s(k))
-                                .with_value(Some(s(v)))
-                        })
-                        .collect(),
-                )])
-            .with_timeout_ms(timeout_ms)
-            .with_validate_only(validate_only);
+        let request = create_topics_request(topic, self.timeout_ms(), validate_only);
         let response = self.bootstrap_conn.send(&request).await?;
         let r = response
             .topics
@@ -1042,7 +1050,20 @@ impl Client {
 
     /// Encode `records` as one record batch v2 (offsets 0.., timestamps now unless given).
     pub fn encode_batch(records: &[ProduceRecord], compression: Compression) -> Result<Bytes> {
+        Client::encode_idempotent_batch(records, compression, None)
+    }
+
+    /// [`Client::encode_batch`] for an idempotent producer: `producer` is (producer id, epoch,
+    /// base sequence) as InitProducerId gave them and the partition's next sequence number.
+    pub fn encode_idempotent_batch(
+        records: &[ProduceRecord],
+        compression: Compression,
+        producer: Option<(i64, i16, i32)>,
+    ) -> Result<Bytes> {
         let now = now_ms();
+        // Without a producer the base sequence is -1 (no idempotence).
+        let (producer_id, producer_epoch, base_sequence) =
+            producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1));
         let records: Vec<Record> = records
             .iter()
             .enumerate()
@@ -1051,13 +1072,13 @@ impl Client {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: NO_PRODUCER_ID,
-                producer_epoch: NO_PRODUCER_EPOCH,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                // The encoder starts a new batch when offset - sequence changes; -1 + i keeps
-                // one batch with base sequence -1 (no idempotence).
-                sequence: (i as i32).wrapping_sub(1),
+                // The encoder starts a new batch when offset - sequence changes; base + i
+                // keeps one batch.
+                sequence: base_sequence.wrapping_add(i as i32),
                 timestamp: r.timestamp.unwrap_or(now),
                 key: r.key.clone(),
                 value: r.value.clone(),

@@ -28,11 +28,11 @@ pub mod progress;
 
 pub use batch_template::BatchTemplate;
 pub use client::{
-    client_id_with_az, config_source, list_offsets_request, AlterConfigOp, BrokerInfo, Client,
-    ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry, ConsumedRecord, CreatedTopic,
-    ElectionResult, ElectionType, FetchOptions, ListedOffset, NewTopic, OffsetSpec, PartitionFetch,
-    PartitionMetadata, ProduceOptions, ProduceRecord, ProduceResult, ResourceType, TopicMetadata,
-    CLIENT_ID_AZ_TAG,
+    client_id_with_az, config_source, create_topics_request, list_offsets_request, AlterConfigOp,
+    BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry,
+    ConsumedRecord, CreatedTopic, ElectionResult, ElectionType, FetchOptions, ListedOffset,
+    NewTopic, OffsetSpec, PartitionFetch, PartitionMetadata, ProduceOptions, ProduceRecord,
+    ProduceResult, ResourceType, TopicMetadata, CLIENT_ID_AZ_TAG,
 };
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{error_name, Error, Result};
