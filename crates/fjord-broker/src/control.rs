@@ -30,8 +30,48 @@ use parking_lot::Mutex;
 
 use crate::broker::{Broker, Publish, TopicError};
 
-/// How long a forwarded admin request may take before the client gets REQUEST_TIMED_OUT.
+/// The longest a change sent to the controller may take, decided *and* applied on this broker,
+/// before its client gets REQUEST_TIMED_OUT; a request's own `timeout_ms` may make it shorter
+/// ([`Deadline`]).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// When a change sent to the controller must be answered: one instant for the whole request
+/// (every topic of a CreateTopics, the controller's decision and this broker's catching up to
+/// it), so the client gets its result or a retriable error (REQUEST_TIMED_OUT) before its own
+/// request timeout, never silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(tokio::time::Instant);
+
+impl Deadline {
+    /// [`FORWARD_TIMEOUT`] from now: requests without a timeout of their own (AlterConfigs,
+    /// the broker's own changes).
+    pub fn standard() -> Deadline {
+        Deadline(tokio::time::Instant::now() + FORWARD_TIMEOUT)
+    }
+
+    /// For a request with `timeout_ms`: 90% of it, at most [`FORWARD_TIMEOUT`]; a timeout that
+    /// is not positive means the standard one. The 10% keeps the answer ahead of clients whose
+    /// own request timeout is the same number (kafka-python, the fjord CLI).
+    pub fn from_timeout_ms(timeout_ms: i32) -> Deadline {
+        match u64::try_from(timeout_ms) {
+            Ok(ms) if ms > 0 => Deadline(
+                tokio::time::Instant::now()
+                    + Duration::from_millis(ms - ms / 10).min(FORWARD_TIMEOUT),
+            ),
+            _ => Deadline::standard(),
+        }
+    }
+
+    /// What is left of it (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    pub fn instant(&self) -> tokio::time::Instant {
+        self.0
+    }
+}
 
 /// The single node's controller and its log.
 pub struct Local {
@@ -276,6 +316,32 @@ pub fn submit_local_blocking(
     publish_settled(b, local);
     durable.map_err(storage_error)?;
     Ok(reply)
+}
+
+/// A change sent to the controller ended in `e` after `elapsed`: a retriable error (the
+/// deadline passed, no controller, a failed metadata write) is logged at WARN and counted in
+/// `fjord_controller_requests_failed_total`; a refusal (TOPIC_ALREADY_EXISTS, ...) is the
+/// controller's answer and is neither.
+pub fn note_unanswered(b: &Broker, kind: &str, e: &TopicError, elapsed: Duration) {
+    let error = match e.code {
+        ErrorCode::RequestTimedOut => "REQUEST_TIMED_OUT",
+        ErrorCode::NotController => "NOT_CONTROLLER",
+        ErrorCode::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+        _ => return,
+    };
+    b.metrics
+        .controller_requests_failed
+        .with_label_values(&[kind, error])
+        .inc();
+    let controller = b.controller_id();
+    tracing::warn!(
+        request = kind,
+        error,
+        elapsed_ms = elapsed.as_millis() as u64,
+        active_controller = controller,
+        reason = %e.message,
+        "a change sent to the controller got no result in time; the client gets a retriable error"
+    );
 }
 
 /// A control-plane failure as the error a Kafka client gets.

@@ -967,7 +967,14 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::
     cfg.insert("segment.bytes".to_string(), (100 << 20).to_string());
     let partitions = broker.config.group.offsets_partitions;
     match broker
-        .create_topic(OFFSETS_TOPIC, partitions, rf, cfg, false)
+        .create_topic(
+            OFFSETS_TOPIC,
+            partitions,
+            rf,
+            cfg,
+            false,
+            crate::control::Deadline::standard(),
+        )
         .await
     {
         Ok((_, _, Some(t))) => Ok(t),

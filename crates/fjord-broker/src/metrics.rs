@@ -80,6 +80,11 @@ pub struct Metrics {
     pub isr_proposals: IntCounterVec,
     /// acks=all produces that timed out waiting for the ISR.
     pub acks_all_timeouts: IntCounter,
+    /// Changes sent to the controller (forwarded admin requests and the broker's own) that
+    /// ended in a retriable error instead of a result, by `request` and `error`
+    /// (`REQUEST_TIMED_OUT`: not decided and applied here by the request's deadline;
+    /// `NOT_CONTROLLER`; `KAFKA_STORAGE_ERROR` on a single node).
+    pub controller_requests_failed: IntCounterVec,
     /// Leader elections of a replica that was not in the ISR, seen in the metadata log.
     pub unclean_elections: IntCounter,
     /// Unreadable data found when reading back from disk and skipped, by `source`:
@@ -330,6 +335,14 @@ impl Metrics {
             "acks=all produces that timed out waiting for the in-sync replicas",
         )
         .expect("metric");
+        let controller_requests_failed = IntCounterVec::new(
+            Opts::new(
+                "controller_requests_failed_total",
+                "Changes sent to the controller answered with a retriable error instead of a result (the request's deadline passed, no active controller), by request and error",
+            ),
+            &["request", "error"],
+        )
+        .expect("metric");
         let unclean_elections = IntCounter::new(
             "unclean_leader_elections_total",
             "Partition leaders elected from outside the ISR, as seen in the metadata log",
@@ -412,6 +425,7 @@ impl Metrics {
             Box::new(preferred_replica_redirects.clone()),
             Box::new(isr_proposals.clone()),
             Box::new(acks_all_timeouts.clone()),
+            Box::new(controller_requests_failed.clone()),
             Box::new(broker_fencing.clone()),
             Box::new(isr_changes.clone()),
             Box::new(controller_active.clone()),
@@ -487,6 +501,7 @@ impl Metrics {
             preferred_replica_redirects,
             isr_proposals,
             acks_all_timeouts,
+            controller_requests_failed,
             unclean_elections,
             corrupt_data_skipped,
             recovery_truncated_bytes,

@@ -147,6 +147,35 @@ pub enum ControllerRequest {
     },
 }
 
+impl ControllerRequest {
+    /// The request's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        use ControllerRequest as R;
+        match self {
+            R::RegisterBroker { .. } => "RegisterBroker",
+            R::Heartbeat { .. } => "Heartbeat",
+            R::CreateTopic { .. } => "CreateTopic",
+            R::CreateTopicAssigned { .. } => "CreateTopicAssigned",
+            R::DeleteTopic { .. } => "DeleteTopic",
+            R::CreatePartitions { .. } => "CreatePartitions",
+            R::AlterTopicConfigs { .. } => "AlterTopicConfigs",
+            R::AlterBrokerConfigs { .. } => "AlterBrokerConfigs",
+            R::AllocateProducerIds { .. } => "AllocateProducerIds",
+            R::AlterPartition { .. } => "AlterPartition",
+            R::AlterPartitions { .. } => "AlterPartitions",
+            R::Cordon { .. } => "Cordon",
+            R::UnregisterBroker { .. } => "UnregisterBroker",
+            R::Maintenance { .. } => "Maintenance",
+            R::ElectPreferredLeaders => "ElectPreferredLeaders",
+            R::ElectLeaders { .. } => "ElectLeaders",
+            R::AlterPartitionReassignments { .. } => "AlterPartitionReassignments",
+            R::ListPartitionReassignments { .. } => "ListPartitionReassignments",
+            R::TopicActivity { .. } => "TopicActivity",
+            R::TopicGc { .. } => "TopicGc",
+        }
+    }
+}
+
 /// The outcome of one partition of [`ControllerRequest::AlterPartitionReassignments`]: 0, or
 /// the Kafka error code and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +331,24 @@ impl Controller {
                 response: ControllerReply::TopicCreated {
                     topic_id,
                     assignments: self.plan_topic(&req, topic_id, assignments)?,
+                },
+            });
+        }
+        // The same request again (the broker's controller client resends one whose outcome it
+        // did not learn: a leadership change, a lost connection): the topic it created, not
+        // TOPIC_ALREADY_EXISTS. Each CreateTopics gets a new id from the broker, so only a
+        // resend can match.
+        if let Some(t) = self.image().topic(&req.name).filter(|t| t.id == topic_id) {
+            let assignments = self
+                .image()
+                .partitions(&t.id)
+                .map(|(_, p)| p.replicas.clone())
+                .collect();
+            return Ok(ControllerResult {
+                records: Vec::new(),
+                response: ControllerReply::TopicCreated {
+                    topic_id,
+                    assignments,
                 },
             });
         }
@@ -816,6 +863,33 @@ mod tests {
             let e = set(&mut c, Some(1), key, Some(value)).unwrap_err();
             assert_eq!(e.code(), 40, "{key}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn a_resent_create_topic_answers_the_topic_it_created() {
+        let mut c = Controller::new(ControllerConfig::default());
+        for n in 1..=3 {
+            register(&mut c, n, 0);
+        }
+        let create = |id: Uuid| ControllerRequest::CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: 2,
+            replication_factor: 3,
+            configs: BTreeMap::new(),
+            validate_only: false,
+        };
+        let id = Uuid::new_v4();
+        let first = c.handle(create(id), 0).unwrap();
+        assert!(!first.records.is_empty());
+        let offset = c.next_offset();
+        // The broker's client resends a request whose outcome it did not learn.
+        let again = c.handle(create(id), 0).unwrap();
+        assert!(again.records.is_empty(), "nothing written twice");
+        assert_eq!(again.response, first.response);
+        assert_eq!(c.next_offset(), offset);
+        // Another CreateTopics of the same name (a new id) is refused as before.
+        assert_eq!(c.handle(create(Uuid::new_v4()), 0).unwrap_err().code(), 36);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use fjord_storage::LogConfig;
 use uuid::Uuid;
 
 use super::{Broker, Topic, TopicError};
-use crate::control::{submit_error, ControlPlane, FORWARD_TIMEOUT};
+use crate::control::{submit_error, ControlPlane, Deadline};
 
 impl Broker {
     pub(super) fn submit_local(&self, req: ControllerRequest) -> anyhow::Result<ControllerReply> {
@@ -23,42 +23,65 @@ impl Broker {
             .map_err(|e| anyhow::anyhow!(e.message))
     }
 
-    /// Ask the controller for a change and return once this broker has applied it.
-    /// [`Broker::submit`] bounded by a request's `timeout_ms` (none when it is not positive):
-    /// REQUEST_TIMED_OUT saying that `what` was not decided in time.
+    /// Ask the controller for a change and return once this broker has applied it, within
+    /// [`Deadline::standard`].
+    pub async fn submit(&self, req: ControllerRequest) -> Result<ControllerReply, TopicError> {
+        self.submit_until(req, Deadline::standard()).await
+    }
+
+    /// [`Broker::submit`] for a request with `timeout_ms` ([`Deadline::from_timeout_ms`]).
     pub async fn submit_within(
         &self,
         req: ControllerRequest,
         timeout_ms: i32,
-        what: &str,
     ) -> Result<ControllerReply, TopicError> {
-        match u64::try_from(timeout_ms) {
-            Ok(ms) if ms > 0 => tokio::time::timeout(Duration::from_millis(ms), self.submit(req))
+        self.submit_until(req, Deadline::from_timeout_ms(timeout_ms))
+            .await
+    }
+
+    /// Ask the controller for a change and return once this broker has applied it, or, by
+    /// `deadline`, REQUEST_TIMED_OUT: the time covers reaching the active controller (hints,
+    /// elections), its decision and commit, and this broker applying the result, so a
+    /// leadership change or a controller that stops answering costs the client a retriable
+    /// error, never its own timeout. A change whose outcome is unknown may still be committed
+    /// (Kafka's at-least-once semantics for controller requests).
+    pub async fn submit_until(
+        &self,
+        req: ControllerRequest,
+        deadline: Deadline,
+    ) -> Result<ControllerReply, TopicError> {
+        let kind = req.kind();
+        let started = tokio::time::Instant::now();
+        let result = match &self.control {
+            ControlPlane::Local(local) => {
+                match tokio::time::timeout_at(
+                    deadline.instant(),
+                    crate::control::submit_local(self, local, req),
+                )
                 .await
-                .unwrap_or_else(|_| {
-                    Err(TopicError::new(
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(TopicError::new(
                         ErrorCode::RequestTimedOut,
-                        format!("{what} was not decided within {ms} ms"),
-                    ))
-                }),
-            _ => self.submit(req).await,
-        }
-    }
-
-    pub async fn submit(&self, req: ControllerRequest) -> Result<ControllerReply, TopicError> {
-        match &self.control {
-            ControlPlane::Local(local) => crate::control::submit_local(self, local, req).await,
-            ControlPlane::Quorum { client, .. } => {
-                let committed = client
-                    .submit(req, FORWARD_TIMEOUT)
-                    .await
-                    .map_err(submit_error)?;
-                self.wait_applied(committed.offset, FORWARD_TIMEOUT).await?;
-                Ok(committed.reply)
+                        format!("{kind} was not made durable within {:?}", started.elapsed()),
+                    )),
+                }
             }
+            ControlPlane::Quorum { client, .. } => {
+                match client.submit(req, deadline.remaining()).await {
+                    Ok(committed) => self
+                        .wait_applied(committed.offset, deadline.remaining())
+                        .await
+                        .map(|()| committed.reply),
+                    Err(e) => Err(submit_error(e)),
+                }
+            }
+        };
+        if let Err(e) = &result {
+            crate::control::note_unanswered(self, kind, e, started.elapsed());
         }
+        result
     }
-
     /// Wait until this broker has applied the metadata log up to `offset` (exclusive).
     pub async fn wait_applied(&self, offset: i64, timeout: Duration) -> Result<(), TopicError> {
         let mut rx = self.applied.subscribe();
@@ -85,6 +108,7 @@ impl Broker {
         replication_factor: i16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
         self.check_new_topic(name)?;
         let partitions = if num_partitions == -1 {
@@ -118,8 +142,15 @@ impl Broker {
             configs,
             validate_only,
         };
-        self.submit_create_topic(name, partitions as u32, rf as u16, request, validate_only)
-            .await
+        self.submit_create_topic(
+            name,
+            partitions as u32,
+            rf as u16,
+            request,
+            validate_only,
+            deadline,
+        )
+        .await
     }
 
     /// Create a topic with the replicas of each partition given (partition `i` is
@@ -130,6 +161,7 @@ impl Broker {
         assignments: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
         self.check_new_topic(name)?;
         self.check_topic_configs(&configs)?;
@@ -142,7 +174,7 @@ impl Broker {
             configs,
             validate_only,
         };
-        self.submit_create_topic(name, partitions, rf, request, validate_only)
+        self.submit_create_topic(name, partitions, rf, request, validate_only, deadline)
             .await
     }
 
@@ -174,8 +206,9 @@ impl Broker {
         rf: u16,
         request: ControllerRequest,
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(u32, u16, Option<Arc<Topic>>), TopicError> {
-        self.submit(request).await?;
+        self.submit_until(request, deadline).await?;
         if validate_only {
             return Ok((partitions, rf, None));
         }
@@ -190,6 +223,7 @@ impl Broker {
         name: &str,
         count: i32,
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(), TopicError> {
         let topic = self.existing_topic(name)?;
         let current = topic.partitions.len() as i32;
@@ -199,11 +233,14 @@ impl Broker {
                 format!("Topic currently has {current} partitions, which is higher than or equal to the requested {count}."),
             ));
         }
-        self.submit(ControllerRequest::CreatePartitions {
-            name: name.to_string(),
-            total: count as u32,
-            validate_only,
-        })
+        self.submit_until(
+            ControllerRequest::CreatePartitions {
+                name: name.to_string(),
+                total: count as u32,
+                validate_only,
+            },
+            deadline,
+        )
         .await?;
         if !validate_only {
             tracing::info!(topic = name, from = current, to = count, "partitions added");
@@ -279,7 +316,7 @@ impl Broker {
     /// Delete a topic. Every broker moves its directories aside and removes them in the
     /// background when it applies the deletion; a topic recreated with the same name gets a new
     /// id and fresh directories.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+    pub async fn delete_topic(&self, name: &str, deadline: Deadline) -> Result<(), TopicError> {
         if !self.config.delete_topic_enable {
             return Err(TopicError::new(
                 ErrorCode::TopicDeletionDisabled,
@@ -287,9 +324,12 @@ impl Broker {
             ));
         }
         self.existing_topic(name)?;
-        self.submit(ControllerRequest::DeleteTopic {
-            name: name.to_string(),
-        })
+        self.submit_until(
+            ControllerRequest::DeleteTopic {
+                name: name.to_string(),
+            },
+            deadline,
+        )
         .await?;
         Ok(())
     }
@@ -305,7 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         let (_, _, t) = b
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .create_topic("t", 2, 1, BTreeMap::new(), false, Deadline::standard())
             .await
             .unwrap();
         let t = t.unwrap();
@@ -314,30 +354,45 @@ mod tests {
             .iter()
             .all(|p| p.is_leader() && p.leader_epoch() == 0));
         let e = b
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .create_topic("t", 2, 1, BTreeMap::new(), false, Deadline::standard())
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TopicAlreadyExists);
         let code = |r: Result<(u32, u16, Option<Arc<Topic>>), TopicError>| r.unwrap_err().code;
         assert_eq!(
             code(
-                b.create_topic("bad/name", 1, 1, BTreeMap::new(), false)
-                    .await
+                b.create_topic(
+                    "bad/name",
+                    1,
+                    1,
+                    BTreeMap::new(),
+                    false,
+                    Deadline::standard()
+                )
+                .await
             ),
             ErrorCode::InvalidTopicException
         );
         assert_eq!(
-            code(b.create_topic("x", 1, 3, BTreeMap::new(), false).await),
+            code(
+                b.create_topic("x", 1, 3, BTreeMap::new(), false, Deadline::standard())
+                    .await
+            ),
             ErrorCode::InvalidReplicationFactor
         );
         // Validation only: nothing is created.
-        b.create_topic("v", 4, 1, BTreeMap::new(), true)
+        b.create_topic("v", 4, 1, BTreeMap::new(), true, Deadline::standard())
             .await
             .unwrap();
         assert!(b.topic("v").is_none());
-        b.create_partitions("t", 3, false).await.unwrap();
+        b.create_partitions("t", 3, false, Deadline::standard())
+            .await
+            .unwrap();
         assert_eq!(
-            b.create_partitions("t", 2, false).await.unwrap_err().code,
+            b.create_partitions("t", 2, false, Deadline::standard())
+                .await
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidPartitions
         );
         b.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
@@ -363,10 +418,10 @@ mod tests {
         assert_eq!(t.partitions.len(), 3);
         assert!(t.partitions.iter().all(|p| p.has_log() && p.is_leader()));
         assert_eq!(t.config.retention_ms, 1000);
-        b.delete_topic("t").await.unwrap();
+        b.delete_topic("t", Deadline::standard()).await.unwrap();
         assert!(b.topic("t").is_none());
         let (_, _, t2) = b
-            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .create_topic("t", 1, 1, BTreeMap::new(), false, Deadline::standard())
             .await
             .unwrap();
         let t2 = t2.unwrap();

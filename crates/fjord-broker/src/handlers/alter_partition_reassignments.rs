@@ -55,9 +55,7 @@ pub async fn handle(
         partitions: asked,
         allow_replication_factor_change: allow_rf_change,
     };
-    let submitted = b
-        .submit_within(request, req.timeout_ms, "the reassignment")
-        .await;
+    let submitted = b.submit_within(request, req.timeout_ms).await;
     let decided = match submitted {
         Ok(ControllerReply::ReassignmentResults { results }) => results,
         Ok(other) => {

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::{sb, Ctx};
 use crate::broker::Broker;
+use crate::control::Deadline;
 
 pub async fn handle(
     b: &Arc<Broker>,
@@ -15,6 +16,7 @@ pub async fn handle(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let node = b.node_id();
+    let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -30,7 +32,7 @@ pub async fn handle(
                 ))))
         } else {
             match b
-                .create_partitions(&t.name, t.count, req.validate_only)
+                .create_partitions(&t.name, t.count, req.validate_only, deadline)
                 .await
             {
                 Ok(()) => r,

@@ -14,12 +14,15 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::{sb, Ctx};
 use crate::broker::{Broker, TopicError};
 use crate::config_view;
+use crate::control::Deadline;
 
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    // One deadline for every topic of the request: the client waits for all of them.
+    let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut seen = std::collections::HashSet::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let result = create_one(b, ctx, t, req.validate_only, &mut seen).await;
+        let result = create_one(b, ctx, t, req.validate_only, deadline, &mut seen).await;
         topics.push(result);
     }
     CreateTopicsResponse::default().with_topics(topics)
@@ -30,6 +33,7 @@ async fn create_one(
     ctx: &Ctx,
     t: kafka_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
+    deadline: Deadline,
     seen: &mut std::collections::HashSet<String>,
 ) -> CreatableTopicResult {
     {
@@ -122,7 +126,7 @@ async fn create_one(
         };
         let outcome = match assignments {
             Some(a) => {
-                b.create_topic_assigned(&name, a, configs, validate_only)
+                b.create_topic_assigned(&name, a, configs, validate_only, deadline)
                     .await
             }
             None => {
@@ -132,6 +136,7 @@ async fn create_one(
                     t.replication_factor,
                     configs,
                     validate_only,
+                    deadline,
                 )
                 .await
             }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{sb, Ctx};
 use crate::broker::Broker;
+use crate::control::Deadline;
 
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if ctx.version >= 6 {
@@ -22,6 +23,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Del
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
+    let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let topic = match &name {
@@ -43,7 +45,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Del
         let r = r
             .with_name(Some(TopicName(sb(topic.name.to_string()))))
             .with_topic_id(topic.id);
-        responses.push(match b.delete_topic(&topic.name).await {
+        responses.push(match b.delete_topic(&topic.name, deadline).await {
             Ok(()) => r,
             Err(e) => r
                 .with_error_code(e.code.code())

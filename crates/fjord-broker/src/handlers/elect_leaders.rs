@@ -52,9 +52,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ElectLeadersRequest) -> Ele
         election_type: election_type as u8,
         partitions: ask.clone(),
     };
-    let submitted = b
-        .submit_within(request, req.timeout_ms, "the election")
-        .await;
+    let submitted = b.submit_within(request, req.timeout_ms).await;
     let mut decided: BTreeMap<(Uuid, u32), i16> = BTreeMap::new();
     let mut failure = None;
     match submitted {
@@ -149,6 +147,8 @@ fn result(partition: i32, code: i16, message: Option<String>) -> PartitionResult
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::control::Deadline;
+
     use kafka_protocol::messages::{
         elect_leaders_request, ApiKey, RequestHeader, RequestKind, ResponseKind,
     };
@@ -206,7 +206,7 @@ mod tests {
         let mut props = BTreeMap::new();
         props.insert("log.dirs".to_string(), dir.path().display().to_string());
         let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
-        b.create_topic("t", 2, 1, BTreeMap::new(), false)
+        b.create_topic("t", 2, 1, BTreeMap::new(), false, Deadline::standard())
             .await
             .unwrap();
         for version in 0..=2 {

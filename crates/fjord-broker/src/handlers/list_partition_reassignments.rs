@@ -36,9 +36,7 @@ pub async fn handle(
             .collect()
     });
     let request = ControllerRequest::ListPartitionReassignments { topics };
-    let submitted = b
-        .submit_within(request, req.timeout_ms, "the listing")
-        .await;
+    let submitted = b.submit_within(request, req.timeout_ms).await;
     let ongoing = match submitted {
         Ok(ControllerReply::Reassignments { ongoing }) => ongoing,
         Ok(other) => {

@@ -64,7 +64,17 @@ async fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataRes
         return describe(&t);
     }
     let error = if auto_create {
-        match b.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+        match b
+            .create_topic(
+                name,
+                -1,
+                -1,
+                BTreeMap::new(),
+                false,
+                crate::control::Deadline::standard(),
+            )
+            .await
+        {
             Ok((_, _, Some(t))) => {
                 tracing::info!(topic = %&**name, "topic auto-created by a Metadata request");
                 return describe(&t);

@@ -163,6 +163,8 @@ pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
 mod version_tests {
     use std::collections::BTreeMap;
 
+    use crate::control::Deadline;
+
     use bytes::BytesMut;
     use kafka_protocol::messages::*;
     use kafka_protocol::records::{
@@ -587,7 +589,7 @@ mod version_tests {
             "0".to_string(),
         );
         let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
-        b.create_topic("t", 1, 1, BTreeMap::new(), false)
+        b.create_topic("t", 1, 1, BTreeMap::new(), false, Deadline::standard())
             .await
             .unwrap();
         b.partition("t", 0)
@@ -603,9 +605,16 @@ mod version_tests {
         // The DeleteTopics requests below delete one topic per version.
         for range in SUPPORTED.iter().filter(|r| r.key == ApiKey::DeleteTopics) {
             for v in range.min..=range.max {
-                b.create_topic(&format!("del{v}"), 1, 1, BTreeMap::new(), false)
-                    .await
-                    .unwrap();
+                b.create_topic(
+                    &format!("del{v}"),
+                    1,
+                    1,
+                    BTreeMap::new(),
+                    false,
+                    Deadline::standard(),
+                )
+                .await
+                .unwrap();
             }
         }
         for range in SUPPORTED {
@@ -646,6 +655,8 @@ mod version_tests {
 mod produce_tests {
     use std::collections::BTreeMap;
 
+    use crate::control::Deadline;
+
     use kafka_protocol::messages::{produce_request, ProduceRequest, RequestHeader, TopicName};
 
     use super::*;
@@ -676,6 +687,7 @@ mod produce_tests {
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
             .block_on(f)
@@ -701,8 +713,9 @@ mod produce_tests {
         let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
         let mut cfg = BTreeMap::new();
         cfg.insert("min.insync.replicas".to_string(), "2".to_string());
-        block_on(b.create_topic("strict", 1, 1, cfg, false)).unwrap();
-        block_on(b.create_topic("plain", 1, 1, BTreeMap::new(), false)).unwrap();
+        block_on(b.create_topic("strict", 1, 1, cfg, false, Deadline::standard())).unwrap();
+        block_on(b.create_topic("plain", 1, 1, BTreeMap::new(), false, Deadline::standard()))
+            .unwrap();
         let batch = super::version_tests::batch();
         assert_eq!(error_of(produce(&b, "strict", -1, batch.clone())), 19);
         assert_eq!(error_of(produce(&b, "strict", 1, batch.clone())), 0);
