@@ -37,7 +37,10 @@ pub struct Partition {
     /// Produce and consumer fetch since the last activity report (`crate::topic_activity`).
     pub activity: crate::topic_activity::PartitionActivity,
     replica: Mutex<PartitionReplica>,
-    log: RwLock<Option<Log>>,
+    /// Boxed: a `Log` is several hundred bytes, and a broker has a `Partition` for every
+    /// partition of the cluster, most of them without a local replica (at a million replicas,
+    /// 334k partitions).
+    log: RwLock<Option<Box<Log>>>,
     /// Leader appends validated and waiting for the partition's I/O thread.
     queued: Mutex<Vec<QueuedAppend>>,
     waiters: Mutex<Vec<Arc<Notify>>>,
@@ -119,7 +122,7 @@ impl Partition {
     /// broker's role changed.
     pub fn set_state(&self, state: ReplicaState, now_ms: i64) -> (ReplicaState, Transition) {
         let log = self.log.write();
-        let leo = log.as_ref().map_or(0, Log::log_end_offset);
+        let leo = log.as_deref().map_or(0, Log::log_end_offset);
         let (old, transition, leads) = {
             let mut r = self.replica.lock();
             let old = r.assignment().clone();
@@ -173,7 +176,7 @@ impl Partition {
             self.replica
                 .lock()
                 .restore_high_watermark(log.high_watermark());
-            *guard = Some(log);
+            *guard = Some(Box::new(log));
         }
     }
 
@@ -422,7 +425,7 @@ impl Partition {
     ) -> Result<FetchEffect, NotAReplica> {
         let effect = {
             let guard = self.log.read();
-            let leo = guard.as_ref().map_or(0, Log::log_end_offset);
+            let leo = guard.as_deref().map_or(0, Log::log_end_offset);
             self.replica
                 .lock()
                 .on_follower_fetch(replica, fetch_offset, leo, now_ms)?
@@ -531,12 +534,12 @@ impl Partition {
 
     /// Run `f` with shared access to the log; `None` if the partition was deleted.
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> Option<T> {
-        self.log.read().as_ref().map(f)
+        self.log.read().as_deref().map(f)
     }
 
     /// Run `f` with exclusive access to the log; `None` if the partition was deleted.
     pub fn with_log_mut<T>(&self, f: impl FnOnce(&mut Log) -> T) -> Option<T> {
-        self.log.write().as_mut().map(f)
+        self.log.write().as_deref_mut().map(f)
     }
 
     /// Run `f` with exclusive access to the log, then, with the lock released, unlink the
@@ -652,7 +655,7 @@ impl Partition {
     /// calls see the partition as gone.
     pub fn take_log(&self) -> Option<Log> {
         let hw = self.high_watermark();
-        let mut log = self.log.write().take();
+        let mut log = self.log.write().take().map(|l| *l);
         if let Some(l) = log.as_mut() {
             l.set_high_watermark(hw);
         }

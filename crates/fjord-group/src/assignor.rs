@@ -347,8 +347,8 @@ mod tests {
         for m in &ms2 {
             for p in &second[&m.member_id][&id] {
                 assert_eq!(
-                    after["t"].partition_racks[*p as usize],
-                    [m.rack.clone().unwrap()].into(),
+                    *after["t"].partition_racks[*p as usize],
+                    BTreeSet::from([m.rack.clone().unwrap()]),
                     "{} got {p}",
                     m.member_id
                 );

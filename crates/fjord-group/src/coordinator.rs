@@ -5,6 +5,7 @@
 //! commit is durable), then deliver `effects.replies` to the parked requests they name.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -290,7 +291,10 @@ pub struct GroupDescription {
 pub struct TopicInfo {
     pub name: String,
     pub id: uuid::Uuid,
-    pub partition_racks: Vec<BTreeSet<String>>,
+    /// Shared between partitions with the same racks: a cluster's partitions mostly span the
+    /// same few rack sets, and a broker keeps this for every topic (at a million replicas, a set
+    /// per partition was ~130 MiB).
+    pub partition_racks: Vec<Arc<BTreeSet<String>>>,
     /// A digest of `partition_racks`, so a group notices that replicas moved between racks
     /// (and recomputes its rack-aware assignment) without keeping a copy of them.
     pub racks_hash: u64,
@@ -301,6 +305,17 @@ impl TopicInfo {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         partition_racks.hash(&mut h);
+        let mut distinct: std::collections::HashMap<BTreeSet<String>, Arc<BTreeSet<String>>> =
+            std::collections::HashMap::new();
+        let partition_racks = partition_racks
+            .into_iter()
+            .map(|set| {
+                distinct
+                    .entry(set)
+                    .or_insert_with_key(|set| Arc::new(set.clone()))
+                    .clone()
+            })
+            .collect();
         TopicInfo {
             name,
             id,
