@@ -26,10 +26,12 @@ pub enum FaultKind {
     Loss,
     /// Fill a node's data disk (a tmpfs) to the last byte, free it at heal.
     DiskFull,
+    /// Fill the active controller's data disk.
+    DiskFullController,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Isolate,
@@ -38,6 +40,7 @@ impl FaultKind {
         FaultKind::OneWay,
         FaultKind::Loss,
         FaultKind::DiskFull,
+        FaultKind::DiskFullController,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,11 +53,17 @@ impl FaultKind {
             FaultKind::OneWay => "one-way",
             FaultKind::Loss => "loss",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::DiskFullController => "disk-full-controller",
         }
     }
 
     pub fn parse(s: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether the fault needs a small tmpfs data disk per node.
+    pub fn needs_disk(self) -> bool {
+        matches!(self, FaultKind::DiskFull | FaultKind::DiskFullController)
     }
 
     /// Whether the fault needs network namespaces (nft rules between nodes).
@@ -156,11 +165,11 @@ mod tests {
     #[test]
     fn a_seed_replays_the_same_schedule_and_covers_every_kind() {
         let hold = (Duration::from_secs(2), Duration::from_secs(5));
-        let a: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(16).collect();
-        let b: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(16).collect();
+        let a: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(18).collect();
+        let b: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(18).collect();
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
-        let first: std::collections::BTreeSet<_> = a[..8].iter().map(|s| s.kind).collect();
-        assert_eq!(first.len(), 8);
+        let first: std::collections::BTreeSet<_> = a[..9].iter().map(|s| s.kind).collect();
+        assert_eq!(first.len(), FaultKind::ALL.len());
         for s in &a {
             assert_ne!(s.node(3), s.other(3));
             assert!((1..=3).contains(&s.other(3)));

@@ -276,6 +276,21 @@ impl Cluster {
         Ok(())
     }
 
+    /// Nodes whose process ended on its own (not by [`Cluster::kill`]): id and exit status.
+    pub fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            if let Some(child) = n.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((n.id, status.to_string()));
+                    n.child = None;
+                    n.paused = false;
+                }
+            }
+        }
+        out
+    }
+
     /// Start node `id` again on its data and wait for its ready line.
     pub fn restart(&mut self, id: usize) -> Result<()> {
         let rx = self.spawn(id)?;

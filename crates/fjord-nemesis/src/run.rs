@@ -79,6 +79,9 @@ pub struct FaultRecord {
     /// Seconds from heal until every node agreed on a leader and a full ISR for every
     /// partition; None when it did not within the bound.
     pub converge: Option<f64>,
+    /// Nodes that exited on their own during the fault (restarted at heal, as a supervisor
+    /// would), with their exit status.
+    pub exited: Vec<String>,
 }
 
 /// Counts of one operation kind.
@@ -155,6 +158,9 @@ impl Report {
                     .map(|c| format!("after {c:.1}s"))
                     .unwrap_or_else(|| "NOT within the bound".into())
             );
+            for e in &f.exited {
+                let _ = writeln!(s, "    {e}; restarted");
+            }
         }
         for (kind, c) in &self.ops {
             let _ = writeln!(
@@ -275,7 +281,12 @@ async fn apply(cluster: &mut Cluster, env: &Env, step: &Step) -> Result<(Active,
                 format!("{}% loss between all nodes", step.loss_pct),
             )
         }
-        FaultKind::DiskFull => {
+        FaultKind::DiskFull | FaultKind::DiskFullController => {
+            let node = if step.kind == FaultKind::DiskFullController {
+                load::controller(env).await.unwrap_or(node)
+            } else {
+                node
+            };
             let bytes = cluster.fill_disk(node)?;
             (
                 Active::Disk(node),
@@ -294,13 +305,25 @@ fn heal(cluster: &mut Cluster, active: &Active) -> Result<()> {
     }
 }
 
+/// Wait until every node reports a leader and a full ISR for every partition, and keeps doing
+/// so for [`STABLE`]; returns the seconds until that state was first seen.
 async fn wait_converged(env: &Env, bound: Duration) -> std::result::Result<f64, String> {
+    const STABLE: Duration = Duration::from_secs(1);
     let t = Instant::now();
+    let mut since: Option<Instant> = None;
     let mut last = String::new();
     while t.elapsed() < bound {
         match load::converged(env, &env.topic, 3).await {
-            Ok(()) => return Ok(t.elapsed().as_secs_f64()),
-            Err(why) => last = why,
+            Ok(()) => {
+                let s = *since.get_or_insert_with(Instant::now);
+                if s.elapsed() >= STABLE {
+                    return Ok((s - t).as_secs_f64());
+                }
+            }
+            Err(why) => {
+                since = None;
+                last = why;
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -326,7 +349,7 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         .filter(|k| {
             let ok = match k {
                 k if k.needs_netns() => mode == Mode::Netns,
-                FaultKind::DiskFull => cluster.can_fill_disk(),
+                k if k.needs_disk() => cluster.can_fill_disk(),
                 _ => true,
             };
             if !ok {
@@ -395,6 +418,17 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         );
         tokio::time::sleep(step.hold).await;
         heal(&mut cluster, &active).with_context(|| format!("healing {what}"))?;
+        let mut exited = Vec::new();
+        for (n, status) in cluster.exited() {
+            exited.push(format!("node {n} exited ({status})"));
+            tokio::task::block_in_place(|| cluster.restart(n))
+                .with_context(|| format!("restarting node {n}, which exited"))?;
+            outages.push(Outage {
+                node: n,
+                start,
+                end: history.now(),
+            });
+        }
         let healed = history.now();
         if let Active::Killed(n) | Active::Paused(n) = active {
             outages.push(Outage {
@@ -429,6 +463,7 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
             start,
             healed,
             converge,
+            exited,
         });
         tokio::time::sleep(step.gap).await;
     }

@@ -1,0 +1,105 @@
+//! CI's fixed-seed nemesis schedule (docs/testing.md): a 3-node cluster in network namespaces
+//! (loopback addresses when they are unavailable, with the network faults skipped) under load,
+//! each fault kind about twice in ~60-90 s, and zero anomalies from the checkers.
+//!
+//! Needs the `fjord` binary: `FJORD_BIN`, else `target/<profile>/fjord` (built by
+//! `cargo test --workspace`; with `-p fjord-nemesis` alone run `cargo build -p fjord` first).
+//! `FJORD_NEMESIS_NO_NETNS=1` forces the loopback fallback.
+
+use std::time::Duration;
+
+use fjord_nemesis::{default_fjord_bin, run_round, FaultKind, RoundConfig};
+
+/// The schedule's seed: change it only on purpose (a new seed is a new schedule).
+const SEED: u64 = 20;
+
+/// The kinds CI runs: all but the full disks, which stop a node's metadata Raft core for good
+/// today (see `a_full_disk_on_the_active_controller_is_survived` below).
+fn ci_kinds() -> Vec<FaultKind> {
+    FaultKind::ALL
+        .into_iter()
+        .filter(|k| !k.needs_disk())
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn short_fixed_seed_schedule_has_no_anomalies() {
+    let bin = default_fjord_bin().expect(
+        "no fjord binary: set FJORD_BIN or build it (cargo build -p fjord) before this test",
+    );
+    let out = tempfile::Builder::new()
+        .prefix("fjord-nemesis-test-")
+        .tempdir()
+        .expect("temp dir");
+    let mut cfg = RoundConfig::new(SEED, bin, out.path().to_path_buf());
+    cfg.netns = std::env::var_os("FJORD_NEMESIS_NO_NETNS").is_none();
+    cfg.duration = Duration::from_secs(80);
+    cfg.hold = (Duration::from_millis(1500), Duration::from_secs(3));
+    cfg.kinds = ci_kinds();
+    cfg.max_faults = 2 * cfg.kinds.len();
+    cfg.disk_mb = 128;
+    let report = runtime()
+        .block_on(run_round(&cfg))
+        .unwrap_or_else(|e| panic!("round failed: {e:#}"));
+    println!("{}", report.text());
+    let keep = || {
+        let dir = out.path().to_path_buf();
+        std::mem::forget(out);
+        dir
+    };
+    if !report.anomalies.is_empty() {
+        panic!(
+            "{} anomalies; report, history and server logs kept in {}",
+            report.anomalies.len(),
+            keep().display()
+        );
+    }
+    // Every fault kind the mode allows was applied, and the load made progress.
+    for kind in ci_kinds() {
+        if !report.skipped_kinds.contains(&kind) {
+            assert!(
+                report.faults.iter().any(|f| f.kind == kind),
+                "{kind:?} never applied"
+            );
+        }
+    }
+    assert!(report.acked_records > 100, "{}", report.text());
+    assert!(report.ops.get("commit").is_some_and(|c| c.ok > 10));
+    assert!(report.ops.get("create-topic").is_some_and(|c| c.ok > 0));
+}
+
+/// Finding of the first nemesis rounds (seed 3, `fjord-nemesis --seed 3 --faults
+/// disk-full-controller --duration 5`): a write of the metadata Raft log failing with ENOSPC
+/// ends the node's Raft core for good ("quit RaftCore::main on error ... No space left on
+/// device"); freeing the disk does not bring it back, so after the controller's disk and then
+/// the next controller's disk fill, the quorum is gone: partitions stay leaderless and
+/// forwarded CreateTopics / InitProducerId are never answered. Ignored until that is fixed
+/// (the node should exit, as Kafka halts on a failed metadata log dir, or restart Raft).
+#[test]
+#[ignore = "a full disk stops the metadata Raft core for good (issue 20 finding, seed 3)"]
+fn a_full_disk_on_the_active_controller_is_survived() {
+    let bin = default_fjord_bin().expect("no fjord binary: set FJORD_BIN");
+    let out = tempfile::Builder::new()
+        .prefix("fjord-nemesis-test-")
+        .tempdir()
+        .expect("temp dir");
+    let mut cfg = RoundConfig::new(3, bin, out.path().to_path_buf());
+    cfg.kinds = vec![FaultKind::DiskFullController];
+    cfg.duration = Duration::from_secs(5);
+    cfg.max_faults = 2;
+    let report = runtime()
+        .block_on(run_round(&cfg))
+        .unwrap_or_else(|e| panic!("round failed: {e:#}"));
+    println!("{}", report.text());
+    if report.skipped_kinds.is_empty() {
+        assert!(report.anomalies.is_empty(), "{}", report.text());
+    }
+}
