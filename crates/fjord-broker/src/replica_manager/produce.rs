@@ -150,3 +150,60 @@ fn ack_error(b: &Broker, status: AckStatus) -> Result<(), ProduceError> {
     };
     Err(ProduceError::new(code, message))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fjord_replication::Assignment;
+    use fjord_storage::{Log, LogConfig};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn led_by(leader: i32, leader_epoch: i32) -> Assignment {
+        Assignment {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+        }
+    }
+
+    /// An acks=all produce waiting for the ISR is answered NOT_LEADER_OR_FOLLOWER as soon as
+    /// leadership moves (Kafka's DelayedProduce), not left to its timeout; with no change it
+    /// ends at its deadline (REQUEST_TIMED_OUT), never later.
+    #[tokio::test]
+    async fn acks_all_wait_ends_when_leadership_moves_or_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(Partition::new("t".into(), Uuid::nil(), 0, 1));
+        p.install_log(Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap());
+        p.set_state(led_by(1, 0), 0);
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let status = p.wait_acks_all(1, 1, deadline).await;
+                (status, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing is replicated yet");
+        let moved = Instant::now();
+        p.set_state(led_by(2, 1), 0);
+        let (status, at) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered when leadership moved")
+            .unwrap();
+        assert_eq!(status, AckStatus::NotLeader);
+        assert!(at.duration_since(moved) < Duration::from_secs(1));
+
+        // Leading again, nothing replicated: the deadline answers.
+        p.set_state(led_by(1, 2), 0);
+        let t0 = Instant::now();
+        let status = p.wait_acks_all(1, 1, t0 + Duration::from_millis(200)).await;
+        assert_eq!(status, AckStatus::Waiting);
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+}

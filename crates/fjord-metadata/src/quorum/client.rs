@@ -93,7 +93,9 @@ impl ControllerClient {
         req: ControllerRequest,
         timeout: Duration,
     ) -> Result<Committed, SubmitError> {
-        self.submit_attempts(req, timeout, timeout).await
+        let kind = req.kind();
+        self.submit_attempts(req, timeout, timeout, Some(kind))
+            .await
     }
 
     /// A heartbeat, on `schedule`'s timeouts: like [`submit`](Self::submit), but a voter that
@@ -105,27 +107,41 @@ impl ControllerClient {
         req: ControllerRequest,
         schedule: &HeartbeatSchedule,
     ) -> Result<Committed, SubmitError> {
-        self.submit_attempts(req, schedule.request_timeout(), schedule.attempt_timeout())
-            .await
+        self.submit_attempts(
+            req,
+            schedule.request_timeout(),
+            schedule.attempt_timeout(),
+            None,
+        )
+        .await
     }
 
-    /// [`submit`](Self::submit) with each try on one voter cut short at `attempt_timeout`.
+    /// [`submit`](Self::submit) with each try on one voter cut short at `attempt_timeout`;
+    /// `warn_as`: the request's name, to log at WARN when it had to fail over to another
+    /// controller (heartbeats, sent every few hundred milliseconds, log their own way).
     async fn submit_attempts(
         &self,
         req: ControllerRequest,
         timeout: Duration,
         attempt_timeout: Duration,
+        warn_as: Option<&str>,
     ) -> Result<Committed, SubmitError> {
         let req = Request::Submit(req);
-        self.to_controller(&req, timeout, attempt_timeout, |reply| match reply {
-            Reply::Submitted(Ok(c)) => Answer::Done(Ok(c)),
-            Reply::Submitted(Err(e @ SubmitError::Refused { .. })) => Answer::Done(Err(e)),
-            Reply::Submitted(Err(SubmitError::NotController { leader })) => {
-                Answer::Redirect(leader)
-            }
-            Reply::Submitted(Err(SubmitError::Unavailable(why))) => Answer::Retry(why),
-            other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
-        })
+        self.to_controller(
+            &req,
+            timeout,
+            attempt_timeout,
+            warn_as,
+            |reply| match reply {
+                Reply::Submitted(Ok(c)) => Answer::Done(Ok(c)),
+                Reply::Submitted(Err(e @ SubmitError::Refused { .. })) => Answer::Done(Err(e)),
+                Reply::Submitted(Err(SubmitError::NotController { leader })) => {
+                    Answer::Redirect(leader)
+                }
+                Reply::Submitted(Err(SubmitError::Unavailable(why))) => Answer::Retry(why),
+                other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
+            },
+        )
         .await
     }
 
@@ -204,14 +220,20 @@ impl ControllerClient {
     pub async fn status(&self, timeout: Duration) -> Result<QuorumStatus, SubmitError> {
         let inner = self.inner.clone();
         let current = move || inner.controller.load(Ordering::Relaxed);
-        self.to_controller(&Request::Status, timeout, timeout, |reply| match reply {
-            // Asked of the node the hint points to; it confirms (or corrects) the hint.
-            Reply::Status(s) if s.active_controller.is_some_and(|a| a as u64 == current()) => {
-                Answer::Done(Ok(s))
-            }
-            Reply::Status(s) => Answer::Redirect(s.active_controller),
-            other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
-        })
+        self.to_controller(
+            &Request::Status,
+            timeout,
+            timeout,
+            None,
+            |reply| match reply {
+                // Asked of the node the hint points to; it confirms (or corrects) the hint.
+                Reply::Status(s) if s.active_controller.is_some_and(|a| a as u64 == current()) => {
+                    Answer::Done(Ok(s))
+                }
+                Reply::Status(s) => Answer::Redirect(s.active_controller),
+                other => Answer::Retry(format!("unexpected reply {}", reply_name(&other))),
+            },
+        )
         .await
     }
 
@@ -226,11 +248,14 @@ impl ControllerClient {
     /// Ask the active controller, following hints, until `timeout`; a voter that has not
     /// answered within `attempt_timeout` counts as unreachable. `interpret` reads a reply from
     /// the node that is the current target (recorded as the known controller before it runs).
+    /// With `warn_as`, an answer that came from another node than the first asked (leadership
+    /// moved, or the controller could not be reached) is logged at WARN under that name.
     async fn to_controller<T>(
         &self,
         req: &Request,
         timeout: Duration,
         attempt_timeout: Duration,
+        warn_as: Option<&str>,
         interpret: impl Fn(Reply) -> Answer<T>,
     ) -> Result<T, SubmitError> {
         let voters = &self.inner.voters;
@@ -251,6 +276,16 @@ impl ControllerClient {
         let mut backoff = BACKOFF_MIN;
         let mut tries = 0;
         let mut last = String::from("no controller answered");
+        let started = Instant::now();
+        let asked_first = target;
+        // Why each node asked before the one that answers did not (for the failover's log;
+        // the first few).
+        let mut passed: Vec<String> = Vec::new();
+        let note = |passed: &mut Vec<String>, why: String| {
+            if passed.len() < 4 {
+                passed.push(why);
+            }
+        };
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -262,9 +297,25 @@ impl ControllerClient {
                 Ok(reply) => {
                     self.inner.controller.store(target, Ordering::Relaxed);
                     match interpret(reply) {
-                        Answer::Done(r) => return r,
+                        Answer::Done(r) => {
+                            // Only a move away from a controller this client knew is a
+                            // failover (a first request finds the controller by hints).
+                            let moved = voters.contains_key(&known) && target != asked_first;
+                            if let Some(what) = warn_as.filter(|_| moved) {
+                                tracing::warn!(
+                                    request = what,
+                                    from = asked_first,
+                                    to = target,
+                                    elapsed_ms = started.elapsed().as_millis() as u64,
+                                    passed = ?passed,
+                                    "request failed over to another controller"
+                                );
+                            }
+                            return r;
+                        }
                         Answer::Redirect(hint) => {
                             last = format!("node {target} is not the active controller");
+                            note(&mut passed, last.clone());
                             let hint = hint
                                 .and_then(|l| RaftNodeId::try_from(l).ok())
                                 .filter(|l| voters.contains_key(l) && *l != target);
@@ -284,12 +335,14 @@ impl ControllerClient {
                         }
                         Answer::Retry(why) => {
                             last = why;
+                            note(&mut passed, format!("node {target}: {last}"));
                             true
                         }
                     }
                 }
                 Err(e) => {
                     last = format!("node {target} at {}: {e}", voters[&target]);
+                    note(&mut passed, last.clone());
                     self.forget_controller(target);
                     target = next(target);
                     false

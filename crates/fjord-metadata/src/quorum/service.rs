@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ pub type BalancerLoadSource = Arc<
         + Send
         + Sync,
 >;
+
+/// The resignation of a node that stops (the only one not logged at WARN).
+const SHUTTING_DOWN: &str = "shutting down";
 
 /// How often leadership is checked besides on each change of the Raft metrics.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
@@ -244,6 +247,9 @@ struct Inner {
     /// Rounds and data moves started by this node over its life (the metrics' counters).
     balancer_rounds: AtomicU64,
     balancer_moves: AtomicU64,
+    /// Requests whose records were handed to Raft and not yet committed or failed
+    /// (`commit_pipelined`), for the resignation's log line.
+    writes_in_flight: AtomicUsize,
 }
 
 impl ControllerService {
@@ -285,6 +291,7 @@ impl ControllerService {
             balancer_status: std::sync::Mutex::new(None),
             balancer_rounds: AtomicU64::new(0),
             balancer_moves: AtomicU64::new(0),
+            writes_in_flight: AtomicUsize::new(0),
         });
         let control: Weak<dyn ControlPlane> = Arc::downgrade(&inner) as Weak<dyn ControlPlane>;
         inner.quorum.server.attach(control);
@@ -363,7 +370,7 @@ impl ControllerService {
         // Raft first: a write in flight then fails at once instead of holding the controller.
         self.inner.quorum.stop().await;
         let mut slot = self.inner.active.lock().await;
-        self.inner.resign(&mut slot, "shutting down");
+        self.inner.resign(&mut slot, SHUTTING_DOWN);
     }
 }
 
@@ -372,6 +379,22 @@ impl Drop for ControllerService {
         if let Some(task) = self.runtime.lock().expect("runtime lock").take() {
             task.abort();
         }
+    }
+}
+
+/// Counts a write in flight while it lives (also when its submitter is dropped).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -500,13 +523,31 @@ impl Inner {
 
     fn resign(&self, slot: &mut Option<Active>, why: &str) {
         if let Some(a) = slot.take() {
-            tracing::info!(
-                node_id = self.node_id,
-                term = a.term,
-                metadata_offset = self.feed.offset(),
-                reason = why,
-                "no longer the active controller"
-            );
+            let in_flight = self.writes_in_flight.load(Ordering::Acquire);
+            if why == SHUTTING_DOWN {
+                tracing::info!(
+                    node_id = self.node_id,
+                    term = a.term,
+                    metadata_offset = self.feed.offset(),
+                    writes_in_flight = in_flight,
+                    reason = why,
+                    "no longer the active controller"
+                );
+            } else {
+                // Each request in flight still gets an answer: its result once a leader
+                // commits its entry, NOT_CONTROLLER if the new leader drops it, or
+                // unavailable after the write timeout; new requests get NOT_CONTROLLER with
+                // the new leader, and brokers send them there.
+                tracing::warn!(
+                    node_id = self.node_id,
+                    term = a.term,
+                    raft_leader = ?self.view().leader,
+                    metadata_offset = self.feed.offset(),
+                    writes_in_flight = in_flight,
+                    reason = why,
+                    "no longer the active controller; requests in flight get their outcome once a leader commits or drops their writes"
+                );
+            }
         }
         self.is_active.store(false, Ordering::Release);
         *self.balancer_status.lock().expect("balancer status lock") = None;
@@ -577,6 +618,7 @@ impl Inner {
         let token = active.token.clone();
         let written = match self.quorum.write_pipelined(records).await {
             Ok(pending) => {
+                let _in_flight = InFlight::new(&self.writes_in_flight);
                 drop(slot);
                 tokio::time::timeout(self.write_timeout, pending).await
             }
