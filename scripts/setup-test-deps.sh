@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the integration tests need: kcat (librdkafka CLI) and a Python
+# Installs what the integration tests need: kcat (librdkafka CLI), nft (as root) and a Python
 # virtualenv at <repo>/.venv with confluent-kafka, kafka-python and aiokafka.
 # Idempotent: every step is skipped when its result is already present.
 set -euo pipefail
@@ -21,6 +21,13 @@ log() { echo "setup-test-deps: $*" >&2; }
 if ! command -v kcat >/dev/null 2>&1; then
     log "installing kcat"
     apt_install kcat
+fi
+
+# nft (nftables) for the network faults of the nemesis harness (crates/fjord-nemesis), which
+# needs root for network namespaces anyway; without it the harness skips those faults.
+if [ "$(id -u)" -eq 0 ] && ! command -v nft >/dev/null 2>&1; then
+    log "installing nftables"
+    apt_install nftables || log "nftables not installed: the nemesis harness will skip network faults"
 fi
 
 python="${PYTHON:-python3}"

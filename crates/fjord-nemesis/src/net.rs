@@ -103,15 +103,23 @@ fn veth_peer(run: u8, node: usize) -> String {
     format!("{PREFIX}{run}n{node}")
 }
 
-/// The data root of run `X`.
+/// The data root of run `X` (`DATA_ROOT/X` as root, `DATA_ROOT-<uid>/X` otherwise, where
+/// `DATA_ROOT` may belong to root).
 pub fn run_dir(run: u8) -> PathBuf {
-    Path::new(DATA_ROOT).join(run.to_string())
+    let uid = rustix::process::geteuid();
+    let root = if uid.is_root() {
+        PathBuf::from(DATA_ROOT)
+    } else {
+        PathBuf::from(format!("{DATA_ROOT}-{}", uid.as_raw()))
+    };
+    root.join(run.to_string())
 }
 
 /// Remove everything run `run` may have left: mounts under its data dir, its namespaces
 /// (their veth ends go with them), the bridge and host veths, the data dir.
 fn teardown_run(run: u8, nodes: usize) {
     let dir = run_dir(run);
+    kill_servers_of(&dir);
     if let Ok(mounts) = fs::read_to_string("/proc/mounts") {
         let prefix = format!("{}/", dir.display());
         let mut points: Vec<&str> = mounts
@@ -137,6 +145,31 @@ fn teardown_run(run: u8, nodes: usize) {
         sh_quiet(&["ip", "link", "del", &bridge_name(run)]);
     }
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// SIGKILL every process whose command line names a file under `dir` (the node servers of a
+/// run whose harness was killed before it could stop them: their config is `dir/nN/node.toml`).
+fn kill_servers_of(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in procs.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let named = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).starts_with(&needle));
+        if named && pid != std::process::id() as i32 {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
 }
 
 /// Runs whose leftovers exist (namespaces, bridges or data dirs with our prefix).
