@@ -254,6 +254,7 @@ impl Broker {
         name: &str,
         changes: &[(String, Option<String>)],
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(), TopicError> {
         let topic = self.existing_topic(name)?;
         let mut overrides = topic.overrides.clone();
@@ -278,10 +279,13 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        self.submit(ControllerRequest::AlterTopicConfigs {
-            name: name.to_string(),
-            changes: changes.to_vec(),
-        })
+        self.submit_until(
+            ControllerRequest::AlterTopicConfigs {
+                name: name.to_string(),
+                changes: changes.to_vec(),
+            },
+            deadline,
+        )
         .await?;
         tracing::info!(topic = name, ?changes, "topic config changed");
         Ok(())
@@ -295,15 +299,19 @@ impl Broker {
         node_id: Option<i32>,
         changes: Vec<(String, Option<String>)>,
         validate_only: bool,
+        deadline: Deadline,
     ) -> Result<(), TopicError> {
         if validate_only {
             return fjord_metadata::rpc::check_broker_config_changes(&changes)
                 .map_err(|e| TopicError::new(ErrorCode::from_i16(e.code()), e.to_string()));
         }
-        self.submit(ControllerRequest::AlterBrokerConfigs {
-            node_id,
-            changes: changes.clone(),
-        })
+        self.submit_until(
+            ControllerRequest::AlterBrokerConfigs {
+                node_id,
+                changes: changes.clone(),
+            },
+            deadline,
+        )
         .await?;
         tracing::info!(
             broker = node_id.map_or_else(|| "cluster default".to_string(), |n| n.to_string()),
@@ -395,14 +403,24 @@ mod tests {
                 .code,
             ErrorCode::InvalidPartitions
         );
-        b.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
-            .await
-            .unwrap();
+        b.alter_topic_configs(
+            "t",
+            &[("retention.ms".into(), Some("1000".into()))],
+            false,
+            Deadline::standard(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
-            b.alter_topic_configs("t", &[("retention.ms".into(), Some("x".into()))], false)
-                .await
-                .unwrap_err()
-                .code,
+            b.alter_topic_configs(
+                "t",
+                &[("retention.ms".into(), Some("x".into()))],
+                false,
+                Deadline::standard()
+            )
+            .await
+            .unwrap_err()
+            .code,
             ErrorCode::InvalidConfig
         );
         let epoch = b.broker_epoch();

@@ -15,8 +15,11 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{sb, Ctx};
 use crate::broker::{Broker, TopicError};
+use crate::control::Deadline;
 
 pub async fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    // One deadline for every resource (AlterConfigs has no timeout of its own).
+    let deadline = Deadline::standard();
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let r = AlterConfigsResourceResponse::default()
@@ -24,7 +27,14 @@ pub async fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: AlterConfigsRequest) -> Al
             .with_resource_name(res.resource_name.clone());
         let outcome = match res.resource_type {
             RESOURCE_TOPIC => {
-                replace_topic_configs(b, &res.resource_name, &res.configs, req.validate_only).await
+                replace_topic_configs(
+                    b,
+                    &res.resource_name,
+                    &res.configs,
+                    req.validate_only,
+                    deadline,
+                )
+                .await
             }
             RESOURCE_BROKER => Err(TopicError::new(
                 ErrorCode::InvalidRequest,
@@ -52,6 +62,7 @@ async fn replace_topic_configs(
     name: &str,
     given: &[AlterableConfig],
     validate_only: bool,
+    deadline: Deadline,
 ) -> Result<(), TopicError> {
     let topic = b.existing_topic(name)?;
     let mut changes: Vec<(String, Option<String>)> = Vec::with_capacity(given.len());
@@ -83,5 +94,6 @@ async fn replace_topic_configs(
             changes.push((key.clone(), None));
         }
     }
-    b.alter_topic_configs(name, &changes, validate_only).await
+    b.alter_topic_configs(name, &changes, validate_only, deadline)
+        .await
 }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{sb, Ctx};
 use crate::broker::{Broker, TopicError};
+use crate::control::Deadline;
 use fjord_metadata::record::DYNAMIC_BROKER_CONFIGS;
 
 const SET: i8 = 0;
@@ -25,6 +26,8 @@ pub async fn handle(
     _ctx: &Ctx,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    // One deadline for every resource (the request has no timeout of its own).
+    let deadline = Deadline::standard();
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         responses.push({
@@ -33,10 +36,24 @@ pub async fn handle(
                 .with_resource_name(res.resource_name.clone());
             let outcome = match res.resource_type {
                 RESOURCE_TOPIC => {
-                    alter_topic(b, &res.resource_name, &res.configs, req.validate_only).await
+                    alter_topic(
+                        b,
+                        &res.resource_name,
+                        &res.configs,
+                        req.validate_only,
+                        deadline,
+                    )
+                    .await
                 }
                 RESOURCE_BROKER => {
-                    alter_broker(b, &res.resource_name, &res.configs, req.validate_only).await
+                    alter_broker(
+                        b,
+                        &res.resource_name,
+                        &res.configs,
+                        req.validate_only,
+                        deadline,
+                    )
+                    .await
                 }
                 other => Err(TopicError {
                     code: ErrorCode::InvalidRequest,
@@ -59,6 +76,7 @@ async fn alter_broker(
     name: &str,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
     validate_only: bool,
+    deadline: Deadline,
 ) -> Result<(), TopicError> {
     let node_id = if name.is_empty() {
         None
@@ -104,7 +122,7 @@ async fn alter_broker(
             }
         }
     }
-    b.alter_broker_configs(node_id, changes, validate_only)
+    b.alter_broker_configs(node_id, changes, validate_only, deadline)
         .await
 }
 
@@ -113,6 +131,7 @@ async fn alter_topic(
     name: &str,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
     validate_only: bool,
+    deadline: Deadline,
 ) -> Result<(), TopicError> {
     let invalid = |message: String| TopicError {
         code: ErrorCode::InvalidConfig,
@@ -173,5 +192,6 @@ async fn alter_topic(
             }
         }
     }
-    b.alter_topic_configs(name, &changes, validate_only).await
+    b.alter_topic_configs(name, &changes, validate_only, deadline)
+        .await
 }
