@@ -28,27 +28,7 @@ pub mod subscription;
 pub use coordinator::{Config, Coordinator, Effects, Event, OffsetUndo, Reply, Token};
 pub use fjord_protocol::error::ErrorCode;
 
-/// `abs(hashCode(group_id)) % partitions`, with Java's `String.hashCode` and `Utils.abs` so a
-/// group lands on the same `__consumer_offsets` partition as in Kafka.
+/// The `__consumer_offsets` partition of `group_id` (as Kafka places it).
 pub fn offsets_partition(group_id: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for c in group_id.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(c as i32);
-    }
-    // Kafka's Utils.abs maps i32::MIN to 0 (it masks the sign bit).
-    let abs = h & 0x7fff_ffff;
-    abs % partitions.max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn partition_matches_java_hash_code() {
-        // "my-group".hashCode() == -1906497762 in Java; Utils.abs masks the sign bit.
-        assert_eq!(
-            super::offsets_partition("my-group", 50),
-            (-1906497762i32 & 0x7fff_ffff) % 50
-        );
-        assert_eq!(super::offsets_partition("", 50), 0);
-    }
+    fjord_protocol::coordinator_key::coordinator_partition(group_id, partitions)
 }

@@ -88,6 +88,11 @@ pub enum ErrorCode {
     UnreleasedInstanceId = 111,
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
+    // Transaction coordinator.
+    InvalidTransactionTimeout = 50,
+    ConcurrentTransactions = 51,
+    TransactionCoordinatorFenced = 52,
+    ProducerFenced = 90,
 }
 
 impl ErrorCode {
@@ -233,6 +238,13 @@ mod tests {
             (UnreleasedInstanceId, K::UnreleasedInstanceId),
             (UnsupportedAssignor, K::UnsupportedAssignor),
             (StaleMemberEpoch, K::StaleMemberEpoch),
+            (InvalidTransactionTimeout, K::InvalidTransactionTimeout),
+            (ConcurrentTransactions, K::ConcurrentTransactions),
+            (
+                TransactionCoordinatorFenced,
+                K::TransactionCoordinatorFenced,
+            ),
+            (ProducerFenced, K::ProducerFenced),
         ];
         for (ours, theirs) in pairs {
             assert_eq!(ours.code(), theirs.code(), "{ours:?}");
