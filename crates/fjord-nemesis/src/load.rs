@@ -361,9 +361,9 @@ fn encode_batch(values: &[String], producer: (i64, i16), base_sequence: i32) -> 
 }
 
 /// An idempotent acks=all producer: batches of `batch` unique values round-robin over the
-/// partitions, one batch in flight, each retried with its sequence numbers until answered
+/// partitions (`pause` between batches), one batch in flight, each retried with its sequence numbers until answered
 /// (or given up after [`BATCH_DEADLINE`], when the producer takes a new producer id).
-pub async fn producer(env: Env, index: usize, batch: usize, seed: u64) {
+pub async fn producer(env: Env, index: usize, batch: usize, pause: Duration, seed: u64) {
     let name = format!("producer-{index}");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut conns = Conns::new(&name);
@@ -407,6 +407,9 @@ pub async fn producer(env: Env, index: usize, batch: usize, seed: u64) {
             }
             continue;
         };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         partition = (partition + 1) % env.partitions;
         let values: Vec<String> = (0..batch)
             .map(|_| {

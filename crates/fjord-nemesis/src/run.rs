@@ -39,6 +39,8 @@ pub struct RoundConfig {
     pub consumers: usize,
     /// Records per produce batch.
     pub batch: usize,
+    /// Pause of each producer between batches (keeps a 2-core machine responsive).
+    pub produce_pause: Duration,
     /// How long a fault holds: a random duration in this range.
     pub hold: (Duration, Duration),
     /// How long the cluster may take to converge after a fault heals.
@@ -61,6 +63,7 @@ impl RoundConfig {
             producers: 2,
             consumers: 2,
             batch: 5,
+            produce_pause: Duration::from_millis(2),
             hold: (Duration::from_secs(2), Duration::from_secs(6)),
             converge_bound: Duration::from_secs(45),
             max_faults: 0,
@@ -379,6 +382,7 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
             env.clone(),
             i,
             cfg.batch,
+            cfg.produce_pause,
             cfg.seed ^ (0x100 + i as u64),
         )));
     }
