@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod clock;
 pub mod codec;
+pub mod control;
 pub mod coordinator_key;
 pub mod error;
 pub mod records;
