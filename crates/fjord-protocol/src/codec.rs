@@ -439,7 +439,7 @@ fn length_prefix_len(len: usize, flexible: bool) -> usize {
     n
 }
 
-fn put_unsigned_varint(out: &mut BytesMut, mut v: u64) {
+pub(crate) fn put_unsigned_varint(out: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         out.put_u8((v as u8) | 0x80);
         v >>= 7;

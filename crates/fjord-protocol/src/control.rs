@@ -29,13 +29,9 @@ pub struct EndTxnMarker {
 #[error("malformed control batch: {0}")]
 pub struct ControlError(String);
 
+/// A zigzag varint (Kafka's `ByteUtils.writeVarlong`).
 fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    crate::codec::put_unsigned_varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// A batch (magic 2, one control record) holding `marker` for `producer_id` / `producer_epoch`,
