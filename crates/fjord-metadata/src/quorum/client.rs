@@ -1,8 +1,8 @@
 //! [`ControllerClient`]: how a broker reaches the controller quorum over the control RPC.
 //!
 //! Requests go to the active controller: the client tries the last one it knew, follows
-//! "not the controller" hints, moves on to the other voters when one cannot be reached, and backs
-//! off while an election is under way. Metadata fetches go to any voter (every controller serves
+//! "not the controller" hints, moves on to the other voters when one cannot be reached or keeps
+//! answering "unavailable", and backs off while an election is under way. Metadata fetches go to any voter (every controller serves
 //! its own committed log). Every call has a connect timeout and a request timeout, so a dead voter
 //! never hangs a caller. A few idle connections per voter are kept for reuse.
 
@@ -31,6 +31,10 @@ const FETCH_MARGIN: Duration = Duration::from_secs(5);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// "Ask again" answers in a row after which a call to the active controller tries the next
+/// voter.
+const RETRIES_BEFORE_MOVING_ON: u32 = 2;
 
 /// Idle connections kept per voter.
 const MAX_IDLE: usize = 4;
@@ -275,6 +279,8 @@ impl ControllerClient {
         };
         let mut backoff = BACKOFF_MIN;
         let mut tries = 0;
+        // "Ask again" answers in a row from the current target.
+        let mut unavailable_here = 0;
         let mut last = String::from("no controller answered");
         let started = Instant::now();
         let asked_first = target;
@@ -314,6 +320,7 @@ impl ControllerClient {
                             return r;
                         }
                         Answer::Redirect(hint) => {
+                            unavailable_here = 0;
                             last = format!("node {target} is not the active controller");
                             note(&mut passed, last.clone());
                             let hint = hint
@@ -336,11 +343,22 @@ impl ControllerClient {
                         Answer::Retry(why) => {
                             last = why;
                             note(&mut passed, format!("node {target}: {last}"));
+                            unavailable_here += 1;
+                            // A node that keeps saying so may never get better (its Raft
+                            // stopped on a disk error, it is cut off from the quorum while
+                            // the others elect a new leader): ask the others too; a hint
+                            // brings the client back if it does lead.
+                            if unavailable_here >= RETRIES_BEFORE_MOVING_ON {
+                                unavailable_here = 0;
+                                self.forget_controller(target);
+                                target = next(target);
+                            }
                             true
                         }
                     }
                 }
                 Err(e) => {
+                    unavailable_here = 0;
                     last = format!("node {target} at {}: {e}", voters[&target]);
                     note(&mut passed, last.clone());
                     self.forget_controller(target);
@@ -473,5 +491,74 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Metadata(_) => "Metadata",
         Reply::ImagePart(_) => "ImagePart",
         Reply::Status(_) => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::rpc::ControllerReply;
+
+    /// A voter that answers every request with `reply()`; how many it got.
+    async fn fake_voter(reply: fn() -> Reply) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let asked = Arc::new(AtomicU64::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(_)) = read_frame::<_, Request>(&mut stream).await {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if write_frame(&mut stream, &reply()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, asked)
+    }
+
+    /// A controller that keeps answering "unavailable" (its Raft stopped on a disk error, say)
+    /// does not hold a request until its timeout while another voter can answer it.
+    #[tokio::test]
+    async fn a_voter_that_keeps_saying_unavailable_is_passed_over() {
+        let (stuck, stuck_asked) =
+            fake_voter(|| Reply::Submitted(Err(SubmitError::Unavailable("raft stopped".into()))))
+                .await;
+        let (good, good_asked) = fake_voter(|| {
+            Reply::Submitted(Ok(Committed {
+                reply: ControllerReply::Done,
+                offset: 7,
+            }))
+        })
+        .await;
+        let client = ControllerClient::new(BTreeMap::from([(1, stuck), (2, good)]));
+        let started = Instant::now();
+        let committed = client
+            .submit(
+                ControllerRequest::ElectPreferredLeaders,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("answered by the other voter");
+        assert_eq!(committed.offset, 7);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            stuck_asked.load(Ordering::Relaxed),
+            RETRIES_BEFORE_MOVING_ON as u64
+        );
+        assert_eq!(good_asked.load(Ordering::Relaxed), 1);
+        assert_eq!(client.last_known_controller(), Some(2));
     }
 }
