@@ -2,13 +2,18 @@
 //! epoch and the last five batches' sequence ranges and offsets, so a retried batch is answered
 //! with its original offsets and a gap is refused.
 //!
+//! Transactions (issue 15, in progress): a producer's first transactional batch opens its
+//! transaction at that offset, and a control batch (its commit or abort marker) ends it. The
+//! open transactions, by first offset, give the first unstable offset, which bounds the last
+//! stable offset (LSO) that read_committed consumers read up to.
+//!
 //! Persisted as `{offset:020}.snapshot` (JSON) on roll and close; on open the latest snapshot
 //! at or below the log end is loaded and the batch headers after it are replayed.
 
 use crate::error::{AppendError, StorageError};
 use fjord_protocol::batch::BatchHeader;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// Batches remembered per producer (Kafka: `NUM_BATCHES_TO_RETAIN`, the max in-flight).
@@ -30,6 +35,9 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchMeta>,
     /// Max timestamp of the last batch; drives `producer.id.expiration.ms`.
     pub last_timestamp: i64,
+    /// The first offset of the producer's open transaction, if one is open.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
 }
 
 /// Outcome of checking one batch.
@@ -51,6 +59,17 @@ fn next_seq(seq: i32) -> i32 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id (derived from `producers`).
+    ongoing: BTreeMap<i64, i64>,
+}
+
+/// A transaction its marker ended in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,6 +100,17 @@ impl ProducerStateManager {
             .rev()
             .find(|e| e.producer_id == pid)
             .or_else(|| self.producers.get(&pid));
+        if h.is_control() {
+            // A marker carries no sequence: only a fenced epoch is refused.
+            return match entry {
+                Some(e) if h.producer_epoch < e.epoch => Err(AppendError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    epoch: h.producer_epoch,
+                    current: e.epoch,
+                }),
+                _ => Ok(Check::Append),
+            };
+        }
         let first_seq = h.base_sequence;
         let last_seq = h.last_sequence();
         let Some(e) = entry else {
@@ -147,10 +177,20 @@ impl ProducerStateManager {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_timestamp: -1,
+                txn_first_offset: None,
             });
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
+        }
+        if h.is_control() {
+            // The marker ends the transaction; it is not a batch of the sequence.
+            e.txn_first_offset = None;
+            e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
+            return e;
+        }
+        if h.is_transactional() && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(h.base_offset);
         }
         if e.batches.len() == BATCHES_TO_RETAIN {
             e.batches.pop_front();
@@ -165,23 +205,72 @@ impl ProducerStateManager {
         e
     }
 
+    /// Make `entry` the producer's state.
     pub fn commit(&mut self, entry: ProducerEntry) {
-        self.producers.insert(entry.producer_id, entry);
+        self.commit_ending(entry, -1);
+    }
+
+    /// [`commit`](Self::commit) for the entry after a batch at `last_offset`: returns the
+    /// transaction that batch ended (a marker), if any.
+    pub fn commit_ending(
+        &mut self,
+        entry: ProducerEntry,
+        last_offset: i64,
+    ) -> Option<CompletedTxn> {
+        let pid = entry.producer_id;
+        let before = self.producers.get(&pid).and_then(|e| e.txn_first_offset);
+        let after = entry.txn_first_offset;
+        self.producers.insert(pid, entry);
+        if before == after {
+            return None;
+        }
+        if let Some(f) = after {
+            self.ongoing.insert(f, pid);
+        }
+        let first_offset = before?;
+        self.ongoing.remove(&first_offset);
+        Some(CompletedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset,
+        })
+    }
+
+    /// The first offset of the oldest open transaction: nothing at or past it is stable.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// The open transactions: (first offset, producer id), oldest first.
+    pub fn ongoing(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(f, p)| (*f, *p))
+    }
+
+    fn rebuild_ongoing(&mut self) {
+        self.ongoing = self
+            .producers
+            .values()
+            .filter_map(|e| e.txn_first_offset.map(|f| (f, e.producer_id)))
+            .collect();
     }
 
     /// Replay a batch read from the log (no validation: it was validated when appended).
-    pub fn replay(&mut self, h: &BatchHeader) {
+    /// Returns the transaction it ended, if it is a marker.
+    pub fn replay(&mut self, h: &BatchHeader) -> Option<CompletedTxn> {
         if h.has_producer_id() {
             let e = self.updated_entry(&[], h);
-            self.commit(e);
+            return self.commit_ending(e, h.last_offset());
         }
+        None
     }
 
-    /// Drop producers idle for longer than `expiration_ms`. Returns how many.
+    /// Drop producers idle for longer than `expiration_ms`, except those with a transaction
+    /// open (as Kafka). Returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -207,13 +296,16 @@ impl ProducerStateManager {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(ProducerStateManager {
+        let mut m = ProducerStateManager {
             producers: snap
                 .producers
                 .into_iter()
                 .map(|e| (e.producer_id, e))
                 .collect(),
-        })
+            ongoing: BTreeMap::new(),
+        };
+        m.rebuild_ongoing();
+        Ok(m)
     }
 }
 
@@ -237,6 +329,7 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<i64>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fjord_protocol::batch::attributes as batch_attributes;
 
     fn hdr(pid: i64, epoch: i16, seq: i32, n: i32, base: i64) -> BatchHeader {
         BatchHeader {
@@ -294,6 +387,7 @@ mod tests {
             }]
             .into(),
             last_timestamp: 0,
+            txn_first_offset: None,
         });
         assert_eq!(m.check(&[], &hdr(9, 0, 0, 2, 2)).unwrap(), Check::Append);
         assert!(m.check(&[], &hdr(9, 0, 1, 2, 2)).is_err());
@@ -313,5 +407,74 @@ mod tests {
         assert_eq!(m.expire(100, 1000), 0);
         assert_eq!(m.expire(10_000, 1000), 1);
         assert!(m.is_empty());
+    }
+
+    fn txn_hdr(pid: i64, seq: i32, n: i32, base: i64) -> BatchHeader {
+        BatchHeader {
+            attributes: batch_attributes::TRANSACTIONAL,
+            ..hdr(pid, 0, seq, n, base)
+        }
+    }
+
+    fn marker_hdr(pid: i64, epoch: i16, base: i64) -> BatchHeader {
+        BatchHeader {
+            attributes: batch_attributes::TRANSACTIONAL | batch_attributes::CONTROL,
+            base_sequence: -1,
+            ..hdr(pid, epoch, -1, 1, base)
+        }
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_end_at_their_marker() {
+        let mut m = ProducerStateManager::default();
+        assert_eq!(m.replay(&hdr(9, 0, 0, 2, 0)), None, "not transactional");
+        assert_eq!(m.first_unstable_offset(), None);
+        assert_eq!(m.replay(&txn_hdr(1, 0, 3, 2)), None);
+        assert_eq!(m.replay(&txn_hdr(2, 0, 1, 5)), None);
+        assert_eq!(m.replay(&txn_hdr(1, 3, 2, 6)), None);
+        assert_eq!(m.first_unstable_offset(), Some(2));
+        assert_eq!(m.ongoing().collect::<Vec<_>>(), [(2, 1), (5, 2)]);
+        // A marker carries no sequence; its epoch is all that is checked.
+        let marker = marker_hdr(1, 0, 8);
+        assert_eq!(m.check(&[], &marker).unwrap(), Check::Append);
+        assert_eq!(
+            m.replay(&marker),
+            Some(CompletedTxn {
+                producer_id: 1,
+                first_offset: 2,
+                last_offset: 8
+            })
+        );
+        assert_eq!(m.first_unstable_offset(), Some(5));
+        // The marker did not count as a batch of the sequence: the next batch follows on.
+        assert_eq!(m.check(&[], &txn_hdr(1, 5, 1, 9)).unwrap(), Check::Append);
+        m.replay(&txn_hdr(1, 5, 1, 9));
+        assert_eq!(m.first_unstable_offset(), Some(5));
+        assert_eq!(m.ongoing().collect::<Vec<_>>(), [(5, 2), (9, 1)]);
+        // A fenced producer's marker is refused.
+        m.replay(&marker_hdr(2, 3, 10));
+        assert!(matches!(
+            m.check(&[], &marker_hdr(2, 1, 11)),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn open_transactions_survive_a_snapshot_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ProducerStateManager::default();
+        m.replay(&txn_hdr(1, 0, 1, 4));
+        m.replay(&hdr(2, 0, 0, 1, 5));
+        m.write_snapshot(dir.path(), 6).unwrap();
+        let mut back = ProducerStateManager::read_snapshot(&ProducerStateManager::snapshot_path(
+            dir.path(),
+            6,
+        ))
+        .unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.first_unstable_offset(), Some(4));
+        // Long idle: the producer without a transaction expires, the one with it stays.
+        assert_eq!(back.expire(1_000_000, 1_000), 1);
+        assert!(back.get(1).is_some());
     }
 }

@@ -174,6 +174,14 @@ impl Log {
         self.high_watermark
     }
 
+    /// The last stable offset: read_committed consumers read below it. The high watermark,
+    /// or the first offset of the oldest open transaction if that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |f| f.min(self.high_watermark))
+    }
+
     /// Set the high watermark, clamped to [log start offset, log end offset]. Not persisted
     /// until [`Log::checkpoint_high_watermark`] or [`Log::close`].
     pub fn set_high_watermark(&mut self, hw: i64) {

@@ -16,6 +16,7 @@ pub struct B {
     pub compression: Compression,
     pub key: Option<String>,
     pub value_len: usize,
+    pub transactional: bool,
 }
 
 impl Default for B {
@@ -29,6 +30,7 @@ impl Default for B {
             compression: Compression::None,
             key: None,
             value_len: 100,
+            transactional: false,
         }
     }
 }
@@ -73,7 +75,7 @@ pub fn records_kv(
 pub fn batch(b: B) -> Vec<u8> {
     let recs: Vec<Record> = (0..b.n)
         .map(|i| Record {
-            transactional: false,
+            transactional: b.transactional,
             control: false,
             partition_leader_epoch: 0,
             producer_id: b.producer_id,
