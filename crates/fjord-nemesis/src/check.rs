@@ -127,58 +127,139 @@ pub fn check_log(ops: &[Op], log: &BTreeMap<i32, PartitionLog>, out: &mut Vec<An
     }
 }
 
-/// The group's committed offsets never go backwards: every OffsetFetch sample (taken one
-/// after the other) is at least the previous one, and at least every commit acknowledged
-/// before the sample was sent.
-pub fn check_commits(ops: &[Op], samples: &[CommitSample], out: &mut Vec<Anomaly>) {
+/// The group's committed offsets never go backwards, over the OffsetFetch samples (taken one
+/// after the other, each from the coordinator the sampler knew):
+///
+/// - `commit-backwards` (anomaly): a node's readings go back, or a node returns less than a
+///   commit it acknowledged itself before the reading was sent;
+/// - `dirty-offset-read` (anomaly): a reading returned an offset no commit had been
+///   acknowledged with yet, and a later reading (from any node) returned less: a commit was
+///   visible before it was durable and then lost (Kafka shows a commit only once replicated);
+/// - `stale-offset-read` (a note in `notes`, not an anomaly): a node returned less than a
+///   commit another node had acknowledged, i.e. a deposed coordinator answered from its cache
+///   until it learned of the new leader (Kafka has the same window).
+pub fn check_commits(
+    ops: &[Op],
+    samples: &[CommitSample],
+    out: &mut Vec<Anomaly>,
+    notes: &mut Vec<String>,
+) {
     let mut by_partition: BTreeMap<i32, Vec<&CommitSample>> = BTreeMap::new();
     for s in samples {
         by_partition.entry(s.partition).or_default().push(s);
     }
-    for (p, mut list) in by_partition {
-        // One anomaly per partition: the first backward step, and how many samples were back.
-        let mut first: Option<String> = None;
-        let mut count = 0usize;
-        let mut found = |detail: String| {
-            count += 1;
-            first.get_or_insert(detail);
-        };
-        list.sort_by(|a, b| a.start.total_cmp(&b.start));
-        let mut prev: Option<&CommitSample> = None;
-        for s in list {
-            if let Some(pr) = prev {
-                if s.offset < pr.offset && s.start >= pr.end {
-                    found(format!(
-                        "partition {p}: committed offset {} at {:.1}s, then {} at {:.1}s",
-                        pr.offset, pr.end, s.offset, s.end
-                    ));
-                }
-            }
-            let acked_before = ops
-                .iter()
-                .filter_map(|op| match (&op.kind, &op.outcome, op.end) {
-                    (OpKind::Commit { partition, offset }, Outcome::Ok { .. }, Some(end))
-                        if *partition == p && end < s.start =>
-                    {
-                        Some(*offset)
-                    }
-                    _ => None,
-                })
-                .max();
-            if let Some(c) = acked_before {
-                if s.offset < c {
-                    found(format!(
-                        "partition {p}: commit of {c} acknowledged, later OffsetFetch at {:.1}s returned {}",
-                        s.start, s.offset
-                    ));
-                }
-            }
-            prev = Some(s);
+    // Acknowledged commits per partition: (offset, acknowledged at, by node).
+    let mut acks: BTreeMap<i32, Vec<(i64, f64, Option<usize>)>> = BTreeMap::new();
+    for op in ops {
+        if let (OpKind::Commit { partition, offset }, Outcome::Ok { .. }, Some(end)) =
+            (&op.kind, &op.outcome, op.end)
+        {
+            acks.entry(*partition)
+                .or_default()
+                .push((*offset, end, op.node));
         }
-        if let Some(detail) = first {
+    }
+    for (p, mut list) in by_partition {
+        list.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let acks = acks.remove(&p).unwrap_or_default();
+        let mut first: BTreeMap<&str, (String, usize)> = BTreeMap::new();
+        let mut found = |kind: &'static str, detail: String| {
+            let e = first.entry(kind).or_insert((detail, 0));
+            e.1 += 1;
+        };
+        // The highest reading so far that no acknowledged commit covered when it was read.
+        let mut dirty: Option<&CommitSample> = None;
+        let mut last_by_node: BTreeMap<usize, &CommitSample> = BTreeMap::new();
+        for s in &list {
+            let s = *s;
+            if let Some(pr) = last_by_node.get(&s.node) {
+                if s.offset < pr.offset {
+                    found(
+                        "commit-backwards",
+                        format!(
+                            "partition {p}: node {} returned committed offset {} at {:.1}s, then {} at {:.1}s",
+                            s.node, pr.offset, pr.end, s.offset, s.end
+                        ),
+                    );
+                }
+            }
+            if let Some(d) = dirty {
+                if s.offset < d.offset {
+                    found(
+                        "dirty-offset-read",
+                        format!(
+                            "partition {p}: node {} returned {} at {:.1}s before any commit of it was acknowledged; node {} returned {} at {:.1}s",
+                            d.node, d.offset, d.end, s.node, s.offset, s.end
+                        ),
+                    );
+                }
+            }
+            let acked_by_then = |o: i64| acks.iter().any(|(a, at, _)| *a >= o && *at <= s.end);
+            if !acked_by_then(s.offset) && dirty.is_none_or(|d| s.offset > d.offset) {
+                dirty = Some(s);
+            } else if dirty.is_some_and(|d| acked_by_then(d.offset)) {
+                dirty = None;
+            }
+            let before = acks
+                .iter()
+                .filter(|(_, at, _)| *at < s.start)
+                .max_by_key(|(o, _, _)| *o);
+            if let Some((c, at, by)) = before {
+                if s.offset < *c {
+                    let kind = if *by == Some(s.node) {
+                        "commit-backwards"
+                    } else {
+                        "stale-offset-read"
+                    };
+                    found(
+                        kind,
+                        format!(
+                            "partition {p}: commit of {c} acknowledged at {at:.1}s by node {}, OffsetFetch at {:.1}s from node {} returned {}",
+                            by.map_or("?".to_string(), |n| n.to_string()),
+                            s.start,
+                            s.node,
+                            s.offset
+                        ),
+                    );
+                }
+            }
+            last_by_node.insert(s.node, s);
+        }
+        for (kind, (detail, count)) in first {
+            let text = format!("{detail} ({count} such readings)");
+            if kind == "stale-offset-read" {
+                notes.push(format!("[{kind}] {text}"));
+            } else {
+                out.push(Anomaly::new(kind, text));
+            }
+        }
+    }
+}
+
+/// The group's committed offsets read at the end (after convergence, from the coordinator a
+/// fresh consumer finds) are at least the highest commit acknowledged: no acknowledged commit
+/// lost.
+pub fn check_final_commits(ops: &[Op], last: &BTreeMap<i32, i64>, out: &mut Vec<Anomaly>) {
+    let mut acked: BTreeMap<i32, (i64, f64, Option<usize>)> = BTreeMap::new();
+    for op in ops {
+        if let (OpKind::Commit { partition, offset }, Outcome::Ok { .. }) = (&op.kind, &op.outcome)
+        {
+            let e = acked
+                .entry(*partition)
+                .or_insert((*offset, op.end.unwrap_or(0.0), op.node));
+            if *offset > e.0 {
+                *e = (*offset, op.end.unwrap_or(0.0), op.node);
+            }
+        }
+    }
+    for (p, (offset, at, node)) in acked {
+        let now = last.get(&p).copied().unwrap_or(-1);
+        if now < offset {
             out.push(Anomaly::new(
-                "commit-backwards",
-                format!("{detail} ({count} backward readings in all)"),
+                "commit-lost",
+                format!(
+                    "partition {p}: commit of {offset} acknowledged at {at:.1}s by node {node:?}, the group's committed offset at the end is {now}"
+                ),
             ));
         }
     }
@@ -321,34 +402,59 @@ mod tests {
 
     #[test]
     fn commits_going_backwards_are_found() {
-        let commit = Op {
+        let commit = |offset, node, end: f64, ok: bool| Op {
             id: 0,
             client: "c".into(),
             kind: OpKind::Commit {
                 partition: 1,
-                offset: 10,
+                offset,
             },
-            node: Some(1),
-            start: 0.0,
-            end: Some(0.1),
-            outcome: Outcome::Ok { offset: None },
+            node: Some(node),
+            start: end - 0.1,
+            end: Some(end),
+            outcome: if ok {
+                Outcome::Ok { offset: None }
+            } else {
+                Outcome::Timeout
+            },
         };
-        let s = |start: f64, offset| CommitSample {
+        let s = |node, start: f64, offset| CommitSample {
+            node,
             start,
             end: start + 0.1,
             partition: 1,
             offset,
         };
-        let mut out = Vec::new();
-        check_commits(
-            std::slice::from_ref(&commit),
-            &[s(1.0, 10), s(2.0, 12)],
-            &mut out,
+        let kinds = |ops: &[Op], samples: &[CommitSample]| {
+            let (mut out, mut notes) = (Vec::new(), Vec::new());
+            check_commits(ops, samples, &mut out, &mut notes);
+            let mut k: Vec<String> = out.iter().map(|a| a.kind.clone()).collect();
+            k.extend(
+                notes
+                    .iter()
+                    .map(|n| n.split(']').next().unwrap()[1..].to_string()),
+            );
+            k
+        };
+        let ok = [commit(10, 1, 0.1, true)];
+        assert!(kinds(&ok, &[s(1, 1.0, 10), s(1, 2.0, 12)]).is_empty());
+        // One node going back, below its own acknowledged commit (and 12 was never committed).
+        assert_eq!(
+            kinds(&ok, &[s(1, 1.0, 12), s(1, 2.0, 8)]),
+            ["commit-backwards", "dirty-offset-read"]
         );
-        assert!(out.is_empty(), "{out:?}");
-        check_commits(&[commit], &[s(1.0, 12), s(2.0, 8)], &mut out);
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert!(out[0].detail.contains("2 backward readings"), "{out:?}");
+        assert_eq!(
+            kinds(&ok, &[s(1, 1.0, 10), s(1, 2.0, 8)]),
+            ["commit-backwards"]
+        );
+        // A deposed coordinator (node 2) behind a commit node 1 acknowledged: a note.
+        assert_eq!(kinds(&ok, &[s(2, 1.0, 8)]), ["stale-offset-read"]);
+        // Node 1 shows 15 while its commit is in flight; it fails, node 2 has 10.
+        let dirty = [commit(10, 1, 0.1, true), commit(15, 1, 3.0, false)];
+        assert_eq!(
+            kinds(&dirty, &[s(1, 1.0, 15), s(2, 2.0, 10)]),
+            ["dirty-offset-read"]
+        );
     }
 
     #[test]

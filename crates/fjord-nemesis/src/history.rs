@@ -90,6 +90,8 @@ pub struct MetaSample {
 /// The group's committed offset of a partition as OffsetFetch returned it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitSample {
+    /// The node that answered (the coordinator as the sampler found it).
+    pub node: usize,
     pub start: f64,
     pub end: f64,
     pub partition: i32,

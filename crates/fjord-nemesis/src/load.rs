@@ -838,6 +838,7 @@ pub async fn sampler(env: Env, every: Duration) {
                     let end = env.history.now();
                     for (partition, offset) in offsets {
                         env.history.committed(CommitSample {
+                            node: c,
                             start,
                             end,
                             partition,
@@ -853,6 +854,26 @@ pub async fn sampler(env: Env, every: Duration) {
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// The group's committed offsets from its coordinator, as a fresh consumer would read them
+/// (coordinator looked up anew, a few tries): the node asked and the offsets.
+pub async fn final_committed(env: &Env) -> anyhow::Result<(usize, BTreeMap<i32, i64>)> {
+    let mut conns = Conns::new("final");
+    let mut last = String::new();
+    for attempt in 0..20 {
+        let ask = attempt % env.nodes.len() + 1;
+        match coordinator(&mut conns, env, ask).await {
+            Ok(c) => match fetch_committed(&mut conns, env, c).await {
+                Ok(offsets) => return Ok((c, offsets)),
+                Err(e) => last = format!("OffsetFetch at node {c}: {e}"),
+            },
+            Err(e) => last = format!("FindCoordinator at node {ask}: {e}"),
+        }
+        conns.map.clear();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("reading the group's committed offsets: {last}")
 }
 
 /// Read every partition of the load's topic from offset 0 to its high watermark with a fresh

@@ -116,6 +116,8 @@ pub struct Report {
     pub acked_records: usize,
     pub read_records: usize,
     pub anomalies: Vec<Anomaly>,
+    /// Findings that are not anomalies (stale reads from a deposed coordinator).
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -184,6 +186,9 @@ impl Report {
             self.acked_records,
             self.read_records
         );
+        for n in &self.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
         if self.anomalies.is_empty() {
             let _ = writeln!(s, "  anomalies: none");
         } else {
@@ -493,8 +498,13 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         .await
         .context("reading the topic back")?;
     let ops = history.ops();
+    match load::final_committed(&env).await {
+        Ok((_, committed)) => check::check_final_commits(&ops, &committed, &mut anomalies),
+        Err(e) => anomalies.push(Anomaly::new("not-converged", format!("{e:#}"))),
+    }
     check::check_log(&ops, &log, &mut anomalies);
-    check::check_commits(&ops, &history.commit_samples(), &mut anomalies);
+    let mut notes = Vec::new();
+    check::check_commits(&ops, &history.commit_samples(), &mut anomalies, &mut notes);
     check::check_leaders(&history.meta_samples(), &mut anomalies);
     check::check_answered(&ops, &outages, &mut anomalies);
     if let Some((node, line)) = cluster.panics() {
@@ -531,6 +541,7 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         acked_records: acked,
         read_records: log.values().map(|v| v.len()).sum(),
         anomalies,
+        notes,
         seconds: t0.elapsed().as_secs_f64(),
     };
     std::fs::write(
@@ -544,6 +555,27 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         hist.push('\n');
     }
     std::fs::write(cfg.out_dir.join("history.jsonl"), hist)?;
+    let lines = |v: Vec<String>| v.join("\n") + "\n";
+    std::fs::write(
+        cfg.out_dir.join("metadata-samples.jsonl"),
+        lines(
+            history
+                .meta_samples()
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?,
+        ),
+    )?;
+    std::fs::write(
+        cfg.out_dir.join("commit-samples.jsonl"),
+        lines(
+            history
+                .commit_samples()
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?,
+        ),
+    )?;
     drop(cluster);
     Ok(report)
 }
