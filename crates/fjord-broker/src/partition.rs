@@ -445,7 +445,9 @@ impl Partition {
     }
 
     /// Wait until an acks=all produce whose records end below `required_offset` is replicated
-    /// to the ISR, the role changes, or `deadline` passes (`Waiting`).
+    /// to the ISR, the role changes, or `deadline` passes (`Waiting`). A partition whose log
+    /// was taken away (the topic deleted, the replica moved off this broker) answers
+    /// `NotLeader` at once, as Kafka's DelayedProduce does, rather than at the deadline.
     pub async fn wait_acks_all(
         &self,
         required_offset: i64,
@@ -457,6 +459,9 @@ impl Partition {
             .get_or_init(|| watch::channel(0).0)
             .subscribe();
         loop {
+            if !self.has_log() {
+                return AckStatus::NotLeader;
+            }
             let status = self
                 .replica
                 .lock()

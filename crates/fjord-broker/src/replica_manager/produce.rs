@@ -205,5 +205,22 @@ mod tests {
         let status = p.wait_acks_all(1, 1, t0 + Duration::from_millis(200)).await;
         assert_eq!(status, AckStatus::Waiting);
         assert!(t0.elapsed() < Duration::from_secs(2));
+
+        // The partition is deleted while a produce waits: answered at once.
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_acks_all(1, 1, Instant::now() + Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(p.take_log());
+        let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered when the log went away")
+            .unwrap();
+        assert_eq!(status, AckStatus::NotLeader);
     }
 }
