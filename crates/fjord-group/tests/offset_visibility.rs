@@ -35,6 +35,10 @@ fn a_commit_is_not_fetched_before_its_record_is_appended() {
     let mut c = Coordinator::new(Config::default());
     let (errors, fx) = c.commit_offsets(commit(10), 0);
     assert_eq!(errors, vec![ErrorCode::None]);
-    assert_eq!(fx.records.len(), 1, "the commit's record is still to be appended");
+    assert_eq!(
+        fx.records.len(),
+        1,
+        "the commit's record is still to be appended"
+    );
     assert_eq!(fetched(&c), None, "fetched before the append completed");
 }
