@@ -5,7 +5,12 @@
 //! Transactions (issue 15, in progress): a producer's first transactional batch opens its
 //! transaction at that offset, and a control batch (its commit or abort marker) ends it. The
 //! open transactions, by first offset, give the first unstable offset, which bounds the last
-//! stable offset (LSO) that read_committed consumers read up to.
+//! stable offset (LSO) that read_committed consumers read up to. Aborted transactions (Kafka's
+//! transaction index) are kept with the state, in marker order, so a read_committed fetch can
+//! name the ones its range overlaps; they go when the log start passes their marker, and are
+//! rebuilt with the rest of the state from a snapshot and the batches after it. (Kafka keeps
+//! them in a `.txnindex` file per segment; here they live in memory and in the snapshot, so a
+//! compacted topic that aborts often keeps them until the cleaner learns to drop aborted data.)
 //!
 //! Persisted as `{offset:020}.snapshot` (JSON) on roll and close; on open the latest snapshot
 //! at or below the log end is loaded and the batch headers after it are replayed.
@@ -61,6 +66,19 @@ pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
     /// Open transactions: first offset → producer id (derived from `producers`).
     ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
+}
+
+/// A transaction aborted in this partition (an entry of Kafka's transaction index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The abort marker's offset.
+    pub last_offset: i64,
+    /// The last stable offset once the marker was written.
+    pub last_stable_offset: i64,
 }
 
 /// A transaction its marker ended in this partition.
@@ -76,6 +94,8 @@ pub struct CompletedTxn {
 struct Snapshot {
     version: u32,
     producers: Vec<ProducerEntry>,
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStateManager {
@@ -254,14 +274,51 @@ impl ProducerStateManager {
             .collect();
     }
 
-    /// Replay a batch read from the log (no validation: it was validated when appended).
-    /// Returns the transaction it ended, if it is a marker.
-    pub fn replay(&mut self, h: &BatchHeader) -> Option<CompletedTxn> {
-        if h.has_producer_id() {
-            let e = self.updated_entry(&[], h);
-            return self.commit_ending(e, h.last_offset());
+    /// Replay batch `h` (its bytes: `batch`) read from the log or from the leader (no
+    /// validation: it was validated when appended). Returns the transaction it ended, if it
+    /// is a marker; an abort is also added to the aborted transactions.
+    pub fn replay(&mut self, h: &BatchHeader, batch: &[u8]) -> Option<CompletedTxn> {
+        if !h.has_producer_id() {
+            return None;
         }
-        None
+        let e = self.updated_entry(&[], h);
+        let done = self.commit_ending(e, h.last_offset())?;
+        match fjord_protocol::control::read_marker(batch) {
+            Ok(Some(m)) if !m.commit => self.aborted.push(AbortedTxn {
+                producer_id: done.producer_id,
+                first_offset: done.first_offset,
+                last_offset: done.last_offset,
+                last_stable_offset: self.first_unstable_offset().unwrap_or(done.last_offset + 1),
+            }),
+            Ok(_) => {}
+            // Only a leader writes control batches; one it cannot read ends the transaction
+            // as a commit would (nothing hidden from read_committed consumers).
+            Err(e) => tracing::warn!(
+                producer_id = done.producer_id,
+                offset = done.last_offset,
+                error = %e,
+                "unreadable transaction marker"
+            ),
+        }
+        Some(done)
+    }
+
+    /// The aborted transactions a read_committed fetch of `[from, upto)` must skip: those
+    /// whose data may lie in the range (marker at or after `from`, first offset before
+    /// `upto`), as (producer id, first offset).
+    pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < upto)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// The log start moved to `offset`: forget the aborted transactions whose marker is gone.
+    pub fn forget_aborted_before(&mut self, offset: i64) {
+        let gone = self.aborted.partition_point(|a| a.last_offset < offset);
+        self.aborted.drain(..gone);
     }
 
     /// Drop producers idle for longer than `expiration_ms`, except those with a transaction
@@ -285,6 +342,7 @@ impl ProducerStateManager {
         let data = serde_json::to_vec(&Snapshot {
             version: 1,
             producers,
+            aborted: self.aborted.clone(),
         })
         .expect("serializable");
         crate::index::write_atomic(&Self::snapshot_path(dir, offset), &data)
@@ -303,6 +361,7 @@ impl ProducerStateManager {
                 .map(|e| (e.producer_id, e))
                 .collect(),
             ongoing: BTreeMap::new(),
+            aborted: snap.aborted,
         };
         m.rebuild_ongoing();
         Ok(m)
@@ -416,29 +475,42 @@ mod tests {
         }
     }
 
-    fn marker_hdr(pid: i64, epoch: i16, base: i64) -> BatchHeader {
-        BatchHeader {
-            attributes: batch_attributes::TRANSACTIONAL | batch_attributes::CONTROL,
-            base_sequence: -1,
-            ..hdr(pid, epoch, -1, 1, base)
-        }
+    /// A real marker batch at `base`: its header and bytes.
+    fn marker(pid: i64, epoch: i16, base: i64, commit: bool) -> (BatchHeader, Vec<u8>) {
+        use fjord_protocol::control::{marker_batch, EndTxnMarker};
+        let mut b = marker_batch(
+            pid,
+            epoch,
+            EndTxnMarker {
+                commit,
+                coordinator_epoch: 0,
+            },
+            10,
+            0,
+        );
+        fjord_protocol::batch::set_base_offset(&mut b, base);
+        (fjord_protocol::batch::parse_header(&b).unwrap(), b)
     }
 
     #[test]
     fn transactions_open_at_their_first_batch_and_end_at_their_marker() {
         let mut m = ProducerStateManager::default();
-        assert_eq!(m.replay(&hdr(9, 0, 0, 2, 0)), None, "not transactional");
+        assert_eq!(
+            m.replay(&hdr(9, 0, 0, 2, 0), &[]),
+            None,
+            "not transactional"
+        );
         assert_eq!(m.first_unstable_offset(), None);
-        assert_eq!(m.replay(&txn_hdr(1, 0, 3, 2)), None);
-        assert_eq!(m.replay(&txn_hdr(2, 0, 1, 5)), None);
-        assert_eq!(m.replay(&txn_hdr(1, 3, 2, 6)), None);
+        assert_eq!(m.replay(&txn_hdr(1, 0, 3, 2), &[]), None);
+        assert_eq!(m.replay(&txn_hdr(2, 0, 1, 5), &[]), None);
+        assert_eq!(m.replay(&txn_hdr(1, 3, 2, 6), &[]), None);
         assert_eq!(m.first_unstable_offset(), Some(2));
         assert_eq!(m.ongoing().collect::<Vec<_>>(), [(2, 1), (5, 2)]);
         // A marker carries no sequence; its epoch is all that is checked.
-        let marker = marker_hdr(1, 0, 8);
-        assert_eq!(m.check(&[], &marker).unwrap(), Check::Append);
+        let (commit, bytes) = marker(1, 0, 8, true);
+        assert_eq!(m.check(&[], &commit).unwrap(), Check::Append);
         assert_eq!(
-            m.replay(&marker),
+            m.replay(&commit, &bytes),
             Some(CompletedTxn {
                 producer_id: 1,
                 first_offset: 2,
@@ -448,13 +520,15 @@ mod tests {
         assert_eq!(m.first_unstable_offset(), Some(5));
         // The marker did not count as a batch of the sequence: the next batch follows on.
         assert_eq!(m.check(&[], &txn_hdr(1, 5, 1, 9)).unwrap(), Check::Append);
-        m.replay(&txn_hdr(1, 5, 1, 9));
+        m.replay(&txn_hdr(1, 5, 1, 9), &[]);
         assert_eq!(m.first_unstable_offset(), Some(5));
         assert_eq!(m.ongoing().collect::<Vec<_>>(), [(5, 2), (9, 1)]);
         // A fenced producer's marker is refused.
-        m.replay(&marker_hdr(2, 3, 10));
+        let (h, b) = marker(2, 3, 10, false);
+        m.replay(&h, &b);
+        assert_eq!(m.aborted_between(0, 11), [(2, 5)]);
         assert!(matches!(
-            m.check(&[], &marker_hdr(2, 1, 11)),
+            m.check(&[], &marker(2, 1, 11, false).0),
             Err(AppendError::InvalidProducerEpoch { .. })
         ));
     }
@@ -463,8 +537,8 @@ mod tests {
     fn open_transactions_survive_a_snapshot_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = ProducerStateManager::default();
-        m.replay(&txn_hdr(1, 0, 1, 4));
-        m.replay(&hdr(2, 0, 0, 1, 5));
+        m.replay(&txn_hdr(1, 0, 1, 4), &[]);
+        m.replay(&hdr(2, 0, 0, 1, 5), &[]);
         m.write_snapshot(dir.path(), 6).unwrap();
         let mut back = ProducerStateManager::read_snapshot(&ProducerStateManager::snapshot_path(
             dir.path(),

@@ -64,6 +64,14 @@ fn the_last_stable_offset_stops_at_the_oldest_open_transaction() {
     append(&mut log, marker(2, false, 7)); // producer 2 aborts
     assert_eq!(log.last_stable_offset(), log.high_watermark());
     assert_eq!(log.producer_state().first_unstable_offset(), None);
+    // A read_committed fetch over its data learns of the abort; one past its marker does not.
+    assert_eq!(log.aborted_transactions(0, 8), [(2, 2)]);
+    assert_eq!(log.aborted_transactions(3, 4), [(2, 2)]);
+    assert!(log.aborted_transactions(8, 20).is_empty());
+    assert!(
+        log.aborted_transactions(0, 2).is_empty(),
+        "ends before its data"
+    );
 }
 
 #[test]
@@ -80,7 +88,13 @@ fn a_log_rebuilt_from_its_batches_knows_its_open_transactions() {
             std::fs::remove_file(p).unwrap();
         }
     }
-    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.producer_state().ongoing().collect::<Vec<_>>(), [(3, 3)]);
     assert_eq!(log.producer_state().first_unstable_offset(), Some(3));
+    // The abort was read back from the marker's bytes.
+    assert_eq!(log.aborted_transactions(0, 5), [(1, 0)]);
+    // Once the log start passes the marker, the abort is forgotten.
+    log.set_high_watermark(5);
+    log.delete_records_before(3).unwrap();
+    assert!(log.aborted_transactions(0, 5).is_empty());
 }

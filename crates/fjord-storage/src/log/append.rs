@@ -515,9 +515,9 @@ impl Log {
             }
             self.index_dirty = true;
             self.producers_persisted_at = None;
-            for (_, h) in &batches[i..j] {
+            for (p, h) in &batches[i..j] {
                 // No checks: what the leader wrote is the truth.
-                self.producers.replay(h);
+                self.producers.replay(h, &records[*p..*p + h.total_size()]);
                 self.epochs
                     .assign(h.partition_leader_epoch, h.base_offset)?;
             }

@@ -424,12 +424,19 @@ impl Log {
                 continue;
             };
             let producers = &mut self.producers;
-            scan_file(seg.file()?, &seg.path, pos, seg.size, false, |_, h, _| {
-                if h.base_offset >= from {
-                    producers.replay(h);
-                }
-                Ok(true)
-            })?;
+            scan_file(
+                seg.file()?,
+                &seg.path,
+                pos,
+                seg.size,
+                false,
+                |_, h, batch| {
+                    if h.base_offset >= from {
+                        producers.replay(h, batch);
+                    }
+                    Ok(true)
+                },
+            )?;
         }
         Ok(unreadable)
     }

@@ -174,6 +174,12 @@ impl Log {
         self.high_watermark
     }
 
+    /// The aborted transactions a read_committed fetch of `[from, upto)` must skip, as
+    /// (producer id, first offset): Kafka's `aborted_transactions` of a fetch response.
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
+        self.producers.aborted_between(from, upto)
+    }
+
     /// The last stable offset: read_committed consumers read below it. The high watermark,
     /// or the first offset of the oldest open transaction if that is lower.
     pub fn last_stable_offset(&self) -> i64 {

@@ -45,6 +45,7 @@ impl Log {
         )?;
         self.high_watermark = self.high_watermark.max(offset);
         self.epochs.truncate_from_start(offset)?;
+        self.producers.forget_aborted_before(offset);
         // Snapshots below the log start are useless, except the newest (state must survive).
         let snaps = producer_state::list_snapshots(&self.dir)?;
         if let Some((&newest, older)) = snaps.split_last() {
