@@ -55,6 +55,23 @@ pub struct Partition {
     pub skew: crate::skew::PartitionSkew,
 }
 
+/// The last stable offset of `log` at high watermark `hw` (the replication state's, which
+/// the log's own lags): `hw`, or the oldest open transaction's first offset if lower.
+pub fn last_stable_offset(log: &Log, hw: i64) -> i64 {
+    log.producer_state()
+        .first_unstable_offset()
+        .map_or(hw, |f| f.min(hw))
+}
+
+/// What a consumer's fetch reads from one partition ([`Partition::read_for_consumer`]).
+pub struct ConsumerRead {
+    pub read: ReadResult<Option<FileRange>>,
+    pub last_stable_offset: i64,
+    /// For read_committed: the aborted transactions (producer id, first offset) the records
+    /// may hold.
+    pub aborted: Option<Vec<(i64, i64)>>,
+}
+
 /// A leader append waiting for the partition's I/O thread ([`Partition::append_async`]).
 struct QueuedAppend {
     records: bytes::Bytes,
@@ -501,14 +518,35 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult<Option<FileRange>>, ReadRejection> {
+        self.read_for_consumer(fetch_offset, max_bytes, min_one_batch, false)
+            .map(|r| r.read)
+    }
+
+    /// [`read`](Self::read) with the partition's last stable offset; `read_committed` stops
+    /// at it (Kafka's `isolation_level = 1`) and names the aborted transactions the consumer
+    /// must skip in what it may read.
+    pub fn read_for_consumer(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<ConsumerRead, ReadRejection> {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
         let hw = self.replica.lock().high_watermark();
+        let lso = last_stable_offset(log, hw);
+        let upto = if read_committed { lso } else { hw };
         let mut r = log
-            .read_range(fetch_offset, max_bytes, hw, min_one_batch)
+            .read_range(fetch_offset, max_bytes, upto, min_one_batch)
             .map_err(ReadRejection::Storage)?;
         r.log_end_offset = hw;
-        Ok(r)
+        let aborted = read_committed.then(|| log.aborted_transactions(fetch_offset, upto));
+        Ok(ConsumerRead {
+            read: r,
+            last_stable_offset: lso,
+            aborted,
+        })
     }
 
     /// Whole batches for a follower: up to the log end, within `max_bytes`, except that with

@@ -19,8 +19,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fjord_protocol::error::ErrorCode;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use uuid::Uuid;
 
 use super::{sb, Ctx};
@@ -53,6 +55,7 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
     } else {
         Fetcher::Consumer {
             from_follower: ctx.version >= 11,
+            read_committed: req.isolation_level == 1,
         }
     };
     let params = FetchParams {
@@ -282,9 +285,20 @@ fn build_response(
             .with_partition_index(key.partition)
             .with_error_code(r.error.code())
             .with_high_watermark(r.high_watermark)
-            .with_last_stable_offset(r.high_watermark)
+            .with_last_stable_offset(r.last_stable_offset)
             .with_log_start_offset(r.log_start_offset)
-            .with_aborted_transactions((req.isolation_level == 1).then(Vec::new))
+            .with_aborted_transactions((req.isolation_level == 1).then(|| {
+                r.aborted
+                    .take()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(producer_id, first_offset)| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(producer_id))
+                            .with_first_offset(first_offset)
+                    })
+                    .collect()
+            }))
             .with_preferred_read_replica(BrokerId(r.preferred_read_replica))
             .with_records(inline);
         let same_topic = topics.last().is_some_and(|last| {

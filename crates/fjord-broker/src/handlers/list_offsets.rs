@@ -78,6 +78,8 @@ fn answer(b: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsRespo
     // not a consumer's sees the whole log (LATEST is the log end offset, not the high watermark).
     let any_replica = req.replica_id.0 == DEBUGGING_REPLICA_ID;
     let whole_log = req.replica_id.0 != CONSUMER_REPLICA_ID;
+    // A read_committed consumer's LATEST is the last stable offset.
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -103,10 +105,16 @@ fn answer(b: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsRespo
                         return r.with_error_code(code.code());
                     }
                     let epoch = part.leader_epoch();
-                    // Consumers see the log up to the high watermark.
+                    // Consumers see the log up to the high watermark (read_committed ones, up
+                    // to the oldest open transaction).
                     let hw = part.high_watermark();
                     let found = part.with_log(|log| match p.timestamp {
                         LATEST if whole_log => Ok(Some((log.log_end_offset(), -1, epoch))),
+                        LATEST if read_committed => Ok(Some((
+                            crate::partition::last_stable_offset(log, hw),
+                            -1,
+                            epoch,
+                        ))),
                         LATEST => Ok(Some((hw, -1, epoch))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),
                         LATEST_TIERED => Ok(Some((-1, -1, -1))),

@@ -27,16 +27,18 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::fetch_session::{PartitionFetch, SessionKey};
-use crate::partition::Partition;
+use crate::partition::{ConsumerRead, Partition};
 use crate::throttle::FetchAllowance;
 
 /// Who is fetching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetcher {
     Follower(i32),
-    /// `from_follower`: the request may be served by a follower (KIP-392, v11+).
+    /// `from_follower`: the request may be served by a follower (KIP-392, v11+);
+    /// `read_committed`: Kafka's `isolation_level = 1` (stop at the last stable offset).
     Consumer {
         from_follower: bool,
+        read_committed: bool,
     },
 }
 
@@ -61,6 +63,10 @@ pub struct PartitionRead {
     pub error: ErrorCode,
     pub records: Option<FileRange>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// For a read_committed consumer: the aborted transactions (producer id, first offset)
+    /// its records may hold.
+    pub aborted: Option<Vec<(i64, i64)>>,
     pub log_start_offset: i64,
     /// KIP-392: the replica the consumer should fetch from instead (-1: none).
     pub preferred_read_replica: i32,
@@ -76,6 +82,8 @@ impl PartitionRead {
             error,
             records: None,
             high_watermark,
+            last_stable_offset: high_watermark,
+            aborted: None,
             log_start_offset,
             preferred_read_replica: -1,
             leader: true,
@@ -113,6 +121,7 @@ pub async fn fetch(
                 match fetcher {
                     Fetcher::Consumer {
                         from_follower: true,
+                        ..
                     } => p.check_replica_epoch(fetch.current_leader_epoch),
                     _ => p.check_leader_epoch(fetch.current_leader_epoch),
                 }
@@ -144,6 +153,7 @@ pub async fn fetch(
                 Some(rack),
                 Fetcher::Consumer {
                     from_follower: true,
+                    ..
                 },
             ) if b.config.replication.rack_aware_selector && p.is_leader() => {
                 preferred_read_replica(b, p, rack, t.fetch.fetch_offset)
@@ -415,13 +425,23 @@ fn read_all(
             // Only the first partition with records may go over the budget, with one batch
             // (Kafka's `minOneMessage`); later ones read at most what is left of it.
             let read = match fetcher {
-                Fetcher::Follower(_) => {
-                    p.read_for_follower(t.fetch.fetch_offset, budget, first_data)
+                Fetcher::Follower(_) => p
+                    .read_for_follower(t.fetch.fetch_offset, budget, first_data)
+                    .map(|read| ConsumerRead {
+                        last_stable_offset: read.log_end_offset,
+                        read,
+                        aborted: None,
+                    }),
+                Fetcher::Consumer { read_committed, .. } => {
+                    p.read_for_consumer(t.fetch.fetch_offset, budget, first_data, read_committed)
                 }
-                Fetcher::Consumer { .. } => p.read(t.fetch.fetch_offset, budget, first_data),
             };
             match read {
-                Ok(r) => {
+                Ok(ConsumerRead {
+                    read: r,
+                    last_stable_offset,
+                    aborted,
+                }) => {
                     if let Some(range) = &r.records {
                         first_data = false;
                         total += range.len();
@@ -434,6 +454,8 @@ fn read_all(
                         error: ErrorCode::None,
                         records: r.records,
                         high_watermark: r.log_end_offset,
+                        last_stable_offset,
+                        aborted,
                         log_start_offset: r.log_start_offset,
                         preferred_read_replica: -1,
                         leader: p.is_leader(),
@@ -561,5 +583,48 @@ mod tests {
             follower_read(&[&small, &big], 1 << 20, 1 << 20),
             [4 * s, b + big_sizes[1]]
         );
+    }
+
+    /// A read_committed consumer reads up to the last stable offset (the first offset of the
+    /// oldest open transaction) and is told which aborted transactions its records hold; a
+    /// read_uncommitted one reads to the high watermark.
+    #[test]
+    fn read_committed_stops_at_the_last_stable_offset_and_names_aborted_transactions() {
+        use fjord_protocol::control::{marker_batch, EndTxnMarker};
+        let dir = tempfile::tempdir().unwrap();
+        let mut abort = marker_batch(
+            7,
+            0,
+            EndTxnMarker {
+                commit: false,
+                coordinator_epoch: 0,
+            },
+            0,
+            0,
+        );
+        fjord_protocol::batch::set_base_offset(&mut abort, 2);
+        let batches = [
+            batch(0, 10),
+            crate::test_batches::txn_batch(1, 10, 7), // aborted by the marker at 2
+            abort,
+            crate::test_batches::txn_batch(3, 10, 8), // still open
+            batch(4, 10),
+        ];
+        let mut log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+        log.append_as_follower(&batches.concat(), 0).unwrap();
+        log.set_high_watermark(5);
+        let p = Partition::new("t".into(), Uuid::nil(), 0, 1);
+        p.install_log(log);
+
+        let committed = p.read_for_consumer(0, 1 << 20, true, true).unwrap();
+        assert_eq!(committed.last_stable_offset, 3);
+        assert_eq!(committed.aborted, Some(vec![(7, 1)]));
+        let stable: usize = batches[..3].iter().map(Vec::len).sum();
+        assert_eq!(committed.read.records.map(|r| r.len()), Some(stable));
+
+        let all = p.read_for_consumer(0, 1 << 20, true, false).unwrap();
+        assert_eq!((all.last_stable_offset, all.aborted), (3, None));
+        let total: usize = batches.iter().map(Vec::len).sum();
+        assert_eq!(all.read.records.map(|r| r.len()), Some(total));
     }
 }
