@@ -11,7 +11,8 @@ use crate::history::{CommitSample, MetaSample, Op, OpKind, Outcome};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
     /// `lost`, `duplicated`, `moved`, `phantom`, `out-of-order`, `commit-backwards`,
-    /// `two-leaders`, `unanswered`, `not-converged`, `panic`, `harness`.
+    /// `two-leaders`, `unanswered`, `not-converged`, `commit-lost`, `dirty-offset-read`,
+    /// `panic`, `raft-reversion-panic`, `raft-stopped`.
     pub kind: String,
     pub detail: String,
 }

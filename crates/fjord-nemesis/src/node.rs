@@ -337,15 +337,37 @@ impl Cluster {
         Ok(())
     }
 
-    /// Whether any node's log shows a panic: the first such line with its node.
-    pub fn panics(&self) -> Option<(usize, String)> {
+    /// What the nodes' logs show went fatally wrong: each node's first panic (`panicked at`
+    /// and the message on the next line) and each time a node's metadata Raft core quit on
+    /// an error (it does not come back without a restart). (node, kind, line) with kind
+    /// `raft-reversion-panic` (openraft's "follower log reversion" assertion, openraft issue
+    /// 1500: a delayed heartbeat conflict), `panic`, or `raft-stopped`.
+    pub fn fatal_log_lines(&self) -> Vec<(usize, &'static str, String)> {
+        let mut out = Vec::new();
         for n in &self.nodes {
             let logs = n.logs();
-            if let Some(line) = logs.lines().find(|l| l.contains("panicked")) {
-                return Some((n.id, line.to_string()));
+            let lines: Vec<&str> = logs.lines().collect();
+            if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
+                let message = lines.get(i + 1).copied().unwrap_or("");
+                let kind = if message.contains("follower log reversion is not allowed") {
+                    "raft-reversion-panic"
+                } else {
+                    "panic"
+                };
+                out.push((
+                    n.id,
+                    kind,
+                    format!("{} {}", lines[i].trim(), message.trim()),
+                ));
+            }
+            for l in lines
+                .iter()
+                .filter(|l| l.contains("quit RaftCore::main on error"))
+            {
+                out.push((n.id, "raft-stopped", l.to_string()));
             }
         }
-        None
+        out
     }
 }
 

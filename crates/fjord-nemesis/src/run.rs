@@ -507,8 +507,8 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
     check::check_commits(&ops, &history.commit_samples(), &mut anomalies, &mut notes);
     check::check_leaders(&history.meta_samples(), &mut anomalies);
     check::check_answered(&ops, &outages, &mut anomalies);
-    if let Some((node, line)) = cluster.panics() {
-        anomalies.push(Anomaly::new("panic", format!("node {node}: {line}")));
+    for (node, kind, line) in cluster.fatal_log_lines() {
+        anomalies.push(Anomaly::new(kind, format!("node {node}: {line}")));
     }
 
     let mut counts: BTreeMap<String, OpCounts> = BTreeMap::new();
