@@ -149,15 +149,16 @@ pub fn check_commits(
     for s in samples {
         by_partition.entry(s.partition).or_default().push(s);
     }
-    // Acknowledged commits per partition: (offset, acknowledged at, by node).
-    let mut acks: BTreeMap<i32, Vec<(i64, f64, Option<usize>)>> = BTreeMap::new();
+    // Acknowledged commits per partition: (offset, acknowledged at, by node, sent at).
+    type Ack = (i64, f64, Option<usize>, f64);
+    let mut acks: BTreeMap<i32, Vec<Ack>> = BTreeMap::new();
     for op in ops {
         if let (OpKind::Commit { partition, offset }, Outcome::Ok { .. }, Some(end)) =
             (&op.kind, &op.outcome, op.end)
         {
             acks.entry(*partition)
                 .or_default()
-                .push((*offset, end, op.node));
+                .push((*offset, end, op.node, op.start));
         }
     }
     for (p, mut list) in by_partition {
@@ -195,17 +196,23 @@ pub fn check_commits(
                     );
                 }
             }
-            let acked_by_then = |o: i64| acks.iter().any(|(a, at, _)| *a >= o && *at <= s.end);
-            if !acked_by_then(s.offset) && dirty.is_none_or(|d| s.offset > d.offset) {
+            // A reading is covered by a commit acknowledged by then, or by one the same node
+            // was handling when it answered and acknowledged later (a write that took effect).
+            let covered = |r: &CommitSample| {
+                acks.iter().any(|(a, at, by, sent)| {
+                    *a >= r.offset && (*at <= r.end || (*by == Some(r.node) && *sent <= r.end))
+                })
+            };
+            if !covered(s) && dirty.is_none_or(|d| s.offset > d.offset) {
                 dirty = Some(s);
-            } else if dirty.is_some_and(|d| acked_by_then(d.offset)) {
+            } else if dirty.is_some_and(covered) {
                 dirty = None;
             }
             let before = acks
                 .iter()
-                .filter(|(_, at, _)| *at < s.start)
-                .max_by_key(|(o, _, _)| *o);
-            if let Some((c, at, by)) = before {
+                .filter(|(_, at, _, _)| *at < s.start)
+                .max_by_key(|(o, _, _, _)| *o);
+            if let Some((c, at, by, _)) = before {
                 if s.offset < *c {
                     let kind = if *by == Some(s.node) {
                         "commit-backwards"
@@ -456,6 +463,11 @@ mod tests {
             kinds(&dirty, &[s(1, 1.0, 15), s(2, 2.0, 10)]),
             ["dirty-offset-read"]
         );
+        // The same, but the commit node 1 was handling succeeded: node 2 is merely stale.
+        let mut late_ack = commit(15, 1, 3.0, true);
+        late_ack.start = 0.5;
+        let in_flight = [commit(10, 1, 0.1, true), late_ack];
+        assert!(kinds(&in_flight, &[s(1, 1.0, 15), s(2, 2.0, 10)]).is_empty());
     }
 
     #[test]
