@@ -549,33 +549,20 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         serde_json::to_vec_pretty(&report)?,
     )?;
     std::fs::write(cfg.out_dir.join("report.txt"), report.text())?;
-    let mut hist = String::new();
-    for op in &ops {
-        hist.push_str(&serde_json::to_string(op)?);
-        hist.push('\n');
-    }
-    std::fs::write(cfg.out_dir.join("history.jsonl"), hist)?;
-    let lines = |v: Vec<String>| v.join("\n") + "\n";
-    std::fs::write(
-        cfg.out_dir.join("metadata-samples.jsonl"),
-        lines(
-            history
-                .meta_samples()
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<_, _>>()?,
-        ),
-    )?;
-    std::fs::write(
-        cfg.out_dir.join("commit-samples.jsonl"),
-        lines(
-            history
-                .commit_samples()
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<_, _>>()?,
-        ),
-    )?;
+    let dir = &cfg.out_dir;
+    write_jsonl(&dir.join("history.jsonl"), &ops)?;
+    write_jsonl(&dir.join("metadata-samples.jsonl"), &history.meta_samples())?;
+    write_jsonl(&dir.join("commit-samples.jsonl"), &history.commit_samples())?;
     drop(cluster);
     Ok(report)
+}
+
+/// One JSON object a line.
+fn write_jsonl<T: Serialize>(path: &std::path::Path, items: &[T]) -> Result<()> {
+    let mut out = String::new();
+    for item in items {
+        out.push_str(&serde_json::to_string(item)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
