@@ -90,6 +90,8 @@ pub struct RunningBroker {
     kafka_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     broker: Option<Arc<Broker>>,
+    /// This node's controller, when it is a voter.
+    controller: Option<Arc<fjord_metadata::quorum::ControllerService>>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -107,6 +109,15 @@ impl RunningBroker {
     pub fn broker(&self) -> Option<&Arc<Broker>> {
         self.broker.as_ref()
     }
+    /// Resolves, with why, if this node's controller stops on its own (its Raft core quit on
+    /// an error); never on a node without a controller. The node cannot rejoin the quorum
+    /// without a restart.
+    pub async fn controller_stopped(&self) -> String {
+        match &self.controller {
+            Some(c) => c.stopped().await,
+            None => std::future::pending().await,
+        }
+    }
     /// Controlled shutdown: in a cluster, first move this broker's leaderships away (and wait
     /// for that); then stop accepting, finish in-flight requests, flush and close every log.
     pub async fn shutdown(self) {
@@ -115,6 +126,13 @@ impl RunningBroker {
             // What was used since the last activity report, while the controller still answers.
             topic_activity::flush(b).await;
         }
+        self.stop().await;
+    }
+
+    /// Stop without the controlled shutdown (for a node that must go at once, e.g. its
+    /// controller stopped): finish in-flight requests, flush and close every log. Leaderships
+    /// move when the controller fences this broker.
+    pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
     }
@@ -144,7 +162,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let (host, port) = config.advertised(kafka_addr);
     let (tx, rx) = watch::channel(false);
     let mut cluster_tasks = Vec::new();
-    let mut service = None;
+    let mut service: Option<Arc<fjord_metadata::quorum::ControllerService>> = None;
     let broker = if config.cluster.is_quorum() {
         let (broker, svc, tasks) = start_quorum_member(config, &host, port, rx.clone()).await?;
         service = svc;
@@ -189,6 +207,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let activity_flush = tokio::spawn(topic_activity::flush_loop(broker.clone(), rx.clone()));
     let lag_ends = tokio::spawn(log_ends::poll_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
+    let service_for_shutdown = service.clone();
     let done = tokio::spawn(async move {
         let _ = accept.await;
         let _ = upkeep.await;
@@ -202,7 +221,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         let _ = activity_flush.await;
         let _ = lag_ends.await;
         let _ = admin_task.await;
-        if let Some(s) = service {
+        if let Some(s) = service_for_shutdown {
             s.shutdown().await;
         }
         let closing = b.clone();
@@ -213,6 +232,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         kafka_addr: Some(kafka_addr),
         admin_addr,
         broker: Some(broker),
+        controller: service,
         shutdown: tx,
         done,
     })
@@ -232,6 +252,7 @@ async fn start_controller_only(config: BrokerConfig) -> anyhow::Result<RunningBr
     let (tx, rx) = watch::channel(false);
     let mut admin_rx = rx.clone();
     let router = admin::controller_router(service.clone(), client);
+    let controller = Some(service.clone());
     let done = tokio::spawn(async move {
         let _ = axum::serve(admin, router)
             .with_graceful_shutdown(async move {
@@ -245,6 +266,7 @@ async fn start_controller_only(config: BrokerConfig) -> anyhow::Result<RunningBr
         kafka_addr: None,
         admin_addr,
         broker: None,
+        controller,
         shutdown: tx,
         done,
     })

@@ -74,6 +74,11 @@ impl Node {
     }
 }
 
+/// The line `fjord server` logs when its controller's Raft core stopped and it exits to be
+/// restarted.
+const SERVER_STOPS_FOR_RESTART: &str =
+    "the controller stopped on its own; stopping to be restarted";
+
 /// The nodes of a run and the network they live in. Dropping it kills every node (by pid)
 /// and then tears the network down.
 pub struct Cluster {
@@ -337,7 +342,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// What the nodes' logs show went fatally wrong: each node's first panic (`panicked at`
+    /// What the nodes' logs show went fatally wrong (a Raft core that quit counts only if its
+    /// node did not then stop to be restarted): each node's first panic (`panicked at`
     /// and the message on the next line) and each time a node's metadata Raft core quit on
     /// an error (it does not come back without a restart). (node, kind, line) with kind
     /// `raft-reversion-panic` (openraft's "follower log reversion" assertion, openraft issue
@@ -360,11 +366,19 @@ impl Cluster {
                     format!("{} {}", lines[i].trim(), message.trim()),
                 ));
             }
-            for l in lines
-                .iter()
-                .filter(|l| l.contains("quit RaftCore::main on error"))
-            {
-                out.push((n.id, "raft-stopped", l.to_string()));
+            // A core that quit is handled when the node then stopped to be restarted (what
+            // `fjord server` does, as Kafka halts a node whose metadata log fails); one that
+            // quit and left the node running with frozen metadata is the anomaly.
+            for (i, l) in lines.iter().enumerate() {
+                if !l.contains("quit RaftCore::main on error") {
+                    continue;
+                }
+                let stopped = lines[i..]
+                    .iter()
+                    .any(|l| l.contains(SERVER_STOPS_FOR_RESTART));
+                if !stopped {
+                    out.push((n.id, "raft-stopped", l.to_string()));
+                }
             }
         }
         out

@@ -315,12 +315,26 @@ fn heal(cluster: &mut Cluster, active: &Active) -> Result<()> {
 
 /// Wait until every node reports a leader and a full ISR for every partition, and keeps doing
 /// so for [`STABLE`]; returns the seconds until that state was first seen.
-async fn wait_converged(env: &Env, bound: Duration) -> std::result::Result<f64, String> {
+async fn wait_converged(
+    env: &Env,
+    cluster: &mut Cluster,
+    exited: &mut Vec<String>,
+    bound: Duration,
+) -> std::result::Result<f64, String> {
     const STABLE: Duration = Duration::from_secs(1);
     let t = Instant::now();
     let mut since: Option<Instant> = None;
     let mut last = String::new();
     while t.elapsed() < bound {
+        // A supervisor's part: a node that exited on its own (a controller whose Raft core
+        // stopped exits to be restarted) is started again whenever it happens.
+        for (n, status) in cluster.exited() {
+            exited.push(format!("node {n} exited ({status})"));
+            since = None;
+            if let Err(e) = tokio::task::block_in_place(|| cluster.restart(n)) {
+                last = format!("restarting node {n}, which exited: {e:#}");
+            }
+        }
         match load::converged(env, &env.topic, 3).await {
             Ok(()) => {
                 let s = *since.get_or_insert_with(Instant::now);
@@ -378,7 +392,10 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         run_tag: format!("nemesis-{}", cfg.seed),
     };
     load::create_main_topic(&env, Duration::from_secs(60)).await?;
-    if let Err(why) = wait_converged(&env, Duration::from_secs(60)).await {
+    let mut late_exits = Vec::new();
+    if let Err(why) =
+        wait_converged(&env, &mut cluster, &mut late_exits, Duration::from_secs(60)).await
+    {
         anyhow::bail!("the new cluster did not converge: {why}");
     }
     let mut tasks = Vec::new();
@@ -446,20 +463,21 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
                 end: healed,
             });
         }
-        let converge = match wait_converged(&env, cfg.converge_bound).await {
-            Ok(s) => Some(s),
-            Err(why) => {
-                anomalies.push(Anomaly::new(
-                    "not-converged",
-                    format!(
-                        "{:.0}s after healing {} ({what}): {why}",
-                        cfg.converge_bound.as_secs_f64(),
-                        step.kind.name()
-                    ),
-                ));
-                None
-            }
-        };
+        let converge =
+            match wait_converged(&env, &mut cluster, &mut exited, cfg.converge_bound).await {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    anomalies.push(Anomaly::new(
+                        "not-converged",
+                        format!(
+                            "{:.0}s after healing {} ({what}): {why}",
+                            cfg.converge_bound.as_secs_f64(),
+                            step.kind.name()
+                        ),
+                    ));
+                    None
+                }
+            };
         eprintln!(
             "fjord-nemesis: {:>6.1}s healed {}; converged {}",
             healed,
@@ -488,11 +506,16 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
             abort.abort();
         }
     }
-    if let Err(why) = wait_converged(&env, cfg.converge_bound).await {
+    if let Err(why) = wait_converged(&env, &mut cluster, &mut late_exits, cfg.converge_bound).await
+    {
         anomalies.push(Anomaly::new(
             "not-converged",
             format!("after the last fault: {why}"),
         ));
+    }
+    // Nodes that exited after the last fault healed count with that fault.
+    if let Some(last) = faults.last_mut() {
+        last.exited.append(&mut late_exits);
     }
     let log = load::read_all(&env)
         .await

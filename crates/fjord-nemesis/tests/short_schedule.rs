@@ -13,8 +13,8 @@ use fjord_nemesis::{default_fjord_bin, run_round, FaultKind, RoundConfig};
 /// The schedule's seed: change it only on purpose (a new seed is a new schedule).
 const SEED: u64 = 20;
 
-/// The kinds CI runs: all but the full disks, which stop a node's metadata Raft core for good
-/// today (see `a_full_disk_on_the_active_controller_is_survived` below).
+/// The kinds CI runs: all but the full disks, which have their own test below
+/// (`a_full_disk_on_the_active_controller_is_survived`).
 fn ci_kinds() -> Vec<FaultKind> {
     FaultKind::ALL
         .into_iter()
@@ -95,13 +95,12 @@ fn short_fixed_seed_schedule_has_no_anomalies() {
 
 /// Finding of the first nemesis rounds (seed 3, `fjord-nemesis --seed 3 --faults
 /// disk-full-controller --duration 5`): a write of the metadata Raft log failing with ENOSPC
-/// ends the node's Raft core for good ("quit RaftCore::main on error ... No space left on
-/// device"); freeing the disk does not bring it back, so after the controller's disk and then
-/// the next controller's disk fill, the quorum is gone: partitions stay leaderless and
-/// forwarded CreateTopics / InitProducerId are never answered. Ignored until that is fixed
-/// (the node should exit, as Kafka halts on a failed metadata log dir, or restart Raft).
+/// ended the node's Raft core for good ("quit RaftCore::main on error ... No space left on
+/// device"), and the node kept serving with frozen metadata; after the controller's disk and
+/// then the next controller's disk filled, the quorum was gone. Now `fjord server` stops when
+/// its controller's Raft core stops (as Kafka halts a node whose metadata log fails) and the
+/// harness, as a supervisor would, starts it again: the cluster converges.
 #[test]
-#[ignore = "a full disk stops the metadata Raft core for good (issue 20 finding, seed 3)"]
 fn a_full_disk_on_the_active_controller_is_survived() {
     let bin = default_fjord_bin().expect("no fjord binary: set FJORD_BIN");
     let out = tempfile::Builder::new()

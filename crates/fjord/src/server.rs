@@ -72,10 +72,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    broker.shutdown().await;
-    Ok(())
+    // A controller whose Raft core quit on an error (a full disk, a panic in the core) cannot
+    // rejoin the quorum in this process: stop with an error so that the supervisor restarts
+    // the node, as Kafka halts a node whose metadata log fails.
+    let stopped = tokio::select! {
+        r = wait_for_signal() => {
+            r?;
+            None
+        }
+        why = broker.controller_stopped() => Some(why),
+    };
+    let Some(why) = stopped else {
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        return Ok(());
+    };
+    // At once, without the controlled shutdown: logs are flushed and closed, and the other
+    // controllers fence this broker and move its leaderships.
+    tracing::error!(reason = %why, "the controller stopped on its own; stopping to be restarted");
+    broker.stop().await;
+    Err(ExitStatus {
+        code: 1,
+        message: format!("the metadata Raft core of this node stopped: {why}"),
+    }
+    .into())
 }
 
 fn init_tracing() {

@@ -250,6 +250,8 @@ struct Inner {
     /// Requests whose records were handed to Raft and not yet committed or failed
     /// (`commit_pipelined`), for the resignation's log line.
     writes_in_flight: AtomicUsize,
+    /// Set once this node's Raft core stopped on its own ([`ControllerService::stopped`]).
+    stopped: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl ControllerService {
@@ -292,6 +294,7 @@ impl ControllerService {
             balancer_rounds: AtomicU64::new(0),
             balancer_moves: AtomicU64::new(0),
             writes_in_flight: AtomicUsize::new(0),
+            stopped: tokio::sync::watch::channel(None).0,
         });
         let control: Weak<dyn ControlPlane> = Arc::downgrade(&inner) as Weak<dyn ControlPlane>;
         inner.quorum.server.attach(control);
@@ -309,6 +312,22 @@ impl ControllerService {
     /// Handle a request on the active controller and commit its records.
     pub async fn submit(&self, req: ControllerRequest) -> Result<Committed, SubmitError> {
         self.inner.submit(req).await
+    }
+
+    /// Resolves once this node's Raft core stopped on its own (a failed metadata write, a
+    /// panic in the core), with why; never after a [`shutdown`](Self::shutdown). The node's
+    /// metadata is frozen from then on: a server exits so that it is restarted (as Kafka halts
+    /// a node whose metadata log fails).
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.inner.stopped.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// A reader of the records applied on this node.
@@ -451,8 +470,24 @@ impl Inner {
         loop {
             tokio::select! {
                 changed = metrics.changed() => {
-                    if changed.is_err() {
-                        return; // Raft stopped
+                    let fatal = match changed {
+                        Err(_) => Some("the Raft core is gone".to_string()),
+                        Ok(()) => metrics.borrow().running_state.as_ref().err().map(|e| e.to_string()),
+                    };
+                    if let Some(why) = fatal {
+                        // Not a shutdown (that stops this task first): the core quit on an
+                        // error (a failed log write, a panic). Nothing brings it back in this
+                        // process; the node's metadata is frozen from here on.
+                        tracing::error!(
+                            node_id = self.node_id,
+                            reason = %why,
+                            "the metadata Raft core stopped on its own; this node must restart to rejoin the quorum"
+                        );
+                        let mut slot = self.active.lock().await;
+                        self.resign(&mut slot, "the Raft core stopped");
+                        drop(slot);
+                        self.stopped.send_replace(Some(why));
+                        return;
                     }
                     self.refresh_leadership().await;
                 }
