@@ -55,14 +55,6 @@ pub struct Partition {
     pub skew: crate::skew::PartitionSkew,
 }
 
-/// The last stable offset of `log` at high watermark `hw` (the replication state's, which
-/// the log's own lags): `hw`, or the oldest open transaction's first offset if lower.
-pub fn last_stable_offset(log: &Log, hw: i64) -> i64 {
-    log.producer_state()
-        .first_unstable_offset()
-        .map_or(hw, |f| f.min(hw))
-}
-
 /// What a consumer's fetch reads from one partition ([`Partition::read_for_consumer`]).
 pub struct ConsumerRead {
     pub read: ReadResult<Option<FileRange>>,
@@ -535,7 +527,7 @@ impl Partition {
         let guard = self.log.read();
         let log = guard.as_ref().ok_or(ReadRejection::Deleted)?;
         let hw = self.replica.lock().high_watermark();
-        let lso = last_stable_offset(log, hw);
+        let lso = log.last_stable_offset(hw);
         let upto = if read_committed { lso } else { hw };
         let mut r = log
             .read_range(fetch_offset, max_bytes, upto, min_one_batch)

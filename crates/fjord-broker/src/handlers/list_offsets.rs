@@ -110,11 +110,9 @@ fn answer(b: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsRespo
                     let hw = part.high_watermark();
                     let found = part.with_log(|log| match p.timestamp {
                         LATEST if whole_log => Ok(Some((log.log_end_offset(), -1, epoch))),
-                        LATEST if read_committed => Ok(Some((
-                            crate::partition::last_stable_offset(log, hw),
-                            -1,
-                            epoch,
-                        ))),
+                        LATEST if read_committed => {
+                            Ok(Some((log.last_stable_offset(hw), -1, epoch)))
+                        }
                         LATEST => Ok(Some((hw, -1, epoch))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1, epoch))),
                         LATEST_TIERED => Ok(Some((-1, -1, -1))),

@@ -180,12 +180,14 @@ impl Log {
         self.producers.aborted_between(from, upto)
     }
 
-    /// The last stable offset: read_committed consumers read below it. The high watermark,
-    /// or the first offset of the oldest open transaction if that is lower.
-    pub fn last_stable_offset(&self) -> i64 {
+    /// The last stable offset at high watermark `high_watermark` (a leader's comes from its
+    /// replication state, which the log's own checkpointed one lags): read_committed consumers
+    /// read below it. The high watermark, or the first offset of the oldest open transaction
+    /// if that is lower.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
         self.producers
             .first_unstable_offset()
-            .map_or(self.high_watermark, |f| f.min(self.high_watermark))
+            .map_or(high_watermark, |f| f.min(high_watermark))
     }
 
     /// Set the high watermark, clamped to [log start offset, log end offset]. Not persisted
