@@ -93,6 +93,9 @@ pub enum ErrorCode {
     ConcurrentTransactions = 51,
     TransactionCoordinatorFenced = 52,
     ProducerFenced = 90,
+    OperationNotAttempted = 55,
+    TransactionalIdNotFound = 105,
+    TransactionAbortable = 120,
 }
 
 impl ErrorCode {
@@ -245,6 +248,9 @@ mod tests {
                 K::TransactionCoordinatorFenced,
             ),
             (ProducerFenced, K::ProducerFenced),
+            (OperationNotAttempted, K::OperationNotAttempted),
+            (TransactionalIdNotFound, K::TransactionalIdNotFound),
+            (TransactionAbortable, K::TransactionAbortable),
         ];
         for (ours, theirs) in pairs {
             assert_eq!(ours.code(), theirs.code(), "{ours:?}");
