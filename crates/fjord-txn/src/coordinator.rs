@@ -479,10 +479,70 @@ impl Coordinator {
         Some(self.stage(id, next, Answer::None))
     }
 
+    /// AddPartitionsToTxn with `verify_only` (a partition leader checking a transactional
+    /// produce, KIP-890 part 1): whether each partition is in `id`'s ongoing transaction under
+    /// this producer id and epoch. Writes nothing. As Kafka's
+    /// `handleVerifyPartitionsInTransaction`, a transition in flight is not checked (the
+    /// partition leader's append is the last check), and a partition not in the transaction
+    /// gets TRANSACTION_ABORTABLE.
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &BTreeSet<(String, i32)>,
+    ) -> Result<Vec<((String, i32), ErrorCode)>, ErrorCode> {
+        if id.is_empty() {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        let cur = &self
+            .txns
+            .get(id)
+            .ok_or(ErrorCode::InvalidProducerIdMapping)?
+            .current;
+        if cur.producer_id != producer_id {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        }
+        if cur.producer_epoch != epoch {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        if matches!(cur.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                let in_txn = cur.state == TxnState::Ongoing && cur.partitions.contains(p);
+                let e = if in_txn {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::TransactionAbortable
+                };
+                (p.clone(), e)
+            })
+            .collect())
+    }
+
     /// The timers: open transactions older than their timeout are aborted, with the epoch
     /// bumped so that their producer is fenced (Kafka's `abortTimedOutTransactions`); ids idle
     /// longer than `transactional.id.expiration.ms` are removed with a tombstone.
     pub fn tick(&mut self, now: i64) -> Vec<Write> {
+        self.timers(now, true, true)
+    }
+
+    /// Only the aborts of [`tick`](Self::tick)
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub fn abort_timed_out(&mut self, now: i64) -> Vec<Write> {
+        self.timers(now, true, false)
+    }
+
+    /// Only the expiry of [`tick`](Self::tick)
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
+    pub fn expire_ids(&mut self, now: i64) -> Vec<Write> {
+        self.timers(now, false, true)
+    }
+
+    fn timers(&mut self, now: i64, aborts: bool, expiry: bool) -> Vec<Write> {
         let mut abort = Vec::new();
         let mut expire = Vec::new();
         for (id, e) in &self.txns {
@@ -493,9 +553,12 @@ impl Coordinator {
             if v.state == TxnState::Ongoing
                 && now.saturating_sub(v.start_ms) > i64::from(v.timeout_ms)
             {
-                abort.push(id.clone());
+                if aborts {
+                    abort.push(id.clone());
+                }
             } else if v.state.is_idle()
                 && now.saturating_sub(v.last_update_ms) > self.config.id_expiration_ms
+                && expiry
             {
                 expire.push(id.clone());
             }

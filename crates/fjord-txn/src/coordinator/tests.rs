@@ -364,3 +364,65 @@ fn replaying_the_log_rebuilds_the_ids_and_their_unfinished_markers() {
     c.unload_partition(pa);
     assert!(c.get("a").is_none() && !c.owns("a"));
 }
+
+#[test]
+fn verification_says_whether_a_partition_is_in_the_ongoing_transaction() {
+    let mut h = Harness::new();
+    let (pid, epoch) = h.init_ok("v", None);
+    let ps = parts(&[("t", 0), ("t", 1)]);
+    // Nothing added yet: the produce would start a transaction the coordinator does not know.
+    assert_eq!(
+        h.c.verify_partitions("v", pid, epoch, &ps).unwrap(),
+        vec![
+            (("t".into(), 0), ErrorCode::TransactionAbortable),
+            (("t".into(), 1), ErrorCode::TransactionAbortable)
+        ]
+    );
+    h.add("v", pid, epoch, &[("t", 0)], 10);
+    assert_eq!(
+        h.c.verify_partitions("v", pid, epoch, &ps).unwrap(),
+        vec![
+            (("t".into(), 0), ErrorCode::None),
+            (("t".into(), 1), ErrorCode::TransactionAbortable)
+        ]
+    );
+    assert_eq!(
+        h.c.verify_partitions("v", pid, epoch + 1, &ps),
+        Err(ErrorCode::ProducerFenced)
+    );
+    assert_eq!(
+        h.c.verify_partitions("v", pid + 1, epoch, &ps),
+        Err(ErrorCode::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.c.verify_partitions("nope", pid, epoch, &ps),
+        Err(ErrorCode::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.c.verify_partitions("", pid, epoch, &ps),
+        Err(ErrorCode::InvalidRequest)
+    );
+    let w = h.c.end_txn("v", pid, epoch, true, 20).unwrap().unwrap();
+    h.durable(w);
+    assert_eq!(
+        h.c.verify_partitions("v", pid, epoch, &ps),
+        Err(ErrorCode::ConcurrentTransactions)
+    );
+}
+
+#[test]
+fn the_two_timers_run_apart() {
+    let mut h = Harness::new();
+    let (pid, epoch) = h.init_ok("late", None);
+    h.add("late", pid, epoch, &[("t", 0)], 1_000);
+    h.init_ok("idle", None);
+    let week = 604_800_000;
+    let later = 1_000 + week + 1;
+    let expired = h.c.expire_ids(later);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].transactional_id, "idle");
+    h.durable(expired.into_iter().next().unwrap());
+    let aborted = h.c.abort_timed_out(later);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].transactional_id, "late");
+}
