@@ -43,6 +43,9 @@ impl Default for Config {
     }
 }
 
+/// A partition (topic, index) and its error code.
+pub type PartitionResult = ((String, i32), ErrorCode);
+
 /// What the client gets once a [`Write`] is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -491,7 +494,7 @@ impl Coordinator {
         producer_id: i64,
         epoch: i16,
         partitions: &BTreeSet<(String, i32)>,
-    ) -> Result<Vec<((String, i32), ErrorCode)>, ErrorCode> {
+    ) -> Result<Vec<PartitionResult>, ErrorCode> {
         if id.is_empty() {
             return Err(ErrorCode::InvalidRequest);
         }
