@@ -12,10 +12,12 @@
 //! runs the state machine, queues the records on the partition's disk I/O thread
 //! ([`Partition::append_async`], queued at call time, so records reach the log in the order the
 //! state machine produced them), unlocks, and only then waits for the append and wakes parked
-//! requests. If an append fails, the offsets it carried are taken back
-//! ([`Coordinator::undo`]); if it failed because the partition cannot be written at all (not
-//! the leader any more, storage error), the shard is unloaded and, while this broker still
-//! leads, replayed again from the log, the truth.
+//! requests. Offset commits stay pending (OffsetFetch does not see them, as Kafka's
+//! `pendingOffsetCommits`) until their records are on every in-sync replica, then become the
+//! committed offsets ([`Coordinator::commits_replicated`]); if the append or the replication
+//! fails they are dropped ([`Coordinator::commits_failed`]). If an append failed because the
+//! partition cannot be written at all (not the leader any more, storage error), the shard is
+//! unloaded and, while this broker still leads, replayed again from the log, the truth.
 //!
 //! As Kafka's coordinator, nothing is answered before the records it depends on are on every
 //! in-sync replica of their `__consumer_offsets` partition (acks=all): an operation returns
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fjord_group::coordinator::{Record, TopicInfo, TopicsView};
-use fjord_group::{Coordinator, Effects, Event, OffsetUndo, Reply, Token};
+use fjord_group::{Coordinator, Effects, Event, PendingCommit, Reply, Token};
 use fjord_protocol::batch::BatchIter;
 use fjord_protocol::error::ErrorCode;
 use fjord_storage::AppendInfo;
@@ -62,6 +64,9 @@ pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Written {
     ends: Vec<(Arc<Partition>, i64)>,
     failed: Option<ErrorCode>,
+    /// How the wait for the ISR ended, when the runtime already waited (an operation with
+    /// offset commits waits before making them visible).
+    replication: Option<Result<(), ErrorCode>>,
 }
 
 impl Written {
@@ -73,6 +78,9 @@ impl Written {
     /// Wait until the records are on every in-sync replica (at most [`REPLICATION_TIMEOUT`]).
     pub async fn replicated(&self) -> Result<(), ErrorCode> {
         self.appended()?;
+        if let Some(r) = self.replication {
+            return r;
+        }
         let deadline = std::time::Instant::now() + REPLICATION_TIMEOUT;
         for (p, required) in &self.ends {
             match p.wait_acks_all(*required, 1, deadline).await {
@@ -240,14 +248,15 @@ struct Pending {
     generation: u64,
     append: QueuedAppend,
     replies: Vec<(Token, Reply)>,
-    undo: Vec<OffsetUndo>,
+    commits: Vec<PendingCommit>,
     queued_at: Instant,
     metrics: CoordinatorMetrics,
 }
 
 impl Pending {
-    /// Wait for the append, then settle. Runs as a task of its own when there is something to
-    /// wait for, so a caller that goes away (a closed connection) cannot skip the undo.
+    /// Wait for the append, then settle; with offset commits, also wait for the ISR and then
+    /// make them visible (or drop them). Runs as a task of its own when there is something to
+    /// wait for, so a caller that goes away (a closed connection) cannot leave commits pending.
     async fn complete(self) -> Written {
         if self.append.parts.is_empty() {
             return self.settle(Vec::new());
@@ -262,22 +271,51 @@ impl Pending {
                 .metrics
                 .append_seconds
                 .observe(pending.queued_at.elapsed().as_secs_f64());
-            pending.settle(results)
+            let (shard, generation) = (pending.shard.clone(), pending.generation);
+            let commits = std::mem::take(&mut pending.commits);
+            let mut written = pending.settle_with(results, &commits);
+            if written.failed.is_none() && !commits.is_empty() {
+                let replicated = written.replicated().await;
+                let mut s = shard.state.lock();
+                if s.generation == generation {
+                    if let Some(c) = s.coordinator.as_mut() {
+                        match replicated {
+                            Ok(()) => c.commits_replicated(commits),
+                            Err(_) => c.commits_failed(commits),
+                        }
+                    }
+                }
+                written.replication = Some(replicated);
+            }
+            written
         });
         task.await.unwrap_or_else(|_| Written {
             ends: Vec::new(),
             failed: Some(ErrorCode::UnknownServerError),
+            replication: None,
         })
     }
 
     /// Apply the append's outcome to the shard and deliver the parked replies.
     fn settle(
+        mut self,
+        results: Vec<(Arc<Partition>, Result<AppendInfo, AppendRejection>)>,
+    ) -> Written {
+        let commits = std::mem::take(&mut self.commits);
+        self.settle_with(results, &commits)
+    }
+
+    /// [`Pending::settle`] with the operation's offset commits taken out: dropped here if the
+    /// append failed (the caller makes them visible once replicated).
+    fn settle_with(
         self,
         results: Vec<(Arc<Partition>, Result<AppendInfo, AppendRejection>)>,
+        commits: &[PendingCommit],
     ) -> Written {
         let mut written = Written {
             ends: Vec::new(),
             failed: self.append.failed,
+            replication: None,
         };
         // Only a record the partition refused (too large, invalid) is this operation's own
         // problem; anything else fails every later append as well.
@@ -308,7 +346,7 @@ impl Pending {
             }
             // The log does not hold these commits: memory must not show them either.
             if let Some(c) = s.coordinator.as_mut() {
-                c.undo(self.undo);
+                c.commits_failed(commits.to_vec());
             }
         }
         for (token, reply) in self.replies {
@@ -472,7 +510,7 @@ impl GroupRuntime {
                 generation,
                 append,
                 replies: fx.replies,
-                undo: fx.undo,
+                commits: fx.commits,
                 queued_at: Instant::now(),
                 metrics,
             },

@@ -111,20 +111,23 @@ pub struct Effects {
     pub records: Vec<Record>,
     pub replies: Vec<(Token, Reply)>,
     pub events: Vec<Event>,
-    /// How to take back the in-memory offset changes of this operation if its records cannot
-    /// be appended (see [`Coordinator::undo`]): the offsets it replaced, oldest value first.
-    pub undo: Vec<OffsetUndo>,
+    /// The offset commits of this operation, pending until their records are on every
+    /// in-sync replica: the runtime then calls [`Coordinator::commits_replicated`] (they become
+    /// visible) or, if the append or the replication fails, [`Coordinator::commits_failed`].
+    pub commits: Vec<PendingCommit>,
 }
 
-/// One committed offset as it was before an operation changed it (`None`: there was none),
-/// and what the operation set it to.
+/// One offset commit whose record is being appended (Kafka's `pendingOffsetCommits` entry):
+/// OffsetFetch does not see it until the runtime reports it replicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetUndo {
+pub struct PendingCommit {
     pub group_id: String,
     pub topic: String,
     pub partition: i32,
-    pub previous: Option<CommittedOffset>,
-    pub committed: CommittedOffset,
+    /// The commit's place among this coordinator's commits, which is its record's place in
+    /// the log (records are appended in the order the state machine produces them): of two
+    /// commits of one partition the later one wins, whichever is replicated first.
+    pub seq: u64,
 }
 
 impl Effects {
@@ -132,7 +135,7 @@ impl Effects {
         self.records.extend(other.records);
         self.replies.extend(other.replies);
         self.events.extend(other.events);
-        self.undo.extend(other.undo);
+        self.commits.extend(other.commits);
     }
 }
 
@@ -339,7 +342,13 @@ pub enum GroupKind {
 #[derive(Debug)]
 pub struct Group {
     pub id: String,
+    /// Committed offsets whose records are replicated (what OffsetFetch answers).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The sequence ([`PendingCommit::seq`]) of the commit each of `offsets` came from.
+    offset_seqs: BTreeMap<(String, i32), u64>,
+    /// Commits whose records are appended but not known to be replicated, by partition and
+    /// sequence (Kafka's `pendingOffsetCommits`; several may be in flight). Never fetched.
+    pending: BTreeMap<(String, i32), BTreeMap<u64, CommittedOffset>>,
     pub kind: GroupKind,
     /// When the group last became empty (for offset expiry).
     pub empty_since: Option<i64>,
@@ -350,9 +359,39 @@ impl Group {
         Group {
             id: id.to_string(),
             offsets: BTreeMap::new(),
+            offset_seqs: BTreeMap::new(),
+            pending: BTreeMap::new(),
             kind: GroupKind::Classic(ClassicGroup::new()),
             empty_since: Some(now),
         }
+    }
+
+    /// Committed or pending offsets (Kafka's `hasOffsets`): a group with any is kept.
+    pub fn has_offsets(&self) -> bool {
+        !self.offsets.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Whether a commit of `(topic, partition)` is appended but not yet replicated.
+    pub fn has_pending_commit(&self, topic: &str, partition: i32) -> bool {
+        self.pending.contains_key(&(topic.to_string(), partition))
+    }
+
+    /// Make `offset` (from the commit numbered `seq`) the committed offset of `key` unless a
+    /// later commit already is.
+    fn apply_offset(&mut self, key: (String, i32), seq: u64, offset: CommittedOffset) {
+        if self.offset_seqs.get(&key).is_some_and(|s| *s > seq) {
+            return;
+        }
+        self.offset_seqs.insert(key.clone(), seq);
+        self.offsets.insert(key, offset);
+    }
+
+    /// Forget `key`'s committed offset and its pending commits (deleted or expired): a
+    /// pending commit reported replicated later is not applied.
+    fn remove_offset(&mut self, key: &(String, i32)) -> bool {
+        self.offset_seqs.remove(key);
+        let pending = self.pending.remove(key).is_some();
+        self.offsets.remove(key).is_some() || pending
     }
 
     pub fn is_empty(&self) -> bool {
@@ -397,6 +436,9 @@ impl Group {
 pub struct Coordinator {
     pub config: Config,
     groups: BTreeMap<String, Group>,
+    /// The next commit's sequence (replayed records take theirs in log order, then new
+    /// commits: the order of their records in the log).
+    next_seq: u64,
 }
 
 impl Coordinator {
@@ -404,7 +446,14 @@ impl Coordinator {
         Coordinator {
             config,
             groups: BTreeMap::new(),
+            next_seq: 1,
         }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -437,12 +486,14 @@ impl Coordinator {
         match records::decode(key, value)? {
             Decoded::Offset(k, v) => match v {
                 Some(v) => {
+                    let seq = self.take_seq();
                     let g = self
                         .groups
                         .entry(k.group.clone())
                         .or_insert_with(|| Group::new_classic(&k.group, now));
-                    g.offsets.insert(
+                    g.apply_offset(
                         (k.topic, k.partition),
+                        seq,
                         CommittedOffset {
                             offset: v.offset,
                             leader_epoch: v.leader_epoch,
@@ -453,8 +504,8 @@ impl Coordinator {
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(&k.group) {
-                        g.offsets.remove(&(k.topic, k.partition));
-                        if g.offsets.is_empty() && g.is_empty() && g.group_type() == "classic" {
+                        g.remove_offset(&(k.topic, k.partition));
+                        if !g.has_offsets() && g.is_empty() && g.group_type() == "classic" {
                             if let GroupKind::Classic(c) = &g.kind {
                                 if c.generation_id == 0 {
                                     self.groups.remove(&k.group);
@@ -613,6 +664,8 @@ impl Coordinator {
     // ---- offsets -------------------------------------------------------------------------
 
     /// OffsetCommit: one error per partition (in request order) and the records to append.
+    /// The commits stay pending (not fetched) until the runtime reports their records
+    /// replicated ([`Effects::commits`]).
     pub fn commit_offsets(&mut self, req: CommitRequest, now: i64) -> (Vec<ErrorCode>, Effects) {
         let mut fx = Effects::default();
         let n = req.partitions.len();
@@ -634,7 +687,7 @@ impl Coordinator {
             GroupKind::Consumer(c) => c.validate_commit(&req.member_id, req.generation_id),
         };
         if let Err(e) = check {
-            if g.is_empty() && g.offsets.is_empty() && g.group_type() == "classic" {
+            if g.is_empty() && !g.has_offsets() && g.group_type() == "classic" {
                 if let GroupKind::Classic(c) = &g.kind {
                     if c.generation_id == 0 {
                         self.groups.remove(&req.group_id);
@@ -671,42 +724,46 @@ impl Coordinator {
                 metadata,
                 commit_timestamp: now,
             };
-            let previous = g
-                .offsets
-                .insert((p.topic.clone(), p.partition), committed.clone());
-            fx.undo.push(OffsetUndo {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            g.pending
+                .entry((p.topic.clone(), p.partition))
+                .or_default()
+                .insert(seq, committed);
+            fx.commits.push(PendingCommit {
                 group_id: req.group_id.clone(),
                 topic: p.topic.clone(),
                 partition: p.partition,
-                previous,
-                committed,
+                seq,
             });
             errors.push(ErrorCode::None);
         }
         (errors, fx)
     }
 
-    /// Take back offset commits whose records could not be appended, so memory never shows
-    /// an offset the log does not hold. Applied newest first. The runtime appends without
-    /// holding the coordinator, so a later commit of the same partition may already have
-    /// replaced the value: an entry is taken back only while it still holds what this
-    /// operation committed (the later commit's record is the one that counts).
-    pub fn undo(&mut self, undo: Vec<OffsetUndo>) {
-        for u in undo.into_iter().rev() {
-            let Some(g) = self.groups.get_mut(&u.group_id) else {
+    /// Offset commits whose records are on every in-sync replica: they become the committed
+    /// offsets (Kafka's `onOffsetCommitAppend`), unless a later commit of the same partition
+    /// already is one, or the offset was deleted or expired meanwhile (its pending commits
+    /// went with it).
+    pub fn commits_replicated(&mut self, commits: Vec<PendingCommit>) {
+        for c in commits {
+            let Some(g) = self.groups.get_mut(&c.group_id) else {
                 continue;
             };
-            let key = (u.topic, u.partition);
-            if g.offsets.get(&key) != Some(&u.committed) {
+            let key = (c.topic, c.partition);
+            let Some(offset) = take_pending(&mut g.pending, &key, c.seq) else {
                 continue;
-            }
-            match u.previous {
-                Some(o) => {
-                    g.offsets.insert(key, o);
-                }
-                None => {
-                    g.offsets.remove(&key);
-                }
+            };
+            g.apply_offset(key, c.seq, offset);
+        }
+    }
+
+    /// Offset commits whose records could not be appended or replicated: dropped, so memory
+    /// never shows an offset the log may not keep (Kafka's `failPendingOffsetWrite`).
+    pub fn commits_failed(&mut self, commits: Vec<PendingCommit>) {
+        for c in commits {
+            if let Some(g) = self.groups.get_mut(&c.group_id) {
+                take_pending(&mut g.pending, &(c.topic, c.partition), c.seq);
             }
         }
     }
@@ -761,7 +818,7 @@ impl Coordinator {
                     out.push((t.clone(), *p, ErrorCode::GroupSubscribedToTopic));
                     continue;
                 }
-                if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                if g.remove_offset(&(t.clone(), *p)) {
                     fx.records
                         .push(offset_tombstone(partition, group_id, t, *p));
                 }
@@ -905,16 +962,22 @@ impl Coordinator {
             if g.is_empty() {
                 let since = *g.empty_since.get_or_insert(now);
                 // Kafka 2.1+: offsets of an empty group expire retention after the later of
-                // the commit and the moment the group became empty.
+                // the commit and the moment the group became empty; not while a commit of
+                // the partition is pending.
                 let expired: Vec<(String, i32)> = g
                     .offsets
                     .iter()
-                    .filter(|(_, o)| o.commit_timestamp.max(since) + retention <= now)
+                    .filter(|(k, o)| {
+                        o.commit_timestamp.max(since) + retention <= now
+                            && !g.pending.contains_key(k)
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 if !expired.is_empty() {
+                    for key in &expired {
+                        g.remove_offset(key);
+                    }
                     for (t, p) in &expired {
-                        g.offsets.remove(&(t.clone(), *p));
                         fx.records.push(offset_tombstone(partition, &g.id, t, *p));
                     }
                     fx.events.push(Event::OffsetsExpired {
@@ -930,7 +993,7 @@ impl Coordinator {
         let dead: Vec<String> = self
             .groups
             .values()
-            .filter(|g| g.is_empty() && g.offsets.is_empty())
+            .filter(|g| g.is_empty() && !g.has_offsets())
             .filter(|g| matches!(&g.kind, GroupKind::Classic(c) if c.generation_id == 0 && c.state == ClassicState::Empty))
             .map(|g| g.id.clone())
             .collect();
@@ -939,6 +1002,20 @@ impl Coordinator {
         }
         fx
     }
+}
+
+/// Take the pending commit `seq` of `key` out of `pending` (dropping emptied entries).
+fn take_pending(
+    pending: &mut BTreeMap<(String, i32), BTreeMap<u64, CommittedOffset>>,
+    key: &(String, i32),
+    seq: u64,
+) -> Option<CommittedOffset> {
+    let in_flight = pending.get_mut(key)?;
+    let offset = in_flight.remove(&seq);
+    if in_flight.is_empty() {
+        pending.remove(key);
+    }
+    offset
 }
 
 fn offset_tombstone(partition: i32, group: &str, topic: &str, p: i32) -> Record {

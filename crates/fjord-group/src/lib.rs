@@ -25,7 +25,7 @@ pub mod lag;
 pub mod records;
 pub mod subscription;
 
-pub use coordinator::{Config, Coordinator, Effects, Event, OffsetUndo, Reply, Token};
+pub use coordinator::{Config, Coordinator, Effects, Event, PendingCommit, Reply, Token};
 pub use fjord_protocol::error::ErrorCode;
 
 /// The `__consumer_offsets` partition of `group_id` (as Kafka places it).

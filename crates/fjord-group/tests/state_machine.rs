@@ -307,7 +307,8 @@ fn offsets_replay_expire_and_delete() {
         offsets_retention_ms: 1000,
         ..config(0)
     });
-    commit(&mut e, "x", 1, 0);
+    let (_, fx) = commit(&mut e, "x", 1, 0);
+    e.commits_replicated(fx.commits);
     assert!(e.tick(500, &TopicsView::new()).records.is_empty());
     let fx = e.tick(1500, &TopicsView::new());
     assert_eq!(fx.records.len(), 1);
@@ -460,10 +461,11 @@ fn kip848_regex_subscription_is_refused() {
         .is_none_or(|g| g.members.is_empty()));
 }
 
-/// An offset commit whose records never reached the log is taken back, so OffsetFetch never
-/// shows an offset that a broker restart would lose.
+/// An offset commit is pending until its record is replicated: a failed one is dropped, so
+/// OffsetFetch never shows an offset that a coordinator move would lose; of two commits of
+/// one partition in flight the later one wins, whichever is reported first.
 #[test]
-fn undo_restores_offsets_when_the_append_fails() {
+fn pending_commits_become_visible_only_when_replicated() {
     let mut c = Coordinator::new(Config::default());
     let commit = |c: &mut Coordinator, group: &str, offset: i64| {
         c.commit_offsets(
@@ -483,27 +485,55 @@ fn undo_restores_offsets_when_the_append_fails() {
             0,
         )
     };
-    let (errors, _) = commit(&mut c, "g", 5);
+    let fetched = |c: &Coordinator, group: &str| {
+        c.fetch_offsets(group, None)
+            .first()
+            .and_then(|(_, _, o)| o.as_ref().map(|o| o.offset))
+    };
+    let (errors, fx) = commit(&mut c, "g", 5);
     assert_eq!(errors, vec![ErrorCode::None]);
+    assert_eq!(fetched(&c, "g"), None);
+    assert!(c.group("g").unwrap().has_pending_commit("t", 0));
+    c.commits_replicated(fx.commits);
+    assert_eq!(fetched(&c, "g"), Some(5));
+    assert!(!c.group("g").unwrap().has_pending_commit("t", 0));
+    // A failed commit leaves the previous offset.
     let (_, fx) = commit(&mut c, "g", 9);
-    assert_eq!(fx.undo.len(), 1);
-    c.undo(fx.undo);
-    let got = c.fetch_offsets("g", None);
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].2.as_ref().unwrap().offset, 5);
-    // Undoing a group's first commit leaves it with no offset at all.
+    assert_eq!(fx.commits.len(), 1);
+    c.commits_failed(fx.commits);
+    assert_eq!(fetched(&c, "g"), Some(5));
+    // A group whose only commit failed has no offset at all.
     let (_, fx) = commit(&mut c, "h", 7);
-    c.undo(fx.undo);
+    c.commits_failed(fx.commits);
     assert!(c
         .fetch_offsets("h", None)
         .iter()
         .all(|(_, _, o)| o.is_none()));
-    // Appends complete after the coordinator is released: a commit whose append failed after
-    // a later commit of the same partition changed it leaves the later value alone.
-    let (_, failed) = commit(&mut c, "g", 11);
-    let (_, _later) = commit(&mut c, "g", 12);
-    c.undo(failed.undo);
-    assert_eq!(c.fetch_offsets("g", None)[0].2.as_ref().unwrap().offset, 12);
+    // Two commits in flight: the later is reported first; the earlier one does not undo it.
+    let (_, earlier) = commit(&mut c, "g", 11);
+    let (_, later) = commit(&mut c, "g", 12);
+    c.commits_replicated(later.commits);
+    assert_eq!(fetched(&c, "g"), Some(12));
+    c.commits_replicated(earlier.commits);
+    assert_eq!(fetched(&c, "g"), Some(12));
+    // In order: the earlier shows, the later still pending, then the later.
+    let (_, earlier) = commit(&mut c, "g", 13);
+    let (_, later) = commit(&mut c, "g", 14);
+    c.commits_replicated(earlier.commits);
+    assert_eq!(fetched(&c, "g"), Some(13));
+    assert!(c.group("g").unwrap().has_pending_commit("t", 0));
+    // A failed earlier commit leaves the later one pending.
+    let (_, third) = commit(&mut c, "g", 15);
+    c.commits_failed(later.commits);
+    assert_eq!(fetched(&c, "g"), Some(13));
+    c.commits_replicated(third.commits);
+    assert_eq!(fetched(&c, "g"), Some(15));
+    // A commit pending while its offset is deleted is not applied afterwards.
+    let (_, fx) = commit(&mut c, "g", 16);
+    let (code, deleted, _) = c.delete_offsets("g", &[("t".into(), vec![0])]);
+    assert_eq!((code, deleted[0].2), (ErrorCode::None, ErrorCode::None));
+    c.commits_replicated(fx.commits);
+    assert_eq!(fetched(&c, "g"), None);
 }
 
 /// A KIP-848 group with no members takes commits at epoch -1 from any member id, as Kafka
@@ -517,7 +547,7 @@ fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
     let (a, _) = c.consumer_heartbeat(hb("a", 0, None), &t, 0);
     assert_eq!(a.error, ErrorCode::None);
     let standalone = |c: &mut Coordinator, member: &str| {
-        c.commit_offsets(
+        let (errors, fx) = c.commit_offsets(
             CommitRequest {
                 group_id: "k".into(),
                 generation_id: -1,
@@ -532,8 +562,9 @@ fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
                 }],
             },
             1,
-        )
-        .0
+        );
+        c.commits_replicated(fx.commits);
+        errors
     };
     assert_eq!(
         standalone(&mut c, "rdkafka-stranger"),
@@ -549,7 +580,7 @@ fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
     assert_eq!(c.fetch_offsets("k", None)[0].2.as_ref().unwrap().offset, 5);
     // A group that does not exist yet becomes a simple (classic) group holding the offsets,
     // whatever member id the commit carries (librdkafka 0130 with group.protocol=consumer).
-    let (errs, _) = c.commit_offsets(
+    let (errs, fx) = c.commit_offsets(
         CommitRequest {
             group_id: "simple".into(),
             generation_id: -1,
@@ -566,6 +597,7 @@ fn empty_consumer_group_takes_epoch_minus_one_commits_from_any_member_id() {
         3,
     );
     assert_eq!(errs, vec![ErrorCode::None]);
+    c.commits_replicated(fx.commits);
     assert_eq!(
         c.fetch_offsets("simple", None)[0]
             .2

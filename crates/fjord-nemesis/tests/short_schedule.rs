@@ -59,7 +59,7 @@ fn short_fixed_seed_schedule_has_no_anomalies() {
     // failed on, until their fix lands. Remove a kind from here with its fix.
     // A cascading one (a node's Raft core gone) excuses the whole round, whose other
     // anomalies follow from it.
-    const KNOWN_OPEN: &[&str] = &["dirty-offset-read"];
+    const KNOWN_OPEN: &[&str] = &[];
     const CASCADING_OPEN: &[&str] = &["raft-reversion-panic"];
     let cascade = report
         .anomalies
