@@ -24,6 +24,10 @@ pub enum FaultKind {
     OneWay,
     /// Drop a share of the packets between all nodes.
     Loss,
+    /// A slow link: one node's traffic with the other nodes goes through a narrow pipe (a
+    /// rate limit with a short queue: delay and tail drops). `tc netem` is not on the CI
+    /// kernel, so latency comes from queueing, as on a congested link.
+    Slow,
     /// Fill a node's data disk (a tmpfs) to the last byte, free it at heal.
     DiskFull,
     /// Fill the active controller's data disk.
@@ -31,7 +35,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Isolate,
@@ -39,6 +43,7 @@ impl FaultKind {
         FaultKind::Bridge,
         FaultKind::OneWay,
         FaultKind::Loss,
+        FaultKind::Slow,
         FaultKind::DiskFull,
         FaultKind::DiskFullController,
     ];
@@ -52,6 +57,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::OneWay => "one-way",
             FaultKind::Loss => "loss",
+            FaultKind::Slow => "slow",
             FaultKind::DiskFull => "disk-full",
             FaultKind::DiskFullController => "disk-full-controller",
         }
@@ -75,6 +81,7 @@ impl FaultKind {
                 | FaultKind::Bridge
                 | FaultKind::OneWay
                 | FaultKind::Loss
+                | FaultKind::Slow
         )
     }
 }
@@ -88,7 +95,7 @@ pub struct Step {
     pub gap: Duration,
     /// Picks the target node(s): node `pick % n + 1`, the next one `(pick / n) % (n-1)` on.
     pub pick: u64,
-    /// Loss percentage for [`FaultKind::Loss`].
+    /// Loss percentage for [`FaultKind::Loss`]; also picks [`Step::slow_kbit`].
     pub loss_pct: u32,
 }
 
@@ -96,6 +103,12 @@ impl Step {
     /// The primary target among `n` nodes (1-based).
     pub fn node(&self, n: usize) -> usize {
         (self.pick % n as u64) as usize + 1
+    }
+
+    /// The rate of a [`FaultKind::Slow`] link in kbit/s: 40-160, from `loss_pct` (no draw
+    /// of its own, so the schedules of seeds run before this kind existed are unchanged).
+    pub fn slow_kbit(&self) -> u32 {
+        self.loss_pct * 4
     }
 
     /// A second node different from [`Step::node`].
@@ -165,14 +178,20 @@ mod tests {
     #[test]
     fn a_seed_replays_the_same_schedule_and_covers_every_kind() {
         let hold = (Duration::from_secs(2), Duration::from_secs(5));
-        let a: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(18).collect();
-        let b: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold).take(18).collect();
+        let n = FaultKind::ALL.len();
+        let a: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold)
+            .take(2 * n)
+            .collect();
+        let b: Vec<_> = Schedule::new(7, &FaultKind::ALL, hold)
+            .take(2 * n)
+            .collect();
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
-        let first: std::collections::BTreeSet<_> = a[..9].iter().map(|s| s.kind).collect();
+        let first: std::collections::BTreeSet<_> = a[..n].iter().map(|s| s.kind).collect();
         assert_eq!(first.len(), FaultKind::ALL.len());
         for s in &a {
             assert_ne!(s.node(3), s.other(3));
             assert!((1..=3).contains(&s.other(3)));
+            assert!((40..=160).contains(&s.slow_kbit()));
         }
     }
 }

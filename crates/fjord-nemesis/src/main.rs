@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     duration: u64,
     /// Fault kinds, comma-separated (kill, pause, isolate, isolate-controller, bridge,
-    /// one-way, loss, disk-full, disk-full-controller); default all.
+    /// one-way, loss, slow, disk-full, disk-full-controller); default all.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The fjord binary (default: $FJORD_BIN, else `fjord` next to this binary).

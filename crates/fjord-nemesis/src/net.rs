@@ -15,6 +15,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -408,6 +409,84 @@ impl Net {
         for n in 1..=self.nodes {
             self.set_rules(n, &[], &[])?;
         }
+        Ok(())
+    }
+
+    /// Slow node `n`'s links to `others` down to `kbit` kbit/s both ways, with a queue of
+    /// about `max_delay` at that rate (tail drops past it): an HTB class for packets to the
+    /// others on the node's veth and one for packets from them on its host-side veth; every
+    /// other packet (clients) passes at full speed.
+    pub fn slow_links(
+        &self,
+        n: usize,
+        others: &[usize],
+        kbit: u32,
+        max_delay: Duration,
+    ) -> Result<()> {
+        if self.mode != Mode::Netns {
+            bail!("network faults need network namespaces");
+        }
+        let packets = (u64::from(kbit) * 1000 / 8 * max_delay.as_millis() as u64 / 1000 / 1500)
+            .max(8)
+            .to_string();
+        let rate = format!("{kbit}kbit");
+        let ns = ns_name(self.run, n);
+        let ends = [
+            (Some(ns.as_str()), veth_peer(self.run, n), "dst"),
+            (None, veth_host(self.run, n), "src"),
+        ];
+        for (ns, dev, dir) in &ends {
+            let tc = |args: &[&str]| -> Result<String> {
+                let mut cmd: Vec<&str> = vec!["tc"];
+                if let Some(ns) = ns {
+                    cmd.extend(["-n", ns]);
+                }
+                cmd.extend(args);
+                sh(&cmd)
+            };
+            tc(&[
+                "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20",
+            ])?;
+            tc(&[
+                "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate",
+                &rate, "ceil", &rate,
+            ])?;
+            tc(&[
+                "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate",
+                "10gbit",
+            ])?;
+            tc(&[
+                "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo", "limit",
+                &packets,
+            ])?;
+            for o in others {
+                let ip = format!("{}/32", self.node_ip(*o));
+                tc(&[
+                    "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match",
+                    "ip", dir, &ip, "flowid", "1:10",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo [`Net::slow_links`] on node `n`.
+    pub fn clear_slow(&self, n: usize) -> Result<()> {
+        if self.mode != Mode::Netns {
+            return Ok(());
+        }
+        let ns = ns_name(self.run, n);
+        sh_quiet(&[
+            "tc",
+            "-n",
+            &ns,
+            "qdisc",
+            "del",
+            "dev",
+            &veth_peer(self.run, n),
+            "root",
+        ]);
+        sh_quiet(&["tc", "qdisc", "del", "dev", &veth_host(self.run, n), "root"]);
         Ok(())
     }
 

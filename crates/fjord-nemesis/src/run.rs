@@ -211,6 +211,7 @@ enum Active {
     Killed(usize),
     Paused(usize),
     Rules,
+    Slowed(usize),
     Disk(usize),
 }
 
@@ -289,6 +290,17 @@ async fn apply(cluster: &mut Cluster, env: &Env, step: &Step) -> Result<(Active,
                 format!("{}% loss between all nodes", step.loss_pct),
             )
         }
+        FaultKind::Slow => {
+            let others: Vec<usize> = all.iter().copied().filter(|x| *x != node).collect();
+            let kbit = step.slow_kbit();
+            cluster
+                .net
+                .slow_links(node, &others, kbit, Duration::from_secs(2))?;
+            (
+                Active::Slowed(node),
+                format!("node {node} <-> {others:?} at {kbit} kbit/s (queue up to 2 s)"),
+            )
+        }
         FaultKind::DiskFull | FaultKind::DiskFullController => {
             let node = if step.kind == FaultKind::DiskFullController {
                 load::controller(env).await.unwrap_or(node)
@@ -309,6 +321,7 @@ fn heal(cluster: &mut Cluster, active: &Active) -> Result<()> {
         Active::Killed(n) => tokio::task::block_in_place(|| cluster.restart(*n)),
         Active::Paused(n) => cluster.resume(*n),
         Active::Rules => cluster.net.clear_rules(),
+        Active::Slowed(n) => cluster.net.clear_slow(*n),
         Active::Disk(n) => cluster.free_disk(*n),
     }
 }
@@ -533,6 +546,7 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
     for (node, kind, line) in cluster.fatal_log_lines() {
         anomalies.push(Anomaly::new(kind, format!("node {node}: {line}")));
     }
+    notes.extend(cluster.log_notes());
 
     let mut counts: BTreeMap<String, OpCounts> = BTreeMap::new();
     let mut acked = 0;

@@ -57,18 +57,11 @@ fn short_fixed_seed_schedule_has_no_anomalies() {
     };
     // Open findings (docs/testing.md, Findings) that a run may hit by timing: reported, not
     // failed on, until their fix lands. Remove a kind from here with its fix.
-    // A cascading one (a node's Raft core gone) excuses the whole round, whose other
-    // anomalies follow from it.
     const KNOWN_OPEN: &[&str] = &[];
-    const CASCADING_OPEN: &[&str] = &["raft-reversion-panic"];
-    let cascade = report
-        .anomalies
-        .iter()
-        .any(|a| CASCADING_OPEN.contains(&a.kind.as_str()));
     let (known, anomalies): (Vec<_>, Vec<_>) = report
         .anomalies
         .iter()
-        .partition(|a| cascade || KNOWN_OPEN.contains(&a.kind.as_str()));
+        .partition(|a| KNOWN_OPEN.contains(&a.kind.as_str()));
     for a in &known {
         eprintln!("known open finding hit: [{}] {}", a.kind, a.detail);
     }
@@ -118,4 +111,35 @@ fn a_full_disk_on_the_active_controller_is_survived() {
     if report.skipped_kinds.is_empty() {
         assert!(report.anomalies.is_empty(), "{}", report.text());
     }
+}
+
+/// Finding of seed 410 (`fjord-nemesis --seed 400 --rounds 22 --duration 40 --faults
+/// kill,pause,isolate,isolate-controller,bridge,one-way,loss`): right after a loss fault the
+/// active controller's openraft core died on its "follower log reversion" debug assertion: a
+/// heartbeat's late conflict answer (openraft issue 1500) looked like a follower's log going
+/// back. openraft's `loosen-follower-log-revert` feature makes the leader search for the
+/// match again instead. The round replays by seed, but its timing does not, so a run may pass
+/// without the race: ignored in CI (about 70 s), run by hand when touching the quorum.
+#[test]
+#[ignore = "about 70 s; replays the seed-410 round by hand"]
+fn seed_410_loss_round_keeps_the_raft_cores_running() {
+    let bin = default_fjord_bin().expect("no fjord binary: set FJORD_BIN");
+    let out = tempfile::Builder::new()
+        .prefix("fjord-nemesis-test-")
+        .tempdir()
+        .expect("temp dir");
+    let mut cfg = RoundConfig::new(410, bin, out.path().to_path_buf());
+    cfg.netns = std::env::var_os("FJORD_NEMESIS_NO_NETNS").is_none();
+    cfg.duration = Duration::from_secs(40);
+    cfg.kinds = ci_kinds();
+    let report = runtime()
+        .block_on(run_round(&cfg))
+        .unwrap_or_else(|e| panic!("round failed: {e:#}"));
+    println!("{}", report.text());
+    let fatal: Vec<_> = report
+        .anomalies
+        .iter()
+        .filter(|a| ["raft-reversion-panic", "raft-stopped", "panic"].contains(&a.kind.as_str()))
+        .collect();
+    assert!(fatal.is_empty(), "{}", report.text());
 }
