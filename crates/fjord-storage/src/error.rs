@@ -94,6 +94,17 @@ pub enum AppendError {
         first_seq: i32,
         last_seq: i32,
     },
+    /// A transaction marker from an older coordinator than the producer's last marker.
+    #[error("producer {producer_id}: marker from coordinator epoch {coordinator_epoch}, older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+    /// A transactional batch that would open a transaction the coordinator did not verify
+    /// (KIP-890 part 1).
+    #[error("producer {producer_id}: the partition was not verified as part of the transaction")]
+    InvalidTxnState { producer_id: i64 },
     /// A follower append that does not continue the log: a batch starts before the expected
     /// offset (overlap) or after it (gap, outside compacted topics).
     #[error("follower append out of order: expected base offset {expected}, got {got}")]
@@ -126,6 +137,10 @@ impl AppendError {
             AppendError::InvalidRecord(_) => ErrorCode::InvalidRecord,
             AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            AppendError::TransactionCoordinatorFenced { .. } => {
+                ErrorCode::TransactionCoordinatorFenced
+            }
+            AppendError::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
             // Only the follower fetcher sees this: the batches are intact (CRC checked), it is
             // the fetch position and the log that disagree, a broker-side inconsistency.
             // CORRUPT_MESSAGE would blame the data (and is retriable for clients); Kafka's own

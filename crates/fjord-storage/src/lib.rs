@@ -91,5 +91,5 @@ pub use config::{
     LogConfig, TimestampType, TopicConfigDef, TOPIC_CONFIGS,
 };
 pub use error::{AppendError, ReadError, StorageError};
-pub use log::{AppendInfo, FlushPlan, Log, MaintenanceReport, OpenReport, ReadResult};
+pub use log::{AppendInfo, FlushPlan, Log, MaintenanceReport, OpenReport, ReadResult, TxnCheck};
 pub use segment::FileRange;

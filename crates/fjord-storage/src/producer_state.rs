@@ -12,11 +12,25 @@
 //! them in a `.txnindex` file per segment; here they live in memory and in the snapshot, so a
 //! compacted topic that aborts often keeps them until the cleaner learns to drop aborted data.)
 //!
+//! A marker carries its transaction coordinator's epoch; the producer remembers the last one
+//! (Kafka's `coordinatorEpoch`), and a marker from an older coordinator is refused with
+//! TRANSACTION_COORDINATOR_FENCED (a deposed coordinator's late marker).
+//!
+//! KIP-890 part 1 (transaction verification): before a leader appends a producer's first
+//! transactional batch to a partition where it has no transaction open, it asks the
+//! transaction coordinator whether the partition is in the transaction. The leader starts a
+//! verification first ([`ProducerStateManager::start_verification`], Kafka's
+//! `VerificationGuard`); a marker or a newer epoch of the producer ends it, and the append
+//! opens the transaction only if its guard is still the producer's — so a transaction aborted
+//! while the question was on its way is not reopened by the late append (a hanging
+//! transaction that would hold the last stable offset back for good). Guards live in memory.
+//!
 //! Persisted as `{offset:020}.snapshot` (JSON) on roll and close; on open the latest snapshot
 //! at or below the log end is loaded and the batch headers after it are replayed.
 
 use crate::error::{AppendError, StorageError};
 use fjord_protocol::batch::BatchHeader;
+use fjord_protocol::control::EndTxnMarker;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -43,6 +57,13 @@ pub struct ProducerEntry {
     /// The first offset of the producer's open transaction, if one is open.
     #[serde(default)]
     pub txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the producer's last marker (-1: none yet).
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
 }
 
 /// Outcome of checking one batch.
@@ -68,6 +89,10 @@ pub struct ProducerStateManager {
     ongoing: BTreeMap<i64, i64>,
     /// Aborted transactions, in marker order.
     aborted: Vec<AbortedTxn>,
+    /// Transaction verifications under way: producer id → (guard, producer epoch, started at
+    /// in ms). Not persisted: a restart makes the producer verify again.
+    verifications: HashMap<i64, (u64, i16, i64)>,
+    next_guard: u64,
 }
 
 /// A transaction aborted in this partition (an entry of Kafka's transaction index).
@@ -131,6 +156,18 @@ impl ProducerStateManager {
                 _ => Ok(Check::Append),
             };
         }
+        if h.base_sequence < 0 {
+            // A coordinator's own transactional batch (an offset commit in a transaction) has
+            // no sequence (clients' batches with a producer id must have one: validation).
+            return match entry {
+                Some(e) if h.producer_epoch < e.epoch => Err(AppendError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    epoch: h.producer_epoch,
+                    current: e.epoch,
+                }),
+                _ => Ok(Check::Append),
+            };
+        }
         let first_seq = h.base_sequence;
         let last_seq = h.last_sequence();
         let Some(e) = entry else {
@@ -184,6 +221,86 @@ impl ProducerStateManager {
         Ok(Check::Append)
     }
 
+    /// A marker for `h.producer_id` from coordinator epoch `coordinator_epoch`: refused if
+    /// the producer has seen a marker from a newer coordinator (Kafka's
+    /// `checkCoordinatorEpoch`).
+    pub fn check_marker(
+        &self,
+        pending: &[ProducerEntry],
+        h: &BatchHeader,
+        coordinator_epoch: i32,
+    ) -> Result<(), AppendError> {
+        let entry = pending
+            .iter()
+            .rev()
+            .find(|e| e.producer_id == h.producer_id)
+            .or_else(|| self.producers.get(&h.producer_id));
+        match entry {
+            Some(e) if e.coordinator_epoch > coordinator_epoch => {
+                Err(AppendError::TransactionCoordinatorFenced {
+                    producer_id: h.producer_id,
+                    coordinator_epoch,
+                    current: e.coordinator_epoch,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the producer has a transaction open here (in `pending` or the state).
+    pub fn has_ongoing_txn(&self, pending: &[ProducerEntry], producer_id: i64) -> bool {
+        pending
+            .iter()
+            .rev()
+            .find(|e| e.producer_id == producer_id)
+            .or_else(|| self.producers.get(&producer_id))
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
+    /// Start verifying that this partition is in the transaction of `producer_id` at
+    /// `epoch`: `None` if the producer already has a transaction open here (its appends need
+    /// no verification), else the guard the append must present. A newer start replaces an
+    /// older one.
+    pub fn start_verification(&mut self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
+        if self.has_ongoing_txn(&[], producer_id) {
+            return None;
+        }
+        if let Some(e) = self.producers.get(&producer_id) {
+            if epoch < e.epoch {
+                // A fenced producer: a guard it can never use.
+                return Some(0);
+            }
+        }
+        self.next_guard += 1;
+        let guard = self.next_guard;
+        self.verifications
+            .insert(producer_id, (guard, epoch, now_ms));
+        Some(guard)
+    }
+
+    /// Whether a client's transactional batch `h` may be appended with `guard` (the one its
+    /// verification got, `None` if it needed none): yes if the producer has a transaction open
+    /// here, or if `guard` is still the producer's verification; INVALID_TXN_STATE otherwise
+    /// (never verified, or a marker ended the verification meanwhile).
+    pub fn check_verified(
+        &self,
+        pending: &[ProducerEntry],
+        h: &BatchHeader,
+        guard: Option<u64>,
+    ) -> Result<(), AppendError> {
+        if !h.is_transactional() || h.is_control() || self.has_ongoing_txn(pending, h.producer_id) {
+            return Ok(());
+        }
+        match (guard, self.verifications.get(&h.producer_id)) {
+            (Some(g), Some((current, epoch, _))) if g == *current && *epoch <= h.producer_epoch => {
+                Ok(())
+            }
+            _ => Err(AppendError::InvalidTxnState {
+                producer_id: h.producer_id,
+            }),
+        }
+    }
+
     /// The entry for `h.producer_id` after appending `h` (with its assigned offsets).
     pub fn updated_entry(&self, pending: &[ProducerEntry], h: &BatchHeader) -> ProducerEntry {
         let mut e = pending
@@ -198,6 +315,7 @@ impl ProducerStateManager {
                 batches: VecDeque::new(),
                 last_timestamp: -1,
                 txn_first_offset: None,
+                coordinator_epoch: -1,
             });
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
@@ -211,6 +329,11 @@ impl ProducerStateManager {
         }
         if h.is_transactional() && e.txn_first_offset.is_none() {
             e.txn_first_offset = Some(h.base_offset);
+        }
+        if h.base_sequence < 0 {
+            // A coordinator's batch without a sequence: nothing to deduplicate by.
+            e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
+            return e;
         }
         if e.batches.len() == BATCHES_TO_RETAIN {
             e.batches.pop_front();
@@ -240,6 +363,15 @@ impl ProducerStateManager {
         let pid = entry.producer_id;
         let before = self.producers.get(&pid).and_then(|e| e.txn_first_offset);
         let after = entry.txn_first_offset;
+        // A transaction that opened or ended, or a newer epoch, ends a verification.
+        if before != after
+            || self
+                .verifications
+                .get(&pid)
+                .is_some_and(|(_, epoch, _)| *epoch < entry.epoch)
+        {
+            self.verifications.remove(&pid);
+        }
         self.producers.insert(pid, entry);
         if before == after {
             return None;
@@ -281,26 +413,57 @@ impl ProducerStateManager {
         if !h.has_producer_id() {
             return None;
         }
-        let e = self.updated_entry(&[], h);
+        let marker = if h.is_control() {
+            match fjord_protocol::control::read_marker(batch) {
+                Ok(m) => m,
+                // Only a leader writes control batches; one it cannot read ends the
+                // transaction as a commit would (nothing hidden from read_committed consumers).
+                Err(e) => {
+                    tracing::warn!(
+                        producer_id = h.producer_id,
+                        offset = h.base_offset,
+                        error = %e,
+                        "unreadable transaction marker"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.apply(h, marker)
+    }
+
+    /// Make batch `h` (appended: its offsets assigned) part of the state; `marker` is what a
+    /// control batch holds. Returns the transaction it ended; an abort is also added to the
+    /// aborted transactions. Leader appends and replays both come here.
+    pub fn apply(&mut self, h: &BatchHeader, marker: Option<EndTxnMarker>) -> Option<CompletedTxn> {
+        if !h.has_producer_id() {
+            return None;
+        }
+        let mut e = self.updated_entry(&[], h);
+        if let Some(m) = marker {
+            e.coordinator_epoch = e.coordinator_epoch.max(m.coordinator_epoch);
+        }
+        if h.is_control() {
+            // A marker ends any verification under way: the transaction it verified is over.
+            self.verifications.remove(&h.producer_id);
+        }
         let done = self.commit_ending(e, h.last_offset())?;
-        match fjord_protocol::control::read_marker(batch) {
-            Ok(Some(m)) if !m.commit => self.aborted.push(AbortedTxn {
+        if marker.is_some_and(|m| !m.commit) {
+            self.aborted.push(AbortedTxn {
                 producer_id: done.producer_id,
                 first_offset: done.first_offset,
                 last_offset: done.last_offset,
                 last_stable_offset: self.first_unstable_offset().unwrap_or(done.last_offset + 1),
-            }),
-            Ok(_) => {}
-            // Only a leader writes control batches; one it cannot read ends the transaction
-            // as a commit would (nothing hidden from read_committed consumers).
-            Err(e) => tracing::warn!(
-                producer_id = done.producer_id,
-                offset = done.last_offset,
-                error = %e,
-                "unreadable transaction marker"
-            ),
+            });
         }
         Some(done)
+    }
+
+    /// Every producer's state (DescribeProducers), in no particular order.
+    pub fn producers(&self) -> impl Iterator<Item = &ProducerEntry> + '_ {
+        self.producers.values()
     }
 
     /// The aborted transactions a read_committed fetch of `[from, upto)` must skip: those
@@ -328,6 +491,8 @@ impl ProducerStateManager {
         self.producers.retain(|_, e| {
             e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
         });
+        self.verifications
+            .retain(|_, (_, _, at)| now_ms.saturating_sub(*at) < expiration_ms);
         before - self.producers.len()
     }
 
@@ -362,6 +527,8 @@ impl ProducerStateManager {
                 .collect(),
             ongoing: BTreeMap::new(),
             aborted: snap.aborted,
+            verifications: HashMap::new(),
+            next_guard: 0,
         };
         m.rebuild_ongoing();
         Ok(m)
@@ -447,6 +614,7 @@ mod tests {
             .into(),
             last_timestamp: 0,
             txn_first_offset: None,
+            coordinator_epoch: -1,
         });
         assert_eq!(m.check(&[], &hdr(9, 0, 0, 2, 2)).unwrap(), Check::Append);
         assert!(m.check(&[], &hdr(9, 0, 1, 2, 2)).is_err());

@@ -8,7 +8,9 @@ mod common;
 use common::{batch, small_config, B};
 use fjord_protocol::batch::set_base_offset;
 use fjord_protocol::control::{marker_batch, EndTxnMarker};
-use fjord_storage::Log;
+use fjord_protocol::error::ErrorCode;
+use fjord_protocol::records::{self, AppendOrigin};
+use fjord_storage::{AppendError, Log, TxnCheck};
 
 /// A transactional batch of `n` records at `base`.
 fn txn_batch(pid: i64, seq: i32, n: usize, base: i64) -> Vec<u8> {
@@ -100,4 +102,113 @@ fn a_log_rebuilt_from_its_batches_knows_its_open_transactions() {
     log.set_high_watermark(5);
     log.delete_records_before(3).unwrap();
     assert!(log.aborted_transactions(0, 5).is_empty());
+}
+
+/// A leader's marker of `pid` from coordinator epoch `coordinator_epoch`.
+fn leader_marker(pid: i64, commit: bool, coordinator_epoch: i32) -> Vec<u8> {
+    marker_batch(
+        pid,
+        0,
+        EndTxnMarker {
+            commit,
+            coordinator_epoch,
+        },
+        2_000,
+        0,
+    )
+}
+
+/// Append `b` as the leader (the broker's own origin) with `check`.
+fn lead(
+    log: &mut Log,
+    b: &[u8],
+    check: TxnCheck,
+) -> Result<fjord_storage::AppendInfo, AppendError> {
+    let rules = log.config().record_rules(2_000, AppendOrigin::Coordinator);
+    let v = records::validate(b, &rules).unwrap();
+    let r = log
+        .append_validated_many_checked(&[(b, &v)], &[check], 0, 2_000)
+        .pop()
+        .unwrap();
+    let leo = log.log_end_offset();
+    log.set_high_watermark(leo);
+    r
+}
+
+/// A leader writes a WriteTxnMarkers marker: it ends the transaction and, for an abort, adds
+/// it to the aborted transactions (as the follower path does); a marker from an older
+/// coordinator than the producer's last is refused with TRANSACTION_COORDINATOR_FENCED and
+/// changes nothing; the epoch survives a restart.
+#[test]
+fn a_leader_marker_ends_the_transaction_and_an_older_coordinator_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    lead(&mut log, &txn_batch(1, 0, 2, 0), TxnCheck::Exempt).unwrap();
+    assert_eq!(log.last_stable_offset(log.high_watermark()), 0);
+    let m = lead(&mut log, &leader_marker(1, false, 5), TxnCheck::Exempt).unwrap();
+    assert_eq!(m.base_offset, 2);
+    assert_eq!(log.last_stable_offset(log.high_watermark()), 3);
+    assert_eq!(log.aborted_transactions(0, 3), [(1, 0)]);
+    assert_eq!(log.producer_state().get(1).unwrap().coordinator_epoch, 5);
+    // The next transaction; an older coordinator's marker is fenced.
+    lead(&mut log, &txn_batch(1, 2, 1, 0), TxnCheck::Exempt).unwrap();
+    let e = lead(&mut log, &leader_marker(1, true, 4), TxnCheck::Exempt).unwrap_err();
+    assert!(
+        matches!(e, AppendError::TransactionCoordinatorFenced { .. }),
+        "{e}"
+    );
+    assert_eq!(e.error_code(), ErrorCode::TransactionCoordinatorFenced);
+    assert_eq!(
+        log.last_stable_offset(log.high_watermark()),
+        3,
+        "still open"
+    );
+    // The same coordinator epoch is accepted (a retried marker of a new coordinator).
+    lead(&mut log, &leader_marker(1, true, 5), TxnCheck::Exempt).unwrap();
+    assert_eq!(
+        log.last_stable_offset(log.high_watermark()),
+        log.high_watermark()
+    );
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.producer_state().get(1).unwrap().coordinator_epoch, 5);
+    let e = lead(&mut log, &leader_marker(1, false, 3), TxnCheck::Exempt).unwrap_err();
+    assert!(matches!(
+        e,
+        AppendError::TransactionCoordinatorFenced { .. }
+    ));
+}
+
+/// KIP-890 part 1: a client's transactional batch opens a transaction only with the guard
+/// of a verification that no marker ended meanwhile; once open, later batches need none.
+#[test]
+fn a_transaction_opens_only_with_a_current_verification_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let e = lead(&mut log, &txn_batch(7, 0, 1, 0), TxnCheck::Verified(None)).unwrap_err();
+    assert_eq!(e.error_code(), ErrorCode::InvalidTxnState, "never verified");
+    let guard = log.start_verification(7, 0, 2_000);
+    assert!(guard.is_some());
+    let e = lead(
+        &mut log,
+        &txn_batch(7, 0, 1, 0),
+        TxnCheck::Verified(Some(999)),
+    )
+    .unwrap_err();
+    assert_eq!(e.error_code(), ErrorCode::InvalidTxnState, "another guard");
+    lead(&mut log, &txn_batch(7, 0, 1, 0), TxnCheck::Verified(guard)).unwrap();
+    // Open now: no verification needed for its next batches.
+    assert_eq!(log.start_verification(7, 0, 2_000), None);
+    lead(&mut log, &txn_batch(7, 1, 1, 0), TxnCheck::Verified(None)).unwrap();
+    // A verification that a marker overtakes is void: the late append is refused.
+    lead(&mut log, &leader_marker(7, false, 1), TxnCheck::Exempt).unwrap();
+    let late = log.start_verification(7, 0, 2_000);
+    lead(&mut log, &leader_marker(7, false, 1), TxnCheck::Exempt).unwrap();
+    let e = lead(&mut log, &txn_batch(7, 2, 1, 0), TxnCheck::Verified(late)).unwrap_err();
+    assert_eq!(e.error_code(), ErrorCode::InvalidTxnState);
+    assert_eq!(
+        log.last_stable_offset(log.high_watermark()),
+        log.high_watermark(),
+        "no hanging transaction"
+    );
 }

@@ -53,7 +53,24 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Vec<Result<AppendInfo, AppendError>> {
+        let checks = vec![TxnCheck::Exempt; items.len()];
+        self.append_validated_many_checked(items, &checks, leader_epoch, now_ms)
+    }
+
+    /// [`Log::append_validated_many`] with each append's transaction check: a client's
+    /// transactional batch may open a transaction only with a verification guard that is
+    /// still the producer's (KIP-890 part 1, [`ProducerStateManager::start_verification`]).
+    ///
+    /// [`ProducerStateManager::start_verification`]: crate::producer_state::ProducerStateManager::start_verification
+    pub fn append_validated_many_checked(
+        &mut self,
+        items: &[(&[u8], &ValidatedRecords)],
+        checks: &[TxnCheck],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Vec<Result<AppendInfo, AppendError>> {
         let mut stage = Stage {
+            markers: Vec::new(),
             batches: std::mem::take(&mut self.batch_buf),
             pieces: Vec::new(),
             staged: 0,
@@ -74,7 +91,16 @@ impl Log {
                 stage.results[i] = Some(Err(stage.failed(&self.dir)));
                 continue;
             }
-            match self.stage_append(i, records, validated, &mut pending, &mut next, &mut stage) {
+            let check = checks.get(i).copied().unwrap_or(TxnCheck::Exempt);
+            match self.stage_append(
+                i,
+                records,
+                validated,
+                check,
+                &mut pending,
+                &mut next,
+                &mut stage,
+            ) {
                 Ok(None) => {}
                 Ok(Some(dup)) => stage.results[i] = Some(Ok(dup)),
                 Err(e) => stage.results[i] = Some(Err(e)),
@@ -130,10 +156,9 @@ impl Log {
         }
         self.index_dirty = true;
         self.producers_persisted_at = None;
-        for (_, h) in stage.batches.iter() {
+        for ((_, h), marker) in stage.batches.iter().zip(&stage.markers) {
             if h.has_producer_id() {
-                let e = self.producers.updated_entry(&[], h);
-                self.producers.commit(e);
+                self.producers.apply(h, *marker);
             }
         }
         let first = stage.appends[0].first_offset;
@@ -165,11 +190,13 @@ impl Log {
     /// length, leader epoch — outside the CRC) go to `write_buf` and the rest is written from
     /// the caller's buffer; a batch whose timestamps change (and so its CRC) is copied whole.
     /// `Ok(Some(_))`: a duplicate, answered with the original offsets.
+    #[allow(clippy::too_many_arguments)]
     fn stage_append<'a>(
         &mut self,
         item: usize,
         records: &'a [u8],
         validated: &ValidatedRecords,
+        check: TxnCheck,
         pending: &mut Vec<ProducerEntry>,
         next: &mut i64,
         stage: &mut Stage<'a>,
@@ -186,10 +213,34 @@ impl Log {
                 max: self.config.segment_bytes,
             });
         }
-        // Producer state: epochs, sequences, duplicates.
+        // Producer state: epochs, sequences, duplicates; markers' coordinator epochs; a
+        // client's transaction verification.
         let mark = pending.len();
+        let mut markers = Vec::with_capacity(validated.batches.len());
         for b in &validated.batches {
             let h = &b.header;
+            let mut marker = None;
+            if h.has_producer_id() && h.is_control() {
+                let bytes = records
+                    .get(b.position..b.position + h.total_size())
+                    .unwrap_or_default();
+                marker = fjord_protocol::control::read_marker(bytes)
+                    .map_err(|e| AppendError::InvalidRecord(e.to_string()))
+                    .inspect_err(|_| pending.truncate(mark))?;
+                if let Some(m) = marker {
+                    self.producers
+                        .check_marker(pending, h, m.coordinator_epoch)
+                        .inspect_err(|_| pending.truncate(mark))?;
+                }
+            }
+            markers.push(marker);
+            if let TxnCheck::Verified(guard) = check {
+                if h.has_producer_id() {
+                    self.producers
+                        .check_verified(pending, h, guard)
+                        .inspect_err(|_| pending.truncate(mark))?;
+                }
+            }
             if h.has_producer_id() {
                 match self.producers.check(pending, h) {
                     Err(e) => {
@@ -209,7 +260,10 @@ impl Log {
                         }));
                     }
                     Ok(Check::Append) => {
-                        let e = self.producers.updated_entry(pending, h);
+                        let mut e = self.producers.updated_entry(pending, h);
+                        if let Some(m) = marker {
+                            e.coordinator_epoch = e.coordinator_epoch.max(m.coordinator_epoch);
+                        }
                         pending.push(e);
                     }
                 }
@@ -295,13 +349,20 @@ impl Log {
             *next += h.offset_count();
             stage.batches.push((pos, h));
         }
+        stage.markers.extend(markers.iter().copied());
         stage.staged += records.len();
         // The producer entries again, now with the offsets assigned: a retry queued behind
         // this append is answered with them.
         pending.truncate(mark);
-        for (_, h) in &stage.batches[first_batch..] {
+        for ((_, h), marker) in stage.batches[first_batch..]
+            .iter()
+            .zip(&stage.markers[first_batch..])
+        {
             if h.has_producer_id() {
-                let e = self.producers.updated_entry(pending, h);
+                let mut e = self.producers.updated_entry(pending, h);
+                if let Some(m) = marker {
+                    e.coordinator_epoch = e.coordinator_epoch.max(m.coordinator_epoch);
+                }
                 pending.push(e);
             }
         }
@@ -576,6 +637,8 @@ const PATCHED_PREFIX: usize = 16;
 struct Stage<'a> {
     /// (position in the staged bytes, patched header) of each staged batch.
     batches: Vec<(usize, BatchHeader)>,
+    /// The transaction marker of each staged batch that is one (parallel to `batches`).
+    markers: Vec<Option<fjord_protocol::control::EndTxnMarker>>,
     /// The staged bytes in order.
     pieces: Vec<Piece<'a>>,
     /// How many bytes are staged.
@@ -600,6 +663,7 @@ impl Stage<'_> {
     /// Forget the staged bytes (written, or failed).
     fn clear_written(&mut self) {
         self.batches.clear();
+        self.markers.clear();
         self.pieces.clear();
         self.staged = 0;
     }
@@ -608,6 +672,16 @@ impl Stage<'_> {
         let msg = self.failure.clone().unwrap_or_default();
         AppendError::Storage(StorageError::io(dir, std::io::Error::other(msg)))
     }
+}
+
+/// How a leader append's transactional batches are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCheck {
+    /// The broker's own coordinators (their transactional offset commits, markers).
+    Exempt,
+    /// A client's produce, with the guard its transaction verification got (`None`: it
+    /// needed none, the producer had a transaction open here, or it did not verify).
+    Verified(Option<u64>),
 }
 
 /// One append staged in [`Stage`].

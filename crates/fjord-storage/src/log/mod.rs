@@ -21,6 +21,7 @@ mod read;
 mod retention;
 mod truncate;
 
+pub use append::TxnCheck;
 pub use flush::FlushPlan;
 pub use load::OpenReport;
 pub(crate) use read::decode_records;
@@ -163,6 +164,13 @@ impl Log {
     /// Producer state, for the broker (e.g. DescribeProducers) and tests.
     pub fn producer_state(&self) -> &ProducerStateManager {
         &self.producers
+    }
+
+    /// Start verifying that this partition is in `producer_id`'s transaction (KIP-890 part
+    /// 1): the guard its append must present, `None` if it has a transaction open here.
+    pub fn start_verification(&mut self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
+        self.producers
+            .start_verification(producer_id, epoch, now_ms)
     }
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.latest_epoch()
