@@ -119,6 +119,21 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("group.consumer.session.timeout.ms", "45000"),
     ("group.consumer.assignors", "uniform,range"),
     ("group.consumer.max.size", "2147483647"),
+    // Transaction coordinator (Kafka's names and defaults; `crate::txn`).
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
+    ("transaction.state.log.segment.bytes", "104857600"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+    ),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+    ),
     // Consumer lag evaluation (Fjord's keys; Burrow's `intervals` and `min-distance`).
     ("group.lag.window.intervals", "10"),
     ("group.lag.min.distance.ms", "1000"),
@@ -270,6 +285,8 @@ pub struct BrokerConfig {
     pub group: fjord_group::Config,
     /// offsets.retention.check.interval.ms
     pub offsets_retention_check_interval_ms: u64,
+    /// Transaction coordinator settings (transaction.*, transactional.id.expiration.ms).
+    pub txn: TxnConfig,
     /// `topic.activity.flush.ms`, `topic.gc.*`.
     pub topic_gc: crate::topic_activity::TopicGcConfig,
     /// Broker-level defaults for every topic's log.
@@ -465,6 +482,7 @@ impl BrokerConfig {
                 1,
                 i64::MAX,
             )? as u64,
+            txn: txn_config(&get)?,
             topic_gc: crate::topic_activity::TopicGcConfig::parse(&get)?,
             log,
             explicit: props,
@@ -553,6 +571,55 @@ fn limits_config(
             queued_max_request_bytes,
             socket_request_max_bytes,
         ),
+    })
+}
+
+/// The transaction coordinator's settings (Kafka's keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`, `transactional.id.expiration.ms`,
+    /// `transaction.state.log.num.partitions` (and `offsets.topic.num.partitions`).
+    pub coordinator: fjord_txn::Config,
+    /// `transaction.state.log.replication.factor` (capped by the live brokers when the topic
+    /// is made).
+    pub state_log_replication_factor: u16,
+    /// `transaction.state.log.min.isr` (capped by the replication factor).
+    pub state_log_min_isr: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub state_log_segment_bytes: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_interval_ms: u64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub remove_expired_interval_ms: u64,
+}
+
+fn txn_config(get: &dyn Fn(&str) -> String) -> Result<TxnConfig, String> {
+    let int = |key: &str, min: i64, max: i64| parse_int(&get(key), key, min, max);
+    Ok(TxnConfig {
+        coordinator: fjord_txn::Config {
+            max_timeout_ms: int("transaction.max.timeout.ms", 1, i32::MAX as i64)? as i32,
+            id_expiration_ms: int("transactional.id.expiration.ms", 1, i32::MAX as i64)?,
+            txn_partitions: int("transaction.state.log.num.partitions", 1, 10_000)? as i32,
+            offsets_partitions: int("offsets.topic.num.partitions", 1, 10_000)? as i32,
+        },
+        state_log_replication_factor: int("transaction.state.log.replication.factor", 1, 32_767)?
+            as u16,
+        state_log_min_isr: int("transaction.state.log.min.isr", 1, i32::MAX as i64)? as i32,
+        state_log_segment_bytes: int(
+            "transaction.state.log.segment.bytes",
+            1 << 20,
+            i32::MAX as i64,
+        )?,
+        abort_interval_ms: int(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            1,
+            i32::MAX as i64,
+        )? as u64,
+        remove_expired_interval_ms: int(
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            1,
+            i32::MAX as i64,
+        )? as u64,
     })
 }
 
@@ -904,6 +971,34 @@ mod tests {
         assert_eq!(c.log_dir, PathBuf::from("./fjord-data"));
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn transaction_keys_have_kafkas_defaults() {
+        let c = BrokerConfig::default().txn;
+        assert_eq!(c.coordinator, fjord_txn::Config::default());
+        assert_eq!(
+            (c.state_log_replication_factor, c.state_log_min_isr),
+            (3, 2)
+        );
+        assert_eq!(c.state_log_segment_bytes, 104_857_600);
+        assert_eq!(
+            (c.abort_interval_ms, c.remove_expired_interval_ms),
+            (10_000, 3_600_000)
+        );
+        let c = BrokerConfig::from_props(props(&[
+            ("transaction.max.timeout.ms", "5000"),
+            ("transaction.state.log.num.partitions", "3"),
+        ]))
+        .unwrap()
+        .txn;
+        assert_eq!(
+            (c.coordinator.max_timeout_ms, c.coordinator.txn_partitions),
+            (5000, 3)
+        );
+        let e =
+            BrokerConfig::from_props(props(&[("transaction.max.timeout.ms", "0")])).unwrap_err();
+        assert!(e.contains("transaction.max.timeout.ms"), "{e}");
     }
 
     #[test]

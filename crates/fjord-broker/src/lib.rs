@@ -34,6 +34,9 @@
 //! - `handlers`: one file per Kafka API.
 //! - [`groups`]: the group coordinator's runtime around `fjord-group` (appends to
 //!   `__consumer_offsets`, parks JoinGroup/SyncGroup, replays offsets at startup).
+//! - [`txn`]: the transaction coordinator's runtime around `fjord-txn` (appends to
+//!   `__transaction_state`, sends transaction markers, replays the ids of the partitions led
+//!   here).
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions, without I/O.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`accounting`]: traffic by client rack (cross-AZ) and usage per topic and client id.
@@ -71,6 +74,7 @@ pub mod skew;
 mod test_batches;
 pub mod throttle;
 pub mod topic_activity;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -204,6 +208,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     broker.fetchers.start(broker.clone(), rx.clone());
     let upkeep = tokio::spawn(replication::upkeep_loop(broker.clone(), rx.clone()));
     let group_timers = tokio::spawn(groups::GroupRuntime::tick_loop(broker.clone(), rx.clone()));
+    let txn_timers = tokio::spawn(txn::TxnRuntime::tick_loop(broker.clone(), rx.clone()));
     let activity_flush = tokio::spawn(topic_activity::flush_loop(broker.clone(), rx.clone()));
     let lag_ends = tokio::spawn(log_ends::poll_loop(broker.clone(), rx.clone()));
     let b = broker.clone();
@@ -218,6 +223,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         let _ = usage_roll.await;
         let _ = skew_check.await;
         let _ = group_timers.await;
+        let _ = txn_timers.await;
         let _ = activity_flush.await;
         let _ = lag_ends.await;
         let _ = admin_task.await;

@@ -39,6 +39,12 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DeleteRecords, 0, 2),
     r(ApiKey::InitProducerId, 0, 5),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    r(ApiKey::AddPartitionsToTxn, 0, 5),
+    r(ApiKey::AddOffsetsToTxn, 0, 4),
+    // v5 is the second transaction protocol (an epoch bump per transaction, KIP-890 part 2),
+    // which Fjord does not speak; clients send v5 only where `transaction.version` 2 is
+    // finalized.
+    r(ApiKey::EndTxn, 0, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),
     r(ApiKey::DescribeLogDirs, 1, 4),
@@ -51,6 +57,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 2),
     r(ApiKey::UnregisterBroker, 0, 0),
+    r(ApiKey::DescribeTransactions, 0, 0),
+    // v2 (KIP-1152's transactional id pattern, Kafka 4.1) is not served.
+    r(ApiKey::ListTransactions, 0, 1),
     r(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     r(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];

@@ -122,6 +122,8 @@ pub struct Broker {
     advertised: RwLock<(String, u16)>,
     /// The group coordinator (classic and KIP-848 groups, committed offsets).
     pub groups: crate::groups::GroupRuntime,
+    /// The transaction coordinator (transactional ids, their transactions and markers).
+    pub txns: crate::txn::TxnRuntime,
     /// Follower fetchers, one per leader this broker follows partitions of.
     pub fetchers: ReplicaFetchers,
     /// ISR changes waiting to be sent to the controller in a batch.
@@ -170,6 +172,7 @@ impl Broker {
             skew,
             advertised: RwLock::new(("127.0.0.1".into(), 0)),
             groups: crate::groups::GroupRuntime::new(config.group.clone()),
+            txns: crate::txn::TxnRuntime::new(config.txn.clone()),
             fetchers: ReplicaFetchers::default(),
             isr_proposals: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),

@@ -1,5 +1,6 @@
 //! FindCoordinator v0-6: a group's coordinator is the leader of its `__consumer_offsets`
-//! partition (created on first use, as Kafka does). v4+ batches keys.
+//! partition, a transactional id's the leader of its `__transaction_state` partition (both
+//! created on first use, as Kafka does). v4+ batches keys.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -10,7 +11,8 @@ use fjord_protocol::error::ErrorCode;
 
 type Answer = (ErrorCode, Option<String>, i32, String, i32);
 
-/// key_type 0 = group; 1 = transaction (not supported yet).
+/// key_type 0 = group (the leader of its `__consumer_offsets` partition); 1 = transaction
+/// (the leader of its `__transaction_state` partition). Both topics are created on first use.
 async fn answer(b: &Broker, key_type: i8, key: &str) -> Answer {
     let unavailable = |why: String| {
         (
@@ -21,34 +23,36 @@ async fn answer(b: &Broker, key_type: i8, key: &str) -> Answer {
             -1,
         )
     };
-    if key_type != 0 {
-        // Not a retriable error: a transactional Java producer would retry
-        // COORDINATOR_NOT_AVAILABLE until max.block.ms (60 s) and then report a timeout; with
-        // INVALID_REQUEST it fails at once with this message.
-        let what = if key_type == 1 {
-            "transactions are"
-        } else {
-            "this coordinator type is"
-        };
-        return (
-            ErrorCode::InvalidRequest,
-            Some(format!("{what} not supported yet")),
-            -1,
-            String::new(),
-            -1,
-        );
-    }
-    let topic = match crate::groups::ensure_offsets_topic(b).await {
-        Ok(t) => t,
-        Err(e) => return unavailable(e),
+    let (topic, name, p) = match key_type {
+        0 => match crate::groups::ensure_offsets_topic(b).await {
+            Ok(t) => {
+                let p = fjord_group::offsets_partition(key, t.partitions.len() as i32);
+                (t, crate::groups::OFFSETS_TOPIC, p)
+            }
+            Err(e) => return unavailable(e),
+        },
+        1 => match crate::txn::log::ensure_txn_topic(b).await {
+            Ok(t) => {
+                let p = fjord_txn::txn_partition(key, t.partitions.len() as i32);
+                (t, crate::txn::TXN_TOPIC, p)
+            }
+            Err(e) => return unavailable(e),
+        },
+        _ => {
+            return (
+                ErrorCode::InvalidRequest,
+                Some(format!("coordinator type {key_type} is not supported")),
+                -1,
+                String::new(),
+                -1,
+            )
+        }
     };
-    let p = fjord_group::offsets_partition(key, topic.partitions.len() as i32);
     let leader = topic.partitions[p as usize].state().leader;
     match b.broker_address(leader) {
         Some((host, port)) => (ErrorCode::None, None, leader, host, port as i32),
         None => unavailable(format!(
-            "the coordinator's {}-{p} partition has no live leader",
-            crate::groups::OFFSETS_TOPIC
+            "the coordinator's {name}-{p} partition has no live leader"
         )),
     }
 }

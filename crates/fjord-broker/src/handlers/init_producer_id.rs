@@ -1,24 +1,38 @@
-//! InitProducerId (v0-5): producer ids for idempotent producers. Transactions are not
-//! supported yet, so a transactional id is refused with a clear error.
+//! InitProducerId (v0-5): producer ids for idempotent producers, and for transactional ones
+//! the transaction coordinator's answer (epoch bumps, fencing, KIP-360 recovery).
 
 use std::sync::Arc;
 
 use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::Ctx;
+use super::{producer_fenced_for, Ctx};
 use crate::broker::Broker;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        return resp.with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
+    if let Some(id) = &req.transactional_id {
+        let expected = match (req.producer_id.0, req.producer_epoch) {
+            (-1, -1) => None,
+            (-1, _) | (_, -1) => return resp.with_error_code(ErrorCode::InvalidRequest.code()),
+            (pid, epoch) => Some((pid, epoch)),
+        };
+        return match b
+            .txns
+            .init_producer_id(b, id, req.transaction_timeout_ms, expected)
+            .await
+        {
+            Ok((pid, epoch)) => resp
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(e) => resp.with_error_code(producer_fenced_for(e, ctx.version >= 4).code()),
+        };
     }
     // An idempotent producer that asks to bump its epoch (KIP-360) gets a fresh id instead:
     // equally safe, since sequence state is per producer id.

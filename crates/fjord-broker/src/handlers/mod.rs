@@ -3,6 +3,8 @@
 //! Each handler states the versions it serves in `fjord_protocol::versions::SUPPORTED`; the
 //! decoder never hands a handler a version outside that table.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -17,7 +19,9 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -28,6 +32,7 @@ mod leave_group;
 mod list_groups;
 mod list_offsets;
 mod list_partition_reassignments;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -140,6 +145,13 @@ pub async fn handle_from(
         RequestKind::ConsumerGroupDescribe(r) => {
             respond(consumer_group_describe::handle(b, &ctx, r))
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            respond(add_partitions_to_txn::handle(b, &ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => respond(add_offsets_to_txn::handle(b, &ctx, r).await),
+        RequestKind::EndTxn(r) => respond(end_txn::handle(b, &ctx, r).await),
+        RequestKind::DescribeTransactions(r) => respond(describe_transactions::handle(b, &ctx, r)),
+        RequestKind::ListTransactions(r) => respond(list_transactions::handle(b, &ctx, r)),
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)
@@ -149,6 +161,20 @@ pub async fn handle_from(
 
 fn respond(body: impl Into<ResponseKind>) -> Outcome {
     Outcome::Respond(Box::new(body.into()))
+}
+
+/// PRODUCER_FENCED for a client that knows it, else INVALID_PRODUCER_EPOCH (as Kafka answers
+/// InitProducerId before v4 and the other transactional APIs before v2).
+pub(crate) fn producer_fenced_for(
+    e: fjord_protocol::error::ErrorCode,
+    knows_fenced: bool,
+) -> fjord_protocol::error::ErrorCode {
+    use fjord_protocol::error::ErrorCode;
+    if e == ErrorCode::ProducerFenced && !knows_fenced {
+        ErrorCode::InvalidProducerEpoch
+    } else {
+        e
+    }
 }
 
 /// A protocol string from a Rust string.
@@ -575,6 +601,49 @@ mod version_tests {
                     GroupId(sb("none")),
                 ])
                 .into()],
+            ApiKey::AddPartitionsToTxn => {
+                let topics = vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(vec![0, 9])];
+                vec![if v >= 4 {
+                    AddPartitionsToTxnRequest::default()
+                        .with_transactions(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                                .with_transactional_id(TransactionalId(sb("tx")))
+                                .with_producer_id(ProducerId(1))
+                                .with_verify_only(true)
+                                .with_topics(topics),
+                        ])
+                        .into()
+                } else {
+                    AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(sb("tx")))
+                        .with_v3_and_below_producer_id(ProducerId(1))
+                        .with_v3_and_below_topics(topics)
+                        .into()
+                }]
+            }
+            ApiKey::AddOffsetsToTxn => vec![AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(sb("tx")))
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(sb("g")))
+                .into()],
+            ApiKey::EndTxn => vec![EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(sb("none")))
+                .with_producer_id(ProducerId(1))
+                .with_committed(true)
+                .into()],
+            ApiKey::DescribeTransactions => vec![DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![
+                    TransactionalId(sb("tx")),
+                    TransactionalId(sb("none")),
+                    TransactionalId(sb("")),
+                ])
+                .into()],
+            ApiKey::ListTransactions => vec![ListTransactionsRequest::default()
+                .with_state_filters(vec![sb("Ongoing"), sb("Bogus")])
+                .with_duration_filter(if v >= 1 { 0 } else { -1 })
+                .into()],
             other => panic!("no test request for {other:?}"),
         }
     }
@@ -600,6 +669,34 @@ mod version_tests {
                 fjord_protocol::records::AppendOrigin::Client,
                 now_ms(),
             )
+            .await
+            .unwrap();
+        // A transactional id with an open transaction, so the transaction APIs answer with
+        // real data: the coordinator's shards load in its timer loop.
+        crate::txn::log::ensure_txn_topic(&b).await.unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::txn::TxnRuntime::tick_loop(b.clone(), stopped));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (pid, epoch) = loop {
+            match b.txns.init_producer_id(&b, "tx", 60_000, None).await {
+                Ok(ids) => break ids,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(
+                        matches!(
+                            e,
+                            fjord_protocol::error::ErrorCode::NotCoordinator
+                                | fjord_protocol::error::ErrorCode::CoordinatorLoadInProgress
+                        ),
+                        "{e:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the transaction coordinator did not load: {e:?}"),
+            }
+        };
+        let parts = [("t".to_string(), 0)].into_iter().collect();
+        b.txns
+            .add_partitions(&b, "tx", pid, epoch, &parts)
             .await
             .unwrap();
         // The DeleteTopics requests below delete one topic per version.

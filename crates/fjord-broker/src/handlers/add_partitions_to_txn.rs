@@ -1,0 +1,133 @@
+//! AddPartitionsToTxn (v0-5). v0-3 come from producers: one transaction whose partitions
+//! join it. v4+ come from brokers and batch transactions; with `verify_only` a partition leader
+//! asks whether a transactional produce's partitions are in the producer's ongoing transaction
+//! (KIP-890 part 1), answered from memory without a write. As Kafka: a partition of an unknown
+//! topic fails its whole transaction (UNKNOWN_TOPIC_OR_PARTITION for it, OPERATION_NOT_ATTEMPTED
+//! for the others), and every partition of a transaction gets the transaction's error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use fjord_protocol::error::ErrorCode;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TopicName, TransactionalId,
+};
+
+use super::{producer_fenced_for, sb, Ctx};
+use crate::broker::Broker;
+
+type Results = BTreeMap<(String, i32), ErrorCode>;
+
+pub async fn handle(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let resp = AddPartitionsToTxnResponse::default();
+    if ctx.version < 4 {
+        let results = one(
+            b,
+            ctx.version,
+            &req.v3_and_below_transactional_id,
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            false,
+            &req.v3_and_below_topics,
+        )
+        .await;
+        return resp.with_results_by_topic_v3_and_below(by_topic(results));
+    }
+    let mut out = Vec::with_capacity(req.transactions.len());
+    for t in &req.transactions {
+        let results = one(
+            b,
+            ctx.version,
+            &t.transactional_id,
+            t.producer_id.0,
+            t.producer_epoch,
+            t.verify_only,
+            &t.topics,
+        )
+        .await;
+        out.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(TransactionalId(sb(t.transactional_id.to_string())))
+                .with_topic_results(by_topic(results)),
+        );
+    }
+    resp.with_results_by_transaction(out)
+}
+
+/// One transaction's partitions and their error codes.
+async fn one(
+    b: &Arc<Broker>,
+    version: i16,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    verify_only: bool,
+    topics: &[AddPartitionsToTxnTopic],
+) -> Results {
+    let partitions: BTreeSet<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
+        .collect();
+    let unknown: BTreeSet<&(String, i32)> = partitions
+        .iter()
+        .filter(|(t, p)| {
+            b.topic(t)
+                .is_none_or(|t| usize::try_from(*p).map_or(true, |p| p >= t.partitions.len()))
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return partitions
+            .iter()
+            .map(|tp| {
+                let e = if unknown.contains(tp) {
+                    ErrorCode::UnknownTopicOrPartition
+                } else {
+                    ErrorCode::OperationNotAttempted
+                };
+                (tp.clone(), e)
+            })
+            .collect();
+    }
+    let all = |e: ErrorCode| partitions.iter().map(|tp| (tp.clone(), e)).collect();
+    if verify_only {
+        return match b.txns.verify(b, id, producer_id, epoch, &partitions) {
+            Ok(results) => results.into_iter().collect(),
+            Err(e) => all(e),
+        };
+    }
+    match b
+        .txns
+        .add_partitions(b, id, producer_id, epoch, &partitions)
+        .await
+    {
+        Ok(()) => all(ErrorCode::None),
+        Err(e) => all(producer_fenced_for(e, version >= 2)),
+    }
+}
+
+fn by_topic(results: Results) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut topics: BTreeMap<String, Vec<AddPartitionsToTxnPartitionResult>> = BTreeMap::new();
+    for ((t, p), e) in results {
+        topics.entry(t).or_default().push(
+            AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(p)
+                .with_partition_error_code(e.code()),
+        );
+    }
+    topics
+        .into_iter()
+        .map(|(t, ps)| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(TopicName(sb(t)))
+                .with_results_by_partition(ps)
+        })
+        .collect()
+}
