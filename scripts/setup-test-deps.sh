@@ -60,4 +60,5 @@ fi
 "$repo/scripts/setup-java-clients.sh"   # Java client scenarios, kafka-clients 4.x (crates/fjord/tests/java_client.rs)
 "$repo/scripts/setup-go-clients.sh"   # Go clients franz-go and sarama (crates/fjord/tests/go_clients.rs)
 "$repo/scripts/setup-kafka.sh"   # Apache Kafka's command-line tools (crates/fjord/tests/kafka_tools.rs)
+"$repo/scripts/setup-librdkafka-tests.sh"   # librdkafka's own test suite (crates/fjord/tests/librdkafka_suite.rs)
 log "ok: $(command -v kcat), venv $venv"

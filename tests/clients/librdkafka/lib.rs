@@ -1,0 +1,1 @@
+// Empty: this package only pins rdkafka-sys's librdkafka source.
