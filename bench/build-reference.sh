@@ -21,25 +21,9 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# 1. librdkafka source: a throwaway manifest depending on rdkafka-sys; cargo fetches it.
-SRCDIR=$WORK/rdkafka-src
-mkdir -p "$SRCDIR/src"
-cat >"$SRCDIR/Cargo.toml" <<'TOML'
-[package]
-name = "fjord-bench-rdkafka-src"
-version = "0.0.0"
-edition = "2021"
-publish = false
-
-[workspace]
-
-[dependencies]
-rdkafka-sys = { version = "=4.10.0", default-features = false }
-TOML
-: >"$SRCDIR/src/lib.rs"
-(cd "$SRCDIR" && cargo fetch -q)
-CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
-PKG=$(cd "$SRCDIR" && cargo metadata --format-version 1 2>/dev/null |
+# 1. librdkafka source: rdkafka-sys's bundled copy, pinned in tests/clients/librdkafka (also
+#    what scripts/setup-librdkafka-tests.sh builds librdkafka's test suite from); cargo fetches it.
+PKG=$(cargo metadata --manifest-path "$ROOT/tests/clients/librdkafka/Cargo.toml" --format-version 1 --locked 2>/dev/null |
   python3 -c 'import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="rdkafka-sys"][0])')
 UPSTREAM=$(dirname "$PKG")/librdkafka
 [ -f "$UPSTREAM/configure" ] || { log "librdkafka source not found at $UPSTREAM"; exit 1; }
