@@ -1,7 +1,7 @@
 //! [`Client`]: admin operations, produce and fetch over a bootstrap broker, routing partition
 //! requests to the partition leader named by Metadata (one [`Connection`] per broker id).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -377,8 +377,12 @@ impl Default for FetchOptions {
 pub struct PartitionFetch {
     pub partition: i32,
     pub high_watermark: i64,
+    /// The last stable offset: a read_committed consumer reads up to here (-1 from brokers
+    /// that do not send it).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    /// Records at or after the requested offset, control records skipped.
+    /// Records at or after the requested offset, control records skipped (and, for
+    /// `isolation_level` 1, the records of aborted transactions).
     pub records: Vec<ConsumedRecord>,
     /// The offset to fetch next (after the last batch returned, including skipped control
     /// batches); equal to the requested offset when nothing came back.
@@ -1060,46 +1064,18 @@ impl Client {
         compression: Compression,
         producer: Option<(i64, i16, i32)>,
     ) -> Result<Bytes> {
-        let now = now_ms();
-        // Without a producer the base sequence is -1 (no idempotence).
-        let (producer_id, producer_epoch, base_sequence) =
-            producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1));
-        let records: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id,
-                producer_epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder starts a new batch when offset - sequence changes; base + i
-                // keeps one batch.
-                sequence: base_sequence.wrapping_add(i as i32),
-                timestamp: r.timestamp.unwrap_or(now),
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (s(k), v.clone()))
-                    .collect::<IndexMap<_, _>>(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .map_err(|e| Error::Invalid(format!("encoding record batch: {e:#}")))?;
-        Ok(buf.freeze())
+        encode_producer_batch(records, compression, producer, false)
+    }
+
+    /// [`Client::encode_idempotent_batch`] for a transactional producer: the batch is marked
+    /// transactional, so it counts in the producer's open transaction on the partition (which
+    /// AddPartitionsToTxn must have added first).
+    pub fn encode_transactional_batch(
+        records: &[ProduceRecord],
+        compression: Compression,
+        producer: (i64, i16, i32),
+    ) -> Result<Bytes> {
+        encode_producer_batch(records, compression, Some(producer), true)
     }
 
     /// Produce `records` as one batch to `topic`-`partition`; returns the base offset.
@@ -1242,10 +1218,21 @@ impl Client {
                     let from = offset_of.get(&p.partition_index).copied().unwrap_or(0);
                     let raw = p.records.clone().unwrap_or_default();
                     let bytes = raw.len();
-                    let (records, next_offset) = decode_records(p.partition_index, raw, from)?;
+                    let (records, next_offset) = if options.isolation_level == 1 {
+                        let aborted: Vec<(i64, i64)> = p
+                            .aborted_transactions
+                            .iter()
+                            .flatten()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect();
+                        decode_committed_records(p.partition_index, raw, from, &aborted)?
+                    } else {
+                        decode_records(p.partition_index, raw, from)?
+                    };
                     out.push(PartitionFetch {
                         partition: p.partition_index,
                         high_watermark: p.high_watermark,
+                        last_stable_offset: p.last_stable_offset,
                         log_start_offset: p.log_start_offset,
                         records,
                         next_offset,
@@ -1273,10 +1260,87 @@ fn resource_ctx(resource_type: ResourceType, name: &str) -> String {
     }
 }
 
+/// One record batch v2 of `records`, with the producer's (id, epoch, base sequence) when
+/// given, marked transactional when `transactional`.
+fn encode_producer_batch(
+    records: &[ProduceRecord],
+    compression: Compression,
+    producer: Option<(i64, i16, i32)>,
+    transactional: bool,
+) -> Result<Bytes> {
+    let now = now_ms();
+
+    // Without a producer the base sequence is -1 (no idempotence).
+    let (producer_id, producer_epoch, base_sequence) =
+        producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1));
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch when offset - sequence changes; base + i
+            // keeps one batch.
+            sequence: base_sequence.wrapping_add(i as i32),
+            timestamp: r.timestamp.unwrap_or(now),
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (s(k), v.clone()))
+                .collect::<IndexMap<_, _>>(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| Error::Invalid(format!("encoding record batch: {e:#}")))?;
+    Ok(buf.freeze())
+}
+
 /// Decode the complete batches in `raw`, skipping records before `from` and control records.
 /// A trailing partial batch (the broker cut the response at `max_bytes`) is ignored. Returns
 /// the records and the offset to fetch next.
 pub fn decode_records(partition: i32, raw: Bytes, from: i64) -> Result<(Vec<ConsumedRecord>, i64)> {
+    decode_isolated(partition, raw, from, None)
+}
+
+/// [`decode_records`] for a read_committed consumer, as Kafka's consumer does it: `aborted`
+/// is the fetch's `aborted_transactions` (producer id, first offset). A transactional batch
+/// of a producer whose aborted transaction started at or before the batch's end is dropped,
+/// until that producer's ABORT marker ends the transaction.
+pub fn decode_committed_records(
+    partition: i32,
+    raw: Bytes,
+    from: i64,
+    aborted: &[(i64, i64)],
+) -> Result<(Vec<ConsumedRecord>, i64)> {
+    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
+    // Popped from the end: the earliest first offset last.
+    pending.sort_by_key(|&(pid, first)| (std::cmp::Reverse(first), pid));
+    decode_isolated(partition, raw, from, Some(pending))
+}
+
+fn decode_isolated(
+    partition: i32,
+    raw: Bytes,
+    from: i64,
+    mut aborted: Option<Vec<(i64, i64)>>,
+) -> Result<(Vec<ConsumedRecord>, i64)> {
+    let mut aborting: HashSet<i64> = HashSet::new();
     let mut out = Vec::new();
     let mut next = from;
     for batch in BatchIter::new(&raw) {
@@ -1293,6 +1357,29 @@ pub fn decode_records(partition: i32, raw: Bytes, from: i64) -> Result<(Vec<Cons
             ))
         })?;
         next = next.max(b.header.last_offset().saturating_add(1));
+        if let Some(pending) = aborted.as_mut() {
+            if b.header.has_producer_id() {
+                while pending
+                    .last()
+                    .is_some_and(|&(_, first)| first <= b.header.last_offset())
+                {
+                    let (pid, _) = pending.pop().expect("checked");
+                    aborting.insert(pid);
+                }
+                let pid = b.header.producer_id;
+                if b.header.is_control() {
+                    let marker = fjord_protocol::control::read_marker(&raw[b.position..b.end()])
+                        .map_err(|e| Error::Protocol(format!("offset {base_offset}: {e}")))?;
+                    if marker.is_some_and(|m| !m.commit) {
+                        aborting.remove(&pid);
+                    }
+                    continue;
+                }
+                if b.header.is_transactional() && aborting.contains(&pid) {
+                    continue;
+                }
+            }
+        }
         for r in set.records {
             if r.control || r.offset < from {
                 continue;
@@ -1333,6 +1420,60 @@ mod tests {
             client_id_with_az("app,fjord_az=a,x=1", "b"),
             "app,x=1,fjord_az=b"
         );
+    }
+
+    /// `batch` moved to `base_offset` (the CRC does not cover the base offset).
+    fn at(base_offset: i64, batch: &[u8]) -> Vec<u8> {
+        let mut b = batch.to_vec();
+        b[..8].copy_from_slice(&base_offset.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_until_their_marker() {
+        use fjord_protocol::control::{marker_batch, EndTxnMarker};
+        let recs = |tag: &str| -> Vec<ProduceRecord> {
+            (0..2)
+                .map(|i| ProduceRecord::new(None::<Bytes>, format!("{tag}{i}")))
+                .collect()
+        };
+        let txn = |pid: i64, tag: &str| {
+            Client::encode_transactional_batch(&recs(tag), Compression::None, (pid, 0, 0)).unwrap()
+        };
+        let marker = |pid: i64, commit: bool| {
+            marker_batch(
+                pid,
+                0,
+                EndTxnMarker {
+                    commit,
+                    coordinator_epoch: 0,
+                },
+                0,
+                0,
+            )
+        };
+        let mut log = BytesMut::new();
+        log.extend_from_slice(&at(0, &txn(7, "aborted")));
+        log.extend_from_slice(&at(2, &marker(7, false)));
+        log.extend_from_slice(&at(3, &txn(8, "committed")));
+        log.extend_from_slice(&at(5, &marker(8, true)));
+        log.extend_from_slice(&at(6, &txn(7, "later")));
+        let log = log.freeze();
+        let values = |rs: &[ConsumedRecord]| -> Vec<String> {
+            rs.iter()
+                .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
+                .collect()
+        };
+        let (got, next) = decode_committed_records(0, log.clone(), 0, &[(7, 0)]).unwrap();
+        assert_eq!(next, 8);
+        assert_eq!(
+            values(&got),
+            ["committed0", "committed1", "later0", "later1"]
+        );
+        assert_eq!(got[0].offset, 3);
+        // read_uncommitted sees everything but the markers.
+        let (all, _) = decode_records(0, log, 0).unwrap();
+        assert_eq!(all.len(), 6);
     }
 
     #[test]
