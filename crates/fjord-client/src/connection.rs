@@ -226,6 +226,16 @@ impl Connection {
         decode_body::<R::Response>(frame, api_key, version)
     }
 
+    /// Send a request at `version` rather than the negotiated one (to speak as an older
+    /// client does, e.g. AddPartitionsToTxn v3 and below as producers send it).
+    pub async fn send_at<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        let (api_key, _) = self.api(R::KEY)?;
+        let frame = self
+            .send_raw(api_key, version, request, self.config.request_timeout)
+            .await?;
+        decode_body::<R::Response>(frame, api_key, version)
+    }
+
     /// Send a request for which the broker sends no response (Produce with acks=0).
     pub async fn send_oneway<R: Request>(&self, request: &R) -> Result<()> {
         let (api_key, version) = self.api(R::KEY)?;

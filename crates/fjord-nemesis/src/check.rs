@@ -12,7 +12,8 @@ use crate::history::{CommitSample, MetaSample, Op, OpKind, Outcome};
 pub struct Anomaly {
     /// `lost`, `duplicated`, `moved`, `phantom`, `out-of-order`, `commit-backwards`,
     /// `two-leaders`, `unanswered`, `not-converged`, `commit-lost`, `dirty-offset-read`,
-    /// `panic`, `raft-reversion-panic`, `raft-stopped`.
+    /// `panic`, `raft-reversion-panic`, `raft-stopped`; for transactions `txn-lost`,
+    /// `txn-duplicated`, `txn-aborted-visible`, `txn-partial`, `txn-phantom`, `txn-unresolved`.
     pub kind: String,
     pub detail: String,
 }
@@ -344,6 +345,115 @@ pub fn check_answered(ops: &[Op], outages: &[Outage], out: &mut Vec<Anomaly>) {
     }
 }
 
+/// What the client knows of a transaction's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnFate {
+    Committed,
+    Aborted,
+    /// No EndTxn answered (or answered with an error): it may have gone either way, but
+    /// wholly.
+    Unknown,
+}
+
+/// Transactions are atomic and their fate sticks, checked on the transactional topic read
+/// with read_committed (`log`) after every transaction ended: a transaction whose commit was
+/// acknowledged has each of its records exactly once, an aborted one none, one of unknown
+/// fate all or none; nothing else is in the topic.
+pub fn check_txns(ops: &[Op], log: &BTreeMap<i32, PartitionLog>, out: &mut Vec<Anomaly>) {
+    // (client, txn) -> (values, fate)
+    let mut txns: BTreeMap<(String, u64), (BTreeSet<String>, TxnFate)> = BTreeMap::new();
+    for op in ops {
+        match &op.kind {
+            OpKind::TxnProduce { txn, values, .. } => {
+                let e = txns
+                    .entry((op.client.clone(), *txn))
+                    .or_insert_with(|| (BTreeSet::new(), TxnFate::Unknown));
+                e.0.extend(values.iter().cloned());
+            }
+            OpKind::TxnEnd {
+                txn,
+                commit,
+                values,
+            } => {
+                let e = txns
+                    .entry((op.client.clone(), *txn))
+                    .or_insert_with(|| (BTreeSet::new(), TxnFate::Unknown));
+                e.0.extend(values.iter().cloned());
+                // Ops are in start order: the last attempt decides.
+                e.1 = match (&op.outcome, commit) {
+                    (Outcome::Ok { .. }, true) => TxnFate::Committed,
+                    (Outcome::Ok { .. }, false) => TxnFate::Aborted,
+                    _ => TxnFate::Unknown,
+                };
+            }
+            _ => {}
+        }
+    }
+    let mut seen: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for (p, records) in log {
+        for (offset, v) in records {
+            seen.entry(v.as_str()).or_default().push((*p, *offset));
+        }
+    }
+    let mut owned: BTreeSet<&str> = BTreeSet::new();
+    for ((client, txn), (values, fate)) in &txns {
+        let present: Vec<&String> = values
+            .iter()
+            .filter(|v| seen.contains_key(v.as_str()))
+            .collect();
+        owned.extend(values.iter().map(|v| v.as_str()));
+        for v in &present {
+            let at = &seen[v.as_str()];
+            if at.len() > 1 {
+                out.push(Anomaly::new(
+                    "txn-duplicated",
+                    format!("{client} transaction {txn}: {v} at {at:?}"),
+                ));
+            }
+        }
+        let what = format!(
+            "{client} transaction {txn}: {} of its {} records visible",
+            present.len(),
+            values.len()
+        );
+        match fate {
+            TxnFate::Committed if present.len() < values.len() => {
+                let missing: Vec<&String> = values
+                    .iter()
+                    .filter(|v| !seen.contains_key(v.as_str()))
+                    .take(5)
+                    .collect();
+                out.push(Anomaly::new(
+                    "txn-lost",
+                    format!("{what} after its commit was acknowledged (missing {missing:?})"),
+                ));
+            }
+            TxnFate::Aborted if !present.is_empty() => out.push(Anomaly::new(
+                "txn-aborted-visible",
+                format!(
+                    "{what} after its abort was acknowledged ({:?})",
+                    &present[..1]
+                ),
+            )),
+            TxnFate::Unknown if !present.is_empty() && present.len() < values.len() => {
+                out.push(Anomaly::new("txn-partial", what))
+            }
+            _ => {}
+        }
+    }
+    let phantoms: Vec<&&str> = seen.keys().filter(|v| !owned.contains(**v)).collect();
+    if !phantoms.is_empty() {
+        out.push(Anomaly::new(
+            "txn-phantom",
+            format!(
+                "{} values in the transactional topic no transaction produced, e.g. {:?}",
+                phantoms.len(),
+                &phantoms[..phantoms.len().min(3)]
+            ),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,5 +610,69 @@ mod tests {
         assert!(out.is_empty());
         check_answered(&ops, &[outage(2)], &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    fn txn_op(id: u64, kind: OpKind, outcome: Outcome) -> Op {
+        Op {
+            id,
+            client: "tp".into(),
+            kind,
+            node: Some(1),
+            start: id as f64,
+            end: Some(id as f64 + 0.5),
+            outcome,
+        }
+    }
+
+    fn txn_end(id: u64, txn: u64, commit: bool, values: &[&str], outcome: Outcome) -> Op {
+        txn_op(
+            id,
+            OpKind::TxnEnd {
+                txn,
+                commit,
+                values: values.iter().map(|s| s.to_string()).collect(),
+            },
+            outcome,
+        )
+    }
+
+    #[test]
+    fn transactions_must_be_atomic_and_keep_their_fate() {
+        let ok = || Outcome::Ok { offset: None };
+        let lost = || Outcome::Timeout;
+        let ops = vec![
+            txn_end(1, 1, true, &["c1", "c2"], ok()),
+            txn_end(2, 2, false, &["a1", "a2"], ok()),
+            txn_end(3, 3, true, &["u1", "u2"], lost()),
+            txn_end(4, 4, true, &["n1", "n2"], lost()),
+        ];
+        let log = |vals: &[&str]| -> BTreeMap<i32, PartitionLog> {
+            BTreeMap::from([(
+                0,
+                vals.iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as i64, v.to_string()))
+                    .collect(),
+            )])
+        };
+        let kinds = |vals: &[&str]| -> Vec<String> {
+            let mut out = Vec::new();
+            check_txns(&ops, &log(vals), &mut out);
+            out.into_iter().map(|a| a.kind).collect()
+        };
+        // Committed whole, aborted absent, unknown fates all or nothing.
+        assert!(kinds(&["c1", "c2", "u1", "u2"]).is_empty());
+        assert_eq!(kinds(&["c1"]), ["txn-lost"]);
+        assert_eq!(kinds(&["c1", "c2", "a1"]), ["txn-aborted-visible"]);
+        assert_eq!(kinds(&["c1", "c2", "n2"]), ["txn-partial"]);
+        assert_eq!(kinds(&["c1", "c2", "c2"]), ["txn-duplicated"]);
+        assert_eq!(kinds(&["c1", "c2", "zz"]), ["txn-phantom"]);
+        // A retried EndTxn that was answered decides the fate.
+        let mut retried = ops.clone();
+        retried.push(txn_end(5, 4, true, &["n1", "n2"], ok()));
+        let mut out = Vec::new();
+        check_txns(&retried, &log(&["c1", "c2"]), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, "txn-lost");
     }
 }

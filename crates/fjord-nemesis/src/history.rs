@@ -32,6 +32,26 @@ pub enum OpKind {
     },
     /// InitProducerId (idempotent, no transactional id).
     InitProducer,
+    /// InitProducerId with a transactional id.
+    TxnInit,
+    /// AddPartitionsToTxn of transaction `txn` (numbered per client).
+    TxnAdd {
+        txn: u64,
+        partitions: Vec<i32>,
+    },
+    /// One transactional produce attempt of a batch of transaction `txn`.
+    TxnProduce {
+        txn: u64,
+        partition: i32,
+        values: Vec<String>,
+    },
+    /// One EndTxn attempt of transaction `txn` (all its `values`); the client's last answered
+    /// attempt is the transaction's fate as the client knows it.
+    TxnEnd {
+        txn: u64,
+        commit: bool,
+        values: Vec<String>,
+    },
 }
 
 impl OpKind {
@@ -43,6 +63,10 @@ impl OpKind {
             OpKind::CreateTopic { .. } => "create-topic",
             OpKind::DeleteTopic { .. } => "delete-topic",
             OpKind::InitProducer => "init-producer",
+            OpKind::TxnInit => "txn-init",
+            OpKind::TxnAdd { .. } => "txn-add",
+            OpKind::TxnProduce { .. } => "txn-produce",
+            OpKind::TxnEnd { .. } => "txn-end",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod load;
 pub mod net;
 pub mod node;
 pub mod run;
+pub mod txn_load;
 
 pub use fault::FaultKind;
 pub use run::{run_round, Report, RoundConfig};

@@ -55,7 +55,7 @@ pub struct Env {
 }
 
 impl Env {
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
@@ -78,7 +78,7 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn conn_config(client: &str) -> ConnectionConfig {
+pub(crate) fn conn_config(client: &str) -> ConnectionConfig {
     ConnectionConfig {
         client_id: format!("fjord-nemesis-{client}"),
         request_timeout: BROKER_TIMEOUT + CLIENT_GRACE,
@@ -108,20 +108,20 @@ pub fn outcome_of(e: &Error) -> Outcome {
 }
 
 /// One connection per node, reopened after a failure.
-struct Conns {
+pub(crate) struct Conns {
     client: String,
     map: HashMap<usize, Arc<Connection>>,
 }
 
 impl Conns {
-    fn new(client: &str) -> Conns {
+    pub(crate) fn new(client: &str) -> Conns {
         Conns {
             client: client.to_string(),
             map: HashMap::new(),
         }
     }
 
-    async fn get(&mut self, env: &Env, node: usize) -> Result<Arc<Connection>, Error> {
+    pub(crate) async fn get(&mut self, env: &Env, node: usize) -> Result<Arc<Connection>, Error> {
         if let Some(c) = self.map.get(&node) {
             return Ok(c.clone());
         }
@@ -131,7 +131,7 @@ impl Conns {
         Ok(c)
     }
 
-    fn forget(&mut self, node: usize) {
+    pub(crate) fn forget(&mut self, node: usize) {
         self.map.remove(&node);
     }
 }
@@ -147,7 +147,7 @@ pub struct PartitionView {
 }
 
 /// Metadata of `topic` from one connection: the topic id and its partitions.
-async fn topic_metadata(
+pub(crate) async fn topic_metadata(
     conn: &Connection,
     topic: &str,
 ) -> Result<(Uuid, Vec<PartitionView>), Error> {
@@ -319,6 +319,16 @@ async fn create_topic(
 
 /// Create the load's topic (retrying across nodes until `deadline`).
 pub async fn create_main_topic(env: &Env, deadline: Duration) -> anyhow::Result<()> {
+    create_topic_retrying(env, &env.topic, deadline).await
+}
+
+/// Create `topic` like the load's topic (its partitions, RF 3, `min.insync.replicas=2`),
+/// retrying across nodes until `deadline`.
+pub async fn create_topic_retrying(
+    env: &Env,
+    topic: &str,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let until = Instant::now() + deadline;
     let mut last = String::new();
     let mut n = 0;
@@ -329,7 +339,7 @@ pub async fn create_main_topic(env: &Env, deadline: Duration) -> anyhow::Result<
             let conn = Connection::connect(&env.nodes[node - 1], conn_config("setup")).await?;
             create_topic(
                 &conn,
-                &env.topic,
+                topic,
                 env.partitions,
                 3,
                 &[("min.insync.replicas", "2")],
@@ -344,7 +354,7 @@ pub async fn create_main_topic(env: &Env, deadline: Duration) -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    anyhow::bail!("creating topic {}: {last}", env.topic)
+    anyhow::bail!("creating topic {topic}: {last}")
 }
 
 fn encode_batch(values: &[String], producer: (i64, i16), base_sequence: i32) -> Bytes {

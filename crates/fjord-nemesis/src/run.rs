@@ -18,6 +18,7 @@ use crate::history::{History, Outcome};
 use crate::load::{self, Env};
 use crate::net::{Mode, Net};
 use crate::node::Cluster;
+use crate::txn_load;
 
 /// Settings of one round.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct RoundConfig {
     pub disk_mb: u64,
     pub partitions: i32,
     pub producers: usize,
+    /// Transactional producers (skipped, with a note, when the cluster lacks transactions).
+    pub txn_producers: usize,
     pub consumers: usize,
     /// Records per produce batch.
     pub batch: usize,
@@ -61,6 +64,7 @@ impl RoundConfig {
             disk_mb: 256,
             partitions: 4,
             producers: 2,
+            txn_producers: 1,
             consumers: 2,
             batch: 5,
             produce_pause: Duration::from_millis(2),
@@ -405,6 +409,17 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         run_tag: format!("nemesis-{}", cfg.seed),
     };
     load::create_main_topic(&env, Duration::from_secs(60)).await?;
+    let mut notes = Vec::new();
+    let txn_producers = if cfg.txn_producers == 0 {
+        0
+    } else if txn_load::supported(&env).await {
+        load::create_topic_retrying(&env, &txn_load::txn_topic(&env), Duration::from_secs(60))
+            .await?;
+        cfg.txn_producers
+    } else {
+        notes.push("the cluster does not serve EndTxn: no transactional producers".to_string());
+        0
+    };
     let mut late_exits = Vec::new();
     if let Err(why) =
         wait_converged(&env, &mut cluster, &mut late_exits, Duration::from_secs(60)).await
@@ -419,6 +434,13 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
             cfg.batch,
             cfg.produce_pause,
             cfg.seed ^ (0x100 + i as u64),
+        )));
+    }
+    for i in 0..txn_producers {
+        tasks.push(tokio::spawn(txn_load::txn_producer(
+            env.clone(),
+            i,
+            cfg.seed ^ (0x400 + i as u64),
         )));
     }
     for i in 0..cfg.consumers {
@@ -539,7 +561,12 @@ pub async fn run_round(cfg: &RoundConfig) -> Result<Report> {
         Err(e) => anomalies.push(Anomaly::new("not-converged", format!("{e:#}"))),
     }
     check::check_log(&ops, &log, &mut anomalies);
-    let mut notes = Vec::new();
+    if txn_producers > 0 {
+        match txn_load::read_committed(&env, Duration::from_secs(60)).await {
+            Ok(txn_log) => check::check_txns(&ops, &txn_log, &mut anomalies),
+            Err(e) => anomalies.push(Anomaly::new("txn-unresolved", format!("{e:#}"))),
+        }
+    }
     check::check_commits(&ops, &history.commit_samples(), &mut anomalies, &mut notes);
     check::check_leaders(&history.meta_samples(), &mut anomalies);
     check::check_answered(&ops, &outages, &mut anomalies);
