@@ -24,12 +24,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{Background, Cluster};
-use common::{repo_root, require_tool, run, wait_until, FjordProcess};
+use common::java::{int, java_command, scenario_json, wait_progress};
+use common::{run, FjordProcess};
 use serde_json::Value;
 
 /// How long one scenario's JVM may run (each also stops itself a little earlier).
@@ -45,60 +44,6 @@ const BROKER_FLAGS: &[&str] = &[
     "group.initial.rebalance.delay.ms=0",
 ];
 
-fn jar() -> PathBuf {
-    let p = repo_root().join("tests/clients/java/target/fjord-java-clients.jar");
-    assert!(
-        p.is_file(),
-        "{} not found: run scripts/setup-test-deps.sh (it builds the Java client scenarios \
-         with Maven through scripts/setup-java-clients.sh)",
-        p.display()
-    );
-    p
-}
-
-/// `java -jar fjord-java-clients.jar SCENARIO --bootstrap ADDR ARGS...`, with a JVM sized for
-/// a short client run on a shared 2-core machine.
-fn java_command(scenario: &str, bootstrap: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(require_tool("java"));
-    cmd.args([
-        "-Xmx384m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
-        "-jar",
-    ])
-    .arg(jar())
-    .args([scenario, "--bootstrap", bootstrap])
-    .args(args);
-    cmd
-}
-
-/// The scenario's JSON line (the last line of its stdout); fails the test, with the
-/// scenario's one-line reason and log tail, if it failed.
-fn scenario_json(what: &str, ok: bool, stdout: &str, details: &str) -> Value {
-    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
-    let v: Value = match line {
-        Some(l) => {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: bad JSON {l:?}: {e}"))
-        }
-        None => panic!("{what}: no JSON line\n{details}"),
-    };
-    assert!(
-        ok && v["ok"] == Value::Bool(true),
-        "{what} failed: {:#}\n{details}",
-        v["failures"]
-    );
-    assert_eq!(
-        v["kafka_clients_version"]
-            .as_str()
-            .unwrap_or("")
-            .split('.')
-            .next(),
-        Some("4"),
-        "{v}"
-    );
-    v
-}
-
 fn run_scenario(broker: &FjordProcess, scenario: &str, args: &[&str]) -> Value {
     let r = run(
         java_command(scenario, broker.bootstrap(), args),
@@ -108,12 +53,6 @@ fn run_scenario(broker: &FjordProcess, scenario: &str, args: &[&str]) -> Value {
     let v = scenario_json(scenario, r.ok(), &r.stdout(), &r.describe());
     eprintln!("{scenario}: {v}");
     v
-}
-
-fn int(v: &Value) -> i64 {
-    v.as_i64()
-        .or_else(|| v.as_f64().map(|f| f as i64))
-        .unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 #[test]
@@ -329,32 +268,6 @@ fn java_admin_client() {
         );
     }
     broker.assert_no_panic_in_log();
-}
-
-/// The failover scenario's progress file: `acked=N consumed=M errors=E p0=A0 p1=A1 ...`.
-fn progress(path: &Path, key: &str) -> i64 {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    text.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Wait until `key` (e.g. `p0`: records acknowledged on partition 0) reached `from + more`,
-/// while the scenario keeps running; returns the value.
-fn wait_progress(path: &Path, bg: &mut Background, key: &str, more: i64, what: &str) -> i64 {
-    let from = progress(path, key);
-    let ok = wait_until(Duration::from_secs(90), || {
-        progress(path, key) >= from + more || !bg.is_running()
-    });
-    let text = fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        ok && bg.is_running(),
-        "{what}: waiting for {key} >= {}, progress {text:?}\n{}",
-        from + more,
-        bg.output()
-    );
-    progress(path, key)
 }
 
 #[test]

@@ -684,6 +684,7 @@ pub fn append_file(path: &Path) -> File {
 }
 
 pub mod cluster;
+pub mod java;
 pub mod kafka;
 pub mod member;
 pub mod records;

@@ -28,7 +28,7 @@ public final class Main {
             args = new Args(argv);
         } catch (IllegalArgumentException e) {
             System.err.println("fjord-java-clients: " + e.getMessage());
-            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover, rack-producer, rack-groups");
+            System.err.println("scenarios: producer, fetch-sessions, groups, admin, failover, rack-producer, rack-groups, transactions, streams-eos, txn-perf");
             System.exit(2);
             return;
         }
@@ -61,6 +61,9 @@ public final class Main {
                 case "failover" -> FailoverScenario.run(args, r);
                 case "rack-producer" -> RackProducerScenario.run(args, r);
                 case "rack-groups" -> RackGroupsScenario.run(args, r);
+                case "transactions" -> TransactionsScenario.run(args, r);
+                case "streams-eos" -> StreamsEosScenario.run(args, r);
+                case "txn-perf" -> TxnPerfScenario.run(args, r);
                 default -> {
                     System.err.println("fjord-java-clients: unknown scenario " + args.scenario);
                     System.exit(2);
