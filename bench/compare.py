@@ -54,11 +54,12 @@ class Workload:
     raw: the raw limit the MB/s is compared with (tcp+append for produce, tcp for consume)."""
 
     def __init__(self, name, topic, partitions, size, count, acks, extra=(), kind="produce",
-                 tool="rdkafka", raw=None, rate_from=None):
+                 tool="rdkafka", raw=None, rate_from=None, txn=0):
         self.name, self.topic, self.partitions = name, topic, partitions
         self.size, self.count, self.acks = size, count, acks
         self.extra, self.kind, self.tool, self.raw = list(extra), kind, tool, raw
         self.rate_from = rate_from
+        self.txn = txn  # jtxn: records per transaction (0: none)
 
 
 def workloads(scale):
@@ -100,7 +101,19 @@ def workloads(scale):
                  n(catch_up // 1024), 1, kind="consume", tool="kcperf", raw="tcp"),
         Workload("consume catch-up 16KB records (kafka-consumer-perf-test)", "catchup16", 1,
                  16384, n(catch_up // 16384), 1, kind="consume", tool="kcperf", raw="tcp"),
+        # Transactions (issue 15): one Java producer (acks=all, idempotent, the client's
+        # defaults) without transactions and with transactions of 100 and of 10,000 records,
+        # each commit waited for (tests/clients/java TxnPerfScenario); compared with each other
+        # in the table after the main one.
+        Workload(TXN_ROWS[0], "txn0", 1, 100, n(1_000_000), -1, tool="jtxn"),
+        Workload(TXN_ROWS[1], "txn100", 1, 100, n(100_000), -1, tool="jtxn", txn=100),
+        Workload(TXN_ROWS[2], "txn10k", 1, 100, n(1_000_000), -1, tool="jtxn", txn=10_000),
     ]
+
+
+TXN_ROWS = ["produce 100B acks=all (Java, no transactions)",
+            "produce 100B acks=all (Java, transactions of 100)",
+            "produce 100B acks=all (Java, transactions of 10,000)"]
 
 
 def cpu_seconds(pid):
@@ -260,6 +273,8 @@ def run_workload(w, b, tools, rate, timeout):
         return run_kafka_perf(w, b, tools, timeout)
     if w.tool == "kcperf":
         return run_kafka_consumer_perf(w, b, tools, timeout)
+    if w.tool == "jtxn":
+        return run_java_txn_perf(w, b, timeout)
     lat_file = os.path.join(tools.work, f"lat-{b.kind}.txt")
     if os.path.exists(lat_file):
         os.remove(lat_file)
@@ -385,6 +400,50 @@ def run_kafka_consumer_perf(w, b, tools, timeout):
     return {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
             "client_cpu": CLIENT_CPU[0], "mb": w.count * w.size / 1e6,
             "join_ms": int(m.group(5))}
+
+
+JAVA_CLIENTS_JAR = os.path.join(ROOT, "tests", "clients", "java", "target",
+                                "fjord-java-clients.jar")
+
+
+def run_java_txn_perf(w, b, timeout):
+    """tests/clients/java's txn-perf scenario (built by scripts/setup-java-clients.sh): one
+    Java producer, transactions of w.txn records (0: none)."""
+    import json
+    args = ["java", "-Xmx512m", "-jar", JAVA_CLIENTS_JAR, "txn-perf", "--bootstrap", b.bootstrap,
+            "--topic", w.topic, "--records", str(w.count), "--record-size", str(w.size),
+            "--txn-records", str(w.txn), "--timeout-sec", str(int(timeout))]
+    cpu0 = b.cpu()
+    out = run_tool(args, timeout + 30)
+    cpu = b.cpu() - cpu0
+    line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
+    v = json.loads(line) if line else {}
+    if not v.get("ok"):
+        return {"error": "txn-perf failed: " + (str(v.get("failures")) if v else out[-300:])}
+    msgs = float(v["records_per_sec"])
+    return {"msgs": int(msgs), "mbps": msgs * w.size / 1e6, "cpu": cpu,
+            "client_cpu": CLIENT_CPU[0], "mb": w.count * w.size / 1e6}
+
+
+def txn_lines(results, kinds):
+    """Transactional produce ÷ non-transactional produce (median msgs/s), per broker."""
+    out = []
+    for kind in kinds:
+        base = [r["msgs"] for r in results.get((TXN_ROWS[0], kind), []) if "msgs" in r]
+        if not base:
+            continue
+        cells = []
+        for row, label in [(TXN_ROWS[1], "of 100"), (TXN_ROWS[2], "of 10,000")]:
+            got = [r["msgs"] for r in results.get((row, kind), []) if "msgs" in r]
+            if got:
+                cells.append(f"transactions {label}: {med(got) / med(base):.3f}")
+        if cells:
+            out.append(f"  {kind}: " + ", ".join(cells)
+                       + f" (no transactions: {med(base):.0f} msgs/s)")
+    if out:
+        out.insert(0, "Transactional ÷ non-transactional produce (Java producer, 100 B, "
+                      "acks=all, median msgs/s):")
+    return out
 
 
 LATENCY_SECONDS = 10
@@ -586,7 +645,7 @@ def main():
                         # The mock answers each Fetch with one message set per partition and
                         # then waits: it is not a catch-up reference (raw loopback TCP is).
                         skip = "not a catch-up reference: one message set per Fetch, then waits"
-                    if w.tool in ("kperf", "kcperf") and kind == "mock":
+                    if w.tool in ("kperf", "kcperf", "jtxn") and kind == "mock":
                         # The Java clients stall against librdkafka's mock broker: the producer
                         # never completes a run, and the consumer reads nothing ("Connection to
                         # node -1 is throttled for 1179648 ms": it takes a throttle time from
@@ -694,6 +753,10 @@ def main():
     print("\nFjord/raw: produce MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP. "
           "raw/Fjord CPU: the raw path's CPU per MB (receive+append for produce, send for "
           "consume) ÷ the broker's; 1.0 = as cheap as moving the bytes and nothing else.")
+    txn = txn_lines(results, kinds)
+    if txn:
+        print()
+        print("\n".join(txn))
     if args.rf3 and rf3:
         import replication
         print(f"\nRF 3 (three nodes, bench/replication.py, raw JSON in {work}/rf3.json):")

@@ -14,11 +14,14 @@
 #                                           # (bench/replication.py, 1 KB, at full speed and at
 #                                           # 50 % of it), and a table of ratio vs bound
 #   bench/compare.sh --rf3                  # all rows, plus the RF 3 runs and the targets table
+#   bench/compare.sh --only "(Java" --no-mock --rounds 3    # transactional produce ÷ plain
 # Three nodes (RF 3 acks=all etc.), Fjord vs Kafka: python3 bench/replication.py --only produce
 # --kafka (bench/kafka/README.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/bench/build-reference.sh"
+# The Java client scenarios' jar: its txn-perf scenario drives the transactional rows.
+"$ROOT/scripts/setup-java-clients.sh"
 case " $* " in
   *" --no-kafka "*) ;;
   *) "$ROOT/bench/kafka/fetch.sh" >&2 ;;
