@@ -753,8 +753,24 @@ impl Client {
     /// while the coordinator is still loading (COORDINATOR_NOT_AVAILABLE), within the request
     /// timeout.
     pub async fn group_coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        self.coordinator(0, group).await
+    }
+
+    /// The connection to the transaction coordinator of `transactional_id` (FindCoordinator
+    /// with key type 1), retrying while it is still loading, within the request timeout.
+    pub async fn transaction_coordinator(&self, transactional_id: &str) -> Result<Arc<Connection>> {
+        self.coordinator(1, transactional_id).await
+    }
+
+    /// FindCoordinator for `key` of `key_type` (0 group, 1 transaction).
+    async fn coordinator(&self, key_type: i8, group: &str) -> Result<Arc<Connection>> {
         const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-        let ctx = || format!("group {group:?}");
+        let what = if key_type == 1 {
+            "transactional id"
+        } else {
+            "group"
+        };
+        let ctx = || format!("{what} {group:?}");
         let deadline = tokio::time::Instant::now() + self.config.connection.request_timeout;
         loop {
             // v4 and later batch the keys; earlier versions carry one.
@@ -767,7 +783,7 @@ impl Client {
             } else {
                 FindCoordinatorRequest::default().with_key(s(group))
             }
-            .with_key_type(0);
+            .with_key_type(key_type);
             let response = self.bootstrap_conn.send(&request).await?;
             let (code, message, node) = match response.coordinators.first() {
                 Some(c) => (c.error_code, opt_string(&c.error_message), c.node_id.0),

@@ -1,5 +1,5 @@
-//! The transaction coordinator as a state machine without I/O (issue 15; in progress: the
-//! broker does not use it yet).
+//! The transaction coordinator as a state machine without I/O (issue 15; the broker's
+//! `txn` module runs it: appends, replication waits, markers, timers).
 //!
 //! Layout:
 //! - [`state`]: [`TxnState`], Kafka's eight states of a transactional id and which transitions

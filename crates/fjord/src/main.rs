@@ -23,6 +23,7 @@ mod topic;
 mod topic_gc;
 mod topic_skew;
 mod traffic;
+mod transaction;
 
 use std::process::ExitCode;
 
@@ -89,6 +90,9 @@ enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Transactions: list transactional ids, describe one (like kafka-transactions.sh).
+    #[command(subcommand)]
+    Transaction(transaction::TransactionCommand),
     /// Load generators (like kafka-producer-perf-test / kafka-consumer-perf-test).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -199,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(a) => broker::run(cli.output, a).await,
         Command::Perf(c) => perf::run(&connect, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
+        Command::Transaction(c) => transaction::run(&connect, cli.output, c).await,
         Command::Usage(a) => traffic::usage(a, cli.output).await,
         Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),
