@@ -29,6 +29,14 @@
 //! broker's maintenance loop takes the lock for steps 1 and 3 only
 //! ([`Log::maintain_and_plan_clean`]).
 //!
+//! Transactions, as Kafka's cleaner: the cleanable range also ends at the segment holding the
+//! first unstable offset (an open transaction's records may still be aborted, so they must not
+//! supersede anything), and the batches of aborted transactions are dropped — they neither
+//! count for their keys in the offset map (a key's committed value survives an aborted
+//! newer one) nor stay in the log. Markers (control batches) are kept: Kafka drops one once
+//! its transaction has no data left and `delete.retention.ms` has passed; here they stay,
+//! which costs a few dozen bytes per transaction and can never expose aborted data.
+//!
 //! Tombstones: rather than Kafka's per-batch delete horizon (which needs a base timestamp the
 //! kafka-protocol encoder cannot write), the checkpoint records when the cleaner first kept
 //! tombstones in each segment; they are dropped once `delete.retention.ms` has passed since.
@@ -129,8 +137,24 @@ pub struct CleanInput {
     delete_retention_ms: i64,
     index_interval_bytes: usize,
     tombstones_since: BTreeMap<i64, i64>,
+    /// Aborted transactions starting in the range: producer id → (first offset, marker
+    /// offset) spans.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
     /// Sealed segments below `plan.end_offset`, oldest first.
     segments: Vec<SnapshotSegment>,
+}
+
+impl CleanInput {
+    /// Whether batch `h` belongs to an aborted transaction (its data, not its marker).
+    fn is_aborted(&self, h: &batch::BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.aborted.get(&h.producer_id).is_some_and(|spans| {
+                spans
+                    .iter()
+                    .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+            })
+    }
 }
 
 impl CleanInput {
@@ -225,6 +249,12 @@ pub fn plan(log: &Log, now_ms: i64) -> Result<Option<CleanPlan>, StorageError> {
             }
         }
     }
+    // Not past an open transaction: its records may still be aborted.
+    if let Some(unstable) = log.producer_state().first_unstable_offset() {
+        if let Some((&b, _)) = log.segments.range(..=unstable).next_back() {
+            end = end.min(b);
+        }
+    }
     let first_dirty = log.cleaner.first_dirty_offset.max(log.log_start_offset);
     let bases: Vec<i64> = log.segments.keys().copied().collect();
     let (mut clean_bytes, mut dirty_bytes, mut forced) = (0u64, 0u64, false);
@@ -287,7 +317,15 @@ pub fn prepare(log: &Log, now_ms: i64) -> Result<Option<CleanInput>, StorageErro
         .range(..plan.end_offset)
         .map(|(&b, &t)| (b, t))
         .collect();
+    let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for a in log.producer_state().aborted_before(plan.end_offset) {
+        aborted
+            .entry(a.producer_id)
+            .or_default()
+            .push((a.first_offset, a.last_offset));
+    }
     Ok(Some(CleanInput {
+        aborted,
         plan,
         dir: log.dir.clone(),
         generation: log.generation(),
@@ -310,7 +348,7 @@ pub fn build(input: &CleanInput) -> Result<Vec<CleanedSegment>, StorageError> {
             continue;
         }
         scan_file(&seg.file, &seg.path, 0, seg.size, false, |_, h, bytes| {
-            if h.is_control() || h.last_offset() < plan.first_dirty_offset {
+            if h.is_control() || h.last_offset() < plan.first_dirty_offset || input.is_aborted(h) {
                 return Ok(true);
             }
             for r in decode_records(bytes, &seg.path)? {
@@ -352,6 +390,10 @@ fn rewrite(
         if h.is_control() {
             new.extend_from_slice(bytes);
             kept_batches.push((pos, *h));
+            return Ok(true);
+        }
+        if input.is_aborted(h) {
+            removed += h.records_count.max(0) as u64;
             return Ok(true);
         }
         let records = decode_records(bytes, &seg.path)?;

@@ -478,6 +478,16 @@ impl ProducerStateManager {
             .collect()
     }
 
+    /// The aborted transactions whose data starts below `upto`, oldest first (the cleaner
+    /// drops their batches).
+    pub fn aborted_before(&self, upto: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
     /// The log start moved to `offset`: forget the aborted transactions whose marker is gone.
     pub fn forget_aborted_before(&mut self, offset: i64) {
         let gone = self.aborted.partition_point(|a| a.last_offset < offset);

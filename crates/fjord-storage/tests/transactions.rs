@@ -212,3 +212,88 @@ fn a_transaction_opens_only_with_a_current_verification_guard() {
         "no hanging transaction"
     );
 }
+
+/// A compacted topic's config with small segments, cleaning as soon as anything is dirty.
+fn compacting() -> fjord_storage::LogConfig {
+    fjord_storage::LogConfig {
+        cleanup_policy: fjord_storage::CleanupPolicy::Compact,
+        segment_bytes: 600,
+        index_interval_bytes: 64,
+        min_cleanable_dirty_ratio: 0.01,
+        ..fjord_storage::LogConfig::default()
+    }
+}
+
+/// A batch of one record with key `key` at `base` (transactional for `pid` >= 0).
+fn keyed(key: &str, pid: i64, seq: i32, base: i64) -> Vec<u8> {
+    let mut b = batch(B {
+        n: 1,
+        key: Some(key.to_string()),
+        value_len: 20,
+        producer_id: pid,
+        epoch: if pid >= 0 { 0 } else { -1 },
+        seq: if pid >= 0 { seq } else { -1 },
+        transactional: pid >= 0,
+        ..Default::default()
+    });
+    set_base_offset(&mut b, base);
+    b
+}
+
+/// Non-transactional filler records from `base` on, enough to seal the segments before.
+fn fill(log: &mut Log, mut base: i64) -> i64 {
+    for i in 0..12 {
+        append(log, keyed(&format!("filler-{i}"), -1, 0, base));
+        base += 1;
+    }
+    base
+}
+
+fn offsets(log: &Log) -> Vec<i64> {
+    common::read_all(log, log.log_start_offset())
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+/// Kafka's cleaner rules for transactions: an aborted transaction's records neither stay nor
+/// supersede the key's committed value; its marker stays.
+#[test]
+fn compaction_drops_aborted_data_and_keeps_the_committed_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compacting()).unwrap();
+    append(&mut log, keyed("k", -1, 0, 0)); // 0: committed value of k
+    append(&mut log, keyed("k", 5, 0, 1)); // 1: producer 5 writes k in a transaction...
+    append(&mut log, marker(5, false, 2)); // 2: ...and aborts it
+    fill(&mut log, 3);
+    assert!(fjord_storage::cleaner::maybe_clean(&mut log, 10_000)
+        .unwrap()
+        .is_some());
+    let offs = offsets(&log);
+    assert!(
+        offs.contains(&0),
+        "k's committed value was superseded by an aborted one: {offs:?}"
+    );
+    assert!(!offs.contains(&1), "aborted data kept: {offs:?}");
+    assert!(offs.contains(&2), "the abort marker is kept: {offs:?}");
+}
+
+/// The cleaner stops before an open transaction: its records may still be aborted.
+#[test]
+fn compaction_stops_at_an_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compacting()).unwrap();
+    append(&mut log, keyed("k", -1, 0, 0));
+    append(&mut log, keyed("k", 6, 0, 1)); // open: no marker yet
+    let next = fill(&mut log, 2);
+    let _ = fjord_storage::cleaner::maybe_clean(&mut log, 10_000).unwrap();
+    assert!(offsets(&log).contains(&0), "{:?}", offsets(&log));
+    // Aborted later: the committed value is what a read_committed reader still finds.
+    append(&mut log, marker(6, false, next));
+    fill(&mut log, next + 1);
+    assert!(fjord_storage::cleaner::maybe_clean(&mut log, 10_000)
+        .unwrap()
+        .is_some());
+    let offs = offsets(&log);
+    assert!(offs.contains(&0) && !offs.contains(&1), "{offs:?}");
+}
