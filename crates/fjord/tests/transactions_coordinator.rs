@@ -558,6 +558,10 @@ fn coordinator_state_survives_a_restart() {
     broker.assert_no_panic_in_log();
 }
 
+/// EndTxn(commit) is answered once the PrepareCommit record is on the ISR; the coordinator is
+/// then killed while the transaction's partition leader is frozen, so no marker can have been
+/// written: the next coordinator loads the prepared commit, keeps sending its marker, and
+/// completes the commit once the leader is back.
 #[test]
 fn a_new_coordinator_finishes_a_transaction_its_predecessor_prepared() {
     let mut c = Cluster::builder()
@@ -568,35 +572,60 @@ fn a_new_coordinator_finishes_a_transaction_its_predecessor_prepared() {
              transaction.state.log.replication.factor = 3",
         )
         .start();
-    c.create_topics(&[("t", 1, 3)]);
-    c.wait_isr("t", None, 3);
+    // One partition per broker (RF 1): the transaction's partition has one replica, so its
+    // leader frozen means no leader at all.
+    c.create_topics(&[("t", 3, 1)]);
     let txns = Txns {
         bootstrap: c.bootstrap_all(),
     };
     let id = format!("moving-{}", unique());
-    let (pid, epoch) = block_on(async {
-        let (pid, epoch) = txns.init(&id, 60_000).await;
-        assert_eq!(
-            txns.add(&id, pid, epoch, &[("t", 0)], 3).await,
-            codes(&[("t", 0)], 0)
-        );
-        assert_eq!(txns.end(&id, pid, epoch, true, None).await, 0);
-        (pid, epoch)
-    });
-    // EndTxn was answered once the PrepareCommit record was on every in-sync replica; kill
-    // the coordinator now, whatever its markers did.
+    let (pid, epoch) = block_on(txns.init(&id, 60_000));
+    c.wait_isr("__transaction_state", Some(0), 3);
     let coordinator = c.leader("__transaction_state", 0) as usize;
+    let layout = c.wait_layout("t", "leaders", |l| {
+        l.len() == 3 && l.values().all(|p| p.leader >= 0)
+    });
+    let (&partition, info) = layout
+        .iter()
+        .find(|(_, p)| p.leader as usize != coordinator)
+        .expect("a partition led by another broker");
+    let frozen = info.leader as usize;
+    let survivor = *c
+        .brokers()
+        .iter()
+        .find(|b| **b != coordinator && **b != frozen)
+        .unwrap();
+    let part = [("t", partition as i32)];
+    block_on(async {
+        assert_eq!(txns.add(&id, pid, epoch, &part, 3).await, codes(&part, 0));
+    });
+    c.freeze(frozen);
+    block_on(async {
+        // Answered once the frozen broker has left the ISR of __transaction_state-0.
+        assert_eq!(txns.end(&id, pid, epoch, true, None).await, 0);
+    });
     c.kill9(coordinator);
     c.wait_layout("__transaction_state", "a new coordinator", |l| {
-        l.get(&0)
-            .is_some_and(|p| p.leader >= 0 && p.leader as usize != coordinator)
+        l.get(&0).is_some_and(|p| p.leader as usize == survivor)
     });
-    let survivor = *c.brokers().iter().find(|b| **b != coordinator).unwrap();
     let bootstrap = c.node(survivor).bootstrap().to_string();
     let markers = markers_served(&bootstrap);
     let txns = Txns { bootstrap };
     block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let s = txns.describe(&id).await;
+        assert_eq!(
+            (
+                s.transaction_state.as_str(),
+                s.producer_id.0,
+                s.producer_epoch
+            ),
+            ("PrepareCommit", pid, epoch),
+            "the new coordinator has the prepared commit, its marker not written"
+        );
+    });
+    c.thaw(frozen);
+    block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             let s = txns.describe(&id).await;
             assert_eq!((s.producer_id.0, s.producer_epoch), (pid, epoch), "{s:?}");
@@ -616,10 +645,7 @@ fn a_new_coordinator_finishes_a_transaction_its_predecessor_prepared() {
         }
         // The producer carries on with the next transaction at the new coordinator.
         if markers {
-            assert_eq!(
-                txns.add(&id, pid, epoch, &[("t", 0)], 3).await,
-                codes(&[("t", 0)], 0)
-            );
+            assert_eq!(txns.add(&id, pid, epoch, &part, 3).await, codes(&part, 0));
         }
     });
     c.start_node(coordinator);
