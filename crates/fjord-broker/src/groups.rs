@@ -324,6 +324,15 @@ impl Pending {
             match result {
                 Ok(info) => written.ends.push((p, info.last_offset + 1)),
                 Err(e) => {
+                    let code = e.error_code();
+                    if code == ErrorCode::InvalidProducerEpoch {
+                        // A fenced transactional producer's offset commit: its own problem,
+                        // and its answer.
+                        tracing::debug!(partition = p.index, error = %e.message(),
+                            "transactional offset commit of a fenced producer refused");
+                        written.failed = Some(code);
+                        continue;
+                    }
                     tracing::error!(partition = p.index, error = %e.message(),
                         "append to {OFFSETS_TOPIC} failed");
                     unusable |= !matches!(&e, AppendRejection::Storage(s)
@@ -551,6 +560,29 @@ impl GroupRuntime {
             })?;
         pending.complete().await;
         rx.await.map_err(|_| ErrorCode::NotCoordinator)
+    }
+
+    /// A transaction's marker for `producer_id` is written and replicated in
+    /// `__consumer_offsets` partition `partition` (WriteTxnMarkers): its offsets become
+    /// committed (`commit`) or are dropped. A shard not loaded here has nothing to complete
+    /// (its load replays the marker).
+    pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool) {
+        let Some(shard) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.shards.get(i))
+        else {
+            return;
+        };
+        if let Some(c) = shard.state.lock().coordinator.as_mut() {
+            let applied = c.complete_txn(producer_id, commit);
+            tracing::debug!(
+                partition,
+                producer_id,
+                commit,
+                applied,
+                "transactional offset commits completed by their marker"
+            );
+        }
     }
 
     /// An operation that changes state but never appends (a classic Heartbeat).
@@ -956,12 +988,25 @@ fn replay_partition(
                     continue;
                 }
             };
+            if b.header.is_control() {
+                // A transaction's marker: the offsets its producer committed in it become
+                // committed (or are dropped).
+                if let Ok(Some(m)) = fjord_protocol::control::read_marker(b.bytes) {
+                    c.complete_txn(b.header.producer_id, m.commit);
+                }
+                continue;
+            }
+            let producer = b.header.is_transactional().then_some(b.header.producer_id);
             for r in set.records {
                 if r.control {
                     continue;
                 }
                 let Some(key) = r.key else { continue };
-                match c.replay(&key, r.value.as_deref(), now) {
+                let replayed = match producer {
+                    Some(pid) => c.replay_txn(pid, &key, r.value.as_deref(), now),
+                    None => c.replay(&key, r.value.as_deref(), now),
+                };
+                match replayed {
                     Ok(()) => out.records += 1,
                     Err(e) => {
                         tracing::error!(partition = p.index, offset = r.offset, error = %e,
@@ -1039,11 +1084,17 @@ fn queue_append(broker: &Broker, records: &[Record], now: i64) -> QueuedAppend {
         queued.failed = Some(ErrorCode::CoordinatorNotAvailable);
         return queued;
     };
-    let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
+    // One batch per partition and producer: a transactional offset commit's records go in a
+    // transactional batch of its producer (its transaction's marker ends it).
+    type Producer = Option<(i64, i16)>;
+    let mut by_partition: BTreeMap<(i32, Producer), Vec<&Record>> = BTreeMap::new();
     for r in records {
-        by_partition.entry(r.partition).or_default().push(r);
+        by_partition
+            .entry((r.partition, r.producer))
+            .or_default()
+            .push(r);
     }
-    for (p, recs) in by_partition {
+    for ((p, producer), recs) in by_partition {
         let Some(partition) = usize::try_from(p)
             .ok()
             .and_then(|i| topic.partitions.get(i))
@@ -1055,11 +1106,11 @@ fn queue_append(broker: &Broker, records: &[Record], now: i64) -> QueuedAppend {
             .iter()
             .enumerate()
             .map(|(i, r)| KRecord {
-                transactional: false,
+                transactional: producer.is_some(),
                 control: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: producer.map_or(-1, |p| p.0),
+                producer_epoch: producer.map_or(-1, |p| p.1),
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 sequence: -1,

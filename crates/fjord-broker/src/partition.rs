@@ -68,6 +68,8 @@ pub struct ConsumerRead {
 struct QueuedAppend {
     records: bytes::Bytes,
     validated: records::ValidatedRecords,
+    /// How its transactional batches are checked (KIP-890 verification).
+    check: fjord_storage::TxnCheck,
     now_ms: i64,
     reply: oneshot::Sender<Result<AppendInfo, AppendRejection>>,
 }
@@ -209,7 +211,25 @@ impl Partition {
         now_ms: i64,
     ) -> impl std::future::Future<Output = Result<AppendInfo, AppendRejection>> + Send + 'static
     {
-        let queued = self.queue_append(io, records, origin, now_ms);
+        let check = match origin {
+            AppendOrigin::Coordinator => fjord_storage::TxnCheck::Exempt,
+            _ => fjord_storage::TxnCheck::Verified(None),
+        };
+        self.append_async_checked(io, records, origin, check, now_ms)
+    }
+
+    /// [`Partition::append_async`] with the transaction check of a client's append: the
+    /// guard of its transaction verification ([`Partition::start_verification`]).
+    pub fn append_async_checked(
+        self: &Arc<Self>,
+        io: &fjord_storage::io::IoThreads,
+        records: bytes::Bytes,
+        origin: AppendOrigin,
+        check: fjord_storage::TxnCheck,
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<AppendInfo, AppendRejection>> + Send + 'static
+    {
+        let queued = self.queue_append(io, records, origin, check, now_ms);
         async move {
             match queued {
                 Ok(rx) => rx.await.unwrap_or(Err(AppendRejection::IoGone)),
@@ -223,6 +243,7 @@ impl Partition {
         io: &fjord_storage::io::IoThreads,
         records: bytes::Bytes,
         origin: AppendOrigin,
+        check: fjord_storage::TxnCheck,
         now_ms: i64,
     ) -> Result<oneshot::Receiver<Result<AppendInfo, AppendRejection>>, AppendRejection> {
         let rules = {
@@ -238,6 +259,7 @@ impl Partition {
             q.push(QueuedAppend {
                 records,
                 validated,
+                check,
                 now_ms,
                 reply: tx,
             });
@@ -282,8 +304,10 @@ impl Partition {
                             .iter()
                             .map(|q| (&q.records[..], &q.validated))
                             .collect();
+                        let checks: Vec<fjord_storage::TxnCheck> =
+                            queued.iter().map(|q| q.check).collect();
                         let results = log
-                            .append_validated_many(&items, epoch, now_ms)
+                            .append_validated_many_checked(&items, &checks, epoch, now_ms)
                             .into_iter()
                             .map(|r| r.map_err(AppendRejection::Storage))
                             .collect::<Vec<_>>();
@@ -314,6 +338,29 @@ impl Partition {
         for (q, r) in queued.into_iter().zip(results) {
             let _ = q.reply.send(r);
         }
+    }
+
+    /// Start verifying that this partition is in the transaction of `producer_id` (KIP-890
+    /// part 1), on the partition's I/O thread after the appends queued before it: the guard
+    /// the producer's append must present (`None`: it has a transaction open here and needs
+    /// none). Not the leader, or no log: NOT_LEADER_OR_FOLLOWER.
+    pub async fn start_verification(
+        self: &Arc<Self>,
+        io: &fjord_storage::io::IoThreads,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<Option<u64>, ErrorCode> {
+        let now = fjord_protocol::clock::now_ms();
+        self.on_io(io, move |p| {
+            if !p.is_leader() {
+                return Err(ErrorCode::NotLeaderOrFollower);
+            }
+            let mut guard = p.log.write();
+            let log = guard.as_mut().ok_or(ErrorCode::NotLeaderOrFollower)?;
+            Ok(log.start_verification(producer_id, epoch, now))
+        })
+        .await
+        .unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
     }
 
     /// Run `f` on the partition's disk I/O thread, after every write queued before it.

@@ -70,6 +70,9 @@ pub struct Record {
     pub partition: i32,
     pub key: Bytes,
     pub value: Option<Bytes>,
+    /// A transactional offset commit's (producer id, producer epoch): the record goes in a
+    /// transactional batch of that producer, which its transaction's marker ends.
+    pub producer: Option<(i64, i16)>,
 }
 
 /// Something worth a log line and a metric.
@@ -124,10 +127,37 @@ pub struct PendingCommit {
     pub group_id: String,
     pub topic: String,
     pub partition: i32,
+    /// A transactional commit's producer id: once replicated it waits for its
+    /// transaction's marker ([`Coordinator::complete_txn`]).
+    pub producer_id: Option<i64>,
     /// The commit's place among this coordinator's commits, which is its record's place in
     /// the log (records are appended in the order the state machine produces them): of two
     /// commits of one partition the later one wins, whichever is replicated first.
     pub seq: u64,
+}
+
+/// An offset committed in a transaction, waiting for the transaction's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TxnOffset {
+    seq: u64,
+    offset: CommittedOffset,
+    /// Its record is replicated (Kafka: `appendedBatchOffset` is set). A commit marker
+    /// applies only written ones.
+    written: bool,
+}
+
+/// TxnOffsetCommit: offsets a transactional producer commits for a group.
+#[derive(Debug, Clone)]
+pub struct TxnCommitRequest {
+    pub transactional_id: String,
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// v3+ (KIP-447); -1, "" and `None` from older clients.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub partitions: Vec<CommitPartition>,
 }
 
 impl Effects {
@@ -349,6 +379,9 @@ pub struct Group {
     /// Commits whose records are appended but not known to be replicated, by partition and
     /// sequence (Kafka's `pendingOffsetCommits`; several may be in flight). Never fetched.
     pending: BTreeMap<(String, i32), BTreeMap<u64, CommittedOffset>>,
+    /// Offsets committed in a transaction (TxnOffsetCommit), by producer id, until the
+    /// transaction's marker (Kafka's `pendingTransactionalOffsetCommits`). Never fetched.
+    pending_txn: BTreeMap<i64, BTreeMap<(String, i32), TxnOffset>>,
     pub kind: GroupKind,
     /// When the group last became empty (for offset expiry).
     pub empty_since: Option<i64>,
@@ -361,6 +394,7 @@ impl Group {
             offsets: BTreeMap::new(),
             offset_seqs: BTreeMap::new(),
             pending: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
             kind: GroupKind::Classic(ClassicGroup::new()),
             empty_since: Some(now),
         }
@@ -368,7 +402,14 @@ impl Group {
 
     /// Committed or pending offsets (Kafka's `hasOffsets`): a group with any is kept.
     pub fn has_offsets(&self) -> bool {
-        !self.offsets.is_empty() || !self.pending.is_empty()
+        !self.offsets.is_empty() || !self.pending.is_empty() || !self.pending_txn.is_empty()
+    }
+
+    /// Whether a transaction holds an offset commit of `(topic, partition)` (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT for it, KIP-447).
+    pub fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending_txn.values().any(|m| m.contains_key(&key))
     }
 
     /// Whether a commit of `(topic, partition)` is appended but not yet replicated.
@@ -390,7 +431,11 @@ impl Group {
     /// pending commit reported replicated later is not applied.
     fn remove_offset(&mut self, key: &(String, i32)) -> bool {
         self.offset_seqs.remove(key);
-        let pending = self.pending.remove(key).is_some();
+        let mut pending = self.pending.remove(key).is_some();
+        for m in self.pending_txn.values_mut() {
+            pending |= m.remove(key).is_some();
+        }
+        self.pending_txn.retain(|_, m| !m.is_empty());
         self.offsets.remove(key).is_some() || pending
     }
 
@@ -667,6 +712,16 @@ impl Coordinator {
     /// The commits stay pending (not fetched) until the runtime reports their records
     /// replicated ([`Effects::commits`]).
     pub fn commit_offsets(&mut self, req: CommitRequest, now: i64) -> (Vec<ErrorCode>, Effects) {
+        self.commit(req, None, now)
+    }
+
+    /// OffsetCommit, or TxnOffsetCommit with `producer` (its producer id and epoch).
+    fn commit(
+        &mut self,
+        req: CommitRequest,
+        producer: Option<(i64, i16)>,
+        now: i64,
+    ) -> (Vec<ErrorCode>, Effects) {
         let mut fx = Effects::default();
         let n = req.partitions.len();
         let all = |e: ErrorCode| vec![e; n];
@@ -678,7 +733,14 @@ impl Coordinator {
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new_classic(&req.group_id, now));
+        // An old transactional client's commit (no member, generation -1) is taken whatever
+        // the group's membership, as Kafka's.
+        let legacy = producer.is_some()
+            && req.generation_id < 0
+            && req.member_id.is_empty()
+            && req.group_instance_id.is_none();
         let check = match &g.kind {
+            _ if legacy => Ok(()),
             GroupKind::Classic(c) => c.validate_commit(
                 &req.member_id,
                 req.group_instance_id.as_deref(),
@@ -717,6 +779,7 @@ impl Coordinator {
                     partition: p.partition,
                 }),
                 value: Some(records::offset_value(&value)),
+                producer,
             });
             let committed = CommittedOffset {
                 offset: p.offset,
@@ -726,14 +789,27 @@ impl Coordinator {
             };
             let seq = self.next_seq;
             self.next_seq += 1;
-            g.pending
-                .entry((p.topic.clone(), p.partition))
-                .or_default()
-                .insert(seq, committed);
+            let key = (p.topic.clone(), p.partition);
+            match producer {
+                None => {
+                    g.pending.entry(key).or_default().insert(seq, committed);
+                }
+                Some((pid, _)) => {
+                    g.pending_txn.entry(pid).or_default().insert(
+                        key,
+                        TxnOffset {
+                            seq,
+                            offset: committed,
+                            written: false,
+                        },
+                    );
+                }
+            }
             fx.commits.push(PendingCommit {
                 group_id: req.group_id.clone(),
                 topic: p.topic.clone(),
                 partition: p.partition,
+                producer_id: producer.map(|(pid, _)| pid),
                 seq,
             });
             errors.push(ErrorCode::None);
@@ -751,6 +827,16 @@ impl Coordinator {
                 continue;
             };
             let key = (c.topic, c.partition);
+            if let Some(pid) = c.producer_id {
+                // A transactional commit now waits only for its transaction's marker (Kafka's
+                // `onTxnOffsetCommitAppend`).
+                if let Some(t) = g.pending_txn.get_mut(&pid).and_then(|m| m.get_mut(&key)) {
+                    if t.seq == c.seq {
+                        t.written = true;
+                    }
+                }
+                continue;
+            }
             let Some(offset) = take_pending(&mut g.pending, &key, c.seq) else {
                 continue;
             };
@@ -762,10 +848,116 @@ impl Coordinator {
     /// never shows an offset the log may not keep (Kafka's `failPendingOffsetWrite`).
     pub fn commits_failed(&mut self, commits: Vec<PendingCommit>) {
         for c in commits {
-            if let Some(g) = self.groups.get_mut(&c.group_id) {
-                take_pending(&mut g.pending, &(c.topic, c.partition), c.seq);
+            let Some(g) = self.groups.get_mut(&c.group_id) else {
+                continue;
+            };
+            let key = (c.topic, c.partition);
+            match c.producer_id {
+                None => {
+                    take_pending(&mut g.pending, &key, c.seq);
+                }
+                Some(pid) => {
+                    if let Some(m) = g.pending_txn.get_mut(&pid) {
+                        if m.get(&key).is_some_and(|t| t.seq == c.seq) {
+                            m.remove(&key);
+                        }
+                        if m.is_empty() {
+                            g.pending_txn.remove(&pid);
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// TxnOffsetCommit: one error per partition (in request order) and the records to
+    /// append, in a transactional batch of the producer. The offsets stay with the producer's
+    /// transaction until its marker ([`Coordinator::complete_txn`]): a commit makes them the
+    /// group's committed offsets, an abort drops them. As Kafka's, an old client's commit
+    /// (no member id, generation -1) is taken whatever the group's membership; a newer one's
+    /// member and generation are checked as an OffsetCommit's (KIP-447).
+    pub fn txn_commit_offsets(
+        &mut self,
+        req: TxnCommitRequest,
+        now: i64,
+    ) -> (Vec<ErrorCode>, Effects) {
+        if req.producer_id < 0 || req.producer_epoch < 0 {
+            let n = req.partitions.len();
+            return (
+                vec![ErrorCode::InvalidProducerIdMapping; n],
+                Effects::default(),
+            );
+        }
+        let producer = Some((req.producer_id, req.producer_epoch));
+        let req = CommitRequest {
+            group_id: req.group_id,
+            generation_id: req.generation_id,
+            member_id: req.member_id,
+            group_instance_id: req.group_instance_id,
+            partitions: req.partitions,
+        };
+        self.commit(req, producer, now)
+    }
+
+    /// The transaction of `producer_id` ended in this coordinator's `__consumer_offsets`
+    /// partition (its marker is written and replicated, or read back on replay): with
+    /// `commit` its offsets become the groups' committed offsets — unless a later commit of
+    /// the partition already is one — else they are dropped (Kafka's
+    /// `completePendingTxnOffsetCommit`). Returns how many offsets it committed.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) -> usize {
+        let mut applied = 0;
+        for g in self.groups.values_mut() {
+            let Some(offsets) = g.pending_txn.remove(&producer_id) else {
+                continue;
+            };
+            if !commit {
+                continue;
+            }
+            for (key, t) in offsets {
+                // Not replicated yet: the client was not told it committed, and the marker
+                // cannot have been sent before EndTxn, which follows the answer.
+                if t.written {
+                    g.apply_offset(key, t.seq, t.offset);
+                    applied += 1;
+                }
+            }
+        }
+        applied
+    }
+
+    /// One offset record of a transactional batch of `producer_id` read back from
+    /// `__consumer_offsets` (startup): pending with its transaction until the marker, which
+    /// the replay hands to [`Coordinator::complete_txn`].
+    pub fn replay_txn(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        now: i64,
+    ) -> Result<(), String> {
+        let Decoded::Offset(k, Some(v)) = records::decode(key, value)? else {
+            // Transactions commit offsets only; anything else is replayed as written.
+            return self.replay(key, value, now);
+        };
+        let seq = self.take_seq();
+        let g = self
+            .groups
+            .entry(k.group.clone())
+            .or_insert_with(|| Group::new_classic(&k.group, now));
+        g.pending_txn.entry(producer_id).or_default().insert(
+            (k.topic, k.partition),
+            TxnOffset {
+                seq,
+                offset: CommittedOffset {
+                    offset: v.offset,
+                    leader_epoch: v.leader_epoch,
+                    metadata: v.metadata,
+                    commit_timestamp: v.commit_timestamp,
+                },
+                written: true,
+            },
+        );
+        Ok(())
     }
 
     /// Committed offsets of a group: all of them (`None`) or the requested partitions
@@ -872,13 +1064,21 @@ impl Coordinator {
                 None => ErrorCode::GroupIdNotFound,
                 Some(g) if !g.is_empty() => ErrorCode::NonEmptyGroup,
                 Some(g) => {
-                    for (t, p) in g.offsets.keys() {
+                    // Pending commits too: their records may still reach the log.
+                    let keys: BTreeSet<&(String, i32)> = g
+                        .offsets
+                        .keys()
+                        .chain(g.pending.keys())
+                        .chain(g.pending_txn.values().flat_map(|m| m.keys()))
+                        .collect();
+                    for (t, p) in keys {
                         fx.records.push(offset_tombstone(partition, id, t, *p));
                     }
                     fx.records.push(Record {
                         partition,
                         key: records::group_key(&GroupKey { group: id.clone() }),
                         value: None,
+                        producer: None,
                     });
                     self.groups.remove(id);
                     ErrorCode::None
@@ -970,6 +1170,7 @@ impl Coordinator {
                     .filter(|(k, o)| {
                         o.commit_timestamp.max(since) + retention <= now
                             && !g.pending.contains_key(k)
+                            && !g.has_pending_txn_offset(&k.0, k.1)
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -1027,6 +1228,7 @@ fn offset_tombstone(partition: i32, group: &str, topic: &str, p: i32) -> Record 
             partition: p,
         }),
         value: None,
+        producer: None,
     }
 }
 
@@ -1038,5 +1240,6 @@ pub(crate) fn group_record(partition: i32, group: &str, value: &GroupValue) -> R
             group: group.to_string(),
         }),
         value: Some(records::group_value(value)),
+        producer: None,
     }
 }

@@ -96,6 +96,8 @@ pub enum ErrorCode {
     OperationNotAttempted = 55,
     TransactionalIdNotFound = 105,
     TransactionAbortable = 120,
+    NetworkException = 13,
+    UnstableOffsetCommit = 88,
 }
 
 impl ErrorCode {
@@ -105,8 +107,8 @@ impl ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code for a number the controller sent; codes this table lacks become
-    /// UNKNOWN_SERVER_ERROR.
+    /// The code for a number the controller (or a transaction coordinator, answering a
+    /// verification) sent; codes this table lacks become UNKNOWN_SERVER_ERROR.
     pub fn from_i16(code: i16) -> ErrorCode {
         use ErrorCode::*;
         const ALL: &[ErrorCode] = &[
@@ -141,6 +143,18 @@ impl ErrorCode {
             EligibleLeadersNotAvailable,
             ElectionNotNeeded,
             NoReassignmentInProgress,
+            NotCoordinator,
+            CoordinatorLoadInProgress,
+            ConcurrentTransactions,
+            InvalidTxnState,
+            InvalidProducerEpoch,
+            InvalidProducerIdMapping,
+            ProducerFenced,
+            TransactionalIdAuthorizationFailed,
+            TransactionAbortable,
+            ClusterAuthorizationFailed,
+            UnknownProducerId,
+            NetworkException,
         ];
         ALL.iter()
             .copied()
@@ -251,6 +265,8 @@ mod tests {
             (OperationNotAttempted, K::OperationNotAttempted),
             (TransactionalIdNotFound, K::TransactionalIdNotFound),
             (TransactionAbortable, K::TransactionAbortable),
+            (NetworkException, K::NetworkException),
+            (UnstableOffsetCommit, K::UnstableOffsetCommit),
         ];
         for (ours, theirs) in pairs {
             assert_eq!(ours.code(), theirs.code(), "{ours:?}");

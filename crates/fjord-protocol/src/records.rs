@@ -47,6 +47,9 @@ const NO_TIMESTAMP: i64 = -1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOrigin {
     Client,
+    /// A client's produce that carries a transactional id: its batches may be transactional
+    /// (with a producer id), otherwise as `Client`.
+    TransactionalClient,
     Coordinator,
 }
 
@@ -157,7 +160,7 @@ pub fn validate(records: &[u8], rules: &RecordRules) -> Result<ValidatedRecords,
         record_count: 0,
     };
     for (index, batch) in batch::BatchIter::new(records).enumerate() {
-        if rules.origin == AppendOrigin::Client && index > 0 {
+        if rules.origin != AppendOrigin::Coordinator && index > 0 {
             return Err(RecordsError::invalid(
                 "produce requests are only allowed to contain exactly one record batch per partition",
             ));
@@ -211,15 +214,20 @@ fn validate_batch(bytes: &[u8], h: &BatchHeader, rules: &RecordRules) -> Result<
             h.offset_count()
         )));
     }
-    if rules.origin == AppendOrigin::Client {
+    if rules.origin != AppendOrigin::Coordinator {
         if h.is_control() {
             return Err(RecordsError::invalid(
                 "clients are not allowed to write control records",
             ));
         }
-        if h.is_transactional() {
-            // Kafka checks the request's transactional id for transactional batches; this
-            // broker has no transactions, so no produce may carry them.
+        if h.is_transactional() && !h.has_producer_id() {
+            return Err(RecordsError::invalid(
+                "transactional record batch without a producer id",
+            ));
+        }
+        if h.is_transactional() && rules.origin == AppendOrigin::Client {
+            // Kafka authorizes the request's transactional id for transactional batches: a
+            // produce without one may not carry them.
             return Err(RecordsError::new(
                 ErrorCode::TransactionalIdAuthorizationFailed,
                 "transactional records were produced without a transactional id",

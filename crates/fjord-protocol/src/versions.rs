@@ -45,6 +45,10 @@ pub const SUPPORTED: &[ApiRange] = &[
     // which Fjord does not speak; clients send v5 only where `transaction.version` 2 is
     // finalized.
     r(ApiKey::EndTxn, 0, 4),
+    // v0 was removed in Kafka 4 (KIP-896).
+    r(ApiKey::WriteTxnMarkers, 1, 1),
+    // v5 is KIP-890 part 2's, as EndTxn v5.
+    r(ApiKey::TxnOffsetCommit, 0, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),
     r(ApiKey::DescribeLogDirs, 1, 4),
@@ -56,6 +60,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::ListPartitionReassignments, 0, 0),
     r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 2),
+    r(ApiKey::DescribeProducers, 0, 0),
     r(ApiKey::UnregisterBroker, 0, 0),
     r(ApiKey::DescribeTransactions, 0, 0),
     // v2 (KIP-1152's transactional id pattern, Kafka 4.1) is not served.

@@ -19,6 +19,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -40,7 +41,9 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 mod unregister_broker;
+mod write_txn_markers;
 
 use std::sync::Arc;
 
@@ -152,6 +155,9 @@ pub async fn handle_from(
         RequestKind::EndTxn(r) => respond(end_txn::handle(b, &ctx, r).await),
         RequestKind::DescribeTransactions(r) => respond(describe_transactions::handle(b, &ctx, r)),
         RequestKind::ListTransactions(r) => respond(list_transactions::handle(b, &ctx, r)),
+        RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(b, &ctx, r),
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(b, &ctx, r),
+        RequestKind::DescribeProducers(r) => respond(describe_producers::handle(b, &ctx, r)),
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)
@@ -643,6 +649,34 @@ mod version_tests {
             ApiKey::ListTransactions => vec![ListTransactionsRequest::default()
                 .with_state_filters(vec![sb("Ongoing"), sb("Bogus")])
                 .with_duration_filter(if v >= 1 { 0 } else { -1 })
+                .into()],
+            ApiKey::WriteTxnMarkers => vec![WriteTxnMarkersRequest::default()
+                .with_markers(vec![write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(1))
+                    .with_transaction_result(false)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name.clone())
+                            .with_partition_indexes(vec![0, 9]),
+                    ])])
+                .into()],
+            ApiKey::TxnOffsetCommit => vec![TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(sb("tx")))
+                .with_group_id(GroupId(sb("g")))
+                .with_producer_id(ProducerId(1))
+                .with_generation_id(-1)
+                .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(9)
+                            .with_committed_offset(1),
+                    ])])
+                .into()],
+            ApiKey::DescribeProducers => vec![DescribeProducersRequest::default()
+                .with_topics(vec![describe_producers_request::TopicRequest::default()
+                    .with_name(name.clone())
+                    .with_partition_indexes(vec![0, 9])])
                 .into()],
             other => panic!("no test request for {other:?}"),
         }

@@ -26,24 +26,73 @@ pub fn handle_replicated(b: &Arc<Broker>, ctx: &Ctx, r: OffsetCommitRequest) -> 
     }))
 }
 
+/// A commit request's partitions in request order: (topic index, partition, index among the
+/// partitions for the coordinator — `None` for one that does not exist here).
+pub(crate) type Slots = Vec<(usize, i32, Option<usize>)>;
+
+/// Split a commit request's partitions (`(topic, [partition])` in request order) into those
+/// for the coordinator and the unknown ones, answered UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) fn split_partitions<'a>(
+    b: &Broker,
+    topics: impl Iterator<Item = (&'a str, Vec<CommitPartition>)>,
+) -> (Slots, Vec<CommitPartition>) {
+    let mut slots: Slots = Vec::new();
+    let mut partitions = Vec::new();
+    for (ti, (name, parts)) in topics.enumerate() {
+        let topic = b.topic(name);
+        for p in parts {
+            let exists = topic
+                .as_ref()
+                .is_some_and(|x| p.partition >= 0 && (p.partition as usize) < x.partitions.len());
+            if exists {
+                slots.push((ti, p.partition, Some(partitions.len())));
+                partitions.push(p);
+            } else {
+                slots.push((ti, p.partition, None));
+            }
+        }
+    }
+    (slots, partitions)
+}
+
+/// Each slot's answer: the coordinator's error, or for an accepted commit the outcome of its
+/// wait for the ISR (any failure: COORDINATOR_NOT_AVAILABLE, or the append's own error).
+pub(crate) async fn answer(
+    slots: Slots,
+    errors: &[ErrorCode],
+    written: &Written,
+) -> Vec<(usize, i32, ErrorCode)> {
+    let appended = match written.appended() {
+        Ok(()) => written
+            .replicated()
+            .await
+            .map_err(|_| ErrorCode::CoordinatorNotAvailable),
+        Err(e) => Err(e),
+    };
+    slots
+        .into_iter()
+        .map(|(ti, partition, idx)| {
+            let code = match idx {
+                Some(i) => match (errors[i], appended) {
+                    (ErrorCode::None, Err(e)) => e,
+                    (e, _) => e,
+                },
+                None => ErrorCode::UnknownTopicOrPartition,
+            };
+            (ti, partition, code)
+        })
+        .collect()
+}
+
 async fn handle(b: &Broker, version: i16, r: OffsetCommitRequest) -> OffsetCommitResponse {
     // Unknown partitions are answered here; the rest go to the coordinator, in order.
-    let mut slots: Vec<(usize, i32, Option<usize>, ErrorCode)> = Vec::new();
-    let mut partitions = Vec::new();
-    for (ti, t) in r.topics.iter().enumerate() {
-        let topic = b.topic(&t.name.0);
-        for p in &t.partitions {
-            let exists = topic.as_ref().is_some_and(|x| {
-                p.partition_index >= 0 && (p.partition_index as usize) < x.partitions.len()
-            });
-            if exists {
-                slots.push((
-                    ti,
-                    p.partition_index,
-                    Some(partitions.len()),
-                    ErrorCode::None,
-                ));
-                partitions.push(CommitPartition {
+    let (slots, partitions) = split_partitions(
+        b,
+        r.topics.iter().map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| CommitPartition {
                     topic: t.name.0.to_string(),
                     partition: p.partition_index,
                     offset: p.committed_offset,
@@ -53,17 +102,11 @@ async fn handle(b: &Broker, version: i16, r: OffsetCommitRequest) -> OffsetCommi
                         -1
                     },
                     metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
-                });
-            } else {
-                slots.push((
-                    ti,
-                    p.partition_index,
-                    None,
-                    ErrorCode::UnknownTopicOrPartition,
-                ));
-            }
-        }
-    }
+                })
+                .collect();
+            (t.name.0.as_str(), parts)
+        }),
+    );
     let req = CommitRequest {
         group_id: r.group_id.0.to_string(),
         generation_id: r.generation_id_or_member_epoch,
@@ -103,26 +146,12 @@ async fn handle(b: &Broker, version: i16, r: OffsetCommitRequest) -> OffsetCommi
     }
     // Accepted commits are answered once they are on every in-sync replica (any failure to
     // get there within the timeout: COORDINATOR_NOT_AVAILABLE).
-    let appended = match appended {
-        Ok(()) => written
-            .replicated()
-            .await
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable),
-        Err(e) => Err(e),
-    };
     let mut topics: Vec<OffsetCommitResponseTopic> = r
         .topics
         .iter()
         .map(|t| OffsetCommitResponseTopic::default().with_name(t.name.clone()))
         .collect();
-    for (ti, partition, idx, code) in slots {
-        let code = match idx {
-            Some(i) => match (errors[i], appended) {
-                (ErrorCode::None, Err(e)) => e,
-                (e, _) => e,
-            },
-            None => code,
-        };
+    for (ti, partition, code) in answer(slots, &errors, &written).await {
         topics[ti].partitions.push(
             OffsetCommitResponsePartition::default()
                 .with_partition_index(partition)

@@ -1,4 +1,7 @@
 //! OffsetFetch v1-9: one group (v1-7) or several (v8+); all partitions when topics is null.
+//! With `require_stable` (v7+, KIP-447) a partition whose offset a transaction has committed
+//! but not yet ended answers UNSTABLE_OFFSET_COMMIT (the consumer retries until the marker);
+//! without it the last committed offset is shown, as in Kafka.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -11,9 +14,11 @@ use crate::broker::Broker;
 use fjord_group::coordinator::CommittedOffset;
 use fjord_protocol::error::ErrorCode;
 
-type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
+/// One partition's answer: its committed offset if any, or UNSTABLE_OFFSET_COMMIT.
+type Row = Result<Option<CommittedOffset>, ErrorCode>;
+type Fetched = Vec<(String, i32, Row)>;
 /// Committed offsets of one topic: (partition, offset if any).
-type TopicRows = (String, Vec<(i32, Option<CommittedOffset>)>);
+type TopicRows = (String, Vec<(i32, Row)>);
 
 /// The group's committed offsets, or why this broker cannot answer for the group
 /// (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
@@ -21,9 +26,23 @@ fn fetch(
     b: &Broker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Fetched, ErrorCode> {
-    b.groups
-        .read(b, group, |c, _| c.fetch_offsets(group, topics.as_deref()))
+    b.groups.read(b, group, |c, _| {
+        let g = c.group(group);
+        c.fetch_offsets(group, topics.as_deref())
+            .into_iter()
+            .map(|(t, p, o)| {
+                let unstable = require_stable && g.is_some_and(|g| g.has_pending_txn_offset(&t, p));
+                let row = if unstable {
+                    Err(ErrorCode::UnstableOffsetCommit)
+                } else {
+                    Ok(o)
+                };
+                (t, p, row)
+            })
+            .collect()
+    })
 }
 
 /// Group rows by topic, keeping first-seen order.
@@ -38,10 +57,16 @@ fn by_topic(rows: Fetched) -> Vec<TopicRows> {
     out
 }
 
-fn fields(o: &Option<CommittedOffset>) -> (i64, i32, String) {
+fn fields(o: &Row) -> (i64, i32, String, ErrorCode) {
     match o {
-        Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
-        None => (-1, -1, String::new()),
+        Ok(Some(o)) => (
+            o.offset,
+            o.leader_epoch,
+            o.metadata.clone(),
+            ErrorCode::None,
+        ),
+        Ok(None) => (-1, -1, String::new(), ErrorCode::None),
+        Err(e) => (-1, -1, String::new(), *e),
     }
 }
 
@@ -56,7 +81,7 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let (rows, code) = match fetch(b, &g.group_id.0, topics) {
+                let (rows, code) = match fetch(b, &g.group_id.0, topics, r.require_stable) {
                     Ok(rows) => (rows, ErrorCode::None),
                     Err(e) => (Vec::new(), e),
                 };
@@ -72,12 +97,13 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                                     .with_partitions(
                                         ps.iter()
                                             .map(|(p, o)| {
-                                                let (off, epoch, md) = fields(o);
+                                                let (off, epoch, md, e) = fields(o);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(*p)
                                                     .with_committed_offset(off)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(sb(md)))
+                                                    .with_error_code(e.code())
                                             })
                                             .collect(),
                                     )
@@ -93,7 +119,8 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let rows = match fetch(b, &r.group_id.0, topics) {
+    let require_stable = ctx.version >= 7 && r.require_stable;
+    let rows = match fetch(b, &r.group_id.0, topics, require_stable) {
         Ok(rows) => rows,
         // v2+ carry a top-level error; v1 only per partition.
         Err(e) if ctx.version >= 2 => {
@@ -109,11 +136,12 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                 .with_partitions(
                     ps.iter()
                         .map(|(p, o)| {
-                            let (off, epoch, md) = fields(o);
+                            let (off, epoch, md, e) = fields(o);
                             let part = OffsetFetchResponsePartition::default()
                                 .with_partition_index(*p)
                                 .with_committed_offset(off)
-                                .with_metadata(Some(sb(md)));
+                                .with_metadata(Some(sb(md)))
+                                .with_error_code(e.code());
                             if ctx.version >= 5 {
                                 part.with_committed_leader_epoch(epoch)
                             } else {

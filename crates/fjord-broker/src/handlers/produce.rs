@@ -1,7 +1,15 @@
 //! Produce (v3-13): the wire side. Requests that can be refused from the request alone
-//! (acks, transactional id, internal or unknown topic, null records, topic GC) are refused
-//! here; everything else — leadership, `min.insync.replicas`, the append on the partition's
-//! disk I/O thread, the acks=all wait — is [`crate::replica_manager::append_to_leader`]'s.
+//! (acks, internal or unknown topic, null records, topic GC, transactional batches of more
+//! than one producer) are refused here; everything else — leadership, `min.insync.replicas`,
+//! the append on the partition's disk I/O thread, the acks=all wait — is
+//! [`crate::replica_manager::append_to_leader`]'s.
+//!
+//! A produce with a transactional id may carry transactional batches. Before the first one of
+//! a producer opens a transaction in a partition, the partition is verified with the
+//! transaction coordinator (KIP-890 part 1, [`crate::replica_manager::txn::verify`]), once
+//! per request for all its partitions that need it; a partition not in the transaction gets
+//! INVALID_TXN_STATE, a coordinator that cannot answer NOT_ENOUGH_REPLICAS (retriable), as in
+//! Kafka.
 //!
 //! The response is deferred: the connection goes on reading (and queueing the appends of) its
 //! next requests, and responses still leave in order. acks=0 gets no response unless a
@@ -19,7 +27,87 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{sb, Ctx, Outcome};
 use crate::broker::{Broker, Topic};
+use crate::partition::Partition;
+use crate::replica_manager::produce::append_to_leader_as;
+use crate::replica_manager::txn::{verify, Verified};
 use crate::replica_manager::{append_to_leader, ProduceError};
+use fjord_protocol::records::AppendOrigin;
+use fjord_storage::TxnCheck;
+
+/// The verification of one transactional produce, run by the first partition that needs it.
+struct Verification {
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    /// Filled while the request is read, before any partition's future runs.
+    partitions: parking_lot::Mutex<Vec<(String, Arc<Partition>)>>,
+    deadline: Instant,
+    result: tokio::sync::OnceCell<std::collections::HashMap<(String, i32), Verified>>,
+}
+
+impl Verification {
+    async fn of(&self, b: &Arc<Broker>, topic: &str, index: i32) -> Option<Verified> {
+        let all = self
+            .result
+            .get_or_init(|| {
+                verify(
+                    b,
+                    &self.transactional_id,
+                    self.producer_id,
+                    self.producer_epoch,
+                    self.partitions.lock().clone(),
+                    self.deadline,
+                )
+            })
+            .await;
+        all.get(&(topic.to_string(), index)).copied()
+    }
+}
+
+/// Verify the partition (with the request's other partitions that need it), then append with
+/// the verification's guard.
+async fn verified_append(
+    b: Arc<Broker>,
+    t: Arc<Topic>,
+    p: Arc<Partition>,
+    records: bytes::Bytes,
+    acks: i16,
+    v: Arc<Verification>,
+) -> Result<fjord_storage::AppendInfo, ProduceError> {
+    let guard = match v.of(&b, &t.name, p.index).await {
+        Some(Err(code)) => return Err(ProduceError::new(code, verification_message(code))),
+        Some(Ok(guard)) => guard,
+        None => None,
+    };
+    append_to_leader_as(
+        &b,
+        &t,
+        &p,
+        records,
+        acks,
+        v.deadline,
+        AppendOrigin::TransactionalClient,
+        TxnCheck::Verified(guard),
+    )
+    .await
+}
+
+/// The message of a verification error, as Kafka's.
+fn verification_message(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::InvalidTxnState => "Partition was not added to the transaction".into(),
+        ErrorCode::NotEnoughReplicas => {
+            "Unable to verify the partition has been added to the transaction".into()
+        }
+        other => format!("transaction verification failed: {other:?}"),
+    }
+}
+
+/// The producer of `records`' first batch if it is transactional.
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    let h = fjord_protocol::batch::parse_header_prefix(records).ok()?;
+    (h.is_transactional() && h.has_producer_id()).then_some((h.producer_id, h.producer_epoch))
+}
 
 /// One partition's answer: decided now, or an append under way.
 enum Pending {
@@ -39,6 +127,31 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
     let acks = req.acks;
     let acks_valid = matches!(acks, -1..=1);
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let txn_id = req.transactional_id.as_ref().map(|s| s.to_string());
+    // Transactional batches: one producer per request (Kafka: INVALID_PRODUCER_ID_MAPPING).
+    let producers: std::collections::BTreeSet<(i64, i16)> = if txn_id.is_some() {
+        req.topic_data
+            .iter()
+            .flat_map(|td| &td.partition_data)
+            .filter_map(|pd| pd.records.as_deref().and_then(transactional_producer))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let mixed_producers = producers.len() > 1;
+    let verification = match (&txn_id, producers.first()) {
+        (Some(id), Some(&(producer_id, producer_epoch))) if !mixed_producers => {
+            Some(Arc::new(Verification {
+                transactional_id: id.clone(),
+                producer_id,
+                producer_epoch,
+                partitions: Default::default(),
+                deadline,
+                result: tokio::sync::OnceCell::new(),
+            }))
+        }
+        _ => None,
+    };
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
         let topic: Option<Arc<Topic>> = if ctx.version >= 13 {
@@ -78,10 +191,10 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
             };
             let pending = if !acks_valid {
                 fail(ErrorCode::InvalidRequiredAcks, None)
-            } else if req.transactional_id.is_some() {
+            } else if mixed_producers {
                 fail(
-                    ErrorCode::TransactionalIdAuthorizationFailed,
-                    Some("transactions are not supported by this broker".into()),
+                    ErrorCode::InvalidProducerIdMapping,
+                    Some("Transactional records contained more than one producer ID".into()),
                 )
             } else if internal {
                 let name = topic
@@ -105,10 +218,50 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                         .and_then(|i| t.partitions.get(i))
                     {
                         None => fail(ErrorCode::UnknownTopicOrPartition, None),
-                        Some(p) => Pending::Appending(
+                        Some(p) if txn_id.is_none() => Pending::Appending(
                             resp,
                             Box::pin(append_to_leader(b, t, p, records, acks, deadline)),
                         ),
+                        Some(p) => {
+                            // A producer with its transaction open here needs no verification:
+                            // its append is queued now, in request order (the log checks again
+                            // that the transaction is still open when it writes).
+                            let open = |pid: i64| {
+                                p.with_log(|l| l.producer_state().has_ongoing_txn(&[], pid))
+                                    .unwrap_or(false)
+                            };
+                            let verified = transactional_producer(&records)
+                                .is_some_and(|(pid, _)| p.is_leader() && !open(pid));
+                            match verification.as_ref().filter(|_| verified) {
+                                None => Pending::Appending(
+                                    resp,
+                                    Box::pin(append_to_leader_as(
+                                        b,
+                                        t,
+                                        p,
+                                        records,
+                                        acks,
+                                        deadline,
+                                        AppendOrigin::TransactionalClient,
+                                        TxnCheck::Verified(None),
+                                    )),
+                                ),
+                                Some(v) => {
+                                    v.partitions.lock().push((t.name.to_string(), p.clone()));
+                                    Pending::Appending(
+                                        resp,
+                                        Box::pin(verified_append(
+                                            b.clone(),
+                                            t.clone(),
+                                            p.clone(),
+                                            records,
+                                            acks,
+                                            v.clone(),
+                                        )),
+                                    )
+                                }
+                            }
+                        }
                     },
                 }
             };

@@ -11,11 +11,16 @@
 //!   partitions, woken by appends and high-watermark moves); the KIP-903 broker-epoch check of
 //!   a follower ([`check_follower_broker_epoch`]).
 //!
+//! - [`txn`]: transactions on the partition side — a coordinator's commit or abort marker
+//!   appended with acks=all ([`txn::write_marker`]), and KIP-890 part 1 verification of a
+//!   transactional produce with the transaction coordinator ([`txn::verify`]).
+//!
 //! Fetch sessions (KIP-227, [`crate::fetch_session`]) stay with the Fetch handler: they decide
 //! which partitions a request reads and which of them its response lists, both wire matters.
 
 pub mod fetch;
 pub mod produce;
+pub mod txn;
 
 pub use fetch::{check_follower_broker_epoch, fetch, FetchParams, Fetcher, PartitionRead};
 pub use produce::{append_to_leader, ProduceError};

@@ -17,7 +17,7 @@ use fjord_protocol::clock::now_ms;
 use fjord_protocol::error::ErrorCode;
 use fjord_protocol::records::{AppendOrigin, RecordError};
 use fjord_replication::AckStatus;
-use fjord_storage::{AppendError, AppendInfo};
+use fjord_storage::{AppendError, AppendInfo, TxnCheck};
 
 use crate::broker::{Broker, Topic};
 use crate::partition::{AppendRejection, Partition};
@@ -32,7 +32,7 @@ pub struct ProduceError {
 }
 
 impl ProduceError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> ProduceError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ProduceError {
         ProduceError {
             code,
             message: message.into(),
@@ -52,6 +52,31 @@ pub fn append_to_leader(
     records: Bytes,
     acks: i16,
     deadline: Instant,
+) -> impl Future<Output = Result<AppendInfo, ProduceError>> + Send + 'static {
+    append_to_leader_as(
+        b,
+        t,
+        p,
+        records,
+        acks,
+        deadline,
+        AppendOrigin::Client,
+        TxnCheck::Verified(None),
+    )
+}
+
+/// [`append_to_leader`] for a given origin (a transactional client's produce, the broker's
+/// own transaction markers) and transaction check (the guard of a verification).
+#[allow(clippy::too_many_arguments)]
+pub fn append_to_leader_as(
+    b: &Arc<Broker>,
+    t: &Arc<Topic>,
+    p: &Arc<Partition>,
+    records: Bytes,
+    acks: i16,
+    deadline: Instant,
+    origin: AppendOrigin,
+    check: TxnCheck,
 ) -> impl Future<Output = Result<AppendInfo, ProduceError>> + Send + 'static {
     let now = now_ms();
     let min_isr = t.config.min_insync_replicas.max(1) as usize;
@@ -74,7 +99,7 @@ pub fn append_to_leader(
     };
     let append = early
         .is_none()
-        .then(|| p.append_async(&b.io, records.clone(), AppendOrigin::Client, now));
+        .then(|| p.append_async_checked(&b.io, records.clone(), origin, check, now));
     let (b, t, p) = (b.clone(), t.clone(), p.clone());
     async move {
         if let Some(e) = early {
@@ -91,8 +116,12 @@ pub fn append_to_leader(
                 });
             }
         };
-        p.activity.produced();
-        if !info.duplicate {
+        // The broker's own writes (transaction markers) are not client traffic.
+        let client = origin != AppendOrigin::Coordinator;
+        if client {
+            p.activity.produced();
+        }
+        if client && !info.duplicate {
             let label = [&*t.name];
             b.metrics
                 .bytes_in
