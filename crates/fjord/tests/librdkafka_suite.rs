@@ -7,15 +7,24 @@
 //!
 //! The one change to the suite: 0129 asks for `segment.bytes=20000`, which Apache Kafka 4.x
 //! refuses as fjord does (KIP-1030: at least 1 MiB); the setup script makes it 1 MiB.
+//!
+//! 0103 and 0098 create topics of replication factor 3 and run on a 3-node cluster; 0098's
+//! Java producer needs the Kafka distribution of `scripts/setup-kafka.sh` (`KAFKA_PATH`) and a
+//! suite built with RapidJSON (without it 0098 skips itself, which fails the test here).
 
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::Cluster;
+use common::kafka::kafka_home;
 use common::{repo_root, run, FjordProcess};
+
+/// The tests that start a Java program (librdkafka's tests/java) next to librdkafka.
+const JAVA_TESTS: &[&str] = &["0098"];
 
 /// How long one librdkafka test may run (its own timeouts are shorter).
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -45,42 +54,83 @@ fn suite_dir() -> PathBuf {
 /// Run librdkafka test `number` (e.g. "0103") against `broker`; fails with the runner's
 /// output tail unless every test it ran passed.
 fn run_librdkafka_test(broker: &FjordProcess, number: &str) {
-    let dir = suite_dir();
     let work = broker.scratch_dir().join(format!("librdkafka-{number}"));
-    fs::create_dir_all(&work).expect("scratch dir");
+    run_librdkafka_test_at(broker.bootstrap(), &work, number, || broker.log_tail(40));
+    broker.assert_no_panic_in_log();
+}
+
+/// Run librdkafka test `number` against a 3-node cluster (tests that create topics with
+/// replication factor 3, as librdkafka's CI runs against three brokers).
+fn run_librdkafka_test_on_cluster(c: &Cluster, number: &str) {
+    let work = c.scratch().join(format!("librdkafka-{number}"));
+    run_librdkafka_test_at(&c.bootstrap_all(), &work, number, || {
+        c.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {} ---\n{}", i + 1, n.log_tail(25)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    c.assert_no_panic_in_logs();
+}
+
+fn run_librdkafka_test_at(
+    bootstrap: &str,
+    work: &Path,
+    number: &str,
+    broker_logs: impl Fn() -> String,
+) {
+    let dir = suite_dir();
+    fs::create_dir_all(work).expect("scratch dir");
     let conf = work.join("test.conf");
     fs::write(
         &conf,
-        format!(
-            "metadata.broker.list={}\ntest.timeout.multiplier=2\n",
-            broker.bootstrap()
-        ),
+        format!("metadata.broker.list={bootstrap}\ntest.timeout.multiplier=2\n"),
     )
     .expect("test.conf");
+    let with_java = JAVA_TESTS.contains(&number);
+    if with_java {
+        // A test with a Java side (0098's TransactionProducerCli) runs `make -s java` and
+        // `java/run-class.sh` in the current directory, as in librdkafka's tests/: the suite's
+        // java/ (its classes built by javac against Kafka's kafka-clients jar) and a Makefile.
+        std::os::unix::fs::symlink(dir.join("tests/java"), work.join("java")).expect("java link");
+        fs::write(
+            work.join("Makefile"),
+            ".PHONY: java\njava:\n\t$(MAKE) -s -C java KAFKA_PATH=$(KAFKA_PATH)\n",
+        )
+        .expect("Makefile");
+    }
     let libs = format!(
         "{}:{}",
         dir.join("src").display(),
         dir.join("src-cpp").display()
     );
     let mut cmd = Command::new(dir.join("tests/test-runner"));
-    cmd.current_dir(&work)
+    cmd.current_dir(work)
         .env("RDKAFKA_TEST_CONF", &conf)
         .env("TEST_KAFKA_VERSION", "4.0.0")
         .env("TESTS", number)
         .env("LD_LIBRARY_PATH", libs);
+    if with_java {
+        // The Kafka distribution of scripts/setup-kafka.sh: bin/kafka-run-class.sh, libs/.
+        cmd.env("KAFKA_PATH", kafka_home());
+    }
     let r = run(cmd, None, TEST_TIMEOUT);
     let out = format!("{}{}", r.stdout(), r.stderr());
-    if !(r.ok() && out.contains("ALL TESTS PASSED")) {
+    // A test skipped as a whole (a missing build option, ...) proves nothing: a failure here.
+    if !(r.ok() && out.contains("ALL TESTS PASSED")) || out.contains("SKIPPING TEST:") {
         let tail: Vec<&str> = out.lines().rev().take(60).collect();
-        let failures: Vec<&str> = out.lines().filter(|l| l.contains("failed at")).collect();
+        let failures: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("failed at") || l.contains("SKIPPING TEST:"))
+            .collect();
         panic!(
             "librdkafka test {number} failed:\n{}\n--- output tail ---\n{}\n--- broker log ---\n{}",
             failures.join("\n"),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            broker.log_tail(40)
+            broker_logs()
         );
     }
-    broker.assert_no_panic_in_log();
 }
 
 /// 0090: the idempotent producer's own checks (sequence numbers, no duplicates across
@@ -89,4 +139,42 @@ fn run_librdkafka_test(broker: &FjordProcess, number: &str) {
 fn librdkafka_0090_idempotence() {
     let broker = FjordProcess::start(&[]);
     run_librdkafka_test(&broker, "0090");
+}
+
+/// 0103: the transactional producer — commit and abort, empty transactions, fencing, the
+/// transaction timeout, send_offsets_to_transaction, errors and retries (its mock-cluster
+/// subtests in 0103_transactions_local need no broker). Topics of replication factor 3.
+/// Passes against Apache Kafka 4.4.0 (3 nodes). On fjord every subtest passes but
+/// do_test_fatal_idempo_error_without_kip360: with `batch.num.messages=1` the first
+/// transaction's produce requests are in flight together, and a request whose verification
+/// guard a later request replaced gets INVALID_TXN_STATE.
+#[test]
+#[ignore = "fjord: ProducerStateManager::start_verification (fjord-storage) replaces a pending \
+            verification guard, so concurrent produce requests opening a transaction get \
+            INVALID_TXN_STATE (Kafka reuses the pending entry); subtest fatal_idempo fails"]
+fn librdkafka_0103_transactions() {
+    let c = Cluster::builder()
+        .config("group.initial.rebalance.delay.ms = 0")
+        .start();
+    run_librdkafka_test_on_cluster(&c, "0103");
+}
+
+/// 0129: a read_committed fetch of a partition that holds nothing but aborted records (and
+/// their markers) moves the consumer past them instead of stalling.
+#[test]
+fn librdkafka_0129_fetch_of_aborted_messages() {
+    let broker = FjordProcess::start(&[]);
+    run_librdkafka_test(&broker, "0129");
+}
+
+/// 0098: the consumer's read_committed view of transactions written by the Java producer
+/// (librdkafka's tests/java/TransactionProducerCli, run through the Kafka distribution's
+/// kafka-run-class.sh: committed, aborted, open, interleaved and mixed-with-non-transactional
+/// batches, on topics of replication factor 3), checked message by message.
+#[test]
+fn librdkafka_0098_consumer_txn() {
+    let c = Cluster::builder()
+        .config("group.initial.rebalance.delay.ms = 0")
+        .start();
+    run_librdkafka_test_on_cluster(&c, "0098");
 }
