@@ -31,6 +31,9 @@ pub enum TransactionCommand {
     Describe { transactional_id: String },
 }
 
+const LOAD_IN_PROGRESS: i16 = 14;
+const NOT_COORDINATOR: i16 = 16;
+
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -69,7 +72,15 @@ pub async fn run(
                         b.node_id
                     );
                 }
-                let resp = conn.send(&request).await?;
+                // A partition of __transaction_state still loading: ask again (as Kafka's admin
+                // client retries COORDINATOR_LOAD_IN_PROGRESS).
+                let deadline = tokio::time::Instant::now() + connect.request_timeout;
+                let mut resp = conn.send(&request).await?;
+                while resp.error_code == LOAD_IN_PROGRESS && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    resp = conn.send(&request).await?;
+                }
                 if resp.error_code != 0 {
                     bail!(
                         "ListTransactions on broker {}: {}",
@@ -111,20 +122,28 @@ pub async fn run(
             table.print();
         }
         TransactionCommand::Describe { transactional_id } => {
-            let conn = client.transaction_coordinator(&transactional_id).await?;
-            let coordinator = client
-                .brokers()
-                .into_iter()
-                .find(|b| b.addr() == conn.addr())
-                .map_or(-1, |b| b.node_id);
-            let resp = conn
-                .send(
-                    &DescribeTransactionsRequest::default()
-                        .with_transactional_ids(vec![TransactionalId(sb(&transactional_id))]),
-                )
-                .await?;
-            let Some(t) = resp.transaction_states.into_iter().next() else {
-                bail!("the coordinator did not describe {transactional_id:?}");
+            let request = DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(sb(&transactional_id))]);
+            // The coordinator may still be loading, or have moved: find it again.
+            let deadline = tokio::time::Instant::now() + connect.request_timeout;
+            let (coordinator, t) = loop {
+                let conn = client.transaction_coordinator(&transactional_id).await?;
+                let coordinator = client
+                    .brokers()
+                    .into_iter()
+                    .find(|b| b.addr() == conn.addr())
+                    .map_or(-1, |b| b.node_id);
+                let resp = conn.send(&request).await?;
+                let Some(t) = resp.transaction_states.into_iter().next() else {
+                    bail!("the coordinator did not describe {transactional_id:?}");
+                };
+                if matches!(t.error_code, LOAD_IN_PROGRESS | NOT_COORDINATOR)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                break (coordinator, t);
             };
             if t.error_code != 0 {
                 bail!(

@@ -286,7 +286,15 @@ impl Shard {
             .shard_changes
             .with_label_values(&[Change::Elected.label()])
             .inc();
-        tracing::info!(
+        // An empty partition's load is routine (50 of them on a node's first start): DEBUG.
+        if ids == 0 {
+            tracing::debug!(
+                partition = self.index,
+                coordinator_epoch = epoch,
+                "transaction coordinator shard loaded (no transactional ids)"
+            );
+        } else {
+            tracing::info!(
             partition = self.index,
             coordinator_epoch = epoch,
             transactional_ids = ids,
@@ -296,6 +304,7 @@ impl Shard {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction coordinator shard loaded: this broker coordinates the transactional ids of this {TXN_TOPIC} partition"
         );
+        }
         for m in unfinished {
             markers::spawn(broker, self, generation, m);
         }
@@ -321,6 +330,14 @@ impl Shard {
             .shard_changes
             .with_label_values(&[why.label()])
             .inc();
+        if ids == 0 {
+            tracing::debug!(
+                partition = self.index,
+                reason = why.label(),
+                "transaction coordinator shard unloaded (no transactional ids)"
+            );
+            return;
+        }
         tracing::info!(
             partition = self.index,
             reason = why.label(),
