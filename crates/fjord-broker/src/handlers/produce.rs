@@ -8,8 +8,8 @@
 //! a producer opens a transaction in a partition, the partition is verified with the
 //! transaction coordinator (KIP-890 part 1, [`crate::replica_manager::txn::verify`]), once
 //! per request for all its partitions that need it; a partition not in the transaction gets
-//! INVALID_TXN_STATE, a coordinator that cannot answer NOT_ENOUGH_REPLICAS (retriable), as in
-//! Kafka.
+//! the coordinator's TRANSACTION_ABORTABLE (v11+; INVALID_TXN_STATE before), a coordinator that
+//! cannot answer NOT_ENOUGH_REPLICAS (retriable), as in Kafka.
 //!
 //! The response is deferred: the connection goes on reading (and queueing the appends of) its
 //! next requests, and responses still leave in order. acks=0 gets no response unless a
@@ -42,6 +42,8 @@ struct Verification {
     /// Filled while the request is read, before any partition's future runs.
     partitions: parking_lot::Mutex<Vec<(String, Arc<Partition>)>>,
     deadline: Instant,
+    /// The client knows TRANSACTION_ABORTABLE (Produce v11+).
+    abortable_known: bool,
     result: tokio::sync::OnceCell<std::collections::HashMap<(String, i32), Verified>>,
 }
 
@@ -57,6 +59,7 @@ impl Verification {
                     self.producer_epoch,
                     self.partitions.lock().clone(),
                     self.deadline,
+                    self.abortable_known,
                 )
             })
             .await;
@@ -147,6 +150,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                 producer_epoch,
                 partitions: Default::default(),
                 deadline,
+                abortable_known: ctx.version > 10,
                 result: tokio::sync::OnceCell::new(),
             }))
         }

@@ -74,7 +74,9 @@ pub type Verified = Result<Option<u64>, ErrorCode>;
 /// `deadline`. Errors as Kafka's ReplicaManager gives them to the producer: the coordinator's
 /// answer (INVALID_TXN_STATE: not in the transaction; PRODUCER_FENCED as
 /// INVALID_PRODUCER_EPOCH), and NOT_ENOUGH_REPLICAS — retriable without a metadata refresh —
-/// for a coordinator that is unknown, moving, loading, busy or out of reach.
+/// for a coordinator that is unknown, moving, loading, busy or out of reach. The coordinator's
+/// TRANSACTION_ABORTABLE reaches only clients that know it (`abortable_known`: Produce v11+,
+/// Kafka's `genericError`); older ones get INVALID_TXN_STATE.
 pub async fn verify(
     b: &Arc<Broker>,
     transactional_id: &str,
@@ -82,6 +84,7 @@ pub async fn verify(
     producer_epoch: i16,
     partitions: Vec<(String, Arc<Partition>)>,
     deadline: Instant,
+    abortable_known: bool,
 ) -> HashMap<(String, i32), Verified> {
     let mut out: HashMap<(String, i32), Verified> = HashMap::new();
     let mut ask: Vec<(String, i32, u64)> = Vec::new();
@@ -116,6 +119,9 @@ pub async fn verify(
     for (topic, index, guard) in ask {
         let verdict = match errors.get(&(topic.clone(), index)) {
             None | Some(ErrorCode::None) => Ok(Some(guard)),
+            Some(ErrorCode::TransactionAbortable) if !abortable_known => {
+                Err(ErrorCode::InvalidTxnState)
+            }
             Some(code) => Err(produce_error(*code)),
         };
         out.insert((topic, index), verdict);
