@@ -38,7 +38,14 @@ pub enum TopicCommand {
         internal: bool,
     },
     /// Show partitions (leader, replicas, ISR, offsets) and non-default configs of a topic.
-    Describe { name: String },
+    Describe {
+        name: String,
+        /// Show each partition's active producers instead (DescribeProducers to the leaders:
+        /// producer id, epoch, last sequence and timestamp, the coordinator epoch of its last
+        /// transaction marker and the first offset of its open transaction).
+        #[arg(long)]
+        producers: bool,
+    },
     /// The hottest partitions against the topic's mean bytes-in rate, and the keys driving
     /// them (from the brokers' admin endpoints).
     Skew(crate::topic_skew::SkewArgs),
@@ -175,7 +182,14 @@ pub async fn run(connect: &Connect, output: Output, command: TopicCommand) -> an
                 table.print();
             }
         }
-        TopicCommand::Describe { name } => describe(&client, &name, output).await?,
+        TopicCommand::Describe {
+            name,
+            producers: false,
+        } => describe(&client, &name, output).await?,
+        TopicCommand::Describe {
+            name,
+            producers: true,
+        } => describe_producers(&client, &name, output).await?,
         TopicCommand::Unused(_) | TopicCommand::Gc(_) | TopicCommand::Skew(_) => {
             unreachable!("answered from the admin endpoint above")
         }
@@ -268,6 +282,106 @@ async fn elect_leaders(
     if failed > 0 {
         bail!("leader election failed for {failed} partition(s)");
     }
+    Ok(())
+}
+
+/// `topic describe --producers`: DescribeProducers to each partition's leader.
+async fn describe_producers(
+    client: &fjord_client::Client,
+    name: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{DescribeProducersRequest, TopicName};
+    let t = client.topic_metadata(name).await?;
+    let mut leaders: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for p in &t.partitions {
+        leaders.entry(p.leader).or_default().push(p.partition);
+    }
+    // (partition, error, producers)
+    let mut rows = Vec::new();
+    for (leader, partitions) in leaders {
+        if leader < 0 {
+            for p in partitions {
+                rows.push((p, Some("no leader".to_string()), Vec::new()));
+            }
+            continue;
+        }
+        let conn = client.broker_connection(leader).await?;
+        let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                name.to_string(),
+            )))
+            .with_partition_indexes(partitions)]);
+        let r = conn.send(&req).await?;
+        for p in r.topics.into_iter().flat_map(|t| t.partitions) {
+            let error = (p.error_code != 0).then(|| fjord_client::error_name(p.error_code));
+            rows.push((p.partition_index, error, p.active_producers));
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    if output == Output::Json {
+        let partitions: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(p, error, producers)| {
+                serde_json::json!({
+                    "partition": p,
+                    "error": error,
+                    "producers": producers.iter().map(|s| serde_json::json!({
+                        "producer_id": s.producer_id.0,
+                        "producer_epoch": s.producer_epoch,
+                        "last_sequence": s.last_sequence,
+                        "last_timestamp": s.last_timestamp,
+                        "coordinator_epoch": s.coordinator_epoch,
+                        "current_txn_start_offset": s.current_txn_start_offset,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        output::json(&serde_json::json!({ "name": t.name, "partitions": partitions }));
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ">PARTITION",
+        ">PRODUCER ID",
+        ">EPOCH",
+        ">LAST SEQUENCE",
+        ">LAST TIMESTAMP",
+        ">COORDINATOR EPOCH",
+        ">TXN START OFFSET",
+    ]);
+    let dash = |v: i64| {
+        if v < 0 {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    for (p, error, producers) in &rows {
+        if let Some(e) = error {
+            table.row(vec![
+                p.to_string(),
+                alert(e),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for s in producers {
+            table.row(vec![
+                p.to_string(),
+                s.producer_id.0.to_string(),
+                s.producer_epoch.to_string(),
+                dash(s.last_sequence as i64),
+                dash(s.last_timestamp),
+                dash(s.coordinator_epoch as i64),
+                dash(s.current_txn_start_offset),
+            ]);
+        }
+    }
+    table.print();
     Ok(())
 }
 

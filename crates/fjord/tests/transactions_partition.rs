@@ -302,7 +302,7 @@ fn markers_verification_read_committed_and_transactional_offsets() {
     broker.create_topic(&topic, 1, &[]);
     let id = format!("app-{}", unique());
     let group = format!("g-{}", unique());
-    block_on(async {
+    let pid_of = block_on(async {
         let n = Node::connect(broker.bootstrap()).await;
         // A marker for partitions that do not exist here.
         let codes = n
@@ -428,5 +428,29 @@ fn markers_verification_read_committed_and_transactional_offsets() {
             .markers(pid, epoch, false, s.coordinator_epoch - 1, &[(&topic, 0)])
             .await;
         assert_eq!(codes, vec![TRANSACTION_COORDINATOR_FENCED]);
+        pid
     });
+    // The CLI shows the same producer.
+    let out = broker
+        .cli(&[
+            "topic",
+            "describe",
+            &topic,
+            "--producers",
+            "--output",
+            "json",
+        ])
+        .success("fjord topic describe --producers");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).expect("JSON");
+    let producers = &v["partitions"][0]["producers"];
+    assert!(
+        producers
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["producer_id"] == pid_of)),
+        "{v}"
+    );
+    let table = broker
+        .cli(&["topic", "describe", &topic, "--producers"])
+        .success("fjord topic describe --producers");
+    assert!(table.stdout().contains("PRODUCER ID"), "{}", table.stdout());
 }
