@@ -9,6 +9,7 @@
 //! out (`None`) under the write lock, so a request that raced with the deletion can never write
 //! into a directory that a recreated topic of the same name may be using.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -53,6 +54,45 @@ pub struct Partition {
     throttle: RwLock<crate::throttle::ReplicaThrottle>,
     /// Bytes in as leader and the sampled top-keys sketch ([`crate::skew`]).
     pub skew: crate::skew::PartitionSkew,
+    /// Per transactional producer, the last of its appends still waiting for its turn
+    /// ([`Partition::txn_turn`]); created by the first (boxed: most partitions never see one).
+    txn_turns: OnceLock<Box<TxnTurns>>,
+}
+
+/// Producer id → the receiver of its last append's "queued" signal.
+type TxnTurns = Mutex<HashMap<i64, watch::Receiver<bool>>>;
+
+/// A transactional producer's place in the order of its appends to one partition
+/// ([`Partition::txn_turn`]): wait for the one before, queue the append, then [`TxnTurn::done`].
+pub struct TxnTurn {
+    prev: Option<watch::Receiver<bool>>,
+    mine: watch::Sender<bool>,
+    producer_id: i64,
+    partition: Arc<Partition>,
+}
+
+impl TxnTurn {
+    /// Wait until the producer's previous append to the partition is queued (or gave up).
+    pub async fn wait(&mut self) {
+        if let Some(prev) = self.prev.as_mut() {
+            // An error is a predecessor dropped without queueing: its turn is over too.
+            let _ = prev.wait_for(|queued| *queued).await;
+        }
+    }
+
+    /// This append is queued (or will not be): the next one may go.
+    pub fn done(self) {
+        let _ = self.mine.send(true);
+        if let Some(turns) = self.partition.txn_turns.get() {
+            let mut turns = turns.lock();
+            if turns
+                .get(&self.producer_id)
+                .is_some_and(|rx| rx.same_channel(&self.mine.subscribe()))
+            {
+                turns.remove(&self.producer_id);
+            }
+        }
+    }
 }
 
 /// What a consumer's fetch reads from one partition ([`Partition::read_for_consumer`]).
@@ -94,7 +134,36 @@ impl Partition {
             progress: OnceLock::new(),
             throttle: RwLock::new(Default::default()),
             skew: Default::default(),
+            txn_turns: OnceLock::new(),
         }
+    }
+
+    /// Keep a transactional producer's appends to this partition in request order while one
+    /// of them waits on its KIP-890 verification (Kafka gets the order by reading one request
+    /// of a connection at a time; fjord reads on, so a later request of the producer could be
+    /// appended first: OUT_OF_ORDER_SEQUENCE_NUMBER, librdkafka 0103). Called in request order
+    /// (while the request is read): a turn when this append needs verification or an earlier
+    /// append of the producer is still waiting for its turn, else `None` (append at once).
+    pub fn txn_turn(self: &Arc<Self>, producer_id: i64, verifying: bool) -> Option<TxnTurn> {
+        if !verifying && self.txn_turns.get().is_none() {
+            return None;
+        }
+        let mut turns = self
+            .txn_turns
+            .get_or_init(|| Box::new(Mutex::new(HashMap::new())))
+            .lock();
+        let waiting = turns.get(&producer_id).is_some_and(|rx| !*rx.borrow());
+        if !verifying && !waiting {
+            return None;
+        }
+        let (mine, rx) = watch::channel(false);
+        let prev = turns.insert(producer_id, rx);
+        Some(TxnTurn {
+            prev: prev.filter(|p| !*p.borrow()),
+            mine,
+            producer_id,
+            partition: self.clone(),
+        })
     }
 
     /// The assignment (a copy).

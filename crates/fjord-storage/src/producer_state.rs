@@ -259,8 +259,10 @@ impl ProducerStateManager {
 
     /// Start verifying that this partition is in the transaction of `producer_id` at
     /// `epoch`: `None` if the producer already has a transaction open here (its appends need
-    /// no verification), else the guard the append must present. A newer start replaces an
-    /// older one.
+    /// no verification), else the guard the append must present. Starts while one is under
+    /// way share its guard (as Kafka's `maybeCreateVerificationStateEntry` reuses its entry):
+    /// a producer sends the first batches of a transaction to a partition several requests at
+    /// a time, and each must still be appendable. Only a marker (or a newer epoch) ends it.
     pub fn start_verification(&mut self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
         if self.has_ongoing_txn(&[], producer_id) {
             return None;
@@ -270,6 +272,10 @@ impl ProducerStateManager {
                 // A fenced producer: a guard it can never use.
                 return Some(0);
             }
+        }
+        if let Some((guard, e, _)) = self.verifications.get_mut(&producer_id) {
+            *e = (*e).max(epoch);
+            return Some(*guard);
         }
         self.next_guard += 1;
         let guard = self.next_guard;

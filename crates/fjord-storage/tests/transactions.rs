@@ -213,6 +213,21 @@ fn a_transaction_opens_only_with_a_current_verification_guard() {
     );
 }
 
+/// librdkafka 0103 (`batch.num.messages=1`): the first batches of a transaction go to a
+/// partition in several produce requests at once, each verified before any is appended;
+/// every one of them must be appendable, as in Kafka, where they share one verification.
+#[test]
+fn concurrent_verifications_of_one_transaction_share_their_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let first = log.start_verification(7, 0, 2_000);
+    let second = log.start_verification(7, 0, 2_001);
+    assert!(first.is_some());
+    lead(&mut log, &txn_batch(7, 0, 1, 0), TxnCheck::Verified(first)).unwrap();
+    lead(&mut log, &txn_batch(7, 1, 1, 0), TxnCheck::Verified(second)).unwrap();
+    assert_eq!(log.producer_state().ongoing().collect::<Vec<_>>(), [(0, 7)]);
+}
+
 /// A compacted topic's config with small segments, cleaning as soon as anything is dirty.
 fn compacting() -> fjord_storage::LogConfig {
     fjord_storage::LogConfig {

@@ -144,14 +144,11 @@ fn librdkafka_0090_idempotence() {
 /// 0103: the transactional producer — commit and abort, empty transactions, fencing, the
 /// transaction timeout, send_offsets_to_transaction, errors and retries (its mock-cluster
 /// subtests in 0103_transactions_local need no broker). Topics of replication factor 3.
-/// Passes against Apache Kafka 4.4.0 (3 nodes). On fjord every subtest passes but
-/// do_test_fatal_idempo_error_without_kip360: with `batch.num.messages=1` the first
-/// transaction's produce requests are in flight together, and a request whose verification
-/// guard a later request replaced gets INVALID_TXN_STATE.
+/// Passes against Apache Kafka 4.4.0 (3 nodes). Its do_test_fatal_idempo_error_without_kip360
+/// sends the first transaction's produce requests together (`batch.num.messages=1`): each is
+/// verified (KIP-890 part 1) before any is appended, and they must share the verification, as
+/// in Kafka (they did not at first: INVALID_TXN_STATE).
 #[test]
-#[ignore = "fjord: ProducerStateManager::start_verification (fjord-storage) replaces a pending \
-            verification guard, so concurrent produce requests opening a transaction get \
-            INVALID_TXN_STATE (Kafka reuses the pending entry); subtest fatal_idempo fails"]
 fn librdkafka_0103_transactions() {
     let c = Cluster::builder()
         .config("group.initial.rebalance.delay.ms = 0")

@@ -27,7 +27,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{sb, Ctx, Outcome};
 use crate::broker::{Broker, Topic};
-use crate::partition::Partition;
+use crate::partition::{Partition, TxnTurn};
 use crate::replica_manager::produce::append_to_leader_as;
 use crate::replica_manager::txn::{verify, Verified};
 use crate::replica_manager::{append_to_leader, ProduceError};
@@ -67,32 +67,44 @@ impl Verification {
     }
 }
 
-/// Verify the partition (with the request's other partitions that need it), then append with
-/// the verification's guard.
+/// In the producer's `turn`: verify the partition (with the request's other partitions that
+/// need it) when `v` is given, then append with the verification's guard.
+#[allow(clippy::too_many_arguments)]
 async fn verified_append(
     b: Arc<Broker>,
     t: Arc<Topic>,
     p: Arc<Partition>,
     records: bytes::Bytes,
     acks: i16,
-    v: Arc<Verification>,
+    deadline: Instant,
+    v: Option<Arc<Verification>>,
+    mut turn: TxnTurn,
 ) -> Result<fjord_storage::AppendInfo, ProduceError> {
-    let guard = match v.of(&b, &t.name, p.index).await {
-        Some(Err(code)) => return Err(ProduceError::new(code, verification_message(code))),
-        Some(Ok(guard)) => guard,
+    turn.wait().await;
+    let guard = match v {
+        Some(v) => match v.of(&b, &t.name, p.index).await {
+            Some(Err(code)) => {
+                turn.done();
+                return Err(ProduceError::new(code, verification_message(code)));
+            }
+            Some(Ok(guard)) => guard,
+            None => None,
+        },
         None => None,
     };
-    append_to_leader_as(
+    // Queued when called: the producer's next append may go once this one is in line.
+    let append = append_to_leader_as(
         &b,
         &t,
         &p,
         records,
         acks,
-        v.deadline,
+        deadline,
         AppendOrigin::TransactionalClient,
         TxnCheck::Verified(guard),
-    )
-    .await
+    );
+    turn.done();
+    append.await
 }
 
 /// The message of a verification error, as Kafka's.
@@ -234,9 +246,32 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                 p.with_log(|l| l.producer_state().has_ongoing_txn(&[], pid))
                                     .unwrap_or(false)
                             };
-                            let verified = transactional_producer(&records)
-                                .is_some_and(|(pid, _)| p.is_leader() && !open(pid));
-                            match verification.as_ref().filter(|_| verified) {
+                            let producer = transactional_producer(&records).map(|(pid, _)| pid);
+                            let verified = producer.is_some_and(|pid| p.is_leader() && !open(pid));
+                            let v = verification.as_ref().filter(|_| verified);
+                            // In request order with the producer's other appends here while
+                            // any of them waits on a verification.
+                            let turn = producer.and_then(|pid| p.txn_turn(pid, v.is_some()));
+                            if let Some(turn) = turn {
+                                if let Some(v) = v {
+                                    v.partitions.lock().push((t.name.to_string(), p.clone()));
+                                }
+                                parts.push(Pending::Appending(
+                                    resp,
+                                    Box::pin(verified_append(
+                                        b.clone(),
+                                        t.clone(),
+                                        p.clone(),
+                                        records,
+                                        acks,
+                                        deadline,
+                                        v.cloned(),
+                                        turn,
+                                    )),
+                                ));
+                                continue;
+                            }
+                            match v {
                                 None => Pending::Appending(
                                     resp,
                                     Box::pin(append_to_leader_as(
@@ -250,20 +285,7 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                                         TxnCheck::Verified(None),
                                     )),
                                 ),
-                                Some(v) => {
-                                    v.partitions.lock().push((t.name.to_string(), p.clone()));
-                                    Pending::Appending(
-                                        resp,
-                                        Box::pin(verified_append(
-                                            b.clone(),
-                                            t.clone(),
-                                            p.clone(),
-                                            records,
-                                            acks,
-                                            v.clone(),
-                                        )),
-                                    )
-                                }
+                                Some(_) => unreachable!("a verified append always has a turn"),
                             }
                         }
                     },
