@@ -536,16 +536,28 @@ pub async fn producer(env: Env, index: usize, batch: usize, pause: Duration, see
 
 /// The group coordinator's node, from node `ask`.
 async fn coordinator(conns: &mut Conns, env: &Env, ask: usize) -> Result<usize, Error> {
+    find_coordinator(conns, env, ask, 0, &env.group).await
+}
+
+/// FindCoordinator of `key` with `key_type` (0 group, 1 transaction) at node `ask`: the
+/// coordinator's node.
+pub(crate) async fn find_coordinator(
+    conns: &mut Conns,
+    env: &Env,
+    ask: usize,
+    key_type: i8,
+    key: &str,
+) -> Result<usize, Error> {
     let conn = conns.get(env, ask).await?;
     let batched = conn
         .version(ApiKey::FindCoordinator)
         .is_some_and(|v| v >= 4);
     let req = if batched {
-        FindCoordinatorRequest::default().with_coordinator_keys(vec![sb(&env.group)])
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![sb(key)])
     } else {
-        FindCoordinatorRequest::default().with_key(sb(&env.group))
+        FindCoordinatorRequest::default().with_key(sb(key))
     }
-    .with_key_type(0);
+    .with_key_type(key_type);
     let resp = conn.send_with_timeout(&req, BROKER_TIMEOUT).await?;
     let (code, node) = match resp.coordinators.first() {
         Some(c) => (c.error_code, c.node_id.0),

@@ -13,8 +13,8 @@ use fjord_client::{Client, Connection, Error, ProduceRecord};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ProduceRequest, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, InitProducerIdRequest, ProduceRequest,
+    ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::records::Compression;
 use rand::rngs::StdRng;
@@ -154,32 +154,8 @@ impl Producer {
             return Some(c);
         }
         let ask = self.rng.gen_range(1..=env.nodes.len());
-        let r = async {
-            let conn = self.conns.get(env, ask).await?;
-            let batched = conn
-                .version(ApiKey::FindCoordinator)
-                .is_some_and(|v| v >= 4);
-            let req = if batched {
-                FindCoordinatorRequest::default()
-                    .with_coordinator_keys(vec![sb(&self.transactional_id)])
-            } else {
-                FindCoordinatorRequest::default().with_key(sb(&self.transactional_id))
-            }
-            .with_key_type(1);
-            let resp = conn.send_with_timeout(&req, BROKER_TIMEOUT).await?;
-            let (code, node) = match resp.coordinators.first() {
-                Some(c) => (c.error_code, c.node_id.0),
-                None => (resp.error_code, resp.node_id.0),
-            };
-            if code != 0 {
-                return Err(Error::kafka(code, "FindCoordinator(transaction)", None));
-            }
-            if node < 1 || node as usize > env.nodes.len() {
-                return Err(Error::Protocol(format!("coordinator {node} is not a node")));
-            }
-            Ok(node as usize)
-        }
-        .await;
+        let r = crate::load::find_coordinator(&mut self.conns, env, ask, 1, &self.transactional_id)
+            .await;
         match r {
             Ok(n) => {
                 self.coordinator = Some(n);
