@@ -197,6 +197,8 @@ async fn serve_connection(
     let _slot = slot;
     broker.metrics.connections.inc();
     let (rd, mut wr) = stream.into_split();
+    let session =
+        handlers::Session::anonymous(Arc::from(broker.config.listener.name.as_str()), Some(peer));
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let activity = Arc::new(Activity::new());
@@ -292,7 +294,7 @@ async fn serve_connection(
                 let charge = accounting
                     .as_mut()
                     .map(|a| a.request(&broker, &req, wire_bytes));
-                let outcome = handlers::handle_from(&broker, *req, Some(peer)).await;
+                let outcome = handlers::handle_from(&broker, *req, &session).await;
                 // Handled: the request's memory goes back to the pool (Kafka releases the
                 // request buffer after handling, also when the response is deferred).
                 drop(reservation);

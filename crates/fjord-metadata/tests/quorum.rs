@@ -15,7 +15,9 @@ use fjord_metadata::quorum::{raft_config, LogBounds, QuorumError, QuorumNode, Ra
 use fjord_metadata::{MetadataRecord, Uuid};
 use tokio::net::TcpListener;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+/// A bound for waits on conditions (elections, replication, snapshots): generous, as a loaded
+/// 2-core CI machine with slow fsyncs can take seconds per step.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn start(id: RaftNodeId, dir: PathBuf, addr: SocketAddr) -> QuorumNode {
     let listener = TcpListener::bind(addr).await.unwrap();

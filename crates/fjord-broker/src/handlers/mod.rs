@@ -52,6 +52,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use fjord_protocol::codec::Request;
+use fjord_security::KafkaPrincipal;
 
 /// What the connection does after a request.
 pub enum Outcome {
@@ -75,19 +76,42 @@ pub struct Ctx {
     pub client_id: String,
     /// The peer's address as Kafka shows it in DescribeGroups ("/127.0.0.1").
     pub client_host: String,
+    /// Who the connection authenticated as (`User:ANONYMOUS` without authentication).
+    #[allow(dead_code)] // read by authorization (issue 16)
+    pub principal: Arc<KafkaPrincipal>,
+    /// The name of the listener the request came in on (`PLAINTEXT`, `SASL_SSL`, ...).
+    #[allow(dead_code)] // read by authentication and authorization (issue 16)
+    pub listener: Arc<str>,
+}
+
+/// What a connection knows about its peer, for every request it hands to [`handle_from`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub peer: Option<std::net::SocketAddr>,
+    pub principal: Arc<KafkaPrincipal>,
+    pub listener: Arc<str>,
+}
+
+impl Session {
+    /// An unauthenticated connection from `peer` on `listener`.
+    pub fn anonymous(listener: Arc<str>, peer: Option<std::net::SocketAddr>) -> Self {
+        Session {
+            peer,
+            principal: Arc::new(KafkaPrincipal::anonymous()),
+            listener,
+        }
+    }
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
 pub async fn handle(broker: &Arc<Broker>, req: Request) -> Outcome {
-    handle_from(broker, req, None).await
+    let session = Session::anonymous(Arc::from("PLAINTEXT"), None);
+    handle_from(broker, req, &session).await
 }
 
-/// Handle a request from `peer` (used for the client host of group members).
-pub async fn handle_from(
-    broker: &Arc<Broker>,
-    req: Request,
-    peer: Option<std::net::SocketAddr>,
-) -> Outcome {
+/// Handle a request on a connection with `session` (the peer is the client host of group
+/// members; the principal is what authorization checks).
+pub async fn handle_from(broker: &Arc<Broker>, req: Request, session: &Session) -> Outcome {
     let ctx = Ctx {
         version: req.header.request_api_version,
         client_id: req
@@ -96,7 +120,12 @@ pub async fn handle_from(
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        client_host: session
+            .peer
+            .map(|p| format!("/{}", p.ip()))
+            .unwrap_or_default(),
+        principal: session.principal.clone(),
+        listener: session.listener.clone(),
     };
     let b = broker;
     match req.body {
