@@ -1,6 +1,7 @@
 //! Authentication and authorization without I/O (issue 16).
 //!
 //! - [`principal`]: who a connection is (`User:alice`), as Kafka's `KafkaPrincipal`.
+//! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 (server and client ends) and Kafka's JAAS text.
 //! - [`acl`]: Kafka's ACL model (resource patterns, entries, bindings, filters) with wire codes.
 //! - [`authorizer`]: Kafka's `StandardAuthorizer` decisions over an indexed ACL set.
 //!
@@ -11,5 +12,6 @@
 pub mod acl;
 pub mod authorizer;
 pub mod principal;
+pub mod sasl;
 
 pub use principal::KafkaPrincipal;
