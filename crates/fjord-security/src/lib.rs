@@ -3,6 +3,7 @@
 //! - [`principal`]: who a connection is (`User:alice`), as Kafka's `KafkaPrincipal`.
 //! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 (server and client ends) and Kafka's JAAS text.
 //! - [`acl`]: Kafka's ACL model (resource patterns, entries, bindings, filters) with wire codes.
+//! - [`ssl_principal`]: `ssl.principal.mapping.rules`, a certificate's DN to a user name.
 //! - [`authorizer`]: Kafka's `StandardAuthorizer` decisions over an indexed ACL set.
 //!
 //! The broker (`fjord-broker`) does the I/O: it runs a connection's handshake, keeps its
@@ -13,5 +14,6 @@ pub mod acl;
 pub mod authorizer;
 pub mod principal;
 pub mod sasl;
+pub mod ssl_principal;
 
 pub use principal::KafkaPrincipal;
