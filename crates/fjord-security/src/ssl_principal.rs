@@ -188,6 +188,70 @@ fn java_replacement(r: &str) -> String {
     out
 }
 
+/// A DER certificate's subject as Java's `X500Principal.getName()` prints it (RFC 2253):
+/// the most specific RDN first (`CN=alice,OU=eng,O=Acme,C=US`), the keywords of RFC 2253
+/// (CN, C, L, ST, O, OU, STREET, DC, UID) and other attributes as `oid=#hex` of their DER
+/// value, special characters escaped with '\\'. This is the DN that
+/// `ssl.principal.mapping.rules` maps, so operators' rules written for Kafka match the same.
+pub fn certificate_subject(der: &[u8]) -> Result<String, String> {
+    use x509_parser::asn1_rs::ToDer;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the client certificate does not parse: {e}"))?;
+    let mut rdns = Vec::new();
+    for rdn in cert.subject().iter_rdn() {
+        let mut parts = Vec::new();
+        for atv in rdn.iter() {
+            let oid = atv.attr_type().to_id_string();
+            let keyword = rfc2253_keyword(&oid);
+            match (keyword, atv.as_str()) {
+                (Some(k), Ok(v)) => parts.push(format!("{k}={}", escape_rfc2253(v))),
+                _ => {
+                    let der = atv
+                        .attr_value()
+                        .to_der_vec()
+                        .map_err(|e| format!("a subject attribute does not encode: {e}"))?;
+                    let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+                    parts.push(format!("{}=#{hex}", keyword.unwrap_or(&oid)));
+                }
+            }
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Ok(rdns.join(","))
+}
+
+fn rfc2253_keyword(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        _ => return None,
+    })
+}
+
+/// RFC 2253 section 2.4: `,+"\<>;` escaped anywhere, '#' first and spaces at the ends.
+fn escape_rfc2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +324,42 @@ mod tests {
             let e = SslPrincipalMapper::parse(bad).unwrap_err();
             assert!(e.contains("ssl.principal.mapping.rules"), "{bad}: {e}");
         }
+    }
+
+    fn cert_with(dn: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subjects_print_as_java_does() {
+        use rcgen::DnType;
+        let der = cert_with(&[
+            (DnType::CountryName, "US"),
+            (DnType::OrganizationName, "Acme, Inc."),
+            (DnType::OrganizationalUnitName, "eng"),
+            (DnType::CommonName, "alice"),
+        ]);
+        assert_eq!(
+            certificate_subject(&der).unwrap(),
+            "CN=alice,OU=eng,O=Acme\\, Inc.,C=US"
+        );
+        // emailAddress has no RFC 2253 keyword: Java prints its OID and DER in hex.
+        let der = cert_with(&[
+            (DnType::CommonName, " #x"),
+            (
+                DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+                "a@b",
+            ),
+        ]);
+        let dn = certificate_subject(&der).unwrap();
+        assert!(dn.starts_with("1.2.840.113549.1.9.1=#"), "{dn}");
+        assert!(dn.ends_with(",CN=\\ #x"), "{dn}");
+        assert!(certificate_subject(b"not a certificate").is_err());
     }
 }
