@@ -73,6 +73,7 @@ pub mod skew;
 #[cfg(test)]
 mod test_batches;
 pub mod throttle;
+pub mod tls;
 pub mod topic_activity;
 pub mod txn;
 
