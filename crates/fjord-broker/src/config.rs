@@ -270,6 +270,8 @@ pub struct BrokerConfig {
     /// Connection limits, the idle timeout and the request memory pool.
     pub limits: LimitsConfig,
     pub rack: Option<String>,
+    /// The data listener's security protocol and SASL settings (`crate::sasl`).
+    pub sasl: crate::sasl::SaslConfig,
     /// `traffic.accounting.enable`, `client.rack.cidrs`.
     pub accounting: crate::accounting::AccountingConfig,
     /// `skew.*`: partition skew detection.
@@ -382,13 +384,7 @@ impl BrokerConfig {
                 ))
             }
         };
-        if ["SSL", "SASL_SSL", "SASL_PLAINTEXT"].contains(&listener.name.as_str()) {
-            return Err(format!(
-                "invalid value \"{}\" for listeners: only plaintext listeners are supported ({} is not)",
-                get("listeners"),
-                listener.name
-            ));
-        }
+        let sasl = crate::sasl::SaslConfig::parse(&get, &listener.name)?;
         let advertised = get("advertised.listeners");
         let advertised_listener = if advertised.is_empty() {
             None
@@ -453,6 +449,7 @@ impl BrokerConfig {
             socket_request_max_bytes,
             limits,
             rack: (!rack.is_empty()).then_some(rack),
+            sasl,
             accounting,
             skew: crate::skew::SkewConfig::parse(&get)?,
             retention_check_interval_ms: parse_int(
@@ -674,6 +671,7 @@ fn is_known_key(key: &str) -> bool {
     key == "log.dir"
         || BROKER_KEYS.iter().any(|(k, _)| *k == key)
         || fjord_storage::config::is_broker_log_key(key)
+        || crate::sasl::is_config_key(key)
 }
 
 pub(crate) fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {

@@ -68,6 +68,7 @@ pub mod partition;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
+pub mod sasl;
 pub mod server;
 pub mod skew;
 #[cfg(test)]

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub balancer: crate::balancer::BalancerMetrics,
     /// Incremental fetch sessions (KIP-227), both sides, and follower fencing (KIP-903).
     pub fetch_sessions: FetchSessionMetrics,
+    /// SASL authentications and unauthenticated connections closed (`crate::sasl`).
+    pub sasl: crate::sasl::SaslMetrics,
 }
 
 impl Metrics {
@@ -461,6 +463,7 @@ impl Metrics {
         let maintenance = crate::maintenance::MaintenanceMetrics::new(&registry);
         let balancer = crate::balancer::BalancerMetrics::new(&registry);
         let fetch_sessions = FetchSessionMetrics::new(&registry);
+        let sasl = crate::sasl::SaslMetrics::new(&registry);
         Metrics {
             registry,
             bytes_in,
@@ -514,6 +517,7 @@ impl Metrics {
             maintenance,
             balancer,
             fetch_sessions,
+            sasl,
         }
     }
 

@@ -187,7 +187,7 @@ pub async fn accept_loop(
 
 async fn serve_connection(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     limits: Arc<Limits>,
@@ -196,9 +196,19 @@ async fn serve_connection(
     // Given back to `max.connections` / `max.connections.per.ip` when this returns.
     let _slot = slot;
     broker.metrics.connections.inc();
-    let (rd, mut wr) = stream.into_split();
-    let session =
+    let mut session =
         handlers::Session::anonymous(Arc::from(broker.config.listener.name.as_str()), Some(peer));
+    if broker.config.sasl.required() {
+        // SASL_PLAINTEXT: nothing but ApiVersions and the SASL exchange until it succeeds.
+        match crate::sasl::authenticate(&broker, &mut stream, peer, &mut shutdown).await {
+            Some(principal) => session.principal = Arc::new(principal),
+            None => {
+                broker.metrics.connections.dec();
+                return;
+            }
+        }
+    }
+    let (rd, mut wr) = stream.into_split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let activity = Arc::new(Activity::new());

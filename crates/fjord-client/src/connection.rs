@@ -36,6 +36,8 @@ pub struct ConnectionConfig {
     pub max_in_flight: usize,
     /// Largest response frame accepted.
     pub max_frame: usize,
+    /// Authenticate with SASL right after ApiVersions (a `SASL_PLAINTEXT` listener).
+    pub sasl: Option<crate::sasl::SaslCredentials>,
 }
 
 impl Default for ConnectionConfig {
@@ -46,6 +48,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             max_in_flight: 5,
             max_frame: fjord_protocol::codec::DEFAULT_MAX_FRAME,
+            sasl: None,
         }
     }
 }
@@ -146,6 +149,9 @@ impl Connection {
             reader,
         };
         conn.versions = conn.negotiate_versions().await?;
+        if let Some(creds) = conn.config.sasl.clone() {
+            crate::sasl::authenticate(&conn, &creds).await?;
+        }
         Ok(conn)
     }
 

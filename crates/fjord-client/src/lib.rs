@@ -25,6 +25,7 @@ pub mod connection;
 pub mod error;
 pub mod partitioner;
 pub mod progress;
+pub mod sasl;
 
 pub use batch_template::BatchTemplate;
 pub use client::{
@@ -39,4 +40,5 @@ pub use error::{error_name, Error, Result};
 pub use kafka_protocol::records::Compression;
 pub use partitioner::Partitioner;
 pub use progress::{PartitionProgress, ReplicaProgress};
+pub use sasl::SaslCredentials;
 pub use uuid::Uuid;

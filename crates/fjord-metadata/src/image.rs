@@ -154,6 +154,8 @@ pub enum ApplyError {
 pub struct ClusterImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: HashMap<Uuid, String>,
+    /// SCRAM credentials per user and mechanism (`crate::scram`).
+    scram: crate::scram::ScramImage,
     next_producer_id: i64,
     brokers: BTreeMap<NodeId, BrokerImage>,
     partitions: HashMap<Uuid, BTreeMap<u32, PartitionState>>,
@@ -212,6 +214,10 @@ impl ClusterImage {
     /// Topic-level records for unknown topics are ignored (`Ok`), as they always were.
     pub fn try_apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
+            MetadataRecord::UserScramCredential { .. }
+            | MetadataRecord::RemoveUserScramCredential { .. } => {
+                self.scram.try_apply(record);
+            }
             MetadataRecord::Topic {
                 name,
                 id,
@@ -820,12 +826,18 @@ impl ClusterImage {
                 }
             }
         }
+        out.extend(self.scram.to_records());
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
                 next: self.next_producer_id,
             });
         }
         out
+    }
+
+    /// Every user's SCRAM credentials (`crate::scram`).
+    pub fn scram_credentials(&self) -> &crate::scram::ScramImage {
+        &self.scram
     }
 
     /// Rebuild an image from [`to_records`](Self::to_records) output.

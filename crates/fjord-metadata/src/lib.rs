@@ -30,6 +30,9 @@
 //! - [`reassignment`]: partition reassignment (KIP-455) on the controller: targets in, adding
 //!   and removing replicas tracked in the partition records, completion once the target is in
 //!   the ISR (with a leader handover if the leader was removed), cancellation, listing.
+//! - [`scram`]: SCRAM credentials as records per user and mechanism (KRaft's
+//!   UserScramCredentialRecord: salt, stored and server keys, iterations), their part of the
+//!   image and AlterUserScramCredentials on the controller (KIP-554).
 //! - [`topic_gc`]: unused topics — when each topic was created, last produced to and last
 //!   fetched by a consumer (coarse reports from brokers, kept in the image), and topic GC's
 //!   two phases (mark idle topics, delete them after a grace if still idle) with the reasons
@@ -62,6 +65,7 @@ pub mod quorum;
 pub mod reassignment;
 pub mod record;
 pub mod rpc;
+pub mod scram;
 pub mod store;
 pub mod topic_gc;
 

@@ -190,6 +190,15 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         removing_replicas: Option<Vec<NodeId>>,
     },
+    /// A user's SCRAM credential for one mechanism was set (KRaft's
+    /// `UserScramCredentialRecord`; [`crate::scram`]).
+    UserScramCredential {
+        name: String,
+        credential: crate::scram::StoredCredential,
+    },
+    /// A user's SCRAM credential for `mechanism` (`SCRAM-SHA-256`, `SCRAM-SHA-512`) was
+    /// deleted (KRaft's `RemoveUserScramCredentialRecord`).
+    RemoveUserScramCredential { name: String, mechanism: String },
 }
 
 #[cfg(test)]

@@ -57,6 +57,10 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// AlterUserScramCredentials ([`Controller::alter_user_scram_credentials`]).
+    AlterUserScramCredentials {
+        alterations: Vec<crate::scram::ScramAlteration>,
+    },
     CreatePartitions {
         name: String,
         total: u32,
@@ -157,6 +161,7 @@ impl ControllerRequest {
             R::CreateTopic { .. } => "CreateTopic",
             R::CreateTopicAssigned { .. } => "CreateTopicAssigned",
             R::DeleteTopic { .. } => "DeleteTopic",
+            R::AlterUserScramCredentials { .. } => "AlterUserScramCredentials",
             R::CreatePartitions { .. } => "CreatePartitions",
             R::AlterTopicConfigs { .. } => "AlterTopicConfigs",
             R::AlterBrokerConfigs { .. } => "AlterBrokerConfigs",
@@ -221,6 +226,10 @@ pub enum ControllerReply {
     },
     TopicDeleted {
         topic_id: Uuid,
+    },
+    /// The reply to [`ControllerRequest::AlterUserScramCredentials`], per user.
+    ScramCredentialsAltered {
+        results: Vec<crate::scram::ScramAlterationOutcome>,
     },
     PartitionsCreated {
         assignments: Vec<Vec<NodeId>>,
@@ -459,6 +468,11 @@ impl Controller {
             R::DeleteTopic { name } => map(self.delete_topic(&name)?, |topic_id| {
                 ControllerReply::TopicDeleted { topic_id }
             }),
+            R::AlterUserScramCredentials { alterations } => {
+                map(self.alter_user_scram_credentials(alterations), |results| {
+                    ControllerReply::ScramCredentialsAltered { results }
+                })
+            }
             R::CreatePartitions {
                 name,
                 total,

@@ -98,6 +98,12 @@ pub enum ErrorCode {
     TransactionAbortable = 120,
     NetworkException = 13,
     UnstableOffsetCommit = 88,
+    // SASL (KIP-43, KIP-152) and SCRAM credentials (KIP-554).
+    UnsupportedSaslMechanism = 33,
+    IllegalSaslState = 34,
+    SaslAuthenticationFailed = 58,
+    DuplicateResource = 92,
+    UnacceptableCredential = 93,
 }
 
 impl ErrorCode {
@@ -155,6 +161,8 @@ impl ErrorCode {
             ClusterAuthorizationFailed,
             UnknownProducerId,
             NetworkException,
+            DuplicateResource,
+            UnacceptableCredential,
         ];
         ALL.iter()
             .copied()
@@ -179,6 +187,11 @@ mod tests {
     fn codes_match_kafka() {
         let pairs = [
             (OffsetOutOfRange, K::OffsetOutOfRange),
+            (UnsupportedSaslMechanism, K::UnsupportedSaslMechanism),
+            (IllegalSaslState, K::IllegalSaslState),
+            (SaslAuthenticationFailed, K::SaslAuthenticationFailed),
+            (DuplicateResource, K::DuplicateResource),
+            (UnacceptableCredential, K::UnacceptableCredential),
             (NotController, K::NotController),
             (StaleBrokerEpoch, K::StaleBrokerEpoch),
             (InvalidUpdateVersion, K::InvalidUpdateVersion),

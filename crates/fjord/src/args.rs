@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use fjord_client::{client_id_with_az, Client, ClientConfig, Compression, ConnectionConfig};
+use fjord_client::{
+    client_id_with_az, Client, ClientConfig, Compression, ConnectionConfig, SaslCredentials,
+};
 
 /// How client commands reach the cluster.
 #[derive(Debug, Clone)]
 pub struct Connect {
     pub bootstrap: String,
     pub request_timeout: Duration,
+    /// SASL credentials from `--command-config`.
+    pub sasl: Option<SaslCredentials>,
 }
 
 /// The client id of every CLI command.
@@ -31,6 +35,7 @@ impl Connect {
                     None => CLIENT_ID.to_string(),
                 },
                 request_timeout: self.request_timeout,
+                sasl: self.sasl.clone(),
                 ..ConnectionConfig::default()
             },
         }
@@ -45,6 +50,89 @@ impl Connect {
             .await
             .with_context(|| format!("bootstrap server {}", self.bootstrap))
     }
+}
+
+/// A Java properties file (`key=value` or `key: value`, `#` and `!` comments, a trailing `\`
+/// continues a line), as Kafka's tools read `--command-config`.
+pub fn properties(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if logical.is_empty() && (line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        if let Some(part) = line.strip_suffix('\\') {
+            logical.push_str(part);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let split = entry.find(['=', ':']).unwrap_or(entry.len());
+        let (k, v) = entry.split_at(split);
+        let v = v.get(1..).unwrap_or("");
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    out
+}
+
+/// The SASL credentials of a `--command-config` file; `None` for `security.protocol`
+/// PLAINTEXT (the default).
+pub fn command_config(path: &std::path::Path) -> anyhow::Result<Option<SaslCredentials>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --command-config {}", path.display()))?;
+    sasl_from_properties(&properties(&text))
+        .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))
+}
+
+fn sasl_from_properties(
+    props: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<SaslCredentials>, String> {
+    let protocol = props
+        .get("security.protocol")
+        .map(|p| p.to_ascii_uppercase())
+        .unwrap_or_else(|| "PLAINTEXT".into());
+    match protocol.as_str() {
+        "PLAINTEXT" => return Ok(None),
+        "SASL_PLAINTEXT" => {}
+        other => {
+            return Err(format!(
+                "security.protocol {other} is not supported (PLAINTEXT and SASL_PLAINTEXT are)"
+            ))
+        }
+    }
+    let mechanism = props
+        .get("sasl.mechanism")
+        .or_else(|| props.get("sasl.mechanisms"))
+        .map(|m| m.trim().to_ascii_uppercase())
+        .ok_or("security.protocol SASL_PLAINTEXT needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")?;
+    let (username, password) = match props.get("sasl.jaas.config") {
+        Some(jaas) => fjord_security::sasl::jaas::JaasConfig::parse(jaas)
+            .map_err(|e| format!("sasl.jaas.config: {e}"))?
+            .credentials()
+            .ok_or("sasl.jaas.config needs username=\"...\" and password=\"...\"")?,
+        None => (
+            props
+                .get("sasl.username")
+                .cloned()
+                .ok_or("give sasl.jaas.config or sasl.username and sasl.password")?,
+            props
+                .get("sasl.password")
+                .cloned()
+                .ok_or("give sasl.jaas.config or sasl.username and sasl.password")?,
+        ),
+    };
+    let creds = SaslCredentials {
+        mechanism,
+        username,
+        password,
+    };
+    creds.validate().map_err(|e| e.to_string())?;
+    Ok(Some(creds))
 }
 
 /// Parse `--rack`: a broker.rack value, which also goes into the client id as
@@ -115,12 +203,42 @@ mod tests {
         let connect = Connect {
             bootstrap: "127.0.0.1:9092".into(),
             request_timeout: Duration::from_secs(1),
+            sasl: None,
         };
         assert_eq!(connect.config().connection.client_id, "fjord-cli");
         assert_eq!(
             connect.config_in_rack(Some("b")).connection.client_id,
             "fjord-cli,fjord_az=b"
         );
+    }
+
+    #[test]
+    fn command_config_files() {
+        let props = properties(
+            "# a comment\nsecurity.protocol=SASL_PLAINTEXT\nsasl.mechanism: SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n   username=\"alice\" password=\"a=b\";\n",
+        );
+        let c = sasl_from_properties(&props).unwrap().unwrap();
+        assert_eq!(
+            (
+                c.mechanism.as_str(),
+                c.username.as_str(),
+                c.password.as_str()
+            ),
+            ("SCRAM-SHA-512", "alice", "a=b")
+        );
+        let props = properties(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=p\n",
+        );
+        assert_eq!(sasl_from_properties(&props).unwrap().unwrap().username, "u");
+        assert_eq!(sasl_from_properties(&properties("")).unwrap(), None);
+        for bad in [
+            "security.protocol=SSL",
+            "security.protocol=SASL_PLAINTEXT",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\nsasl.username=u\nsasl.password=p",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN",
+        ] {
+            assert!(sasl_from_properties(&properties(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

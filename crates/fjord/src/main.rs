@@ -24,6 +24,7 @@ mod topic_gc;
 mod topic_skew;
 mod traffic;
 mod transaction;
+mod user;
 
 use std::process::ExitCode;
 
@@ -61,6 +62,11 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
     request_timeout_ms: u64,
 
+    /// Kafka client properties for client commands: `security.protocol` (PLAINTEXT,
+    /// SASL_PLAINTEXT), `sasl.mechanism`, and `sasl.jaas.config` or `sasl.username` /
+    /// `sasl.password` (like kafka-*.sh --command-config).
+    #[arg(long, global = true, env = "FJORD_COMMAND_CONFIG", value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     /// How listing and describe commands print: aligned columns, or one JSON document.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: output::Output,
@@ -93,6 +99,9 @@ enum Command {
     /// Transactions: list transactional ids, describe one (like kafka-transactions.sh).
     #[command(subcommand)]
     Transaction(transaction::TransactionCommand),
+    /// Users: SCRAM credentials (like kafka-configs.sh --entity-type users).
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Load generators (like kafka-producer-perf-test / kafka-consumer-perf-test).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -193,6 +202,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = args::Connect {
         bootstrap: cli.bootstrap_server,
         request_timeout: std::time::Duration::from_millis(cli.request_timeout_ms),
+        sasl: match &cli.command_config {
+            Some(path) => args::command_config(path)?,
+            None => None,
+        },
     };
     match cli.command {
         Command::Server(a) => server::run(a).await,
@@ -204,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Perf(c) => perf::run(&connect, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
         Command::Transaction(c) => transaction::run(&connect, cli.output, c).await,
+        Command::User(c) => user::run(&connect, cli.output, c).await,
         Command::Usage(a) => traffic::usage(a, cli.output).await,
         Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),

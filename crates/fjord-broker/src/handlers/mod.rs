@@ -40,6 +40,8 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sasl;
+mod scram_credentials;
 mod sync_group;
 mod txn_offset_commit;
 mod unregister_broker;
@@ -187,6 +189,14 @@ pub async fn handle_from(broker: &Arc<Broker>, req: Request, session: &Session) 
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(b, &ctx, r),
         RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(b, &ctx, r),
         RequestKind::DescribeProducers(r) => respond(describe_producers::handle(b, &ctx, r)),
+        RequestKind::SaslHandshake(r) => respond(sasl::handshake(r)),
+        RequestKind::SaslAuthenticate(r) => respond(sasl::authenticate(r)),
+        RequestKind::AlterUserScramCredentials(r) => {
+            respond(scram_credentials::alter(b, &ctx, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            respond(scram_credentials::describe(b, &ctx, r))
+        }
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)
@@ -707,6 +717,36 @@ mod version_tests {
                     .with_name(name.clone())
                     .with_partition_indexes(vec![0, 9])])
                 .into()],
+            ApiKey::SaslHandshake => vec![SaslHandshakeRequest::default()
+                .with_mechanism(sb("PLAIN"))
+                .into()],
+            ApiKey::SaslAuthenticate => vec![SaslAuthenticateRequest::default()
+                .with_auth_bytes(bytes::Bytes::from_static(b"\0u\0p"))
+                .into()],
+            ApiKey::AlterUserScramCredentials => vec![AlterUserScramCredentialsRequest::default()
+                .with_upsertions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                        .with_name(sb(format!("u{v}")))
+                        .with_mechanism(2)
+                        .with_iterations(4096)
+                        .with_salt(bytes::Bytes::from_static(b"salt"))
+                        .with_salted_password(bytes::Bytes::from(vec![1u8; 64])),
+                ])
+                .with_deletions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                        .with_name(sb("nobody"))
+                        .with_mechanism(1),
+                ])
+                .into()],
+            ApiKey::DescribeUserScramCredentials => vec![
+                DescribeUserScramCredentialsRequest::default().into(),
+                DescribeUserScramCredentialsRequest::default()
+                    .with_users(Some(vec![
+                        describe_user_scram_credentials_request::UserName::default()
+                            .with_name(sb("nobody")),
+                    ]))
+                    .into(),
+            ],
             other => panic!("no test request for {other:?}"),
         }
     }

@@ -432,7 +432,9 @@ impl ScramServer {
         }
         let got_nonce = attr(fields.next(), 'r')?;
         if got_nonce != nonce {
-            return Err(malformed("nonce does not match"));
+            return Err(malformed(format!(
+                "nonce does not match: got {got_nonce:?}, sent {nonce:?}"
+            )));
         }
         let proof = b64(proof, "proof")?;
         let auth_message = format!("{},{},{}", first.bare, server_first, without_proof);
@@ -455,6 +457,19 @@ impl ScramServer {
 
     pub fn is_complete(&self) -> bool {
         matches!(self.state, ServerState::Done)
+    }
+
+    /// Whether the next message expected is the client-first one.
+    pub fn is_awaiting_client_first(&self) -> bool {
+        matches!(self.state, ServerState::ReceiveClientFirst)
+    }
+
+    /// The user of the exchange, once the client-first message was accepted.
+    pub fn username(&self) -> Option<&str> {
+        match &self.state {
+            ServerState::ReceiveClientFinal(p) => Some(&p.first.username),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,758 @@
+//! SASL authentication of a connection on a `SASL_PLAINTEXT` listener, as Kafka's
+//! `SaslServerAuthenticator`: before anything else the client may send ApiVersions and must
+//! send SaslHandshake (v0-1) naming an enabled mechanism, then the mechanism's tokens — in
+//! SaslAuthenticate requests (handshake v1) or as raw size-prefixed tokens (handshake v0, old
+//! clients). Any other request closes the connection; a failed exchange answers
+//! SASL_AUTHENTICATION_FAILED with Kafka's message and closes; an exchange not finished within
+//! `sasl.authentication.timeout.ms` is closed. On success the connection's principal is
+//! `User:<name>` and the request pipeline (`crate::server`) takes over the socket.
+//!
+//! The mechanisms themselves (PLAIN, SCRAM-SHA-256/512) are `fjord_security::sasl`; PLAIN's
+//! users come from the listener's JAAS configuration, SCRAM credentials from the metadata
+//! image (`fjord_metadata::scram`).
+//!
+//! Config (Kafka's keys): `listener.security.protocol.map`, `sasl.enabled.mechanisms` and
+//! `listener.name.<listener>.sasl.enabled.mechanisms`,
+//! `listener.name.<listener>.<mechanism>.sasl.jaas.config` (then `sasl.jaas.config`),
+//! `sasl.server.max.receive.size`, `sasl.mechanism.inter.broker.protocol`,
+//! `connections.max.reauth.ms` (0 only: re-authentication, KIP-368, is not implemented).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::codec::{self, DecodeError};
+use fjord_protocol::error::ErrorCode;
+use fjord_security::sasl::jaas::JaasConfig;
+use fjord_security::sasl::scram::{random_nonce, ScramMechanism, ScramServer};
+use fjord_security::sasl::{self as mechs, plain};
+use fjord_security::KafkaPrincipal;
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use prometheus::{IntCounterVec, Opts, Registry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::handlers::{self, Outcome, Session};
+
+/// A listener's security protocol (`listener.security.protocol.map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
+}
+
+/// How this side logs in to its peers (`sasl.mechanism.inter.broker.protocol` and the JAAS
+/// `username` / `password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The data listener's authentication settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslConfig {
+    pub protocol: SecurityProtocol,
+    /// Enabled mechanisms, in the configured order (what UNSUPPORTED_SASL_MECHANISM lists).
+    pub mechanisms: Vec<String>,
+    /// PLAIN's users (`user_<name>="<password>"` in the JAAS configuration).
+    pub plain_users: BTreeMap<String, String>,
+    /// The credentials this broker uses towards other brokers' SASL listeners.
+    pub inter_broker: Option<ClientCredentials>,
+    /// `sasl.server.max.receive.size`: the largest frame accepted before authentication.
+    pub max_receive_size: usize,
+    /// `sasl.authentication.timeout.ms` (Fjord's): the whole exchange must finish in this.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SaslConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslConfig")
+            .field("protocol", &self.protocol)
+            .field("mechanisms", &self.mechanisms)
+            .field("plain_users", &self.plain_users.keys().collect::<Vec<_>>())
+            .field("inter_broker", &self.inter_broker)
+            .field("max_receive_size", &self.max_receive_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Fixed keys this module reads, with Kafka's defaults (Fjord's for the timeout).
+const KEYS: &[(&str, &str)] = &[
+    ("listener.security.protocol.map", ""),
+    ("sasl.enabled.mechanisms", ""),
+    ("sasl.jaas.config", ""),
+    ("sasl.server.max.receive.size", "524288"),
+    ("sasl.mechanism.inter.broker.protocol", ""),
+    ("security.inter.broker.protocol", ""),
+    ("inter.broker.listener.name", ""),
+    ("connections.max.reauth.ms", "0"),
+    ("sasl.authentication.timeout.ms", "10000"),
+];
+
+/// Per-listener suffixes after `listener.name.<listener>.` this module reads.
+const LISTENER_SUFFIXES: &[&str] = &[
+    "sasl.enabled.mechanisms",
+    "plain.sasl.jaas.config",
+    "scram-sha-256.sasl.jaas.config",
+    "scram-sha-512.sasl.jaas.config",
+    "sasl.jaas.config",
+    "connections.max.reauth.ms",
+];
+
+/// Whether `key` is a key this module owns (for the broker's unknown-key check).
+pub fn is_config_key(key: &str) -> bool {
+    if KEYS.iter().any(|(k, _)| *k == key) {
+        return true;
+    }
+    key.strip_prefix("listener.name.")
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(name, suffix)| !name.is_empty() && LISTENER_SUFFIXES.contains(&suffix))
+}
+
+/// The security protocol of listener `name` under `listener.security.protocol.map` (Kafka's
+/// default maps each protocol name to itself).
+pub fn protocol_of(map: &str, name: &str) -> Result<String, String> {
+    for entry in map.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((l, p)) = entry.split_once(':') else {
+            return Err(format!(
+                "invalid value \"{map}\" for listener.security.protocol.map: expected NAME:PROTOCOL pairs such as CLIENT:SASL_PLAINTEXT"
+            ));
+        };
+        if l.trim() == name {
+            return Ok(p.trim().to_ascii_uppercase());
+        }
+    }
+    match name {
+        "PLAINTEXT" | "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" | "CONTROLLER" => Ok(if name == "CONTROLLER" {
+            "PLAINTEXT".into()
+        } else {
+            name.into()
+        }),
+        _ => Err(format!(
+            "listener {name} has no security protocol: add {name}:PLAINTEXT (or SASL_PLAINTEXT) to listener.security.protocol.map"
+        )),
+    }
+}
+
+impl SaslConfig {
+    /// Parse the data listener `listener`'s settings.
+    pub fn parse(get: &dyn Fn(&str) -> String, listener: &str) -> Result<SaslConfig, String> {
+        let get = |key: &str| -> String {
+            let v = get(key);
+            if v.is_empty() {
+                KEYS.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, d)| d.to_string())
+                    .unwrap_or_default()
+            } else {
+                v
+            }
+        };
+        let lower = listener.to_ascii_lowercase();
+        // Kafka's per-listener keys use the listener name in lower case.
+        let per_listener = |suffix: &str| -> String {
+            let v = get(&format!("listener.name.{lower}.{suffix}"));
+            if v.is_empty() && lower != listener {
+                get(&format!("listener.name.{listener}.{suffix}"))
+            } else {
+                v
+            }
+        };
+        let protocol = match protocol_of(&get("listener.security.protocol.map"), listener)?.as_str()
+        {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            other => {
+                return Err(format!(
+                    "listener {listener} has security protocol {other}: only PLAINTEXT and SASL_PLAINTEXT listeners are supported (TLS is not yet)"
+                ))
+            }
+        };
+        let max_receive_size = crate::config::parse_int(
+            &get("sasl.server.max.receive.size"),
+            "sasl.server.max.receive.size",
+            64,
+            i32::MAX as i64,
+        )? as usize;
+        let timeout_ms = crate::config::parse_int(
+            &get("sasl.authentication.timeout.ms"),
+            "sasl.authentication.timeout.ms",
+            1,
+            i32::MAX as i64,
+        )? as u64;
+        for key in [
+            "connections.max.reauth.ms".to_string(),
+            format!("listener.name.{lower}.connections.max.reauth.ms"),
+        ] {
+            let v = get(&key);
+            if !v.is_empty() && crate::config::parse_int(&v, &key, 0, i64::MAX)? != 0 {
+                return Err(format!(
+                    "invalid value \"{v}\" for {key}: re-authentication (KIP-368) is not supported; use 0"
+                ));
+            }
+        }
+        let jaas_for = |mech: &str| -> Result<Option<JaasConfig>, String> {
+            let key = format!(
+                "listener.name.{lower}.{}.sasl.jaas.config",
+                mech.to_ascii_lowercase()
+            );
+            let mut text = per_listener(&format!("{}.sasl.jaas.config", mech.to_ascii_lowercase()));
+            let mut which = key;
+            if text.is_empty() {
+                text = per_listener("sasl.jaas.config");
+                which = format!("listener.name.{lower}.sasl.jaas.config");
+            }
+            if text.is_empty() {
+                text = get("sasl.jaas.config");
+                which = "sasl.jaas.config".into();
+            }
+            if text.is_empty() {
+                return Ok(None);
+            }
+            JaasConfig::parse(&text)
+                .map(Some)
+                .map_err(|e| format!("invalid value for {which}: {e}"))
+        };
+        let plain_jaas = jaas_for(mechs::PLAIN)?;
+        let plain_users = plain_jaas
+            .as_ref()
+            .map(JaasConfig::plain_users)
+            .unwrap_or_default();
+        let configured = {
+            let v = per_listener("sasl.enabled.mechanisms");
+            if v.is_empty() {
+                get("sasl.enabled.mechanisms")
+            } else {
+                v
+            }
+        };
+        let mechanisms: Vec<String> = if configured.trim().is_empty() {
+            // Kafka's default is GSSAPI, which Fjord lacks: every mechanism Fjord can serve.
+            let mut m = Vec::new();
+            if !plain_users.is_empty() {
+                m.push(mechs::PLAIN.to_string());
+            }
+            m.push(mechs::SCRAM_SHA_256.to_string());
+            m.push(mechs::SCRAM_SHA_512.to_string());
+            m
+        } else {
+            configured
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect()
+        };
+        if protocol == SecurityProtocol::SaslPlaintext {
+            for m in &mechanisms {
+                if !mechs::is_supported_mechanism(m) {
+                    return Err(format!(
+                        "invalid value \"{configured}\" for sasl.enabled.mechanisms: {m} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                    ));
+                }
+            }
+            if mechanisms.iter().any(|m| m == mechs::PLAIN) && plain_users.is_empty() {
+                return Err(format!(
+                    "PLAIN is enabled on listener {listener} but no users are configured: set listener.name.{lower}.plain.sasl.jaas.config with user_<name>=\"<password>\" options"
+                ));
+            }
+        }
+        let inter_mech = get("sasl.mechanism.inter.broker.protocol").to_ascii_uppercase();
+        let inter_broker = if protocol == SecurityProtocol::SaslPlaintext {
+            let mech = if inter_mech.is_empty() {
+                mechs::PLAIN.to_string()
+            } else {
+                inter_mech
+            };
+            jaas_for(&mech)?
+                .and_then(|j| j.credentials())
+                .map(|(username, password)| ClientCredentials {
+                    mechanism: mech,
+                    username,
+                    password,
+                })
+        } else {
+            None
+        };
+        Ok(SaslConfig {
+            protocol,
+            mechanisms,
+            plain_users,
+            inter_broker,
+            max_receive_size,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+
+    /// Whether connections must authenticate before anything else.
+    pub fn required(&self) -> bool {
+        self.protocol == SecurityProtocol::SaslPlaintext
+    }
+}
+
+/// Authentication metrics.
+pub struct SaslMetrics {
+    /// Exchanges finished, by `mechanism` and `result` (success, failure).
+    pub authentications: IntCounterVec,
+    /// Unauthenticated connections the broker closed, by `reason`: `timeout`,
+    /// `unexpected_request`, `unsupported_mechanism`, `bad_frame`.
+    pub closed: IntCounterVec,
+}
+
+impl SaslMetrics {
+    pub fn new(registry: &Registry) -> SaslMetrics {
+        let authentications = IntCounterVec::new(
+            Opts::new(
+                "sasl_authentications_total",
+                "SASL authentications on this broker's listener, by mechanism and result (success, failure)",
+            ),
+            &["mechanism", "result"],
+        )
+        .expect("metric");
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "sasl_connections_closed_total",
+                "Connections closed before authenticating, by reason (timeout, unexpected_request, unsupported_mechanism, bad_frame)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for m in [mechs::PLAIN, mechs::SCRAM_SHA_256, mechs::SCRAM_SHA_512] {
+            for r in ["success", "failure"] {
+                authentications.with_label_values(&[m, r]);
+            }
+        }
+        for r in [
+            "timeout",
+            "unexpected_request",
+            "unsupported_mechanism",
+            "bad_frame",
+        ] {
+            closed.with_label_values(&[r]);
+        }
+        registry
+            .register(Box::new(authentications.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(closed.clone()))
+            .expect("register");
+        SaslMetrics {
+            authentications,
+            closed,
+        }
+    }
+}
+
+/// One mechanism's exchange on the server side.
+enum Exchange {
+    Plain,
+    Scram(ScramServer),
+}
+
+/// Why the exchange ended without a principal.
+struct Failure {
+    /// What the client is told (SaslAuthenticate's error message); never a secret.
+    message: String,
+    /// The user name the client tried, when it got that far.
+    user: Option<String>,
+}
+
+enum Step {
+    /// Send this token and wait for the next.
+    Continue(Vec<u8>),
+    /// Send this token; the user is authenticated.
+    Done(Vec<u8>, String),
+}
+
+impl Exchange {
+    fn new(mechanism: &str) -> Option<Exchange> {
+        match mechanism {
+            mechs::PLAIN => Some(Exchange::Plain),
+            m => ScramMechanism::from_name(m).map(|m| Exchange::Scram(ScramServer::new(m))),
+        }
+    }
+
+    fn step(&mut self, broker: &Broker, token: &[u8]) -> Result<Step, Failure> {
+        match self {
+            Exchange::Plain => {
+                let tried = plain::PlainMessage::parse(token).ok().map(|m| m.username);
+                plain::authenticate(token, &broker.config.sasl.plain_users)
+                    .map(|user| Step::Done(Vec::new(), user))
+                    .map_err(|e| Failure {
+                        message: e.to_string(),
+                        user: tried,
+                    })
+            }
+            Exchange::Scram(server) => {
+                let mech = server.mechanism();
+                let invalid = |user: Option<String>| {
+                    Failure {
+                    message: format!(
+                        "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+                        mech.name()
+                    ),
+                    user,
+                }
+                };
+                if server.is_awaiting_client_first() {
+                    let first = server.client_first(token).map_err(|e| Failure {
+                        message: e.to_string(),
+                        user: None,
+                    })?;
+                    let user = first.username.clone();
+                    let credential =
+                        broker.with_image(|i| i.scram_credentials().get(&user, mech).cloned());
+                    let Some(credential) = credential else {
+                        return Err(invalid(Some(user)));
+                    };
+                    Ok(Step::Continue(server.server_first(
+                        first,
+                        credential,
+                        &random_nonce(),
+                    )))
+                } else {
+                    let user = server.username().map(str::to_string);
+                    match server.client_final(token) {
+                        Ok(fin) => Ok(Step::Done(fin, user.unwrap_or_default())),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "SCRAM client-final message refused");
+                            Err(invalid(user))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why authentication ended the connection.
+enum Closed {
+    /// Logged and counted where it happened.
+    Done,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Closed {
+    fn from(e: std::io::Error) -> Self {
+        Closed::Io(e)
+    }
+}
+
+/// Run the SASL exchange on a new connection. `Some(principal)` when it authenticated; `None`
+/// when the connection must close (already logged and counted).
+pub async fn authenticate(
+    broker: &Arc<Broker>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<KafkaPrincipal> {
+    let cfg = &broker.config.sasl;
+    let exchange = run(broker, stream, peer);
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(cfg.timeout, exchange) => r,
+        _ = shutdown.changed() => return None,
+    };
+    match outcome {
+        Ok(Ok(principal)) => Some(principal),
+        Ok(Err(Closed::Done)) => None,
+        Ok(Err(Closed::Io(e))) => {
+            tracing::debug!(%peer, error = %e, "connection lost during SASL authentication");
+            None
+        }
+        Err(_) => {
+            broker
+                .metrics
+                .sasl
+                .closed
+                .with_label_values(&["timeout"])
+                .inc();
+            tracing::warn!(
+                %peer,
+                timeout_ms = cfg.timeout.as_millis() as u64,
+                "closing connection: SASL authentication did not complete within sasl.authentication.timeout.ms"
+            );
+            None
+        }
+    }
+}
+
+/// Read one size-prefixed frame of at most `max` bytes, growing the buffer only as bytes
+/// arrive. `Ok(None)` for a bad size.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMut>, Closed> {
+    let size = stream.read_i32().await?;
+    if size < 0 || size as usize > max {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity((size as usize).min(64 * 1024));
+    let n = (&mut *stream)
+        .take(size as u64)
+        .read_to_end(&mut buf)
+        .await?;
+    if n < size as usize {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(Some(BytesMut::from(&buf[..])))
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: ResponseKind,
+) -> Result<(), Closed> {
+    let mut out = BytesMut::new();
+    codec::encode_response(&mut out, correlation_id, api, version, &body)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The exchange itself, without its timeout.
+async fn run(
+    broker: &Arc<Broker>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<KafkaPrincipal, Closed> {
+    let cfg = &broker.config.sasl;
+    let metrics = &broker.metrics.sasl;
+    let close = |reason: &'static str, what: String| {
+        metrics.closed.with_label_values(&[reason]).inc();
+        tracing::warn!(%peer, %what, "closing connection before authentication");
+        Closed::Done
+    };
+    let session = Session::anonymous(Arc::from(broker.config.listener.name.as_str()), Some(peer));
+    // The mechanism chosen by the handshake, and whether tokens come raw (handshake v0).
+    let mut chosen: Option<(String, Exchange, bool)> = None;
+    loop {
+        let Some(frame) = read_frame(stream, cfg.max_receive_size).await? else {
+            return Err(close(
+                "bad_frame",
+                format!(
+                    "a frame over sasl.server.max.receive.size ({} bytes) or with a negative size",
+                    cfg.max_receive_size
+                ),
+            ));
+        };
+        if let Some((mech, exchange, true)) = &mut chosen {
+            // Handshake v0: the frame is a raw token, answered by a raw token.
+            match exchange.step(broker, &frame) {
+                Ok(step) => {
+                    let (token, done) = match step {
+                        Step::Continue(t) => (t, None),
+                        Step::Done(t, user) => (t, Some(user)),
+                    };
+                    stream.write_i32(token.len() as i32).await?;
+                    stream.write_all(&token).await?;
+                    if let Some(user) = done {
+                        return Ok(succeeded(broker, peer, mech, user));
+                    }
+                }
+                Err(f) => {
+                    failed(broker, peer, mech, &f);
+                    return Err(Closed::Done);
+                }
+            }
+            continue;
+        }
+        let req = match codec::decode_request(frame) {
+            Ok(req) => req,
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => {
+                let mut out = BytesMut::new();
+                codec::unsupported_api_versions_response(&mut out, correlation_id);
+                stream.write_all(&out).await?;
+                continue;
+            }
+            Err(e) => {
+                return Err(close(
+                    "unexpected_request",
+                    format!("not a valid request during SASL authentication: {e}"),
+                ))
+            }
+        };
+        let version = req.header.request_api_version;
+        let correlation_id = req.header.correlation_id;
+        let api = req.api_key;
+        if chosen.is_none() && matches!(req.body, RequestKind::ApiVersions(_)) {
+            let Outcome::Respond(body) = handlers::handle_from(broker, req, &session).await else {
+                return Err(Closed::Done);
+            };
+            respond(stream, correlation_id, api, version, *body).await?;
+            continue;
+        }
+        match (req.body, &mut chosen) {
+            (RequestKind::SaslHandshake(r), None) => {
+                let mech = r.mechanism.to_string();
+                let enabled = cfg.mechanisms.contains(&mech);
+                let exchange = enabled.then(|| Exchange::new(&mech)).flatten();
+                let mut resp = SaslHandshakeResponse::default()
+                    .with_mechanisms(cfg.mechanisms.iter().map(|m| sb(m.clone())).collect());
+                let Some(exchange) = exchange else {
+                    resp.error_code = ErrorCode::UnsupportedSaslMechanism.code();
+                    respond(stream, correlation_id, api, version, resp.into()).await?;
+                    let shown: String = mech.chars().take(64).collect();
+                    return Err(close(
+                        "unsupported_mechanism",
+                        format!(
+                            "client asked for SASL mechanism {shown:?}, enabled: {}",
+                            cfg.mechanisms.join(",")
+                        ),
+                    ));
+                };
+                respond(stream, correlation_id, api, version, resp.into()).await?;
+                chosen = Some((mech, exchange, version == 0));
+            }
+            (RequestKind::SaslAuthenticate(r), Some((mech, exchange, false))) => {
+                match exchange.step(broker, &r.auth_bytes) {
+                    Ok(step) => {
+                        let (token, done) = match step {
+                            Step::Continue(t) => (t, None),
+                            Step::Done(t, user) => (t, Some(user)),
+                        };
+                        let resp = SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(token))
+                            .with_session_lifetime_ms(0);
+                        respond(stream, correlation_id, api, version, resp.into()).await?;
+                        if let Some(user) = done {
+                            return Ok(succeeded(broker, peer, mech, user));
+                        }
+                    }
+                    Err(f) => {
+                        let resp = SaslAuthenticateResponse::default()
+                            .with_error_code(ErrorCode::SaslAuthenticationFailed.code())
+                            .with_error_message(Some(sb(f.message.clone())));
+                        failed(broker, peer, mech, &f);
+                        respond(stream, correlation_id, api, version, resp.into()).await?;
+                        return Err(Closed::Done);
+                    }
+                }
+            }
+            (_, _) => {
+                return Err(close(
+                    "unexpected_request",
+                    format!("unexpected {api:?} v{version} request during SASL authentication"),
+                ))
+            }
+        }
+    }
+}
+
+fn succeeded(broker: &Broker, peer: SocketAddr, mech: &str, user: String) -> KafkaPrincipal {
+    broker
+        .metrics
+        .sasl
+        .authentications
+        .with_label_values(&[mech, "success"])
+        .inc();
+    tracing::debug!(%peer, mechanism = mech, user = %user, "SASL authentication succeeded");
+    KafkaPrincipal::user(user)
+}
+
+fn failed(broker: &Broker, peer: SocketAddr, mech: &str, f: &Failure) {
+    broker
+        .metrics
+        .sasl
+        .authentications
+        .with_label_values(&[mech, "failure"])
+        .inc();
+    let user: Option<String> = f.user.as_ref().map(|u| u.chars().take(256).collect());
+    tracing::warn!(
+        %peer,
+        mechanism = mech,
+        principal = user.map(|u| format!("User:{u}")).as_deref().unwrap_or("(none)"),
+        reason = %f.message,
+        "SASL authentication failed; closing connection"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)], listener: &str) -> Result<SaslConfig, String> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SaslConfig::parse(&|k| m.get(k).cloned().unwrap_or_default(), listener)
+    }
+
+    const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#;
+
+    #[test]
+    fn config() {
+        let c = parse(&[], "PLAINTEXT").unwrap();
+        assert!(!c.required());
+        let c = parse(
+            &[("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS)],
+            "SASL_PLAINTEXT",
+        )
+        .unwrap();
+        assert!(c.required());
+        assert_eq!(c.mechanisms, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+        assert_eq!(c.plain_users.len(), 2);
+        assert_eq!(c.inter_broker.as_ref().unwrap().username, "admin");
+        assert!(!format!("{c:?}").contains("secret"));
+        let c = parse(
+            &[
+                ("listener.security.protocol.map", "CLIENT:SASL_PLAINTEXT"),
+                (
+                    "listener.name.client.sasl.enabled.mechanisms",
+                    "SCRAM-SHA-512",
+                ),
+            ],
+            "CLIENT",
+        )
+        .unwrap();
+        assert!(c.required());
+        assert_eq!(c.mechanisms, ["SCRAM-SHA-512"]);
+        for bad in [
+            vec![("sasl.enabled.mechanisms", "GSSAPI")],
+            vec![("sasl.enabled.mechanisms", "PLAIN")],
+            vec![("connections.max.reauth.ms", "1000")],
+            vec![("sasl.jaas.config", "Module required user_a=\"b\"")],
+        ] {
+            assert!(parse(&bad, "SASL_PLAINTEXT").is_err(), "{bad:?}");
+        }
+        assert!(parse(&[], "SSL").is_err());
+        assert!(parse(&[], "CLIENT").is_err());
+        assert!(is_config_key("listener.name.client.plain.sasl.jaas.config"));
+        assert!(is_config_key("sasl.enabled.mechanisms"));
+        assert!(!is_config_key("listener.name.client.ssl.keystore.location"));
+    }
+}
