@@ -53,6 +53,11 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("connections.max.idle.ms", "600000"),
     ("queued.max.request.bytes", "-1"),
     ("broker.rack", ""),
+    // Authorization (Kafka's keys; `crate::authz`): any non-empty authorizer.class.name turns
+    // the ACL authorizer on.
+    ("authorizer.class.name", ""),
+    ("super.users", ""),
+    ("allow.everyone.if.no.acl.found", "false"),
     // Traffic accounting by client rack and usage per topic and client (docs/cross-az.md).
     ("traffic.accounting.enable", "true"),
     ("client.rack.cidrs", ""),
@@ -272,6 +277,9 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// The data listener's security protocol and SASL settings (`crate::sasl`).
     pub sasl: crate::sasl::SaslConfig,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`: `None` when
+    /// no authorizer is configured (everything is allowed).
+    pub authorizer: Option<fjord_security::authorizer::AuthorizerConfig>,
     /// `traffic.accounting.enable`, `client.rack.cidrs`.
     pub accounting: crate::accounting::AccountingConfig,
     /// `skew.*`: partition skew detection.
@@ -450,6 +458,7 @@ impl BrokerConfig {
             limits,
             rack: (!rack.is_empty()).then_some(rack),
             sasl,
+            authorizer: crate::authz::config(&get)?,
             accounting,
             skew: crate::skew::SkewConfig::parse(&get)?,
             retention_check_interval_ms: parse_int(

@@ -32,6 +32,7 @@
 //! - [`conn_limits`], [`memory_pool`]: what the listener enforces — `max.connections`,
 //!   `max.connections.per.ip` (+ overrides) and `queued.max.request.bytes` — without I/O.
 //! - `handlers`: one file per Kafka API.
+//! - [`authz`]: the ACL checks of every API (`authorizer.class.name`), audit log and metric.
 //! - [`groups`]: the group coordinator's runtime around `fjord-group` (appends to
 //!   `__consumer_offsets`, parks JoinGroup/SyncGroup, replays offsets at startup).
 //! - [`txn`]: the transaction coordinator's runtime around `fjord-txn` (appends to
@@ -47,6 +48,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod authz;
 pub mod balancer;
 pub mod broker;
 pub mod cluster;

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub fetch_sessions: FetchSessionMetrics,
     /// SASL authentications and unauthenticated connections closed (`crate::sasl`).
     pub sasl: crate::sasl::SaslMetrics,
+    /// Authorization decisions (`crate::authz`).
+    pub authz: crate::authz::AuthzMetrics,
 }
 
 impl Metrics {
@@ -464,6 +466,7 @@ impl Metrics {
         let balancer = crate::balancer::BalancerMetrics::new(&registry);
         let fetch_sessions = FetchSessionMetrics::new(&registry);
         let sasl = crate::sasl::SaslMetrics::new(&registry);
+        let authz = crate::authz::AuthzMetrics::new(&registry);
         Metrics {
             registry,
             bytes_in,
@@ -518,6 +521,7 @@ impl Metrics {
             balancer,
             fetch_sessions,
             sasl,
+            authz,
         }
     }
 

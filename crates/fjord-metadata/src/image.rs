@@ -147,6 +147,8 @@ pub enum ApplyError {
         partition: u32,
         reason: String,
     },
+    #[error("{0}")]
+    InvalidAcl(String),
 }
 
 /// Topics (by name and id), brokers, partition states and the producer-id high mark.
@@ -154,6 +156,8 @@ pub enum ApplyError {
 pub struct ClusterImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: HashMap<Uuid, String>,
+    /// Every ACL, indexed for the authorizer (`crate::acls`).
+    acls: crate::acls::AclImage,
     /// SCRAM credentials per user and mechanism (`crate::scram`).
     scram: crate::scram::ScramImage,
     next_producer_id: i64,
@@ -214,6 +218,8 @@ impl ClusterImage {
     /// Topic-level records for unknown topics are ignored (`Ok`), as they always were.
     pub fn try_apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
+            MetadataRecord::AccessControlEntry { .. }
+            | MetadataRecord::RemoveAccessControlEntry { .. } => self.acls.try_apply(record)?,
             MetadataRecord::UserScramCredential { .. }
             | MetadataRecord::RemoveUserScramCredential { .. } => {
                 self.scram.try_apply(record);
@@ -826,6 +832,7 @@ impl ClusterImage {
                 }
             }
         }
+        out.extend(self.acls.to_records());
         out.extend(self.scram.to_records());
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
@@ -838,6 +845,11 @@ impl ClusterImage {
     /// Every user's SCRAM credentials (`crate::scram`).
     pub fn scram_credentials(&self) -> &crate::scram::ScramImage {
         &self.scram
+    }
+
+    /// Every ACL (`crate::acls`).
+    pub fn acls(&self) -> &crate::acls::AclImage {
+        &self.acls
     }
 
     /// Rebuild an image from [`to_records`](Self::to_records) output.

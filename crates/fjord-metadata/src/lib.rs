@@ -30,6 +30,9 @@
 //! - [`reassignment`]: partition reassignment (KIP-455) on the controller: targets in, adding
 //!   and removing replicas tracked in the partition records, completion once the target is in
 //!   the ISR (with a leader handover if the leader was removed), cancellation, listing.
+//! - [`acls`]: ACLs as records with ids (KRaft's AccessControlEntryRecord), their part of the
+//!   image (indexed for `fjord_security`'s authorizer) and CreateAcls/DeleteAcls on the
+//!   controller.
 //! - [`scram`]: SCRAM credentials as records per user and mechanism (KRaft's
 //!   UserScramCredentialRecord: salt, stored and server keys, iterations), their part of the
 //!   image and AlterUserScramCredentials on the controller (KIP-554).
@@ -54,6 +57,7 @@
 //! builds its [`Controller`] from its image ([`Controller::from_image`]) and takes over with
 //! [`Controller::activate`].
 
+pub mod acls;
 pub mod balancer;
 pub mod controller;
 pub mod image;

@@ -190,6 +190,15 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         removing_replicas: Option<Vec<NodeId>>,
     },
+
+    /// An ACL was created (KRaft's `AccessControlEntryRecord`; [`crate::acls`]).
+    AccessControlEntry {
+        id: Uuid,
+        acl: fjord_security::acl::AclBinding,
+    },
+    /// An ACL was deleted (KRaft's `RemoveAccessControlEntryRecord`).
+    RemoveAccessControlEntry { id: Uuid },
+
     /// A user's SCRAM credential for one mechanism was set (KRaft's
     /// `UserScramCredentialRecord`; [`crate::scram`]).
     UserScramCredential {

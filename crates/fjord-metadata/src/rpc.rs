@@ -57,6 +57,14 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// CreateAcls ([`Controller::create_acls`]): each ACL with the id the broker chose.
+    CreateAcls {
+        acls: Vec<(Uuid, fjord_security::acl::AclBinding)>,
+    },
+    /// DeleteAcls ([`Controller::delete_acls`]).
+    DeleteAcls {
+        filters: Vec<fjord_security::acl::AclBindingFilter>,
+    },
     /// AlterUserScramCredentials ([`Controller::alter_user_scram_credentials`]).
     AlterUserScramCredentials {
         alterations: Vec<crate::scram::ScramAlteration>,
@@ -161,6 +169,8 @@ impl ControllerRequest {
             R::CreateTopic { .. } => "CreateTopic",
             R::CreateTopicAssigned { .. } => "CreateTopicAssigned",
             R::DeleteTopic { .. } => "DeleteTopic",
+            R::CreateAcls { .. } => "CreateAcls",
+            R::DeleteAcls { .. } => "DeleteAcls",
             R::AlterUserScramCredentials { .. } => "AlterUserScramCredentials",
             R::CreatePartitions { .. } => "CreatePartitions",
             R::AlterTopicConfigs { .. } => "AlterTopicConfigs",
@@ -226,6 +236,14 @@ pub enum ControllerReply {
     },
     TopicDeleted {
         topic_id: Uuid,
+    },
+    /// The reply to [`ControllerRequest::CreateAcls`]: per ACL, `None` or why it is invalid.
+    AclsCreated {
+        results: Vec<Option<String>>,
+    },
+    /// The reply to [`ControllerRequest::DeleteAcls`], per filter.
+    AclsDeleted {
+        results: Vec<crate::acls::AclDeleteOutcome>,
     },
     /// The reply to [`ControllerRequest::AlterUserScramCredentials`], per user.
     ScramCredentialsAltered {
@@ -467,6 +485,12 @@ impl Controller {
             )?,
             R::DeleteTopic { name } => map(self.delete_topic(&name)?, |topic_id| {
                 ControllerReply::TopicDeleted { topic_id }
+            }),
+            R::CreateAcls { acls } => map(self.create_acls(acls), |results| {
+                ControllerReply::AclsCreated { results }
+            }),
+            R::DeleteAcls { filters } => map(self.delete_acls(filters), |results| {
+                ControllerReply::AclsDeleted { results }
             }),
             R::AlterUserScramCredentials { alterations } => {
                 map(self.alter_user_scram_credentials(alterations), |results| {

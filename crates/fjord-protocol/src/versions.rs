@@ -51,6 +51,10 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::WriteTxnMarkers, 1, 1),
     // v5 is KIP-890 part 2's, as EndTxn v5.
     r(ApiKey::TxnOffsetCommit, 0, 4),
+    // ACLs (issue 16): v0 was removed in Kafka 4 (KIP-896).
+    r(ApiKey::DescribeAcls, 1, 3),
+    r(ApiKey::CreateAcls, 1, 3),
+    r(ApiKey::DeleteAcls, 1, 3),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),
     r(ApiKey::DescribeLogDirs, 1, 4),

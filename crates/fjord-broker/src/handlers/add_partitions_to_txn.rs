@@ -18,7 +18,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{producer_fenced_for, sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 type Results = BTreeMap<(String, i32), ErrorCode>;
 
@@ -31,7 +33,7 @@ pub async fn handle(
     if ctx.version < 4 {
         let results = one(
             b,
-            ctx.version,
+            ctx,
             &req.v3_and_below_transactional_id,
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
@@ -41,11 +43,15 @@ pub async fn handle(
         .await;
         return resp.with_results_by_topic_v3_and_below(by_topic(results));
     }
+    // v4+ comes from brokers (KIP-890 verification): CLUSTER_ACTION on the cluster.
+    if !authz::cluster(b, ctx, AclOperation::ClusterAction) {
+        return resp.with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let mut out = Vec::with_capacity(req.transactions.len());
     for t in &req.transactions {
         let results = one(
             b,
-            ctx.version,
+            ctx,
             &t.transactional_id,
             t.producer_id.0,
             t.producer_epoch,
@@ -65,7 +71,7 @@ pub async fn handle(
 /// One transaction's partitions and their error codes.
 async fn one(
     b: &Arc<Broker>,
-    version: i16,
+    ctx: &Ctx,
     id: &str,
     producer_id: i64,
     epoch: i16,
@@ -76,6 +82,36 @@ async fn one(
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
         .collect();
+    // A client adding partitions: WRITE on the transactional id, then on each topic (the
+    // partitions of the other topics are not attempted).
+    if !verify_only {
+        if !authz::transactional_id(b, ctx, AclOperation::Write, id) {
+            return partitions
+                .iter()
+                .map(|tp| (tp.clone(), ErrorCode::TransactionalIdAuthorizationFailed))
+                .collect();
+        }
+        let ok = authz::filter(
+            b,
+            ctx,
+            AclOperation::Write,
+            ResourceType::Topic,
+            partitions.iter().map(|(t, _)| t.as_str()),
+        );
+        if authz::enabled(b) && partitions.iter().any(|(t, _)| !ok.contains(t)) {
+            return partitions
+                .iter()
+                .map(|tp| {
+                    let e = if ok.contains(&tp.0) {
+                        ErrorCode::OperationNotAttempted
+                    } else {
+                        ErrorCode::TopicAuthorizationFailed
+                    };
+                    (tp.clone(), e)
+                })
+                .collect();
+        }
+    }
     let unknown: BTreeSet<&(String, i32)> = partitions
         .iter()
         .filter(|(t, p)| {
@@ -109,7 +145,7 @@ async fn one(
         .await
     {
         Ok(()) => all(ErrorCode::None),
-        Err(e) => all(producer_fenced_for(e, version >= 2)),
+        Err(e) => all(producer_fenced_for(e, ctx.version >= 2)),
     }
 }
 

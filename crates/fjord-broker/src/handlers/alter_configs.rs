@@ -14,10 +14,12 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::{Broker, TopicError};
 use crate::control::Deadline;
+use fjord_security::acl::AclOperation;
 
-pub async fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
     // One deadline for every resource (AlterConfigs has no timeout of its own).
     let deadline = Deadline::standard();
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -25,6 +27,16 @@ pub async fn handle(b: &Arc<Broker>, _ctx: &Ctx, req: AlterConfigsRequest) -> Al
         let r = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if let Err(code) = authz::config_resource(
+            b,
+            ctx,
+            AclOperation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        ) {
+            responses.push(r.with_error_code(code.code()));
+            continue;
+        }
         let outcome = match res.resource_type {
             RESOURCE_TOPIC => {
                 replace_topic_configs(

@@ -15,7 +15,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
@@ -27,6 +29,11 @@ pub async fn handle(
     // Echoed from v1 (v0 cannot carry anything but the default, true).
     let response = AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change);
+    if !authz::cluster(b, ctx, AclOperation::Alter) {
+        return response
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(sb("Cluster authorization failed.")));
+    }
     // Each partition of the request in order: an error known here (a negative index), or
     // `None` to take the controller's answer (which comes in the order asked).
     let mut asked = Vec::new();

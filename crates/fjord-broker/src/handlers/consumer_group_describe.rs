@@ -8,10 +8,12 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use fjord_group::consumer::Partitions;
 use fjord_group::coordinator::{GroupKind, TopicsView};
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 fn assignment(p: &Partitions, topics: &TopicsView) -> Assignment {
     Assignment::default().with_topic_partitions(
@@ -40,10 +42,16 @@ pub fn handle(
         .group_ids
         .iter()
         .map(|id| {
+            if !authz::group(b, ctx, AclOperation::Describe, &id.0) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(i32::MIN);
+            }
             let out = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(if r.include_authorized_operations {
-                    (1 << 3) | (1 << 6) | (1 << 8)
+                    authz::authorized_operations(b, ctx, ResourceType::Group, &id.0)
                 } else {
                     i32::MIN
                 });

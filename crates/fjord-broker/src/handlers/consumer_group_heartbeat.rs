@@ -8,12 +8,17 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_group::consumer::HeartbeatRequest;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Broker,
     ctx: &Ctx,
     r: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
+    if !crate::authz::group(b, ctx, AclOperation::Read, &r.group_id.0) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(fjord_protocol::error::ErrorCode::GroupAuthorizationFailed.code());
+    }
     let req = HeartbeatRequest {
         group_id: r.group_id.0.to_string(),
         member_id: r.member_id.to_string(),

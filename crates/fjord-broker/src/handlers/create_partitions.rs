@@ -7,12 +7,14 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use crate::control::Deadline;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let node = b.node_id();
@@ -25,7 +27,9 @@ pub async fn handle(
                 .iter()
                 .any(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|id| id.0 != node))
         });
-        let r = if manual_elsewhere {
+        let r = if !authz::topic(b, ctx, AclOperation::Alter, &t.name) {
+            r.with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+        } else if manual_elsewhere {
             r.with_error_code(ErrorCode::InvalidReplicaAssignment.code())
                 .with_error_message(Some(sb(format!(
                     "Manual replica assignments may only name broker {node}; leave them out to let the controller place replicas."

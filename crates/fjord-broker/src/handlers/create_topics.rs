@@ -12,16 +12,35 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::{Broker, TopicError};
 use crate::config_view;
 use crate::control::Deadline;
+use fjord_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     // One deadline for every topic of the request: the client waits for all of them.
     let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut seen = std::collections::HashSet::new();
     let mut topics = Vec::with_capacity(req.topics.len());
+    // CREATE on the cluster allows every topic; otherwise CREATE on each topic.
+    let cluster_create = authz::allowed_quietly(
+        b,
+        ctx,
+        AclOperation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     for t in req.topics {
+        if !cluster_create && !authz::topic(b, ctx, AclOperation::Create, &t.name) {
+            topics.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(sb("Authorization failed."))),
+            );
+            continue;
+        }
         let result = create_one(b, ctx, t, req.validate_only, deadline, &mut seen).await;
         topics.push(result);
     }

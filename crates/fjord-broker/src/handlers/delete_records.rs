@@ -11,21 +11,31 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::Ctx;
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     // Deleting segments is disk work: each partition's runs on its I/O thread, all at once.
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let denied = !authz::topic(b, ctx, AclOperation::Delete, &t.name);
         for p in &t.partitions {
             let r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
+            if denied {
+                partitions.push((
+                    r.with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
+                    None,
+                ));
+                continue;
+            }
             if is_internal(&t.name) {
                 partitions.push((
                     r.with_error_code(ErrorCode::InvalidTopicException.code()),

@@ -8,8 +8,10 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use uuid::Uuid;
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use crate::control::Deadline;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if ctx.version >= 6 {
@@ -33,6 +35,15 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Del
         let r = DeletableTopicResult::default()
             .with_name(name.clone())
             .with_topic_id(id);
+        // DELETE on the topic, by the name asked for or the name of the id.
+        let checked = name
+            .as_deref()
+            .map(|n| &**n)
+            .or(topic.as_ref().map(|t| &*t.name));
+        if checked.is_some_and(|n| !authz::topic(b, ctx, AclOperation::Delete, n)) {
+            responses.push(r.with_error_code(ErrorCode::TopicAuthorizationFailed.code()));
+            continue;
+        }
         let Some(topic) = topic else {
             let code = if name.is_some() {
                 ErrorCode::UnknownTopicOrPartition

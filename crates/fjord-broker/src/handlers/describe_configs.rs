@@ -9,8 +9,10 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use crate::config_view::{self, ConfigEntry};
+use fjord_security::acl::AclOperation;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -23,6 +25,15 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DescribeConfigsRequest) -> Descri
             let r = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            if let Err(code) = authz::config_resource(
+                b,
+                ctx,
+                AclOperation::DescribeConfigs,
+                res.resource_type,
+                &res.resource_name,
+            ) {
+                return r.with_error_code(code.code());
+            }
             let entries: Result<Vec<ConfigEntry>, (ErrorCode, String)> = match res.resource_type {
                 RESOURCE_TOPIC => match b.topic(&res.resource_name) {
                     Some(t) => Ok(config_view::topic_entries(b, &t.config, &t.overrides)),

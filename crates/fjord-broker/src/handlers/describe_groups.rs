@@ -4,8 +4,10 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = r
@@ -13,6 +15,11 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroups
         .iter()
         .map(|id| {
             let group = DescribedGroup::default().with_group_id(id.clone());
+            if !authz::group(b, ctx, AclOperation::Describe, &id.0) {
+                return group
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(i32::MIN);
+            }
             let d = match b
                 .groups
                 .read(b, &id.0, |c, topics| c.describe_group(&id.0, topics))
@@ -31,10 +38,9 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeGroupsRequest) -> DescribeGroups
                     group.with_group_state(sb("Dead"))
                 };
             };
-            // No ACLs yet: a client that asks may do everything a group allows (READ,
-            // DELETE, DESCRIBE); otherwise Kafka's "not requested" marker.
+            // KIP-430: what the principal may do on the group, when asked.
             let ops = if ctx.version >= 3 && r.include_authorized_operations {
-                (1 << 3) | (1 << 6) | (1 << 8)
+                authz::authorized_operations(b, ctx, ResourceType::Group, &id.0)
             } else {
                 i32::MIN
             };

@@ -13,16 +13,23 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 /// Kafka's UNKNOWN_VOLUME_BYTES.
 const UNKNOWN_VOLUME_BYTES: i64 = -1;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !authz::cluster(b, ctx, AclOperation::Describe) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let b = b.clone();
     tokio::task::spawn_blocking(move || describe(&b, &req))
         .await

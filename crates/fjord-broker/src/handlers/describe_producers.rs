@@ -10,15 +10,19 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
-pub fn handle(b: &Broker, _ctx: &Ctx, r: DescribeProducersRequest) -> DescribeProducersResponse {
+pub fn handle(b: &Broker, ctx: &Ctx, r: DescribeProducersRequest) -> DescribeProducersResponse {
     let topics = r
         .topics
         .into_iter()
         .map(|t| {
-            let topic = b.topic(&t.name);
+            // READ on the topic.
+            let denied = !authz::topic(b, ctx, AclOperation::Read, &t.name);
+            let topic = b.topic(&t.name).filter(|_| !denied);
             let partitions = t
                 .partition_indexes
                 .iter()
@@ -29,6 +33,9 @@ pub fn handle(b: &Broker, _ctx: &Ctx, r: DescribeProducersRequest) -> DescribePr
                             .ok()
                             .and_then(|i| topic.partitions.get(i))
                     });
+                    if denied {
+                        return resp.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
                     let Some(p) = p else {
                         return resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };

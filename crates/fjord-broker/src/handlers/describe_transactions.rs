@@ -10,11 +10,13 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 pub fn handle(
     b: &Broker,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     let states = req
@@ -27,6 +29,9 @@ pub fn handle(
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
+            if !authz::transactional_id(b, ctx, AclOperation::Describe, id) {
+                return state.with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
+            }
             match b.txns.describe(b, id) {
                 Err(e) => state.with_error_code(e.code()),
                 Ok(None) => state.with_error_code(ErrorCode::TransactionalIdNotFound.code()),

@@ -11,7 +11,9 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 /// (partition, its error if already known, or `None` to take the controller's answer).
 type Asked = (i32, Option<i16>);
@@ -22,6 +24,10 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ElectLeadersRequest) -> Ele
     } else {
         0
     };
+    if !authz::cluster(b, ctx, AclOperation::Alter) {
+        return ElectLeadersResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     if !(0..=1).contains(&election_type) {
         return ElectLeadersResponse::default().with_error_code(ErrorCode::InvalidRequest.code());
     }

@@ -7,9 +7,16 @@ use std::sync::Arc;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use super::{producer_fenced_for, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: EndTxnRequest) -> EndTxnResponse {
+    if !authz::transactional_id(b, ctx, AclOperation::Write, &req.transactional_id) {
+        return EndTxnResponse::default()
+            .with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
+    }
     let result = b
         .txns
         .end_txn(

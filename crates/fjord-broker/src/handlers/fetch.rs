@@ -26,9 +26,11 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 use uuid::Uuid;
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use crate::fetch_session::{FetchPlan, PartitionFetch, PartitionOutcome, SessionKey};
 use crate::replica_manager::{self, FetchParams, Fetcher, PartitionRead};
+use fjord_security::acl::{AclOperation, ResourceType};
 use fjord_storage::FileRange;
 
 /// Record data of at least this size is sent from the file with `sendfile`; below it, it is
@@ -126,9 +128,58 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> FetchReply
         Err(code) => return refused(code),
     };
     // Every partition the session reads, listed in this request or not.
-    let mut results = replica_manager::fetch(b, &params, &plan.partitions).await;
+    let mut results = read_authorized(b, ctx, &params, &plan).await;
     let cold = read_cold(b, &mut results).await;
     build_response(b, ctx, &req, &plan, results, cold, fetcher)
+}
+
+/// [`replica_manager::fetch`] of the partitions the fetcher may read: a follower needs
+/// CLUSTER_ACTION on the cluster, a consumer READ on each topic; the others get
+/// TOPIC_AUTHORIZATION_FAILED without being read, as in Kafka.
+async fn read_authorized(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    params: &FetchParams,
+    plan: &FetchPlan,
+) -> Vec<PartitionRead> {
+    if !authz::enabled(b) {
+        return replica_manager::fetch(b, params, &plan.partitions).await;
+    }
+    let denied: Vec<bool> = match params.fetcher {
+        Fetcher::Follower(_) => {
+            let ok = authz::cluster(b, ctx, AclOperation::ClusterAction);
+            vec![!ok; plan.partitions.len()]
+        }
+        Fetcher::Consumer { .. } => {
+            let names = plan.partitions.iter().map(|(k, _)| &*k.topic);
+            let ok = authz::filter(b, ctx, AclOperation::Read, ResourceType::Topic, names);
+            // An unknown topic id (no name) stays UNKNOWN_TOPIC_ID.
+            plan.partitions
+                .iter()
+                .map(|(k, _)| !k.topic.is_empty() && !ok.contains(&*k.topic))
+                .collect()
+        }
+    };
+    if !denied.contains(&true) {
+        return replica_manager::fetch(b, params, &plan.partitions).await;
+    }
+    let allowed: Vec<_> = plan
+        .partitions
+        .iter()
+        .zip(&denied)
+        .filter(|(_, d)| !**d)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut reads = replica_manager::fetch(b, params, &allowed)
+        .await
+        .into_iter();
+    denied
+        .iter()
+        .map(|d| match d {
+            true => PartitionRead::failed(ErrorCode::TopicAuthorizationFailed, -1, -1),
+            false => reads.next().expect("one read per allowed partition"),
+        })
+        .collect()
 }
 
 /// Read the record ranges of `results` that are not all in the page cache, on a blocking

@@ -6,14 +6,27 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 type Answer = (ErrorCode, Option<String>, i32, String, i32);
 
 /// key_type 0 = group (the leader of its `__consumer_offsets` partition); 1 = transaction
 /// (the leader of its `__transaction_state` partition). Both topics are created on first use.
-async fn answer(b: &Broker, key_type: i8, key: &str) -> Answer {
+async fn answer(b: &Broker, ctx: &Ctx, key_type: i8, key: &str) -> Answer {
+    // DESCRIBE on the group or transactional id.
+    let denied = match key_type {
+        0 => (!authz::group(b, ctx, AclOperation::Describe, key))
+            .then_some(ErrorCode::GroupAuthorizationFailed),
+        1 => (!authz::transactional_id(b, ctx, AclOperation::Describe, key))
+            .then_some(ErrorCode::TransactionalIdAuthorizationFailed),
+        _ => None,
+    };
+    if let Some(code) = denied {
+        return (code, None, -1, String::new(), -1);
+    }
     let unavailable = |why: String| {
         (
             ErrorCode::CoordinatorNotAvailable,
@@ -61,7 +74,7 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: FindCoordinatorRequest) -> FindCoo
     if ctx.version >= 4 {
         let mut coordinators = Vec::with_capacity(r.coordinator_keys.len());
         for k in &r.coordinator_keys {
-            let (e, msg, node, host, port) = answer(b, r.key_type, k).await;
+            let (e, msg, node, host, port) = answer(b, ctx, r.key_type, k).await;
             coordinators.push(
                 Coordinator::default()
                     .with_key(k.clone())
@@ -75,7 +88,7 @@ pub async fn handle(b: &Broker, ctx: &Ctx, r: FindCoordinatorRequest) -> FindCoo
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let key_type = if ctx.version >= 1 { r.key_type } else { 0 };
-    let (e, msg, node, host, port) = answer(b, key_type, &r.key).await;
+    let (e, msg, node, host, port) = answer(b, ctx, key_type, &r.key).await;
     let resp = FindCoordinatorResponse::default()
         .with_error_code(e.code())
         .with_node_id(BrokerId(node))

@@ -12,9 +12,11 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::{Broker, TopicError};
 use crate::control::Deadline;
 use fjord_metadata::record::DYNAMIC_BROKER_CONFIGS;
+use fjord_security::acl::AclOperation;
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -23,7 +25,7 @@ const SUBTRACT: i8 = 3;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     // One deadline for every resource (the request has no timeout of its own).
@@ -34,7 +36,18 @@ pub async fn handle(
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            let denied = authz::config_resource(
+                b,
+                ctx,
+                AclOperation::AlterConfigs,
+                res.resource_type,
+                &res.resource_name,
+            );
             let outcome = match res.resource_type {
+                _ if denied.is_err() => Err(TopicError {
+                    code: denied.expect_err("checked"),
+                    message: "Authorization failed.".into(),
+                }),
                 RESOURCE_TOPIC => {
                     alter_topic(
                         b,

@@ -7,7 +7,9 @@ use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{producer_fenced_for, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
@@ -18,6 +20,9 @@ pub async fn handle(
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if let Some(id) = &req.transactional_id {
+        if !authz::transactional_id(b, ctx, AclOperation::Write, id) {
+            return resp.with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code());
+        }
         let expected = match (req.producer_id.0, req.producer_epoch) {
             (-1, -1) => None,
             (-1, _) | (_, -1) => return resp.with_error_code(ErrorCode::InvalidRequest.code()),
@@ -33,6 +38,10 @@ pub async fn handle(
                 .with_producer_epoch(epoch),
             Err(e) => resp.with_error_code(producer_fenced_for(e, ctx.version >= 4).code()),
         };
+    }
+    // Idempotence: IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679).
+    if !authz::idempotent_write(b, ctx) {
+        return resp.with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
     // An idempotent producer that asks to bump its epoch (KIP-360) gets a fresh id instead:
     // equally safe, since sequence state is per producer id.

@@ -9,8 +9,13 @@ use crate::groups::Delivered;
 use fjord_group::coordinator::{JoinRequest, JoinResult};
 use fjord_group::Reply;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(b: &Broker, ctx: &Ctx, r: JoinGroupRequest) -> JoinGroupResponse {
+    if !crate::authz::group(b, ctx, AclOperation::Read, &r.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let req = JoinRequest {
         group_id: r.group_id.0.to_string(),
         member_id: r.member_id.to_string(),

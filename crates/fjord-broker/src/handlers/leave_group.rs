@@ -6,8 +6,14 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use super::{sb, Ctx};
 use crate::broker::Broker;
 use fjord_group::coordinator::LeaveMember;
+use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(b: &Broker, ctx: &Ctx, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !crate::authz::group(b, ctx, AclOperation::Read, &r.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let group = r.group_id.0.to_string();
     if crate::groups::not_coordinator(b, &group) {
         return LeaveGroupResponse::default()

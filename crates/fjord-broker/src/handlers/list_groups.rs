@@ -4,7 +4,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 pub fn handle(b: &Broker, ctx: &Ctx, r: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();
@@ -12,6 +14,24 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: ListGroupsRequest) -> ListGroupsResponse
     let mut listed = Vec::new();
     b.groups
         .read_each(|c, _| listed.extend(c.list_groups(&states, &types)));
+    // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
+    if !authz::allowed_quietly(
+        b,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        listed.retain(|g| {
+            authz::allowed_quietly(
+                b,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Group,
+                &g.group_id,
+            )
+        });
+    }
     ListGroupsResponse::default().with_groups(
         listed
             .into_iter()

@@ -14,7 +14,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Ctx;
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -27,7 +29,35 @@ const DEBUGGING_REPLICA_ID: i32 = -2;
 /// `replica_id` of a consumer: only the leader answers, and only up to the high watermark.
 const CONSUMER_REPLICA_ID: i32 = -1;
 
-pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+/// DESCRIBE on each topic; the others get TOPIC_AUTHORIZATION_FAILED.
+pub async fn handle(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    mut req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let (allowed, denied) = authz::split(
+        b,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Topic,
+        std::mem::take(&mut req.topics),
+        |t| &t.name,
+    );
+    req.topics = allowed;
+    let mut resp = handle_authorized(b, ctx, req).await;
+    if !denied.is_empty() {
+        let denied = ListOffsetsRequest::default().with_topics(denied);
+        resp.topics
+            .extend(failed(&denied, ErrorCode::TopicAuthorizationFailed).topics);
+    }
+    resp
+}
+
+async fn handle_authorized(
+    b: &Arc<Broker>,
+    ctx: &Ctx,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let reads_disk = req.topics.iter().any(|t| {
         t.partitions
             .iter()

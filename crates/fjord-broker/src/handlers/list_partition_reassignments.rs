@@ -16,13 +16,19 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if !authz::cluster(b, ctx, AclOperation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let topics = req.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| {

@@ -12,7 +12,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 pub fn handle(b: &Broker, ctx: &Ctx, req: ListTransactionsRequest) -> ListTransactionsResponse {
     let resp = ListTransactionsResponse::default();
@@ -42,6 +44,16 @@ pub fn handle(b: &Broker, ctx: &Ctx, req: ListTransactionsRequest) -> ListTransa
         .filter(|(_, v)| pids.is_empty() || pids.contains(&v.producer_id))
         .filter(|(_, v)| req.state_filters.is_empty() || states.contains(&v.state))
         .filter(|(_, v)| duration < 0 || now - v.start_ms > duration)
+        // Only the transactional ids the principal may DESCRIBE (unlogged, as in Kafka).
+        .filter(|(id, _)| {
+            authz::allowed_quietly(
+                b,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                id,
+            )
+        })
         .map(|(id, v)| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(sb(id)))

@@ -1,5 +1,7 @@
 //! Metadata (v0-13): live brokers with racks, the active controller, topics with ids and
 //! partitions (leader, epoch, replicas, ISR) from this broker's cluster image, auto-creation.
+//! With ACLs: DESCRIBE on each topic (a full listing leaves the others out), CREATE on the
+//! cluster or topic to auto-create, KIP-430 authorized operations when asked.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use uuid::Uuid;
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::{Broker, Topic};
+use fjord_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 
 /// "Authorized operations not requested" marker.
 const OPS_OMITTED: i32 = i32::MIN;
@@ -31,37 +35,99 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Metadat
         .collect();
     let auto_create =
         b.config.auto_create_topics_enable && (ctx.version < 4 || req.allow_auto_topic_creation);
-    let topics = match req.topics {
-        None => all_topics(b),
-        Some(list) if list.is_empty() && ctx.version == 0 => all_topics(b),
+    let mut topics = match req.topics {
+        None => all_topics(b, ctx),
+        Some(list) if list.is_empty() && ctx.version == 0 => all_topics(b, ctx),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 // A non-zero topic id wins over the name, as in Kafka: the Java Admin's
                 // describeTopics(TopicCollection.ofTopicIds(..)) sends the id with name "".
                 out.push(match t.name {
-                    Some(name) if t.topic_id.is_nil() => by_name(b, &name, auto_create).await,
-                    _ => by_id(b, t.topic_id),
+                    Some(name) if t.topic_id.is_nil() => by_name(b, ctx, &name, auto_create).await,
+                    _ => by_id(b, ctx, t.topic_id),
                 });
             }
             out
         }
     };
+    // KIP-430 (v8+): what the principal may do on each topic and on the cluster.
+    if ctx.version >= 8 && req.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            let name = t.name.as_deref().map_or("", |n| &**n);
+            t.topic_authorized_operations =
+                authz::authorized_operations(b, ctx, ResourceType::Topic, name);
+        }
+    }
+    let cluster_ops =
+        if (8..=10).contains(&ctx.version) && req.include_cluster_authorized_operations {
+            if authz::allowed_quietly(
+                b,
+                ctx,
+                AclOperation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+                authz::authorized_operations(b, ctx, ResourceType::Cluster, CLUSTER_NAME)
+            } else {
+                0
+            }
+        } else {
+            OPS_OMITTED
+        };
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(sb(b.cluster_id.clone())))
         .with_controller_id(BrokerId(b.controller_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPS_OMITTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn all_topics(b: &Broker) -> Vec<MetadataResponseTopic> {
-    b.topics().iter().map(|t| describe(t)).collect()
+/// Every topic the principal may DESCRIBE (the others are left out, unlogged, as in Kafka).
+fn all_topics(b: &Broker, ctx: &Ctx) -> Vec<MetadataResponseTopic> {
+    b.topics()
+        .iter()
+        .filter(|t| {
+            authz::allowed_quietly(b, ctx, AclOperation::Describe, ResourceType::Topic, &t.name)
+        })
+        .map(|t| describe(t))
+        .collect()
 }
 
-async fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataResponseTopic {
+fn unauthorized(name: Option<TopicName>, id: Uuid) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+        .with_name(name)
+        .with_topic_id(id)
+        .with_topic_authorized_operations(OPS_OMITTED)
+}
+
+async fn by_name(
+    b: &Broker,
+    ctx: &Ctx,
+    name: &TopicName,
+    auto_create: bool,
+) -> MetadataResponseTopic {
+    // Asked for by name: TOPIC_AUTHORIZATION_FAILED whether or not the topic exists.
+    if !authz::topic(b, ctx, AclOperation::Describe, name) {
+        return unauthorized(Some(name.clone()), Uuid::nil());
+    }
     if let Some(t) = b.topic(name) {
         return describe(&t);
+    }
+    // Auto-creation needs CREATE on the cluster or on the topic.
+    if auto_create
+        && authz::enabled(b)
+        && !authz::allowed_quietly(
+            b,
+            ctx,
+            AclOperation::Create,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )
+        && !authz::topic(b, ctx, AclOperation::Create, name)
+    {
+        return unauthorized(Some(name.clone()), Uuid::nil());
     }
     let error = if auto_create {
         match b
@@ -95,8 +161,9 @@ async fn by_name(b: &Broker, name: &TopicName, auto_create: bool) -> MetadataRes
         .with_topic_authorized_operations(OPS_OMITTED)
 }
 
-fn by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
+fn by_id(b: &Broker, ctx: &Ctx, id: Uuid) -> MetadataResponseTopic {
     match b.topic_by_id(&id) {
+        Some(t) if !authz::topic(b, ctx, AclOperation::Describe, &t.name) => unauthorized(None, id),
         Some(t) => describe(&t),
         None => MetadataResponseTopic::default()
             .with_error_code(ErrorCode::UnknownTopicId.code())

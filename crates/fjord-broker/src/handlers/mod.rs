@@ -10,11 +10,14 @@ mod alter_partition_reassignments;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -197,6 +200,9 @@ pub async fn handle_from(broker: &Arc<Broker>, req: Request, session: &Session) 
         RequestKind::DescribeUserScramCredentials(r) => {
             respond(scram_credentials::describe(b, &ctx, r))
         }
+        RequestKind::CreateAcls(r) => respond(create_acls::handle(b, &ctx, r).await),
+        RequestKind::DeleteAcls(r) => respond(delete_acls::handle(b, &ctx, r).await),
+        RequestKind::DescribeAcls(r) => respond(describe_acls::handle(b, &ctx, r)),
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)
@@ -335,6 +341,30 @@ mod version_tests {
                             })
                             .collect(),
                     )])
+                .into()],
+            ApiKey::CreateAcls => vec![CreateAclsRequest::default()
+                .with_creations(vec![create_acls_request::AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(sb("t"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(sb("User:alice"))
+                    .with_host(sb("*"))
+                    .with_operation(3)
+                    .with_permission_type(3)])
+                .into()],
+            ApiKey::DescribeAcls => vec![DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1)
+                .into()],
+            ApiKey::DeleteAcls => vec![DeleteAclsRequest::default()
+                .with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(2)
+                    .with_resource_name_filter(Some(sb("t")))
+                    .with_pattern_type_filter(3)
+                    .with_operation(1)
+                    .with_permission_type(1)])
                 .into()],
             ApiKey::Metadata => vec![
                 MetadataRequest::default().with_topics(None).into(),
@@ -760,6 +790,13 @@ mod version_tests {
             "group.initial.rebalance.delay.ms".to_string(),
             "0".to_string(),
         );
+        // ACLs on, the test's connections a super user: every handler's authorized path and
+        // the ACL APIs' answers with real ACLs in them.
+        props.insert(
+            "authorizer.class.name".to_string(),
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_string(),
+        );
+        props.insert("super.users".to_string(), "User:ANONYMOUS".to_string());
         let b = Broker::open(BrokerConfig::from_props(props).unwrap()).unwrap();
         b.create_topic("t", 1, 1, BTreeMap::new(), false, Deadline::standard())
             .await

@@ -12,18 +12,73 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use std::sync::Arc;
 
 use super::{Ctx, Outcome};
+use crate::authz;
 use crate::broker::Broker;
 use crate::groups::Written;
 use fjord_group::coordinator::{CommitPartition, CommitRequest};
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 /// Commit, then answer once the commit is on every in-sync replica of the group's partition.
-pub fn handle_replicated(b: &Arc<Broker>, ctx: &Ctx, r: OffsetCommitRequest) -> Outcome {
+///
+/// READ on the group (else GROUP_AUTHORIZATION_FAILED everywhere) and on each topic (else
+/// TOPIC_AUTHORIZATION_FAILED for its partitions).
+pub fn handle_replicated(b: &Arc<Broker>, ctx: &Ctx, mut r: OffsetCommitRequest) -> Outcome {
+    let (denied, code) = denied_topics(b, ctx, None, &r.group_id.0, &mut r.topics, |t| &t.name.0);
+    let denied: Vec<OffsetCommitResponseTopic> = denied
+        .into_iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     let b = b.clone();
     let version = ctx.version;
     Outcome::Deferred(Box::pin(async move {
-        Outcome::Respond(Box::new(handle(&b, version, r).await.into()))
+        let mut resp = if r.topics.is_empty() && !denied.is_empty() {
+            OffsetCommitResponse::default()
+        } else {
+            handle(&b, version, r).await
+        };
+        resp.topics.extend(denied);
+        Outcome::Respond(Box::new(resp.into()))
     }))
+}
+
+/// The authorization of a (transactional) offset commit: WRITE on the transactional id if
+/// any, READ on the group, READ on each topic. Takes the refused topics out of `topics` and
+/// returns them with their error.
+pub(crate) fn denied_topics<T>(
+    b: &Broker,
+    ctx: &Ctx,
+    transactional_id: Option<&str>,
+    group: &str,
+    topics: &mut Vec<T>,
+    name: impl Fn(&T) -> &str,
+) -> (Vec<T>, ErrorCode) {
+    let all = std::mem::take(topics);
+    if let Some(id) = transactional_id {
+        if !authz::transactional_id(b, ctx, AclOperation::Write, id) {
+            return (all, ErrorCode::TransactionalIdAuthorizationFailed);
+        }
+    }
+    if !authz::group(b, ctx, AclOperation::Read, group) {
+        return (all, ErrorCode::GroupAuthorizationFailed);
+    }
+    let (allowed, denied) =
+        authz::split(b, ctx, AclOperation::Read, ResourceType::Topic, all, name);
+    *topics = allowed;
+    (denied, ErrorCode::TopicAuthorizationFailed)
 }
 
 /// A commit request's partitions in request order: (topic index, partition, index among the

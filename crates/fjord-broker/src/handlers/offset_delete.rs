@@ -6,10 +6,51 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::{AclOperation, ResourceType};
 
-pub async fn handle(b: &Broker, _ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(b: &Broker, ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = r.group_id.0.to_string();
+    // DELETE on the group; READ on each topic (the others answer TOPIC_AUTHORIZATION_FAILED).
+    if !authz::group(b, ctx, AclOperation::Delete, &group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
+    let (r, denied) = {
+        let mut r = r;
+        let (allowed, denied) = authz::split(
+            b,
+            ctx,
+            AclOperation::Read,
+            ResourceType::Topic,
+            std::mem::take(&mut r.topics),
+            |t| &t.name.0,
+        );
+        r.topics = allowed;
+        (r, denied)
+    };
+    let mut resp = offset_delete(b, &group, r).await;
+    resp.topics.extend(denied.into_iter().map(|t| {
+        OffsetDeleteResponseTopic::default()
+            .with_name(t.name)
+            .with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    })
+                    .collect(),
+            )
+    }));
+    resp
+}
+
+async fn offset_delete(b: &Broker, group: &str, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = group.to_string();
     let wanted: Vec<(String, Vec<i32>)> = r
         .topics
         .iter()

@@ -10,9 +10,11 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
 use fjord_group::coordinator::CommittedOffset;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::{AclOperation, ResourceType};
 
 /// One partition's answer: its committed offset if any, or UNSTABLE_OFFSET_COMMIT.
 type Row = Result<Option<CommittedOffset>, ErrorCode>;
@@ -21,8 +23,42 @@ type Fetched = Vec<(String, i32, Row)>;
 type TopicRows = (String, Vec<(i32, Row)>);
 
 /// The group's committed offsets, or why this broker cannot answer for the group
-/// (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+/// (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, GROUP_AUTHORIZATION_FAILED without
+/// DESCRIBE on the group). Topics without DESCRIBE answer TOPIC_AUTHORIZATION_FAILED when
+/// asked for, and are left out of an all-topics answer, as in Kafka.
 fn fetch(
+    b: &Broker,
+    ctx: &Ctx,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Result<Fetched, ErrorCode> {
+    if !authz::group(b, ctx, AclOperation::Describe, group) {
+        return Err(ErrorCode::GroupAuthorizationFailed);
+    }
+    let explicit = topics.is_some();
+    let rows = fetch_rows(b, group, topics, require_stable)?;
+    if !authz::enabled(b) {
+        return Ok(rows);
+    }
+    let ok = authz::filter(
+        b,
+        ctx,
+        AclOperation::Describe,
+        ResourceType::Topic,
+        rows.iter().map(|(t, _, _)| t.as_str()),
+    );
+    Ok(rows
+        .into_iter()
+        .filter_map(|(t, p, row)| match ok.contains(&t) {
+            true => Some((t, p, row)),
+            false if explicit => Some((t, p, Err(ErrorCode::TopicAuthorizationFailed))),
+            false => None,
+        })
+        .collect())
+}
+
+fn fetch_rows(
     b: &Broker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
@@ -81,7 +117,7 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let (rows, code) = match fetch(b, &g.group_id.0, topics, r.require_stable) {
+                let (rows, code) = match fetch(b, ctx, &g.group_id.0, topics, r.require_stable) {
                     Ok(rows) => (rows, ErrorCode::None),
                     Err(e) => (Vec::new(), e),
                 };
@@ -120,7 +156,7 @@ pub fn handle(b: &Broker, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchRespon
             .collect()
     });
     let require_stable = ctx.version >= 7 && r.require_stable;
-    let rows = match fetch(b, &r.group_id.0, topics, require_stable) {
+    let rows = match fetch(b, ctx, &r.group_id.0, topics, require_stable) {
         Ok(rows) => rows,
         // v2+ carry a top-level error; v1 only per partition.
         Err(e) if ctx.version >= 2 => {

@@ -9,15 +9,52 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::Ctx;
+use crate::authz;
 use crate::broker::Broker;
+use fjord_security::acl::{AclOperation, ResourceType};
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderTopic;
 
 pub fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
-    let topics = req
-        .topics
+    // A follower (replica_id >= 0) needs CLUSTER_ACTION, a client DESCRIBE on each topic.
+    let follower = req.replica_id.0 >= 0;
+    let cluster_ok = !follower || authz::cluster(b, ctx, AclOperation::ClusterAction);
+    let (allowed, denied) = if follower {
+        (req.topics, Vec::new())
+    } else {
+        authz::split(
+            b,
+            ctx,
+            AclOperation::Describe,
+            ResourceType::Topic,
+            req.topics,
+            |t| &t.topic,
+        )
+    };
+    let deny = |t: OffsetForLeaderTopic| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                EpochEndOffset::default()
+                    .with_partition(p.partition)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1)
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+            })
+            .collect();
+        OffsetForLeaderTopicResult::default()
+            .with_topic(t.topic)
+            .with_partitions(partitions)
+    };
+    if !cluster_ok {
+        return OffsetForLeaderEpochResponse::default()
+            .with_topics(allowed.into_iter().map(deny).collect());
+    }
+    let topics = allowed
         .into_iter()
         .map(|t| {
             let partitions = t
@@ -45,6 +82,7 @@ pub fn handle(
                 .with_topic(t.topic)
                 .with_partitions(partitions)
         })
+        .chain(denied.into_iter().map(deny))
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

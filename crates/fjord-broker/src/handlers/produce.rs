@@ -26,12 +26,14 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{sb, Ctx, Outcome};
+use crate::authz;
 use crate::broker::{Broker, Topic};
 use crate::partition::{Partition, TxnTurn};
 use crate::replica_manager::produce::append_to_leader_as;
 use crate::replica_manager::txn::{verify, Verified};
 use crate::replica_manager::{append_to_leader, ProduceError};
 use fjord_protocol::records::AppendOrigin;
+use fjord_security::acl::AclOperation;
 use fjord_storage::TxnCheck;
 
 /// The verification of one transactional produce, run by the first partition that needs it.
@@ -154,6 +156,11 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
         Default::default()
     };
     let mixed_producers = producers.len() > 1;
+    // Transactional records need WRITE on the transactional id (every partition fails).
+    let txn_denied = !producers.is_empty()
+        && txn_id
+            .as_ref()
+            .is_some_and(|id| !authz::transactional_id(b, ctx, AclOperation::Write, id));
     let verification = match (&txn_id, producers.first()) {
         (Some(id), Some(&(producer_id, producer_epoch))) if !mixed_producers => {
             Some(Arc::new(Verification {
@@ -191,6 +198,12 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
         let gc_refusal = topic
             .as_ref()
             .and_then(|t| crate::topic_activity::produce_refusal(b, t));
+        // WRITE on the topic, by name (v13+: a topic id nobody knows stays UNKNOWN_TOPIC_ID).
+        let topic_denied = match (&topic, ctx.version >= 13) {
+            (Some(t), _) => !authz::topic(b, ctx, AclOperation::Write, &t.name),
+            (None, false) => !authz::topic(b, ctx, AclOperation::Write, &td.name),
+            (None, true) => false,
+        };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let resp = PartitionProduceResponse::default()
@@ -212,6 +225,10 @@ pub fn handle(b: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
                     ErrorCode::InvalidProducerIdMapping,
                     Some("Transactional records contained more than one producer ID".into()),
                 )
+            } else if txn_denied {
+                fail(ErrorCode::TransactionalIdAuthorizationFailed, None)
+            } else if topic_denied {
+                fail(ErrorCode::TopicAuthorizationFailed, None)
             } else if internal {
                 let name = topic
                     .as_ref()

@@ -8,8 +8,13 @@ use crate::groups::Delivered;
 use fjord_group::coordinator::{SyncRequest, SyncResult};
 use fjord_group::Reply;
 use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(b: &Broker, ctx: &Ctx, r: SyncGroupRequest) -> SyncGroupResponse {
+    if !crate::authz::group(b, ctx, AclOperation::Read, &r.group_id.0) {
+        return SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let req = SyncRequest {
         group_id: r.group_id.0.to_string(),
         generation_id: r.generation_id,

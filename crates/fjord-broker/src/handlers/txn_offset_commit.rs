@@ -13,18 +13,49 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::offset_commit::{answer, split_partitions};
+use super::offset_commit::{answer, denied_topics, split_partitions};
 use super::{Ctx, Outcome};
 use crate::broker::Broker;
 use crate::groups::Written;
 use fjord_group::coordinator::{CommitPartition, TxnCommitRequest};
 use fjord_protocol::error::ErrorCode;
 
-pub fn handle(b: &Arc<Broker>, ctx: &Ctx, r: TxnOffsetCommitRequest) -> Outcome {
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, mut r: TxnOffsetCommitRequest) -> Outcome {
+    let (denied, code) = denied_topics(
+        b,
+        ctx,
+        Some(&r.transactional_id.0),
+        &r.group_id.0,
+        &mut r.topics,
+        |t| &t.name.0,
+    );
+    let denied: Vec<TxnOffsetCommitResponseTopic> = denied
+        .into_iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
     let b = b.clone();
     let version = ctx.version;
     Outcome::Deferred(Box::pin(async move {
-        Outcome::Respond(Box::new(handle_async(&b, version, r).await.into()))
+        let mut resp = if r.topics.is_empty() && !denied.is_empty() {
+            TxnOffsetCommitResponse::default()
+        } else {
+            handle_async(&b, version, r).await
+        };
+        resp.topics.extend(denied);
+        Outcome::Respond(Box::new(resp.into()))
     }))
 }
 

@@ -12,13 +12,20 @@ use fjord_metadata::ControllerRequest;
 use kafka_protocol::messages::{UnregisterBrokerRequest, UnregisterBrokerResponse};
 
 use super::{sb, Ctx};
+use crate::authz;
 use crate::broker::Broker;
+use fjord_protocol::error::ErrorCode;
+use fjord_security::acl::AclOperation;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: UnregisterBrokerRequest,
 ) -> UnregisterBrokerResponse {
+    if !authz::cluster(b, ctx, AclOperation::Alter) {
+        return UnregisterBrokerResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
+    }
     let request = ControllerRequest::UnregisterBroker {
         node_id: req.broker_id.0,
     };

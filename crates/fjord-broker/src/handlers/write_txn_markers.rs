@@ -22,16 +22,20 @@ use kafka_protocol::messages::write_txn_markers_response::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use super::{Ctx, Outcome};
+use crate::authz;
 use crate::broker::Broker;
 use crate::groups::OFFSETS_TOPIC;
 use crate::replica_manager::txn::write_marker;
+use fjord_security::acl::AclOperation;
 
 /// How long a marker waits for the ISR (below the coordinator's request timeout, so it gets
 /// an answer rather than a broken request).
 const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, r: WriteTxnMarkersRequest) -> Outcome {
+pub fn handle(b: &Arc<Broker>, ctx: &Ctx, r: WriteTxnMarkersRequest) -> Outcome {
     let deadline = Instant::now() + MARKER_TIMEOUT;
+    // Only brokers write markers: CLUSTER_ACTION on the cluster, else every partition fails.
+    let denied = !authz::cluster(b, ctx, AclOperation::ClusterAction);
     // Every append is queued now, in request order; the answers are awaited after.
     let mut markers = Vec::with_capacity(r.markers.len());
     for m in r.markers {
@@ -51,6 +55,7 @@ pub fn handle(b: &Arc<Broker>, _ctx: &Ctx, r: WriteTxnMarkersRequest) -> Outcome
                     Some((topic, p))
                 });
                 let pending = match p {
+                    _ if denied => Err(ErrorCode::ClusterAuthorizationFailed),
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                     Some((_, p)) if !p.has_log() => Err(ErrorCode::UnknownTopicOrPartition),
                     Some((topic, p)) => Ok(Box::pin(write_marker(

@@ -77,7 +77,11 @@ pub struct PartitionRead {
 }
 
 impl PartitionRead {
-    fn failed(error: ErrorCode, high_watermark: i64, log_start_offset: i64) -> PartitionRead {
+    pub(crate) fn failed(
+        error: ErrorCode,
+        high_watermark: i64,
+        log_start_offset: i64,
+    ) -> PartitionRead {
         PartitionRead {
             error,
             records: None,
