@@ -5,6 +5,7 @@
 #[macro_use]
 mod output;
 
+mod acl;
 mod args;
 mod broker;
 mod cluster;
@@ -102,6 +103,9 @@ enum Command {
     /// Users: SCRAM credentials (like kafka-configs.sh --entity-type users).
     #[command(subcommand)]
     User(user::UserCommand),
+    /// ACLs: add, list, remove (like kafka-acls.sh).
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Load generators (like kafka-producer-perf-test / kafka-consumer-perf-test).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -215,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(c) => cluster::run(&connect, cli.output, c).await,
         Command::Broker(a) => broker::run(cli.output, a).await,
         Command::Perf(c) => perf::run(&connect, c).await,
+        Command::Acl(c) => acl::run(&connect, cli.output, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
         Command::Transaction(c) => transaction::run(&connect, cli.output, c).await,
         Command::User(c) => user::run(&connect, cli.output, c).await,
