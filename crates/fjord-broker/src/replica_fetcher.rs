@@ -345,6 +345,7 @@ pub(crate) async fn connect_peer(
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(3),
         max_in_flight: 2,
+        sasl: crate::sasl::inter_broker_credentials(broker),
         ..ConnectionConfig::default()
     };
     Connection::connect(&format!("{host}:{port}"), config).await

@@ -317,6 +317,17 @@ impl SaslConfig {
     }
 }
 
+/// The credentials this broker presents to other brokers' data listeners (replica fetchers,
+/// transaction markers and verification): `None` on a PLAINTEXT listener.
+pub fn inter_broker_credentials(broker: &Broker) -> Option<fjord_client::SaslCredentials> {
+    let c = broker.config.sasl.inter_broker.as_ref()?;
+    Some(fjord_client::SaslCredentials {
+        mechanism: c.mechanism.clone(),
+        username: c.username.clone(),
+        password: c.password.clone(),
+    })
+}
+
 /// Authentication metrics.
 pub struct SaslMetrics {
     /// Exchanges finished, by `mechanism` and `result` (success, failure).

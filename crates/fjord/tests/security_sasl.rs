@@ -565,3 +565,116 @@ fn refuses_unauthenticated_requests_and_stalled_exchanges() {
     );
     broker.assert_no_panic_in_log();
 }
+
+/// ISR sizes of `topic`'s partitions as `broker` answers Metadata to an authenticated kcat.
+fn isr_sizes(broker: &FjordProcess, topic: &str) -> Vec<usize> {
+    let r = broker.kcat(
+        &[
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            "sasl.username=alice",
+            "-X",
+            "sasl.password=alice-secret",
+            "-L",
+            "-J",
+            "-t",
+            topic,
+        ],
+        None,
+    );
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(r.stdout().trim()) else {
+        return Vec::new();
+    };
+    v["topics"][0]["partitions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_brokers_replicate_over_sasl() {
+    // Every broker's data listener takes only SASL (PLAIN); followers fetch from leaders and
+    // the transaction and verification clients connect with the broker's own JAAS credentials.
+    let cluster = common::cluster::Cluster::builder()
+        .config(&format!(
+            "listener.security.protocol.map = \"PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT\"\n\
+             sasl.enabled.mechanisms = \"PLAIN\"\n\
+             sasl.mechanism.inter.broker.protocol = \"PLAIN\"\n\
+             listener.name.plaintext.plain.sasl.jaas.config = '{JAAS}'\n"
+        ))
+        .start();
+    let node = cluster.node(1);
+    let admin = props(node, "admin.properties", "PLAIN", "admin", "admin-secret");
+    node.cli(&[
+        "--command-config",
+        &admin,
+        "topic",
+        "create",
+        "replicated",
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "3",
+    ])
+    .success("create an RF-3 topic over SASL");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sizes: Vec<Vec<usize>> = cluster
+            .brokers()
+            .iter()
+            .map(|&id| isr_sizes(cluster.node(id), "replicated"))
+            .collect();
+        if sizes
+            .iter()
+            .all(|s| s.len() == 3 && s.iter().all(|&n| n == 3))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ISRs never reached 3 (followers cannot fetch over SASL?): {sizes:?}\n{}",
+            node.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = sasl_python(
+        node,
+        "confluent",
+        "PLAIN",
+        "alice",
+        "alice-secret",
+        "replicated",
+        false,
+    );
+    assert_eq!(r["consumed"], 200, "{r}");
+    // The followers authenticated as the broker's own user.
+    let inter = cluster
+        .brokers()
+        .iter()
+        .map(|&id| {
+            metric(
+                cluster.node(id),
+                "fjord_sasl_authentications_total",
+                &[("mechanism", "PLAIN"), ("result", "success")],
+            )
+        })
+        .sum::<f64>();
+    assert!(inter >= 3.0, "{inter} PLAIN authentications in the cluster");
+    for &id in cluster.brokers() {
+        assert!(
+            !cluster
+                .node(id)
+                .all_logs()
+                .contains("SASL authentication failed"),
+            "node {id} refused a peer"
+        );
+        cluster.node(id).assert_no_panic_in_log();
+    }
+}

@@ -188,6 +188,7 @@ async fn ask_coordinator(
                 client_id: format!("fjord-txn-verify-{}", b.node_id()),
                 request_timeout: Duration::from_secs(30),
                 connect_timeout: remaining.min(Duration::from_secs(5)),
+                sasl: crate::sasl::inter_broker_credentials(b),
                 ..ConnectionConfig::default()
             };
             let c = match tokio::time::timeout(remaining, Connection::connect(&addr, config)).await

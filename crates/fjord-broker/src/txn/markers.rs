@@ -72,6 +72,7 @@ impl Connections {
             client_id: format!("fjord-txn-markers-{}", broker.node_id()),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            sasl: crate::sasl::inter_broker_credentials(broker),
             ..ConnectionConfig::default()
         };
         let conn = Arc::new(
