@@ -144,6 +144,8 @@ const BROKER_KEYS: &[(&str, &str)] = &[
     ("group.lag.min.distance.ms", "1000"),
     // Unused topics and topic GC (Fjord's keys; `crate::topic_activity`).
     ("topic.activity.flush.ms", "60000"),
+    ("quota.window.num", "11"),
+    ("quota.window.size.seconds", "1"),
     ("topic.gc.grace.ms", "86400000"),
     ("topic.gc.exclude", ""),
     ("topic.gc.reject.produce", "false"),
@@ -299,6 +301,8 @@ pub struct BrokerConfig {
     pub txn: TxnConfig,
     /// `topic.activity.flush.ms`, `topic.gc.*`.
     pub topic_gc: crate::topic_activity::TopicGcConfig,
+    /// `quota.window.num`, `quota.window.size.seconds`: client quota sampling.
+    pub quota: crate::quota::QuotaConfig,
     /// Broker-level defaults for every topic's log.
     pub log: LogConfig,
     /// Every key that was set explicitly (any source), for DescribeConfigs.
@@ -490,6 +494,7 @@ impl BrokerConfig {
             )? as u64,
             txn: txn_config(&get)?,
             topic_gc: crate::topic_activity::TopicGcConfig::parse(&get)?,
+            quota: crate::quota::QuotaConfig::parse(&get)?,
             log,
             explicit: props,
         })

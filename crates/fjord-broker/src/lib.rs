@@ -67,6 +67,7 @@ pub mod memory_pool;
 pub mod metadata_disk;
 pub mod metrics;
 pub mod partition;
+pub mod quota;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;

@@ -214,6 +214,8 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     // Traffic by client rack and usage per client id (`None` when accounting is off).
     let mut accounting = ConnAccounting::new(&broker.accounting, peer);
+    // Client quotas mute the connection (KIP-219): neither read nor handled while muted.
+    let mute = Arc::new(crate::quota::Mute::default());
 
     let reader = tokio::spawn(read_requests(
         broker.clone(),
@@ -224,8 +226,10 @@ async fn serve_connection(
         activity.clone(),
     ));
 
+        mute.clone(),
     let writer = tokio::spawn(async move {
         let activity = activity;
+    let processor_activity = activity.clone();
         let mut pending: Chunks = Vec::new();
         // Take one outbound item: its chunks, or `None` to close.
         async fn resolve(o: Outbound) -> Option<Chunks> {
@@ -304,7 +308,38 @@ async fn serve_connection(
                 let charge = accounting
                     .as_mut()
                     .map(|a| a.request(&broker, &req, wire_bytes));
-                let outcome = handlers::handle_from(&broker, *req, &session).await;
+                let usage = crate::quota::RequestUsage::of(&req, wire_bytes);
+                let client_id: String = req.header.client_id.as_deref().unwrap_or("").into();
+                let handling = Instant::now();
+                let mut outcome = handlers::handle_from(&broker, *req, &session).await;
+                let client = crate::quota::QuotaClient {
+                    user: &session.principal.name,
+                    client_id: &client_id,
+                };
+                let (mut throttle, mut quota_type) = broker.quotas.request_throttle(
+                    &usage,
+                    client,
+                    handling.elapsed(),
+                    fjord_protocol::clock::now_ms(),
+                );
+                if let Outcome::RespondWithRecords(body, ranges) = &mut outcome {
+                    if usage.consumer_fetch {
+                        let bytes = crate::quota::fetch_response_bytes(body, ranges);
+                        let t = broker.quotas.record(
+                            crate::quota::QuotaType::Fetch,
+                            client,
+                            bytes as f64,
+                            fjord_protocol::clock::now_ms(),
+                        );
+                        if t > throttle {
+                            (throttle, quota_type) = (t, crate::quota::QuotaType::Fetch);
+                        }
+                    }
+                }
+                let throttle_ms = throttle.min(i32::MAX as i64) as i32;
+                if throttle > 0 {
+                    broker.quotas.note_throttle(quota_type, throttle);
+                }
                 // Handled: the request's memory goes back to the pool (Kafka releases the
                 // request buffer after handling, also when the response is deferred).
                 drop(reservation);
@@ -320,7 +355,8 @@ async fn serve_connection(
                                 .request_latency
                                 .with_label_values(&[api_name])
                                 .observe(arrived.elapsed().as_secs_f64());
-                            let chunks = encode(outcome, correlation_id, api, version, peer);
+                            let chunks =
+                                encode(outcome, correlation_id, api, version, peer, throttle_ms);
                             charge_response(&charge, chunks.as_ref());
                             let _ = tx.send(chunks);
                         });
@@ -334,7 +370,14 @@ async fn serve_connection(
                             .observe(arrived.elapsed().as_secs_f64());
                         match outcome {
                             Outcome::NoResponse => continue,
-                            outcome => match encode(outcome, correlation_id, api, version, peer) {
+                            outcome => match encode(
+                                outcome,
+                                correlation_id,
+                                api,
+                                version,
+                                peer,
+                                throttle_ms,
+                            ) {
                                 Some(chunks) => {
                                     charge_response(&charge, Some(&chunks));
                                     Outbound::Ready(chunks)
@@ -374,9 +417,25 @@ impl Activity {
     }
 
     fn now_ms(&self) -> u64 {
+                if throttle > 0 {
+                    // KIP-219: the client backs off by itself, so it has its response at once
+                    // and the connection is muted; an older client gets the response after
+                    // the throttle time.
+                    mute.mute_for(throttle);
+                    if !crate::quota::client_throttles(api, version) {
+                        tokio::select! {
+                            _ = mute.wait() => {}
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                }
         self.origin.elapsed().as_millis() as u64
     }
 
+                tokio::select! {
+                    waited = mute.wait() => processor_activity.forgive(waited),
+                    _ = shutdown.changed() => break,
+                }
     fn touch(&self) {
         self.last_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
     }
@@ -538,9 +597,12 @@ async fn read_requests(
             }
             Err(ReadEnd::Idle { pending }) => {
                 broker
+    mute: Arc<crate::quota::Mute>,
                     .metrics
                     .connections_closed
                     .with_label_values(&["incomplete_request"])
+        // A muted connection is not read (a throttled client's requests wait in the socket).
+        activity.forgive(mute.wait().await);
                     .inc();
                 if let Some(more) = limits.incomplete_log.lock().admit(Instant::now()) {
                     tracing::info!(%peer, received = pending, closed_since_last_message = more,
@@ -586,7 +648,7 @@ fn encode(
     version: i16,
     peer: SocketAddr,
 ) -> Option<Chunks> {
-    let (body, records) = match outcome {
+    let (mut body, records) = match outcome {
         Outcome::Respond(body) => (body, Vec::new()),
         Outcome::RespondWithRecords(body, records) => (body, records),
         Outcome::NoResponse => return Some(Vec::new()),
@@ -615,6 +677,7 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
     const MAX_SLICES: usize = 256;
     let mut first = 0;
     while first < chunks.len() {
+    throttle_ms: i32,
         if chunks[first].is_empty() {
             first += 1;
             continue;
@@ -629,6 +692,9 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
             .take(MAX_SLICES)
             .map_while(|c| match c {
                 Chunk::Bytes(b) => Some(IoSlice::new(b)),
+    if throttle_ms > 0 {
+        crate::quota::set_throttle_time(&mut body, throttle_ms);
+    }
                 Chunk::Records(_) => None,
             })
             .collect();
@@ -721,3 +787,5 @@ pub fn api_name(api: ApiKey) -> &'static str {
         _ => "Other",
     }
 }
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",

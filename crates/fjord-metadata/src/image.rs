@@ -175,6 +175,8 @@ pub struct ClusterImage {
     broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
     /// Creation, last produce and consumer fetch, GC mark per topic (`crate::topic_gc`).
     usage: HashMap<Uuid, TopicUsage>,
+    /// Client quotas per user / client-id entity (`crate::client_quota`).
+    client_quotas: crate::client_quota::ClientQuotas,
 }
 
 /// Replicas and preferred leaderships (first replica) a broker holds.
@@ -372,6 +374,9 @@ impl ClusterImage {
                         }
                     }
                 }
+            }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                self.client_quotas.apply(entity, key, *value)
             }
             MetadataRecord::CordonBroker { node_id } => self.broker_mut(*node_id)?.cordoned = true,
             MetadataRecord::UncordonBroker { node_id } => {
@@ -744,6 +749,11 @@ impl ClusterImage {
         self.broker_configs.get(&node_id)
     }
 
+    /// Client quotas by entity (`crate::client_quota`).
+    pub fn client_quotas(&self) -> &crate::client_quota::ClientQuotas {
+        &self.client_quotas
+    }
+
     /// Partitions with a reassignment in progress, by topic id and partition, from the index
     /// (no scan).
     pub fn reassigning_partitions(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
@@ -797,6 +807,7 @@ impl ClusterImage {
                 });
             }
         }
+        self.client_quotas.to_records(&mut out);
         for t in self.topics.values() {
             out.push(MetadataRecord::Topic {
                 name: t.name.clone(),

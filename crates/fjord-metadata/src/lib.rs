@@ -59,6 +59,7 @@
 
 pub mod acls;
 pub mod balancer;
+pub mod client_quota;
 pub mod controller;
 pub mod image;
 pub mod internal;

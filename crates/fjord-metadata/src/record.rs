@@ -148,6 +148,16 @@ pub enum MetadataRecord {
         marked_ms: Option<i64>,
     },
 
+    /// A client quota (KRaft's `ClientQuotaRecord`) was set (`Some`) or removed (`None`) on a
+    /// user, client-id or (user, client-id) entity, `<default>` ones included
+    /// ([`crate::client_quota`]).
+    ClientQuota {
+        entity: crate::client_quota::QuotaEntity,
+        key: String,
+        #[serde(default)]
+        value: Option<crate::client_quota::QuotaValue>,
+    },
+
     /// The full state of a new partition (KRaft's `PartitionRecord`).
     Partition {
         topic_id: Uuid,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::client_quota::{AlterationOutcome, QuotaAlteration};
 use crate::controller::{
     AlterPartition, BrokerHeartbeat, BrokerRegistration, Controller, ControllerError,
     ControllerResult, CreateTopic, ElectionType, PartitionElection, UNCLEAN_LEADER_ELECTION_ENABLE,
@@ -157,6 +158,11 @@ pub enum ControllerRequest {
         protected: Protected,
         execute: bool,
     },
+    /// AlterClientQuotas ([`Controller::alter_client_quotas`]): one outcome per entry.
+    AlterClientQuotas {
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    },
 }
 
 impl ControllerRequest {
@@ -187,6 +193,7 @@ impl ControllerRequest {
             R::ListPartitionReassignments { .. } => "ListPartitionReassignments",
             R::TopicActivity { .. } => "TopicActivity",
             R::TopicGc { .. } => "TopicGc",
+            R::AlterClientQuotas { .. } => "AlterClientQuotas",
         }
     }
 }
@@ -294,6 +301,10 @@ pub enum ControllerReply {
     /// The reply to [`ControllerRequest::TopicGc`]: every topic's decision.
     TopicGc {
         decisions: Vec<GcDecision>,
+    },
+    /// The reply to [`ControllerRequest::AlterClientQuotas`], in request order.
+    ClientQuotasAltered {
+        results: Vec<AlterationOutcome>,
     },
 }
 
@@ -651,6 +662,13 @@ impl Controller {
             } => map(
                 self.topic_gc(&params, &protected, execute, now)?,
                 |decisions| ControllerReply::TopicGc { decisions },
+            ),
+            R::AlterClientQuotas {
+                entries,
+                validate_only,
+            } => map(
+                self.alter_client_quotas(&entries, validate_only),
+                |results| ControllerReply::ClientQuotasAltered { results },
             ),
         })
     }

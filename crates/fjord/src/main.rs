@@ -18,6 +18,7 @@ mod group_lag;
 mod perf;
 mod perf_group;
 mod produce;
+mod quota;
 mod rebalance;
 mod server;
 mod topic;
@@ -101,6 +102,9 @@ enum Command {
     #[command(subcommand)]
     Transaction(transaction::TransactionCommand),
     /// Users: SCRAM credentials (like kafka-configs.sh --entity-type users).
+    /// Client quotas: set or remove, describe (like kafka-configs.sh for users and clients).
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
     #[command(subcommand)]
     User(user::UserCommand),
     /// ACLs: add, list, remove (like kafka-acls.sh).
@@ -223,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(c) => group::run(&connect, cli.output, c).await,
         Command::Transaction(c) => transaction::run(&connect, cli.output, c).await,
         Command::User(c) => user::run(&connect, cli.output, c).await,
+        Command::Quota(c) => quota::run(&connect, cli.output, c).await,
         Command::Usage(a) => traffic::usage(a, cli.output).await,
         Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),

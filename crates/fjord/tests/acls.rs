@@ -10,8 +10,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::kafka::Tools;
-use common::{wait_until, FjordProcess};
+use common::{ck_consume, ck_produce, wait_until, FjordProcess};
 
 const AUTHORIZER: &str =
     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer";
@@ -217,4 +218,53 @@ fn acl_apis_without_an_authorizer_answer_security_disabled() {
         "{}",
         out.describe()
     );
+}
+
+/// Brokers fetch from each other as `User:ANONYMOUS` on plaintext: with the broker principal in
+/// `super.users` (as Kafka requires) and nothing allowed without ACLs, a 3-node cluster keeps
+/// its replicas in sync under acks=all produce, and the follower fetches are authorized as
+/// CLUSTER_ACTION (counted as allowed cluster decisions).
+#[test]
+fn three_nodes_replicate_with_acls_on() {
+    let mut c = Cluster::builder()
+        .config(
+            "\"authorizer.class.name\" = \"org.apache.kafka.metadata.authorizer.StandardAuthorizer\"\n\
+             \"super.users\" = \"User:ANONYMOUS\"\n\
+             \"allow.everyone.if.no.acl.found\" = \"false\"",
+        )
+        .start();
+    c.node(1)
+        .cli(&[
+            "topic",
+            "create",
+            "acl-repl",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=3",
+        ])
+        .success("create topic");
+    c.wait_isr("acl-repl", None, 3);
+    ck_produce(c.node(1), "acl-repl", 300, &["--acks", "all"]);
+    let layout = c.wait_isr("acl-repl", None, 3);
+    assert_eq!(layout.len(), 3, "{layout:#?}");
+    assert_eq!(ck_consume(c.node(2), "acl-repl", 300).len(), 300);
+    let cluster_allowed = |m: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("fjord_authorizer_decisions_total")
+                    && l.contains("result=\"allowed\"")
+                    && l.contains("resource_type=\"cluster\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let total: f64 = (1..=3)
+        .map(|i| cluster_allowed(&c.node(i).http_get("/metrics").body))
+        .sum();
+    assert!(total > 0.0, "no CLUSTER_ACTION decisions counted");
+    c.assert_no_panic_in_logs();
 }

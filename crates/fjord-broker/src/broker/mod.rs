@@ -136,6 +136,8 @@ pub struct Broker {
     pub io: Arc<fjord_storage::io::IoThreads>,
     /// Metrics of the I/O threads and fsyncs.
     pub disk: crate::disk::DiskMetrics,
+    /// Client quotas: limits from the image, every active client's rates.
+    pub quotas: crate::quota::ClientQuotaManager,
 }
 
 impl Broker {
@@ -155,6 +157,7 @@ impl Broker {
         );
         let skew = crate::skew::Skew::new(&config.skew, &metrics.registry);
         let disk = crate::disk::DiskMetrics::new(&metrics.registry);
+        let quotas = crate::quota::ClientQuotaManager::new(config.quota, &metrics.registry);
         Ok(Broker {
             cluster_id,
             control,
@@ -179,6 +182,7 @@ impl Broker {
             replication_quotas: Default::default(),
             io: Arc::new(io),
             disk,
+            quotas,
             config,
         })
     }

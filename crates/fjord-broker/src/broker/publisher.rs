@@ -45,6 +45,7 @@ impl Broker {
         let _one_at_a_time = self.publishing.lock();
         let whole_image = matches!(batch, Publish::Image(_));
         let mut rates_changed = whole_image;
+        let mut quotas_changed = whole_image;
         let mut touched: BTreeSet<Uuid> = BTreeSet::new();
         let mut removed: Vec<Uuid> = Vec::new();
         // A whole image, or a broker registration (its rack may be new), changes the racks of
@@ -76,6 +77,15 @@ impl Broker {
                                 removed.push(*id);
                             }
                             MetadataRecord::BrokerConfig { .. } => rates_changed = true,
+                            MetadataRecord::ClientQuota { entity, key, value } => {
+                                quotas_changed = true;
+                                match value {
+                                    Some(v) => {
+                                        tracing::info!(%entity, key, value = v.0, "client quota set")
+                                    }
+                                    None => tracing::info!(%entity, key, "client quota removed"),
+                                }
+                            }
                             MetadataRecord::FenceBroker {
                                 node_id,
                                 broker_epoch,
@@ -136,6 +146,9 @@ impl Broker {
                 .set(image.reassigning_count() as i64);
             if rates_changed {
                 self.apply_throttle_rates(&image);
+            }
+            if quotas_changed {
+                self.quotas.update(image.client_quotas());
             }
         }
         for id in removed {

@@ -5,6 +5,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -18,6 +19,7 @@ mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_acls;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -192,6 +194,10 @@ pub async fn handle_from(broker: &Arc<Broker>, req: Request, session: &Session) 
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(b, &ctx, r),
         RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(b, &ctx, r),
         RequestKind::DescribeProducers(r) => respond(describe_producers::handle(b, &ctx, r)),
+        RequestKind::DescribeClientQuotas(r) => {
+            respond(describe_client_quotas::handle(b, &ctx, r))
+        }
+        RequestKind::AlterClientQuotas(r) => respond(alter_client_quotas::handle(b, &ctx, r).await),
         RequestKind::SaslHandshake(r) => respond(sasl::handshake(r)),
         RequestKind::SaslAuthenticate(r) => respond(sasl::authenticate(r)),
         RequestKind::AlterUserScramCredentials(r) => {
@@ -777,6 +783,21 @@ mod version_tests {
                     ]))
                     .into(),
             ],
+            ApiKey::AlterClientQuotas => vec![AlterClientQuotasRequest::default()
+                .with_entries(vec![alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(sb("client-id"))
+                        .with_entity_name(Some(sb(format!("c{v}"))))])
+                    .with_ops(vec![alter_client_quotas_request::OpData::default()
+                        .with_key(sb("producer_byte_rate"))
+                        .with_value(1024.0)])])
+                .into()],
+            ApiKey::DescribeClientQuotas => vec![DescribeClientQuotasRequest::default()
+                .with_components(vec![describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(sb("client-id"))
+                    .with_match_type(2)
+                    .with_match(None)])
+                .into()],
             other => panic!("no test request for {other:?}"),
         }
     }
