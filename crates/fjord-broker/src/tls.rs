@@ -120,9 +120,11 @@ impl TlsSettings {
             None | Some("none") => ClientAuth::None,
             Some("requested") => ClientAuth::Requested,
             Some("required") => ClientAuth::Required,
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "invalid value {other:?} for ssl.client.auth: expected required, requested or none"
-            )),
+            ))
+            }
         };
         if client_auth != ClientAuth::None && truststore.is_none() {
             return Err(format!(
