@@ -45,7 +45,7 @@ def confluent(a):
     for i in range(a.count):
         p.produce(a.topic, key=f"k{i}", value=f"v{i}",
                   on_delivery=lambda err, m: acked.append((err, m)))
-        p.poll(0)
+        p.poll(a.interval)
     p.flush(a.timeout)
     bad = [str(e) for e, _ in acked if e is not None]
     if len(acked) != a.count or bad:
@@ -133,6 +133,8 @@ def main():
     ap.add_argument("--topic", default="sasl")
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--interval", type=float, default=0,
+                    help="seconds between records (confluent), to outlive a session")
     ap.add_argument("--expect-auth-failure", action="store_true")
     a = ap.parse_args()
     out = confluent(a) if a.client == "confluent" else kafka_python(a)

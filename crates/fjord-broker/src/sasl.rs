@@ -15,7 +15,9 @@
 //! `listener.name.<listener>.sasl.enabled.mechanisms`,
 //! `listener.name.<listener>.<mechanism>.sasl.jaas.config` (then `sasl.jaas.config`),
 //! `sasl.server.max.receive.size`, `sasl.mechanism.inter.broker.protocol`,
-//! `connections.max.reauth.ms` (0 only: re-authentication, KIP-368, is not implemented).
+//! `connections.max.reauth.ms` (KIP-368: a session lasts this long; the client re-authenticates
+//! on the same connection with SaslHandshake and SaslAuthenticate, which [`Reauth`] intercepts
+//! in the request pipeline, and any other request after expiry closes the connection).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -89,6 +91,9 @@ pub struct SaslConfig {
     pub max_receive_size: usize,
     /// `sasl.authentication.timeout.ms` (Fjord's): the whole exchange must finish in this.
     pub timeout: Duration,
+    /// `connections.max.reauth.ms`: how long a session lasts before the client must
+    /// re-authenticate (KIP-368); `None` (0) for sessions without end.
+    pub max_reauth: Option<Duration>,
 }
 
 impl std::fmt::Debug for SaslConfig {
@@ -100,6 +105,7 @@ impl std::fmt::Debug for SaslConfig {
             .field("inter_broker", &self.inter_broker)
             .field("max_receive_size", &self.max_receive_size)
             .field("timeout", &self.timeout)
+            .field("max_reauth", &self.max_reauth)
             .finish()
     }
 }
@@ -208,17 +214,20 @@ impl SaslConfig {
             1,
             i32::MAX as i64,
         )? as u64;
-        for key in [
-            "connections.max.reauth.ms".to_string(),
-            format!("listener.name.{lower}.connections.max.reauth.ms"),
-        ] {
+        let reauth_ms = {
+            let key = format!("listener.name.{lower}.connections.max.reauth.ms");
             let v = get(&key);
-            if !v.is_empty() && crate::config::parse_int(&v, &key, 0, i64::MAX)? != 0 {
-                return Err(format!(
-                    "invalid value \"{v}\" for {key}: re-authentication (KIP-368) is not supported; use 0"
-                ));
+            if v.is_empty() {
+                crate::config::parse_int(
+                    &get("connections.max.reauth.ms"),
+                    "connections.max.reauth.ms",
+                    0,
+                    i64::MAX,
+                )?
+            } else {
+                crate::config::parse_int(&v, &key, 0, i64::MAX)?
             }
-        }
+        };
         let jaas_for = |mech: &str| -> Result<Option<JaasConfig>, String> {
             let key = format!(
                 "listener.name.{lower}.{}.sasl.jaas.config",
@@ -308,6 +317,7 @@ impl SaslConfig {
             inter_broker,
             max_receive_size,
             timeout: Duration::from_millis(timeout_ms),
+            max_reauth: (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms as u64)),
         })
     }
 
@@ -350,7 +360,7 @@ impl SaslMetrics {
         let closed = IntCounterVec::new(
             Opts::new(
                 "sasl_connections_closed_total",
-                "Connections closed before authenticating, by reason (timeout, unexpected_request, unsupported_mechanism, bad_frame)",
+                "Connections closed before authenticating, by reason (timeout, unexpected_request, unsupported_mechanism, bad_frame), or when their session expired without re-authentication (session_expired)",
             ),
             &["reason"],
         )
@@ -365,6 +375,7 @@ impl SaslMetrics {
             "unexpected_request",
             "unsupported_mechanism",
             "bad_frame",
+            "session_expired",
         ] {
             closed.with_label_values(&[r]);
         }
@@ -657,7 +668,7 @@ async fn run(
                         };
                         let resp = SaslAuthenticateResponse::default()
                             .with_auth_bytes(Bytes::from(token))
-                            .with_session_lifetime_ms(0);
+                            .with_session_lifetime_ms(session_lifetime_ms(cfg));
                         respond(stream, correlation_id, api, version, resp.into()).await?;
                         if let Some(user) = done {
                             return Ok(succeeded(broker, peer, mech, user));
@@ -679,6 +690,157 @@ async fn run(
                     format!("unexpected {api:?} v{version} request during SASL authentication"),
                 ))
             }
+        }
+    }
+}
+
+/// SaslAuthenticate's `session_lifetime_ms`: `connections.max.reauth.ms`, 0 without expiry.
+fn session_lifetime_ms(cfg: &SaslConfig) -> i64 {
+    cfg.max_reauth.map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the pipeline does with a request on an authenticated connection (KIP-368).
+pub enum Intercept {
+    /// Not a re-authentication and the session is valid: handle it as usual.
+    Pass,
+    /// Answer with this body (a re-authentication step); then close if `close`.
+    Respond(Box<ResponseKind>, bool),
+    /// Close the connection (the session expired), without an answer.
+    Close(String),
+}
+
+/// Re-authentication state of one authenticated connection, when `connections.max.reauth.ms`
+/// is set: the session's end and a re-authentication in progress.
+pub struct Reauth {
+    lifetime: Duration,
+    expires: std::time::Instant,
+    user: String,
+    peer: SocketAddr,
+    pending: Option<(String, Exchange)>,
+}
+
+impl Reauth {
+    /// `None` when sessions do not expire.
+    pub fn new(broker: &Broker, principal: &KafkaPrincipal, peer: SocketAddr) -> Option<Reauth> {
+        if !broker.config.sasl.required() {
+            return None;
+        }
+        let lifetime = broker.config.sasl.max_reauth?;
+        Some(Reauth {
+            lifetime,
+            expires: std::time::Instant::now() + lifetime,
+            user: principal.name.clone(),
+            peer,
+            pending: None,
+        })
+    }
+
+    /// Look at the next request: re-authentication steps are answered here (they never reach
+    /// the handlers), anything else passes while the session is valid and closes after.
+    pub fn intercept(
+        &mut self,
+        broker: &Broker,
+        req: &fjord_protocol::codec::Request,
+    ) -> Intercept {
+        let cfg = &broker.config.sasl;
+        match &req.body {
+            RequestKind::SaslHandshake(r) if req.header.request_api_version >= 1 => {
+                let mech = r.mechanism.to_string();
+                let resp = SaslHandshakeResponse::default()
+                    .with_mechanisms(cfg.mechanisms.iter().map(|m| sb(m.clone())).collect());
+                match cfg
+                    .mechanisms
+                    .contains(&mech)
+                    .then(|| Exchange::new(&mech))
+                    .flatten()
+                {
+                    Some(exchange) => {
+                        self.pending = Some((mech, exchange));
+                        Intercept::Respond(Box::new(resp.into()), false)
+                    }
+                    None => {
+                        broker
+                            .metrics
+                            .sasl
+                            .closed
+                            .with_label_values(&["unsupported_mechanism"])
+                            .inc();
+                        Intercept::Respond(
+                            Box::new(
+                                resp.with_error_code(ErrorCode::UnsupportedSaslMechanism.code())
+                                    .into(),
+                            ),
+                            true,
+                        )
+                    }
+                }
+            }
+            RequestKind::SaslAuthenticate(r) if self.pending.is_some() => {
+                let (mech, exchange) = self.pending.as_mut().expect("checked");
+                let mech = mech.clone();
+                let failure = |f: Failure| {
+                    failed(broker, self.peer, &mech, &f);
+                    Intercept::Respond(
+                        Box::new(
+                            SaslAuthenticateResponse::default()
+                                .with_error_code(ErrorCode::SaslAuthenticationFailed.code())
+                                .with_error_message(Some(sb(f.message)))
+                                .into(),
+                        ),
+                        true,
+                    )
+                };
+                match exchange.step(broker, &r.auth_bytes) {
+                    Ok(Step::Continue(token)) => Intercept::Respond(
+                        Box::new(
+                            SaslAuthenticateResponse::default()
+                                .with_auth_bytes(Bytes::from(token))
+                                .into(),
+                        ),
+                        false,
+                    ),
+                    Ok(Step::Done(token, user)) => {
+                        self.pending = None;
+                        if user != self.user {
+                            return failure(Failure {
+                                message: format!(
+                                    "Cannot change principals during re-authentication from User:{}: User:{user}",
+                                    self.user
+                                ),
+                                user: Some(user),
+                            });
+                        }
+                        succeeded(broker, self.peer, &mech, user);
+                        self.expires = std::time::Instant::now() + self.lifetime;
+                        Intercept::Respond(
+                            Box::new(
+                                SaslAuthenticateResponse::default()
+                                    .with_auth_bytes(Bytes::from(token))
+                                    .with_session_lifetime_ms(session_lifetime_ms(cfg))
+                                    .into(),
+                            ),
+                            false,
+                        )
+                    }
+                    Err(f) => {
+                        self.pending = None;
+                        failure(f)
+                    }
+                }
+            }
+            _ if std::time::Instant::now() >= self.expires => {
+                broker
+                    .metrics
+                    .sasl
+                    .closed
+                    .with_label_values(&["session_expired"])
+                    .inc();
+                Intercept::Close(format!(
+                    "the SASL session of User:{} expired (connections.max.reauth.ms) without re-authentication",
+                    self.user
+                ))
+            }
+            _ => Intercept::Pass,
         }
     }
 }
@@ -755,7 +917,7 @@ mod tests {
         for bad in [
             vec![("sasl.enabled.mechanisms", "GSSAPI")],
             vec![("sasl.enabled.mechanisms", "PLAIN")],
-            vec![("connections.max.reauth.ms", "1000")],
+            vec![("connections.max.reauth.ms", "-1")],
             vec![("sasl.jaas.config", "Module required user_a=\"b\"")],
         ] {
             assert!(parse(&bad, "SASL_PLAINTEXT").is_err(), "{bad:?}");

@@ -208,6 +208,8 @@ async fn serve_connection(
             }
         }
     }
+    // KIP-368: sessions that end (`connections.max.reauth.ms`) and re-authentication.
+    let mut reauth = crate::sasl::Reauth::new(&broker, &session.principal, peer);
     let (rd, mut wr) = stream.into_split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
@@ -302,6 +304,35 @@ async fn serve_connection(
                 break;
             }
             Inbound::Request(req, arrived, reservation, wire_bytes) => {
+                if let Some(r) = reauth.as_mut() {
+                    match r.intercept(&broker, &req) {
+                        crate::sasl::Intercept::Pass => {}
+                        crate::sasl::Intercept::Respond(body, close) => {
+                            let mut out = BytesMut::new();
+                            let h = &req.header;
+                            if let Err(e) = codec::encode_response(
+                                &mut out,
+                                h.correlation_id,
+                                req.api_key,
+                                h.request_api_version,
+                                &body,
+                            ) {
+                                tracing::error!(%peer, error = %e, "cannot encode a re-authentication response");
+                                break;
+                            }
+                            let sent =
+                                out_tx.send(Outbound::Ready(vec![Chunk::Bytes(out.freeze())]));
+                            if sent.await.is_err() || close {
+                                break;
+                            }
+                            continue;
+                        }
+                        crate::sasl::Intercept::Close(reason) => {
+                            tracing::info!(%peer, %reason, "closing connection");
+                            break;
+                        }
+                    }
+                }
                 let api = req.api_key;
                 let version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;

@@ -678,3 +678,132 @@ fn three_brokers_replicate_over_sasl() {
         cluster.node(id).assert_no_panic_in_log();
     }
 }
+
+/// Authenticate a raw connection with PLAIN over SaslAuthenticate v1; the session lifetime.
+fn plain_v1(
+    s: &mut TcpStream,
+    user: &str,
+    password: &str,
+    correlation_id: i32,
+) -> SaslAuthenticateResponse {
+    assert_eq!(handshake(s, "PLAIN", 1).error_code, 0);
+    let token = format!("\0{user}\0{password}").into_bytes();
+    let auth = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(token));
+    s.write_all(&request(ApiKey::SaslAuthenticate, 1, correlation_id, &auth))
+        .unwrap();
+    response(s, ApiKey::SaslAuthenticate, 1)
+}
+
+fn metadata_ok(s: &mut TcpStream, correlation_id: i32) -> bool {
+    if s.write_all(&request(
+        ApiKey::Metadata,
+        12,
+        correlation_id,
+        &MetadataRequest::default(),
+    ))
+    .is_err()
+    {
+        return false;
+    }
+    read_frame(s).is_some()
+}
+
+#[test]
+fn sessions_end_unless_clients_reauthenticate() {
+    let jaas = format!("listener.name.plaintext.plain.sasl.jaas.config={JAAS}");
+    let broker = FjordProcess::start(&[
+        "--set",
+        "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+        "--set",
+        &jaas,
+        "--set",
+        "connections.max.reauth.ms=2000",
+    ]);
+
+    // The session lifetime is announced (SaslAuthenticate v1+); re-authenticating on the same
+    // connection extends it; a request after the end closes the connection.
+    let mut s = connect(&broker);
+    let start = Instant::now();
+    let r = plain_v1(&mut s, "alice", "alice-secret", 1);
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 2000));
+    assert!(metadata_ok(&mut s, 2));
+    std::thread::sleep(Duration::from_millis(1200).saturating_sub(start.elapsed()));
+    let r = plain_v1(&mut s, "alice", "alice-secret", 3);
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 2000));
+    let reauthenticated = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(start.elapsed()));
+    assert!(
+        reauthenticated.elapsed() < Duration::from_millis(2000),
+        "the test machine is too slow for this check"
+    );
+    assert!(
+        metadata_ok(&mut s, 4),
+        "a re-authenticated session must go on"
+    );
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(reauthenticated.elapsed()));
+    assert!(!metadata_ok(&mut s, 5), "an expired session must be closed");
+    assert!(
+        metric(
+            &broker,
+            "fjord_sasl_connections_closed_total",
+            &[("reason", "session_expired")]
+        ) >= 1.0
+    );
+
+    // Re-authenticating as someone else is refused and closes.
+    let mut s = connect(&broker);
+    assert_eq!(plain_v1(&mut s, "alice", "alice-secret", 1).error_code, 0);
+    let r = plain_v1(&mut s, "admin", "admin-secret", 2);
+    assert_eq!(r.error_code, 58, "{r:?}");
+    assert!(read_frame(&mut s).is_none());
+
+    // librdkafka (confluent-kafka) re-authenticates by itself: a producer outliving several
+    // sessions keeps its connection and loses nothing.
+    let before = metric(
+        &broker,
+        "fjord_sasl_authentications_total",
+        &[("mechanism", "PLAIN"), ("result", "success")],
+    );
+    let out = broker
+        .python(
+            "sasl_clients.py",
+            &[
+                "--client",
+                "confluent",
+                "--mechanism",
+                "PLAIN",
+                "--user",
+                "alice",
+                "--password",
+                "alice-secret",
+                "--topic",
+                "reauth",
+                "--count",
+                "60",
+                "--interval",
+                "0.1",
+            ],
+        )
+        .success("confluent producer across sessions");
+    assert!(
+        out.stdout().contains("\"consumed\": 60"),
+        "{}",
+        out.stdout()
+    );
+    let after = metric(
+        &broker,
+        "fjord_sasl_authentications_total",
+        &[("mechanism", "PLAIN"), ("result", "success")],
+    );
+    assert!(after - before >= 4.0, "{} authentications", after - before);
+    let expired = metric(
+        &broker,
+        "fjord_sasl_connections_closed_total",
+        &[("reason", "session_expired")],
+    );
+    assert_eq!(
+        expired, 1.0,
+        "a client that re-authenticates is never cut off"
+    );
+    broker.assert_no_panic_in_log();
+}

@@ -1,7 +1,7 @@
-//! SaslHandshake (v0-1) and SaslAuthenticate (v0-2) after the connection's authentication is
-//! over, or on a PLAINTEXT listener: ILLEGAL_SASL_STATE, as Kafka's `KafkaApis` answers them
-//! (the exchange itself runs before the request pipeline, in `crate::sasl`; re-authentication,
-//! KIP-368, is not offered).
+//! SaslHandshake (v0-1) and SaslAuthenticate (v0-2) that reach the handlers — after the
+//! connection's authentication without `connections.max.reauth.ms`, or on a PLAINTEXT listener:
+//! ILLEGAL_SASL_STATE, as Kafka's `KafkaApis` answers them. The exchange itself runs before the
+//! request pipeline and re-authentication (KIP-368) inside it, both in `crate::sasl`.
 
 use fjord_protocol::error::ErrorCode;
 use kafka_protocol::messages::{
