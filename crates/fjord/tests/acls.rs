@@ -268,3 +268,51 @@ fn three_nodes_replicate_with_acls_on() {
     assert!(total > 0.0, "no CLUSTER_ACTION decisions counted");
     c.assert_no_panic_in_logs();
 }
+
+/// Groups, transactional ids and admin APIs with confluent-kafka: a DENY ACL gives the client
+/// the authorization error, the same operation on a resource without ACLs succeeds.
+#[test]
+fn groups_transactions_and_admin_apis_are_authorized() {
+    let b = secured(true);
+    b.create_topic("events", 1, &[]);
+    b.create_topic("keep", 1, &[]);
+    kcat_produce(&b, "events").success("produce");
+    for args in [
+        &["--group", "g-denied", "--operation", "Read"][..],
+        &["--transactional-id", "tx-denied", "--operation", "Write"][..],
+        &["--topic", "keep", "--operation", "Delete"][..],
+        &["--topic", "keep", "--operation", "DescribeConfigs"][..],
+    ] {
+        let mut full = vec!["acl", "add", "--deny-principal", "User:ANONYMOUS"];
+        full.extend_from_slice(args);
+        b.cli(&full).success("acl add");
+    }
+    let probe = |args: &[&str]| {
+        b.python("ck_acl_probe.py", args)
+            .success("ck_acl_probe.py")
+            .stdout()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        probe(&["consume-group", "g-denied", "events"]),
+        "GROUP_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(probe(&["consume-group", "g-ok", "events"]), "OK");
+    assert_eq!(
+        probe(&["init-transactions", "tx-denied"]),
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(probe(&["init-transactions", "tx-ok"]), "OK");
+    assert_eq!(
+        probe(&["delete-topic", "keep"]),
+        "TOPIC_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(
+        probe(&["describe-topic-configs", "keep"]),
+        "TOPIC_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(probe(&["describe-topic-configs", "events"]), "OK");
+    assert_eq!(probe(&["delete-topic", "events"]), "OK");
+    b.assert_no_panic_in_log();
+}
