@@ -764,6 +764,15 @@ mod tests {
         window_ms: 1000,
     };
 
+    /// A manager with one quota set.
+    fn manager(entity: QuotaEntity, key: &str, value: f64) -> ClientQuotaManager {
+        let m = ClientQuotaManager::new(CFG, &Registry::new());
+        let mut q = ClientQuotas::default();
+        q.apply(&entity, key, Some(QuotaValue(value)));
+        m.update(&q);
+        m
+    }
+
     #[test]
     fn rate_counts_at_least_the_full_windows() {
         let mut r = Rate::new(0);
@@ -797,18 +806,14 @@ mod tests {
     /// A client sending as fast as it is allowed, honouring each throttle, ends at its limit.
     #[test]
     fn a_throttled_client_converges_to_its_limit() {
-        let reg = Registry::new();
-        let m = ClientQuotaManager::new(CFG, &reg);
-        let mut q = ClientQuotas::default();
-        q.apply(
-            &QuotaEntity {
+        let m = manager(
+            QuotaEntity {
                 user: None,
                 client_id: Some(EntityName::Name("app".into())),
             },
             PRODUCER_BYTE_RATE,
-            Some(QuotaValue(1_000_000.0)),
+            1_000_000.0,
         );
-        m.update(&q);
         let c = QuotaClient {
             user: "ANONYMOUS",
             client_id: "app",
@@ -850,18 +855,14 @@ mod tests {
 
     #[test]
     fn request_throttle_is_capped_at_one_window() {
-        let reg = Registry::new();
-        let m = ClientQuotaManager::new(CFG, &reg);
-        let mut q = ClientQuotas::default();
-        q.apply(
-            &QuotaEntity {
+        let m = manager(
+            QuotaEntity {
                 user: Some(EntityName::Default),
                 client_id: None,
             },
             REQUEST_PERCENTAGE,
-            Some(QuotaValue(1.0)),
+            1.0,
         );
-        m.update(&q);
         let c = QuotaClient {
             user: "alice",
             client_id: "x",
@@ -872,18 +873,14 @@ mod tests {
 
     #[test]
     fn mutation_bucket_allows_a_burst_then_throttles() {
-        let reg = Registry::new();
-        let m = ClientQuotaManager::new(CFG, &reg);
-        let mut q = ClientQuotas::default();
-        q.apply(
-            &QuotaEntity {
+        let m = manager(
+            QuotaEntity {
                 user: None,
                 client_id: Some(EntityName::Default),
             },
             CONTROLLER_MUTATION_RATE,
-            Some(QuotaValue(2.0)),
+            2.0,
         );
-        m.update(&q);
         let c = QuotaClient {
             user: "u",
             client_id: "admin",

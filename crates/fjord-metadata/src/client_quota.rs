@@ -553,7 +553,12 @@ mod tests {
         let limit = |q: &ClientQuotas| q.resolve(PRODUCER_BYTE_RATE, "alice", "app");
         assert_eq!(limit(&q), None);
         // From the weakest to the strongest, each new one wins.
-        type Level<'a> = (Option<EntityName>, Option<EntityName>, f64, (&'a str, &'a str));
+        type Level<'a> = (
+            Option<EntityName>,
+            Option<EntityName>,
+            f64,
+            (&'a str, &'a str),
+        );
         let levels: [Level<'_>; 8] = [
             (None, Some(D), 8.0, ("", "app")),
             (None, name("app"), 7.0, ("", "app")),

@@ -97,6 +97,12 @@ fn alter_and_describe_with_the_cli_and_kafka_configs() {
     let mut broker = FjordProcess::start(&[]);
     let tools = Tools::new();
     let b = broker.bootstrap().to_string();
+    // kafka-configs with these space-separated arguments.
+    let kafka_configs = |args: &str| -> String {
+        let mut full = vec!["--bootstrap-server", &b];
+        full.extend(args.split_whitespace());
+        tools.ok("kafka-configs", &full)
+    };
 
     // The fjord CLI: a user, a client id, (user, client id), and the defaults.
     for args in [
@@ -174,93 +180,22 @@ fn alter_and_describe_with_the_cli_and_kafka_configs() {
 
     // Kafka's kafka-configs: add, describe, delete on client ids, the default, and a (user,
     // client id) entity.
-    tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--alter",
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "kc",
-            "--add-config",
-            "producer_byte_rate=1048576,consumer_byte_rate=2097152",
-        ],
-    );
-    let described = tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--describe",
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "kc",
-        ],
-    );
+    kafka_configs("--alter --entity-type clients --entity-name kc --add-config producer_byte_rate=1048576,consumer_byte_rate=2097152");
+    let described = kafka_configs("--describe --entity-type clients --entity-name kc");
     assert!(
         described.contains("client-id 'kc'")
             && described.contains("producer_byte_rate=1048576.0")
             && described.contains("consumer_byte_rate=2097152.0"),
         "{described}"
     );
-    tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--alter",
-            "--entity-type",
-            "clients",
-            "--entity-default",
-            "--add-config",
-            "producer_byte_rate=65536",
-        ],
+    kafka_configs(
+        "--alter --entity-type clients --entity-default --add-config producer_byte_rate=65536",
     );
-    tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--alter",
-            "--entity-type",
-            "users",
-            "--entity-name",
-            "bob",
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "tool",
-            "--add-config",
-            "request_percentage=50",
-        ],
+    kafka_configs("--alter --entity-type users --entity-name bob --entity-type clients --entity-name tool --add-config request_percentage=50");
+    kafka_configs(
+        "--alter --entity-type clients --entity-name kc --delete-config consumer_byte_rate",
     );
-    tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--alter",
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            "kc",
-            "--delete-config",
-            "consumer_byte_rate",
-        ],
-    );
-    let listed = tools.ok(
-        "kafka-configs",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--describe",
-            "--entity-type",
-            "clients",
-        ],
-    );
+    let listed = kafka_configs("--describe --entity-type clients");
     assert!(
         listed.contains("client-id 'kc'") && !listed.contains("consumer_byte_rate=2097152"),
         "{listed}"

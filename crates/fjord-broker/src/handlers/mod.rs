@@ -194,9 +194,7 @@ pub async fn handle_from(broker: &Arc<Broker>, req: Request, session: &Session) 
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(b, &ctx, r),
         RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(b, &ctx, r),
         RequestKind::DescribeProducers(r) => respond(describe_producers::handle(b, &ctx, r)),
-        RequestKind::DescribeClientQuotas(r) => {
-            respond(describe_client_quotas::handle(b, &ctx, r))
-        }
+        RequestKind::DescribeClientQuotas(r) => respond(describe_client_quotas::handle(b, &ctx, r)),
         RequestKind::AlterClientQuotas(r) => respond(alter_client_quotas::handle(b, &ctx, r).await),
         RequestKind::SaslHandshake(r) => respond(sasl::handshake(r)),
         RequestKind::SaslAuthenticate(r) => respond(sasl::authenticate(r)),
