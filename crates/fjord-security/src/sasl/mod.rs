@@ -14,6 +14,11 @@ pub const PLAIN: &str = "PLAIN";
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 pub const SCRAM_SHA_512: &str = "SCRAM-SHA-512";
 
+/// Equal without an early exit on the first difference (passwords, keys, signatures).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether Fjord implements the mechanism called `name`.
 pub fn is_supported_mechanism(name: &str) -> bool {
     [PLAIN, SCRAM_SHA_256, SCRAM_SHA_512].contains(&name)

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::ct_eq;
+
 /// The longest PLAIN message accepted. RFC 4616 allows 255 bytes per field; Kafka only bounds
 /// the token by `sasl.server.max.receive.size`, so long passwords are allowed up to this.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
@@ -95,10 +97,6 @@ pub fn authenticate(msg: &[u8], users: &BTreeMap<String, String>) -> Result<Stri
         return Err(PlainError::AuthzidMismatch);
     }
     Ok(m.username)
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

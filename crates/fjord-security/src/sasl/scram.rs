@@ -14,6 +14,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
+use super::ct_eq;
+
 /// Kafka's smallest accepted iteration count (`ScramMechanism.minIterations`).
 pub const MIN_ITERATIONS: u32 = 4096;
 /// Kafka's largest accepted iteration count (`ScramMechanism.maxIterations`).
@@ -253,11 +255,6 @@ fn printable_nonce(n: &str) -> Result<(), ScramError> {
         return Err(malformed("bad nonce"));
     }
     Ok(())
-}
-
-/// Equal without an early exit on the first difference.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
