@@ -59,6 +59,7 @@ pub async fn run(connect: &Connect, a: GroupPerfArgs) -> anyhow::Result<()> {
     let config = ConnectionConfig {
         client_id: "fjord-perf-group".into(),
         request_timeout: Duration::from_secs(120),
+        sasl: connect.sasl.clone(),
         ..ConnectionConfig::default()
     };
     let admin = Arc::new(Connection::connect(&addr, config.clone()).await?);
