@@ -753,6 +753,74 @@ impl ClientQuotaManager {
     }
 }
 
+/// Kafka's THROTTLING_QUOTA_EXCEEDED (KIP-599).
+pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+
+/// A topic mutation (created or deleted partitions) under `controller_mutation_rate`, for one
+/// CreateTopics, CreatePartitions or DeleteTopics request: strict versions (KIP-599) refuse
+/// the topics that come once the client's bucket is in debt.
+pub struct Mutations<'a> {
+    quotas: &'a ClientQuotaManager,
+    client: QuotaClient<'a>,
+    strict: bool,
+    api: &'static str,
+}
+
+impl<'a> Mutations<'a> {
+    pub fn new(
+        quotas: &'a ClientQuotaManager,
+        client: QuotaClient<'a>,
+        strict: bool,
+        api: &'static str,
+    ) -> Self {
+        Mutations {
+            quotas,
+            client,
+            strict,
+            api,
+        }
+    }
+
+    /// Whether the next topic may go ahead; `false` (strict only): answer it
+    /// THROTTLING_QUOTA_EXCEEDED.
+    pub fn admit(&self) -> bool {
+        let t = self
+            .quotas
+            .mutation_throttle(self.client, fjord_protocol::clock::now_ms());
+        if t > 0 && self.strict {
+            self.quotas.note_refused(self.api);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A topic's `partitions` were created or deleted.
+    pub fn record(&self, partitions: i64) {
+        if partitions > 0 {
+            self.quotas.record_mutations(
+                self.client,
+                partitions as f64,
+                fjord_protocol::clock::now_ms(),
+            );
+        }
+    }
+
+    /// The response's `throttle_time_ms`: how long until the bucket is out of debt.
+    pub fn throttle_time_ms(&self) -> i32 {
+        let t = self
+            .quotas
+            .mutation_throttle(self.client, fjord_protocol::clock::now_ms());
+        if t > 0 {
+            self.quotas.note_throttle(QuotaType::ControllerMutation, t);
+        }
+        t.min(i32::MAX as i64) as i32
+    }
+}
+
+/// The message Kafka sends with THROTTLING_QUOTA_EXCEEDED.
+pub const THROTTLED_MESSAGE: &str = "The throttling quota has been exceeded.";
+
 #[cfg(test)]
 mod tests {
     use fjord_metadata::client_quota::{EntityName, QuotaEntity, QuotaValue};

@@ -546,3 +546,96 @@ fn consumer_byte_rate_holds_a_consumer_to_its_quota() {
     );
     broker.assert_no_panic_in_log();
 }
+
+/// `controller_mutation_rate` (KIP-599): a client id limited to 1 partition/s has a burst of
+/// 11 (1 × quota.window.num × 1 s); a CreateTopics v7 that takes it into debt is still served,
+/// the next topics are refused with THROTTLING_QUOTA_EXCEEDED (89) and a throttle time, and so
+/// are CreatePartitions v3 and DeleteTopics v6; another client id is not limited.
+#[test]
+fn controller_mutation_rate_refuses_topics_once_exceeded() {
+    use kafka_protocol::messages::{
+        create_partitions_request, create_topics_request, delete_topics_request,
+        CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, TopicName,
+    };
+    let broker = FjordProcess::start(&[]);
+    broker
+        .cli(&[
+            "quota",
+            "set",
+            "--client-id",
+            "admin",
+            "--controller-mutation-rate",
+            "1",
+        ])
+        .success("set quota");
+    let connect = |client_id: &str| {
+        let config = ConnectionConfig {
+            client_id: client_id.to_string(),
+            ..ConnectionConfig::default()
+        };
+        let b = broker.bootstrap().to_string();
+        async move { Connection::connect(&b, config).await.expect("connect") }
+    };
+    let create = |names: &[&str]| {
+        CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(
+                names
+                    .iter()
+                    .map(|n| {
+                        create_topics_request::CreatableTopic::default()
+                            .with_name(TopicName(sb(n)))
+                            .with_num_partitions(10)
+                            .with_replication_factor(1)
+                    })
+                    .collect(),
+            )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let admin = connect("admin").await;
+        let r = admin.send(&create(&["m1", "m2", "m3"])).await.unwrap();
+        let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+        // 10 partitions, then 10 more into debt (-9), then refused.
+        assert_eq!(codes, vec![0, 0, 89], "{r:?}");
+        assert!(
+            r.throttle_time_ms > 8000 && r.throttle_time_ms <= 9000,
+            "{r:?}"
+        );
+        let more = admin
+            .send(
+                &CreatePartitionsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_topics(vec![
+                        create_partitions_request::CreatePartitionsTopic::default()
+                            .with_name(TopicName(sb("m1")))
+                            .with_count(12),
+                    ]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(more.results[0].error_code, 89, "{more:?}");
+        assert!(more.throttle_time_ms > 0);
+        let delete = admin
+            .send(
+                &DeleteTopicsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(TopicName(sb("m1"))))]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(delete.responses[0].error_code, 89, "{delete:?}");
+        // Another client id has no quota.
+        let other = connect("other").await;
+        let r = other.send(&create(&["o1", "o2", "o3"])).await.unwrap();
+        assert!(r.topics.iter().all(|t| t.error_code == 0), "{r:?}");
+        assert_eq!(r.throttle_time_ms, 0);
+    });
+    let m = broker.http_get("/metrics").body;
+    assert!(metric_value(&m, "fjord_quota_mutations_refused_total", &[]).unwrap_or(0.0) >= 3.0);
+    broker.assert_no_panic_in_log();
+}

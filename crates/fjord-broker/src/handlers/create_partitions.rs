@@ -20,6 +20,16 @@ pub async fn handle(
     let node = b.node_id();
     let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut results = Vec::with_capacity(req.topics.len());
+    // controller_mutation_rate (KIP-599): strict from v3.
+    let mutations = crate::quota::Mutations::new(
+        &b.quotas,
+        crate::quota::QuotaClient {
+            user: &ctx.principal.name,
+            client_id: &ctx.client_id,
+        },
+        ctx.version >= 3,
+        "CreatePartitions",
+    );
     for t in req.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let manual_elsewhere = t.assignments.as_ref().is_some_and(|assignments| {
@@ -34,12 +44,21 @@ pub async fn handle(
                 .with_error_message(Some(sb(format!(
                     "Manual replica assignments may only name broker {node}; leave them out to let the controller place replicas."
                 ))))
+        } else if !req.validate_only && !mutations.admit() {
+            r.with_error_code(crate::quota::THROTTLING_QUOTA_EXCEEDED)
+                .with_error_message(Some(sb(crate::quota::THROTTLED_MESSAGE)))
         } else {
+            let before = b.with_image(|i| i.topic(&t.name).map_or(0, |t| t.partitions as i64));
             match b
                 .create_partitions(&t.name, t.count, req.validate_only, deadline)
                 .await
             {
-                Ok(()) => r,
+                Ok(()) => {
+                    if !req.validate_only {
+                        mutations.record(t.count as i64 - before);
+                    }
+                    r
+                }
                 Err(e) => r
                     .with_error_code(e.code.code())
                     .with_error_message(Some(sb(e.message))),
@@ -47,5 +66,7 @@ pub async fn handle(
         };
         results.push(r);
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(mutations.throttle_time_ms())
 }

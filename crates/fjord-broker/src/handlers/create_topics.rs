@@ -31,6 +31,16 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> Cre
         ResourceType::Cluster,
         CLUSTER_NAME,
     );
+    // controller_mutation_rate (KIP-599): strict from v6.
+    let mutations = crate::quota::Mutations::new(
+        &b.quotas,
+        crate::quota::QuotaClient {
+            user: &ctx.principal.name,
+            client_id: &ctx.client_id,
+        },
+        ctx.version >= 6,
+        "CreateTopics",
+    );
     for t in req.topics {
         if !cluster_create && !authz::topic(b, ctx, AclOperation::Create, &t.name) {
             topics.push(
@@ -41,10 +51,29 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> Cre
             );
             continue;
         }
+        if !req.validate_only && !mutations.admit() {
+            topics.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(crate::quota::THROTTLING_QUOTA_EXCEEDED)
+                    .with_error_message(Some(sb(crate::quota::THROTTLED_MESSAGE))),
+            );
+            continue;
+        }
+        let partitions = match (t.num_partitions, t.assignments.len()) {
+            (n, _) if n > 0 => n as i64,
+            (_, 0) => b.config.num_partitions as i64,
+            (_, n) => n as i64,
+        };
         let result = create_one(b, ctx, t, req.validate_only, deadline, &mut seen).await;
+        if !req.validate_only && result.error_code == 0 {
+            mutations.record(partitions);
+        }
         topics.push(result);
     }
-    CreateTopicsResponse::default().with_topics(topics)
+    CreateTopicsResponse::default()
+        .with_topics(topics)
+        .with_throttle_time_ms(mutations.throttle_time_ms())
 }
 
 async fn create_one(

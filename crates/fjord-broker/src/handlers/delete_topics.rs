@@ -27,6 +27,16 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Del
     };
     let deadline = Deadline::from_timeout_ms(req.timeout_ms);
     let mut responses = Vec::with_capacity(targets.len());
+    // controller_mutation_rate (KIP-599): strict from v5.
+    let mutations = crate::quota::Mutations::new(
+        &b.quotas,
+        crate::quota::QuotaClient {
+            user: &ctx.principal.name,
+            client_id: &ctx.client_id,
+        },
+        ctx.version >= 5,
+        "DeleteTopics",
+    );
     for (name, id) in targets {
         let topic = match &name {
             Some(n) => b.topic(n),
@@ -56,12 +66,25 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Del
         let r = r
             .with_name(Some(TopicName(sb(topic.name.to_string()))))
             .with_topic_id(topic.id);
+        if !mutations.admit() {
+            responses.push(
+                r.with_error_code(crate::quota::THROTTLING_QUOTA_EXCEEDED)
+                    .with_error_message(Some(sb(crate::quota::THROTTLED_MESSAGE))),
+            );
+            continue;
+        }
+        let partitions = b.with_image(|i| i.topic(&topic.name).map_or(0, |t| t.partitions));
         responses.push(match b.delete_topic(&topic.name, deadline).await {
-            Ok(()) => r,
+            Ok(()) => {
+                mutations.record(partitions as i64);
+                r
+            }
             Err(e) => r
                 .with_error_code(e.code.code())
                 .with_error_message(Some(sb(e.message))),
         });
     }
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(mutations.throttle_time_ms())
 }
