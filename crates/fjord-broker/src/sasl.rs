@@ -198,7 +198,7 @@ impl SaslConfig {
             "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
             other => {
                 return Err(format!(
-                    "listener {listener} has security protocol {other}: only PLAINTEXT and SASL_PLAINTEXT listeners are supported (TLS is not yet)"
+                    "listener {listener} has security protocol {other}: only plaintext listeners (PLAINTEXT, SASL_PLAINTEXT) are supported (TLS is not yet)"
                 ))
             }
         };
