@@ -316,3 +316,40 @@ fn groups_transactions_and_admin_apis_are_authorized() {
     assert_eq!(probe(&["delete-topic", "events"]), "OK");
     b.assert_no_panic_in_log();
 }
+
+/// Host-specific ACLs: the only ACL of a topic allows DESCRIBE from 127.0.0.2, so a client
+/// connecting from 127.0.0.2 sees the topic and one from 127.0.0.1 gets
+/// TOPIC_AUTHORIZATION_FAILED (29), although both are `User:ANONYMOUS`.
+#[test]
+fn host_acls_tell_loopback_addresses_apart() {
+    let b = secured(true);
+    b.create_topic("hosty", 1, &[]);
+    b.cli(&[
+        "acl",
+        "add",
+        "--allow-principal",
+        "User:ANONYMOUS",
+        "--allow-host",
+        "127.0.0.2",
+        "--operation",
+        "Describe",
+        "--topic",
+        "hosty",
+    ])
+    .success("acl add");
+    let error_from = |source: &str| {
+        b.python("metadata_from_host.py", &["--source", source, "hosty"])
+            .success("metadata_from_host.py")
+            .stdout()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(error_from("127.0.0.2"), "0");
+    assert_eq!(error_from("127.0.0.1"), "29");
+    let log = b.all_logs();
+    assert!(
+        log.contains("host=\"127.0.0.1\"") && log.contains("resource=\"hosty\""),
+        "{}",
+        b.log_tail(20)
+    );
+}
