@@ -639,3 +639,63 @@ fn controller_mutation_rate_refuses_topics_once_exceeded() {
     assert!(metric_value(&m, "fjord_quota_mutations_refused_total", &[]).unwrap_or(0.0) >= 3.0);
     broker.assert_no_panic_in_log();
 }
+
+/// The Java client sees the throttle: Kafka's `kafka-producer-perf-test` with a client id
+/// limited to 512 KiB/s sends every record without error and reports a
+/// `produce-throttle-time-avg` above zero.
+#[test]
+fn java_producer_reports_the_throttle_time() {
+    let broker = FjordProcess::start(&[]);
+    let tools = Tools::new();
+    broker.create_topic("perf-quota", 1, &[]);
+    broker
+        .cli(&[
+            "quota",
+            "set",
+            "--client-id",
+            "perf",
+            "--producer-byte-rate",
+            "524288",
+        ])
+        .success("set quota");
+    let bootstrap = format!("bootstrap.servers={}", broker.bootstrap());
+    let out = tools.ok(
+        "kafka-producer-perf-test",
+        &[
+            "--topic",
+            "perf-quota",
+            "--num-records",
+            "9000",
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--print-metrics",
+            tools.renamed("--producer-props", "--command-property"),
+            &bootstrap,
+            "client.id=perf",
+            "acks=all",
+        ],
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("9000 records sent, ")),
+        "{out}"
+    );
+    let throttle: f64 = out
+        .lines()
+        .find(|l| l.starts_with("producer-metrics:produce-throttle-time-avg:{client-id=perf}"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no produce-throttle-time-avg in\n{out}"));
+    assert!(
+        throttle > 0.0,
+        "produce-throttle-time-avg {throttle}\n{out}"
+    );
+    assert!(
+        metric(
+            &broker,
+            "fjord_quota_throttled_requests_total",
+            &[("quota_type", "produce")]
+        ) > 0.0
+    );
+}
