@@ -314,6 +314,27 @@ fn groups_transactions_and_admin_apis_are_authorized() {
     );
     assert_eq!(probe(&["describe-topic-configs", "events"]), "OK");
     assert_eq!(probe(&["delete-topic", "events"]), "OK");
+    // SCRAM credentials need ALTER on the cluster (last: CreateAcls needs it too).
+    b.cli(&["user", "scram", "set", "--user", "u1", "--password", "p1"])
+        .success("scram set while allowed");
+    b.cli(&[
+        "acl",
+        "add",
+        "--deny-principal",
+        "User:ANONYMOUS",
+        "--operation",
+        "Alter",
+        "--cluster",
+    ])
+    .success("deny cluster ALTER");
+    let denied = b
+        .cli(&["user", "scram", "set", "--user", "u2", "--password", "p2"])
+        .failure("scram set without ALTER on the cluster");
+    assert!(
+        denied.describe().contains("CLUSTER_AUTHORIZATION_FAILED"),
+        "{}",
+        denied.describe()
+    );
     b.assert_no_panic_in_log();
 }
 

@@ -17,7 +17,7 @@ use crate::control::Deadline;
 
 pub async fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
     let entities: Vec<Vec<EntityData>> = req
@@ -55,6 +55,22 @@ pub async fn handle(
                 .collect(),
         })
         .collect();
+    // ACLs: ALTER_CONFIGS on the cluster, as Kafka.
+    if !crate::authz::cluster(b, ctx, fjord_security::acl::AclOperation::AlterConfigs) {
+        return AlterClientQuotasResponse::default().with_entries(
+            entities
+                .into_iter()
+                .map(|entity| {
+                    EntryData::default()
+                        .with_error_code(
+                            fjord_protocol::error::ErrorCode::ClusterAuthorizationFailed.code(),
+                        )
+                        .with_error_message(Some(sb("Cluster authorization failed.")))
+                        .with_entity(entity)
+                })
+                .collect(),
+        );
+    }
     let outcomes: Vec<(i16, Option<String>)> = match b
         .submit_until(
             fjord_metadata::ControllerRequest::AlterClientQuotas {

@@ -14,9 +14,15 @@ use crate::broker::Broker;
 
 pub fn handle(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
+    // ACLs: DESCRIBE_CONFIGS on the cluster, as Kafka.
+    if !crate::authz::cluster(b, ctx, fjord_security::acl::AclOperation::DescribeConfigs) {
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(fjord_protocol::error::ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(super::sb("Cluster authorization failed.")));
+    }
     let components: Vec<FilterComponent> = req
         .components
         .iter()

@@ -55,6 +55,20 @@ pub async fn alter(
     if alterations.is_empty() {
         return AlterUserScramCredentialsResponse::default();
     }
+    // ACLs: ALTER on the cluster, as Kafka.
+    if !crate::authz::cluster(b, ctx, fjord_security::acl::AclOperation::Alter) {
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .iter()
+                .map(|u| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(sb(u.clone()))
+                        .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                        .with_error_message(Some(sb("Cluster authorization failed.")))
+                })
+                .collect(),
+        );
+    }
     let results = match b
         .submit(ControllerRequest::AlterUserScramCredentials { alterations })
         .await
@@ -94,9 +108,15 @@ fn every(users: &[String], code: ErrorCode, msg: &str) -> Vec<AlterUserScramCred
 
 pub fn describe(
     b: &Arc<Broker>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    // ACLs: DESCRIBE on the cluster, as Kafka.
+    if !crate::authz::cluster(b, ctx, fjord_security::acl::AclOperation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(sb("Cluster authorization failed.")));
+    }
     let names: Option<Vec<String>> = req
         .users
         .map(|u| u.iter().map(|n| n.name.to_string()).collect());
