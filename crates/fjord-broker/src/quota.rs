@@ -683,6 +683,11 @@ pub struct RequestUsage {
     pub consumer_fetch: bool,
     /// Broker-to-broker traffic (follower fetches, transaction markers): never throttled.
     pub exempt: bool,
+    /// The handler may wait (a long-poll Fetch, a rebalance, a controller commit): its time
+    /// is not counted against `request_percentage`. Kafka counts request-thread time only,
+    /// and parks such requests in purgatory; an async handler's elapsed time would count the
+    /// waiting too.
+    pub waits: bool,
 }
 
 impl RequestUsage {
@@ -692,6 +697,30 @@ impl RequestUsage {
             produce_bytes: None,
             consumer_fetch: false,
             exempt: false,
+            waits: matches!(
+                req.body,
+                K::Fetch(_)
+                    | K::JoinGroup(_)
+                    | K::SyncGroup(_)
+                    | K::ConsumerGroupHeartbeat(_)
+                    | K::OffsetCommit(_)
+                    | K::TxnOffsetCommit(_)
+                    | K::CreateTopics(_)
+                    | K::DeleteTopics(_)
+                    | K::CreatePartitions(_)
+                    | K::DeleteRecords(_)
+                    | K::AlterConfigs(_)
+                    | K::IncrementalAlterConfigs(_)
+                    | K::AlterClientQuotas(_)
+                    | K::ElectLeaders(_)
+                    | K::AlterPartitionReassignments(_)
+                    | K::InitProducerId(_)
+                    | K::AddPartitionsToTxn(_)
+                    | K::AddOffsetsToTxn(_)
+                    | K::EndTxn(_)
+                    | K::FindCoordinator(_)
+                    | K::Metadata(_)
+            ),
         };
         match &req.body {
             K::Produce(_) => u.produce_bytes = Some(wire_bytes),
@@ -740,7 +769,11 @@ impl ClientQuotaManager {
         if usage.exempt {
             return (0, QuotaType::Request);
         }
-        let percent = handler_time.as_nanos() as f64 * 100.0 / 1e9;
+        let percent = if usage.waits {
+            0.0
+        } else {
+            handler_time.as_nanos() as f64 * 100.0 / 1e9
+        };
         let request = self.record(QuotaType::Request, client, percent, now_ms);
         let produce = usage.produce_bytes.map_or(0, |n| {
             self.record(QuotaType::Produce, client, n as f64, now_ms)
