@@ -214,10 +214,10 @@ async fn serve_connection(
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let activity = Arc::new(Activity::new());
-    // Traffic by client rack and usage per client id (`None` when accounting is off).
-    let mut accounting = ConnAccounting::new(&broker.accounting, peer);
     // Client quotas mute the connection (KIP-219): neither read nor handled while muted.
     let mute = Arc::new(crate::quota::Mute::default());
+    // Traffic by client rack and usage per client id (`None` when accounting is off).
+    let mut accounting = ConnAccounting::new(&broker.accounting, peer);
 
     let reader = tokio::spawn(read_requests(
         broker.clone(),
@@ -226,12 +226,12 @@ async fn serve_connection(
         in_tx,
         limits,
         activity.clone(),
+        mute.clone(),
     ));
 
-        mute.clone(),
+    let processor_activity = activity.clone();
     let writer = tokio::spawn(async move {
         let activity = activity;
-    let processor_activity = activity.clone();
         let mut pending: Chunks = Vec::new();
         // Take one outbound item: its chunks, or `None` to close.
         async fn resolve(o: Outbound) -> Option<Chunks> {
@@ -418,8 +418,24 @@ async fn serve_connection(
                         }
                     }
                 };
+                if throttle > 0 {
+                    // KIP-219: the client backs off by itself, so it has its response at once
+                    // and the connection is muted; an older client gets the response after
+                    // the throttle time.
+                    mute.mute_for(throttle);
+                    if !crate::quota::client_throttles(api, version) {
+                        tokio::select! {
+                            _ = mute.wait() => {}
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                }
                 if out_tx.send(out).await.is_err() {
                     break;
+                }
+                tokio::select! {
+                    waited = mute.wait() => processor_activity.forgive(waited),
+                    _ = shutdown.changed() => break,
                 }
             }
         }
@@ -448,25 +464,9 @@ impl Activity {
     }
 
     fn now_ms(&self) -> u64 {
-                if throttle > 0 {
-                    // KIP-219: the client backs off by itself, so it has its response at once
-                    // and the connection is muted; an older client gets the response after
-                    // the throttle time.
-                    mute.mute_for(throttle);
-                    if !crate::quota::client_throttles(api, version) {
-                        tokio::select! {
-                            _ = mute.wait() => {}
-                            _ = shutdown.changed() => break,
-                        }
-                    }
-                }
         self.origin.elapsed().as_millis() as u64
     }
 
-                tokio::select! {
-                    waited = mute.wait() => processor_activity.forgive(waited),
-                    _ = shutdown.changed() => break,
-                }
     fn touch(&self) {
         self.last_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
     }
@@ -598,9 +598,12 @@ async fn read_requests(
     in_tx: mpsc::Sender<Inbound>,
     limits: Arc<Limits>,
     activity: Arc<Activity>,
+    mute: Arc<crate::quota::Mute>,
 ) {
     let mut buf = BytesMut::new();
     loop {
+        // A muted connection is not read (a throttled client's requests wait in the socket).
+        activity.forgive(mute.wait().await);
         let (frame, reservation) = match read_frame(&mut rd, &mut buf, &limits, &activity).await {
             Ok(f) => f,
             Err(ReadEnd::Bad(e)) => {
@@ -628,12 +631,9 @@ async fn read_requests(
             }
             Err(ReadEnd::Idle { pending }) => {
                 broker
-    mute: Arc<crate::quota::Mute>,
                     .metrics
                     .connections_closed
                     .with_label_values(&["incomplete_request"])
-        // A muted connection is not read (a throttled client's requests wait in the socket).
-        activity.forgive(mute.wait().await);
                     .inc();
                 if let Some(more) = limits.incomplete_log.lock().admit(Instant::now()) {
                     tracing::info!(%peer, received = pending, closed_since_last_message = more,
@@ -678,6 +678,7 @@ fn encode(
     api: ApiKey,
     version: i16,
     peer: SocketAddr,
+    throttle_ms: i32,
 ) -> Option<Chunks> {
     let (mut body, records) = match outcome {
         Outcome::Respond(body) => (body, Vec::new()),
@@ -692,6 +693,9 @@ fn encode(
             return None;
         }
     };
+    if throttle_ms > 0 {
+        crate::quota::set_throttle_time(&mut body, throttle_ms);
+    }
     match codec::encode_response_chunks(correlation_id, api, version, *body, records) {
         Ok(chunks) => Some(chunks),
         Err(e) => {
@@ -708,7 +712,6 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
     const MAX_SLICES: usize = 256;
     let mut first = 0;
     while first < chunks.len() {
-    throttle_ms: i32,
         if chunks[first].is_empty() {
             first += 1;
             continue;
@@ -723,9 +726,6 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
             .take(MAX_SLICES)
             .map_while(|c| match c {
                 Chunk::Bytes(b) => Some(IoSlice::new(b)),
-    if throttle_ms > 0 {
-        crate::quota::set_throttle_time(&mut body, throttle_ms);
-    }
                 Chunk::Records(_) => None,
             })
             .collect();
@@ -815,8 +815,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "Other",
     }
 }
-        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
-        ApiKey::AlterClientQuotas => "AlterClientQuotas",

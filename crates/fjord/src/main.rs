@@ -69,6 +69,7 @@ struct Cli {
     /// `sasl.password` (like kafka-*.sh --command-config).
     #[arg(long, global = true, env = "FJORD_COMMAND_CONFIG", value_name = "FILE")]
     command_config: Option<std::path::PathBuf>,
+
     /// How listing and describe commands print: aligned columns, or one JSON document.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: output::Output,
@@ -101,10 +102,10 @@ enum Command {
     /// Transactions: list transactional ids, describe one (like kafka-transactions.sh).
     #[command(subcommand)]
     Transaction(transaction::TransactionCommand),
-    /// Users: SCRAM credentials (like kafka-configs.sh --entity-type users).
     /// Client quotas: set or remove, describe (like kafka-configs.sh for users and clients).
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// Users: SCRAM credentials (like kafka-configs.sh --entity-type users).
     #[command(subcommand)]
     User(user::UserCommand),
     /// ACLs: add, list, remove (like kafka-acls.sh).
@@ -226,8 +227,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(c) => acl::run(&connect, cli.output, c).await,
         Command::Group(c) => group::run(&connect, cli.output, c).await,
         Command::Transaction(c) => transaction::run(&connect, cli.output, c).await,
-        Command::User(c) => user::run(&connect, cli.output, c).await,
         Command::Quota(c) => quota::run(&connect, cli.output, c).await,
+        Command::User(c) => user::run(&connect, cli.output, c).await,
         Command::Usage(a) => traffic::usage(a, cli.output).await,
         Command::Dev(c) => dev::run(c, cli.output).await,
         Command::Completions(a) => docs::completions(a),
