@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 
+use fjord_protocol::error::ErrorCode;
 use fjord_security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use fjord_security::authorizer::{Authorizer, AuthorizerConfig, Decision, Reason};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -118,18 +119,16 @@ fn decide(
 }
 
 fn record(b: &Broker, ctx: &Ctx, op: AclOperation, rt: ResourceType, name: &str, d: &Decision) {
+    // Every check of a request passes here (per topic of a produce or fetch): the metric
+    // label and the audit fields are built without allocating, and the rule is only
+    // formatted when its log line is enabled (the allow line is DEBUG).
     let result = if d.allowed { "allowed" } else { "denied" };
     b.metrics
         .authz
         .decisions
-        .with_label_values(&[result, &rt.name().to_ascii_lowercase()])
+        .with_label_values(&[result, resource_label(rt)])
         .inc();
-    let rule = match &d.reason {
-        Reason::SuperUser => "super user".to_string(),
-        Reason::Acl(acl) => format!("ACL {acl}"),
-        Reason::NoAclFound => "no ACL found for the resource".to_string(),
-        Reason::NoMatchingAllow => "no matching ALLOW ACL".to_string(),
-    };
+    let rule = Rule(&d.reason);
     if d.allowed {
         tracing::debug!(
             target: "fjord::audit",
@@ -139,7 +138,7 @@ fn record(b: &Broker, ctx: &Ctx, op: AclOperation, rt: ResourceType, name: &str,
             resource_type = rt.name(),
             resource = name,
             decision = "ALLOWED",
-            rule,
+            rule = %rule,
             "authorization allowed"
         );
     } else {
@@ -151,10 +150,53 @@ fn record(b: &Broker, ctx: &Ctx, op: AclOperation, rt: ResourceType, name: &str,
             resource_type = rt.name(),
             resource = name,
             decision = "DENIED",
-            rule,
+            rule = %rule,
             "authorization denied"
         );
     }
+}
+
+/// The `resource_type` label of `fjord_authorizer_decisions_total`.
+fn resource_label(rt: ResourceType) -> &'static str {
+    match rt {
+        ResourceType::Unknown => "unknown",
+        ResourceType::Any => "any",
+        ResourceType::Topic => "topic",
+        ResourceType::Group => "group",
+        ResourceType::Cluster => "cluster",
+        ResourceType::TransactionalId => "transactional_id",
+        ResourceType::DelegationToken => "delegation_token",
+        ResourceType::User => "user",
+    }
+}
+
+/// Why a decision was taken, as the audit line says it.
+struct Rule<'a>(&'a Reason);
+
+impl std::fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Reason::SuperUser => f.write_str("super user"),
+            Reason::Acl(acl) => write!(f, "ACL {acl}"),
+            Reason::NoAclFound => f.write_str("no ACL found for the resource"),
+            Reason::NoMatchingAllow => f.write_str("no matching ALLOW ACL"),
+        }
+    }
+}
+
+/// The gate of CreateAcls and DeleteAcls: SECURITY_DISABLED without an authorizer, then ALTER
+/// on the cluster. `Some` is the error every entry of the request is answered with.
+pub(crate) fn acl_admin_refusal(b: &Broker, ctx: &Ctx) -> Option<(ErrorCode, &'static str)> {
+    if !enabled(b) {
+        return Some((ErrorCode::SecurityDisabled, "No Authorizer is configured."));
+    }
+    if !cluster(b, ctx, AclOperation::Alter) {
+        return Some((
+            ErrorCode::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        ));
+    }
+    None
 }
 
 /// May this request's principal do `op` on resource `name` of type `rt`? Audited.
@@ -226,8 +268,7 @@ pub fn config_resource(
     op: AclOperation,
     config_resource_type: i8,
     name: &str,
-) -> Result<(), fjord_protocol::error::ErrorCode> {
-    use fjord_protocol::error::ErrorCode;
+) -> Result<(), ErrorCode> {
     let (rt, name, code) = match config_resource_type {
         2 => (
             ResourceType::Topic,

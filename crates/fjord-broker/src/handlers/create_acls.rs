@@ -30,14 +30,8 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: CreateAclsRequest) -> Creat
                 .collect(),
         )
     };
-    if !authz::enabled(b) {
-        return fail(ErrorCode::SecurityDisabled, "No Authorizer is configured.");
-    }
-    if !authz::cluster(b, ctx, AclOperation::Alter) {
-        return fail(
-            ErrorCode::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
+    if let Some((code, msg)) = authz::acl_admin_refusal(b, ctx) {
+        return fail(code, msg);
     }
     let acls: Vec<_> = req
         .creations

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use fjord_metadata::{ControllerReply, ControllerRequest};
 use fjord_protocol::error::ErrorCode;
-use fjord_security::acl::AclOperation;
 use kafka_protocol::messages::delete_acls_response::{
     DeleteAclsFilterResult, DeleteAclsMatchingAcl,
 };
@@ -28,14 +27,8 @@ pub async fn handle(b: &Arc<Broker>, ctx: &Ctx, req: DeleteAclsRequest) -> Delet
                 .collect(),
         )
     };
-    if !authz::enabled(b) {
-        return fail(ErrorCode::SecurityDisabled, "No Authorizer is configured.");
-    }
-    if !authz::cluster(b, ctx, AclOperation::Alter) {
-        return fail(
-            ErrorCode::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
+    if let Some((code, msg)) = authz::acl_admin_refusal(b, ctx) {
+        return fail(code, msg);
     }
     let filters = req
         .filters
