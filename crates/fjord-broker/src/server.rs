@@ -340,12 +340,13 @@ async fn serve_connection(
                     .as_mut()
                     .map(|a| a.request(&broker, &req, wire_bytes));
                 let usage = crate::quota::RequestUsage::of(&req, wire_bytes);
-                let client_id: String = req.header.client_id.as_deref().unwrap_or("").into();
+                // A reference-counted copy (the request moves into its handler), not a String.
+                let client_id = req.header.client_id.clone();
                 let handling = Instant::now();
                 let mut outcome = handlers::handle_from(&broker, *req, &session).await;
                 let client = crate::quota::QuotaClient {
                     user: &session.principal.name,
-                    client_id: &client_id,
+                    client_id: client_id.as_deref().unwrap_or(""),
                 };
                 let (mut throttle, mut quota_type) = broker.quotas.request_throttle(
                     &usage,
@@ -354,7 +355,9 @@ async fn serve_connection(
                     fjord_protocol::clock::now_ms(),
                 );
                 if let Outcome::RespondWithRecords(body, ranges) = &mut outcome {
-                    if usage.consumer_fetch {
+                    // Sizing the response walks its partitions: only with a fetch quota.
+                    if usage.consumer_fetch && broker.quotas.enabled(crate::quota::QuotaType::Fetch)
+                    {
                         let bytes = crate::quota::fetch_response_bytes(body, ranges);
                         let t = broker.quotas.record(
                             crate::quota::QuotaType::Fetch,
