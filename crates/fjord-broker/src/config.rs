@@ -279,6 +279,9 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// The data listener's security protocol and SASL settings (`crate::sasl`).
     pub sasl: crate::sasl::SaslConfig,
+    /// The data listener's TLS settings (`crate::tls`) when its protocol is SSL or SASL_SSL;
+    /// checked at startup by loading the stores once.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`: `None` when
     /// no authorizer is configured (everything is allowed).
     pub authorizer: Option<fjord_security::authorizer::AuthorizerConfig>,
@@ -397,6 +400,14 @@ impl BrokerConfig {
             }
         };
         let sasl = crate::sasl::SaslConfig::parse(&get, &listener.name)?;
+        let tls = if sasl.protocol.tls() {
+            let lookup = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
+            let settings = crate::tls::TlsSettings::from_config(&listener.name, &lookup)?;
+            settings.load()?;
+            Some(settings)
+        } else {
+            None
+        };
         let advertised = get("advertised.listeners");
         let advertised_listener = if advertised.is_empty() {
             None
@@ -462,6 +473,7 @@ impl BrokerConfig {
             limits,
             rack: (!rack.is_empty()).then_some(rack),
             sasl,
+            tls,
             authorizer: crate::authz::config(&get)?,
             accounting,
             skew: crate::skew::SkewConfig::parse(&get)?,
@@ -686,6 +698,7 @@ fn is_known_key(key: &str) -> bool {
         || BROKER_KEYS.iter().any(|(k, _)| *k == key)
         || fjord_storage::config::is_broker_log_key(key)
         || crate::sasl::is_config_key(key)
+        || crate::tls::is_config_key(key)
 }
 
 pub(crate) fn parse_int(v: &str, key: &str, min: i64, max: i64) -> Result<i64, String> {

@@ -74,6 +74,7 @@ pub mod replication;
 pub mod sasl;
 pub mod server;
 pub mod skew;
+mod stream;
 #[cfg(test)]
 mod test_batches;
 pub mod throttle;
@@ -195,7 +196,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         broker_epoch = broker.broker_epoch(), listener = %kafka_addr,
         advertised = %format!("{host}:{port}"), admin = %admin_addr, "broker started");
 
-    let accept = tokio::spawn(server::accept_loop(broker.clone(), listener, rx.clone()));
+    let tls = match &broker.config.tls {
+        Some(settings) => Some(Arc::new(
+            tls::TlsListener::new(settings.clone()).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let accept = tokio::spawn(server::accept_loop(
+        broker.clone(),
+        listener,
+        tls,
+        rx.clone(),
+    ));
     let mut admin_rx = rx.clone();
     let admin_task = tokio::spawn({
         let router = admin::router(broker.clone());

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub fetch_sessions: FetchSessionMetrics,
     /// SASL authentications and unauthenticated connections closed (`crate::sasl`).
     pub sasl: crate::sasl::SaslMetrics,
+    /// TLS handshakes and certificate reloads (`crate::tls`).
+    pub tls: crate::tls::TlsMetrics,
     /// Authorization decisions (`crate::authz`).
     pub authz: crate::authz::AuthzMetrics,
 }
@@ -466,6 +468,7 @@ impl Metrics {
         let balancer = crate::balancer::BalancerMetrics::new(&registry);
         let fetch_sessions = FetchSessionMetrics::new(&registry);
         let sasl = crate::sasl::SaslMetrics::new(&registry);
+        let tls = crate::tls::TlsMetrics::new(&registry);
         let authz = crate::authz::AuthzMetrics::new(&registry);
         Metrics {
             registry,
@@ -521,6 +524,7 @@ impl Metrics {
             balancer,
             fetch_sessions,
             sasl,
+            tls,
             authz,
         }
     }

@@ -36,8 +36,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use prometheus::{IntCounterVec, Opts, Registry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -48,6 +47,8 @@ use crate::handlers::{self, Outcome, Session};
 pub enum SecurityProtocol {
     Plaintext,
     SaslPlaintext,
+    Ssl,
+    SaslSsl,
 }
 
 impl SecurityProtocol {
@@ -55,7 +56,22 @@ impl SecurityProtocol {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether connections authenticate with SASL first.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Whether connections are TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 
@@ -196,9 +212,11 @@ impl SaslConfig {
         {
             "PLAINTEXT" => SecurityProtocol::Plaintext,
             "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
             other => {
                 return Err(format!(
-                    "listener {listener} has security protocol {other}: only plaintext listeners (PLAINTEXT, SASL_PLAINTEXT) are supported (TLS is not yet)"
+                    "listener {listener} has security protocol {other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
                 ))
             }
         };
@@ -279,7 +297,7 @@ impl SaslConfig {
                 .filter(|m| !m.is_empty())
                 .collect()
         };
-        if protocol == SecurityProtocol::SaslPlaintext {
+        if protocol.sasl() {
             for m in &mechanisms {
                 if !mechs::is_supported_mechanism(m) {
                     return Err(format!(
@@ -294,7 +312,7 @@ impl SaslConfig {
             }
         }
         let inter_mech = get("sasl.mechanism.inter.broker.protocol").to_ascii_uppercase();
-        let inter_broker = if protocol == SecurityProtocol::SaslPlaintext {
+        let inter_broker = if protocol.sasl() {
             let mech = if inter_mech.is_empty() {
                 mechs::PLAIN.to_string()
             } else {
@@ -323,7 +341,7 @@ impl SaslConfig {
 
     /// Whether connections must authenticate before anything else.
     pub fn required(&self) -> bool {
-        self.protocol == SecurityProtocol::SaslPlaintext
+        self.protocol.sasl()
     }
 }
 
@@ -489,9 +507,9 @@ impl From<std::io::Error> for Closed {
 
 /// Run the SASL exchange on a new connection. `Some(principal)` when it authenticated; `None`
 /// when the connection must close (already logged and counted).
-pub async fn authenticate(
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<KafkaPrincipal> {
@@ -527,7 +545,10 @@ pub async fn authenticate(
 
 /// Read one size-prefixed frame of at most `max` bytes, growing the buffer only as bytes
 /// arrive. `Ok(None)` for a bad size.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMut>, Closed> {
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<Option<BytesMut>, Closed> {
     let size = stream.read_i32().await?;
     if size < 0 || size as usize > max {
         return Ok(None);
@@ -543,8 +564,8 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMu
     Ok(Some(BytesMut::from(&buf[..])))
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     correlation_id: i32,
     api: ApiKey,
     version: i16,
@@ -554,6 +575,8 @@ async fn respond(
     codec::encode_response(&mut out, correlation_id, api, version, &body)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     stream.write_all(&out).await?;
+    // A TLS stream may hold the bytes until flushed (a no-op on TCP).
+    stream.flush().await?;
     Ok(())
 }
 
@@ -562,9 +585,9 @@ fn sb(s: impl Into<String>) -> StrBytes {
 }
 
 /// The exchange itself, without its timeout.
-async fn run(
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     peer: SocketAddr,
 ) -> Result<KafkaPrincipal, Closed> {
     let cfg = &broker.config.sasl;
@@ -597,6 +620,7 @@ async fn run(
                     };
                     stream.write_i32(token.len() as i32).await?;
                     stream.write_all(&token).await?;
+                    stream.flush().await?;
                     if let Some(user) = done {
                         return Ok(succeeded(broker, peer, mech, user));
                     }
@@ -618,6 +642,7 @@ async fn run(
                 let mut out = BytesMut::new();
                 codec::unsupported_api_versions_response(&mut out, correlation_id);
                 stream.write_all(&out).await?;
+                stream.flush().await?;
                 continue;
             }
             Err(e) => {

@@ -30,8 +30,7 @@ use fjord_storage::FileRange;
 use kafka_protocol::messages::ApiKey;
 use parking_lot::Mutex;
 use std::io::IoSlice;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -41,6 +40,8 @@ use crate::broker::Broker;
 use crate::conn_limits::{ConnectionSlot, LogThrottle, SharedQuotas};
 use crate::handlers::{self, Outcome};
 use crate::memory_pool::{MemoryPool, PoolMetrics, Reservation};
+use crate::stream::{ReadSide, Stream, WriteSide};
+use crate::tls::TlsListener;
 
 /// A response frame in pieces: encoded bytes and record data sent from segment files.
 type Chunks = Vec<Chunk<FileRange>>;
@@ -81,10 +82,12 @@ struct Limits {
     max_idle: Option<Duration>,
     /// Slowloris closes, from every connection.
     incomplete_log: Mutex<LogThrottle>,
+    /// The listener's TLS configuration (SSL and SASL_SSL), reloaded when its files change.
+    tls: Option<Arc<TlsListener>>,
 }
 
 impl Limits {
-    fn new(broker: &Broker) -> Limits {
+    fn new(broker: &Broker, tls: Option<Arc<TlsListener>>) -> Limits {
         let c = &broker.config;
         let m = &broker.metrics;
         Limits {
@@ -100,17 +103,30 @@ impl Limits {
             max_frame: c.socket_request_max_bytes,
             max_idle: c.limits.connections_max_idle,
             incomplete_log: Mutex::new(LogThrottle::new(LOG_INTERVAL)),
+            tls,
         }
     }
 }
 
-/// Accept connections until `shutdown` flips, then wait for them to finish.
+/// How often a TLS listener looks for changed keystore and truststore files.
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// Accept connections until `shutdown` flips, then wait for them to finish. `tls`: the
+/// listener's TLS configuration when its protocol is SSL or SASL_SSL.
 pub async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = Arc::new(Limits::new(&broker));
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_certificates(
+            broker.clone(),
+            tls.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let limits = Arc::new(Limits::new(&broker, tls));
     let mut blocked_log = LogThrottle::new(LOG_INTERVAL);
     let mut rejected_log = LogThrottle::new(LOG_INTERVAL);
     let mut conns = JoinSet::new();
@@ -185,9 +201,53 @@ pub async fn accept_loop(
     }
 }
 
+/// Look for changed certificate files every [`TLS_RELOAD_CHECK`] (off the async workers) and
+/// swap them in: new connections get the new certificates, open ones keep theirs.
+async fn reload_certificates(
+    broker: Arc<Broker>,
+    tls: Arc<TlsListener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(TLS_RELOAD_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let t = tls.clone();
+        let Ok(result) = tokio::task::spawn_blocking(move || t.reload_if_changed()).await else {
+            continue;
+        };
+        let listener = &broker.config.listener.name;
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                broker
+                    .metrics
+                    .tls
+                    .reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::info!(%listener, "TLS certificates reloaded: new connections use them");
+            }
+            Err(e) => {
+                broker
+                    .metrics
+                    .tls
+                    .reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                tracing::error!(%listener, error = %e, "TLS certificates changed but do not load: still serving the previous ones");
+            }
+        }
+    }
+}
+
 async fn serve_connection(
     broker: Arc<Broker>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     limits: Arc<Limits>,
@@ -198,6 +258,27 @@ async fn serve_connection(
     broker.metrics.connections.inc();
     let mut session =
         handlers::Session::anonymous(Arc::from(broker.config.listener.name.as_str()), Some(peer));
+    let mut stream = match &limits.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let handshake = tokio::select! {
+                r = crate::stream::accept_tls(&broker, tls, tcp, peer) => r,
+                _ = shutdown.changed() => None,
+            };
+            match handshake {
+                // SSL: the certificate's principal (ANONYMOUS without one); SASL_SSL replaces
+                // it with the SASL user, as in Kafka.
+                Some((stream, principal)) => {
+                    session.principal = Arc::new(principal);
+                    stream
+                }
+                None => {
+                    broker.metrics.connections.dec();
+                    return;
+                }
+            }
+        }
+    };
     if broker.config.sasl.required() {
         // SASL_PLAINTEXT: nothing but ApiVersions and the SASL exchange until it succeeds.
         match crate::sasl::authenticate(&broker, &mut stream, peer, &mut shutdown).await {
@@ -210,7 +291,7 @@ async fn serve_connection(
     }
     // KIP-368: sessions that end (`connections.max.reauth.ms`) and re-authentication.
     let mut reauth = crate::sasl::Reauth::new(&broker, &session.principal, peer);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
     let activity = Arc::new(Activity::new());
@@ -548,7 +629,7 @@ async fn unless_idle<T>(
 /// not reading, while the pool is exhausted — and the body is read, the buffer growing with the
 /// bytes that have arrived and never past the frame's end.
 async fn read_frame(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadSide,
     buf: &mut BytesMut,
     limits: &Limits,
     activity: &Activity,
@@ -557,14 +638,19 @@ async fn read_frame(
         if let Some(size) = codec::frame_size(buf, limits.max_frame).map_err(ReadEnd::Bad)? {
             break size;
         }
-        // Wait for bytes before making room, so an idle connection holds no buffer.
-        unless_idle(activity, limits.max_idle, buf.len(), rd.readable()).await?;
-        buf.reserve(LOOKAHEAD);
-        match rd.try_read_buf(buf) {
-            Ok(0) => return Err(ReadEnd::Eof { pending: buf.len() }),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(ReadEnd::Io(e)),
+        // On TCP, bytes are awaited before room is made, so an idle connection holds no
+        // buffer.
+        let pending = buf.len();
+        if unless_idle(
+            activity,
+            limits.max_idle,
+            pending,
+            rd.read_some(buf, LOOKAHEAD),
+        )
+        .await?
+            == 0
+        {
+            return Err(ReadEnd::Eof { pending });
         }
     };
     let (reservation, waited) = limits.pool.reserve(size).await;
@@ -596,7 +682,7 @@ async fn read_frame(
 /// The reader stage: frames off the socket, decoded, to the processor.
 async fn read_requests(
     broker: Arc<Broker>,
-    mut rd: OwnedReadHalf,
+    mut rd: ReadSide,
     peer: SocketAddr,
     in_tx: mpsc::Sender<Inbound>,
     limits: Arc<Limits>,
@@ -710,7 +796,7 @@ fn encode(
 
 /// Write every chunk in order — runs of bytes with as few `writev` calls as the socket
 /// allows, file ranges with `sendfile` — then clear `chunks`.
-async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::io::Result<()> {
+async fn write_all_chunks(wr: &mut WriteSide, chunks: &mut Chunks) -> std::io::Result<()> {
     // Linux accepts up to 1024 slices per call (IOV_MAX).
     const MAX_SLICES: usize = 256;
     let mut first = 0;
@@ -720,7 +806,7 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
             continue;
         }
         if let Chunk::Records(range) = &chunks[first] {
-            send_file(wr.as_ref(), range).await?;
+            wr.send_file(range).await?;
             first += 1;
             continue;
         }
@@ -750,36 +836,8 @@ async fn write_all_chunks(wr: &mut OwnedWriteHalf, chunks: &mut Chunks) -> std::
         }
     }
     chunks.clear();
-    Ok(())
-}
-
-/// Send a file range to the socket with `sendfile(2)`: the kernel moves the bytes from the
-/// page cache to the socket. A file that ends before the range does (truncated meanwhile by a
-/// follower's truncation) is an error: the frame's length is already on the wire, so the
-/// connection must close.
-async fn send_file(sock: &TcpStream, range: &FileRange) -> std::io::Result<()> {
-    let mut offset = range.position();
-    let end = offset + range.len() as u64;
-    while offset < end {
-        sock.writable().await?;
-        let sent = sock.try_io(Interest::WRITABLE, || {
-            let count = (end - offset) as usize;
-            rustix::fs::sendfile(sock, range.file(), Some(&mut offset), count)
-                .map_err(std::io::Error::from)
-        });
-        match sent {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "segment file ends before the records being sent",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    // TLS may hold the last record until flushed (a no-op on TCP).
+    wr.flush().await
 }
 
 /// A stable metric label for an API.

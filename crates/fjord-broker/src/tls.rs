@@ -24,10 +24,42 @@ use std::time::SystemTime;
 use fjord_security::ssl_principal::{certificate_subject, SslPrincipalMapper};
 use fjord_security::KafkaPrincipal;
 use parking_lot::RwLock;
+use prometheus::{IntCounterVec, Opts, Registry};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+
+/// The keys [`TlsSettings::from_config`] reads, each also under `listener.name.<l>.`; other
+/// `ssl.*` keys Kafka has (cipher suites, key managers, JKS passwords) are accepted and ignored
+/// so an operator's file loads, with the ones that matter for PEM stores honoured.
+const KEYS: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.key",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.password",
+    "ssl.key.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.truststore.password",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+    "ssl.protocol",
+    "ssl.principal.mapping.rules",
+    "ssl.endpoint.identification.algorithm",
+    "ssl.cipher.suites",
+];
+
+/// Whether `key` is a TLS key (for the broker's unknown-key check).
+pub fn is_config_key(key: &str) -> bool {
+    let bare = key
+        .strip_prefix("listener.name.")
+        .and_then(|rest| rest.split_once('.'))
+        .map_or(key, |(_, suffix)| suffix);
+    KEYS.contains(&bare)
+}
 
 /// `ssl.client.auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +381,52 @@ impl TlsListener {
             .name(&dn)
             .map(KafkaPrincipal::user)
             .ok_or_else(|| format!("no ssl.principal.mapping.rules rule applies to {dn:?}"))
+    }
+}
+
+/// TLS metrics.
+pub struct TlsMetrics {
+    /// Handshakes on the TLS listener by `result`: `success`, or why it failed (`not_tls`,
+    /// `timeout`, `error`, `principal`, `eof`, `io`).
+    pub handshakes: IntCounterVec,
+    /// Certificate reloads by `result` (`success`, `failure`).
+    pub reloads: IntCounterVec,
+}
+
+impl TlsMetrics {
+    pub fn new(registry: &Registry) -> TlsMetrics {
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes on this broker's listener, by result (success, or the failure: not_tls, timeout, error, principal, eof, io)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Reloads of the listener's keystore and truststore after their files changed, by result (success, failure: the old certificates stay in use)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        for r in ["success", "not_tls", "timeout", "error", "principal"] {
+            handshakes.with_label_values(&[r]);
+        }
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
+        registry
+            .register(Box::new(handshakes.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(reloads.clone()))
+            .expect("register");
+        TlsMetrics {
+            handshakes,
+            reloads,
+        }
     }
 }
 
