@@ -1,7 +1,8 @@
 //! Authentication and authorization without I/O (issue 16).
 //!
 //! - [`principal`]: who a connection is (`User:alice`), as Kafka's `KafkaPrincipal`.
-//! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 (server and client ends) and Kafka's JAAS text.
+//! - [`sasl`]: SASL PLAIN, SCRAM-SHA-256/512 (server and client ends), OAUTHBEARER with JWT
+//!   validation, and Kafka's JAAS text.
 //! - [`acl`]: Kafka's ACL model (resource patterns, entries, bindings, filters) with wire codes.
 //! - [`ssl_principal`]: `ssl.principal.mapping.rules`, a certificate's DN to a user name.
 //! - [`authorizer`]: Kafka's `StandardAuthorizer` decisions over an indexed ACL set.
