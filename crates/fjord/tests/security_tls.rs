@@ -43,7 +43,10 @@ impl Pki {
     }
 
     fn ca_file(&self, name: &str) -> String {
-        self.dir.join(format!("{name}-ca.pem")).display().to_string()
+        self.dir
+            .join(format!("{name}-ca.pem"))
+            .display()
+            .to_string()
     }
 
     /// Issue a certificate for `cn` (with loopback names for a server); returns the paths of
@@ -53,7 +56,9 @@ impl Pki {
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let path = |suffix: &str| self.dir.join(format!("{}-{cn}-{suffix}.pem", self.name));
@@ -143,7 +148,14 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     // with sendfile.
     let a = args(
         &[
-            "--client", "confluent", "--topic", "tls-big", "--count", "100", "--repeat", "12000",
+            "--client",
+            "confluent",
+            "--topic",
+            "tls-big",
+            "--count",
+            "100",
+            "--repeat",
+            "12000",
         ],
         &alice,
     );
@@ -229,11 +241,21 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             &props,
         ],
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with('j')).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('j')).count(),
+        3,
+        "{out}"
+    );
 
     // bob's certificate is trusted, so he connects — as User:bob, who may do nothing.
     let a = args(
-        &["--client", "confluent", "--topic", "tls-confluent", "--expect-denied"],
+        &[
+            "--client",
+            "confluent",
+            "--topic",
+            "tls-confluent",
+            "--expect-denied",
+        ],
         &mtls(&bob_cert, &bob_key),
     );
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -241,9 +263,19 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
 
     // A certificate from another CA (even with alice's name) and no certificate at all are
     // refused in the handshake.
-    let failures_before = metric(&broker, "fjord_tls_handshakes_total", &[("result", "error")]);
+    let failures_before = metric(
+        &broker,
+        "fjord_tls_handshakes_total",
+        &[("result", "error")],
+    );
     let a = args(
-        &["--client", "confluent", "--expect-failure", "--timeout", "10"],
+        &[
+            "--client",
+            "confluent",
+            "--expect-failure",
+            "--timeout",
+            "10",
+        ],
         &mtls(&mallory_cert, &mallory_key),
     );
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -296,13 +328,24 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
         broker.log_tail(40)
     );
     assert_eq!(
-        metric(&broker, "fjord_tls_handshakes_total", &[("result", "not_tls")]),
+        metric(
+            &broker,
+            "fjord_tls_handshakes_total",
+            &[("result", "not_tls")]
+        ),
         1.0
     );
 
     // The broker kept serving throughout.
     let a = args(
-        &["--client", "confluent", "--topic", "tls-after", "--count", "10"],
+        &[
+            "--client",
+            "confluent",
+            "--topic",
+            "tls-after",
+            "--count",
+            "10",
+        ],
         &alice,
     );
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
