@@ -282,6 +282,10 @@ pub struct BrokerConfig {
     /// The data listener's TLS settings (`crate::tls`) when its protocol is SSL or SASL_SSL;
     /// checked at startup by loading the stores once.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// How this broker connects to other brokers' TLS listeners (replication, transaction
+    /// markers): the listener's truststore verifies them and its keystore is the client
+    /// certificate.
+    pub inter_broker_tls: Option<fjord_client::TlsClient>,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`: `None` when
     /// no authorizer is configured (everything is allowed).
     pub authorizer: Option<fjord_security::authorizer::AuthorizerConfig>,
@@ -408,6 +412,14 @@ impl BrokerConfig {
         } else {
             None
         };
+        let inter_broker_tls = match &tls {
+            Some(_) => Some(crate::tls::inter_broker_client(
+                &|k: &str| Some(get(k)).filter(|v| !v.is_empty()),
+                &listener.name,
+                cluster.is_quorum(),
+            )?),
+            None => None,
+        };
         let advertised = get("advertised.listeners");
         let advertised_listener = if advertised.is_empty() {
             None
@@ -474,6 +486,7 @@ impl BrokerConfig {
             rack: (!rack.is_empty()).then_some(rack),
             sasl,
             tls,
+            inter_broker_tls,
             authorizer: crate::authz::config(&get)?,
             accounting,
             skew: crate::skew::SkewConfig::parse(&get)?,

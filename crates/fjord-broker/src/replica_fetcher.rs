@@ -346,6 +346,7 @@ pub(crate) async fn connect_peer(
         connect_timeout: Duration::from_secs(3),
         max_in_flight: 2,
         sasl: crate::sasl::inter_broker_credentials(broker),
+        tls: crate::tls::inter_broker(broker),
         ..ConnectionConfig::default()
     };
     Connection::connect(&format!("{host}:{port}"), config).await

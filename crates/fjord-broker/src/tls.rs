@@ -384,6 +384,45 @@ impl TlsListener {
     }
 }
 
+/// The client side of this broker towards other brokers' TLS listeners, from the listener's own
+/// keys as Kafka does: its truststore verifies the peers and its keystore is the client
+/// certificate (for peers with `ssl.client.auth=required`); `ssl.endpoint.identification.algorithm`
+/// applies. A single node without a truststore trusts its own keystore's certificates, so the
+/// connections it makes to itself (transaction markers) work; a cluster must have one.
+pub fn inter_broker_client(
+    get: &dyn Fn(&str) -> Option<String>,
+    listener: &str,
+    cluster: bool,
+) -> Result<fjord_client::TlsClient, String> {
+    let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
+    let key = |k: &str| get(&format!("{prefix}{k}")).or_else(|| get(k));
+    let has_truststore =
+        key("ssl.truststore.location").is_some() || key("ssl.truststore.certificates").is_some();
+    if !has_truststore && cluster {
+        return Err(format!(
+            "listener {listener} is TLS but has no ssl.truststore.location: brokers verify each \
+             other with it (the CA that signed the brokers' certificates)"
+        ));
+    }
+    let lookup = |k: &str| -> Option<String> {
+        match k {
+            "security.protocol" => Some("SSL".into()),
+            "ssl.truststore.location" if !has_truststore => key("ssl.keystore.location"),
+            "ssl.truststore.certificates" if !has_truststore => {
+                key("ssl.keystore.certificate.chain")
+            }
+            _ => key(k),
+        }
+    };
+    fjord_client::TlsClient::from_properties(&lookup)
+        .map_err(|e| format!("listener {listener}: connections to other brokers: {e}"))
+}
+
+/// This broker's TLS client towards other brokers, when its listener is TLS.
+pub fn inter_broker(broker: &crate::broker::Broker) -> Option<fjord_client::TlsClient> {
+    broker.config.inter_broker_tls.clone()
+}
+
 /// TLS metrics.
 pub struct TlsMetrics {
     /// Handshakes on the TLS listener by `result`: `success`, or why it failed (`not_tls`,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::metric_value;
+use common::cluster::Cluster;
 use common::kafka::Tools;
 use common::{wait_until, FjordProcess};
 
@@ -52,9 +53,11 @@ impl Pki {
     /// Issue a certificate for `cn` (with loopback names for a server); returns the paths of
     /// (certificate, key, key + certificate as one PEM keystore).
     fn issue(&self, cn: &str) -> (String, String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+        // Loopback names of up to five nodes (cluster nodes listen on 127.0.0.<id>).
+        let names: Vec<String> = std::iter::once("localhost".to_string())
+            .chain((1..=5).map(|i| format!("127.0.0.{i}")))
+            .collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -496,4 +499,138 @@ fn sasl_ssl_scram_and_certificate_reload() {
     );
     assert_eq!(served(), "broker-two");
     broker.assert_no_panic_in_log();
+}
+
+/// The ISR size of each partition of `topic` as `node` reports it (kcat over mutual TLS).
+fn isr_sizes(node: &FjordProcess, topic: &str, tls: &[&str]) -> Vec<usize> {
+    let mut args = tls.to_vec();
+    args.extend(["-L", "-J", "-t", topic]);
+    let r = node.kcat(&args, None);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(r.stdout().trim()) else {
+        return Vec::new();
+    };
+    v["topics"][0]["partitions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_brokers_replicate_over_mutual_tls() {
+    // Every broker's data listener is TLS with required client certificates: followers fetch
+    // from leaders, and the transaction clients connect, with the broker's own certificate,
+    // verified against the listener's truststore.
+    let dir = cert_dir();
+    let pki = Pki::new(dir.path(), "good");
+    let (_, _, broker_store) = pki.issue("broker");
+    let (client_cert, client_key, _) = pki.issue("client");
+    let ca = pki.ca_file("good");
+    let mut cluster = Cluster::builder()
+        .config(&format!(
+            "listener.security.protocol.map = \"PLAINTEXT:SSL,CONTROLLER:PLAINTEXT\"\n\
+             ssl.keystore.location = \"{broker_store}\"\n\
+             ssl.truststore.location = \"{ca}\"\n\
+             ssl.client.auth = \"required\"\n"
+        ))
+        .start();
+    let tls = [
+        "-X",
+        "security.protocol=SSL",
+        "-X",
+        &format!("ssl.ca.location={ca}"),
+        "-X",
+        &format!("ssl.certificate.location={client_cert}"),
+        "-X",
+        &format!("ssl.key.location={client_key}"),
+    ];
+    let tls: Vec<&str> = tls.iter().map(|s| s.as_ref()).collect();
+    let node = cluster.node(1);
+    let props = dir.path().join("client.properties");
+    let one_line = |path: &str| std::fs::read_to_string(path).unwrap().replace('\n', "\\n");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={ca}\nssl.keystore.type=PEM\nssl.keystore.key={}\nssl.keystore.certificate.chain={}\n",
+            one_line(&client_key),
+            one_line(&client_cert),
+        ),
+    )
+    .unwrap();
+    Tools::new().ok(
+        "kafka-topics",
+        &[
+            "--bootstrap-server",
+            node.bootstrap(),
+            "--command-config",
+            &props.display().to_string(),
+            "--create",
+            "--topic",
+            "replicated",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+    );
+    let full = |cluster: &Cluster| {
+        cluster.brokers().iter().all(|&id| {
+            let s = isr_sizes(cluster.node(id), "replicated", &tls);
+            s.len() == 3 && s.iter().all(|&n| n == 3)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || full(&cluster)),
+        "the ISRs never reached 3 (followers cannot fetch over TLS?):\n{}",
+        cluster.node(2).log_tail(30)
+    );
+    let ca_args = ["--ca", &ca, "--cert", &client_cert, "--key", &client_key];
+    let mut a = ca_args.to_vec();
+    a.extend([
+        "--client",
+        "confluent",
+        "--topic",
+        "replicated",
+        "--count",
+        "200",
+    ]);
+    let out = python_json(cluster.node(1), &a, "acks=all produce to RF 3 over TLS");
+    assert_eq!(out["consumed"], 200, "{out}");
+
+    // A broker killed and restarted catches up over TLS; nothing acknowledged is lost.
+    cluster.kill9(3);
+    let mut a = ca_args.to_vec();
+    a.extend([
+        "--client",
+        "kafka-python",
+        "--topic",
+        "replicated",
+        "--count",
+        "100",
+    ]);
+    python_json(cluster.node(1), &a, "produce with a broker down");
+    cluster.start_node(3);
+    assert!(
+        wait_until(Duration::from_secs(60), || full(&cluster)),
+        "the restarted broker never rejoined the ISRs over TLS:\n{}",
+        cluster.node(3).log_tail(30)
+    );
+    let mut consume = tls.clone();
+    consume.extend(["-C", "-t", "replicated", "-o", "beginning", "-e", "-q"]);
+    let out = cluster
+        .node(3)
+        .kcat(&consume, None)
+        .success("read everything back from the restarted broker's cluster");
+    assert_eq!(out.stdout().lines().count(), 300, "records lost");
+    for &id in cluster.brokers() {
+        let log = cluster.node(id).all_logs();
+        assert!(
+            !log.contains("TLS handshake failed"),
+            "node {id} refused a peer's TLS connection"
+        );
+        cluster.node(id).assert_no_panic_in_log();
+    }
 }

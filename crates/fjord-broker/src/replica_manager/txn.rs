@@ -189,6 +189,7 @@ async fn ask_coordinator(
                 request_timeout: Duration::from_secs(30),
                 connect_timeout: remaining.min(Duration::from_secs(5)),
                 sasl: crate::sasl::inter_broker_credentials(b),
+                tls: crate::tls::inter_broker(b),
                 ..ConnectionConfig::default()
             };
             let c = match tokio::time::timeout(remaining, Connection::connect(&addr, config)).await

@@ -73,6 +73,7 @@ impl Connections {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             sasl: crate::sasl::inter_broker_credentials(broker),
+            tls: crate::tls::inter_broker(broker),
             ..ConnectionConfig::default()
         };
         let conn = Arc::new(
