@@ -25,6 +25,10 @@ pub enum Error {
     /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {error}")]
     Connect { addr: String, error: std::io::Error },
+    /// The TLS handshake failed (an untrusted or misnamed certificate, no common protocol,
+    /// a plaintext listener).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
     /// Reading or writing the socket failed.
     #[error("I/O error talking to {addr}: {error}")]
     Io { addr: String, error: std::io::Error },

@@ -2,7 +2,8 @@
 //! tests and the perf tool.
 //!
 //! Layout:
-//! - [`connection`]: one TCP connection to one broker. Negotiates API versions with
+//! - [`connection`]: one TCP connection to one broker, plain or TLS ([`tls`], from Kafka's
+//!   `ssl.*` keys), SASL after it ([`sasl`]). Negotiates API versions with
 //!   ApiVersions (v3, falling back to v0) and pipelines requests: several may await their
 //!   responses at once (`max_in_flight`), matched in order by correlation id.
 //! - [`client`]: [`Client`] over a bootstrap broker — metadata, topic admin, configs, list
@@ -26,6 +27,7 @@ pub mod error;
 pub mod partitioner;
 pub mod progress;
 pub mod sasl;
+pub mod tls;
 
 pub use batch_template::BatchTemplate;
 pub use client::{
@@ -41,4 +43,5 @@ pub use kafka_protocol::records::Compression;
 pub use partitioner::Partitioner;
 pub use progress::{PartitionProgress, ReplicaProgress};
 pub use sasl::SaslCredentials;
+pub use tls::TlsClient;
 pub use uuid::Uuid;

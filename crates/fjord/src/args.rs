@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fjord_client::{
     client_id_with_az, Client, ClientConfig, Compression, ConnectionConfig, SaslCredentials,
+    TlsClient,
 };
 
 /// How client commands reach the cluster.
@@ -12,8 +13,16 @@ use fjord_client::{
 pub struct Connect {
     pub bootstrap: String,
     pub request_timeout: Duration,
-    /// SASL credentials from `--command-config`.
+    /// SASL and TLS from `--command-config`.
+    pub security: Security,
+}
+
+/// How client connections are secured (`security.protocol` and its keys): SASL credentials for
+/// SASL_PLAINTEXT and SASL_SSL, TLS for SSL and SASL_SSL, neither for PLAINTEXT.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
     pub sasl: Option<SaslCredentials>,
+    pub tls: Option<TlsClient>,
 }
 
 /// The client id of every CLI command.
@@ -35,7 +44,8 @@ impl Connect {
                     None => CLIENT_ID.to_string(),
                 },
                 request_timeout: self.request_timeout,
-                sasl: self.sasl.clone(),
+                sasl: self.security.sasl.clone(),
+                tls: self.security.tls.clone(),
                 ..ConnectionConfig::default()
             },
         }
@@ -80,36 +90,58 @@ pub fn properties(text: &str) -> std::collections::BTreeMap<String, String> {
     out
 }
 
-/// The SASL credentials of a `--command-config` file; `None` for `security.protocol`
-/// PLAINTEXT (the default).
-pub fn command_config(path: &std::path::Path) -> anyhow::Result<Option<SaslCredentials>> {
+/// The client security of a `--command-config` file: nothing for `security.protocol`
+/// PLAINTEXT (the default). Reads the file and the TLS stores it names: blocking, so call it
+/// before the async runtime runs.
+pub fn command_config(path: &std::path::Path) -> anyhow::Result<Security> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --command-config {}", path.display()))?;
-    sasl_from_properties(&properties(&text))
+    security_from_properties(&properties(&text))
         .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))
 }
 
-fn sasl_from_properties(
+fn security_from_properties(
     props: &std::collections::BTreeMap<String, String>,
-) -> Result<Option<SaslCredentials>, String> {
+) -> Result<Security, String> {
     let protocol = props
         .get("security.protocol")
-        .map(|p| p.to_ascii_uppercase())
+        .map(|p| p.trim().to_ascii_uppercase())
         .unwrap_or_else(|| "PLAINTEXT".into());
-    match protocol.as_str() {
-        "PLAINTEXT" => return Ok(None),
-        "SASL_PLAINTEXT" => {}
+    let (sasl, tls) = match protocol.as_str() {
+        "PLAINTEXT" => (false, false),
+        "SSL" => (false, true),
+        "SASL_PLAINTEXT" => (true, false),
+        "SASL_SSL" => (true, true),
         other => {
             return Err(format!(
-                "security.protocol {other} is not supported (PLAINTEXT and SASL_PLAINTEXT are)"
+                "security.protocol {other} is not supported (PLAINTEXT, SSL, SASL_PLAINTEXT and \
+                 SASL_SSL are)"
             ))
         }
-    }
+    };
+    let tls = match tls {
+        true => Some(
+            TlsClient::from_properties(&|k: &str| props.get(k).cloned())
+                .map_err(|e| e.to_string())?,
+        ),
+        false => None,
+    };
+    let sasl = match sasl {
+        true => Some(sasl_credentials(props, &protocol)?),
+        false => None,
+    };
+    Ok(Security { sasl, tls })
+}
+
+fn sasl_credentials(
+    props: &std::collections::BTreeMap<String, String>,
+    protocol: &str,
+) -> Result<SaslCredentials, String> {
     let mechanism = props
         .get("sasl.mechanism")
         .or_else(|| props.get("sasl.mechanisms"))
         .map(|m| m.trim().to_ascii_uppercase())
-        .ok_or("security.protocol SASL_PLAINTEXT needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")?;
+        .ok_or_else(|| format!("security.protocol {protocol} needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"))?;
     let (username, password) = match props.get("sasl.jaas.config") {
         Some(jaas) => fjord_security::sasl::jaas::JaasConfig::parse(jaas)
             .map_err(|e| format!("sasl.jaas.config: {e}"))?
@@ -132,7 +164,7 @@ fn sasl_from_properties(
         password,
     };
     creds.validate().map_err(|e| e.to_string())?;
-    Ok(Some(creds))
+    Ok(creds)
 }
 
 /// Parse `--rack`: a broker.rack value, which also goes into the client id as
@@ -203,7 +235,7 @@ mod tests {
         let connect = Connect {
             bootstrap: "127.0.0.1:9092".into(),
             request_timeout: Duration::from_secs(1),
-            sasl: None,
+            security: Security::default(),
         };
         assert_eq!(connect.config().connection.client_id, "fjord-cli");
         assert_eq!(
@@ -217,7 +249,7 @@ mod tests {
         let props = properties(
             "# a comment\nsecurity.protocol=SASL_PLAINTEXT\nsasl.mechanism: SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n   username=\"alice\" password=\"a=b\";\n",
         );
-        let c = sasl_from_properties(&props).unwrap().unwrap();
+        let c = security_from_properties(&props).unwrap().sasl.unwrap();
         assert_eq!(
             (
                 c.mechanism.as_str(),
@@ -229,16 +261,75 @@ mod tests {
         let props = properties(
             "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=p\n",
         );
-        assert_eq!(sasl_from_properties(&props).unwrap().unwrap().username, "u");
-        assert_eq!(sasl_from_properties(&properties("")).unwrap(), None);
+        let security = security_from_properties(&props).unwrap();
+        assert_eq!(security.sasl.unwrap().username, "u");
+        assert!(security.tls.is_none());
+        let plaintext = security_from_properties(&properties("")).unwrap();
+        assert!(plaintext.sasl.is_none() && plaintext.tls.is_none());
         for bad in [
             "security.protocol=SSL",
+            "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=p",
+            "security.protocol=TLS",
             "security.protocol=SASL_PLAINTEXT",
             "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\nsasl.username=u\nsasl.password=p",
             "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN",
         ] {
-            assert!(sasl_from_properties(&properties(bad)).is_err(), "{bad}");
+            assert!(security_from_properties(&properties(bad)).is_err(), "{bad}");
         }
+        let e = security_from_properties(&properties("security.protocol=SSL")).unwrap_err();
+        assert!(e.contains("ssl.truststore.location"), "{e}");
+    }
+
+    /// A self-signed CA certificate in a PEM file (nothing is handshaken here; the handshakes
+    /// are tested in fjord-client's tls.rs).
+    fn ca_pem(dir: &std::path::Path) -> std::path::PathBuf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn command_config_files_with_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_pem(dir.path());
+        let ssl = format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            ca.display()
+        );
+        let security = security_from_properties(&properties(&ssl)).unwrap();
+        assert!(security.tls.is_some() && security.sasl.is_none());
+        let sasl_ssl = format!(
+            "{}\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=bob\nsasl.password=pw\n\
+             ssl.endpoint.identification.algorithm=\n",
+            ssl.replace("=SSL", "=sasl_ssl")
+        );
+        let security = security_from_properties(&properties(&sasl_ssl)).unwrap();
+        assert!(security.tls.is_some());
+        assert_eq!(security.sasl.unwrap().mechanism, "SCRAM-SHA-256");
+        // SASL_SSL without a mechanism names the protocol.
+        let e =
+            security_from_properties(&properties(&ssl.replace("=SSL", "=SASL_SSL"))).unwrap_err();
+        assert!(e.contains("SASL_SSL needs sasl.mechanism"), "{e}");
+        // A file: the TLS settings reach every connection the CLI opens.
+        let file = dir.path().join("client.properties");
+        std::fs::write(&file, &ssl).unwrap();
+        let connect = Connect {
+            bootstrap: "127.0.0.1:9093".into(),
+            request_timeout: Duration::from_secs(1),
+            security: command_config(&file).unwrap(),
+        };
+        assert!(connect.config().connection.tls.is_some());
+        assert!(connect.config_in_rack(Some("b")).connection.tls.is_some());
+        let jks = ssl.replace("=PEM", "=JKS");
+        std::fs::write(&file, jks).unwrap();
+        let e = format!("{:#}", command_config(&file).unwrap_err());
+        assert!(
+            e.contains("client.properties") && e.contains("ssl.truststore.type"),
+            "{e}"
+        );
     }
 
     #[test]

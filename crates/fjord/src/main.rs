@@ -64,9 +64,11 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
     request_timeout_ms: u64,
 
-    /// Kafka client properties for client commands: `security.protocol` (PLAINTEXT,
-    /// SASL_PLAINTEXT), `sasl.mechanism`, and `sasl.jaas.config` or `sasl.username` /
-    /// `sasl.password` (like kafka-*.sh --command-config).
+    /// Kafka client properties for client commands (like kafka-*.sh --command-config):
+    /// `security.protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); for SASL
+    /// `sasl.mechanism` and `sasl.jaas.config` or `sasl.username` / `sasl.password`; for TLS
+    /// `ssl.truststore.location` (PEM CAs, required), `ssl.keystore.location` (PEM key and
+    /// certificate, mutual TLS), `ssl.key.password`, `ssl.endpoint.identification.algorithm`.
     #[arg(long, global = true, env = "FJORD_COMMAND_CONFIG", value_name = "FILE")]
     command_config: Option<std::path::PathBuf>,
 
@@ -153,7 +155,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    // --command-config and the TLS stores it names are read here, before the runtime runs,
+    // so no blocking file read happens on an async worker.
+    let security = match &cli.command_config {
+        Some(path) => args::command_config(path),
+        None => Ok(args::Security::default()),
+    };
+    let result = match security {
+        Ok(security) => runtime.block_on(run(cli, security)),
+        Err(e) => Err(e),
+    };
     // Don't wait for detached tasks (e.g. a blocked stdin reader) on the way out.
     runtime.shutdown_background();
     match result {
@@ -207,14 +218,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, security: args::Security) -> anyhow::Result<()> {
     let connect = args::Connect {
         bootstrap: cli.bootstrap_server,
         request_timeout: std::time::Duration::from_millis(cli.request_timeout_ms),
-        sasl: match &cli.command_config {
-            Some(path) => args::command_config(path)?,
-            None => None,
-        },
+        security,
     };
     match cli.command {
         Command::Server(a) => server::run(a).await,

@@ -56,11 +56,11 @@ pub async fn run(connect: &Connect, a: GroupPerfArgs) -> anyhow::Result<()> {
     let partitions = client.partition_count(&a.topic).await?;
     let group = format!("perf-{}-{}", a.protocol, std::process::id());
     let addr = client.bootstrap_connection().addr().to_string();
+    // The CLI's connection settings (SASL, TLS) with this tool's id and timeout.
     let config = ConnectionConfig {
         client_id: "fjord-perf-group".into(),
         request_timeout: Duration::from_secs(120),
-        sasl: connect.sasl.clone(),
-        ..ConnectionConfig::default()
+        ..connect.config().connection
     };
     let admin = Arc::new(Connection::connect(&addr, config.clone()).await?);
     let classic = match a.protocol.as_str() {
