@@ -286,6 +286,8 @@ pub struct BrokerConfig {
     /// markers): the listener's truststore verifies them and its keystore is the client
     /// certificate.
     pub inter_broker_tls: Option<fjord_client::TlsClient>,
+    /// TLS of the controller listener (`crate::tls::controller_tls`).
+    pub controller_tls: Option<crate::tls::ControllerTls>,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`: `None` when
     /// no authorizer is configured (everything is allowed).
     pub authorizer: Option<fjord_security::authorizer::AuthorizerConfig>,
@@ -412,6 +414,11 @@ impl BrokerConfig {
         } else {
             None
         };
+        let controller_tls = crate::tls::controller_tls(
+            &|k: &str| Some(get(k)).filter(|v| !v.is_empty()),
+            &controller_names,
+            cluster.roles.controller && cluster.is_quorum(),
+        )?;
         let inter_broker_tls = match &tls {
             Some(_) => Some(crate::tls::inter_broker_client(
                 &|k: &str| Some(get(k)).filter(|v| !v.is_empty()),
@@ -487,6 +494,7 @@ impl BrokerConfig {
             sasl,
             tls,
             inter_broker_tls,
+            controller_tls,
             authorizer: crate::authz::config(&get)?,
             accounting,
             skew: crate::skew::SkewConfig::parse(&get)?,

@@ -261,6 +261,30 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     })
 }
 
+/// The client side of the controller listener's TLS, for this node's controller client.
+fn controller_client_tls(config: &BrokerConfig) -> Option<Arc<rustls::ClientConfig>> {
+    config
+        .controller_tls
+        .as_ref()
+        .map(|t| t.client.config().clone())
+}
+
+/// Both sides of the controller listener's TLS, for this node's controller.
+fn quorum_tls(config: &BrokerConfig) -> anyhow::Result<Option<fjord_metadata::quorum::QuorumTls>> {
+    let Some(t) = &config.controller_tls else {
+        return Ok(None);
+    };
+    let settings = t
+        .server
+        .clone()
+        .context("the controller listener's TLS settings")?;
+    let listener = Arc::new(tls::TlsListener::new(settings).map_err(anyhow::Error::msg)?);
+    Ok(Some(fjord_metadata::quorum::QuorumTls {
+        server: Arc::new(move || listener.current()),
+        client: t.client.config().clone(),
+    }))
+}
+
 /// `process.roles=controller`: a voter of the controller quorum with no Kafka listener, only
 /// the controller listener and the admin endpoint.
 async fn start_controller_only(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
@@ -270,7 +294,10 @@ async fn start_controller_only(config: BrokerConfig) -> anyhow::Result<RunningBr
         .with_context(|| format!("cannot listen on {admin_bind} (admin.listener)"))?;
     let admin_addr = admin.local_addr()?;
     let service = start_controller(&config).await?;
-    let client = fjord_metadata::quorum::ControllerClient::new(config.cluster.voters.clone());
+    let client = fjord_metadata::quorum::ControllerClient::with_tls(
+        config.cluster.voters.clone(),
+        controller_client_tls(&config),
+    );
     tracing::info!(node_id = config.node_id, admin = %admin_addr, "controller-only node started");
     let (tx, rx) = watch::channel(false);
     let mut admin_rx = rx.clone();
@@ -334,6 +361,7 @@ async fn start_controller(
                 retain_bytes: cluster.metadata_retention_bytes,
             },
             balancer: cluster.balancer,
+            tls: quorum_tls(config)?,
         },
         listener,
     )
@@ -365,7 +393,7 @@ async fn start_quorum_member(
     } else {
         None
     };
-    let client = ControllerClient::new(cluster.voters.clone());
+    let client = ControllerClient::with_tls(cluster.voters.clone(), controller_client_tls(&config));
     let source = match &service {
         Some(s) => cluster::MetadataSource::Local(s.feed()),
         None => cluster::MetadataSource::Remote(client.clone()),

@@ -418,6 +418,56 @@ pub fn inter_broker_client(
         .map_err(|e| format!("listener {listener}: connections to other brokers: {e}"))
 }
 
+/// TLS of the controller listener, when `listener.security.protocol.map` maps the first of
+/// `controller.listener.names` to `SSL`: the server side on a controller, and on every node the
+/// client side towards the controllers (Kafka's brokers, too, read the controller listener's
+/// `listener.name.<controller>.ssl.*` keys to reach the quorum).
+#[derive(Debug, Clone)]
+pub struct ControllerTls {
+    /// The listener's settings on a node that runs a controller.
+    pub server: Option<TlsSettings>,
+    pub client: fjord_client::TlsClient,
+}
+
+/// Read the controller listener's TLS (`None`: it is PLAINTEXT).
+pub fn controller_tls(
+    get: &dyn Fn(&str) -> Option<String>,
+    controller_names: &[String],
+    is_controller: bool,
+) -> Result<Option<ControllerTls>, String> {
+    let Some(name) = controller_names.first() else {
+        return Ok(None);
+    };
+    let map = get("listener.security.protocol.map").unwrap_or_default();
+    match crate::sasl::protocol_of(&map, name)?.as_str() {
+        "PLAINTEXT" => Ok(None),
+        "SSL" => {
+            let server = if is_controller {
+                let settings = TlsSettings::from_config(name, get)?;
+                settings.load()?;
+                Some(settings)
+            } else {
+                None
+            };
+            let client = inter_broker_client(get, name, true)?;
+            Ok(Some(ControllerTls { server, client }))
+        }
+        other => Err(format!(
+            "controller listener {name} has security protocol {other}: the controller listener \
+             takes PLAINTEXT or SSL (use SSL with ssl.client.auth=required to admit only nodes \
+             with a certificate)"
+        )),
+    }
+}
+
+impl TlsListener {
+    /// The current server configuration (the controller listener's acceptor takes it per
+    /// connection).
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.config.read().clone()
+    }
+}
+
 /// This broker's TLS client towards other brokers, when its listener is TLS.
 pub fn inter_broker(broker: &crate::broker::Broker) -> Option<fjord_client::TlsClient> {
     broker.config.inter_broker_tls.clone()

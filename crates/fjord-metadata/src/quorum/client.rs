@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use super::tls::BoxConn;
 use tokio::time::Instant;
 
 use super::feed::{ImagePart, MetadataChunk};
@@ -42,20 +42,30 @@ const MAX_IDLE: usize = 4;
 /// No node (in the atomics below).
 const NONE: u64 = u64::MAX;
 
+impl std::fmt::Debug for ClientInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientInner")
+            .field("voters", &self.voters)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A client of the controller quorum. Cheap to clone; clones share connections and hints.
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
     inner: Arc<ClientInner>,
 }
 
-#[derive(Debug)]
 struct ClientInner {
     voters: BTreeMap<RaftNodeId, String>,
+    /// TLS on the controller listeners (`None`: plaintext).
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The active controller as last seen.
     controller: AtomicU64,
     /// The voter that last answered a metadata fetch (at first, one picked at random).
     answered: AtomicU64,
-    idle: Mutex<HashMap<RaftNodeId, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<RaftNodeId, Vec<BoxConn>>>,
 }
 
 /// What one reply means for a call to the active controller.
@@ -73,10 +83,20 @@ impl ControllerClient {
     /// cluster spread their fetches (and the encoding of every record they fetch) over the
     /// controllers rather than all asking the first one.
     pub fn new(voters: BTreeMap<RaftNodeId, String>) -> ControllerClient {
+        ControllerClient::with_tls(voters, None)
+    }
+
+    /// [`new`](Self::new), connecting with TLS when `tls` is set (an `SSL` controller
+    /// listener).
+    pub fn with_tls(
+        voters: BTreeMap<RaftNodeId, String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> ControllerClient {
         let first = random_voter(&voters);
         ControllerClient {
             inner: Arc::new(ClientInner {
                 voters,
+                tls,
                 controller: AtomicU64::new(NONE),
                 answered: AtomicU64::new(first),
                 idle: Mutex::new(HashMap::new()),
@@ -412,16 +432,13 @@ impl ControllerClient {
         }
         let connect_timeout =
             CONNECT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        let stream = super::tls::connect(self.inner.tls.as_ref(), addr, connect_timeout).await?;
         let (stream, reply) = exchange(stream, req, deadline).await?;
         self.put_idle(id, stream);
         Ok(reply)
     }
 
-    fn put_idle(&self, id: RaftNodeId, stream: TcpStream) {
+    fn put_idle(&self, id: RaftNodeId, stream: BoxConn) {
         let mut idle = self.inner.idle.lock().expect("idle lock");
         let conns = idle.entry(id).or_default();
         if conns.len() < MAX_IDLE {
@@ -431,10 +448,10 @@ impl ControllerClient {
 }
 
 async fn exchange(
-    mut stream: TcpStream,
+    mut stream: BoxConn,
     req: &Request,
     deadline: Instant,
-) -> io::Result<(TcpStream, Reply)> {
+) -> io::Result<(BoxConn, Reply)> {
     let reply = tokio::time::timeout_at(deadline, async {
         write_frame(&mut stream, req).await?;
         read_frame::<_, Reply>(&mut stream)

@@ -36,6 +36,7 @@ pub mod log_store;
 pub mod network;
 pub mod service;
 pub mod state_machine;
+pub mod tls;
 
 pub use client::ControllerClient;
 pub use feed::{MetadataChunk, MetadataFeed};
@@ -44,6 +45,7 @@ pub use service::{
     BalancerLoadSource, BrokerStatus, Committed, ControllerService, ControllerServiceConfig,
     QuorumStatus, SubmitError, VoterStatus,
 };
+pub use tls::QuorumTls;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -201,8 +203,15 @@ impl QuorumNode {
         listener: TcpListener,
         config: Arc<openraft::Config>,
     ) -> Result<QuorumNode, QuorumError> {
-        QuorumNode::start_with_window(node_id, dir, listener, config, feed::DEFAULT_WINDOW_RECORDS)
-            .await
+        QuorumNode::start_with_window(
+            node_id,
+            dir,
+            listener,
+            config,
+            feed::DEFAULT_WINDOW_RECORDS,
+            None,
+        )
+        .await
     }
 
     /// [`start`](Self::start), keeping up to `window_records` recent records for feed readers.
@@ -212,6 +221,7 @@ impl QuorumNode {
         listener: TcpListener,
         config: Arc<openraft::Config>,
         window_records: usize,
+        tls: Option<tls::QuorumTls>,
     ) -> Result<QuorumNode, QuorumError> {
         let storage = |source| QuorumError::Storage {
             dir: dir.display().to_string(),
@@ -247,11 +257,12 @@ impl QuorumNode {
         let state = sm.state();
         let feed = sm.feed();
         let log_sizes = log.clone();
-        let raft = Raft::new(node_id, config, network::TcpNetworkFactory, log, sm)
+        let factory = network::TcpNetworkFactory { tls: tls.clone() };
+        let raft = Raft::new(node_id, config, factory, log, sm)
             .await
             .map_err(|e| QuorumError::Raft(e.to_string()))?;
         let server = Arc::new(network::Server::new(raft.clone(), feed.clone()));
-        let serving = tokio::spawn(network::serve(listener, server.clone()));
+        let serving = tokio::spawn(network::serve(listener, server.clone(), tls));
         Ok(QuorumNode {
             node_id,
             addr,

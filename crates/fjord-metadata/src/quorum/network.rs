@@ -30,11 +30,12 @@ use openraft::{BasicNode, Raft};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::feed::{FeedChunk, ImagePart, MetadataChunk, MetadataFeed, MAX_PART_BYTES};
 use super::service::{Committed, QuorumStatus, SubmitError};
+use super::tls::{BoxConn, QuorumTls};
 use super::{RaftNodeId, TypeConfig};
 use crate::rpc::ControllerRequest;
 
@@ -136,7 +137,9 @@ where
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
-    stream.write_all(&frame).await
+    stream.write_all(&frame).await?;
+    // TLS may hold the bytes until flushed (a no-op on TCP).
+    stream.flush().await
 }
 
 /// Read one frame; `Ok(None)` when the peer closed the connection between frames. A frame
@@ -168,7 +171,7 @@ where
 
 /// Serve the controller listener until the task is aborted; aborting it also closes every
 /// connection it accepted (a stopped controller must not keep answering on old connections).
-pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>) {
+pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>, tls: Option<QuorumTls>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -182,7 +185,15 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>) {
                     }
                 };
                 let server = server.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
+                    let stream = match super::tls::accept(tls.as_ref(), stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!(%peer, error = %e, "closing controller connection: TLS handshake failed");
+                            return;
+                        }
+                    };
                     if let Err(e) = serve_connection(stream, &server).await {
                         tracing::debug!(%peer, error = %e, "controller connection closed");
                     }
@@ -194,8 +205,7 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, server: &Server) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve_connection(mut stream: BoxConn, server: &Server) -> io::Result<()> {
     let raft = &server.raft;
     let part_bytes = server.part_bytes.load(Ordering::Relaxed);
     while let Some(req) = read_frame::<_, Request>(&mut stream).await? {
@@ -241,7 +251,10 @@ async fn serve_connection(mut stream: TcpStream, server: &Server) -> io::Result<
 
 /// Makes a [`TcpNetwork`] per peer; a peer's address is its [`BasicNode::addr`].
 #[derive(Debug, Clone, Default)]
-pub struct TcpNetworkFactory;
+pub struct TcpNetworkFactory {
+    /// TLS towards the other controllers (`None`: plaintext).
+    pub tls: Option<QuorumTls>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
     type Network = TcpNetwork;
@@ -251,16 +264,28 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
             target,
             addr: node.addr.clone(),
             conn: None,
+            tls: self.tls.clone(),
         }
     }
 }
 
 /// The connection to one peer.
-#[derive(Debug)]
 pub struct TcpNetwork {
     target: RaftNodeId,
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<BoxConn>,
+    tls: Option<QuorumTls>,
+}
+
+impl std::fmt::Debug for TcpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpNetwork")
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .field("connected", &self.conn.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Why a call failed: the peer could not be reached (back off) or the exchange broke (retry).
@@ -272,11 +297,13 @@ enum CallError {
 impl TcpNetwork {
     async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Reply, CallError> {
         if self.conn.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| CallError::Unreachable(io::ErrorKind::TimedOut.into()))?
-                .map_err(CallError::Unreachable)?;
-            stream.set_nodelay(true).map_err(CallError::Network)?;
+            let stream = super::tls::connect(
+                self.tls.as_ref().map(|t| &t.client),
+                &self.addr,
+                CONNECT_TIMEOUT,
+            )
+            .await
+            .map_err(CallError::Unreachable)?;
             self.conn = Some(stream);
         }
         let stream = self.conn.as_mut().expect("connected");

@@ -84,6 +84,8 @@ pub struct ControllerServiceConfig {
     pub log_bounds: LogBounds,
     /// The continuous balancer (`balancer.*`; off by default).
     pub balancer: BalancerConfig,
+    /// TLS on the controller listener (`None`: plaintext).
+    pub tls: Option<super::tls::QuorumTls>,
 }
 
 impl ControllerServiceConfig {
@@ -106,6 +108,7 @@ impl ControllerServiceConfig {
             image_part_bytes: super::feed::MAX_PART_BYTES,
             log_bounds: LogBounds::default(),
             balancer: BalancerConfig::default(),
+            tls: None,
         }
     }
 
@@ -268,6 +271,7 @@ impl ControllerService {
             listener,
             cfg.raft.clone(),
             cfg.window_records,
+            cfg.tls.clone(),
         )
         .await?;
         quorum.bound_log(cfg.log_bounds);
