@@ -195,6 +195,10 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     tracing::info!(node_id = broker.node_id(), cluster_id = %broker.cluster_id,
         broker_epoch = broker.broker_epoch(), listener = %kafka_addr,
         advertised = %format!("{host}:{port}"), admin = %admin_addr, "broker started");
+    broker
+        .config
+        .sasl
+        .log_startup_warnings(&broker.config.listener.name);
 
     let tls = match &broker.config.tls {
         Some(settings) => Some(Arc::new(

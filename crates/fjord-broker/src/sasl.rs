@@ -7,9 +7,10 @@
 //! `sasl.authentication.timeout.ms` is closed. On success the connection's principal is
 //! `User:<name>` and the request pipeline (`crate::server`) takes over the socket.
 //!
-//! The mechanisms themselves (PLAIN, SCRAM-SHA-256/512) are `fjord_security::sasl`; PLAIN's
-//! users come from the listener's JAAS configuration, SCRAM credentials from the metadata
-//! image (`fjord_metadata::scram`).
+//! The mechanisms themselves (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER) are
+//! `fjord_security::sasl`; PLAIN's users come from the listener's JAAS configuration, SCRAM
+//! credentials from the metadata image (`fjord_metadata::scram`), OAUTHBEARER's keys from the
+//! JWKS of [`oauthbearer`] (KIP-768), or none with Kafka's unsecured validator.
 //!
 //! Config (Kafka's keys): `listener.security.protocol.map`, `sasl.enabled.mechanisms` and
 //! `listener.name.<listener>.sasl.enabled.mechanisms`,
@@ -17,17 +18,29 @@
 //! `sasl.server.max.receive.size`, `sasl.mechanism.inter.broker.protocol`,
 //! `connections.max.reauth.ms` (KIP-368: a session lasts this long; the client re-authenticates
 //! on the same connection with SaslHandshake and SaslAuthenticate, which [`Reauth`] intercepts
-//! in the request pipeline, and any other request after expiry closes the connection).
+//! in the request pipeline, and any other request after expiry closes the connection). An
+//! OAUTHBEARER token's `exp` also ends the session: it lasts until the earlier of the two, as
+//! Kafka's `SaslServerAuthenticator` (a token's expiry applies even without
+//! `connections.max.reauth.ms`).
+//!
+//! OAUTHBEARER keys (KIP-768), each also read as `listener.name.<listener>.oauthbearer.<key>`
+//! and `listener.name.<listener>.<key>`: `sasl.oauthbearer.jwks.endpoint.url`,
+//! `sasl.oauthbearer.jwks.endpoint.refresh.ms`, `sasl.oauthbearer.expected.audience`,
+//! `sasl.oauthbearer.expected.issuer`, `sasl.oauthbearer.sub.claim.name`,
+//! `sasl.oauthbearer.scope.claim.name`, `sasl.oauthbearer.clock.skew.seconds`.
+
+mod oauthbearer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::codec::{self, DecodeError};
 use fjord_protocol::error::ErrorCode;
 use fjord_security::sasl::jaas::JaasConfig;
+use fjord_security::sasl::oauthbearer::{OAuthBearerServer, ServerStep};
 use fjord_security::sasl::scram::{random_nonce, ScramMechanism, ScramServer};
 use fjord_security::sasl::{self as mechs, plain};
 use fjord_security::KafkaPrincipal;
@@ -110,6 +123,8 @@ pub struct SaslConfig {
     /// `connections.max.reauth.ms`: how long a session lasts before the client must
     /// re-authenticate (KIP-368); `None` (0) for sessions without end.
     pub max_reauth: Option<Duration>,
+    /// OAUTHBEARER's validation, when the mechanism is enabled.
+    pub oauthbearer: Option<Arc<oauthbearer::OAuthBearer>>,
 }
 
 impl std::fmt::Debug for SaslConfig {
@@ -122,6 +137,7 @@ impl std::fmt::Debug for SaslConfig {
             .field("max_receive_size", &self.max_receive_size)
             .field("timeout", &self.timeout)
             .field("max_reauth", &self.max_reauth)
+            .field("oauthbearer", &self.oauthbearer)
             .finish()
     }
 }
@@ -145,18 +161,25 @@ const LISTENER_SUFFIXES: &[&str] = &[
     "plain.sasl.jaas.config",
     "scram-sha-256.sasl.jaas.config",
     "scram-sha-512.sasl.jaas.config",
+    "oauthbearer.sasl.jaas.config",
     "sasl.jaas.config",
     "connections.max.reauth.ms",
 ];
 
 /// Whether `key` is a key this module owns (for the broker's unknown-key check).
 pub fn is_config_key(key: &str) -> bool {
-    if KEYS.iter().any(|(k, _)| *k == key) {
+    let oauth_key = |k: &str| oauthbearer::KEYS.iter().any(|(o, _)| *o == k);
+    if KEYS.iter().any(|(k, _)| *k == key) || oauth_key(key) {
         return true;
     }
     key.strip_prefix("listener.name.")
         .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(name, suffix)| !name.is_empty() && LISTENER_SUFFIXES.contains(&suffix))
+        .is_some_and(|(name, suffix)| {
+            !name.is_empty()
+                && (LISTENER_SUFFIXES.contains(&suffix)
+                    || oauth_key(suffix)
+                    || suffix.strip_prefix("oauthbearer.").is_some_and(oauth_key))
+        })
 }
 
 /// The security protocol of listener `name` under `listener.security.protocol.map` (Kafka's
@@ -191,6 +214,7 @@ impl SaslConfig {
             let v = get(key);
             if v.is_empty() {
                 KEYS.iter()
+                    .chain(oauthbearer::KEYS)
                     .find(|(k, _)| *k == key)
                     .map(|(_, d)| d.to_string())
                     .unwrap_or_default()
@@ -301,7 +325,7 @@ impl SaslConfig {
             for m in &mechanisms {
                 if !mechs::is_supported_mechanism(m) {
                     return Err(format!(
-                        "invalid value \"{configured}\" for sasl.enabled.mechanisms: {m} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                        "invalid value \"{configured}\" for sasl.enabled.mechanisms: {m} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER are)"
                     ));
                 }
             }
@@ -311,6 +335,29 @@ impl SaslConfig {
                 ));
             }
         }
+        let oauthbearer = if protocol.sasl() && mechanisms.iter().any(|m| m == mechs::OAUTHBEARER) {
+            // Kafka reads a mechanism's keys under `listener.name.<l>.<mechanism>.` first.
+            let oauth_get = |key: &str| -> String {
+                let v = per_listener(&format!("oauthbearer.{key}"));
+                if !v.is_empty() {
+                    return v;
+                }
+                let v = per_listener(key);
+                if v.is_empty() {
+                    get(key)
+                } else {
+                    v
+                }
+            };
+            let jaas = jaas_for(mechs::OAUTHBEARER)?;
+            Some(oauthbearer::OAuthBearer::parse(
+                &oauth_get,
+                jaas.as_ref(),
+                listener,
+            )?)
+        } else {
+            None
+        };
         let inter_mech = get("sasl.mechanism.inter.broker.protocol").to_ascii_uppercase();
         let inter_broker = if protocol.sasl() {
             let mech = if inter_mech.is_empty() {
@@ -336,12 +383,24 @@ impl SaslConfig {
             max_receive_size,
             timeout: Duration::from_millis(timeout_ms),
             max_reauth: (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms as u64)),
+            oauthbearer,
         })
     }
 
     /// Whether connections must authenticate before anything else.
     pub fn required(&self) -> bool {
         self.protocol.sasl()
+    }
+
+    /// Say at startup what an operator must know (the configuration is parsed before logging
+    /// is set up): OAUTHBEARER without a JWKS believes any token.
+    pub fn log_startup_warnings(&self, listener: &str) {
+        if self.oauthbearer.as_ref().is_some_and(|o| o.unsecured()) {
+            tracing::warn!(
+                listener,
+                "OAUTHBEARER is enabled without sasl.oauthbearer.jwks.endpoint.url: tokens on this listener are NOT verified (Kafka's unsecured validator accepts unsigned alg=none tokens and believes their claims); for development only"
+            );
+        }
     }
 }
 
@@ -383,7 +442,12 @@ impl SaslMetrics {
             &["reason"],
         )
         .expect("metric");
-        for m in [mechs::PLAIN, mechs::SCRAM_SHA_256, mechs::SCRAM_SHA_512] {
+        for m in [
+            mechs::PLAIN,
+            mechs::SCRAM_SHA_256,
+            mechs::SCRAM_SHA_512,
+            mechs::OAUTHBEARER,
+        ] {
             for r in ["success", "failure"] {
                 authentications.with_label_values(&[m, r]);
             }
@@ -414,6 +478,8 @@ impl SaslMetrics {
 enum Exchange {
     Plain,
     Scram(ScramServer),
+    /// With the token's `exp` (ms since the epoch) once it is accepted.
+    OAuthBearer(OAuthBearerServer, Option<i64>),
 }
 
 /// Why the exchange ended without a principal.
@@ -422,6 +488,8 @@ struct Failure {
     message: String,
     /// The user name the client tried, when it got that far.
     user: Option<String>,
+    /// What the broker logs when it says more than `message` (why a token was refused).
+    detail: Option<String>,
 }
 
 enum Step {
@@ -435,6 +503,7 @@ impl Exchange {
     fn new(mechanism: &str) -> Option<Exchange> {
         match mechanism {
             mechs::PLAIN => Some(Exchange::Plain),
+            mechs::OAUTHBEARER => Some(Exchange::OAuthBearer(OAuthBearerServer::new(), None)),
             m => ScramMechanism::from_name(m).map(|m| Exchange::Scram(ScramServer::new(m))),
         }
     }
@@ -448,6 +517,7 @@ impl Exchange {
                     .map_err(|e| Failure {
                         message: e.to_string(),
                         user: tried,
+                        detail: None,
                     })
             }
             Exchange::Scram(server) => {
@@ -459,12 +529,14 @@ impl Exchange {
                         mech.name()
                     ),
                     user,
+                    detail: None,
                 }
                 };
                 if server.is_awaiting_client_first() {
                     let first = server.client_first(token).map_err(|e| Failure {
                         message: e.to_string(),
                         user: None,
+                        detail: None,
                     })?;
                     let user = first.username.clone();
                     let credential =
@@ -488,8 +560,66 @@ impl Exchange {
                     }
                 }
             }
+            Exchange::OAuthBearer(server, expires_ms) => {
+                let Some(oauth) = &broker.config.sasl.oauthbearer else {
+                    return Err(Failure {
+                        message: fjord_security::sasl::oauthbearer::MALFORMED_MESSAGE.into(),
+                        user: None,
+                        detail: Some("OAUTHBEARER is not configured".into()),
+                    });
+                };
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                match server.step(token, |t| oauth.validate(t, now_ms)) {
+                    Ok(ServerStep::Challenge(json)) => {
+                        if let Some(why) = server.refusal() {
+                            tracing::debug!(reason = %why, "OAUTHBEARER token refused; error challenge sent");
+                        }
+                        Ok(Step::Continue(json))
+                    }
+                    Ok(ServerStep::Done(token)) => {
+                        *expires_ms = Some(token.expires_ms);
+                        Ok(Step::Done(Vec::new(), token.principal))
+                    }
+                    Err(e) => Err(Failure {
+                        message: e.message,
+                        user: e.principal,
+                        detail: Some(e.detail),
+                    }),
+                }
+            }
         }
     }
+
+    /// When the credential stops being valid (an OAUTHBEARER token's `exp`), once the
+    /// exchange is done.
+    fn credential_expiry(&self) -> Option<Instant> {
+        let Exchange::OAuthBearer(_, Some(exp_ms)) = self else {
+            return None;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Some(Instant::now() + Duration::from_millis(exp_ms.saturating_sub(now_ms).max(0) as u64))
+    }
+}
+
+/// How long a session lasts (KIP-368, as `SaslServerAuthenticator`): the earlier of
+/// `connections.max.reauth.ms` and the credential's expiry; `None` without either.
+fn session_lifetime(cfg: &SaslConfig, credential_expiry: Option<Instant>) -> Option<Duration> {
+    let left = credential_expiry.map(|e| e.saturating_duration_since(Instant::now()));
+    match (cfg.max_reauth, left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A connection that authenticated: who, and until when its credential is valid.
+pub struct Authenticated {
+    pub principal: KafkaPrincipal,
+    /// An OAUTHBEARER token's expiry: the session ends then at the latest.
+    pub credential_expiry: Option<Instant>,
 }
 
 /// Why authentication ended the connection.
@@ -505,14 +635,14 @@ impl From<std::io::Error> for Closed {
     }
 }
 
-/// Run the SASL exchange on a new connection. `Some(principal)` when it authenticated; `None`
-/// when the connection must close (already logged and counted).
+/// Run the SASL exchange on a new connection. `Some` when it authenticated; `None` when the
+/// connection must close (already logged and counted).
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     stream: &mut S,
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<KafkaPrincipal> {
+) -> Option<Authenticated> {
     let cfg = &broker.config.sasl;
     let exchange = run(broker, stream, peer);
     let outcome = tokio::select! {
@@ -520,7 +650,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         _ = shutdown.changed() => return None,
     };
     match outcome {
-        Ok(Ok(principal)) => Some(principal),
+        Ok(Ok(authenticated)) => Some(authenticated),
         Ok(Err(Closed::Done)) => None,
         Ok(Err(Closed::Io(e))) => {
             tracing::debug!(%peer, error = %e, "connection lost during SASL authentication");
@@ -589,7 +719,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     stream: &mut S,
     peer: SocketAddr,
-) -> Result<KafkaPrincipal, Closed> {
+) -> Result<Authenticated, Closed> {
     let cfg = &broker.config.sasl;
     let metrics = &broker.metrics.sasl;
     let close = |reason: &'static str, what: String| {
@@ -622,7 +752,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     stream.write_all(&token).await?;
                     stream.flush().await?;
                     if let Some(user) = done {
-                        return Ok(succeeded(broker, peer, mech, user));
+                        return Ok(Authenticated {
+                            principal: succeeded(broker, peer, mech, user),
+                            credential_expiry: exchange.credential_expiry(),
+                        });
                     }
                 }
                 Err(f) => {
@@ -691,12 +824,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Step::Continue(t) => (t, None),
                             Step::Done(t, user) => (t, Some(user)),
                         };
+                        let credential_expiry = exchange.credential_expiry();
+                        let lifetime = session_lifetime(cfg, credential_expiry);
                         let resp = SaslAuthenticateResponse::default()
                             .with_auth_bytes(Bytes::from(token))
-                            .with_session_lifetime_ms(session_lifetime_ms(cfg));
+                            .with_session_lifetime_ms(lifetime_ms(lifetime));
                         respond(stream, correlation_id, api, version, resp.into()).await?;
                         if let Some(user) = done {
-                            return Ok(succeeded(broker, peer, mech, user));
+                            return Ok(Authenticated {
+                                principal: succeeded(broker, peer, mech, user),
+                                credential_expiry,
+                            });
                         }
                     }
                     Err(f) => {
@@ -719,9 +857,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// SaslAuthenticate's `session_lifetime_ms`: `connections.max.reauth.ms`, 0 without expiry.
-fn session_lifetime_ms(cfg: &SaslConfig) -> i64 {
-    cfg.max_reauth.map_or(0, |d| d.as_millis() as i64)
+/// SaslAuthenticate's `session_lifetime_ms`: 0 without expiry. A session already over (a
+/// token expiring within the clock skew) still gets 1 ms, so the client re-authenticates
+/// rather than believing it never has to.
+fn lifetime_ms(lifetime: Option<Duration>) -> i64 {
+    lifetime.map_or(0, |d| (d.as_millis() as i64).max(1))
 }
 
 /// What the pipeline does with a request on an authenticated connection (KIP-368).
@@ -734,26 +874,30 @@ pub enum Intercept {
     Close(String),
 }
 
-/// Re-authentication state of one authenticated connection, when `connections.max.reauth.ms`
-/// is set: the session's end and a re-authentication in progress.
+/// Re-authentication state of one authenticated connection, when its session ends
+/// (`connections.max.reauth.ms`, or an OAUTHBEARER token's expiry): the session's end and a
+/// re-authentication in progress.
 pub struct Reauth {
-    lifetime: Duration,
-    expires: std::time::Instant,
+    expires: Instant,
     user: String,
     peer: SocketAddr,
     pending: Option<(String, Exchange)>,
 }
 
 impl Reauth {
-    /// `None` when sessions do not expire.
-    pub fn new(broker: &Broker, principal: &KafkaPrincipal, peer: SocketAddr) -> Option<Reauth> {
+    /// `None` when the session does not expire.
+    pub fn new(
+        broker: &Broker,
+        principal: &KafkaPrincipal,
+        peer: SocketAddr,
+        credential_expiry: Option<Instant>,
+    ) -> Option<Reauth> {
         if !broker.config.sasl.required() {
             return None;
         }
-        let lifetime = broker.config.sasl.max_reauth?;
+        let lifetime = session_lifetime(&broker.config.sasl, credential_expiry)?;
         Some(Reauth {
-            lifetime,
-            expires: std::time::Instant::now() + lifetime,
+            expires: Instant::now() + lifetime,
             user: principal.name.clone(),
             peer,
             pending: None,
@@ -825,6 +969,7 @@ impl Reauth {
                         false,
                     ),
                     Ok(Step::Done(token, user)) => {
+                        let credential_expiry = exchange.credential_expiry();
                         self.pending = None;
                         if user != self.user {
                             return failure(Failure {
@@ -833,15 +978,20 @@ impl Reauth {
                                     self.user
                                 ),
                                 user: Some(user),
+                                detail: None,
                             });
                         }
                         succeeded(broker, self.peer, &mech, user);
-                        self.expires = std::time::Instant::now() + self.lifetime;
+                        // A session without end after one that had it (PLAIN after
+                        // OAUTHBEARER without connections.max.reauth.ms): Kafka's far future.
+                        let lifetime = session_lifetime(cfg, credential_expiry);
+                        self.expires = Instant::now()
+                            + lifetime.unwrap_or(Duration::from_secs(100 * 365 * 86_400));
                         Intercept::Respond(
                             Box::new(
                                 SaslAuthenticateResponse::default()
                                     .with_auth_bytes(Bytes::from(token))
-                                    .with_session_lifetime_ms(session_lifetime_ms(cfg))
+                                    .with_session_lifetime_ms(lifetime_ms(lifetime))
                                     .into(),
                             ),
                             false,
@@ -853,7 +1003,7 @@ impl Reauth {
                     }
                 }
             }
-            _ if std::time::Instant::now() >= self.expires => {
+            _ if Instant::now() >= self.expires => {
                 broker
                     .metrics
                     .sasl
@@ -861,7 +1011,7 @@ impl Reauth {
                     .with_label_values(&["session_expired"])
                     .inc();
                 Intercept::Close(format!(
-                    "the SASL session of User:{} expired (connections.max.reauth.ms) without re-authentication",
+                    "the SASL session of User:{} expired (connections.max.reauth.ms or the token's expiry) without re-authentication",
                     self.user
                 ))
             }
@@ -893,7 +1043,7 @@ fn failed(broker: &Broker, peer: SocketAddr, mech: &str, f: &Failure) {
         %peer,
         mechanism = mech,
         principal = user.map(|u| format!("User:{u}")).as_deref().unwrap_or("(none)"),
-        reason = %f.message,
+        reason = %f.detail.as_deref().unwrap_or(&f.message),
         "SASL authentication failed; closing connection"
     );
 }
@@ -947,10 +1097,120 @@ mod tests {
         ] {
             assert!(parse(&bad, "SASL_PLAINTEXT").is_err(), "{bad:?}");
         }
-        assert!(parse(&[], "SSL").is_err());
+        // SSL is a TLS listener without SASL.
+        assert!(!parse(&[], "SSL").unwrap().required());
+        assert!(parse(&[], "SASL_SSL").unwrap().required());
         assert!(parse(&[], "CLIENT").is_err());
         assert!(is_config_key("listener.name.client.plain.sasl.jaas.config"));
         assert!(is_config_key("sasl.enabled.mechanisms"));
         assert!(!is_config_key("listener.name.client.ssl.keystore.location"));
+    }
+
+    const EC_JWK: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+    #[test]
+    fn oauthbearer_config() {
+        let base = [
+            ("listener.security.protocol.map", "CLIENT:SASL_PLAINTEXT"),
+            ("sasl.enabled.mechanisms", "OAUTHBEARER,PLAIN"),
+            ("listener.name.client.plain.sasl.jaas.config", JAAS),
+        ];
+        // No JWKS: Kafka's unsecured validator, with its JAAS options.
+        let mut pairs = base.to_vec();
+        pairs.push((
+            "listener.name.client.oauthbearer.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredValidatorPrincipalClaimName="client_id" unsecuredValidatorAllowableClockSkewMs="5000";"#,
+        ));
+        let c = parse(&pairs, "CLIENT").unwrap();
+        assert_eq!(c.mechanisms, ["OAUTHBEARER", "PLAIN"]);
+        let o = c.oauthbearer.as_ref().unwrap();
+        assert!(o.unsecured());
+        assert_eq!(o.validator.sub_claim_name, "client_id");
+        assert_eq!(o.validator.clock_skew_ms, 5000);
+        // A JWKS file, with keys under the listener's prefixes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, EC_JWK).unwrap();
+        let url = format!("file:{}", path.display());
+        let mut pairs = base.to_vec();
+        pairs.extend([
+            ("sasl.oauthbearer.jwks.endpoint.url", url.as_str()),
+            ("sasl.oauthbearer.expected.audience", "fjord, kafka"),
+            (
+                "listener.name.client.oauthbearer.sasl.oauthbearer.expected.issuer",
+                "https://idp",
+            ),
+            (
+                "listener.name.client.sasl.oauthbearer.sub.claim.name",
+                "azp",
+            ),
+        ]);
+        let c = parse(&pairs, "CLIENT").unwrap();
+        let o = c.oauthbearer.as_ref().unwrap();
+        assert!(!o.unsecured());
+        assert_eq!(o.validator.expected_audience, ["fjord", "kafka"]);
+        assert_eq!(o.validator.expected_issuer.as_deref(), Some("https://idp"));
+        assert_eq!(o.validator.sub_claim_name, "azp");
+        assert_eq!(o.validator.clock_skew_ms, 30_000);
+        assert_eq!(o.refresh, Duration::from_secs(3600));
+        assert!(o.validate("a.b.c", 0).is_err());
+        // Unreadable or empty key sets, https, bad numbers: the broker does not start.
+        std::fs::write(dir.path().join("empty.json"), r#"{"keys":[]}"#).unwrap();
+        let empty = format!("{}", dir.path().join("empty.json").display());
+        for (k, v) in [
+            (
+                "sasl.oauthbearer.jwks.endpoint.url",
+                "file:/nonexistent/jwks.json",
+            ),
+            ("sasl.oauthbearer.jwks.endpoint.url", empty.as_str()),
+            ("sasl.oauthbearer.jwks.endpoint.url", "https://idp/jwks"),
+            ("sasl.oauthbearer.clock.skew.seconds", "-1"),
+            ("sasl.oauthbearer.jwks.endpoint.refresh.ms", "x"),
+        ] {
+            let mut pairs = base.to_vec();
+            if !k.ends_with(".url") {
+                pairs.push(("sasl.oauthbearer.jwks.endpoint.url", url.as_str()));
+            }
+            pairs.push((k, v));
+            assert!(parse(&pairs, "CLIENT").is_err(), "{k}={v}");
+        }
+        // Without OAUTHBEARER enabled nothing is read.
+        let c = parse(
+            &[
+                ("listener.security.protocol.map", "CLIENT:SASL_PLAINTEXT"),
+                ("sasl.oauthbearer.jwks.endpoint.url", "file:/nonexistent"),
+            ],
+            "CLIENT",
+        )
+        .unwrap();
+        assert!(c.oauthbearer.is_none());
+        for k in [
+            "sasl.oauthbearer.jwks.endpoint.url",
+            "sasl.oauthbearer.clock.skew.seconds",
+            "listener.name.client.oauthbearer.sasl.oauthbearer.expected.audience",
+            "listener.name.client.sasl.oauthbearer.expected.issuer",
+            "listener.name.client.oauthbearer.sasl.jaas.config",
+        ] {
+            assert!(is_config_key(k), "{k}");
+        }
+        assert!(!is_config_key("sasl.oauthbearer.token.endpoint.urls"));
+    }
+
+    #[test]
+    fn session_lifetimes() {
+        let mut c = parse(&[], "SASL_PLAINTEXT").unwrap();
+        assert_eq!(session_lifetime(&c, None), None);
+        let soon = Instant::now() + Duration::from_secs(60);
+        let l = session_lifetime(&c, Some(soon)).unwrap();
+        assert!(l <= Duration::from_secs(60) && l > Duration::from_secs(50));
+        c.max_reauth = Some(Duration::from_secs(10));
+        assert_eq!(
+            session_lifetime(&c, Some(soon)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(session_lifetime(&c, None), Some(Duration::from_secs(10)));
+        let past = Instant::now();
+        assert_eq!(lifetime_ms(session_lifetime(&c, Some(past))), 1);
+        assert_eq!(lifetime_ms(None), 0);
     }
 }

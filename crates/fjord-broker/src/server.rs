@@ -279,10 +279,15 @@ async fn serve_connection(
             }
         }
     };
+    // An OAUTHBEARER token's expiry, which ends the session (KIP-368).
+    let mut credential_expiry = None;
     if broker.config.sasl.required() {
         // SASL_PLAINTEXT: nothing but ApiVersions and the SASL exchange until it succeeds.
         match crate::sasl::authenticate(&broker, &mut stream, peer, &mut shutdown).await {
-            Some(principal) => session.principal = Arc::new(principal),
+            Some(done) => {
+                session.principal = Arc::new(done.principal);
+                credential_expiry = done.credential_expiry;
+            }
             None => {
                 broker.metrics.connections.dec();
                 return;
@@ -290,7 +295,7 @@ async fn serve_connection(
         }
     }
     // KIP-368: sessions that end (`connections.max.reauth.ms`) and re-authentication.
-    let mut reauth = crate::sasl::Reauth::new(&broker, &session.principal, peer);
+    let mut reauth = crate::sasl::Reauth::new(&broker, &session.principal, peer, credential_expiry);
     let (rd, mut wr) = stream.split();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(32);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(32);
