@@ -250,6 +250,67 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
         "{out}"
     );
 
+    // The fjord CLI and `fjord perf` with the same kind of properties file (a PEM keystore file
+    // with a plain key).
+    let cli_props = dir.path().join("alice-cli.properties");
+    std::fs::write(
+        &cli_props,
+        format!(
+            "security.protocol=SSL\nssl.truststore.location={ca}\nssl.keystore.location={}\n",
+            pki.dir.join("good-alice-keystore.pem").display()
+        ),
+    )
+    .unwrap();
+    let cli_props = cli_props.display().to_string();
+    broker
+        .cli(&[
+            "--command-config",
+            &cli_props,
+            "topic",
+            "create",
+            "tls-cli",
+            "--partitions",
+            "2",
+        ])
+        .success("fjord topic create over mutual TLS");
+    broker
+        .cli_with_stdin(
+            &["--command-config", &cli_props, "produce", "tls-cli"],
+            Some(b"c1\nc2\nc3\n"),
+        )
+        .success("fjord produce over TLS");
+    let out = broker
+        .cli(&[
+            "--command-config",
+            &cli_props,
+            "perf",
+            "produce",
+            "--topic",
+            "tls-cli",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "1000",
+        ])
+        .success("fjord perf produce over TLS");
+    assert!(out.stdout().contains("2000"), "{}", out.stdout());
+    // Without the client certificate the CLI gets a one-line error, not a hang.
+    let no_cert = dir.path().join("no-cert.properties");
+    std::fs::write(
+        &no_cert,
+        format!("security.protocol=SSL\nssl.truststore.location={ca}\n"),
+    )
+    .unwrap();
+    let out = broker
+        .cli(&[
+            "--command-config",
+            &no_cert.display().to_string(),
+            "topic",
+            "list",
+        ])
+        .failure("fjord without a client certificate");
+    assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
+
     // bob's certificate is trusted, so he connects — as User:bob, who may do nothing.
     let a = args(
         &[
