@@ -26,7 +26,7 @@ use fjord_security::KafkaPrincipal;
 use parking_lot::RwLock;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -244,7 +244,7 @@ impl TlsSettings {
                 "listener {listener}: the keystore holds no certificate"
             ));
         }
-        let key = private_key(&key_pem, self.key_password.as_deref())
+        let key = fjord_client::tls::private_key(&key_pem, self.key_password.as_deref())
             .map_err(|e| format!("listener {listener}: keystore key: {e}"))?;
         let provider = Arc::new(crypto_provider());
         let mut versions = Vec::new();
@@ -290,34 +290,6 @@ impl TlsSettings {
             .map_err(|e| format!("listener {listener}: keystore: {e}"))?;
         Ok(Arc::new(config))
     }
-}
-
-/// The first private key in `pem`: PKCS#8 (decrypted with `password` when it is an
-/// `ENCRYPTED PRIVATE KEY`), PKCS#1 or SEC1.
-fn private_key(pem: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, String> {
-    let text = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_string())?;
-    if let Some(start) = text.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        let end_marker = "-----END ENCRYPTED PRIVATE KEY-----";
-        let end = text[start..]
-            .find(end_marker)
-            .map(|e| start + e + end_marker.len())
-            .ok_or("an ENCRYPTED PRIVATE KEY without its END line")?;
-        let password = password.ok_or(
-            "the key is encrypted (ENCRYPTED PRIVATE KEY) but ssl.key.password is not set",
-        )?;
-        let (label, doc) = pkcs8::Document::from_pem(&text[start..end])
-            .map_err(|e| format!("encrypted key: {e}"))?;
-        debug_assert_eq!(label, "ENCRYPTED PRIVATE KEY");
-        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
-            .map_err(|e| format!("encrypted key: {e}"))?;
-        let plain = info
-            .decrypt(password)
-            .map_err(|_| "cannot decrypt the key with ssl.key.password".to_string())?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            plain.as_bytes().to_vec(),
-        )));
-    }
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key: {e}"))
 }
 
 /// A TLS listener's current configuration, swapped on reload.
@@ -519,11 +491,10 @@ impl TlsMetrics {
     }
 }
 
-/// rustls with *ring*: no C toolchain beyond `cc`. rustls 0.23.48 deprecates it because
-/// *ring* has no post-quantum key exchange (aws-lc-rs has); Kafka's JVM offers none either.
-#[allow(deprecated)]
+/// rustls with *ring* (no C toolchain beyond `cc`), the same provider as the clients'
+/// (`fjord_client::tls::crypto_provider`).
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    fjord_client::tls::crypto_provider()
 }
 
 fn file_stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
@@ -633,7 +604,7 @@ mod tests {
                     CertificateDer::pem_slice_iter(cert.as_bytes())
                         .collect::<Result<_, _>>()
                         .unwrap(),
-                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
                 )
                 .unwrap(),
         }
@@ -736,9 +707,9 @@ mod tests {
             .unwrap()
             .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
             .unwrap();
-        assert!(private_key(encrypted.as_bytes(), Some("s3cret")).is_ok());
-        assert!(private_key(encrypted.as_bytes(), Some("wrong")).is_err());
-        let e = private_key(encrypted.as_bytes(), None).unwrap_err();
+        assert!(fjord_client::tls::private_key(encrypted.as_bytes(), Some("s3cret")).is_ok());
+        assert!(fjord_client::tls::private_key(encrypted.as_bytes(), Some("wrong")).is_err());
+        let e = fjord_client::tls::private_key(encrypted.as_bytes(), None).unwrap_err();
         assert!(e.contains("ssl.key.password"), "{e}");
     }
 
