@@ -359,6 +359,13 @@ impl SaslConfig {
             None
         };
         let inter_mech = get("sasl.mechanism.inter.broker.protocol").to_ascii_uppercase();
+        if protocol.sasl() && inter_mech == mechs::OAUTHBEARER {
+            // Brokers log in to each other with a password (Fjord's client has no token
+            // source); OAUTHBEARER is for clients.
+            return Err(format!(
+                "sasl.mechanism.inter.broker.protocol={inter_mech} is not supported: brokers authenticate to each other with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (enable one next to OAUTHBEARER on listener {listener})"
+            ));
+        }
         let inter_broker = if protocol.sasl() {
             let mech = if inter_mech.is_empty() {
                 mechs::PLAIN.to_string()
@@ -1194,6 +1201,9 @@ mod tests {
             assert!(is_config_key(k), "{k}");
         }
         assert!(!is_config_key("sasl.oauthbearer.token.endpoint.urls"));
+        let mut pairs = base.to_vec();
+        pairs.push(("sasl.mechanism.inter.broker.protocol", "OAUTHBEARER"));
+        assert!(parse(&pairs, "CLIENT").is_err());
     }
 
     #[test]

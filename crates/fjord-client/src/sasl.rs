@@ -1,11 +1,13 @@
 //! SASL on a client connection (Kafka's `SaslClientAuthenticator`): after ApiVersions,
 //! SaslHandshake v1 names the mechanism and SaslAuthenticate requests carry its tokens —
-//! PLAIN (RFC 4616) or SCRAM-SHA-256/512 (`fjord_security::sasl::scram`).
+//! PLAIN (RFC 4616), SCRAM-SHA-256/512 (`fjord_security::sasl::scram`) or OAUTHBEARER
+//! (RFC 7628) with a token the caller already holds.
 
 use bytes::Bytes;
+use fjord_security::sasl::oauthbearer::ClientInitialResponse;
 use fjord_security::sasl::plain::PlainMessage;
 use fjord_security::sasl::scram::{random_nonce, ScramClient, ScramMechanism};
-use fjord_security::sasl::PLAIN;
+use fjord_security::sasl::{OAUTHBEARER, PLAIN};
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 
@@ -15,9 +17,11 @@ use crate::error::{Error, Result};
 /// What a client authenticates with. `Debug` leaves the password out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SaslCredentials {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: String,
+    /// The user name; with OAUTHBEARER only a label for errors (the token names the principal).
     pub username: String,
+    /// The password; with OAUTHBEARER the bearer token (a JWT).
     pub password: String,
 }
 
@@ -33,11 +37,14 @@ impl std::fmt::Debug for SaslCredentials {
 impl SaslCredentials {
     /// Check the mechanism is one this client speaks.
     pub fn validate(&self) -> Result<()> {
-        if self.mechanism == PLAIN || ScramMechanism::from_name(&self.mechanism).is_some() {
+        if self.mechanism == PLAIN
+            || self.mechanism == OAUTHBEARER
+            || ScramMechanism::from_name(&self.mechanism).is_some()
+        {
             Ok(())
         } else {
             Err(Error::Invalid(format!(
-                "SASL mechanism {} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)",
+                "SASL mechanism {} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER are)",
                 self.mechanism
             )))
         }
@@ -66,6 +73,20 @@ pub(crate) async fn authenticate(conn: &Connection, creds: &SaslCredentials) -> 
                 enabled.join(",")
             )),
         ));
+    }
+    if creds.mechanism == OAUTHBEARER {
+        let first = ClientInitialResponse::encode(&creds.password, &Default::default());
+        let challenge = step(conn, creds, first).await?;
+        if !challenge.is_empty() {
+            // RFC 7628: an error challenge (`{"status":"invalid_token"}`); answering %x01 lets
+            // the server end the exchange with SASL_AUTHENTICATION_FAILED, reported by `step`.
+            step(conn, creds, vec![0x01]).await?;
+            return Err(Error::Protocol(format!(
+                "OAUTHBEARER with {addr}: the token was refused: {}",
+                String::from_utf8_lossy(&challenge)
+            )));
+        }
+        return Ok(());
     }
     match ScramMechanism::from_name(&creds.mechanism) {
         None => {

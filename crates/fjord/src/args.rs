@@ -141,7 +141,10 @@ fn sasl_credentials(
         .get("sasl.mechanism")
         .or_else(|| props.get("sasl.mechanisms"))
         .map(|m| m.trim().to_ascii_uppercase())
-        .ok_or_else(|| format!("security.protocol {protocol} needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"))?;
+        .ok_or_else(|| format!("security.protocol {protocol} needs sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"))?;
+    if mechanism == fjord_security::sasl::OAUTHBEARER {
+        return oauthbearer_credentials(props);
+    }
     let (username, password) = match props.get("sasl.jaas.config") {
         Some(jaas) => fjord_security::sasl::jaas::JaasConfig::parse(jaas)
             .map_err(|e| format!("sasl.jaas.config: {e}"))?
@@ -165,6 +168,51 @@ fn sasl_credentials(
     };
     creds.validate().map_err(|e| e.to_string())?;
     Ok(creds)
+}
+
+/// OAUTHBEARER's token, as Kafka's Java client finds one: `sasl.oauthbearer.token.endpoint.url`
+/// as a `file:` URL holding a JWT (KIP-768), or the default login module's unsecured token
+/// from `unsecuredLoginStringClaim_sub` in `sasl.jaas.config` (for brokers without a JWKS).
+fn oauthbearer_credentials(
+    props: &std::collections::BTreeMap<String, String>,
+) -> Result<SaslCredentials, String> {
+    let creds = |label: String, token: String| SaslCredentials {
+        mechanism: fjord_security::sasl::OAUTHBEARER.to_string(),
+        username: label,
+        password: token,
+    };
+    if let Some(url) = props.get("sasl.oauthbearer.token.endpoint.url") {
+        let url = url.trim();
+        let path = url
+            .strip_prefix("file://")
+            .or_else(|| url.strip_prefix("file:"))
+            .ok_or_else(|| {
+                format!("sasl.oauthbearer.token.endpoint.url {url}: only file: URLs (a file holding the token) are supported")
+            })?;
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("sasl.oauthbearer.token.endpoint.url {url}: {e}"))?;
+        return Ok(creds(
+            format!("the token of {path}"),
+            token.trim().to_string(),
+        ));
+    }
+    let jaas = props.get("sasl.jaas.config").ok_or(
+        "OAUTHBEARER needs sasl.oauthbearer.token.endpoint.url=file:<token file> or sasl.jaas.config with unsecuredLoginStringClaim_sub",
+    )?;
+    let jaas = fjord_security::sasl::jaas::JaasConfig::parse(jaas)
+        .map_err(|e| format!("sasl.jaas.config: {e}"))?;
+    let sub = jaas
+        .options
+        .get("unsecuredLoginStringClaim_sub")
+        .ok_or("sasl.jaas.config for OAUTHBEARER needs unsecuredLoginStringClaim_sub (or give sasl.oauthbearer.token.endpoint.url)")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Kafka's `unsecuredLoginLifetimeSeconds` default: an hour.
+    let token = fjord_security::sasl::oauthbearer::unsecured_token(
+        &serde_json::json!({"sub": sub, "iat": now, "exp": now + 3600}),
+    );
+    Ok(creds(format!("User:{sub} (unsecured token)"), token))
 }
 
 /// Parse `--rack`: a broker.rack value, which also goes into the client id as
@@ -278,6 +326,46 @@ mod tests {
         }
         let e = security_from_properties(&properties("security.protocol=SSL")).unwrap_err();
         assert!(e.contains("ssl.truststore.location"), "{e}");
+    }
+
+    #[test]
+    fn oauthbearer_command_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token.jwt");
+        std::fs::write(&token, "eyJh.eyJi.c2ln\n").unwrap();
+        let text = format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.oauthbearer.token.endpoint.url=file://{}\n",
+            token.display()
+        );
+        let s = security_from_properties(&properties(&text)).unwrap();
+        let c = s.sasl.unwrap();
+        assert_eq!(
+            (c.mechanism.as_str(), c.password.as_str()),
+            ("OAUTHBEARER", "eyJh.eyJi.c2ln")
+        );
+        let s = security_from_properties(&properties(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"dev\";",
+        ))
+        .unwrap();
+        let token = s.sasl.unwrap().password;
+        let v = fjord_security::sasl::oauthbearer::validate_unsecured(
+            &token,
+            &Default::default(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64,
+        )
+        .unwrap();
+        assert_eq!(v.principal, "dev");
+        for bad in [
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.oauthbearer.token.endpoint.url=https://idp/token",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.oauthbearer.token.endpoint.url=file:/nonexistent/token",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.jaas.config=M required a=\"b\";",
+        ] {
+            assert!(security_from_properties(&properties(bad)).is_err(), "{bad}");
+        }
     }
 
     /// A self-signed CA certificate in a PEM file (nothing is handshaken here; the handshakes

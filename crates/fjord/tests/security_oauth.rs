@@ -286,6 +286,25 @@ fn oauthbearer_unsecured_default() {
         failure_lines(&broker)
     );
 
+    // The fjord CLI makes the same unsecured token from the same JAAS options.
+    let cli_props = broker.scratch_dir().join("cli.properties");
+    std::fs::write(
+        &cli_props,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n\
+         sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"cliuser\";\n",
+    )
+    .unwrap();
+    let listed = broker
+        .cli(&[
+            "--command-config",
+            &cli_props.display().to_string(),
+            "topic",
+            "list",
+        ])
+        .success("fjord topic list with an unsecured token")
+        .stdout();
+    assert!(listed.contains("dev-t"), "{listed}");
+
     // The Java client's default login module makes such tokens from its JAAS options.
     let tools = Tools::new();
     let b = broker.bootstrap().to_string();
@@ -497,4 +516,26 @@ fn oauthbearer_error_challenge_and_session_end() {
     raw::handshake(&mut s);
     let r = raw::authenticate(&mut s, &first(&idp.token("mallory", 600)), 5);
     assert_eq!(r.error_code, 58, "{r:?}");
+
+    // The fjord CLI with a token file (KIP-768's file: token endpoint), and an expired one.
+    let token_file = dir.path().join("token.jwt");
+    let props = dir.path().join("cli.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\nsasl.oauthbearer.token.endpoint.url=file:{}\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let props = props.display().to_string();
+    std::fs::write(&token_file, idp.token("alice", 600)).unwrap();
+    broker
+        .cli(&["--command-config", &props, "topic", "create", "cli-t"])
+        .success("fjord topic create with OAUTHBEARER");
+    std::fs::write(&token_file, idp.token("alice", -3600)).unwrap();
+    let out = broker
+        .cli(&["--command-config", &props, "topic", "list"])
+        .failure("fjord topic list with an expired token");
+    assert!(out.stderr().contains("invalid_token"), "{}", out.stderr());
 }
