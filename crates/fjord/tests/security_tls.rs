@@ -705,3 +705,160 @@ fn three_nodes_over_mutual_tls_on_data_and_controller_listeners() {
         cluster.node(id).assert_no_panic_in_log();
     }
 }
+
+#[test]
+fn three_nodes_sasl_ssl_with_acls_and_quotas() {
+    // docs/security.md's walk-through: clients log in with SCRAM over TLS, brokers with PLAIN
+    // over TLS as a super user, the controller listener takes only nodes with a certificate.
+    let dir = cert_dir();
+    let pki = Pki::new(dir.path(), "good");
+    let (_, _, node_store) = pki.issue("node");
+    let ca = pki.ca_file("good");
+    let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret";"#;
+    let cluster = Cluster::builder()
+        .config(&format!(
+            "listener.security.protocol.map = \"PLAINTEXT:SASL_SSL,CONTROLLER:SSL\"\n\
+             ssl.keystore.type = \"PEM\"\n\
+             ssl.keystore.location = \"{node_store}\"\n\
+             ssl.truststore.location = \"{ca}\"\n\
+             listener.name.controller.ssl.client.auth = \"required\"\n\
+             sasl.enabled.mechanisms = \"PLAIN,SCRAM-SHA-512\"\n\
+             sasl.mechanism.inter.broker.protocol = \"PLAIN\"\n\
+             listener.name.plaintext.plain.sasl.jaas.config = '{jaas}'\n\
+             authorizer.class.name = \"org.apache.kafka.metadata.authorizer.StandardAuthorizer\"\n\
+             super.users = \"User:admin\"\n"
+        ))
+        .start();
+    let admin = dir.path().join("admin.properties");
+    std::fs::write(
+        &admin,
+        format!(
+            "security.protocol=SASL_SSL\nssl.truststore.type=PEM\nssl.truststore.location={ca}\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"admin-secret\";\n"
+        ),
+    )
+    .unwrap();
+    let admin = admin.display().to_string();
+    let node = cluster.node(1);
+    let cli = |args: &[&str], what: &str| {
+        let mut full = vec!["--command-config", admin.as_str()];
+        full.extend_from_slice(args);
+        node.cli(&full).success(what)
+    };
+    cli(
+        &[
+            "user",
+            "scram",
+            "set",
+            "--user",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password",
+            "alice-secret",
+        ],
+        "SCRAM user",
+    );
+    cli(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        "RF 3 topic",
+    );
+    cli(
+        &[
+            "acl",
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--producer",
+            "--consumer",
+            "--topic",
+            "orders",
+            "--group",
+            "tls-orders",
+        ],
+        "alice's ACLs",
+    );
+    cli(
+        &[
+            "quota",
+            "set",
+            "--user",
+            "alice",
+            "--producer-byte-rate",
+            "1048576",
+        ],
+        "alice's quota",
+    );
+    let kcat_admin = [
+        "-X",
+        "security.protocol=SASL_SSL",
+        "-X",
+        &format!("ssl.ca.location={ca}"),
+        "-X",
+        "sasl.mechanism=PLAIN",
+        "-X",
+        "sasl.username=admin",
+        "-X",
+        "sasl.password=admin-secret",
+    ];
+    let kcat_admin: Vec<&str> = kcat_admin.iter().map(|s| s.as_ref()).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || cluster.brokers().iter().all(
+            |&id| {
+                let s = isr_sizes(cluster.node(id), "orders", &kcat_admin);
+                s.len() == 3 && s.iter().all(|&n| n == 3)
+            }
+        )),
+        "the ISRs never reached 3 over SASL_SSL:\n{}",
+        cluster.node(2).log_tail(30)
+    );
+    let alice = [
+        "--protocol",
+        "SASL_SSL",
+        "--ca",
+        &ca,
+        "--mechanism",
+        "SCRAM-SHA-512",
+        "--user",
+        "alice",
+        "--password",
+        "alice-secret",
+    ];
+    let mut a = alice.to_vec();
+    a.extend([
+        "--client",
+        "confluent",
+        "--topic",
+        "orders",
+        "--count",
+        "300",
+    ]);
+    let out = python_json(node, &a, "alice produces and consumes orders");
+    assert_eq!(out["consumed"], 300, "{out}");
+    let mut a = alice.to_vec();
+    a.extend([
+        "--client",
+        "confluent",
+        "--topic",
+        "payments",
+        "--expect-denied",
+    ]);
+    python_json(node, &a, "alice is denied another topic");
+    let out = cli(&["quota", "describe", "--user", "alice"], "quota describe");
+    assert!(out.stdout().contains("1048576"), "{}", out.stdout());
+    for &id in cluster.brokers() {
+        let log = cluster.node(id).all_logs();
+        assert!(
+            !log.contains("TLS handshake failed") && !log.contains("SASL authentication failed"),
+            "node {id} refused a peer"
+        );
+        cluster.node(id).assert_no_panic_in_log();
+    }
+}
