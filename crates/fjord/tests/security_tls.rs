@@ -53,6 +53,11 @@ impl Pki {
     /// Issue a certificate for `cn` (with loopback names for a server); returns the paths of
     /// (certificate, key, key + certificate as one PEM keystore).
     fn issue(&self, cn: &str) -> (String, String, String) {
+        self.issue_with(cn, false)
+    }
+
+    /// [`Pki::issue`]; with `expired`, a certificate that was valid only in 2019.
+    fn issue_with(&self, cn: &str, expired: bool) -> (String, String, String) {
         // Loopback names of up to five nodes (cluster nodes listen on 127.0.0.<id>).
         let names: Vec<String> = std::iter::once("localhost".to_string())
             .chain((1..=5).map(|i| format!("127.0.0.{i}")))
@@ -62,6 +67,10 @@ impl Pki {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let path = |suffix: &str| self.dir.join(format!("{}-{cn}-{suffix}.pem", self.name));
@@ -105,6 +114,7 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     let (alice_cert, alice_key, _) = pki.issue("alice");
     let (bob_cert, bob_key, _) = pki.issue("bob");
     let (mallory_cert, mallory_key, _) = rogue.issue("alice");
+    let (expired_cert, expired_key, _) = pki.issue_with("carol", true);
     let ca = pki.ca_file("good");
     // alice is a super user by her certificate's CN; bob is anyone else (no ACLs: denied).
     let broker = FjordProcess::start(&[
@@ -344,6 +354,18 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     );
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     python_json(&broker, &a, "an untrusted client certificate");
+    let a = args(
+        &[
+            "--client",
+            "confluent",
+            "--expect-failure",
+            "--timeout",
+            "10",
+        ],
+        &mtls(&expired_cert, &expired_key),
+    );
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    python_json(&broker, &a, "an expired client certificate");
     python_json(
         &broker,
         &[
@@ -362,7 +384,7 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             &broker,
             "fjord_tls_handshakes_total",
             &[("result", "error")]
-        ) >= failures_before + 2.0),
+        ) >= failures_before + 3.0),
         "handshake failures not counted"
     );
 
@@ -386,7 +408,9 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     assert!(
         wait_until(Duration::from_secs(10), || {
             let log = broker.all_logs();
-            log.contains("not a TLS handshake") && log.matches("TLS handshake failed").count() >= 4
+            log.contains("not a TLS handshake")
+                && log.contains("certificate expired")
+                && log.matches("TLS handshake failed").count() >= 5
         }),
         "expected one log line per failed handshake:\n{}",
         broker.log_tail(40)
@@ -508,6 +532,34 @@ fn sasl_ssl_scram_and_certificate_reload() {
             "10",
         ],
         "wrong SCRAM password over TLS",
+    );
+    // The Java client with a wrong password: an authentication error, and the tool exits.
+    let wrong = dir.path().join("wrong.properties");
+    std::fs::write(
+        &wrong,
+        format!(
+            "security.protocol=SASL_SSL\nssl.truststore.type=PEM\nssl.truststore.location={ca}\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"carol\" password=\"wrong\";\n"
+        ),
+    )
+    .unwrap();
+    let out = tools
+        .run(
+            "kafka-topics",
+            &[
+                "--bootstrap-server",
+                &b,
+                "--command-config",
+                &wrong.display().to_string(),
+                "--list",
+            ],
+            None,
+        )
+        .failure("kafka-topics.sh with a wrong password");
+    assert!(
+        out.stderr().contains("SaslAuthenticationException")
+            || out.stdout().contains("SaslAuthenticationException"),
+        "{}",
+        out.stderr()
     );
     // kcat with PLAIN over SASL_SSL.
     broker
