@@ -533,6 +533,49 @@ fn sasl_ssl_scram_and_certificate_reload() {
         ],
         "wrong SCRAM password over TLS",
     );
+    // Kafka's Java console tools as carol, SCRAM-SHA-512 over TLS.
+    let carol = dir.path().join("carol.properties");
+    std::fs::write(
+        &carol,
+        format!(
+            "security.protocol=SASL_SSL\nssl.truststore.type=PEM\nssl.truststore.location={ca}\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"carol\" password=\"carol-secret\";\n"
+        ),
+    )
+    .unwrap();
+    let carol = carol.display().to_string();
+    tools
+        .run(
+            "kafka-console-producer",
+            &[
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                "sasl-ssl-java",
+                tools.renamed("--producer.config", "--command-config"),
+                &carol,
+            ],
+            Some(b"s1\ns2\ns3\n"),
+        )
+        .success("Java console producer, SCRAM-SHA-512 over TLS");
+    let out = tools.ok(
+        "kafka-console-consumer",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "sasl-ssl-java",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            tools.renamed("--consumer.config", "--command-config"),
+            &carol,
+        ],
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('s')).count(),
+        3,
+        "{out}"
+    );
     // The Java client with a wrong password: an authentication error, and the tool exits.
     let wrong = dir.path().join("wrong.properties");
     std::fs::write(
