@@ -20,6 +20,8 @@ moved next to the CPU time of the raw receive/append (or send) path for the same
     bench/compare.sh                                  # everything, 3 rounds
     bench/compare.sh --rounds 3 --only catch-up       # the four catch-up rows (both consumers)
     bench/compare.sh --only "(kafka-consumer-perf-test)" --no-mock
+    bench/compare.sh --tls --rounds 3 --raw-dir DIR   # issue 16: also fjord-tls and kafka-tls
+                                                      # (one-way TLS), TLS ÷ plaintext table
 """
 
 import argparse
@@ -136,22 +138,98 @@ def kafka_home():
                           os.path.expanduser(f"~/.cache/fjord/kafka-{version}"))
 
 
+class Tls:
+    """Certificates for the TLS rows (--tls), made with openssl in the work dir: a CA and a
+    server certificate for IP:127.0.0.1 and DNS:localhost (RSA 2048), and the client settings
+    of each load generator (one-way TLS: no client certificate). Both brokers get the same key
+    and certificate as PEM (KIP-651): Fjord a keystore file with the key as encrypted PKCS#8
+    and ssl.key.password; Kafka the same key unencrypted, inline (ssl.keystore.key and
+    ssl.keystore.certificate.chain), because a file-based PEM keystore in Kafka needs an
+    encrypted key and Java 17 cannot decrypt PBES2 keys ("PBES2 SecretKeyFactory not
+    available"; openssl's PBES1 ciphers are not what operators use either)."""
+
+    PASSWORD = "fjord-bench"
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "tls")
+        os.makedirs(self.dir, exist_ok=True)
+        d = lambda name: os.path.join(self.dir, name)  # noqa: E731
+        self.ca, self.keystore = d("ca.pem"), d("server-keystore.pem")
+        san = d("san.ext")
+        with open(san, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for argv in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d("ca.key"), "-out",
+             self.ca, "-days", "7", "-subj", "/CN=fjord-bench-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", d("server.key"), "-out",
+             d("server.csr"), "-subj", "/CN=localhost"],
+            ["x509", "-req", "-in", d("server.csr"), "-CA", self.ca, "-CAkey", d("ca.key"),
+             "-CAcreateserial", "-out", d("server.pem"), "-days", "7", "-extfile", san],
+            ["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", d("server.key"), "-out",
+             d("server-enc.key"), "-passout", f"pass:{self.PASSWORD}"],
+        ]:
+            subprocess.run(["openssl"] + argv, check=True, capture_output=True)
+        with open(self.keystore, "w") as out:
+            for part in ("server-enc.key", "server.pem"):
+                with open(d(part)) as f:
+                    out.write(f.read())
+        # The Java tools' client settings (KIP-651 PEM truststore).
+        self.java_props = d("client-ssl.properties")
+        with open(self.java_props, "w") as f:
+            f.write(f"security.protocol=SSL\nssl.truststore.type=PEM\n"
+                    f"ssl.truststore.location={self.ca}\n")
+        # rdkafka_performance (librdkafka on OpenSSL; it checks the host name by default).
+        self.rdkafka = ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={self.ca}"]
+
+    def broker_settings(self, system):
+        """The broker's ssl.* keys (one-way TLS)."""
+        if system == "kafka":
+            # A properties line: newlines as \n escapes (java.util.Properties).
+            pem = lambda name: open(os.path.join(self.dir, name)).read().strip() \
+                .replace("\n", "\\n")  # noqa: E731
+            return ["ssl.keystore.type=PEM", f"ssl.keystore.key={pem('server.key')}",
+                    f"ssl.keystore.certificate.chain={pem('server.pem')}",
+                    "ssl.client.auth=none"]
+        return ["ssl.keystore.type=PEM", f"ssl.keystore.location={self.keystore}",
+                f"ssl.key.password={self.PASSWORD}", "ssl.client.auth=none"]
+
+
+TLS_SUFFIX = "-tls"
+
+
 class Broker:
     """A running broker under test: kind is fjord, base (an earlier Fjord build), kafka (Apache
-    Kafka, one KRaft node) or mock."""
+    Kafka, one KRaft node) or mock; fjord-tls and kafka-tls are the same brokers serving their
+    clients over TLS (--tls)."""
 
-    def __init__(self, kind, work, fjord_bin, mock_bin, topics):
+    def __init__(self, kind, work, fjord_bin, mock_bin, topics, tls=None):
         self.kind = kind
+        self.system = kind[:-len(TLS_SUFFIX)] if kind.endswith(TLS_SUFFIX) else kind
+        self.tls = tls if kind.endswith(TLS_SUFFIX) else None
         self.tmp = None
         self.proc = None
         self.filled = set()  # (topic, record size, count) already written for a consume row
-        if kind == "kafka":
-            self.tmp = tempfile.mkdtemp(prefix="kafka-bench-", dir=work)
+        if self.system == "kafka":
+            self.tmp = tempfile.mkdtemp(prefix=f"{kind}-bench-", dir=work)
             port, cport = free_port(), free_port()
-            p = subprocess.run(
-                [os.path.join(ROOT, "bench", "kafka", "start.sh"), "--port", str(port),
-                 "--controller-port", str(cport), "--base-dir", self.tmp, "--heap", KAFKA_HEAP],
-                capture_output=True, text=True, timeout=300)
+            sets = []
+            if self.tls:
+                # Clients on an SSL listener; start.sh's readiness probe and the topic creation
+                # below stay on its PLAINTEXT one (idle during the runs). These lines come after
+                # start.sh's own in server.properties, and the last occurrence of a key wins
+                # (java.util.Properties).
+                sport = free_port()
+                sets = [f"listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{sport},"
+                        f"CONTROLLER://127.0.0.1:{cport}",
+                        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
+                        f"SSL://127.0.0.1:{sport}",
+                        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,"
+                        "PLAINTEXT:PLAINTEXT,SSL:SSL"] + self.tls.broker_settings("kafka")
+            argv = [os.path.join(ROOT, "bench", "kafka", "start.sh"), "--port", str(port),
+                    "--controller-port", str(cport), "--base-dir", self.tmp, "--heap", KAFKA_HEAP]
+            for kv in sets:
+                argv += ["--set", kv]
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
             m = re.search(r"kafka ready bootstrap=(\S+)", p.stdout)
             if not m:
                 raise SystemExit(f"kafka did not start: {p.stdout[-300:]} {p.stderr[-500:]}")
@@ -162,24 +240,39 @@ class Broker:
                 subprocess.run([fjord_bin, "topic", "create", name, "--partitions", str(parts),
                                 "--bootstrap-server", self.bootstrap],
                                check=True, stdout=subprocess.DEVNULL)
+            if self.tls:
+                self.bootstrap = f"127.0.0.1:{sport}"
             return
-        if kind in ("fjord", "base"):
+        if self.system in ("fjord", "base"):
             self.tmp = tempfile.mkdtemp(prefix=f"{kind}-bench-", dir=work)
             port, admin = free_port(), free_port()
             self.bootstrap = f"127.0.0.1:{port}"
+            argv = [fjord_bin, "server", "--log-dirs", os.path.join(self.tmp, "data"),
+                    "--listeners", f"PLAINTEXT://{self.bootstrap}",
+                    "--admin-listener", f"127.0.0.1:{admin}"]
+            if self.tls:
+                # One client listener, named PLAINTEXT, speaking SSL.
+                for kv in ["listener.security.protocol.map=PLAINTEXT:SSL"] + \
+                        self.tls.broker_settings("fjord"):
+                    argv += ["--set", kv]
             self.proc = subprocess.Popen(
-                [fjord_bin, "server", "--log-dirs", os.path.join(self.tmp, "data"),
-                 "--listeners", f"PLAINTEXT://{self.bootstrap}",
-                 "--admin-listener", f"127.0.0.1:{admin}"],
+                argv,
                 stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "server.log"), "w"),
                 text=True, env={**os.environ, "FJORD_LOG": "warn", "NO_COLOR": "1"})
             line = self.proc.stdout.readline()
             if "fjord ready" not in line:
                 raise SystemExit(f"fjord did not start: {line!r}, see {self.tmp}/server.log")
             for name, parts in topics:
-                subprocess.run([fjord_bin, "topic", "create", name, "--partitions", str(parts),
-                                "--bootstrap-server", self.bootstrap],
-                               check=True, stdout=subprocess.DEVNULL)
+                if self.tls:
+                    # `fjord topic` has no TLS client: Kafka's own tool, over SSL.
+                    argv = [os.path.join(kafka_home(), "bin", "kafka-topics.sh"),
+                            "--bootstrap-server", self.bootstrap, "--command-config",
+                            self.tls.java_props, "--create", "--topic", name, "--partitions",
+                            str(parts), "--replication-factor", "1"]
+                else:
+                    argv = [fjord_bin, "topic", "create", name, "--partitions", str(parts),
+                            "--bootstrap-server", self.bootstrap]
+                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         else:
             self.proc = subprocess.Popen(
                 [mock_bin] + [f"{t}:{p}" for t, p in topics],
@@ -203,7 +296,7 @@ class Broker:
         return cpu_seconds(self.pid)
 
     def stop(self):
-        if self.kind == "kafka":
+        if self.system == "kafka":
             subprocess.run([os.path.join(ROOT, "bench", "kafka", "stop.sh"), "--base-dir",
                             self.tmp, "--clean"], capture_output=True, timeout=120)
             return
@@ -247,13 +340,22 @@ def percentiles(path, skip=0):
 
 
 CLIENT_CPU = [0.0]  # CPU seconds of the last load-generator run
+# --raw-dir: every tool run's command line and output is appended to RAW_LOG["path"].
+RAW_LOG = {"dir": None, "path": None}
 
 
 def run_tool(argv, timeout):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CLIENT_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if RAW_LOG["path"]:
+        with open(RAW_LOG["path"], "a") as f:
+            f.write(f"$ {' '.join(argv)}\n# exit {p.returncode}, {time.time() - t0:.1f} s, "
+                    f"client CPU {CLIENT_CPU[0]:.2f} s, load average "
+                    f"{' '.join(open('/proc/loadavg').read().split()[:3])}\n")
+            f.write(p.stdout + p.stderr + "\n")
     return p.stdout + p.stderr
 
 
@@ -278,7 +380,7 @@ def run_workload(w, b, tools, rate, timeout):
     lat_file = os.path.join(tools.work, f"lat-{b.kind}.txt")
     if os.path.exists(lat_file):
         os.remove(lat_file)
-    base = [tools.perf, "-b", b.bootstrap, "-t", w.topic]
+    base = [tools.perf, "-b", b.bootstrap, "-t", w.topic] + (b.tls.rdkafka if b.tls else [])
     if w.kind == "consume":
         err = fill(w, b, tools, timeout)
         if err:
@@ -320,7 +422,8 @@ def fill(w, b, tools, timeout):
     if key in b.filled:
         return None
     out = run_tool([tools.perf, "-b", b.bootstrap, "-t", w.topic, "-P", "-s", str(w.size),
-                    "-c", str(w.count), "-a", "1", "-p", "0"], timeout)
+                    "-c", str(w.count), "-a", "1", "-p", "0"] + (b.tls.rdkafka if b.tls else []),
+                   timeout)
     if not last(SUMMARY_P, out):
         return {"error": "fill failed: " + out[-300:]}
     b.filled.add(key)
@@ -360,6 +463,8 @@ def run_kafka_perf(w, b, tools, timeout):
     args = [tool, "--topic", w.topic, "--num-records", str(w.count), "--record-size",
             str(w.size), "--throughput", "-1", "--producer-props",
             f"bootstrap.servers={b.bootstrap}", f"acks={'all' if w.acks == -1 else w.acks}"]
+    if b.tls:
+        args += ["--producer.config", b.tls.java_props]
     cpu0 = b.cpu()
     out = run_tool(args, timeout)
     cpu = b.cpu() - cpu0
@@ -390,6 +495,8 @@ def run_kafka_consumer_perf(w, b, tools, timeout):
     group = f"fjord-bench-{b.kind}-{w.topic}-{time.time_ns()}"
     args = [tool, "--bootstrap-server", b.bootstrap, "--topic", w.topic, "--num-records",
             str(w.count), "--group", group, "--timeout", "30000"]
+    if b.tls:
+        args += ["--consumer.config", b.tls.java_props]
     cpu0 = b.cpu()
     out = run_tool(args, timeout)
     cpu = b.cpu() - cpu0
@@ -447,6 +554,45 @@ def txn_lines(results, kinds):
                       "acks=all, median msgs/s):")
     return out
 
+
+def tls_lines(results, ws, kinds):
+    """Issue 16: each row's MB/s over PLAINTEXT and over TLS per system, TLS ÷ plaintext, the
+    broker's and the client's CPU per MB on each, and Fjord ÷ Kafka over TLS."""
+    def col(name, kind, key):
+        return [r[key] for r in results.get((name, kind), []) if key in r]
+
+    def per_mb(name, kind, key):
+        return [r[key] * 1e6 / r["mb"] for r in results.get((name, kind), [])
+                if "msgs" in r and r.get("mb")]
+
+    out = ["TLS ÷ plaintext (same rows, same rounds; one-way TLS; median (min–max) MB/s; CPU "
+           "µs per MB, plaintext → TLS):",
+           "| workload | broker | PLAINTEXT MB/s | SSL MB/s | SSL ÷ PLAINTEXT | "
+           "broker CPU µs/MB | client CPU µs/MB | Fjord ÷ Kafka over SSL |",
+           "|---|---|---|---|---|---|---|---|"]
+    systems = [k for k in kinds if not k.endswith(TLS_SUFFIX)]
+    for w in ws:
+        for system in systems:
+            plain, ssl = col(w.name, system, "mbps"), col(w.name, system + TLS_SUFFIX, "mbps")
+            if not plain and not ssl:
+                continue
+            ratio = f"{med(ssl) / med(plain):.2f}" if plain and ssl else "-"
+            cpu = lambda key: (f"{fmt_range(per_mb(w.name, system, key))} → "  # noqa: E731
+                               f"{fmt_range(per_mb(w.name, system + TLS_SUFFIX, key))}")
+            vs = ""
+            kafka_ssl = col(w.name, "kafka" + TLS_SUFFIX, "mbps")
+            if system == "fjord" and ssl and kafka_ssl:
+                vs = f"{med(ssl) / med(kafka_ssl):.2f}"
+            out.append(f"| {w.name} | {system} | {fmt_range(plain, '{:.1f}')} | "
+                       f"{fmt_range(ssl, '{:.1f}')} | {ratio} | {cpu('cpu')} | "
+                       f"{cpu('client_cpu')} | {vs} |")
+    return out
+
+
+# The rows --tls runs without --only: the plain single-partition produce rows (100 B and 1 KB,
+# acks=1) and the 1 KB catch-up, with librdkafka and with Kafka's Java consumer.
+TLS_ROWS = ["produce 100B acks=1 1p", "produce 1KB acks=1 1p", "consume catch-up 1KB records",
+            "consume catch-up 1KB records (kafka-consumer-perf-test)"]
 
 LATENCY_SECONDS = 10
 
@@ -581,6 +727,13 @@ def main():
                     help="MB appended by the raw append measurement")
     ap.add_argument("--delete-topics", action="store_true",
                     help="delete each produce row's topic after it (when disk space is short)")
+    ap.add_argument("--tls", action="store_true",
+                    help="issue 16: Fjord and Kafka also serving their clients over TLS (one-way, "
+                         "certificates made with openssl in the work dir), in the same rounds; "
+                         "without --only, the TLS rows (produce, catch-up); prints TLS ÷ "
+                         "plaintext per system. No mock (it has no TLS).")
+    ap.add_argument("--raw-dir", help="keep every load generator's command and output here, "
+                    "one file per round, broker and row")
     ap.add_argument("--targets", action="store_true",
                     help="only what issue 14's targets need: their rows (--only) and --rf3; "
                          "prints the targets table")
@@ -605,9 +758,18 @@ def main():
         ws = [w for w in ws if any(k in w.name for k in keys)]
     elif args.targets:
         ws = [w for w in ws if w.name in TARGET_ROWS]
+    elif args.tls:
+        ws = [w for w in ws if w.name in TLS_ROWS]
     topics = sorted({(w.topic, w.partitions) for w in ws})
     kinds = ["fjord"] + (["base"] if args.baseline else []) + \
         ([] if args.no_kafka else ["kafka"]) + ([] if args.no_mock else ["mock"])
+    tls = None
+    if args.tls:
+        tls = Tls(work)
+        kinds = [k for k in kinds if k != "mock"]
+        kinds = [k for base in kinds for k in (base, base + TLS_SUFFIX)]
+    if args.raw_dir:
+        os.makedirs(args.raw_dir, exist_ok=True)
 
     # Raw limits, measured once before and once after the broker rounds.
     raw = {k: [] for k in ["tcp", "append", "tcp+append", "tcp rx cpu", "tcp tx cpu",
@@ -639,7 +801,7 @@ def main():
         for kind in order:
             log(f"round {rnd + 1}/{args.rounds}: {kind}")
             b = Broker(kind, work, args.baseline if kind == "base" else args.fjord, mock_bin,
-                       topics)
+                       topics, tls)
             try:
                 for w in ws:
                     skip = None
@@ -653,6 +815,8 @@ def main():
                         # node -1 is throttled for 1179648 ms": it takes a throttle time from
                         # the mock's answers). Kafka is these load generators' reference.
                         skip = "the Java client stalls against the mock: it never completes"
+                    if b.tls and w.tool in ("perf", "jtxn"):
+                        skip = "no TLS in this load generator"
                     if skip:
                         if rnd == 0:
                             log(f"  {w.name}: mock: skipped ({skip})")
@@ -665,7 +829,12 @@ def main():
                                    if "msgs" in r]
                             rates[w.name] = 0.5 * med(got) if got else 50_000
                         rate = rates[w.name]
+                    if args.raw_dir:
+                        slug = re.sub(r"[^A-Za-z0-9]+", "-", w.name).strip("-")
+                        RAW_LOG["path"] = os.path.join(args.raw_dir,
+                                                       f"round{rnd + 1}-{kind}-{slug}.txt")
                     r = run_workload(w, b, tools, rate, timeout=900)
+                    RAW_LOG["path"] = None
                     if "error" in r:
                         log(f"  {w.name}: {kind}: ERROR {r['error']}")
                     else:
@@ -755,6 +924,9 @@ def main():
     print("\nFjord/raw: produce MB/s ÷ TCP→append; consume MB/s ÷ loopback TCP. "
           "raw/Fjord CPU: the raw path's CPU per MB (receive+append for produce, send for "
           "consume) ÷ the broker's; 1.0 = as cheap as moving the bytes and nothing else.")
+    if args.tls:
+        print()
+        print("\n".join(tls_lines(results, ws, kinds)))
     txn = txn_lines(results, kinds)
     if txn:
         print()

@@ -15,6 +15,10 @@
 #                                           # 50 % of it), and a table of ratio vs bound
 #   bench/compare.sh --rf3                  # all rows, plus the RF 3 runs and the targets table
 #   bench/compare.sh --only "(Java" --no-mock --rounds 3    # transactional produce ÷ plain
+#   bench/compare.sh --tls --rounds 3 --raw-dir bench/results/security/raw
+#                                           # issue 16: Fjord and Kafka over PLAINTEXT and over
+#                                           # TLS (one-way, certificates made with openssl),
+#                                           # produce and catch-up rows, TLS ÷ plaintext (~15 min)
 # Three nodes (RF 3 acks=all etc.), Fjord vs Kafka: python3 bench/replication.py --only produce
 # --kafka (bench/kafka/README.md).
 set -euo pipefail
