@@ -2,17 +2,17 @@
 //! checked against, and that set's refresh. The exchange and the checks themselves are
 //! `fjord_security::sasl::oauthbearer`.
 //!
-//! With `sasl.oauthbearer.jwks.endpoint.url` (a `file:` URL, a path, or an `http://` URL) the
+//! With `sasl.oauthbearer.jwks.endpoint.url` (a `file:` URL, a path, or an `http(s)://` URL) the
 //! keys are read when the configuration is parsed (a broker that cannot read them does not
 //! start) and re-read every `sasl.oauthbearer.jwks.endpoint.refresh.ms` on a thread of their
 //! own, never on the async workers; a failed refresh keeps the keys held and logs an ERROR.
-//! `https://` is refused: Fjord has no HTTP client with TLS (serve the set through a file).
+//! An `https://` endpoint is verified against `SSL_CERT_FILE`, else the system's CA bundle,
+//! else Mozilla's roots.
 //!
 //! Without it the listener runs Kafka's default, the *unsecured* validator: `alg: none`
 //! tokens whose claims are believed. A WARN says so at startup.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -42,43 +42,24 @@ pub(super) const KEYS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
     File(PathBuf),
-    /// `http://host[:port]/path`.
-    Http {
-        host: String,
-        port: u16,
-        path: String,
-    },
+    /// An `http://` or `https://` URL.
+    Url(String),
 }
 
 impl JwksSource {
     fn parse(url: &str) -> Result<JwksSource, String> {
-        if let Some(rest) = url.strip_prefix("http://") {
-            let (authority, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
-            let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                    h,
-                    p.parse::<u16>()
-                        .map_err(|_| format!("invalid port in {url}"))?,
-                ),
-                _ => (authority, 80),
-            };
-            if host.is_empty() {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let uri: ureq::http::Uri =
+                url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+            if uri.host().is_none_or(str::is_empty) {
                 return Err(format!("no host in {url}"));
             }
-            return Ok(JwksSource::Http {
-                host: host.trim_matches(['[', ']']).to_string(),
-                port,
-                path: path.to_string(),
-            });
-        }
-        if url.starts_with("https://") {
-            return Err(
-                "https:// JWKS endpoints are not supported (Fjord has no HTTP client with TLS): fetch the key set into a file and give its file: URL"
-                    .into(),
-            );
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            let host_port = authority.rsplit('@').next().unwrap_or(authority);
+            if host_port.contains(':') && !host_port.ends_with(']') && uri.port_u16().is_none() {
+                return Err(format!("invalid port in {url}"));
+            }
+            return Ok(JwksSource::Url(url.to_string()));
         }
         let path = url
             .strip_prefix("file://")
@@ -86,7 +67,7 @@ impl JwksSource {
         match path {
             Some(p) => Ok(JwksSource::File(PathBuf::from(p))),
             None if url.contains("://") => Err(format!(
-                "unsupported scheme in {url}: expected file: or http://"
+                "unsupported scheme in {url}: expected file:, http:// or https://"
             )),
             None => Ok(JwksSource::File(PathBuf::from(url))),
         }
@@ -106,43 +87,68 @@ impl JwksSource {
                 }
                 Ok(s)
             }
-            JwksSource::Http { host, port, path } => http_get(host, *port, path),
+            JwksSource::Url(url) => http_get(url, &system_roots()),
         }
     }
 }
 
-/// A plain HTTP/1.0 GET (no chunked encoding to decode), bounded in time and size.
-fn http_get(host: &str, port: u16, path: &str) -> Result<String, String> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{host}:{port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}:{port}: no address"))?;
-    let mut s =
-        TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
-    s.set_write_timeout(Some(HTTP_TIMEOUT)).ok();
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nUser-Agent: fjord\r\n\r\n"
-    );
-    s.write_all(request.as_bytes())
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let mut body = Vec::new();
-    s.take(MAX_JWKS_BYTES + 16 * 1024)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("http://{host}:{port}{path}: no HTTP response header"))?;
-    let head = String::from_utf8_lossy(&body[..end]);
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        let shown: String = status.chars().take(100).collect();
-        return Err(format!("http://{host}:{port}{path}: {shown}"));
+/// The CAs an `https://` JWKS endpoint is checked against: the PEM file named by
+/// `SSL_CERT_FILE`, else the system's bundle (where operators install internal CAs), else
+/// Mozilla's roots built in.
+fn system_roots() -> ureq::tls::RootCerts {
+    const BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let bundles = BUNDLES.iter().map(PathBuf::from);
+    for path in env.into_iter().chain(bundles) {
+        if let Ok(pem) = std::fs::read(path) {
+            if let Some(roots) = pem_roots(&pem) {
+                return roots;
+            }
+        }
     }
-    String::from_utf8(body[end + 4..].to_vec())
-        .map_err(|_| format!("http://{host}:{port}{path}: the body is not UTF-8"))
+    ureq::tls::RootCerts::WebPki
+}
+
+/// The certificates of a PEM bundle as roots (`None` when it holds none).
+fn pem_roots(pem: &[u8]) -> Option<ureq::tls::RootCerts> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<ureq::tls::Certificate<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+    (!certs.is_empty()).then(|| ureq::tls::RootCerts::Specific(Arc::new(certs)))
+}
+
+/// GET `url` (http or https), bounded in time and size.
+fn http_get(url: &str, roots: &ureq::tls::RootCerts) -> Result<String, String> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(roots.clone())
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .header("Accept", "application/json")
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status() != 200 {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_JWKS_BYTES)
+        .read_to_string()
+        .map_err(|e| format!("{url}: {e}"))
 }
 
 /// A listener's OAUTHBEARER settings and, with a JWKS, the keys held.
@@ -362,54 +368,114 @@ mod tests {
         );
         assert_eq!(
             JwksSource::parse("http://idp:8080/keys").unwrap(),
-            JwksSource::Http {
-                host: "idp".into(),
-                port: 8080,
-                path: "/keys".into()
-            }
+            JwksSource::Url("http://idp:8080/keys".into())
         );
         assert_eq!(
-            JwksSource::parse("http://idp").unwrap(),
-            JwksSource::Http {
-                host: "idp".into(),
-                port: 80,
-                path: "/".into()
-            }
+            JwksSource::parse("https://idp.example/.well-known/jwks.json").unwrap(),
+            JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
         );
-        assert!(JwksSource::parse("https://idp/keys").is_err());
+        assert!(JwksSource::parse("https:///keys").is_err());
         assert!(JwksSource::parse("ftp://idp/keys").is_err());
         assert!(JwksSource::parse("http://idp:x/keys").is_err());
+    }
+
+    /// Serve `responses` one connection each on `listener`, through TLS when `tls` is set;
+    /// each request must be a GET of /jwks.
+    fn serve(
+        listener: std::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        responses: Vec<String>,
+    ) -> std::thread::JoinHandle<()> {
+        use std::io::Write;
+        std::thread::spawn(move || {
+            for resp in responses {
+                let (tcp, _) = listener.accept().unwrap();
+                let mut stream: Box<dyn ReadWrite> = match &tls {
+                    Some(cfg) => Box::new(rustls::StreamOwned::new(
+                        rustls::ServerConnection::new(cfg.clone()).unwrap(),
+                        tcp,
+                    )),
+                    None => Box::new(tcp),
+                };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if req.is_empty() {
+                    continue; // a refused handshake
+                }
+                assert!(req.starts_with(b"GET /jwks HTTP/1.1\r\n"), "{req:?}");
+                stream.write_all(resp.as_bytes()).unwrap();
+                stream.flush().unwrap();
+            }
+        })
+    }
+
+    trait ReadWrite: Read + std::io::Write {}
+    impl<T: Read + std::io::Write> ReadWrite for T {}
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     }
 
     #[test]
     fn http_fetch() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            for body in [Some(r#"{"keys":[]}"#), None] {
-                let (mut c, _) = listener.accept().unwrap();
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.ends_with(b"\r\n\r\n") {
-                    let n = c.read(&mut buf).unwrap();
-                    assert!(n > 0);
-                    req.extend_from_slice(&buf[..n]);
-                }
-                assert!(req.starts_with(b"GET /jwks HTTP/1.0\r\n"));
-                let resp = match body {
-                    Some(b) => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len()),
-                    None => "HTTP/1.1 404 Not Found\r\n\r\n".to_string(),
-                };
-                c.write_all(resp.as_bytes()).unwrap();
-            }
-        });
-        assert_eq!(
-            http_get("127.0.0.1", port, "/jwks").unwrap(),
-            r#"{"keys":[]}"#
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let server = serve(
+            listener,
+            None,
+            vec![
+                ok(r#"{"keys":[]}"#),
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+            ],
         );
-        assert!(http_get("127.0.0.1", port, "/jwks")
-            .unwrap_err()
-            .contains("404"));
+        let roots = ureq::tls::RootCerts::WebPki;
+        assert_eq!(http_get(&url, &roots).unwrap(), r#"{"keys":[]}"#);
+        assert!(http_get(&url, &roots).unwrap_err().contains("404"));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn https_fetch_checks_the_server_certificate() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let server_config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(crate::tls::crypto_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/jwks", listener.local_addr().unwrap());
+        let server = serve(
+            listener,
+            Some(Arc::new(server_config)),
+            vec![ok(r#"{"keys":[]}"#), String::new()],
+        );
+        let trusted = pem_roots(ca.pem().as_bytes()).unwrap();
+        assert_eq!(http_get(&url, &trusted).unwrap(), r#"{"keys":[]}"#);
+        // Mozilla's roots do not know the test CA.
+        let e = http_get(&url, &ureq::tls::RootCerts::WebPki).unwrap_err();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
         server.join().unwrap();
     }
 }
