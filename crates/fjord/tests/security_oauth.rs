@@ -357,6 +357,28 @@ fn oauthbearer_unsecured_default() {
         "{}",
         broker.all_logs()
     );
+    // kcat (librdkafka's own unsecured JWT: alg none, sub = principal).
+    let kcat_oauth = [
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanisms=OAUTHBEARER",
+        "-X",
+        "enable.sasl.oauthbearer.unsecure.jwt=true",
+        "-X",
+        "sasl.oauthbearer.config=principal=kcatuser",
+    ];
+    let mut produce = kcat_oauth.to_vec();
+    produce.extend(["-P", "-t", "kcat-oauth"]);
+    broker
+        .kcat(&produce, Some(b"o1\no2\n"))
+        .success("kcat produce with OAUTHBEARER");
+    let mut consume = kcat_oauth.to_vec();
+    consume.extend(["-C", "-t", "kcat-oauth", "-o", "beginning", "-c", "2", "-e"]);
+    let out = broker
+        .kcat(&consume, None)
+        .success("kcat consume with OAUTHBEARER");
+    assert_eq!(out.stdout(), "o1\no2\n");
 }
 
 mod raw {
