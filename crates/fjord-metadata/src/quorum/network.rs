@@ -162,8 +162,16 @@ where
             format!("frame of {len} bytes is larger than {MAX_FRAME}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // Grown as bytes arrive (at most 64 KiB ahead), not allocated from the peer's length: a
+    // connection claiming 64 MiB and sending nothing holds next to nothing.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if read < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -393,5 +401,34 @@ impl RaftNetwork<TypeConfig> for TcpNetwork {
             Ok(_) => Err(self.unexpected()),
             Err(e) => Err(self.rpc_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_a_short_frame_is_an_error_without_its_claimed_size() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, &vec![1u32, 2, 3]).await.unwrap();
+        let got: Option<Vec<u32>> = read_frame(&mut b).await.unwrap();
+        assert_eq!(got, Some(vec![1, 2, 3]));
+        // A peer claiming a 64 MiB frame and sending 10 bytes: an error at its end, after a
+        // buffer of the bytes present (not 64 MiB).
+        a.write_all(&((MAX_FRAME as u32).to_be_bytes()))
+            .await
+            .unwrap();
+        a.write_all(&[b'x'; 10]).await.unwrap();
+        drop(a);
+        let e = read_frame::<_, Vec<u32>>(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // Over the limit: refused before reading.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FRAME as u32 + 1).to_be_bytes()))
+            .await
+            .unwrap();
+        let e = read_frame::<_, Vec<u32>>(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }
