@@ -277,7 +277,12 @@ pub async fn accept_tls(
     let metrics = &broker.metrics.tls;
     let fail = |reason: &'static str, what: String| {
         metrics.handshakes.with_label_values(&[reason]).inc();
-        tracing::info!(%peer, reason, %what, "closing connection: TLS handshake failed");
+        if matches!(reason, "eof" | "io") {
+            // The client went away (a probe, a client shutting down): nothing to act on.
+            tracing::debug!(%peer, reason, %what, "TLS handshake abandoned by the client");
+        } else {
+            tracing::info!(%peer, reason, %what, "closing connection: TLS handshake failed");
+        }
         None
     };
     let handshake = async {
@@ -298,10 +303,15 @@ pub async fn accept_tls(
             Ok(_) => {}
             Err(e) => return Err(("io", e.to_string())),
         }
-        tls.acceptor()
-            .accept(tcp)
-            .await
-            .map_err(|e| ("error", e.to_string()))
+        tls.acceptor().accept(tcp).await.map_err(|e| {
+            use std::io::ErrorKind::*;
+            match e.kind() {
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                    ("eof", e.to_string())
+                }
+                _ => ("error", e.to_string()),
+            }
+        })
     };
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Err(_) => {

@@ -472,7 +472,7 @@ impl TlsMetrics {
             &["result"],
         )
         .expect("metric");
-        for r in ["success", "not_tls", "timeout", "error", "principal"] {
+        for r in ["success", "not_tls", "timeout", "error", "principal", "eof"] {
             handshakes.with_label_values(&[r]);
         }
         for r in ["success", "failure"] {

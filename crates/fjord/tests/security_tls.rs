@@ -951,7 +951,7 @@ fn three_nodes_sasl_ssl_with_acls_and_quotas() {
     for &id in cluster.brokers() {
         let log = cluster.node(id).all_logs();
         assert!(
-            !log.contains("TLS handshake failed") && !log.contains("SASL authentication failed"),
+            !log.contains("reason=\"error\"") && !log.contains("SASL authentication failed"),
             "node {id} refused a peer"
         );
         cluster.node(id).assert_no_panic_in_log();

@@ -197,6 +197,16 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<Server>, tls: Optio
                 connections.spawn(async move {
                     let stream = match super::tls::accept(tls.as_ref(), stream).await {
                         Ok(s) => s,
+                        Err(e) if matches!(
+                            e.kind(),
+                            io::ErrorKind::UnexpectedEof
+                                | io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::BrokenPipe
+                        ) =>
+                        {
+                            tracing::debug!(%peer, error = %e, "controller TLS handshake abandoned by the client");
+                            return;
+                        }
                         Err(e) => {
                             tracing::info!(%peer, error = %e, "closing controller connection: TLS handshake failed");
                             return;
