@@ -226,39 +226,9 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             "2",
         ],
     );
-    tools
-        .run(
-            "kafka-console-producer",
-            &[
-                "--bootstrap-server",
-                &b,
-                "--topic",
-                "tls-java",
-                tools.renamed("--producer.config", "--command-config"),
-                &props,
-            ],
-            Some(b"j1\nj2\nj3\n"),
-        )
-        .success("Java console producer over mutual TLS");
-    let out = tools.ok(
-        "kafka-console-consumer",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--topic",
-            "tls-java",
-            "--from-beginning",
-            "--max-messages",
-            "3",
-            tools.renamed("--consumer.config", "--command-config"),
-            &props,
-        ],
-    );
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with('j')).count(),
-        3,
-        "{out}"
-    );
+    // Java console producer over mutual TLS.
+    let read = tools.console_round_trip(&b, "tls-java", &props, &["j1", "j2", "j3"]);
+    assert_eq!(read.len(), 3, "{read:?}");
 
     // The fjord CLI and `fjord perf` with the same kind of properties file (a PEM keystore file
     // with a plain key).
@@ -543,39 +513,9 @@ fn sasl_ssl_scram_and_certificate_reload() {
     )
     .unwrap();
     let carol = carol.display().to_string();
-    tools
-        .run(
-            "kafka-console-producer",
-            &[
-                "--bootstrap-server",
-                &b,
-                "--topic",
-                "sasl-ssl-java",
-                tools.renamed("--producer.config", "--command-config"),
-                &carol,
-            ],
-            Some(b"s1\ns2\ns3\n"),
-        )
-        .success("Java console producer, SCRAM-SHA-512 over TLS");
-    let out = tools.ok(
-        "kafka-console-consumer",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--topic",
-            "sasl-ssl-java",
-            "--from-beginning",
-            "--max-messages",
-            "3",
-            tools.renamed("--consumer.config", "--command-config"),
-            &carol,
-        ],
-    );
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with('s')).count(),
-        3,
-        "{out}"
-    );
+    // Java console producer, SCRAM-SHA-512 over TLS.
+    let read = tools.console_round_trip(&b, "sasl-ssl-java", &carol, &["s1", "s2", "s3"]);
+    assert_eq!(read.len(), 3, "{read:?}");
     // The Java client with a wrong password: an authentication error, and the tool exits.
     let wrong = dir.path().join("wrong.properties");
     std::fs::write(

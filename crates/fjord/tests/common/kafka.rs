@@ -84,4 +84,48 @@ impl Tools {
             .success(&format!("{tool} {}", args.join(" ")))
             .stdout()
     }
+    /// Produce `lines` with kafka-console-producer, then read that many back from the
+    /// beginning with kafka-console-consumer, both with the client properties file `props`
+    /// (security settings); returns the lines read.
+    pub fn console_round_trip(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        props: &str,
+        lines: &[&str],
+    ) -> Vec<String> {
+        let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        self.run(
+            "kafka-console-producer",
+            &[
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                self.renamed("--producer.config", "--command-config"),
+                props,
+            ],
+            Some(input.as_bytes()),
+        )
+        .success(&format!("kafka-console-producer to {topic} with {props}"));
+        let count = lines.len().to_string();
+        let out = self.ok(
+            "kafka-console-consumer",
+            &[
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                "--from-beginning",
+                "--max-messages",
+                &count,
+                self.renamed("--consumer.config", "--command-config"),
+                props,
+            ],
+        );
+        out.lines()
+            .filter(|l| lines.contains(l))
+            .map(str::to_string)
+            .collect()
+    }
 }
