@@ -283,6 +283,19 @@ fn quorum_tls(config: &BrokerConfig) -> anyhow::Result<Option<fjord_metadata::qu
         .clone()
         .context("the controller listener's TLS settings")?;
     let listener = Arc::new(tls::TlsListener::new(settings).map_err(anyhow::Error::msg)?);
+    // The controller listener's certificates are reloaded like the data listener's, for the
+    // life of the process (a controller stops with it).
+    let name = config
+        .cluster
+        .controller_listener
+        .as_ref()
+        .map_or_else(|| "CONTROLLER".to_string(), |l| l.name.clone());
+    tokio::spawn(tls::reload_loop(
+        listener.clone(),
+        name,
+        None,
+        std::time::Duration::from_secs(10),
+    ));
     Ok(Some(fjord_metadata::quorum::QuorumTls {
         server: Arc::new(move || listener.current()),
         client: t.client.config().clone(),

@@ -201,47 +201,17 @@ pub async fn accept_loop(
     }
 }
 
-/// Look for changed certificate files every [`TLS_RELOAD_CHECK`] (off the async workers) and
-/// swap them in: new connections get the new certificates, open ones keep theirs.
+/// Look for changed certificate files (`tls::reload_loop`) until shutdown.
 async fn reload_certificates(
     broker: Arc<Broker>,
     tls: Arc<TlsListener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(TLS_RELOAD_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let t = tls.clone();
-        let Ok(result) = tokio::task::spawn_blocking(move || t.reload_if_changed()).await else {
-            continue;
-        };
-        let listener = &broker.config.listener.name;
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                broker
-                    .metrics
-                    .tls
-                    .reloads
-                    .with_label_values(&["success"])
-                    .inc();
-                tracing::info!(%listener, "TLS certificates reloaded: new connections use them");
-            }
-            Err(e) => {
-                broker
-                    .metrics
-                    .tls
-                    .reloads
-                    .with_label_values(&["failure"])
-                    .inc();
-                tracing::error!(%listener, error = %e, "TLS certificates changed but do not load: still serving the previous ones");
-            }
-        }
+    let reloads = broker.metrics.tls.reloads.clone();
+    let listener = broker.config.listener.name.clone();
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        _ = crate::tls::reload_loop(tls, listener, Some(reloads), TLS_RELOAD_CHECK) => {}
     }
 }
 

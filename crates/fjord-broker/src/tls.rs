@@ -445,6 +445,42 @@ pub fn inter_broker(broker: &crate::broker::Broker) -> Option<fjord_client::TlsC
     broker.config.inter_broker_tls.clone()
 }
 
+/// Look for changed store files every `every` (off the async workers) and swap them in: new
+/// connections get the new certificates, open ones keep theirs. Runs until dropped.
+pub async fn reload_loop(
+    tls: Arc<TlsListener>,
+    listener: String,
+    reloads: Option<IntCounterVec>,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let t = tls.clone();
+        let Ok(result) = tokio::task::spawn_blocking(move || t.reload_if_changed()).await else {
+            continue;
+        };
+        let count = |r: &str| {
+            if let Some(c) = &reloads {
+                c.with_label_values(&[r]).inc();
+            }
+        };
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                count("success");
+                tracing::info!(%listener, "TLS certificates reloaded: new connections use them");
+            }
+            Err(e) => {
+                count("failure");
+                tracing::error!(%listener, error = %e, "TLS certificates changed but do not load: still serving the previous ones");
+            }
+        }
+    }
+}
+
 /// TLS metrics.
 pub struct TlsMetrics {
     /// Handshakes on the TLS listener by `result`: `success`, or why it failed (`not_tls`,
