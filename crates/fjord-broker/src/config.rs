@@ -1234,7 +1234,7 @@ mod tests {
                 "1",
                 "broker,controller",
                 "SSL://h:1,CONTROLLER://h:9093",
-                "plaintext",
+                "ssl.keystore.location",
             ),
         ] {
             let e = node(id, roles, listeners).unwrap_err();
