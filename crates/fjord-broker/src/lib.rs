@@ -200,10 +200,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .sasl
         .log_startup_warnings(&broker.config.listener.name);
 
-    let tls = match &broker.config.tls {
-        Some(settings) => Some(Arc::new(
-            tls::TlsListener::new(settings.clone()).map_err(anyhow::Error::msg)?,
-        )),
+    let tls = match broker.config.tls.clone() {
+        Some(settings) => Some(Arc::new(tls_listener(settings).await?)),
         None => None,
     };
     let accept = tokio::spawn(server::accept_loop(
@@ -273,8 +271,18 @@ fn controller_client_tls(config: &BrokerConfig) -> Option<Arc<rustls::ClientConf
         .map(|t| t.client.config().clone())
 }
 
+/// Load a TLS listener's stores off the async workers (file reads).
+async fn tls_listener(settings: tls::TlsSettings) -> anyhow::Result<tls::TlsListener> {
+    tokio::task::spawn_blocking(move || tls::TlsListener::new(settings))
+        .await
+        .context("loading the TLS stores")?
+        .map_err(anyhow::Error::msg)
+}
+
 /// Both sides of the controller listener's TLS, for this node's controller.
-fn quorum_tls(config: &BrokerConfig) -> anyhow::Result<Option<fjord_metadata::quorum::QuorumTls>> {
+async fn quorum_tls(
+    config: &BrokerConfig,
+) -> anyhow::Result<Option<fjord_metadata::quorum::QuorumTls>> {
     let Some(t) = &config.controller_tls else {
         return Ok(None);
     };
@@ -282,7 +290,7 @@ fn quorum_tls(config: &BrokerConfig) -> anyhow::Result<Option<fjord_metadata::qu
         .server
         .clone()
         .context("the controller listener's TLS settings")?;
-    let listener = Arc::new(tls::TlsListener::new(settings).map_err(anyhow::Error::msg)?);
+    let listener = Arc::new(tls_listener(settings).await?);
     // The controller listener's certificates are reloaded like the data listener's, for the
     // life of the process (a controller stops with it).
     let name = config
@@ -378,7 +386,7 @@ async fn start_controller(
                 retain_bytes: cluster.metadata_retention_bytes,
             },
             balancer: cluster.balancer,
-            tls: quorum_tls(config)?,
+            tls: quorum_tls(config).await?,
         },
         listener,
     )
