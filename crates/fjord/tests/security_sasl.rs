@@ -22,6 +22,18 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#;
 
+/// kcat's settings for alice over PLAIN.
+const KCAT_ALICE: [&str; 8] = [
+    "-X",
+    "security.protocol=SASL_PLAINTEXT",
+    "-X",
+    "sasl.mechanisms=PLAIN",
+    "-X",
+    "sasl.username=alice",
+    "-X",
+    "sasl.password=alice-secret",
+];
+
 /// A single node whose listener (named PLAINTEXT, mapped to SASL_PLAINTEXT) takes PLAIN and
 /// SCRAM; the exchange must finish within 2 s.
 fn sasl_broker() -> FjordProcess {
@@ -248,39 +260,9 @@ fn plain_and_scram_with_real_clients() {
             "sasl-java",
         ],
     );
-    tools
-        .run(
-            "kafka-console-producer",
-            &[
-                "--bootstrap-server",
-                &b,
-                "--topic",
-                "sasl-java",
-                tools.renamed("--producer.config", "--command-config"),
-                &bob,
-            ],
-            Some(b"j1\nj2\nj3\n"),
-        )
-        .success("console producer with SCRAM-SHA-512");
-    let out = tools.ok(
-        "kafka-console-consumer",
-        &[
-            "--bootstrap-server",
-            &b,
-            "--topic",
-            "sasl-java",
-            "--from-beginning",
-            "--max-messages",
-            "3",
-            tools.renamed("--consumer.config", "--command-config"),
-            &bob,
-        ],
-    );
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with('j')).count(),
-        3,
-        "{out}"
-    );
+    // Kafka's console producer and consumer with SCRAM-SHA-512.
+    let read = tools.console_round_trip(&b, "sasl-java", &bob, &["j1", "j2", "j3"]);
+    assert_eq!(read.len(), 3, "{read:?}");
 
     // Wrong passwords: an authentication error for that client; the broker serves the others.
     let failures_before = metric(
@@ -566,38 +548,6 @@ fn refuses_unauthenticated_requests_and_stalled_exchanges() {
     broker.assert_no_panic_in_log();
 }
 
-/// ISR sizes of `topic`'s partitions as `broker` answers Metadata to an authenticated kcat.
-fn isr_sizes(broker: &FjordProcess, topic: &str) -> Vec<usize> {
-    let r = broker.kcat(
-        &[
-            "-X",
-            "security.protocol=SASL_PLAINTEXT",
-            "-X",
-            "sasl.mechanisms=PLAIN",
-            "-X",
-            "sasl.username=alice",
-            "-X",
-            "sasl.password=alice-secret",
-            "-L",
-            "-J",
-            "-t",
-            topic,
-        ],
-        None,
-    );
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(r.stdout().trim()) else {
-        return Vec::new();
-    };
-    v["topics"][0]["partitions"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn three_brokers_replicate_over_sasl() {
     // Every broker's data listener takes only SASL (PLAIN); followers fetch from leaders and
@@ -629,7 +579,7 @@ fn three_brokers_replicate_over_sasl() {
         let sizes: Vec<Vec<usize>> = cluster
             .brokers()
             .iter()
-            .map(|&id| isr_sizes(cluster.node(id), "replicated"))
+            .map(|&id| cluster.node(id).isr_sizes("replicated", &KCAT_ALICE))
             .collect();
         if sizes
             .iter()

@@ -597,24 +597,6 @@ fn sasl_ssl_scram_and_certificate_reload() {
     broker.assert_no_panic_in_log();
 }
 
-/// The ISR size of each partition of `topic` as `node` reports it (kcat over mutual TLS).
-fn isr_sizes(node: &FjordProcess, topic: &str, tls: &[&str]) -> Vec<usize> {
-    let mut args = tls.to_vec();
-    args.extend(["-L", "-J", "-t", topic]);
-    let r = node.kcat(&args, None);
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(r.stdout().trim()) else {
-        return Vec::new();
-    };
-    v["topics"][0]["partitions"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn three_nodes_over_mutual_tls_on_data_and_controller_listeners() {
     // Every node's data and controller listeners are TLS with required client certificates:
@@ -675,7 +657,7 @@ fn three_nodes_over_mutual_tls_on_data_and_controller_listeners() {
     );
     let full = |cluster: &Cluster| {
         cluster.brokers().iter().all(|&id| {
-            let s = isr_sizes(cluster.node(id), "replicated", &tls);
+            let s = cluster.node(id).isr_sizes("replicated", &tls);
             s.len() == 3 && s.iter().all(|&n| n == 3)
         })
     };
@@ -847,7 +829,7 @@ fn three_nodes_sasl_ssl_with_acls_and_quotas() {
     assert!(
         wait_until(Duration::from_secs(60), || cluster.brokers().iter().all(
             |&id| {
-                let s = isr_sizes(cluster.node(id), "orders", &kcat_admin);
+                let s = cluster.node(id).isr_sizes("orders", &kcat_admin);
                 s.len() == 3 && s.iter().all(|&n| n == 3)
             }
         )),

@@ -343,6 +343,25 @@ impl FjordProcess {
         run(cmd, stdin, CMD_TIMEOUT)
     }
 
+    /// The ISR size of each partition of `topic` as this node reports it, asked with kcat
+    /// (`-L -J`) with the client settings `auth` (`-X` pairs); empty while it cannot say.
+    pub fn isr_sizes(&self, topic: &str, auth: &[&str]) -> Vec<usize> {
+        let mut args = auth.to_vec();
+        args.extend(["-L", "-J", "-t", topic]);
+        let r = self.kcat(&args, None);
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(r.stdout().trim()) else {
+            return Vec::new();
+        };
+        v["topics"][0]["partitions"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["isrs"].as_array().map_or(0, Vec::len))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Runs `tests/clients/<script>` with `--bootstrap <addr>` prepended to `args`.
     pub fn python(&self, script: &str, args: &[&str]) -> CmdResult {
         let mut full = vec!["--bootstrap", self.bootstrap()];
