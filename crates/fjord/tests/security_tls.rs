@@ -90,8 +90,15 @@ fn metric(broker: &FjordProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&broker.http_get("/metrics").body, name, labels).unwrap_or(0.0)
 }
 
-fn python_json(broker: &FjordProcess, args: &[&str], what: &str) -> serde_json::Value {
-    let out = broker.python("tls_clients.py", args).success(what);
+/// Run tls_clients.py with the client's TLS files `who` and then `args`; its JSON line.
+fn python_json(
+    broker: &FjordProcess,
+    who: &[&str],
+    args: &[&str],
+    what: &str,
+) -> serde_json::Value {
+    let all: Vec<&str> = who.iter().chain(args).copied().collect();
+    let out = broker.python("tls_clients.py", &all).success(what);
     let line = out.stdout();
     serde_json::from_str(line.trim().lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{what}: bad output {line:?}: {e}"))
@@ -134,32 +141,22 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
         "super.users=User:alice",
     ]);
     let b = broker.bootstrap().to_string();
-    let mtls = |cert: &str, key: &str| -> Vec<String> {
-        ["--ca", &ca, "--cert", cert, "--key", key]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
-    let alice = mtls(&alice_cert, &alice_key);
-    let args = |extra: &[&str], who: &[String]| -> Vec<String> {
-        who.iter()
-            .cloned()
-            .chain(extra.iter().map(|s| s.to_string()))
-            .collect()
-    };
+    let alice = ["--ca", &ca, "--cert", &alice_cert, "--key", &alice_key];
     for client in ["confluent", "kafka-python", "aiokafka"] {
         let topic = format!("tls-{client}");
-        let a = args(
-            &["--client", client, "--topic", &topic, "--count", "200"],
+        let out = python_json(
+            &broker,
             &alice,
+            &["--client", client, "--topic", &topic, "--count", "200"],
+            &format!("{client} over mutual TLS"),
         );
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let out = python_json(&broker, &a, &format!("{client} over mutual TLS"));
         assert_eq!(out["consumed"], 200, "{client}: {out}");
     }
     // Records of ~60 KB make fetch responses with file ranges: copied through TLS, not sent
     // with sendfile.
-    let a = args(
+    let out = python_json(
+        &broker,
+        &alice,
         &[
             "--client",
             "confluent",
@@ -170,10 +167,8 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             "--repeat",
             "12000",
         ],
-        &alice,
+        "big records over TLS",
     );
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let out = python_json(&broker, &a, "big records over TLS");
     assert_eq!(out["consumed"], 100, "{out}");
 
     // kcat, with librdkafka's own TLS keys.
@@ -292,7 +287,9 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
 
     // bob's certificate is trusted, so he connects — as User:bob, who may do nothing.
-    let a = args(
+    python_json(
+        &broker,
+        &["--ca", &ca, "--cert", &bob_cert, "--key", &bob_key],
         &[
             "--client",
             "confluent",
@@ -300,10 +297,8 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             "tls-confluent",
             "--expect-denied",
         ],
-        &mtls(&bob_cert, &bob_key),
+        "bob is denied by the authorizer",
     );
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    python_json(&broker, &a, "bob is denied by the authorizer");
 
     // A certificate from another CA (even with alice's name) and no certificate at all are
     // refused in the handshake.
@@ -312,32 +307,33 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
         "fjord_tls_handshakes_total",
         &[("result", "error")],
     );
-    let a = args(
-        &[
-            "--client",
-            "confluent",
-            "--expect-failure",
-            "--timeout",
-            "10",
-        ],
-        &mtls(&mallory_cert, &mallory_key),
-    );
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    python_json(&broker, &a, "an untrusted client certificate");
-    let a = args(
-        &[
-            "--client",
-            "confluent",
-            "--expect-failure",
-            "--timeout",
-            "10",
-        ],
-        &mtls(&expired_cert, &expired_key),
-    );
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    python_json(&broker, &a, "an expired client certificate");
     python_json(
         &broker,
+        &["--ca", &ca, "--cert", &mallory_cert, "--key", &mallory_key],
+        &[
+            "--client",
+            "confluent",
+            "--expect-failure",
+            "--timeout",
+            "10",
+        ],
+        "an untrusted client certificate",
+    );
+    python_json(
+        &broker,
+        &["--ca", &ca, "--cert", &expired_cert, "--key", &expired_key],
+        &[
+            "--client",
+            "confluent",
+            "--expect-failure",
+            "--timeout",
+            "10",
+        ],
+        "an expired client certificate",
+    );
+    python_json(
+        &broker,
+        &[],
         &[
             "--client",
             "kafka-python",
@@ -395,7 +391,9 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
     );
 
     // The broker kept serving throughout.
-    let a = args(
+    python_json(
+        &broker,
+        &alice,
         &[
             "--client",
             "confluent",
@@ -404,10 +402,8 @@ fn ssl_with_mutual_tls_and_certificate_principals() {
             "--count",
             "10",
         ],
-        &alice,
+        "after the bad connections",
     );
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    python_json(&broker, &a, "after the bad connections");
     broker.assert_no_panic_in_log();
 }
 
@@ -461,6 +457,7 @@ fn sasl_ssl_scram_and_certificate_reload() {
         let topic = format!("sasl-ssl-{client}");
         let out = python_json(
             &broker,
+            &[],
             &[
                 "--client",
                 client,
@@ -484,6 +481,7 @@ fn sasl_ssl_scram_and_certificate_reload() {
     // A wrong password over TLS fails authentication on that connection only.
     python_json(
         &broker,
+        &[],
         &[
             "--client",
             "confluent",
@@ -569,6 +567,7 @@ fn sasl_ssl_scram_and_certificate_reload() {
     let served = || -> String {
         python_json(
             &broker,
+            &[],
             &["--client", "peer-cert", "--ca", &ca],
             "the server's certificate",
         )["cn"]
@@ -676,7 +675,12 @@ fn three_nodes_over_mutual_tls_on_data_and_controller_listeners() {
         "--count",
         "200",
     ]);
-    let out = python_json(cluster.node(1), &a, "acks=all produce to RF 3 over TLS");
+    let out = python_json(
+        cluster.node(1),
+        &[],
+        &a,
+        "acks=all produce to RF 3 over TLS",
+    );
     assert_eq!(out["consumed"], 200, "{out}");
 
     for &id in cluster.brokers() {
@@ -698,7 +702,7 @@ fn three_nodes_over_mutual_tls_on_data_and_controller_listeners() {
         "--count",
         "100",
     ]);
-    python_json(cluster.node(1), &a, "produce with a broker down");
+    python_json(cluster.node(1), &[], &a, "produce with a broker down");
     cluster.start_node(3);
     assert!(
         wait_until(Duration::from_secs(60), || full(&cluster)),
@@ -857,7 +861,7 @@ fn three_nodes_sasl_ssl_with_acls_and_quotas() {
         "--count",
         "300",
     ]);
-    let out = python_json(node, &a, "alice produces and consumes orders");
+    let out = python_json(node, &[], &a, "alice produces and consumes orders");
     assert_eq!(out["consumed"], 300, "{out}");
     let mut a = alice.to_vec();
     a.extend([
@@ -867,7 +871,7 @@ fn three_nodes_sasl_ssl_with_acls_and_quotas() {
         "payments",
         "--expect-denied",
     ]);
-    python_json(node, &a, "alice is denied another topic");
+    python_json(node, &[], &a, "alice is denied another topic");
     let out = cli(&["quota", "describe", "--user", "alice"], "quota describe");
     assert!(out.stdout().contains("1048576"), "{}", out.stdout());
     for &id in cluster.brokers() {
